@@ -1,0 +1,228 @@
+//! Configuration: a raw serde layer ([`raw`]) that mirrors the TOML file and
+//! rejects unknown keys, and a pure [`validate`] step into the typed values
+//! below. Validation collects every problem with its key path before failing
+//! and does no I/O.
+
+pub mod duration;
+pub mod raw;
+pub mod validate;
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use validate::{validate, ConfigError, ConfigErrors};
+
+/// Read and validate a config file. Errors carry the file name and key path.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors::single(&file, "", format!("cannot read config file: {e}"))
+    })?;
+    load_str(&file, &text)
+}
+
+/// Parse and validate config text; `file` names it in errors.
+pub fn load_str(file: &str, text: &str) -> Result<Config, ConfigErrors> {
+    let raw = raw::parse(file, text)?;
+    validate(file, raw)
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Process-wide settings.
+    pub daemon: DaemonConfig,
+    /// Where notifications go.
+    pub notify: NotifyConfig,
+    /// The services watched, each with its rules and rollback plan.
+    pub targets: Vec<TargetConfig>,
+}
+
+/// `[daemon]`.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// Journal, outbox and incident records live here.
+    pub state_dir: PathBuf,
+    /// Address of the HTTP API and /metrics.
+    pub listen: SocketAddr,
+    /// How often every rule is evaluated.
+    pub poll_interval: Duration,
+    /// Never execute; record and notify "would roll back" only.
+    pub dry_run: bool,
+    /// Bearer token for mutating API routes.
+    pub api_token_file: Option<PathBuf>,
+    /// Base URL for links in email.
+    pub public_url: Option<url::Url>,
+}
+
+/// `[notify]`.
+#[derive(Debug, Clone, Default)]
+pub struct NotifyConfig {
+    /// `[notify.email]`; without it notifications are only logged and journaled.
+    pub email: Option<EmailConfig>,
+}
+
+/// `[notify.email]`.
+#[derive(Debug, Clone)]
+pub struct EmailConfig {
+    /// RFC 5322 mailbox, e.g. `rollbackd <rollbackd@host>`; checked by validation.
+    pub from: String,
+    /// At least one recipient mailbox.
+    pub to: Vec<String>,
+    /// Every mail is written here first (default `state_dir/outbox`).
+    pub outbox_dir: PathBuf,
+}
+
+/// `no_data = hold | ok | breach`: what an evaluation without data means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoData {
+    /// Keep the previous status; `for` does not advance.
+    Hold,
+    /// Treat missing data as the condition not holding.
+    Ok,
+    /// Treat missing data as the condition holding.
+    Breach,
+}
+
+/// Where a target's live version is read from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VersionSource {
+    /// argv run directly; trimmed stdout is the version.
+    Command(Vec<String>),
+    /// For `symlink` targets without an explicit source: the name of the
+    /// release directory `current` points to.
+    Symlink(PathBuf),
+}
+
+/// `[[target]]`.
+#[derive(Debug, Clone)]
+pub struct TargetConfig {
+    /// Unique name; appears in incident IDs, subjects and `{target}`.
+    pub name: String,
+    /// How the live version is read, if at all.
+    pub version: Option<VersionSource>,
+    /// Quiet time after an incident ends before the target is watched again.
+    pub cooldown: Duration,
+    /// At most this many executed rollbacks in any hour.
+    pub max_rollbacks_per_hour: NonZeroU32,
+    /// Meaning of evaluations without data.
+    pub no_data: NoData,
+    /// At least one rule.
+    pub rules: Vec<RuleConfig>,
+    /// What to run to roll back.
+    pub rollback: RollbackPlan,
+    /// How recovery is checked after the plan succeeded.
+    pub verify: VerifyConfig,
+}
+
+/// `[[target.rule]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleConfig {
+    /// Unique within the target.
+    pub name: String,
+    /// Where the value comes from.
+    pub source: SourceSpec,
+    /// Breach when the value is strictly above this.
+    pub above: f64,
+    /// The condition must hold on every evaluation for this long.
+    pub for_: Duration,
+}
+
+/// The source of one rule's value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceSpec {
+    /// One HTTP GET per poll.
+    Probe(ProbeSpec),
+    /// Host CPU or memory from /proc.
+    Host(HostMetric),
+}
+
+/// `source = "probe"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeSpec {
+    /// URL fetched with GET.
+    pub url: url::Url,
+    /// No answer in time = failed probe.
+    pub timeout: Duration,
+    /// Required status; `None` accepts any 2xx.
+    pub expect_status: Option<u16>,
+    /// Which value the rule compares.
+    pub measure: ProbeMeasure,
+    /// The probes the value is computed over.
+    pub window: Duration,
+}
+
+/// `measure = failure_ratio | latency`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeMeasure {
+    /// Failed probes / all probes in the window (0..1).
+    FailureRatio,
+    /// Median latency of the probes in the window, seconds.
+    Latency,
+}
+
+/// `metric = cpu | memory`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostMetric {
+    /// Busy fraction of all CPUs since the previous poll (0..1).
+    Cpu,
+    /// 1 - MemAvailable / MemTotal (0..1).
+    Memory,
+}
+
+/// `[target.rollback]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollbackPlan {
+    /// The executor and its keys.
+    pub kind: ExecutorKind,
+    /// Bounds the whole plan; a step still running then is killed with its
+    /// process group.
+    pub timeout: Duration,
+    /// Steps run once verification passed (argv templates).
+    pub after: Vec<Vec<String>>,
+}
+
+/// One executor kind with its keys.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExecutorKind {
+    /// Ordered argv steps; the first failure stops the plan.
+    Command {
+        /// argv templates.
+        steps: Vec<Vec<String>>,
+    },
+    /// Re-point `current` at a previous release directory.
+    Symlink {
+        /// The symlink the service runs from.
+        current: PathBuf,
+        /// Directory holding one directory per release.
+        releases: PathBuf,
+        /// Run after re-pointing (argv template).
+        restart: Option<Vec<String>>,
+    },
+}
+
+impl ExecutorKind {
+    /// The `kind` key's value, for records and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ExecutorKind::Command { .. } => "command",
+            ExecutorKind::Symlink { .. } => "symlink",
+        }
+    }
+}
+
+/// `[target.verify]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifyConfig {
+    /// Healthy within this window, or the rollback failed.
+    pub within: Duration,
+    /// Must answer `expect_status` (default any 2xx).
+    pub url: Option<url::Url>,
+    /// Status required from `url`; `None` accepts any 2xx.
+    pub expect_status: Option<u16>,
+    /// Every rule of the target must be back to Ok as well.
+    pub rules: bool,
+}

@@ -1,0 +1,319 @@
+//! The decision engine: a pure state machine per target.
+//!
+//! [`step`] takes the target's [`TargetState`], one [`Event`] and the time,
+//! and returns the next state plus the [`Action`]s the runner must carry out.
+//! It does no I/O and never reads the clock, so table tests drive it without
+//! sleeping. The incident model ([`Incident`]) travels inside the state and
+//! is what the journal, the record and the email are made from.
+
+mod machine;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use machine::{step, DecideConfig, StepError};
+
+use crate::execute::StepReport;
+use crate::rules::RuleReport;
+
+/// Wall-clock time as used everywhere in decisions.
+pub type Time = DateTime<Utc>;
+
+/// Everything the decision engine remembers about one target. This is what
+/// the journal snapshots and recovery restores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetState {
+    /// Target name.
+    pub target: String,
+    /// Where the target is in the incident lifecycle.
+    pub phase: Phase,
+    /// The live version as last observed.
+    pub version: Option<String>,
+    /// The version that was live before `version` (the rollback goal).
+    pub previous_version: Option<String>,
+    /// When `version` was first seen live.
+    pub deployed_at: Option<Time>,
+    /// Latest rule evaluations, for explanations and verification.
+    pub rules: Vec<RuleReport>,
+    /// Start times of executed rollbacks (rate limit history).
+    pub rollbacks: Vec<Time>,
+    /// After rolling back to this version, a breach on it escalates instead
+    /// of rolling back again; a deploy of another version clears it.
+    pub loop_guard: Option<String>,
+    /// Sequence for incident IDs.
+    pub incident_seq: u64,
+}
+
+impl TargetState {
+    /// A fresh target that is being watched.
+    pub fn new(target: &str) -> TargetState {
+        TargetState {
+            target: target.to_string(),
+            phase: Phase::Watching,
+            version: None,
+            previous_version: None,
+            deployed_at: None,
+            rules: Vec::new(),
+            rollbacks: Vec::new(),
+            loop_guard: None,
+            incident_seq: 0,
+        }
+    }
+
+    /// The open or most recent incident, if the phase carries one.
+    pub fn incident(&self) -> Option<&Incident> {
+        match &self.phase {
+            Phase::Watching => None,
+            Phase::RollingBack { incident }
+            | Phase::Verifying { incident, .. }
+            | Phase::Done { incident, .. } => Some(incident),
+        }
+    }
+}
+
+/// The lifecycle of one target (DESIGN.md section 2). `Triggered` is not a
+/// resting phase: a trigger moves on in the same step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum Phase {
+    /// No open incident; rules are watched.
+    Watching,
+    /// The rollback plan is running.
+    RollingBack {
+        /// The open incident.
+        incident: Box<Incident>,
+    },
+    /// The plan succeeded; waiting for the service to be healthy.
+    Verifying {
+        /// The open incident.
+        incident: Box<Incident>,
+        /// Healthy by then, or the rollback failed.
+        deadline: Time,
+        /// Latest result of the verify URL check; `None` before the first.
+        url_ok: Option<bool>,
+    },
+    /// An incident ended (rolled back, failed, dry-run); breaches are not
+    /// acted on until `until` (cooldown).
+    Done {
+        /// The closed incident.
+        incident: Box<Incident>,
+        /// End of the cooldown.
+        until: Time,
+    },
+}
+
+impl Phase {
+    /// The state name shown to users (`Watching`, `RollingBack`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Phase::Watching => "Watching",
+            Phase::RollingBack { .. } => "RollingBack",
+            Phase::Verifying { .. } => "Verifying",
+            Phase::Done { incident, .. } => match incident.outcome {
+                Some(Outcome::RolledBack) => "RolledBack",
+                Some(Outcome::Failed) => "Failed",
+                Some(Outcome::DryRun) => "DryRun",
+                Some(Outcome::Escalated) => "Escalated",
+                None => "Done",
+            },
+        }
+    }
+}
+
+/// How an incident ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The plan ran and verification passed.
+    RolledBack,
+    /// The plan failed, timed out, or did not heal the service.
+    Failed,
+    /// Dry-run: recorded and notified as "would roll back", nothing executed.
+    DryRun,
+    /// A guard stopped the action; a human was told.
+    Escalated,
+}
+
+impl Outcome {
+    /// Upper-case label for subjects: `ROLLED BACK`, `FAILED`, ...
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::RolledBack => "ROLLED BACK",
+            Outcome::Failed => "FAILED",
+            Outcome::DryRun => "WOULD ROLL BACK",
+            Outcome::Escalated => "ESCALATED",
+        }
+    }
+}
+
+/// What opened an incident.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Cause {
+    /// Rules breached for their `for` duration.
+    Rules {
+        /// The breached rules with values, thresholds and windows.
+        breached: Vec<RuleReport>,
+    },
+}
+
+/// One line of an incident's timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    /// When it happened.
+    pub at: Time,
+    /// The phase entered (or the phase it happened in).
+    pub phase: String,
+    /// What happened and why, with values.
+    pub message: String,
+}
+
+/// An incident: from the trigger to the end of verification. It is the
+/// single source of the journal entry, the record and the email.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    /// `YYYYMMDD-HHMMSS-target-N`, unique and sortable.
+    pub id: String,
+    /// Target name.
+    pub target: String,
+    /// What opened it.
+    pub cause: Cause,
+    /// Live version when it opened.
+    pub from_version: Option<String>,
+    /// Version the plan goes back to (filled in by the executor if it finds it).
+    pub to_version: Option<String>,
+    /// Executor kind, e.g. `symlink`.
+    pub method: String,
+    /// Nothing is executed (global dry-run).
+    pub dry_run: bool,
+    /// When the trigger held.
+    pub opened_at: Time,
+    /// When the plan started.
+    pub rollback_started: Option<Time>,
+    /// When the plan ended.
+    pub rollback_finished: Option<Time>,
+    /// When verification ended (either way).
+    pub verify_finished: Option<Time>,
+    /// The plan's steps with exit status, duration and output tail.
+    pub steps: Vec<StepReport>,
+    /// Verification result in words.
+    pub verification: Option<String>,
+    /// How it ended; `None` while open.
+    pub outcome: Option<Outcome>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    /// Every transition with its explanation.
+    pub timeline: Vec<TimelineEntry>,
+}
+
+impl Incident {
+    /// One sentence of what happened, for logs and subjects.
+    pub fn summary(&self) -> String {
+        let versions = format!(
+            "{} -> {}",
+            self.from_version.as_deref().unwrap_or("?"),
+            self.to_version.as_deref().unwrap_or("?")
+        );
+        match self.outcome {
+            Some(o) => format!("{}: {} {}", self.target, o.label(), versions),
+            None => format!("{}: ROLLING BACK {}", self.target, versions),
+        }
+    }
+
+    /// Duration between two optional instants.
+    pub fn span(from: Option<Time>, to: Option<Time>) -> Option<Duration> {
+        match (from, to) {
+            (Some(a), Some(b)) => (b - a).to_std().ok(),
+            _ => None,
+        }
+    }
+}
+
+/// Something that happened to a target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// All rules of the target were evaluated.
+    Evaluated {
+        /// One report per rule, in config order.
+        rules: Vec<RuleReport>,
+    },
+    /// The live version was read.
+    VersionObserved {
+        /// The version string.
+        version: String,
+    },
+    /// The rollback plan ended.
+    ExecFinished {
+        /// The incident it ran for.
+        incident: String,
+        /// Step reports and result.
+        result: crate::execute::ExecResult,
+    },
+    /// The verify URL was checked.
+    VerifyChecked {
+        /// The incident being verified.
+        incident: String,
+        /// Whether it answered the expected status.
+        ok: bool,
+        /// Status or error, for the record.
+        detail: String,
+    },
+    /// The daemon restarted and recovered this state from the journal.
+    Recovered,
+}
+
+/// Which notification to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyKind {
+    /// Dry-run: a rollback would have run.
+    WouldRollBack,
+    /// The plan started.
+    RollbackStarted,
+    /// The plan ran and verification passed.
+    RolledBack,
+    /// The plan failed or timed out.
+    RollbackFailed,
+    /// The plan ran but the service did not recover.
+    DidNotHelp,
+    /// A guard stopped an automatic rollback.
+    Escalated,
+    /// The daemon died while the plan was running; verifying instead.
+    Interrupted,
+}
+
+/// Something the runner must do. Actions are data; [`step`] never performs them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Run the target's rollback plan for this incident.
+    Execute {
+        /// The incident (ID, versions for template variables).
+        incident: Box<Incident>,
+    },
+    /// Check the verify URL on each poll until the phase changes.
+    Verify {
+        /// The incident being verified.
+        incident: String,
+    },
+    /// Run the plan's `after` steps (verification passed).
+    RunAfter {
+        /// The incident.
+        incident: Box<Incident>,
+    },
+    /// Send a notification about the incident.
+    Notify {
+        /// Which one.
+        kind: NotifyKind,
+        /// Snapshot of the incident.
+        incident: Box<Incident>,
+    },
+    /// Write (or rewrite) `incidents/ID.md`.
+    WriteRecord {
+        /// Snapshot of the incident.
+        incident: Box<Incident>,
+    },
+}

@@ -1,0 +1,26 @@
+//! rollbackd: turns monitoring into safe, automatic, verified rollbacks.
+//!
+//! # Layout
+//!
+//! - [`config`]: raw (serde) TOML -> validated, typed config; every error with its key path.
+//! - [`sources`]: produce samples (HTTP probe, host /proc); they never decide anything.
+//! - [`rules`]: turn samples into a rule status (`for` duration, no-data policy).
+//! - [`decide`]: the pure per-target incident state machine, `step(state, event, now)`.
+//! - [`execute`]: carries out a rollback plan (one file per executor kind) and verification.
+//! - [`notify`]: the rollback record, email to the outbox.
+//! - [`journal`]: append-only, fsync'd event log and recovery at start.
+//! - [`daemon`]: wiring: per-target workers, ticks, shutdown.
+//! - [`demo`]: the self-contained demonstration behind `rollbackd demo`.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod daemon;
+pub mod decide;
+pub mod demo;
+pub mod execute;
+pub mod journal;
+pub mod notify;
+pub mod rules;
+pub mod sources;
+pub mod util;
