@@ -36,6 +36,8 @@ pub struct Config {
     pub daemon: DaemonConfig,
     /// Where notifications go.
     pub notify: NotifyConfig,
+    /// Release windows: inside one, every decision is dry-run.
+    pub windows: Vec<Window>,
     /// The services watched, each with its rules and rollback plan.
     pub targets: Vec<TargetConfig>,
 }
@@ -225,4 +227,73 @@ pub struct VerifyConfig {
     pub expect_status: Option<u16>,
     /// Every rule of the target must be back to Ok as well.
     pub rules: bool,
+}
+
+/// `[[window]]`: a weekly release window in a timezone. `end` before `start`
+/// crosses midnight; the window then belongs to the day it starts on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
+    /// Name for logs and records.
+    pub name: String,
+    /// Days the window starts on.
+    pub days: Vec<chrono::Weekday>,
+    /// Local start time.
+    pub start: chrono::NaiveTime,
+    /// Local end time (exclusive).
+    pub end: chrono::NaiveTime,
+    /// IANA timezone the times are in.
+    pub timezone: chrono_tz::Tz,
+}
+
+impl Window {
+    /// Whether `now` falls inside the window.
+    pub fn contains(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        use chrono::{Datelike, Duration as ChronoDuration};
+        let local = now.with_timezone(&self.timezone);
+        let t = local.time();
+        if self.start <= self.end {
+            self.days.contains(&local.weekday()) && t >= self.start && t < self.end
+        } else {
+            // Crosses midnight: either the evening of a listed day, or the
+            // early morning after one.
+            let yesterday = (local - ChronoDuration::days(1)).weekday();
+            (self.days.contains(&local.weekday()) && t >= self.start)
+                || (self.days.contains(&yesterday) && t < self.end)
+        }
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::*;
+    use chrono::{NaiveTime, TimeZone, Utc, Weekday};
+
+    fn window(start: &str, end: &str) -> Window {
+        Window {
+            name: "w".into(),
+            days: vec![Weekday::Sat],
+            start: NaiveTime::parse_from_str(start, "%H:%M").unwrap(),
+            end: NaiveTime::parse_from_str(end, "%H:%M").unwrap(),
+            timezone: chrono_tz::Asia::Shanghai,
+        }
+    }
+
+    #[test]
+    fn windows_cross_midnight_in_their_timezone() {
+        // 2026-11-21 is a Saturday. Shanghai is UTC+8.
+        let w = window("22:00", "02:00");
+        let at = |d, h, m| Utc.with_ymd_and_hms(2026, 11, d, h, m, 0).unwrap();
+        for (now, inside) in [
+            (at(21, 14, 0), true),   // Sat 22:00 local
+            (at(21, 13, 59), false), // Sat 21:59 local
+            (at(21, 17, 59), true),  // Sun 01:59 local
+            (at(21, 18, 0), false),  // Sun 02:00 local
+            (at(20, 14, 30), false), // Fri 22:30 local
+        ] {
+            assert_eq!(w.contains(now), inside, "{now}");
+        }
+        let day = window("09:00", "17:00");
+        assert!(day.contains(at(21, 1, 0))); // Sat 09:00 local
+        assert!(!day.contains(at(21, 9, 0))); // Sat 17:00 local
+    }
 }

@@ -71,6 +71,10 @@ pub struct RuleReport {
     pub window: Option<Duration>,
     /// When it was evaluated.
     pub at: DateTime<Utc>,
+    /// Why there was no value this evaluation, when the target's `no_data`
+    /// policy (`ok` or `breach`) turned that into a status other than Unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_data: Option<String>,
 }
 
 impl RuleReport {
