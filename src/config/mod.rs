@@ -17,9 +17,8 @@ pub use validate::{validate, ConfigError, ConfigErrors};
 /// Read and validate a config file. Errors carry the file name and key path.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors::single(&file, "", format!("cannot read config file: {e}"))
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors::single(&file, "", format!("cannot read config file: {e}")))?;
     load_str(&file, &text)
 }
 

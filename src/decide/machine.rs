@@ -1,14 +1,23 @@
-//! The transition function.
+//! The transition function: `step(cfg, state, event, now)`.
 
 use std::time::Duration;
 
-use super::{Action, Event, TargetState, Time};
+use chrono::Duration as ChronoDuration;
+
+use super::{
+    Action, Cause, Event, Incident, NotifyKind, Outcome, Phase, TargetState, Time, TimelineEntry,
+};
+use crate::config::{Config, TargetConfig, Window};
+use crate::rules::{RuleReport, RuleStatus};
+use crate::util::fmt_duration;
 
 /// The per-target settings the machine decides with (derived from config).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecideConfig {
     /// Global dry-run: record and notify, never execute.
     pub dry_run: bool,
+    /// Release windows: inside one, decisions are dry-run.
+    pub windows: Vec<Window>,
     /// Quiet time after an incident.
     pub cooldown: Duration,
     /// Verification window.
@@ -23,7 +32,24 @@ pub struct DecideConfig {
     pub max_rollbacks_per_hour: u32,
 }
 
-/// An event that makes no sense in the current phase.
+impl DecideConfig {
+    /// Derive a target's decision settings from the validated config.
+    pub fn from_config(config: &Config, target: &TargetConfig) -> DecideConfig {
+        DecideConfig {
+            dry_run: config.daemon.dry_run,
+            windows: config.windows.clone(),
+            cooldown: target.cooldown,
+            verify_within: target.verify.within,
+            verify_rules: target.verify.rules,
+            verify_url: target.verify.url.is_some(),
+            method: target.rollback.kind.name().to_string(),
+            max_rollbacks_per_hour: target.max_rollbacks_per_hour.get(),
+        }
+    }
+}
+
+/// An event that makes no sense in the current phase (e.g. a result for an
+/// incident that is no longer running). The state is left unchanged.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("event {event} is not expected in phase {phase}")]
 pub struct StepError {
@@ -33,12 +59,469 @@ pub struct StepError {
     pub phase: String,
 }
 
+fn after(now: Time, d: Duration) -> Time {
+    now + ChronoDuration::from_std(d).unwrap_or(ChronoDuration::MAX)
+}
+
+fn note(incident: &mut Incident, now: Time, phase: &str, message: String) {
+    incident.timeline.push(TimelineEntry {
+        at: now,
+        phase: phase.to_string(),
+        message,
+    });
+}
+
 /// Advance the target's state by one event at time `now`.
 pub fn step(
     cfg: &DecideConfig,
-    state: TargetState,
+    mut state: TargetState,
     event: Event,
     now: Time,
 ) -> Result<(TargetState, Vec<Action>), StepError> {
-    todo!("{cfg:?} {state:?} {event:?} {now}")
+    let mut actions = Vec::new();
+    let unexpected = |event: &Event, phase: &Phase| StepError {
+        event: event_name(event).to_string(),
+        phase: phase.name().to_string(),
+    };
+    match event {
+        Event::VersionObserved { version } => {
+            observe_version(&mut state, version, now);
+        }
+        Event::Evaluated { rules } => {
+            state.rules = rules;
+            advance(cfg, &mut state, now, &mut actions);
+        }
+        Event::ExecFinished {
+            ref incident,
+            ref result,
+        } => {
+            let Phase::RollingBack { incident: open } = &mut state.phase else {
+                return Err(unexpected(&event, &state.phase));
+            };
+            if open.id != *incident {
+                return Err(unexpected(&event, &state.phase));
+            }
+            let mut inc = open.clone();
+            inc.steps = result.steps.clone();
+            inc.rollback_finished = Some(now);
+            if result.from_version.is_some() {
+                inc.from_version = result.from_version.clone();
+            }
+            if result.to_version.is_some() {
+                inc.to_version = result.to_version.clone();
+            }
+            let took = Incident::span(inc.rollback_started, Some(now)).unwrap_or_default();
+            if result.ok {
+                let deadline = after(now, cfg.verify_within);
+                let msg = format!(
+                    "rollback plan ({}, {} steps) succeeded in {}; verifying recovery within {}",
+                    inc.method,
+                    inc.steps.len(),
+                    fmt_duration(took),
+                    fmt_duration(cfg.verify_within)
+                );
+                note(&mut inc, now, "Verifying", msg);
+                actions.push(Action::Verify {
+                    incident: inc.id.clone(),
+                });
+                actions.push(Action::WriteRecord {
+                    incident: inc.clone(),
+                });
+                state.phase = Phase::Verifying {
+                    incident: inc,
+                    deadline,
+                    url_ok: None,
+                };
+            } else {
+                let why = result
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "rollback plan failed".to_string());
+                inc.error = Some(why.clone());
+                finish(
+                    cfg,
+                    &mut state,
+                    inc,
+                    Outcome::Failed,
+                    NotifyKind::RollbackFailed,
+                    format!("rollback failed after {}: {why}", fmt_duration(took)),
+                    now,
+                    &mut actions,
+                );
+            }
+        }
+        Event::VerifyChecked {
+            ref incident,
+            ok,
+            ref detail,
+        } => {
+            let Phase::Verifying {
+                incident: open,
+                url_ok,
+                ..
+            } = &mut state.phase
+            else {
+                return Err(unexpected(&event, &state.phase));
+            };
+            if open.id != *incident {
+                return Err(unexpected(&event, &state.phase));
+            }
+            if *url_ok != Some(ok) {
+                let phase = "Verifying";
+                note(open, now, phase, format!("verify URL: {detail}"));
+            }
+            *url_ok = Some(ok);
+            open.verification = Some(format!("verify URL: {detail}"));
+            advance(cfg, &mut state, now, &mut actions);
+        }
+        Event::Recovered => match &mut state.phase {
+            Phase::RollingBack { incident } => {
+                let mut inc = incident.clone();
+                note(
+                    &mut inc,
+                    now,
+                    "Verifying",
+                    "rollbackd restarted while the rollback plan was running; it is not run \
+                     again blindly: verifying whether the service recovered instead"
+                        .to_string(),
+                );
+                if inc.rollback_finished.is_none() {
+                    inc.rollback_finished = Some(now);
+                }
+                actions.push(Action::Notify {
+                    kind: NotifyKind::Interrupted,
+                    incident: inc.clone(),
+                });
+                actions.push(Action::Verify {
+                    incident: inc.id.clone(),
+                });
+                actions.push(Action::WriteRecord {
+                    incident: inc.clone(),
+                });
+                state.phase = Phase::Verifying {
+                    incident: inc,
+                    deadline: after(now, cfg.verify_within),
+                    url_ok: None,
+                };
+            }
+            Phase::Verifying { incident, .. } => actions.push(Action::Verify {
+                incident: incident.id.clone(),
+            }),
+            Phase::Watching | Phase::Done { .. } => {}
+        },
+    }
+    Ok((state, actions))
+}
+
+fn event_name(event: &Event) -> &'static str {
+    match event {
+        Event::Evaluated { .. } => "evaluated",
+        Event::VersionObserved { .. } => "version_observed",
+        Event::ExecFinished { .. } => "exec_finished",
+        Event::VerifyChecked { .. } => "verify_checked",
+        Event::Recovered => "recovered",
+    }
+}
+
+fn observe_version(state: &mut TargetState, version: String, now: Time) {
+    if state.version.as_deref() == Some(version.as_str()) {
+        return;
+    }
+    if state.version.is_some() {
+        state.previous_version = state.version.take();
+        state.deployed_at = Some(now);
+    }
+    // A version other than the one we rolled back to is a new deploy: it
+    // re-arms automatic rollback. Our own rollback landing does not.
+    if state.loop_guard.as_deref().is_some_and(|g| g != version) {
+        state.loop_guard = None;
+    }
+    state.version = Some(version);
+}
+
+/// Re-evaluate the current phase against the latest rules and the clock.
+fn advance(cfg: &DecideConfig, state: &mut TargetState, now: Time, actions: &mut Vec<Action>) {
+    if let Phase::Done { until, .. } = &state.phase {
+        if now >= *until {
+            state.phase = Phase::Watching;
+        }
+    }
+    match &state.phase {
+        Phase::Watching => watch(cfg, state, now, actions),
+        Phase::Verifying {
+            incident,
+            deadline,
+            url_ok,
+        } => {
+            let (mut inc, deadline, url_ok) = (incident.clone(), *deadline, *url_ok);
+            verify(cfg, state, &mut inc, deadline, url_ok, now, actions);
+        }
+        Phase::RollingBack { .. } | Phase::Done { .. } => {}
+    }
+}
+
+/// Verifying: close the incident as rolled back once healthy, or as failed
+/// ("did not help") at the deadline.
+fn verify(
+    cfg: &DecideConfig,
+    state: &mut TargetState,
+    inc: &mut Box<Incident>,
+    deadline: Time,
+    url_ok: Option<bool>,
+    now: Time,
+    actions: &mut Vec<Action>,
+) {
+    let url_healthy = !cfg.verify_url || url_ok == Some(true);
+    let not_ok: Vec<String> = state
+        .rules
+        .iter()
+        .filter(|r| r.status != RuleStatus::Ok)
+        .map(|r| r.explain())
+        .collect();
+    let rules_healthy = !cfg.verify_rules || not_ok.is_empty();
+    let started = inc.rollback_finished.unwrap_or(now);
+    let waited = Incident::span(Some(started), Some(now)).unwrap_or_default();
+    if url_healthy && rules_healthy {
+        let mut what = Vec::new();
+        if cfg.verify_url {
+            what.push("the verify URL answered".to_string());
+        }
+        if cfg.verify_rules {
+            what.push(format!("all {} rules are ok", state.rules.len()));
+        }
+        let msg = format!(
+            "healthy {} after the rollback: {}",
+            fmt_duration(waited),
+            what.join(" and ")
+        );
+        inc.verification = Some(msg.clone());
+        inc.verify_finished = Some(now);
+        state.loop_guard = inc.to_version.clone();
+        actions.push(Action::RunAfter {
+            incident: inc.clone(),
+        });
+        let kind = NotifyKind::RolledBack;
+        finish(
+            cfg,
+            state,
+            inc.clone(),
+            Outcome::RolledBack,
+            kind,
+            msg,
+            now,
+            actions,
+        );
+    } else if now >= deadline {
+        let mut why = Vec::new();
+        if !url_healthy {
+            why.push(match url_ok {
+                Some(_) => "the verify URL still fails".to_string(),
+                None => "the verify URL was never checked".to_string(),
+            });
+        }
+        if !rules_healthy {
+            why.extend(not_ok);
+        }
+        let msg = format!(
+            "rollback did not help: still unhealthy {} after the rollback: {}",
+            fmt_duration(waited),
+            why.join("; ")
+        );
+        inc.verification = Some(msg.clone());
+        inc.verify_finished = Some(now);
+        inc.error = Some(msg.clone());
+        // The release was not the problem: do not roll back again until a
+        // new version is deployed.
+        state.loop_guard = inc.to_version.clone();
+        let kind = NotifyKind::DidNotHelp;
+        finish(
+            cfg,
+            state,
+            inc.clone(),
+            Outcome::Failed,
+            kind,
+            msg,
+            now,
+            actions,
+        );
+    }
+}
+
+/// Watching: open an incident when a rule has breached for its `for`.
+fn watch(cfg: &DecideConfig, state: &mut TargetState, now: Time, actions: &mut Vec<Action>) {
+    let breached: Vec<RuleReport> = state
+        .rules
+        .iter()
+        .filter(|r| matches!(r.status, RuleStatus::Breached { .. }))
+        .cloned()
+        .collect();
+    if breached.is_empty() {
+        return;
+    }
+    // A partly blind daemon does not act: a rule without data might be the
+    // one that would show the breach is an artefact (or not).
+    if state
+        .rules
+        .iter()
+        .any(|r| matches!(r.status, RuleStatus::Unknown { .. }))
+    {
+        return;
+    }
+    state.incident_seq += 1;
+    let mut inc = Incident {
+        id: format!(
+            "{}-{}-{}",
+            now.format("%Y%m%d-%H%M%S"),
+            state.target,
+            state.incident_seq
+        ),
+        target: state.target.clone(),
+        cause: Cause::Rules {
+            breached: breached.clone(),
+        },
+        from_version: state.version.clone(),
+        to_version: state.previous_version.clone(),
+        method: cfg.method.clone(),
+        dry_run: false,
+        opened_at: now,
+        rollback_started: None,
+        rollback_finished: None,
+        verify_finished: None,
+        steps: Vec::new(),
+        verification: None,
+        outcome: None,
+        error: None,
+        timeline: Vec::new(),
+    };
+    let reasons: Vec<String> = breached.iter().map(|r| r.explain()).collect();
+    note(
+        &mut inc,
+        now,
+        "Triggered",
+        format!("breach: {}", reasons.join("; ")),
+    );
+
+    let hour_ago = now - ChronoDuration::hours(1);
+    state.rollbacks.retain(|t| *t > hour_ago);
+    let guard = if let (Some(g), Some(v)) = (&state.loop_guard, &state.version) {
+        (g == v).then(|| {
+            format!(
+                "loop guard: rollbackd already rolled back to {v}; a breach on it means the \
+                 problem is not the release, so it does not roll back again (a new deploy re-arms it)"
+            )
+        })
+    } else {
+        None
+    };
+    let guard = guard.or_else(|| {
+        (state.rollbacks.len() as u32 >= cfg.max_rollbacks_per_hour).then(|| {
+            format!(
+                "rate limit: {} rollbacks of this target in the last hour (max_rollbacks_per_hour = {})",
+                state.rollbacks.len(),
+                cfg.max_rollbacks_per_hour
+            )
+        })
+    });
+    if let Some(guard) = guard {
+        inc.error = Some(guard.clone());
+        let msg = format!("escalated, no action: {guard}");
+        finish(
+            cfg,
+            state,
+            Box::new(inc),
+            Outcome::Escalated,
+            NotifyKind::Escalated,
+            msg,
+            now,
+            actions,
+        );
+        return;
+    }
+    let dry = if cfg.dry_run {
+        Some("dry_run = true".to_string())
+    } else {
+        cfg.windows
+            .iter()
+            .find(|w| w.contains(now))
+            .map(|w| format!("inside release window \"{}\"", w.name))
+    };
+    if let Some(why) = dry {
+        inc.dry_run = true;
+        let msg = format!(
+            "dry-run ({why}): would roll back with {}, nothing executed",
+            cfg.method
+        );
+        finish(
+            cfg,
+            state,
+            Box::new(inc),
+            Outcome::DryRun,
+            NotifyKind::WouldRollBack,
+            msg,
+            now,
+            actions,
+        );
+        return;
+    }
+    inc.rollback_started = Some(now);
+    state.rollbacks.push(now);
+    let msg = format!(
+        "rolling back {} -> {} with {}",
+        inc.from_version.as_deref().unwrap_or("?"),
+        inc.to_version.as_deref().unwrap_or("previous release"),
+        cfg.method
+    );
+    note(&mut inc, now, "RollingBack", msg);
+    let inc = Box::new(inc);
+    actions.push(Action::WriteRecord {
+        incident: inc.clone(),
+    });
+    actions.push(Action::Notify {
+        kind: NotifyKind::RollbackStarted,
+        incident: inc.clone(),
+    });
+    actions.push(Action::Execute {
+        incident: inc.clone(),
+    });
+    state.phase = Phase::RollingBack { incident: inc };
+}
+
+/// Close the incident with an outcome: record, notify, cooldown.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    cfg: &DecideConfig,
+    state: &mut TargetState,
+    mut inc: Box<Incident>,
+    outcome: Outcome,
+    kind: NotifyKind,
+    message: String,
+    now: Time,
+    actions: &mut Vec<Action>,
+) {
+    inc.outcome = Some(outcome);
+    let until = after(now, cfg.cooldown);
+    let phase = Phase::Done {
+        incident: inc.clone(),
+        until,
+    };
+    note(
+        &mut inc,
+        now,
+        phase.name(),
+        format!(
+            "{message}; cooldown until {}",
+            until.format("%Y-%m-%d %H:%M:%SZ")
+        ),
+    );
+    actions.push(Action::WriteRecord {
+        incident: inc.clone(),
+    });
+    actions.push(Action::Notify {
+        kind,
+        incident: inc.clone(),
+    });
+    state.phase = Phase::Done {
+        incident: inc,
+        until,
+    };
 }

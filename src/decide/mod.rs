@@ -317,3 +317,6 @@ pub enum Action {
         incident: Box<Incident>,
     },
 }
+
+#[cfg(test)]
+mod tests;

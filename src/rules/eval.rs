@@ -27,6 +27,10 @@ impl RuleEval {
         window: Option<std::time::Duration>,
         now: DateTime<Utc>,
     ) -> RuleReport {
-        todo!("{sample:?} {window:?} {now} {:?} {:?}", self.rule, self.no_data)
+        todo!(
+            "{sample:?} {window:?} {now} {:?} {:?}",
+            self.rule,
+            self.no_data
+        )
     }
 }

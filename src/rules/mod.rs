@@ -106,9 +106,10 @@ impl RuleReport {
             RuleStatus::Pending { since } => {
                 s.push_str(&format!(" pending since {}", since.format("%H:%M:%S%.3fZ")))
             }
-            RuleStatus::Breached { since } => {
-                s.push_str(&format!(" breached since {}", since.format("%H:%M:%S%.3fZ")))
-            }
+            RuleStatus::Breached { since } => s.push_str(&format!(
+                " breached since {}",
+                since.format("%H:%M:%S%.3fZ")
+            )),
             RuleStatus::Unknown { since, why } => s.push_str(&format!(
                 " unknown since {}: {}",
                 since.format("%H:%M:%S%.3fZ"),

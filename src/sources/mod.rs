@@ -48,7 +48,9 @@ impl Source {
     /// Build the source for a rule. `client` is shared by all probes.
     pub fn build(spec: &SourceSpec, client: &reqwest::Client) -> Source {
         match spec {
-            SourceSpec::Probe(p) => Source::Probe(probe::ProbeSource::build(p.clone(), client.clone())),
+            SourceSpec::Probe(p) => {
+                Source::Probe(probe::ProbeSource::build(p.clone(), client.clone()))
+            }
             SourceSpec::Host(m) => Source::Host(host::HostSource::build(*m)),
         }
     }

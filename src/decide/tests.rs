@@ -1,0 +1,447 @@
+//! Table and property tests of the state machine: no I/O, no sleeping.
+
+use std::time::Duration;
+
+use chrono::{NaiveTime, TimeZone, Utc, Weekday};
+use proptest::prelude::*;
+
+use super::*;
+use crate::config::Window;
+use crate::execute::ExecResult;
+use crate::rules::{RuleReport, RuleStatus};
+
+fn t(secs: i64) -> Time {
+    Utc.with_ymd_and_hms(2026, 11, 18, 12, 0, 0).unwrap() + chrono::Duration::seconds(secs)
+}
+
+fn cfg() -> DecideConfig {
+    DecideConfig {
+        dry_run: false,
+        windows: vec![],
+        cooldown: Duration::from_secs(600),
+        verify_within: Duration::from_secs(60),
+        verify_rules: true,
+        verify_url: true,
+        method: "symlink".into(),
+        max_rollbacks_per_hour: 1,
+    }
+}
+
+fn report(status: RuleStatus, value: Option<f64>, at: Time) -> RuleReport {
+    RuleReport {
+        rule: "health".into(),
+        source: "probe GET http://127.0.0.1/health failure_ratio".into(),
+        status,
+        value,
+        threshold: 0.5,
+        for_: Duration::from_secs(30),
+        window: Some(Duration::from_secs(30)),
+        at,
+        no_data: None,
+    }
+}
+
+fn ok(at: Time) -> Event {
+    Event::Evaluated {
+        rules: vec![report(RuleStatus::Ok, Some(0.0), at)],
+    }
+}
+fn pending(at: Time) -> Event {
+    Event::Evaluated {
+        rules: vec![report(RuleStatus::Pending { since: at }, Some(0.9), at)],
+    }
+}
+fn breached(at: Time) -> Event {
+    Event::Evaluated {
+        rules: vec![report(RuleStatus::Breached { since: t(0) }, Some(0.9), at)],
+    }
+}
+fn unknown(at: Time) -> Event {
+    Event::Evaluated {
+        rules: vec![report(
+            RuleStatus::Unknown {
+                since: at,
+                why: "connection refused".into(),
+            },
+            None,
+            at,
+        )],
+    }
+}
+
+fn watching_on(version: &str, previous: &str) -> TargetState {
+    let mut s = TargetState::new("web");
+    s.version = Some(version.into());
+    s.previous_version = Some(previous.into());
+    s
+}
+
+fn run(
+    cfg: &DecideConfig,
+    mut s: TargetState,
+    events: Vec<(Event, Time)>,
+) -> (TargetState, Vec<Action>) {
+    let mut all = Vec::new();
+    for (e, now) in events {
+        let (next, actions) = step(cfg, s, e, now).expect("step");
+        s = next;
+        all.extend(actions);
+    }
+    (s, all)
+}
+
+fn kinds(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .map(|a| match a {
+            Action::Execute { .. } => "execute".to_string(),
+            Action::Verify { .. } => "verify".to_string(),
+            Action::RunAfter { .. } => "after".to_string(),
+            Action::Notify { kind, .. } => format!("notify:{kind:?}"),
+            Action::WriteRecord { .. } => "record".to_string(),
+        })
+        .collect()
+}
+
+fn open_id(s: &TargetState) -> String {
+    s.incident().expect("incident").id.clone()
+}
+
+fn exec_ok(s: &TargetState) -> Event {
+    Event::ExecFinished {
+        incident: open_id(s),
+        result: ExecResult {
+            ok: true,
+            steps: vec![],
+            from_version: Some("v2".into()),
+            to_version: Some("v1".into()),
+            error: None,
+        },
+    }
+}
+
+#[test]
+fn table_of_single_evaluations_from_watching() {
+    let mut dry = cfg();
+    dry.dry_run = true;
+    let mut windowed = cfg();
+    windowed.windows = vec![Window {
+        name: "weekly-release".into(),
+        days: vec![Weekday::Wed],
+        start: NaiveTime::from_hms_opt(0, 0, 0).unwrap(),
+        end: NaiveTime::from_hms_opt(23, 59, 0).unwrap(),
+        timezone: chrono_tz::UTC,
+    }];
+    let mixed = Event::Evaluated {
+        rules: vec![
+            report(RuleStatus::Breached { since: t(0) }, Some(0.9), t(40)),
+            RuleReport {
+                rule: "cpu".into(),
+                ..report(
+                    RuleStatus::Unknown {
+                        since: t(0),
+                        why: "no data".into(),
+                    },
+                    None,
+                    t(40),
+                )
+            },
+        ],
+    };
+    let cases: Vec<(&str, DecideConfig, Event, &str, Vec<&str>)> = vec![
+        ("all ok", cfg(), ok(t(40)), "Watching", vec![]),
+        ("pending", cfg(), pending(t(40)), "Watching", vec![]),
+        ("unknown", cfg(), unknown(t(40)), "Watching", vec![]),
+        (
+            "breach while another rule is blind",
+            cfg(),
+            mixed,
+            "Watching",
+            vec![],
+        ),
+        (
+            "breach",
+            cfg(),
+            breached(t(40)),
+            "RollingBack",
+            vec!["record", "notify:RollbackStarted", "execute"],
+        ),
+        (
+            "breach in dry-run",
+            dry,
+            breached(t(40)),
+            "DryRun",
+            vec!["record", "notify:WouldRollBack"],
+        ),
+        (
+            "breach inside a release window",
+            windowed,
+            breached(t(40)),
+            "DryRun",
+            vec!["record", "notify:WouldRollBack"],
+        ),
+    ];
+    for (name, cfg, event, phase, want) in cases {
+        let (s, actions) = step(&cfg, watching_on("v2", "v1"), event, t(40)).unwrap();
+        assert_eq!(s.phase.name(), phase, "{name}");
+        assert_eq!(kinds(&actions), want, "{name}");
+    }
+}
+
+#[test]
+fn full_rollback_verifies_then_cools_down() {
+    let c = cfg();
+    let (s, _) = run(&c, watching_on("v2", "v1"), vec![(breached(t(40)), t(40))]);
+    let inc = s.incident().unwrap().clone();
+    assert_eq!(inc.from_version.as_deref(), Some("v2"));
+    assert_eq!(inc.to_version.as_deref(), Some("v1"));
+    assert!(
+        inc.timeline[0].message.contains("health: 0.9 > 0.5"),
+        "{:?}",
+        inc.timeline
+    );
+    let (s, a) = run(&c, s.clone(), vec![(exec_ok(&s), t(45))]);
+    assert_eq!(s.phase.name(), "Verifying");
+    assert_eq!(kinds(&a), vec!["verify", "record"]);
+    // Rules still breached from before the rollback: not yet healthy.
+    let (s, a) = run(&c, s, vec![(breached(t(46)), t(46))]);
+    assert_eq!(s.phase.name(), "Verifying");
+    assert!(a.is_empty());
+    let id = open_id(&s);
+    let (s, a) = run(
+        &c,
+        s,
+        vec![
+            (
+                Event::VerifyChecked {
+                    incident: id.clone(),
+                    ok: true,
+                    detail: "HTTP 200 in 3ms".into(),
+                },
+                t(50),
+            ),
+            (ok(t(51)), t(51)),
+        ],
+    );
+    assert_eq!(s.phase.name(), "RolledBack");
+    assert_eq!(kinds(&a), vec!["after", "record", "notify:RolledBack"]);
+    assert_eq!(s.loop_guard.as_deref(), Some("v1"));
+    let inc = s.incident().unwrap();
+    assert_eq!(inc.verify_finished, Some(t(51)));
+    assert!(inc
+        .verification
+        .as_deref()
+        .unwrap()
+        .contains("healthy 6s after"));
+
+    // The version changes to v1 through our own rollback: not a new deploy.
+    let (s, _) = run(
+        &c,
+        s,
+        vec![(
+            Event::VersionObserved {
+                version: "v1".into(),
+            },
+            t(55),
+        )],
+    );
+    assert_eq!(s.loop_guard.as_deref(), Some("v1"));
+    // Breach during cooldown: nothing.
+    let (s, a) = run(&c, s, vec![(breached(t(100)), t(100))]);
+    assert_eq!(s.phase.name(), "RolledBack");
+    assert!(a.is_empty());
+    // After cooldown, a breach on v1 hits the loop guard.
+    let (s, a) = run(&c, s, vec![(breached(t(700)), t(700))]);
+    assert_eq!(s.phase.name(), "Escalated");
+    assert_eq!(kinds(&a), vec!["record", "notify:Escalated"]);
+    assert!(s
+        .incident()
+        .unwrap()
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("loop guard"));
+}
+
+#[test]
+fn new_deploy_rearms_but_rate_limit_holds_within_the_hour() {
+    let c = cfg();
+    let mut s = watching_on("v1", "v0");
+    s.loop_guard = Some("v1".into());
+    s.rollbacks = vec![t(0)];
+    let (s, _) = run(
+        &c,
+        s,
+        vec![(
+            Event::VersionObserved {
+                version: "v3".into(),
+            },
+            t(10),
+        )],
+    );
+    assert_eq!(s.loop_guard, None);
+    assert_eq!(s.previous_version.as_deref(), Some("v1"));
+    assert_eq!(s.deployed_at, Some(t(10)));
+    let (s, a) = run(&c, s, vec![(breached(t(100)), t(100))]);
+    assert_eq!(s.phase.name(), "Escalated");
+    assert!(!kinds(&a).contains(&"execute".to_string()));
+    assert!(s
+        .incident()
+        .unwrap()
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("rate limit"));
+    // An hour after the first rollback the limit has room again.
+    let mut s = s;
+    s.phase = Phase::Watching;
+    let (s, a) = run(&c, s, vec![(breached(t(3601)), t(3601))]);
+    assert_eq!(s.phase.name(), "RollingBack");
+    assert!(kinds(&a).contains(&"execute".to_string()));
+}
+
+#[test]
+fn failures_close_the_incident_and_name_the_cause() {
+    let c = cfg();
+    let (s, _) = run(&c, watching_on("v2", "v1"), vec![(breached(t(40)), t(40))]);
+    let failed = Event::ExecFinished {
+        incident: open_id(&s),
+        result: ExecResult {
+            ok: false,
+            steps: vec![],
+            from_version: None,
+            to_version: None,
+            error: Some("step 1 of 1 (pm2 stop app) failed: exited with status 1: boom".into()),
+        },
+    };
+    let (f, a) = run(&c, s.clone(), vec![(failed, t(41))]);
+    assert_eq!(f.phase.name(), "Failed");
+    assert_eq!(kinds(&a), vec!["record", "notify:RollbackFailed"]);
+    assert!(f
+        .incident()
+        .unwrap()
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("boom"));
+
+    // Executor fine, service still unhealthy at the verify deadline.
+    let (v, _) = run(&c, s.clone(), vec![(exec_ok(&s), t(45))]);
+    let (v, a) = run(&c, v, vec![(breached(t(104)), t(104))]);
+    assert_eq!(v.phase.name(), "Verifying");
+    assert!(a.is_empty());
+    let (v, a) = run(&c, v, vec![(breached(t(105)), t(105))]);
+    assert_eq!(v.phase.name(), "Failed");
+    assert_eq!(kinds(&a), vec!["record", "notify:DidNotHelp"]);
+    let err = v.incident().unwrap().error.clone().unwrap();
+    assert!(err.contains("rollback did not help"), "{err}");
+    assert!(err.contains("health: 0.9 > 0.5"), "{err}");
+    assert_eq!(v.loop_guard.as_deref(), Some("v1"));
+}
+
+#[test]
+fn stale_results_are_errors_not_panics() {
+    let c = cfg();
+    let stale = Event::ExecFinished {
+        incident: "nope".into(),
+        result: ExecResult {
+            ok: true,
+            steps: vec![],
+            from_version: None,
+            to_version: None,
+            error: None,
+        },
+    };
+    assert!(step(&c, watching_on("v2", "v1"), stale.clone(), t(1)).is_err());
+    let (s, _) = run(&c, watching_on("v2", "v1"), vec![(breached(t(40)), t(40))]);
+    let err = step(&c, s, stale, t(41)).unwrap_err();
+    assert_eq!(err.phase, "RollingBack");
+}
+
+#[test]
+fn recovery_never_reruns_an_interrupted_rollback() {
+    let c = cfg();
+    let (s, _) = run(&c, watching_on("v2", "v1"), vec![(breached(t(40)), t(40))]);
+    let (s, a) = run(&c, s, vec![(Event::Recovered, t(300))]);
+    assert_eq!(s.phase.name(), "Verifying");
+    assert_eq!(kinds(&a), vec!["notify:Interrupted", "verify", "record"]);
+    let (_, a) = run(&c, s, vec![(Event::Recovered, t(310))]);
+    assert_eq!(kinds(&a), vec!["verify"]);
+}
+
+#[derive(Debug, Clone)]
+enum Gen {
+    Eval(Vec<u8>),
+    Version(u8),
+    ExecDone(bool),
+    UrlCheck(bool),
+    Recovered,
+}
+
+fn gen_event() -> impl Strategy<Value = (Gen, u16)> {
+    let ev = prop_oneof![
+        6 => proptest::collection::vec(0u8..4, 1..3).prop_map(Gen::Eval),
+        1 => (0u8..3).prop_map(Gen::Version),
+        2 => any::<bool>().prop_map(Gen::ExecDone),
+        2 => any::<bool>().prop_map(Gen::UrlCheck),
+        1 => Just(Gen::Recovered),
+    ];
+    (ev, 0u16..400)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    /// Over random event sequences: never two executions in flight, never an
+    /// execution while a rule is Unknown, never in dry-run, and the loop
+    /// guard and the rate limit always hold.
+    #[test]
+    fn safety_invariants_hold(events in proptest::collection::vec(gen_event(), 1..80), dry in any::<bool>()) {
+        let mut c = cfg();
+        c.dry_run = dry;
+        c.cooldown = Duration::from_secs(120);
+        let mut s = watching_on("v2", "v1");
+        let mut now = t(0);
+        let mut executions: Vec<Time> = Vec::new();
+        for (g, dt) in events {
+            now += chrono::Duration::seconds(dt as i64);
+            let event = match g {
+                Gen::Eval(codes) => Event::Evaluated { rules: codes.iter().enumerate().map(|(i, c)| {
+                    let status = match c {
+                        0 => RuleStatus::Ok,
+                        1 => RuleStatus::Pending { since: now },
+                        2 => RuleStatus::Breached { since: now },
+                        _ => RuleStatus::Unknown { since: now, why: "down".into() },
+                    };
+                    RuleReport { rule: format!("r{i}"), ..report(status, Some(1.0), now) }
+                }).collect() },
+                Gen::Version(v) => Event::VersionObserved { version: format!("v{v}") },
+                Gen::ExecDone(ok) => Event::ExecFinished {
+                    incident: s.incident().map(|i| i.id.clone()).unwrap_or_default(),
+                    result: ExecResult { ok, steps: vec![], from_version: None, to_version: None, error: None },
+                },
+                Gen::UrlCheck(ok) => Event::VerifyChecked {
+                    incident: s.incident().map(|i| i.id.clone()).unwrap_or_default(),
+                    ok,
+                    detail: String::new(),
+                },
+                Gen::Recovered => Event::Recovered,
+            };
+            let before = s.clone();
+            let any_unknown = matches!(&event, Event::Evaluated { rules } if rules.iter().any(|r| matches!(r.status, RuleStatus::Unknown { .. })));
+            let Ok((next, actions)) = step(&c, s.clone(), event, now) else { continue };
+            for a in &actions {
+                if let Action::Execute { .. } = a {
+                    prop_assert!(!dry, "executed in dry-run");
+                    prop_assert!(!any_unknown, "executed while a rule was unknown");
+                    prop_assert!(matches!(before.phase, Phase::Watching | Phase::Done { .. }), "second execution in flight");
+                    prop_assert!(before.loop_guard.is_none() || before.loop_guard != before.version, "loop guard ignored");
+                    executions.retain(|e| *e > now - chrono::Duration::hours(1));
+                    prop_assert!((executions.len() as u32) < c.max_rollbacks_per_hour, "rate limit ignored");
+                    executions.push(now);
+                }
+            }
+            s = next;
+        }
+    }
+}
