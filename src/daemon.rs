@@ -1,2 +1,525 @@
-//! Wiring: one worker per target (poll sources, evaluate rules, step the
-//! machine, journal, carry out actions), ticks, and graceful shutdown.
+//! Wiring: one worker per target (read the version, poll sources, evaluate
+//! rules, step the machine, journal, carry out actions), ticks, and
+//! graceful shutdown.
+//!
+//! Every step that changes something is journaled (fsync'd) before its
+//! actions are carried out; if the journal cannot be written the step is
+//! not adopted and nothing is done. Executions run in tracked tasks and feed
+//! their result back to their worker as an event, so a target never runs two
+//! rollbacks at once. On shutdown a running rollback gets a grace period to
+//! finish; if it does not, the journal still says RollingBack and recovery
+//! verifies instead of running it again.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, TargetConfig, VersionSource};
+use crate::decide::{self, Action, DecideConfig, Event, Incident, Phase, TargetState, Time};
+use crate::execute::{self, Vars};
+use crate::journal::{Entry, Journal, Record};
+use crate::notify::{record, Notifier};
+use crate::rules::{RuleEval, RuleReport};
+use crate::sources::Source;
+
+/// How long an in-flight rollback may run on after SIGTERM before the
+/// daemon exits anyway (recovery then verifies instead of re-running it).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Something a worker did, for observers (the demo's timeline, tests).
+#[derive(Debug, Clone)]
+pub enum Observation {
+    /// A decision step changed something.
+    Step {
+        /// When.
+        at: Time,
+        /// Target name.
+        target: String,
+        /// The event.
+        event: Event,
+        /// Phase before.
+        from: String,
+        /// Phase after.
+        to: String,
+        /// The state after.
+        state: Box<TargetState>,
+    },
+    /// A notification was written to the outbox.
+    Mail {
+        /// When.
+        at: Time,
+        /// Target name.
+        target: String,
+        /// The outbox file.
+        path: PathBuf,
+        /// The notification kind.
+        kind: decide::NotifyKind,
+    },
+    /// An incident record was written.
+    Record {
+        /// When.
+        at: Time,
+        /// Target name.
+        target: String,
+        /// `incidents/ID.md`.
+        path: PathBuf,
+    },
+}
+
+/// What every worker shares.
+struct Shared {
+    state_dir: PathBuf,
+    poll_interval: Duration,
+    journal: Mutex<Journal>,
+    notifier: Notifier,
+    client: reqwest::Client,
+    verify_client: reqwest::Client,
+    observers: broadcast::Sender<Observation>,
+    tracker: TaskTracker,
+}
+
+impl Shared {
+    /// Append to the journal (fsync) off the async threads.
+    async fn journal(self: &Arc<Self>, record: Record) -> anyhow::Result<()> {
+        let shared = self.clone();
+        let entry = Entry {
+            at: Utc::now(),
+            record,
+        };
+        tokio::task::spawn_blocking(move || {
+            let mut journal = shared.journal.lock().unwrap_or_else(|p| p.into_inner());
+            journal
+                .append(&entry)
+                .with_context(|| format!("failed to append to {}", journal.path().display()))
+        })
+        .await
+        .context("journal task panicked")?
+    }
+
+    fn observe(&self, o: Observation) {
+        // No receivers is fine.
+        let _ = self.observers.send(o);
+    }
+}
+
+/// The daemon: built from config, then [`Daemon::run`] until cancelled.
+pub struct Daemon {
+    config: Config,
+    shared: Arc<Shared>,
+    recovered: std::collections::HashMap<String, TargetState>,
+}
+
+impl Daemon {
+    /// Open the state directory and the journal (replaying it) and build the
+    /// HTTP clients. Problems found in the journal are logged.
+    pub fn build(config: Config) -> anyhow::Result<Daemon> {
+        let state_dir = config.daemon.state_dir.clone();
+        std::fs::create_dir_all(state_dir.join("incidents"))
+            .with_context(|| format!("failed to create state directory {}", state_dir.display()))?;
+        let (journal, recovery) = Journal::open(&state_dir)
+            .with_context(|| format!("failed to open the journal in {}", state_dir.display()))?;
+        for p in &recovery.problems {
+            tracing::warn!(problem = %p, "journal recovery");
+        }
+        if recovery.entries > 0 {
+            tracing::info!(
+                entries = recovery.entries,
+                targets = recovery.states.len(),
+                "journal replayed"
+            );
+        }
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("rollbackd/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("failed to build the HTTP client")?;
+        let verify_timeout = config
+            .daemon
+            .poll_interval
+            .clamp(Duration::from_secs(1), Duration::from_secs(10));
+        let verify_client = reqwest::Client::builder()
+            .user_agent(concat!("rollbackd/", env!("CARGO_PKG_VERSION")))
+            .timeout(verify_timeout)
+            .build()
+            .context("failed to build the HTTP client")?;
+        let (observers, _) = broadcast::channel(1024);
+        let shared = Arc::new(Shared {
+            state_dir,
+            poll_interval: config.daemon.poll_interval,
+            journal: Mutex::new(journal),
+            notifier: Notifier::build(&config.notify, config.daemon.public_url.clone()),
+            client,
+            verify_client,
+            observers,
+            tracker: TaskTracker::new(),
+        });
+        Ok(Daemon {
+            config,
+            shared,
+            recovered: recovery.states,
+        })
+    }
+
+    /// Watch what the workers do.
+    pub fn subscribe(&self) -> broadcast::Receiver<Observation> {
+        self.shared.observers.subscribe()
+    }
+
+    /// The state directory (journal, outbox, incidents).
+    pub fn state_dir(&self) -> &Path {
+        &self.shared.state_dir
+    }
+
+    /// Run until `cancel` fires, then drain: in-flight rollbacks get
+    /// [`SHUTDOWN_GRACE`] to finish.
+    pub async fn run(mut self, cancel: CancellationToken) -> anyhow::Result<()> {
+        self.shared
+            .journal(Record::Started {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .await?;
+        let mut workers = Vec::new();
+        for target in &self.config.targets {
+            let state = self.recovered.remove(&target.name);
+            let worker = Worker::build(&self.config, target, state, self.shared.clone());
+            let token = cancel.clone();
+            workers.push(tokio::spawn(worker.run(token)));
+        }
+        tracing::info!(
+            targets = self.config.targets.len(),
+            poll_interval = %crate::util::fmt_duration(self.config.daemon.poll_interval),
+            dry_run = self.config.daemon.dry_run,
+            "rollbackd watching"
+        );
+        cancel.cancelled().await;
+        tracing::info!("shutting down");
+        for w in workers {
+            if let Err(e) = w.await {
+                tracing::error!(error = %e, "worker ended abnormally");
+            }
+        }
+        self.shared.tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background tasks still running after the grace period; exiting");
+        }
+        self.shared.journal(Record::Stopped).await?;
+        Ok(())
+    }
+}
+
+/// One target's loop.
+struct Worker {
+    target: TargetConfig,
+    decide: DecideConfig,
+    state: TargetState,
+    recovered: bool,
+    rules: Vec<(Source, RuleEval)>,
+    shared: Arc<Shared>,
+    events_tx: mpsc::Sender<Event>,
+    events_rx: mpsc::Receiver<Event>,
+    last_version_error: Option<String>,
+}
+
+impl Worker {
+    fn build(
+        config: &Config,
+        target: &TargetConfig,
+        recovered: Option<TargetState>,
+        shared: Arc<Shared>,
+    ) -> Worker {
+        let rules = target
+            .rules
+            .iter()
+            .map(|r| {
+                (
+                    Source::build(&r.source, &shared.client),
+                    RuleEval::build(r.clone(), target.no_data),
+                )
+            })
+            .collect();
+        let (events_tx, events_rx) = mpsc::channel(16);
+        Worker {
+            target: target.clone(),
+            decide: DecideConfig::from_config(config, target),
+            recovered: recovered.is_some(),
+            state: recovered.unwrap_or_else(|| TargetState::new(&target.name)),
+            rules,
+            shared,
+            events_tx,
+            events_rx,
+            last_version_error: None,
+        }
+    }
+
+    async fn run(mut self, cancel: CancellationToken) {
+        if self.recovered {
+            tracing::info!(target = %self.target.name, phase = self.state.phase.name(), "state recovered from the journal");
+            self.apply(Event::Recovered).await;
+        }
+        let mut tick = tokio::time::interval(self.shared.poll_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                Some(event) = self.events_rx.recv() => self.apply(event).await,
+                _ = tick.tick() => self.poll().await,
+            }
+        }
+        if matches!(self.state.phase, Phase::RollingBack { .. }) {
+            tracing::warn!(target = %self.target.name, "waiting for the running rollback to finish before exiting");
+            match tokio::time::timeout(SHUTDOWN_GRACE, self.events_rx.recv()).await {
+                Ok(Some(event)) => self.apply(event).await,
+                _ => tracing::warn!(
+                    target = %self.target.name,
+                    "rollback still running at exit; the journal says RollingBack and the next start verifies instead of re-running it"
+                ),
+            }
+        }
+    }
+
+    /// One poll: version, all rules, the verify URL when verifying.
+    async fn poll(&mut self) {
+        if let Some(version) = self.read_version().await {
+            if self.state.version.as_deref() != Some(version.as_str()) {
+                self.apply(Event::VersionObserved { version }).await;
+            }
+        }
+        let now = Utc::now();
+        let samples = futures_util::future::join_all(
+            self.rules.iter_mut().map(|(source, _)| source.sample(now)),
+        )
+        .await;
+        let reports: Vec<RuleReport> = samples
+            .into_iter()
+            .zip(self.rules.iter_mut())
+            .map(|(sample, (source, eval))| eval.observe(sample, source.window(), now))
+            .collect();
+        self.apply(Event::Evaluated { rules: reports }).await;
+        if let (Phase::Verifying { incident, .. }, Some(url)) =
+            (&self.state.phase, &self.target.verify.url)
+        {
+            let incident = incident.id.clone();
+            let (ok, detail) = execute::verify::check_url(
+                &self.shared.verify_client,
+                url,
+                self.target.verify.expect_status,
+            )
+            .await;
+            self.apply(Event::VerifyChecked {
+                incident,
+                ok,
+                detail,
+            })
+            .await;
+        }
+    }
+
+    async fn read_version(&mut self) -> Option<String> {
+        let result = match &self.target.version {
+            None => return None,
+            Some(VersionSource::Symlink(current)) => execute::symlink::live_release(current)
+                .map_err(|e| format!("cannot read symlink {}: {e}", current.display())),
+            Some(VersionSource::Command(argv)) => {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                let report = execute::process::run_step(argv, deadline).await;
+                match (report.ok, report.stdout.trim()) {
+                    (true, v) if !v.is_empty() => Ok(v.to_string()),
+                    (true, _) => Err(format!("version_command {argv:?} printed nothing")),
+                    (false, _) => Err(format!(
+                        "version_command {argv:?} failed: {}",
+                        report.error.unwrap_or_default()
+                    )),
+                }
+            }
+        };
+        match result {
+            Ok(v) => {
+                self.last_version_error = None;
+                Some(v)
+            }
+            Err(e) => {
+                if self.last_version_error.as_ref() != Some(&e) {
+                    tracing::warn!(target = %self.target.name, error = %e, "cannot read the live version");
+                    self.last_version_error = Some(e);
+                }
+                None
+            }
+        }
+    }
+
+    /// Step the machine, journal if anything changed, then act.
+    async fn apply(&mut self, event: Event) {
+        let now = Utc::now();
+        let (next, actions) =
+            match decide::step(&self.decide, self.state.clone(), event.clone(), now) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(target = %self.target.name, error = %e, "event ignored");
+                    return;
+                }
+            };
+        let from = self.state.phase.name().to_string();
+        let to = next.phase.name().to_string();
+        let changed = next.phase != self.state.phase
+            || !actions.is_empty()
+            || next.version != self.state.version
+            || next.loop_guard != self.state.loop_guard
+            || statuses(&next.rules) != statuses(&self.state.rules);
+        if !changed {
+            self.state = next;
+            return;
+        }
+        log_step(&self.target.name, &event, &from, &to, &next);
+        let record = Record::Step {
+            target: self.target.name.clone(),
+            event: event.clone(),
+            from: from.clone(),
+            to: to.clone(),
+            actions: actions.clone(),
+            state: next.clone(),
+        };
+        if let Err(e) = self.shared.journal(record).await {
+            // Nothing happens that is not journaled: keep the old state, the
+            // next poll tries again.
+            tracing::error!(target = %self.target.name, error = %format!("{e:#}"), "journal write failed; not acting");
+            return;
+        }
+        self.state = next;
+        self.shared.observe(Observation::Step {
+            at: now,
+            target: self.target.name.clone(),
+            event,
+            from,
+            to,
+            state: Box::new(self.state.clone()),
+        });
+        for action in actions {
+            self.act(action).await;
+        }
+    }
+
+    async fn act(&mut self, action: Action) {
+        match action {
+            Action::Execute { incident } => {
+                let plan = self.target.rollback.clone();
+                let vars = vars_for(&incident);
+                let tx = self.events_tx.clone();
+                tracing::info!(target = %self.target.name, incident = %incident.id, method = %plan.kind.name(), "running rollback plan");
+                self.shared.tracker.spawn(async move {
+                    let result = execute::run_plan(&plan, &vars).await;
+                    let _ = tx
+                        .send(Event::ExecFinished {
+                            incident: vars.incident.clone(),
+                            result,
+                        })
+                        .await;
+                });
+            }
+            Action::Verify { incident } => {
+                tracing::info!(target = %self.target.name, %incident, "verifying recovery");
+            }
+            Action::RunAfter { incident } => {
+                if self.target.rollback.after.is_empty() {
+                    return;
+                }
+                let plan = self.target.rollback.clone();
+                let vars = vars_for(&incident);
+                let target = self.target.name.clone();
+                self.shared.tracker.spawn(async move {
+                    let result = execute::run_after(&plan, &vars).await;
+                    if result.ok {
+                        tracing::info!(%target, incident = %vars.incident, steps = result.steps.len(), "after steps done");
+                    } else {
+                        tracing::error!(%target, incident = %vars.incident, error = %result.error.unwrap_or_default(), "after steps failed");
+                    }
+                });
+            }
+            Action::Notify { kind, incident } => {
+                match self.shared.notifier.notify(kind, &incident).await {
+                    Ok(path) => {
+                        let record = Record::Notified {
+                            target: self.target.name.clone(),
+                            incident: incident.id.clone(),
+                            kind,
+                            path: path.clone(),
+                        };
+                        if let Err(e) = self.shared.journal(record).await {
+                            tracing::error!(error = %format!("{e:#}"), "journal write failed");
+                        }
+                        if let Some(path) = path {
+                            tracing::info!(target = %self.target.name, ?kind, path = %path.display(), "notification written to the outbox");
+                            self.shared.observe(Observation::Mail {
+                                at: Utc::now(),
+                                target: self.target.name.clone(),
+                                path,
+                                kind,
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(target = %self.target.name, incident = %incident.id, error = %e, "notification failed")
+                    }
+                }
+            }
+            Action::WriteRecord { incident } => {
+                let dir = self.shared.state_dir.join("incidents");
+                let written =
+                    tokio::task::spawn_blocking(move || record::write(&dir, &incident)).await;
+                match written {
+                    Ok(Ok(path)) => self.shared.observe(Observation::Record {
+                        at: Utc::now(),
+                        target: self.target.name.clone(),
+                        path,
+                    }),
+                    Ok(Err(e)) => {
+                        tracing::error!(target = %self.target.name, error = %e, "cannot write the incident record")
+                    }
+                    Err(e) => tracing::error!(error = %e, "record task panicked"),
+                }
+            }
+        }
+    }
+}
+
+fn vars_for(incident: &Incident) -> Vars {
+    Vars {
+        target: incident.target.clone(),
+        from_version: incident.from_version.clone(),
+        to_version: incident.to_version.clone(),
+        incident: incident.id.clone(),
+    }
+}
+
+fn statuses(rules: &[RuleReport]) -> Vec<&'static str> {
+    rules.iter().map(|r| r.status.name()).collect()
+}
+
+fn log_step(target: &str, event: &Event, from: &str, to: &str, state: &TargetState) {
+    match event {
+        Event::VersionObserved { version } => {
+            tracing::info!(%target, %version, previous = ?state.previous_version, "version observed")
+        }
+        Event::Evaluated { rules } => {
+            for r in rules {
+                tracing::info!(%target, rule = %r.explain(), "rule status");
+            }
+        }
+        _ => {}
+    }
+    if from != to {
+        let why = state
+            .incident()
+            .and_then(|i| i.timeline.last())
+            .map(|t| t.message.clone())
+            .unwrap_or_default();
+        tracing::info!(%target, %from, %to, %why, "transition");
+    }
+}

@@ -9,6 +9,7 @@
 //! - [`execute`]: carries out a rollback plan (one file per executor kind) and verification.
 //! - [`notify`]: the rollback record, email to the outbox.
 //! - [`journal`]: append-only, fsync'd event log and recovery at start.
+//! - [`status`]: what `status`, `incidents` and `report` print, read from the state dir.
 //! - [`daemon`]: wiring: per-target workers, ticks, shutdown.
 //! - [`demo`]: the self-contained demonstration behind `rollbackd demo`.
 #![forbid(unsafe_code)]
@@ -23,4 +24,5 @@ pub mod journal;
 pub mod notify;
 pub mod rules;
 pub mod sources;
+pub mod status;
 pub mod util;
