@@ -136,6 +136,8 @@ impl Daemon {
         }
         let client = reqwest::Client::builder()
             .user_agent(concat!("rollbackd/", env!("CARGO_PKG_VERSION")))
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .context("failed to build the HTTP client")?;
         let verify_timeout = config
@@ -144,6 +146,8 @@ impl Daemon {
             .clamp(Duration::from_secs(1), Duration::from_secs(10));
         let verify_client = reqwest::Client::builder()
             .user_agent(concat!("rollbackd/", env!("CARGO_PKG_VERSION")))
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(verify_timeout)
             .build()
             .context("failed to build the HTTP client")?;
