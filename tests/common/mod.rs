@@ -1,0 +1,183 @@
+//! Shared helpers for integration tests: run the real `rollbackd` binary,
+//! wait for files, read the journal.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_rollbackd")
+}
+
+/// A running `rollbackd run`, killed on drop.
+pub struct Running {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Running {
+    pub fn start(config: &Path, log: &Path) -> Running {
+        let out = std::fs::File::create(log).expect("create log");
+        let child = Command::new(bin())
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("start rollbackd");
+        Running {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn stop(mut self) -> Option<i32> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("sigterm");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "rollbackd did not stop within 30s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn assert_alive(&mut self) {
+        assert!(
+            self.child.try_wait().expect("wait").is_none(),
+            "rollbackd exited unexpectedly; log:\n{}",
+            self.log_text()
+        );
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Poll `f` every 100 ms until it returns `Some`, or panic after `timeout`
+/// with `what` (which names what we were waiting for).
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// All mails in an outbox directory as (path, text).
+pub fn mails(outbox: &Path) -> Vec<(PathBuf, String)> {
+    let mut out: Vec<(PathBuf, String)> = std::fs::read_dir(outbox)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+                .map(|p| {
+                    let text = std::fs::read_to_string(&p).unwrap_or_default();
+                    (p, text)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// The journal as parsed JSON lines.
+pub fn journal(state_dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(state_dir.join("journal.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Target of the `current` symlink, as a release name.
+pub fn live(dir: &Path) -> String {
+    std::fs::read_link(dir.join("current"))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default()
+}
+
+/// A config for one symlink target served by the demo service at `port`,
+/// with compressed durations. `extra_rollback` is appended to `[target.rollback]`.
+pub fn symlink_config(dir: &Path, port: u16, extra_rollback: &str) -> String {
+    format!(
+        r#"
+[daemon]
+state_dir = "{dir}/state"
+listen = "127.0.0.1:0"
+poll_interval = "200ms"
+
+[notify.email]
+from = "rollbackd <rollbackd@test.invalid>"
+to = ["admin@example.com", "oncall@example.com"]
+outbox_dir = "{dir}/state/outbox"
+
+[[target]]
+name = "web"
+cooldown = "1m"
+
+  [[target.rule]]
+  name = "health"
+  source = "probe"
+  url = "http://127.0.0.1:{port}/api/health"
+  timeout = "1s"
+  window = "1s"
+  above = 0.5
+  for = "1s"
+
+  [target.rollback]
+  kind = "symlink"
+  current = "{dir}/current"
+  releases = "{dir}/releases"
+  timeout = "20s"
+  {extra_rollback}
+
+  [target.verify]
+  within = "10s"
+  url = "http://127.0.0.1:{port}/api/health"
+"#,
+        dir = dir.display()
+    )
+}
+
+/// Start the demo release service for `dir` on its own runtime thread;
+/// returns the port. It lives until the test process ends.
+pub fn serve_releases(dir: &Path) -> u16 {
+    let dir = dir.to_path_buf();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let addr = rollbackd::demo::serve(dir, cancel.clone())
+                .await
+                .expect("serve");
+            tx.send(addr.port()).expect("send port");
+            std::future::pending::<()>().await;
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(10)).expect("demo service port")
+}
