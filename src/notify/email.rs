@@ -2,22 +2,433 @@
 //! well in an inbox (`[rollbackd] frontend: ROLLED BACK v2 -> v1`) and a
 //! plain-text body made from the record.
 
+use std::fmt::Write as _;
+
+use lettre::message::{Mailbox, SinglePart};
+
 use crate::config::EmailConfig;
 use crate::decide::{Incident, NotifyKind};
+use crate::util::fmt_duration;
 
+use super::record;
 use super::NotifyError;
 
 /// Subject line for this event.
 pub fn subject(kind: NotifyKind, incident: &Incident) -> String {
-    todo!("{kind:?} {incident:?}")
+    format!(
+        "[rollbackd] {}: {} {}",
+        incident.target,
+        label(kind),
+        record::versions(incident, "?")
+    )
 }
 
 /// Build the message.
+///
+/// The Message-ID is derived from the incident and the kind
+/// (`<ID.kind@rollbackd>`), so a mail sent twice (retry after a restart) is
+/// recognisable as the same mail.
 pub fn build(
     cfg: &EmailConfig,
     kind: NotifyKind,
     incident: &Incident,
     public_url: Option<&url::Url>,
 ) -> Result<lettre::Message, NotifyError> {
-    todo!("{cfg:?} {kind:?} {incident:?} {public_url:?}")
+    let from: Mailbox = cfg
+        .from
+        .parse()
+        .map_err(|e| NotifyError::Build(format!("invalid from address {:?}: {e}", cfg.from)))?;
+    if cfg.to.is_empty() {
+        return Err(NotifyError::Build("no recipients configured".into()));
+    }
+    let mut builder = lettre::Message::builder()
+        .from(from)
+        .subject(subject(kind, incident))
+        .message_id(Some(message_id(kind, incident)))
+        .date_now();
+    for to in &cfg.to {
+        let mailbox: Mailbox = to
+            .parse()
+            .map_err(|e| NotifyError::Build(format!("invalid recipient address {to:?}: {e}")))?;
+        builder = builder.to(mailbox);
+    }
+    builder
+        .singlepart(SinglePart::plain(body(kind, incident, public_url)))
+        .map_err(|e| NotifyError::Build(format!("incident {}: {e}", incident.id)))
+}
+
+/// The `LABEL` of the subject for each kind.
+fn label(kind: NotifyKind) -> &'static str {
+    match kind {
+        NotifyKind::WouldRollBack => "WOULD ROLL BACK",
+        NotifyKind::RollbackStarted => "ROLLING BACK",
+        NotifyKind::RolledBack => "ROLLED BACK",
+        NotifyKind::RollbackFailed => "ROLLBACK FAILED",
+        NotifyKind::DidNotHelp => "ROLLBACK DID NOT HELP",
+        NotifyKind::Escalated => "ESCALATED",
+        NotifyKind::Interrupted => "ROLLBACK INTERRUPTED",
+    }
+}
+
+/// The kind as spelled in the journal (`rolled_back`, ...).
+fn kind_name(kind: NotifyKind) -> &'static str {
+    match kind {
+        NotifyKind::WouldRollBack => "would_roll_back",
+        NotifyKind::RollbackStarted => "rollback_started",
+        NotifyKind::RolledBack => "rolled_back",
+        NotifyKind::RollbackFailed => "rollback_failed",
+        NotifyKind::DidNotHelp => "did_not_help",
+        NotifyKind::Escalated => "escalated",
+        NotifyKind::Interrupted => "interrupted",
+    }
+}
+
+/// `<ID.kind@rollbackd>`; characters not allowed in a Message-ID become `-`.
+fn message_id(kind: NotifyKind, incident: &Incident) -> String {
+    let id: String = incident
+        .id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("<{id}.{}@rollbackd>", kind_name(kind))
+}
+
+/// The first sentence: what happened, for this kind.
+fn summary(kind: NotifyKind, incident: &Incident) -> String {
+    let target = &incident.target;
+    let from = match &incident.from_version {
+        Some(v) => format!("from {v}"),
+        None => "from an unknown version".into(),
+    };
+    let to = match &incident.to_version {
+        Some(v) => format!("to {v}"),
+        None => "to the previous version".into(),
+    };
+    let error = |fallback: &str| {
+        incident
+            .error
+            .clone()
+            .unwrap_or_else(|| fallback.to_string())
+    };
+    match kind {
+        NotifyKind::WouldRollBack => format!(
+            "dry-run: rollbackd would have rolled {target} back {from} {to}; nothing was executed."
+        ),
+        NotifyKind::RollbackStarted => format!(
+            "rollbackd is rolling {target} back {from} {to} (method {}).",
+            incident.method
+        ),
+        NotifyKind::RolledBack => {
+            format!("rollbackd rolled {target} back {from} {to} and verified that it recovered.")
+        }
+        NotifyKind::RollbackFailed => format!(
+            "the rollback of {target} {from} {to} failed: {}",
+            error("no error recorded")
+        ),
+        NotifyKind::DidNotHelp => format!(
+            "rollbackd rolled {target} back {from} {to}, but it did not recover: \
+             the problem is probably not the release and needs a human."
+        ),
+        NotifyKind::Escalated => format!(
+            "rollbackd did not roll {target} back automatically and needs a human: {}",
+            error("a safety guard stopped it")
+        ),
+        NotifyKind::Interrupted => format!(
+            "rollbackd was stopped while rolling {target} back {from} {to}; \
+             it did not run the plan again and is verifying the service instead."
+        ),
+    }
+}
+
+/// The plain-text body: summary, reason, facts, steps, verification,
+/// timeline and where to find the full record.
+fn body(kind: NotifyKind, incident: &Incident, public_url: Option<&url::Url>) -> String {
+    let mut b = String::new();
+    // `write!` to a String cannot fail.
+    let _ = writeln!(b, "{}\n", summary(kind, incident));
+    if let Some(error) = &incident.error {
+        if !matches!(kind, NotifyKind::RollbackFailed | NotifyKind::Escalated) {
+            let _ = writeln!(b, "Error: {error}\n");
+        }
+    }
+
+    b.push_str("Reason:\n");
+    let reasons = record::reason_lines(incident);
+    if reasons.is_empty() {
+        b.push_str("  (no rule reports recorded)\n");
+    }
+    for line in reasons {
+        let _ = writeln!(b, "  - {line}");
+    }
+
+    b.push('\n');
+    for (key, value) in [
+        ("Target", incident.target.clone()),
+        ("Versions", record::versions(incident, "unknown")),
+        ("Method", incident.method.clone()),
+        ("Dry-run", record::yes_no(incident.dry_run).to_string()),
+        (
+            "Outcome",
+            record::outcome_text(incident.outcome).to_string(),
+        ),
+        ("Opened", record::rfc3339(incident.opened_at)),
+        ("Confirmed by", record::CONFIRMED_BY.to_string()),
+    ] {
+        let _ = writeln!(b, "{:<14}{value}", format!("{key}:"));
+    }
+
+    b.push_str("\nPhases:\n");
+    for (name, d) in record::phases(incident) {
+        let _ = writeln!(b, "  {name:<30}{}", record::duration_or_dash(d));
+    }
+
+    b.push_str("\nSteps:\n");
+    if incident.steps.is_empty() {
+        b.push_str("  (none ran)\n");
+    }
+    for (i, step) in incident.steps.iter().enumerate() {
+        let _ = writeln!(
+            b,
+            "  {}. {}: {} (exit code {}, {})",
+            i + 1,
+            record::ok_failed(step.ok),
+            record::argv_line(&step.argv),
+            record::exit_code(step),
+            fmt_duration(step.duration)
+        );
+        if let Some(error) = &step.error {
+            let _ = writeln!(b, "     error: {error}");
+        }
+        if !step.ok {
+            // A failed step's output is what the admin needs first.
+            for (name, text) in [("stdout", &step.stdout), ("stderr", &step.stderr)] {
+                if !text.trim().is_empty() {
+                    let _ = writeln!(b, "     {name}:");
+                    for l in text.trim_end().lines() {
+                        let _ = writeln!(b, "       {l}");
+                    }
+                }
+            }
+        }
+    }
+
+    let _ = writeln!(b, "\nVerification: {}", record::verification_text(incident));
+
+    b.push_str("\nTimeline (UTC):\n");
+    for t in &incident.timeline {
+        let _ = writeln!(
+            b,
+            "  {}  {:<12} {}",
+            record::timestamp(t.at),
+            t.phase,
+            t.message
+        );
+    }
+
+    let _ = writeln!(b, "\nIncident: {}", incident.id);
+    let _ = writeln!(b, "Full record: `rollbackd report {}`", incident.id);
+    if let Some(url) = public_url {
+        let _ = writeln!(
+            b,
+            "            {}/v1/incidents/{}",
+            url.as_str().trim_end_matches('/'),
+            incident.id
+        );
+    }
+    b
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::notify::record::tests::incident;
+    use lettre::message::header;
+
+    /// The formatted message with quoted-printable soft line breaks and
+    /// `=3D` undone (lettre picks quoted-printable for lines over 76 bytes).
+    pub(crate) fn unwrapped(formatted: &[u8]) -> String {
+        String::from_utf8(formatted.to_vec())
+            .unwrap()
+            .replace("=\r\n", "")
+            .replace("=3D", "=")
+    }
+
+    fn cfg() -> EmailConfig {
+        EmailConfig {
+            from: "rollbackd <rollbackd@example.org>".into(),
+            to: vec!["ops@example.org".into(), "Admin <admin@example.org>".into()],
+            outbox_dir: "/nonexistent".into(),
+        }
+    }
+
+    #[test]
+    fn subject_per_kind() {
+        let mut i = incident();
+        for (kind, want) in [
+            (
+                NotifyKind::WouldRollBack,
+                "[rollbackd] frontend: WOULD ROLL BACK v2 -> v1",
+            ),
+            (
+                NotifyKind::RollbackStarted,
+                "[rollbackd] frontend: ROLLING BACK v2 -> v1",
+            ),
+            (
+                NotifyKind::RolledBack,
+                "[rollbackd] frontend: ROLLED BACK v2 -> v1",
+            ),
+            (
+                NotifyKind::RollbackFailed,
+                "[rollbackd] frontend: ROLLBACK FAILED v2 -> v1",
+            ),
+            (
+                NotifyKind::DidNotHelp,
+                "[rollbackd] frontend: ROLLBACK DID NOT HELP v2 -> v1",
+            ),
+            (
+                NotifyKind::Escalated,
+                "[rollbackd] frontend: ESCALATED v2 -> v1",
+            ),
+            (
+                NotifyKind::Interrupted,
+                "[rollbackd] frontend: ROLLBACK INTERRUPTED v2 -> v1",
+            ),
+        ] {
+            assert_eq!(subject(kind, &i), want);
+        }
+        i.to_version = None;
+        assert_eq!(
+            subject(NotifyKind::RolledBack, &i),
+            "[rollbackd] frontend: ROLLED BACK v2 -> ?"
+        );
+    }
+
+    #[test]
+    fn kind_names_match_the_journal() {
+        for kind in [
+            NotifyKind::WouldRollBack,
+            NotifyKind::RollbackStarted,
+            NotifyKind::RolledBack,
+            NotifyKind::RollbackFailed,
+            NotifyKind::DidNotHelp,
+            NotifyKind::Escalated,
+            NotifyKind::Interrupted,
+        ] {
+            assert_eq!(
+                serde_json::to_value(kind).unwrap(),
+                serde_json::Value::from(kind_name(kind))
+            );
+        }
+    }
+
+    #[test]
+    fn headers_are_set() {
+        let m = build(&cfg(), NotifyKind::RolledBack, &incident(), None).unwrap();
+        let h = m.headers();
+        assert_eq!(h.get_raw("From"), Some("rollbackd <rollbackd@example.org>"));
+        let to: header::To = h.get().unwrap();
+        let to: Vec<String> = lettre::message::Mailboxes::from(to)
+            .iter()
+            .map(|m| m.email.to_string())
+            .collect();
+        assert_eq!(to, ["ops@example.org", "admin@example.org"]);
+        assert_eq!(
+            h.get_raw("Message-ID"),
+            Some("<20250601-120000-frontend-1.rolled_back@rollbackd>")
+        );
+        assert_eq!(
+            h.get_raw("Subject"),
+            Some("[rollbackd] frontend: ROLLED BACK v2 -> v1")
+        );
+        assert!(h.get_raw("Date").is_some());
+        let text = String::from_utf8(m.formatted()).unwrap();
+        assert!(text.contains("MIME-Version: 1.0\r\n"), "{text}");
+        assert!(
+            text.contains("Content-Type: text/plain; charset=utf-8\r\n"),
+            "{text}"
+        );
+        assert_eq!(
+            m.envelope().to().len(),
+            2,
+            "both recipients are in the envelope"
+        );
+    }
+
+    #[test]
+    fn body_explains_the_decision() {
+        let url = url::Url::parse("https://rollbackd.example.org/").unwrap();
+        let m = build(&cfg(), NotifyKind::RolledBack, &incident(), Some(&url)).unwrap();
+        let text = unwrapped(&m.formatted());
+        for want in [
+            "rollbackd rolled frontend back from v2 to v1 and verified that it recovered.",
+            "health: 0.83 > 0.5 (threshold, for 30s, window 1m)",
+            "Versions:     v2 -> v1",
+            "Method:       symlink",
+            "1. ok: switch 'current -> releases/v1' (exit code 0, 3ms)",
+            "2. ok: systemctl restart frontend (exit code 0, 4.5s)",
+            "Verification: GET http://127.0.0.1:8080/health answered 200",
+            "2025-06-01T12:00:37.000Z  RolledBack   verify URL healthy",
+            "Incident: 20250601-120000-frontend-1",
+            "Full record: `rollbackd report 20250601-120000-frontend-1`",
+            "https://rollbackd.example.org/v1/incidents/20250601-120000-frontend-1",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn summary_per_kind() {
+        let mut i = incident();
+        i.dry_run = true;
+        let b = body(NotifyKind::WouldRollBack, &i, None);
+        assert!(
+            b.starts_with("dry-run: rollbackd would have rolled frontend back from v2 to v1"),
+            "{b}"
+        );
+        i.error = Some("step 2 exited 1: unit frontend.service not found".into());
+        i.steps[1].ok = false;
+        i.steps[1].stderr = "Unit frontend.service not found.\n".into();
+        let b = body(NotifyKind::RollbackFailed, &i, None);
+        assert!(
+            b.starts_with(
+                "the rollback of frontend from v2 to v1 failed: \
+                 step 2 exited 1: unit frontend.service not found"
+            ),
+            "{b}"
+        );
+        assert!(
+            b.contains("stderr:\n       Unit frontend.service not found."),
+            "{b}"
+        );
+        let b = body(NotifyKind::DidNotHelp, &i, None);
+        assert!(b.contains("Error: step 2 exited 1"), "{b}");
+        i.from_version = None;
+        let b = body(NotifyKind::Interrupted, &i, None);
+        assert!(
+            b.starts_with(
+                "rollbackd was stopped while rolling frontend back from an unknown version to v1"
+            ),
+            "{b}"
+        );
+    }
+
+    #[test]
+    fn a_bad_address_is_a_build_error_naming_it() {
+        let mut c = cfg();
+        c.to.push("not an address".into());
+        let err = build(&c, NotifyKind::RolledBack, &incident(), None).unwrap_err();
+        assert!(matches!(err, NotifyError::Build(_)), "{err:?}");
+        assert!(err.to_string().contains("\"not an address\""), "{err}");
+
+        let mut c = cfg();
+        c.from = "rollbackd@".into();
+        let err = build(&c, NotifyKind::RolledBack, &incident(), None).unwrap_err();
+        assert!(err.to_string().contains("\"rollbackd@\""), "{err}");
+    }
 }

@@ -1,11 +1,222 @@
 //! The outbox: every mail is written to `outbox_dir` (lettre's file
 //! transport, one `.eml` per message) before anything else happens to it.
+//!
+//! The files are what lettre's file transport writes (the RFC 5322 message
+//! as it goes on the wire), but written here because lettre does not fsync:
+//! a temp file, fsync, a no-clobber link to the final name, then an fsync of
+//! the directory. Names sort by creation time:
+//! `20250601T120000.123Z-<message-id local part>.eml`. Temp files start with
+//! `.` and do not end in `.eml`, so a sender scanning for `*.eml` never sees
+//! a half-written mail.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::NotifyError;
 
 /// Write the message to the outbox and return its path.
 pub async fn write(dir: &Path, message: &lettre::Message) -> Result<PathBuf, NotifyError> {
-    todo!("{dir:?} {message:?}")
+    let dir = dir.to_path_buf();
+    let stem = format!(
+        "{}-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
+        local_part(message.headers().get_raw("Message-ID"))
+    );
+    let bytes = message.formatted();
+    let outbox = dir.clone();
+    tokio::task::spawn_blocking(move || write_sync(&dir, &stem, &bytes))
+        .await
+        .map_err(|e| NotifyError::Outbox {
+            path: outbox.clone(),
+            detail: format!("writer task failed: {e}"),
+        })?
+        .map_err(|e| NotifyError::Outbox {
+            path: outbox,
+            detail: e.to_string(),
+        })
+}
+
+/// The blocking part of [`write`].
+fn write_sync(dir: &Path, stem: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
+    use crate::journal::with_path;
+
+    std::fs::create_dir_all(dir)
+        .map_err(|e| with_path(e, &format!("cannot create {}", dir.display())))?;
+    let tmp = dir.join(format!(".{stem}.{}.tmp", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(with_path(e, &format!("cannot write {}", tmp.display())));
+    }
+    // `hard_link` fails if the name exists, so two mails written in the same
+    // millisecond with the same Message-ID never overwrite each other.
+    let mut n = 0u32;
+    let path = loop {
+        let name = if n == 0 {
+            format!("{stem}.eml")
+        } else {
+            format!("{stem}-{n}.eml")
+        };
+        let path = dir.join(name);
+        match std::fs::hard_link(&tmp, &path) {
+            Ok(()) => break path,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 10_000 => n += 1,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(with_path(
+                    e,
+                    &format!("cannot link {} to {}", tmp.display(), path.display()),
+                ));
+            }
+        }
+    };
+    std::fs::remove_file(&tmp)
+        .map_err(|e| with_path(e, &format!("cannot remove {}", tmp.display())))?;
+    crate::journal::sync_dir(dir)?;
+    Ok(path)
+}
+
+/// The Message-ID's local part, safe as a file name: `<a.b@host>` -> `a.b`.
+fn local_part(message_id: Option<&str>) -> String {
+    let id = message_id
+        .unwrap_or("")
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>');
+    let local = id.rsplit_once('@').map_or(id, |(l, _)| l);
+    let safe: String = local
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(120)
+        .collect();
+    let safe = safe.trim_start_matches('.');
+    if safe.is_empty() {
+        "message".into()
+    } else {
+        safe.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::EmailConfig;
+    use crate::decide::NotifyKind;
+    use crate::notify::email;
+    use crate::notify::record::tests::incident;
+
+    fn message() -> lettre::Message {
+        let cfg = EmailConfig {
+            from: "rollbackd <rollbackd@example.org>".into(),
+            to: vec!["ops@example.org".into(), "admin@example.org".into()],
+            outbox_dir: "/nonexistent".into(),
+        };
+        email::build(&cfg, NotifyKind::RolledBack, &incident(), None).unwrap()
+    }
+
+    /// Unfolded `(name, value)` header pairs of an RFC 5322 message.
+    fn headers(eml: &str) -> Vec<(String, String)> {
+        let (head, _) = eml.split_once("\r\n\r\n").expect("header/body separator");
+        let mut out: Vec<(String, String)> = Vec::new();
+        for line in head.split("\r\n") {
+            if line.starts_with([' ', '\t']) {
+                out.last_mut().expect("continuation line first").1 += line;
+            } else {
+                let (k, v) = line.split_once(':').expect("header line");
+                out.push((k.to_string(), v.trim().to_string()));
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn mail_is_written_as_eml() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = dir.path().join("outbox");
+        let path = write(&outbox, &message()).await.unwrap();
+        let name = path.file_name().unwrap().to_str().unwrap();
+        assert!(
+            name.ends_with("Z-20250601-120000-frontend-1.rolled_back.eml"),
+            "{name}"
+        );
+        chrono::NaiveDateTime::parse_from_str(&name[..19], "%Y%m%dT%H%M%S%.3f")
+            .unwrap_or_else(|e| panic!("{name} starts with a timestamp: {e}"));
+
+        let eml = std::fs::read_to_string(&path).unwrap();
+        let h = headers(&eml);
+        let get = |k: &str| {
+            h.iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("From"), Some("rollbackd <rollbackd@example.org>"));
+        assert_eq!(get("To"), Some("ops@example.org, admin@example.org"));
+        assert_eq!(
+            get("Subject"),
+            Some("[rollbackd] frontend: ROLLED BACK v2 -> v1")
+        );
+        assert_eq!(
+            get("Message-ID"),
+            Some("<20250601-120000-frontend-1.rolled_back@rollbackd>")
+        );
+        assert!(get("Date").is_some());
+        let text = crate::notify::email::tests::unwrapped(eml.as_bytes());
+        assert!(text.contains("health: 0.83 > 0.5"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn two_writes_make_two_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = message();
+        let a = write(dir.path(), &m).await.unwrap();
+        let b = write(dir.path(), &m).await.unwrap();
+        assert_ne!(a, b);
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), 2, "no temp files left: {names:?}");
+        assert!(names.iter().all(|n| n.ends_with(".eml")), "{names:?}");
+        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    }
+
+    #[test]
+    fn same_stem_gets_a_counter() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = write_sync(dir.path(), "20250601T120000.000Z-x", b"a").unwrap();
+        let b = write_sync(dir.path(), "20250601T120000.000Z-x", b"b").unwrap();
+        assert_eq!(a.file_name().unwrap(), "20250601T120000.000Z-x.eml");
+        assert_eq!(b.file_name().unwrap(), "20250601T120000.000Z-x-1.eml");
+        assert_eq!(std::fs::read(&a).unwrap(), b"a");
+    }
+
+    #[test]
+    fn local_part_is_a_safe_file_name() {
+        assert_eq!(local_part(Some("<a.b@host>")), "a.b");
+        assert_eq!(local_part(Some("<../x/y@host>")), "_x_y");
+        assert_eq!(local_part(None), "message");
+    }
+
+    #[tokio::test]
+    async fn an_unwritable_outbox_names_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        let err = write(&file.join("outbox"), &message()).await.unwrap_err();
+        assert!(err.to_string().contains("file/outbox"), "{err}");
+    }
 }
