@@ -90,7 +90,7 @@ pub fn mails(outbox: &Path) -> Vec<(PathBuf, String)> {
                 .filter(|p| p.extension().is_some_and(|x| x == "eml"))
                 .map(|p| {
                     let text = std::fs::read_to_string(&p).unwrap_or_default();
-                    (p, text)
+                    (p, decode_quoted_printable(&text))
                 })
                 .collect()
         })
@@ -180,4 +180,25 @@ pub fn serve_releases(dir: &Path) -> u16 {
         });
     });
     rx.recv_timeout(Duration::from_secs(10)).expect("demo service port")
+}
+
+/// Undo quoted-printable soft line breaks and `=XX` escapes so tests can
+/// search a mail body as text (headers are unaffected).
+pub fn decode_quoted_printable(text: &str) -> String {
+    let text = text.replace("=\r\n", "").replace("=\n", "");
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
