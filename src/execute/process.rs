@@ -2,18 +2,687 @@
 //! captured with only a bounded tail kept, killed with its whole process
 //! group (SIGTERM, then SIGKILL after a grace period) at the deadline.
 
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{StepReport, Vars};
+use super::{ExecError, StepReport, Vars};
+use crate::util::fmt_duration;
+
+/// Bytes kept of a step's stdout and, separately, of its stderr: the tail,
+/// including any truncation note. A chatty build step must not grow the
+/// journal or an email without bound.
+pub const OUTPUT_LIMIT: usize = 8 * 1024;
+
+/// Between SIGTERM and SIGKILL to a timed-out step's process group: long
+/// enough for a well-behaved program to clean up, short enough not to stall
+/// the rollback.
+pub const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// How long output is still read once the step is over. A background
+/// grandchild (a daemon started by a restart step) may keep the pipes open
+/// forever; waiting for EOF would hang the plan.
+pub const PIPE_GRACE: Duration = Duration::from_millis(500);
+
+/// How often the process group is polled during [`KILL_GRACE`].
+const POLL: Duration = Duration::from_millis(50);
+
+/// How long to wait to reap a SIGKILLed leader before giving up on it (it
+/// could be stuck in uninterruptible sleep); `kill_on_drop` remains.
+const REAP_LIMIT: Duration = Duration::from_secs(5);
 
 /// Substitute `{target}`, `{from_version}`, `{to_version}`, `{incident}` in
 /// each argument. An unknown `{name}` is left as is; a known variable without
 /// a value is an error naming it.
 pub fn substitute(argv: &[String], vars: &Vars) -> Result<Vec<String>, super::ExecError> {
-    todo!("{argv:?} {vars:?}")
+    argv.iter().map(|arg| substitute_arg(arg, vars)).collect()
+}
+
+/// One pass over one argument, so a value that itself contains `{...}` is
+/// never expanded again.
+fn substitute_arg(arg: &str, vars: &Vars) -> Result<String, ExecError> {
+    let mut out = String::with_capacity(arg.len());
+    let mut rest = arg;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let tail = &rest[open..];
+        if let Some(close) = tail.find('}') {
+            if let Some(value) = lookup(&tail[1..close], vars) {
+                out.push_str(value?);
+                rest = &tail[close + 1..];
+                continue;
+            }
+        }
+        out.push('{');
+        rest = &tail[1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// `None` for an unknown name (left literal), an error for a known name
+/// without a value.
+fn lookup<'a>(name: &str, vars: &'a Vars) -> Option<Result<&'a str, ExecError>> {
+    let value = match name {
+        "target" => Some(vars.target.as_str()),
+        "incident" => Some(vars.incident.as_str()),
+        "from_version" => vars.from_version.as_deref(),
+        "to_version" => vars.to_version.as_deref(),
+        _ => return None,
+    };
+    Some(value.ok_or_else(|| ExecError::MissingVar(name.to_string())))
+}
+
+/// An argv as a person would type it, for error messages: arguments that are
+/// empty or contain whitespace or quotes are quoted.
+pub fn display_argv(argv: &[String]) -> String {
+    argv.iter()
+        .map(|arg| {
+            if arg.is_empty()
+                || arg
+                    .chars()
+                    .any(|c| c.is_whitespace() || c == '"' || c == '\'')
+            {
+                format!("{arg:?}")
+            } else {
+                arg.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Run one already-substituted argv until it exits or `deadline` passes.
 pub async fn run_step(argv: &[String], deadline: Instant) -> StepReport {
-    todo!("{argv:?} {deadline:?}")
+    let started = Instant::now();
+    let mut report = StepReport {
+        argv: argv.to_vec(),
+        exit_code: None,
+        ok: false,
+        duration: Duration::ZERO,
+        stdout: String::new(),
+        stderr: String::new(),
+        error: None,
+    };
+    let Some((program, args)) = argv.split_first() else {
+        report.error = Some("empty command: no program to run".into());
+        return report;
+    };
+    if started >= deadline {
+        report.error = Some("not started: the plan deadline had already passed".into());
+        return report;
+    }
+
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            report.error = Some(format!("cannot run {program:?}: {e}"));
+            report.duration = started.elapsed();
+            return report;
+        }
+    };
+    // With `process_group(0)` the child leads a new group whose id is its pid.
+    let pgid = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .map(Pid::from_raw);
+    tracing::debug!(argv = %display_argv(argv), pgid = ?pgid, "step started");
+    // If this future is dropped mid-step (shutdown), `kill_on_drop` would
+    // reach only the leader; the guard takes the whole group down.
+    let mut guard = GroupGuard(pgid);
+
+    let stdout = Arc::new(Mutex::new(Tail::default()));
+    let stderr = Arc::new(Mutex::new(Tail::default()));
+    let mut readers = [
+        spawn_reader(child.stdout.take(), stdout.clone()),
+        spawn_reader(child.stderr.take(), stderr.clone()),
+    ];
+
+    let outcome = match tokio::time::timeout_at(deadline, child.wait()).await {
+        Ok(status) => Outcome::Exited(status),
+        Err(_elapsed) => {
+            tracing::warn!(argv = %display_argv(argv), "step timed out; killing its process group");
+            Outcome::TimedOut(kill_group(&mut child, pgid).await)
+        }
+    };
+    // The leader is reaped: what is left in the group (a daemon a restart
+    // step started) is left alone from here on.
+    guard.disarm();
+
+    // Output still in flight is read for a short while; a pipe held open by
+    // a background process is abandoned, not waited on.
+    let all_read = tokio::time::timeout(PIPE_GRACE, async {
+        for reader in &mut readers {
+            let _ = reader.await;
+        }
+    })
+    .await
+    .is_ok();
+    let mut notes: [Option<String>; 2] = [None, None];
+    if !all_read {
+        let when = match outcome {
+            Outcome::Exited(_) => "it exited",
+            Outcome::TimedOut(_) => "the kill",
+        };
+        for (reader, note) in readers.iter().zip(notes.iter_mut()) {
+            if !reader.is_finished() {
+                reader.abort();
+                *note = Some(format!(
+                    "[stopped reading {} after {when}: the pipe is still held open, \
+                     probably by a background process]",
+                    fmt_duration(PIPE_GRACE)
+                ));
+            }
+        }
+    }
+    let [out_note, err_note] = notes;
+    report.stdout = lock(&stdout).render(out_note.as_deref());
+    report.stderr = lock(&stderr).render(err_note.as_deref());
+    report.duration = started.elapsed();
+
+    let stderr_hint = last_line(&lock(&stderr).text())
+        .map(|line| format!(": {line}"))
+        .unwrap_or_default();
+    match outcome {
+        Outcome::Exited(Ok(status)) => {
+            report.exit_code = status.code();
+            report.ok = status.success();
+            if !report.ok {
+                report.error = Some(format!("{}{stderr_hint}", describe_status(status)));
+            }
+        }
+        Outcome::Exited(Err(e)) => {
+            report.error = Some(format!("cannot wait for the process: {e}"));
+        }
+        Outcome::TimedOut(killed) => {
+            let budget = round_for_display(deadline.saturating_duration_since(started));
+            let what = match (&killed.problem, killed.escalated) {
+                (Some(problem), _) => problem.clone(),
+                (None, false) => "process group killed".to_string(),
+                (None, true) => format!(
+                    "process group killed (SIGKILL: still running {} after SIGTERM)",
+                    fmt_duration(KILL_GRACE)
+                ),
+            };
+            report.error = Some(format!(
+                "timed out after {} (plan deadline); {what}{}",
+                fmt_duration(budget),
+                if stderr_hint.is_empty() {
+                    String::new()
+                } else {
+                    format!("; last stderr{stderr_hint}")
+                }
+            ));
+        }
+    }
+    tracing::debug!(
+        argv = %display_argv(argv),
+        ok = report.ok,
+        duration = ?report.duration,
+        error = ?report.error,
+        "step finished"
+    );
+    report
+}
+
+/// SIGKILLs the step's process group when dropped while armed, i.e. when
+/// `run_step` is cancelled before the leader was reaped. The leader's pid
+/// cannot be reused before it is reaped, so the group id is still ours.
+struct GroupGuard(Option<Pid>);
+
+impl GroupGuard {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            tracing::warn!(%pgid, "step cancelled; killing its process group");
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    }
+}
+
+/// How the leader's wait ended.
+enum Outcome {
+    /// The leader exited on its own (or waiting for it failed).
+    Exited(std::io::Result<ExitStatus>),
+    /// The deadline passed; the group was killed.
+    TimedOut(Killed),
+}
+
+/// What killing a timed-out step's process group took.
+#[derive(Default)]
+struct Killed {
+    /// SIGTERM was not enough; SIGKILL was sent.
+    escalated: bool,
+    /// A signal could not be delivered (other than "already gone").
+    problem: Option<String>,
+}
+
+/// SIGTERM the group, wait up to [`KILL_GRACE`] for the leader and every live
+/// member to go, then SIGKILL whatever is left, and reap the leader.
+async fn kill_group(child: &mut Child, pgid: Option<Pid>) -> Killed {
+    let mut killed = Killed::default();
+    let Some(pgid) = pgid else {
+        // No pid means tokio already saw the leader exit; nothing to signal.
+        let _ = child.start_kill();
+        let _ = tokio::time::timeout(REAP_LIMIT, child.wait()).await;
+        return killed;
+    };
+    if let Err(e) = killpg(pgid, Signal::SIGTERM) {
+        if e != Errno::ESRCH {
+            killed.problem = Some(format!("cannot send SIGTERM to process group {pgid}: {e}"));
+        }
+    }
+    let grace_end = Instant::now() + KILL_GRACE;
+    let mut leader_reaped = false;
+    loop {
+        if !leader_reaped {
+            leader_reaped = !matches!(child.try_wait(), Ok(None));
+        }
+        if leader_reaped && !group_alive(pgid) {
+            break;
+        }
+        if Instant::now() >= grace_end {
+            killed.escalated = true;
+            if let Err(e) = killpg(pgid, Signal::SIGKILL) {
+                if e != Errno::ESRCH {
+                    killed.problem =
+                        Some(format!("cannot send SIGKILL to process group {pgid}: {e}"));
+                }
+            }
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    if !leader_reaped
+        && tokio::time::timeout(REAP_LIMIT, child.wait())
+            .await
+            .is_err()
+    {
+        tracing::warn!(%pgid, "timed-out step's leader did not die after SIGKILL");
+    }
+    killed
+}
+
+/// Whether the process group still has a live member. Members that already
+/// died but wait to be reaped by init (zombies) do not count: they hold no
+/// resources and cannot be signalled away.
+fn group_alive(pgid: Pid) -> bool {
+    if killpg(pgid, None) == Err(Errno::ESRCH) {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if let Some((state, pgrp)) = parse_stat(&stat) {
+            if pgrp == pgid.as_raw() && state != 'Z' && state != 'X' {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// State and process group from `/proc/PID/stat` (`pid (comm) S ppid pgrp ...`);
+/// `comm` may contain spaces and parentheses, so parse after the last `)`.
+fn parse_stat(stat: &str) -> Option<(char, i32)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let _ppid = fields.next()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((state, pgrp))
+}
+
+/// `exited with status 3`, `killed by signal SIGSEGV (core dumped)`.
+fn describe_status(status: ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        return format!("exited with status {code}");
+    }
+    if let Some(sig) = status.signal() {
+        let name = Signal::try_from(sig)
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|_| format!("signal {sig}"));
+        let core = if status.core_dumped() {
+            " (core dumped)"
+        } else {
+            ""
+        };
+        return format!("killed by signal {name}{core}");
+    }
+    format!("ended with {status}")
+}
+
+/// Whole seconds from (almost) a second on: a step started right after its
+/// plan has `2s` minus microseconds until a `2s` deadline.
+fn round_for_display(d: Duration) -> Duration {
+    if d >= Duration::from_millis(950) {
+        Duration::from_secs(d.as_secs_f64().round() as u64)
+    } else {
+        Duration::from_millis(d.as_millis() as u64)
+    }
+}
+
+/// The last non-empty line, trimmed and shortened for a one-line error.
+fn last_line(text: &str) -> Option<String> {
+    const MAX: usize = 300;
+    let line = text.lines().rev().map(str::trim).find(|l| !l.is_empty())?;
+    if line.len() <= MAX {
+        return Some(line.to_string());
+    }
+    let mut end = MAX;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(format!("{}...", &line[..end]))
+}
+
+/// The bounded tail of one output stream.
+#[derive(Default)]
+struct Tail {
+    /// The most recent bytes; trimmed to [`OUTPUT_LIMIT`] whenever it
+    /// reaches twice that, so memory stays bounded.
+    buf: Vec<u8>,
+    /// Every byte ever read, to say how much was dropped.
+    total: u64,
+    /// Why reading stopped early, if it did.
+    read_error: Option<String>,
+}
+
+impl Tail {
+    fn push(&mut self, bytes: &[u8]) {
+        self.total += bytes.len() as u64;
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= 2 * OUTPUT_LIMIT {
+            let cut = self.buf.len() - OUTPUT_LIMIT;
+            self.buf.drain(..cut);
+        }
+    }
+
+    /// The kept bytes as text, without notes.
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buf).into_owned()
+    }
+
+    /// At most [`OUTPUT_LIMIT`] bytes: a truncation note if output was
+    /// dropped, the tail, then `note` and any read error.
+    fn render(&self, note: Option<&str>) -> String {
+        let mut suffix = String::new();
+        for extra in [note.map(str::to_string), self.read_error.clone()]
+            .into_iter()
+            .flatten()
+        {
+            if !suffix.is_empty() || !self.buf.is_empty() {
+                suffix.push('\n');
+            }
+            suffix.push_str(&extra);
+        }
+        let room = OUTPUT_LIMIT.saturating_sub(suffix.len());
+        let prefix = if self.total > room as u64 {
+            format!(
+                "[output truncated: {} bytes in all, only the tail is kept]\n",
+                self.total
+            )
+        } else {
+            String::new()
+        };
+        let room = room.saturating_sub(prefix.len());
+        let mut start = self.buf.len().saturating_sub(room);
+        // Do not start in the middle of a UTF-8 sequence.
+        while start < self.buf.len() && (self.buf[start] & 0b1100_0000) == 0b1000_0000 {
+            start += 1;
+        }
+        let mut body = String::from_utf8_lossy(&self.buf[start..]).into_owned();
+        // Replacement characters are longer than the bytes they replace.
+        while body.len() > room {
+            let mut cut = body.len() - room;
+            while !body.is_char_boundary(cut) {
+                cut += 1;
+            }
+            body.drain(..cut);
+        }
+        format!("{prefix}{body}{suffix}")
+    }
+}
+
+fn lock(tail: &Mutex<Tail>) -> MutexGuard<'_, Tail> {
+    tail.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Read a pipe to EOF into `tail`. Runs as its own task so that it can be
+/// abandoned when a background process keeps the pipe open.
+fn spawn_reader<R>(pipe: Option<R>, tail: Arc<Mutex<Tail>>) -> JoinHandle<()>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let Some(mut pipe) = pipe else { return };
+        let mut chunk = vec![0u8; 8 * 1024];
+        loop {
+            match pipe.read(&mut chunk).await {
+                Ok(0) => break,
+                Ok(n) => lock(&tail).push(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    lock(&tail).read_error = Some(format!("[reading the output failed: {e}]"));
+                    break;
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars() -> Vars {
+        Vars {
+            target: "web".into(),
+            from_version: Some("v2".into()),
+            to_version: None,
+            incident: "inc-7".into(),
+        }
+    }
+
+    fn argv(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn substitute_table() {
+        let cases: &[(&str, Result<&str, &str>)] = &[
+            ("plain", Ok("plain")),
+            ("{target}", Ok("web")),
+            ("--name={target}-{incident}", Ok("--name=web-inc-7")),
+            ("{from_version}{from_version}", Ok("v2v2")),
+            ("{unknown}", Ok("{unknown}")),
+            ("{", Ok("{")),
+            ("}{", Ok("}{")),
+            ("{{target}}", Ok("{web}")),
+            ("{target", Ok("{target")),
+            ("a b {target}", Ok("a b web")),
+            ("{to_version}", Err("to_version")),
+            ("x-{to_version}-y", Err("to_version")),
+        ];
+        for (input, want) in cases {
+            let got = substitute(&argv(&[input]), &vars());
+            match want {
+                Ok(w) => assert_eq!(got, Ok(vec![w.to_string()]), "input {input:?}"),
+                Err(name) => assert_eq!(
+                    got,
+                    Err(ExecError::MissingVar(name.to_string())),
+                    "input {input:?}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn substitute_never_resplits_or_reexpands() {
+        let v = Vars {
+            target: "a b; rm -rf /".into(),
+            from_version: Some("{target}".into()),
+            to_version: Some("v1".into()),
+            incident: String::new(),
+        };
+        let got = substitute(&argv(&["echo", "{target}", "{from_version}"]), &v).unwrap();
+        assert_eq!(got, argv(&["echo", "a b; rm -rf /", "{target}"]));
+        assert_eq!(substitute(&argv(&["{incident}"]), &v).unwrap(), argv(&[""]));
+    }
+
+    #[test]
+    fn missing_var_message_names_it() {
+        let e = ExecError::MissingVar("to_version".into());
+        assert_eq!(e.to_string(), "template variable {to_version} has no value");
+    }
+
+    #[test]
+    fn tail_is_bounded_and_notes_truncation() {
+        let mut t = Tail::default();
+        for _ in 0..1000 {
+            t.push(&[b'x'; 1000]);
+        }
+        t.push(b"\nthe end");
+        let s = t.render(Some("[note]"));
+        assert!(s.len() <= OUTPUT_LIMIT, "{}", s.len());
+        assert!(s.starts_with("[output truncated: 1000008 bytes"), "{s:.80}");
+        assert!(s.ends_with("the end\n[note]"));
+        assert!(t.buf.len() < 2 * OUTPUT_LIMIT);
+    }
+
+    #[test]
+    fn tail_small_output_is_verbatim() {
+        let mut t = Tail::default();
+        t.push(b"hello\n");
+        assert_eq!(t.render(None), "hello\n");
+        assert_eq!(Tail::default().render(None), "");
+    }
+
+    #[test]
+    fn tail_never_splits_utf8_or_exceeds_limit() {
+        let mut t = Tail::default();
+        for _ in 0..10_000 {
+            t.push("é".as_bytes());
+        }
+        t.push(&[0xff; 5000]);
+        let s = t.render(None);
+        assert!(s.len() <= OUTPUT_LIMIT);
+        let mut t = Tail::default();
+        for _ in 0..10_000 {
+            t.push("日本".as_bytes());
+        }
+        let s = t.render(None);
+        assert!(s.len() <= OUTPUT_LIMIT);
+        assert!(s.ends_with("日本"));
+    }
+
+    #[test]
+    fn parse_stat_table() {
+        assert_eq!(parse_stat("42 (sh) S 1 42 42 0"), Some(('S', 42)));
+        assert_eq!(parse_stat("43 (a) (b) Z 1 40 40"), Some(('Z', 40)));
+        assert_eq!(parse_stat("garbage"), None);
+        assert_eq!(parse_stat("1 (x) R"), None);
+    }
+
+    #[test]
+    fn last_line_skips_blank_lines() {
+        assert_eq!(
+            last_line("a\nerror: bad\n\n  \n"),
+            Some("error: bad".into())
+        );
+        assert_eq!(last_line("\n \n"), None);
+        assert!(last_line(&"x".repeat(1000)).unwrap().len() < 400);
+    }
+
+    #[test]
+    fn display_argv_quotes_when_needed() {
+        assert_eq!(
+            display_argv(&argv(&["git", "checkout", "v1"])),
+            "git checkout v1"
+        );
+        assert_eq!(
+            display_argv(&argv(&["sh", "-c", "sleep 1", ""])),
+            "sh -c \"sleep 1\" \"\""
+        );
+    }
+
+    #[test]
+    fn round_for_display_table() {
+        assert_eq!(
+            round_for_display(Duration::from_millis(1999)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            round_for_display(Duration::from_millis(999)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            round_for_display(Duration::from_millis(250)),
+            Duration::from_millis(250)
+        );
+    }
+
+    #[tokio::test]
+    async fn empty_argv_is_a_failed_step() {
+        let r = run_step(&[], Instant::now() + Duration::from_secs(5)).await;
+        assert!(!r.ok);
+        assert_eq!(r.exit_code, None);
+        assert!(r.error.unwrap().contains("empty command"));
+    }
+
+    #[tokio::test]
+    async fn passed_deadline_runs_nothing() {
+        let r = run_step(&argv(&["true"]), Instant::now()).await;
+        assert!(!r.ok);
+        assert!(r.error.unwrap().contains("deadline"));
+    }
+
+    #[tokio::test]
+    async fn signal_is_named() {
+        let r = run_step(
+            &argv(&["sh", "-c", "kill -SEGV $$"]),
+            Instant::now() + Duration::from_secs(10),
+        )
+        .await;
+        assert!(!r.ok);
+        assert_eq!(r.exit_code, None);
+        assert!(
+            r.error
+                .as_deref()
+                .unwrap()
+                .starts_with("killed by signal SIGSEGV"),
+            "{:?}",
+            r.error
+        );
+    }
 }

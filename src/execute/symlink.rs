@@ -3,15 +3,193 @@
 //! known and present, else the release directory that sorts just before the
 //! live one (version-aware: `v10` sorts after `v9`). Then `restart`.
 
-use std::path::Path;
+use std::cmp::Ordering;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use tokio::time::Instant;
 
-use super::{ExecResult, Vars};
+use super::process::{display_argv, run_step, substitute};
+use super::{ExecResult, StepReport, Vars};
+
+/// Appended to `current` for the new link before it is renamed over the old
+/// one. A stale one (from a crash between the two) is removed first.
+pub const TMP_SUFFIX: &str = ".rollbackd-tmp";
 
 /// Name of the release directory `current` points to now.
 pub fn live_release(current: &Path) -> std::io::Result<String> {
-    todo!("{current:?}")
+    let target = std::fs::read_link(current).map_err(|e| {
+        if e.kind() == io::ErrorKind::InvalidInput {
+            io::Error::new(e.kind(), format!("{} is not a symlink", current.display()))
+        } else {
+            io::Error::new(
+                e.kind(),
+                format!("cannot read symlink {}: {e}", current.display()),
+            )
+        }
+    })?;
+    let name = target.file_name().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "symlink {} points to {}, which names no release",
+                current.display(),
+                target.display()
+            ),
+        )
+    })?;
+    name.to_str().map(str::to_string).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "symlink {} points to {}, whose name is not UTF-8",
+                current.display(),
+                target.display()
+            ),
+        )
+    })
+}
+
+/// Version-aware order of release names: digit runs compare as numbers, the
+/// rest as text, so `v9 < v10 < v10.1` and `2024-9 < 2024-10`. Ties (`v01`
+/// vs `v1`) fall back to plain string order, so the order is total.
+pub fn version_cmp(a: &str, b: &str) -> Ordering {
+    let (ca, cb) = (chunks(a), chunks(b));
+    for (x, y) in ca.iter().zip(cb.iter()) {
+        let o = if is_digits(x) && is_digits(y) {
+            let (xt, yt) = (x.trim_start_matches('0'), y.trim_start_matches('0'));
+            xt.len().cmp(&yt.len()).then_with(|| xt.cmp(yt))
+        } else {
+            x.cmp(y)
+        };
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    ca.len().cmp(&cb.len()).then_with(|| a.cmp(b))
+}
+
+fn is_digits(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Split into maximal runs of ASCII digits and of everything else.
+fn chunks(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut prev_digit = None;
+    for (i, c) in s.char_indices() {
+        let digit = c.is_ascii_digit();
+        if prev_digit.is_some_and(|p| p != digit) {
+            out.push(&s[start..i]);
+            start = i;
+        }
+        prev_digit = Some(digit);
+    }
+    if start < s.len() {
+        out.push(&s[start..]);
+    }
+    out
+}
+
+/// The release to go to: `wanted` when it is a listed release other than the
+/// live one, else the greatest release older than `live`.
+fn choose(names: &[String], live: &str, wanted: Option<&str>) -> Option<String> {
+    if let Some(wanted) = wanted {
+        if wanted != live && names.iter().any(|n| n == wanted) {
+            return Some(wanted.to_string());
+        }
+        tracing::warn!(
+            wanted,
+            live,
+            "to_version is not a release other than the live one; using the previous release"
+        );
+    }
+    names
+        .iter()
+        .filter(|n| version_cmp(n, live) == Ordering::Less)
+        .max_by(|a, b| version_cmp(a, b))
+        .cloned()
+}
+
+/// Release directories in `releases`: directories (or links to directories)
+/// with UTF-8 names not starting with `.`; `current` itself and its
+/// temporary link are skipped in case they live in the same directory.
+fn list_releases(releases: &Path, current: &Path) -> io::Result<Vec<String>> {
+    let current_id = std::fs::symlink_metadata(current)
+        .ok()
+        .map(|m| (m.dev(), m.ino()));
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(releases)? {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if name.starts_with('.') || name.ends_with(TMP_SUFFIX) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(own) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if Some((own.dev(), own.ino())) == current_id {
+            continue;
+        }
+        if std::fs::metadata(&path).is_ok_and(|m| m.is_dir()) {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+/// Replace `current` with a link to `target`: new link next to it, rename over
+/// it (atomic: readers see the old or the new link, never none), fsync the
+/// directory so the switch survives a crash. A failed fsync comes back as a
+/// warning: the switch itself is done and visible.
+fn switch(current: &Path, target: &Path) -> Result<Option<String>, String> {
+    let mut tmp = current.as_os_str().to_owned();
+    tmp.push(TMP_SUFFIX);
+    let tmp = PathBuf::from(tmp);
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => tracing::info!(path = %tmp.display(), "removed a stale temporary link"),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot remove stale {}: {e}", tmp.display())),
+    }
+    std::os::unix::fs::symlink(target, &tmp)
+        .map_err(|e| format!("cannot create symlink {}: {e}", tmp.display()))?;
+    if let Err(e) = std::fs::rename(&tmp, current) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!(
+            "cannot rename {} over {}: {e}",
+            tmp.display(),
+            current.display()
+        ));
+    }
+    let parent = current
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match std::fs::File::open(parent).and_then(|dir| dir.sync_all()) {
+        Ok(()) => Ok(None),
+        Err(e) => Ok(Some(format!(
+            "warning: switched, but fsync of {} failed: {e}",
+            parent.display()
+        ))),
+    }
+}
+
+/// Where the new link points: `releases/X`, made absolute when `releases` is
+/// relative, since a relative link target would be resolved against the
+/// link's directory rather than the daemon's working directory.
+fn link_target(releases: &Path, chosen: &str) -> PathBuf {
+    if releases.is_absolute() {
+        releases.join(chosen)
+    } else {
+        std::path::absolute(releases)
+            .unwrap_or_else(|_| releases.to_path_buf())
+            .join(chosen)
+    }
 }
 
 /// Run the symlink plan.
@@ -22,5 +200,199 @@ pub async fn run(
     vars: &Vars,
     deadline: Instant,
 ) -> ExecResult {
-    todo!("{current:?} {releases:?} {restart:?} {vars:?} {deadline:?}")
+    let mut result = ExecResult {
+        ok: false,
+        steps: Vec::new(),
+        from_version: vars.from_version.clone(),
+        to_version: None,
+        error: None,
+    };
+    let fail = |mut result: ExecResult, error: String| {
+        tracing::warn!("symlink rollback failed: {error}");
+        result.error = Some(error);
+        result
+    };
+
+    let found = {
+        let (current, releases) = (current.to_path_buf(), releases.to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            let live = live_release(&current)?;
+            let names = list_releases(&releases, &current).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot list releases in {}: {e}", releases.display()),
+                )
+            })?;
+            Ok::<_, io::Error>((live, names))
+        })
+        .await
+    };
+    let (live, names) = match found {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => return fail(result, e.to_string()),
+        Err(e) => return fail(result, format!("cannot inspect releases: {e}")),
+    };
+    result.from_version = Some(live.clone());
+    let Some(chosen) = choose(&names, &live, vars.to_version.as_deref()) else {
+        return fail(
+            result,
+            format!("no release older than {live:?} in {}", releases.display()),
+        );
+    };
+    result.to_version = Some(chosen.clone());
+
+    // Substitute before switching: a bad template must not leave the link
+    // switched and the service not restarted.
+    let restart_vars = Vars {
+        from_version: Some(live.clone()),
+        to_version: Some(chosen.clone()),
+        ..vars.clone()
+    };
+    let restart = restart.filter(|argv| !argv.is_empty());
+    let restart_argv = match restart.map(|argv| substitute(argv, &restart_vars)) {
+        None => None,
+        Some(Ok(argv)) => Some(argv),
+        Some(Err(e)) => {
+            let shown = display_argv(restart.unwrap_or_default());
+            return fail(
+                result,
+                format!("restart ({shown}) cannot run: {e}; nothing was changed"),
+            );
+        }
+    };
+    let total = 1 + usize::from(restart_argv.is_some());
+
+    let target = link_target(releases, &chosen);
+    let argv = vec![
+        "symlink".to_string(),
+        current.display().to_string(),
+        "->".to_string(),
+        target.display().to_string(),
+    ];
+    let started = Instant::now();
+    let switched = if started >= deadline {
+        Err("not started: the plan deadline had already passed".to_string())
+    } else {
+        let (current, target) = (current.to_path_buf(), target.clone());
+        tokio::task::spawn_blocking(move || switch(&current, &target))
+            .await
+            .unwrap_or_else(|e| Err(format!("switch task failed: {e}")))
+    };
+    let mut step = StepReport {
+        argv,
+        exit_code: None,
+        ok: switched.is_ok(),
+        duration: started.elapsed(),
+        stdout: String::new(),
+        stderr: String::new(),
+        error: None,
+    };
+    match switched {
+        Ok(warning) => step.stderr = warning.unwrap_or_default(),
+        Err(e) => step.error = Some(e),
+    }
+    let failure = step.error.as_ref().map(|e| {
+        format!(
+            "step 1 of {total} ({}) failed: {e}",
+            display_argv(&step.argv)
+        )
+    });
+    result.steps.push(step);
+    if let Some(failure) = failure {
+        return fail(result, failure);
+    }
+    tracing::info!(from = %live, to = %chosen, current = %current.display(), "symlink switched");
+
+    if let Some(argv) = restart_argv {
+        let step = run_step(&argv, deadline).await;
+        let failure = (!step.ok).then(|| {
+            format!(
+                "step 2 of 2 ({}) failed: {}",
+                display_argv(&argv),
+                step.error.as_deref().unwrap_or("unknown error")
+            )
+        });
+        result.steps.push(step);
+        if let Some(failure) = failure {
+            return fail(result, failure);
+        }
+    }
+    result.ok = true;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_order_table() {
+        let cases = [
+            ("v9", "v10", Ordering::Less),
+            ("v10", "v10.1", Ordering::Less),
+            ("v10.1", "v10.2", Ordering::Less),
+            ("v10.10", "v10.9", Ordering::Greater),
+            ("1.2.3", "1.2.3", Ordering::Equal),
+            ("v1", "v1-rc1", Ordering::Less),
+            ("2024-09-01", "2024-10-01", Ordering::Less),
+            ("20240901120000", "20241001120000", Ordering::Less),
+            ("v01", "v1", Ordering::Less),
+            ("a", "b", Ordering::Less),
+            ("", "v1", Ordering::Less),
+            (
+                "99999999999999999999999",
+                "100000000000000000000000",
+                Ordering::Less,
+            ),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(version_cmp(a, b), want, "{a} vs {b}");
+            assert_eq!(version_cmp(b, a), want.reverse(), "{b} vs {a}");
+        }
+    }
+
+    #[test]
+    fn sorting_releases() {
+        let mut v = vec!["v10", "v2", "v1", "v10.1", "v9"];
+        v.sort_by(|a, b| version_cmp(a, b));
+        assert_eq!(v, ["v1", "v2", "v9", "v10", "v10.1"]);
+    }
+
+    #[test]
+    fn choose_table() {
+        let names: Vec<String> = ["v1", "v2", "v10"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(choose(&names, "v10", None).as_deref(), Some("v2"));
+        assert_eq!(choose(&names, "v2", None).as_deref(), Some("v1"));
+        assert_eq!(choose(&names, "v1", None), None);
+        assert_eq!(choose(&names, "v10", Some("v1")).as_deref(), Some("v1"));
+        // Unknown or live to_version: fall back to the previous release.
+        assert_eq!(choose(&names, "v10", Some("v7")).as_deref(), Some("v2"));
+        assert_eq!(choose(&names, "v10", Some("v10")).as_deref(), Some("v2"));
+        // Live release missing from the directory still has a predecessor.
+        assert_eq!(choose(&names, "v5", None).as_deref(), Some("v2"));
+    }
+
+    #[test]
+    fn chunks_split_digit_runs() {
+        assert_eq!(chunks("v10.1-rc2"), ["v", "10", ".", "1", "-rc", "2"]);
+        assert!(chunks("").is_empty());
+    }
+
+    #[test]
+    fn live_release_relative_and_absolute() {
+        let dir = tempfile::tempdir().unwrap();
+        let rel = dir.path().join("rel");
+        std::os::unix::fs::symlink("releases/v3", &rel).unwrap();
+        assert_eq!(live_release(&rel).unwrap(), "v3");
+        let abs = dir.path().join("abs");
+        std::os::unix::fs::symlink(dir.path().join("releases/v4/"), &abs).unwrap();
+        assert_eq!(live_release(&abs).unwrap(), "v4");
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "x").unwrap();
+        let e = live_release(&plain).unwrap_err();
+        assert!(e.to_string().contains("is not a symlink"), "{e}");
+        let e = live_release(&dir.path().join("missing")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert!(e.to_string().contains("missing"), "{e}");
+    }
 }
