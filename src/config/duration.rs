@@ -1,8 +1,94 @@
 //! Duration strings as written in config: `"500ms"`, `"30s"`, `"5m"`, `"1h"`, `"1h30m"`, `"2d"`.
+//!
+//! The grammar is strict, `^(\d+(ms|s|m|h|d))+$`: no spaces, no sign, no
+//! fractions, no bare numbers. A bare `"5"` is rejected on purpose: seconds
+//! or minutes is exactly the ambiguity that makes a rollback fire too early.
 
 use std::time::Duration;
 
 /// Parse a config duration. The error message names the value.
 pub fn parse(s: &str) -> Result<Duration, String> {
-    todo!("{s}")
+    parse_inner(s)
+        .ok_or_else(|| format!("invalid duration {s:?} (use e.g. \"30s\", \"5m\", \"1h\")"))
+}
+
+fn parse_inner(s: &str) -> Option<Duration> {
+    let bytes = s.as_bytes();
+    if bytes.is_empty() {
+        return None;
+    }
+    let mut total = Duration::ZERO;
+    let mut i = 0;
+    while i < bytes.len() {
+        let digits_start = i;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == digits_start {
+            return None;
+        }
+        let n: u64 = s[digits_start..i].parse().ok()?;
+        let rest = &s[i..];
+        let (unit_ms, unit_len): (u64, usize) = if rest.starts_with("ms") {
+            (1, 2)
+        } else if rest.starts_with('s') {
+            (1_000, 1)
+        } else if rest.starts_with('m') {
+            (60_000, 1)
+        } else if rest.starts_with('h') {
+            (3_600_000, 1)
+        } else if rest.starts_with('d') {
+            (86_400_000, 1)
+        } else {
+            return None;
+        };
+        i += unit_len;
+        total = total.checked_add(Duration::from_millis(n.checked_mul(unit_ms)?))?;
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let ms = Duration::from_millis;
+        for (input, want) in [
+            ("500ms", Some(ms(500))),
+            ("30s", Some(ms(30_000))),
+            ("5m", Some(ms(300_000))),
+            ("1h", Some(ms(3_600_000))),
+            ("1h30m", Some(ms(5_400_000))),
+            ("2d", Some(ms(172_800_000))),
+            ("1m30s500ms", Some(ms(90_500))),
+            ("0s", Some(Duration::ZERO)),
+            ("007s", Some(ms(7_000))),
+            ("5 minutes", None),
+            ("5", None),
+            ("", None),
+            ("-1s", None),
+            ("1.5s", None),
+            (" 5s", None),
+            ("5s ", None),
+            ("5S", None),
+            ("s", None),
+            ("5sec", None),
+            ("1h 30m", None),
+            ("5ms5", None),
+            ("99999999999999999999s", None),
+            ("18446744073709551615d", None),
+        ] {
+            assert_eq!(parse(input).ok(), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn error_names_the_value_and_shows_examples() {
+        assert_eq!(
+            parse("5 minutes").unwrap_err(),
+            r#"invalid duration "5 minutes" (use e.g. "30s", "5m", "1h")"#
+        );
+    }
 }

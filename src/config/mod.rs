@@ -22,10 +22,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     load_str(&file, &text)
 }
 
-/// Parse and validate config text; `file` names it in errors.
+/// Parse and validate config text; `file` names it in errors. Problems of
+/// both phases (unknown keys, wrong types, invalid values) are reported
+/// together; only a TOML syntax error stops before validation.
 pub fn load_str(file: &str, text: &str) -> Result<Config, ConfigErrors> {
-    let raw = raw::parse(file, text)?;
-    validate(file, raw)
+    let (raw, raw_errors) = raw::parse_partial(file, text)?;
+    validate::validate_collecting(file, raw, raw_errors)
 }
 
 /// The whole validated configuration.

@@ -1,15 +1,722 @@
 //! The raw serde layer: mirrors the TOML file, `deny_unknown_fields`
 //! everywhere, strings where validation must check the value.
+//!
+//! serde stops at the first error, but an operator fixing a config wants
+//! every problem at once. So the text is parsed to a [`toml::Table`] first,
+//! and every section, window, target and rule is deserialized on its own,
+//! key by key, so that each unknown key or wrongly typed value is reported
+//! with its full key path (`target[0].rule[1].fooo: unknown key`).
+//!
+//! Every field is optional here; whether a key is required, and what its
+//! default is, is decided by [`validate`](super::validate).
+//! Keys of features that are not built yet are kept as [`toml::Value`] so
+//! that validation can say "not supported yet" whatever their value.
 
-use super::ConfigErrors;
+use serde::de::DeserializeOwned;
+
+use super::{ConfigError, ConfigErrors};
 
 /// The whole file as written.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawConfig {}
+pub struct RawConfig {
+    /// `[daemon]`: process-wide settings.
+    pub daemon: Option<RawDaemon>,
+    /// `[prometheus]`: parsed so that validation can say it is not supported yet.
+    pub prometheus: Option<RawPrometheus>,
+    /// `[notify]`: where notifications go.
+    pub notify: Option<RawNotify>,
+    /// `[[window]]`: release windows.
+    #[serde(default)]
+    pub window: Vec<RawWindow>,
+    /// `[[target]]`: the watched services.
+    #[serde(default)]
+    pub target: Vec<RawTarget>,
+}
+
+/// `[daemon]`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDaemon {
+    /// Journal, outbox and records directory.
+    pub state_dir: Option<String>,
+    /// `IP:PORT` of the HTTP API; checked by validation.
+    pub listen: Option<String>,
+    /// Duration string: how often rules are evaluated.
+    pub poll_interval: Option<String>,
+    /// Never execute, record and notify only.
+    pub dry_run: Option<bool>,
+    /// File holding the API bearer token.
+    pub api_token_file: Option<String>,
+    /// Base URL for links in email; must be http(s).
+    pub public_url: Option<String>,
+}
+
+/// `[prometheus]` (not supported yet).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrometheus {
+    /// Prometheus base URL.
+    pub url: Option<String>,
+    /// Duration string: query timeout.
+    pub timeout: Option<String>,
+}
+
+/// `[notify]`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    /// `[notify.email]`.
+    pub email: Option<RawEmail>,
+    /// `[[notify.webhook]]` (not supported yet).
+    #[serde(default)]
+    pub webhook: Vec<RawWebhook>,
+}
+
+/// `[notify.email]`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEmail {
+    /// Sender mailbox, e.g. `rollbackd <rollbackd@deploy-host>`.
+    pub from: Option<String>,
+    /// Recipient mailboxes.
+    pub to: Option<Vec<String>>,
+    /// SMTP server URL (not supported yet: mail goes to the outbox only).
+    pub smtp_url: Option<toml::Value>,
+    /// SMTP user name (not supported yet).
+    pub username: Option<toml::Value>,
+    /// File holding the SMTP password (not supported yet).
+    pub password_file: Option<toml::Value>,
+    /// Directory every mail is written to.
+    pub outbox_dir: Option<String>,
+}
+
+/// `[[notify.webhook]]` (not supported yet).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    /// Endpoint the notification is POSTed to.
+    pub url: Option<toml::Value>,
+    /// Body format, `json` or `slack`.
+    pub format: Option<toml::Value>,
+}
+
+/// `[[window]]`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWindow {
+    /// Name for logs and records.
+    pub name: Option<String>,
+    /// Three-letter lowercase day names the window starts on.
+    pub days: Option<Vec<String>>,
+    /// Local start, `HH:MM`.
+    pub start: Option<String>,
+    /// Local end, `HH:MM`.
+    pub end: Option<String>,
+    /// IANA timezone name.
+    pub timezone: Option<String>,
+}
+
+/// `[[target]]`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    /// Unique target name.
+    pub name: Option<String>,
+    /// argv whose trimmed stdout is the live version.
+    pub version_command: Option<Vec<String>>,
+    /// Version from an HTTP endpoint (not supported yet).
+    pub version_url: Option<toml::Value>,
+    /// Version from a Prometheus query (not supported yet).
+    pub version_query: Option<toml::Value>,
+    /// JSON pointer into `version_url`'s answer (not supported yet).
+    pub version_json_pointer: Option<toml::Value>,
+    /// Label of `version_query`'s result (not supported yet).
+    pub version_label: Option<toml::Value>,
+    /// Act only inside these windows (not supported yet).
+    pub only_within: Option<toml::Value>,
+    /// `none` or `required` (human confirmation, not supported yet).
+    pub confirm: Option<String>,
+    /// How long to wait for a human (not supported yet).
+    pub confirm_timeout: Option<toml::Value>,
+    /// `rollback` or `escalate` when nobody answers (not supported yet).
+    pub on_confirm_timeout: Option<toml::Value>,
+    /// Duration string: quiet time after an incident.
+    pub cooldown: Option<String>,
+    /// Executed rollbacks allowed per hour.
+    pub max_rollbacks_per_hour: Option<i64>,
+    /// `hold`, `ok` or `breach`.
+    pub no_data: Option<String>,
+    /// `[[target.rule]]`.
+    #[serde(default)]
+    pub rule: Vec<RawRule>,
+    /// `[target.rollback]`.
+    pub rollback: Option<RawRollback>,
+    /// `[target.verify]`.
+    pub verify: Option<RawVerify>,
+}
+
+/// `[[target.rule]]`. Holds the keys of every source kind; validation
+/// rejects the keys that do not apply to the rule's `source`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    /// Unique within the target.
+    pub name: Option<String>,
+    /// `probe` or `host` (`prometheus`, `alertmanager` not supported yet).
+    pub source: Option<String>,
+    /// Threshold: breach when the value is strictly above it.
+    pub above: Option<f64>,
+    /// Duration string: how long the condition must hold.
+    #[serde(rename = "for")]
+    pub for_: Option<String>,
+    /// Ratio to a baseline (not supported yet).
+    pub above_baseline: Option<toml::Value>,
+    /// Baseline window (not supported yet).
+    pub baseline_window: Option<toml::Value>,
+    /// Baseline query (not supported yet).
+    pub baseline_query: Option<toml::Value>,
+    /// PromQL query (not supported yet).
+    pub query: Option<toml::Value>,
+    /// Alertmanager label match (not supported yet).
+    #[serde(rename = "match")]
+    pub match_: Option<toml::Value>,
+    /// Probe: URL fetched with GET.
+    pub url: Option<String>,
+    /// Probe: duration string, no answer in time = failed probe.
+    pub timeout: Option<String>,
+    /// Probe: required HTTP status.
+    pub expect_status: Option<i64>,
+    /// Probe: `failure_ratio` or `latency`.
+    pub measure: Option<String>,
+    /// Probe: duration string, the probes the value is computed over.
+    pub window: Option<String>,
+    /// Host: `cpu` or `memory`.
+    pub metric: Option<String>,
+}
+
+impl RawRule {
+    /// Source-specific keys that are set, in file order of this struct.
+    pub fn source_keys_set(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        let mut add = |set: bool, key| {
+            if set {
+                keys.push(key)
+            }
+        };
+        add(self.url.is_some(), "url");
+        add(self.timeout.is_some(), "timeout");
+        add(self.expect_status.is_some(), "expect_status");
+        add(self.measure.is_some(), "measure");
+        add(self.window.is_some(), "window");
+        add(self.metric.is_some(), "metric");
+        keys
+    }
+}
+
+/// `[target.rollback]`. Holds the keys of every executor kind (also the ones
+/// not built yet) so that validation can say which key does not apply to
+/// which kind instead of a bare "unknown key".
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRollback {
+    /// Executor kind.
+    pub kind: Option<String>,
+    /// Duration string bounding the whole plan.
+    pub timeout: Option<String>,
+    /// argv templates run once verification passed.
+    pub after: Option<Vec<Vec<String>>>,
+    /// Steps before the plan (not supported yet).
+    pub pre: Option<toml::Value>,
+    /// command: ordered argv templates.
+    pub steps: Option<Vec<Vec<String>>>,
+    /// symlink: the link the service runs from.
+    pub current: Option<String>,
+    /// symlink: directory of release directories.
+    pub releases: Option<String>,
+    /// symlink, git: argv template run after switching.
+    pub restart: Option<Vec<String>>,
+    /// kubernetes: deployment name.
+    pub deployment: Option<toml::Value>,
+    /// kubernetes, blue_green: namespace.
+    pub namespace: Option<toml::Value>,
+    /// kubernetes: kubectl context.
+    pub context: Option<toml::Value>,
+    /// kubernetes: revision to roll back to.
+    pub to_revision: Option<toml::Value>,
+    /// kubernetes, blue_green: path of kubectl.
+    pub kubectl: Option<toml::Value>,
+    /// blue_green: the service whose selector flips.
+    pub service: Option<toml::Value>,
+    /// blue_green: selector key.
+    pub selector_key: Option<toml::Value>,
+    /// blue_green: the two colors.
+    pub colors: Option<toml::Value>,
+    /// docker: container name.
+    pub container: Option<toml::Value>,
+    /// docker: image without tag.
+    pub image: Option<toml::Value>,
+    /// docker: extra `docker run` arguments.
+    pub run_args: Option<toml::Value>,
+    /// docker: path of docker.
+    pub docker: Option<toml::Value>,
+    /// git: repository directory.
+    pub repo: Option<toml::Value>,
+    /// git: build steps.
+    pub build: Option<toml::Value>,
+    /// webhook: CI/CD endpoint.
+    pub url: Option<toml::Value>,
+    /// webhook: file holding the token.
+    pub token_file: Option<toml::Value>,
+    /// webhook: JSON body template.
+    pub body: Option<toml::Value>,
+}
+
+impl RawRollback {
+    /// Kind-specific keys that are set.
+    pub fn kind_keys_set(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        let mut add = |set: bool, key| {
+            if set {
+                keys.push(key)
+            }
+        };
+        add(self.steps.is_some(), "steps");
+        add(self.current.is_some(), "current");
+        add(self.releases.is_some(), "releases");
+        add(self.restart.is_some(), "restart");
+        add(self.deployment.is_some(), "deployment");
+        add(self.namespace.is_some(), "namespace");
+        add(self.context.is_some(), "context");
+        add(self.to_revision.is_some(), "to_revision");
+        add(self.kubectl.is_some(), "kubectl");
+        add(self.service.is_some(), "service");
+        add(self.selector_key.is_some(), "selector_key");
+        add(self.colors.is_some(), "colors");
+        add(self.container.is_some(), "container");
+        add(self.image.is_some(), "image");
+        add(self.run_args.is_some(), "run_args");
+        add(self.docker.is_some(), "docker");
+        add(self.repo.is_some(), "repo");
+        add(self.build.is_some(), "build");
+        add(self.url.is_some(), "url");
+        add(self.token_file.is_some(), "token_file");
+        add(self.body.is_some(), "body");
+        keys
+    }
+}
+
+/// `[target.verify]`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVerify {
+    /// Duration string: healthy within this window, or the rollback failed.
+    pub within: Option<String>,
+    /// URL that must answer `expect_status`.
+    pub url: Option<String>,
+    /// Status required from `url`.
+    pub expect_status: Option<i64>,
+    /// Whether every rule must be back to Ok too.
+    pub rules: Option<bool>,
+}
 
 /// Parse TOML text into the raw layer; syntax and unknown-key errors name
-/// the file and key path.
+/// the file and key path. Every problem in the file is reported, not just
+/// the first.
 pub fn parse(file: &str, text: &str) -> Result<RawConfig, ConfigErrors> {
-    todo!("{file} {text}")
+    let (raw, errors) = parse_partial(file, text)?;
+    if errors.is_empty() {
+        Ok(raw)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// Like [`parse`], but a file that is valid TOML always yields a
+/// [`RawConfig`]: keys with problems are left out of it (an item that is
+/// not a table at all becomes a default placeholder, so indices in key
+/// paths stay right) and the problems are returned next to it. This lets
+/// [`load_str`](super::load_str) report raw and validation problems
+/// together. Only a TOML syntax error is returned as `Err`.
+pub fn parse_partial(
+    file: &str,
+    text: &str,
+) -> Result<(RawConfig, Vec<ConfigError>), ConfigErrors> {
+    let root: toml::Table = toml::from_str(text).map_err(|e| {
+        let message = e.message().trim().to_string();
+        let message = match e.span() {
+            Some(span) => {
+                let (line, column) = line_column(text, span.start);
+                let message = match text.get(span) {
+                    Some(key) if message == "duplicate key" => format!("duplicate key {key}"),
+                    _ => message,
+                };
+                format!("invalid TOML at line {line}, column {column}: {message}")
+            }
+            None => format!("invalid TOML: {message}"),
+        };
+        ConfigErrors::single(file, "", message)
+    })?;
+    let mut w = Walker {
+        file,
+        errors: Vec::new(),
+    };
+    let raw = w.config(root);
+    Ok((raw, w.errors))
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// `parent.key`, or `key` at the top level.
+pub(crate) fn join(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+/// Walks the parsed table, collecting every problem with its key path.
+struct Walker<'a> {
+    file: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Walker<'_> {
+    fn err(&mut self, path: String, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.file.to_string(),
+            path,
+            message: message.into(),
+        });
+    }
+
+    fn config(&mut self, mut root: toml::Table) -> RawConfig {
+        let daemon = root.remove("daemon");
+        let prometheus = root.remove("prometheus");
+        let notify = root.remove("notify");
+        let window = root.remove("window");
+        let target = root.remove("target");
+        // Anything left over is unknown.
+        let mut raw: RawConfig = self.flat("", root);
+        raw.daemon = daemon.and_then(|v| self.table("daemon", v).map(|t| self.flat("daemon", t)));
+        raw.prometheus = prometheus
+            .and_then(|v| self.table("prometheus", v))
+            .map(|t| self.flat("prometheus", t));
+        raw.notify = notify.and_then(|v| self.table("notify", v)).map(|mut t| {
+            let email = t.remove("email");
+            let webhook = t.remove("webhook");
+            let mut notify: RawNotify = self.flat("notify", t);
+            notify.email = email
+                .and_then(|v| self.table("notify.email", v))
+                .map(|t| self.flat("notify.email", t));
+            notify.webhook = self.array("notify.webhook", webhook, |w, path, t| w.flat(path, t));
+            notify
+        });
+        raw.window = self.array("window", window, |w, path, t| w.flat(path, t));
+        raw.target = self.array("target", target, |w, path, t| w.target(path, t));
+        raw
+    }
+
+    fn target(&mut self, path: &str, mut t: toml::Table) -> RawTarget {
+        let rule = t.remove("rule");
+        let rollback = t.remove("rollback");
+        let verify = t.remove("verify");
+        let mut target: RawTarget = self.flat(path, t);
+        target.rule = self.array(&join(path, "rule"), rule, |w, path, t| w.flat(path, t));
+        let rollback_path = join(path, "rollback");
+        target.rollback = rollback
+            .and_then(|v| self.table(&rollback_path, v))
+            .map(|t| self.flat(&rollback_path, t));
+        let verify_path = join(path, "verify");
+        target.verify = verify
+            .and_then(|v| self.table(&verify_path, v))
+            .map(|t| self.flat(&verify_path, t));
+        target
+    }
+
+    /// A value that must be a table (`[section]`).
+    fn table(&mut self, path: &str, value: toml::Value) -> Option<toml::Table> {
+        match value {
+            toml::Value::Table(t) => Some(t),
+            other => {
+                self.err(
+                    path.to_string(),
+                    format!(
+                        "expected a table [{}], found {} {}",
+                        dotted_header(path),
+                        other.type_str(),
+                        other
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// A value that must be an array of tables (`[[section]]`); each table
+    /// is read by `item` with its indexed path.
+    fn array<T: Default>(
+        &mut self,
+        path: &str,
+        value: Option<toml::Value>,
+        mut item: impl FnMut(&mut Self, &str, toml::Table) -> T,
+    ) -> Vec<T> {
+        let items = match value {
+            None => return Vec::new(),
+            Some(toml::Value::Array(items)) => items,
+            Some(other) => {
+                self.err(
+                    path.to_string(),
+                    format!(
+                        "expected an array of tables [[{}]], found {}",
+                        dotted_header(path),
+                        other.type_str()
+                    ),
+                );
+                return Vec::new();
+            }
+        };
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let item_path = format!("{path}[{i}]");
+                match v {
+                    toml::Value::Table(t) => item(self, &item_path, t),
+                    other => {
+                        self.err(
+                            item_path,
+                            format!("expected a table, found {} {}", other.type_str(), other),
+                        );
+                        T::default()
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// Deserialize one flat table into `T`, key by key, so that every
+    /// unknown or mistyped key is reported; bad keys are left out.
+    fn flat<T: DeserializeOwned + Default>(&mut self, path: &str, mut t: toml::Table) -> T {
+        let keys: Vec<String> = t.keys().cloned().collect();
+        for key in keys {
+            let mut one = toml::Table::new();
+            let value = t[&key].clone();
+            one.insert(key.clone(), value.clone());
+            if let Err(e) = toml::Value::Table(one).try_into::<T>() {
+                let message = if e.message().starts_with("unknown field") {
+                    "unknown key".to_string()
+                } else {
+                    type_error(e.message(), &value)
+                };
+                self.err(join(path, &key), message);
+                t.remove(&key);
+            }
+        }
+        match toml::Value::Table(t).try_into::<T>() {
+            Ok(v) => v,
+            Err(e) => {
+                // Not expected once every key passed on its own; report
+                // rather than panic.
+                self.err(path.to_string(), e.message().to_string());
+                T::default()
+            }
+        }
+    }
+}
+
+/// `target.rule` -> `target.rule`, used in "expected [[target.rule]]".
+fn dotted_header(path: &str) -> String {
+    // Drop indices: `target[0].rule` -> `target.rule`.
+    let mut out = String::new();
+    let mut depth = 0;
+    for c in path.chars() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            c if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// serde says `invalid type: integer `5`, expected a string`; say what was
+/// expected and quote the value as written.
+fn type_error(message: &str, value: &toml::Value) -> String {
+    match message.split_once(", expected ") {
+        Some((_, expected)) if message.starts_with("invalid type") => {
+            format!(
+                "expected {}, found {} {}",
+                expected_name(expected),
+                value.type_str(),
+                value
+            )
+        }
+        _ => format!("{message} (value {value})"),
+    }
+}
+
+/// serde's names for what it expected, in TOML terms.
+fn expected_name(serde: &str) -> &str {
+    match serde {
+        "f64" => "a number",
+        "i64" => "an integer",
+        "a boolean" => "a boolean (true or false)",
+        "a sequence" => "an array",
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<(String, String)> {
+        match parse("t.toml", text) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.into_iter().map(|e| (e.path, e.message)).collect(),
+        }
+    }
+
+    #[test]
+    fn syntax_error_is_one_error_with_line_and_column() {
+        let e = parse("t.toml", "[daemon]\nlisten = \n").unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0].path, "");
+        assert!(e.0[0].message.contains("line 2, column"), "{e}");
+        assert!(
+            e.to_string().starts_with("t.toml: invalid TOML at line 2"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn duplicate_key_names_the_key() {
+        let e = parse("t.toml", "[daemon]\nlisten = \"a\"\nlisten = \"b\"\n").unwrap_err();
+        assert_eq!(
+            e.0[0].message,
+            "invalid TOML at line 3, column 1: duplicate key listen"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_with_full_paths_everywhere() {
+        let errs = errors(
+            r#"
+            colour = 1
+            [daemon]
+            listn = "x"
+            [notify.email]
+            form = "a@b"
+            [[window]]
+            nam = "w"
+            [[target]]
+            nme = "a"
+              [[target.rule]]
+              name = "r"
+              [[target.rule]]
+              fooo = 1
+              barr = 2
+              [target.rollback]
+              knd = "command"
+              [target.verify]
+              withn = "5m"
+            [[target]]
+              [[target.rule]]
+              fooo = 1
+            "#,
+        );
+        let paths: Vec<&str> = errs.iter().map(|(p, _)| p.as_str()).collect();
+        for want in [
+            "colour",
+            "daemon.listn",
+            "notify.email.form",
+            "window[0].nam",
+            "target[0].nme",
+            "target[0].rule[1].fooo",
+            "target[0].rule[1].barr",
+            "target[0].rollback.knd",
+            "target[0].verify.withn",
+            "target[1].rule[0].fooo",
+        ] {
+            assert!(paths.contains(&want), "{want} missing from {errs:?}");
+        }
+        assert_eq!(errs.len(), 10, "{errs:?}");
+        assert!(errs.iter().all(|(_, m)| m == "unknown key"), "{errs:?}");
+    }
+
+    #[test]
+    fn wrong_types_name_the_key_and_value() {
+        let errs = errors(
+            r#"
+            [daemon]
+            poll_interval = 5
+            dry_run = "yes"
+            [[target]]
+            name = "a"
+            max_rollbacks_per_hour = "one"
+              [[target.rule]]
+              above = "high"
+              [target.rollback]
+              steps = [["ok"], "pm2 restart"]
+            "#,
+        );
+        let find = |p: &str| {
+            errs.iter()
+                .find(|(path, _)| path == p)
+                .unwrap_or_else(|| panic!("{p} missing from {errs:?}"))
+                .1
+                .clone()
+        };
+        assert_eq!(
+            find("daemon.poll_interval"),
+            "expected a string, found integer 5"
+        );
+        assert_eq!(
+            find("daemon.dry_run"),
+            r#"expected a boolean (true or false), found string "yes""#
+        );
+        assert!(find("target[0].max_rollbacks_per_hour").contains(r#""one""#));
+        assert!(find("target[0].rule[0].above").contains("a number"));
+        assert!(find("target[0].rollback.steps").contains("pm2 restart"));
+        assert_eq!(errs.len(), 5, "{errs:?}");
+    }
+
+    #[test]
+    fn sections_of_the_wrong_shape() {
+        let errs = errors(
+            r#"
+            daemon = 5
+            target = [1, { name = "b" }]
+            [[window]]
+            name = "w"
+            "#,
+        );
+        assert_eq!(errs[0].0, "daemon");
+        assert!(errs[0].1.contains("expected a table [daemon]"), "{errs:?}");
+        assert_eq!(errs[1].0, "target[0]");
+        assert_eq!(errs.len(), 2, "{errs:?}");
+
+        let errs = errors("[target]\nname = \"a\"\n");
+        assert_eq!(errs[0].0, "target");
+        assert!(errs[0].1.contains("[[target]]"), "{errs:?}");
+    }
+
+    #[test]
+    fn partial_parse_keeps_indices_and_good_keys() {
+        let (raw, errs) =
+            parse_partial("t.toml", "target = [1, { name = \"b\", bogus = 1 }]\n").unwrap();
+        assert_eq!(raw.target.len(), 2);
+        assert_eq!(raw.target[1].name.as_deref(), Some("b"));
+        assert_eq!(errs.len(), 2);
+        assert_eq!(errs[1].path, "target[1].bogus");
+    }
 }

@@ -1,8 +1,25 @@
 //! Pure validation from [`RawConfig`](super::raw::RawConfig) into [`Config`](super::Config):
 //! every problem is collected with its key path before failing. No I/O.
+//!
+//! Defaults live here, next to the checks, so that one file says what a
+//! config means. Features that are not built yet are accepted by the raw
+//! layer and rejected here with "not supported yet", so a config written
+//! for a later version fails loudly instead of being half-obeyed.
 
-use super::raw::RawConfig;
-use super::Config;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::raw::{
+    join, RawConfig, RawDaemon, RawEmail, RawNotify, RawRollback, RawRule, RawTarget, RawVerify,
+    RawWindow,
+};
+use super::{
+    duration, Config, DaemonConfig, EmailConfig, ExecutorKind, HostMetric, NoData, NotifyConfig,
+    ProbeMeasure, ProbeSpec, RollbackPlan, RuleConfig, SourceSpec, TargetConfig, VerifyConfig,
+    Window,
+};
 
 /// One problem: `FILE: key.path: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +58,1466 @@ impl ConfigErrors {
     }
 }
 
+/// Default `daemon.state_dir`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/rollbackd";
+/// Default `daemon.listen`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9797";
+/// Default `daemon.poll_interval`.
+pub const DEFAULT_POLL_INTERVAL: &str = "5s";
+/// Default `target.cooldown`.
+pub const DEFAULT_COOLDOWN: &str = "30m";
+/// Default `rule.for`.
+pub const DEFAULT_FOR: &str = "0s";
+/// Default probe `timeout`.
+pub const DEFAULT_PROBE_TIMEOUT: &str = "2s";
+/// Default probe `window`.
+pub const DEFAULT_PROBE_WINDOW: &str = "30s";
+/// Default `rollback.timeout`.
+pub const DEFAULT_ROLLBACK_TIMEOUT: &str = "5m";
+/// Default `verify.within`.
+pub const DEFAULT_VERIFY_WITHIN: &str = "5m";
+
+/// The variables an argv template may use.
+pub const TEMPLATE_VARIABLES: [&str; 4] = ["target", "from_version", "to_version", "incident"];
+
 /// Validate the raw config; `file` names it in errors.
 pub fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigErrors> {
-    todo!("{file} {raw:?}")
+    validate_collecting(file, raw, Vec::new())
+}
+
+/// Validate `raw` and report `earlier` problems (those of
+/// [`raw::parse_partial`](super::raw::parse_partial)) together with
+/// validation's own, so that one run shows every problem in the file.
+/// A validation error at a key the raw phase already rejected, or inside an
+/// item it rejected, is dropped: it would only repeat the same problem.
+pub fn validate_collecting(
+    file: &str,
+    raw: RawConfig,
+    earlier: Vec<ConfigError>,
+) -> Result<Config, ConfigErrors> {
+    let mut cx = Cx {
+        file,
+        errors: Vec::new(),
+    };
+    let config = config(&mut cx, raw);
+    let mut errors = earlier;
+    let found = cx.errors.into_iter().filter(|e| {
+        !errors.iter().any(|r| {
+            e.path == r.path
+                || e.path.starts_with(&format!("{}.", r.path))
+                || e.path.starts_with(&format!("{}[", r.path))
+        })
+    });
+    let found: Vec<ConfigError> = found.collect();
+    errors.extend(found);
+    match config {
+        Some(config) if errors.is_empty() => Ok(config),
+        Some(_) => Err(ConfigErrors(errors)),
+        None if errors.is_empty() => Err(ConfigErrors::single(
+            file,
+            "",
+            "invalid configuration".to_string(),
+        )),
+        None => Err(ConfigErrors(errors)),
+    }
+}
+
+/// Validation context: the file name and the problems found so far.
+struct Cx<'a> {
+    file: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Cx<'_> {
+    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.file.to_string(),
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    /// A required key; reports it missing.
+    fn required<'v, T: ?Sized>(
+        &mut self,
+        parent: &str,
+        key: &str,
+        value: Option<&'v T>,
+    ) -> Option<&'v T> {
+        if value.is_none() {
+            self.err(join(parent, key), "required key is missing");
+        }
+        value
+    }
+
+    /// A duration with a default; `nonzero` where zero makes no sense.
+    fn duration(
+        &mut self,
+        parent: &str,
+        key: &str,
+        value: Option<&str>,
+        default: &str,
+        nonzero: bool,
+    ) -> Option<Duration> {
+        let text = value.unwrap_or(default);
+        match duration::parse(text) {
+            Ok(d) if nonzero && d.is_zero() => {
+                self.err(
+                    join(parent, key),
+                    format!("{key} = {text:?} must be greater than zero"),
+                );
+                None
+            }
+            Ok(d) => Some(d),
+            Err(message) => {
+                self.err(join(parent, key), message);
+                None
+            }
+        }
+    }
+
+    fn not_supported(&mut self, path: impl Into<String>, what: &str) {
+        self.err(path, format!("not supported yet: {what}"));
+    }
+
+    /// A non-empty string.
+    fn non_empty(&mut self, path: &str, value: &str) -> Option<String> {
+        if value.trim().is_empty() {
+            self.err(path, "must not be empty");
+            None
+        } else {
+            Some(value.to_string())
+        }
+    }
+
+    /// An http(s) URL with a host.
+    fn http_url(&mut self, path: &str, value: &str) -> Option<url::Url> {
+        match url::Url::parse(value) {
+            Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+                self.err(
+                    path,
+                    format!("URL {value:?} must start with http:// or https://"),
+                );
+                None
+            }
+            Ok(u) if u.host_str().is_none_or(str::is_empty) => {
+                self.err(path, format!("URL {value:?} has no host"));
+                None
+            }
+            Ok(u) => Some(u),
+            Err(e) => {
+                self.err(path, format!("invalid URL {value:?}: {e}"));
+                None
+            }
+        }
+    }
+
+    /// An HTTP status code to expect.
+    fn status(&mut self, path: &str, value: Option<i64>) -> Option<Option<u16>> {
+        match value {
+            None => Some(None),
+            Some(s @ 100..=599) => Some(Some(s as u16)),
+            Some(s) => {
+                self.err(
+                    path,
+                    format!("expect_status = {s} is not an HTTP status code (100..599)"),
+                );
+                None
+            }
+        }
+    }
+
+    /// An absolute path.
+    fn absolute(&mut self, path: &str, value: &str) -> Option<PathBuf> {
+        let p = PathBuf::from(value);
+        if p.is_absolute() {
+            Some(p)
+        } else {
+            self.err(path, format!("{value:?} must be an absolute path"));
+            None
+        }
+    }
+
+    /// An argv run directly (no shell): at least a program. With
+    /// `templates`, `{name}` placeholders must be known variables.
+    fn argv(&mut self, path: &str, argv: &[String], templates: bool) -> Option<Vec<String>> {
+        let mut ok = true;
+        match argv.first() {
+            None => {
+                self.err(
+                    path,
+                    "empty command: give at least the program, e.g. [\"systemctl\", \"restart\", \"app\"]",
+                );
+                return None;
+            }
+            Some(program) if program.trim().is_empty() => {
+                self.err(path, "program name (first element) is empty");
+                ok = false;
+            }
+            Some(_) => {}
+        }
+        if templates {
+            for arg in argv {
+                for name in template_names(arg) {
+                    if !TEMPLATE_VARIABLES.contains(&name) {
+                        let allowed: Vec<String> = TEMPLATE_VARIABLES
+                            .iter()
+                            .map(|v| format!("{{{v}}}"))
+                            .collect();
+                        self.err(
+                            path,
+                            format!(
+                                "unknown template variable {{{name}}} in argument {arg:?}; allowed: {}",
+                                allowed.join(", ")
+                            ),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+        }
+        ok.then(|| argv.to_vec())
+    }
+
+    /// A list of argv, each checked with [`Cx::argv`] at `path[i]`.
+    fn argv_list(&mut self, path: &str, list: &[Vec<String>]) -> Option<Vec<Vec<String>>> {
+        let checked: Vec<Option<Vec<String>>> = list
+            .iter()
+            .enumerate()
+            .map(|(i, argv)| self.argv(&format!("{path}[{i}]"), argv, true))
+            .collect();
+        checked.into_iter().collect()
+    }
+}
+
+/// `{name}` placeholders in an argument: a brace, then letters, digits or
+/// `_`, then a closing brace. Other braces (JSON, shell-like `${X}` is
+/// matched on its `{X}` part) are literal text.
+fn template_names(arg: &str) -> Vec<&str> {
+    let mut names = Vec::new();
+    let mut rest = arg;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let len = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        if len > 0 && after[len..].starts_with('}') {
+            names.push(&after[..len]);
+            rest = &after[len + 1..];
+        } else {
+            rest = after;
+        }
+    }
+    names
+}
+
+/// `0.7` rather than `0.7000000000000001`.
+fn suggest_fraction(v: f64) -> String {
+    let s = format!("{:.4}", v / 100.0);
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+fn config(cx: &mut Cx, raw: RawConfig) -> Option<Config> {
+    let daemon = daemon(cx, raw.daemon.unwrap_or_default());
+    if raw.prometheus.is_some() {
+        cx.not_supported(
+            "prometheus",
+            "[prometheus] (Prometheus rules come with issue #3)",
+        );
+    }
+    let state_dir = daemon.as_ref().map(|d| d.state_dir.clone());
+    let notify = notify(cx, raw.notify.unwrap_or_default(), state_dir);
+    let windows: Vec<Option<Window>> = raw
+        .window
+        .iter()
+        .enumerate()
+        .map(|(i, w)| window(cx, &format!("window[{i}]"), w))
+        .collect();
+
+    let mut names: Vec<(usize, &str)> = Vec::new();
+    for (i, t) in raw.target.iter().enumerate() {
+        if let Some(name) = t.name.as_deref() {
+            if let Some((first, _)) = names.iter().find(|(_, n)| *n == name) {
+                cx.err(
+                    format!("target[{i}].name"),
+                    format!("duplicate target name {name:?} (also used by target[{first}])"),
+                );
+            } else {
+                names.push((i, name));
+            }
+        }
+    }
+    if raw.target.is_empty() {
+        cx.err("target", "no targets: add at least one [[target]]");
+    }
+    let targets: Vec<Option<TargetConfig>> = raw
+        .target
+        .iter()
+        .enumerate()
+        .map(|(i, t)| target(cx, &format!("target[{i}]"), t))
+        .collect();
+
+    Some(Config {
+        daemon: daemon?,
+        notify: notify?,
+        windows: windows.into_iter().collect::<Option<_>>()?,
+        targets: targets.into_iter().collect::<Option<_>>()?,
+    })
+}
+
+fn daemon(cx: &mut Cx, raw: RawDaemon) -> Option<DaemonConfig> {
+    let p = "daemon";
+    let state_dir = cx
+        .non_empty(
+            &join(p, "state_dir"),
+            raw.state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR),
+        )
+        .map(PathBuf::from);
+    let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen = match listen_text.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            cx.err(
+                join(p, "listen"),
+                format!(
+                    "invalid listen address {listen_text:?} (use IP:PORT, e.g. \"127.0.0.1:9797\")"
+                ),
+            );
+            None
+        }
+    };
+    let poll_interval = cx.duration(
+        p,
+        "poll_interval",
+        raw.poll_interval.as_deref(),
+        DEFAULT_POLL_INTERVAL,
+        true,
+    );
+    let api_token_file = match raw.api_token_file.as_deref() {
+        None => Some(None),
+        Some(f) => cx
+            .non_empty(&join(p, "api_token_file"), f)
+            .map(|f| Some(PathBuf::from(f))),
+    };
+    if let Some(addr) = listen {
+        if !addr.ip().is_loopback() && raw.api_token_file.is_none() {
+            cx.err(
+                join(p, "listen"),
+                format!(
+                    "listen = {listen_text:?} is not a loopback address: set api_token_file so that the API requires a token"
+                ),
+            );
+        }
+    }
+    let public_url = match raw.public_url.as_deref() {
+        None => Some(None),
+        Some(u) => cx.http_url(&join(p, "public_url"), u).map(Some),
+    };
+    Some(DaemonConfig {
+        state_dir: state_dir?,
+        listen: listen?,
+        poll_interval: poll_interval?,
+        dry_run: raw.dry_run.unwrap_or(false),
+        api_token_file: api_token_file?,
+        public_url: public_url?,
+    })
+}
+
+fn notify(cx: &mut Cx, raw: RawNotify, state_dir: Option<PathBuf>) -> Option<NotifyConfig> {
+    if !raw.webhook.is_empty() {
+        cx.not_supported(
+            "notify.webhook",
+            "[[notify.webhook]] (notifications go by email only)",
+        );
+    }
+    let email = match raw.email {
+        None => Some(None),
+        Some(e) => email(cx, "notify.email", e, state_dir).map(Some),
+    };
+    Some(NotifyConfig { email: email? })
+}
+
+/// A single RFC 5322 mailbox.
+fn mailbox(cx: &mut Cx, path: &str, value: &str) -> Option<String> {
+    let several = value
+        .parse::<lettre::message::Mailboxes>()
+        .is_ok_and(|m| m.iter().count() > 1);
+    if several {
+        cx.err(
+            path,
+            format!("{value:?} holds several mailboxes; give one per list entry"),
+        );
+        return None;
+    }
+    match value.parse::<lettre::message::Mailbox>() {
+        Ok(_) => Some(value.to_string()),
+        Err(_) => {
+            cx.err(
+                path,
+                format!("invalid mailbox {value:?} (use e.g. \"admin@example.com\" or \"Ops <ops@example.com>\")"),
+            );
+            None
+        }
+    }
+}
+
+fn email(cx: &mut Cx, p: &str, raw: RawEmail, state_dir: Option<PathBuf>) -> Option<EmailConfig> {
+    for (key, set) in [
+        ("smtp_url", raw.smtp_url.is_some()),
+        ("username", raw.username.is_some()),
+        ("password_file", raw.password_file.is_some()),
+    ] {
+        if set {
+            cx.not_supported(
+                join(p, key),
+                "SMTP delivery (mail is written to outbox_dir only)",
+            );
+        }
+    }
+    let from = cx
+        .required(p, "from", raw.from.as_deref())
+        .and_then(|f| mailbox(cx, &join(p, "from"), f));
+    let to = match cx.required(p, "to", raw.to.as_deref()) {
+        None => None,
+        Some([]) => {
+            cx.err(join(p, "to"), "no recipients: give at least one mailbox");
+            None
+        }
+        Some(list) => {
+            let checked: Vec<Option<String>> = list
+                .iter()
+                .enumerate()
+                .map(|(i, m)| mailbox(cx, &format!("{p}.to[{i}]"), m))
+                .collect();
+            checked.into_iter().collect()
+        }
+    };
+    let outbox_dir = match raw.outbox_dir.as_deref() {
+        Some(d) => cx.non_empty(&join(p, "outbox_dir"), d).map(PathBuf::from),
+        None => state_dir.map(|s| s.join("outbox")),
+    };
+    Some(EmailConfig {
+        from: from?,
+        to: to?,
+        outbox_dir: outbox_dir?,
+    })
+}
+
+/// `HH:MM`, 24-hour, two digits each.
+fn clock_time(cx: &mut Cx, path: &str, value: &str) -> Option<chrono::NaiveTime> {
+    let b = value.as_bytes();
+    let shaped =
+        b.len() == 5 && b[2] == b':' && [0, 1, 3, 4].iter().all(|&i| b[i].is_ascii_digit());
+    let parsed = shaped
+        .then(|| chrono::NaiveTime::parse_from_str(value, "%H:%M").ok())
+        .flatten();
+    if parsed.is_none() {
+        cx.err(
+            path,
+            format!("invalid time {value:?} (use \"HH:MM\", 24-hour, e.g. \"22:00\")"),
+        );
+    }
+    parsed
+}
+
+fn window(cx: &mut Cx, p: &str, raw: &RawWindow) -> Option<Window> {
+    let name = cx
+        .required(p, "name", raw.name.as_deref())
+        .and_then(|n| cx.non_empty(&join(p, "name"), n));
+    let days = match cx.required(p, "days", raw.days.as_deref()) {
+        None => None,
+        Some([]) => {
+            cx.err(
+                join(p, "days"),
+                "no days: give at least one of mon, tue, wed, thu, fri, sat, sun",
+            );
+            None
+        }
+        Some(list) => {
+            let mut days = Vec::new();
+            let mut ok = true;
+            for (i, d) in list.iter().enumerate() {
+                let path = format!("{p}.days[{i}]");
+                let day = match d.as_str() {
+                    "mon" => chrono::Weekday::Mon,
+                    "tue" => chrono::Weekday::Tue,
+                    "wed" => chrono::Weekday::Wed,
+                    "thu" => chrono::Weekday::Thu,
+                    "fri" => chrono::Weekday::Fri,
+                    "sat" => chrono::Weekday::Sat,
+                    "sun" => chrono::Weekday::Sun,
+                    _ => {
+                        cx.err(
+                            path,
+                            format!("invalid day {d:?} (use mon, tue, wed, thu, fri, sat, sun)"),
+                        );
+                        ok = false;
+                        continue;
+                    }
+                };
+                if days.contains(&day) {
+                    cx.err(path, format!("duplicate day {d:?}"));
+                    ok = false;
+                } else {
+                    days.push(day);
+                }
+            }
+            ok.then_some(days)
+        }
+    };
+    let start = cx
+        .required(p, "start", raw.start.as_deref())
+        .and_then(|s| clock_time(cx, &join(p, "start"), s));
+    let end = cx
+        .required(p, "end", raw.end.as_deref())
+        .and_then(|s| clock_time(cx, &join(p, "end"), s));
+    if let (Some(s), Some(e)) = (start, end) {
+        if s == e {
+            cx.err(
+                join(p, "end"),
+                format!(
+                    "end equals start ({:?}): the window would be empty",
+                    raw.end.as_deref().unwrap_or_default()
+                ),
+            );
+        }
+    }
+    let timezone = cx
+        .required(p, "timezone", raw.timezone.as_deref())
+        .and_then(|tz| match tz.parse::<chrono_tz::Tz>() {
+            Ok(tz) => Some(tz),
+            Err(_) => {
+                cx.err(
+                    join(p, "timezone"),
+                    format!("unknown timezone {tz:?} (use an IANA name such as \"Asia/Shanghai\" or \"UTC\")"),
+                );
+                None
+            }
+        });
+    let (start, end) = (start?, end?);
+    if start == end {
+        return None;
+    }
+    Some(Window {
+        name: name?,
+        days: days?,
+        start,
+        end,
+        timezone: timezone?,
+    })
+}
+
+fn target_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+fn target(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<TargetConfig> {
+    let name = cx.required(p, "name", raw.name.as_deref()).and_then(|n| {
+        if target_name_ok(n) {
+            Some(n.to_string())
+        } else {
+            cx.err(
+                join(p, "name"),
+                format!("invalid target name {n:?}: use letters, digits, '.', '_' and '-' only"),
+            );
+            None
+        }
+    });
+    for (key, set, what) in [
+        (
+            "version_url",
+            raw.version_url.is_some(),
+            "version_url (use version_command)",
+        ),
+        (
+            "version_query",
+            raw.version_query.is_some(),
+            "version_query (use version_command)",
+        ),
+        (
+            "version_json_pointer",
+            raw.version_json_pointer.is_some(),
+            "version_json_pointer (use version_command)",
+        ),
+        (
+            "version_label",
+            raw.version_label.is_some(),
+            "version_label (use version_command)",
+        ),
+        ("only_within", raw.only_within.is_some(), "only_within"),
+        (
+            "confirm_timeout",
+            raw.confirm_timeout.is_some(),
+            "confirm_timeout (human confirmation)",
+        ),
+        (
+            "on_confirm_timeout",
+            raw.on_confirm_timeout.is_some(),
+            "on_confirm_timeout (human confirmation)",
+        ),
+    ] {
+        if set {
+            cx.not_supported(join(p, key), what);
+        }
+    }
+    let version_command = match raw.version_command.as_deref() {
+        None => Some(None),
+        Some(argv) => cx.argv(&join(p, "version_command"), argv, false).map(Some),
+    };
+    match raw.confirm.as_deref() {
+        None | Some("none") => {}
+        Some("required") => cx.not_supported(
+            join(p, "confirm"),
+            "confirm = \"required\" (human confirmation; use \"none\")",
+        ),
+        Some(other) => cx.err(
+            join(p, "confirm"),
+            format!("invalid confirm {other:?} (use \"none\" or \"required\")"),
+        ),
+    }
+    let cooldown = cx.duration(
+        p,
+        "cooldown",
+        raw.cooldown.as_deref(),
+        DEFAULT_COOLDOWN,
+        false,
+    );
+    let max_rollbacks_per_hour = match raw.max_rollbacks_per_hour {
+        None => NonZeroU32::new(1),
+        Some(n) => {
+            let v = u32::try_from(n).ok().and_then(NonZeroU32::new);
+            if v.is_none() {
+                cx.err(
+                    join(p, "max_rollbacks_per_hour"),
+                    format!("max_rollbacks_per_hour = {n} must be at least 1 (to stop automatic rollbacks use daemon.dry_run)"),
+                );
+            }
+            v
+        }
+    };
+    let no_data = match raw.no_data.as_deref() {
+        None | Some("hold") => Some(NoData::Hold),
+        Some("ok") => Some(NoData::Ok),
+        Some("breach") => Some(NoData::Breach),
+        Some(other) => {
+            cx.err(
+                join(p, "no_data"),
+                format!("invalid no_data {other:?} (use \"hold\", \"ok\" or \"breach\")"),
+            );
+            None
+        }
+    };
+
+    if raw.rule.is_empty() {
+        cx.err(
+            join(p, "rule"),
+            "target has no rules: add at least one [[target.rule]]",
+        );
+    }
+    let mut rule_names: Vec<(usize, &str)> = Vec::new();
+    for (i, r) in raw.rule.iter().enumerate() {
+        if let Some(n) = r.name.as_deref() {
+            if let Some((first, _)) = rule_names.iter().find(|(_, m)| *m == n) {
+                cx.err(
+                    format!("{p}.rule[{i}].name"),
+                    format!("duplicate rule name {n:?} (also used by {p}.rule[{first}])"),
+                );
+            } else {
+                rule_names.push((i, n));
+            }
+        }
+    }
+    let rules: Vec<Option<RuleConfig>> = raw
+        .rule
+        .iter()
+        .enumerate()
+        .map(|(i, r)| rule(cx, &format!("{p}.rule[{i}]"), r))
+        .collect();
+
+    let rollback = match raw.rollback.as_ref() {
+        None => {
+            cx.err(
+                join(p, "rollback"),
+                "missing [target.rollback]: every target needs a rollback plan",
+            );
+            None
+        }
+        Some(r) => rollback(cx, &join(p, "rollback"), r),
+    };
+    let verify = verify(
+        cx,
+        &join(p, "verify"),
+        &raw.verify.clone().unwrap_or_default(),
+    );
+
+    let rollback = rollback?;
+    let version = match version_command? {
+        Some(argv) => Some(super::VersionSource::Command(argv)),
+        None => match &rollback.kind {
+            ExecutorKind::Symlink { current, .. } => {
+                Some(super::VersionSource::Symlink(current.clone()))
+            }
+            ExecutorKind::Command { .. } => None,
+        },
+    };
+    if raw.rule.is_empty() {
+        return None;
+    }
+    Some(TargetConfig {
+        name: name?,
+        version,
+        cooldown: cooldown?,
+        max_rollbacks_per_hour: max_rollbacks_per_hour?,
+        no_data: no_data?,
+        rules: rules.into_iter().collect::<Option<_>>()?,
+        rollback,
+        verify: verify?,
+    })
+}
+
+/// The source kinds a rule may name.
+enum Source {
+    Probe,
+    Host,
+}
+
+fn rule(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<RuleConfig> {
+    let name = cx
+        .required(p, "name", raw.name.as_deref())
+        .and_then(|n| cx.non_empty(&join(p, "name"), n));
+    let for_ = cx.duration(p, "for", raw.for_.as_deref(), DEFAULT_FOR, false);
+
+    let source = match cx.required(p, "source", raw.source.as_deref())? {
+        "probe" => Source::Probe,
+        "host" => Source::Host,
+        s @ "prometheus" => {
+            cx.not_supported(
+                join(p, "source"),
+                &format!("source {s:?} (Prometheus rules come with issue #3)"),
+            );
+            return None;
+        }
+        s @ "alertmanager" => {
+            cx.not_supported(join(p, "source"), &format!("source {s:?}"));
+            return None;
+        }
+        other => {
+            cx.err(
+                join(p, "source"),
+                format!("invalid source {other:?} (use \"probe\" or \"host\")"),
+            );
+            return None;
+        }
+    };
+    // Keys of the sources not built yet; on a rule of such a source only
+    // the source itself is reported (above).
+    for (key, set, what) in [
+        (
+            "above_baseline",
+            raw.above_baseline.is_some(),
+            "above_baseline (baseline rules)",
+        ),
+        (
+            "baseline_window",
+            raw.baseline_window.is_some(),
+            "baseline_window (baseline rules)",
+        ),
+        (
+            "baseline_query",
+            raw.baseline_query.is_some(),
+            "baseline_query (baseline rules)",
+        ),
+        (
+            "query",
+            raw.query.is_some(),
+            "query (Prometheus rules come with issue #3)",
+        ),
+        ("match", raw.match_.is_some(), "match (Alertmanager rules)"),
+    ] {
+        if set {
+            cx.not_supported(join(p, key), what);
+        }
+    }
+    let (source_name, own_keys): (&str, &[&str]) = match source {
+        Source::Probe => (
+            "probe",
+            &["url", "timeout", "expect_status", "measure", "window"],
+        ),
+        Source::Host => ("host", &["metric"]),
+    };
+    for key in raw.source_keys_set() {
+        if !own_keys.contains(&key) {
+            cx.err(
+                join(p, key),
+                format!("key {key} does not apply to source {source_name:?}"),
+            );
+        }
+    }
+
+    let above = match raw.above {
+        None => {
+            cx.err(join(p, "above"), "rule has no condition: set above");
+            None
+        }
+        Some(v) if !v.is_finite() => {
+            cx.err(
+                join(p, "above"),
+                format!("above = {v} is not a finite number"),
+            );
+            None
+        }
+        Some(v) => Some(v),
+    };
+    let fraction = |cx: &mut Cx, v: f64| {
+        if (0.0..1.0).contains(&v) {
+            return true;
+        }
+        let hint = if v > 1.0 && v <= 100.0 {
+            format!("; did you mean {}?", suggest_fraction(v))
+        } else {
+            String::new()
+        };
+        cx.err(
+            join(p, "above"),
+            format!("above = {v} is out of range for a fraction (0..1){hint}"),
+        );
+        false
+    };
+
+    let spec = match source {
+        Source::Probe => {
+            let url = cx
+                .required(p, "url", raw.url.as_deref())
+                .and_then(|u| cx.http_url(&join(p, "url"), u));
+            let timeout = cx.duration(
+                p,
+                "timeout",
+                raw.timeout.as_deref(),
+                DEFAULT_PROBE_TIMEOUT,
+                true,
+            );
+            let expect_status = cx.status(&join(p, "expect_status"), raw.expect_status);
+            let measure = match raw.measure.as_deref() {
+                None | Some("failure_ratio") => Some(ProbeMeasure::FailureRatio),
+                Some("latency") => Some(ProbeMeasure::Latency),
+                Some(other) => {
+                    cx.err(
+                        join(p, "measure"),
+                        format!("invalid measure {other:?} (use \"failure_ratio\" or \"latency\")"),
+                    );
+                    None
+                }
+            };
+            let window = cx.duration(
+                p,
+                "window",
+                raw.window.as_deref(),
+                DEFAULT_PROBE_WINDOW,
+                true,
+            );
+            let in_range = match (measure, above) {
+                (Some(ProbeMeasure::FailureRatio), Some(v)) => fraction(cx, v),
+                (Some(ProbeMeasure::Latency), Some(v)) if v <= 0.0 => {
+                    cx.err(
+                        join(p, "above"),
+                        format!("above = {v} must be greater than 0 (latency in seconds)"),
+                    );
+                    false
+                }
+                _ => true,
+            };
+            let spec = ProbeSpec {
+                url: url?,
+                timeout: timeout?,
+                expect_status: expect_status?,
+                measure: measure?,
+                window: window?,
+            };
+            in_range.then_some(SourceSpec::Probe(spec))
+        }
+        Source::Host => {
+            let metric = match cx.required(p, "metric", raw.metric.as_deref()) {
+                None => None,
+                Some("cpu") => Some(HostMetric::Cpu),
+                Some("memory") => Some(HostMetric::Memory),
+                Some(other) => {
+                    cx.err(
+                        join(p, "metric"),
+                        format!("invalid metric {other:?} (use \"cpu\" or \"memory\")"),
+                    );
+                    None
+                }
+            };
+            let in_range = above.is_none_or(|v| fraction(cx, v));
+            in_range.then_some(SourceSpec::Host(metric?))
+        }
+    };
+    Some(RuleConfig {
+        name: name?,
+        source: spec?,
+        above: above?,
+        for_: for_?,
+    })
+}
+
+/// Kind-specific keys of every executor kind, including kinds not built yet.
+const KIND_KEYS: &[(&str, &[&str])] = &[
+    ("command", &["steps"]),
+    ("symlink", &["current", "releases", "restart"]),
+    (
+        "kubernetes",
+        &[
+            "deployment",
+            "namespace",
+            "context",
+            "to_revision",
+            "kubectl",
+        ],
+    ),
+    (
+        "blue_green",
+        &["service", "namespace", "selector_key", "colors", "kubectl"],
+    ),
+    ("docker", &["container", "image", "run_args", "docker"]),
+    ("git", &["repo", "build", "restart"]),
+    ("webhook", &["url", "token_file", "body"]),
+];
+
+fn rollback(cx: &mut Cx, p: &str, raw: &RawRollback) -> Option<RollbackPlan> {
+    let timeout = cx.duration(
+        p,
+        "timeout",
+        raw.timeout.as_deref(),
+        DEFAULT_ROLLBACK_TIMEOUT,
+        true,
+    );
+    let after = cx.argv_list(&join(p, "after"), raw.after.as_deref().unwrap_or_default());
+    if raw.pre.is_some() {
+        cx.not_supported(join(p, "pre"), "pre (steps before the rollback)");
+    }
+    let kind_name = cx.required(p, "kind", raw.kind.as_deref())?;
+    match kind_name {
+        "command" | "symlink" => {}
+        k if KIND_KEYS.iter().any(|(name, _)| *name == k) => {
+            cx.not_supported(join(p, "kind"), &format!("rollback kind {k:?}"));
+            return None;
+        }
+        other => {
+            cx.err(
+                join(p, "kind"),
+                format!("invalid rollback kind {other:?} (use \"command\" or \"symlink\")"),
+            );
+            return None;
+        }
+    }
+    let own: &[&str] = KIND_KEYS
+        .iter()
+        .find(|(name, _)| *name == kind_name)
+        .map_or(&[], |(_, keys)| keys);
+    for key in raw.kind_keys_set() {
+        if !own.contains(&key) {
+            cx.err(
+                join(p, key),
+                format!("key {key} does not apply to rollback kind {kind_name:?}"),
+            );
+        }
+    }
+    let kind = if kind_name == "command" {
+        let steps = match cx.required(p, "steps", raw.steps.as_deref()) {
+            None => None,
+            Some([]) => {
+                cx.err(
+                    join(p, "steps"),
+                    "no steps: give at least one command, e.g. steps = [[\"systemctl\", \"restart\", \"app\"]]",
+                );
+                None
+            }
+            Some(list) => cx.argv_list(&join(p, "steps"), list),
+        };
+        ExecutorKind::Command { steps: steps? }
+    } else {
+        let current = cx
+            .required(p, "current", raw.current.as_deref())
+            .and_then(|c| cx.absolute(&join(p, "current"), c));
+        let releases = cx
+            .required(p, "releases", raw.releases.as_deref())
+            .and_then(|r| cx.absolute(&join(p, "releases"), r));
+        let restart = match raw.restart.as_deref() {
+            None => Some(None),
+            Some(argv) => cx.argv(&join(p, "restart"), argv, true).map(Some),
+        };
+        ExecutorKind::Symlink {
+            current: current?,
+            releases: releases?,
+            restart: restart?,
+        }
+    };
+    Some(RollbackPlan {
+        kind,
+        timeout: timeout?,
+        after: after?,
+    })
+}
+
+fn verify(cx: &mut Cx, p: &str, raw: &RawVerify) -> Option<VerifyConfig> {
+    let within = cx.duration(
+        p,
+        "within",
+        raw.within.as_deref(),
+        DEFAULT_VERIFY_WITHIN,
+        true,
+    );
+    let url = match raw.url.as_deref() {
+        None => Some(None),
+        Some(u) => cx.http_url(&join(p, "url"), u).map(Some),
+    };
+    let expect_status = cx.status(&join(p, "expect_status"), raw.expect_status);
+    if raw.expect_status.is_some() && raw.url.is_none() {
+        cx.err(
+            join(p, "expect_status"),
+            "expect_status needs a url to check",
+        );
+    }
+    let rules = raw.rules.unwrap_or(true);
+    if !rules && raw.url.is_none() {
+        cx.err(p, "verify has nothing to check: set url or rules = true");
+        return None;
+    }
+    Some(VerifyConfig {
+        within: within?,
+        url: url?,
+        expect_status: expect_status?,
+        rules,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{load_str, VersionSource};
+
+    const RULE: &str = r#"
+        name = "health"
+        source = "probe"
+        url = "http://127.0.0.1:3000/health"
+        above = 0.5
+    "#;
+    const ROLLBACK: &str = r#"
+        kind = "command"
+        steps = [["systemctl", "restart", "web"]]
+    "#;
+
+    /// A config built from parts; a part left out gets a valid default.
+    /// Parts: `top` (before everything), `daemon`, `target`, `rule`,
+    /// `rollback`, `verify`, `after` (after the first target).
+    fn config(parts: &[(&str, &str)]) -> String {
+        let part = |name: &str, default: &'static str| {
+            parts
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(default.to_string(), |(_, v)| v.to_string())
+        };
+        let verify = match parts.iter().find(|(n, _)| *n == "verify") {
+            Some((_, v)) => format!("[target.verify]\n{v}"),
+            None => String::new(),
+        };
+        format!(
+            "{top}\n[daemon]\n{daemon}\n[[target]]\nname = \"web\"\n{target}\n\
+             [[target.rule]]\n{rule}\n[target.rollback]\n{rollback}\n{verify}\n{after}\n",
+            top = part("top", ""),
+            daemon = part("daemon", ""),
+            target = part("target", ""),
+            rule = part("rule", RULE),
+            rollback = part("rollback", ROLLBACK),
+            after = part("after", ""),
+        )
+    }
+
+    fn errors(text: &str) -> Vec<ConfigError> {
+        match load_str("rollbackd.toml", text) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0,
+        }
+    }
+
+    #[test]
+    fn each_problem_has_its_path_and_message() {
+        let host =
+            |extra: &str| format!("name = \"cpu\"\nsource = \"host\"\nmetric = \"cpu\"\n{extra}");
+        let probe =
+            |extra: &str| format!("name = \"p\"\nsource = \"probe\"\nurl = \"http://h/\"\n{extra}");
+        let symlink = |extra: &str| {
+            format!("kind = \"symlink\"\ncurrent = \"/srv/app/current\"\nreleases = \"/srv/app/releases\"\n{extra}")
+        };
+        let window = |extra: &str| {
+            format!(
+                "[[window]]\nname = \"w\"\n{extra}",
+                extra = [
+                    ("days", "days = [\"sat\"]"),
+                    ("start", "start = \"22:00\""),
+                    ("end", "end = \"02:00\""),
+                    ("timezone", "timezone = \"Asia/Shanghai\""),
+                ]
+                .iter()
+                .map(|(k, default)| {
+                    extra
+                        .lines()
+                        .find(|l| l.starts_with(k))
+                        .unwrap_or(default)
+                        .to_string()
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+            )
+        };
+        let cases: Vec<(String, &str, &str)> = vec![
+            // [daemon]
+            (config(&[("daemon", "poll_interval = \"5 minutes\"")]), "daemon.poll_interval", r#"invalid duration "5 minutes" (use e.g. "30s", "5m", "1h")"#),
+            (config(&[("daemon", "poll_interval = \"0s\"")]), "daemon.poll_interval", "greater than zero"),
+            (config(&[("daemon", "listen = \"0.0.0.0:9797\"")]), "daemon.listen", "set api_token_file"),
+            (config(&[("daemon", "listen = \"localhost\"")]), "daemon.listen", r#"invalid listen address "localhost""#),
+            (config(&[("daemon", "public_url = \"ftp://ops.example.com\"")]), "daemon.public_url", "http:// or https://"),
+            (config(&[("daemon", "public_url = \"ops.example.com\"")]), "daemon.public_url", r#"invalid URL "ops.example.com""#),
+            (config(&[("daemon", "state_dir = \"\"")]), "daemon.state_dir", "must not be empty"),
+            // [notify]
+            (config(&[("top", "[notify.email]\nfrom = \"not a mailbox\"\nto = [\"a@example.com\"]")]), "notify.email.from", r#"invalid mailbox "not a mailbox""#),
+            (config(&[("top", "[notify.email]\nfrom = \"r@h\"\nto = [\"a@example.com\", \"bad\"]")]), "notify.email.to[1]", r#"invalid mailbox "bad""#),
+            (config(&[("top", "[notify.email]\nfrom = \"r@h\"\nto = [\"a@example.com, b@example.com\"]")]), "notify.email.to[0]", "several mailboxes"),
+            (config(&[("top", "[notify.email]\nfrom = \"r@h\"\nto = []")]), "notify.email.to", "no recipients"),
+            (config(&[("top", "[notify.email]\nfrom = \"r@h\"")]), "notify.email.to", "required key is missing"),
+            (config(&[("top", "[notify.email]\nfrom = \"r@h\"\nto = [\"a@example.com\"]\nsmtp_url = \"smtp://127.0.0.1\"")]), "notify.email.smtp_url", "not supported yet: SMTP delivery (mail is written to outbox_dir only)"),
+            (config(&[("top", "[notify.email]\nfrom = \"r@h\"\nto = [\"a@example.com\"]\npassword_file = \"/p\"")]), "notify.email.password_file", "not supported yet: SMTP delivery"),
+            (config(&[("top", "[[notify.webhook]]\nurl = \"https://chat/\"")]), "notify.webhook", "not supported yet"),
+            // [[window]]
+            (config(&[("top", &window("timezone = \"Mars/Base\""))]), "window[0].timezone", r#"unknown timezone "Mars/Base""#),
+            (config(&[("top", &window("days = [\"sat\", \"Sun\"]"))]), "window[0].days[1]", r#"invalid day "Sun""#),
+            (config(&[("top", &window("days = [\"sat\", \"sat\"]"))]), "window[0].days[1]", r#"duplicate day "sat""#),
+            (config(&[("top", &window("days = []"))]), "window[0].days", "no days"),
+            (config(&[("top", &window("start = \"24:00\""))]), "window[0].start", r#"invalid time "24:00""#),
+            (config(&[("top", &window("start = \"9:00\""))]), "window[0].start", r#"invalid time "9:00""#),
+            (config(&[("top", &window("end = \"22:00\""))]), "window[0].end", "end equals start"),
+            (config(&[("top", "[[window]]\ndays = [\"sat\"]\nstart = \"22:00\"\nend = \"02:00\"\ntimezone = \"UTC\"")]), "window[0].name", "required key is missing"),
+            // [prometheus]
+            (config(&[("top", "[prometheus]\nurl = \"http://127.0.0.1:9090\"\ntimeout = \"3s\"")]), "prometheus", "not supported yet: [prometheus] (Prometheus rules come with issue #3)"),
+            // [[target]]
+            (config(&[("after", "[[target]]\nname = \"web\"\n[[target.rule]]\nname = \"cpu\"\nsource = \"host\"\nmetric = \"cpu\"\nabove = 0.9\n[target.rollback]\nkind = \"command\"\nsteps = [[\"true\"]]")]), "target[1].name", r#"duplicate target name "web" (also used by target[0])"#),
+            (config(&[("top", "[[target]]\nname = \"web app\"\n[[target.rule]]\nname = \"cpu\"\nsource = \"host\"\nmetric = \"cpu\"\nabove = 0.9\n[target.rollback]\nkind = \"command\"\nsteps = [[\"true\"]]")]), "target[0].name", r#"invalid target name "web app""#),
+            (config(&[("target", "version_command = []")]), "target[0].version_command", "empty command"),
+            (config(&[("target", "version_url = \"http://h/version\"")]), "target[0].version_url", "not supported yet"),
+            (config(&[("target", "version_query = \"app_version\"")]), "target[0].version_query", "not supported yet"),
+            (config(&[("target", "version_json_pointer = \"/v\"")]), "target[0].version_json_pointer", "not supported yet"),
+            (config(&[("target", "version_label = \"v\"")]), "target[0].version_label", "not supported yet"),
+            (config(&[("target", "only_within = [\"w\"]")]), "target[0].only_within", "not supported yet"),
+            (config(&[("target", "confirm = \"required\"")]), "target[0].confirm", "not supported yet"),
+            (config(&[("target", "confirm = \"maybe\"")]), "target[0].confirm", r#"invalid confirm "maybe""#),
+            (config(&[("target", "confirm_timeout = \"5m\"")]), "target[0].confirm_timeout", "not supported yet"),
+            (config(&[("target", "on_confirm_timeout = \"rollback\"")]), "target[0].on_confirm_timeout", "not supported yet"),
+            (config(&[("target", "cooldown = \"soon\"")]), "target[0].cooldown", r#"invalid duration "soon""#),
+            (config(&[("target", "max_rollbacks_per_hour = 0")]), "target[0].max_rollbacks_per_hour", "must be at least 1"),
+            (config(&[("target", "no_data = \"ignore\"")]), "target[0].no_data", r#"invalid no_data "ignore""#),
+            // [[target.rule]]
+            (config(&[("rule", "name = \"a\"\nsource = \"prometheus\"\nquery = \"up\"\nabove = 1.0")]), "target[0].rule[0].source", r#"not supported yet: source "prometheus""#),
+            (config(&[("rule", "name = \"a\"\nsource = \"alertmanager\"")]), "target[0].rule[0].source", r#"not supported yet: source "alertmanager""#),
+            (config(&[("rule", "name = \"a\"\nsource = \"nagios\"\nabove = 1.0")]), "target[0].rule[0].source", r#"invalid source "nagios" (use "probe" or "host")"#),
+            (config(&[("rule", "name = \"a\"\nabove = 1.0")]), "target[0].rule[0].source", "required key is missing"),
+            (config(&[("rule", &probe(""))]), "target[0].rule[0].above", "rule has no condition: set above"),
+            (config(&[("rule", &host(""))]), "target[0].rule[0].above", "rule has no condition: set above"),
+            (config(&[("rule", &probe("above = nan"))]), "target[0].rule[0].above", "above = NaN is not a finite number"),
+            (config(&[("rule", &probe("above = 70"))]), "target[0].rule[0].above", "above = 70 is out of range for a fraction (0..1); did you mean 0.7?"),
+            (config(&[("rule", &probe("above = 1"))]), "target[0].rule[0].above", "above = 1 is out of range for a fraction (0..1)"),
+            (config(&[("rule", &probe("above = -0.1"))]), "target[0].rule[0].above", "out of range for a fraction"),
+            (config(&[("rule", &host("above = 70"))]), "target[0].rule[0].above", "did you mean 0.7?"),
+            (config(&[("rule", &host("above = 85.5").replace("\"cpu\"\n", "\"memory\"\n"))]), "target[0].rule[0].above", "did you mean 0.855?"),
+            (config(&[("rule", &probe("measure = \"latency\"\nabove = 0"))]), "target[0].rule[0].above", "must be greater than 0"),
+            (config(&[("rule", &probe("above = 0.5\nfor = \"5 minutes\""))]), "target[0].rule[0].for", r#"invalid duration "5 minutes" (use e.g. "30s", "5m", "1h")"#),
+            (config(&[("rule", &host("above = 0.5\nurl = \"http://h/\""))]), "target[0].rule[0].url", r#"key url does not apply to source "host""#),
+            (config(&[("rule", &host("above = 0.5\nwindow = \"1m\""))]), "target[0].rule[0].window", r#"key window does not apply to source "host""#),
+            (config(&[("rule", &probe("above = 0.5\nmetric = \"cpu\""))]), "target[0].rule[0].metric", r#"key metric does not apply to source "probe""#),
+            (config(&[("rule", "name = \"p\"\nsource = \"probe\"\nabove = 0.5")]), "target[0].rule[0].url", "required key is missing"),
+            (config(&[("rule", "name = \"p\"\nsource = \"probe\"\nurl = \"ftp://h/\"\nabove = 0.5")]), "target[0].rule[0].url", "http:// or https://"),
+            (config(&[("rule", &probe("above = 0.5\ntimeout = \"0s\""))]), "target[0].rule[0].timeout", "greater than zero"),
+            (config(&[("rule", &probe("above = 0.5\nwindow = \"0s\""))]), "target[0].rule[0].window", "greater than zero"),
+            (config(&[("rule", &probe("above = 0.5\nexpect_status = 42"))]), "target[0].rule[0].expect_status", "expect_status = 42 is not an HTTP status code"),
+            (config(&[("rule", &probe("above = 0.5\nmeasure = \"p99\""))]), "target[0].rule[0].measure", r#"invalid measure "p99""#),
+            (config(&[("rule", &host("above = 0.5").replace("\"cpu\"\n", "\"disk\"\n"))]), "target[0].rule[0].metric", r#"invalid metric "disk""#),
+            (config(&[("rule", "name = \"c\"\nsource = \"host\"\nabove = 0.5")]), "target[0].rule[0].metric", "required key is missing"),
+            (config(&[("rule", &probe("above = 0.5\nquery = \"up\""))]), "target[0].rule[0].query", "not supported yet"),
+            (config(&[("rule", &probe("above = 0.5\nmatch = { alertname = \"X\" }"))]), "target[0].rule[0].match", "not supported yet"),
+            (config(&[("rule", &probe("above = 0.5\nabove_baseline = 3.0"))]), "target[0].rule[0].above_baseline", "not supported yet"),
+            (config(&[("rule", &probe("above = 0.5\nbaseline_window = \"1h\""))]), "target[0].rule[0].baseline_window", "not supported yet"),
+            (config(&[("rule", &probe("above = 0.5\nbaseline_query = \"up\""))]), "target[0].rule[0].baseline_query", "not supported yet"),
+            (config(&[("rule", &format!("{RULE}\n[[target.rule]]\n{RULE}"))]), "target[0].rule[1].name", r#"duplicate rule name "health" (also used by target[0].rule[0])"#),
+            (config(&[("rule", &probe("above = 0.5\nfooo = 1"))]), "target[0].rule[0].fooo", "unknown key"),
+            ("[[target]]\nname = \"web\"\n[target.rollback]\nkind = \"command\"\nsteps = [[\"true\"]]\n".to_string(), "target[0].rule", "target has no rules"),
+            ("[daemon]\n".to_string(), "target", "no targets"),
+            // [target.rollback]
+            ("[[target]]\nname = \"web\"\n[[target.rule]]\nname = \"cpu\"\nsource = \"host\"\nmetric = \"cpu\"\nabove = 0.9\n".to_string(), "target[0].rollback", "missing [target.rollback]"),
+            (config(&[("rollback", "kind = \"docker\"\ncontainer = \"web\"")]), "target[0].rollback.kind", r#"not supported yet: rollback kind "docker""#),
+            (config(&[("rollback", "kind = \"kubernetes\"")]), "target[0].rollback.kind", r#"not supported yet: rollback kind "kubernetes""#),
+            (config(&[("rollback", "kind = \"ftp\"")]), "target[0].rollback.kind", r#"invalid rollback kind "ftp" (use "command" or "symlink")"#),
+            (config(&[("rollback", "steps = [[\"true\"]]")]), "target[0].rollback.kind", "required key is missing"),
+            (config(&[("rollback", &symlink("steps = [[\"true\"]]"))]), "target[0].rollback.steps", r#"key steps does not apply to rollback kind "symlink""#),
+            (config(&[("rollback", &format!("{ROLLBACK}\ndeployment = \"web\""))]), "target[0].rollback.deployment", r#"key deployment does not apply to rollback kind "command""#),
+            (config(&[("rollback", &format!("{ROLLBACK}\ncurrent = \"/srv/current\""))]), "target[0].rollback.current", r#"key current does not apply to rollback kind "command""#),
+            (config(&[("rollback", "kind = \"command\"")]), "target[0].rollback.steps", "required key is missing"),
+            (config(&[("rollback", "kind = \"command\"\nsteps = []")]), "target[0].rollback.steps", "no steps"),
+            (config(&[("rollback", "kind = \"command\"\nsteps = [[\"true\"], []]")]), "target[0].rollback.steps[1]", "empty command"),
+            (config(&[("rollback", "kind = \"command\"\nsteps = [[\"true\"], [\"\", \"x\"]]")]), "target[0].rollback.steps[1]", "program name (first element) is empty"),
+            (config(&[("rollback", "kind = \"command\"\nsteps = [[\"true\"], [\"git\", \"checkout\", \"{version}\"]]")]), "target[0].rollback.steps[1]", r#"unknown template variable {version} in argument "{version}"; allowed: {target}, {from_version}, {to_version}, {incident}"#),
+            (config(&[("rollback", &format!("{ROLLBACK}\nafter = [[\"curl\", \"-X\", \"PURGE\", \"https://cdn/{{path}}\"]]"))]), "target[0].rollback.after[0]", "unknown template variable {path}"),
+            (config(&[("rollback", &format!("{ROLLBACK}\ntimeout = \"0s\""))]), "target[0].rollback.timeout", "greater than zero"),
+            (config(&[("rollback", &format!("{ROLLBACK}\npre = [[\"true\"]]"))]), "target[0].rollback.pre", "not supported yet"),
+            (config(&[("rollback", "kind = \"symlink\"\ncurrent = \"srv/current\"\nreleases = \"/srv/releases\"")]), "target[0].rollback.current", r#""srv/current" must be an absolute path"#),
+            (config(&[("rollback", "kind = \"symlink\"\ncurrent = \"/srv/current\"")]), "target[0].rollback.releases", "required key is missing"),
+            (config(&[("rollback", &symlink("restart = [\"systemctl\", \"restart\", \"{service}\"]"))]), "target[0].rollback.restart", "unknown template variable {service}"),
+            // [target.verify]
+            (config(&[("verify", "rules = false")]), "target[0].verify", "verify has nothing to check: set url or rules = true"),
+            (config(&[("verify", "within = \"0s\"")]), "target[0].verify.within", "greater than zero"),
+            (config(&[("verify", "url = \"localhost:3000\"")]), "target[0].verify.url", "http:// or https://"),
+            (config(&[("verify", "url = \"http://h/\"\nexpect_status = 600")]), "target[0].verify.expect_status", "not an HTTP status code"),
+            (config(&[("verify", "expect_status = 200")]), "target[0].verify.expect_status", "needs a url"),
+        ];
+        for (text, path, fragment) in &cases {
+            let errs = errors(text);
+            assert!(
+                errs.iter()
+                    .any(|e| e.path == *path && e.message.contains(fragment)),
+                "want {path}: ...{fragment}...\ngot {errs:#?}\nfor config:\n{text}"
+            );
+            // A single problem gives a single error, not a cascade.
+            assert_eq!(errs.len(), 1, "{path}: {errs:#?}\nfor config:\n{text}");
+        }
+    }
+
+    #[test]
+    fn valid_edge_cases_pass() {
+        for text in [
+            config(&[("daemon", "listen = \"0.0.0.0:9797\"\napi_token_file = \"/etc/rollbackd/token\"")]),
+            config(&[("daemon", "listen = \"[::1]:9797\"")]),
+            config(&[("target", "cooldown = \"0s\"")]),
+            config(&[("rule", &format!("{RULE}\nfor = \"0s\""))]),
+            config(&[("rule", &format!("{RULE}\nfor = \"1h30m\""))]),
+            config(&[("verify", "rules = false\nurl = \"https://h/health\"")]),
+            config(&[("rollback", "kind = \"command\"\nsteps = [[\"curl\", \"-d\", '{\"target\": \"{target}\", \"x\": 1}', \"{incident}-{from_version}..{to_version}\"]]")]),
+            config(&[("top", "[notify.email]\nfrom = \"rollbackd <rollbackd@deploy-host>\"\nto = [\"admin@example.com\", \"Ops Team <ops@example.com>\"]")]),
+        ] {
+            let errs = errors(&text);
+            assert!(errs.is_empty(), "{errs:#?}\nfor config:\n{text}");
+        }
+    }
+
+    #[test]
+    fn error_display_is_file_path_message() {
+        let text = config(&[(
+            "rule",
+            &format!("{RULE}\n[[target.rule]]\nname = \"b\"\nsource = \"host\"\nmetric = \"cpu\"\nabove = 0.9\nfor = \"5 minutes\""),
+        )]);
+        let e = load_str("rollbackd.toml", &text).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"rollbackd.toml: target[0].rule[1].for: invalid duration "5 minutes" (use e.g. "30s", "5m", "1h")"#
+        );
+    }
+
+    #[test]
+    fn five_problems_in_different_places_are_all_reported() {
+        let text = r#"
+            [daemon]
+            poll_interval = "5"
+
+            [notify.email]
+            from = "rollbackd <rollbackd@deploy-host>"
+            to = ["admin@example.com", "not an address"]
+
+            [[window]]
+            name = "release"
+            days = ["sat"]
+            start = "22:00"
+            end = "02:00"
+            timezone = "Mars/Base"
+
+            [[target]]
+            name = "web"
+              [[target.rule]]
+              name = "health"
+              source = "probe"
+              url = "http://127.0.0.1:3000/health"
+              above = 0.5
+              [[target.rule]]
+              name = "cpu"
+              source = "host"
+              metric = "cpu"
+              above = 70
+              fooo = true
+              [target.rollback]
+              kind = "docker"
+        "#;
+        let errs = errors(text);
+        let got: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        let mut want = vec![
+            "daemon.poll_interval",
+            "notify.email.to[1]",
+            "window[0].timezone",
+            "target[0].rule[1].above",
+            "target[0].rule[1].fooo",
+            "target[0].rollback.kind",
+        ];
+        let mut got_sorted = got.clone();
+        got_sorted.sort();
+        want.sort();
+        assert_eq!(got_sorted, want, "{errs:#?}");
+        assert!(errs.iter().all(|e| e.file == "rollbackd.toml"));
+    }
+
+    #[test]
+    fn a_mistyped_value_is_reported_once() {
+        // The raw phase rejects `above`; validation must not add "rule has
+        // no condition" for the same key.
+        let errs = errors(&config(&[(
+            "rule",
+            "name = \"c\"\nsource = \"host\"\nmetric = \"cpu\"\nabove = \"70%\"",
+        )]));
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert_eq!(errs[0].path, "target[0].rule[0].above");
+        assert_eq!(errs[0].message, r#"expected a number, found string "70%""#);
+
+        // A target that is not a table is one error, not one per missing key.
+        let errs = errors(&format!("target = [5]\n{}", ""));
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert_eq!(errs[0].path, "target[0]");
+    }
+
+    #[test]
+    fn minimal_config_gets_the_defaults() {
+        let c = load_str("min.toml", &config(&[])).unwrap();
+        let d = &c.daemon;
+        assert_eq!(d.state_dir, PathBuf::from("/var/lib/rollbackd"));
+        assert_eq!(d.listen, "127.0.0.1:9797".parse().unwrap());
+        assert_eq!(d.poll_interval, Duration::from_secs(5));
+        assert!(!d.dry_run);
+        assert_eq!(d.api_token_file, None);
+        assert_eq!(d.public_url, None);
+        assert!(c.notify.email.is_none());
+        assert!(c.windows.is_empty());
+
+        let t = &c.targets[0];
+        assert_eq!(t.name, "web");
+        assert_eq!(t.version, None);
+        assert_eq!(t.cooldown, Duration::from_secs(30 * 60));
+        assert_eq!(t.max_rollbacks_per_hour.get(), 1);
+        assert_eq!(t.no_data, NoData::Hold);
+        assert_eq!(
+            t.rules,
+            vec![RuleConfig {
+                name: "health".into(),
+                source: SourceSpec::Probe(ProbeSpec {
+                    url: "http://127.0.0.1:3000/health".parse().unwrap(),
+                    timeout: Duration::from_secs(2),
+                    expect_status: None,
+                    measure: ProbeMeasure::FailureRatio,
+                    window: Duration::from_secs(30),
+                }),
+                above: 0.5,
+                for_: Duration::ZERO,
+            }]
+        );
+        assert_eq!(
+            t.rollback,
+            RollbackPlan {
+                kind: ExecutorKind::Command {
+                    steps: vec![vec!["systemctl".into(), "restart".into(), "web".into()]]
+                },
+                timeout: Duration::from_secs(300),
+                after: vec![],
+            }
+        );
+        assert_eq!(
+            t.verify,
+            VerifyConfig {
+                within: Duration::from_secs(300),
+                url: None,
+                expect_status: None,
+                rules: true,
+            }
+        );
+
+        // The outbox defaults to state_dir/outbox.
+        let c = load_str(
+            "min.toml",
+            &config(&[
+                (
+                    "top",
+                    "[notify.email]\nfrom = \"r@h\"\nto = [\"a@example.com\"]",
+                ),
+                ("daemon", "state_dir = \"/tmp/rb\""),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.notify.email.unwrap().outbox_dir,
+            PathBuf::from("/tmp/rb/outbox")
+        );
+    }
+
+    #[test]
+    fn version_source() {
+        let symlink =
+            "kind = \"symlink\"\ncurrent = \"/srv/app/current\"\nreleases = \"/srv/app/releases\"";
+        let c = load_str("t", &config(&[("rollback", symlink)])).unwrap();
+        assert_eq!(
+            c.targets[0].version,
+            Some(VersionSource::Symlink("/srv/app/current".into()))
+        );
+        let c = load_str(
+            "t",
+            &config(&[
+                ("rollback", symlink),
+                (
+                    "target",
+                    "version_command = [\"cat\", \"/srv/app/VERSION\"]",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.targets[0].version,
+            Some(VersionSource::Command(vec![
+                "cat".into(),
+                "/srv/app/VERSION".into()
+            ]))
+        );
+    }
+
+    #[test]
+    fn window_values() {
+        let c = load_str(
+            "t",
+            &config(&[(
+                "top",
+                "[[window]]\nname = \"w\"\ndays = [\"fri\", \"sat\"]\nstart = \"22:00\"\nend = \"02:30\"\ntimezone = \"Asia/Shanghai\"",
+            )]),
+        )
+        .unwrap();
+        let w = &c.windows[0];
+        assert_eq!(w.days, vec![chrono::Weekday::Fri, chrono::Weekday::Sat]);
+        assert_eq!(w.start, chrono::NaiveTime::from_hms_opt(22, 0, 0).unwrap());
+        assert_eq!(w.end, chrono::NaiveTime::from_hms_opt(2, 30, 0).unwrap());
+        assert_eq!(w.timezone, chrono_tz::Asia::Shanghai);
+    }
+
+    #[test]
+    fn template_placeholders() {
+        assert_eq!(template_names("{to_version}"), vec!["to_version"]);
+        assert_eq!(
+            template_names("a{target}-{incident}b"),
+            vec!["target", "incident"]
+        );
+        assert_eq!(template_names(r#"{"a": 1}"#), Vec::<&str>::new());
+        assert_eq!(template_names("{"), Vec::<&str>::new());
+        assert_eq!(template_names("{{x}}"), vec!["x"]);
+        assert_eq!(template_names("${HOME}"), vec!["HOME"]);
+    }
 }
