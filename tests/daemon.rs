@@ -19,12 +19,18 @@ fn setup(extra_rollback: &str) -> (tempfile::TempDir, std::path::PathBuf, u16) {
 
 fn wait_version_seen(dir: &std::path::Path, version: &str) {
     let state = dir.join("state");
-    wait_for(Duration::from_secs(15), &format!("version {version} in the journal"), || {
-        journal(&state)
-            .iter()
-            .any(|e| e["event"]["event"] == "version_observed" && e["event"]["version"] == version)
-            .then_some(())
-    });
+    wait_for(
+        Duration::from_secs(15),
+        &format!("version {version} in the journal"),
+        || {
+            journal(&state)
+                .iter()
+                .any(|e| {
+                    e["event"]["event"] == "version_observed" && e["event"]["version"] == version
+                })
+                .then_some(())
+        },
+    );
 }
 
 #[test]
@@ -41,7 +47,10 @@ fn degraded_release_is_rolled_back_verified_recorded_and_mailed() {
             .find(|(_, m)| m.contains("ROLLED BACK"))
     });
     assert_eq!(live(&dir), "v1", "current must point at v1 again");
-    assert!(mail.contains("Subject: [rollbackd] web: ROLLED BACK v2 -> v1"), "{mail}");
+    assert!(
+        mail.contains("Subject: [rollbackd] web: ROLLED BACK v2 -> v1"),
+        "{mail}"
+    );
     assert!(mail.contains("admin@example.com") && mail.contains("oncall@example.com"));
     assert!(mail.contains("health"), "mail names the rule: {mail}");
 
@@ -50,14 +59,27 @@ fn degraded_release_is_rolled_back_verified_recorded_and_mailed() {
     let transitions: Vec<String> = entries
         .iter()
         .filter(|e| e["type"] == "step" && e["from"] != e["to"])
-        .map(|e| format!("{}->{}", e["from"].as_str().unwrap(), e["to"].as_str().unwrap()))
+        .map(|e| {
+            format!(
+                "{}->{}",
+                e["from"].as_str().unwrap(),
+                e["to"].as_str().unwrap()
+            )
+        })
         .collect();
     assert_eq!(
         transitions,
-        vec!["Watching->RollingBack", "RollingBack->Verifying", "Verifying->RolledBack"],
+        vec![
+            "Watching->RollingBack",
+            "RollingBack->Verifying",
+            "Verifying->RolledBack"
+        ],
         "journal transitions"
     );
-    assert!(entries.iter().any(|e| e["event"]["version"] == "v2"), "deploy of v2 journaled");
+    assert!(
+        entries.iter().any(|e| e["event"]["version"] == "v2"),
+        "deploy of v2 journaled"
+    );
 
     // The record.
     let records: Vec<_> = std::fs::read_dir(dir.join("state/incidents"))
@@ -67,11 +89,18 @@ fn degraded_release_is_rolled_back_verified_recorded_and_mailed() {
     assert_eq!(records.len(), 1, "{records:?}");
     let record = std::fs::read_to_string(&records[0]).unwrap();
     for needle in ["web", "v2", "v1", "symlink", "health", "0.5", "Root cause"] {
-        assert!(record.contains(needle), "record lacks {needle:?}:\n{record}");
+        assert!(
+            record.contains(needle),
+            "record lacks {needle:?}:\n{record}"
+        );
     }
 
     // `rollbackd report ID` prints it; `status` shows the state.
-    let id = records[0].file_stem().unwrap().to_string_lossy().into_owned();
+    let id = records[0]
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     let report = std::process::Command::new(bin())
         .args(["report", &id, "--config"])
         .arg(dir.join("rollbackd.toml"))
@@ -107,23 +136,29 @@ fn flapping_service_is_never_rolled_back() {
     daemon.assert_alive();
     let entries = journal(&dir.join("state"));
     assert!(
-        entries.iter().any(|e| e["state"]["rules"][0]["status"] == "pending"),
+        entries
+            .iter()
+            .any(|e| e["state"]["rules"][0]["status"] == "pending"),
         "the test must actually cross the threshold (rule pending at some point)"
     );
     assert!(
-        !entries.iter().any(|e| e["from"] != e["to"] && e["type"] == "step"),
+        !entries
+            .iter()
+            .any(|e| e["from"] != e["to"] && e["type"] == "step"),
         "no transition may happen while flapping"
     );
-    assert!(mails(&dir.join("state/outbox")).is_empty(), "no mail while flapping");
+    assert!(
+        mails(&dir.join("state/outbox")).is_empty(),
+        "no mail while flapping"
+    );
     assert_eq!(live(&dir), "v1");
     assert_eq!(daemon.stop(), Some(0));
 }
 
 #[test]
 fn failing_step_fails_the_incident_with_its_stderr_and_the_daemon_keeps_running() {
-    let (_tmp, dir, _port) = setup(
-        r#"restart = ["sh", "-c", "echo 'pm2: process app not found' >&2; exit 3"]"#,
-    );
+    let (_tmp, dir, _port) =
+        setup(r#"restart = ["sh", "-c", "echo 'pm2: process app not found' >&2; exit 3"]"#);
     let mut daemon = Running::start(&dir.join("rollbackd.toml"), &dir.join("daemon.log"));
     wait_version_seen(&dir, "v1");
     rollbackd::demo::switch_release(&dir, "v2").unwrap();
@@ -200,7 +235,10 @@ name = "web"
             "target[0].rule[0].above",
             "target[0].rollback",
         ] {
-            assert!(err.contains(needle), "{verb}: missing {needle:?} in:\n{err}");
+            assert!(
+                err.contains(needle),
+                "{verb}: missing {needle:?} in:\n{err}"
+            );
         }
     }
 }

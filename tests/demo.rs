@@ -29,7 +29,9 @@ fn demo_detects_rolls_back_verifies_and_mails() {
     assert_eq!(common::live(&dir), "v1");
     let mails = common::mails(&dir.join("state/outbox"));
     assert!(
-        mails.iter().any(|(_, m)| m.contains("ROLLED BACK v2 -> v1")),
+        mails
+            .iter()
+            .any(|(_, m)| m.contains("ROLLED BACK v2 -> v1")),
         "{mails:?}"
     );
 }

@@ -47,7 +47,10 @@ impl Running {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status.code();
             }
-            assert!(Instant::now() < deadline, "rollbackd did not stop within 30s of SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "rollbackd did not stop within 30s of SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -76,7 +79,10 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -179,7 +185,8 @@ pub fn serve_releases(dir: &Path) -> u16 {
             std::future::pending::<()>().await;
         });
     });
-    rx.recv_timeout(Duration::from_secs(10)).expect("demo service port")
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("demo service port")
 }
 
 /// Undo quoted-printable soft line breaks and `=XX` escapes so tests can
