@@ -169,7 +169,7 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<DemoResult> {
     let daemon_task = tokio::spawn(daemon.run(cancel.clone()));
 
     let mut deployed = false;
-    let mut ok_polls = 0;
+    let mut healthy_seen = false;
     let mut result = DemoResult {
         verified: false,
         dir: dir.clone(),
@@ -221,7 +221,7 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<DemoResult> {
                             }
                         }
                         if !deployed && rules.iter().all(|r| r.status == RuleStatus::Ok) {
-                            ok_polls += 1;
+                            healthy_seen = true;
                         }
                     }
                     _ => {}
@@ -272,11 +272,13 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<DemoResult> {
             }
             Observation::Record { path, .. } => result.record = Some(path),
         }
+        // Deploy the bad release once v1 has been seen healthy for a moment.
         if !deployed
-            && ok_polls >= 3
-            && deploy_at > tokio::time::Instant::now() + Duration::from_secs(1)
+            && healthy_seen
+            && deploy_at > tokio::time::Instant::now() + Duration::from_secs(2)
         {
-            deploy_at = tokio::time::Instant::now() + Duration::from_millis(500);
+            tl.line(Utc::now(), "v1 is healthy; deploying v2 in 1.5 s");
+            deploy_at = tokio::time::Instant::now() + Duration::from_millis(1500);
         }
     }
     cancel.cancel();

@@ -5,8 +5,11 @@ use std::time::Duration;
 /// Format a duration the way config files write them: `90s` -> `1m30s`.
 pub fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms == 0 {
+    if d.is_zero() {
         return "0s".into();
+    }
+    if ms == 0 {
+        return "<1ms".into();
     }
     if !ms.is_multiple_of(1000) {
         if ms < 1000 {

@@ -196,7 +196,7 @@ fn full_rollback_verifies_then_cools_down() {
     assert_eq!(inc.from_version.as_deref(), Some("v2"));
     assert_eq!(inc.to_version.as_deref(), Some("v1"));
     assert!(
-        inc.timeline[0].message.contains("health: 0.9 > 0.5"),
+        inc.timeline[0].message.contains("health = 0.9 > 0.5"),
         "{:?}",
         inc.timeline
     );
@@ -335,7 +335,7 @@ fn failures_close_the_incident_and_name_the_cause() {
     assert_eq!(kinds(&a), vec!["record", "notify:DidNotHelp"]);
     let err = v.incident().unwrap().error.clone().unwrap();
     assert!(err.contains("rollback did not help"), "{err}");
-    assert!(err.contains("health: 0.9 > 0.5"), "{err}");
+    assert!(err.contains("health = 0.9 > 0.5"), "{err}");
     assert_eq!(v.loop_guard.as_deref(), Some("v1"));
 }
 

@@ -367,7 +367,7 @@ pub(crate) mod tests {
         let text = unwrapped(&m.formatted());
         for want in [
             "rollbackd rolled frontend back from v2 to v1 and verified that it recovered.",
-            "health: 0.83 > 0.5 (threshold, for 30s, window 1m)",
+            "health = 0.83 > 0.5 (for 30s, window 1m)",
             "Versions:     v2 -> v1",
             "Method:       symlink",
             "1. ok: switch 'current -> releases/v1' (exit code 0, 3ms)",

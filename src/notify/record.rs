@@ -240,6 +240,7 @@ pub(crate) fn argv_line(argv: &[String]) -> String {
 pub(crate) fn exit_code(step: &StepReport) -> String {
     match step.exit_code {
         Some(c) => c.to_string(),
+        None if step.ok => "none (built-in step, no process)".into(),
         None => "none (killed, timed out or not started)".into(),
     }
 }
@@ -401,7 +402,7 @@ pub(crate) mod tests {
             "| Dry-run | no |",
             "| Confirmed by | not required (automatic) |",
             "## Reason",
-            "health: 0.83 > 0.5 (threshold, for 30s, window 1m) breached since 11:59:30.000Z",
+            "health = 0.83 > 0.5 (for 30s, window 1m): breached since 11:59:30.000Z",
             "## Phases",
             "| Detection -> rollback start | 2s |",
             "| Rollback | 5s |",

@@ -78,29 +78,35 @@ pub struct RuleReport {
 }
 
 impl RuleReport {
-    /// One line such as `health: failure_ratio 0.83 > 0.5 for 30s (breached since 12:00:03Z)`.
+    /// One line such as `health = 0.83 > 0.5 (for 30s, window 30s): breached since 12:00:03.000Z`.
     pub fn explain(&self) -> String {
-        let value = match self.value {
-            Some(v) => crate::util::fmt_value(v),
-            None => "no value".to_string(),
+        use crate::util::{fmt_duration, fmt_value};
+        let mut s = match self.value {
+            Some(v) if v > self.threshold => {
+                format!(
+                    "{} = {} > {}",
+                    self.rule,
+                    fmt_value(v),
+                    fmt_value(self.threshold)
+                )
+            }
+            Some(v) => format!(
+                "{} = {} <= {}",
+                self.rule,
+                fmt_value(v),
+                fmt_value(self.threshold)
+            ),
+            None => format!(
+                "{}: no value (threshold {})",
+                self.rule,
+                fmt_value(self.threshold)
+            ),
         };
-        let cmp = match self.value {
-            Some(v) if v > self.threshold => ">",
-            Some(_) => "<=",
-            None => "vs",
-        };
-        let mut s = format!(
-            "{}: {} {} {} (threshold, for {}",
-            self.rule,
-            value,
-            cmp,
-            crate::util::fmt_value(self.threshold),
-            crate::util::fmt_duration(self.for_)
-        );
+        s.push_str(&format!(" (for {}", fmt_duration(self.for_)));
         if let Some(w) = self.window {
-            s.push_str(&format!(", window {}", crate::util::fmt_duration(w)));
+            s.push_str(&format!(", window {}", fmt_duration(w)));
         }
-        s.push(')');
+        s.push_str("):");
         match &self.status {
             RuleStatus::Ok => s.push_str(" ok"),
             RuleStatus::Pending { since } => {
@@ -115,6 +121,9 @@ impl RuleReport {
                 since.format("%H:%M:%S%.3fZ"),
                 why
             )),
+        }
+        if let Some(why) = &self.no_data {
+            s.push_str(&format!(" (no data: {why})"));
         }
         s
     }
