@@ -76,7 +76,7 @@ async fn dry_run_is_journaled_recorded_mailed_and_recovered() {
     let md = std::fs::read_to_string(&record_path).unwrap();
     assert!(md.contains("| Dry-run | yes |"), "{md}");
     assert!(
-        md.contains("errors: 0.75 > 0.2 (threshold, for 1m)"),
+        md.contains("errors = 0.75 > 0.2 (for 1m)"),
         "{md}"
     );
 
