@@ -75,10 +75,7 @@ async fn dry_run_is_journaled_recorded_mailed_and_recovered() {
     let record_path = record::write(&state_dir.join("incidents"), &incident).unwrap();
     let md = std::fs::read_to_string(&record_path).unwrap();
     assert!(md.contains("| Dry-run | yes |"), "{md}");
-    assert!(
-        md.contains("errors = 0.75 > 0.2 (for 1m)"),
-        "{md}"
-    );
+    assert!(md.contains("errors = 0.75 > 0.2 (for 1m)"), "{md}");
 
     let notifier = Notifier::build(
         &NotifyConfig {
