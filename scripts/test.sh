@@ -4,14 +4,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Real servers the tests start on loopback: Prometheus, Alertmanager and an
+# SMTP server (aiosmtpd, run with Debian's /usr/bin/python3).
 need=()
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
 command -v git >/dev/null || need+=(git)
-command -v python3 >/dev/null || need+=(python3)
+[ -x /usr/bin/prometheus ] || need+=(prometheus)
+[ -x /usr/bin/prometheus-alertmanager ] || need+=(prometheus-alertmanager)
+/usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need+=(python3-aiosmtpd)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "installing ${need[*]}" >&2
   $SUDO apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need[@]}"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
+  # Debian starts packaged daemons where it can; the tests start their own.
+  $SUDO service prometheus stop >/dev/null 2>&1 || true
+  $SUDO service prometheus-alertmanager stop >/dev/null 2>&1 || true
 fi
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy || true
 

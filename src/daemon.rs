@@ -447,31 +447,20 @@ impl Worker {
                 });
             }
             Action::Notify { kind, incident } => {
-                match self.shared.notifier.notify(kind, &incident).await {
-                    Ok(path) => {
-                        let record = Record::Notified {
-                            target: self.target.name.clone(),
-                            incident: incident.id.clone(),
-                            kind,
-                            path: path.clone(),
-                        };
-                        if let Err(e) = self.shared.journal(record).await {
-                            tracing::error!(error = %format!("{e:#}"), "journal write failed");
-                        }
-                        if let Some(path) = path {
-                            tracing::info!(target = %self.target.name, ?kind, path = %path.display(), "notification written to the outbox");
-                            self.shared.observe(Observation::Mail {
-                                at: Utc::now(),
-                                target: self.target.name.clone(),
-                                path,
-                                kind,
-                            });
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(target = %self.target.name, incident = %incident.id, error = %e, "notification failed")
-                    }
-                }
+                let sent = self.shared.notifier.notify(kind, &incident).await;
+                self.notified(kind, Some(incident.id.clone()), sent).await;
+            }
+            Action::NotifyTarget {
+                kind,
+                target,
+                message,
+            } => {
+                let sent = self
+                    .shared
+                    .notifier
+                    .notify_target(kind, &target, &message)
+                    .await;
+                self.notified(kind, None, sent).await;
             }
             Action::WriteRecord { incident } => {
                 let dir = self.shared.state_dir.join("incidents");
@@ -488,6 +477,43 @@ impl Worker {
                     }
                     Err(e) => tracing::error!(error = %e, "record task panicked"),
                 }
+            }
+        }
+    }
+}
+
+impl Worker {
+    /// Journal and log a notification's result.
+    async fn notified(
+        &self,
+        kind: decide::NotifyKind,
+        incident: Option<String>,
+        sent: Result<Option<PathBuf>, crate::notify::NotifyError>,
+    ) {
+        let target = self.target.name.clone();
+        match sent {
+            Ok(path) => {
+                let record = Record::Notified {
+                    target: target.clone(),
+                    incident,
+                    kind,
+                    path: path.clone(),
+                };
+                if let Err(e) = self.shared.journal(record).await {
+                    tracing::error!(error = %format!("{e:#}"), "journal write failed");
+                }
+                if let Some(path) = path {
+                    tracing::info!(%target, ?kind, path = %path.display(), "notification written to the outbox");
+                    self.shared.observe(Observation::Mail {
+                        at: Utc::now(),
+                        target,
+                        path,
+                        kind,
+                    });
+                }
+            }
+            Err(e) => {
+                tracing::error!(%target, ?incident, ?kind, error = %e, "notification failed")
             }
         }
     }

@@ -58,8 +58,9 @@ pub enum Record {
     Notified {
         /// Target name.
         target: String,
-        /// Incident ID.
-        incident: String,
+        /// Incident ID; `None` for target notifications (monitoring blind, ...).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        incident: Option<String>,
         /// Notification kind.
         kind: crate::decide::NotifyKind,
         /// Outbox file, when email is configured.
@@ -353,7 +354,7 @@ mod tests {
                 at: t(3),
                 record: Record::Notified {
                     target: "frontend".into(),
-                    incident: i.id.clone(),
+                    incident: Some(i.id.clone()),
                     kind: NotifyKind::RollbackStarted,
                     path: Some("/var/lib/rollbackd/outbox/x.eml".into()),
                 },

@@ -101,7 +101,7 @@ async fn dry_run_is_journaled_recorded_mailed_and_recovered() {
         at,
         record: Record::Notified {
             target: "frontend".into(),
-            incident: incident.id.clone(),
+            incident: Some(incident.id.clone()),
             kind: NotifyKind::WouldRollBack,
             path: Some(mail.clone()),
         },

@@ -283,6 +283,16 @@ pub enum NotifyKind {
     Escalated,
     /// The daemon died while the plan was running; verifying instead.
     Interrupted,
+    /// A human must approve or reject the rollback.
+    AwaitingConfirmation,
+    /// The signals recovered before anything was done; no action taken.
+    Resolved,
+    /// A human rejected the rollback.
+    Rejected,
+    /// Rules of the target have had no data for `blind_after` (no incident).
+    Blind,
+    /// The target's rules have data again after a blind episode (no incident).
+    Seeing,
 }
 
 /// Something the runner must do. Actions are data; [`step`] never performs them.
@@ -310,6 +320,16 @@ pub enum Action {
         kind: NotifyKind,
         /// Snapshot of the incident.
         incident: Box<Incident>,
+    },
+    /// Send a notification about the target that is not about an incident
+    /// (monitoring blind, seeing again).
+    NotifyTarget {
+        /// Which one.
+        kind: NotifyKind,
+        /// Target name.
+        target: String,
+        /// What happened, with the rules and reasons.
+        message: String,
     },
     /// Write (or rewrite) `incidents/ID.md`.
     WriteRecord {

@@ -98,6 +98,7 @@ fn kinds(actions: &[Action]) -> Vec<String> {
             Action::Verify { .. } => "verify".to_string(),
             Action::RunAfter { .. } => "after".to_string(),
             Action::Notify { kind, .. } => format!("notify:{kind:?}"),
+            Action::NotifyTarget { kind, .. } => format!("notify-target:{kind:?}"),
             Action::WriteRecord { .. } => "record".to_string(),
         })
         .collect()

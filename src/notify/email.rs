@@ -57,6 +57,54 @@ pub fn build(
         .map_err(|e| NotifyError::Build(format!("incident {}: {e}", incident.id)))
 }
 
+/// Build a notification about a target that is not about an incident
+/// (monitoring blind, seeing again): subject `[rollbackd] TARGET: LABEL`,
+/// the message as the body, a Message-ID unique per target, kind and time.
+pub fn build_target(
+    cfg: &EmailConfig,
+    kind: NotifyKind,
+    target: &str,
+    message: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<lettre::Message, NotifyError> {
+    let from: Mailbox = cfg
+        .from
+        .parse()
+        .map_err(|e| NotifyError::Build(format!("invalid from address {:?}: {e}", cfg.from)))?;
+    let safe: String = target
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let mut builder = lettre::Message::builder()
+        .from(from)
+        .subject(format!("[rollbackd] {target}: {}", label(kind)))
+        .message_id(Some(format!(
+            "<{safe}.{}.{}@rollbackd>",
+            kind_name(kind),
+            at.format("%Y%m%dT%H%M%S%.3fZ")
+        )))
+        .date_now();
+    for to in &cfg.to {
+        let mailbox: Mailbox = to
+            .parse()
+            .map_err(|e| NotifyError::Build(format!("invalid recipient address {to:?}: {e}")))?;
+        builder = builder.to(mailbox);
+    }
+    let body = format!(
+        "{message}\n\nTarget: {target}\nAt:     {}\n",
+        at.to_rfc3339()
+    );
+    builder
+        .singlepart(SinglePart::plain(body))
+        .map_err(|e| NotifyError::Build(format!("notification for {target}: {e}")))
+}
+
 /// The `LABEL` of the subject for each kind.
 fn label(kind: NotifyKind) -> &'static str {
     match kind {
@@ -67,6 +115,11 @@ fn label(kind: NotifyKind) -> &'static str {
         NotifyKind::DidNotHelp => "ROLLBACK DID NOT HELP",
         NotifyKind::Escalated => "ESCALATED",
         NotifyKind::Interrupted => "ROLLBACK INTERRUPTED",
+        NotifyKind::AwaitingConfirmation => "CONFIRM ROLLBACK",
+        NotifyKind::Resolved => "RESOLVED, NO ACTION",
+        NotifyKind::Rejected => "ROLLBACK REJECTED",
+        NotifyKind::Blind => "MONITORING BLIND",
+        NotifyKind::Seeing => "MONITORING RESTORED",
     }
 }
 
@@ -80,6 +133,11 @@ fn kind_name(kind: NotifyKind) -> &'static str {
         NotifyKind::DidNotHelp => "did_not_help",
         NotifyKind::Escalated => "escalated",
         NotifyKind::Interrupted => "interrupted",
+        NotifyKind::AwaitingConfirmation => "awaiting_confirmation",
+        NotifyKind::Resolved => "resolved",
+        NotifyKind::Rejected => "rejected",
+        NotifyKind::Blind => "blind",
+        NotifyKind::Seeing => "seeing",
     }
 }
 
@@ -143,6 +201,17 @@ fn summary(kind: NotifyKind, incident: &Incident) -> String {
             "rollbackd was stopped while rolling {target} back {from} {to}; \
              it did not run the plan again and is verifying the service instead."
         ),
+        NotifyKind::AwaitingConfirmation => format!(
+            "rollbackd wants to roll {target} back {from} {to} and waits for a human to approve or reject."
+        ),
+        NotifyKind::Resolved => format!(
+            "the signals of {target} recovered before anything was done; no rollback was run."
+        ),
+        NotifyKind::Rejected => format!(
+            "the rollback of {target} {from} {to} was rejected by a human; nothing was executed."
+        ),
+        NotifyKind::Blind => format!("monitoring of {target} is blind: its rules have no data."),
+        NotifyKind::Seeing => format!("monitoring of {target} has data again."),
     }
 }
 
@@ -319,6 +388,11 @@ pub(crate) mod tests {
             NotifyKind::DidNotHelp,
             NotifyKind::Escalated,
             NotifyKind::Interrupted,
+            NotifyKind::AwaitingConfirmation,
+            NotifyKind::Resolved,
+            NotifyKind::Rejected,
+            NotifyKind::Blind,
+            NotifyKind::Seeing,
         ] {
             assert_eq!(
                 serde_json::to_value(kind).unwrap(),

@@ -56,4 +56,20 @@ impl Notifier {
         let path = outbox::write(&cfg.outbox_dir, &message).await?;
         Ok(Some(path))
     }
+
+    /// Write a notification about a target that is not about an incident
+    /// (monitoring blind, seeing again). Same return as [`Notifier::notify`].
+    pub async fn notify_target(
+        &self,
+        kind: NotifyKind,
+        target: &str,
+        message: &str,
+    ) -> Result<Option<PathBuf>, NotifyError> {
+        let Some(cfg) = &self.email else {
+            return Ok(None);
+        };
+        let message = email::build_target(cfg, kind, target, message, chrono::Utc::now())?;
+        let path = outbox::write(&cfg.outbox_dir, &message).await?;
+        Ok(Some(path))
+    }
 }
