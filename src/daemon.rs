@@ -372,6 +372,9 @@ impl Worker {
             };
         let from = self.state.phase.name().to_string();
         let to = next.phase.name().to_string();
+        if let Event::Evaluated { rules } = &event {
+            record_rule_metrics(&self.target.name, rules);
+        }
         let changed = next.phase != self.state.phase
             || !actions.is_empty()
             || next.version != self.state.version
@@ -393,10 +396,17 @@ impl Worker {
         if let Err(e) = self.shared.journal(record).await {
             // Nothing happens that is not journaled: keep the old state, the
             // next poll tries again.
+            crate::metrics::global().inc("rollbackd_journal_errors_total", &[]);
             tracing::error!(target = %self.target.name, error = %format!("{e:#}"), "journal write failed; not acting");
             return;
         }
         self.state = next;
+        if from != to {
+            crate::metrics::global().inc(
+                "rollbackd_transitions_total",
+                &[("target", &self.target.name), ("to", &to)],
+            );
+        }
         self.shared.observe(Observation::Step {
             at: now,
             target: self.target.name.clone(),
@@ -437,17 +447,24 @@ impl Worker {
                 let plan = self.target.rollback.clone();
                 let vars = vars_for(&incident);
                 let target = self.target.name.clone();
+                let tx = self.events_tx.clone();
                 self.shared.tracker.spawn(async move {
                     let result = execute::run_after(&plan, &vars).await;
                     if result.ok {
                         tracing::info!(%target, incident = %vars.incident, steps = result.steps.len(), "after steps done");
                     } else {
-                        tracing::error!(%target, incident = %vars.incident, error = %result.error.unwrap_or_default(), "after steps failed");
+                        tracing::error!(%target, incident = %vars.incident, error = %result.error.clone().unwrap_or_default(), "after steps failed");
                     }
+                    let _ = tx
+                        .send(Event::AfterFinished {
+                            incident: vars.incident.clone(),
+                            result,
+                        })
+                        .await;
                 });
             }
             Action::Notify { kind, incident } => {
-                let sent = self.shared.notifier.notify(kind, &incident).await;
+                let sent = self.shared.notifier.notify(kind, &incident, None).await;
                 self.notified(kind, Some(incident.id.clone()), sent).await;
             }
             Action::NotifyTarget {
@@ -525,6 +542,31 @@ fn vars_for(incident: &Incident) -> Vars {
         from_version: incident.from_version.clone(),
         to_version: incident.to_version.clone(),
         incident: incident.id.clone(),
+    }
+}
+
+/// Publish each rule's value and status as gauges.
+fn record_rule_metrics(target: &str, rules: &[RuleReport]) {
+    let m = crate::metrics::global();
+    for r in rules {
+        let labels = [("target", target), ("rule", r.rule.as_str())];
+        match r.value {
+            Some(v) => m.set("rollbackd_rule_value", &labels, v),
+            None => m.unset("rollbackd_rule_value", &labels),
+        }
+        m.set("rollbackd_rule_threshold", &labels, r.threshold);
+        for status in ["ok", "pending", "breached", "unknown"] {
+            let on = if r.status.name() == status { 1.0 } else { 0.0 };
+            m.set(
+                "rollbackd_rule_status",
+                &[
+                    ("target", target),
+                    ("rule", r.rule.as_str()),
+                    ("status", status),
+                ],
+                on,
+            );
+        }
     }
 }
 

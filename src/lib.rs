@@ -8,6 +8,7 @@
 //! - [`decide`]: the pure per-target incident state machine, `step(state, event, now)`.
 //! - [`execute`]: carries out a rollback plan (one file per executor kind) and verification.
 //! - [`notify`]: the rollback record, email to the outbox.
+//! - [`metrics`]: the daemon's own metrics (Prometheus text format).
 //! - [`journal`]: append-only, fsync'd event log and recovery at start.
 //! - [`status`]: what `status`, `incidents` and `report` print, read from the state dir.
 //! - [`daemon`]: wiring: per-target workers, ticks, shutdown.
@@ -21,6 +22,7 @@ pub mod decide;
 pub mod demo;
 pub mod execute;
 pub mod journal;
+pub mod metrics;
 pub mod notify;
 pub mod rules;
 pub mod sources;

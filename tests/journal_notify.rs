@@ -42,6 +42,8 @@ fn dry_run_incident() -> Incident {
         outcome: Some(Outcome::DryRun),
         error: None,
         timeline: Vec::new(),
+        after_steps: Vec::new(),
+        confirmed_by: None,
     }
 }
 
@@ -88,7 +90,7 @@ async fn dry_run_is_journaled_recorded_mailed_and_recovered() {
         None,
     );
     let mail = notifier
-        .notify(NotifyKind::WouldRollBack, &incident)
+        .notify(NotifyKind::WouldRollBack, &incident, None)
         .await
         .unwrap()
         .expect("email is configured");
@@ -122,7 +124,7 @@ async fn dry_run_is_journaled_recorded_mailed_and_recovered() {
     let silent = Notifier::build(&NotifyConfig { email: None }, None);
     assert_eq!(
         silent
-            .notify(NotifyKind::WouldRollBack, &incident)
+            .notify(NotifyKind::WouldRollBack, &incident, None)
             .await
             .unwrap(),
         None

@@ -174,6 +174,30 @@ pub fn step(
             open.verification = Some(format!("verify URL: {detail}"));
             advance(cfg, &mut state, now, &mut actions);
         }
+        Event::AfterFinished {
+            ref incident,
+            ref result,
+        } => {
+            let phase = state.phase.name().to_string();
+            let Phase::Done { incident: done, .. } = &mut state.phase else {
+                return Err(unexpected(&event, &state.phase));
+            };
+            if done.id != *incident {
+                return Err(StepError {
+                    event: event_name(&event).to_string(),
+                    phase,
+                });
+            }
+            done.after_steps = result.steps.clone();
+            let msg = match &result.error {
+                None => format!("after steps done ({} steps)", result.steps.len()),
+                Some(e) => format!("after steps failed: {e}"),
+            };
+            note(done, now, &phase, msg);
+            actions.push(Action::WriteRecord {
+                incident: done.clone(),
+            });
+        }
         Event::Recovered => match &mut state.phase {
             Phase::RollingBack { incident } => {
                 let mut inc = incident.clone();
@@ -219,6 +243,7 @@ fn event_name(event: &Event) -> &'static str {
         Event::VersionObserved { .. } => "version_observed",
         Event::ExecFinished { .. } => "exec_finished",
         Event::VerifyChecked { .. } => "verify_checked",
+        Event::AfterFinished { .. } => "after_finished",
         Event::Recovered => "recovered",
     }
 }
@@ -392,6 +417,8 @@ fn watch(cfg: &DecideConfig, state: &mut TargetState, now: Time, actions: &mut V
         outcome: None,
         error: None,
         timeline: Vec::new(),
+        after_steps: Vec::new(),
+        confirmed_by: None,
     };
     let reasons: Vec<String> = breached.iter().map(|r| r.explain()).collect();
     note(

@@ -206,6 +206,12 @@ pub struct Incident {
     pub error: Option<String>,
     /// Every transition with its explanation.
     pub timeline: Vec<TimelineEntry>,
+    /// The plan's `after` steps (run once verification passed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after_steps: Vec<StepReport>,
+    /// Who approved the rollback (`None`: no confirmation was required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_by: Option<String>,
 }
 
 impl Incident {
@@ -260,6 +266,13 @@ pub enum Event {
         ok: bool,
         /// Status or error, for the record.
         detail: String,
+    },
+    /// The plan's `after` steps ended (after a verified rollback).
+    AfterFinished {
+        /// The incident they ran for.
+        incident: String,
+        /// Step reports and result.
+        result: crate::execute::ExecResult,
     },
     /// The daemon restarted and recovered this state from the journal.
     Recovered,

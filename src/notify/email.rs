@@ -33,6 +33,7 @@ pub fn build(
     kind: NotifyKind,
     incident: &Incident,
     public_url: Option<&url::Url>,
+    links: Option<&super::ConfirmLinks>,
 ) -> Result<lettre::Message, NotifyError> {
     let from: Mailbox = cfg
         .from
@@ -53,7 +54,7 @@ pub fn build(
         builder = builder.to(mailbox);
     }
     builder
-        .singlepart(SinglePart::plain(body(kind, incident, public_url)))
+        .singlepart(SinglePart::plain(body(kind, incident, public_url, links)))
         .map_err(|e| NotifyError::Build(format!("incident {}: {e}", incident.id)))
 }
 
@@ -217,10 +218,28 @@ fn summary(kind: NotifyKind, incident: &Incident) -> String {
 
 /// The plain-text body: summary, reason, facts, steps, verification,
 /// timeline and where to find the full record.
-fn body(kind: NotifyKind, incident: &Incident, public_url: Option<&url::Url>) -> String {
+fn body(
+    kind: NotifyKind,
+    incident: &Incident,
+    public_url: Option<&url::Url>,
+    links: Option<&super::ConfirmLinks>,
+) -> String {
     let mut b = String::new();
     // `write!` to a String cannot fail.
     let _ = writeln!(b, "{}\n", summary(kind, incident));
+    if kind == NotifyKind::AwaitingConfirmation {
+        let _ = writeln!(b, "To approve:  rollbackd approve {}", incident.id);
+        let _ = writeln!(
+            b,
+            "To reject:   rollbackd reject {} --reason \"...\"",
+            incident.id
+        );
+        if let Some(l) = links {
+            let _ = writeln!(b, "Approve link: {}", l.approve);
+            let _ = writeln!(b, "Reject link:  {}", l.reject);
+        }
+        b.push('\n');
+    }
     if let Some(error) = &incident.error {
         if !matches!(kind, NotifyKind::RollbackFailed | NotifyKind::Escalated) {
             let _ = writeln!(b, "Error: {error}\n");
@@ -247,7 +266,7 @@ fn body(kind: NotifyKind, incident: &Incident, public_url: Option<&url::Url>) ->
             record::outcome_text(incident.outcome).to_string(),
         ),
         ("Opened", record::rfc3339(incident.opened_at)),
-        ("Confirmed by", record::CONFIRMED_BY.to_string()),
+        ("Confirmed by", record::confirmed_by(incident)),
     ] {
         let _ = writeln!(b, "{:<14}{value}", format!("{key}:"));
     }
@@ -403,7 +422,7 @@ pub(crate) mod tests {
 
     #[test]
     fn headers_are_set() {
-        let m = build(&cfg(), NotifyKind::RolledBack, &incident(), None).unwrap();
+        let m = build(&cfg(), NotifyKind::RolledBack, &incident(), None, None).unwrap();
         let h = m.headers();
         assert_eq!(h.get_raw("From"), Some("rollbackd <rollbackd@example.org>"));
         let to: header::To = h.get().unwrap();
@@ -437,7 +456,14 @@ pub(crate) mod tests {
     #[test]
     fn body_explains_the_decision() {
         let url = url::Url::parse("https://rollbackd.example.org/").unwrap();
-        let m = build(&cfg(), NotifyKind::RolledBack, &incident(), Some(&url)).unwrap();
+        let m = build(
+            &cfg(),
+            NotifyKind::RolledBack,
+            &incident(),
+            Some(&url),
+            None,
+        )
+        .unwrap();
         let text = unwrapped(&m.formatted());
         for want in [
             "rollbackd rolled frontend back from v2 to v1 and verified that it recovered.",
@@ -460,7 +486,7 @@ pub(crate) mod tests {
     fn summary_per_kind() {
         let mut i = incident();
         i.dry_run = true;
-        let b = body(NotifyKind::WouldRollBack, &i, None);
+        let b = body(NotifyKind::WouldRollBack, &i, None, None);
         assert!(
             b.starts_with("dry-run: rollbackd would have rolled frontend back from v2 to v1"),
             "{b}"
@@ -468,7 +494,7 @@ pub(crate) mod tests {
         i.error = Some("step 2 exited 1: unit frontend.service not found".into());
         i.steps[1].ok = false;
         i.steps[1].stderr = "Unit frontend.service not found.\n".into();
-        let b = body(NotifyKind::RollbackFailed, &i, None);
+        let b = body(NotifyKind::RollbackFailed, &i, None, None);
         assert!(
             b.starts_with(
                 "the rollback of frontend from v2 to v1 failed: \
@@ -480,10 +506,10 @@ pub(crate) mod tests {
             b.contains("stderr:\n       Unit frontend.service not found."),
             "{b}"
         );
-        let b = body(NotifyKind::DidNotHelp, &i, None);
+        let b = body(NotifyKind::DidNotHelp, &i, None, None);
         assert!(b.contains("Error: step 2 exited 1"), "{b}");
         i.from_version = None;
-        let b = body(NotifyKind::Interrupted, &i, None);
+        let b = body(NotifyKind::Interrupted, &i, None, None);
         assert!(
             b.starts_with(
                 "rollbackd was stopped while rolling frontend back from an unknown version to v1"
@@ -496,13 +522,13 @@ pub(crate) mod tests {
     fn a_bad_address_is_a_build_error_naming_it() {
         let mut c = cfg();
         c.to.push("not an address".into());
-        let err = build(&c, NotifyKind::RolledBack, &incident(), None).unwrap_err();
+        let err = build(&c, NotifyKind::RolledBack, &incident(), None, None).unwrap_err();
         assert!(matches!(err, NotifyError::Build(_)), "{err:?}");
         assert!(err.to_string().contains("\"not an address\""), "{err}");
 
         let mut c = cfg();
         c.from = "rollbackd@".into();
-        let err = build(&c, NotifyKind::RolledBack, &incident(), None).unwrap_err();
+        let err = build(&c, NotifyKind::RolledBack, &incident(), None, None).unwrap_err();
         assert!(err.to_string().contains("\"rollbackd@\""), "{err}");
     }
 }

@@ -26,6 +26,16 @@ pub enum NotifyError {
     },
 }
 
+/// Approve and reject links for a confirmation email (signed, single-use
+/// tokens behind `public_url`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfirmLinks {
+    /// Opens the page that approves.
+    pub approve: url::Url,
+    /// Opens the page that rejects.
+    pub reject: url::Url,
+}
+
 /// Sends notifications for incidents.
 #[derive(Debug, Clone)]
 pub struct Notifier {
@@ -48,11 +58,12 @@ impl Notifier {
         &self,
         kind: NotifyKind,
         incident: &Incident,
+        links: Option<&ConfirmLinks>,
     ) -> Result<Option<PathBuf>, NotifyError> {
         let Some(cfg) = &self.email else {
             return Ok(None);
         };
-        let message = email::build(cfg, kind, incident, self.public_url.as_ref())?;
+        let message = email::build(cfg, kind, incident, self.public_url.as_ref(), links)?;
         let path = outbox::write(&cfg.outbox_dir, &message).await?;
         Ok(Some(path))
     }

@@ -124,7 +124,7 @@ mod tests {
             to: vec!["ops@example.org".into(), "admin@example.org".into()],
             outbox_dir: "/nonexistent".into(),
         };
-        email::build(&cfg, NotifyKind::RolledBack, &incident(), None).unwrap()
+        email::build(&cfg, NotifyKind::RolledBack, &incident(), None, None).unwrap()
     }
 
     /// Unfolded `(name, value)` header pairs of an RFC 5322 message.

@@ -16,9 +16,42 @@ use crate::decide::{Cause, Incident, Outcome, Time};
 use crate::execute::StepReport;
 use crate::util::fmt_duration;
 
-/// Who confirmed the rollback. Confirmation is not implemented yet, so every
-/// rollback is automatic.
-pub(crate) const CONFIRMED_BY: &str = "not required (automatic)";
+/// Who confirmed the rollback, in words.
+pub(crate) fn confirmed_by(incident: &Incident) -> String {
+    match &incident.confirmed_by {
+        Some(who) => who.clone(),
+        None => "not required (automatic)".to_string(),
+    }
+}
+
+/// Each step with exit status, duration, error and output tails.
+fn render_steps(md: &mut String, steps: &[StepReport]) {
+    for (i, step) in steps.iter().enumerate() {
+        let _ = writeln!(
+            md,
+            "{}. {} **{}**",
+            i + 1,
+            code_span(&argv_line(&step.argv)),
+            ok_failed(step.ok)
+        );
+        let _ = writeln!(md, "   - exit code: {}", exit_code(step));
+        let _ = writeln!(md, "   - duration: {}", fmt_duration(step.duration));
+        if let Some(error) = &step.error {
+            let _ = writeln!(md, "   - error: {}", one_line(error));
+        }
+        for (name, text) in [("stdout", &step.stdout), ("stderr", &step.stderr)] {
+            if !text.trim().is_empty() {
+                let fence = fence_for(text);
+                let _ = writeln!(md, "   - {name}:\n");
+                let _ = writeln!(md, "     {fence}");
+                for l in text.trim_end().lines() {
+                    let _ = writeln!(md, "     {l}");
+                }
+                let _ = writeln!(md, "     {fence}");
+            }
+        }
+    }
+}
 
 /// Placeholder in the sections a human fills in.
 const TO_FILL: &str = "_to be filled in_";
@@ -40,7 +73,7 @@ pub fn render(incident: &Incident) -> String {
         ("Outcome", outcome_text(incident.outcome).to_string()),
         ("Method", incident.method.clone()),
         ("Dry-run", yes_no(incident.dry_run).to_string()),
-        ("Confirmed by", CONFIRMED_BY.to_string()),
+        ("Confirmed by", confirmed_by(incident)),
         ("Incident", incident.id.clone()),
     ] {
         let _ = writeln!(md, "| {key} | {} |", cell(&value));
@@ -69,34 +102,15 @@ pub fn render(incident: &Incident) -> String {
         };
         let _ = writeln!(md, "{none}");
     }
-    for (i, step) in incident.steps.iter().enumerate() {
-        let _ = writeln!(
-            md,
-            "{}. {} **{}**",
-            i + 1,
-            code_span(&argv_line(&step.argv)),
-            ok_failed(step.ok)
-        );
-        let _ = writeln!(md, "   - exit code: {}", exit_code(step));
-        let _ = writeln!(md, "   - duration: {}", fmt_duration(step.duration));
-        if let Some(error) = &step.error {
-            let _ = writeln!(md, "   - error: {}", one_line(error));
-        }
-        for (name, text) in [("stdout", &step.stdout), ("stderr", &step.stderr)] {
-            if !text.trim().is_empty() {
-                let fence = fence_for(text);
-                let _ = writeln!(md, "   - {name}:\n");
-                let _ = writeln!(md, "     {fence}");
-                for l in text.trim_end().lines() {
-                    let _ = writeln!(md, "     {l}");
-                }
-                let _ = writeln!(md, "     {fence}");
-            }
-        }
-    }
+    render_steps(&mut md, &incident.steps);
 
     md.push_str("\n## Verification\n\n");
     let _ = writeln!(md, "{}", verification_text(incident));
+
+    if !incident.after_steps.is_empty() {
+        md.push_str("\n## After steps\n\n");
+        render_steps(&mut md, &incident.after_steps);
+    }
 
     md.push_str("\n## Timeline\n\n");
     if incident.timeline.is_empty() {
@@ -386,6 +400,8 @@ pub(crate) mod tests {
                     message: "verify URL healthy".into(),
                 },
             ],
+            after_steps: Vec::new(),
+            confirmed_by: None,
         }
     }
 
