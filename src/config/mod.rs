@@ -186,6 +186,13 @@ pub struct RollbackPlan {
     pub timeout: Duration,
     /// Steps run once verification passed (argv templates).
     pub after: Vec<Vec<String>>,
+    /// Steps run before the executor's own (argv templates), e.g. a backup
+    /// of the config or database about to be replaced; the first failure
+    /// stops the plan.
+    pub pre: Vec<Vec<String>>,
+    /// Bounds each step on its own (`step_timeout`); the plan `timeout`
+    /// still bounds them all. `None`: only the plan timeout.
+    pub step_timeout: Option<Duration>,
 }
 
 /// One executor kind with its keys.
@@ -205,6 +212,64 @@ pub enum ExecutorKind {
         /// Run after re-pointing (argv template).
         restart: Option<Vec<String>>,
     },
+    /// `kubectl rollout undo` of a deployment, then `rollout status`.
+    Kubernetes {
+        /// Deployment name (without `deployment/`).
+        deployment: String,
+        /// Namespace of the deployment.
+        namespace: String,
+        /// kubectl context; `None` uses the current one.
+        context: Option<String>,
+        /// Revision to go back to; `None` is the one before the live one.
+        to_revision: Option<u64>,
+        /// kubectl program (default `kubectl`, looked up on PATH).
+        kubectl: String,
+    },
+    /// Flip a service's selector to the color that is not live.
+    BlueGreen {
+        /// Service whose selector flips.
+        service: String,
+        /// Namespace of the service and its pods.
+        namespace: String,
+        /// kubectl context; `None` uses the current one.
+        context: Option<String>,
+        /// Selector key that carries the color (default `version`).
+        selector_key: String,
+        /// The two colors (default `["blue", "green"]`).
+        colors: [String; 2],
+        /// kubectl program (default `kubectl`).
+        kubectl: String,
+    },
+    /// Replace a container with one running `image:{to_version}`.
+    Docker {
+        /// Container name, kept across the replacement.
+        container: String,
+        /// Image without tag.
+        image: String,
+        /// Extra `docker run` arguments (argv templates) before the image.
+        run_args: Vec<String>,
+        /// docker program (default `docker`).
+        docker: String,
+    },
+    /// Check out the previous tag in a repository, build, restart.
+    Git {
+        /// The working tree the service runs from.
+        repo: PathBuf,
+        /// Build steps run in `repo` after the checkout.
+        build: Vec<Vec<String>>,
+        /// Run last (argv template).
+        restart: Option<Vec<String>>,
+    },
+    /// POST to a CI/CD endpoint that performs the rollback.
+    Webhook {
+        /// Endpoint.
+        url: url::Url,
+        /// File holding the bearer token, read at each call.
+        token_file: Option<PathBuf>,
+        /// JSON body template; variables are substituted JSON-escaped.
+        /// `None`: target, incident and versions as a JSON object.
+        body: Option<String>,
+    },
 }
 
 impl ExecutorKind {
@@ -213,6 +278,11 @@ impl ExecutorKind {
         match self {
             ExecutorKind::Command { .. } => "command",
             ExecutorKind::Symlink { .. } => "symlink",
+            ExecutorKind::Kubernetes { .. } => "kubernetes",
+            ExecutorKind::BlueGreen { .. } => "blue_green",
+            ExecutorKind::Docker { .. } => "docker",
+            ExecutorKind::Git { .. } => "git",
+            ExecutorKind::Webhook { .. } => "webhook",
         }
     }
 }

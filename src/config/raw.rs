@@ -226,8 +226,10 @@ pub struct RawRollback {
     pub timeout: Option<String>,
     /// argv templates run once verification passed.
     pub after: Option<Vec<Vec<String>>>,
-    /// Steps before the plan (not supported yet).
-    pub pre: Option<toml::Value>,
+    /// argv templates run before the executor's steps.
+    pub pre: Option<Vec<Vec<String>>>,
+    /// Duration string bounding each step.
+    pub step_timeout: Option<String>,
     /// command: ordered argv templates.
     pub steps: Option<Vec<Vec<String>>>,
     /// symlink: the link the service runs from.
@@ -237,38 +239,38 @@ pub struct RawRollback {
     /// symlink, git: argv template run after switching.
     pub restart: Option<Vec<String>>,
     /// kubernetes: deployment name.
-    pub deployment: Option<toml::Value>,
+    pub deployment: Option<String>,
     /// kubernetes, blue_green: namespace.
-    pub namespace: Option<toml::Value>,
-    /// kubernetes: kubectl context.
-    pub context: Option<toml::Value>,
+    pub namespace: Option<String>,
+    /// kubernetes, blue_green: kubectl context.
+    pub context: Option<String>,
     /// kubernetes: revision to roll back to.
-    pub to_revision: Option<toml::Value>,
+    pub to_revision: Option<i64>,
     /// kubernetes, blue_green: path of kubectl.
-    pub kubectl: Option<toml::Value>,
+    pub kubectl: Option<String>,
     /// blue_green: the service whose selector flips.
-    pub service: Option<toml::Value>,
+    pub service: Option<String>,
     /// blue_green: selector key.
-    pub selector_key: Option<toml::Value>,
+    pub selector_key: Option<String>,
     /// blue_green: the two colors.
-    pub colors: Option<toml::Value>,
+    pub colors: Option<Vec<String>>,
     /// docker: container name.
-    pub container: Option<toml::Value>,
+    pub container: Option<String>,
     /// docker: image without tag.
-    pub image: Option<toml::Value>,
+    pub image: Option<String>,
     /// docker: extra `docker run` arguments.
-    pub run_args: Option<toml::Value>,
+    pub run_args: Option<Vec<String>>,
     /// docker: path of docker.
-    pub docker: Option<toml::Value>,
+    pub docker: Option<String>,
     /// git: repository directory.
-    pub repo: Option<toml::Value>,
+    pub repo: Option<String>,
     /// git: build steps.
-    pub build: Option<toml::Value>,
+    pub build: Option<Vec<Vec<String>>>,
     /// webhook: CI/CD endpoint.
-    pub url: Option<toml::Value>,
+    pub url: Option<String>,
     /// webhook: file holding the token.
-    pub token_file: Option<toml::Value>,
-    /// webhook: JSON body template.
+    pub token_file: Option<String>,
+    /// webhook: JSON body template (a string, or a table written as JSON).
     pub body: Option<toml::Value>,
 }
 

@@ -760,7 +760,16 @@ fn target(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<TargetConfig> {
             ExecutorKind::Symlink { current, .. } => {
                 Some(super::VersionSource::Symlink(current.clone()))
             }
-            ExecutorKind::Command { .. } => None,
+            // The tag (or tag-distance-commit) the working tree is at.
+            ExecutorKind::Git { repo, .. } => Some(super::VersionSource::Command(vec![
+                "git".into(),
+                "-C".into(),
+                repo.display().to_string(),
+                "describe".into(),
+                "--tags".into(),
+                "--always".into(),
+            ])),
+            _ => None,
         },
     };
     if raw.rule.is_empty() {
@@ -979,7 +988,14 @@ const KIND_KEYS: &[(&str, &[&str])] = &[
     ),
     (
         "blue_green",
-        &["service", "namespace", "selector_key", "colors", "kubectl"],
+        &[
+            "service",
+            "namespace",
+            "context",
+            "selector_key",
+            "colors",
+            "kubectl",
+        ],
     ),
     ("docker", &["container", "image", "run_args", "docker"]),
     ("git", &["repo", "build", "restart"]),
@@ -995,23 +1011,24 @@ fn rollback(cx: &mut Cx, p: &str, raw: &RawRollback) -> Option<RollbackPlan> {
         true,
     );
     let after = cx.argv_list(&join(p, "after"), raw.after.as_deref().unwrap_or_default());
-    if raw.pre.is_some() {
-        cx.not_supported(join(p, "pre"), "pre (steps before the rollback)");
-    }
+    let pre = cx.argv_list(&join(p, "pre"), raw.pre.as_deref().unwrap_or_default());
+    let step_timeout = match raw.step_timeout.as_deref() {
+        None => Some(None),
+        Some(text) => cx
+            .duration(p, "step_timeout", Some(text), "0s", true)
+            .map(Some),
+    };
     let kind_name = cx.required(p, "kind", raw.kind.as_deref())?;
-    match kind_name {
-        "command" | "symlink" => {}
-        k if KIND_KEYS.iter().any(|(name, _)| *name == k) => {
-            cx.not_supported(join(p, "kind"), &format!("rollback kind {k:?}"));
-            return None;
-        }
-        other => {
-            cx.err(
-                join(p, "kind"),
-                format!("invalid rollback kind {other:?} (use \"command\" or \"symlink\")"),
-            );
-            return None;
-        }
+    if !KIND_KEYS.iter().any(|(name, _)| *name == kind_name) {
+        let names: Vec<String> = KIND_KEYS.iter().map(|(n, _)| format!("{n:?}")).collect();
+        cx.err(
+            join(p, "kind"),
+            format!(
+                "invalid rollback kind {kind_name:?} (use one of {})",
+                names.join(", ")
+            ),
+        );
+        return None;
     }
     let own: &[&str] = KIND_KEYS
         .iter()
@@ -1025,41 +1042,257 @@ fn rollback(cx: &mut Cx, p: &str, raw: &RawRollback) -> Option<RollbackPlan> {
             );
         }
     }
-    let kind = if kind_name == "command" {
-        let steps = match cx.required(p, "steps", raw.steps.as_deref()) {
-            None => None,
-            Some([]) => {
-                cx.err(
-                    join(p, "steps"),
-                    "no steps: give at least one command, e.g. steps = [[\"systemctl\", \"restart\", \"app\"]]",
-                );
-                None
-            }
-            Some(list) => cx.argv_list(&join(p, "steps"), list),
-        };
-        ExecutorKind::Command { steps: steps? }
-    } else {
-        let current = cx
-            .required(p, "current", raw.current.as_deref())
-            .and_then(|c| cx.absolute(&join(p, "current"), c));
-        let releases = cx
-            .required(p, "releases", raw.releases.as_deref())
-            .and_then(|r| cx.absolute(&join(p, "releases"), r));
-        let restart = match raw.restart.as_deref() {
-            None => Some(None),
-            Some(argv) => cx.argv(&join(p, "restart"), argv, true).map(Some),
-        };
-        ExecutorKind::Symlink {
-            current: current?,
-            releases: releases?,
-            restart: restart?,
-        }
-    };
+    let kind = executor_kind(cx, p, kind_name, raw);
     Some(RollbackPlan {
-        kind,
+        kind: kind?,
         timeout: timeout?,
         after: after?,
+        pre: pre?,
+        step_timeout: step_timeout?,
     })
+}
+
+/// A required non-empty string key.
+fn required_text(cx: &mut Cx, p: &str, key: &str, value: Option<&str>) -> Option<String> {
+    cx.required(p, key, value)
+        .and_then(|v| cx.non_empty(&join(p, key), v))
+}
+
+/// An optional non-empty string key.
+fn optional_text(cx: &mut Cx, p: &str, key: &str, value: Option<&str>) -> Option<Option<String>> {
+    match value {
+        None => Some(None),
+        Some(v) => cx.non_empty(&join(p, key), v).map(Some),
+    }
+}
+
+/// A program key (`kubectl`, `docker`) with its default.
+fn program(cx: &mut Cx, p: &str, key: &str, value: Option<&str>) -> Option<String> {
+    optional_text(cx, p, key, value).map(|v| v.unwrap_or_else(|| key.to_string()))
+}
+
+/// An optional argv template key.
+fn optional_argv(
+    cx: &mut Cx,
+    p: &str,
+    key: &str,
+    value: Option<&[String]>,
+) -> Option<Option<Vec<String>>> {
+    match value {
+        None => Some(None),
+        Some(argv) => cx.argv(&join(p, key), argv, true).map(Some),
+    }
+}
+
+/// The kind-specific keys of `[target.rollback]`.
+fn executor_kind(cx: &mut Cx, p: &str, kind: &str, raw: &RawRollback) -> Option<ExecutorKind> {
+    match kind {
+        "command" => {
+            let steps = match cx.required(p, "steps", raw.steps.as_deref()) {
+                None => None,
+                Some([]) => {
+                    cx.err(
+                        join(p, "steps"),
+                        "no steps: give at least one command, e.g. steps = [[\"systemctl\", \"restart\", \"app\"]]",
+                    );
+                    None
+                }
+                Some(list) => cx.argv_list(&join(p, "steps"), list),
+            };
+            Some(ExecutorKind::Command { steps: steps? })
+        }
+        "symlink" => {
+            let current = cx
+                .required(p, "current", raw.current.as_deref())
+                .and_then(|c| cx.absolute(&join(p, "current"), c));
+            let releases = cx
+                .required(p, "releases", raw.releases.as_deref())
+                .and_then(|r| cx.absolute(&join(p, "releases"), r));
+            let restart = optional_argv(cx, p, "restart", raw.restart.as_deref());
+            Some(ExecutorKind::Symlink {
+                current: current?,
+                releases: releases?,
+                restart: restart?,
+            })
+        }
+        "kubernetes" => {
+            let deployment = required_text(cx, p, "deployment", raw.deployment.as_deref());
+            let namespace = required_text(cx, p, "namespace", raw.namespace.as_deref());
+            let context = optional_text(cx, p, "context", raw.context.as_deref());
+            let to_revision = match raw.to_revision {
+                None => Some(None),
+                Some(n) if n >= 1 => Some(Some(n as u64)),
+                Some(n) => {
+                    cx.err(
+                        join(p, "to_revision"),
+                        format!("to_revision = {n} is not a revision (revisions start at 1)"),
+                    );
+                    None
+                }
+            };
+            let kubectl = program(cx, p, "kubectl", raw.kubectl.as_deref());
+            Some(ExecutorKind::Kubernetes {
+                deployment: deployment?,
+                namespace: namespace?,
+                context: context?,
+                to_revision: to_revision?,
+                kubectl: kubectl?,
+            })
+        }
+        "blue_green" => {
+            let service = required_text(cx, p, "service", raw.service.as_deref());
+            let namespace = required_text(cx, p, "namespace", raw.namespace.as_deref());
+            let context = optional_text(cx, p, "context", raw.context.as_deref());
+            let selector_key = match raw.selector_key.as_deref() {
+                None => Some("version".to_string()),
+                Some(k) if !k.trim().is_empty() && !k.contains(['=', ',', ' ']) => {
+                    Some(k.to_string())
+                }
+                Some(k) => {
+                    cx.err(
+                        join(p, "selector_key"),
+                        format!("selector_key {k:?} is not a label key"),
+                    );
+                    None
+                }
+            };
+            let colors = match raw.colors.as_deref() {
+                None => Some(["blue".to_string(), "green".to_string()]),
+                Some([a, b]) if !a.trim().is_empty() && !b.trim().is_empty() && a != b => {
+                    Some([a.clone(), b.clone()])
+                }
+                Some(other) => {
+                    cx.err(
+                        join(p, "colors"),
+                        format!("colors = {other:?} must be two different non-empty names, e.g. [\"blue\", \"green\"]"),
+                    );
+                    None
+                }
+            };
+            let kubectl = program(cx, p, "kubectl", raw.kubectl.as_deref());
+            Some(ExecutorKind::BlueGreen {
+                service: service?,
+                namespace: namespace?,
+                context: context?,
+                selector_key: selector_key?,
+                colors: colors?,
+                kubectl: kubectl?,
+            })
+        }
+        "docker" => {
+            let container = required_text(cx, p, "container", raw.container.as_deref());
+            let image = required_text(cx, p, "image", raw.image.as_deref()).and_then(|image| {
+                let name = image.rsplit('/').next().unwrap_or(&image);
+                if name.contains([':', '@']) {
+                    cx.err(
+                        join(p, "image"),
+                        format!("image {image:?} must not carry a tag or digest: the executor adds :{{to_version}}"),
+                    );
+                    None
+                } else {
+                    Some(image)
+                }
+            });
+            let run_args = match raw.run_args.as_deref() {
+                None => Some(Vec::new()),
+                Some([]) => Some(Vec::new()),
+                // Checked like an argv, with a placeholder program.
+                Some(args) => {
+                    let mut argv = vec!["docker".to_string()];
+                    argv.extend_from_slice(args);
+                    cx.argv(&join(p, "run_args"), &argv, true)
+                        .map(|_| args.to_vec())
+                }
+            };
+            let docker = program(cx, p, "docker", raw.docker.as_deref());
+            Some(ExecutorKind::Docker {
+                container: container?,
+                image: image?,
+                run_args: run_args?,
+                docker: docker?,
+            })
+        }
+        "git" => {
+            let repo = cx
+                .required(p, "repo", raw.repo.as_deref())
+                .and_then(|r| cx.absolute(&join(p, "repo"), r));
+            let build = cx.argv_list(&join(p, "build"), raw.build.as_deref().unwrap_or_default());
+            let restart = optional_argv(cx, p, "restart", raw.restart.as_deref());
+            Some(ExecutorKind::Git {
+                repo: repo?,
+                build: build?,
+                restart: restart?,
+            })
+        }
+        "webhook" => {
+            let url = cx
+                .required(p, "url", raw.url.as_deref())
+                .and_then(|u| cx.http_url(&join(p, "url"), u));
+            let token_file = match raw.token_file.as_deref() {
+                None => Some(None),
+                Some(f) => cx.absolute(&join(p, "token_file"), f).map(Some),
+            };
+            let body = match &raw.body {
+                None => Some(None),
+                Some(value) => webhook_body(cx, &join(p, "body"), value).map(Some),
+            };
+            Some(ExecutorKind::Webhook {
+                url: url?,
+                token_file: token_file?,
+                body: body?,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The webhook body template as JSON text: a string as written, or a table
+/// turned into JSON. It must be valid JSON once each variable is replaced
+/// by a string's content, so variables belong inside JSON strings.
+fn webhook_body(cx: &mut Cx, path: &str, value: &toml::Value) -> Option<String> {
+    let text = match value {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Table(_) => match serde_json::to_string(value) {
+            Ok(s) => s,
+            Err(e) => {
+                cx.err(path, format!("cannot turn the body table into JSON: {e}"));
+                return None;
+            }
+        },
+        other => {
+            cx.err(
+                path,
+                format!(
+                    "body must be a JSON string or a table, found {}",
+                    other.type_str()
+                ),
+            );
+            return None;
+        }
+    };
+    let mut ok = true;
+    let mut probe = text.clone();
+    for name in template_names(&text) {
+        if TEMPLATE_VARIABLES.contains(&name) {
+            probe = probe.replace(&format!("{{{name}}}"), "x");
+        } else {
+            cx.err(
+                path,
+                format!(
+                    "unknown template variable {{{name}}} in the body; allowed: {{target}}, {{from_version}}, {{to_version}}, {{incident}}"
+                ),
+            );
+            ok = false;
+        }
+    }
+    if let Err(e) = serde_json::from_str::<serde_json::Value>(&probe) {
+        cx.err(
+            path,
+            format!("body is not valid JSON (variables go inside JSON strings, e.g. {{\"version\": \"{{to_version}}\"}}): {e}"),
+        );
+        ok = false;
+    }
+    ok.then_some(text)
 }
 
 fn verify(cx: &mut Cx, p: &str, raw: &RawVerify) -> Option<VerifyConfig> {
@@ -1255,9 +1488,24 @@ mod tests {
             ("[daemon]\n".to_string(), "target", "no targets"),
             // [target.rollback]
             ("[[target]]\nname = \"web\"\n[[target.rule]]\nname = \"cpu\"\nsource = \"host\"\nmetric = \"cpu\"\nabove = 0.9\n".to_string(), "target[0].rollback", "missing [target.rollback]"),
-            (config(&[("rollback", "kind = \"docker\"\ncontainer = \"web\"")]), "target[0].rollback.kind", r#"not supported yet: rollback kind "docker""#),
-            (config(&[("rollback", "kind = \"kubernetes\"")]), "target[0].rollback.kind", r#"not supported yet: rollback kind "kubernetes""#),
-            (config(&[("rollback", "kind = \"ftp\"")]), "target[0].rollback.kind", r#"invalid rollback kind "ftp" (use "command" or "symlink")"#),
+            (config(&[("rollback", "kind = \"docker\"\ncontainer = \"web\"")]), "target[0].rollback.image", "required key is missing"),
+            (config(&[("rollback", "kind = \"docker\"\ncontainer = \"web\"\nimage = \"registry:5000/app:1.0\"")]), "target[0].rollback.image", "must not carry a tag"),
+            (config(&[("rollback", "kind = \"docker\"\ncontainer = \"web\"\nimage = \"app\"\nrun_args = [\"-e\", \"V={version}\"]")]), "target[0].rollback.run_args", "unknown template variable {version}"),
+            (config(&[("rollback", "kind = \"kubernetes\"\nnamespace = \"prod\"")]), "target[0].rollback.deployment", "required key is missing"),
+            (config(&[("rollback", "kind = \"kubernetes\"\ndeployment = \"web\"")]), "target[0].rollback.namespace", "required key is missing"),
+            (config(&[("rollback", "kind = \"kubernetes\"\ndeployment = \"web\"\nnamespace = \"prod\"\nto_revision = 0")]), "target[0].rollback.to_revision", "revisions start at 1"),
+            (config(&[("rollback", "kind = \"kubernetes\"\ndeployment = \"web\"\nnamespace = \"prod\"\nkubectl = \"\"")]), "target[0].rollback.kubectl", "must not be empty"),
+            (config(&[("rollback", "kind = \"blue_green\"\nservice = \"web\"\nnamespace = \"prod\"\ncolors = [\"blue\", \"blue\"]")]), "target[0].rollback.colors", "two different"),
+            (config(&[("rollback", "kind = \"blue_green\"\nservice = \"web\"\nnamespace = \"prod\"\ndeployment = \"web\"")]), "target[0].rollback.deployment", r#"key deployment does not apply to rollback kind "blue_green""#),
+            (config(&[("rollback", "kind = \"git\"\nrepo = \"srv/app\"")]), "target[0].rollback.repo", "must be an absolute path"),
+            (config(&[("rollback", "kind = \"git\"\nrepo = \"/srv/app\"\nbuild = [[]]")]), "target[0].rollback.build[0]", "empty command"),
+            (config(&[("rollback", "kind = \"webhook\"\nurl = \"ftp://ci/\"")]), "target[0].rollback.url", "must start with http"),
+            (config(&[("rollback", "kind = \"webhook\"\nurl = \"https://ci/\"\nbody = '{\"v\": {to_version}}'")]), "target[0].rollback.body", "body is not valid JSON"),
+            (config(&[("rollback", "kind = \"webhook\"\nurl = \"https://ci/\"\nbody = '{\"v\": \"{tag}\"}'")]), "target[0].rollback.body", "unknown template variable {tag}"),
+            (config(&[("rollback", "kind = \"webhook\"\nurl = \"https://ci/\"\nbody = 3")]), "target[0].rollback.body", "must be a JSON string or a table"),
+            (config(&[("rollback", &format!("{ROLLBACK}\nstep_timeout = \"0s\""))]), "target[0].rollback.step_timeout", "greater than zero"),
+            (config(&[("rollback", &format!("{ROLLBACK}\npre = [[\"cp\", \"{{nope}}\"]]"))]), "target[0].rollback.pre[0]", "unknown template variable {nope}"),
+            (config(&[("rollback", "kind = \"ftp\"")]), "target[0].rollback.kind", r#"invalid rollback kind "ftp" (use one of "command", "symlink", "kubernetes", "blue_green", "docker", "git", "webhook")"#),
             (config(&[("rollback", "steps = [[\"true\"]]")]), "target[0].rollback.kind", "required key is missing"),
             (config(&[("rollback", &symlink("steps = [[\"true\"]]"))]), "target[0].rollback.steps", r#"key steps does not apply to rollback kind "symlink""#),
             (config(&[("rollback", &format!("{ROLLBACK}\ndeployment = \"web\""))]), "target[0].rollback.deployment", r#"key deployment does not apply to rollback kind "command""#),
@@ -1269,7 +1517,6 @@ mod tests {
             (config(&[("rollback", "kind = \"command\"\nsteps = [[\"true\"], [\"git\", \"checkout\", \"{version}\"]]")]), "target[0].rollback.steps[1]", r#"unknown template variable {version} in argument "{version}"; allowed: {target}, {from_version}, {to_version}, {incident}"#),
             (config(&[("rollback", &format!("{ROLLBACK}\nafter = [[\"curl\", \"-X\", \"PURGE\", \"https://cdn/{{path}}\"]]"))]), "target[0].rollback.after[0]", "unknown template variable {path}"),
             (config(&[("rollback", &format!("{ROLLBACK}\ntimeout = \"0s\""))]), "target[0].rollback.timeout", "greater than zero"),
-            (config(&[("rollback", &format!("{ROLLBACK}\npre = [[\"true\"]]"))]), "target[0].rollback.pre", "not supported yet"),
             (config(&[("rollback", "kind = \"symlink\"\ncurrent = \"srv/current\"\nreleases = \"/srv/releases\"")]), "target[0].rollback.current", r#""srv/current" must be an absolute path"#),
             (config(&[("rollback", "kind = \"symlink\"\ncurrent = \"/srv/current\"")]), "target[0].rollback.releases", "required key is missing"),
             (config(&[("rollback", &symlink("restart = [\"systemctl\", \"restart\", \"{service}\"]"))]), "target[0].rollback.restart", "unknown template variable {service}"),
@@ -1353,7 +1600,7 @@ mod tests {
               above = 70
               fooo = true
               [target.rollback]
-              kind = "docker"
+              kind = "ftp"
         "#;
         let errs = errors(text);
         let got: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
@@ -1432,6 +1679,8 @@ mod tests {
                 },
                 timeout: Duration::from_secs(300),
                 after: vec![],
+                pre: vec![],
+                step_timeout: None,
             }
         );
         assert_eq!(
@@ -1519,5 +1768,65 @@ mod tests {
         assert_eq!(template_names("{"), Vec::<&str>::new());
         assert_eq!(template_names("{{x}}"), vec!["x"]);
         assert_eq!(template_names("${HOME}"), vec!["HOME"]);
+    }
+
+    #[test]
+    fn every_executor_kind_with_its_defaults() {
+        let kind = |rollback: &str| {
+            load_str("t", &config(&[("rollback", rollback)]))
+                .unwrap_or_else(|e| panic!("{rollback}: {e}"))
+                .targets
+                .remove(0)
+        };
+        let t = kind("kind = \"kubernetes\"\ndeployment = \"web\"\nnamespace = \"prod\"\nto_revision = 3\nstep_timeout = \"20s\"\npre = [[\"true\"]]");
+        assert_eq!(
+            t.rollback.kind,
+            ExecutorKind::Kubernetes {
+                deployment: "web".into(),
+                namespace: "prod".into(),
+                context: None,
+                to_revision: Some(3),
+                kubectl: "kubectl".into(),
+            }
+        );
+        assert_eq!(t.rollback.step_timeout, Some(Duration::from_secs(20)));
+        assert_eq!(t.rollback.pre, vec![vec!["true".to_string()]]);
+        let t = kind("kind = \"blue_green\"\nservice = \"web\"\nnamespace = \"prod\"");
+        assert_eq!(
+            t.rollback.kind,
+            ExecutorKind::BlueGreen {
+                service: "web".into(),
+                namespace: "prod".into(),
+                context: None,
+                selector_key: "version".into(),
+                colors: ["blue".into(), "green".into()],
+                kubectl: "kubectl".into(),
+            }
+        );
+        let t = kind("kind = \"docker\"\ncontainer = \"web\"\nimage = \"registry:5000/app\"\nrun_args = [\"-p\", \"80:80\"]");
+        assert_eq!(
+            t.rollback.kind,
+            ExecutorKind::Docker {
+                container: "web".into(),
+                image: "registry:5000/app".into(),
+                run_args: vec!["-p".into(), "80:80".into()],
+                docker: "docker".into(),
+            }
+        );
+        let t = kind("kind = \"git\"\nrepo = \"/srv/app\"\nbuild = [[\"npm\", \"ci\"]]\nrestart = [\"pm2\", \"restart\", \"{target}\"]");
+        assert_eq!(
+            t.version,
+            Some(VersionSource::Command(
+                ["git", "-C", "/srv/app", "describe", "--tags", "--always"]
+                    .map(String::from)
+                    .to_vec()
+            ))
+        );
+        let t = kind("kind = \"webhook\"\nurl = \"https://ci.example.com/rollback\"\ntoken_file = \"/etc/rollbackd/ci-token\"\nbody = { ref = \"{to_version}\", why = \"{incident}\" }");
+        let ExecutorKind::Webhook { body, .. } = t.rollback.kind else {
+            panic!("webhook expected");
+        };
+        let body: serde_json::Value = serde_json::from_str(&body.unwrap()).unwrap();
+        assert_eq!(body["ref"], "{to_version}");
     }
 }

@@ -2,11 +2,27 @@
 
 use tokio::time::Instant;
 
-use super::process::{display_argv, run_step, substitute};
+use super::process::{display_argv, run_step_in, substitute};
+use super::runner::Budget;
 use super::{ExecResult, Vars};
 
 /// Run the steps in order under one deadline.
 pub async fn run(steps: &[Vec<String>], vars: &Vars, deadline: Instant) -> ExecResult {
+    let budget = Budget {
+        deadline,
+        step_timeout: None,
+    };
+    run_with(steps, vars, budget, "step").await
+}
+
+/// Run the steps in order under `budget`; `label` names them in errors
+/// (`step`, `pre step`, `after step`).
+pub async fn run_with(
+    steps: &[Vec<String>],
+    vars: &Vars,
+    budget: Budget,
+    label: &str,
+) -> ExecResult {
     let mut result = ExecResult {
         ok: false,
         steps: Vec::new(),
@@ -24,7 +40,7 @@ pub async fn run(steps: &[Vec<String>], vars: &Vars, deadline: Instant) -> ExecR
             Ok(argv) => argvs.push(argv),
             Err(e) => {
                 result.error = Some(format!(
-                    "step {} of {total} ({}) cannot run: {e}; nothing was run",
+                    "{label} {} of {total} ({}) cannot run: {e}; nothing was run",
                     i + 1,
                     display_argv(step)
                 ));
@@ -34,10 +50,11 @@ pub async fn run(steps: &[Vec<String>], vars: &Vars, deadline: Instant) -> ExecR
     }
 
     for (i, argv) in argvs.iter().enumerate() {
-        let report = run_step(argv, deadline).await;
+        let (deadline, limit) = budget.for_step();
+        let report = run_step_in(argv, deadline, limit, None).await;
         let failure = (!report.ok).then(|| {
             format!(
-                "step {} of {total} ({}) failed: {}",
+                "{label} {} of {total} ({}) failed: {}",
                 i + 1,
                 display_argv(argv),
                 report.error.as_deref().unwrap_or("unknown error")

@@ -5,16 +5,24 @@
 //! Every plan runs under one deadline (`rollback.timeout`); a step still
 //! running then is killed together with its process group.
 
+pub mod blue_green;
 pub mod command;
+pub mod docker;
+pub mod drill;
+pub mod git;
+pub mod kubernetes;
 pub mod process;
+pub mod runner;
 pub mod symlink;
 pub mod verify;
+pub mod webhook;
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ExecutorKind, RollbackPlan};
+use runner::{Act, Budget, Runner};
 
 /// Template variables substituted per argument: `{target}`, `{from_version}`,
 /// `{to_version}`, `{incident}`.
@@ -77,22 +85,176 @@ pub enum ExecError {
     Refused(String),
 }
 
-/// Run a target's rollback plan for an incident. Never panics; every failure
-/// is in the returned [`ExecResult`].
+/// Run a target's rollback plan for an incident: the `pre` steps, then the
+/// executor's. Never panics; every failure is in the returned [`ExecResult`].
 pub async fn run_plan(plan: &RollbackPlan, vars: &Vars) -> ExecResult {
-    let deadline = tokio::time::Instant::now() + plan.timeout;
-    match &plan.kind {
-        ExecutorKind::Command { steps } => command::run(steps, vars, deadline).await,
-        ExecutorKind::Symlink {
+    let budget = Budget::start(plan);
+    let mut pre_steps = Vec::new();
+    if !plan.pre.is_empty() {
+        let pre = command::run_with(&plan.pre, vars, budget, "pre step").await;
+        if !pre.ok {
+            return pre;
+        }
+        pre_steps = pre.steps;
+    }
+    let mut result = run_kind(&plan.kind, vars, budget).await;
+    if !pre_steps.is_empty() {
+        pre_steps.append(&mut result.steps);
+        result.steps = pre_steps;
+    }
+    result
+}
+
+/// The executor's own steps.
+async fn run_kind(kind: &ExecutorKind, vars: &Vars, budget: Budget) -> ExecResult {
+    match Executor::of(kind) {
+        Executor::Command(steps) => command::run_with(steps, vars, budget, "step").await,
+        Executor::Symlink {
             current,
             releases,
             restart,
-        } => symlink::run(current, releases, restart.as_deref(), vars, deadline).await,
+        } => symlink::run_with(current, releases, restart, vars, budget).await,
+        Executor::Kubernetes(k) => k.run(vars, budget).await,
+        Executor::BlueGreen(b) => b.run(vars, budget).await,
+        Executor::Docker(d) => d.run(vars, budget).await,
+        Executor::Git(g) => g.run(vars, budget).await,
+        Executor::Webhook(w) => w.run(vars, budget).await,
     }
 }
 
-/// Run the plan's `after` steps (once verification passed) under the plan timeout.
+/// Run the plan's `after` steps (once verification passed) under the plan
+/// timeout and step timeout.
 pub async fn run_after(plan: &RollbackPlan, vars: &Vars) -> ExecResult {
-    let deadline = tokio::time::Instant::now() + plan.timeout;
-    command::run(&plan.after, vars, deadline).await
+    command::run_with(&plan.after, vars, Budget::start(plan), "after step").await
+}
+
+/// Read-only checks of a plan and the changes it would make, as a drill
+/// shows them: `Ok` with the acts, or why the executor would refuse. The
+/// steps run (all read-only) are in the runner.
+pub async fn prepare(kind: &ExecutorKind, vars: &Vars, r: &mut Runner) -> Result<Vec<Act>, String> {
+    match Executor::of(kind) {
+        Executor::Command(steps) => steps
+            .iter()
+            .map(|argv| runner::subst(argv, vars, "step").map(Act::run))
+            .collect(),
+        Executor::Symlink {
+            current,
+            releases,
+            restart,
+        } => {
+            let (live, chosen, target) =
+                symlink::preview(current, releases, vars.to_version.as_deref())?;
+            r.result.from_version = Some(live.clone());
+            r.result.to_version = Some(chosen.clone());
+            let found = Vars {
+                from_version: Some(live),
+                to_version: Some(chosen),
+                ..vars.clone()
+            };
+            let mut acts = vec![Act::run(vec![
+                "symlink".to_string(),
+                current.display().to_string(),
+                "->".to_string(),
+                target.display().to_string(),
+            ])];
+            if let Some(argv) = restart.filter(|a| !a.is_empty()) {
+                acts.push(Act::run(runner::subst(argv, &found, "restart")?));
+            }
+            Ok(acts)
+        }
+        Executor::Kubernetes(k) => k.prepare(r).await,
+        Executor::BlueGreen(b) => b.prepare(r).await,
+        Executor::Docker(d) => d.prepare(vars, r).await,
+        Executor::Git(g) => g.prepare(vars, r).await,
+        Executor::Webhook(w) => w.prepare(vars),
+    }
+}
+
+/// A borrowed view of an [`ExecutorKind`] as the executor that runs it.
+enum Executor<'a> {
+    Command(&'a [Vec<String>]),
+    Symlink {
+        current: &'a std::path::Path,
+        releases: &'a std::path::Path,
+        restart: Option<&'a [String]>,
+    },
+    Kubernetes(kubernetes::Kubernetes<'a>),
+    BlueGreen(blue_green::BlueGreen<'a>),
+    Docker(docker::Docker<'a>),
+    Git(git::Git<'a>),
+    Webhook(webhook::Webhook<'a>),
+}
+
+impl Executor<'_> {
+    fn of(kind: &ExecutorKind) -> Executor<'_> {
+        match kind {
+            ExecutorKind::Command { steps } => Executor::Command(steps),
+            ExecutorKind::Symlink {
+                current,
+                releases,
+                restart,
+            } => Executor::Symlink {
+                current,
+                releases,
+                restart: restart.as_deref(),
+            },
+            ExecutorKind::Kubernetes {
+                deployment,
+                namespace,
+                context,
+                to_revision,
+                kubectl,
+            } => Executor::Kubernetes(kubernetes::Kubernetes {
+                deployment,
+                namespace,
+                context: context.as_deref(),
+                to_revision: *to_revision,
+                kubectl,
+            }),
+            ExecutorKind::BlueGreen {
+                service,
+                namespace,
+                context,
+                selector_key,
+                colors,
+                kubectl,
+            } => Executor::BlueGreen(blue_green::BlueGreen {
+                service,
+                namespace,
+                context: context.as_deref(),
+                selector_key,
+                colors,
+                kubectl,
+            }),
+            ExecutorKind::Docker {
+                container,
+                image,
+                run_args,
+                docker,
+            } => Executor::Docker(docker::Docker {
+                container,
+                image,
+                run_args,
+                docker,
+            }),
+            ExecutorKind::Git {
+                repo,
+                build,
+                restart,
+            } => Executor::Git(git::Git {
+                repo,
+                build,
+                restart: restart.as_deref(),
+            }),
+            ExecutorKind::Webhook {
+                url,
+                token_file,
+                body,
+            } => Executor::Webhook(webhook::Webhook {
+                url,
+                token_file: token_file.as_deref(),
+                body: body.as_deref(),
+            }),
+        }
+    }
 }

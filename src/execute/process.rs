@@ -44,12 +44,28 @@ const REAP_LIMIT: Duration = Duration::from_secs(5);
 /// each argument. An unknown `{name}` is left as is; a known variable without
 /// a value is an error naming it.
 pub fn substitute(argv: &[String], vars: &Vars) -> Result<Vec<String>, super::ExecError> {
-    argv.iter().map(|arg| substitute_arg(arg, vars)).collect()
+    argv.iter()
+        .map(|arg| substitute_arg(arg, vars, |v| v.to_string()))
+        .collect()
+}
+
+/// Substitute the variables in a JSON template, each value JSON-escaped (as
+/// the content of a JSON string), so a version like `a"b` cannot break out
+/// of its string.
+pub fn substitute_json(template: &str, vars: &Vars) -> Result<String, ExecError> {
+    substitute_arg(template, vars, |v| {
+        let quoted = serde_json::Value::String(v.to_string()).to_string();
+        quoted[1..quoted.len() - 1].to_string()
+    })
 }
 
 /// One pass over one argument, so a value that itself contains `{...}` is
 /// never expanded again.
-fn substitute_arg(arg: &str, vars: &Vars) -> Result<String, ExecError> {
+fn substitute_arg(
+    arg: &str,
+    vars: &Vars,
+    escape: impl Fn(&str) -> String,
+) -> Result<String, ExecError> {
     let mut out = String::with_capacity(arg.len());
     let mut rest = arg;
     while let Some(open) = rest.find('{') {
@@ -57,7 +73,7 @@ fn substitute_arg(arg: &str, vars: &Vars) -> Result<String, ExecError> {
         let tail = &rest[open..];
         if let Some(close) = tail.find('}') {
             if let Some(value) = lookup(&tail[1..close], vars) {
-                out.push_str(value?);
+                out.push_str(&escape(value?));
                 rest = &tail[close + 1..];
                 continue;
             }
@@ -103,6 +119,18 @@ pub fn display_argv(argv: &[String]) -> String {
 
 /// Run one already-substituted argv until it exits or `deadline` passes.
 pub async fn run_step(argv: &[String], deadline: Instant) -> StepReport {
+    run_step_in(argv, deadline, "plan deadline", None).await
+}
+
+/// [`run_step`] with the name of the limit `deadline` stands for (`plan
+/// deadline`, `step timeout`), shown when it is hit, and a working
+/// directory (`None`: the daemon's).
+pub async fn run_step_in(
+    argv: &[String],
+    deadline: Instant,
+    limit: &str,
+    cwd: Option<&std::path::Path>,
+) -> StepReport {
     let started = Instant::now();
     let mut report = StepReport {
         argv: argv.to_vec(),
@@ -123,6 +151,9 @@ pub async fn run_step(argv: &[String], deadline: Instant) -> StepReport {
     }
 
     let mut cmd = Command::new(program);
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
     cmd.args(args)
         .process_group(0)
         .stdin(Stdio::null())
@@ -132,7 +163,8 @@ pub async fn run_step(argv: &[String], deadline: Instant) -> StepReport {
     let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {
-            report.error = Some(format!("cannot run {program:?}: {e}"));
+            let place = cwd.map_or_else(String::new, |d| format!(" in {}", d.display()));
+            report.error = Some(format!("cannot run {program:?}{place}: {e}"));
             report.duration = started.elapsed();
             return report;
         }
@@ -221,7 +253,7 @@ pub async fn run_step(argv: &[String], deadline: Instant) -> StepReport {
                 ),
             };
             report.error = Some(format!(
-                "timed out after {} (plan deadline); {what}{}",
+                "timed out after {} ({limit}); {what}{}",
                 fmt_duration(budget),
                 if stderr_hint.is_empty() {
                     String::new()

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use tokio::time::Instant;
 
-use super::process::{display_argv, run_step, substitute};
+use super::process::{display_argv, run_step_in, substitute};
+use super::runner::Budget;
 use super::{ExecResult, StepReport, Vars};
 
 /// Appended to `current` for the new link before it is renamed over the old
@@ -192,6 +193,22 @@ fn link_target(releases: &Path, chosen: &str) -> PathBuf {
     }
 }
 
+/// What a symlink rollback would do, found without changing anything: the
+/// live release, the one to go to, and where the new link points.
+pub fn preview(
+    current: &Path,
+    releases: &Path,
+    to_version: Option<&str>,
+) -> Result<(String, String, PathBuf), String> {
+    let live = live_release(current).map_err(|e| e.to_string())?;
+    let names = list_releases(releases, current)
+        .map_err(|e| format!("cannot list releases in {}: {e}", releases.display()))?;
+    let chosen = choose(&names, &live, to_version)
+        .ok_or_else(|| format!("no release older than {live:?} in {}", releases.display()))?;
+    let target = link_target(releases, &chosen);
+    Ok((live, chosen, target))
+}
+
 /// Run the symlink plan.
 pub async fn run(
     current: &Path,
@@ -200,6 +217,22 @@ pub async fn run(
     vars: &Vars,
     deadline: Instant,
 ) -> ExecResult {
+    let budget = Budget {
+        deadline,
+        step_timeout: None,
+    };
+    run_with(current, releases, restart, vars, budget).await
+}
+
+/// Run the symlink plan under `budget` (the restart has the step timeout).
+pub async fn run_with(
+    current: &Path,
+    releases: &Path,
+    restart: Option<&[String]>,
+    vars: &Vars,
+    budget: Budget,
+) -> ExecResult {
+    let deadline = budget.deadline;
     let mut result = ExecResult {
         ok: false,
         steps: Vec::new(),
@@ -304,7 +337,8 @@ pub async fn run(
     tracing::info!(from = %live, to = %chosen, current = %current.display(), "symlink switched");
 
     if let Some(argv) = restart_argv {
-        let step = run_step(&argv, deadline).await;
+        let (deadline, limit) = budget.for_step();
+        let step = run_step_in(&argv, deadline, limit, None).await;
         let failure = (!step.ok).then(|| {
             format!(
                 "step 2 of 2 ({}) failed: {}",

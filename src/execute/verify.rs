@@ -32,7 +32,7 @@ pub async fn check_url(
 
 /// The error and its sources joined with `: `, skipping a source whose text
 /// the message already contains (hyper and reqwest often repeat it).
-fn error_chain(e: &(dyn Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

@@ -1,0 +1,125 @@
+//! `kind = "kubernetes"`: read `kubectl rollout history` (the revision left
+//! and the one to go to), `kubectl rollout undo deployment/D -n NS
+//! --to-revision=N`, then wait with `kubectl rollout status ... --timeout=`.
+
+use super::runner::{Act, Budget, Runner};
+use super::{ExecResult, Vars};
+
+/// The keys of a `kubernetes` rollback.
+#[derive(Debug, Clone, Copy)]
+pub struct Kubernetes<'a> {
+    /// Deployment name.
+    pub deployment: &'a str,
+    /// Its namespace.
+    pub namespace: &'a str,
+    /// kubectl context, if not the current one.
+    pub context: Option<&'a str>,
+    /// Revision to go to; `None`: the one before the live one.
+    pub to_revision: Option<u64>,
+    /// kubectl program.
+    pub kubectl: &'a str,
+}
+
+impl Kubernetes<'_> {
+    /// `kubectl ARGS... deployment/D -n NS [--context C]`.
+    fn kubectl(&self, verb: &[&str], extra: &[String]) -> Vec<String> {
+        let mut argv = vec![self.kubectl.to_string()];
+        argv.extend(verb.iter().map(|s| s.to_string()));
+        argv.push(format!("deployment/{}", self.deployment));
+        argv.extend(["-n".to_string(), self.namespace.to_string()]);
+        argv.extend(extra.iter().cloned());
+        if let Some(context) = self.context {
+            argv.extend(["--context".to_string(), context.to_string()]);
+        }
+        argv
+    }
+
+    /// Read the history and decide; returns the acts that roll back.
+    pub async fn prepare(&self, r: &mut Runner) -> Result<Vec<Act>, String> {
+        let history = r
+            .run(self.kubectl(&["rollout", "history"], &[]), None)
+            .await?;
+        let revisions = parse_history(&history);
+        let name = format!(
+            "deployment/{} in namespace {}",
+            self.deployment, self.namespace
+        );
+        let Some(&live) = revisions.last() else {
+            return Err(format!(
+                "kubectl rollout history lists no revisions for {name}; nothing was changed"
+            ));
+        };
+        let listed = revisions
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let to = match self.to_revision {
+            Some(n) if n == live => {
+                return Err(format!(
+                    "to_revision {n} is the live revision of {name}; nothing to roll back to"
+                ))
+            }
+            Some(n) if !revisions.contains(&n) => {
+                return Err(format!(
+                    "revision {n} is not in the rollout history of {name} (revisions {listed}); nothing was changed"
+                ))
+            }
+            Some(n) => n,
+            None => match revisions.iter().rev().nth(1) {
+                Some(&n) => n,
+                None => {
+                    return Err(format!(
+                        "{name} has only revision {live}: nothing to roll back to"
+                    ))
+                }
+            },
+        };
+        tracing::info!(deployment = %self.deployment, namespace = %self.namespace, from = live, to, "kubernetes rollback chosen");
+        if r.result.from_version.is_none() {
+            r.result.from_version = Some(format!("revision {live}"));
+        }
+        if r.result.to_version.is_none() {
+            r.result.to_version = Some(format!("revision {to}"));
+        }
+        Ok(vec![
+            Act::run(self.kubectl(&["rollout", "undo"], &[format!("--to-revision={to}")])),
+            Act::RunWithTimeout {
+                argv: self.kubectl(&["rollout", "status"], &[]),
+            },
+        ])
+    }
+
+    /// Roll back.
+    pub async fn run(&self, vars: &Vars, budget: Budget) -> ExecResult {
+        let mut r = Runner::new(budget, vars);
+        let acts = self.prepare(&mut r).await;
+        r.finish(acts).await
+    }
+}
+
+/// Revision numbers in `kubectl rollout history` output, ascending. Lines
+/// that do not start with a number (the resource name, the header) are
+/// skipped.
+pub fn parse_history(text: &str) -> Vec<u64> {
+    let mut revisions: Vec<u64> = text
+        .lines()
+        .filter_map(|line| line.split_whitespace().next()?.parse().ok())
+        .collect();
+    revisions.sort_unstable();
+    revisions.dedup();
+    revisions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_table() {
+        let text = "deployment.apps/web \nREVISION  CHANGE-CAUSE\n1         <none>\n3         kubectl set image deployment/web web=web:1.2\n2         <none>\n\n";
+        assert_eq!(parse_history(text), vec![1, 2, 3]);
+        assert!(parse_history("").is_empty());
+        assert!(parse_history("error: not found").is_empty());
+    }
+}
