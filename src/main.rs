@@ -56,6 +56,24 @@ enum Command {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Rehearse a target's rollback (dry-run unless --live), or list past drills.
+    Drill {
+        /// Target to rehearse (with --history: only its drills).
+        #[arg(required_unless_present = "history")]
+        target: Option<String>,
+        /// Config file.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Run the plan for real (against a staging target).
+        #[arg(long)]
+        live: bool,
+        /// The version to go back to (default: the one before the live one, from the journal).
+        #[arg(long)]
+        to_version: Option<String>,
+        /// Print the rehearsal record instead: date, target, mode, duration, success.
+        #[arg(long)]
+        history: bool,
+    },
     /// Print an incident's rollback record (Markdown).
     Report {
         /// Incident ID.
@@ -123,6 +141,13 @@ fn main() -> ExitCode {
             );
             Ok(())
         }),
+        Command::Drill {
+            target,
+            config,
+            live,
+            to_version,
+            history,
+        } => drill(&config, target, live, to_version, history),
         Command::Report { id, config } => with_config(&config, |c| {
             let path = rollbackd::status::record_path(&c.daemon.state_dir.join("incidents"), &id)?;
             let text = std::fs::read_to_string(&path)
@@ -130,6 +155,39 @@ fn main() -> ExitCode {
             print!("{text}");
             Ok(())
         }),
+    }
+}
+
+/// `rollbackd drill`: exit 0 when the drill succeeded, 1 when not.
+fn drill(
+    config: &Path,
+    target: Option<String>,
+    live: bool,
+    to_version: Option<String>,
+    history: bool,
+) -> ExitCode {
+    use rollbackd::execute::drill;
+    let config = match load_or_report(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if history {
+        return finish(
+            drill::history(&config.daemon.state_dir, target.as_deref()).map(|t| print!("{t}")),
+        );
+    }
+    let target = target.unwrap_or_default();
+    let options = drill::DrillOptions { live, to_version };
+    match runtime().and_then(|rt| rt.block_on(drill::run(&config, &target, &options))) {
+        Ok(d) => {
+            print!("{}", d.text);
+            if d.record.success {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FAILURE)
+            }
+        }
+        Err(e) => finish(Err(e)),
     }
 }
 
