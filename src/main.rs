@@ -87,7 +87,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Command::Demo { .. } => "warn",
+        Command::Demo { .. } | Command::Drill { .. } => "warn",
         _ => "info",
     };
     init_logging(default_level);

@@ -22,7 +22,14 @@ fn kind(fake: &Fake) -> ExecutorKind {
     ExecutorKind::Docker {
         container: "web".into(),
         image: "registry:5000/app".into(),
-        run_args: argv(&["-p", "127.0.0.1:8080:80", "-e", "RELEASE={to_version}", "--label", "incident={incident}"]),
+        run_args: argv(&[
+            "-p",
+            "127.0.0.1:8080:80",
+            "-e",
+            "RELEASE={to_version}",
+            "--label",
+            "incident={incident}",
+        ]),
         docker: fake.path(),
     }
 }
@@ -48,8 +55,16 @@ async fn run(kind: ExecutorKind, to_version: Option<&str>) -> ExecResult {
 
 fn run_argv(tag: &str) -> Vec<String> {
     argv(&[
-        "run", "-d", "--name", "web", "-p", "127.0.0.1:8080:80", "-e",
-        &format!("RELEASE={tag}"), "--label", "incident=inc-9",
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        "127.0.0.1:8080:80",
+        "-e",
+        &format!("RELEASE={tag}"),
+        "--label",
+        "incident=inc-9",
         &format!("registry:5000/app:{tag}"),
     ])
 }
@@ -87,14 +102,23 @@ async fn docker_known_version_missing_locally_is_pulled_before_anything_stops() 
         fake.calls(),
         vec![
             argv(&["inspect", "--format", "{{.Config.Image}}", "web"]),
-            argv(&["image", "inspect", "--format", "{{.Id}}", "registry:5000/app:1.7"]),
+            argv(&[
+                "image",
+                "inspect",
+                "--format",
+                "{{.Id}}",
+                "registry:5000/app:1.7"
+            ]),
             argv(&["pull", "registry:5000/app:1.7"]),
             argv(&["stop", "web"]),
             argv(&["rm", "web"]),
             run_argv("1.7"),
         ]
     );
-    assert_eq!(fake.state()["containers"]["web"]["image"], "registry:5000/app:1.7");
+    assert_eq!(
+        fake.state()["containers"]["web"]["image"],
+        "registry:5000/app:1.7"
+    );
 }
 
 #[tokio::test]
@@ -104,7 +128,10 @@ async fn docker_failed_pull_leaves_the_running_container_alone() {
     let r = run(kind(&fake), Some("0.1")).await;
     assert!(!r.ok);
     let e = r.error.unwrap();
-    assert!(e.starts_with("step 3 (") && e.contains("pull registry:5000/app:0.1"), "{e}");
+    assert!(
+        e.starts_with("step 3 (") && e.contains("pull registry:5000/app:0.1"),
+        "{e}"
+    );
     assert!(e.contains("manifest unknown"), "{e}");
     assert!(!fake.calls().iter().any(|c| c[0] == "stop"));
     assert_eq!(fake.state(), host());
@@ -118,7 +145,12 @@ async fn docker_refuses_a_missing_container_and_a_no_op() {
     let fake = Fake::install(dir.path(), "docker", state.clone());
     let r = run(kind(&fake), Some("1.9")).await;
     let e = r.error.unwrap();
-    assert!(e.starts_with("container web cannot be inspected: exited with status 1: Error: No such object: web"), "{e}");
+    assert!(
+        e.starts_with(
+            "container web cannot be inspected: exited with status 1: Error: No such object: web"
+        ),
+        "{e}"
+    );
     assert!(e.ends_with("nothing was changed"), "{e}");
     assert_eq!(fake.calls().len(), 1);
     assert_eq!(fake.state(), state);

@@ -30,7 +30,11 @@ fn target(name: &str, rollback: &str) -> String {
 
 /// Run `rollbackd drill ARGS` with `path_first` at the front of PATH.
 fn drill(config: &Path, path_first: &Path, args: &[&str]) -> (Output, String) {
-    let path = format!("{}:{}", path_first.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        path_first.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let out = Command::new(bin())
         .arg("drill")
         .args(args)
@@ -51,7 +55,14 @@ fn git(repo: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .arg("-C")
         .arg(repo)
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"])
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.com",
+            "-c",
+            "commit.gpgsign=false",
+        ])
         .args(args)
         .output()
         .unwrap();
@@ -115,35 +126,70 @@ fn drill_dry_run_history_and_live() {
     ] {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
-    assert!(text.contains(&format!("ok       kubectl ({})", kubectl.program.display())), "{text}");
-    assert_eq!(kubectl.calls(), vec![fakes::argv(&["rollout", "history", "deployment/web", "-n", "prod"])]);
+    assert!(
+        text.contains(&format!("ok       kubectl ({})", kubectl.program.display())),
+        "{text}"
+    );
+    assert_eq!(
+        kubectl.calls(),
+        vec![fakes::argv(&[
+            "rollout",
+            "history",
+            "deployment/web",
+            "-n",
+            "prod"
+        ])]
+    );
     assert_eq!(kubectl.state(), state_before, "a dry-run changes nothing");
 
     // blue_green, dry-run: the standby has no ready pod.
     let (out, text) = drill(&cfg, &fakebin, &["shop"]);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("refused: refusing to switch service shop to blue"), "{text}");
+    assert!(
+        text.contains("refused: refusing to switch service shop to blue"),
+        "{text}"
+    );
     assert!(text.contains("verdict: not ready"), "{text}");
     assert!(!kubectl.calls().iter().any(|c| c[0] == "patch"));
 
     // git, dry-run: the missing restart program and a missing tag are found.
     let (out, text) = drill(&cfg, &fakebin, &["app", "--to-version", "v9.9.9"]);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("MISSING  no-such-restart-program: not found on PATH"), "{text}");
-    assert!(text.contains("tag \\\"v9.9.9\\\" does not exist") || text.contains("tag \"v9.9.9\" does not exist"), "{text}");
-    assert_eq!(git(&repo, &["rev-parse", "HEAD"]), head, "a dry-run changes nothing");
+    assert!(
+        text.contains("MISSING  no-such-restart-program: not found on PATH"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tag \\\"v9.9.9\\\" does not exist")
+            || text.contains("tag \"v9.9.9\" does not exist"),
+        "{text}"
+    );
+    assert_eq!(
+        git(&repo, &["rev-parse", "HEAD"]),
+        head,
+        "a dry-run changes nothing"
+    );
 
     // git, live: really rolled back, built.
     let (out, text) = drill(&cfg, &fakebin, &["app2", "--live"]);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("verdict: rolled back v1.0.1 -> v1.0.0 and verified"), "{text}");
-    assert_eq!(git(&repo, &["rev-parse", "HEAD"]), git(&repo, &["rev-parse", "v1.0.0^{commit}"]));
+    assert!(
+        text.contains("verdict: rolled back v1.0.1 -> v1.0.0 and verified"),
+        "{text}"
+    );
+    assert_eq!(
+        git(&repo, &["rev-parse", "HEAD"]),
+        git(&repo, &["rev-parse", "v1.0.0^{commit}"])
+    );
     assert_eq!(std::fs::read_to_string(dir.join("built")).unwrap(), "1.0.0");
 
     // Unknown target: a clear error.
     let (out, text) = drill(&cfg, &fakebin, &["nope"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text.contains("no target named \"nope\" (targets: web, shop, app, app2)"), "{text}");
+    assert!(
+        text.contains("no target named \"nope\" (targets: web, shop, app, app2)"),
+        "{text}"
+    );
 
     // The rehearsal record.
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("state/drills.jsonl"))
@@ -153,7 +199,13 @@ fn drill_dry_run_history_and_live() {
         .collect();
     let summary: Vec<(String, String, bool)> = lines
         .iter()
-        .map(|l| (l["target"].as_str().unwrap().into(), l["mode"].as_str().unwrap().into(), l["success"].as_bool().unwrap()))
+        .map(|l| {
+            (
+                l["target"].as_str().unwrap().into(),
+                l["mode"].as_str().unwrap().into(),
+                l["success"].as_bool().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         summary,
@@ -164,15 +216,29 @@ fn drill_dry_run_history_and_live() {
             ("app2".into(), "live".into(), true),
         ]
     );
-    assert!(lines.iter().all(|l| l["duration"].is_string() || l["duration"].is_number()));
+    assert!(lines
+        .iter()
+        .all(|l| l["duration"].is_string() || l["duration"].is_number()));
 
     let (out, text) = drill(&cfg, &fakebin, &["--history"]);
     assert!(out.status.success(), "{text}");
     let rows: Vec<&str> = text.lines().collect();
-    assert!(rows[0].starts_with("DATE (UTC)") && rows[0].contains("DURATION"), "{text}");
-    assert!(rows[1].contains("web") && rows[1].contains("dry-run") && rows[1].contains("success"), "{text}");
-    assert!(rows[2].contains("shop") && rows[2].contains("FAILED"), "{text}");
-    assert!(rows[4].contains("app2") && rows[4].contains("live") && rows[4].contains("success"), "{text}");
+    assert!(
+        rows[0].starts_with("DATE (UTC)") && rows[0].contains("DURATION"),
+        "{text}"
+    );
+    assert!(
+        rows[1].contains("web") && rows[1].contains("dry-run") && rows[1].contains("success"),
+        "{text}"
+    );
+    assert!(
+        rows[2].contains("shop") && rows[2].contains("FAILED"),
+        "{text}"
+    );
+    assert!(
+        rows[4].contains("app2") && rows[4].contains("live") && rows[4].contains("success"),
+        "{text}"
+    );
     assert!(text.contains("4 drill(s), 2 successful"), "{text}");
 
     let (_, text) = drill(&cfg, &fakebin, &["--history", "shop"]);

@@ -13,11 +13,22 @@ fn git(repo: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .arg("-C")
         .arg(repo)
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"])
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.com",
+            "-c",
+            "commit.gpgsign=false",
+        ])
         .args(args)
         .output()
         .expect("git is installed");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -56,8 +67,17 @@ fn fixture() -> Fixture {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
     };
     script("build", "mkdir -p ../out\necho \"built $(cat VERSION) in $(basename \"$PWD\")\" > ../out/build.txt\necho build ok");
-    script("restart", "echo \"restarted $1 for $2\" >> ../out/restart.log");
-    Fixture { _tmp: tmp, repo, bin, v100, v101 }
+    script(
+        "restart",
+        "echo \"restarted $1 for $2\" >> ../out/restart.log",
+    );
+    Fixture {
+        _tmp: tmp,
+        repo,
+        bin,
+        v100,
+        v101,
+    }
 }
 
 fn kind(f: &Fixture) -> ExecutorKind {
@@ -103,7 +123,10 @@ async fn git_rolls_back_to_the_previous_tag_builds_and_restarts() {
     assert_eq!(r.from_version.as_deref(), Some("v1.0.1"));
     assert_eq!(r.to_version.as_deref(), Some("v1.0.0"));
     assert_eq!(git(&f.repo, &["rev-parse", "HEAD"]), f.v100);
-    assert_eq!(std::fs::read_to_string(f.repo.join("VERSION")).unwrap(), "1.0.0\n");
+    assert_eq!(
+        std::fs::read_to_string(f.repo.join("VERSION")).unwrap(),
+        "1.0.0\n"
+    );
     assert_eq!(out(&f, "build.txt"), "built 1.0.0 in app\n");
     assert_eq!(out(&f, "restart.log"), "restarted v1.0.0 for inc-3\n");
 
@@ -142,7 +165,8 @@ async fn git_goes_to_a_known_version() {
     assert!(r
         .steps
         .iter()
-        .all(|s| !s.argv.contains(&"describe".to_string()) && !s.argv.contains(&"--list".to_string())));
+        .all(|s| !s.argv.contains(&"describe".to_string())
+            && !s.argv.contains(&"--list".to_string())));
 }
 
 #[tokio::test]
@@ -152,14 +176,20 @@ async fn git_missing_tag_fails_cleanly_without_building_or_restarting() {
     assert!(!r.ok);
     assert_eq!(
         r.error.as_deref(),
-        Some(format!(
-            "tag \"v0.9.9\" does not exist in {}; nothing was changed (HEAD stays at {})",
-            f.repo.display(),
-            f.v101
-        ).as_str())
+        Some(
+            format!(
+                "tag \"v0.9.9\" does not exist in {}; nothing was changed (HEAD stays at {})",
+                f.repo.display(),
+                f.v101
+            )
+            .as_str()
+        )
     );
     assert_eq!(git(&f.repo, &["rev-parse", "HEAD"]), f.v101);
-    assert_eq!(std::fs::read_to_string(f.repo.join("VERSION")).unwrap(), "1.0.1\n");
+    assert_eq!(
+        std::fs::read_to_string(f.repo.join("VERSION")).unwrap(),
+        "1.0.1\n"
+    );
     assert_eq!(out(&f, "build.txt"), "");
     assert_eq!(out(&f, "restart.log"), "");
 }
@@ -169,13 +199,20 @@ async fn git_failing_build_stops_before_the_restart() {
     let f = fixture();
     let mut k = kind(&f);
     if let ExecutorKind::Git { build, .. } = &mut k {
-        build.push(vec!["sh".into(), "-c".into(), "echo 'npm ERR! missing script: build' >&2; exit 2".into()]);
+        build.push(vec![
+            "sh".into(),
+            "-c".into(),
+            "echo 'npm ERR! missing script: build' >&2; exit 2".into(),
+        ]);
     }
     let r = run(k, None, None).await;
     assert!(!r.ok);
     let e = r.error.unwrap();
     assert!(e.starts_with("step 7 (sh -c"), "{e}");
-    assert!(e.ends_with("exited with status 2: npm ERR! missing script: build"), "{e}");
+    assert!(
+        e.ends_with("exited with status 2: npm ERR! missing script: build"),
+        "{e}"
+    );
     assert_eq!(out(&f, "restart.log"), "");
 }
 
@@ -183,7 +220,11 @@ async fn git_failing_build_stops_before_the_restart() {
 async fn git_not_a_repository_fails_cleanly() {
     let tmp = tempfile::tempdir().unwrap();
     let r = run(
-        ExecutorKind::Git { repo: tmp.path().to_path_buf(), build: vec![], restart: None },
+        ExecutorKind::Git {
+            repo: tmp.path().to_path_buf(),
+            build: vec![],
+            restart: None,
+        },
         None,
         None,
     )

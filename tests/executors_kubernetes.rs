@@ -86,7 +86,14 @@ async fn kubernetes_undoes_to_the_previous_revision_and_waits_for_the_rollout() 
         strip_status_timeout(fake.calls(), 30),
         vec![
             argv(&["rollout", "history", "deployment/web", "-n", "prod"]),
-            argv(&["rollout", "undo", "deployment/web", "-n", "prod", "--to-revision=2"]),
+            argv(&[
+                "rollout",
+                "undo",
+                "deployment/web",
+                "-n",
+                "prod",
+                "--to-revision=2"
+            ]),
             argv(&["rollout", "status", "deployment/web", "-n", "prod"]),
         ]
     );
@@ -113,10 +120,29 @@ async fn kubernetes_to_revision_and_context_are_passed() {
     assert_eq!(
         strip_status_timeout(fake.calls(), 30),
         vec![
-            [&["rollout", "history", "deployment/web", "-n", "prod"][..], &ctx].concat(),
-            [&["rollout", "undo", "deployment/web", "-n", "prod", "--to-revision=1"][..], &ctx].concat(),
+            [
+                &["rollout", "history", "deployment/web", "-n", "prod"][..],
+                &ctx
+            ]
+            .concat(),
+            [
+                &[
+                    "rollout",
+                    "undo",
+                    "deployment/web",
+                    "-n",
+                    "prod",
+                    "--to-revision=1"
+                ][..],
+                &ctx
+            ]
+            .concat(),
             // The timeout flag (dropped above) comes last, after the context.
-            [&["rollout", "status", "deployment/web", "-n", "prod"][..], &ctx].concat(),
+            [
+                &["rollout", "status", "deployment/web", "-n", "prod"][..],
+                &ctx
+            ]
+            .concat(),
         ]
         .into_iter()
         .map(|a| argv(&a))
@@ -138,12 +164,21 @@ async fn kubernetes_refuses_an_unknown_revision_without_touching_the_deployment(
     );
     assert_eq!(
         fake.calls(),
-        vec![argv(&["rollout", "history", "deployment/web", "-n", "prod"])]
+        vec![argv(&[
+            "rollout",
+            "history",
+            "deployment/web",
+            "-n",
+            "prod"
+        ])]
     );
     assert_eq!(fake.state(), cluster());
 
     let r = run(k8s(&fake, Some(3), None)).await;
-    assert!(r.error.unwrap().contains("to_revision 3 is the live revision"));
+    assert!(r
+        .error
+        .unwrap()
+        .contains("to_revision 3 is the live revision"));
 }
 
 #[tokio::test]
@@ -169,8 +204,14 @@ async fn kubernetes_unreachable_cluster_and_failed_rollout_are_reported_with_std
     let fake = Fake::install(dir.path(), "kubectl", state);
     let r = run(k8s(&fake, None, None)).await;
     let e = r.error.unwrap();
-    assert!(e.starts_with("step 1 (") && e.contains("rollout history"), "{e}");
-    assert!(e.contains("exited with status 1: The connection to the server"), "{e}");
+    assert!(
+        e.starts_with("step 1 (") && e.contains("rollout history"),
+        "{e}"
+    );
+    assert!(
+        e.contains("exited with status 1: The connection to the server"),
+        "{e}"
+    );
 
     let mut state = cluster();
     state["status_fails"] = json!(true);
@@ -220,8 +261,25 @@ async fn blue_green_switches_to_the_ready_standby_and_back() {
     assert_eq!(
         fake.calls(),
         vec![
-            argv(&["get", "service", "web", "-o", "jsonpath={.spec.selector}", "-n", "prod"]),
-            argv(&["get", "pods", "-l", "app=web,version=green", "-o", PODS_JSONPATH, "-n", "prod"]),
+            argv(&[
+                "get",
+                "service",
+                "web",
+                "-o",
+                "jsonpath={.spec.selector}",
+                "-n",
+                "prod"
+            ]),
+            argv(&[
+                "get",
+                "pods",
+                "-l",
+                "app=web,version=green",
+                "-o",
+                PODS_JSONPATH,
+                "-n",
+                "prod"
+            ]),
             argv(&[
                 "patch",
                 "service",

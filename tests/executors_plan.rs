@@ -75,7 +75,11 @@ async fn ci_server() -> (std::net::SocketAddr, Arc<Mutex<Vec<Seen>>>) {
                 let head = String::from_utf8_lossy(&req[..head_end]).to_string();
                 let len: usize = head
                     .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
                     .unwrap_or(0);
                 while req.len() < head_end + len {
                     match conn.read(&mut buf).await {
@@ -84,7 +88,10 @@ async fn ci_server() -> (std::net::SocketAddr, Arc<Mutex<Vec<Seen>>>) {
                     }
                 }
                 let body = String::from_utf8_lossy(&req[head_end..]).to_string();
-                log.lock().unwrap().push(Seen { head: head.clone(), body });
+                log.lock().unwrap().push(Seen {
+                    head: head.clone(),
+                    body,
+                });
                 let (status, text) = if head.starts_with("POST /ok ") {
                     ("200 OK", "{\"pipeline\": 77}")
                 } else if head.starts_with("POST /fail ") {
@@ -104,7 +111,11 @@ async fn ci_server() -> (std::net::SocketAddr, Arc<Mutex<Vec<Seen>>>) {
     (addr, seen)
 }
 
-fn webhook(url: String, token_file: Option<std::path::PathBuf>, body: Option<&str>) -> ExecutorKind {
+fn webhook(
+    url: String,
+    token_file: Option<std::path::PathBuf>,
+    body: Option<&str>,
+) -> ExecutorKind {
     ExecutorKind::Webhook {
         url: url.parse().unwrap(),
         token_file,
@@ -131,8 +142,16 @@ async fn webhook_2xx_succeeds_with_the_body_and_the_token() {
     assert_eq!(r.steps[0].exit_code, None);
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 1);
-    assert!(seen[0].head.contains("authorization: Bearer s3cret\r\n"), "{}", seen[0].head);
-    assert!(seen[0].head.contains("content-type: application/json"), "{}", seen[0].head);
+    assert!(
+        seen[0].head.contains("authorization: Bearer s3cret\r\n"),
+        "{}",
+        seen[0].head
+    );
+    assert!(
+        seen[0].head.contains("content-type: application/json"),
+        "{}",
+        seen[0].head
+    );
     // The quote in the version is escaped: the body is valid JSON.
     let body: serde_json::Value = serde_json::from_str(&seen[0].body).unwrap();
     assert_eq!(
@@ -146,7 +165,15 @@ async fn webhook_2xx_succeeds_with_the_body_and_the_token() {
 #[tokio::test]
 async fn webhook_default_body_names_target_incident_and_versions() {
     let (addr, seen) = ci_server().await;
-    let r = within(30, "webhook", run_plan(&plan(webhook(format!("http://{addr}/ok"), None, None)), &vars())).await;
+    let r = within(
+        30,
+        "webhook",
+        run_plan(
+            &plan(webhook(format!("http://{addr}/ok"), None, None)),
+            &vars(),
+        ),
+    )
+    .await;
     assert!(r.ok, "{:?}", r.error);
     let seen = seen.lock().unwrap().clone();
     assert!(!seen[0].head.to_ascii_lowercase().contains("authorization"));
@@ -160,7 +187,15 @@ async fn webhook_default_body_names_target_incident_and_versions() {
 #[tokio::test]
 async fn webhook_500_fails_with_the_answer() {
     let (addr, _) = ci_server().await;
-    let r = within(30, "webhook", run_plan(&plan(webhook(format!("http://{addr}/fail"), None, None)), &vars())).await;
+    let r = within(
+        30,
+        "webhook",
+        run_plan(
+            &plan(webhook(format!("http://{addr}/fail"), None, None)),
+            &vars(),
+        ),
+    )
+    .await;
     assert!(!r.ok);
     assert_eq!(
         r.error.as_deref(),
@@ -177,22 +212,38 @@ async fn webhook_timeout_fails_within_the_step_timeout() {
     let started = Instant::now();
     let r = within(30, "hanging webhook", run_plan(&p, &vars())).await;
     let took = started.elapsed();
-    assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(5), "took {took:?}");
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(5),
+        "took {took:?}"
+    );
     assert!(!r.ok);
     assert_eq!(
         r.error.as_deref(),
         Some(format!("step 1 (POST http://{addr}/hang) failed: timed out after 1s (step timeout); request abandoned").as_str())
     );
-    assert_eq!(seen.lock().unwrap().len(), 1, "the request reached the server");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "the request reached the server"
+    );
 }
 
 #[tokio::test]
 async fn webhook_unreadable_token_sends_nothing() {
     let (addr, seen) = ci_server().await;
-    let kind = webhook(format!("http://{addr}/ok"), Some("/nonexistent/token".into()), None);
+    let kind = webhook(
+        format!("http://{addr}/ok"),
+        Some("/nonexistent/token".into()),
+        None,
+    );
     let r = within(30, "webhook", run_plan(&plan(kind), &vars())).await;
     let e = r.error.unwrap();
-    assert!(e.ends_with("cannot read token_file /nonexistent/token: No such file or directory (os error 2)"), "{e}");
+    assert!(
+        e.ends_with(
+            "cannot read token_file /nonexistent/token: No such file or directory (os error 2)"
+        ),
+        "{e}"
+    );
     assert!(seen.lock().unwrap().is_empty());
 }
 
@@ -209,9 +260,18 @@ async fn pre_steps_run_first_and_their_failure_stops_the_plan() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
     let log = log.to_str().unwrap();
-    let append = |word: &str| vec!["sh".to_string(), "-c".into(), format!("echo {word} >> \"$0\""), log.to_string()];
+    let append = |word: &str| {
+        vec![
+            "sh".to_string(),
+            "-c".into(),
+            format!("echo {word} >> \"$0\""),
+            log.to_string(),
+        ]
+    };
 
-    let mut p = plan(ExecutorKind::Command { steps: vec![append("main")] });
+    let mut p = plan(ExecutorKind::Command {
+        steps: vec![append("main")],
+    });
     p.pre = vec![append("backup-{to_version}")];
     let r = within(30, "plan with pre", run_plan(&p, &vars())).await;
     assert!(r.ok, "{:?}", r.error);
@@ -219,14 +279,21 @@ async fn pre_steps_run_first_and_their_failure_stops_the_plan() {
     assert_eq!(r.steps.len(), 2);
 
     std::fs::write(log, "").unwrap();
-    p.pre = vec![append("backup"), s(&["sh", "-c", "echo 'pg_dump: connection refused' >&2; exit 1"])];
+    p.pre = vec![
+        append("backup"),
+        s(&["sh", "-c", "echo 'pg_dump: connection refused' >&2; exit 1"]),
+    ];
     let r = within(30, "plan with failing pre", run_plan(&p, &vars())).await;
     assert!(!r.ok);
     assert_eq!(
         r.error.as_deref(),
         Some("pre step 2 of 2 (sh -c \"echo 'pg_dump: connection refused' >&2; exit 1\") failed: exited with status 1: pg_dump: connection refused")
     );
-    assert_eq!(std::fs::read_to_string(log).unwrap(), "backup\n", "main never ran");
+    assert_eq!(
+        std::fs::read_to_string(log).unwrap(),
+        "backup\n",
+        "main never ran"
+    );
     assert_eq!(r.steps.len(), 2);
 }
 
@@ -235,7 +302,11 @@ async fn pre_steps_come_before_an_executor_refusal() {
     // A refused git rollback (not a repository) still ran its pre step
     // first, and both are in the record.
     let dir = tempfile::tempdir().unwrap();
-    let mut p = plan(ExecutorKind::Git { repo: dir.path().to_path_buf(), build: vec![], restart: None });
+    let mut p = plan(ExecutorKind::Git {
+        repo: dir.path().to_path_buf(),
+        build: vec![],
+        restart: None,
+    });
     p.pre = vec![s(&["true"])];
     let r: ExecResult = within(30, "git plan", run_plan(&p, &vars())).await;
     assert!(!r.ok);
@@ -247,27 +318,44 @@ async fn pre_steps_come_before_an_executor_refusal() {
 
 #[tokio::test]
 async fn step_timeout_kills_a_100s_step_after_2s_with_its_process_group() {
-    let mut p = plan(command(&[&["sh", "-c", "echo $$; sleep 100 & sleep 100"], &["touch", "/nonexistent/never"]]));
+    let mut p = plan(command(&[
+        &["sh", "-c", "echo $$; sleep 100 & sleep 100"],
+        &["touch", "/nonexistent/never"],
+    ]));
     p.timeout = Duration::from_secs(120);
     p.step_timeout = Some(Duration::from_secs(2));
     let started = Instant::now();
     let r = within(20, "timed-out step", run_plan(&p, &vars())).await;
     let took = started.elapsed();
-    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(6), "took {took:?}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(6),
+        "took {took:?}"
+    );
     assert!(!r.ok);
     assert_eq!(r.steps.len(), 1, "the plan stopped at the timed-out step");
     assert_eq!(
         r.error.as_deref(),
         Some("step 1 of 2 (sh -c \"echo $$; sleep 100 & sleep 100\") failed: timed out after 2s (step timeout); process group killed")
     );
-    let pgid = Pid::from_raw(r.steps[0].stdout.lines().next().unwrap().trim().parse().unwrap());
+    let pgid = Pid::from_raw(
+        r.steps[0]
+            .stdout
+            .lines()
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap(),
+    );
     // Every member gone: no live process, and once init reaps the orphaned
     // zombies, no group at all.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match killpg(pgid, None) {
             Err(Errno::ESRCH) => break,
-            _ if Instant::now() > deadline => panic!("process group {pgid} still exists 10s after the kill"),
+            _ if Instant::now() > deadline => {
+                panic!("process group {pgid} still exists 10s after the kill")
+            }
             _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }

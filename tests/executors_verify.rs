@@ -64,7 +64,9 @@ version_command = ["readlink", "{d}/current"]
             .iter()
             .any(|e| {
                 e["event"]["event"] == "version_observed"
-                    && e["event"]["version"].as_str().is_some_and(|v| v.ends_with("/v1"))
+                    && e["event"]["version"]
+                        .as_str()
+                        .is_some_and(|v| v.ends_with("/v1"))
             })
             .then_some(())
     });
@@ -83,26 +85,48 @@ version_command = ["readlink", "{d}/current"]
     let transitions: Vec<String> = entries
         .iter()
         .filter(|e| e["type"] == "step" && e["from"] != e["to"])
-        .map(|e| format!("{}->{}", e["from"].as_str().unwrap(), e["to"].as_str().unwrap()))
+        .map(|e| {
+            format!(
+                "{}->{}",
+                e["from"].as_str().unwrap(),
+                e["to"].as_str().unwrap()
+            )
+        })
         .collect();
     assert_eq!(
         transitions,
-        vec!["Watching->RollingBack", "RollingBack->Verifying", "Verifying->Failed"],
+        vec![
+            "Watching->RollingBack",
+            "RollingBack->Verifying",
+            "Verifying->Failed"
+        ],
         "journal transitions"
     );
     // The plan itself succeeded: pre step, then the main step.
-    assert_eq!(std::fs::read_to_string(dir.join("pre-ran")).unwrap(), "backup\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("pre-ran")).unwrap(),
+        "backup\n"
+    );
     let record = wait_for(Duration::from_secs(5), "the Failed record", || {
         std::fs::read_dir(state.join("incidents"))
             .ok()?
             .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
             .find(|r| r.contains("rollback did not help"))
     });
-    assert!(record.contains("restarted web"), "the step's stdout is in the record:\n{record}");
-    assert!(record.contains("echo backup"), "the pre step is in the record:\n{record}");
+    assert!(
+        record.contains("restarted web"),
+        "the step's stdout is in the record:\n{record}"
+    );
+    assert!(
+        record.contains("echo backup"),
+        "the pre step is in the record:\n{record}"
+    );
     // after steps run only once verification passed.
     std::thread::sleep(Duration::from_millis(500));
-    assert!(!dir.join("after-ran").exists(), "after steps must not run when verification failed");
+    assert!(
+        !dir.join("after-ran").exists(),
+        "after steps must not run when verification failed"
+    );
     assert_eq!(live(&dir), "v2");
     assert_eq!(daemon.stop(), Some(0));
 }

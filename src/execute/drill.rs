@@ -235,6 +235,17 @@ async fn dry_run(
     }
     match &prepared {
         Ok(acts) => {
+            line(
+                out,
+                format!(
+                    "  would go from {} to {}",
+                    found.from_version.as_deref().unwrap_or("?"),
+                    found
+                        .to_version
+                        .as_deref()
+                        .unwrap_or("the previous version")
+                ),
+            );
             line(out, format!("{} steps (would run):", plan.kind.name()));
             for act in acts {
                 line(out, format!("  {}", act.describe()));
