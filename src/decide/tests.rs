@@ -24,6 +24,9 @@ fn cfg() -> DecideConfig {
         verify_url: true,
         method: "symlink".into(),
         max_rollbacks_per_hour: 1,
+        confirm: false,
+        confirm_timeout: Duration::from_secs(300),
+        on_confirm_timeout: crate::config::OnConfirmTimeout::Escalate,
     }
 }
 
