@@ -777,7 +777,8 @@ impl Worker {
                 }
             };
         self.apply(cmd.event).await;
-        if self.state.phase.name() != expected.phase.name() || self.state.paused != expected.paused
+        if self.state.phase.name() != expected.phase.name()
+            || self.state.paused.is_some() != expected.paused.is_some()
         {
             let _ = cmd.reply.send(Err(
                 "rollbackd could not journal the step, so nothing was done; see its log".into(),
