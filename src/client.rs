@@ -74,8 +74,7 @@ impl Endpoint {
                 } else {
                     format!("{a}/")
                 };
-                url::Url::parse(&text)
-                    .with_context(|| format!("invalid --api URL {a:?}"))?
+                url::Url::parse(&text).with_context(|| format!("invalid --api URL {a:?}"))?
             }
             (None, Some(c)) => {
                 let mut addr = c.daemon.listen;
@@ -94,7 +93,10 @@ impl Endpoint {
             .ok()
             .filter(|t| !t.trim().is_empty());
         if token.is_none() {
-            if let Some(path) = config.as_ref().and_then(|c| c.daemon.api_token_file.as_ref()) {
+            if let Some(path) = config
+                .as_ref()
+                .and_then(|c| c.daemon.api_token_file.as_ref())
+            {
                 match crate::api::auth::read_token(path) {
                     Ok(t) => token = Some(t),
                     Err(e) => tracing::warn!(error = %format!("{e:#}"), "no API token"),
@@ -141,7 +143,10 @@ impl Endpoint {
                     detail: root_cause(&e),
                 }
             } else {
-                ClientError::Other(anyhow::anyhow!("request to {url} failed: {}", root_cause(&e)))
+                ClientError::Other(anyhow::anyhow!(
+                    "request to {url} failed: {}",
+                    root_cause(&e)
+                ))
             }
         })?;
         let status = resp.status();
@@ -248,9 +253,7 @@ fn segment(s: &str) -> String {
 
 /// Run a verb; returns what to print on stdout.
 pub async fn run(ep: &Endpoint, verb: Verb, json: bool) -> Result<String, ClientError> {
-    let pretty = |v: &serde_json::Value| {
-        serde_json::to_string_pretty(v).unwrap_or_default() + "\n"
-    };
+    let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default() + "\n";
     let event = |v: serde_json::Value, what: &str| -> Result<String, ClientError> {
         if json {
             return Ok(pretty(&v));
@@ -285,13 +288,19 @@ pub async fn run(ep: &Endpoint, verb: Verb, json: bool) -> Result<String, Client
         }
         Verb::Approve { id } => {
             let v = ep
-                .post(&format!("v1/incidents/{}/approve", segment(&id)), body(None))
+                .post(
+                    &format!("v1/incidents/{}/approve", segment(&id)),
+                    body(None),
+                )
                 .await?;
             event(v, &format!("incident {id} approved"))
         }
         Verb::Reject { id, reason } => {
             let v = ep
-                .post(&format!("v1/incidents/{}/reject", segment(&id)), body(reason))
+                .post(
+                    &format!("v1/incidents/{}/reject", segment(&id)),
+                    body(reason),
+                )
                 .await?;
             event(v, &format!("incident {id} rejected"))
         }
@@ -306,13 +315,19 @@ pub async fn run(ep: &Endpoint, verb: Verb, json: bool) -> Result<String, Client
         }
         Verb::Pause { target } => {
             let v = ep
-                .post(&format!("v1/targets/{}/pause", segment(&target)), body(None))
+                .post(
+                    &format!("v1/targets/{}/pause", segment(&target)),
+                    body(None),
+                )
                 .await?;
             event(v, &format!("{target} paused"))
         }
         Verb::Resume { target } => {
             let v = ep
-                .post(&format!("v1/targets/{}/resume", segment(&target)), body(None))
+                .post(
+                    &format!("v1/targets/{}/resume", segment(&target)),
+                    body(None),
+                )
                 .await?;
             event(v, &format!("{target} resumed"))
         }

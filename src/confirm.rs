@@ -38,7 +38,10 @@ pub fn answer(report: &crate::execute::StepReport, vars: &Vars) -> Option<Event>
             let reason = if said.is_empty() {
                 "confirm_command exited 1".to_string()
             } else {
-                format!("confirm_command exited 1: {}", said.chars().take(300).collect::<String>())
+                format!(
+                    "confirm_command exited 1: {}",
+                    said.chars().take(300).collect::<String>()
+                )
             };
             Some(Event::Reject {
                 incident: vars.incident.clone(),

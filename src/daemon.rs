@@ -255,7 +255,9 @@ impl Daemon {
             windows: self.config.windows.clone(),
             dry_run: self.config.daemon.dry_run,
         };
-        let addr = listener.local_addr().context("failed to read the bound address")?;
+        let addr = listener
+            .local_addr()
+            .context("failed to read the bound address")?;
         tracing::info!(%addr, "api listening");
         let server = tokio::spawn(crate::api::serve(listener, Arc::new(api), cancel.clone()));
         tracing::info!(
@@ -755,9 +757,9 @@ fn refusal(target: &str, state: &TargetState, event: &Event) -> String {
                 ),
             }
         }
-        Event::ManualTrigger { .. } => format!(
-            "target {target} already has a rollback in flight ({phase}); nothing done"
-        ),
+        Event::ManualTrigger { .. } => {
+            format!("target {target} already has a rollback in flight ({phase}); nothing done")
+        }
         _ => format!("event not accepted: target {target} is {phase}"),
     }
 }
@@ -766,16 +768,16 @@ impl Worker {
     /// An event from the API: step it and answer with the state after.
     async fn command(&mut self, cmd: Command) {
         let now = Utc::now();
-        let expected =
-            match decide::step(&self.decide, self.state.clone(), cmd.event.clone(), now) {
-                Ok((next, _)) => next,
-                Err(_) => {
-                    let why = refusal(&self.target.name, &self.state, &cmd.event);
-                    tracing::info!(target = %self.target.name, %why, "api event refused");
-                    let _ = cmd.reply.send(Err(why));
-                    return;
-                }
-            };
+        let expected = match decide::step(&self.decide, self.state.clone(), cmd.event.clone(), now)
+        {
+            Ok((next, _)) => next,
+            Err(_) => {
+                let why = refusal(&self.target.name, &self.state, &cmd.event);
+                tracing::info!(target = %self.target.name, %why, "api event refused");
+                let _ = cmd.reply.send(Err(why));
+                return;
+            }
+        };
         self.apply(cmd.event).await;
         if self.state.phase.name() != expected.phase.name()
             || self.state.paused.is_some() != expected.paused.is_some()

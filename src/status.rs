@@ -61,7 +61,11 @@ pub fn render_targets(status: &crate::api::StatusResponse) -> anyhow::Result<Str
 }
 
 /// One target's block: state, version, guards, each rule's value.
-fn render_target(out: &mut String, name: &str, s: &crate::decide::TargetState) -> anyhow::Result<()> {
+fn render_target(
+    out: &mut String,
+    name: &str,
+    s: &crate::decide::TargetState,
+) -> anyhow::Result<()> {
     {
         writeln!(
             out,

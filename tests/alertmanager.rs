@@ -58,7 +58,12 @@ receivers:
     let am = Alertmanager(child);
     wait_for(Duration::from_secs(20), "alertmanager to be ready", || {
         std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        let (code, _) = http("GET", &format!("http://127.0.0.1:{port}/-/ready"), None, None);
+        let (code, _) = http(
+            "GET",
+            &format!("http://127.0.0.1:{port}/-/ready"),
+            None,
+            None,
+        );
         (code == 200).then_some(())
     });
     (am, port)
@@ -82,7 +87,12 @@ fn post_alert(am_port: u16, ends_at: Option<&str>, starts_at: &str) {
 }
 
 fn target(api_port: u16) -> Value {
-    let (code, body) = http("GET", &format!("http://127.0.0.1:{api_port}/v1/status"), None, None);
+    let (code, body) = http(
+        "GET",
+        &format!("http://127.0.0.1:{api_port}/v1/status"),
+        None,
+        None,
+    );
     assert_eq!(code, 200, "{body}");
     serde_json::from_str::<Value>(&body).unwrap()["targets"][0].clone()
 }
@@ -131,10 +141,20 @@ confirm_timeout = "10m"
 
     // Direct deliveries: malformed is 400 with the reason and changes nothing.
     let hook = format!("http://127.0.0.1:{api_port}/v1/alertmanager");
-    let (code, body) = http("POST", &hook, None, Some(r#"{"version":"4","status":"firing"}"#));
+    let (code, body) = http(
+        "POST",
+        &hook,
+        None,
+        Some(r#"{"version":"4","status":"firing"}"#),
+    );
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("missing field `alerts`"), "{body}");
-    let (code, body) = http("POST", &hook, None, Some(r#"{"version":"9","status":"firing","alerts":[]}"#));
+    let (code, body) = http(
+        "POST",
+        &hook,
+        None,
+        Some(r#"{"version":"9","status":"firing","alerts":[]}"#),
+    );
     assert_eq!(code, 400);
     assert!(body.contains("version \\\"9\\\""), "{body}");
     std::thread::sleep(Duration::from_millis(600));
@@ -143,21 +163,32 @@ confirm_timeout = "10m"
     let (_am, am_port) = start_alertmanager(&dir, api_port);
     let starts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     post_alert(am_port, None, &starts);
-    let t = wait_for(Duration::from_secs(30), "the alert to open an incident", || {
-        let t = target(api_port);
-        (t["phase"] == "AwaitingConfirmation").then_some(t)
-    });
+    let t = wait_for(
+        Duration::from_secs(30),
+        "the alert to open an incident",
+        || {
+            let t = target(api_port);
+            (t["phase"] == "AwaitingConfirmation").then_some(t)
+        },
+    );
     let inc = t["state"]["phase"]["incident"].to_string();
     assert!(inc.contains("alertmanager match"), "{inc}");
-    assert!(!inc.contains("pwned"), "alert label values never reach the incident: {inc}");
+    assert!(
+        !inc.contains("pwned"),
+        "alert label values never reach the incident: {inc}"
+    );
 
     // Resolve it in Alertmanager: rollbackd resolves the incident, no action.
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     post_alert(am_port, Some(&now), &starts);
-    let t = wait_for(Duration::from_secs(30), "the resolved alert to resolve the incident", || {
-        let t = target(api_port);
-        (t["phase"] == "Resolved").then_some(t)
-    });
+    let t = wait_for(
+        Duration::from_secs(30),
+        "the resolved alert to resolve the incident",
+        || {
+            let t = target(api_port);
+            (t["phase"] == "Resolved").then_some(t)
+        },
+    );
     assert!(t["state"]["phase"]["incident"]["verification"]
         .to_string()
         .contains("signals recovered"));

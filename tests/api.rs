@@ -18,7 +18,7 @@ struct Setup {
     dir: PathBuf,
     config: PathBuf,
     api: String,
-    daemon: Running,
+    _daemon: Running,
 }
 
 /// A symlink target on the demo release service (v1 healthy, v2 failing),
@@ -80,7 +80,7 @@ max_rollbacks_per_hour = 5
         dir,
         config: path,
         api,
-        daemon,
+        _daemon: daemon,
     };
     wait_for(Duration::from_secs(15), "the API to answer", || {
         std::net::TcpStream::connect(("127.0.0.1", api_port))
@@ -187,7 +187,10 @@ fn approve_over_the_cli_after_auth_failures_acts_once() {
     let mail = mail_with(&s.outbox(), "CONFIRM ROLLBACK");
     assert!(mail.contains(&format!("rollbackd approve {id}")), "{mail}");
     assert!(mail.contains(&format!("rollbackd reject {id}")), "{mail}");
-    assert!(mail.contains("health = "), "mail says what breached: {mail}");
+    assert!(
+        mail.contains("health = "),
+        "mail says what breached: {mail}"
+    );
     assert!(mail.contains("/v1/confirm/"), "mail carries links: {mail}");
 
     // No token, wrong token: 401 with a JSON error; nothing happens.
@@ -228,7 +231,10 @@ fn approve_over_the_cli_after_auth_failures_acts_once() {
     let (code, body) = http("GET", &format!("{}/v1/incidents/{id}", s.api), None, None);
     assert_eq!(code, 200);
     let inc: Value = serde_json::from_str(&body).unwrap();
-    assert!(inc["confirmed_by"].as_str().unwrap().contains("(cli)"), "{inc}");
+    assert!(
+        inc["confirmed_by"].as_str().unwrap().contains("(cli)"),
+        "{inc}"
+    );
     let out = s.cli(&["incidents"]);
     let text = stdout(&out);
     assert!(text.contains(&id) && text.contains("approved by"), "{text}");
@@ -243,7 +249,10 @@ fn approve_over_the_cli_after_auth_failures_acts_once() {
     let (code, m) = http("GET", &format!("{}/metrics", s.api), None, None);
     assert_eq!(code, 200);
     assert!(m.contains("rollbackd_transitions_total"), "{m}");
-    assert_eq!(http("GET", &format!("{}/healthz", s.api), None, None).0, 200);
+    assert_eq!(
+        http("GET", &format!("{}/healthz", s.api), None, None).0,
+        200
+    );
     let (code, body) = http("GET", &format!("{}/v1/nothing", s.api), None, None);
     assert_eq!(code, 404);
     assert!(body.contains("\"error\""));
@@ -277,7 +286,10 @@ fn confirm_timeout_rolls_back() {
     assert_eq!(live(&s.dir), "v1");
     let inc = &s.status()["targets"][0]["state"]["phase"]["incident"];
     let timeline = inc["timeline"].to_string();
-    assert!(timeline.contains("on_confirm_timeout = rollback"), "{timeline}");
+    assert!(
+        timeline.contains("on_confirm_timeout = rollback"),
+        "{timeline}"
+    );
 }
 
 #[test]
@@ -331,7 +343,11 @@ fn manual_trigger_skips_confirmation() {
     });
     let (code, body) = s.post("/v1/targets/web/rollback", Some(TOKEN), Some("{}"));
     assert_eq!(code, 400, "a reason is required: {body}");
-    let (code, body) = s.post("/v1/targets/nope/rollback", Some(TOKEN), Some(r#"{"reason":"x"}"#));
+    let (code, body) = s.post(
+        "/v1/targets/nope/rollback",
+        Some(TOKEN),
+        Some(r#"{"reason":"x"}"#),
+    );
     assert_eq!(code, 404, "{body}");
     let (code, body) = s.post(
         "/v1/targets/web/rollback",
@@ -347,7 +363,10 @@ fn manual_trigger_skips_confirmation() {
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
         .next()
         .unwrap();
-    assert!(record.contains("manual trigger by alice: CVE-2026-1234 in v2"), "{record}");
+    assert!(
+        record.contains("manual trigger by alice: CVE-2026-1234 in v2"),
+        "{record}"
+    );
     // A second trigger while one is in cooldown is a new incident through
     // the rate limit; one while running would be 409 (covered by the machine tests).
     let out = s.cli(&["trigger", "web", "--reason", "again"]);

@@ -11,7 +11,13 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-fn write_config(dir: &Path, port: u16, api_port: u16, target_extra: &str, restart: &str) -> PathBuf {
+fn write_config(
+    dir: &Path,
+    port: u16,
+    api_port: u16,
+    target_extra: &str,
+    restart: &str,
+) -> PathBuf {
     let config = format!(
         r#"
 [daemon]
@@ -58,7 +64,12 @@ cooldown = "1m"
 
 fn status(api_port: u16) -> Option<Value> {
     std::net::TcpStream::connect(("127.0.0.1", api_port)).ok()?;
-    let (code, body) = http("GET", &format!("http://127.0.0.1:{api_port}/v1/status"), None, None);
+    let (code, body) = http(
+        "GET",
+        &format!("http://127.0.0.1:{api_port}/v1/status"),
+        None,
+        None,
+    );
     (code == 200).then(|| serde_json::from_str(&body).unwrap())
 }
 
@@ -114,14 +125,21 @@ fn sigkill_while_awaiting_confirmation_keeps_id_deadline_and_pause() {
         .arg(&config)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     kill9(d);
     let d = Running::start(&config, &dir.join("daemon3.log"));
     let t = wait_target(api_port, "the recovered state", |_| true);
     assert!(t["paused"]["by"].is_string(), "{t}");
     assert_eq!(t["phase"], "AwaitingConfirmation");
     // An approval for a paused target escalates naming the guard.
-    let id = t["state"]["phase"]["incident"]["id"].as_str().unwrap().to_string();
+    let id = t["state"]["phase"]["incident"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let out = std::process::Command::new(bin())
         .args(["approve", &id, "--config"])
         .arg(&config)
@@ -129,7 +147,9 @@ fn sigkill_while_awaiting_confirmation_keeps_id_deadline_and_pause() {
         .unwrap();
     assert!(out.status.success());
     let t = wait_target(api_port, "Escalated", |t| t["phase"] == "Escalated");
-    assert!(t["state"]["phase"]["incident"]["error"].to_string().contains("paused"));
+    assert!(t["state"]["phase"]["incident"]["error"]
+        .to_string()
+        .contains("paused"));
     assert_eq!(live(&dir), "v2");
     drop(d);
 }
@@ -153,9 +173,11 @@ fn sigkill_during_a_running_step_verifies_instead_of_rerunning() {
     wait_target(api_port, "version v1", |t| t["state"]["version"] == "v1");
     rollbackd::demo::switch_release(&dir, "v2").unwrap();
     wait_target(api_port, "RollingBack", |t| t["phase"] == "RollingBack");
-    wait_for(Duration::from_secs(10), "the sleeping step to start", || {
-        runs.exists().then_some(())
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "the sleeping step to start",
+        || runs.exists().then_some(()),
+    );
     kill9(d);
 
     let d = Running::start(&config, &dir.join("daemon2.log"));

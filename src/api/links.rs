@@ -82,7 +82,12 @@ impl LinkKeys {
         let key = match std::fs::read_to_string(&key_path) {
             Ok(text) => decode_hex(text.trim())
                 .filter(|k| k.len() >= 16)
-                .with_context(|| format!("{} is not a hex key of 16 bytes or more; remove it to create a new one", key_path.display()))?,
+                .with_context(|| {
+                    format!(
+                        "{} is not a hex key of 16 bytes or more; remove it to create a new one",
+                        key_path.display()
+                    )
+                })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut key = vec![0u8; 32];
                 std::fs::File::open("/dev/urandom")
@@ -134,7 +139,9 @@ impl LinkKeys {
     /// expired at `now`, not used.
     pub fn check(&self, token: &str, now: DateTime<Utc>) -> Result<Claim, LinkError> {
         let invalid = |why: &str| LinkError::Invalid(why.to_string());
-        let (payload_hex, sig_hex) = token.split_once('.').ok_or_else(|| invalid("malformed token"))?;
+        let (payload_hex, sig_hex) = token
+            .split_once('.')
+            .ok_or_else(|| invalid("malformed token"))?;
         let payload = decode_hex(payload_hex).ok_or_else(|| invalid("malformed token"))?;
         let sig = decode_hex(sig_hex).ok_or_else(|| invalid("malformed token"))?;
         self.mac(&payload)
@@ -142,7 +149,8 @@ impl LinkKeys {
             .map_err(|_| invalid("the signature does not match"))?;
         let text = String::from_utf8(payload).map_err(|_| invalid("malformed token"))?;
         let mut parts = text.splitn(3, '\n');
-        let (Some(action), Some(incident), Some(expires)) = (parts.next(), parts.next(), parts.next())
+        let (Some(action), Some(incident), Some(expires)) =
+            (parts.next(), parts.next(), parts.next())
         else {
             return Err(invalid("malformed token"));
         };
@@ -157,10 +165,17 @@ impl LinkKeys {
             .and_then(|s| Utc.timestamp_opt(s, 0).single())
             .ok_or_else(|| invalid("malformed expiry"))?;
         if now >= expires {
-            return Err(LinkError::Expired(expires.format("%Y-%m-%d %H:%M:%SZ").to_string()));
+            return Err(LinkError::Expired(
+                expires.format("%Y-%m-%d %H:%M:%SZ").to_string(),
+            ));
         }
         let id = sig_hex.to_ascii_lowercase();
-        if self.used.lock().unwrap_or_else(|p| p.into_inner()).contains(&id) {
+        if self
+            .used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&id)
+        {
             return Err(LinkError::Used);
         }
         Ok(Claim {
@@ -215,7 +230,7 @@ fn encode_hex(bytes: &[u8]) -> String {
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || !s.is_ascii() {
+    if !s.len().is_multiple_of(2) || !s.is_ascii() {
         return None;
     }
     (0..s.len())
@@ -246,9 +261,19 @@ mod tests {
         assert_eq!(c.action, LinkAction::Approve);
         // Tampered payload (reject instead of approve) fails the signature.
         let forged = keys.issue("20261118-120000-web-1", LinkAction::Reject, exp);
-        let mixed = format!("{}.{}", forged.split('.').next().unwrap(), t.split('.').nth(1).unwrap());
-        assert!(matches!(keys.check(&mixed, now), Err(LinkError::Invalid(_))));
-        assert!(matches!(keys.check("zz.zz", now), Err(LinkError::Invalid(_))));
+        let mixed = format!(
+            "{}.{}",
+            forged.split('.').next().unwrap(),
+            t.split('.').nth(1).unwrap()
+        );
+        assert!(matches!(
+            keys.check(&mixed, now),
+            Err(LinkError::Invalid(_))
+        ));
+        assert!(matches!(
+            keys.check("zz.zz", now),
+            Err(LinkError::Invalid(_))
+        ));
         assert!(matches!(keys.check(&t, exp), Err(LinkError::Expired(_))));
         keys.mark_used(&c).unwrap();
         assert_eq!(keys.check(&t, now), Err(LinkError::Used));
@@ -260,6 +285,9 @@ mod tests {
         // Links keep the public_url's path.
         let base = url::Url::parse("https://ops.example.com/rollbackd").unwrap();
         let l = keys.links(&base, "x", exp);
-        assert!(l.approve.as_str().starts_with("https://ops.example.com/rollbackd/v1/confirm/"));
+        assert!(l
+            .approve
+            .as_str()
+            .starts_with("https://ops.example.com/rollbackd/v1/confirm/"));
     }
 }

@@ -109,10 +109,7 @@ pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        crate::metrics::global().inc(
-            "rollbackd_api_errors_total",
-            &[("status", self.0.as_str())],
-        );
+        crate::metrics::global().inc("rollbackd_api_errors_total", &[("status", self.0.as_str())]);
         (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
     }
 }
@@ -135,7 +132,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/alertmanager", post(alertmanager))
         .route("/v1/confirm/{token}", get(page::show).post(page::act))
         .fallback(|| async {
-            ApiError(StatusCode::NOT_FOUND, "no such route (see docs/api.md)".into())
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "no such route (see docs/api.md)".into(),
+            )
         })
         .with_state(state)
 }

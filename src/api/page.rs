@@ -160,10 +160,6 @@ pub async fn act(
                 escape(&r.phase)
             ),
         ),
-        Err(e) => page(
-            e.0,
-            "Not done",
-            &format!("<p>{}</p>", escape(&e.1)),
-        ),
+        Err(e) => page(e.0, "Not done", &format!("<p>{}</p>", escape(&e.1))),
     }
 }

@@ -809,9 +809,7 @@ fn confirm(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<super::ConfirmConfig
     };
     let command = match raw.confirm_command.as_deref() {
         None => Some(None),
-        Some(argv) => cx
-            .argv(&join(p, "confirm_command"), argv, true)
-            .map(Some),
+        Some(argv) => cx.argv(&join(p, "confirm_command"), argv, true).map(Some),
     };
     if required == Some(false) {
         for (key, set) in [

@@ -10,9 +10,7 @@
 use chrono::Duration as ChronoDuration;
 
 use super::machine::{after, finish, note, start_rollback, DecideConfig};
-use super::{
-    Action, Cause, Event, Incident, NotifyKind, Outcome, Pause, Phase, TargetState, Time,
-};
+use super::{Action, Cause, Event, Incident, NotifyKind, Outcome, Pause, Phase, TargetState, Time};
 use crate::config::OnConfirmTimeout;
 use crate::rules::RuleStatus;
 use crate::util::fmt_duration;
@@ -274,12 +272,7 @@ pub(super) fn on_event(
         Event::Approve { incident, by } => {
             let mut inc = awaiting_incident(state, incident).ok_or(())?;
             inc.confirmed_by = Some(by.clone());
-            note(
-                &mut inc,
-                now,
-                "Triggered",
-                format!("approved by {by}"),
-            );
+            note(&mut inc, now, "Triggered", format!("approved by {by}"));
             proceed(cfg, state, inc, now, actions);
         }
         Event::Reject {

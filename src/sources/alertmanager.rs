@@ -89,7 +89,9 @@ impl AlertStore {
     /// The daemon's store.
     pub fn global() -> Arc<AlertStore> {
         static STORE: OnceLock<Arc<AlertStore>> = OnceLock::new();
-        STORE.get_or_init(|| Arc::new(AlertStore::default())).clone()
+        STORE
+            .get_or_init(|| Arc::new(AlertStore::default()))
+            .clone()
     }
 
     /// Parse and check a webhook body, then apply it. A malformed payload
@@ -246,7 +248,10 @@ mod tests {
     fn malformed_payloads_name_the_problem_and_change_nothing() {
         let s = AlertStore::default();
         for (body, want) in [
-            ("not json".to_string(), "invalid Alertmanager webhook payload"),
+            (
+                "not json".to_string(),
+                "invalid Alertmanager webhook payload",
+            ),
             (
                 payload("firing", "abc", "2026").replace("\"4\"", "\"3\""),
                 "invalid Alertmanager webhook payload",

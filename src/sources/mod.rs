@@ -55,9 +55,12 @@ impl Source {
                 Source::Probe(probe::ProbeSource::build(p.clone(), client.clone()))
             }
             SourceSpec::Host(m) => Source::Host(host::HostSource::build(*m)),
-            SourceSpec::Alertmanager(m) => Source::Alertmanager(
-                alertmanager::AlertmanagerSource::build(m.clone(), alertmanager::AlertStore::global()),
-            ),
+            SourceSpec::Alertmanager(m) => {
+                Source::Alertmanager(alertmanager::AlertmanagerSource::build(
+                    m.clone(),
+                    alertmanager::AlertStore::global(),
+                ))
+            }
         }
     }
 

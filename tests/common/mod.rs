@@ -241,7 +241,10 @@ pub fn http(method: &str, url: &str, token: Option<&str>, body: Option<&str>) ->
                 .header("content-type", "application/json")
                 .body(b.to_string());
         }
-        let resp = req.send().await.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
         let status = resp.status().as_u16();
         (status, resp.text().await.unwrap_or_default())
     })
