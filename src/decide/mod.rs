@@ -263,7 +263,7 @@ impl Incident {
         );
         match self.outcome {
             Some(o) => format!("{}: {} {}", self.target, o.label(), versions),
-            None => format!("{}: ROLLING BACK {}", self.target, versions),
+            None => format!("{}: OPEN {}", self.target, versions),
         }
     }
 
