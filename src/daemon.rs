@@ -10,13 +10,14 @@
 //! finish; if it does not, the journal still says RollingBack and recovery
 //! verifies instead of running it again.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -72,6 +73,28 @@ pub enum Observation {
     },
 }
 
+/// A request from the API to one target's worker: step this event and
+/// answer with the state after it, or why it does not fit.
+#[derive(Debug)]
+pub struct Command {
+    /// The event (approve, reject, manual trigger, pause, resume).
+    pub event: Event,
+    /// The state after the step, or the reason it was refused.
+    pub reply: oneshot::Sender<Result<TargetState, String>>,
+}
+
+/// What the API holds of one target: a way to send it events and a
+/// read-only view of its latest state.
+#[derive(Debug, Clone)]
+pub struct TargetHandle {
+    /// Target name.
+    pub name: String,
+    /// Events for the worker, each with its reply.
+    pub commands: mpsc::Sender<Command>,
+    /// The state after the worker's latest step.
+    pub state: watch::Receiver<TargetState>,
+}
+
 /// What every worker shares.
 struct Shared {
     state_dir: PathBuf,
@@ -82,6 +105,14 @@ struct Shared {
     verify_client: reqwest::Client,
     observers: broadcast::Sender<Observation>,
     tracker: TaskTracker,
+    /// Every incident seen, for the API (seeded from the journal).
+    incidents: Arc<RwLock<BTreeMap<String, Incident>>>,
+    /// Signs the approve/reject links of confirmation emails.
+    links: Arc<crate::api::links::LinkKeys>,
+    /// `public_url`, base of those links.
+    public_url: Option<url::Url>,
+    /// `[daemon] max_rollbacks_per_hour` across all targets.
+    global_limit: Option<GlobalLimit>,
 }
 
 impl Shared {
@@ -152,6 +183,13 @@ impl Daemon {
             .build()
             .context("failed to build the HTTP client")?;
         let (observers, _) = broadcast::channel(1024);
+        let incidents = seed_incidents(&state_dir);
+        let links = crate::api::links::LinkKeys::open(&state_dir)
+            .context("failed to set up the confirmation link key")?;
+        let global_limit = config
+            .daemon
+            .max_rollbacks_per_hour
+            .map(|cap| GlobalLimit::build(cap, recovery.states.values(), Utc::now()));
         let shared = Arc::new(Shared {
             state_dir,
             poll_interval: config.daemon.poll_interval,
@@ -161,6 +199,10 @@ impl Daemon {
             verify_client,
             observers,
             tracker: TaskTracker::new(),
+            incidents: Arc::new(RwLock::new(incidents)),
+            links: Arc::new(links),
+            public_url: config.daemon.public_url.clone(),
+            global_limit,
         });
         Ok(Daemon {
             config,
@@ -187,13 +229,37 @@ impl Daemon {
                 version: env!("CARGO_PKG_VERSION").to_string(),
             })
             .await?;
+        let token = match &self.config.daemon.api_token_file {
+            Some(path) => Some(crate::api::auth::read_token(path)?),
+            None => None,
+        };
+        let listener = tokio::net::TcpListener::bind(self.config.daemon.listen)
+            .await
+            .with_context(|| format!("failed to listen on {}", self.config.daemon.listen))?;
         let mut workers = Vec::new();
+        let mut handles = BTreeMap::new();
         for target in &self.config.targets {
             let state = self.recovered.remove(&target.name);
-            let worker = Worker::build(&self.config, target, state, self.shared.clone());
+            let (worker, handle) = Worker::build(&self.config, target, state, self.shared.clone());
+            handles.insert(target.name.clone(), handle);
             let token = cancel.clone();
             workers.push(tokio::spawn(worker.run(token)));
         }
+        let api = crate::api::ApiState {
+            targets: handles,
+            order: self.config.targets.iter().map(|t| t.name.clone()).collect(),
+            incidents: self.shared.incidents.clone(),
+            token,
+            alerts: crate::sources::alertmanager::AlertStore::global(),
+            links: self.shared.links.clone(),
+            windows: self.config.windows.clone(),
+            dry_run: self.config.daemon.dry_run,
+        };
+        let addr = listener
+            .local_addr()
+            .context("failed to read the bound address")?;
+        tracing::info!(%addr, "api listening");
+        let server = tokio::spawn(crate::api::serve(listener, Arc::new(api), cancel.clone()));
         tracing::info!(
             targets = self.config.targets.len(),
             poll_interval = %crate::util::fmt_duration(self.config.daemon.poll_interval),
@@ -206,6 +272,11 @@ impl Daemon {
             if let Err(e) = w.await {
                 tracing::error!(error = %e, "worker ended abnormally");
             }
+        }
+        match server.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "api server failed"),
+            Err(e) => tracing::error!(error = %e, "api server ended abnormally"),
+            Ok(Ok(())) => {}
         }
         self.shared.tracker.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, self.shared.tracker.wait())
@@ -230,6 +301,8 @@ struct Worker {
     events_tx: mpsc::Sender<Event>,
     events_rx: mpsc::Receiver<Event>,
     last_version_error: Option<String>,
+    commands_rx: mpsc::Receiver<Command>,
+    state_tx: watch::Sender<TargetState>,
 }
 
 impl Worker {
@@ -238,7 +311,7 @@ impl Worker {
         target: &TargetConfig,
         recovered: Option<TargetState>,
         shared: Arc<Shared>,
-    ) -> Worker {
+    ) -> (Worker, TargetHandle) {
         let rules = target
             .rules
             .iter()
@@ -250,17 +323,30 @@ impl Worker {
             })
             .collect();
         let (events_tx, events_rx) = mpsc::channel(16);
-        Worker {
+        let (commands_tx, commands_rx) = mpsc::channel(16);
+        let state = recovered
+            .clone()
+            .unwrap_or_else(|| TargetState::new(&target.name));
+        let (state_tx, state_rx) = watch::channel(state.clone());
+        let worker = Worker {
             target: target.clone(),
             decide: DecideConfig::from_config(config, target),
             recovered: recovered.is_some(),
-            state: recovered.unwrap_or_else(|| TargetState::new(&target.name)),
+            state,
             rules,
             shared,
             events_tx,
             events_rx,
             last_version_error: None,
-        }
+            commands_rx,
+            state_tx,
+        };
+        let handle = TargetHandle {
+            name: target.name.clone(),
+            commands: commands_tx,
+            state: state_rx,
+        };
+        (worker, handle)
     }
 
     async fn run(mut self, cancel: CancellationToken) {
@@ -274,8 +360,10 @@ impl Worker {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 Some(event) = self.events_rx.recv() => self.apply(event).await,
+                Some(command) = self.commands_rx.recv() => self.command(command).await,
                 _ = tick.tick() => self.poll().await,
             }
+            self.publish();
         }
         if matches!(self.state.phase, Phase::RollingBack { .. }) {
             tracing::warn!(target = %self.target.name, "waiting for the running rollback to finish before exiting");
@@ -379,6 +467,7 @@ impl Worker {
             || !actions.is_empty()
             || next.version != self.state.version
             || next.loop_guard != self.state.loop_guard
+            || next.paused != self.state.paused
             || statuses(&next.rules) != statuses(&self.state.rules);
         if !changed {
             self.state = next;
@@ -401,6 +490,7 @@ impl Worker {
             return;
         }
         self.state = next;
+        self.remember_incident();
         if from != to {
             crate::metrics::global().inc(
                 "rollbackd_transitions_total",
@@ -415,6 +505,11 @@ impl Worker {
             to,
             state: Box::new(self.state.clone()),
         });
+        if let Some(refused) = self.global_limit_refuses(&actions) {
+            // Nothing of this step is carried out; the machine escalates.
+            let _ = self.events_tx.try_send(refused);
+            return;
+        }
         for action in actions {
             self.act(action).await;
         }
@@ -464,7 +559,15 @@ impl Worker {
                 });
             }
             Action::Notify { kind, incident } => {
-                let sent = self.shared.notifier.notify(kind, &incident, None).await;
+                let links = self.confirm_links(kind, &incident);
+                if kind == decide::NotifyKind::AwaitingConfirmation {
+                    self.ask_confirm_command(&incident);
+                }
+                let sent = self
+                    .shared
+                    .notifier
+                    .notify(kind, &incident, links.as_ref())
+                    .await;
                 self.notified(kind, Some(incident.id.clone()), sent).await;
             }
             Action::NotifyTarget {
@@ -593,5 +696,186 @@ fn log_step(target: &str, event: &Event, from: &str, to: &str, state: &TargetSta
             .map(|t| t.message.clone())
             .unwrap_or_default();
         tracing::info!(%target, %from, %to, %why, "transition");
+    }
+}
+
+/// The global cap on executed rollbacks (`[daemon] max_rollbacks_per_hour`),
+/// asked before an `Execute` is carried out. The state machine stays pure:
+/// a refusal is fed back as [`Event::ExecRefused`] and escalates.
+struct GlobalLimit {
+    cap: std::num::NonZeroU32,
+    limiter: governor::DefaultDirectRateLimiter,
+}
+
+impl GlobalLimit {
+    /// A limiter with the rollbacks of the last hour (from the recovered
+    /// states) already counted, so a restart does not reset the cap.
+    fn build<'a>(
+        cap: std::num::NonZeroU32,
+        states: impl Iterator<Item = &'a TargetState>,
+        now: Time,
+    ) -> GlobalLimit {
+        let limiter = governor::RateLimiter::direct(governor::Quota::per_hour(cap));
+        let hour_ago = now - chrono::Duration::hours(1);
+        let recent: usize = states
+            .map(|s| s.rollbacks.iter().filter(|t| **t > hour_ago).count())
+            .sum();
+        for _ in 0..recent {
+            let _ = limiter.check();
+        }
+        GlobalLimit { cap, limiter }
+    }
+}
+
+/// Every incident in the journal, for the API.
+fn seed_incidents(state_dir: &Path) -> BTreeMap<String, Incident> {
+    let mut incidents = BTreeMap::new();
+    let path = state_dir.join("journal.jsonl");
+    if let Ok((entries, _)) = crate::journal::read_all(&path) {
+        for e in entries {
+            if let Record::Step { state, .. } = e.record {
+                if let Some(i) = state.incident() {
+                    incidents.insert(i.id.clone(), i.clone());
+                }
+            }
+        }
+    }
+    incidents
+}
+
+/// Why an event from the API does not fit the target's state, in words.
+fn refusal(target: &str, state: &TargetState, event: &Event) -> String {
+    let phase = state.phase.name();
+    match event {
+        Event::Approve { incident, .. } | Event::Reject { incident, .. } => {
+            match state.incident() {
+                Some(open) if open.id == *incident => format!(
+                    "incident {incident} is not awaiting confirmation: target {target} is {phase}"
+                ),
+                _ => format!(
+                    "incident {incident} is not awaiting confirmation (target {target} is {phase})"
+                ),
+            }
+        }
+        Event::ManualTrigger { .. } => {
+            format!("target {target} already has a rollback in flight ({phase}); nothing done")
+        }
+        _ => format!("event not accepted: target {target} is {phase}"),
+    }
+}
+
+impl Worker {
+    /// An event from the API: step it and answer with the state after.
+    async fn command(&mut self, cmd: Command) {
+        let now = Utc::now();
+        let expected = match decide::step(&self.decide, self.state.clone(), cmd.event.clone(), now)
+        {
+            Ok((next, _)) => next,
+            Err(_) => {
+                let why = refusal(&self.target.name, &self.state, &cmd.event);
+                tracing::info!(target = %self.target.name, %why, "api event refused");
+                let _ = cmd.reply.send(Err(why));
+                return;
+            }
+        };
+        self.apply(cmd.event).await;
+        if self.state.phase.name() != expected.phase.name()
+            || self.state.paused.is_some() != expected.paused.is_some()
+        {
+            let _ = cmd.reply.send(Err(
+                "rollbackd could not journal the step, so nothing was done; see its log".into(),
+            ));
+            return;
+        }
+        // Results the step caused at once (a refusal by the global limit).
+        while let Ok(event) = self.events_rx.try_recv() {
+            self.apply(event).await;
+        }
+        self.publish();
+        let _ = cmd.reply.send(Ok(self.state.clone()));
+    }
+
+    /// Share the latest state with the API.
+    fn publish(&self) {
+        let state = &self.state;
+        self.state_tx.send_if_modified(|s| {
+            if s != state {
+                *s = state.clone();
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    fn remember_incident(&self) {
+        if let Some(i) = self.state.incident() {
+            let mut all = self
+                .shared
+                .incidents
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            all.insert(i.id.clone(), i.clone());
+        }
+    }
+
+    /// Ask the global limiter before an `Execute`; `Some(event)` when it refuses.
+    fn global_limit_refuses(&self, actions: &[Action]) -> Option<Event> {
+        let limit = self.shared.global_limit.as_ref()?;
+        let incident = actions.iter().find_map(|a| match a {
+            Action::Execute { incident } => Some(incident.id.clone()),
+            _ => None,
+        })?;
+        if limit.limiter.check().is_ok() {
+            return None;
+        }
+        crate::metrics::global().inc(
+            "rollbackd_global_limit_refusals_total",
+            &[("target", &self.target.name)],
+        );
+        let reason = format!(
+            "global rate limit: [daemon] max_rollbacks_per_hour = {} reached across all targets",
+            limit.cap
+        );
+        tracing::warn!(target = %self.target.name, %incident, %reason, "rollback refused");
+        Some(Event::ExecRefused { incident, reason })
+    }
+
+    /// Approve and reject links for a confirmation email, when `public_url` is set.
+    fn confirm_links(
+        &self,
+        kind: decide::NotifyKind,
+        incident: &Incident,
+    ) -> Option<crate::notify::ConfirmLinks> {
+        if kind != decide::NotifyKind::AwaitingConfirmation {
+            return None;
+        }
+        let url = self.shared.public_url.as_ref()?;
+        let Phase::AwaitingConfirmation { deadline, .. } = &self.state.phase else {
+            return None;
+        };
+        Some(self.shared.links.links(url, &incident.id, *deadline))
+    }
+
+    /// Run `confirm_command` (if configured) in the background: exit 0
+    /// approves, 1 rejects, anything else (or the deadline) is no answer.
+    fn ask_confirm_command(&self, incident: &Incident) {
+        let Some(argv) = self.target.confirm.command.clone() else {
+            return;
+        };
+        let Phase::AwaitingConfirmation { deadline, .. } = &self.state.phase else {
+            return;
+        };
+        let left = (*deadline - Utc::now()).to_std().unwrap_or_default();
+        let vars = vars_for(incident);
+        let tx = self.events_tx.clone();
+        let target = self.target.name.clone();
+        // Not tracked: shutdown does not wait for a human's answer.
+        tokio::spawn(async move {
+            if let Some(event) = crate::confirm::ask(&argv, &vars, left).await {
+                tracing::info!(%target, incident = %vars.incident, ?event, "confirm_command answered");
+                let _ = tx.send(event).await;
+            }
+        });
     }
 }

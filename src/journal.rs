@@ -318,6 +318,7 @@ mod tests {
         };
         state.rules = match &i.cause {
             crate::decide::Cause::Rules { breached } => breached.clone(),
+            crate::decide::Cause::Manual { .. } => Vec::new(),
         };
         vec![
             Entry {

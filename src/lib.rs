@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //!
+//! - [`api`]: the HTTP API (axum): status, incidents, confirmation, trigger, pause, webhook, links.
+//! - [`client`]: the client commands (`status`, `approve`, ...) talking to the API.
 //! - [`config`]: raw (serde) TOML -> validated, typed config; every error with its key path.
 //! - [`sources`]: produce samples (HTTP probe, host /proc); they never decide anything.
 //! - [`rules`]: turn samples into a rule status (`for` duration, no-data policy).
@@ -11,12 +13,16 @@
 //! - [`metrics`]: the daemon's own metrics (Prometheus text format).
 //! - [`journal`]: append-only, fsync'd event log and recovery at start.
 //! - [`status`]: what `status`, `incidents` and `report` print, read from the state dir.
+//! - [`confirm`]: `confirm_command`, a team's own approval flow.
 //! - [`daemon`]: wiring: per-target workers, ticks, shutdown.
 //! - [`demo`]: the self-contained demonstration behind `rollbackd demo`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod api;
+pub mod client;
 pub mod config;
+pub mod confirm;
 pub mod daemon;
 pub mod decide;
 pub mod demo;

@@ -7,12 +7,14 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use rollbackd::client::Verb;
 use rollbackd::config::{self, Config};
 use rollbackd::daemon::Daemon;
 
 /// Exit codes (DESIGN.md section 4).
 const EXIT_FAILURE: u8 = 1;
 const EXIT_CONFIG: u8 = 64;
+const EXIT_UNREACHABLE: u8 = 69;
 
 const DEFAULT_CONFIG: &str = "/etc/rollbackd/rollbackd.toml";
 
@@ -44,17 +46,15 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-    /// Targets, their state and the latest rule values (read from the journal).
+    /// Targets, their state, release window and the latest rule values.
     Status {
-        /// Config file (for `state_dir`).
-        #[arg(long, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
     },
-    /// Open and recent incidents with their timeline (read from the journal).
+    /// Open and recent incidents with their timeline.
     Incidents {
-        /// Config file (for `state_dir`).
-        #[arg(long, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
     },
     /// Rehearse a target's rollback (dry-run unless --live), or list past drills.
     Drill {
@@ -74,21 +74,76 @@ enum Command {
         #[arg(long)]
         history: bool,
     },
-    /// Print an incident's rollback record (Markdown).
+    /// Print an incident's rollback record (Markdown; from the record file when --config is given).
     Report {
         /// Incident ID.
         id: String,
-        /// Config file (for `state_dir`).
-        #[arg(long, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
     },
+    /// Approve the rollback of an incident awaiting confirmation.
+    Approve {
+        /// Incident ID.
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Reject the rollback of an incident awaiting confirmation.
+    Reject {
+        /// Incident ID.
+        id: String,
+        /// Why (recorded and mailed).
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Roll a target back now through the same pipeline (confirmation skipped).
+    Trigger {
+        /// Target name.
+        target: String,
+        /// Why (recorded and mailed).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Hold automatic action on a target (breaches escalate instead).
+    Pause {
+        /// Target name.
+        target: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Release a pause.
+    Resume {
+        /// Target name.
+        target: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// How client commands find the daemon.
+#[derive(clap::Args, Debug)]
+struct ClientArgs {
+    /// Config file: its `listen` and `api_token_file` (default /etc/rollbackd/rollbackd.toml if it exists).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// API base URL, e.g. http://127.0.0.1:9797 (token from ROLLBACKD_API_TOKEN).
+    #[arg(long)]
+    api: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
         Command::Demo { .. } | Command::Drill { .. } => "warn",
-        _ => "info",
+        Command::Run { .. } | Command::Check { .. } => "info",
+        _ => "warn",
     };
     init_logging(default_level);
     match cli.command {
@@ -130,17 +185,20 @@ fn main() -> ExitCode {
                 Err(e) => finish(Err(e)),
             }
         }
-        Command::Status { config } => with_config(&config, |c| {
-            print!("{}", rollbackd::status::render_status(&c.daemon.state_dir)?);
-            Ok(())
-        }),
-        Command::Incidents { config } => with_config(&config, |c| {
-            print!(
-                "{}",
-                rollbackd::status::render_incidents(&c.daemon.state_dir)?
-            );
-            Ok(())
-        }),
+        Command::Status { client } => client_command(client, Verb::Status),
+        Command::Incidents { client } => client_command(client, Verb::Incidents),
+        Command::Report { id, client } => client_command(client, Verb::Report { id }),
+        Command::Approve { id, client } => client_command(client, Verb::Approve { id }),
+        Command::Reject { id, reason, client } => {
+            client_command(client, Verb::Reject { id, reason })
+        }
+        Command::Trigger {
+            target,
+            reason,
+            client,
+        } => client_command(client, Verb::Trigger { target, reason }),
+        Command::Pause { target, client } => client_command(client, Verb::Pause { target }),
+        Command::Resume { target, client } => client_command(client, Verb::Resume { target }),
         Command::Drill {
             target,
             config,
@@ -148,13 +206,34 @@ fn main() -> ExitCode {
             to_version,
             history,
         } => drill(&config, target, live, to_version, history),
-        Command::Report { id, config } => with_config(&config, |c| {
-            let path = rollbackd::status::record_path(&c.daemon.state_dir.join("incidents"), &id)?;
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("no record for incident {id:?} at {}", path.display()))?;
-            print!("{text}");
-            Ok(())
-        }),
+    }
+}
+
+/// A client command against the daemon's API, with its exit code.
+fn client_command(args: ClientArgs, verb: Verb) -> ExitCode {
+    use rollbackd::client::{ClientError, Endpoint};
+    let result = Endpoint::resolve(
+        args.api.as_deref(),
+        args.config.as_deref(),
+        Path::new(DEFAULT_CONFIG),
+    )
+    .and_then(|ep| {
+        let rt = runtime().map_err(ClientError::Other)?;
+        rt.block_on(rollbackd::client::run(&ep, verb, args.json))
+    });
+    match result {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rollbackd: {e}");
+            ExitCode::from(match e {
+                ClientError::Unreachable { .. } => EXIT_UNREACHABLE,
+                ClientError::Config(_) => EXIT_CONFIG,
+                ClientError::Api { .. } | ClientError::Other(_) => EXIT_FAILURE,
+            })
+        }
     }
 }
 
@@ -212,13 +291,6 @@ fn load_or_report(path: &Path) -> Result<Config, ExitCode> {
         eprintln!("{errors}");
         ExitCode::from(EXIT_CONFIG)
     })
-}
-
-fn with_config(path: &Path, f: impl FnOnce(&Config) -> anyhow::Result<()>) -> ExitCode {
-    match load_or_report(path) {
-        Ok(c) => finish(f(&c)),
-        Err(code) => code,
-    }
 }
 
 fn finish(result: anyhow::Result<()>) -> ExitCode {

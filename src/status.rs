@@ -1,5 +1,7 @@
-//! What the client commands `status`, `incidents` and `report` print, read
-//! from the state directory (journal and records). Read-only: safe to run
+//! What the client commands `status`, `incidents` and `report` print. The
+//! client feeds these from the API's JSON ([`render_targets`],
+//! [`render_incident_list`]); [`render_status`] and [`render_incidents`]
+//! read the state directory instead (journal and records), read-only, safe
 //! beside a live daemon.
 
 use std::collections::BTreeMap;
@@ -35,6 +37,36 @@ pub fn render_status(state_dir: &Path) -> anyhow::Result<String> {
     }
     let sorted: BTreeMap<_, _> = states.into_iter().collect();
     for (name, s) in sorted {
+        render_target(&mut out, &name, &s)?;
+    }
+    Ok(out)
+}
+
+/// The `status` table from `GET /v1/status`.
+pub fn render_targets(status: &crate::api::StatusResponse) -> anyhow::Result<String> {
+    let mut out = String::new();
+    if status.dry_run {
+        writeln!(out, "dry-run: nothing is executed (daemon.dry_run = true)")?;
+    }
+    if let Some(w) = status.targets.first().and_then(|t| t.window.as_ref()) {
+        writeln!(out, "release window {w:?} is active: decisions are dry-run")?;
+    }
+    if status.targets.is_empty() {
+        writeln!(out, "no targets")?;
+    }
+    for t in &status.targets {
+        render_target(&mut out, &t.name, &t.state)?;
+    }
+    Ok(out)
+}
+
+/// One target's block: state, version, guards, each rule's value.
+fn render_target(
+    out: &mut String,
+    name: &str,
+    s: &crate::decide::TargetState,
+) -> anyhow::Result<()> {
+    {
         writeln!(
             out,
             "{name}: {}  version {}{}",
@@ -45,9 +77,22 @@ pub fn render_status(state_dir: &Path) -> anyhow::Result<String> {
                     format!("  (cooldown until {})", until.format("%Y-%m-%d %H:%M:%SZ")),
                 Phase::Verifying { deadline, .. } =>
                     format!("  (verify deadline {})", deadline.format("%H:%M:%SZ")),
+                Phase::AwaitingConfirmation { incident, deadline } => format!(
+                    "  (incident {} waits for approval until {})",
+                    incident.id,
+                    deadline.format("%Y-%m-%d %H:%M:%SZ")
+                ),
                 _ => String::new(),
             }
         )?;
+        if let Some(p) = &s.paused {
+            writeln!(
+                out,
+                "  paused by {} at {}: breaches escalate instead of rolling back",
+                p.by,
+                p.at.format("%Y-%m-%d %H:%M:%SZ")
+            )?;
+        }
         if let Some(g) = &s.loop_guard {
             writeln!(
                 out,
@@ -65,7 +110,7 @@ pub fn render_status(state_dir: &Path) -> anyhow::Result<String> {
             )?;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Every incident in the journal, newest first, with its timeline.
@@ -78,11 +123,17 @@ pub fn render_incidents(state_dir: &Path) -> anyhow::Result<String> {
             }
         }
     }
+    let list: Vec<Incident> = incidents.into_values().rev().collect();
+    render_incident_list(&list)
+}
+
+/// Incidents (newest first, as given) with their timelines.
+pub fn render_incident_list(incidents: &[Incident]) -> anyhow::Result<String> {
     let mut out = String::new();
     if incidents.is_empty() {
         writeln!(out, "no incidents")?;
     }
-    for inc in incidents.values().rev() {
+    for inc in incidents {
         writeln!(
             out,
             "{}  {}  {}",

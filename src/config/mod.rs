@@ -58,6 +58,9 @@ pub struct DaemonConfig {
     pub api_token_file: Option<PathBuf>,
     /// Base URL for links in email.
     pub public_url: Option<url::Url>,
+    /// Cap on executed rollbacks per hour across all targets; `None`: no
+    /// global cap (each target's own cap still holds).
+    pub max_rollbacks_per_hour: Option<NonZeroU32>,
 }
 
 /// `[notify]`.
@@ -119,6 +122,42 @@ pub struct TargetConfig {
     pub rollback: RollbackPlan,
     /// How recovery is checked after the plan succeeded.
     pub verify: VerifyConfig,
+    /// Whether a human must approve a rollback, and what happens when nobody does.
+    pub confirm: ConfirmConfig,
+}
+
+/// `confirm`, `confirm_timeout`, `on_confirm_timeout`, `confirm_command`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfirmConfig {
+    /// `confirm = "required"`: wait for approve or reject before acting.
+    pub required: bool,
+    /// How long to wait for an answer.
+    pub timeout: Duration,
+    /// What happens when nobody answered in time.
+    pub on_timeout: OnConfirmTimeout,
+    /// argv asked for an answer: exit 0 approves, 1 rejects, anything else
+    /// is no answer. Template variables as in rollback steps.
+    pub command: Option<Vec<String>>,
+}
+
+impl Default for ConfirmConfig {
+    fn default() -> Self {
+        ConfirmConfig {
+            required: false,
+            timeout: Duration::from_secs(300),
+            on_timeout: OnConfirmTimeout::Escalate,
+            command: None,
+        }
+    }
+}
+
+/// `on_confirm_timeout = rollback | escalate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnConfirmTimeout {
+    /// Nobody objected in time: roll back.
+    Rollback,
+    /// Nobody answered: do nothing and tell the admin.
+    Escalate,
 }
 
 /// `[[target.rule]]`.
@@ -141,7 +180,12 @@ pub enum SourceSpec {
     Probe(ProbeSpec),
     /// Host CPU or memory from /proc.
     Host(HostMetric),
+    /// Alerts pushed by Alertmanager: breached while a matching alert fires.
+    Alertmanager(AlertMatch),
 }
+
+/// `match = { label = "value", ... }`: every label must equal its value.
+pub type AlertMatch = std::collections::BTreeMap<String, String>;
 
 /// `source = "probe"`.
 #[derive(Debug, Clone, PartialEq)]

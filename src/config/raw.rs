@@ -50,6 +50,8 @@ pub struct RawDaemon {
     pub api_token_file: Option<String>,
     /// Base URL for links in email; must be http(s).
     pub public_url: Option<String>,
+    /// Global cap on executed rollbacks per hour (all targets).
+    pub max_rollbacks_per_hour: Option<i64>,
 }
 
 /// `[prometheus]` (not supported yet).
@@ -135,12 +137,14 @@ pub struct RawTarget {
     pub version_label: Option<toml::Value>,
     /// Act only inside these windows (not supported yet).
     pub only_within: Option<toml::Value>,
-    /// `none` or `required` (human confirmation, not supported yet).
+    /// `none` or `required` (human confirmation).
     pub confirm: Option<String>,
-    /// How long to wait for a human (not supported yet).
-    pub confirm_timeout: Option<toml::Value>,
-    /// `rollback` or `escalate` when nobody answers (not supported yet).
-    pub on_confirm_timeout: Option<toml::Value>,
+    /// Duration string: how long to wait for a human.
+    pub confirm_timeout: Option<String>,
+    /// `rollback` or `escalate` when nobody answers.
+    pub on_confirm_timeout: Option<String>,
+    /// argv asked for an answer (exit 0 approve, 1 reject).
+    pub confirm_command: Option<Vec<String>>,
     /// Duration string: quiet time after an incident.
     pub cooldown: Option<String>,
     /// Executed rollbacks allowed per hour.
@@ -178,7 +182,7 @@ pub struct RawRule {
     pub baseline_query: Option<toml::Value>,
     /// PromQL query (not supported yet).
     pub query: Option<toml::Value>,
-    /// Alertmanager label match (not supported yet).
+    /// Alertmanager label match: a table of label = "value".
     #[serde(rename = "match")]
     pub match_: Option<toml::Value>,
     /// Probe: URL fetched with GET.

@@ -413,6 +413,19 @@ fn daemon(cx: &mut Cx, raw: RawDaemon) -> Option<DaemonConfig> {
         None => Some(None),
         Some(u) => cx.http_url(&join(p, "public_url"), u).map(Some),
     };
+    let global_cap = match raw.max_rollbacks_per_hour {
+        None => Some(None),
+        Some(n) => match u32::try_from(n).ok().and_then(NonZeroU32::new) {
+            Some(v) => Some(Some(v)),
+            None => {
+                cx.err(
+                    join(p, "max_rollbacks_per_hour"),
+                    format!("max_rollbacks_per_hour = {n} must be at least 1 (to stop automatic rollbacks use dry_run)"),
+                );
+                None
+            }
+        },
+    };
     Some(DaemonConfig {
         state_dir: state_dir?,
         listen: listen?,
@@ -420,6 +433,7 @@ fn daemon(cx: &mut Cx, raw: RawDaemon) -> Option<DaemonConfig> {
         dry_run: raw.dry_run.unwrap_or(false),
         api_token_file: api_token_file?,
         public_url: public_url?,
+        max_rollbacks_per_hour: global_cap?,
     })
 }
 
@@ -648,16 +662,6 @@ fn target(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<TargetConfig> {
             "version_label (use version_command)",
         ),
         ("only_within", raw.only_within.is_some(), "only_within"),
-        (
-            "confirm_timeout",
-            raw.confirm_timeout.is_some(),
-            "confirm_timeout (human confirmation)",
-        ),
-        (
-            "on_confirm_timeout",
-            raw.on_confirm_timeout.is_some(),
-            "on_confirm_timeout (human confirmation)",
-        ),
     ] {
         if set {
             cx.not_supported(join(p, key), what);
@@ -667,17 +671,7 @@ fn target(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<TargetConfig> {
         None => Some(None),
         Some(argv) => cx.argv(&join(p, "version_command"), argv, false).map(Some),
     };
-    match raw.confirm.as_deref() {
-        None | Some("none") => {}
-        Some("required") => cx.not_supported(
-            join(p, "confirm"),
-            "confirm = \"required\" (human confirmation; use \"none\")",
-        ),
-        Some(other) => cx.err(
-            join(p, "confirm"),
-            format!("invalid confirm {other:?} (use \"none\" or \"required\")"),
-        ),
-    }
+    let confirm = confirm(cx, p, raw);
     let cooldown = cx.duration(
         p,
         "cooldown",
@@ -784,13 +778,121 @@ fn target(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<TargetConfig> {
         rules: rules.into_iter().collect::<Option<_>>()?,
         rollback,
         verify: verify?,
+        confirm: confirm?,
     })
+}
+
+/// Default `target.confirm_timeout`.
+pub const DEFAULT_CONFIRM_TIMEOUT: &str = "5m";
+
+/// `confirm`, `confirm_timeout`, `on_confirm_timeout`, `confirm_command`.
+fn confirm(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<super::ConfirmConfig> {
+    let required = match raw.confirm.as_deref() {
+        None | Some("none") => Some(false),
+        Some("required") => Some(true),
+        Some(other) => {
+            cx.err(
+                join(p, "confirm"),
+                format!("invalid confirm {other:?} (use \"none\" or \"required\")"),
+            );
+            None
+        }
+    };
+    let timeout = cx.duration(
+        p,
+        "confirm_timeout",
+        raw.confirm_timeout.as_deref(),
+        DEFAULT_CONFIRM_TIMEOUT,
+        true,
+    );
+    let on_timeout = match raw.on_confirm_timeout.as_deref() {
+        None | Some("escalate") => Some(super::OnConfirmTimeout::Escalate),
+        Some("rollback") => Some(super::OnConfirmTimeout::Rollback),
+        Some(other) => {
+            cx.err(
+                join(p, "on_confirm_timeout"),
+                format!("invalid on_confirm_timeout {other:?} (use \"rollback\" or \"escalate\")"),
+            );
+            None
+        }
+    };
+    let command = match raw.confirm_command.as_deref() {
+        None => Some(None),
+        Some(argv) => cx.argv(&join(p, "confirm_command"), argv, true).map(Some),
+    };
+    if required == Some(false) {
+        for (key, set) in [
+            ("confirm_timeout", raw.confirm_timeout.is_some()),
+            ("on_confirm_timeout", raw.on_confirm_timeout.is_some()),
+            ("confirm_command", raw.confirm_command.is_some()),
+        ] {
+            if set {
+                cx.err(
+                    join(p, key),
+                    format!("{key} has no effect without confirm = \"required\""),
+                );
+            }
+        }
+    }
+    Some(super::ConfirmConfig {
+        required: required?,
+        timeout: timeout?,
+        on_timeout: on_timeout?,
+        command: command?,
+    })
+}
+
+/// `match = { label = "value", ... }` of an Alertmanager rule.
+fn alert_match(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<super::AlertMatch> {
+    let path = join(p, "match");
+    let table = match raw.match_.as_ref() {
+        None => {
+            cx.err(
+                path,
+                "alertmanager rule needs match = { label = \"value\", ... }",
+            );
+            return None;
+        }
+        Some(toml::Value::Table(t)) => t,
+        Some(other) => {
+            cx.err(
+                path,
+                format!("match must be a table of label = \"value\", not {other}"),
+            );
+            return None;
+        }
+    };
+    if table.is_empty() {
+        cx.err(
+            path,
+            "match is empty: it would match every alert; name at least one label",
+        );
+        return None;
+    }
+    let mut out = super::AlertMatch::new();
+    let mut ok = true;
+    for (k, v) in table {
+        match v {
+            toml::Value::String(s) => {
+                out.insert(k.clone(), s.clone());
+            }
+            other => {
+                cx.err(
+                    format!("{path}.{k}"),
+                    format!("label value must be a string, not {other}"),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
 }
 
 /// The source kinds a rule may name.
 enum Source {
     Probe,
     Host,
+    Alertmanager,
 }
 
 fn rule(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<RuleConfig> {
@@ -809,10 +911,7 @@ fn rule(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<RuleConfig> {
             );
             return None;
         }
-        s @ "alertmanager" => {
-            cx.not_supported(join(p, "source"), &format!("source {s:?}"));
-            return None;
-        }
+        "alertmanager" => Source::Alertmanager,
         other => {
             cx.err(
                 join(p, "source"),
@@ -844,7 +943,6 @@ fn rule(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<RuleConfig> {
             raw.query.is_some(),
             "query (Prometheus rules come with issue #3)",
         ),
-        ("match", raw.match_.is_some(), "match (Alertmanager rules)"),
     ] {
         if set {
             cx.not_supported(join(p, key), what);
@@ -856,7 +954,14 @@ fn rule(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<RuleConfig> {
             &["url", "timeout", "expect_status", "measure", "window"],
         ),
         Source::Host => ("host", &["metric"]),
+        Source::Alertmanager => ("alertmanager", &[]),
     };
+    if raw.match_.is_some() && !matches!(source, Source::Alertmanager) {
+        cx.err(
+            join(p, "match"),
+            format!("key match does not apply to source {source_name:?}"),
+        );
+    }
     for key in raw.source_keys_set() {
         if !own_keys.contains(&key) {
             cx.err(
@@ -864,6 +969,9 @@ fn rule(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<RuleConfig> {
                 format!("key {key} does not apply to source {source_name:?}"),
             );
         }
+    }
+    if matches!(source, Source::Alertmanager) {
+        return alertmanager_rule(cx, p, raw, name, for_);
     }
 
     let above = match raw.above {
@@ -963,11 +1071,36 @@ fn rule(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<RuleConfig> {
             let in_range = above.is_none_or(|v| fraction(cx, v));
             in_range.then_some(SourceSpec::Host(metric?))
         }
+        Source::Alertmanager => None,
     };
     Some(RuleConfig {
         name: name?,
         source: spec?,
         above: above?,
+        for_: for_?,
+    })
+}
+
+/// An Alertmanager rule: the value is the number of matching firing
+/// alerts, breached when above 0; `above` does not apply.
+fn alertmanager_rule(
+    cx: &mut Cx,
+    p: &str,
+    raw: &RawRule,
+    name: Option<String>,
+    for_: Option<Duration>,
+) -> Option<RuleConfig> {
+    if raw.above.is_some() {
+        cx.err(
+            join(p, "above"),
+            "key above does not apply to source \"alertmanager\" (breached while a matching alert fires)",
+        );
+    }
+    let m = alert_match(cx, p, raw);
+    Some(RuleConfig {
+        name: name?,
+        source: SourceSpec::Alertmanager(m?),
+        above: 0.0,
         for_: for_?,
     })
 }
@@ -1444,16 +1577,22 @@ mod tests {
             (config(&[("target", "version_json_pointer = \"/v\"")]), "target[0].version_json_pointer", "not supported yet"),
             (config(&[("target", "version_label = \"v\"")]), "target[0].version_label", "not supported yet"),
             (config(&[("target", "only_within = [\"w\"]")]), "target[0].only_within", "not supported yet"),
-            (config(&[("target", "confirm = \"required\"")]), "target[0].confirm", "not supported yet"),
+            (config(&[("target", "confirm = \"required\"\nconfirm_timeout = \"0s\"")]), "target[0].confirm_timeout", "must be greater than zero"),
+            (config(&[("target", "confirm = \"required\"\non_confirm_timeout = \"later\"")]), "target[0].on_confirm_timeout", r#"invalid on_confirm_timeout "later""#),
+            (config(&[("target", "confirm = \"required\"\nconfirm_command = [\"ask\", \"{nope}\"]")]), "target[0].confirm_command", "unknown template variable {nope}"),
+            (config(&[("daemon", "max_rollbacks_per_hour = 0")]), "daemon.max_rollbacks_per_hour", "must be at least 1"),
             (config(&[("target", "confirm = \"maybe\"")]), "target[0].confirm", r#"invalid confirm "maybe""#),
-            (config(&[("target", "confirm_timeout = \"5m\"")]), "target[0].confirm_timeout", "not supported yet"),
-            (config(&[("target", "on_confirm_timeout = \"rollback\"")]), "target[0].on_confirm_timeout", "not supported yet"),
+            (config(&[("target", "confirm_timeout = \"5m\"")]), "target[0].confirm_timeout", "no effect without confirm = \"required\""),
+            (config(&[("target", "on_confirm_timeout = \"rollback\"")]), "target[0].on_confirm_timeout", "no effect without confirm"),
             (config(&[("target", "cooldown = \"soon\"")]), "target[0].cooldown", r#"invalid duration "soon""#),
             (config(&[("target", "max_rollbacks_per_hour = 0")]), "target[0].max_rollbacks_per_hour", "must be at least 1"),
             (config(&[("target", "no_data = \"ignore\"")]), "target[0].no_data", r#"invalid no_data "ignore""#),
             // [[target.rule]]
             (config(&[("rule", "name = \"a\"\nsource = \"prometheus\"\nquery = \"up\"\nabove = 1.0")]), "target[0].rule[0].source", r#"not supported yet: source "prometheus""#),
-            (config(&[("rule", "name = \"a\"\nsource = \"alertmanager\"")]), "target[0].rule[0].source", r#"not supported yet: source "alertmanager""#),
+            (config(&[("rule", "name = \"a\"\nsource = \"alertmanager\"")]), "target[0].rule[0].match", "alertmanager rule needs match"),
+            (config(&[("rule", "name = \"a\"\nsource = \"alertmanager\"\nmatch = {}")]), "target[0].rule[0].match", "match is empty"),
+            (config(&[("rule", "name = \"a\"\nsource = \"alertmanager\"\nmatch = { severity = 3 }")]), "target[0].rule[0].match.severity", "must be a string"),
+            (config(&[("rule", "name = \"a\"\nsource = \"alertmanager\"\nabove = 1.0\nmatch = { a = \"b\" }")]), "target[0].rule[0].above", "does not apply to source \"alertmanager\""),
             (config(&[("rule", "name = \"a\"\nsource = \"nagios\"\nabove = 1.0")]), "target[0].rule[0].source", r#"invalid source "nagios" (use "probe" or "host")"#),
             (config(&[("rule", "name = \"a\"\nabove = 1.0")]), "target[0].rule[0].source", "required key is missing"),
             (config(&[("rule", &probe(""))]), "target[0].rule[0].above", "rule has no condition: set above"),
@@ -1478,7 +1617,7 @@ mod tests {
             (config(&[("rule", &host("above = 0.5").replace("\"cpu\"\n", "\"disk\"\n"))]), "target[0].rule[0].metric", r#"invalid metric "disk""#),
             (config(&[("rule", "name = \"c\"\nsource = \"host\"\nabove = 0.5")]), "target[0].rule[0].metric", "required key is missing"),
             (config(&[("rule", &probe("above = 0.5\nquery = \"up\""))]), "target[0].rule[0].query", "not supported yet"),
-            (config(&[("rule", &probe("above = 0.5\nmatch = { alertname = \"X\" }"))]), "target[0].rule[0].match", "not supported yet"),
+            (config(&[("rule", &probe("above = 0.5\nmatch = { alertname = \"X\" }"))]), "target[0].rule[0].match", "does not apply to source \"probe\""),
             (config(&[("rule", &probe("above = 0.5\nabove_baseline = 3.0"))]), "target[0].rule[0].above_baseline", "not supported yet"),
             (config(&[("rule", &probe("above = 0.5\nbaseline_window = \"1h\""))]), "target[0].rule[0].baseline_window", "not supported yet"),
             (config(&[("rule", &probe("above = 0.5\nbaseline_query = \"up\""))]), "target[0].rule[0].baseline_query", "not supported yet"),

@@ -7,7 +7,7 @@ use chrono::Duration as ChronoDuration;
 use super::{
     Action, Cause, Event, Incident, NotifyKind, Outcome, Phase, TargetState, Time, TimelineEntry,
 };
-use crate::config::{Config, TargetConfig, Window};
+use crate::config::{Config, OnConfirmTimeout, TargetConfig, Window};
 use crate::rules::{RuleReport, RuleStatus};
 use crate::util::fmt_duration;
 
@@ -30,6 +30,12 @@ pub struct DecideConfig {
     pub method: String,
     /// Rate limit of executed rollbacks.
     pub max_rollbacks_per_hour: u32,
+    /// `confirm = "required"`: a breach waits for a human.
+    pub confirm: bool,
+    /// How long to wait for the human.
+    pub confirm_timeout: Duration,
+    /// What a confirmation timeout does.
+    pub on_confirm_timeout: OnConfirmTimeout,
 }
 
 impl DecideConfig {
@@ -44,6 +50,9 @@ impl DecideConfig {
             verify_url: target.verify.url.is_some(),
             method: target.rollback.kind.name().to_string(),
             max_rollbacks_per_hour: target.max_rollbacks_per_hour.get(),
+            confirm: target.confirm.required,
+            confirm_timeout: target.confirm.timeout,
+            on_confirm_timeout: target.confirm.on_timeout,
         }
     }
 }
@@ -59,11 +68,11 @@ pub struct StepError {
     pub phase: String,
 }
 
-fn after(now: Time, d: Duration) -> Time {
+pub(super) fn after(now: Time, d: Duration) -> Time {
     now + ChronoDuration::from_std(d).unwrap_or(ChronoDuration::MAX)
 }
 
-fn note(incident: &mut Incident, now: Time, phase: &str, message: String) {
+pub(super) fn note(incident: &mut Incident, now: Time, phase: &str, message: String) {
     incident.timeline.push(TimelineEntry {
         at: now,
         phase: phase.to_string(),
@@ -231,8 +240,19 @@ pub fn step(
             Phase::Verifying { incident, .. } => actions.push(Action::Verify {
                 incident: incident.id.clone(),
             }),
-            Phase::Watching | Phase::Done { .. } => {}
+            // Same ID, same deadline: the wait goes on.
+            Phase::AwaitingConfirmation { .. } | Phase::Watching | Phase::Done { .. } => {}
         },
+        Event::Approve { .. }
+        | Event::Reject { .. }
+        | Event::ManualTrigger { .. }
+        | Event::Pause { .. }
+        | Event::Resume { .. }
+        | Event::ExecRefused { .. } => {
+            if let Err(()) = super::human::on_event(cfg, &mut state, &event, now, &mut actions) {
+                return Err(unexpected(&event, &state.phase));
+            }
+        }
     }
     Ok((state, actions))
 }
@@ -245,6 +265,12 @@ fn event_name(event: &Event) -> &'static str {
         Event::VerifyChecked { .. } => "verify_checked",
         Event::AfterFinished { .. } => "after_finished",
         Event::Recovered => "recovered",
+        Event::Approve { .. } => "approve",
+        Event::Reject { .. } => "reject",
+        Event::ManualTrigger { .. } => "manual_trigger",
+        Event::Pause { .. } => "pause",
+        Event::Resume { .. } => "resume",
+        Event::ExecRefused { .. } => "exec_refused",
     }
 }
 
@@ -281,6 +307,7 @@ fn advance(cfg: &DecideConfig, state: &mut TargetState, now: Time, actions: &mut
             let (mut inc, deadline, url_ok) = (incident.clone(), *deadline, *url_ok);
             verify(cfg, state, &mut inc, deadline, url_ok, now, actions);
         }
+        Phase::AwaitingConfirmation { .. } => super::human::awaiting(cfg, state, now, actions),
         Phase::RollingBack { .. } | Phase::Done { .. } => {}
     }
 }
@@ -440,7 +467,7 @@ fn watch(cfg: &DecideConfig, state: &mut TargetState, now: Time, actions: &mut V
     } else {
         None
     };
-    let guard = guard.or_else(|| {
+    let guard = guard.or_else(|| super::human::pause_guard(state)).or_else(|| {
         (state.rollbacks.len() as u32 >= cfg.max_rollbacks_per_hour).then(|| {
             format!(
                 "rate limit: {} rollbacks of this target in the last hour (max_rollbacks_per_hour = {})",
@@ -490,6 +517,21 @@ fn watch(cfg: &DecideConfig, state: &mut TargetState, now: Time, actions: &mut V
         );
         return;
     }
+    if cfg.confirm {
+        super::human::await_confirmation(cfg, state, inc, now, actions);
+        return;
+    }
+    start_rollback(cfg, state, inc, now, actions);
+}
+
+/// Triggered, guards passed: run the plan.
+pub(super) fn start_rollback(
+    cfg: &DecideConfig,
+    state: &mut TargetState,
+    mut inc: Incident,
+    now: Time,
+    actions: &mut Vec<Action>,
+) {
     inc.rollback_started = Some(now);
     state.rollbacks.push(now);
     let msg = format!(
@@ -515,7 +557,7 @@ fn watch(cfg: &DecideConfig, state: &mut TargetState, now: Time, actions: &mut V
 
 /// Close the incident with an outcome: record, notify, cooldown.
 #[allow(clippy::too_many_arguments)]
-fn finish(
+pub(super) fn finish(
     cfg: &DecideConfig,
     state: &mut TargetState,
     mut inc: Box<Incident>,

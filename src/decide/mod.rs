@@ -6,6 +6,7 @@
 //! sleeping. The incident model ([`Incident`]) travels inside the state and
 //! is what the journal, the record and the email are made from.
 
+mod human;
 mod machine;
 
 use std::time::Duration;
@@ -44,6 +45,18 @@ pub struct TargetState {
     pub loop_guard: Option<String>,
     /// Sequence for incident IDs.
     pub incident_seq: u64,
+    /// Automatic action is held (maintenance): a breach escalates instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<Pause>,
+}
+
+/// Who paused a target and when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pause {
+    /// The user or token holder that asked.
+    pub by: String,
+    /// When.
+    pub at: Time,
 }
 
 impl TargetState {
@@ -59,6 +72,7 @@ impl TargetState {
             rollbacks: Vec::new(),
             loop_guard: None,
             incident_seq: 0,
+            paused: None,
         }
     }
 
@@ -67,6 +81,7 @@ impl TargetState {
         match &self.phase {
             Phase::Watching => None,
             Phase::RollingBack { incident }
+            | Phase::AwaitingConfirmation { incident, .. }
             | Phase::Verifying { incident, .. }
             | Phase::Done { incident, .. } => Some(incident),
         }
@@ -80,6 +95,13 @@ impl TargetState {
 pub enum Phase {
     /// No open incident; rules are watched.
     Watching,
+    /// A human (or `confirm_command`) must approve or reject by `deadline`.
+    AwaitingConfirmation {
+        /// The open incident.
+        incident: Box<Incident>,
+        /// `on_confirm_timeout` applies from then on.
+        deadline: Time,
+    },
     /// The rollback plan is running.
     RollingBack {
         /// The open incident.
@@ -109,6 +131,7 @@ impl Phase {
     pub fn name(&self) -> &'static str {
         match self {
             Phase::Watching => "Watching",
+            Phase::AwaitingConfirmation { .. } => "AwaitingConfirmation",
             Phase::RollingBack { .. } => "RollingBack",
             Phase::Verifying { .. } => "Verifying",
             Phase::Done { incident, .. } => match incident.outcome {
@@ -116,6 +139,8 @@ impl Phase {
                 Some(Outcome::Failed) => "Failed",
                 Some(Outcome::DryRun) => "DryRun",
                 Some(Outcome::Escalated) => "Escalated",
+                Some(Outcome::Resolved) => "Resolved",
+                Some(Outcome::Rejected) => "Suppressed",
                 None => "Done",
             },
         }
@@ -134,6 +159,11 @@ pub enum Outcome {
     DryRun,
     /// A guard stopped the action; a human was told.
     Escalated,
+    /// The signals recovered while waiting for confirmation; nothing done.
+    Resolved,
+    /// A human rejected the rollback; breaches are suppressed until the
+    /// cooldown ends.
+    Rejected,
 }
 
 impl Outcome {
@@ -144,6 +174,8 @@ impl Outcome {
             Outcome::Failed => "FAILED",
             Outcome::DryRun => "WOULD ROLL BACK",
             Outcome::Escalated => "ESCALATED",
+            Outcome::Resolved => "RESOLVED",
+            Outcome::Rejected => "REJECTED",
         }
     }
 }
@@ -156,6 +188,13 @@ pub enum Cause {
     Rules {
         /// The breached rules with values, thresholds and windows.
         breached: Vec<RuleReport>,
+    },
+    /// A human asked for the rollback (`rollbackd trigger`, the API).
+    Manual {
+        /// Who asked.
+        by: String,
+        /// Why, in their words.
+        reason: String,
     },
 }
 
@@ -224,7 +263,7 @@ impl Incident {
         );
         match self.outcome {
             Some(o) => format!("{}: {} {}", self.target, o.label(), versions),
-            None => format!("{}: ROLLING BACK {}", self.target, versions),
+            None => format!("{}: OPEN {}", self.target, versions),
         }
     }
 
@@ -276,6 +315,46 @@ pub enum Event {
     },
     /// The daemon restarted and recovered this state from the journal.
     Recovered,
+    /// A human (or `confirm_command`) approved the incident's rollback.
+    Approve {
+        /// The incident awaiting confirmation.
+        incident: String,
+        /// Who approved.
+        by: String,
+    },
+    /// A human (or `confirm_command`) rejected the incident's rollback.
+    Reject {
+        /// The incident awaiting confirmation.
+        incident: String,
+        /// Who rejected.
+        by: String,
+        /// Why, in their words.
+        reason: String,
+    },
+    /// A human asked for a rollback now (confirmation is skipped).
+    ManualTrigger {
+        /// Who asked.
+        by: String,
+        /// Why, in their words.
+        reason: String,
+    },
+    /// Hold automatic action on the target.
+    Pause {
+        /// Who asked.
+        by: String,
+    },
+    /// Release a pause.
+    Resume {
+        /// Who asked.
+        by: String,
+    },
+    /// The runner refused to carry out `Execute` (global rate limit).
+    ExecRefused {
+        /// The incident whose rollback was refused.
+        incident: String,
+        /// The guard that refused, with its numbers.
+        reason: String,
+    },
 }
 
 /// Which notification to send.

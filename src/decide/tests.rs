@@ -24,6 +24,9 @@ fn cfg() -> DecideConfig {
         verify_url: true,
         method: "symlink".into(),
         max_rollbacks_per_hour: 1,
+        confirm: false,
+        confirm_timeout: Duration::from_secs(300),
+        on_confirm_timeout: crate::config::OnConfirmTimeout::Escalate,
     }
 }
 
@@ -370,6 +373,120 @@ fn recovery_never_reruns_an_interrupted_rollback() {
     assert_eq!(kinds(&a), vec!["verify"]);
 }
 
+#[test]
+fn confirmation_table() {
+    let mut c = cfg();
+    c.confirm = true;
+    c.confirm_timeout = Duration::from_secs(60);
+    let waiting = |c: &DecideConfig| {
+        let (s, a) = run(c, watching_on("v2", "v1"), vec![(breached(t(40)), t(40))]);
+        assert_eq!(s.phase.name(), "AwaitingConfirmation");
+        assert_eq!(kinds(&a), vec!["record", "notify:AwaitingConfirmation"]);
+        s
+    };
+    let s = waiting(&c);
+    let id = open_id(&s);
+    let approve = Event::Approve {
+        incident: id.clone(),
+        by: "alice".into(),
+    };
+    let reject = Event::Reject {
+        incident: id.clone(),
+        by: "bob".into(),
+        reason: "known".into(),
+    };
+
+    // Approve runs the plan and names the approver; a second approve is refused.
+    let (a, acts) = run(&c, s.clone(), vec![(approve.clone(), t(50))]);
+    assert_eq!(a.phase.name(), "RollingBack");
+    assert!(kinds(&acts).contains(&"execute".to_string()));
+    assert_eq!(a.incident().unwrap().confirmed_by.as_deref(), Some("alice"));
+    assert!(step(&c, a, approve.clone(), t(51)).is_err());
+
+    // Reject suppresses until the cooldown ends.
+    let (r, acts) = run(&c, s.clone(), vec![(reject, t(50))]);
+    assert_eq!(r.phase.name(), "Suppressed");
+    assert_eq!(kinds(&acts), vec!["record", "notify:Rejected"]);
+    let (r, acts) = run(&c, r, vec![(breached(t(100)), t(100))]);
+    assert_eq!(r.phase.name(), "Suppressed");
+    assert!(acts.is_empty());
+
+    // Signals recover while waiting: resolved, nothing executed.
+    let (r, acts) = run(&c, s.clone(), vec![(ok(t(60)), t(60))]);
+    assert_eq!(r.phase.name(), "Resolved");
+    assert_eq!(kinds(&acts), vec!["record", "notify:Resolved"]);
+
+    // Still breached at the deadline: escalate (default) or roll back.
+    let (e, acts) = run(
+        &c,
+        s.clone(),
+        vec![(breached(t(99)), t(99)), (breached(t(100)), t(100))],
+    );
+    assert_eq!(e.phase.name(), "Escalated");
+    assert_eq!(kinds(&acts), vec!["record", "notify:Escalated"]);
+    let mut rb = c.clone();
+    rb.on_confirm_timeout = crate::config::OnConfirmTimeout::Rollback;
+    let (r, acts) = run(&rb, s.clone(), vec![(breached(t(100)), t(100))]);
+    assert_eq!(r.phase.name(), "RollingBack");
+    assert!(kinds(&acts).contains(&"execute".to_string()));
+    // ... unless monitoring is blind then.
+    let (r, _) = run(&rb, s.clone(), vec![(unknown(t(100)), t(100))]);
+    assert_eq!(r.phase.name(), "Escalated");
+
+    // Recovery keeps the wait: same ID, same deadline.
+    let (r, acts) = run(&c, s.clone(), vec![(Event::Recovered, t(70))]);
+    assert_eq!(r, s);
+    assert!(acts.is_empty());
+
+    // Paused while waiting: approval escalates naming the guard.
+    let (p, _) = run(
+        &c,
+        s,
+        vec![(Event::Pause { by: "ops".into() }, t(45)), (approve, t(50))],
+    );
+    assert_eq!(p.phase.name(), "Escalated");
+    assert!(p
+        .incident()
+        .unwrap()
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("paused"));
+}
+
+#[test]
+fn manual_trigger_and_global_refusal() {
+    let c = cfg();
+    let trigger = Event::ManualTrigger {
+        by: "alice".into(),
+        reason: "CVE".into(),
+    };
+    let (s, a) = run(&c, watching_on("v2", "v1"), vec![(trigger.clone(), t(10))]);
+    assert_eq!(s.phase.name(), "RollingBack");
+    assert!(kinds(&a).contains(&"execute".to_string()));
+    assert!(matches!(s.incident().unwrap().cause, Cause::Manual { .. }));
+    // A second trigger while it runs is refused.
+    assert!(step(&c, s.clone(), trigger.clone(), t(11)).is_err());
+    // The runner's global limit refuses: escalated, not counted.
+    let refused = Event::ExecRefused {
+        incident: open_id(&s),
+        reason: "global rate limit".into(),
+    };
+    let (s, a) = run(&c, s, vec![(refused, t(12))]);
+    assert_eq!(s.phase.name(), "Escalated");
+    assert_eq!(kinds(&a), vec!["record", "notify:Escalated"]);
+    assert!(s.rollbacks.is_empty());
+    // Paused: a manual trigger escalates too.
+    let (s, _) = run(
+        &c,
+        s,
+        vec![(Event::Pause { by: "ops".into() }, t(13)), (trigger, t(14))],
+    );
+    assert_eq!(s.phase.name(), "Escalated");
+    let (s, _) = run(&c, s, vec![(Event::Resume { by: "ops".into() }, t(15))]);
+    assert!(s.paused.is_none());
+}
+
 #[derive(Debug, Clone)]
 enum Gen {
     Eval(Vec<u8>),
@@ -377,6 +494,12 @@ enum Gen {
     ExecDone(bool),
     UrlCheck(bool),
     Recovered,
+    Approve,
+    Reject,
+    Manual,
+    Pause,
+    Resume,
+    Refused,
 }
 
 fn gen_event() -> impl Strategy<Value = (Gen, u16)> {
@@ -386,6 +509,12 @@ fn gen_event() -> impl Strategy<Value = (Gen, u16)> {
         2 => any::<bool>().prop_map(Gen::ExecDone),
         2 => any::<bool>().prop_map(Gen::UrlCheck),
         1 => Just(Gen::Recovered),
+        2 => Just(Gen::Approve),
+        1 => Just(Gen::Reject),
+        1 => Just(Gen::Manual),
+        1 => Just(Gen::Pause),
+        1 => Just(Gen::Resume),
+        1 => Just(Gen::Refused),
     ];
     (ev, 0u16..400)
 }
@@ -397,10 +526,32 @@ proptest! {
     /// execution while a rule is Unknown, never in dry-run, and the loop
     /// guard and the rate limit always hold.
     #[test]
-    fn safety_invariants_hold(events in proptest::collection::vec(gen_event(), 1..80), dry in any::<bool>()) {
+    fn safety_invariants_hold(
+        events in proptest::collection::vec(gen_event(), 1..80),
+        dry in any::<bool>(),
+        confirm in any::<bool>(),
+        on_timeout_rollback in any::<bool>(),
+        windowed in any::<bool>(),
+    ) {
         let mut c = cfg();
         c.dry_run = dry;
         c.cooldown = Duration::from_secs(120);
+        c.confirm = confirm;
+        c.confirm_timeout = Duration::from_secs(200);
+        if on_timeout_rollback {
+            c.on_confirm_timeout = crate::config::OnConfirmTimeout::Rollback;
+        }
+        if windowed {
+            // Every day, 12:20 to 12:40 UTC.
+            c.windows = vec![Window {
+                name: "w".into(),
+                days: vec![Weekday::Mon, Weekday::Tue, Weekday::Wed, Weekday::Thu, Weekday::Fri, Weekday::Sat, Weekday::Sun],
+                start: NaiveTime::from_hms_opt(12, 20, 0).unwrap(),
+                end: NaiveTime::from_hms_opt(12, 40, 0).unwrap(),
+                timezone: chrono_tz::UTC,
+            }];
+        }
+        let mut executed: std::collections::HashSet<String> = Default::default();
         let mut s = watching_on("v2", "v1");
         let mut now = t(0);
         let mut executions: Vec<Time> = Vec::new();
@@ -427,16 +578,50 @@ proptest! {
                     detail: String::new(),
                 },
                 Gen::Recovered => Event::Recovered,
+                Gen::Approve => Event::Approve {
+                    incident: s.incident().map(|i| i.id.clone()).unwrap_or_default(),
+                    by: "alice".into(),
+                },
+                Gen::Reject => Event::Reject {
+                    incident: s.incident().map(|i| i.id.clone()).unwrap_or_default(),
+                    by: "bob".into(),
+                    reason: "no".into(),
+                },
+                Gen::Manual => Event::ManualTrigger { by: "carol".into(), reason: "cve".into() },
+                Gen::Pause => Event::Pause { by: "ops".into() },
+                Gen::Resume => Event::Resume { by: "ops".into() },
+                Gen::Refused => Event::ExecRefused {
+                    incident: s.incident().map(|i| i.id.clone()).unwrap_or_default(),
+                    reason: "global rate limit".into(),
+                },
             };
             let before = s.clone();
-            let any_unknown = matches!(&event, Event::Evaluated { rules } if rules.iter().any(|r| matches!(r.status, RuleStatus::Unknown { .. })));
+            let rules_now = match &event {
+                Event::Evaluated { rules } => rules.clone(),
+                _ => before.rules.clone(),
+            };
+            let any_unknown = rules_now.iter().any(|r| matches!(r.status, RuleStatus::Unknown { .. }));
+            let human = matches!(event, Event::Approve { .. } | Event::ManualTrigger { .. });
+            let refused = matches!(event, Event::ExecRefused { .. });
             let Ok((next, actions)) = step(&c, s.clone(), event, now) else { continue };
+            if refused {
+                // The runner did not execute it: it does not count.
+                executions.pop();
+            }
             for a in &actions {
-                if let Action::Execute { .. } = a {
+                if let Action::Execute { incident } = a {
                     prop_assert!(!dry, "executed in dry-run");
-                    prop_assert!(!any_unknown, "executed while a rule was unknown");
-                    prop_assert!(matches!(before.phase, Phase::Watching | Phase::Done { .. }), "second execution in flight");
-                    prop_assert!(before.loop_guard.is_none() || before.loop_guard != before.version, "loop guard ignored");
+                    prop_assert!(!c.windows.iter().any(|w| w.contains(now)), "executed inside a release window");
+                    prop_assert!(before.paused.is_none(), "executed while paused");
+                    prop_assert!(human || !any_unknown, "executed on its own while a rule was unknown");
+                    prop_assert!(
+                        matches!(before.phase, Phase::Watching | Phase::Done { .. } | Phase::AwaitingConfirmation { .. }),
+                        "second execution in flight"
+                    );
+                    prop_assert!(executed.insert(incident.id.clone()), "one incident executed twice (approve twice acts once)");
+                    let manual = matches!(incident.cause, Cause::Manual { .. });
+                    prop_assert!(manual || before.loop_guard.is_none() || before.loop_guard != before.version, "loop guard ignored");
+                    prop_assert!(!c.confirm || manual || incident.confirmed_by.is_some() || matches!(before.phase, Phase::AwaitingConfirmation { .. }), "executed without confirmation");
                     executions.retain(|e| *e > now - chrono::Duration::hours(1));
                     prop_assert!((executions.len() as u32) < c.max_rollbacks_per_hour, "rate limit ignored");
                     executions.push(now);

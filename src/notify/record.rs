@@ -186,6 +186,8 @@ pub(crate) fn outcome_text(outcome: Option<Outcome>) -> &'static str {
         Some(Outcome::Failed) => "failed",
         Some(Outcome::DryRun) => "dry-run (would roll back)",
         Some(Outcome::Escalated) => "escalated",
+        Some(Outcome::Resolved) => "resolved (signals recovered, no action)",
+        Some(Outcome::Rejected) => "rejected (no action)",
     }
 }
 
@@ -193,6 +195,7 @@ pub(crate) fn outcome_text(outcome: Option<Outcome>) -> &'static str {
 pub(crate) fn reason_lines(incident: &Incident) -> Vec<String> {
     match &incident.cause {
         Cause::Rules { breached } => breached.iter().map(|r| r.explain()).collect(),
+        Cause::Manual { by, reason } => vec![format!("manual trigger by {by}: {reason}")],
     }
 }
 

@@ -19,6 +19,7 @@ pub fn describe(spec: &SourceSpec) -> String {
         }
         SourceSpec::Host(HostMetric::Cpu) => "host cpu".into(),
         SourceSpec::Host(HostMetric::Memory) => "host memory".into(),
+        SourceSpec::Alertmanager(m) => crate::sources::alertmanager::describe(m),
     }
 }
 

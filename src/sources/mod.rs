@@ -2,6 +2,7 @@
 //! decide anything: a source that cannot produce a value returns a
 //! [`SourceError`], which the rule layer turns into `Unknown`.
 
+pub mod alertmanager;
 pub mod host;
 pub mod probe;
 
@@ -42,6 +43,8 @@ pub enum Source {
     Probe(probe::ProbeSource),
     /// /proc CPU or memory.
     Host(host::HostSource),
+    /// Alerts pushed by Alertmanager.
+    Alertmanager(alertmanager::AlertmanagerSource),
 }
 
 impl Source {
@@ -52,6 +55,12 @@ impl Source {
                 Source::Probe(probe::ProbeSource::build(p.clone(), client.clone()))
             }
             SourceSpec::Host(m) => Source::Host(host::HostSource::build(*m)),
+            SourceSpec::Alertmanager(m) => {
+                Source::Alertmanager(alertmanager::AlertmanagerSource::build(
+                    m.clone(),
+                    alertmanager::AlertStore::global(),
+                ))
+            }
         }
     }
 
@@ -60,6 +69,7 @@ impl Source {
         match self {
             Source::Probe(p) => p.sample(now).await,
             Source::Host(h) => h.sample(now),
+            Source::Alertmanager(a) => a.sample(now),
         }
     }
 
@@ -67,7 +77,7 @@ impl Source {
     pub fn window(&self) -> Option<Duration> {
         match self {
             Source::Probe(p) => Some(p.window()),
-            Source::Host(_) => None,
+            Source::Host(_) | Source::Alertmanager(_) => None,
         }
     }
 }

@@ -129,7 +129,7 @@ pub fn symlink_config(dir: &Path, port: u16, extra_rollback: &str) -> String {
         r#"
 [daemon]
 state_dir = "{dir}/state"
-listen = "127.0.0.1:0"
+listen = "127.0.0.1:{api_port}"
 poll_interval = "200ms"
 
 [notify.email]
@@ -161,7 +161,8 @@ cooldown = "1m"
   within = "10s"
   url = "http://127.0.0.1:{port}/api/health"
 "#,
-        dir = dir.display()
+        dir = dir.display(),
+        api_port = free_port()
     )
 }
 
@@ -209,4 +210,42 @@ pub fn decode_quoted_printable(text: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A port that was free a moment ago (bind 127.0.0.1:0, read it, close).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// One HTTP request with a small runtime: (status, body).
+pub fn http(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+        let mut req = client.request(method.parse().unwrap(), url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap_or_default())
+    })
 }

@@ -1,0 +1,357 @@
+//! The transitions people cause or wait for: confirmation (approve, reject,
+//! timeout, signals recovering while waiting), manual trigger, pause and
+//! resume, and the runner refusing an execution (global rate limit).
+//!
+//! Guards hold on every path that can lead to an execution: a paused
+//! target, the per-target rate limit and dry-run (global or a release
+//! window) are checked again when a confirmation arrives, because time has
+//! passed since the trigger.
+
+use chrono::Duration as ChronoDuration;
+
+use super::machine::{after, finish, note, start_rollback, DecideConfig};
+use super::{Action, Cause, Event, Incident, NotifyKind, Outcome, Pause, Phase, TargetState, Time};
+use crate::config::OnConfirmTimeout;
+use crate::rules::RuleStatus;
+use crate::util::fmt_duration;
+
+/// The pause guard: `Some(explanation)` when automatic action is held.
+pub(super) fn pause_guard(state: &TargetState) -> Option<String> {
+    state.paused.as_ref().map(|p| {
+        format!(
+            "paused: {} paused this target at {}; resume it to allow rollbacks",
+            p.by,
+            p.at.format("%Y-%m-%d %H:%M:%SZ")
+        )
+    })
+}
+
+/// The per-target rate limit (forgets rollbacks older than an hour).
+fn rate_guard(cfg: &DecideConfig, state: &mut TargetState, now: Time) -> Option<String> {
+    let hour_ago = now - ChronoDuration::hours(1);
+    state.rollbacks.retain(|t| *t > hour_ago);
+    (state.rollbacks.len() as u32 >= cfg.max_rollbacks_per_hour).then(|| {
+        format!(
+            "rate limit: {} rollbacks of this target in the last hour (max_rollbacks_per_hour = {})",
+            state.rollbacks.len(),
+            cfg.max_rollbacks_per_hour
+        )
+    })
+}
+
+/// Why this decision is a dry-run, if it is.
+fn dry_run_reason(cfg: &DecideConfig, now: Time) -> Option<String> {
+    if cfg.dry_run {
+        return Some("dry_run = true".to_string());
+    }
+    cfg.windows
+        .iter()
+        .find(|w| w.contains(now))
+        .map(|w| format!("inside release window \"{}\"", w.name))
+}
+
+fn escalate(
+    cfg: &DecideConfig,
+    state: &mut TargetState,
+    mut inc: Incident,
+    guard: String,
+    now: Time,
+    actions: &mut Vec<Action>,
+) {
+    inc.error = Some(guard.clone());
+    let msg = format!("escalated, no action: {guard}");
+    let kind = NotifyKind::Escalated;
+    finish(
+        cfg,
+        state,
+        Box::new(inc),
+        Outcome::Escalated,
+        kind,
+        msg,
+        now,
+        actions,
+    );
+}
+
+/// An approved (or unconfirmed but due) rollback: check the guards again,
+/// then run the plan, record a dry-run, or escalate.
+fn proceed(
+    cfg: &DecideConfig,
+    state: &mut TargetState,
+    mut inc: Incident,
+    now: Time,
+    actions: &mut Vec<Action>,
+) {
+    if let Some(guard) = pause_guard(state).or_else(|| rate_guard(cfg, state, now)) {
+        escalate(cfg, state, inc, guard, now, actions);
+        return;
+    }
+    if let Some(why) = dry_run_reason(cfg, now) {
+        inc.dry_run = true;
+        let msg = format!(
+            "dry-run ({why}): would roll back with {}, nothing executed",
+            cfg.method
+        );
+        let kind = NotifyKind::WouldRollBack;
+        finish(
+            cfg,
+            state,
+            Box::new(inc),
+            Outcome::DryRun,
+            kind,
+            msg,
+            now,
+            actions,
+        );
+        return;
+    }
+    start_rollback(cfg, state, inc, now, actions);
+}
+
+/// Triggered with `confirm = "required"`: ask and wait until the deadline.
+pub(super) fn await_confirmation(
+    cfg: &DecideConfig,
+    state: &mut TargetState,
+    mut inc: Incident,
+    now: Time,
+    actions: &mut Vec<Action>,
+) {
+    let deadline = after(now, cfg.confirm_timeout);
+    let then = match cfg.on_confirm_timeout {
+        OnConfirmTimeout::Rollback => "roll back",
+        OnConfirmTimeout::Escalate => "escalate without acting",
+    };
+    note(
+        &mut inc,
+        now,
+        "AwaitingConfirmation",
+        format!(
+            "confirm = required: waiting for approve or reject until {} (confirm_timeout {}); \
+             without an answer rollbackd will {then}",
+            deadline.format("%Y-%m-%d %H:%M:%SZ"),
+            fmt_duration(cfg.confirm_timeout)
+        ),
+    );
+    let inc = Box::new(inc);
+    actions.push(Action::WriteRecord {
+        incident: inc.clone(),
+    });
+    actions.push(Action::Notify {
+        kind: NotifyKind::AwaitingConfirmation,
+        incident: inc.clone(),
+    });
+    state.phase = Phase::AwaitingConfirmation {
+        incident: inc,
+        deadline,
+    };
+}
+
+/// AwaitingConfirmation on a new evaluation: resolve when the signals are
+/// all clear again, apply `on_confirm_timeout` at the deadline.
+pub(super) fn awaiting(
+    cfg: &DecideConfig,
+    state: &mut TargetState,
+    now: Time,
+    actions: &mut Vec<Action>,
+) {
+    let Phase::AwaitingConfirmation { incident, deadline } = &state.phase else {
+        return;
+    };
+    let (mut inc, deadline) = ((**incident).clone(), *deadline);
+    let clear = !state.rules.is_empty() && state.rules.iter().all(|r| r.status == RuleStatus::Ok);
+    if clear {
+        let values: Vec<String> = state.rules.iter().map(|r| r.explain()).collect();
+        let msg = format!(
+            "signals recovered while waiting for confirmation, no action taken: {}",
+            values.join("; ")
+        );
+        inc.verification = Some(msg.clone());
+        let kind = NotifyKind::Resolved;
+        finish(
+            cfg,
+            state,
+            Box::new(inc),
+            Outcome::Resolved,
+            kind,
+            msg,
+            now,
+            actions,
+        );
+        return;
+    }
+    if now < deadline {
+        return;
+    }
+    let waited = fmt_duration(cfg.confirm_timeout);
+    match cfg.on_confirm_timeout {
+        OnConfirmTimeout::Escalate => {
+            let guard = format!(
+                "confirmation timeout: nobody approved or rejected within {waited} \
+                 (on_confirm_timeout = escalate)"
+            );
+            escalate(cfg, state, inc, guard, now, actions);
+        }
+        OnConfirmTimeout::Rollback => {
+            let blind: Vec<String> = state
+                .rules
+                .iter()
+                .filter(|r| matches!(r.status, RuleStatus::Unknown { .. }))
+                .map(|r| r.explain())
+                .collect();
+            if !blind.is_empty() {
+                let guard = format!(
+                    "monitoring is blind at the confirmation deadline, so rollbackd does not act \
+                     on its own: {}",
+                    blind.join("; ")
+                );
+                escalate(cfg, state, inc, guard, now, actions);
+                return;
+            }
+            note(
+                &mut inc,
+                now,
+                "Triggered",
+                format!(
+                    "nobody answered within {waited}; on_confirm_timeout = rollback, so rollbackd proceeds"
+                ),
+            );
+            proceed(cfg, state, inc, now, actions);
+        }
+    }
+}
+
+fn new_incident(cfg: &DecideConfig, state: &mut TargetState, cause: Cause, now: Time) -> Incident {
+    state.incident_seq += 1;
+    Incident {
+        id: format!(
+            "{}-{}-{}",
+            now.format("%Y%m%d-%H%M%S"),
+            state.target,
+            state.incident_seq
+        ),
+        target: state.target.clone(),
+        cause,
+        from_version: state.version.clone(),
+        to_version: state.previous_version.clone(),
+        method: cfg.method.clone(),
+        dry_run: false,
+        opened_at: now,
+        rollback_started: None,
+        rollback_finished: None,
+        verify_finished: None,
+        steps: Vec::new(),
+        verification: None,
+        outcome: None,
+        error: None,
+        timeline: Vec::new(),
+        after_steps: Vec::new(),
+        confirmed_by: None,
+    }
+}
+
+/// The incident awaiting confirmation, if `id` names it.
+fn awaiting_incident(state: &TargetState, id: &str) -> Option<Incident> {
+    match &state.phase {
+        Phase::AwaitingConfirmation { incident, .. } if incident.id == id => {
+            Some((**incident).clone())
+        }
+        _ => None,
+    }
+}
+
+/// Approve, reject, manual trigger, pause, resume, execution refused.
+/// `Err(())` when the event makes no sense in the current phase.
+pub(super) fn on_event(
+    cfg: &DecideConfig,
+    state: &mut TargetState,
+    event: &Event,
+    now: Time,
+    actions: &mut Vec<Action>,
+) -> Result<(), ()> {
+    match event {
+        Event::Approve { incident, by } => {
+            let mut inc = awaiting_incident(state, incident).ok_or(())?;
+            inc.confirmed_by = Some(by.clone());
+            note(&mut inc, now, "Triggered", format!("approved by {by}"));
+            proceed(cfg, state, inc, now, actions);
+        }
+        Event::Reject {
+            incident,
+            by,
+            reason,
+        } => {
+            let mut inc = awaiting_incident(state, incident).ok_or(())?;
+            let why = format!("rejected by {by}: {reason}");
+            inc.error = Some(why.clone());
+            let msg = format!("{why}; nothing executed, breaches are suppressed");
+            let kind = NotifyKind::Rejected;
+            finish(
+                cfg,
+                state,
+                Box::new(inc),
+                Outcome::Rejected,
+                kind,
+                msg,
+                now,
+                actions,
+            );
+        }
+        Event::ManualTrigger { by, reason } => match &state.phase {
+            Phase::AwaitingConfirmation { incident, .. } => {
+                let mut inc = (**incident).clone();
+                inc.confirmed_by = Some(by.clone());
+                note(
+                    &mut inc,
+                    now,
+                    "Triggered",
+                    format!("manual trigger by {by} approves the waiting incident: {reason}"),
+                );
+                proceed(cfg, state, inc, now, actions);
+            }
+            Phase::Watching | Phase::Done { .. } => {
+                let cause = Cause::Manual {
+                    by: by.clone(),
+                    reason: reason.clone(),
+                };
+                let mut inc = new_incident(cfg, state, cause, now);
+                inc.confirmed_by = Some(by.clone());
+                note(
+                    &mut inc,
+                    now,
+                    "Triggered",
+                    format!(
+                        "manual trigger by {by}: {reason} (confirmation skipped: a human asked)"
+                    ),
+                );
+                proceed(cfg, state, inc, now, actions);
+            }
+            Phase::RollingBack { .. } | Phase::Verifying { .. } => return Err(()),
+        },
+        Event::Pause { by } => {
+            if state.paused.is_none() {
+                state.paused = Some(Pause {
+                    by: by.clone(),
+                    at: now,
+                });
+            }
+        }
+        Event::Resume { .. } => state.paused = None,
+        Event::ExecRefused { incident, reason } => {
+            let Phase::RollingBack { incident: open } = &state.phase else {
+                return Err(());
+            };
+            if open.id != *incident {
+                return Err(());
+            }
+            let mut inc = (**open).clone();
+            if let Some(started) = inc.rollback_started.take() {
+                if let Some(i) = state.rollbacks.iter().rposition(|t| *t == started) {
+                    state.rollbacks.remove(i);
+                }
+            }
+            escalate(cfg, state, inc, reason.clone(), now, actions);
+        }
+        _ => return Err(()),
+    }
+    Ok(())
+}

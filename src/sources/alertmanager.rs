@@ -1,0 +1,279 @@
+//! Alerts pushed by Alertmanager's webhook (`POST /v1/alertmanager`,
+//! payload version 4). The API parses and checks a whole payload before it
+//! changes anything ([`AlertStore::ingest`]); a rule's source then counts
+//! the firing alerts whose labels match its `match` table. The value is
+//! that count, so the rule is breached while a matching alert fires and Ok
+//! once it resolves; `for` applies as for every rule.
+//!
+//! Alert labels are only compared, never copied into incidents or argv: a
+//! rule's report names its configured `match`, not what an alert carried.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use chrono::{DateTime, Datelike, Duration as ChronoDuration, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::SourceError;
+use crate::config::AlertMatch;
+
+/// Alertmanager's webhook body (version 4). Unknown fields are ignored.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookPayload {
+    /// Payload version; only `"4"` is understood.
+    pub version: String,
+    /// `firing` or `resolved` (of the group).
+    pub status: String,
+    /// The alerts of the group.
+    pub alerts: Vec<WebhookAlert>,
+    /// Receiver name (informational).
+    #[serde(default)]
+    pub receiver: String,
+    /// Group key (informational).
+    #[serde(default)]
+    pub group_key: String,
+}
+
+/// One alert of a webhook payload.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookAlert {
+    /// `firing` or `resolved`.
+    pub status: String,
+    /// Identifying labels.
+    pub labels: BTreeMap<String, String>,
+    /// Informational annotations.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    /// When the alert started firing.
+    pub starts_at: DateTime<Utc>,
+    /// When it ended (Alertmanager sends year 1 while it fires without end).
+    #[serde(default)]
+    pub ends_at: Option<DateTime<Utc>>,
+    /// Alertmanager's identity of the label set.
+    pub fingerprint: String,
+}
+
+/// What one payload did to the store (the API's answer).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestReport {
+    /// Alerts that changed the store (new firing, or resolved).
+    pub accepted: usize,
+    /// Deliveries already seen (same fingerprint, startsAt and status).
+    pub duplicates: usize,
+    /// Alerts firing in the store after this payload.
+    pub firing: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Stored {
+    labels: BTreeMap<String, String>,
+    starts_at: DateTime<Utc>,
+    ends_at: Option<DateTime<Utc>>,
+    firing: bool,
+    seen: DateTime<Utc>,
+}
+
+/// Firing alerts by fingerprint, shared by the API (writer) and the
+/// alertmanager sources (readers).
+#[derive(Debug, Default)]
+pub struct AlertStore {
+    alerts: Mutex<HashMap<String, Stored>>,
+}
+
+/// How long resolved alerts are remembered to recognise redeliveries.
+const FORGET_AFTER: i64 = 24;
+
+impl AlertStore {
+    /// The daemon's store.
+    pub fn global() -> Arc<AlertStore> {
+        static STORE: OnceLock<Arc<AlertStore>> = OnceLock::new();
+        STORE
+            .get_or_init(|| Arc::new(AlertStore::default()))
+            .clone()
+    }
+
+    /// Parse and check a webhook body, then apply it. A malformed payload
+    /// is refused as a whole with the reason and changes nothing.
+    pub fn ingest(&self, body: &[u8], now: DateTime<Utc>) -> Result<IngestReport, String> {
+        let payload: WebhookPayload = serde_json::from_slice(body)
+            .map_err(|e| format!("invalid Alertmanager webhook payload: {e}"))?;
+        check(&payload)?;
+        let mut alerts = self.alerts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut report = IngestReport::default();
+        for a in payload.alerts {
+            let firing = a.status == "firing";
+            let ends_at = a.ends_at.filter(|t| t.year() > 1);
+            match alerts.get_mut(&a.fingerprint) {
+                Some(s) if s.starts_at == a.starts_at && s.firing == firing => {
+                    s.seen = now;
+                    s.ends_at = ends_at;
+                    report.duplicates += 1;
+                }
+                // A resolved delivery for an older episode than the one we
+                // hold changes nothing.
+                Some(s) if !firing && a.starts_at < s.starts_at => report.duplicates += 1,
+                _ => {
+                    alerts.insert(
+                        a.fingerprint.clone(),
+                        Stored {
+                            labels: a.labels,
+                            starts_at: a.starts_at,
+                            ends_at,
+                            firing,
+                            seen: now,
+                        },
+                    );
+                    report.accepted += 1;
+                }
+            }
+        }
+        let forget = now - ChronoDuration::hours(FORGET_AFTER);
+        alerts.retain(|_, s| s.firing || s.seen > forget);
+        report.firing = alerts.values().filter(|s| is_firing(s, now)).count();
+        Ok(report)
+    }
+
+    /// Firing alerts whose labels include every pair of `m`.
+    pub fn count_matching(&self, m: &AlertMatch, now: DateTime<Utc>) -> usize {
+        let alerts = self.alerts.lock().unwrap_or_else(|p| p.into_inner());
+        alerts
+            .values()
+            .filter(|s| is_firing(s, now))
+            .filter(|s| m.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+            .count()
+    }
+}
+
+/// Firing, and not past an `endsAt` Alertmanager gave it (an Alertmanager
+/// that died does not leave an alert firing forever).
+fn is_firing(s: &Stored, now: DateTime<Utc>) -> bool {
+    s.firing && s.ends_at.is_none_or(|e| e > now)
+}
+
+fn check(p: &WebhookPayload) -> Result<(), String> {
+    if p.version != "4" {
+        return Err(format!(
+            "unsupported Alertmanager webhook payload version {:?} (expected \"4\")",
+            p.version
+        ));
+    }
+    if !matches!(p.status.as_str(), "firing" | "resolved") {
+        return Err(format!(
+            "invalid status {:?} (expected \"firing\" or \"resolved\")",
+            p.status
+        ));
+    }
+    for (i, a) in p.alerts.iter().enumerate() {
+        if !matches!(a.status.as_str(), "firing" | "resolved") {
+            return Err(format!(
+                "alerts[{i}].status: invalid status {:?} (expected \"firing\" or \"resolved\")",
+                a.status
+            ));
+        }
+        if a.fingerprint.trim().is_empty() {
+            return Err(format!("alerts[{i}].fingerprint: must not be empty"));
+        }
+    }
+    Ok(())
+}
+
+/// A rule's view of the store: the count of matching firing alerts.
+#[derive(Debug)]
+pub struct AlertmanagerSource {
+    matcher: AlertMatch,
+    store: Arc<AlertStore>,
+}
+
+impl AlertmanagerSource {
+    /// Build for a rule's `match` over `store`.
+    pub fn build(matcher: AlertMatch, store: Arc<AlertStore>) -> AlertmanagerSource {
+        AlertmanagerSource { matcher, store }
+    }
+
+    /// Number of matching firing alerts (never an error: no alert is Ok).
+    pub fn sample(&self, now: DateTime<Utc>) -> Result<f64, SourceError> {
+        Ok(self.store.count_matching(&self.matcher, now) as f64)
+    }
+}
+
+/// `alertmanager match {alertname="X", service="y"}`.
+pub fn describe(m: &AlertMatch) -> String {
+    let pairs: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    format!("alertmanager match {{{}}}", pairs.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 18, 12, 0, 0).unwrap()
+    }
+
+    fn payload(status: &str, fp: &str, starts: &str) -> String {
+        format!(
+            r#"{{"version":"4","status":"{status}","receiver":"rollbackd","groupKey":"{{}}:{{}}",
+            "truncatedAlerts":0,"groupLabels":{{}},"commonLabels":{{}},"commonAnnotations":{{}},
+            "externalURL":"http://am","alerts":[{{"status":"{status}",
+            "labels":{{"alertname":"HighErrorRate","service":"frontend"}},"annotations":{{}},
+            "startsAt":"{starts}","endsAt":"0001-01-01T00:00:00Z","generatorURL":"","fingerprint":"{fp}"}}]}}"#
+        )
+    }
+
+    fn m() -> AlertMatch {
+        [("alertname".to_string(), "HighErrorRate".to_string())].into()
+    }
+
+    #[test]
+    fn firing_then_duplicate_then_resolved() {
+        let s = AlertStore::default();
+        let p = payload("firing", "abc", "2026-11-18T11:59:00Z");
+        let r = s.ingest(p.as_bytes(), now()).unwrap();
+        assert_eq!((r.accepted, r.duplicates, r.firing), (1, 0, 1));
+        let r = s.ingest(p.as_bytes(), now()).unwrap();
+        assert_eq!((r.accepted, r.duplicates, r.firing), (0, 1, 1));
+        assert_eq!(s.count_matching(&m(), now()), 1);
+        let other: AlertMatch = [("service".to_string(), "backend".to_string())].into();
+        assert_eq!(s.count_matching(&other, now()), 0);
+        let p = payload("resolved", "abc", "2026-11-18T11:59:00Z");
+        let r = s.ingest(p.as_bytes(), now()).unwrap();
+        assert_eq!((r.accepted, r.firing), (1, 0));
+        assert_eq!(s.count_matching(&m(), now()), 0);
+    }
+
+    #[test]
+    fn malformed_payloads_name_the_problem_and_change_nothing() {
+        let s = AlertStore::default();
+        for (body, want) in [
+            (
+                "not json".to_string(),
+                "invalid Alertmanager webhook payload",
+            ),
+            (
+                payload("firing", "abc", "2026").replace("\"4\"", "\"3\""),
+                "invalid Alertmanager webhook payload",
+            ),
+            (
+                payload("firing", "abc", "2026-11-18T11:59:00Z").replace("\"4\"", "\"3\""),
+                "version \"3\"",
+            ),
+            (
+                payload("firing", "", "2026-11-18T11:59:00Z"),
+                "alerts[0].fingerprint",
+            ),
+            (
+                payload("firing", "abc", "2026-11-18T11:59:00Z")
+                    .replace("\"status\":\"firing\",\n", "\"status\":\"burning\",\n"),
+                "burning",
+            ),
+            (r#"{"version":"4","status":"firing"}"#.to_string(), "alerts"),
+        ] {
+            let e = s.ingest(body.as_bytes(), now()).unwrap_err();
+            assert!(e.contains(want), "{e} should contain {want}");
+        }
+        assert_eq!(s.count_matching(&m(), now()), 0);
+    }
+}

@@ -1,0 +1,210 @@
+//! A real Alertmanager on loopback with a webhook receiver pointing at the
+//! daemon: alerts posted to Alertmanager's v2 API open the incident, and
+//! resolving them resolves it. Malformed and duplicated deliveries are
+//! checked against the daemon directly.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
+
+struct Alertmanager(Child);
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_alertmanager(dir: &std::path::Path, daemon_port: u16) -> (Alertmanager, u16) {
+    assert!(
+        std::path::Path::new(ALERTMANAGER).exists(),
+        "{ALERTMANAGER} is missing: install the Debian package prometheus-alertmanager"
+    );
+    let port = free_port();
+    let config = format!(
+        r#"
+route:
+  receiver: rollbackd
+  group_by: ['alertname']
+  group_wait: 200ms
+  group_interval: 500ms
+  repeat_interval: 1h
+receivers:
+  - name: rollbackd
+    webhook_configs:
+      - url: http://127.0.0.1:{daemon_port}/v1/alertmanager
+        send_resolved: true
+"#
+    );
+    let cfg = dir.join("alertmanager.yml");
+    std::fs::write(&cfg, config).unwrap();
+    let log = std::fs::File::create(dir.join("alertmanager.log")).unwrap();
+    let child = Command::new(ALERTMANAGER)
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!("--storage.path={}", dir.join("am-data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start alertmanager");
+    let am = Alertmanager(child);
+    wait_for(Duration::from_secs(20), "alertmanager to be ready", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        let (code, _) = http(
+            "GET",
+            &format!("http://127.0.0.1:{port}/-/ready"),
+            None,
+            None,
+        );
+        (code == 200).then_some(())
+    });
+    (am, port)
+}
+
+fn post_alert(am_port: u16, ends_at: Option<&str>, starts_at: &str) {
+    let ends = ends_at
+        .map(|e| format!(r#","endsAt":"{e}""#))
+        .unwrap_or_default();
+    let body = format!(
+        r#"[{{"labels":{{"alertname":"HighErrorRate","service":"frontend","cmd":"$(touch /tmp/pwned)"}},
+        "annotations":{{"summary":"5xx above 5%"}},"startsAt":"{starts_at}"{ends}}}]"#
+    );
+    let (code, text) = http(
+        "POST",
+        &format!("http://127.0.0.1:{am_port}/api/v2/alerts"),
+        None,
+        Some(&body),
+    );
+    assert_eq!(code, 200, "alertmanager refused the alert: {text}");
+}
+
+fn target(api_port: u16) -> Value {
+    let (code, body) = http(
+        "GET",
+        &format!("http://127.0.0.1:{api_port}/v1/status"),
+        None,
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str::<Value>(&body).unwrap()["targets"][0].clone()
+}
+
+#[test]
+fn alerts_through_a_real_alertmanager_open_and_resolve_the_incident() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    rollbackd::demo::create_releases(&dir).unwrap();
+    let api_port = free_port();
+    let config = format!(
+        r#"
+[daemon]
+state_dir = "{dir}/state"
+listen = "127.0.0.1:{api_port}"
+poll_interval = "200ms"
+
+[notify.email]
+from = "rollbackd <rollbackd@test.invalid>"
+to = ["admin@example.com"]
+outbox_dir = "{dir}/state/outbox"
+
+[[target]]
+name = "frontend"
+confirm = "required"
+confirm_timeout = "10m"
+
+  [[target.rule]]
+  name = "paged"
+  source = "alertmanager"
+  match = {{ alertname = "HighErrorRate", service = "frontend" }}
+  for = "0s"
+
+  [target.rollback]
+  kind = "command"
+  steps = [["sh", "-c", "echo ran >> {dir}/ran"]]
+"#,
+        dir = dir.display()
+    );
+    let path = dir.join("rollbackd.toml");
+    std::fs::write(&path, config).unwrap();
+    let _daemon = Running::start(&path, &dir.join("daemon.log"));
+    wait_for(Duration::from_secs(15), "the API", || {
+        std::net::TcpStream::connect(("127.0.0.1", api_port)).ok()
+    });
+
+    // Direct deliveries: malformed is 400 with the reason and changes nothing.
+    let hook = format!("http://127.0.0.1:{api_port}/v1/alertmanager");
+    let (code, body) = http(
+        "POST",
+        &hook,
+        None,
+        Some(r#"{"version":"4","status":"firing"}"#),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("missing field `alerts`"), "{body}");
+    let (code, body) = http(
+        "POST",
+        &hook,
+        None,
+        Some(r#"{"version":"9","status":"firing","alerts":[]}"#),
+    );
+    assert_eq!(code, 400);
+    assert!(body.contains("version \\\"9\\\""), "{body}");
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(target(api_port)["phase"], "Watching");
+
+    let (_am, am_port) = start_alertmanager(&dir, api_port);
+    let starts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    post_alert(am_port, None, &starts);
+    let t = wait_for(
+        Duration::from_secs(30),
+        "the alert to open an incident",
+        || {
+            let t = target(api_port);
+            (t["phase"] == "AwaitingConfirmation").then_some(t)
+        },
+    );
+    let inc = t["state"]["phase"]["incident"].to_string();
+    assert!(inc.contains("alertmanager match"), "{inc}");
+    assert!(
+        !inc.contains("pwned"),
+        "alert label values never reach the incident: {inc}"
+    );
+
+    // Resolve it in Alertmanager: rollbackd resolves the incident, no action.
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    post_alert(am_port, Some(&now), &starts);
+    let t = wait_for(
+        Duration::from_secs(30),
+        "the resolved alert to resolve the incident",
+        || {
+            let t = target(api_port);
+            (t["phase"] == "Resolved").then_some(t)
+        },
+    );
+    assert!(t["state"]["phase"]["incident"]["verification"]
+        .to_string()
+        .contains("signals recovered"));
+    assert!(!dir.join("ran").exists(), "no rollback ran");
+
+    // A redelivered payload counts once.
+    let payload = format!(
+        r#"{{"version":"4","status":"firing","receiver":"r","groupKey":"g","alerts":[{{"status":"firing",
+        "labels":{{"alertname":"Other"}},"annotations":{{}},"startsAt":"{starts}","endsAt":"0001-01-01T00:00:00Z","fingerprint":"f1"}}]}}"#
+    );
+    let (code, first) = http("POST", &hook, None, Some(&payload));
+    assert_eq!(code, 200, "{first}");
+    let (_, second) = http("POST", &hook, None, Some(&payload));
+    let first: Value = serde_json::from_str(&first).unwrap();
+    let second: Value = serde_json::from_str(&second).unwrap();
+    assert_eq!(first["accepted"], 1);
+    assert_eq!(second["accepted"], 0);
+    assert_eq!(second["duplicates"], 1);
+}
