@@ -113,6 +113,7 @@ pub struct Daemon {
     config: Config,
     shared: Arc<Shared>,
     recovered: std::collections::HashMap<String, TargetState>,
+    senders: Option<crate::notify::Senders>,
 }
 
 impl Daemon {
@@ -152,11 +153,15 @@ impl Daemon {
             .build()
             .context("failed to build the HTTP client")?;
         let (observers, _) = broadcast::channel(1024);
+        let notifier = Notifier::build(&config.notify, config.daemon.public_url.clone());
+        let senders = notifier
+            .senders()
+            .context("failed to set up notification delivery")?;
         let shared = Arc::new(Shared {
             state_dir,
             poll_interval: config.daemon.poll_interval,
             journal: Mutex::new(journal),
-            notifier: Notifier::build(&config.notify, config.daemon.public_url.clone()),
+            notifier,
             client,
             verify_client,
             observers,
@@ -166,6 +171,7 @@ impl Daemon {
             config,
             shared,
             recovered: recovery.states,
+            senders: Some(senders),
         })
     }
 
@@ -187,6 +193,11 @@ impl Daemon {
                 version: env!("CARGO_PKG_VERSION").to_string(),
             })
             .await?;
+        if let Some(senders) = self.senders.take() {
+            // Delivery runs beside the workers; it also sends what an
+            // earlier run left in the outbox.
+            senders.spawn(&self.shared.tracker, cancel.clone());
+        }
         let mut workers = Vec::new();
         for target in &self.config.targets {
             let state = self.recovered.remove(&target.name);
