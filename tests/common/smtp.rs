@@ -48,7 +48,10 @@ class Handler:
 def authenticator(server, session, envelope, mechanism, auth_data):
     user, _, pw = a.auth.partition(":")
     ok = isinstance(auth_data, LoginPassword) and auth_data.login == user.encode() and auth_data.password == pw.encode()
-    return AuthResult(success=ok, handled=False)
+    if not ok:
+        with open(os.path.join(a.dir, "auth_failures"), "a") as f:
+            f.write("x\n")
+    return AuthResult(success=ok, handled=False, auth_data=auth_data)
 
 kw = {}
 if a.auth:
@@ -190,6 +193,13 @@ impl SmtpServer {
     /// `smtp://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// How many AUTH attempts were refused.
+    pub fn auth_failures(&self) -> usize {
+        std::fs::read_to_string(self.dir.join("auth_failures"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
     }
 
     /// Every message accepted so far, in arrival order.
