@@ -130,8 +130,14 @@ async fn auth_with_a_password_from_a_file() {
         .unwrap()
         .expect("mail written");
     tokio::time::timeout(Duration::from_secs(30), async {
-        until(25, "the authenticated mail", || server.received().len() == 1).await;
-        until(5, "the delivered mail to leave the outbox", || eml_count(&outbox) == 0).await;
+        until(25, "the authenticated mail", || {
+            server.received().len() == 1
+        })
+        .await;
+        until(5, "the delivered mail to leave the outbox", || {
+            eml_count(&outbox) == 0
+        })
+        .await;
     })
     .await
     .expect("delivery stuck: sender not woken or AUTH hanging");
@@ -201,11 +207,18 @@ async fn a_rejecting_server_sends_the_mail_to_failed_after_give_up_after() {
     );
     let outbox = dir.path().join("outbox");
     let notifier = Notifier::build(
-        &config(&outbox, smtp(server.port, None, None), Duration::from_secs(3)),
+        &config(
+            &outbox,
+            smtp(server.port, None, None),
+            Duration::from_secs(3),
+        ),
         None,
     );
     let failed_before = rollbackd::metrics::global()
-        .get("rollbackd_notifications_failed_total", &[("channel", "email")])
+        .get(
+            "rollbackd_notifications_failed_total",
+            &[("channel", "email")],
+        )
         .unwrap_or(0.0);
     let tracker = TaskTracker::new();
     let cancel = CancellationToken::new();
@@ -230,7 +243,10 @@ async fn a_rejecting_server_sends_the_mail_to_failed_after_give_up_after() {
         "kept intact, not deleted"
     );
     let failed_after = rollbackd::metrics::global()
-        .get("rollbackd_notifications_failed_total", &[("channel", "email")])
+        .get(
+            "rollbackd_notifications_failed_total",
+            &[("channel", "email")],
+        )
         .unwrap_or(0.0);
     assert_eq!(failed_after - failed_before, 1.0, "counted in /metrics");
     assert!(server.received().is_empty());
