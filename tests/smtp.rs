@@ -230,11 +230,14 @@ fn server_down_at_incident_time_and_started_10s_later_gets_each_mail_once() {
     let server = SmtpServer::start_on(port, smtp_dir.path(), Behaviour::default());
     wait_outbox_empty(&dir);
     let received = server.received();
+    // Retries of different mails are not ordered; their Date headers are.
+    let mut got = subjects(&received);
+    got.sort();
     assert_eq!(
-        subjects(&received),
+        got,
         vec![
-            "[rollbackd] web: ROLLING BACK v2 -> v1".to_string(),
             "[rollbackd] web: ROLLED BACK v2 -> v1".to_string(),
+            "[rollbackd] web: ROLLING BACK v2 -> v1".to_string(),
         ]
     );
     assert!(by_message_id(&received).values().all(|&n| n == 1));
@@ -436,4 +439,21 @@ fn a_flapping_rule_produces_only_the_merged_notifications() {
         "one incident, one mail, however often the rule flapped: {subjects:?}"
     );
     assert_eq!(daemon.stop(), Some(0));
+}
+
+#[test]
+fn a_username_without_a_password_stops_the_daemon_at_start() {
+    let (_tmp, dir, _) = setup("smtp://127.0.0.1:2525", "", "username = \"rollbackd\"", "");
+    let out = std::process::Command::new(bin())
+        .args(["run", "--config"])
+        .arg(dir.join("rollbackd.toml"))
+        .env_remove("ROLLBACKD_SMTP_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("notify.email.username is set but there is no password: set password_file or ROLLBACKD_SMTP_PASSWORD"),
+        "{stderr}"
+    );
 }

@@ -255,7 +255,16 @@ impl Sender {
                         "rollbackd_notifications_sent_total",
                         &[("channel", &ch.name)],
                     );
-                    tracing::info!(channel = %ch.name, item = %file_name(&path), "notification delivered");
+                    tracing::info!(channel = %ch.name, item = %file_name(&path), attempts = state.count, "notification delivered");
+                    // The server takes mail again: whatever waits for a
+                    // retry goes now, oldest first (a new pass).
+                    let mut waiting = false;
+                    for a in self.attempts.values_mut() {
+                        waiting |= a.next.take().is_some();
+                    }
+                    if waiting {
+                        return Some(Instant::now());
+                    }
                 }
                 Err(error) => {
                     crate::metrics::global().inc(
