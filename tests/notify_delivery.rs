@@ -242,13 +242,24 @@ async fn a_rejecting_server_sends_the_mail_to_failed_after_give_up_after() {
             .contains("Subject: [rollbackd] frontend: ROLLED BACK v2 -> v1"),
         "kept intact, not deleted"
     );
-    let failed_after = rollbackd::metrics::global()
-        .get(
-            "rollbackd_notifications_failed_total",
-            &[("channel", "email")],
-        )
-        .unwrap_or(0.0);
-    assert_eq!(failed_after - failed_before, 1.0, "counted in /metrics");
+    // The counter goes up right after the move.
+    let failed_count = || {
+        rollbackd::metrics::global()
+            .get(
+                "rollbackd_notifications_failed_total",
+                &[("channel", "email")],
+            )
+            .unwrap_or(0.0)
+    };
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        until(4, "the failed mail counted in the metrics", || {
+            failed_count() - failed_before >= 1.0
+        }),
+    )
+    .await
+    .expect("failed mail not counted");
+    assert_eq!(failed_count() - failed_before, 1.0, "counted once");
     assert!(server.received().is_empty());
     cancel.cancel();
     tracker.close();

@@ -129,6 +129,7 @@ impl Senders {
     /// (an attempt in flight is abandoned: the item stays in the outbox and
     /// is sent again after the restart, with the same Message-ID).
     pub fn spawn(self, tracker: &TaskTracker, cancel: CancellationToken) {
+        describe_metrics();
         for channel in self.channels {
             let sender = Sender {
                 channel: Arc::new(channel),
@@ -138,6 +139,46 @@ impl Senders {
             };
             tracker.spawn(sender.run(cancel.clone()));
         }
+    }
+}
+
+/// HELP and TYPE of the notification metrics (docs/notifications.md).
+fn describe_metrics() {
+    use crate::metrics::Kind::{Counter, Gauge};
+    let m = crate::metrics::global();
+    for (name, kind, help) in [
+        (
+            "rollbackd_notifications_sent_total",
+            Counter,
+            "Notifications accepted by their server.",
+        ),
+        (
+            "rollbackd_notification_send_errors_total",
+            Counter,
+            "Failed delivery attempts.",
+        ),
+        (
+            "rollbackd_notifications_failed_total",
+            Counter,
+            "Notifications given up after give_up_after and moved to failed/.",
+        ),
+        (
+            "rollbackd_notifications_pending",
+            Gauge,
+            "Notifications waiting in the outbox at the last scan.",
+        ),
+        (
+            "rollbackd_notifications_rate_limited_total",
+            Counter,
+            "Notifications held back by a rate limit.",
+        ),
+        (
+            "rollbackd_notifications_merged_total",
+            Counter,
+            "Notifications merged into one already written.",
+        ),
+    ] {
+        m.describe(name, kind, help);
     }
 }
 
