@@ -144,6 +144,7 @@ pub struct Daemon {
     config: Config,
     shared: Arc<Shared>,
     recovered: std::collections::HashMap<String, TargetState>,
+    senders: Option<crate::notify::Senders>,
 }
 
 impl Daemon {
@@ -190,11 +191,15 @@ impl Daemon {
             .daemon
             .max_rollbacks_per_hour
             .map(|cap| GlobalLimit::build(cap, recovery.states.values(), Utc::now()));
+        let notifier = Notifier::build(&config.notify, config.daemon.public_url.clone());
+        let senders = notifier
+            .senders()
+            .context("failed to set up notification delivery")?;
         let shared = Arc::new(Shared {
             state_dir,
             poll_interval: config.daemon.poll_interval,
             journal: Mutex::new(journal),
-            notifier: Notifier::build(&config.notify, config.daemon.public_url.clone()),
+            notifier,
             client,
             verify_client,
             observers,
@@ -208,6 +213,7 @@ impl Daemon {
             config,
             shared,
             recovered: recovery.states,
+            senders: Some(senders),
         })
     }
 
@@ -236,6 +242,11 @@ impl Daemon {
         let listener = tokio::net::TcpListener::bind(self.config.daemon.listen)
             .await
             .with_context(|| format!("failed to listen on {}", self.config.daemon.listen))?;
+        if let Some(senders) = self.senders.take() {
+            // Delivery runs beside the workers; it also sends what an
+            // earlier run left in the outbox.
+            senders.spawn(&self.shared.tracker, cancel.clone());
+        }
         let mut workers = Vec::new();
         let mut handles = BTreeMap::new();
         for target in &self.config.targets {

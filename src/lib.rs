@@ -9,7 +9,7 @@
 //! - [`rules`]: turn samples into a rule status (`for` duration, no-data policy).
 //! - [`decide`]: the pure per-target incident state machine, `step(state, event, now)`.
 //! - [`execute`]: carries out a rollback plan (one file per executor kind) and verification.
-//! - [`notify`]: the rollback record, email to the outbox.
+//! - [`notify`]: the rollback record, email and webhooks via a durable outbox, SMTP delivery.
 //! - [`metrics`]: the daemon's own metrics (Prometheus text format).
 //! - [`journal`]: append-only, fsync'd event log and recovery at start.
 //! - [`status`]: what `status`, `incidents` and `report` print, read from the state dir.

@@ -85,7 +85,9 @@ async fn dry_run_is_journaled_recorded_mailed_and_recovered() {
                 from: "rollbackd <rollbackd@localhost>".into(),
                 to: vec!["ops@localhost".into()],
                 outbox_dir: state_dir.join("outbox"),
+                smtp: None,
             }),
+            ..NotifyConfig::default()
         },
         None,
     );
@@ -121,7 +123,7 @@ async fn dry_run_is_journaled_recorded_mailed_and_recovered() {
         Record::Notified { path: Some(p), .. } if *p == mail
     ));
 
-    let silent = Notifier::build(&NotifyConfig { email: None }, None);
+    let silent = Notifier::build(&NotifyConfig::default(), None);
     assert_eq!(
         silent
             .notify(NotifyKind::WouldRollBack, &incident, None)

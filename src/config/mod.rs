@@ -64,14 +64,40 @@ pub struct DaemonConfig {
 }
 
 /// `[notify]`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NotifyConfig {
     /// `[notify.email]`; without it notifications are only logged and journaled.
     pub email: Option<EmailConfig>,
+    /// `[[notify.webhook]]`: each one a channel with its own outbox queue.
+    pub webhooks: Vec<WebhookConfig>,
+    /// A notification still undelivered this long after it was written is
+    /// moved to `failed/` (kept, counted), so a dead channel does not retry forever.
+    pub give_up_after: Duration,
+    /// Per channel, at most this many notifications about one target per
+    /// hour are delivered; more wait in the outbox (no storms).
+    pub max_per_target_per_hour: NonZeroU32,
+    /// Per channel, at most this many notifications per hour in all.
+    pub max_per_hour: NonZeroU32,
+    /// Where webhook notifications are queued (`outbox_dir/webhook-*`):
+    /// `notify.email.outbox_dir`, else `state_dir/outbox`.
+    pub outbox_dir: PathBuf,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> NotifyConfig {
+        NotifyConfig {
+            email: None,
+            webhooks: Vec::new(),
+            give_up_after: Duration::from_secs(24 * 3600),
+            max_per_target_per_hour: NonZeroU32::new(20).expect("nonzero"),
+            max_per_hour: NonZeroU32::new(60).expect("nonzero"),
+            outbox_dir: PathBuf::from("/var/lib/rollbackd/outbox"),
+        }
+    }
 }
 
 /// `[notify.email]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct EmailConfig {
     /// RFC 5322 mailbox, e.g. `rollbackd <rollbackd@host>`; checked by validation.
     pub from: String,
@@ -79,6 +105,58 @@ pub struct EmailConfig {
     pub to: Vec<String>,
     /// Every mail is written here first (default `state_dir/outbox`).
     pub outbox_dir: PathBuf,
+    /// Where mail is delivered; `None`: it stays in the outbox.
+    pub smtp: Option<SmtpConfig>,
+}
+
+/// `smtp_url`, `username`, `password_file`, `timeout` of `[notify.email]`.
+/// The password itself is read at daemon start (file or environment), never
+/// from the config file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SmtpConfig {
+    /// Server host name (also the name the TLS certificate must carry).
+    pub host: String,
+    /// Server port (default 25, 587 with STARTTLS, 465 for `smtps://`).
+    pub port: u16,
+    /// How the connection is protected.
+    pub security: SmtpSecurity,
+    /// AUTH user; `None`: no authentication.
+    pub username: Option<String>,
+    /// File whose trimmed content is the password; else `ROLLBACKD_SMTP_PASSWORD`.
+    pub password_file: Option<PathBuf>,
+    /// Bounds connecting and each SMTP command, so a slow server cannot hold a mail forever.
+    pub timeout: Duration,
+}
+
+/// The scheme and `tls` parameter of `smtp_url`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// `smtp://`: plaintext, for a local relay.
+    Plain,
+    /// `smtp://...?tls=starttls`: upgrade with STARTTLS, required.
+    StartTls,
+    /// `smtps://`: implicit TLS from the first byte.
+    Tls,
+}
+
+/// `[[notify.webhook]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookConfig {
+    /// Endpoint the notification is POSTed to.
+    pub url: url::Url,
+    /// Body format.
+    pub format: WebhookFormat,
+    /// Request timeout.
+    pub timeout: Duration,
+}
+
+/// `format = json | slack`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// The versioned rollbackd event schema (docs/notifications.md).
+    Json,
+    /// Slack-compatible `text` plus `blocks`.
+    Slack,
 }
 
 /// `no_data = hold | ok | breach`: what an evaluation without data means.

@@ -70,9 +70,15 @@ pub struct RawPrometheus {
 pub struct RawNotify {
     /// `[notify.email]`.
     pub email: Option<RawEmail>,
-    /// `[[notify.webhook]]` (not supported yet).
+    /// `[[notify.webhook]]`.
     #[serde(default)]
     pub webhook: Vec<RawWebhook>,
+    /// Duration string: an undeliverable notification moves to `failed/` after this.
+    pub give_up_after: Option<String>,
+    /// Rate limit per target and channel.
+    pub max_per_target_per_hour: Option<i64>,
+    /// Rate limit over all targets, per channel.
+    pub max_per_hour: Option<i64>,
 }
 
 /// `[notify.email]`.
@@ -83,24 +89,30 @@ pub struct RawEmail {
     pub from: Option<String>,
     /// Recipient mailboxes.
     pub to: Option<Vec<String>>,
-    /// SMTP server URL (not supported yet: mail goes to the outbox only).
-    pub smtp_url: Option<toml::Value>,
-    /// SMTP user name (not supported yet).
-    pub username: Option<toml::Value>,
-    /// File holding the SMTP password (not supported yet).
-    pub password_file: Option<toml::Value>,
+    /// SMTP server URL; absent: mail stays in the outbox.
+    pub smtp_url: Option<String>,
+    /// SMTP user name.
+    pub username: Option<String>,
+    /// File holding the SMTP password.
+    pub password_file: Option<String>,
+    /// Password in the config file: never accepted, parsed only to say so.
+    pub password: Option<toml::Value>,
+    /// Duration string: connection and send timeout.
+    pub timeout: Option<String>,
     /// Directory every mail is written to.
     pub outbox_dir: Option<String>,
 }
 
-/// `[[notify.webhook]]` (not supported yet).
+/// `[[notify.webhook]]`.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawWebhook {
     /// Endpoint the notification is POSTed to.
-    pub url: Option<toml::Value>,
+    pub url: Option<String>,
     /// Body format, `json` or `slack`.
-    pub format: Option<toml::Value>,
+    pub format: Option<String>,
+    /// Duration string: request timeout.
+    pub timeout: Option<String>,
 }
 
 /// `[[window]]`.

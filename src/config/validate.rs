@@ -13,12 +13,12 @@ use std::time::Duration;
 
 use super::raw::{
     join, RawConfig, RawDaemon, RawEmail, RawNotify, RawRollback, RawRule, RawTarget, RawVerify,
-    RawWindow,
+    RawWebhook, RawWindow,
 };
 use super::{
     duration, Config, DaemonConfig, EmailConfig, ExecutorKind, HostMetric, NoData, NotifyConfig,
-    ProbeMeasure, ProbeSpec, RollbackPlan, RuleConfig, SourceSpec, TargetConfig, VerifyConfig,
-    Window,
+    ProbeMeasure, ProbeSpec, RollbackPlan, RuleConfig, SmtpConfig, SmtpSecurity, SourceSpec,
+    TargetConfig, VerifyConfig, WebhookConfig, WebhookFormat, Window,
 };
 
 /// One problem: `FILE: key.path: message`.
@@ -76,6 +76,15 @@ pub const DEFAULT_PROBE_WINDOW: &str = "30s";
 pub const DEFAULT_ROLLBACK_TIMEOUT: &str = "5m";
 /// Default `verify.within`.
 pub const DEFAULT_VERIFY_WITHIN: &str = "5m";
+
+/// Default `notify.give_up_after`.
+pub const DEFAULT_GIVE_UP_AFTER: &str = "24h";
+/// Default `notify.max_per_target_per_hour`.
+pub const DEFAULT_MAX_PER_TARGET_PER_HOUR: u32 = 20;
+/// Default `notify.max_per_hour`.
+pub const DEFAULT_MAX_PER_HOUR: u32 = 60;
+/// Default SMTP and webhook `timeout`.
+pub const DEFAULT_NOTIFY_TIMEOUT: &str = "30s";
 
 /// The variables an argv template may use.
 pub const TEMPLATE_VARIABLES: [&str; 4] = ["target", "from_version", "to_version", "incident"];
@@ -438,17 +447,235 @@ fn daemon(cx: &mut Cx, raw: RawDaemon) -> Option<DaemonConfig> {
 }
 
 fn notify(cx: &mut Cx, raw: RawNotify, state_dir: Option<PathBuf>) -> Option<NotifyConfig> {
-    if !raw.webhook.is_empty() {
-        cx.not_supported(
-            "notify.webhook",
-            "[[notify.webhook]] (notifications go by email only)",
-        );
-    }
+    let p = "notify";
+    let give_up_after = cx.duration(
+        p,
+        "give_up_after",
+        raw.give_up_after.as_deref(),
+        DEFAULT_GIVE_UP_AFTER,
+        true,
+    );
+    let max_per_target_per_hour = per_hour(
+        cx,
+        "notify.max_per_target_per_hour",
+        raw.max_per_target_per_hour,
+        DEFAULT_MAX_PER_TARGET_PER_HOUR,
+    );
+    let max_per_hour = per_hour(
+        cx,
+        "notify.max_per_hour",
+        raw.max_per_hour,
+        DEFAULT_MAX_PER_HOUR,
+    );
+    let email_outbox = raw.email.as_ref().and_then(|e| e.outbox_dir.clone());
     let email = match raw.email {
         None => Some(None),
-        Some(e) => email(cx, "notify.email", e, state_dir).map(Some),
+        Some(e) => email(cx, "notify.email", e, state_dir.clone()).map(Some),
     };
-    Some(NotifyConfig { email: email? })
+    let webhooks: Vec<Option<WebhookConfig>> = raw
+        .webhook
+        .iter()
+        .enumerate()
+        .map(|(i, w)| webhook(cx, &format!("notify.webhook[{i}]"), w))
+        .collect();
+    let outbox_dir = match email_outbox {
+        Some(d) if !d.trim().is_empty() => Some(PathBuf::from(d)),
+        _ => state_dir.map(|s| s.join("outbox")),
+    };
+    Some(NotifyConfig {
+        email: email?,
+        webhooks: webhooks.into_iter().collect::<Option<_>>()?,
+        give_up_after: give_up_after?,
+        max_per_target_per_hour: max_per_target_per_hour?,
+        max_per_hour: max_per_hour?,
+        outbox_dir: outbox_dir?,
+    })
+}
+
+/// A positive count per hour.
+fn per_hour(cx: &mut Cx, path: &str, value: Option<i64>, default: u32) -> Option<NonZeroU32> {
+    match value {
+        None => NonZeroU32::new(default),
+        Some(n) => match u32::try_from(n).ok().and_then(NonZeroU32::new) {
+            Some(n) => Some(n),
+            None => {
+                cx.err(
+                    path,
+                    format!("{n} must be a positive number of notifications per hour"),
+                );
+                None
+            }
+        },
+    }
+}
+
+fn webhook(cx: &mut Cx, p: &str, raw: &RawWebhook) -> Option<WebhookConfig> {
+    let url = cx
+        .required(p, "url", raw.url.as_deref())
+        .and_then(|u| cx.http_url(&join(p, "url"), u));
+    let format = match raw.format.as_deref() {
+        None | Some("json") => Some(WebhookFormat::Json),
+        Some("slack") => Some(WebhookFormat::Slack),
+        Some(other) => {
+            cx.err(
+                join(p, "format"),
+                format!("unknown format {other:?} (use \"json\" or \"slack\")"),
+            );
+            None
+        }
+    };
+    let timeout = cx.duration(
+        p,
+        "timeout",
+        raw.timeout.as_deref(),
+        DEFAULT_NOTIFY_TIMEOUT,
+        true,
+    );
+    Some(WebhookConfig {
+        url: url?,
+        format: format?,
+        timeout: timeout?,
+    })
+}
+
+/// `smtp_url` into host, port and security. Credentials in the URL are
+/// refused: the password would sit in the config file.
+fn smtp_url(cx: &mut Cx, path: &str, value: &str) -> Option<(String, u16, SmtpSecurity)> {
+    let hint = "use e.g. \"smtp://127.0.0.1:25\", \"smtp://mail.example.com:587?tls=starttls\" or \"smtps://mail.example.com:465\"";
+    let url = match url::Url::parse(value) {
+        Ok(u) => u,
+        Err(e) => {
+            cx.err(path, format!("invalid URL {value:?}: {e} ({hint})"));
+            return None;
+        }
+    };
+    let mut security = match url.scheme() {
+        "smtp" => SmtpSecurity::Plain,
+        "smtps" => SmtpSecurity::Tls,
+        other => {
+            cx.err(
+                path,
+                format!(
+                    "URL {value:?} has scheme {other:?}; it must be smtp:// or smtps:// ({hint})"
+                ),
+            );
+            return None;
+        }
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        cx.err(
+            path,
+            "credentials do not belong in smtp_url: set username, and the password in password_file or ROLLBACKD_SMTP_PASSWORD",
+        );
+        return None;
+    }
+    let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
+        cx.err(path, format!("URL {value:?} has no host ({hint})"));
+        return None;
+    };
+    if !matches!(url.path(), "" | "/") || url.fragment().is_some() {
+        cx.err(path, format!("URL {value:?} must not have a path ({hint})"));
+        return None;
+    }
+    for (k, v) in url.query_pairs() {
+        match (k.as_ref(), v.as_ref(), security) {
+            ("tls", "starttls", SmtpSecurity::Plain | SmtpSecurity::StartTls) => {
+                security = SmtpSecurity::StartTls
+            }
+            ("tls", "starttls", SmtpSecurity::Tls) => {
+                cx.err(
+                    path,
+                    format!("URL {value:?}: smtps:// is already TLS; tls=starttls is for smtp://"),
+                );
+                return None;
+            }
+            _ => {
+                cx.err(
+                    path,
+                    format!("URL {value:?}: unknown parameter {k}={v:?} (only tls=starttls)"),
+                );
+                return None;
+            }
+        }
+    }
+    let port = url.port().unwrap_or(match security {
+        SmtpSecurity::Plain => 25,
+        SmtpSecurity::StartTls => 587,
+        SmtpSecurity::Tls => 465,
+    });
+    // IPv6 hosts come bracketed from `host_str`.
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    Some((host, port, security))
+}
+
+fn smtp(cx: &mut Cx, p: &str, raw: &RawEmail) -> Option<Option<SmtpConfig>> {
+    if raw.password.is_some() {
+        cx.err(
+            join(p, "password"),
+            "passwords are never read from the config file: put it in a file named by password_file, or in ROLLBACKD_SMTP_PASSWORD",
+        );
+    }
+    let timeout = cx.duration(
+        p,
+        "timeout",
+        raw.timeout.as_deref(),
+        DEFAULT_NOTIFY_TIMEOUT,
+        true,
+    );
+    let username = match raw.username.as_deref() {
+        None => Some(None),
+        Some(u) => cx.non_empty(&join(p, "username"), u).map(Some),
+    };
+    let password_file = match raw.password_file.as_deref() {
+        None => Some(None),
+        Some(f) => cx.absolute(&join(p, "password_file"), f).map(Some),
+    };
+    let Some(url) = raw.smtp_url.as_deref() else {
+        for (key, set) in [
+            ("username", raw.username.is_some()),
+            ("password_file", raw.password_file.is_some()),
+            ("timeout", raw.timeout.is_some()),
+        ] {
+            if set {
+                cx.err(
+                    join(p, key),
+                    format!("{key} is set but smtp_url is not (without smtp_url mail stays in outbox_dir)"),
+                );
+            }
+        }
+        return Some(None);
+    };
+    let parsed = smtp_url(cx, &join(p, "smtp_url"), url);
+    if raw.password_file.is_some() && raw.username.is_none() {
+        cx.err(
+            join(p, "password_file"),
+            "password_file is set but username is not",
+        );
+        return None;
+    }
+    let (host, port, security) = parsed?;
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if raw.username.is_some() && security == SmtpSecurity::Plain && !loopback {
+        cx.err(
+            join(p, "smtp_url"),
+            format!("{url:?} is plaintext to a remote host and username is set: the password would cross the network unencrypted; use smtps:// or ?tls=starttls"),
+        );
+        return None;
+    }
+    Some(Some(SmtpConfig {
+        host,
+        port,
+        security,
+        username: username?,
+        password_file: password_file?,
+        timeout: timeout?,
+    }))
 }
 
 /// A single RFC 5322 mailbox.
@@ -476,18 +703,7 @@ fn mailbox(cx: &mut Cx, path: &str, value: &str) -> Option<String> {
 }
 
 fn email(cx: &mut Cx, p: &str, raw: RawEmail, state_dir: Option<PathBuf>) -> Option<EmailConfig> {
-    for (key, set) in [
-        ("smtp_url", raw.smtp_url.is_some()),
-        ("username", raw.username.is_some()),
-        ("password_file", raw.password_file.is_some()),
-    ] {
-        if set {
-            cx.not_supported(
-                join(p, key),
-                "SMTP delivery (mail is written to outbox_dir only)",
-            );
-        }
-    }
+    let smtp = smtp(cx, p, &raw);
     let from = cx
         .required(p, "from", raw.from.as_deref())
         .and_then(|f| mailbox(cx, &join(p, "from"), f));
@@ -514,6 +730,7 @@ fn email(cx: &mut Cx, p: &str, raw: RawEmail, state_dir: Option<PathBuf>) -> Opt
         from: from?,
         to: to?,
         outbox_dir: outbox_dir?,
+        smtp: smtp?,
     })
 }
 
@@ -1518,6 +1735,9 @@ mod tests {
         let symlink = |extra: &str| {
             format!("kind = \"symlink\"\ncurrent = \"/srv/app/current\"\nreleases = \"/srv/app/releases\"\n{extra}")
         };
+        let mail = |extra: &str| {
+            format!("[notify.email]\nfrom = \"r@h\"\nto = [\"a@example.com\"]\n{extra}")
+        };
         let window = |extra: &str| {
             format!(
                 "[[window]]\nname = \"w\"\n{extra}",
@@ -1554,9 +1774,23 @@ mod tests {
             (config(&[("top", "[notify.email]\nfrom = \"r@h\"\nto = [\"a@example.com, b@example.com\"]")]), "notify.email.to[0]", "several mailboxes"),
             (config(&[("top", "[notify.email]\nfrom = \"r@h\"\nto = []")]), "notify.email.to", "no recipients"),
             (config(&[("top", "[notify.email]\nfrom = \"r@h\"")]), "notify.email.to", "required key is missing"),
-            (config(&[("top", "[notify.email]\nfrom = \"r@h\"\nto = [\"a@example.com\"]\nsmtp_url = \"smtp://127.0.0.1\"")]), "notify.email.smtp_url", "not supported yet: SMTP delivery (mail is written to outbox_dir only)"),
-            (config(&[("top", "[notify.email]\nfrom = \"r@h\"\nto = [\"a@example.com\"]\npassword_file = \"/p\"")]), "notify.email.password_file", "not supported yet: SMTP delivery"),
-            (config(&[("top", "[[notify.webhook]]\nurl = \"https://chat/\"")]), "notify.webhook", "not supported yet"),
+            (config(&[("top", &mail("smtp_url = \"http://127.0.0.1\""))]), "notify.email.smtp_url", r#"has scheme "http"; it must be smtp:// or smtps://"#),
+            (config(&[("top", &mail("smtp_url = \"smtp://u:secret@127.0.0.1\""))]), "notify.email.smtp_url", "credentials do not belong in smtp_url"),
+            (config(&[("top", &mail("smtp_url = \"smtps://h?tls=starttls\""))]), "notify.email.smtp_url", "smtps:// is already TLS"),
+            (config(&[("top", &mail("smtp_url = \"smtp://h?tls=yes\""))]), "notify.email.smtp_url", r#"unknown parameter tls="yes""#),
+            (config(&[("top", &mail("smtp_url = \"smtp:///x\""))]), "notify.email.smtp_url", "has no host"),
+            (config(&[("top", &mail("smtp_url = \"smtp://mail.example.com\"\nusername = \"u\"\npassword_file = \"/p\""))]), "notify.email.smtp_url", "password would cross the network unencrypted"),
+            (config(&[("top", &mail("password_file = \"/p\""))]), "notify.email.password_file", "smtp_url is not"),
+            (config(&[("top", &mail("smtp_url = \"smtp://127.0.0.1\"\npassword_file = \"/p\""))]), "notify.email.password_file", "username is not"),
+            (config(&[("top", &mail("smtp_url = \"smtp://127.0.0.1\"\nusername = \"u\"\npassword_file = \"p\""))]), "notify.email.password_file", "absolute path"),
+            (config(&[("top", &mail("smtp_url = \"smtp://127.0.0.1\"\npassword = \"hunter2\""))]), "notify.email.password", "never read from the config file"),
+            (config(&[("top", &mail("smtp_url = \"smtp://127.0.0.1\"\ntimeout = \"0s\""))]), "notify.email.timeout", "greater than zero"),
+            (config(&[("top", "[[notify.webhook]]\nformat = \"json\"")]), "notify.webhook[0].url", "required key is missing"),
+            (config(&[("top", "[[notify.webhook]]\nurl = \"ftp://chat/\"")]), "notify.webhook[0].url", "http:// or https://"),
+            (config(&[("top", "[[notify.webhook]]\nurl = \"https://chat/\"\nformat = \"teams\"")]), "notify.webhook[0].format", r#"unknown format "teams""#),
+            (config(&[("top", "[notify]\ngive_up_after = \"0s\"")]), "notify.give_up_after", "greater than zero"),
+            (config(&[("top", "[notify]\nmax_per_hour = 0")]), "notify.max_per_hour", "positive number"),
+            (config(&[("top", "[notify]\nmax_per_target_per_hour = -1")]), "notify.max_per_target_per_hour", "positive number"),
             // [[window]]
             (config(&[("top", &window("timezone = \"Mars/Base\""))]), "window[0].timezone", r#"unknown timezone "Mars/Base""#),
             (config(&[("top", &window("days = [\"sat\", \"Sun\"]"))]), "window[0].days[1]", r#"invalid day "Sun""#),
@@ -1967,5 +2201,83 @@ mod tests {
         };
         let body: serde_json::Value = serde_json::from_str(&body.unwrap()).unwrap();
         assert_eq!(body["ref"], "{to_version}");
+    }
+
+    #[test]
+    fn notify_smtp_and_webhooks() {
+        let c = load_str("t", &config(&[])).unwrap();
+        assert_eq!(c.notify.give_up_after, Duration::from_secs(24 * 3600));
+        assert_eq!(c.notify.max_per_target_per_hour.get(), 20);
+        assert_eq!(c.notify.max_per_hour.get(), 60);
+        assert!(c.notify.webhooks.is_empty());
+        assert_eq!(
+            c.notify.outbox_dir,
+            PathBuf::from("/var/lib/rollbackd/outbox")
+        );
+
+        let mail = |extra: &str| {
+            let text = config(&[(
+                "top",
+                &format!("[notify.email]\nfrom = \"r@h\"\nto = [\"a@example.com\"]\n{extra}"),
+            )]);
+            load_str("t", &text).unwrap().notify.email.unwrap().smtp
+        };
+        assert_eq!(mail(""), None);
+        let smtp = |host: &str, port, security| SmtpConfig {
+            host: host.into(),
+            port,
+            security,
+            username: None,
+            password_file: None,
+            timeout: Duration::from_secs(30),
+        };
+        for (url, want) in [
+            (
+                "smtp://127.0.0.1",
+                smtp("127.0.0.1", 25, SmtpSecurity::Plain),
+            ),
+            (
+                "smtp://127.0.0.1:2525/",
+                smtp("127.0.0.1", 2525, SmtpSecurity::Plain),
+            ),
+            (
+                "smtp://mail.example.com?tls=starttls",
+                smtp("mail.example.com", 587, SmtpSecurity::StartTls),
+            ),
+            (
+                "smtps://mail.example.com",
+                smtp("mail.example.com", 465, SmtpSecurity::Tls),
+            ),
+            ("smtps://[::1]:1465", smtp("::1", 1465, SmtpSecurity::Tls)),
+        ] {
+            assert_eq!(mail(&format!("smtp_url = {url:?}")), Some(want), "{url}");
+        }
+        let auth = mail("smtp_url = \"smtps://mail.example.com\"\nusername = \"rb\"\npassword_file = \"/etc/rb/pw\"\ntimeout = \"5s\"").unwrap();
+        assert_eq!(auth.username.as_deref(), Some("rb"));
+        assert_eq!(auth.password_file, Some(PathBuf::from("/etc/rb/pw")));
+        assert_eq!(auth.timeout, Duration::from_secs(5));
+        // Username without password_file: the password comes from the environment.
+        assert!(mail("smtp_url = \"smtp://127.0.0.1:25\"\nusername = \"rb\"").is_some());
+
+        let c = load_str(
+            "t",
+            &config(&[
+                ("daemon", "state_dir = \"/tmp/rb\""),
+                ("top", "[notify]\ngive_up_after = \"1h\"\nmax_per_hour = 5\nmax_per_target_per_hour = 2\n[[notify.webhook]]\nurl = \"https://chat.example.com/hook\"\n[[notify.webhook]]\nurl = \"http://127.0.0.1:1/\"\nformat = \"slack\"\ntimeout = \"2s\""),
+            ]),
+        )
+        .unwrap();
+        let n = &c.notify;
+        assert_eq!(n.give_up_after, Duration::from_secs(3600));
+        assert_eq!(
+            (n.max_per_hour.get(), n.max_per_target_per_hour.get()),
+            (5, 2)
+        );
+        assert_eq!(n.outbox_dir, PathBuf::from("/tmp/rb/outbox"));
+        assert_eq!(n.webhooks.len(), 2);
+        assert_eq!(n.webhooks[0].format, WebhookFormat::Json);
+        assert_eq!(n.webhooks[0].timeout, Duration::from_secs(30));
+        assert_eq!(n.webhooks[1].format, WebhookFormat::Slack);
+        assert_eq!(n.webhooks[1].timeout, Duration::from_secs(2));
     }
 }

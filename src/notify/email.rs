@@ -1,10 +1,13 @@
 //! The email for an incident event, built with lettre: a subject that sorts
 //! well in an inbox (`[rollbackd] frontend: ROLLED BACK v2 -> v1`) and a
-//! plain-text body made from the record.
+//! plain-text body made from the record, with an HTML alternative
+//! (`multipart/alternative`). `X-Rollbackd-*` headers name the target, kind
+//! and incident for mail filters and for the sender's per-target rate limit.
 
 use std::fmt::Write as _;
 
-use lettre::message::{Mailbox, SinglePart};
+use lettre::message::header::{HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart};
 
 use crate::config::EmailConfig;
 use crate::decide::{Incident, NotifyKind};
@@ -53,9 +56,76 @@ pub fn build(
             .map_err(|e| NotifyError::Build(format!("invalid recipient address {to:?}: {e}")))?;
         builder = builder.to(mailbox);
     }
+    builder = builder
+        .raw_header(HeaderValue::new(TARGET_HEADER, incident.target.clone()))
+        .raw_header(HeaderValue::new(KIND_HEADER, kind_name(kind).to_string()))
+        .raw_header(HeaderValue::new(INCIDENT_HEADER, incident.id.clone()));
+    let plain = body(kind, incident, public_url, links);
+    let html = html(
+        &plain,
+        links,
+        incident_url(public_url, &incident.id).as_deref(),
+    );
     builder
-        .singlepart(SinglePart::plain(body(kind, incident, public_url, links)))
+        .multipart(MultiPart::alternative_plain_html(plain, html))
         .map_err(|e| NotifyError::Build(format!("incident {}: {e}", incident.id)))
+}
+
+/// `X-Rollbackd-Target`: the target a mail is about.
+pub const TARGET_HEADER: HeaderName = HeaderName::new_from_ascii_str("X-Rollbackd-Target");
+/// `X-Rollbackd-Kind`: the notification kind (`rolled_back`, ...).
+pub const KIND_HEADER: HeaderName = HeaderName::new_from_ascii_str("X-Rollbackd-Kind");
+/// `X-Rollbackd-Incident`: the incident ID, when the mail is about one.
+pub const INCIDENT_HEADER: HeaderName = HeaderName::new_from_ascii_str("X-Rollbackd-Incident");
+
+/// `PUBLIC_URL/v1/incidents/ID`.
+pub(crate) fn incident_url(public_url: Option<&url::Url>, id: &str) -> Option<String> {
+    public_url.map(|u| format!("{}/v1/incidents/{id}", u.as_str().trim_end_matches('/')))
+}
+
+/// The HTML alternative: the summary in bold, the confirmation links as
+/// links, and the plain body (escaped) as preformatted text, so both parts
+/// always say the same.
+fn html(plain: &str, links: Option<&super::ConfirmLinks>, incident_url: Option<&str>) -> String {
+    let (summary, rest) = plain.split_once("\n\n").unwrap_or((plain, ""));
+    let mut h = String::from(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"></head>\n<body style=\"font-family: sans-serif\">\n",
+    );
+    let _ = writeln!(h, "<p><strong>{}</strong></p>", escape(summary));
+    if let Some(l) = links {
+        let _ = writeln!(
+            h,
+            "<p><a href=\"{}\">Approve the rollback</a> &middot; <a href=\"{}\">Reject it</a></p>",
+            escape(l.approve.as_str()),
+            escape(l.reject.as_str())
+        );
+    }
+    if let Some(u) = incident_url {
+        let _ = writeln!(h, "<p><a href=\"{0}\">{0}</a></p>", escape(u));
+    }
+    let _ = writeln!(
+        h,
+        "<pre style=\"font-family: monospace; white-space: pre-wrap\">{}</pre>",
+        escape(rest.trim_end())
+    );
+    h.push_str("</body></html>\n");
+    h
+}
+
+/// Minimal HTML escaping for text and attribute values.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Build a notification about a target that is not about an incident
@@ -97,17 +167,21 @@ pub fn build_target(
             .map_err(|e| NotifyError::Build(format!("invalid recipient address {to:?}: {e}")))?;
         builder = builder.to(mailbox);
     }
+    builder = builder
+        .raw_header(HeaderValue::new(TARGET_HEADER, target.to_string()))
+        .raw_header(HeaderValue::new(KIND_HEADER, kind_name(kind).to_string()));
     let body = format!(
         "{message}\n\nTarget: {target}\nAt:     {}\n",
         at.to_rfc3339()
     );
+    let html = html(&body, None, None);
     builder
-        .singlepart(SinglePart::plain(body))
+        .multipart(MultiPart::alternative_plain_html(body, html))
         .map_err(|e| NotifyError::Build(format!("notification for {target}: {e}")))
 }
 
 /// The `LABEL` of the subject for each kind.
-fn label(kind: NotifyKind) -> &'static str {
+pub(crate) fn label(kind: NotifyKind) -> &'static str {
     match kind {
         NotifyKind::WouldRollBack => "WOULD ROLL BACK",
         NotifyKind::RollbackStarted => "ROLLING BACK",
@@ -125,7 +199,7 @@ fn label(kind: NotifyKind) -> &'static str {
 }
 
 /// The kind as spelled in the journal (`rolled_back`, ...).
-fn kind_name(kind: NotifyKind) -> &'static str {
+pub(crate) fn kind_name(kind: NotifyKind) -> &'static str {
     match kind {
         NotifyKind::WouldRollBack => "would_roll_back",
         NotifyKind::RollbackStarted => "rollback_started",
@@ -143,7 +217,7 @@ fn kind_name(kind: NotifyKind) -> &'static str {
 }
 
 /// `<ID.kind@rollbackd>`; characters not allowed in a Message-ID become `-`.
-fn message_id(kind: NotifyKind, incident: &Incident) -> String {
+pub(crate) fn message_id(kind: NotifyKind, incident: &Incident) -> String {
     let id: String = incident
         .id
         .chars()
@@ -159,7 +233,7 @@ fn message_id(kind: NotifyKind, incident: &Incident) -> String {
 }
 
 /// The first sentence: what happened, for this kind.
-fn summary(kind: NotifyKind, incident: &Incident) -> String {
+pub(crate) fn summary(kind: NotifyKind, incident: &Incident) -> String {
     let target = &incident.target;
     let from = match &incident.from_version {
         Some(v) => format!("from {v}"),
@@ -321,13 +395,8 @@ fn body(
 
     let _ = writeln!(b, "\nIncident: {}", incident.id);
     let _ = writeln!(b, "Full record: `rollbackd report {}`", incident.id);
-    if let Some(url) = public_url {
-        let _ = writeln!(
-            b,
-            "            {}/v1/incidents/{}",
-            url.as_str().trim_end_matches('/'),
-            incident.id
-        );
+    if let Some(url) = incident_url(public_url, &incident.id) {
+        let _ = writeln!(b, "             {url}");
     }
     b
 }
@@ -352,6 +421,7 @@ pub(crate) mod tests {
             from: "rollbackd <rollbackd@example.org>".into(),
             to: vec!["ops@example.org".into(), "Admin <admin@example.org>".into()],
             outbox_dir: "/nonexistent".into(),
+            smtp: None,
         }
     }
 
@@ -443,8 +513,22 @@ pub(crate) mod tests {
         let text = String::from_utf8(m.formatted()).unwrap();
         assert!(text.contains("MIME-Version: 1.0\r\n"), "{text}");
         assert!(
+            text.contains("Content-Type: multipart/alternative;"),
+            "{text}"
+        );
+        assert!(
             text.contains("Content-Type: text/plain; charset=utf-8\r\n"),
             "{text}"
+        );
+        assert!(
+            text.contains("Content-Type: text/html; charset=utf-8\r\n"),
+            "{text}"
+        );
+        assert_eq!(h.get_raw("X-Rollbackd-Target"), Some("frontend"));
+        assert_eq!(h.get_raw("X-Rollbackd-Kind"), Some("rolled_back"));
+        assert_eq!(
+            h.get_raw("X-Rollbackd-Incident"),
+            Some("20250601-120000-frontend-1")
         );
         assert_eq!(
             m.envelope().to().len(),
@@ -530,5 +614,41 @@ pub(crate) mod tests {
         c.from = "rollbackd@".into();
         let err = build(&c, NotifyKind::RolledBack, &incident(), None, None).unwrap_err();
         assert!(err.to_string().contains("\"rollbackd@\""), "{err}");
+    }
+
+    #[test]
+    fn html_alternative_escapes_and_links() {
+        let links = crate::notify::ConfirmLinks {
+            approve: "https://ops.example.org/v1/confirm/a?x=1&y=2"
+                .parse()
+                .unwrap(),
+            reject: "https://ops.example.org/v1/confirm/r".parse().unwrap(),
+        };
+        let mut i = incident();
+        i.error = Some("exit <1> & \"boom\"".into());
+        let m = build(
+            &cfg(),
+            NotifyKind::AwaitingConfirmation,
+            &i,
+            None,
+            Some(&links),
+        )
+        .unwrap();
+        let text = unwrapped(&m.formatted());
+        let html = &text[text.find("<!DOCTYPE html>").expect("html part")..];
+        for want in [
+            "<p><strong>rollbackd wants to roll frontend back from v2 to v1 and waits for a human to approve or reject.</strong></p>",
+            "<a href=\"https://ops.example.org/v1/confirm/a?x=1&amp;y=2\">Approve the rollback</a>",
+            "Error: exit &lt;1&gt; &amp; &quot;boom&quot;",
+            "To approve:  rollbackd approve 20250601-120000-frontend-1",
+            "health = 0.83 &gt; 0.5",
+        ] {
+            assert!(html.contains(want), "missing {want:?} in:\n{html}");
+        }
+        // The plain part has the commands and links as text.
+        assert!(
+            text.contains("Approve link: https://ops.example.org/v1/confirm/a?x=1&y=2"),
+            "{text}"
+        );
     }
 }

@@ -1,14 +1,32 @@
 //! Telling the admin: the rollback record ([`record`]), the email built from
-//! it ([`email`]) and the outbox every mail is written to first ([`outbox`]).
+//! it ([`email`]), webhook events ([`webhook`]), the durable outbox every
+//! notification is written to first ([`outbox`]), and the delivery loop that
+//! sends from it ([`sender`], over [`smtp`] or HTTP, within [`limit`]s).
+//!
+//! The daemon calls [`Notifier::notify`] / [`Notifier::notify_target`]:
+//! they only write to the outbox (fsync) and wake the senders, so the
+//! decision loop never waits on the network. Repeated notifications about
+//! the same incident in the same state, and a repeated blind (or seeing)
+//! message about a target, are merged into the one already written.
 
 pub mod email;
+pub mod limit;
 pub mod outbox;
 pub mod record;
+pub mod sender;
+pub mod smtp;
+pub mod webhook;
 
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
-use crate::config::{EmailConfig, NotifyConfig};
+use tokio::sync::watch;
+
+use crate::config::{EmailConfig, NotifyConfig, WebhookConfig};
 use crate::decide::{Incident, NotifyKind};
+
+pub use sender::Senders;
 
 /// Why a notification could not be written or sent.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +42,9 @@ pub enum NotifyError {
         /// The I/O error.
         detail: String,
     },
+    /// A channel could not be set up at start (password file, TLS, client).
+    #[error("cannot set up notifications: {0}")]
+    Setup(String),
 }
 
 /// Approve and reject links for a confirmation email (signed, single-use
@@ -36,51 +57,392 @@ pub struct ConfirmLinks {
     pub reject: url::Url,
 }
 
-/// Sends notifications for incidents.
+/// How many merge keys are remembered (oldest forgotten first).
+const REMEMBERED: usize = 4096;
+
+/// What has been written, to merge repeats.
+#[derive(Debug, Default)]
+struct Merge {
+    keys: HashSet<String>,
+    order: VecDeque<String>,
+    /// Last target notification kind per target (blind once per episode).
+    last_target: HashMap<String, NotifyKind>,
+}
+
+impl Merge {
+    fn remember(&mut self, key: String) {
+        if self.keys.insert(key.clone()) {
+            self.order.push_back(key);
+            while self.order.len() > REMEMBERED {
+                if let Some(old) = self.order.pop_front() {
+                    self.keys.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    email: Option<EmailConfig>,
+    webhooks: Vec<(WebhookConfig, PathBuf)>,
+    cfg: NotifyConfig,
+    public_url: Option<url::Url>,
+    wake: watch::Sender<u64>,
+    merge: Mutex<Merge>,
+}
+
+/// Sends notifications for incidents: writes them to the outbox of every
+/// channel and wakes the senders.
 #[derive(Debug, Clone)]
 pub struct Notifier {
-    email: Option<EmailConfig>,
-    public_url: Option<url::Url>,
+    inner: Arc<Inner>,
+}
+
+/// The outbox directory of one webhook: `outbox_dir/webhook-HASH`, HASH from
+/// its URL and format, so a queued item never goes to another endpoint
+/// after the config changed.
+pub fn webhook_dir(outbox_dir: &std::path::Path, cfg: &WebhookConfig) -> PathBuf {
+    // FNV-1a: stable across builds and platforms.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in format!("{:?}|{}", cfg.format, cfg.url).bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    outbox_dir.join(format!("webhook-{h:016x}"))
 }
 
 impl Notifier {
-    /// Build from config; `public_url` is used for links.
+    /// Build from config; `public_url` is used for links. Does no I/O.
     pub fn build(cfg: &NotifyConfig, public_url: Option<url::Url>) -> Notifier {
+        let (wake, _) = watch::channel(0);
         Notifier {
-            email: cfg.email.clone(),
-            public_url,
+            inner: Arc::new(Inner {
+                email: cfg.email.clone(),
+                webhooks: cfg
+                    .webhooks
+                    .iter()
+                    .map(|w| (w.clone(), webhook_dir(&cfg.outbox_dir, w)))
+                    .collect(),
+                cfg: cfg.clone(),
+                public_url,
+                wake,
+                merge: Mutex::new(Merge::default()),
+            }),
         }
     }
 
-    /// Write the email for this event to the outbox. Returns the path of the
-    /// mail written, or `None` when no email is configured.
+    /// The delivery tasks for the configured channels: SMTP when `smtp_url`
+    /// is set, one per webhook. Reads the SMTP password; start them with
+    /// [`Senders::spawn`].
+    pub fn senders(&self) -> Result<Senders, NotifyError> {
+        let cfg = &self.inner.cfg;
+        let limits = || limit::Limits::new(cfg.max_per_target_per_hour, cfg.max_per_hour);
+        let mut channels = Vec::new();
+        if let Some(email) = &self.inner.email {
+            if let Some(smtp) = &email.smtp {
+                channels.push(sender::Channel {
+                    name: "email".into(),
+                    dir: email.outbox_dir.clone(),
+                    ext: "eml",
+                    transport: sender::Transport::Smtp(smtp::SmtpChannel::build(smtp)?),
+                    limits: limits(),
+                });
+            }
+        }
+        for (i, (w, dir)) in self.inner.webhooks.iter().enumerate() {
+            channels.push(sender::Channel {
+                name: format!("webhook[{i}]"),
+                dir: dir.clone(),
+                ext: "json",
+                transport: sender::Transport::Webhook(webhook::WebhookChannel::build(w)?),
+                limits: limits(),
+            });
+        }
+        Ok(Senders {
+            channels,
+            give_up_after: cfg.give_up_after,
+            wake: self.inner.wake.subscribe(),
+        })
+    }
+
+    fn wake(&self) {
+        self.inner.wake.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Whether `key` was written already (this process, or still pending
+    /// in an outbox from before a restart).
+    async fn seen(&self, key: &str) -> bool {
+        let remembered = {
+            let m = self.inner.merge.lock().unwrap_or_else(|p| p.into_inner());
+            m.keys.contains(key)
+        };
+        if remembered {
+            return true;
+        }
+        let mut dirs: Vec<(PathBuf, &'static str)> = Vec::new();
+        if let Some(e) = &self.inner.email {
+            dirs.push((e.outbox_dir.clone(), "eml"));
+        }
+        for (_, d) in &self.inner.webhooks {
+            dirs.push((d.clone(), "json"));
+        }
+        let key = key.to_string();
+        tokio::task::spawn_blocking(move || {
+            dirs.iter()
+                .any(|(d, ext)| outbox::has_pending(d, &key, ext))
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    fn merged(&self, kind: NotifyKind, target: &str, key: &str) {
+        crate::metrics::global().inc(
+            "rollbackd_notifications_merged_total",
+            &[("target", target), ("kind", email::kind_name(kind))],
+        );
+        tracing::info!(%target, ?kind, %key, "notification merged into the one already written");
+    }
+
+    /// Write the notification for this event to every channel's outbox and
+    /// wake the senders. Returns the path of the mail written (or, without
+    /// email, of the first webhook item), or `None` when nothing is
+    /// configured or the notification was merged into an earlier one.
     pub async fn notify(
         &self,
         kind: NotifyKind,
         incident: &Incident,
         links: Option<&ConfirmLinks>,
     ) -> Result<Option<PathBuf>, NotifyError> {
-        let Some(cfg) = &self.email else {
+        if self.inner.email.is_none() && self.inner.webhooks.is_empty() {
             return Ok(None);
+        }
+        let key = outbox::local_part(Some(&email::message_id(kind, incident)));
+        if self.seen(&key).await {
+            self.merged(kind, &incident.target, &key);
+            return Ok(None);
+        }
+        let public_url = self.inner.public_url.as_ref();
+        let mail = match &self.inner.email {
+            Some(cfg) => Some(email::build(cfg, kind, incident, public_url, links)?),
+            None => None,
         };
-        let message = email::build(cfg, kind, incident, self.public_url.as_ref(), links)?;
-        let path = outbox::write(&cfg.outbox_dir, &message).await?;
-        Ok(Some(path))
+        let event = (!self.inner.webhooks.is_empty()).then(|| {
+            webhook::incident_event(kind, incident, public_url, links, chrono::Utc::now())
+        });
+        self.write_all(&incident.target, &key, mail, event).await
     }
 
     /// Write a notification about a target that is not about an incident
-    /// (monitoring blind, seeing again). Same return as [`Notifier::notify`].
+    /// (monitoring blind, seeing again). The same kind twice in a row for
+    /// one target is merged: the blind message goes out once per episode.
+    /// Same return as [`Notifier::notify`].
     pub async fn notify_target(
         &self,
         kind: NotifyKind,
         target: &str,
         message: &str,
     ) -> Result<Option<PathBuf>, NotifyError> {
-        let Some(cfg) = &self.email else {
+        if self.inner.email.is_none() && self.inner.webhooks.is_empty() {
             return Ok(None);
+        }
+        let repeated = {
+            let m = self.inner.merge.lock().unwrap_or_else(|p| p.into_inner());
+            m.last_target.get(target) == Some(&kind)
         };
-        let message = email::build_target(cfg, kind, target, message, chrono::Utc::now())?;
-        let path = outbox::write(&cfg.outbox_dir, &message).await?;
-        Ok(Some(path))
+        let kind_key = format!("{target}.{}", email::kind_name(kind));
+        if repeated {
+            self.merged(kind, target, &kind_key);
+            return Ok(None);
+        }
+        let at = chrono::Utc::now();
+        let mail = match &self.inner.email {
+            Some(cfg) => Some(email::build_target(cfg, kind, target, message, at)?),
+            None => None,
+        };
+        let key = match &mail {
+            Some(m) => outbox::local_part(m.headers().get_raw("Message-ID")),
+            None => outbox::local_part(Some(&format!(
+                "<{kind_key}.{}@rollbackd>",
+                at.format("%Y%m%dT%H%M%S%.3fZ")
+            ))),
+        };
+        let event = (!self.inner.webhooks.is_empty())
+            .then(|| webhook::target_event(kind, target, message, &key, at));
+        let written = self.write_all(target, &key, mail, event).await;
+        if written.is_ok() {
+            let mut m = self.inner.merge.lock().unwrap_or_else(|p| p.into_inner());
+            m.last_target.insert(target.to_string(), kind);
+        }
+        written
+    }
+
+    /// Write the mail and one item per webhook, remember the key, wake the
+    /// senders. Every channel is tried; the first error is returned.
+    async fn write_all(
+        &self,
+        target: &str,
+        key: &str,
+        mail: Option<lettre::Message>,
+        event: Option<serde_json::Value>,
+    ) -> Result<Option<PathBuf>, NotifyError> {
+        let mut first_path = None;
+        let mut first_error = None;
+        if let (Some(cfg), Some(mail)) = (&self.inner.email, mail) {
+            match outbox::write(&cfg.outbox_dir, &mail).await {
+                Ok(p) => first_path = Some(p),
+                Err(e) => first_error = Some(e),
+            }
+        }
+        if let Some(event) = event {
+            for (w, dir) in &self.inner.webhooks {
+                let item = webhook::Item {
+                    target: target.to_string(),
+                    id: key.to_string(),
+                    body: webhook::body(w.format, event.clone()),
+                };
+                let bytes = serde_json::to_vec_pretty(&item)
+                    .map_err(|e| NotifyError::Build(format!("webhook item {key}: {e}")))?;
+                match outbox::write_item(dir, key, "json", bytes).await {
+                    Ok(p) => {
+                        first_path.get_or_insert(p);
+                    }
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        if first_path.is_some() {
+            let mut m = self.inner.merge.lock().unwrap_or_else(|p| p.into_inner());
+            m.remember(key.to_string());
+        }
+        self.wake();
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(first_path),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::WebhookFormat;
+    use crate::notify::record::tests::incident;
+
+    fn notifier(dir: &std::path::Path) -> Notifier {
+        Notifier::build(
+            &NotifyConfig {
+                email: Some(EmailConfig {
+                    from: "rollbackd <rb@example.org>".into(),
+                    to: vec!["ops@example.org".into()],
+                    outbox_dir: dir.to_path_buf(),
+                    smtp: None,
+                }),
+                webhooks: vec![WebhookConfig {
+                    url: "http://127.0.0.1:9/hook".parse().unwrap(),
+                    format: WebhookFormat::Json,
+                    timeout: std::time::Duration::from_secs(1),
+                }],
+                outbox_dir: dir.to_path_buf(),
+                ..NotifyConfig::default()
+            },
+            None,
+        )
+    }
+
+    fn count(dir: &std::path::Path, ext: &str) -> usize {
+        let mut n = outbox::pending(dir, ext).unwrap().len();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                n += outbox::pending(&p, ext).unwrap().len();
+            }
+        }
+        n
+    }
+
+    #[tokio::test]
+    async fn same_incident_same_state_is_merged() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = notifier(dir.path());
+        let i = incident();
+        let first = n.notify(NotifyKind::RolledBack, &i, None).await.unwrap();
+        assert!(first.is_some());
+        for _ in 0..5 {
+            assert_eq!(
+                n.notify(NotifyKind::RolledBack, &i, None).await.unwrap(),
+                None
+            );
+        }
+        assert!(n
+            .notify(NotifyKind::RollbackStarted, &i, None)
+            .await
+            .unwrap()
+            .is_some());
+        assert_eq!(count(dir.path(), "eml"), 2);
+        assert_eq!(count(dir.path(), "json"), 2);
+
+        // After a restart (a new notifier), a pending mail still merges.
+        let again = notifier(dir.path());
+        assert_eq!(
+            again
+                .notify(NotifyKind::RolledBack, &i, None)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(count(dir.path(), "eml"), 2);
+    }
+
+    #[tokio::test]
+    async fn blind_once_per_episode() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = notifier(dir.path());
+        let mut written = 0;
+        for kind in [
+            NotifyKind::Blind,
+            NotifyKind::Blind,
+            NotifyKind::Blind,
+            NotifyKind::Seeing,
+            NotifyKind::Seeing,
+            NotifyKind::Blind,
+        ] {
+            if n.notify_target(kind, "web", "no data")
+                .await
+                .unwrap()
+                .is_some()
+            {
+                written += 1;
+            }
+        }
+        assert_eq!(written, 3, "blind, seeing, blind");
+        assert_eq!(count(dir.path(), "eml"), 3);
+        assert_eq!(count(dir.path(), "json"), 3);
+        // Other targets have their own episodes.
+        assert!(n
+            .notify_target(NotifyKind::Blind, "api", "no data")
+            .await
+            .unwrap()
+            .is_some());
+    }
+
+    #[tokio::test]
+    async fn webhook_items_carry_target_id_and_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = notifier(dir.path());
+        n.notify(NotifyKind::RolledBack, &incident(), None)
+            .await
+            .unwrap();
+        let wdir = webhook_dir(dir.path(), &n.inner.webhooks[0].0);
+        let items = outbox::pending(&wdir, "json").unwrap();
+        assert_eq!(items.len(), 1);
+        let item: webhook::Item =
+            serde_json::from_slice(&std::fs::read(&items[0]).unwrap()).unwrap();
+        assert_eq!(item.target, "frontend");
+        assert_eq!(item.id, "20250601-120000-frontend-1.rolled_back");
+        assert_eq!(item.body["schema"], webhook::SCHEMA);
+        assert_eq!(item.body["state"], "RolledBack");
     }
 }

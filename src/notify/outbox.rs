@@ -1,5 +1,8 @@
-//! The outbox: every mail is written to `outbox_dir` (lettre's file
-//! transport, one `.eml` per message) before anything else happens to it.
+//! The outbox: every notification is written to disk (one `.eml` per mail in
+//! `outbox_dir`, one `.json` per webhook call in `outbox_dir/webhook-*/`)
+//! before anything else happens to it, and removed only once the server
+//! accepted it. Items that could not be delivered in time are moved to
+//! `failed/` beside them, never deleted.
 //!
 //! The files are what lettre's file transport writes (the RFC 5322 message
 //! as it goes on the wire), but written here because lettre does not fsync:
@@ -14,17 +17,26 @@ use std::path::{Path, PathBuf};
 
 use super::NotifyError;
 
+/// The format of the time prefix of every outbox file name.
+const STAMP: &str = "%Y%m%dT%H%M%S%.3fZ";
+
 /// Write the message to the outbox and return its path.
 pub async fn write(dir: &Path, message: &lettre::Message) -> Result<PathBuf, NotifyError> {
+    let key = local_part(message.headers().get_raw("Message-ID"));
+    write_item(dir, &key, "eml", message.formatted()).await
+}
+
+/// Write one item (`bytes`) named `TIME-key.ext` durably and return its path.
+pub async fn write_item(
+    dir: &Path,
+    key: &str,
+    ext: &'static str,
+    bytes: Vec<u8>,
+) -> Result<PathBuf, NotifyError> {
     let dir = dir.to_path_buf();
-    let stem = format!(
-        "{}-{}",
-        chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
-        local_part(message.headers().get_raw("Message-ID"))
-    );
-    let bytes = message.formatted();
+    let stem = format!("{}-{}", chrono::Utc::now().format(STAMP), key);
     let outbox = dir.clone();
-    tokio::task::spawn_blocking(move || write_sync(&dir, &stem, &bytes))
+    tokio::task::spawn_blocking(move || write_sync(&dir, &stem, ext, &bytes))
         .await
         .map_err(|e| NotifyError::Outbox {
             path: outbox.clone(),
@@ -37,7 +49,7 @@ pub async fn write(dir: &Path, message: &lettre::Message) -> Result<PathBuf, Not
 }
 
 /// The blocking part of [`write`].
-fn write_sync(dir: &Path, stem: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
+fn write_sync(dir: &Path, stem: &str, ext: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
     use crate::journal::with_path;
 
     std::fs::create_dir_all(dir)
@@ -60,9 +72,9 @@ fn write_sync(dir: &Path, stem: &str, bytes: &[u8]) -> std::io::Result<PathBuf> 
     let mut n = 0u32;
     let path = loop {
         let name = if n == 0 {
-            format!("{stem}.eml")
+            format!("{stem}.{ext}")
         } else {
-            format!("{stem}-{n}.eml")
+            format!("{stem}-{n}.{ext}")
         };
         let path = dir.join(name);
         match std::fs::hard_link(&tmp, &path) {
@@ -83,8 +95,92 @@ fn write_sync(dir: &Path, stem: &str, bytes: &[u8]) -> std::io::Result<PathBuf> 
     Ok(path)
 }
 
+/// The items waiting in `dir` (`*.ext`, not temp files), oldest first.
+pub fn pending(dir: &Path, ext: &str) -> std::io::Result<Vec<PathBuf>> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for entry in rd {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !name.starts_with('.')
+            && name.ends_with(&format!(".{ext}"))
+            && entry.file_type()?.is_file()
+        {
+            out.push(entry.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Whether an item with this key is waiting in `dir` (a notification not yet
+/// delivered, possibly written before a restart).
+pub fn has_pending(dir: &Path, key: &str, ext: &str) -> bool {
+    let suffix = format!("-{key}.{ext}");
+    pending(dir, ext).is_ok_and(|items| {
+        items.iter().any(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with(&suffix))
+        })
+    })
+}
+
+/// When the item was written: the time in its name, else its mtime.
+pub fn created_at(path: &Path) -> chrono::DateTime<chrono::Utc> {
+    let from_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.get(..20))
+        .and_then(|s| chrono::NaiveDateTime::parse_from_str(s, STAMP).ok())
+        .map(|t| t.and_utc());
+    from_name
+        .or_else(|| {
+            std::fs::metadata(path)
+                .and_then(|m| m.modified())
+                .ok()
+                .map(chrono::DateTime::<chrono::Utc>::from)
+        })
+        .unwrap_or_else(chrono::Utc::now)
+}
+
+/// The item was delivered: remove it, durably.
+pub fn remove(path: &Path) -> std::io::Result<()> {
+    use crate::journal::with_path;
+    std::fs::remove_file(path)
+        .map_err(|e| with_path(e, &format!("cannot remove {}", path.display())))?;
+    if let Some(dir) = path.parent() {
+        crate::journal::sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Give up on an item: move it to `failed/` beside it (kept for a human),
+/// durably. Returns the new path.
+pub fn move_to_failed(path: &Path) -> std::io::Result<PathBuf> {
+    use crate::journal::with_path;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let failed = dir.join("failed");
+    std::fs::create_dir_all(&failed)
+        .map_err(|e| with_path(e, &format!("cannot create {}", failed.display())))?;
+    let to = failed.join(path.file_name().unwrap_or_default());
+    std::fs::rename(path, &to).map_err(|e| {
+        with_path(
+            e,
+            &format!("cannot move {} to {}", path.display(), to.display()),
+        )
+    })?;
+    crate::journal::sync_dir(&failed)?;
+    crate::journal::sync_dir(dir)?;
+    Ok(to)
+}
+
 /// The Message-ID's local part, safe as a file name: `<a.b@host>` -> `a.b`.
-fn local_part(message_id: Option<&str>) -> String {
+pub(crate) fn local_part(message_id: Option<&str>) -> String {
     let id = message_id
         .unwrap_or("")
         .trim()
@@ -123,6 +219,7 @@ mod tests {
             from: "rollbackd <rollbackd@example.org>".into(),
             to: vec!["ops@example.org".into(), "admin@example.org".into()],
             outbox_dir: "/nonexistent".into(),
+            smtp: None,
         };
         email::build(&cfg, NotifyKind::RolledBack, &incident(), None, None).unwrap()
     }
@@ -197,8 +294,8 @@ mod tests {
     #[test]
     fn same_stem_gets_a_counter() {
         let dir = tempfile::tempdir().unwrap();
-        let a = write_sync(dir.path(), "20250601T120000.000Z-x", b"a").unwrap();
-        let b = write_sync(dir.path(), "20250601T120000.000Z-x", b"b").unwrap();
+        let a = write_sync(dir.path(), "20250601T120000.000Z-x", "eml", b"a").unwrap();
+        let b = write_sync(dir.path(), "20250601T120000.000Z-x", "eml", b"b").unwrap();
         assert_eq!(a.file_name().unwrap(), "20250601T120000.000Z-x.eml");
         assert_eq!(b.file_name().unwrap(), "20250601T120000.000Z-x-1.eml");
         assert_eq!(std::fs::read(&a).unwrap(), b"a");
@@ -218,5 +315,27 @@ mod tests {
         std::fs::write(&file, "").unwrap();
         let err = write(&file.join("outbox"), &message()).await.unwrap_err();
         assert!(err.to_string().contains("file/outbox"), "{err}");
+    }
+
+    #[test]
+    fn pending_failed_and_created_at() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = write_sync(dir.path(), "20250601T120000.000Z-a.kind", "eml", b"a").unwrap();
+        write_sync(dir.path(), "20250601T120001.000Z-b", "json", b"b").unwrap();
+        std::fs::write(dir.path().join(".x.eml"), "temp").unwrap();
+        assert_eq!(pending(dir.path(), "eml").unwrap(), vec![a.clone()]);
+        assert!(has_pending(dir.path(), "a.kind", "eml"));
+        assert!(!has_pending(dir.path(), "a", "eml"));
+        assert_eq!(created_at(&a).to_rfc3339(), "2025-06-01T12:00:00+00:00");
+        let moved = move_to_failed(&a).unwrap();
+        assert_eq!(
+            moved,
+            dir.path().join("failed/20250601T120000.000Z-a.kind.eml")
+        );
+        assert_eq!(std::fs::read(&moved).unwrap(), b"a");
+        assert!(pending(dir.path(), "eml").unwrap().is_empty());
+        remove(&moved).unwrap();
+        assert!(!moved.exists());
+        assert!(pending(&dir.path().join("nope"), "eml").unwrap().is_empty());
     }
 }

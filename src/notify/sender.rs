@@ -1,0 +1,396 @@
+//! The delivery loop: one task per channel (SMTP, each webhook) that sends
+//! what waits in its outbox directory, oldest first.
+//!
+//! An item is removed only after the server accepted it. A failed attempt
+//! is retried with exponential backoff and jitter (1 s doubling to 5 min);
+//! an item still undelivered `give_up_after` after it was written gets one
+//! last attempt and is then moved to `failed/` and counted
+//! (`rollbackd_notifications_failed_total`). Items found at start (written
+//! before a restart) are sent like new ones. A slow server only delays its
+//! own channel: the decision loop only ever writes to the outbox.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::limit::Limits;
+use super::outbox;
+use super::smtp::SmtpChannel;
+use super::webhook::{Item, WebhookChannel};
+
+/// First retry delay.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Longest retry delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// How often the outbox is rescanned when nothing wakes the sender.
+const RESCAN: Duration = Duration::from_secs(60);
+
+/// Where a channel delivers to.
+#[derive(Debug)]
+pub(crate) enum Transport {
+    /// `.eml` files to an SMTP server.
+    Smtp(SmtpChannel),
+    /// `.json` items POSTed to a webhook.
+    Webhook(WebhookChannel),
+}
+
+/// One channel: a directory of items and where they go.
+#[derive(Debug)]
+pub(crate) struct Channel {
+    /// For logs and metric labels: `email`, `webhook[0]`.
+    pub name: String,
+    /// The outbox directory of this channel.
+    pub dir: PathBuf,
+    /// Item file extension.
+    pub ext: &'static str,
+    /// Where items go.
+    pub transport: Transport,
+    /// Rate limits of this channel.
+    pub limits: Limits,
+}
+
+impl Channel {
+    /// The target an item is about (rate-limit key); `?` when unreadable.
+    fn target_of(&self, bytes: &[u8]) -> String {
+        match &self.transport {
+            Transport::Smtp(_) => header(bytes, "X-Rollbackd-Target"),
+            Transport::Webhook(_) => serde_json::from_slice::<Item>(bytes).ok().map(|i| i.target),
+        }
+        .unwrap_or_else(|| "?".to_string())
+    }
+
+    async fn send(&self, bytes: &[u8]) -> Result<(), String> {
+        match &self.transport {
+            Transport::Smtp(s) => s.send(bytes).await,
+            Transport::Webhook(w) => {
+                let item: Item = serde_json::from_slice(bytes)
+                    .map_err(|e| format!("unreadable outbox item: {e}"))?;
+                w.send(&item).await
+            }
+        }
+    }
+}
+
+/// A header's value in an RFC 5322 message (first occurrence, unfolded).
+fn header(bytes: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let head = text.split("\r\n\r\n").next().unwrap_or("");
+    let mut lines = head.lines().peekable();
+    while let Some(line) = lines.next() {
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case(name) {
+                let mut value = v.trim().to_string();
+                while let Some(next) = lines.next_if(|l| l.starts_with([' ', '\t'])) {
+                    value.push(' ');
+                    value.push_str(next.trim());
+                }
+                return Some(value);
+            }
+        }
+    }
+    None
+}
+
+/// Retry state of one item (in memory: after a restart an item starts over).
+#[derive(Debug, Default)]
+struct Attempts {
+    count: u32,
+    next: Option<Instant>,
+    admitted: bool,
+}
+
+/// The delivery tasks, built at daemon start (the password is read then)
+/// and started by [`Senders::spawn`].
+#[derive(Debug)]
+pub struct Senders {
+    pub(crate) channels: Vec<Channel>,
+    pub(crate) give_up_after: Duration,
+    pub(crate) wake: watch::Receiver<u64>,
+}
+
+impl Senders {
+    /// How many channels deliver (0: mail stays in the outbox).
+    pub fn len(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// Whether nothing is delivered.
+    pub fn is_empty(&self) -> bool {
+        self.channels.is_empty()
+    }
+
+    /// Start one tracked task per channel; each stops when `cancel` fires
+    /// (an attempt in flight is abandoned: the item stays in the outbox and
+    /// is sent again after the restart, with the same Message-ID).
+    pub fn spawn(self, tracker: &TaskTracker, cancel: CancellationToken) {
+        describe_metrics();
+        for channel in self.channels {
+            let sender = Sender {
+                channel: Arc::new(channel),
+                give_up_after: self.give_up_after,
+                wake: self.wake.clone(),
+                attempts: HashMap::new(),
+            };
+            tracker.spawn(sender.run(cancel.clone()));
+        }
+    }
+}
+
+/// HELP and TYPE of the notification metrics (docs/notifications.md).
+fn describe_metrics() {
+    use crate::metrics::Kind::{Counter, Gauge};
+    let m = crate::metrics::global();
+    for (name, kind, help) in [
+        (
+            "rollbackd_notifications_sent_total",
+            Counter,
+            "Notifications accepted by their server.",
+        ),
+        (
+            "rollbackd_notification_send_errors_total",
+            Counter,
+            "Failed delivery attempts.",
+        ),
+        (
+            "rollbackd_notifications_failed_total",
+            Counter,
+            "Notifications given up after give_up_after and moved to failed/.",
+        ),
+        (
+            "rollbackd_notifications_pending",
+            Gauge,
+            "Notifications waiting in the outbox at the last scan.",
+        ),
+        (
+            "rollbackd_notifications_rate_limited_total",
+            Counter,
+            "Notifications held back by a rate limit.",
+        ),
+        (
+            "rollbackd_notifications_merged_total",
+            Counter,
+            "Notifications merged into one already written.",
+        ),
+    ] {
+        m.describe(name, kind, help);
+    }
+}
+
+/// One channel's loop.
+struct Sender {
+    channel: Arc<Channel>,
+    give_up_after: Duration,
+    wake: watch::Receiver<u64>,
+    attempts: HashMap<PathBuf, Attempts>,
+}
+
+impl Sender {
+    async fn run(mut self, cancel: CancellationToken) {
+        let name = self.channel.name.clone();
+        tracing::info!(channel = %name, outbox = %self.channel.dir.display(), "notification sender started");
+        loop {
+            self.wake.borrow_and_update();
+            let next = tokio::select! {
+                _ = cancel.cancelled() => break,
+                next = self.pass() => next,
+            };
+            let until = next.unwrap_or_else(|| Instant::now() + RESCAN);
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = self.wake.changed() => {}
+                _ = tokio::time::sleep_until(until) => {}
+            }
+        }
+        tracing::info!(channel = %name, "notification sender stopped");
+    }
+
+    /// Try every item that is due; return when the next one will be.
+    async fn pass(&mut self) -> Option<Instant> {
+        let ch = self.channel.clone();
+        let listed = {
+            let (dir, ext) = (ch.dir.clone(), ch.ext);
+            tokio::task::spawn_blocking(move || outbox::pending(&dir, ext)).await
+        };
+        let items = match listed {
+            Ok(Ok(items)) => items,
+            Ok(Err(e)) => {
+                tracing::error!(channel = %ch.name, dir = %ch.dir.display(), error = %e, "cannot read the outbox");
+                return Some(Instant::now() + Duration::from_secs(10));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "outbox listing task failed");
+                return Some(Instant::now() + Duration::from_secs(10));
+            }
+        };
+        self.attempts.retain(|p, _| items.contains(p));
+        crate::metrics::global().set(
+            "rollbackd_notifications_pending",
+            &[("channel", &ch.name)],
+            items.len() as f64,
+        );
+        let mut next: Option<Instant> = None;
+        let mut earliest = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        for path in items {
+            let mut state = self.attempts.remove(&path).unwrap_or_default();
+            if let Some(at) = state.next {
+                if at > Instant::now() {
+                    earliest(at);
+                    self.attempts.insert(path, state);
+                    continue;
+                }
+            }
+            let bytes = match tokio::fs::read(&path).await {
+                Ok(b) => b,
+                // Gone meanwhile (another process, a human): nothing to do.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    tracing::error!(channel = %ch.name, path = %path.display(), error = %e, "cannot read outbox item");
+                    state.next = Some(Instant::now() + BACKOFF_MAX);
+                    earliest(Instant::now() + BACKOFF_MAX);
+                    self.attempts.insert(path, state);
+                    continue;
+                }
+            };
+            if !state.admitted {
+                let target = ch.target_of(&bytes);
+                if let Err(wait) = ch.limits.admit(&target) {
+                    if state.next.is_none() {
+                        crate::metrics::global().inc(
+                            "rollbackd_notifications_rate_limited_total",
+                            &[("channel", &ch.name), ("target", &target)],
+                        );
+                        tracing::warn!(channel = %ch.name, %target, path = %path.display(), wait = %crate::util::fmt_duration(wait), "notification rate limit reached; the notification waits in the outbox");
+                    }
+                    let at = Instant::now() + wait.max(Duration::from_millis(100));
+                    state.next = Some(at);
+                    earliest(at);
+                    self.attempts.insert(path, state);
+                    continue;
+                }
+                state.admitted = true;
+            }
+            let created = outbox::created_at(&path);
+            let timeout = Duration::from_secs(600);
+            let result = match tokio::time::timeout(timeout, ch.send(&bytes)).await {
+                Ok(r) => r,
+                Err(_) => Err(format!(
+                    "no answer within {}",
+                    crate::util::fmt_duration(timeout)
+                )),
+            };
+            state.count += 1;
+            match result {
+                Ok(()) => {
+                    if let Err(e) = blocking(path.clone(), |p| outbox::remove(&p)).await {
+                        // Sent but not removed: the next pass sends it again,
+                        // with the same Message-ID / Idempotency-Key.
+                        tracing::error!(channel = %ch.name, error = %e, "notification delivered but not removed from the outbox");
+                    }
+                    crate::metrics::global().inc(
+                        "rollbackd_notifications_sent_total",
+                        &[("channel", &ch.name)],
+                    );
+                    tracing::info!(channel = %ch.name, item = %file_name(&path), attempts = state.count, "notification delivered");
+                    // The server takes mail again: whatever waits for a
+                    // retry goes now, oldest first (a new pass).
+                    let mut waiting = false;
+                    for a in self.attempts.values_mut() {
+                        waiting |= a.next.take().is_some();
+                    }
+                    if waiting {
+                        return Some(Instant::now());
+                    }
+                }
+                Err(error) => {
+                    crate::metrics::global().inc(
+                        "rollbackd_notification_send_errors_total",
+                        &[("channel", &ch.name)],
+                    );
+                    let age = (chrono::Utc::now() - created).to_std().unwrap_or_default();
+                    if age >= self.give_up_after {
+                        match blocking(path.clone(), |p| outbox::move_to_failed(&p)).await {
+                            Ok(to) => {
+                                tracing::error!(channel = %ch.name, attempts = state.count, %error, moved_to = %to.display(), "giving up on a notification after give_up_after")
+                            }
+                            Err(e) => {
+                                tracing::error!(channel = %ch.name, error = %e, "cannot move an undeliverable notification to failed/")
+                            }
+                        }
+                        crate::metrics::global().inc(
+                            "rollbackd_notifications_failed_total",
+                            &[("channel", &ch.name)],
+                        );
+                        continue;
+                    }
+                    let delay = backoff(state.count).min(self.give_up_after - age);
+                    let at = Instant::now() + delay;
+                    state.next = Some(at);
+                    earliest(at);
+                    tracing::warn!(channel = %ch.name, item = %file_name(&path), attempt = state.count, retry_in = %crate::util::fmt_duration(delay), %error, "notification not delivered; will retry");
+                    self.attempts.insert(path, state);
+                }
+            }
+        }
+        next
+    }
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+async fn blocking<T: Send + 'static>(
+    path: PathBuf,
+    f: impl FnOnce(PathBuf) -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(move || f(path))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+/// Delay before attempt `n + 1` after `n` failures: 1 s doubling, capped,
+/// with +-20 % jitter so that many items (or daemons) do not retry in step.
+pub fn backoff(failures: u32) -> Duration {
+    let exp = BACKOFF_BASE
+        .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1)))
+        .min(BACKOFF_MAX);
+    exp.mul_f64(0.8 + 0.4 * unit_random())
+}
+
+/// A number in [0, 1) from the std hasher's random keys: enough for jitter.
+fn unit_random() -> f64 {
+    use std::hash::BuildHasher;
+    let x = std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now());
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        for (n, base) in [(1, 1.0), (2, 2.0), (3, 4.0), (6, 32.0), (30, 300.0)] {
+            let d = backoff(n).as_secs_f64();
+            assert!(d >= base * 0.8 && d <= base * 1.2, "attempt {n}: {d}");
+        }
+        let all: std::collections::HashSet<u128> = (0..20).map(|_| backoff(5).as_nanos()).collect();
+        assert!(all.len() > 1, "jitter varies");
+    }
+
+    #[test]
+    fn header_lookup_unfolds() {
+        let eml = b"From: a@b\r\nX-Rollbackd-Target: web\r\nSubject: a\r\n b\r\n\r\nX-Rollbackd-Target: body";
+        assert_eq!(header(eml, "x-rollbackd-target").as_deref(), Some("web"));
+        assert_eq!(header(eml, "subject").as_deref(), Some("a b"));
+        assert_eq!(header(eml, "to"), None);
+    }
+}

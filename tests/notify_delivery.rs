@@ -1,0 +1,267 @@
+//! The notifier and its SMTP sender against a real aiosmtpd: AUTH with a
+//! password from a file, a wrong password keeps the mail pending, and a
+//! server that rejects every mail sends it to `failed/` after
+//! `give_up_after`, counted in the metrics.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::TimeZone;
+use common::smtp::{Behaviour, SmtpServer};
+use rollbackd::config::{EmailConfig, NotifyConfig, SmtpConfig, SmtpSecurity};
+use rollbackd::decide::{Cause, Incident, NotifyKind, Outcome};
+use rollbackd::notify::Notifier;
+use rollbackd::rules::{RuleReport, RuleStatus};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+fn incident() -> Incident {
+    let at = chrono::Utc.with_ymd_and_hms(2025, 6, 1, 12, 0, 0).unwrap();
+    Incident {
+        id: "20250601-120000-frontend-1".into(),
+        target: "frontend".into(),
+        cause: Cause::Rules {
+            breached: vec![RuleReport {
+                rule: "errors".into(),
+                source: "probe GET http://127.0.0.1:1/health failure_ratio".into(),
+                status: RuleStatus::Breached { since: at },
+                value: Some(0.75),
+                threshold: 0.2,
+                for_: Duration::from_secs(60),
+                window: None,
+                at,
+                no_data: None,
+            }],
+        },
+        from_version: Some("v2".into()),
+        to_version: Some("v1".into()),
+        method: "command".into(),
+        dry_run: false,
+        opened_at: at,
+        rollback_started: Some(at),
+        rollback_finished: Some(at),
+        verify_finished: Some(at),
+        steps: Vec::new(),
+        verification: Some("verify URL healthy".into()),
+        outcome: Some(Outcome::RolledBack),
+        error: None,
+        timeline: Vec::new(),
+        after_steps: Vec::new(),
+        confirmed_by: None,
+    }
+}
+
+fn config(outbox: &Path, smtp: SmtpConfig, give_up_after: Duration) -> NotifyConfig {
+    NotifyConfig {
+        email: Some(EmailConfig {
+            from: "rollbackd <rollbackd@test.invalid>".into(),
+            to: vec!["admin@example.com".into()],
+            outbox_dir: outbox.to_path_buf(),
+            smtp: Some(smtp),
+        }),
+        give_up_after,
+        outbox_dir: outbox.to_path_buf(),
+        ..NotifyConfig::default()
+    }
+}
+
+fn smtp(port: u16, username: Option<&str>, password_file: Option<&Path>) -> SmtpConfig {
+    SmtpConfig {
+        host: "127.0.0.1".into(),
+        port,
+        security: SmtpSecurity::Plain,
+        username: username.map(str::to_string),
+        password_file: password_file.map(Path::to_path_buf),
+        timeout: Duration::from_secs(10),
+    }
+}
+
+/// Poll `f` every 50 ms until true, failing with `what` after `secs`.
+async fn until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn eml_count(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_with_a_password_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(
+        dir.path(),
+        Behaviour {
+            auth: Some("rollbackd:s3cret pass".into()),
+            ..Behaviour::default()
+        },
+    );
+    let pw = dir.path().join("smtp-password");
+    std::fs::write(&pw, "s3cret pass\n").unwrap();
+    let outbox = dir.path().join("outbox");
+    let notifier = Notifier::build(
+        &config(
+            &outbox,
+            smtp(server.port, Some("rollbackd"), Some(&pw)),
+            Duration::from_secs(3600),
+        ),
+        None,
+    );
+    let tracker = TaskTracker::new();
+    let cancel = CancellationToken::new();
+    notifier.senders().unwrap().spawn(&tracker, cancel.clone());
+    notifier
+        .notify(NotifyKind::RolledBack, &incident(), None)
+        .await
+        .unwrap()
+        .expect("mail written");
+    tokio::time::timeout(Duration::from_secs(30), async {
+        until(25, "the authenticated mail", || {
+            server.received().len() == 1
+        })
+        .await;
+        until(5, "the delivered mail to leave the outbox", || {
+            eml_count(&outbox) == 0
+        })
+        .await;
+    })
+    .await
+    .expect("delivery stuck: sender not woken or AUTH hanging");
+    let got = &server.received()[0];
+    assert_eq!(got.auth_user.as_deref(), Some("rollbackd"));
+    assert_eq!(
+        got.header("Message-ID").as_deref(),
+        Some("<20250601-120000-frontend-1.rolled_back@rollbackd>")
+    );
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_keeps_the_mail_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(
+        dir.path(),
+        Behaviour {
+            auth: Some("rollbackd:right".into()),
+            ..Behaviour::default()
+        },
+    );
+    let pw = dir.path().join("smtp-password");
+    std::fs::write(&pw, "wrong").unwrap();
+    let outbox = dir.path().join("outbox");
+    let notifier = Notifier::build(
+        &config(
+            &outbox,
+            smtp(server.port, Some("rollbackd"), Some(&pw)),
+            Duration::from_secs(3600),
+        ),
+        None,
+    );
+    let tracker = TaskTracker::new();
+    let cancel = CancellationToken::new();
+    notifier.senders().unwrap().spawn(&tracker, cancel.clone());
+    notifier
+        .notify(NotifyKind::RolledBack, &incident(), None)
+        .await
+        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        until(15, "two refused AUTH attempts (a retry)", || {
+            server.auth_failures() >= 2
+        }),
+    )
+    .await
+    .expect("sender stuck");
+    assert!(server.received().is_empty());
+    assert_eq!(eml_count(&outbox), 1, "the mail stays in the outbox");
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejecting_server_sends_the_mail_to_failed_after_give_up_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(
+        dir.path(),
+        Behaviour {
+            reject: true,
+            ..Behaviour::default()
+        },
+    );
+    let outbox = dir.path().join("outbox");
+    let notifier = Notifier::build(
+        &config(
+            &outbox,
+            smtp(server.port, None, None),
+            Duration::from_secs(3),
+        ),
+        None,
+    );
+    let failed_before = rollbackd::metrics::global()
+        .get(
+            "rollbackd_notifications_failed_total",
+            &[("channel", "email")],
+        )
+        .unwrap_or(0.0);
+    let tracker = TaskTracker::new();
+    let cancel = CancellationToken::new();
+    notifier.senders().unwrap().spawn(&tracker, cancel.clone());
+    let written = notifier
+        .notify(NotifyKind::RolledBack, &incident(), None)
+        .await
+        .unwrap()
+        .unwrap();
+    let failed = outbox.join("failed").join(written.file_name().unwrap());
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        until(15, "the mail in failed/", || failed.exists()),
+    )
+    .await
+    .expect("sender stuck: give_up_after not honoured");
+    assert_eq!(eml_count(&outbox), 0, "nothing left pending");
+    assert!(
+        std::fs::read_to_string(&failed)
+            .unwrap()
+            .contains("Subject: [rollbackd] frontend: ROLLED BACK v2 -> v1"),
+        "kept intact, not deleted"
+    );
+    // The counter goes up right after the move.
+    let failed_count = || {
+        rollbackd::metrics::global()
+            .get(
+                "rollbackd_notifications_failed_total",
+                &[("channel", "email")],
+            )
+            .unwrap_or(0.0)
+    };
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        until(4, "the failed mail counted in the metrics", || {
+            failed_count() - failed_before >= 1.0
+        }),
+    )
+    .await
+    .expect("failed mail not counted");
+    assert_eq!(failed_count() - failed_before, 1.0, "counted once");
+    assert!(server.received().is_empty());
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+}
