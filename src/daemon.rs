@@ -20,13 +20,15 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, TargetConfig, VersionSource};
+use crate::config::{Config, TargetConfig};
 use crate::decide::{self, Action, DecideConfig, Event, Incident, Phase, TargetState, Time};
 use crate::execute::{self, Vars};
 use crate::journal::{Entry, Journal, Record};
 use crate::notify::{record, Notifier};
 use crate::rules::{RuleEval, RuleReport};
+use crate::sources::prometheus::Prometheus;
 use crate::sources::Source;
+use crate::version::VersionReader;
 
 /// How long an in-flight rollback may run on after SIGTERM before the
 /// daemon exits anyway (recovery then verifies instead of re-running it).
@@ -80,6 +82,8 @@ struct Shared {
     notifier: Notifier,
     client: reqwest::Client,
     verify_client: reqwest::Client,
+    /// One Prometheus client (pool, timeout, concurrency bound) for every target.
+    prometheus: Option<Prometheus>,
     observers: broadcast::Sender<Observation>,
     tracker: TaskTracker,
 }
@@ -151,6 +155,12 @@ impl Daemon {
             .timeout(verify_timeout)
             .build()
             .context("failed to build the HTTP client")?;
+        let prometheus = match &config.prometheus {
+            None => None,
+            Some(p) => {
+                Some(Prometheus::build(p).context("failed to set up the Prometheus client")?)
+            }
+        };
         let (observers, _) = broadcast::channel(1024);
         let shared = Arc::new(Shared {
             state_dir,
@@ -159,6 +169,7 @@ impl Daemon {
             notifier: Notifier::build(&config.notify, config.daemon.public_url.clone()),
             client,
             verify_client,
+            prometheus,
             observers,
             tracker: TaskTracker::new(),
         });
@@ -229,6 +240,7 @@ struct Worker {
     shared: Arc<Shared>,
     events_tx: mpsc::Sender<Event>,
     events_rx: mpsc::Receiver<Event>,
+    version: VersionReader,
     last_version_error: Option<String>,
 }
 
@@ -244,7 +256,12 @@ impl Worker {
             .iter()
             .map(|r| {
                 (
-                    Source::build(&r.source, &shared.client),
+                    Source::build_with(
+                        &r.source,
+                        &shared.client,
+                        shared.prometheus.as_ref(),
+                        shared.poll_interval,
+                    ),
                     RuleEval::build(r.clone(), target.no_data),
                 )
             })
@@ -256,6 +273,11 @@ impl Worker {
             recovered: recovered.is_some(),
             state: recovered.unwrap_or_else(|| TargetState::new(&target.name)),
             rules,
+            version: VersionReader::build(
+                target.version.clone(),
+                shared.verify_client.clone(),
+                shared.prometheus.clone(),
+            ),
             shared,
             events_tx,
             events_rx,
@@ -297,15 +319,12 @@ impl Worker {
             }
         }
         let now = Utc::now();
-        let samples = futures_util::future::join_all(
-            self.rules.iter_mut().map(|(source, _)| source.sample(now)),
-        )
-        .await;
-        let reports: Vec<RuleReport> = samples
-            .into_iter()
-            .zip(self.rules.iter_mut())
-            .map(|(sample, (source, eval))| eval.observe(sample, source.window(), now))
-            .collect();
+        let deployed_at = self.state.deployed_at;
+        let reports: Vec<RuleReport> =
+            futures_util::future::join_all(self.rules.iter_mut().map(|(source, eval)| {
+                crate::rules::baseline::evaluate(source, eval, deployed_at, now)
+            }))
+            .await;
         self.apply(Event::Evaluated { rules: reports }).await;
         if let (Phase::Verifying { incident, .. }, Some(url)) =
             (&self.state.phase, &self.target.verify.url)
@@ -327,27 +346,10 @@ impl Worker {
     }
 
     async fn read_version(&mut self) -> Option<String> {
-        let result = match &self.target.version {
-            None => return None,
-            Some(VersionSource::Symlink(current)) => execute::symlink::live_release(current)
-                .map_err(|e| format!("cannot read symlink {}: {e}", current.display())),
-            Some(VersionSource::Command(argv)) => {
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-                let report = execute::process::run_step(argv, deadline).await;
-                match (report.ok, report.stdout.trim()) {
-                    (true, v) if !v.is_empty() => Ok(v.to_string()),
-                    (true, _) => Err(format!("version_command {argv:?} printed nothing")),
-                    (false, _) => Err(format!(
-                        "version_command {argv:?} failed: {}",
-                        report.error.unwrap_or_default()
-                    )),
-                }
-            }
-        };
-        match result {
+        match self.version.read().await {
             Ok(v) => {
                 self.last_version_error = None;
-                Some(v)
+                v
             }
             Err(e) => {
                 if self.last_version_error.as_ref() != Some(&e) {
@@ -379,6 +381,7 @@ impl Worker {
             || !actions.is_empty()
             || next.version != self.state.version
             || next.loop_guard != self.state.loop_guard
+            || next.blind_notified != self.state.blind_notified
             || statuses(&next.rules) != statuses(&self.state.rules);
         if !changed {
             self.state = next;
@@ -555,6 +558,10 @@ fn record_rule_metrics(target: &str, rules: &[RuleReport]) {
             None => m.unset("rollbackd_rule_value", &labels),
         }
         m.set("rollbackd_rule_threshold", &labels, r.threshold);
+        match r.baseline {
+            Some(b) => m.set("rollbackd_rule_baseline", &labels, b),
+            None => m.unset("rollbackd_rule_baseline", &labels),
+        }
         for status in ["ok", "pending", "breached", "unknown"] {
             let on = if r.status.name() == status { 1.0 } else { 0.0 };
             m.set(

@@ -11,6 +11,7 @@
 //! - [`metrics`]: the daemon's own metrics (Prometheus text format).
 //! - [`journal`]: append-only, fsync'd event log and recovery at start.
 //! - [`status`]: what `status`, `incidents` and `report` print, read from the state dir.
+//! - [`version`]: reads a target's live version (command, URL, PromQL label, symlink).
 //! - [`daemon`]: wiring: per-target workers, ticks, shutdown.
 //! - [`demo`]: the self-contained demonstration behind `rollbackd demo`.
 #![forbid(unsafe_code)]
@@ -28,3 +29,4 @@ pub mod rules;
 pub mod sources;
 pub mod status;
 pub mod util;
+pub mod version;

@@ -54,18 +54,46 @@ pub fn render_status(state_dir: &Path) -> anyhow::Result<String> {
                 "  loop guard: will not roll back again while {g} is live"
             )?;
         }
-        for r in &s.rules {
+        if let Some(at) = s.blind_notified {
             writeln!(
                 out,
-                "  {:<20} {:<9} value {:<10} threshold {}",
-                r.rule,
-                r.status.name(),
-                r.value.map(fmt_value).unwrap_or_else(|| "-".into()),
-                fmt_value(r.threshold)
+                "  monitoring blind since {} (admin notified)",
+                at.format("%Y-%m-%d %H:%M:%SZ")
             )?;
+        }
+        for r in &s.rules {
+            writeln!(out, "  {}", rule_line(r))?;
         }
     }
     Ok(out)
+}
+
+/// One rule: name, status, value (with the series' labels), baseline,
+/// threshold, and why there is no value when there is none.
+fn rule_line(r: &crate::rules::RuleReport) -> String {
+    let mut line = format!(
+        "{:<20} {:<9} value {:<10}",
+        r.rule,
+        r.status.name(),
+        r.value.map(fmt_value).unwrap_or_else(|| "-".into()),
+    );
+    if r.above_baseline.is_some() {
+        line.push_str(&format!(
+            " baseline {:<10}",
+            r.baseline.map(fmt_value).unwrap_or_else(|| "-".into())
+        ));
+    }
+    line.push_str(&format!(" threshold {}", r.threshold_text()));
+    if !r.labels.is_empty() {
+        line.push_str(&format!(
+            "  series {}",
+            crate::sources::prometheus::fmt_labels(&r.labels)
+        ));
+    }
+    if let crate::rules::RuleStatus::Unknown { why, .. } = &r.status {
+        line.push_str(&format!("  ({why})"));
+    }
+    line
 }
 
 /// Every incident in the journal, newest first, with its timeline.

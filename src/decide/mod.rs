@@ -44,6 +44,10 @@ pub struct TargetState {
     pub loop_guard: Option<String>,
     /// Sequence for incident IDs.
     pub incident_seq: u64,
+    /// When the "monitoring is blind" notification went out; cleared (with
+    /// a "seeing again" notification) once every rule has data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blind_notified: Option<Time>,
 }
 
 impl TargetState {
@@ -59,6 +63,7 @@ impl TargetState {
             rollbacks: Vec::new(),
             loop_guard: None,
             incident_seq: 0,
+            blind_notified: None,
         }
     }
 

@@ -24,6 +24,8 @@ fn cfg() -> DecideConfig {
         verify_url: true,
         method: "symlink".into(),
         max_rollbacks_per_hour: 1,
+        blind_after: Duration::from_secs(300),
+        only_within: None,
     }
 }
 
@@ -38,6 +40,9 @@ fn report(status: RuleStatus, value: Option<f64>, at: Time) -> RuleReport {
         window: Some(Duration::from_secs(30)),
         at,
         no_data: None,
+        baseline: None,
+        above_baseline: None,
+        labels: Default::default(),
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod host;
 pub mod probe;
+pub mod prometheus;
 
 use std::time::Duration;
 
@@ -42,6 +43,8 @@ pub enum Source {
     Probe(probe::ProbeSource),
     /// /proc CPU or memory.
     Host(host::HostSource),
+    /// A PromQL query (with its baseline cache).
+    Prometheus(prometheus::PromSource),
 }
 
 impl Source {
@@ -52,6 +55,30 @@ impl Source {
                 Source::Probe(probe::ProbeSource::build(p.clone(), client.clone()))
             }
             SourceSpec::Host(m) => Source::Host(host::HostSource::build(*m)),
+            SourceSpec::Prometheus(p) => Source::Prometheus(prometheus::PromSource::build(
+                p.clone(),
+                None,
+                Duration::from_secs(1),
+            )),
+        }
+    }
+
+    /// Like [`Source::build`], with the shared Prometheus client for
+    /// Prometheus rules and the poll interval (the smallest useful step of
+    /// a baseline's range query).
+    pub fn build_with(
+        spec: &SourceSpec,
+        client: &reqwest::Client,
+        prometheus: Option<&prometheus::Prometheus>,
+        poll_interval: Duration,
+    ) -> Source {
+        match spec {
+            SourceSpec::Prometheus(p) => Source::Prometheus(prometheus::PromSource::build(
+                p.clone(),
+                prometheus.cloned(),
+                poll_interval,
+            )),
+            other => Source::build(other, client),
         }
     }
 
@@ -60,6 +87,7 @@ impl Source {
         match self {
             Source::Probe(p) => p.sample(now).await,
             Source::Host(h) => h.sample(now),
+            Source::Prometheus(p) => p.sample().await,
         }
     }
 
@@ -67,7 +95,7 @@ impl Source {
     pub fn window(&self) -> Option<Duration> {
         match self {
             Source::Probe(p) => Some(p.window()),
-            Source::Host(_) => None,
+            Source::Host(_) | Source::Prometheus(_) => None,
         }
     }
 }
