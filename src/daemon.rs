@@ -326,6 +326,7 @@ impl Worker {
             }))
             .await;
         self.apply(Event::Evaluated { rules: reports }).await;
+        self.write_rule_snapshot();
         if let (Phase::Verifying { incident, .. }, Some(url)) =
             (&self.state.phase, &self.target.verify.url)
         {
@@ -343,6 +344,26 @@ impl Worker {
             })
             .await;
         }
+    }
+
+    /// `state_dir/rules/TARGET.json`: the latest rule values for `rollbackd
+    /// status` (the journal only records status changes). Not fsync'd: it
+    /// is a view, rewritten every poll (atomic rename).
+    fn write_rule_snapshot(&self) {
+        let dir = self.shared.state_dir.join(crate::status::RULES_DIR);
+        let path = dir.join(format!("{}.json", self.target.name));
+        let rules = self.state.rules.clone();
+        tokio::task::spawn_blocking(move || {
+            let write = || -> std::io::Result<()> {
+                std::fs::create_dir_all(&dir)?;
+                let tmp = path.with_extension("json.tmp");
+                std::fs::write(&tmp, serde_json::to_vec(&rules)?)?;
+                std::fs::rename(&tmp, &path)
+            };
+            if let Err(e) = write() {
+                tracing::debug!(path = %path.display(), error = %e, "cannot write the rule snapshot");
+            }
+        });
     }
 
     async fn read_version(&mut self) -> Option<String> {

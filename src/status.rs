@@ -12,6 +12,24 @@ use crate::decide::{Incident, Phase};
 use crate::journal::{self, Record};
 use crate::util::fmt_value;
 
+/// Directory under the state dir holding each target's latest rule values
+/// (`TARGET.json`), rewritten by the daemon every poll.
+pub const RULES_DIR: &str = "rules";
+
+/// The latest rule reports the daemon wrote for `target`, when newer than
+/// what the journal holds.
+fn latest_rules(
+    state_dir: &Path,
+    target: &str,
+    journaled: &[crate::rules::RuleReport],
+) -> Option<Vec<crate::rules::RuleReport>> {
+    let path = state_dir.join(RULES_DIR).join(format!("{target}.json"));
+    let text = std::fs::read(path).ok()?;
+    let rules: Vec<crate::rules::RuleReport> = serde_json::from_slice(&text).ok()?;
+    let newest = |r: &[crate::rules::RuleReport]| r.iter().map(|x| x.at).max();
+    (newest(&rules) >= newest(journaled)).then_some(rules)
+}
+
 fn entries(state_dir: &Path) -> anyhow::Result<Vec<journal::Entry>> {
     let path = state_dir.join("journal.jsonl");
     let (entries, problems) =
@@ -61,7 +79,8 @@ pub fn render_status(state_dir: &Path) -> anyhow::Result<String> {
                 at.format("%Y-%m-%d %H:%M:%SZ")
             )?;
         }
-        for r in &s.rules {
+        let rules = latest_rules(state_dir, &name, &s.rules).unwrap_or(s.rules);
+        for r in &rules {
             writeln!(out, "  {}", rule_line(r))?;
         }
     }
