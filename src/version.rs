@@ -69,14 +69,14 @@ impl VersionReader {
                 }
             }
             Some(VersionSource::Url { url, json_pointer }) => {
-                self.from_url(url, json_pointer.as_deref()).await?
+                self.read_url(url, json_pointer.as_deref()).await?
             }
-            Some(VersionSource::Query { query, label }) => self.from_query(query, label).await?,
+            Some(VersionSource::Query { query, label }) => self.read_query(query, label).await?,
         };
         check(&v).map(Some)
     }
 
-    async fn from_url(&self, url: &url::Url, pointer: Option<&str>) -> Result<String, String> {
+    async fn read_url(&self, url: &url::Url, pointer: Option<&str>) -> Result<String, String> {
         let fetch = async {
             let mut response = self
                 .client
@@ -115,7 +115,7 @@ impl VersionReader {
         version_from_body(&body, pointer).map_err(|e| format!("version_url {url}: {e}"))
     }
 
-    async fn from_query(&self, query: &str, label: &str) -> Result<String, String> {
+    async fn read_query(&self, query: &str, label: &str) -> Result<String, String> {
         let prometheus = self
             .prometheus
             .as_ref()
