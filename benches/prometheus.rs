@@ -147,6 +147,19 @@ async fn run(port: u16, n: usize) {
             .count();
     }
     assert_eq!(unknown, 0, "every rule must have data from the stub");
+    // The baseline's range query went out once per rule, not once per poll.
+    let fetches: u64 = targets
+        .iter()
+        .flatten()
+        .filter_map(|(s, _)| match s {
+            Source::Prometheus(p) => Some(p.baseline_fetches()),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(
+        fetches, n as u64,
+        "one baseline range query per baseline rule"
+    );
     let first = times[0];
     let mut sorted = times.clone();
     sorted.sort();
