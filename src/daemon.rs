@@ -21,13 +21,15 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, TargetConfig, VersionSource};
+use crate::config::{Config, TargetConfig};
 use crate::decide::{self, Action, DecideConfig, Event, Incident, Phase, TargetState, Time};
 use crate::execute::{self, Vars};
 use crate::journal::{Entry, Journal, Record};
 use crate::notify::{record, Notifier};
 use crate::rules::{RuleEval, RuleReport};
+use crate::sources::prometheus::Prometheus;
 use crate::sources::Source;
+use crate::version::VersionReader;
 
 /// How long an in-flight rollback may run on after SIGTERM before the
 /// daemon exits anyway (recovery then verifies instead of re-running it).
@@ -103,6 +105,8 @@ struct Shared {
     notifier: Notifier,
     client: reqwest::Client,
     verify_client: reqwest::Client,
+    /// One Prometheus client (pool, timeout, concurrency bound) for every target.
+    prometheus: Option<Prometheus>,
     observers: broadcast::Sender<Observation>,
     tracker: TaskTracker,
     /// Every incident seen, for the API (seeded from the journal).
@@ -183,6 +187,12 @@ impl Daemon {
             .timeout(verify_timeout)
             .build()
             .context("failed to build the HTTP client")?;
+        let prometheus = match &config.prometheus {
+            None => None,
+            Some(p) => {
+                Some(Prometheus::build(p).context("failed to set up the Prometheus client")?)
+            }
+        };
         let (observers, _) = broadcast::channel(1024);
         let incidents = seed_incidents(&state_dir);
         let links = crate::api::links::LinkKeys::open(&state_dir)
@@ -202,6 +212,7 @@ impl Daemon {
             notifier,
             client,
             verify_client,
+            prometheus,
             observers,
             tracker: TaskTracker::new(),
             incidents: Arc::new(RwLock::new(incidents)),
@@ -311,6 +322,7 @@ struct Worker {
     shared: Arc<Shared>,
     events_tx: mpsc::Sender<Event>,
     events_rx: mpsc::Receiver<Event>,
+    version: VersionReader,
     last_version_error: Option<String>,
     commands_rx: mpsc::Receiver<Command>,
     state_tx: watch::Sender<TargetState>,
@@ -328,7 +340,12 @@ impl Worker {
             .iter()
             .map(|r| {
                 (
-                    Source::build(&r.source, &shared.client),
+                    Source::build_with(
+                        &r.source,
+                        &shared.client,
+                        shared.prometheus.as_ref(),
+                        shared.poll_interval,
+                    ),
                     RuleEval::build(r.clone(), target.no_data),
                 )
             })
@@ -345,6 +362,11 @@ impl Worker {
             recovered: recovered.is_some(),
             state,
             rules,
+            version: VersionReader::build(
+                target.version.clone(),
+                shared.verify_client.clone(),
+                shared.prometheus.clone(),
+            ),
             shared,
             events_tx,
             events_rx,
@@ -396,15 +418,12 @@ impl Worker {
             }
         }
         let now = Utc::now();
-        let samples = futures_util::future::join_all(
-            self.rules.iter_mut().map(|(source, _)| source.sample(now)),
-        )
-        .await;
-        let reports: Vec<RuleReport> = samples
-            .into_iter()
-            .zip(self.rules.iter_mut())
-            .map(|(sample, (source, eval))| eval.observe(sample, source.window(), now))
-            .collect();
+        let deployed_at = self.state.deployed_at;
+        let reports: Vec<RuleReport> =
+            futures_util::future::join_all(self.rules.iter_mut().map(|(source, eval)| {
+                crate::rules::baseline::evaluate(source, eval, deployed_at, now)
+            }))
+            .await;
         self.apply(Event::Evaluated { rules: reports }).await;
         if let (Phase::Verifying { incident, .. }, Some(url)) =
             (&self.state.phase, &self.target.verify.url)
@@ -426,27 +445,10 @@ impl Worker {
     }
 
     async fn read_version(&mut self) -> Option<String> {
-        let result = match &self.target.version {
-            None => return None,
-            Some(VersionSource::Symlink(current)) => execute::symlink::live_release(current)
-                .map_err(|e| format!("cannot read symlink {}: {e}", current.display())),
-            Some(VersionSource::Command(argv)) => {
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-                let report = execute::process::run_step(argv, deadline).await;
-                match (report.ok, report.stdout.trim()) {
-                    (true, v) if !v.is_empty() => Ok(v.to_string()),
-                    (true, _) => Err(format!("version_command {argv:?} printed nothing")),
-                    (false, _) => Err(format!(
-                        "version_command {argv:?} failed: {}",
-                        report.error.unwrap_or_default()
-                    )),
-                }
-            }
-        };
-        match result {
+        match self.version.read().await {
             Ok(v) => {
                 self.last_version_error = None;
-                Some(v)
+                v
             }
             Err(e) => {
                 if self.last_version_error.as_ref() != Some(&e) {
@@ -479,6 +481,7 @@ impl Worker {
             || next.version != self.state.version
             || next.loop_guard != self.state.loop_guard
             || next.paused != self.state.paused
+            || next.blind_notified != self.state.blind_notified
             || statuses(&next.rules) != statuses(&self.state.rules);
         if !changed {
             self.state = next;
@@ -669,6 +672,10 @@ fn record_rule_metrics(target: &str, rules: &[RuleReport]) {
             None => m.unset("rollbackd_rule_value", &labels),
         }
         m.set("rollbackd_rule_threshold", &labels, r.threshold);
+        match r.baseline {
+            Some(b) => m.set("rollbackd_rule_baseline", &labels, b),
+            None => m.unset("rollbackd_rule_baseline", &labels),
+        }
         for status in ["ok", "pending", "breached", "unknown"] {
             let on = if r.status.name() == status { 1.0 } else { 0.0 };
             m.set(

@@ -14,6 +14,7 @@
 //! - [`journal`]: append-only, fsync'd event log and recovery at start.
 //! - [`status`]: what `status`, `incidents` and `report` print, read from the state dir.
 //! - [`confirm`]: `confirm_command`, a team's own approval flow.
+//! - [`version`]: reads a target's live version (command, URL, PromQL label, symlink).
 //! - [`daemon`]: wiring: per-target workers, ticks, shutdown.
 //! - [`demo`]: the self-contained demonstration behind `rollbackd demo`.
 #![forbid(unsafe_code)]
@@ -34,3 +35,4 @@ pub mod rules;
 pub mod sources;
 pub mod status;
 pub mod util;
+pub mod version;

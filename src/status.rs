@@ -1,46 +1,11 @@
-//! What the client commands `status`, `incidents` and `report` print. The
-//! client feeds these from the API's JSON ([`render_targets`],
-//! [`render_incident_list`]); [`render_status`] and [`render_incidents`]
-//! read the state directory instead (journal and records), read-only, safe
-//! beside a live daemon.
+//! What the client commands `status`, `incidents` and `report` print, from
+//! the API's JSON ([`render_targets`], [`render_incident_list`]).
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-
 use crate::decide::{Incident, Phase};
-use crate::journal::{self, Record};
 use crate::util::fmt_value;
-
-fn entries(state_dir: &Path) -> anyhow::Result<Vec<journal::Entry>> {
-    let path = state_dir.join("journal.jsonl");
-    let (entries, problems) =
-        journal::read_all(&path).with_context(|| format!("failed to read {}", path.display()))?;
-    for p in problems {
-        tracing::warn!(problem = %p, "journal");
-    }
-    Ok(entries)
-}
-
-/// One block per target: state, version, each rule's value and threshold.
-pub fn render_status(state_dir: &Path) -> anyhow::Result<String> {
-    let states = journal::last_states(&entries(state_dir)?);
-    let mut out = String::new();
-    if states.is_empty() {
-        writeln!(
-            out,
-            "no targets in the journal yet ({})",
-            state_dir.display()
-        )?;
-    }
-    let sorted: BTreeMap<_, _> = states.into_iter().collect();
-    for (name, s) in sorted {
-        render_target(&mut out, &name, &s)?;
-    }
-    Ok(out)
-}
 
 /// The `status` table from `GET /v1/status`.
 pub fn render_targets(status: &crate::api::StatusResponse) -> anyhow::Result<String> {
@@ -99,32 +64,46 @@ fn render_target(
                 "  loop guard: will not roll back again while {g} is live"
             )?;
         }
-        for r in &s.rules {
+        if let Some(at) = s.blind_notified {
             writeln!(
                 out,
-                "  {:<20} {:<9} value {:<10} threshold {}",
-                r.rule,
-                r.status.name(),
-                r.value.map(fmt_value).unwrap_or_else(|| "-".into()),
-                fmt_value(r.threshold)
+                "  monitoring blind since {} (admin notified)",
+                at.format("%Y-%m-%d %H:%M:%SZ")
             )?;
+        }
+        for r in &s.rules {
+            writeln!(out, "  {}", rule_line(r))?;
         }
     }
     Ok(())
 }
 
-/// Every incident in the journal, newest first, with its timeline.
-pub fn render_incidents(state_dir: &Path) -> anyhow::Result<String> {
-    let mut incidents: BTreeMap<String, Incident> = BTreeMap::new();
-    for e in entries(state_dir)? {
-        if let Record::Step { state, .. } = e.record {
-            if let Some(i) = state.incident() {
-                incidents.insert(i.id.clone(), i.clone());
-            }
-        }
+/// One rule: name, status, value (with the series' labels), baseline,
+/// threshold, and why there is no value when there is none.
+fn rule_line(r: &crate::rules::RuleReport) -> String {
+    let mut line = format!(
+        "{:<20} {:<9} value {:<10}",
+        r.rule,
+        r.status.name(),
+        r.value.map(fmt_value).unwrap_or_else(|| "-".into()),
+    );
+    if r.above_baseline.is_some() {
+        line.push_str(&format!(
+            " baseline {:<10}",
+            r.baseline.map(fmt_value).unwrap_or_else(|| "-".into())
+        ));
     }
-    let list: Vec<Incident> = incidents.into_values().rev().collect();
-    render_incident_list(&list)
+    line.push_str(&format!(" threshold {}", r.threshold_text()));
+    if !r.labels.is_empty() {
+        line.push_str(&format!(
+            "  series {}",
+            crate::sources::prometheus::fmt_labels(&r.labels)
+        ));
+    }
+    if let crate::rules::RuleStatus::Unknown { why, .. } = &r.status {
+        line.push_str(&format!("  ({why})"));
+    }
+    line
 }
 
 /// Incidents (newest first, as given) with their timelines.

@@ -35,6 +35,8 @@ pub fn load_str(file: &str, text: &str) -> Result<Config, ConfigErrors> {
 pub struct Config {
     /// Process-wide settings.
     pub daemon: DaemonConfig,
+    /// `[prometheus]`: where `source = "prometheus"` rules and `version_query` ask.
+    pub prometheus: Option<PrometheusConfig>,
     /// Where notifications go.
     pub notify: NotifyConfig,
     /// Release windows: inside one, every decision is dry-run.
@@ -61,6 +63,37 @@ pub struct DaemonConfig {
     /// Cap on executed rollbacks per hour across all targets; `None`: no
     /// global cap (each target's own cap still holds).
     pub max_rollbacks_per_hour: Option<NonZeroU32>,
+}
+
+/// `[prometheus]`. Secrets are named by file and read when the daemon starts
+/// (validation does no I/O).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrometheusConfig {
+    /// Base URL, e.g. `http://127.0.0.1:9090`.
+    pub url: url::Url,
+    /// HTTP timeout of one query, connect to end of body.
+    pub timeout: Duration,
+    /// Basic auth or bearer token, if Prometheus sits behind a proxy that wants one.
+    pub auth: Option<PrometheusAuth>,
+    /// Extra request headers (e.g. `X-Scope-OrgID` for Mimir/Cortex).
+    pub headers: Vec<(String, String)>,
+}
+
+/// How rollbackd authenticates to Prometheus.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PrometheusAuth {
+    /// `username` + `password_file`.
+    Basic {
+        /// User name.
+        username: String,
+        /// File holding the password (trailing newline ignored).
+        password_file: PathBuf,
+    },
+    /// `bearer_token_file`.
+    Bearer {
+        /// File holding the token (trailing newline ignored).
+        token_file: PathBuf,
+    },
 }
 
 /// `[notify]`.
@@ -179,6 +212,21 @@ pub enum VersionSource {
     /// For `symlink` targets without an explicit source: the name of the
     /// release directory `current` points to.
     Symlink(PathBuf),
+    /// `version_url`: HTTP GET; the body (plain text), or the string at
+    /// `json_pointer` in a JSON body.
+    Url {
+        /// The URL fetched.
+        url: url::Url,
+        /// RFC 6901 pointer such as `/build/version`.
+        json_pointer: Option<String>,
+    },
+    /// `version_query`: the value of `label` on the query's result series.
+    Query {
+        /// PromQL, e.g. `app_build_info{job="app"}`.
+        query: String,
+        /// The label naming the version (default `version`).
+        label: String,
+    },
 }
 
 /// `[[target]]`.
@@ -194,6 +242,12 @@ pub struct TargetConfig {
     pub max_rollbacks_per_hour: NonZeroU32,
     /// Meaning of evaluations without data.
     pub no_data: NoData,
+    /// Roll back automatically only when the live version was deployed
+    /// within this long; otherwise escalate (a stale release is not what broke).
+    pub only_within: Option<Duration>,
+    /// After a rule has been Unknown this long, the admin is told that
+    /// monitoring is blind (default 5m).
+    pub blind_after: Duration,
     /// At least one rule.
     pub rules: Vec<RuleConfig>,
     /// What to run to roll back.
@@ -245,7 +299,8 @@ pub struct RuleConfig {
     pub name: String,
     /// Where the value comes from.
     pub source: SourceSpec,
-    /// Breach when the value is strictly above this.
+    /// Breach when the value is strictly above this. `-inf` for a
+    /// Prometheus rule with only `above_baseline` (no absolute floor).
     pub above: f64,
     /// The condition must hold on every evaluation for this long.
     pub for_: Duration,
@@ -260,6 +315,28 @@ pub enum SourceSpec {
     Host(HostMetric),
     /// Alerts pushed by Alertmanager: breached while a matching alert fires.
     Alertmanager(AlertMatch),
+    /// A PromQL instant query.
+    Prometheus(PromSpec),
+}
+
+/// `source = "prometheus"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromSpec {
+    /// PromQL; several result series breach when any does.
+    pub query: String,
+    /// `above_baseline`: the value must also exceed K x its baseline.
+    pub baseline: Option<BaselineSpec>,
+}
+
+/// `above_baseline = K`, `baseline_window`, `baseline_query`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BaselineSpec {
+    /// K: breach when value > K x baseline.
+    pub factor: f64,
+    /// The median is taken over this window before the release (default 1h).
+    pub window: Duration,
+    /// Query the baseline is taken from; default the rule's own query.
+    pub query: Option<String>,
 }
 
 /// `match = { label = "value", ... }`: every label must equal its value.

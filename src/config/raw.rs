@@ -9,8 +9,6 @@
 //!
 //! Every field is optional here; whether a key is required, and what its
 //! default is, is decided by [`validate`](super::validate).
-//! Keys of features that are not built yet are kept as [`toml::Value`] so
-//! that validation can say "not supported yet" whatever their value.
 
 use serde::de::DeserializeOwned;
 
@@ -22,7 +20,7 @@ use super::{ConfigError, ConfigErrors};
 pub struct RawConfig {
     /// `[daemon]`: process-wide settings.
     pub daemon: Option<RawDaemon>,
-    /// `[prometheus]`: parsed so that validation can say it is not supported yet.
+    /// `[prometheus]`: the server Prometheus rules query.
     pub prometheus: Option<RawPrometheus>,
     /// `[notify]`: where notifications go.
     pub notify: Option<RawNotify>,
@@ -54,7 +52,7 @@ pub struct RawDaemon {
     pub max_rollbacks_per_hour: Option<i64>,
 }
 
-/// `[prometheus]` (not supported yet).
+/// `[prometheus]`.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPrometheus {
@@ -62,6 +60,14 @@ pub struct RawPrometheus {
     pub url: Option<String>,
     /// Duration string: query timeout.
     pub timeout: Option<String>,
+    /// Basic auth user (with `password_file`).
+    pub username: Option<String>,
+    /// File holding the basic auth password.
+    pub password_file: Option<String>,
+    /// File holding a bearer token.
+    pub bearer_token_file: Option<String>,
+    /// Extra request headers.
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// `[notify]`.
@@ -139,16 +145,18 @@ pub struct RawTarget {
     pub name: Option<String>,
     /// argv whose trimmed stdout is the live version.
     pub version_command: Option<Vec<String>>,
-    /// Version from an HTTP endpoint (not supported yet).
-    pub version_url: Option<toml::Value>,
-    /// Version from a Prometheus query (not supported yet).
-    pub version_query: Option<toml::Value>,
-    /// JSON pointer into `version_url`'s answer (not supported yet).
-    pub version_json_pointer: Option<toml::Value>,
-    /// Label of `version_query`'s result (not supported yet).
-    pub version_label: Option<toml::Value>,
-    /// Act only inside these windows (not supported yet).
-    pub only_within: Option<toml::Value>,
+    /// Version from an HTTP endpoint.
+    pub version_url: Option<String>,
+    /// Version from a Prometheus query.
+    pub version_query: Option<String>,
+    /// JSON pointer into `version_url`'s answer.
+    pub version_json_pointer: Option<String>,
+    /// Label of `version_query`'s result.
+    pub version_label: Option<String>,
+    /// Duration string: roll back only releases deployed within this long.
+    pub only_within: Option<String>,
+    /// Duration string: Unknown this long raises the blind notification.
+    pub blind_after: Option<String>,
     /// `none` or `required` (human confirmation).
     pub confirm: Option<String>,
     /// Duration string: how long to wait for a human.
@@ -179,21 +187,21 @@ pub struct RawTarget {
 pub struct RawRule {
     /// Unique within the target.
     pub name: Option<String>,
-    /// `probe` or `host` (`prometheus`, `alertmanager` not supported yet).
+    /// `prometheus`, `probe`, `host` or `alertmanager`.
     pub source: Option<String>,
     /// Threshold: breach when the value is strictly above it.
     pub above: Option<f64>,
     /// Duration string: how long the condition must hold.
     #[serde(rename = "for")]
     pub for_: Option<String>,
-    /// Ratio to a baseline (not supported yet).
-    pub above_baseline: Option<toml::Value>,
-    /// Baseline window (not supported yet).
-    pub baseline_window: Option<toml::Value>,
-    /// Baseline query (not supported yet).
-    pub baseline_query: Option<toml::Value>,
-    /// PromQL query (not supported yet).
-    pub query: Option<toml::Value>,
+    /// Prometheus: breach when the value is above K x its baseline.
+    pub above_baseline: Option<f64>,
+    /// Prometheus: duration string, the baseline's window.
+    pub baseline_window: Option<String>,
+    /// Prometheus: the query the baseline is taken from.
+    pub baseline_query: Option<String>,
+    /// Prometheus: PromQL query.
+    pub query: Option<String>,
     /// Alertmanager label match: a table of label = "value".
     #[serde(rename = "match")]
     pub match_: Option<toml::Value>,
@@ -226,6 +234,10 @@ impl RawRule {
         add(self.measure.is_some(), "measure");
         add(self.window.is_some(), "window");
         add(self.metric.is_some(), "metric");
+        add(self.query.is_some(), "query");
+        add(self.above_baseline.is_some(), "above_baseline");
+        add(self.baseline_window.is_some(), "baseline_window");
+        add(self.baseline_query.is_some(), "baseline_query");
         keys
     }
 }

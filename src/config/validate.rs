@@ -2,9 +2,7 @@
 //! every problem is collected with its key path before failing. No I/O.
 //!
 //! Defaults live here, next to the checks, so that one file says what a
-//! config means. Features that are not built yet are accepted by the raw
-//! layer and rejected here with "not supported yet", so a config written
-//! for a later version fails loudly instead of being half-obeyed.
+//! config means.
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -12,13 +10,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::raw::{
-    join, RawConfig, RawDaemon, RawEmail, RawNotify, RawRollback, RawRule, RawTarget, RawVerify,
-    RawWebhook, RawWindow,
+    join, RawConfig, RawDaemon, RawEmail, RawNotify, RawPrometheus, RawRollback, RawRule,
+    RawTarget, RawVerify, RawWebhook, RawWindow,
 };
 use super::{
-    duration, Config, DaemonConfig, EmailConfig, ExecutorKind, HostMetric, NoData, NotifyConfig,
-    ProbeMeasure, ProbeSpec, RollbackPlan, RuleConfig, SmtpConfig, SmtpSecurity, SourceSpec,
-    TargetConfig, VerifyConfig, WebhookConfig, WebhookFormat, Window,
+    duration, BaselineSpec, Config, DaemonConfig, EmailConfig, ExecutorKind, HostMetric, NoData,
+    NotifyConfig, ProbeMeasure, ProbeSpec, PromSpec, PrometheusAuth, PrometheusConfig,
+    RollbackPlan, RuleConfig, SmtpConfig, SmtpSecurity, SourceSpec, TargetConfig, VerifyConfig,
+    WebhookConfig, WebhookFormat, Window,
 };
 
 /// One problem: `FILE: key.path: message`.
@@ -76,6 +75,14 @@ pub const DEFAULT_PROBE_WINDOW: &str = "30s";
 pub const DEFAULT_ROLLBACK_TIMEOUT: &str = "5m";
 /// Default `verify.within`.
 pub const DEFAULT_VERIFY_WITHIN: &str = "5m";
+/// Default `prometheus.timeout`.
+pub const DEFAULT_PROMETHEUS_TIMEOUT: &str = "3s";
+/// Default `rule.baseline_window`.
+pub const DEFAULT_BASELINE_WINDOW: &str = "1h";
+/// Default `target.version_label`.
+pub const DEFAULT_VERSION_LABEL: &str = "version";
+/// Default `target.blind_after`.
+pub const DEFAULT_BLIND_AFTER: &str = "5m";
 
 /// Default `notify.give_up_after`.
 pub const DEFAULT_GIVE_UP_AFTER: &str = "24h";
@@ -107,6 +114,7 @@ pub fn validate_collecting(
     let mut cx = Cx {
         file,
         errors: Vec::new(),
+        has_prometheus: raw.prometheus.is_some(),
     };
     let config = config(&mut cx, raw);
     let mut errors = earlier;
@@ -135,6 +143,8 @@ pub fn validate_collecting(
 struct Cx<'a> {
     file: &'a str,
     errors: Vec<ConfigError>,
+    /// A `[prometheus]` section exists (Prometheus rules and `version_query` need it).
+    has_prometheus: bool,
 }
 
 impl Cx<'_> {
@@ -183,10 +193,6 @@ impl Cx<'_> {
                 None
             }
         }
-    }
-
-    fn not_supported(&mut self, path: impl Into<String>, what: &str) {
-        self.err(path, format!("not supported yet: {what}"));
     }
 
     /// A non-empty string.
@@ -328,12 +334,10 @@ fn suggest_fraction(v: f64) -> String {
 
 fn config(cx: &mut Cx, raw: RawConfig) -> Option<Config> {
     let daemon = daemon(cx, raw.daemon.unwrap_or_default());
-    if raw.prometheus.is_some() {
-        cx.not_supported(
-            "prometheus",
-            "[prometheus] (Prometheus rules come with issue #3)",
-        );
-    }
+    let prometheus = match raw.prometheus.as_ref() {
+        None => Some(None),
+        Some(p) => prometheus(cx, "prometheus", p).map(Some),
+    };
     let state_dir = daemon.as_ref().map(|d| d.state_dir.clone());
     let notify = notify(cx, raw.notify.unwrap_or_default(), state_dir);
     let windows: Vec<Option<Window>> = raw
@@ -368,6 +372,7 @@ fn config(cx: &mut Cx, raw: RawConfig) -> Option<Config> {
 
     Some(Config {
         daemon: daemon?,
+        prometheus: prometheus?,
         notify: notify?,
         windows: windows.into_iter().collect::<Option<_>>()?,
         targets: targets.into_iter().collect::<Option<_>>()?,
@@ -857,37 +862,22 @@ fn target(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<TargetConfig> {
             None
         }
     });
-    for (key, set, what) in [
-        (
-            "version_url",
-            raw.version_url.is_some(),
-            "version_url (use version_command)",
-        ),
-        (
-            "version_query",
-            raw.version_query.is_some(),
-            "version_query (use version_command)",
-        ),
-        (
-            "version_json_pointer",
-            raw.version_json_pointer.is_some(),
-            "version_json_pointer (use version_command)",
-        ),
-        (
-            "version_label",
-            raw.version_label.is_some(),
-            "version_label (use version_command)",
-        ),
-        ("only_within", raw.only_within.is_some(), "only_within"),
-    ] {
-        if set {
-            cx.not_supported(join(p, key), what);
-        }
-    }
     let version_command = match raw.version_command.as_deref() {
         None => Some(None),
         Some(argv) => cx.argv(&join(p, "version_command"), argv, false).map(Some),
     };
+    let version_other = version_source(cx, p, raw);
+    let only_within = match raw.only_within.as_deref() {
+        None => Some(None),
+        Some(d) => cx.duration(p, "only_within", Some(d), "", true).map(Some),
+    };
+    let blind_after = cx.duration(
+        p,
+        "blind_after",
+        raw.blind_after.as_deref(),
+        DEFAULT_BLIND_AFTER,
+        true,
+    );
     let confirm = confirm(cx, p, raw);
     let cooldown = cx.duration(
         p,
@@ -965,9 +955,10 @@ fn target(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<TargetConfig> {
     );
 
     let rollback = rollback?;
-    let version = match version_command? {
-        Some(argv) => Some(super::VersionSource::Command(argv)),
-        None => match &rollback.kind {
+    let version = match (version_command?, version_other?) {
+        (Some(argv), _) => Some(super::VersionSource::Command(argv)),
+        (None, Some(other)) => Some(other),
+        (None, None) => match &rollback.kind {
             ExecutorKind::Symlink { current, .. } => {
                 Some(super::VersionSource::Symlink(current.clone()))
             }
@@ -992,6 +983,8 @@ fn target(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<TargetConfig> {
         cooldown: cooldown?,
         max_rollbacks_per_hour: max_rollbacks_per_hour?,
         no_data: no_data?,
+        only_within: only_within?,
+        blind_after: blind_after?,
         rules: rules.into_iter().collect::<Option<_>>()?,
         rollback,
         verify: verify?,
@@ -1110,6 +1103,7 @@ enum Source {
     Probe,
     Host,
     Alertmanager,
+    Prometheus,
 }
 
 fn rule(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<RuleConfig> {
@@ -1121,50 +1115,25 @@ fn rule(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<RuleConfig> {
     let source = match cx.required(p, "source", raw.source.as_deref())? {
         "probe" => Source::Probe,
         "host" => Source::Host,
-        s @ "prometheus" => {
-            cx.not_supported(
-                join(p, "source"),
-                &format!("source {s:?} (Prometheus rules come with issue #3)"),
-            );
-            return None;
+        "prometheus" => {
+            if !cx.has_prometheus {
+                cx.err(
+                    join(p, "source"),
+                    "source \"prometheus\" needs a [prometheus] section with the server's url",
+                );
+                return None;
+            }
+            Source::Prometheus
         }
         "alertmanager" => Source::Alertmanager,
         other => {
             cx.err(
                 join(p, "source"),
-                format!("invalid source {other:?} (use \"probe\" or \"host\")"),
+                format!("invalid source {other:?} (use \"prometheus\", \"probe\", \"host\" or \"alertmanager\")"),
             );
             return None;
         }
     };
-    // Keys of the sources not built yet; on a rule of such a source only
-    // the source itself is reported (above).
-    for (key, set, what) in [
-        (
-            "above_baseline",
-            raw.above_baseline.is_some(),
-            "above_baseline (baseline rules)",
-        ),
-        (
-            "baseline_window",
-            raw.baseline_window.is_some(),
-            "baseline_window (baseline rules)",
-        ),
-        (
-            "baseline_query",
-            raw.baseline_query.is_some(),
-            "baseline_query (baseline rules)",
-        ),
-        (
-            "query",
-            raw.query.is_some(),
-            "query (Prometheus rules come with issue #3)",
-        ),
-    ] {
-        if set {
-            cx.not_supported(join(p, key), what);
-        }
-    }
     let (source_name, own_keys): (&str, &[&str]) = match source {
         Source::Probe => (
             "probe",
@@ -1172,6 +1141,15 @@ fn rule(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<RuleConfig> {
         ),
         Source::Host => ("host", &["metric"]),
         Source::Alertmanager => ("alertmanager", &[]),
+        Source::Prometheus => (
+            "prometheus",
+            &[
+                "query",
+                "above_baseline",
+                "baseline_window",
+                "baseline_query",
+            ],
+        ),
     };
     if raw.match_.is_some() && !matches!(source, Source::Alertmanager) {
         cx.err(
@@ -1192,6 +1170,17 @@ fn rule(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<RuleConfig> {
     }
 
     let above = match raw.above {
+        // A baseline rule needs no absolute floor.
+        None if matches!(source, Source::Prometheus) && raw.above_baseline.is_some() => {
+            Some(f64::NEG_INFINITY)
+        }
+        None if matches!(source, Source::Prometheus) => {
+            cx.err(
+                join(p, "above"),
+                "rule has no condition: set above, above_baseline or both",
+            );
+            None
+        }
         None => {
             cx.err(join(p, "above"), "rule has no condition: set above");
             None
@@ -1289,6 +1278,7 @@ fn rule(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<RuleConfig> {
             in_range.then_some(SourceSpec::Host(metric?))
         }
         Source::Alertmanager => None,
+        Source::Prometheus => prom_spec(cx, p, raw).map(SourceSpec::Prometheus),
     };
     Some(RuleConfig {
         name: name?,
@@ -1677,6 +1667,236 @@ fn verify(cx: &mut Cx, p: &str, raw: &RawVerify) -> Option<VerifyConfig> {
     })
 }
 
+/// `[prometheus]`.
+fn prometheus(cx: &mut Cx, p: &str, raw: &RawPrometheus) -> Option<PrometheusConfig> {
+    let url = cx
+        .required(p, "url", raw.url.as_deref())
+        .and_then(|u| cx.http_url(&join(p, "url"), u));
+    let timeout = cx.duration(
+        p,
+        "timeout",
+        raw.timeout.as_deref(),
+        DEFAULT_PROMETHEUS_TIMEOUT,
+        true,
+    );
+    let file = |cx: &mut Cx, key: &str, v: &str| cx.absolute(&join(p, key), v);
+    let auth = match (
+        raw.username.as_deref(),
+        raw.password_file.as_deref(),
+        raw.bearer_token_file.as_deref(),
+    ) {
+        (None, None, None) => Some(None),
+        (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+            cx.err(
+                join(p, "bearer_token_file"),
+                "use either basic auth (username, password_file) or bearer_token_file, not both",
+            );
+            None
+        }
+        (None, None, Some(t)) => file(cx, "bearer_token_file", t)
+            .map(|token_file| Some(PrometheusAuth::Bearer { token_file })),
+        (Some(u), Some(f), None) => {
+            let username = cx.non_empty(&join(p, "username"), u);
+            let password_file = file(cx, "password_file", f);
+            Some(Some(PrometheusAuth::Basic {
+                username: username?,
+                password_file: password_file?,
+            }))
+        }
+        (Some(_), None, None) => {
+            cx.err(join(p, "password_file"), "username needs password_file");
+            None
+        }
+        (None, Some(_), None) => {
+            cx.err(join(p, "username"), "password_file needs username");
+            None
+        }
+    };
+    let mut headers = Vec::new();
+    let mut headers_ok = true;
+    for (name, value) in raw.headers.iter().flatten() {
+        let path = format!("{p}.headers.{name}");
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            cx.err(path, format!("invalid HTTP header name {name:?}"));
+            headers_ok = false;
+        } else if reqwest::header::HeaderValue::from_str(value).is_err() {
+            cx.err(
+                path,
+                format!("invalid value for header {name:?}: control characters or non-ASCII"),
+            );
+            headers_ok = false;
+        } else if name.eq_ignore_ascii_case("authorization")
+            && auth.as_ref().is_some_and(Option::is_some)
+        {
+            cx.err(
+                path,
+                "Authorization is set by username/password_file or bearer_token_file already",
+            );
+            headers_ok = false;
+        } else {
+            headers.push((name.clone(), value.clone()));
+        }
+    }
+    Some(PrometheusConfig {
+        url: url?,
+        timeout: timeout?,
+        auth: auth?,
+        headers: headers_ok.then_some(headers)?,
+    })
+}
+
+/// A non-empty PromQL string at `path`.
+fn promql(cx: &mut Cx, path: &str, value: &str) -> Option<String> {
+    cx.non_empty(path, value).map(|q| q.trim().to_string())
+}
+
+/// The keys of a `source = "prometheus"` rule.
+fn prom_spec(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<PromSpec> {
+    let query = cx
+        .required(p, "query", raw.query.as_deref())
+        .and_then(|q| promql(cx, &join(p, "query"), q));
+    let baseline = match raw.above_baseline {
+        None => {
+            for (key, set) in [
+                ("baseline_window", raw.baseline_window.is_some()),
+                ("baseline_query", raw.baseline_query.is_some()),
+            ] {
+                if set {
+                    cx.err(join(p, key), format!("{key} needs above_baseline"));
+                }
+            }
+            (raw.baseline_window.is_none() && raw.baseline_query.is_none()).then_some(None)
+        }
+        Some(k) => {
+            let factor = if k.is_finite() && k > 0.0 {
+                Some(k)
+            } else {
+                cx.err(
+                    join(p, "above_baseline"),
+                    format!("above_baseline = {k} must be a number greater than 0 (e.g. 3.0 for 3 x baseline)"),
+                );
+                None
+            };
+            let window = cx.duration(
+                p,
+                "baseline_window",
+                raw.baseline_window.as_deref(),
+                DEFAULT_BASELINE_WINDOW,
+                true,
+            );
+            let bq = match raw.baseline_query.as_deref() {
+                None => Some(None),
+                Some(q) => promql(cx, &join(p, "baseline_query"), q).map(Some),
+            };
+            Some(Some(BaselineSpec {
+                factor: factor?,
+                window: window?,
+                query: bq?,
+            }))
+        }
+    };
+    Some(PromSpec {
+        query: query?,
+        baseline: baseline?,
+    })
+}
+
+/// `version_url` (+ `version_json_pointer`) or `version_query` (+
+/// `version_label`); at most one version source per target.
+fn version_source(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<Option<super::VersionSource>> {
+    let set: Vec<&str> = [
+        ("version_command", raw.version_command.is_some()),
+        ("version_url", raw.version_url.is_some()),
+        ("version_query", raw.version_query.is_some()),
+    ]
+    .iter()
+    .filter(|(_, s)| *s)
+    .map(|(k, _)| *k)
+    .collect();
+    if set.len() > 1 {
+        cx.err(
+            join(p, set[1]),
+            format!(
+                "set only one of {} (the live version comes from one place)",
+                set.join(", ")
+            ),
+        );
+        return None;
+    }
+    let mut ok = true;
+    if raw.version_json_pointer.is_some() && raw.version_url.is_none() {
+        cx.err(
+            join(p, "version_json_pointer"),
+            "version_json_pointer needs version_url",
+        );
+        ok = false;
+    }
+    if raw.version_label.is_some() && raw.version_query.is_none() {
+        cx.err(
+            join(p, "version_label"),
+            "version_label needs version_query",
+        );
+        ok = false;
+    }
+    let pointer = match raw.version_json_pointer.as_deref() {
+        Some(ptr) if !ptr.is_empty() && !ptr.starts_with('/') => {
+            cx.err(
+                join(p, "version_json_pointer"),
+                format!(
+                    "invalid JSON pointer {ptr:?}: it starts with '/', e.g. \"/build/version\""
+                ),
+            );
+            return None;
+        }
+        other => other.map(str::to_string),
+    };
+    if !ok {
+        return None;
+    }
+    if let Some(u) = raw.version_url.as_deref() {
+        let url = cx.http_url(&join(p, "version_url"), u)?;
+        return Some(Some(super::VersionSource::Url {
+            url,
+            json_pointer: pointer,
+        }));
+    }
+    if let Some(q) = raw.version_query.as_deref() {
+        if !cx.has_prometheus {
+            cx.err(
+                join(p, "version_query"),
+                "version_query needs a [prometheus] section with the server's url",
+            );
+            return None;
+        }
+        let query = promql(cx, &join(p, "version_query"), q);
+        let label = match raw.version_label.as_deref() {
+            None => Some(DEFAULT_VERSION_LABEL.to_string()),
+            Some(l) if valid_label_name(l) => Some(l.to_string()),
+            Some(l) => {
+                cx.err(
+                    join(p, "version_label"),
+                    format!("invalid label name {l:?} (letters, digits and '_', not starting with a digit)"),
+                );
+                None
+            }
+        };
+        return Some(Some(super::VersionSource::Query {
+            query: query?,
+            label: label?,
+        }));
+    }
+    Some(None)
+}
+
+/// A Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
+fn valid_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1759,6 +1979,7 @@ mod tests {
                 .join("\n")
             )
         };
+        const PROM: &str = "[prometheus]\nurl = \"http://127.0.0.1:9090\"";
         let cases: Vec<(String, &str, &str)> = vec![
             // [daemon]
             (config(&[("daemon", "poll_interval = \"5 minutes\"")]), "daemon.poll_interval", r#"invalid duration "5 minutes" (use e.g. "30s", "5m", "1h")"#),
@@ -1801,20 +2022,32 @@ mod tests {
             (config(&[("top", &window("end = \"22:00\""))]), "window[0].end", "end equals start"),
             (config(&[("top", "[[window]]\ndays = [\"sat\"]\nstart = \"22:00\"\nend = \"02:00\"\ntimezone = \"UTC\"")]), "window[0].name", "required key is missing"),
             // [prometheus]
-            (config(&[("top", "[prometheus]\nurl = \"http://127.0.0.1:9090\"\ntimeout = \"3s\"")]), "prometheus", "not supported yet: [prometheus] (Prometheus rules come with issue #3)"),
+            (config(&[("top", "[prometheus]\ntimeout = \"3s\"")]), "prometheus.url", "required key is missing"),
+            (config(&[("top", "[prometheus]\nurl = \"ftp://127.0.0.1:9090\"")]), "prometheus.url", "http:// or https://"),
+            (config(&[("top", &format!("{PROM}\ntimeout = \"0s\""))]), "prometheus.timeout", "greater than zero"),
+            (config(&[("top", &format!("{PROM}\nusername = \"u\""))]), "prometheus.password_file", "username needs password_file"),
+            (config(&[("top", &format!("{PROM}\nusername = \"u\"\npassword_file = \"/p\"\nbearer_token_file = \"/t\""))]), "prometheus.bearer_token_file", "not both"),
+            (config(&[("top", &format!("{PROM}\nbearer_token_file = \"t\""))]), "prometheus.bearer_token_file", "must be an absolute path"),
+            (config(&[("top", &format!("{PROM}\nheaders = {{ \"bad header\" = \"x\" }}"))]), "prometheus.headers.bad header", "invalid HTTP header name"),
             // [[target]]
             (config(&[("after", "[[target]]\nname = \"web\"\n[[target.rule]]\nname = \"cpu\"\nsource = \"host\"\nmetric = \"cpu\"\nabove = 0.9\n[target.rollback]\nkind = \"command\"\nsteps = [[\"true\"]]")]), "target[1].name", r#"duplicate target name "web" (also used by target[0])"#),
             (config(&[("top", "[[target]]\nname = \"web app\"\n[[target.rule]]\nname = \"cpu\"\nsource = \"host\"\nmetric = \"cpu\"\nabove = 0.9\n[target.rollback]\nkind = \"command\"\nsteps = [[\"true\"]]")]), "target[0].name", r#"invalid target name "web app""#),
             (config(&[("target", "version_command = []")]), "target[0].version_command", "empty command"),
-            (config(&[("target", "version_url = \"http://h/version\"")]), "target[0].version_url", "not supported yet"),
-            (config(&[("target", "version_query = \"app_version\"")]), "target[0].version_query", "not supported yet"),
-            (config(&[("target", "version_json_pointer = \"/v\"")]), "target[0].version_json_pointer", "not supported yet"),
-            (config(&[("target", "version_label = \"v\"")]), "target[0].version_label", "not supported yet"),
-            (config(&[("target", "only_within = [\"w\"]")]), "target[0].only_within", "not supported yet"),
             (config(&[("target", "confirm = \"required\"\nconfirm_timeout = \"0s\"")]), "target[0].confirm_timeout", "must be greater than zero"),
             (config(&[("target", "confirm = \"required\"\non_confirm_timeout = \"later\"")]), "target[0].on_confirm_timeout", r#"invalid on_confirm_timeout "later""#),
             (config(&[("target", "confirm = \"required\"\nconfirm_command = [\"ask\", \"{nope}\"]")]), "target[0].confirm_command", "unknown template variable {nope}"),
             (config(&[("daemon", "max_rollbacks_per_hour = 0")]), "daemon.max_rollbacks_per_hour", "must be at least 1"),
+            (config(&[("target", "version_url = \"h/version\"")]), "target[0].version_url", "invalid URL"),
+            (config(&[("target", "version_url = \"http://h/v\"\nversion_command = [\"true\"]")]), "target[0].version_url", "set only one of version_command, version_url"),
+            (config(&[("target", "version_query = \"app_build_info\"")]), "target[0].version_query", "needs a [prometheus] section"),
+            (config(&[("top", PROM), ("target", "version_query = \" \"")]), "target[0].version_query", "must not be empty"),
+            (config(&[("top", PROM), ("target", "version_query = \"app_build_info\"\nversion_label = \"1x\"")]), "target[0].version_label", "invalid label name \"1x\""),
+            (config(&[("target", "version_json_pointer = \"/v\"")]), "target[0].version_json_pointer", "needs version_url"),
+            (config(&[("target", "version_url = \"http://h/v\"\nversion_json_pointer = \"v\"")]), "target[0].version_json_pointer", "invalid JSON pointer \"v\""),
+            (config(&[("target", "version_label = \"v\"")]), "target[0].version_label", "needs version_query"),
+            (config(&[("target", "only_within = \"2 hours\"")]), "target[0].only_within", "invalid duration"),
+            (config(&[("target", "only_within = \"0s\"")]), "target[0].only_within", "greater than zero"),
+            (config(&[("target", "blind_after = \"0s\"")]), "target[0].blind_after", "greater than zero"),
             (config(&[("target", "confirm = \"maybe\"")]), "target[0].confirm", r#"invalid confirm "maybe""#),
             (config(&[("target", "confirm_timeout = \"5m\"")]), "target[0].confirm_timeout", "no effect without confirm = \"required\""),
             (config(&[("target", "on_confirm_timeout = \"rollback\"")]), "target[0].on_confirm_timeout", "no effect without confirm"),
@@ -1822,12 +2055,18 @@ mod tests {
             (config(&[("target", "max_rollbacks_per_hour = 0")]), "target[0].max_rollbacks_per_hour", "must be at least 1"),
             (config(&[("target", "no_data = \"ignore\"")]), "target[0].no_data", r#"invalid no_data "ignore""#),
             // [[target.rule]]
-            (config(&[("rule", "name = \"a\"\nsource = \"prometheus\"\nquery = \"up\"\nabove = 1.0")]), "target[0].rule[0].source", r#"not supported yet: source "prometheus""#),
             (config(&[("rule", "name = \"a\"\nsource = \"alertmanager\"")]), "target[0].rule[0].match", "alertmanager rule needs match"),
             (config(&[("rule", "name = \"a\"\nsource = \"alertmanager\"\nmatch = {}")]), "target[0].rule[0].match", "match is empty"),
             (config(&[("rule", "name = \"a\"\nsource = \"alertmanager\"\nmatch = { severity = 3 }")]), "target[0].rule[0].match.severity", "must be a string"),
             (config(&[("rule", "name = \"a\"\nsource = \"alertmanager\"\nabove = 1.0\nmatch = { a = \"b\" }")]), "target[0].rule[0].above", "does not apply to source \"alertmanager\""),
-            (config(&[("rule", "name = \"a\"\nsource = \"nagios\"\nabove = 1.0")]), "target[0].rule[0].source", r#"invalid source "nagios" (use "probe" or "host")"#),
+            (config(&[("rule", "name = \"a\"\nsource = \"prometheus\"\nquery = \"up\"\nabove = 1.0")]), "target[0].rule[0].source", "needs a [prometheus] section"),
+            (config(&[("top", PROM), ("rule", "name = \"a\"\nsource = \"prometheus\"\nabove = 1.0")]), "target[0].rule[0].query", "required key is missing"),
+            (config(&[("top", PROM), ("rule", "name = \"a\"\nsource = \"prometheus\"\nquery = \"up\"")]), "target[0].rule[0].above", "set above, above_baseline or both"),
+            (config(&[("top", PROM), ("rule", "name = \"a\"\nsource = \"prometheus\"\nquery = \"up\"\nabove_baseline = 0.0")]), "target[0].rule[0].above_baseline", "greater than 0"),
+            (config(&[("top", PROM), ("rule", "name = \"a\"\nsource = \"prometheus\"\nquery = \"up\"\nabove = 1.0\nbaseline_window = \"1h\"")]), "target[0].rule[0].baseline_window", "needs above_baseline"),
+            (config(&[("top", PROM), ("rule", "name = \"a\"\nsource = \"prometheus\"\nquery = \"up\"\nabove_baseline = 3.0\nbaseline_window = \"0s\"")]), "target[0].rule[0].baseline_window", "greater than zero"),
+            (config(&[("top", PROM), ("rule", "name = \"a\"\nsource = \"prometheus\"\nquery = \"up\"\nabove = 1.0\nurl = \"http://h/\"")]), "target[0].rule[0].url", "key url does not apply to source \"prometheus\""),
+            (config(&[("rule", "name = \"a\"\nsource = \"nagios\"\nabove = 1.0")]), "target[0].rule[0].source", r#"invalid source "nagios" (use "prometheus", "probe", "host" or "alertmanager")"#),
             (config(&[("rule", "name = \"a\"\nabove = 1.0")]), "target[0].rule[0].source", "required key is missing"),
             (config(&[("rule", &probe(""))]), "target[0].rule[0].above", "rule has no condition: set above"),
             (config(&[("rule", &host(""))]), "target[0].rule[0].above", "rule has no condition: set above"),
@@ -1850,11 +2089,11 @@ mod tests {
             (config(&[("rule", &probe("above = 0.5\nmeasure = \"p99\""))]), "target[0].rule[0].measure", r#"invalid measure "p99""#),
             (config(&[("rule", &host("above = 0.5").replace("\"cpu\"\n", "\"disk\"\n"))]), "target[0].rule[0].metric", r#"invalid metric "disk""#),
             (config(&[("rule", "name = \"c\"\nsource = \"host\"\nabove = 0.5")]), "target[0].rule[0].metric", "required key is missing"),
-            (config(&[("rule", &probe("above = 0.5\nquery = \"up\""))]), "target[0].rule[0].query", "not supported yet"),
+            (config(&[("rule", &probe("above = 0.5\nquery = \"up\""))]), "target[0].rule[0].query", "key query does not apply to source \"probe\""),
             (config(&[("rule", &probe("above = 0.5\nmatch = { alertname = \"X\" }"))]), "target[0].rule[0].match", "does not apply to source \"probe\""),
-            (config(&[("rule", &probe("above = 0.5\nabove_baseline = 3.0"))]), "target[0].rule[0].above_baseline", "not supported yet"),
-            (config(&[("rule", &probe("above = 0.5\nbaseline_window = \"1h\""))]), "target[0].rule[0].baseline_window", "not supported yet"),
-            (config(&[("rule", &probe("above = 0.5\nbaseline_query = \"up\""))]), "target[0].rule[0].baseline_query", "not supported yet"),
+            (config(&[("rule", &probe("above = 0.5\nabove_baseline = 3.0"))]), "target[0].rule[0].above_baseline", "does not apply to source \"probe\""),
+            (config(&[("rule", &probe("above = 0.5\nbaseline_window = \"1h\""))]), "target[0].rule[0].baseline_window", "does not apply to source \"probe\""),
+            (config(&[("rule", &probe("above = 0.5\nbaseline_query = \"up\""))]), "target[0].rule[0].baseline_query", "does not apply to source \"probe\""),
             (config(&[("rule", &format!("{RULE}\n[[target.rule]]\n{RULE}"))]), "target[0].rule[1].name", r#"duplicate rule name "health" (also used by target[0].rule[0])"#),
             (config(&[("rule", &probe("above = 0.5\nfooo = 1"))]), "target[0].rule[0].fooo", "unknown key"),
             ("[[target]]\nname = \"web\"\n[target.rollback]\nkind = \"command\"\nsteps = [[\"true\"]]\n".to_string(), "target[0].rule", "target has no rules"),
@@ -1927,6 +2166,71 @@ mod tests {
             let errs = errors(&text);
             assert!(errs.is_empty(), "{errs:#?}\nfor config:\n{text}");
         }
+    }
+
+    #[test]
+    fn prometheus_rules_and_version_sources_are_typed() {
+        let text = config(&[
+            (
+                "top",
+                "[prometheus]\nurl = \"http://127.0.0.1:9090\"\nusername = \"u\"\npassword_file = \"/etc/p\"\nheaders = { X-Scope-OrgID = \"t1\" }",
+            ),
+            (
+                "target",
+                "version_query = \"app_build_info\"\nonly_within = \"2h\"",
+            ),
+            (
+                "rule",
+                "name = \"p99\"\nsource = \"prometheus\"\nquery = \"q\"\nabove_baseline = 3.0\nbaseline_query = \"bq\"\nfor = \"1m\"",
+            ),
+        ]);
+        let c = load_str("p.toml", &text).unwrap();
+        let p = c.prometheus.unwrap();
+        assert_eq!(p.timeout, Duration::from_secs(3));
+        assert_eq!(
+            p.auth,
+            Some(PrometheusAuth::Basic {
+                username: "u".into(),
+                password_file: "/etc/p".into()
+            })
+        );
+        assert_eq!(p.headers, vec![("X-Scope-OrgID".into(), "t1".into())]);
+        let t = &c.targets[0];
+        assert_eq!(
+            t.version,
+            Some(VersionSource::Query {
+                query: "app_build_info".into(),
+                label: "version".into()
+            })
+        );
+        assert_eq!(t.only_within, Some(Duration::from_secs(7200)));
+        assert_eq!(t.blind_after, Duration::from_secs(300));
+        let r = &t.rules[0];
+        assert_eq!(r.above, f64::NEG_INFINITY);
+        assert_eq!(
+            r.source,
+            SourceSpec::Prometheus(PromSpec {
+                query: "q".into(),
+                baseline: Some(BaselineSpec {
+                    factor: 3.0,
+                    window: Duration::from_secs(3600),
+                    query: Some("bq".into()),
+                }),
+            })
+        );
+
+        let text = config(&[(
+            "target",
+            "version_url = \"http://h/v\"\nversion_json_pointer = \"/build/v\"",
+        )]);
+        let c = load_str("u.toml", &text).unwrap();
+        assert_eq!(
+            c.targets[0].version,
+            Some(VersionSource::Url {
+                url: "http://h/v".parse().unwrap(),
+                json_pointer: Some("/build/v".into())
+            })
+        );
     }
 
     #[test]

@@ -36,6 +36,10 @@ pub struct DecideConfig {
     pub confirm_timeout: Duration,
     /// What a confirmation timeout does.
     pub on_confirm_timeout: OnConfirmTimeout,
+    /// Unknown this long raises the blind notification.
+    pub blind_after: Duration,
+    /// Roll back automatically only releases deployed within this long.
+    pub only_within: Option<Duration>,
 }
 
 impl DecideConfig {
@@ -53,6 +57,8 @@ impl DecideConfig {
             confirm: target.confirm.required,
             confirm_timeout: target.confirm.timeout,
             on_confirm_timeout: target.confirm.on_timeout,
+            blind_after: target.blind_after,
+            only_within: target.only_within,
         }
     }
 }
@@ -98,6 +104,7 @@ pub fn step(
         }
         Event::Evaluated { rules } => {
             state.rules = rules;
+            blindness(cfg, &mut state, now, &mut actions);
             advance(cfg, &mut state, now, &mut actions);
         }
         Event::ExecFinished {
@@ -467,6 +474,7 @@ fn watch(cfg: &DecideConfig, state: &mut TargetState, now: Time, actions: &mut V
     } else {
         None
     };
+    let guard = guard.or_else(|| only_within_guard(cfg, state, now));
     let guard = guard.or_else(|| super::human::pause_guard(state)).or_else(|| {
         (state.rollbacks.len() as u32 >= cfg.max_rollbacks_per_hour).then(|| {
             format!(
@@ -553,6 +561,84 @@ pub(super) fn start_rollback(
         incident: inc.clone(),
     });
     state.phase = Phase::RollingBack { incident: inc };
+}
+
+/// Blind notification: once any rule has been Unknown for `blind_after`,
+/// tell the admin once, naming the rules and reasons; once every rule has
+/// data again, tell them it sees again.
+fn blindness(cfg: &DecideConfig, state: &mut TargetState, now: Time, actions: &mut Vec<Action>) {
+    let blind_after = ChronoDuration::from_std(cfg.blind_after).unwrap_or(ChronoDuration::MAX);
+    let unknown: Vec<&RuleReport> = state
+        .rules
+        .iter()
+        .filter(|r| matches!(r.status, RuleStatus::Unknown { .. }))
+        .collect();
+    let long_blind: Vec<String> = unknown
+        .iter()
+        .filter_map(|r| match &r.status {
+            RuleStatus::Unknown { since, why } if now - *since >= blind_after => Some(format!(
+                "{} has had no data since {} ({}): {why}",
+                r.rule,
+                since.format("%Y-%m-%d %H:%M:%SZ"),
+                fmt_duration((now - *since).to_std().unwrap_or_default())
+            )),
+            _ => None,
+        })
+        .collect();
+    match state.blind_notified {
+        None if !long_blind.is_empty() => {
+            state.blind_notified = Some(now);
+            actions.push(Action::NotifyTarget {
+                kind: NotifyKind::Blind,
+                target: state.target.clone(),
+                message: format!(
+                    "monitoring of {} is blind: {}. No automatic rollback happens while a rule has no data (blind_after = {}).",
+                    state.target,
+                    long_blind.join("; "),
+                    fmt_duration(cfg.blind_after)
+                ),
+            });
+        }
+        Some(since) if unknown.is_empty() => {
+            state.blind_notified = None;
+            let values: Vec<String> = state.rules.iter().map(|r| r.explain()).collect();
+            actions.push(Action::NotifyTarget {
+                kind: NotifyKind::Seeing,
+                target: state.target.clone(),
+                message: format!(
+                    "monitoring of {} sees again (blind notification sent {}): {}",
+                    state.target,
+                    since.format("%Y-%m-%d %H:%M:%SZ"),
+                    values.join("; ")
+                ),
+            });
+        }
+        _ => {}
+    }
+}
+
+/// `only_within`: a release deployed longer ago than this (or at an
+/// unknown time) is not rolled back automatically; escalate instead.
+fn only_within_guard(cfg: &DecideConfig, state: &TargetState, now: Time) -> Option<String> {
+    let limit = cfg.only_within?;
+    let version = state.version.as_deref().unwrap_or("?");
+    match state.deployed_at {
+        None => Some(format!(
+            "only_within = {}: when {version} was deployed is unknown (rollbackd has not seen              the version change), so it is not rolled back automatically",
+            fmt_duration(limit)
+        )),
+        Some(at) => {
+            let age = (now - at).to_std().unwrap_or_default();
+            (age > limit).then(|| {
+                format!(
+                    "only_within = {}: {version} was deployed {} ago (at {}), too long ago to                      blame the release automatically",
+                    fmt_duration(limit),
+                    fmt_duration(Duration::from_secs(age.as_secs())),
+                    at.format("%Y-%m-%d %H:%M:%SZ")
+                )
+            })
+        }
+    }
 }
 
 /// Close the incident with an outcome: record, notify, cooldown.

@@ -45,6 +45,10 @@ pub struct TargetState {
     pub loop_guard: Option<String>,
     /// Sequence for incident IDs.
     pub incident_seq: u64,
+    /// When the "monitoring is blind" notification went out; cleared (with
+    /// a "seeing again" notification) once every rule has data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blind_notified: Option<Time>,
     /// Automatic action is held (maintenance): a breach escalates instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<Pause>,
@@ -73,6 +77,7 @@ impl TargetState {
             loop_guard: None,
             incident_seq: 0,
             paused: None,
+            blind_notified: None,
         }
     }
 

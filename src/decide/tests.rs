@@ -27,6 +27,8 @@ fn cfg() -> DecideConfig {
         confirm: false,
         confirm_timeout: Duration::from_secs(300),
         on_confirm_timeout: crate::config::OnConfirmTimeout::Escalate,
+        blind_after: Duration::from_secs(300),
+        only_within: None,
     }
 }
 
@@ -41,6 +43,9 @@ fn report(status: RuleStatus, value: Option<f64>, at: Time) -> RuleReport {
         window: Some(Duration::from_secs(30)),
         at,
         no_data: None,
+        baseline: None,
+        above_baseline: None,
+        labels: Default::default(),
     }
 }
 

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use super::process::display_argv;
 use super::runner::{subst, Budget, Runner};
 use super::{StepReport, Vars};
-use crate::config::{Config, ExecutorKind, TargetConfig, VersionSource};
+use crate::config::{Config, ExecutorKind, TargetConfig};
 use crate::util::fmt_duration;
 
 /// The rehearsal log, next to the journal.
@@ -134,6 +134,25 @@ fn line(out: &mut String, text: impl AsRef<str>) {
     out.push('\n');
 }
 
+/// The live version through the target's configured source (the same
+/// reader the daemon uses).
+async fn live_version(config: &Config, t: &TargetConfig) -> Result<Option<String>, String> {
+    let prometheus = match &config.prometheus {
+        Some(p) => {
+            Some(crate::sources::prometheus::Prometheus::build(p).map_err(|e| format!("{e:#}"))?)
+        }
+        None => None,
+    };
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(VERSION_TIMEOUT)
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    crate::version::VersionReader::build(t.version.clone(), client, prometheus)
+        .read()
+        .await
+}
+
 /// Versions for the templates: the live one read now through the target's
 /// version source, the previous one from the journal (or `--to-version`).
 async fn versions(
@@ -143,27 +162,11 @@ async fn versions(
     options: &DrillOptions,
     out: &mut String,
 ) -> Vars {
-    let from_version = match &t.version {
-        None => None,
-        Some(VersionSource::Symlink(current)) => super::symlink::live_release(current)
-            .map_err(|e| line(out, format!("  live version: unknown ({e})")))
-            .ok(),
-        Some(VersionSource::Command(argv)) => {
-            let report = super::process::run_step(argv, Instant::now() + VERSION_TIMEOUT).await;
-            let v = report.stdout.trim().to_string();
-            if report.ok && !v.is_empty() {
-                Some(v)
-            } else {
-                line(
-                    out,
-                    format!(
-                        "  live version: unknown ({} {})",
-                        display_argv(argv),
-                        report.error.as_deref().unwrap_or("printed nothing")
-                    ),
-                );
-                None
-            }
+    let from_version = match live_version(config, t).await {
+        Ok(v) => v,
+        Err(e) => {
+            line(out, format!("  live version: unknown ({e})"));
+            None
         }
     };
     let to_version = options.to_version.clone().or_else(|| {

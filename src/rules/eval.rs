@@ -1,5 +1,7 @@
 //! Evaluation of one rule over time: threshold, `for` duration, no-data policy.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{RuleReport, RuleStatus};
@@ -20,7 +22,33 @@ pub fn describe(spec: &SourceSpec) -> String {
         SourceSpec::Host(HostMetric::Cpu) => "host cpu".into(),
         SourceSpec::Host(HostMetric::Memory) => "host memory".into(),
         SourceSpec::Alertmanager(m) => crate::sources::alertmanager::describe(m),
+        SourceSpec::Prometheus(p) => match &p.baseline {
+            None => format!("prometheus {}", p.query),
+            Some(b) => format!(
+                "prometheus {} (baseline: median over {}{})",
+                p.query,
+                crate::util::fmt_duration(b.window),
+                b.query
+                    .as_ref()
+                    .map(|q| format!(" of {q}"))
+                    .unwrap_or_default()
+            ),
+        },
     }
+}
+
+/// A value already judged against its own threshold: a query's worst
+/// series with its baseline (see [`crate::rules::baseline`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judgement {
+    /// The value compared.
+    pub value: f64,
+    /// What it was compared with (`max(above, K x baseline)`).
+    pub threshold: f64,
+    /// The baseline, for baseline rules.
+    pub baseline: Option<f64>,
+    /// The series' labels.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The evaluation state of one rule between polls.
@@ -52,6 +80,35 @@ impl RuleEval {
         &self.rule
     }
 
+    /// When the condition began to hold in the current run (shifted past
+    /// blind time), if it holds.
+    pub fn condition_since(&self) -> Option<DateTime<Utc>> {
+        self.cond_since
+    }
+
+    /// Feed a judged value (or why there is none) and return the report.
+    /// Like [`RuleEval::observe`], but the threshold comes with the value
+    /// (baselines) and the report names the series.
+    pub fn observe_judged(
+        &mut self,
+        judged: Result<Judgement, String>,
+        window: Option<std::time::Duration>,
+        now: DateTime<Utc>,
+    ) -> RuleReport {
+        let (sample, threshold, baseline, labels) = match judged {
+            Ok(j) => (Ok(j.value), j.threshold, j.baseline, j.labels),
+            Err(why) => (Err(why), self.rule.above, None, BTreeMap::new()),
+        };
+        let mut report = self.observe_value(sample, threshold, window, now);
+        report.baseline = baseline;
+        report.labels = labels;
+        report.above_baseline = match &self.rule.source {
+            SourceSpec::Prometheus(p) => p.baseline.as_ref().map(|b| b.factor),
+            _ => None,
+        };
+        report
+    }
+
     /// Feed this poll's sample (or the source error) and return the report.
     /// `window` is the source's window, for the explanation.
     ///
@@ -64,10 +121,22 @@ impl RuleEval {
         window: Option<std::time::Duration>,
         now: DateTime<Utc>,
     ) -> RuleReport {
+        let above = self.rule.above;
+        self.observe_value(sample.map_err(|e| e.to_string()), above, window, now)
+    }
+
+    /// One evaluation of `value > threshold` (or no data, with why).
+    fn observe_value(
+        &mut self,
+        sample: Result<f64, String>,
+        threshold: f64,
+        window: Option<std::time::Duration>,
+        now: DateTime<Utc>,
+    ) -> RuleReport {
         let data = match sample {
             Ok(v) if v.is_finite() => Ok(v),
             Ok(v) => Err(format!("value is {}", non_finite_name(v))),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e),
         };
         let (status, value, no_data) = match data {
             Ok(v) => {
@@ -77,7 +146,7 @@ impl RuleEval {
                         *since = since.checked_add_signed(blind).unwrap_or(now);
                     }
                 }
-                (self.advance(v > self.rule.above, now), Some(v), None)
+                (self.advance(v > threshold, now), Some(v), None)
             }
             Err(why) => match self.no_data {
                 NoData::Hold => {
@@ -99,11 +168,14 @@ impl RuleEval {
             source: describe(&self.rule.source),
             status,
             value,
-            threshold: self.rule.above,
+            threshold,
             for_: self.rule.for_,
             window,
             at: now,
             no_data,
+            baseline: None,
+            above_baseline: None,
+            labels: BTreeMap::new(),
         }
     }
 
@@ -367,6 +439,9 @@ mod tests {
                 window,
                 at: t(0),
                 no_data: None,
+                baseline: None,
+                above_baseline: None,
+                labels: BTreeMap::new(),
             }
         );
 

@@ -5,6 +5,7 @@
 pub mod alertmanager;
 pub mod host;
 pub mod probe;
+pub mod prometheus;
 
 use std::time::Duration;
 
@@ -45,6 +46,8 @@ pub enum Source {
     Host(host::HostSource),
     /// Alerts pushed by Alertmanager.
     Alertmanager(alertmanager::AlertmanagerSource),
+    /// A PromQL query (with its baseline cache).
+    Prometheus(prometheus::PromSource),
 }
 
 impl Source {
@@ -61,6 +64,30 @@ impl Source {
                     alertmanager::AlertStore::global(),
                 ))
             }
+            SourceSpec::Prometheus(p) => Source::Prometheus(prometheus::PromSource::build(
+                p.clone(),
+                None,
+                Duration::from_secs(1),
+            )),
+        }
+    }
+
+    /// Like [`Source::build`], with the shared Prometheus client for
+    /// Prometheus rules and the poll interval (the smallest useful step of
+    /// a baseline's range query).
+    pub fn build_with(
+        spec: &SourceSpec,
+        client: &reqwest::Client,
+        prometheus: Option<&prometheus::Prometheus>,
+        poll_interval: Duration,
+    ) -> Source {
+        match spec {
+            SourceSpec::Prometheus(p) => Source::Prometheus(prometheus::PromSource::build(
+                p.clone(),
+                prometheus.cloned(),
+                poll_interval,
+            )),
+            other => Source::build(other, client),
         }
     }
 
@@ -70,6 +97,7 @@ impl Source {
             Source::Probe(p) => p.sample(now).await,
             Source::Host(h) => h.sample(now),
             Source::Alertmanager(a) => a.sample(now),
+            Source::Prometheus(p) => p.sample().await,
         }
     }
 
@@ -77,7 +105,7 @@ impl Source {
     pub fn window(&self) -> Option<Duration> {
         match self {
             Source::Probe(p) => Some(p.window()),
-            Source::Host(_) | Source::Alertmanager(_) => None,
+            Source::Host(_) | Source::Alertmanager(_) | Source::Prometheus(_) => None,
         }
     }
 }

@@ -1,0 +1,571 @@
+//! `source = "prometheus"`: PromQL instant queries through
+//! `prometheus-http-query`, and the one range query a baseline needs.
+//!
+//! One [`Prometheus`] client is built per daemon and shared by every rule of
+//! every target: one keep-alive connection pool, a real HTTP timeout (the
+//! crate's own `timeout` is only Prometheus's evaluation timeout) and a
+//! semaphore that bounds how many queries are in flight at once, so a
+//! thousand targets polling together do not open a thousand connections.
+//!
+//! Everything that is not a usable answer — refused, timed out, an HTTP
+//! error, a body that is not the Prometheus API, `"status":"error"`, an
+//! empty result — is a [`SourceError`] naming the server and what went
+//! wrong; the rule layer turns it into `Unknown`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use prometheus_http_query::response::{Data, PromqlResult};
+use tokio::sync::Semaphore;
+
+use super::SourceError;
+use crate::config::{PromSpec, PrometheusAuth, PrometheusConfig};
+
+/// Queries in flight at once across all targets.
+pub const MAX_CONCURRENT_QUERIES: usize = 32;
+
+/// Largest response body read. A rule query answers a handful of series; a
+/// baseline a few hundred points each. More is a query mistake, not data.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// The label set of one series (sorted, so it prints the same every time).
+pub type Labels = BTreeMap<String, String>;
+
+/// One series of an instant query's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Its labels (`__name__` included when Prometheus returns it).
+    pub labels: Labels,
+    /// Its value; may be NaN or infinite (the rule layer says so).
+    pub value: f64,
+}
+
+/// One series of a range query's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangeSeries {
+    /// Its labels.
+    pub labels: Labels,
+    /// Its values, oldest first.
+    pub values: Vec<f64>,
+}
+
+/// A shared Prometheus client: cheap to clone.
+#[derive(Clone)]
+pub struct Prometheus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: prometheus_http_query::Client,
+    /// For error messages: `prometheus http://127.0.0.1:9090/`.
+    what: String,
+    timeout: Duration,
+    permits: Semaphore,
+}
+
+impl std::fmt::Debug for Prometheus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prometheus")
+            .field("what", &self.inner.what)
+            .finish()
+    }
+}
+
+impl Prometheus {
+    /// Build from `[prometheus]`, reading the password or token file now.
+    pub fn build(cfg: &PrometheusConfig) -> anyhow::Result<Prometheus> {
+        Prometheus::build_with(cfg, MAX_CONCURRENT_QUERIES)
+    }
+
+    /// Build with a given bound on queries in flight.
+    pub fn build_with(cfg: &PrometheusConfig, concurrency: usize) -> anyhow::Result<Prometheus> {
+        use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
+        let mut headers = HeaderMap::new();
+        let secret = |path: &std::path::Path| {
+            std::fs::read_to_string(path)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                .with_context(|| format!("failed to read {}", path.display()))
+        };
+        match &cfg.auth {
+            None => {}
+            Some(PrometheusAuth::Basic {
+                username,
+                password_file,
+            }) => {
+                let password = secret(password_file)?;
+                let value = format!("Basic {}", base64(&format!("{username}:{password}")));
+                let mut value = HeaderValue::from_str(&value).with_context(|| {
+                    format!(
+                        "prometheus.username or {}: not usable in an HTTP header",
+                        password_file.display()
+                    )
+                })?;
+                value.set_sensitive(true);
+                headers.insert(AUTHORIZATION, value);
+            }
+            Some(PrometheusAuth::Bearer { token_file }) => {
+                let token = secret(token_file)?;
+                let mut value =
+                    HeaderValue::from_str(&format!("Bearer {token}")).with_context(|| {
+                        format!(
+                            "{}: token not usable in an HTTP header",
+                            token_file.display()
+                        )
+                    })?;
+                value.set_sensitive(true);
+                headers.insert(AUTHORIZATION, value);
+            }
+        }
+        for (name, value) in &cfg.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .with_context(|| format!("invalid header name {name:?}"))?;
+            let value = HeaderValue::from_str(value)
+                .with_context(|| format!("invalid value for header {name}"))?;
+            headers.insert(name, value);
+        }
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("rollbackd/", env!("CARGO_PKG_VERSION")))
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout)
+            .pool_max_idle_per_host(concurrency)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_keepalive(Duration::from_secs(60))
+            .default_headers(headers)
+            .build()
+            .context("failed to build the Prometheus HTTP client")?;
+        let client = prometheus_http_query::Client::from(http, cfg.url.as_str())
+            .with_context(|| format!("invalid Prometheus url {}", cfg.url))?;
+        Ok(Prometheus {
+            inner: Arc::new(Inner {
+                client,
+                what: format!("prometheus {}", cfg.url),
+                timeout: cfg.timeout,
+                permits: Semaphore::new(concurrency.max(1)),
+            }),
+        })
+    }
+
+    /// Evaluate `query` now (Prometheus's clock). A scalar result is one
+    /// series without labels.
+    pub async fn instant(&self, query: &str) -> Result<Vec<Series>, SourceError> {
+        let request = self.inner.client.query(query);
+        let data = self.run(request.get_raw()).await?;
+        match data {
+            Data::Vector(v) => Ok(v
+                .into_iter()
+                .map(|iv| {
+                    let (labels, sample) = iv.into_inner();
+                    Series {
+                        labels: labels.into_iter().collect(),
+                        value: sample.value(),
+                    }
+                })
+                .collect()),
+            Data::Scalar(s) => Ok(vec![Series {
+                labels: Labels::new(),
+                value: s.value(),
+            }]),
+            Data::Matrix(_) => Err(self.bad(
+                "the query returns a range vector; a rule needs an instant vector or a scalar \
+                 (e.g. wrap it in rate() or avg_over_time())",
+            )),
+        }
+    }
+
+    /// Evaluate `query` from `start` to `end` every `step`.
+    pub async fn range(
+        &self,
+        query: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        step: Duration,
+    ) -> Result<Vec<RangeSeries>, SourceError> {
+        let request = self.inner.client.query_range(
+            query,
+            start.timestamp(),
+            end.timestamp(),
+            step.as_secs_f64().max(0.001),
+        );
+        let data = self.run(request.get_raw()).await?;
+        match data {
+            Data::Matrix(m) => Ok(m
+                .into_iter()
+                .map(|rv| {
+                    let (labels, samples) = rv.into_inner();
+                    RangeSeries {
+                        labels: labels.into_iter().collect(),
+                        values: samples.iter().map(|s| s.value()).collect(),
+                    }
+                })
+                .collect()),
+            Data::Scalar(s) => Ok(vec![RangeSeries {
+                labels: Labels::new(),
+                values: vec![s.value()],
+            }]),
+            Data::Vector(_) => Err(self.bad("a range query answered an instant vector")),
+        }
+    }
+
+    fn bad(&self, detail: impl Into<String>) -> SourceError {
+        SourceError::BadValue {
+            what: self.inner.what.clone(),
+            detail: detail.into(),
+        }
+    }
+
+    fn unavailable(&self, detail: impl Into<String>) -> SourceError {
+        SourceError::Unavailable {
+            what: self.inner.what.clone(),
+            detail: detail.into(),
+        }
+    }
+
+    /// Send a request (bounded by the semaphore and the timeout), read the
+    /// body (bounded) and turn it into the result data or a clear error.
+    async fn run<F>(&self, send: F) -> Result<Data, SourceError>
+    where
+        F: std::future::Future<Output = Result<reqwest::Response, prometheus_http_query::Error>>,
+    {
+        let _permit = self
+            .inner
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| self.unavailable("client closed"))?;
+        let timeout = self.inner.timeout;
+        let fetch = async {
+            let response = send.await.map_err(|e| self.send_error(e))?;
+            let status = response.status();
+            let body = read_bounded(response)
+                .await
+                .map_err(|e| self.read_error(e))?;
+            Ok::<_, SourceError>((status, body))
+        };
+        // reqwest's timeout covers the request; this one makes the bound
+        // independent of it (a body trickling in byte by byte).
+        let (status, body) = match tokio::time::timeout(timeout, fetch).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(self.unavailable(format!(
+                    "no answer within the timeout of {}",
+                    crate::util::fmt_duration(timeout)
+                )))
+            }
+        };
+        self.parse(status, &body)
+    }
+
+    fn send_error(&self, e: prometheus_http_query::Error) -> SourceError {
+        use std::error::Error as _;
+        let inner = e.source().and_then(|s| s.downcast_ref::<reqwest::Error>());
+        match inner {
+            Some(r) if r.is_timeout() => self.unavailable(format!(
+                "no answer within the timeout of {}",
+                crate::util::fmt_duration(self.inner.timeout)
+            )),
+            Some(r) if r.is_connect() => {
+                self.unavailable(format!("cannot connect: {}", error_chain(r)))
+            }
+            Some(r) => self.unavailable(error_chain(r)),
+            None => self.unavailable(e.to_string()),
+        }
+    }
+
+    fn read_error(&self, e: ReadError) -> SourceError {
+        match e {
+            ReadError::TooLarge => self.bad(format!(
+                "response body larger than {} MiB",
+                MAX_BODY_BYTES / 1024 / 1024
+            )),
+            ReadError::Http(r) if r.is_timeout() => self.unavailable(format!(
+                "no answer within the timeout of {}",
+                crate::util::fmt_duration(self.inner.timeout)
+            )),
+            ReadError::Http(r) => {
+                self.unavailable(format!("reading the answer failed: {}", error_chain(&r)))
+            }
+        }
+    }
+
+    /// Status and body into the result, or the reason there is none.
+    fn parse(&self, status: reqwest::StatusCode, body: &[u8]) -> Result<Data, SourceError> {
+        // Prometheus answers errors (400, 422, 503) with an error envelope;
+        // prefer its message over the bare status.
+        let envelope = serde_json::from_slice::<Envelope>(body);
+        match envelope {
+            Ok(Envelope {
+                status: s,
+                error_type,
+                error,
+                ..
+            }) if s == "error" => {
+                let kind = error_type.unwrap_or_else(|| "error".into());
+                let msg = error.unwrap_or_default();
+                Err(self.bad(format!(
+                    "query failed (HTTP {}): {kind}: {msg}",
+                    status.as_u16()
+                )))
+            }
+            _ if !status.is_success() => {
+                Err(self.unavailable(format!("HTTP {}: {}", status, excerpt(body))))
+            }
+            Ok(Envelope {
+                status: s,
+                data: Some(result),
+                ..
+            }) if s == "success" => {
+                let (data, _) = result.into_inner();
+                if data.is_empty() {
+                    Err(self.unavailable("empty result: no series matched the query"))
+                } else {
+                    Ok(data)
+                }
+            }
+            Ok(Envelope { status: s, .. }) => Err(self.bad(format!(
+                "not a Prometheus query answer: status {s:?} without data: {}",
+                excerpt(body)
+            ))),
+            Err(e) => Err(self.bad(format!(
+                "not a Prometheus query answer ({e}): {}",
+                excerpt(body)
+            ))),
+        }
+    }
+}
+
+/// The Prometheus API envelope.
+#[derive(serde::Deserialize)]
+struct Envelope {
+    status: String,
+    #[serde(default)]
+    data: Option<PromqlResult>,
+    #[serde(default, rename = "errorType")]
+    error_type: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+enum ReadError {
+    TooLarge,
+    Http(reqwest::Error),
+}
+
+async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, ReadError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(ReadError::Http)? {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(ReadError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The first 120 characters of a body, printable, for error messages.
+fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        return "empty body".into();
+    }
+    let mut out: String = text
+        .chars()
+        .take(120)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().count() > 120 {
+        out.push_str("...");
+    }
+    format!("{out:?}")
+}
+
+/// An error with its causes, `a: b: c`, each once.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
+/// Standard base64 with padding (for the basic auth header).
+fn base64(input: &str) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes = input.as_bytes();
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// `{a="1", b="2"}`, or `{}` for no labels.
+pub fn fmt_labels(labels: &Labels) -> String {
+    let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    format!("{{{}}}", inner.join(", "))
+}
+
+/// The baseline cached for one window end.
+#[derive(Debug, Clone)]
+struct CachedBaseline {
+    end: DateTime<Utc>,
+    series: Vec<RangeSeries>,
+}
+
+/// One Prometheus rule's source: the query, and its baseline cache.
+#[derive(Debug)]
+pub struct PromSource {
+    prometheus: Option<Prometheus>,
+    spec: PromSpec,
+    /// Smallest range-query step (the poll interval): finer points than
+    /// polls add nothing to a median.
+    min_step: Duration,
+    baseline: Option<CachedBaseline>,
+    /// Range queries sent, for tests and the bench.
+    baseline_fetches: u64,
+}
+
+impl PromSource {
+    /// Build for a rule. `prometheus` is `None` only when the config has no
+    /// `[prometheus]` (validation prevents that); every sample is then an error.
+    pub fn build(spec: PromSpec, prometheus: Option<Prometheus>, min_step: Duration) -> PromSource {
+        PromSource {
+            prometheus,
+            spec,
+            min_step,
+            baseline: None,
+            baseline_fetches: 0,
+        }
+    }
+
+    /// The rule's spec.
+    pub fn spec(&self) -> &PromSpec {
+        &self.spec
+    }
+
+    fn client(&self) -> Result<&Prometheus, SourceError> {
+        self.prometheus
+            .as_ref()
+            .ok_or_else(|| SourceError::Unavailable {
+                what: "prometheus".into(),
+                detail: "no [prometheus] section configured".into(),
+            })
+    }
+
+    /// Every series of the rule's query now.
+    pub async fn query(&self) -> Result<Vec<Series>, SourceError> {
+        self.client()?.instant(&self.spec.query).await
+    }
+
+    /// The largest finite value of the query now (for callers that want one
+    /// number; rules use [`PromSource::query`] to name the series).
+    pub async fn sample(&mut self) -> Result<f64, SourceError> {
+        let series = self.query().await?;
+        Ok(series
+            .iter()
+            .map(|s| s.value)
+            .filter(|v| v.is_finite())
+            .max_by(f64::total_cmp)
+            .unwrap_or(f64::NAN))
+    }
+
+    /// The range-query step for a baseline window: window / 60, at least
+    /// the poll interval and 1 s.
+    pub fn step_for(&self, window: Duration) -> Duration {
+        (window / 60).max(self.min_step).max(Duration::from_secs(1))
+    }
+
+    /// The baseline series over the window ending at `end`: one range query
+    /// per distinct `end`, then served from the cache. A failed query is not
+    /// cached (the next poll tries again); an empty answer is.
+    pub async fn baseline(&mut self, end: DateTime<Utc>) -> Result<Vec<RangeSeries>, SourceError> {
+        let Some(spec) = self.spec.baseline.clone() else {
+            return Ok(Vec::new());
+        };
+        if let Some(c) = &self.baseline {
+            if c.end == end {
+                return Ok(c.series.clone());
+            }
+        }
+        let window = chrono::TimeDelta::from_std(spec.window).unwrap_or(chrono::TimeDelta::MAX);
+        let start = end
+            .checked_sub_signed(window)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let query = spec.query.as_deref().unwrap_or(&self.spec.query);
+        let step = self.step_for(spec.window);
+        self.baseline_fetches += 1;
+        let series = match self.client()?.range(query, start, end, step).await {
+            Ok(s) => s,
+            // An empty window is an answer: there is no baseline there.
+            Err(SourceError::Unavailable { detail, .. }) if detail.starts_with("empty result") => {
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        };
+        self.baseline = Some(CachedBaseline {
+            end,
+            series: series.clone(),
+        });
+        Ok(series)
+    }
+
+    /// How many baseline range queries were sent.
+    pub fn baseline_fetches(&self) -> u64 {
+        self.baseline_fetches
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+            ("user:p@ss", "dXNlcjpwQHNz"),
+        ] {
+            assert_eq!(base64(i), o, "{i}");
+        }
+    }
+
+    #[test]
+    fn labels_and_excerpts_print_plainly() {
+        let mut l = Labels::new();
+        l.insert("code".into(), "500".into());
+        l.insert("job".into(), "app".into());
+        assert_eq!(fmt_labels(&l), r#"{code="500", job="app"}"#);
+        assert_eq!(fmt_labels(&Labels::new()), "{}");
+        assert_eq!(excerpt(b""), "empty body");
+        assert_eq!(excerpt(b"oops\n"), "\"oops\"");
+        assert!(excerpt(&[b'x'; 500]).ends_with("...\""));
+    }
+}
