@@ -5,18 +5,19 @@
 //! - [`api`]: the HTTP API (axum): status, incidents, confirmation, trigger, pause, webhook, links.
 //! - [`client`]: the client commands (`status`, `approve`, ...) talking to the API.
 //! - [`config`]: raw (serde) TOML -> validated, typed config; every error with its key path.
-//! - [`sources`]: produce samples (HTTP probe, host /proc); they never decide anything.
-//! - [`rules`]: turn samples into a rule status (`for` duration, no-data policy).
+//! - [`sources`]: produce samples (Prometheus, HTTP probe, host /proc, Alertmanager); they never decide anything.
+//! - [`rules`]: turn samples into a rule status (`for` duration, baselines, no-data policy).
 //! - [`decide`]: the pure per-target incident state machine, `step(state, event, now)`.
 //! - [`execute`]: carries out a rollback plan (one file per executor kind) and verification.
 //! - [`notify`]: the rollback record, email and webhooks via a durable outbox, SMTP delivery.
 //! - [`metrics`]: the daemon's own metrics (Prometheus text format).
 //! - [`journal`]: append-only, fsync'd event log and recovery at start.
-//! - [`status`]: what `status`, `incidents` and `report` print, read from the state dir.
+//! - [`status`]: how `status` and `incidents` render the API's answers.
 //! - [`confirm`]: `confirm_command`, a team's own approval flow.
 //! - [`version`]: reads a target's live version (command, URL, PromQL label, symlink).
 //! - [`daemon`]: wiring: per-target workers, ticks, shutdown.
 //! - [`demo`]: the self-contained demonstration behind `rollbackd demo`.
+//! - [`util`]: duration and value formatting, serde adapters.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
