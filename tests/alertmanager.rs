@@ -276,8 +276,7 @@ name = "frontend"
     assert!(saved.contains("keep") && saved.contains("ended"), "{saved}");
     // Let "ended" pass its endsAt while the daemon is down.
     wait_for(Duration::from_secs(10), "the second alert's endsAt", || {
-        (chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true) > soon)
-            .then_some(())
+        (chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true) > soon).then_some(())
     });
 
     let restarted = chrono::Utc::now();

@@ -343,7 +343,10 @@ mod tests {
         std::fs::write(dir.path().join(ALERTS_FILE), "{torn").unwrap();
         let s = AlertStore::default();
         let e = s.persist_in(dir.path(), now()).unwrap_err();
-        assert!(e.contains("alerts.json") && e.contains("alerts.json.bad"), "{e}");
+        assert!(
+            e.contains("alerts.json") && e.contains("alerts.json.bad"),
+            "{e}"
+        );
         assert_eq!(
             std::fs::read_to_string(dir.path().join("alerts.json.bad")).unwrap(),
             "{torn"
