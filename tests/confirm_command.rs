@@ -190,7 +190,9 @@ fn alive(pid: i32) -> bool {
 }
 
 fn wait_dead(pid: i32, what: &str) {
-    wait_for(Duration::from_secs(15), what, || (!alive(pid)).then_some(()));
+    wait_for(Duration::from_secs(15), what, || {
+        (!alive(pid)).then_some(())
+    });
 }
 
 #[test]
@@ -209,8 +211,7 @@ fn exit_0_approves_and_the_record_names_the_command() {
         "{inc}"
     );
     assert_eq!(s.runs(), vec![id.clone()], "run once, with {{incident}}");
-    let record =
-        std::fs::read_to_string(s.dir.join(format!("state/incidents/{id}.md"))).unwrap();
+    let record = std::fs::read_to_string(s.dir.join(format!("state/incidents/{id}.md"))).unwrap();
     assert!(record.contains("confirm_command"), "{record}");
     assert_eq!(s.executions(), 1);
 }
@@ -310,7 +311,11 @@ fn after_a_restart_the_command_is_asked_again() {
     let inc = &t["state"]["phase"]["incident"];
     assert_eq!(inc["id"], id.as_str(), "same incident");
     assert_eq!(inc["confirmed_by"], "confirm_command", "{inc}");
-    assert_eq!(s.runs(), vec![id.clone(), id], "asked again after the restart");
+    assert_eq!(
+        s.runs(),
+        vec![id.clone(), id],
+        "asked again after the restart"
+    );
     assert_eq!(live(&s.dir), "v1");
     assert_eq!(s.executions(), 1);
 }
