@@ -640,6 +640,37 @@ fn crossing_answers_and_stale_refusals_act_at_most_once() {
         assert_eq!(executions, want, "{name}");
     }
 
+    // The live version changed while waiting (here: back to the version
+    // the loop guard holds): approving, a manual trigger or the timeout
+    // escalate naming it instead of rolling back another release.
+    let mut guarded = waiting.clone();
+    guarded.loop_guard = Some("v1".into());
+    let mut rb = c.clone();
+    rb.on_confirm_timeout = crate::config::OnConfirmTimeout::Rollback;
+    for (name, e, at) in [
+        ("approve", approve("alice"), t(50)),
+        ("manual", manual.clone(), t(50)),
+        ("timeout", breached(t(400)), t(400)),
+    ] {
+        let (s, actions) = run(
+            &rb,
+            guarded.clone(),
+            vec![
+                (
+                    Event::VersionObserved {
+                        version: "v1".into(),
+                    },
+                    t(45),
+                ),
+                (e, at),
+            ],
+        );
+        assert_eq!(s.phase.name(), "Escalated", "{name}");
+        assert!(!kinds(&actions).contains(&"execute".to_string()), "{name}");
+        let err = s.incident().unwrap().error.clone().unwrap();
+        assert!(err.contains("opened on v2 but v1 is live"), "{name}: {err}");
+    }
+
     // A refusal for another incident, or a second one, changes nothing.
     let (rolling, _) = run(&c, waiting, vec![(approve("alice"), t(50))]);
     let other = Event::ExecRefused {
