@@ -195,6 +195,7 @@ impl Daemon {
         };
         let (observers, _) = broadcast::channel(1024);
         let incidents = seed_incidents(&state_dir);
+        load_alerts(&state_dir);
         let links = crate::api::links::LinkKeys::open(&state_dir)
             .context("failed to set up the confirmation link key")?;
         let global_limit = config
@@ -326,6 +327,11 @@ struct Worker {
     last_version_error: Option<String>,
     commands_rx: mpsc::Receiver<Command>,
     state_tx: watch::Sender<TargetState>,
+    /// The daemon's shutdown token (set when the worker runs).
+    stop: CancellationToken,
+    /// The running `confirm_command`: the incident it answers for and
+    /// the token that stops it (killing its process group).
+    confirm_running: Option<(String, CancellationToken)>,
 }
 
 impl Worker {
@@ -373,6 +379,8 @@ impl Worker {
             last_version_error: None,
             commands_rx,
             state_tx,
+            stop: CancellationToken::new(),
+            confirm_running: None,
         };
         let handle = TargetHandle {
             name: target.name.clone(),
@@ -383,25 +391,38 @@ impl Worker {
     }
 
     async fn run(mut self, cancel: CancellationToken) {
+        self.stop = cancel.clone();
         if self.recovered {
             tracing::info!(target = %self.target.name, phase = self.state.phase.name(), "state recovered from the journal");
             self.apply(Event::Recovered).await;
+            // The wait goes on, and so does the team's approval flow: its
+            // command died with the previous process.
+            if let Phase::AwaitingConfirmation { incident, .. } = &self.state.phase {
+                let incident = incident.clone();
+                self.ask_confirm_command(&incident);
+            }
         }
         let mut tick = tokio::time::interval(self.shared.poll_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                Some(event) = self.events_rx.recv() => self.apply(event).await,
+                Some(event) = self.events_rx.recv() => {
+                    self.apply(event).await;
+                }
                 Some(command) = self.commands_rx.recv() => self.command(command).await,
                 _ = tick.tick() => self.poll().await,
             }
+            self.settle_confirm_command();
             self.publish();
         }
+        self.settle_confirm_command();
         if matches!(self.state.phase, Phase::RollingBack { .. }) {
             tracing::warn!(target = %self.target.name, "waiting for the running rollback to finish before exiting");
             match tokio::time::timeout(SHUTDOWN_GRACE, self.events_rx.recv()).await {
-                Ok(Some(event)) => self.apply(event).await,
+                Ok(Some(event)) => {
+                    self.apply(event).await;
+                }
                 _ => tracing::warn!(
                     target = %self.target.name,
                     "rollback still running at exit; the journal says RollingBack and the next start verifies instead of re-running it"
@@ -460,17 +481,22 @@ impl Worker {
         }
     }
 
-    /// Step the machine, journal if anything changed, then act.
-    async fn apply(&mut self, event: Event) {
+    /// Step the machine, journal if anything changed, then act. `false`
+    /// when the step was not adopted (the event does not fit, or the
+    /// journal could not be written).
+    async fn apply(&mut self, event: Event) -> bool {
         let now = Utc::now();
         let (next, actions) =
             match decide::step(&self.decide, self.state.clone(), event.clone(), now) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(target = %self.target.name, error = %e, "event ignored");
-                    return;
+                    return false;
                 }
             };
+        // The global cap is asked before anything is journaled, so the
+        // journal never holds an execution that did not happen.
+        let (event, next, actions) = self.global_limit(event, next, actions, now);
         let from = self.state.phase.name().to_string();
         let to = next.phase.name().to_string();
         if let Event::Evaluated { rules } = &event {
@@ -485,7 +511,7 @@ impl Worker {
             || statuses(&next.rules) != statuses(&self.state.rules);
         if !changed {
             self.state = next;
-            return;
+            return true;
         }
         log_step(&self.target.name, &event, &from, &to, &next);
         let record = Record::Step {
@@ -501,7 +527,7 @@ impl Worker {
             // next poll tries again.
             crate::metrics::global().inc("rollbackd_journal_errors_total", &[]);
             tracing::error!(target = %self.target.name, error = %format!("{e:#}"), "journal write failed; not acting");
-            return;
+            return false;
         }
         self.state = next;
         self.remember_incident();
@@ -519,14 +545,10 @@ impl Worker {
             to,
             state: Box::new(self.state.clone()),
         });
-        if let Some(refused) = self.global_limit_refuses(&actions) {
-            // Nothing of this step is carried out; the machine escalates.
-            let _ = self.events_tx.try_send(refused);
-            return;
-        }
         for action in actions {
             self.act(action).await;
         }
+        true
     }
 
     async fn act(&mut self, action: Action) {
@@ -745,6 +767,17 @@ impl GlobalLimit {
     }
 }
 
+/// Reload the alerts Alertmanager reported before a restart
+/// (`state_dir/alerts.json`) and save every change there from now on.
+fn load_alerts(state_dir: &Path) {
+    let store = crate::sources::alertmanager::AlertStore::global();
+    match store.persist_in(state_dir, Utc::now()) {
+        Ok(0) => {}
+        Ok(firing) => tracing::info!(firing, "alerts reloaded from the previous run"),
+        Err(e) => tracing::warn!(error = %e, "alert store not reloaded"),
+    }
+}
+
 /// Every incident in the journal, for the API.
 fn seed_incidents(state_dir: &Path) -> BTreeMap<String, Incident> {
     let mut incidents = BTreeMap::new();
@@ -786,28 +819,17 @@ impl Worker {
     /// An event from the API: step it and answer with the state after.
     async fn command(&mut self, cmd: Command) {
         let now = Utc::now();
-        let expected = match decide::step(&self.decide, self.state.clone(), cmd.event.clone(), now)
-        {
-            Ok((next, _)) => next,
-            Err(_) => {
-                let why = refusal(&self.target.name, &self.state, &cmd.event);
-                tracing::info!(target = %self.target.name, %why, "api event refused");
-                let _ = cmd.reply.send(Err(why));
-                return;
-            }
-        };
-        self.apply(cmd.event).await;
-        if self.state.phase.name() != expected.phase.name()
-            || self.state.paused.is_some() != expected.paused.is_some()
-        {
+        if decide::step(&self.decide, self.state.clone(), cmd.event.clone(), now).is_err() {
+            let why = refusal(&self.target.name, &self.state, &cmd.event);
+            tracing::info!(target = %self.target.name, %why, "api event refused");
+            let _ = cmd.reply.send(Err(why));
+            return;
+        }
+        if !self.apply(cmd.event).await {
             let _ = cmd.reply.send(Err(
                 "rollbackd could not journal the step, so nothing was done; see its log".into(),
             ));
             return;
-        }
-        // Results the step caused at once (a refusal by the global limit).
-        while let Ok(event) = self.events_rx.try_recv() {
-            self.apply(event).await;
         }
         self.publish();
         let _ = cmd.reply.send(Ok(self.state.clone()));
@@ -834,6 +856,29 @@ impl Worker {
                 .write()
                 .unwrap_or_else(|p| p.into_inner());
             all.insert(i.id.clone(), i.clone());
+        }
+    }
+
+    /// A step that would execute while the global limiter refuses becomes
+    /// the machine's answer to [`Event::ExecRefused`] (escalated, naming the
+    /// guard): that refusal is what is journaled and carried out.
+    fn global_limit(
+        &self,
+        event: Event,
+        next: TargetState,
+        actions: Vec<Action>,
+        now: Time,
+    ) -> (Event, TargetState, Vec<Action>) {
+        let Some(refused) = self.global_limit_refuses(&actions) else {
+            return (event, next, actions);
+        };
+        match decide::step(&self.decide, next.clone(), refused.clone(), now) {
+            Ok((escalated, actions)) => (refused, escalated, actions),
+            Err(e) => {
+                // Cannot happen: the step just entered RollingBack.
+                tracing::error!(target = %self.target.name, error = %e, "global limit refusal not accepted");
+                (event, next, actions)
+            }
         }
     }
 
@@ -875,9 +920,12 @@ impl Worker {
         Some(self.shared.links.links(url, &incident.id, *deadline))
     }
 
-    /// Run `confirm_command` (if configured) in the background: exit 0
+    /// Run `confirm_command` (if configured) in a tracked task: exit 0
     /// approves, 1 rejects, anything else (or the deadline) is no answer.
-    fn ask_confirm_command(&self, incident: &Incident) {
+    /// It is stopped, its process group killed, when the incident stops
+    /// waiting (answered, resolved, timed out) or the daemon shuts down
+    /// (the worker takes no answer any more; the next start asks again).
+    fn ask_confirm_command(&mut self, incident: &Incident) {
         let Some(argv) = self.target.confirm.command.clone() else {
             return;
         };
@@ -885,15 +933,47 @@ impl Worker {
             return;
         };
         let left = (*deadline - Utc::now()).to_std().unwrap_or_default();
+        if left.is_zero() {
+            return;
+        }
+        if let Some((_, running)) = self.confirm_running.take() {
+            running.cancel();
+        }
+        let stop = self.stop.child_token();
+        self.confirm_running = Some((incident.id.clone(), stop.clone()));
         let vars = vars_for(incident);
         let tx = self.events_tx.clone();
         let target = self.target.name.clone();
-        // Not tracked: shutdown does not wait for a human's answer.
-        tokio::spawn(async move {
-            if let Some(event) = crate::confirm::ask(&argv, &vars, left).await {
-                tracing::info!(%target, incident = %vars.incident, ?event, "confirm_command answered");
-                let _ = tx.send(event).await;
+        tracing::info!(%target, incident = %vars.incident, "confirm_command started");
+        self.shared.tracker.spawn(async move {
+            tokio::select! {
+                answer = crate::confirm::ask(&argv, &vars, left) => {
+                    if let Some(event) = answer {
+                        tracing::info!(%target, incident = %vars.incident, ?event, "confirm_command answered");
+                        let _ = tx.send(event).await;
+                    }
+                }
+                // Dropping `ask` kills the command's process group.
+                _ = stop.cancelled() => {
+                    tracing::info!(%target, incident = %vars.incident, "confirm_command stopped: no answer is waited for any more");
+                }
             }
         });
+    }
+
+    /// Stop a `confirm_command` whose incident no longer waits (or at shutdown).
+    fn settle_confirm_command(&mut self) {
+        let waiting = match (&self.confirm_running, &self.state.phase) {
+            (None, _) => return,
+            (Some((id, _)), Phase::AwaitingConfirmation { incident, .. }) => {
+                incident.id == *id && !self.stop.is_cancelled()
+            }
+            _ => false,
+        };
+        if !waiting {
+            if let Some((_, running)) = self.confirm_running.take() {
+                running.cancel();
+            }
+        }
     }
 }

@@ -208,3 +208,102 @@ confirm_timeout = "10m"
     assert_eq!(second["accepted"], 0);
     assert_eq!(second["duplicates"], 1);
 }
+
+#[test]
+fn firing_alerts_survive_a_restart_without_a_new_delivery() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let api_port = free_port();
+    let config = format!(
+        r#"
+[daemon]
+state_dir = "{dir}/state"
+listen = "127.0.0.1:{api_port}"
+poll_interval = "200ms"
+dry_run = true
+
+[notify.email]
+from = "rollbackd <rollbackd@test.invalid>"
+to = ["admin@example.com"]
+outbox_dir = "{dir}/state/outbox"
+
+[[target]]
+name = "frontend"
+
+  [[target.rule]]
+  name = "paged"
+  source = "alertmanager"
+  match = {{ alertname = "HighErrorRate", service = "frontend" }}
+  for = "0s"
+
+  [target.rollback]
+  kind = "command"
+  steps = [["sh", "-c", "echo ran >> {dir}/ran"]]
+"#,
+        dir = dir.display()
+    );
+    let path = dir.join("rollbackd.toml");
+    std::fs::write(&path, config).unwrap();
+    let rule_status = |t: &Value| t["state"]["rules"][0]["status"]["status"].clone();
+    let api_up = || {
+        wait_for(Duration::from_secs(15), "the API", || {
+            std::net::TcpStream::connect(("127.0.0.1", api_port)).ok()
+        })
+    };
+
+    let daemon = Running::start(&path, &dir.join("daemon1.log"));
+    api_up();
+    let starts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    // One firing alert that matches, one that already ended before the
+    // restart (its endsAt passes) and must not come back.
+    let soon = (chrono::Utc::now() + chrono::Duration::seconds(2))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let payload = format!(
+        r#"{{"version":"4","status":"firing","receiver":"r","groupKey":"g","alerts":[
+        {{"status":"firing","labels":{{"alertname":"HighErrorRate","service":"frontend"}},"annotations":{{}},
+          "startsAt":"{starts}","endsAt":"0001-01-01T00:00:00Z","fingerprint":"keep"}},
+        {{"status":"firing","labels":{{"alertname":"Gone"}},"annotations":{{}},
+          "startsAt":"{starts}","endsAt":"{soon}","fingerprint":"ended"}}]}}"#
+    );
+    let hook = format!("http://127.0.0.1:{api_port}/v1/alertmanager");
+    let (code, body) = http("POST", &hook, None, Some(&payload));
+    assert_eq!(code, 200, "{body}");
+    wait_for(Duration::from_secs(15), "the rule to be breached", || {
+        (rule_status(&target(api_port)) == "breached").then_some(())
+    });
+    assert_eq!(daemon.stop(), Some(0));
+    let saved = std::fs::read_to_string(dir.join("state/alerts.json")).unwrap();
+    assert!(saved.contains("keep") && saved.contains("ended"), "{saved}");
+    // Let "ended" pass its endsAt while the daemon is down.
+    wait_for(Duration::from_secs(10), "the second alert's endsAt", || {
+        (chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true) > soon).then_some(())
+    });
+
+    let restarted = chrono::Utc::now();
+    let daemon = Running::start(&path, &dir.join("daemon2.log"));
+    api_up();
+    // Nothing is delivered again, yet the first evaluation after the
+    // restart (not the journaled one) finds the rule breached.
+    let t = wait_for(
+        Duration::from_secs(15),
+        "the rule to be evaluated after the restart",
+        || {
+            let t = target(api_port);
+            let at: chrono::DateTime<chrono::Utc> =
+                serde_json::from_value(t["state"]["rules"][0]["at"].clone()).ok()?;
+            (at > restarted).then_some(t)
+        },
+    );
+    assert_eq!(rule_status(&t), "breached", "{t}");
+    let log = daemon.log_text();
+    assert!(
+        log.contains("alerts reloaded from the previous run"),
+        "{log}"
+    );
+    // A redelivery of the same alert still counts once.
+    let (_, body) = http("POST", &hook, None, Some(&payload));
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["duplicates"], 1, "{v}");
+    assert_eq!(v["accepted"], 1, "the ended alert is new again: {v}");
+    assert!(!dir.join("ran").exists(), "dry-run: nothing ran");
+}

@@ -39,6 +39,21 @@ fn rate_guard(cfg: &DecideConfig, state: &mut TargetState, now: Time) -> Option<
     })
 }
 
+/// A waiting incident whose release is no longer live (deployed over, or
+/// put back by hand, while waiting) is not rolled back: the plan would
+/// act on another release than the one that breached, and the loop guard
+/// was only checked for the old one.
+fn version_guard(state: &TargetState, inc: &Incident) -> Option<String> {
+    let (opened, live) = (inc.from_version.as_deref()?, state.version.as_deref()?);
+    (opened != live).then(|| {
+        format!(
+            "version changed: the incident was opened on {opened} but {live} is live now; \
+             rollbackd does not roll back a release that is no longer live (a new breach \
+             opens a new incident)"
+        )
+    })
+}
+
 /// Why this decision is a dry-run, if it is.
 fn dry_run_reason(cfg: &DecideConfig, now: Time) -> Option<String> {
     if cfg.dry_run {
@@ -82,7 +97,10 @@ fn proceed(
     now: Time,
     actions: &mut Vec<Action>,
 ) {
-    if let Some(guard) = pause_guard(state).or_else(|| rate_guard(cfg, state, now)) {
+    let guard = version_guard(state, &inc)
+        .or_else(|| pause_guard(state))
+        .or_else(|| rate_guard(cfg, state, now));
+    if let Some(guard) = guard {
         escalate(cfg, state, inc, guard, now, actions);
         return;
     }

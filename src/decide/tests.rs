@@ -492,6 +492,217 @@ fn manual_trigger_and_global_refusal() {
     assert!(s.paused.is_none());
 }
 
+/// Every path that can reach an execution, taken once plainly, once
+/// paused, once inside a release window and once in dry-run: only the
+/// plain one executes, and each guarded one says why it did not.
+#[test]
+fn every_path_to_an_execution_respects_pause_window_and_dry_run() {
+    // Every day 12:00:45 to 12:30 UTC: the breach at t(40) is outside, every
+    // decision at t(50) or later inside.
+    let window = Window {
+        name: "release".into(),
+        days: vec![
+            Weekday::Mon,
+            Weekday::Tue,
+            Weekday::Wed,
+            Weekday::Thu,
+            Weekday::Fri,
+            Weekday::Sat,
+            Weekday::Sun,
+        ],
+        start: NaiveTime::from_hms_opt(12, 0, 45).unwrap(),
+        end: NaiveTime::from_hms_opt(12, 30, 0).unwrap(),
+        timezone: chrono_tz::UTC,
+    };
+    let manual = || Event::ManualTrigger {
+        by: "carol".into(),
+        reason: "cve".into(),
+    };
+    for path in [
+        "breach",
+        "manual",
+        "approve",
+        "manual-while-waiting",
+        "timeout",
+    ] {
+        for guard in ["none", "paused", "window", "dry_run"] {
+            let mut c = cfg();
+            c.max_rollbacks_per_hour = 5;
+            c.confirm = !matches!(path, "breach" | "manual");
+            c.confirm_timeout = Duration::from_secs(60);
+            c.on_confirm_timeout = crate::config::OnConfirmTimeout::Rollback;
+            let mut s = watching_on("v2", "v1");
+            if c.confirm {
+                s = run(&c, s, vec![(breached(t(40)), t(40))]).0;
+                assert_eq!(s.phase.name(), "AwaitingConfirmation", "{path}");
+            }
+            match guard {
+                "paused" => s = run(&c, s, vec![(Event::Pause { by: "ops".into() }, t(45))]).0,
+                "window" => c.windows = vec![window.clone()],
+                "dry_run" => c.dry_run = true,
+                _ => {}
+            }
+            let (event, now) = match path {
+                "breach" => (breached(t(50)), t(50)),
+                "manual" | "manual-while-waiting" => (manual(), t(50)),
+                "approve" => (
+                    Event::Approve {
+                        incident: open_id(&s),
+                        by: "alice".into(),
+                    },
+                    t(50),
+                ),
+                _ => (breached(t(100)), t(100)),
+            };
+            let (s, actions) = step(&c, s, event, now).expect("step");
+            let executed = kinds(&actions).contains(&"execute".to_string());
+            let case = format!("{path} / {guard}: {:?}", s.phase.name());
+            let inc = s.incident().expect("incident");
+            let said = format!("{:?} {:?}", inc.error, inc.timeline);
+            match guard {
+                "none" => assert!(executed && s.phase.name() == "RollingBack", "{case}"),
+                "paused" => {
+                    assert!(!executed && s.phase.name() == "Escalated", "{case}");
+                    assert!(said.contains("paused"), "{case}: {said}");
+                }
+                "window" => {
+                    assert!(!executed && s.phase.name() == "DryRun", "{case}");
+                    assert!(said.contains("inside release window"), "{case}: {said}");
+                }
+                _ => {
+                    assert!(!executed && s.phase.name() == "DryRun", "{case}");
+                    assert!(said.contains("dry_run = true"), "{case}: {said}");
+                }
+            }
+        }
+    }
+}
+
+/// Answers that arrive twice or cross each other (a human and
+/// `confirm_command`, a link and the CLI, a manual trigger): at most one
+/// execution, and a refusal or result for another incident changes nothing.
+#[test]
+fn crossing_answers_and_stale_refusals_act_at_most_once() {
+    let mut c = cfg();
+    c.confirm = true;
+    c.max_rollbacks_per_hour = 5;
+    let (waiting, _) = run(&c, watching_on("v2", "v1"), vec![(breached(t(40)), t(40))]);
+    let id = open_id(&waiting);
+    let approve = |by: &str| Event::Approve {
+        incident: id.clone(),
+        by: by.into(),
+    };
+    let reject = Event::Reject {
+        incident: id.clone(),
+        by: "confirm_command".into(),
+        reason: "no".into(),
+    };
+    let manual = Event::ManualTrigger {
+        by: "carol".into(),
+        reason: "now".into(),
+    };
+    for (name, events, want) in [
+        ("approve twice", vec![approve("alice"), approve("alice")], 1),
+        (
+            "command then human",
+            vec![approve("confirm_command"), approve("bob")],
+            1,
+        ),
+        (
+            "approve then reject",
+            vec![approve("alice"), reject.clone()],
+            1,
+        ),
+        (
+            "reject then approve",
+            vec![reject.clone(), approve("alice")],
+            0,
+        ),
+        (
+            "approve then manual",
+            vec![approve("alice"), manual.clone()],
+            1,
+        ),
+        (
+            "manual then approve",
+            vec![manual.clone(), approve("alice")],
+            1,
+        ),
+    ] {
+        let mut s = waiting.clone();
+        let mut executions = 0;
+        for (i, e) in events.into_iter().enumerate() {
+            if let Ok((next, actions)) = step(&c, s.clone(), e, t(50 + i as i64)) {
+                executions += kinds(&actions).iter().filter(|k| *k == "execute").count();
+                s = next;
+            }
+        }
+        assert_eq!(executions, want, "{name}");
+    }
+
+    // The live version changed while waiting (here: back to the version
+    // the loop guard holds): approving, a manual trigger or the timeout
+    // escalate naming it instead of rolling back another release.
+    let mut guarded = waiting.clone();
+    guarded.loop_guard = Some("v1".into());
+    let mut rb = c.clone();
+    rb.on_confirm_timeout = crate::config::OnConfirmTimeout::Rollback;
+    for (name, e, at) in [
+        ("approve", approve("alice"), t(50)),
+        ("manual", manual.clone(), t(50)),
+        ("timeout", breached(t(400)), t(400)),
+    ] {
+        let (s, actions) = run(
+            &rb,
+            guarded.clone(),
+            vec![
+                (
+                    Event::VersionObserved {
+                        version: "v1".into(),
+                    },
+                    t(45),
+                ),
+                (e, at),
+            ],
+        );
+        assert_eq!(s.phase.name(), "Escalated", "{name}");
+        assert!(!kinds(&actions).contains(&"execute".to_string()), "{name}");
+        let err = s.incident().unwrap().error.clone().unwrap();
+        assert!(err.contains("opened on v2 but v1 is live"), "{name}: {err}");
+    }
+
+    // A refusal for another incident, or a second one, changes nothing.
+    let (rolling, _) = run(&c, waiting, vec![(approve("alice"), t(50))]);
+    let other = Event::ExecRefused {
+        incident: "20261118-120000-web-99".into(),
+        reason: "global rate limit".into(),
+    };
+    assert!(step(&c, rolling.clone(), other, t(51)).is_err());
+    let refused = Event::ExecRefused {
+        incident: id.clone(),
+        reason: "global rate limit".into(),
+    };
+    let (escalated, _) = run(&c, rolling.clone(), vec![(refused.clone(), t(51))]);
+    assert_eq!(escalated.phase.name(), "Escalated");
+    assert!(step(&c, escalated, refused, t(52)).is_err());
+
+    // Pausing or a window while the plan runs, or a restart then, never
+    // starts the plan again.
+    let mut w = c.clone();
+    w.dry_run = true;
+    let (s, actions) = run(
+        &w,
+        rolling,
+        vec![
+            (Event::Pause { by: "ops".into() }, t(52)),
+            (Event::Recovered, t(53)),
+            (breached(t(54)), t(54)),
+        ],
+    );
+    assert_eq!(s.phase.name(), "Verifying");
+    assert!(!kinds(&actions).contains(&"execute".to_string()));
+}
+
 #[derive(Debug, Clone)]
 enum Gen {
     Eval(Vec<u8>),

@@ -9,6 +9,7 @@
 //! rule's report names its configured `match`, not what an alert carried.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::{DateTime, Datelike, Duration as ChronoDuration, Utc};
@@ -66,7 +67,7 @@ pub struct IngestReport {
     pub firing: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Stored {
     labels: BTreeMap<String, String>,
     starts_at: DateTime<Utc>,
@@ -80,7 +81,14 @@ struct Stored {
 #[derive(Debug, Default)]
 pub struct AlertStore {
     alerts: Mutex<HashMap<String, Stored>>,
+    /// `state_dir/alerts.json` once [`AlertStore::persist_in`] was called:
+    /// every accepted payload is saved there, so a restart does not forget
+    /// what fires until Alertmanager's next repeat.
+    file: Mutex<Option<PathBuf>>,
 }
+
+/// File name of the saved store inside `state_dir`.
+pub const ALERTS_FILE: &str = "alerts.json";
 
 /// How long resolved alerts are remembered to recognise redeliveries.
 const FORGET_AFTER: i64 = 24;
@@ -132,7 +140,56 @@ impl AlertStore {
         let forget = now - ChronoDuration::hours(FORGET_AFTER);
         alerts.retain(|_, s| s.firing || s.seen > forget);
         report.firing = alerts.values().filter(|s| is_firing(s, now)).count();
+        if report.accepted + report.duplicates > 0 {
+            self.save(&alerts);
+        }
         Ok(report)
+    }
+
+    /// Load `dir/alerts.json` (if any) into the store, dropping alerts whose
+    /// `endsAt` has passed and resolved ones too old to matter, and save
+    /// every later change there. Returns how many alerts fire after loading.
+    /// A file that cannot be read is set aside as `alerts.json.bad` (and
+    /// reported) so that nothing is lost and the daemon starts anyway.
+    pub fn persist_in(&self, dir: &Path, now: DateTime<Utc>) -> Result<usize, String> {
+        let path = dir.join(ALERTS_FILE);
+        *self.file.lock().unwrap_or_else(|p| p.into_inner()) = Some(path.clone());
+        let text = match std::fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        let loaded: HashMap<String, Stored> = match serde_json::from_slice(&text) {
+            Ok(l) => l,
+            Err(e) => {
+                let bad = dir.join(format!("{ALERTS_FILE}.bad"));
+                let _ = std::fs::rename(&path, &bad);
+                return Err(format!(
+                    "cannot parse {}: {e}; moved it to {} and started with no alerts",
+                    path.display(),
+                    bad.display()
+                ));
+            }
+        };
+        let forget = now - ChronoDuration::hours(FORGET_AFTER);
+        let mut alerts = self.alerts.lock().unwrap_or_else(|p| p.into_inner());
+        for (fp, s) in loaded {
+            let ended = s.ends_at.is_some_and(|e| e <= now);
+            if (s.firing && !ended) || (!s.firing && s.seen > forget) {
+                alerts.entry(fp).or_insert(s);
+            }
+        }
+        Ok(alerts.values().filter(|s| is_firing(s, now)).count())
+    }
+
+    /// Write the store to its file: a temporary file, fsync, rename.
+    fn save(&self, alerts: &HashMap<String, Stored>) {
+        let Some(path) = self.file.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
+            return;
+        };
+        if let Err(e) = write_atomic(&path, alerts) {
+            tracing::error!(path = %path.display(), error = %e, "cannot save the alert store; a restart forgets alerts until Alertmanager repeats them");
+        }
     }
 
     /// Firing alerts whose labels include every pair of `m`.
@@ -144,6 +201,15 @@ impl AlertStore {
             .filter(|s| m.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
             .count()
     }
+}
+
+fn write_atomic(path: &Path, alerts: &HashMap<String, Stored>) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec(alerts).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Firing, and not past an `endsAt` Alertmanager gave it (an Alertmanager
@@ -242,6 +308,53 @@ mod tests {
         let r = s.ingest(p.as_bytes(), now()).unwrap();
         assert_eq!((r.accepted, r.firing), (1, 0));
         assert_eq!(s.count_matching(&m(), now()), 0);
+    }
+
+    #[test]
+    fn persisted_store_reloads_firing_alerts_and_drops_ended_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = AlertStore::default();
+        assert_eq!(s.persist_in(dir.path(), now()), Ok(0));
+        let firing = payload("firing", "abc", "2026-11-18T11:59:00Z");
+        s.ingest(firing.as_bytes(), now()).unwrap();
+        let ends_soon = payload("firing", "def", "2026-11-18T11:58:00Z")
+            .replace("0001-01-01T00:00:00Z", "2026-11-18T12:05:00Z");
+        s.ingest(ends_soon.as_bytes(), now()).unwrap();
+        assert!(!dir.path().join("alerts.json.tmp").exists());
+
+        // A new process: both fire a minute later ...
+        let later = now() + ChronoDuration::minutes(1);
+        let r = AlertStore::default();
+        assert_eq!(r.persist_in(dir.path(), later), Ok(2));
+        assert_eq!(r.count_matching(&m(), later), 2);
+        // ... and redeliveries are still recognised.
+        let rep = r.ingest(firing.as_bytes(), later).unwrap();
+        assert_eq!((rep.accepted, rep.duplicates), (0, 1));
+        // After "def"'s endsAt only "abc" is loaded.
+        let much_later = now() + ChronoDuration::minutes(10);
+        let r = AlertStore::default();
+        assert_eq!(r.persist_in(dir.path(), much_later), Ok(1));
+        assert_eq!(r.alerts.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn unreadable_store_file_is_set_aside_not_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(ALERTS_FILE), "{torn").unwrap();
+        let s = AlertStore::default();
+        let e = s.persist_in(dir.path(), now()).unwrap_err();
+        assert!(
+            e.contains("alerts.json") && e.contains("alerts.json.bad"),
+            "{e}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("alerts.json.bad")).unwrap(),
+            "{torn"
+        );
+        // The store still works and saves.
+        let p = payload("firing", "abc", "2026-11-18T11:59:00Z");
+        s.ingest(p.as_bytes(), now()).unwrap();
+        assert!(dir.path().join(ALERTS_FILE).exists());
     }
 
     #[test]
