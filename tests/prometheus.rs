@@ -559,6 +559,7 @@ mod machine {
             confirm: false,
             confirm_timeout: Duration::from_secs(300),
             on_confirm_timeout: rollbackd::config::OnConfirmTimeout::Escalate,
+            has_after: false,
         }
     }
 

@@ -326,6 +326,8 @@ pub(super) fn on_event(
                 );
                 proceed(cfg, state, inc, now, actions);
             }
+            // The previous rollback's `after` steps still run: refuse.
+            Phase::Done { .. } if state.after_running.is_some() => return Err(()),
             Phase::Watching | Phase::Done { .. } => {
                 let cause = Cause::Manual {
                     by: by.clone(),

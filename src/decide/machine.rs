@@ -30,6 +30,8 @@ pub struct DecideConfig {
     pub method: String,
     /// Rate limit of executed rollbacks.
     pub max_rollbacks_per_hour: u32,
+    /// The plan has `after` steps to run once verification passed.
+    pub has_after: bool,
     /// `confirm = "required"`: a breach waits for a human.
     pub confirm: bool,
     /// How long to wait for the human.
@@ -54,6 +56,7 @@ impl DecideConfig {
             verify_url: target.verify.url.is_some(),
             method: target.rollback.kind.name().to_string(),
             max_rollbacks_per_hour: target.max_rollbacks_per_hour.get(),
+            has_after: !target.rollback.after.is_empty(),
             confirm: target.confirm.required,
             confirm_timeout: target.confirm.timeout,
             on_confirm_timeout: target.confirm.on_timeout,
@@ -205,6 +208,7 @@ pub fn step(
                 });
             }
             done.after_steps = result.steps.clone();
+            state.after_running = None;
             let msg = match &result.error {
                 None => format!("after steps done ({} steps)", result.steps.len()),
                 Some(e) => format!("after steps failed: {e}"),
@@ -247,6 +251,22 @@ pub fn step(
             Phase::Verifying { incident, .. } => actions.push(Action::Verify {
                 incident: incident.id.clone(),
             }),
+            Phase::Done { incident, .. } if state.after_running.is_some() => {
+                // The process died while the `after` steps ran: they are not
+                // run again blindly (a cache purge may have half happened).
+                state.after_running = None;
+                note(
+                    incident,
+                    now,
+                    "Done",
+                    "rollbackd restarted while the after steps ran; they are not run again: \
+                     check them by hand"
+                        .to_string(),
+                );
+                actions.push(Action::WriteRecord {
+                    incident: incident.clone(),
+                });
+            }
             // Same ID, same deadline: the wait goes on.
             Phase::AwaitingConfirmation { .. } | Phase::Watching | Phase::Done { .. } => {}
         },
@@ -356,9 +376,12 @@ fn verify(
         inc.verification = Some(msg.clone());
         inc.verify_finished = Some(now);
         state.loop_guard = inc.to_version.clone();
-        actions.push(Action::RunAfter {
-            incident: inc.clone(),
-        });
+        if cfg.has_after {
+            state.after_running = Some(inc.id.clone());
+            actions.push(Action::RunAfter {
+                incident: inc.clone(),
+            });
+        }
         let kind = NotifyKind::RolledBack;
         finish(
             cfg,
@@ -414,7 +437,8 @@ fn watch(cfg: &DecideConfig, state: &mut TargetState, now: Time, actions: &mut V
         .filter(|r| matches!(r.status, RuleStatus::Breached { .. }))
         .cloned()
         .collect();
-    if breached.is_empty() {
+    // A rollback is not over while its `after` steps run.
+    if breached.is_empty() || state.after_running.is_some() {
         return;
     }
     // A partly blind daemon does not act: a rule without data might be the

@@ -43,6 +43,10 @@ pub struct TargetState {
     /// After rolling back to this version, a breach on it escalates instead
     /// of rolling back again; a deploy of another version clears it.
     pub loop_guard: Option<String>,
+    /// The incident whose `after` steps are running: the rollback is not
+    /// over until they end, so nothing else may start meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_running: Option<String>,
     /// Sequence for incident IDs.
     pub incident_seq: u64,
     /// When the "monitoring is blind" notification went out; cleared (with
@@ -75,6 +79,7 @@ impl TargetState {
             rules: Vec::new(),
             rollbacks: Vec::new(),
             loop_guard: None,
+            after_running: None,
             incident_seq: 0,
             paused: None,
             blind_notified: None,

@@ -29,6 +29,7 @@ fn cfg() -> DecideConfig {
         on_confirm_timeout: crate::config::OnConfirmTimeout::Escalate,
         blind_after: Duration::from_secs(300),
         only_within: None,
+        has_after: true,
     }
 }
 
@@ -242,6 +243,38 @@ fn full_rollback_verifies_then_cools_down() {
         .as_deref()
         .unwrap()
         .contains("healthy 6s after"));
+    assert_eq!(s.after_running.as_deref(), Some(inc.id.as_str()));
+
+    // While the after steps run, the rollback is not over: a breach waits
+    // and a manual trigger is refused.
+    let id = inc.id.clone();
+    let mut cooled = s.clone();
+    if let Phase::Done { until, .. } = &mut cooled.phase {
+        *until = t(52);
+    }
+    let (still, a) = run(&c, cooled.clone(), vec![(breached(t(60)), t(60))]);
+    assert!(a.is_empty(), "{a:?}");
+    assert_eq!(still.phase.name(), "Watching");
+    let trigger = Event::ManualTrigger {
+        by: "ops".into(),
+        reason: "security fix".into(),
+    };
+    let mut done = s.clone();
+    done.rollbacks.clear();
+    assert!(step(&c, done, trigger, t(60)).is_err());
+    let after_done = Event::AfterFinished {
+        incident: id.clone(),
+        result: ExecResult {
+            ok: true,
+            steps: vec![],
+            from_version: None,
+            to_version: None,
+            error: None,
+        },
+    };
+    let (s, a) = run(&c, s, vec![(after_done, t(53))]);
+    assert_eq!(s.after_running, None);
+    assert_eq!(kinds(&a), vec!["record"]);
 
     // The version changes to v1 through our own rollback: not a new deploy.
     let (s, _) = run(
@@ -365,6 +398,26 @@ fn stale_results_are_errors_not_panics() {
     let (s, _) = run(&c, watching_on("v2", "v1"), vec![(breached(t(40)), t(40))]);
     let err = step(&c, s, stale, t(41)).unwrap_err();
     assert_eq!(err.phase, "RollingBack");
+}
+
+#[test]
+fn after_steps_interrupted_by_a_restart_are_not_rerun() {
+    let c = cfg();
+    let (s, _) = run(&c, watching_on("v2", "v1"), vec![(breached(t(40)), t(40))]);
+    let (s, _) = run(&c, s.clone(), vec![(exec_ok(&s), t(45))]);
+    let id = open_id(&s);
+    let checked = Event::VerifyChecked {
+        incident: id,
+        ok: true,
+        detail: "HTTP 200".into(),
+    };
+    let (s, _) = run(&c, s, vec![(checked, t(50)), (ok(t(51)), t(51))]);
+    assert!(s.after_running.is_some());
+    let (s, a) = run(&c, s, vec![(Event::Recovered, t(60))]);
+    assert_eq!(s.after_running, None);
+    assert_eq!(kinds(&a), vec!["record"]);
+    let note = &s.incident().unwrap().timeline.last().unwrap().message;
+    assert!(note.contains("not run again"), "{note}");
 }
 
 #[test]
