@@ -1,7 +1,8 @@
 //! The notifier and its SMTP sender against a real aiosmtpd: AUTH with a
 //! password from a file, a wrong password keeps the mail pending, and a
 //! server that rejects every mail sends it to `failed/` after
-//! `give_up_after`, counted in the metrics.
+//! `give_up_after`, counted in the metrics. Over TLS (implicit and STARTTLS)
+//! with a test CA given as `ca_file`, and a certificate that is not trusted.
 
 mod common;
 
@@ -9,9 +10,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::TimeZone;
-use common::smtp::{Behaviour, SmtpServer};
+use common::smtp::{Behaviour, Received, SmtpServer, TestCert, TlsMode};
 use rollbackd::config::{EmailConfig, NotifyConfig, SmtpConfig, SmtpSecurity};
 use rollbackd::decide::{Cause, Incident, NotifyKind, Outcome};
+use rollbackd::notify::smtp::SmtpChannel;
 use rollbackd::notify::Notifier;
 use rollbackd::rules::{RuleReport, RuleStatus};
 use tokio_util::sync::CancellationToken;
@@ -78,6 +80,7 @@ fn smtp(port: u16, username: Option<&str>, password_file: Option<&Path>) -> Smtp
         username: username.map(str::to_string),
         password_file: password_file.map(Path::to_path_buf),
         timeout: Duration::from_secs(10),
+        ca_file: None,
     }
 }
 
@@ -267,4 +270,116 @@ async fn a_rejecting_server_sends_the_mail_to_failed_after_give_up_after() {
     cancel.cancel();
     tracker.close();
     tracker.wait().await;
+}
+
+/// Deliver one mail through the notifier to a TLS server (a certificate
+/// from a private CA given as `ca_file`) with AUTH, and return what the
+/// server received.
+async fn deliver_over_tls(mode: TlsMode, host: &str, security: SmtpSecurity) -> Received {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = TestCert::generate(dir.path(), "relay");
+    let server = SmtpServer::start(
+        dir.path(),
+        Behaviour {
+            auth: Some("rollbackd:tls pass".into()),
+            tls: Some((mode, cert.clone())),
+            ..Behaviour::default()
+        },
+    );
+    let pw = dir.path().join("smtp-password");
+    std::fs::write(&pw, "tls pass\n").unwrap();
+    let outbox = dir.path().join("outbox");
+    let smtp = SmtpConfig {
+        host: host.into(),
+        security,
+        ca_file: Some(cert.ca.clone()),
+        ..smtp(server.port, Some("rollbackd"), Some(&pw))
+    };
+    let notifier = Notifier::build(&config(&outbox, smtp, Duration::from_secs(3600)), None);
+    let tracker = TaskTracker::new();
+    let cancel = CancellationToken::new();
+    notifier.senders().unwrap().spawn(&tracker, cancel.clone());
+    notifier
+        .notify(NotifyKind::RolledBack, &incident(), None)
+        .await
+        .unwrap()
+        .expect("mail written");
+    tokio::time::timeout(Duration::from_secs(30), async {
+        until(25, "the mail over TLS", || server.received().len() == 1).await;
+        until(5, "the delivered mail to leave the outbox", || {
+            eml_count(&outbox) == 0
+        })
+        .await;
+    })
+    .await
+    .expect("delivery stuck: TLS handshake or AUTH hanging");
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+    assert_eq!(server.auth_failures(), 0);
+    server.received().remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtps_with_a_private_ca_and_auth() {
+    let got = deliver_over_tls(TlsMode::Implicit, "localhost", SmtpSecurity::Tls).await;
+    assert!(got.tls, "the session was TLS");
+    assert_eq!(got.auth_user.as_deref(), Some("rollbackd"));
+    assert_eq!(got.rcpt_tos, ["admin@example.com"]);
+    assert_eq!(
+        got.header("Message-ID").as_deref(),
+        Some("<20250601-120000-frontend-1.rolled_back@rollbackd>")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_with_a_private_ca_and_auth() {
+    // The server refuses AUTH and MAIL before STARTTLS; the certificate
+    // names 127.0.0.1 as an IP address.
+    let got = deliver_over_tls(TlsMode::StartTls, "127.0.0.1", SmtpSecurity::StartTls).await;
+    assert!(got.tls, "the session was upgraded to TLS");
+    assert_eq!(got.auth_user.as_deref(), Some("rollbackd"));
+    assert!(got
+        .header("Subject")
+        .unwrap()
+        .contains("ROLLED BACK v2 -> v1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_certificate_fails_naming_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = TestCert::generate(dir.path(), "relay");
+    let other = TestCert::generate(dir.path(), "other-ca");
+    let eml = b"From: rollbackd <rollbackd@test.invalid>\r\nTo: admin@example.com\r\nSubject: x\r\nMessage-ID: <x.kind@rollbackd>\r\n\r\nbody\r\n";
+    for (mode, security, scheme) in [
+        (TlsMode::Implicit, SmtpSecurity::Tls, "smtps"),
+        (TlsMode::StartTls, SmtpSecurity::StartTls, "smtp+starttls"),
+    ] {
+        let server = SmtpServer::start(
+            dir.path(),
+            Behaviour {
+                tls: Some((mode, cert.clone())),
+                ..Behaviour::default()
+            },
+        );
+        // Trusting only the Mozilla roots, then another private CA: both refuse.
+        for ca_file in [None, Some(other.ca.clone())] {
+            let channel = SmtpChannel::build(&SmtpConfig {
+                host: "localhost".into(),
+                security,
+                ca_file: ca_file.clone(),
+                ..smtp(server.port, None, None)
+            })
+            .unwrap();
+            let err = tokio::time::timeout(Duration::from_secs(20), channel.send(eml))
+                .await
+                .expect("TLS handshake hanging")
+                .unwrap_err();
+            let name = format!("{scheme}://localhost:{}", server.port);
+            assert!(err.starts_with(&name), "names {name}: {err}");
+            assert!(err.contains("certificate"), "says why: {err}");
+            assert!(err.contains("ca_file"), "hints at the fix: {err}");
+        }
+        assert!(server.received().is_empty(), "{scheme}: nothing delivered");
+    }
 }
