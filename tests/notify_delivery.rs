@@ -201,8 +201,13 @@ async fn a_wrong_password_keeps_the_mail_pending() {
     tracker.wait().await;
 }
 
+/// Held by the tests that move mail to `failed/`: the failed counter is
+/// process-wide, and one of them counts it exactly.
+static FAILED_COUNTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejecting_server_sends_the_mail_to_failed_after_give_up_after() {
+    let _counter = FAILED_COUNTER.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let server = SmtpServer::start(
         dir.path(),
@@ -382,4 +387,100 @@ async fn an_untrusted_certificate_fails_naming_the_server() {
         }
         assert!(server.received().is_empty(), "{scheme}: nothing delivered");
     }
+}
+
+/// Rename an outbox item as if it had been written `ago` earlier (before a
+/// restart), and set its mtime to `mtime_ago`.
+fn age(path: &Path, ago: Duration, mtime_ago: Duration) -> std::path::PathBuf {
+    let name = path.file_name().unwrap().to_str().unwrap();
+    let then = chrono::Utc::now() - ago;
+    let renamed = path.with_file_name(format!(
+        "{}{}",
+        then.format("%Y%m%dT%H%M%S%.3fZ"),
+        &name[20..]
+    ));
+    std::fs::rename(path, &renamed).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&renamed)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now() - mtime_ago))
+        .unwrap();
+    renamed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn give_up_after_counts_from_when_the_mail_was_written_not_from_the_restart() {
+    let _counter = FAILED_COUNTER.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(
+        dir.path(),
+        Behaviour {
+            reject: true,
+            ..Behaviour::default()
+        },
+    );
+    let outbox = dir.path().join("outbox");
+    let cfg = config(
+        &outbox,
+        smtp(server.port, None, None),
+        Duration::from_secs(3600),
+    );
+    // The run before the restart wrote three mails and never delivered them.
+    let before = Notifier::build(&cfg, None);
+    let mut written = Vec::new();
+    for kind in [
+        NotifyKind::RollbackStarted,
+        NotifyKind::RolledBack,
+        NotifyKind::DidNotHelp,
+    ] {
+        written.push(
+            before
+                .notify(kind, &incident(), None)
+                .await
+                .unwrap()
+                .expect("mail written"),
+        );
+    }
+    let two_hours = Duration::from_secs(2 * 3600);
+    // Written 2 h ago: past give_up_after (1 h).
+    let old = age(&written[0], two_hours, two_hours);
+    // Written 2 h ago, then touched by a human: a fresh give_up_after.
+    let touched = age(&written[1], two_hours, Duration::ZERO);
+    // Written just now.
+    let fresh = written[2].clone();
+
+    // The restarted daemon: new notifier, new senders, no memory of retries.
+    let after = Notifier::build(&cfg, None);
+    let tracker = TaskTracker::new();
+    let cancel = CancellationToken::new();
+    after.senders().unwrap().spawn(&tracker, cancel.clone());
+    let failed = outbox.join("failed").join(old.file_name().unwrap());
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        until(15, "the 2 h old mail in failed/ after one attempt", || {
+            failed.exists()
+        }),
+    )
+    .await
+    .expect("sender stuck: the old mail's give_up_after counted from the restart?");
+    assert!(!old.exists());
+    // The others are tried too (oldest first) and stay pending for their hour.
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        until(15, "all three mails refused once", || {
+            server.rejections() >= 3
+        }),
+    )
+    .await
+    .expect("sender stuck after giving up on the old mail");
+    assert!(
+        touched.exists(),
+        "a touched mail gets a fresh give_up_after"
+    );
+    assert!(fresh.exists(), "a fresh mail is kept for give_up_after");
+    assert_eq!(eml_count(&outbox.join("failed")), 1);
+    assert!(server.received().is_empty());
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
 }

@@ -35,6 +35,8 @@ class Handler:
         if a.delay:
             await asyncio.sleep(a.delay)
         if a.reject:
+            with open(os.path.join(a.dir, "rejections"), "a") as f:
+                f.write("x\n")
             return "554 5.7.1 rejected by the test server"
         login = session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None
         record = {
@@ -313,6 +315,13 @@ impl SmtpServer {
     /// How many AUTH attempts were refused.
     pub fn auth_failures(&self) -> usize {
         std::fs::read_to_string(self.dir.join("auth_failures"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    }
+
+    /// How many messages were refused with 554 (`reject`).
+    pub fn rejections(&self) -> usize {
+        std::fs::read_to_string(self.dir.join("rejections"))
             .map(|t| t.lines().count())
             .unwrap_or(0)
     }
