@@ -227,21 +227,6 @@ mod tests {
         email::build(&cfg, NotifyKind::RolledBack, &incident(), None, None).unwrap()
     }
 
-    /// Unfolded `(name, value)` header pairs of an RFC 5322 message.
-    fn headers(eml: &str) -> Vec<(String, String)> {
-        let (head, _) = eml.split_once("\r\n\r\n").expect("header/body separator");
-        let mut out: Vec<(String, String)> = Vec::new();
-        for line in head.split("\r\n") {
-            if line.starts_with([' ', '\t']) {
-                out.last_mut().expect("continuation line first").1 += line;
-            } else {
-                let (k, v) = line.split_once(':').expect("header line");
-                out.push((k.to_string(), v.trim().to_string()));
-            }
-        }
-        out
-    }
-
     #[tokio::test]
     async fn mail_is_written_as_eml() {
         let dir = tempfile::tempdir().unwrap();
@@ -256,7 +241,8 @@ mod tests {
             .unwrap_or_else(|e| panic!("{name} starts with a timestamp: {e}"));
 
         let eml = std::fs::read_to_string(&path).unwrap();
-        let h = headers(&eml);
+        assert!(eml.contains("\r\n\r\n"), "header/body separator");
+        let h = crate::notify::smtp::headers(eml.as_bytes());
         let get = |k: &str| {
             h.iter()
                 .find(|(n, _)| n.eq_ignore_ascii_case(k))

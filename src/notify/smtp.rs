@@ -32,12 +32,22 @@ impl std::fmt::Debug for SmtpChannel {
     }
 }
 
+/// The content of the file named by `notify.email.KEY`, read at start.
+fn read(key: &str, file: &std::path::Path) -> Result<Vec<u8>, NotifyError> {
+    std::fs::read(file).map_err(|e| {
+        NotifyError::Setup(format!(
+            "cannot read notify.email.{key} {}: {e}",
+            file.display()
+        ))
+    })
+}
+
 /// Where the password comes from, resolved at start.
 fn password(cfg: &SmtpConfig) -> Result<String, NotifyError> {
     if let Some(file) = &cfg.password_file {
-        let text = std::fs::read_to_string(file).map_err(|e| {
+        let text = String::from_utf8(read("password_file", file)?).map_err(|_| {
             NotifyError::Setup(format!(
-                "cannot read notify.email.password_file {}: {e}",
+                "notify.email.password_file {} is not UTF-8 text",
                 file.display()
             ))
         })?;
@@ -62,12 +72,7 @@ fn password(cfg: &SmtpConfig) -> Result<String, NotifyError> {
 fn tls_parameters(cfg: &SmtpConfig, server: &str) -> Result<TlsParameters, NotifyError> {
     let mut builder = TlsParameters::builder(cfg.host.clone());
     if let Some(file) = &cfg.ca_file {
-        let pem = std::fs::read(file).map_err(|e| {
-            NotifyError::Setup(format!(
-                "cannot read notify.email.ca_file {}: {e}",
-                file.display()
-            ))
-        })?;
+        let pem = read("ca_file", file)?;
         // lettre skips what is not a certificate: an empty or wrong file
         // would silently add nothing.
         if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
@@ -179,8 +184,9 @@ fn describe(e: &lettre::transport::smtp::Error, host: &str) -> String {
     s
 }
 
-/// The envelope from a message's `From` and `To` headers.
-pub fn envelope(eml: &[u8]) -> Result<lettre::address::Envelope, String> {
+/// The header fields of an RFC 5322 message, in order, unfolded, names
+/// lowercased.
+pub(crate) fn headers(eml: &[u8]) -> Vec<(String, String)> {
     let text = String::from_utf8_lossy(eml);
     let head = text
         .split_once("\r\n\r\n")
@@ -197,6 +203,12 @@ pub fn envelope(eml: &[u8]) -> Result<lettre::address::Envelope, String> {
             headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
         }
     }
+    headers
+}
+
+/// The envelope from a message's `From` and `To` headers.
+pub fn envelope(eml: &[u8]) -> Result<lettre::address::Envelope, String> {
+    let headers = headers(eml);
     let get = |name: &str| -> Vec<&str> {
         headers
             .iter()
