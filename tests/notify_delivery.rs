@@ -118,15 +118,23 @@ async fn auth_with_a_password_from_a_file() {
     );
     let pw = dir.path().join("smtp-password");
     std::fs::write(&pw, "s3cret pass\n").unwrap();
-    let outbox = dir.path().join("outbox");
-    let notifier = Notifier::build(
-        &config(
-            &outbox,
-            smtp(server.port, Some("rollbackd"), Some(&pw)),
-            Duration::from_secs(3600),
-        ),
-        None,
+    let got = deliver_one(
+        &server,
+        &dir.path().join("outbox"),
+        smtp(server.port, Some("rollbackd"), Some(&pw)),
+    )
+    .await;
+    assert_eq!(got.auth_user.as_deref(), Some("rollbackd"));
+    assert_eq!(
+        got.header("Message-ID").as_deref(),
+        Some("<20250601-120000-frontend-1.rolled_back@rollbackd>")
     );
+}
+
+/// Notify one RolledBack mail through `smtp` to `server`, wait until it is
+/// delivered and gone from `outbox`, stop the sender, and return the mail.
+async fn deliver_one(server: &SmtpServer, outbox: &Path, smtp: SmtpConfig) -> Received {
+    let notifier = Notifier::build(&config(outbox, smtp, Duration::from_secs(3600)), None);
     let tracker = TaskTracker::new();
     let cancel = CancellationToken::new();
     notifier.senders().unwrap().spawn(&tracker, cancel.clone());
@@ -136,26 +144,22 @@ async fn auth_with_a_password_from_a_file() {
         .unwrap()
         .expect("mail written");
     tokio::time::timeout(Duration::from_secs(30), async {
-        until(25, "the authenticated mail", || {
+        until(25, "the mail at the server", || {
             server.received().len() == 1
         })
         .await;
         until(5, "the delivered mail to leave the outbox", || {
-            eml_count(&outbox) == 0
+            eml_count(outbox) == 0
         })
         .await;
     })
     .await
-    .expect("delivery stuck: sender not woken or AUTH hanging");
-    let got = &server.received()[0];
-    assert_eq!(got.auth_user.as_deref(), Some("rollbackd"));
-    assert_eq!(
-        got.header("Message-ID").as_deref(),
-        Some("<20250601-120000-frontend-1.rolled_back@rollbackd>")
-    );
+    .expect("delivery stuck: sender not woken, or TLS handshake or AUTH hanging");
     cancel.cancel();
     tracker.close();
     tracker.wait().await;
+    assert_eq!(server.auth_failures(), 0);
+    server.received().remove(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,6 +205,17 @@ async fn a_wrong_password_keeps_the_mail_pending() {
     tracker.wait().await;
 }
 
+/// A server that answers every message with 554.
+fn rejecting_server(dir: &Path) -> SmtpServer {
+    SmtpServer::start(
+        dir,
+        Behaviour {
+            reject: true,
+            ..Behaviour::default()
+        },
+    )
+}
+
 /// Held by the tests that move mail to `failed/`: the failed counter is
 /// process-wide, and one of them counts it exactly.
 static FAILED_COUNTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -209,13 +224,7 @@ static FAILED_COUNTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(()
 async fn a_rejecting_server_sends_the_mail_to_failed_after_give_up_after() {
     let _counter = FAILED_COUNTER.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let server = SmtpServer::start(
-        dir.path(),
-        Behaviour {
-            reject: true,
-            ..Behaviour::default()
-        },
-    );
+    let server = rejecting_server(dir.path());
     let outbox = dir.path().join("outbox");
     let notifier = Notifier::build(
         &config(
@@ -293,36 +302,13 @@ async fn deliver_over_tls(mode: TlsMode, host: &str, security: SmtpSecurity) -> 
     );
     let pw = dir.path().join("smtp-password");
     std::fs::write(&pw, "tls pass\n").unwrap();
-    let outbox = dir.path().join("outbox");
     let smtp = SmtpConfig {
         host: host.into(),
         security,
         ca_file: Some(cert.ca.clone()),
         ..smtp(server.port, Some("rollbackd"), Some(&pw))
     };
-    let notifier = Notifier::build(&config(&outbox, smtp, Duration::from_secs(3600)), None);
-    let tracker = TaskTracker::new();
-    let cancel = CancellationToken::new();
-    notifier.senders().unwrap().spawn(&tracker, cancel.clone());
-    notifier
-        .notify(NotifyKind::RolledBack, &incident(), None)
-        .await
-        .unwrap()
-        .expect("mail written");
-    tokio::time::timeout(Duration::from_secs(30), async {
-        until(25, "the mail over TLS", || server.received().len() == 1).await;
-        until(5, "the delivered mail to leave the outbox", || {
-            eml_count(&outbox) == 0
-        })
-        .await;
-    })
-    .await
-    .expect("delivery stuck: TLS handshake or AUTH hanging");
-    cancel.cancel();
-    tracker.close();
-    tracker.wait().await;
-    assert_eq!(server.auth_failures(), 0);
-    server.received().remove(0)
+    deliver_one(&server, &dir.path().join("outbox"), smtp).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -412,13 +398,7 @@ fn age(path: &Path, ago: Duration, mtime_ago: Duration) -> std::path::PathBuf {
 async fn give_up_after_counts_from_when_the_mail_was_written_not_from_the_restart() {
     let _counter = FAILED_COUNTER.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let server = SmtpServer::start(
-        dir.path(),
-        Behaviour {
-            reject: true,
-            ..Behaviour::default()
-        },
-    );
+    let server = rejecting_server(dir.path());
     let outbox = dir.path().join("outbox");
     let cfg = config(
         &outbox,

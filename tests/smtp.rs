@@ -71,6 +71,26 @@ fn subjects(received: &[Received]) -> Vec<String> {
         .collect()
 }
 
+/// The subjects of the mails of web's incident, in the order written.
+const INCIDENT_SUBJECTS: [&str; 2] = [
+    "[rollbackd] web: ROLLING BACK v2 -> v1",
+    "[rollbackd] web: ROLLED BACK v2 -> v1",
+];
+
+/// Wait until the ROLLED BACK mail (the incident's last) is in the outbox.
+fn wait_rolled_back_mail_written(outbox: &Path) {
+    wait_for(
+        Duration::from_secs(40),
+        "the ROLLED BACK mail in the outbox",
+        || {
+            mails(outbox)
+                .iter()
+                .any(|(_, m)| m.contains("ROLLED BACK"))
+                .then_some(())
+        },
+    );
+}
+
 /// Wait until the outbox holds no mail (everything delivered and removed).
 fn wait_outbox_empty(dir: &Path) {
     let outbox = dir.join("state/outbox");
@@ -131,10 +151,7 @@ fn full_incident_delivers_the_expected_mails_to_every_recipient() {
     let received = server.received();
     assert_eq!(
         subjects(&received),
-        vec![
-            "[rollbackd] web: ROLLING BACK v2 -> v1".to_string(),
-            "[rollbackd] web: ROLLED BACK v2 -> v1".to_string(),
-        ],
+        INCIDENT_SUBJECTS,
         "the incident's mails, in order"
     );
     for (id, n) in by_message_id(&received) {
@@ -205,16 +222,7 @@ fn server_down_at_incident_time_and_started_10s_later_gets_each_mail_once() {
     wait_version_seen(&dir.join("state"), "web", "v1");
     rollbackd::demo::switch_release(&dir, "v2").unwrap();
     let outbox = dir.join("state/outbox");
-    wait_for(
-        Duration::from_secs(40),
-        "the ROLLED BACK mail in the outbox",
-        || {
-            mails(&outbox)
-                .iter()
-                .any(|(_, m)| m.contains("ROLLED BACK"))
-                .then_some(())
-        },
-    );
+    wait_rolled_back_mail_written(&outbox);
     wait_for(
         Duration::from_secs(10),
         "a failed delivery attempt in the log",
@@ -255,16 +263,7 @@ fn mail_pending_at_restart_is_delivered_after_it_once() {
     wait_version_seen(&dir.join("state"), "web", "v1");
     rollbackd::demo::switch_release(&dir, "v2").unwrap();
     let outbox = dir.join("state/outbox");
-    wait_for(
-        Duration::from_secs(40),
-        "the ROLLED BACK mail in the outbox",
-        || {
-            mails(&outbox)
-                .iter()
-                .any(|(_, m)| m.contains("ROLLED BACK"))
-                .then_some(())
-        },
-    );
+    wait_rolled_back_mail_written(&outbox);
     assert_eq!(daemon.stop(), Some(0));
     let pending = mails(&outbox);
     assert_eq!(pending.len(), 2, "both mails wait in the outbox");
@@ -486,16 +485,7 @@ fn an_untrusted_smtps_relay_keeps_the_mail_until_ca_file_trusts_its_ca() {
     let daemon = Running::start(&config, &dir.join("daemon.log"));
     wait_version_seen(&dir.join("state"), "web", "v1");
     rollbackd::demo::switch_release(&dir, "v2").unwrap();
-    wait_for(
-        Duration::from_secs(40),
-        "the ROLLED BACK mail in the outbox",
-        || {
-            mails(&outbox)
-                .iter()
-                .any(|(_, m)| m.contains("ROLLED BACK"))
-                .then_some(())
-        },
-    );
+    wait_rolled_back_mail_written(&outbox);
     let refused = wait_for(
         Duration::from_secs(20),
         "a refused certificate in the log",
@@ -528,14 +518,7 @@ fn an_untrusted_smtps_relay_keeps_the_mail_until_ca_file_trusts_its_ca() {
     let daemon = Running::start(&config, &dir.join("daemon2.log"));
     wait_outbox_empty(&dir);
     let received = server.received();
-    assert_eq!(
-        subjects(&received),
-        vec![
-            "[rollbackd] web: ROLLING BACK v2 -> v1".to_string(),
-            "[rollbackd] web: ROLLED BACK v2 -> v1".to_string(),
-        ],
-        "oldest first"
-    );
+    assert_eq!(subjects(&received), INCIDENT_SUBJECTS, "oldest first");
     assert!(by_message_id(&received).values().all(|&n| n == 1));
     for mail in &received {
         assert!(mail.tls, "delivered over TLS");

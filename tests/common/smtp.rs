@@ -112,14 +112,24 @@ pub struct TestCert {
     pub key: PathBuf,
 }
 
-fn openssl(args: &[&std::ffi::OsStr]) {
+/// `openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj SUBJECT
+/// -keyout KEY -out CERT EXTRA...`: a new key and its certificate.
+fn openssl_req(subject: &str, key: &Path, cert: &Path, extra: &[&str]) {
     let out = Command::new("/usr/bin/openssl")
-        .args(args)
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", subject])
+        .arg("-keyout")
+        .arg(key)
+        .arg("-out")
+        .arg(cert)
+        .args(extra)
         .output()
         .expect("run /usr/bin/openssl to make the test certificates");
     assert!(
         out.status.success(),
-        "openssl {args:?} failed: {}",
+        "openssl req for {subject} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
@@ -130,49 +140,27 @@ impl TestCert {
     pub fn generate(dir: &Path, name: &str) -> TestCert {
         let p = |suffix: &str| dir.join(format!("{name}{suffix}"));
         let (ca, ca_key, cert, key) = (p("-ca.pem"), p("-ca.key"), p(".pem"), p(".key"));
-        let os = |s: &'static str| std::ffi::OsStr::new(s);
-        openssl(&[
-            os("req"),
-            os("-x509"),
-            os("-newkey"),
-            os("rsa:2048"),
-            os("-nodes"),
-            os("-days"),
-            os("2"),
-            os("-subj"),
-            std::ffi::OsStr::new(&format!("/CN=rollbackd test CA {name}")),
-            os("-keyout"),
-            ca_key.as_os_str(),
-            os("-out"),
-            ca.as_os_str(),
-        ]);
+        openssl_req(&format!("/CN=rollbackd test CA {name}"), &ca_key, &ca, &[]);
         // rustls refuses a CA certificate as the server's own (and a
         // self-signed leaf is no private CA): sign a leaf with the CA.
-        openssl(&[
-            os("req"),
-            os("-x509"),
-            os("-newkey"),
-            os("rsa:2048"),
-            os("-nodes"),
-            os("-days"),
-            os("2"),
-            os("-subj"),
-            os("/CN=localhost"),
-            os("-addext"),
-            os("subjectAltName=DNS:localhost,IP:127.0.0.1"),
-            os("-addext"),
-            os("basicConstraints=critical,CA:FALSE"),
-            os("-addext"),
-            os("extendedKeyUsage=serverAuth"),
-            os("-CA"),
-            ca.as_os_str(),
-            os("-CAkey"),
-            ca_key.as_os_str(),
-            os("-keyout"),
-            key.as_os_str(),
-            os("-out"),
-            cert.as_os_str(),
-        ]);
+        let (ca_arg, ca_key_arg) = (ca.to_str().unwrap(), ca_key.to_str().unwrap());
+        openssl_req(
+            "/CN=localhost",
+            &key,
+            &cert,
+            &[
+                "-addext",
+                "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                "-addext",
+                "basicConstraints=critical,CA:FALSE",
+                "-addext",
+                "extendedKeyUsage=serverAuth",
+                "-CA",
+                ca_arg,
+                "-CAkey",
+                ca_key_arg,
+            ],
+        );
         TestCert { ca, cert, key }
     }
 }
