@@ -1,7 +1,8 @@
 //! The real daemon delivering its mail to a real SMTP server (aiosmtpd on
 //! loopback): a full incident, a server that is down and comes up later, a
 //! restart with mail pending, a slow server beside a second target's
-//! rollback, and a flapping rule.
+//! rollback, a flapping rule, and smtps:// to a relay whose private CA is
+//! trusted only once `ca_file` names it.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::smtp::{free_port, Behaviour, Received, SmtpServer};
+use common::smtp::{free_port, Behaviour, Received, SmtpServer, TestCert, TlsMode};
 use common::*;
 
 /// A release tree, its demo service and a config for target `web` whose
@@ -68,6 +69,26 @@ fn subjects(received: &[Received]) -> Vec<String> {
         .iter()
         .map(|r| r.header("Subject").unwrap_or_default())
         .collect()
+}
+
+/// The subjects of the mails of web's incident, in the order written.
+const INCIDENT_SUBJECTS: [&str; 2] = [
+    "[rollbackd] web: ROLLING BACK v2 -> v1",
+    "[rollbackd] web: ROLLED BACK v2 -> v1",
+];
+
+/// Wait until the ROLLED BACK mail (the incident's last) is in the outbox.
+fn wait_rolled_back_mail_written(outbox: &Path) {
+    wait_for(
+        Duration::from_secs(40),
+        "the ROLLED BACK mail in the outbox",
+        || {
+            mails(outbox)
+                .iter()
+                .any(|(_, m)| m.contains("ROLLED BACK"))
+                .then_some(())
+        },
+    );
 }
 
 /// Wait until the outbox holds no mail (everything delivered and removed).
@@ -130,10 +151,7 @@ fn full_incident_delivers_the_expected_mails_to_every_recipient() {
     let received = server.received();
     assert_eq!(
         subjects(&received),
-        vec![
-            "[rollbackd] web: ROLLING BACK v2 -> v1".to_string(),
-            "[rollbackd] web: ROLLED BACK v2 -> v1".to_string(),
-        ],
+        INCIDENT_SUBJECTS,
         "the incident's mails, in order"
     );
     for (id, n) in by_message_id(&received) {
@@ -204,16 +222,7 @@ fn server_down_at_incident_time_and_started_10s_later_gets_each_mail_once() {
     wait_version_seen(&dir.join("state"), "web", "v1");
     rollbackd::demo::switch_release(&dir, "v2").unwrap();
     let outbox = dir.join("state/outbox");
-    wait_for(
-        Duration::from_secs(40),
-        "the ROLLED BACK mail in the outbox",
-        || {
-            mails(&outbox)
-                .iter()
-                .any(|(_, m)| m.contains("ROLLED BACK"))
-                .then_some(())
-        },
-    );
+    wait_rolled_back_mail_written(&outbox);
     wait_for(
         Duration::from_secs(10),
         "a failed delivery attempt in the log",
@@ -254,16 +263,7 @@ fn mail_pending_at_restart_is_delivered_after_it_once() {
     wait_version_seen(&dir.join("state"), "web", "v1");
     rollbackd::demo::switch_release(&dir, "v2").unwrap();
     let outbox = dir.join("state/outbox");
-    wait_for(
-        Duration::from_secs(40),
-        "the ROLLED BACK mail in the outbox",
-        || {
-            mails(&outbox)
-                .iter()
-                .any(|(_, m)| m.contains("ROLLED BACK"))
-                .then_some(())
-        },
-    );
+    wait_rolled_back_mail_written(&outbox);
     assert_eq!(daemon.stop(), Some(0));
     let pending = mails(&outbox);
     assert_eq!(pending.len(), 2, "both mails wait in the outbox");
@@ -454,6 +454,102 @@ fn a_username_without_a_password_stops_the_daemon_at_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("notify.email.username is set but there is no password: set password_file or ROLLBACKD_SMTP_PASSWORD"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_untrusted_smtps_relay_keeps_the_mail_until_ca_file_trusts_its_ca() {
+    let smtp_dir = tempfile::tempdir().unwrap();
+    let cert = TestCert::generate(smtp_dir.path(), "relay");
+    let server = SmtpServer::start(
+        smtp_dir.path(),
+        Behaviour {
+            auth: Some("rollbackd:tls pass".into()),
+            tls: Some((TlsMode::Implicit, cert.clone())),
+            ..Behaviour::default()
+        },
+    );
+    let pw = smtp_dir.path().join("smtp-password");
+    std::fs::write(&pw, "tls pass\n").unwrap();
+    let url = format!("smtps://localhost:{}", server.port);
+    let email = format!(
+        "username = \"rollbackd\"\npassword_file = \"{}\"",
+        pw.display()
+    );
+    let (_tmp, dir, _) = setup(&url, "", &email, "");
+    let config = dir.join("rollbackd.toml");
+    let outbox = dir.join("state/outbox");
+
+    // Only the Mozilla roots: the relay's certificate is refused.
+    let daemon = Running::start(&config, &dir.join("daemon.log"));
+    wait_version_seen(&dir.join("state"), "web", "v1");
+    rollbackd::demo::switch_release(&dir, "v2").unwrap();
+    wait_rolled_back_mail_written(&outbox);
+    let refused = wait_for(
+        Duration::from_secs(20),
+        "a refused certificate in the log",
+        || {
+            daemon
+                .log_text()
+                .lines()
+                .find(|l| l.contains("notification not delivered; will retry"))
+                .map(str::to_string)
+        },
+    );
+    for want in [
+        url.as_str(),
+        "invalid peer certificate",
+        "notify.email.ca_file",
+    ] {
+        assert!(refused.contains(want), "missing {want:?} in: {refused}");
+    }
+    assert_eq!(daemon.stop(), Some(0));
+    assert!(server.received().is_empty(), "nothing sent without trust");
+    assert_eq!(mails(&outbox).len(), 2, "both mails stay in the outbox");
+
+    // Trust the private CA: the pending mail goes out over TLS, with AUTH.
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[notify.email]\n",
+        &format!("[notify.email]\nca_file = \"{}\"\n", cert.ca.display()),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let daemon = Running::start(&config, &dir.join("daemon2.log"));
+    wait_outbox_empty(&dir);
+    let received = server.received();
+    assert_eq!(subjects(&received), INCIDENT_SUBJECTS, "oldest first");
+    assert!(by_message_id(&received).values().all(|&n| n == 1));
+    for mail in &received {
+        assert!(mail.tls, "delivered over TLS");
+        assert_eq!(mail.auth_user.as_deref(), Some("rollbackd"));
+    }
+    assert_eq!(server.auth_failures(), 0);
+    assert_eq!(daemon.stop(), Some(0));
+}
+
+#[test]
+fn a_missing_ca_file_stops_the_daemon_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = tmp.path().join("no-such-ca.pem");
+    let (_tmp, dir, _) = setup(
+        "smtps://localhost:2465",
+        "",
+        &format!("ca_file = \"{}\"", ca.display()),
+        "",
+    );
+    let out = std::process::Command::new(bin())
+        .args(["run", "--config"])
+        .arg(dir.join("rollbackd.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "cannot read notify.email.ca_file {}",
+            ca.display()
+        )),
         "{stderr}"
     );
 }

@@ -159,6 +159,9 @@ pub struct SmtpConfig {
     pub password_file: Option<PathBuf>,
     /// Bounds connecting and each SMTP command, so a slow server cannot hold a mail forever.
     pub timeout: Duration,
+    /// PEM file of root certificates trusted besides the Mozilla roots
+    /// (an internal relay with a private CA); read at daemon start.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The scheme and `tls` parameter of `smtp_url`.

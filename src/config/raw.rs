@@ -107,6 +107,8 @@ pub struct RawEmail {
     pub timeout: Option<String>,
     /// Directory every mail is written to.
     pub outbox_dir: Option<String>,
+    /// PEM file of extra trusted root certificates (a private CA).
+    pub ca_file: Option<String>,
 }
 
 /// `[[notify.webhook]]`.

@@ -638,11 +638,16 @@ fn smtp(cx: &mut Cx, p: &str, raw: &RawEmail) -> Option<Option<SmtpConfig>> {
         None => Some(None),
         Some(f) => cx.absolute(&join(p, "password_file"), f).map(Some),
     };
+    let ca_file = match raw.ca_file.as_deref() {
+        None => Some(None),
+        Some(f) => cx.absolute(&join(p, "ca_file"), f).map(Some),
+    };
     let Some(url) = raw.smtp_url.as_deref() else {
         for (key, set) in [
             ("username", raw.username.is_some()),
             ("password_file", raw.password_file.is_some()),
             ("timeout", raw.timeout.is_some()),
+            ("ca_file", raw.ca_file.is_some()),
         ] {
             if set {
                 cx.err(
@@ -673,6 +678,13 @@ fn smtp(cx: &mut Cx, p: &str, raw: &RawEmail) -> Option<Option<SmtpConfig>> {
         );
         return None;
     }
+    if raw.ca_file.is_some() && security == SmtpSecurity::Plain {
+        cx.err(
+            join(p, "ca_file"),
+            format!("ca_file is set but {url:?} is plaintext: a CA only matters with smtps:// or ?tls=starttls"),
+        );
+        return None;
+    }
     Some(Some(SmtpConfig {
         host,
         port,
@@ -680,6 +692,7 @@ fn smtp(cx: &mut Cx, p: &str, raw: &RawEmail) -> Option<Option<SmtpConfig>> {
         username: username?,
         password_file: password_file?,
         timeout: timeout?,
+        ca_file: ca_file?,
     }))
 }
 
@@ -2006,6 +2019,9 @@ mod tests {
             (config(&[("top", &mail("smtp_url = \"smtp://127.0.0.1\"\nusername = \"u\"\npassword_file = \"p\""))]), "notify.email.password_file", "absolute path"),
             (config(&[("top", &mail("smtp_url = \"smtp://127.0.0.1\"\npassword = \"hunter2\""))]), "notify.email.password", "never read from the config file"),
             (config(&[("top", &mail("smtp_url = \"smtp://127.0.0.1\"\ntimeout = \"0s\""))]), "notify.email.timeout", "greater than zero"),
+            (config(&[("top", &mail("smtp_url = \"smtps://mail.example.com\"\nca_file = \"ca.pem\""))]), "notify.email.ca_file", "absolute path"),
+            (config(&[("top", &mail("smtp_url = \"smtp://127.0.0.1\"\nca_file = \"/etc/ca.pem\""))]), "notify.email.ca_file", "plaintext"),
+            (config(&[("top", &mail("ca_file = \"/etc/ca.pem\""))]), "notify.email.ca_file", "smtp_url is not"),
             (config(&[("top", "[[notify.webhook]]\nformat = \"json\"")]), "notify.webhook[0].url", "required key is missing"),
             (config(&[("top", "[[notify.webhook]]\nurl = \"ftp://chat/\"")]), "notify.webhook[0].url", "http:// or https://"),
             (config(&[("top", "[[notify.webhook]]\nurl = \"https://chat/\"\nformat = \"teams\"")]), "notify.webhook[0].format", r#"unknown format "teams""#),
@@ -2534,6 +2550,7 @@ mod tests {
             username: None,
             password_file: None,
             timeout: Duration::from_secs(30),
+            ca_file: None,
         };
         for (url, want) in [
             (
@@ -2560,6 +2577,11 @@ mod tests {
         assert_eq!(auth.username.as_deref(), Some("rb"));
         assert_eq!(auth.password_file, Some(PathBuf::from("/etc/rb/pw")));
         assert_eq!(auth.timeout, Duration::from_secs(5));
+        let ca = mail(
+            "smtp_url = \"smtp://mail.example.com?tls=starttls\"\nca_file = \"/etc/rb/ca.pem\"",
+        )
+        .unwrap();
+        assert_eq!(ca.ca_file, Some(PathBuf::from("/etc/rb/ca.pem")));
         // Username without password_file: the password comes from the environment.
         assert!(mail("smtp_url = \"smtp://127.0.0.1:25\"\nusername = \"rb\"").is_some());
 

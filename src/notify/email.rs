@@ -11,6 +11,7 @@ use lettre::message::{Mailbox, MultiPart};
 
 use crate::config::EmailConfig;
 use crate::decide::{Incident, NotifyKind};
+use crate::execute::process::display_argv;
 use crate::util::fmt_duration;
 
 use super::record;
@@ -38,28 +39,14 @@ pub fn build(
     public_url: Option<&url::Url>,
     links: Option<&super::ConfirmLinks>,
 ) -> Result<lettre::Message, NotifyError> {
-    let from: Mailbox = cfg
-        .from
-        .parse()
-        .map_err(|e| NotifyError::Build(format!("invalid from address {:?}: {e}", cfg.from)))?;
-    if cfg.to.is_empty() {
-        return Err(NotifyError::Build("no recipients configured".into()));
-    }
-    let mut builder = lettre::Message::builder()
-        .from(from)
-        .subject(subject(kind, incident))
-        .message_id(Some(message_id(kind, incident)))
-        .date_now();
-    for to in &cfg.to {
-        let mailbox: Mailbox = to
-            .parse()
-            .map_err(|e| NotifyError::Build(format!("invalid recipient address {to:?}: {e}")))?;
-        builder = builder.to(mailbox);
-    }
-    builder = builder
-        .raw_header(HeaderValue::new(TARGET_HEADER, incident.target.clone()))
-        .raw_header(HeaderValue::new(KIND_HEADER, kind_name(kind).to_string()))
-        .raw_header(HeaderValue::new(INCIDENT_HEADER, incident.id.clone()));
+    let builder = headers(
+        cfg,
+        kind,
+        &incident.target,
+        subject(kind, incident),
+        message_id(kind, incident),
+    )?
+    .raw_header(HeaderValue::new(INCIDENT_HEADER, incident.id.clone()));
     let plain = body(kind, incident, public_url, links);
     let html = html(
         &plain,
@@ -69,6 +56,39 @@ pub fn build(
     builder
         .multipart(MultiPart::alternative_plain_html(plain, html))
         .map_err(|e| NotifyError::Build(format!("incident {}: {e}", incident.id)))
+}
+
+/// A message with the headers every notification carries: From, To (one
+/// per configured mailbox), Subject, Message-ID, Date, `X-Rollbackd-Target`
+/// and `X-Rollbackd-Kind`.
+fn headers(
+    cfg: &EmailConfig,
+    kind: NotifyKind,
+    target: &str,
+    subject: String,
+    message_id: String,
+) -> Result<lettre::message::MessageBuilder, NotifyError> {
+    let from: Mailbox = cfg
+        .from
+        .parse()
+        .map_err(|e| NotifyError::Build(format!("invalid from address {:?}: {e}", cfg.from)))?;
+    if cfg.to.is_empty() {
+        return Err(NotifyError::Build("no recipients configured".into()));
+    }
+    let mut builder = lettre::Message::builder()
+        .from(from)
+        .subject(subject)
+        .message_id(Some(message_id))
+        .date_now();
+    for to in &cfg.to {
+        let mailbox: Mailbox = to
+            .parse()
+            .map_err(|e| NotifyError::Build(format!("invalid recipient address {to:?}: {e}")))?;
+        builder = builder.to(mailbox);
+    }
+    Ok(builder
+        .raw_header(HeaderValue::new(TARGET_HEADER, target.to_string()))
+        .raw_header(HeaderValue::new(KIND_HEADER, kind_name(kind).to_string())))
 }
 
 /// `X-Rollbackd-Target`: the target a mail is about.
@@ -138,38 +158,18 @@ pub fn build_target(
     message: &str,
     at: chrono::DateTime<chrono::Utc>,
 ) -> Result<lettre::Message, NotifyError> {
-    let from: Mailbox = cfg
-        .from
-        .parse()
-        .map_err(|e| NotifyError::Build(format!("invalid from address {:?}: {e}", cfg.from)))?;
-    let safe: String = target
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let mut builder = lettre::Message::builder()
-        .from(from)
-        .subject(format!("[rollbackd] {target}: {}", label(kind)))
-        .message_id(Some(format!(
-            "<{safe}.{}.{}@rollbackd>",
+    let builder = headers(
+        cfg,
+        kind,
+        target,
+        format!("[rollbackd] {target}: {}", label(kind)),
+        format!(
+            "<{}.{}.{}@rollbackd>",
+            id_atom(target),
             kind_name(kind),
             at.format("%Y%m%dT%H%M%S%.3fZ")
-        )))
-        .date_now();
-    for to in &cfg.to {
-        let mailbox: Mailbox = to
-            .parse()
-            .map_err(|e| NotifyError::Build(format!("invalid recipient address {to:?}: {e}")))?;
-        builder = builder.to(mailbox);
-    }
-    builder = builder
-        .raw_header(HeaderValue::new(TARGET_HEADER, target.to_string()))
-        .raw_header(HeaderValue::new(KIND_HEADER, kind_name(kind).to_string()));
+        ),
+    )?;
     let body = format!(
         "{message}\n\nTarget: {target}\nAt:     {}\n",
         at.to_rfc3339()
@@ -218,9 +218,13 @@ pub(crate) fn kind_name(kind: NotifyKind) -> &'static str {
 
 /// `<ID.kind@rollbackd>`; characters not allowed in a Message-ID become `-`.
 pub(crate) fn message_id(kind: NotifyKind, incident: &Incident) -> String {
-    let id: String = incident
-        .id
-        .chars()
+    format!("<{}.{}@rollbackd>", id_atom(&incident.id), kind_name(kind))
+}
+
+/// `text` with the characters a Message-ID's local part may not hold
+/// replaced by `-`.
+fn id_atom(text: &str) -> String {
+    text.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c) {
                 c
@@ -228,8 +232,7 @@ pub(crate) fn message_id(kind: NotifyKind, incident: &Incident) -> String {
                 '-'
             }
         })
-        .collect();
-    format!("<{id}.{}@rollbackd>", kind_name(kind))
+        .collect()
 }
 
 /// The first sentence: what happened, for this kind.
@@ -360,7 +363,7 @@ fn body(
             "  {}. {}: {} (exit code {}, {})",
             i + 1,
             record::ok_failed(step.ok),
-            record::argv_line(&step.argv),
+            display_argv(&step.argv),
             record::exit_code(step),
             fmt_duration(step.duration)
         );
@@ -554,7 +557,7 @@ pub(crate) mod tests {
             "health = 0.83 > 0.5 (for 30s, window 1m)",
             "Versions:     v2 -> v1",
             "Method:       symlink",
-            "1. ok: switch 'current -> releases/v1' (exit code 0, 3ms)",
+            "1. ok: switch \"current -> releases/v1\" (exit code 0, 3ms)",
             "2. ok: systemctl restart frontend (exit code 0, 4.5s)",
             "Verification: GET http://127.0.0.1:8080/health answered 200",
             "2025-06-01T12:00:37.000Z  RolledBack   verify URL healthy",

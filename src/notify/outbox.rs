@@ -130,7 +130,10 @@ pub fn has_pending(dir: &Path, key: &str, ext: &str) -> bool {
     })
 }
 
-/// When the item was written: the time in its name, else its mtime.
+/// When `give_up_after` starts counting for an item: when it was written,
+/// from the time in its name (or its mtime), so a restart does not reset
+/// it. A later mtime wins: `touch` on an item (say, moved back from
+/// `failed/` by hand) gives it a fresh `give_up_after`.
 pub fn created_at(path: &Path) -> chrono::DateTime<chrono::Utc> {
     let from_name = path
         .file_name()
@@ -138,14 +141,14 @@ pub fn created_at(path: &Path) -> chrono::DateTime<chrono::Utc> {
         .and_then(|n| n.get(..20))
         .and_then(|s| chrono::NaiveDateTime::parse_from_str(s, STAMP).ok())
         .map(|t| t.and_utc());
-    from_name
-        .or_else(|| {
-            std::fs::metadata(path)
-                .and_then(|m| m.modified())
-                .ok()
-                .map(chrono::DateTime::<chrono::Utc>::from)
-        })
-        .unwrap_or_else(chrono::Utc::now)
+    let modified = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .map(chrono::DateTime::<chrono::Utc>::from);
+    match (from_name, modified) {
+        (Some(n), Some(m)) => n.max(m),
+        (n, m) => n.or(m).unwrap_or_else(chrono::Utc::now),
+    }
 }
 
 /// The item was delivered: remove it, durably.
@@ -224,21 +227,6 @@ mod tests {
         email::build(&cfg, NotifyKind::RolledBack, &incident(), None, None).unwrap()
     }
 
-    /// Unfolded `(name, value)` header pairs of an RFC 5322 message.
-    fn headers(eml: &str) -> Vec<(String, String)> {
-        let (head, _) = eml.split_once("\r\n\r\n").expect("header/body separator");
-        let mut out: Vec<(String, String)> = Vec::new();
-        for line in head.split("\r\n") {
-            if line.starts_with([' ', '\t']) {
-                out.last_mut().expect("continuation line first").1 += line;
-            } else {
-                let (k, v) = line.split_once(':').expect("header line");
-                out.push((k.to_string(), v.trim().to_string()));
-            }
-        }
-        out
-    }
-
     #[tokio::test]
     async fn mail_is_written_as_eml() {
         let dir = tempfile::tempdir().unwrap();
@@ -253,7 +241,8 @@ mod tests {
             .unwrap_or_else(|e| panic!("{name} starts with a timestamp: {e}"));
 
         let eml = std::fs::read_to_string(&path).unwrap();
-        let h = headers(&eml);
+        assert!(eml.contains("\r\n\r\n"), "header/body separator");
+        let h = crate::notify::smtp::headers(eml.as_bytes());
         let get = |k: &str| {
             h.iter()
                 .find(|(n, _)| n.eq_ignore_ascii_case(k))
@@ -326,6 +315,14 @@ mod tests {
         assert_eq!(pending(dir.path(), "eml").unwrap(), vec![a.clone()]);
         assert!(has_pending(dir.path(), "a.kind", "eml"));
         assert!(!has_pending(dir.path(), "a", "eml"));
+        // The name says 2025-06-01, but the file was just written (touched).
+        assert!(chrono::Utc::now() - created_at(&a) < chrono::TimeDelta::minutes(1));
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(&a)
+            .and_then(|f| f.set_modified(old))
+            .unwrap();
         assert_eq!(created_at(&a).to_rfc3339(), "2025-06-01T12:00:00+00:00");
         let moved = move_to_failed(&a).unwrap();
         assert_eq!(

@@ -13,6 +13,7 @@ use std::time::Duration;
 use chrono::SecondsFormat;
 
 use crate::decide::{Cause, Incident, Outcome, Time};
+use crate::execute::process::display_argv;
 use crate::execute::StepReport;
 use crate::util::fmt_duration;
 
@@ -31,7 +32,7 @@ fn render_steps(md: &mut String, steps: &[StepReport]) {
             md,
             "{}. {} **{}**",
             i + 1,
-            code_span(&argv_line(&step.argv)),
+            code_span(&display_argv(&step.argv)),
             ok_failed(step.ok)
         );
         let _ = writeln!(md, "   - exit code: {}", exit_code(step));
@@ -236,23 +237,6 @@ pub(crate) fn verification_text(incident: &Incident) -> String {
     }
 }
 
-/// argv as one line, quoting arguments that would not survive a shell.
-pub(crate) fn argv_line(argv: &[String]) -> String {
-    argv.iter()
-        .map(|a| {
-            let plain = !a.is_empty()
-                && a.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%{}".contains(c));
-            if plain {
-                a.clone()
-            } else {
-                format!("'{}'", a.replace('\'', r"'\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// `0`, or why there is no exit code.
 pub(crate) fn exit_code(step: &StepReport) -> String {
     match step.exit_code {
@@ -431,7 +415,7 @@ pub(crate) mod tests {
             "| Verification | 30s |",
             "| Total | 37s |",
             "## Steps",
-            "1. `switch 'current -> releases/v1'` **ok**",
+            "1. `switch \"current -> releases/v1\"` **ok**",
             "2. `systemctl restart frontend` **ok**",
             "   - exit code: 0",
             "   - duration: 4.5s",

@@ -79,22 +79,10 @@ impl Channel {
 
 /// A header's value in an RFC 5322 message (first occurrence, unfolded).
 fn header(bytes: &[u8], name: &str) -> Option<String> {
-    let text = String::from_utf8_lossy(bytes);
-    let head = text.split("\r\n\r\n").next().unwrap_or("");
-    let mut lines = head.lines().peekable();
-    while let Some(line) = lines.next() {
-        if let Some((k, v)) = line.split_once(':') {
-            if k.eq_ignore_ascii_case(name) {
-                let mut value = v.trim().to_string();
-                while let Some(next) = lines.next_if(|l| l.starts_with([' ', '\t'])) {
-                    value.push(' ');
-                    value.push_str(next.trim());
-                }
-                return Some(value);
-            }
-        }
-    }
-    None
+    super::smtp::headers(bytes)
+        .into_iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
 }
 
 /// Retry state of one item (in memory: after a restart an item starts over).

@@ -5,7 +5,7 @@
 //! as written, with the envelope taken from their `From` and `To` headers.
 
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use crate::config::{SmtpConfig, SmtpSecurity};
@@ -20,6 +20,7 @@ pub const PASSWORD_ENV: &str = "ROLLBACKD_SMTP_PASSWORD";
 pub struct SmtpChannel {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     server: String,
+    host: String,
 }
 
 impl std::fmt::Debug for SmtpChannel {
@@ -31,12 +32,22 @@ impl std::fmt::Debug for SmtpChannel {
     }
 }
 
+/// The content of the file named by `notify.email.KEY`, read at start.
+fn read(key: &str, file: &std::path::Path) -> Result<Vec<u8>, NotifyError> {
+    std::fs::read(file).map_err(|e| {
+        NotifyError::Setup(format!(
+            "cannot read notify.email.{key} {}: {e}",
+            file.display()
+        ))
+    })
+}
+
 /// Where the password comes from, resolved at start.
 fn password(cfg: &SmtpConfig) -> Result<String, NotifyError> {
     if let Some(file) = &cfg.password_file {
-        let text = std::fs::read_to_string(file).map_err(|e| {
+        let text = String::from_utf8(read("password_file", file)?).map_err(|_| {
             NotifyError::Setup(format!(
-                "cannot read notify.email.password_file {}: {e}",
+                "notify.email.password_file {} is not UTF-8 text",
                 file.display()
             ))
         })?;
@@ -57,6 +68,37 @@ fn password(cfg: &SmtpConfig) -> Result<String, NotifyError> {
     }
 }
 
+/// rustls with the Mozilla roots, plus the certificates of `ca_file`.
+fn tls_parameters(cfg: &SmtpConfig, server: &str) -> Result<TlsParameters, NotifyError> {
+    let mut builder = TlsParameters::builder(cfg.host.clone());
+    if let Some(file) = &cfg.ca_file {
+        let pem = read("ca_file", file)?;
+        // lettre skips what is not a certificate: an empty or wrong file
+        // would silently add nothing.
+        if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+            return Err(NotifyError::Setup(format!(
+                "notify.email.ca_file {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                file.display()
+            )));
+        }
+        let cert = Certificate::from_pem(&pem).map_err(|e| {
+            NotifyError::Setup(format!(
+                "notify.email.ca_file {} is not valid PEM: {e}",
+                file.display()
+            ))
+        })?;
+        builder = builder.add_root_certificate(cert);
+    }
+    builder.build_rustls().map_err(|e| {
+        let ca = cfg
+            .ca_file
+            .as_ref()
+            .map(|f| format!(" (with notify.email.ca_file {})", f.display()))
+            .unwrap_or_default();
+        NotifyError::Setup(format!("TLS setup for {server}{ca}: {e}"))
+    })
+}
+
 impl SmtpChannel {
     /// Build the transport (reads the password); does not connect.
     pub fn build(cfg: &SmtpConfig) -> Result<SmtpChannel, NotifyError> {
@@ -66,14 +108,10 @@ impl SmtpChannel {
             SmtpSecurity::Tls => "smtps",
         };
         let server = format!("{scheme}://{}:{}", cfg.host, cfg.port);
-        let tls = |host: &str| {
-            TlsParameters::new(host.to_string())
-                .map_err(|e| NotifyError::Setup(format!("TLS setup for {server}: {e}")))
-        };
         let tls = match cfg.security {
             SmtpSecurity::Plain => Tls::None,
-            SmtpSecurity::StartTls => Tls::Required(tls(&cfg.host)?),
-            SmtpSecurity::Tls => Tls::Wrapper(tls(&cfg.host)?),
+            SmtpSecurity::StartTls => Tls::Required(tls_parameters(cfg, &server)?),
+            SmtpSecurity::Tls => Tls::Wrapper(tls_parameters(cfg, &server)?),
         };
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&cfg.host)
             .port(cfg.port)
@@ -85,6 +123,7 @@ impl SmtpChannel {
         Ok(SmtpChannel {
             transport: builder.build(),
             server,
+            host: cfg.host.clone(),
         })
     }
 
@@ -98,35 +137,56 @@ impl SmtpChannel {
         let envelope = envelope(eml)?;
         match self.transport.send_raw(&envelope, eml).await {
             Ok(_) => Ok(()),
-            Err(e) => Err(format!("{}: {}", self.server, describe(&e))),
+            Err(e) => Err(format!("{}: {}", self.server, describe(&e, &self.host))),
         }
     }
 }
 
-/// lettre's error with its causes, saying whether the server refused.
-fn describe(e: &lettre::transport::smtp::Error) -> String {
-    use std::error::Error as _;
-    let mut s = if e.is_permanent() {
-        format!("server refused permanently: {e}")
-    } else if e.is_transient() {
-        format!("server refused for now: {e}")
-    } else {
-        e.to_string()
-    };
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let c = cause.to_string();
-        if !s.contains(&c) {
-            s.push_str(": ");
-            s.push_str(&c);
+/// lettre's error with its causes (each said once), saying whether the
+/// server refused, and what to check when the certificate was not trusted.
+fn describe(e: &lettre::transport::smtp::Error, host: &str) -> String {
+    // lettre prints a cause after its own label ("Connection error: CAUSE")
+    // and nests errors of the same kind: keep each level's label once.
+    let mut parts: Vec<String> = Vec::new();
+    let mut level: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = level {
+        let text = err.to_string();
+        let own = match err.source() {
+            Some(cause) => text
+                .strip_suffix(&cause.to_string())
+                .map(|l| l.trim_end_matches([' ', ':']).to_string())
+                .unwrap_or(text),
+            None => text,
+        };
+        if !own.is_empty() && parts.last() != Some(&own) {
+            parts.push(own);
         }
-        source = cause.source();
+        level = err.source();
+    }
+    let mut s = if e.is_permanent() {
+        "server refused permanently: ".to_string()
+    } else if e.is_transient() {
+        "server refused for now: ".to_string()
+    } else {
+        String::new()
+    };
+    let said = parts.join(": ");
+    let mut chars = said.chars();
+    if let Some(first) = chars.next() {
+        s.extend(first.to_lowercase());
+        s.push_str(chars.as_str());
+    }
+    if s.contains("certificate") {
+        s.push_str(&format!(
+            " (the server's TLS certificate is not trusted for {host}: is the CA that signed it in notify.email.ca_file, and does it name {host}?)"
+        ));
     }
     s
 }
 
-/// The envelope from a message's `From` and `To` headers.
-pub fn envelope(eml: &[u8]) -> Result<lettre::address::Envelope, String> {
+/// The header fields of an RFC 5322 message, in order, unfolded, names
+/// lowercased.
+pub(crate) fn headers(eml: &[u8]) -> Vec<(String, String)> {
     let text = String::from_utf8_lossy(eml);
     let head = text
         .split_once("\r\n\r\n")
@@ -143,6 +203,12 @@ pub fn envelope(eml: &[u8]) -> Result<lettre::address::Envelope, String> {
             headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
         }
     }
+    headers
+}
+
+/// The envelope from a message's `From` and `To` headers.
+pub fn envelope(eml: &[u8]) -> Result<lettre::address::Envelope, String> {
+    let headers = headers(eml);
     let get = |name: &str| -> Vec<&str> {
         headers
             .iter()
@@ -193,6 +259,7 @@ mod tests {
             username: Some("rb".into()),
             password_file: Some(file.clone()),
             timeout: std::time::Duration::from_secs(5),
+            ca_file: None,
         };
         assert_eq!(password(&cfg).unwrap(), "s3cret");
         let ch = SmtpChannel::build(&cfg).unwrap();
@@ -209,5 +276,41 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_ca_file_is_named_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = |ca: &std::path::Path| SmtpConfig {
+            host: "mail.example.com".into(),
+            port: 465,
+            security: SmtpSecurity::Tls,
+            username: None,
+            password_file: None,
+            timeout: std::time::Duration::from_secs(5),
+            ca_file: Some(ca.to_path_buf()),
+        };
+        let err = |ca: &std::path::Path| SmtpChannel::build(&cfg(ca)).unwrap_err().to_string();
+
+        let missing = dir.path().join("missing.pem");
+        let e = err(&missing);
+        assert!(
+            e.contains("cannot read notify.email.ca_file") && e.contains("missing.pem"),
+            "{e}"
+        );
+
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let e = err(&empty);
+        assert!(e.contains("empty.pem holds no PEM certificate"), "{e}");
+
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(
+            &garbage,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let e = err(&garbage);
+        assert!(e.contains("garbage.pem"), "{e}");
     }
 }

@@ -1,8 +1,10 @@
 //! A real SMTP server for tests: Debian's aiosmtpd run by `/usr/bin/python3`
 //! with a small handler that writes every accepted message to a directory
-//! as JSON (envelope, authenticated user, content). Options: AUTH with a
-//! user and password (allowed over plain loopback), reject every message
-//! with a 5xx, or accept slowly.
+//! as JSON (envelope, authenticated user, whether the session was TLS,
+//! content). Options: AUTH with a user and password (allowed over plain
+//! loopback unless TLS is on), reject every message with a 5xx, accept
+//! slowly, or speak TLS (implicit or required STARTTLS) with a certificate
+//! from [`TestCert`].
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -13,7 +15,7 @@ use std::time::Duration;
 pub const PYTHON: &str = "/usr/bin/python3";
 
 const SCRIPT: &str = r#"
-import argparse, asyncio, json, os, sys, threading, time, uuid
+import argparse, asyncio, json, os, ssl, sys, threading, time, uuid
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
@@ -23,6 +25,9 @@ p.add_argument("--dir", required=True)
 p.add_argument("--auth", default="")
 p.add_argument("--reject", action="store_true")
 p.add_argument("--delay", type=float, default=0.0)
+p.add_argument("--tls", choices=["implicit", "starttls"])
+p.add_argument("--cert")
+p.add_argument("--key")
 a = p.parse_args()
 
 class Handler:
@@ -30,12 +35,15 @@ class Handler:
         if a.delay:
             await asyncio.sleep(a.delay)
         if a.reject:
+            with open(os.path.join(a.dir, "rejections"), "a") as f:
+                f.write("x\n")
             return "554 5.7.1 rejected by the test server"
         login = session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None
         record = {
             "mail_from": envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
             "auth_user": login,
+            "tls": server.transport.get_extra_info("ssl_object") is not None,
             "content": envelope.original_content.decode("utf-8", "replace"),
         }
         name = "%d-%s.json" % (time.time_ns(), uuid.uuid4().hex)
@@ -55,7 +63,16 @@ def authenticator(server, session, envelope, mechanism, auth_data):
 
 kw = {}
 if a.auth:
-    kw = dict(authenticator=authenticator, auth_required=True, auth_require_tls=False)
+    # With STARTTLS aiosmtpd itself refuses AUTH before the upgrade; with
+    # implicit TLS it does not know the socket is TLS, so do not ask it to.
+    kw = dict(authenticator=authenticator, auth_required=True, auth_require_tls=a.tls == "starttls")
+if a.tls:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(a.cert, a.key)
+    if a.tls == "implicit":
+        kw["ssl_context"] = ctx
+    else:
+        kw.update(tls_context=ctx, require_starttls=True)
 c = Controller(Handler(), hostname="127.0.0.1", port=a.port, **kw)
 c.start()
 print("ready", flush=True)
@@ -72,6 +89,80 @@ pub struct Behaviour {
     pub reject: bool,
     /// Seconds to wait before answering DATA.
     pub delay: Option<f64>,
+    /// Speak TLS with this certificate.
+    pub tls: Option<(TlsMode, TestCert)>,
+}
+
+/// How the server offers TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// TLS from the first byte (`smtps://`).
+    Implicit,
+    /// STARTTLS, required before MAIL and AUTH (`smtp://...?tls=starttls`).
+    StartTls,
+}
+
+/// A server certificate for `localhost` and `127.0.0.1` signed by a
+/// private test CA, made by `/usr/bin/openssl`: `ca` is what a client
+/// trusts (`ca_file`), `cert` and `key` are what the server presents.
+#[derive(Debug, Clone)]
+pub struct TestCert {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj SUBJECT
+/// -keyout KEY -out CERT EXTRA...`: a new key and its certificate.
+fn openssl_req(subject: &str, key: &Path, cert: &Path, extra: &[&str]) {
+    let out = Command::new("/usr/bin/openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", subject])
+        .arg("-keyout")
+        .arg(key)
+        .arg("-out")
+        .arg(cert)
+        .args(extra)
+        .output()
+        .expect("run /usr/bin/openssl to make the test certificates");
+    assert!(
+        out.status.success(),
+        "openssl req for {subject} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl TestCert {
+    /// Generate `dir/NAME-ca.pem` (a CA) and `dir/NAME.pem`, `dir/NAME.key`
+    /// (the server's certificate, signed by it). Panics when openssl fails.
+    pub fn generate(dir: &Path, name: &str) -> TestCert {
+        let p = |suffix: &str| dir.join(format!("{name}{suffix}"));
+        let (ca, ca_key, cert, key) = (p("-ca.pem"), p("-ca.key"), p(".pem"), p(".key"));
+        openssl_req(&format!("/CN=rollbackd test CA {name}"), &ca_key, &ca, &[]);
+        // rustls refuses a CA certificate as the server's own (and a
+        // self-signed leaf is no private CA): sign a leaf with the CA.
+        let (ca_arg, ca_key_arg) = (ca.to_str().unwrap(), ca_key.to_str().unwrap());
+        openssl_req(
+            "/CN=localhost",
+            &key,
+            &cert,
+            &[
+                "-addext",
+                "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                "-addext",
+                "basicConstraints=critical,CA:FALSE",
+                "-addext",
+                "extendedKeyUsage=serverAuth",
+                "-CA",
+                ca_arg,
+                "-CAkey",
+                ca_key_arg,
+            ],
+        );
+        TestCert { ca, cert, key }
+    }
 }
 
 /// One accepted message.
@@ -80,6 +171,9 @@ pub struct Received {
     pub mail_from: String,
     pub rcpt_tos: Vec<String>,
     pub auth_user: Option<String>,
+    /// Whether the session that delivered it was TLS.
+    #[serde(default)]
+    pub tls: bool,
     pub content: String,
 }
 
@@ -157,6 +251,17 @@ impl SmtpServer {
         if let Some(d) = behaviour.delay {
             cmd.arg("--delay").arg(d.to_string());
         }
+        if let Some((mode, cert)) = &behaviour.tls {
+            let mode = match mode {
+                TlsMode::Implicit => "implicit",
+                TlsMode::StartTls => "starttls",
+            };
+            cmd.args(["--tls", mode])
+                .arg("--cert")
+                .arg(&cert.cert)
+                .arg("--key")
+                .arg(&cert.key);
+        }
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -198,6 +303,13 @@ impl SmtpServer {
     /// How many AUTH attempts were refused.
     pub fn auth_failures(&self) -> usize {
         std::fs::read_to_string(self.dir.join("auth_failures"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    }
+
+    /// How many messages were refused with 554 (`reject`).
+    pub fn rejections(&self) -> usize {
+        std::fs::read_to_string(self.dir.join("rejections"))
             .map(|t| t.lines().count())
             .unwrap_or(0)
     }
