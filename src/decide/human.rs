@@ -238,7 +238,13 @@ pub(super) fn awaiting(
     }
 }
 
-fn new_incident(cfg: &DecideConfig, state: &mut TargetState, cause: Cause, now: Time) -> Incident {
+/// A new incident for the target, numbered in sequence, versions from the state.
+pub(super) fn new_incident(
+    cfg: &DecideConfig,
+    state: &mut TargetState,
+    cause: Cause,
+    now: Time,
+) -> Incident {
     state.incident_seq += 1;
     Incident {
         id: format!(

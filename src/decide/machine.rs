@@ -450,34 +450,10 @@ fn watch(cfg: &DecideConfig, state: &mut TargetState, now: Time, actions: &mut V
     {
         return;
     }
-    state.incident_seq += 1;
-    let mut inc = Incident {
-        id: format!(
-            "{}-{}-{}",
-            now.format("%Y%m%d-%H%M%S"),
-            state.target,
-            state.incident_seq
-        ),
-        target: state.target.clone(),
-        cause: Cause::Rules {
-            breached: breached.clone(),
-        },
-        from_version: state.version.clone(),
-        to_version: state.previous_version.clone(),
-        method: cfg.method.clone(),
-        dry_run: false,
-        opened_at: now,
-        rollback_started: None,
-        rollback_finished: None,
-        verify_finished: None,
-        steps: Vec::new(),
-        verification: None,
-        outcome: None,
-        error: None,
-        timeline: Vec::new(),
-        after_steps: Vec::new(),
-        confirmed_by: None,
+    let cause = Cause::Rules {
+        breached: breached.clone(),
     };
+    let mut inc = super::human::new_incident(cfg, state, cause, now);
     let reasons: Vec<String> = breached.iter().map(|r| r.explain()).collect();
     note(
         &mut inc,
