@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
 command -v git >/dev/null || need+=(git)
+command -v openssl >/dev/null || need+=(openssl)   # TLS test certificates
 [ -x /usr/bin/prometheus ] || need+=(prometheus)
 [ -x /usr/bin/prometheus-alertmanager ] || need+=(prometheus-alertmanager)
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need+=(python3-aiosmtpd)

@@ -133,17 +133,20 @@ impl Setup {
         )
     }
 
-    /// Deploy the broken v2 and wait for the incident to wait for an answer.
+    /// Deploy the broken v2 and wait for the incident to open. A command
+    /// that answers at once may already have moved it past
+    /// AwaitingConfirmation, so any phase carrying an incident counts.
     fn breach(&self) -> String {
         wait_for(Duration::from_secs(15), "version v1", || {
             (self.target()["state"]["version"] == "v1").then_some(())
         });
         rollbackd::demo::switch_release(&self.dir, "v2").unwrap();
-        let t = self.wait_phase("AwaitingConfirmation");
-        t["state"]["phase"]["incident"]["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
+        wait_for(Duration::from_secs(30), "an incident on target web", || {
+            let t = self.target();
+            t["state"]["phase"]["incident"]["id"]
+                .as_str()
+                .map(str::to_string)
+        })
     }
 
     fn runs(&self) -> Vec<String> {

@@ -132,10 +132,11 @@ pub fn step(
             let took = Incident::span(inc.rollback_started, Some(now)).unwrap_or_default();
             if result.ok {
                 let deadline = after(now, cfg.verify_within);
+                let n = inc.steps.len();
                 let msg = format!(
-                    "rollback plan ({}, {} steps) succeeded in {}; verifying recovery within {}",
+                    "rollback plan ({}, {n} step{}) succeeded in {}; verifying recovery within {}",
                     inc.method,
-                    inc.steps.len(),
+                    if n == 1 { "" } else { "s" },
                     fmt_duration(took),
                     fmt_duration(cfg.verify_within)
                 );
