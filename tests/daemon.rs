@@ -249,3 +249,35 @@ name = "web"
         }
     }
 }
+
+#[test]
+fn only_within_escalates_a_release_deployed_too_long_ago() {
+    let (_tmp, dir, _port) = setup("");
+    // The breach needs 2 s of evidence, so it is always older than the 1 s
+    // `only_within`: the daemon must escalate instead of rolling back.
+    let config = std::fs::read_to_string(dir.join("rollbackd.toml")).unwrap();
+    let config = config
+        .replace(
+            "cooldown = \"1m\"",
+            "cooldown = \"1m\"\nonly_within = \"1s\"",
+        )
+        .replace(r#"for = "1s""#, r#"for = "2s""#);
+    std::fs::write(dir.join("rollbackd.toml"), config).unwrap();
+    let daemon = Running::start(&dir.join("rollbackd.toml"), &dir.join("daemon.log"));
+    wait_version_seen(&dir, "v1");
+    rollbackd::demo::switch_release(&dir, "v2").unwrap();
+    let outbox = dir.join("state/outbox");
+    let (_, mail) = wait_for(Duration::from_secs(40), "the ESCALATED mail", || {
+        mails(&outbox)
+            .into_iter()
+            .find(|(_, m)| m.contains("ESCALATED"))
+    });
+    assert!(mail.contains("only_within = 1s: v2 was deployed"), "{mail}");
+    assert_eq!(live(&dir), "v2", "nothing was rolled back");
+    let executed = journal(&dir.join("state"))
+        .iter()
+        .flat_map(|e| e["actions"].as_array().cloned().unwrap_or_default())
+        .any(|a| a["action"] == "execute");
+    assert!(!executed, "no execute action may be journaled");
+    assert_eq!(daemon.stop(), Some(0));
+}

@@ -625,14 +625,16 @@ fn only_within_guard(cfg: &DecideConfig, state: &TargetState, now: Time) -> Opti
     let version = state.version.as_deref().unwrap_or("?");
     match state.deployed_at {
         None => Some(format!(
-            "only_within = {}: when {version} was deployed is unknown (rollbackd has not seen              the version change), so it is not rolled back automatically",
+            "only_within = {}: when {version} was deployed is unknown (rollbackd has not seen \
+             the version change), so it is not rolled back automatically",
             fmt_duration(limit)
         )),
         Some(at) => {
             let age = (now - at).to_std().unwrap_or_default();
             (age > limit).then(|| {
                 format!(
-                    "only_within = {}: {version} was deployed {} ago (at {}), too long ago to                      blame the release automatically",
+                    "only_within = {}: {version} was deployed {} ago (at {}), too long ago to \
+                     blame the release automatically",
                     fmt_duration(limit),
                     fmt_duration(Duration::from_secs(age.as_secs())),
                     at.format("%Y-%m-%d %H:%M:%SZ")
