@@ -5,8 +5,18 @@
 //!
 //! Without a known `{to_version}` the previous local tag of the image is
 //! used: the greatest tag that sorts before the live one.
+//!
+//! When that `docker run` fails the old container is already gone, so the
+//! executor puts it back before failing the plan: `docker rm -f C` (a
+//! half-created container of that name) and `docker run` of the image it
+//! inspected, with the same `run_args`. These restore steps get at least
+//! [`RESTORE_TIMEOUT`] even when the plan deadline is (nearly) over.
 
-use super::process::substitute;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::process::{run_step_in, substitute};
 use super::runner::{first_line, Act, Budget, Runner};
 use super::symlink::version_cmp;
 use super::{ExecResult, Vars};
@@ -24,6 +34,27 @@ pub struct Docker<'a> {
     pub docker: &'a str,
 }
 
+/// The time the restore steps (`docker rm -f`, then `docker run` of the old
+/// image) get together, counted from the failure of the new `docker run`:
+/// they end by the plan deadline or this, whichever is later, so a plan may
+/// overrun its `timeout` by at most this much to put the old container back.
+pub const RESTORE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What `prepare` decided: the steps up to the new `docker run`, that run,
+/// and how to put the old container back if it fails.
+struct Replacement {
+    /// `docker pull` (when needed), `docker stop`, `docker rm`.
+    before: Vec<Act>,
+    /// `docker run ... image:TO`.
+    run: Vec<String>,
+    /// The image reference the new container runs.
+    new_image: String,
+    /// The image the old container ran, as inspected.
+    old_image: String,
+    /// `docker run ... OLD_IMAGE`.
+    restore: Vec<String>,
+}
+
 impl Docker<'_> {
     fn docker(&self, args: &[&str]) -> Vec<String> {
         let mut argv = vec![self.docker.to_string()];
@@ -33,6 +64,21 @@ impl Docker<'_> {
 
     /// Inspect, choose the tag, check it is there; returns the replacement.
     pub async fn prepare(&self, vars: &Vars, r: &mut Runner) -> Result<Vec<Act>, String> {
+        let replacement = self.plan(vars, r).await?;
+        let mut acts = replacement.before;
+        acts.push(Act::run(replacement.run));
+        Ok(acts)
+    }
+
+    /// `docker run -d --name C ARGS... IMAGE`.
+    fn run_argv(&self, args: Vec<String>, image: &str) -> Vec<String> {
+        let mut run = self.docker(&["run", "-d", "--name", self.container]);
+        run.extend(args);
+        run.push(image.to_string());
+        run
+    }
+
+    async fn plan(&self, vars: &Vars, r: &mut Runner) -> Result<Replacement, String> {
         let report = r
             .probe(
                 self.docker(&["inspect", "--format", "{{.Config.Image}}", self.container]),
@@ -98,26 +144,104 @@ impl Docker<'_> {
         }
         r.result.to_version = Some(to.clone());
         let found = Vars {
-            from_version: Some(live),
+            from_version: Some(live.clone()),
             to_version: Some(to.clone()),
             ..vars.clone()
         };
         let run_args = substitute(self.run_args, &found)
             .map_err(|e| format!("run_args cannot be used: {e}; nothing was changed"))?;
+        // Putting the old container back is a run towards the old tag.
+        let back = Vars {
+            from_version: Some(to.clone()),
+            to_version: Some(live),
+            ..vars.clone()
+        };
+        let restore_args = substitute(self.run_args, &back)
+            .map_err(|e| format!("run_args cannot be used: {e}; nothing was changed"))?;
         acts.push(Act::run(self.docker(&["stop", self.container])));
         acts.push(Act::run(self.docker(&["rm", self.container])));
-        let mut run = self.docker(&["run", "-d", "--name", self.container]);
-        run.extend(run_args);
-        run.push(format!("{}:{to}", self.image));
-        acts.push(Act::run(run));
-        Ok(acts)
+        let new_image = format!("{}:{to}", self.image);
+        Ok(Replacement {
+            before: acts,
+            run: self.run_argv(run_args, &new_image),
+            restore: self.run_argv(restore_args, &running),
+            new_image,
+            old_image: running,
+        })
     }
 
-    /// Replace the container.
+    /// Replace the container; when the new one cannot be run, start the old
+    /// image again and fail the plan saying whether that worked.
     pub async fn run(&self, vars: &Vars, budget: Budget) -> ExecResult {
         let mut r = Runner::new(budget, vars);
-        let acts = self.prepare(vars, &mut r).await;
-        r.finish(acts).await
+        let replacement = match self.plan(vars, &mut r).await {
+            Ok(replacement) => replacement,
+            Err(e) => return r.fail(e),
+        };
+        if let Err(e) = r.apply(replacement.before).await {
+            return r.fail(e);
+        }
+        let report = r.probe(replacement.run, None).await;
+        if report.ok {
+            return r.done();
+        }
+        let failed = format!(
+            "docker run {} failed (step {}): {}",
+            replacement.new_image,
+            r.result.steps.len(),
+            report.error.as_deref().unwrap_or("unknown error")
+        );
+        tracing::warn!(container = %self.container, "{failed}; starting {} again", replacement.old_image);
+        let error = match self.restore(replacement.restore, &mut r).await {
+            Ok(()) => format!(
+                "{failed}; the previous container ({}) was started again",
+                replacement.old_image
+            ),
+            Err(why) => {
+                let e = format!(
+                    "{failed}; starting the previous container ({}) again also failed (step {}): {why}; container {} is not running: the service is down",
+                    replacement.old_image,
+                    r.result.steps.len(),
+                    self.container
+                );
+                tracing::error!("{e}");
+                e
+            }
+        };
+        r.fail(error)
+    }
+
+    /// `docker rm -f C` (whatever the failed run left; its failure, e.g. no
+    /// such container, does not stop the restore), then `docker run` of the
+    /// old image; both recorded, each ending by [`restore_deadline`].
+    async fn restore(&self, run: Vec<String>, r: &mut Runner) -> Result<(), String> {
+        let own = Instant::now() + RESTORE_TIMEOUT;
+        let remove = self.docker(&["rm", "-f", self.container]);
+        let (until, limit) = restore_deadline(&r.budget, own);
+        let report = run_step_in(&remove, until, limit, None).await;
+        r.result.steps.push(report);
+        let (until, limit) = restore_deadline(&r.budget, own);
+        let report = run_step_in(&run, until, limit, None).await;
+        r.result.steps.push(report.clone());
+        match report.ok {
+            true => Ok(()),
+            false => Err(report.error.unwrap_or_else(|| "unknown error".into())),
+        }
+    }
+}
+
+/// Deadline of a restore step starting now: the later of the plan deadline
+/// and the restore's own (`restore`, [`RESTORE_TIMEOUT`] after the failure),
+/// cut short by the step timeout; with the name of the limit.
+fn restore_deadline(budget: &Budget, restore: Instant) -> (Instant, &'static str) {
+    let (end, name) = if restore > budget.deadline {
+        (restore, "restore timeout")
+    } else {
+        (budget.deadline, "plan deadline")
+    };
+    match budget.step_timeout {
+        Some(t) if Instant::now() + t < end => (Instant::now() + t, "step timeout"),
+        _ => (end, name),
     }
 }
 
@@ -135,6 +259,30 @@ pub fn split_tag(image: &str) -> (&str, Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restore_deadline_is_the_later_limit_cut_by_the_step_timeout() {
+        let now = Instant::now();
+        let own = now + RESTORE_TIMEOUT;
+        let past = Budget {
+            deadline: now - Duration::from_secs(1),
+            step_timeout: None,
+        };
+        assert_eq!(restore_deadline(&past, own), (own, "restore timeout"));
+        let later = Budget {
+            deadline: now + Duration::from_secs(300),
+            step_timeout: None,
+        };
+        assert_eq!(
+            restore_deadline(&later, own),
+            (later.deadline, "plan deadline")
+        );
+        let short = Budget {
+            step_timeout: Some(Duration::from_secs(5)),
+            ..past
+        };
+        assert_eq!(restore_deadline(&short, own).1, "step timeout");
+    }
 
     #[test]
     fn split_tag_table() {

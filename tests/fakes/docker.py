@@ -2,7 +2,14 @@
 # Fake docker for rollbackd tests. State lives in STATE (JSON): containers
 # (name -> image, running), local images, and a registry images can be
 # pulled from. Every argv is appended to LOG as one JSON array per line.
-import json, sys
+#
+# "run_fails" (optional) maps an image to how `docker run` of it fails:
+#   {"error": stderr line, "code": exit status (default 125),
+#    "created": leave a created, not running container of that name behind,
+#    "sleep": seconds to hang (after creating) before failing}
+# `rm -f` removes a running container too; like older docker releases it
+# fails on a missing one.
+import json, sys, time
 
 STATE = "@STATE@"
 LOG = "@LOG@"
@@ -50,20 +57,29 @@ elif args[0] == "stop":
     save()
     print(args[1])
 elif args[0] == "rm":
-    c = cs.get(args[1])
+    force = args[1] == "-f"
+    name = args[-1]
+    c = cs.get(name)
     if c is None:
-        fail("Error response from daemon: No such container: %s" % args[1])
-    if c["running"]:
+        fail("Error response from daemon: No such container: %s" % name)
+    if c["running"] and not force:
         fail("Error response from daemon: cannot remove a running container")
-    del cs[args[1]]
+    del cs[name]
     save()
-    print(args[1])
+    print(name)
 elif args[:2] == ["run", "-d"] and args[2] == "--name":
     name, image, extra = args[3], args[-1], args[4:-1]
     if name in cs:
         fail('docker: Error response from daemon: Conflict. The container name "/%s" is already in use.' % name)
     if image not in st["images"]:
         fail("Unable to find image '%s' locally" % image)
+    broken = st.get("run_fails", {}).get(image)
+    if broken is not None:
+        if broken.get("created"):
+            cs[name] = {"image": image, "running": False, "status": "created", "args": extra}
+            save()
+        time.sleep(broken.get("sleep", 0))
+        fail(broken["error"], broken.get("code", 125))
     cs[name] = {"image": image, "running": True, "args": extra}
     save()
     print("%064d" % len(cs))
