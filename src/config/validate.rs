@@ -156,6 +156,29 @@ impl Cx<'_> {
         });
     }
 
+    /// One of a fixed set of words: `options[i].0` maps to `options[i].1`;
+    /// `None` (key absent) is the first option. Anything else is an error
+    /// listing the valid words.
+    fn choice<T: Copy>(
+        &mut self,
+        p: &str,
+        key: &str,
+        value: Option<&str>,
+        options: &[(&str, T)],
+    ) -> Option<T> {
+        let word = value.unwrap_or(options[0].0);
+        if let Some((_, v)) = options.iter().find(|(w, _)| *w == word) {
+            return Some(*v);
+        }
+        let words: Vec<String> = options.iter().map(|(w, _)| format!("{w:?}")).collect();
+        let list = match words.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+            _ => words.join(""),
+        };
+        self.err(join(p, key), format!("invalid {key} {word:?} (use {list})"));
+        None
+    }
+
     /// A required key; reports it missing.
     fn required<'v, T: ?Sized>(
         &mut self,
@@ -518,17 +541,15 @@ fn webhook(cx: &mut Cx, p: &str, raw: &RawWebhook) -> Option<WebhookConfig> {
     let url = cx
         .required(p, "url", raw.url.as_deref())
         .and_then(|u| cx.http_url(&join(p, "url"), u));
-    let format = match raw.format.as_deref() {
-        None | Some("json") => Some(WebhookFormat::Json),
-        Some("slack") => Some(WebhookFormat::Slack),
-        Some(other) => {
-            cx.err(
-                join(p, "format"),
-                format!("unknown format {other:?} (use \"json\" or \"slack\")"),
-            );
-            None
-        }
-    };
+    let format = cx.choice(
+        p,
+        "format",
+        raw.format.as_deref(),
+        &[
+            ("json", WebhookFormat::Json),
+            ("slack", WebhookFormat::Slack),
+        ],
+    );
     let timeout = cx.duration(
         p,
         "timeout",
@@ -912,18 +933,16 @@ fn target(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<TargetConfig> {
             v
         }
     };
-    let no_data = match raw.no_data.as_deref() {
-        None | Some("hold") => Some(NoData::Hold),
-        Some("ok") => Some(NoData::Ok),
-        Some("breach") => Some(NoData::Breach),
-        Some(other) => {
-            cx.err(
-                join(p, "no_data"),
-                format!("invalid no_data {other:?} (use \"hold\", \"ok\" or \"breach\")"),
-            );
-            None
-        }
-    };
+    let no_data = cx.choice(
+        p,
+        "no_data",
+        raw.no_data.as_deref(),
+        &[
+            ("hold", NoData::Hold),
+            ("ok", NoData::Ok),
+            ("breach", NoData::Breach),
+        ],
+    );
 
     if raw.rule.is_empty() {
         cx.err(
@@ -1010,17 +1029,12 @@ pub const DEFAULT_CONFIRM_TIMEOUT: &str = "5m";
 
 /// `confirm`, `confirm_timeout`, `on_confirm_timeout`, `confirm_command`.
 fn confirm(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<super::ConfirmConfig> {
-    let required = match raw.confirm.as_deref() {
-        None | Some("none") => Some(false),
-        Some("required") => Some(true),
-        Some(other) => {
-            cx.err(
-                join(p, "confirm"),
-                format!("invalid confirm {other:?} (use \"none\" or \"required\")"),
-            );
-            None
-        }
-    };
+    let required = cx.choice(
+        p,
+        "confirm",
+        raw.confirm.as_deref(),
+        &[("none", false), ("required", true)],
+    );
     let timeout = cx.duration(
         p,
         "confirm_timeout",
@@ -1028,17 +1042,15 @@ fn confirm(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<super::ConfirmConfig
         DEFAULT_CONFIRM_TIMEOUT,
         true,
     );
-    let on_timeout = match raw.on_confirm_timeout.as_deref() {
-        None | Some("escalate") => Some(super::OnConfirmTimeout::Escalate),
-        Some("rollback") => Some(super::OnConfirmTimeout::Rollback),
-        Some(other) => {
-            cx.err(
-                join(p, "on_confirm_timeout"),
-                format!("invalid on_confirm_timeout {other:?} (use \"rollback\" or \"escalate\")"),
-            );
-            None
-        }
-    };
+    let on_timeout = cx.choice(
+        p,
+        "on_confirm_timeout",
+        raw.on_confirm_timeout.as_deref(),
+        &[
+            ("escalate", super::OnConfirmTimeout::Escalate),
+            ("rollback", super::OnConfirmTimeout::Rollback),
+        ],
+    );
     let command = match raw.confirm_command.as_deref() {
         None => Some(None),
         Some(argv) => cx.argv(&join(p, "confirm_command"), argv, true).map(Some),
@@ -1236,17 +1248,15 @@ fn rule(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<RuleConfig> {
                 true,
             );
             let expect_status = cx.status(&join(p, "expect_status"), raw.expect_status);
-            let measure = match raw.measure.as_deref() {
-                None | Some("failure_ratio") => Some(ProbeMeasure::FailureRatio),
-                Some("latency") => Some(ProbeMeasure::Latency),
-                Some(other) => {
-                    cx.err(
-                        join(p, "measure"),
-                        format!("invalid measure {other:?} (use \"failure_ratio\" or \"latency\")"),
-                    );
-                    None
-                }
-            };
+            let measure = cx.choice(
+                p,
+                "measure",
+                raw.measure.as_deref(),
+                &[
+                    ("failure_ratio", ProbeMeasure::FailureRatio),
+                    ("latency", ProbeMeasure::Latency),
+                ],
+            );
             let window = cx.duration(
                 p,
                 "window",
@@ -1275,18 +1285,16 @@ fn rule(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<RuleConfig> {
             in_range.then_some(SourceSpec::Probe(spec))
         }
         Source::Host => {
-            let metric = match cx.required(p, "metric", raw.metric.as_deref()) {
-                None => None,
-                Some("cpu") => Some(HostMetric::Cpu),
-                Some("memory") => Some(HostMetric::Memory),
-                Some(other) => {
-                    cx.err(
-                        join(p, "metric"),
-                        format!("invalid metric {other:?} (use \"cpu\" or \"memory\")"),
-                    );
-                    None
-                }
-            };
+            let metric = cx
+                .required(p, "metric", raw.metric.as_deref())
+                .and_then(|m| {
+                    cx.choice(
+                        p,
+                        "metric",
+                        Some(m),
+                        &[("cpu", HostMetric::Cpu), ("memory", HostMetric::Memory)],
+                    )
+                });
             let in_range = above.is_none_or(|v| fraction(cx, v));
             in_range.then_some(SourceSpec::Host(metric?))
         }
@@ -2024,7 +2032,7 @@ mod tests {
             (config(&[("top", &mail("ca_file = \"/etc/ca.pem\""))]), "notify.email.ca_file", "smtp_url is not"),
             (config(&[("top", "[[notify.webhook]]\nformat = \"json\"")]), "notify.webhook[0].url", "required key is missing"),
             (config(&[("top", "[[notify.webhook]]\nurl = \"ftp://chat/\"")]), "notify.webhook[0].url", "http:// or https://"),
-            (config(&[("top", "[[notify.webhook]]\nurl = \"https://chat/\"\nformat = \"teams\"")]), "notify.webhook[0].format", r#"unknown format "teams""#),
+            (config(&[("top", "[[notify.webhook]]\nurl = \"https://chat/\"\nformat = \"teams\"")]), "notify.webhook[0].format", r#"invalid format "teams""#),
             (config(&[("top", "[notify]\ngive_up_after = \"0s\"")]), "notify.give_up_after", "greater than zero"),
             (config(&[("top", "[notify]\nmax_per_hour = 0")]), "notify.max_per_hour", "positive number"),
             (config(&[("top", "[notify]\nmax_per_target_per_hour = -1")]), "notify.max_per_target_per_hour", "positive number"),
