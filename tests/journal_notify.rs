@@ -2,51 +2,22 @@
 //! journal the step, write the record, write the mail to the outbox,
 //! journal that it was written, and recover all of it after a restart.
 
-use std::time::Duration;
+mod common;
 
-use chrono::TimeZone;
 use rollbackd::config::{EmailConfig, NotifyConfig};
-use rollbackd::decide::{Cause, Event, Incident, NotifyKind, Outcome, Phase, TargetState};
+use rollbackd::decide::{Event, Incident, NotifyKind, Outcome, Phase, TargetState};
 use rollbackd::journal::{self, Entry, Journal, Record};
 use rollbackd::notify::{record, Notifier};
-use rollbackd::rules::{RuleReport, RuleStatus};
 
 fn dry_run_incident() -> Incident {
-    let at = chrono::Utc.with_ymd_and_hms(2025, 6, 1, 12, 0, 0).unwrap();
     Incident {
-        id: "20250601-120000-frontend-1".into(),
-        target: "frontend".into(),
-        cause: Cause::Rules {
-            breached: vec![RuleReport {
-                rule: "errors".into(),
-                source: "probe GET http://127.0.0.1:1/health failure_ratio".into(),
-                status: RuleStatus::Breached { since: at },
-                value: Some(0.75),
-                threshold: 0.2,
-                for_: Duration::from_secs(60),
-                window: None,
-                at,
-                no_data: None,
-                baseline: None,
-                above_baseline: None,
-                labels: Default::default(),
-            }],
-        },
-        from_version: Some("v2".into()),
-        to_version: Some("v1".into()),
-        method: "command".into(),
         dry_run: true,
-        opened_at: at,
         rollback_started: None,
         rollback_finished: None,
         verify_finished: None,
-        steps: Vec::new(),
         verification: None,
         outcome: Some(Outcome::DryRun),
-        error: None,
-        timeline: Vec::new(),
-        after_steps: Vec::new(),
-        confirmed_by: None,
+        ..common::rolled_back_incident()
     }
 }
 

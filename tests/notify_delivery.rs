@@ -9,53 +9,16 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use chrono::TimeZone;
 use common::smtp::{Behaviour, Received, SmtpServer, TestCert, TlsMode};
 use rollbackd::config::{EmailConfig, NotifyConfig, SmtpConfig, SmtpSecurity};
-use rollbackd::decide::{Cause, Incident, NotifyKind, Outcome};
+use rollbackd::decide::{Incident, NotifyKind};
 use rollbackd::notify::smtp::SmtpChannel;
 use rollbackd::notify::Notifier;
-use rollbackd::rules::{RuleReport, RuleStatus};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 fn incident() -> Incident {
-    let at = chrono::Utc.with_ymd_and_hms(2025, 6, 1, 12, 0, 0).unwrap();
-    Incident {
-        id: "20250601-120000-frontend-1".into(),
-        target: "frontend".into(),
-        cause: Cause::Rules {
-            breached: vec![RuleReport {
-                rule: "errors".into(),
-                source: "probe GET http://127.0.0.1:1/health failure_ratio".into(),
-                status: RuleStatus::Breached { since: at },
-                value: Some(0.75),
-                threshold: 0.2,
-                for_: Duration::from_secs(60),
-                window: None,
-                at,
-                no_data: None,
-                baseline: None,
-                above_baseline: None,
-                labels: Default::default(),
-            }],
-        },
-        from_version: Some("v2".into()),
-        to_version: Some("v1".into()),
-        method: "command".into(),
-        dry_run: false,
-        opened_at: at,
-        rollback_started: Some(at),
-        rollback_finished: Some(at),
-        verify_finished: Some(at),
-        steps: Vec::new(),
-        verification: Some("verify URL healthy".into()),
-        outcome: Some(Outcome::RolledBack),
-        error: None,
-        timeline: Vec::new(),
-        after_steps: Vec::new(),
-        confirmed_by: None,
-    }
+    common::rolled_back_incident()
 }
 
 fn config(outbox: &Path, smtp: SmtpConfig, give_up_after: Duration) -> NotifyConfig {

@@ -2,17 +2,17 @@
 //! the first request of each endpoint: both formats are retried from the
 //! outbox until accepted, each delivered once with its Idempotency-Key.
 
+mod common;
+
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
-use chrono::TimeZone;
 use rollbackd::config::{NotifyConfig, WebhookConfig, WebhookFormat};
-use rollbackd::decide::{Cause, Incident, NotifyKind, Outcome};
+use rollbackd::decide::{Incident, NotifyKind};
 use rollbackd::notify::Notifier;
-use rollbackd::rules::{RuleReport, RuleStatus};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -54,42 +54,7 @@ async fn serve() -> (u16, Log) {
 }
 
 fn incident() -> Incident {
-    let at = chrono::Utc.with_ymd_and_hms(2025, 6, 1, 12, 0, 0).unwrap();
-    Incident {
-        id: "20250601-120000-frontend-1".into(),
-        target: "frontend".into(),
-        cause: Cause::Rules {
-            breached: vec![RuleReport {
-                rule: "errors".into(),
-                source: "probe GET http://127.0.0.1:1/health failure_ratio".into(),
-                status: RuleStatus::Breached { since: at },
-                value: Some(0.75),
-                threshold: 0.2,
-                for_: Duration::from_secs(60),
-                window: Some(Duration::from_secs(30)),
-                at,
-                no_data: None,
-                baseline: None,
-                above_baseline: None,
-                labels: Default::default(),
-            }],
-        },
-        from_version: Some("v2".into()),
-        to_version: Some("v1".into()),
-        method: "command".into(),
-        dry_run: false,
-        opened_at: at,
-        rollback_started: Some(at),
-        rollback_finished: Some(at),
-        verify_finished: Some(at),
-        steps: Vec::new(),
-        verification: Some("verify URL healthy".into()),
-        outcome: Some(Outcome::RolledBack),
-        error: None,
-        timeline: Vec::new(),
-        after_steps: Vec::new(),
-        confirmed_by: None,
-    }
+    common::rolled_back_incident()
 }
 
 fn json_items(dir: &Path) -> usize {

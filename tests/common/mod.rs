@@ -251,3 +251,47 @@ pub fn http(method: &str, url: &str, token: Option<&str>, body: Option<&str>) ->
         (status, resp.text().await.unwrap_or_default())
     })
 }
+
+/// A finished, verified rollback of `frontend` from v2 to v1 after the
+/// `errors` rule breached: the incident the notification tests send.
+pub fn rolled_back_incident() -> rollbackd::decide::Incident {
+    use chrono::TimeZone;
+    use rollbackd::decide::{Cause, Incident, Outcome};
+    use rollbackd::rules::{RuleReport, RuleStatus};
+    let at = chrono::Utc.with_ymd_and_hms(2025, 6, 1, 12, 0, 0).unwrap();
+    Incident {
+        id: "20250601-120000-frontend-1".into(),
+        target: "frontend".into(),
+        cause: Cause::Rules {
+            breached: vec![RuleReport {
+                rule: "errors".into(),
+                source: "probe GET http://127.0.0.1:1/health failure_ratio".into(),
+                status: RuleStatus::Breached { since: at },
+                value: Some(0.75),
+                threshold: 0.2,
+                for_: Duration::from_secs(60),
+                window: None,
+                at,
+                no_data: None,
+                baseline: None,
+                above_baseline: None,
+                labels: Default::default(),
+            }],
+        },
+        from_version: Some("v2".into()),
+        to_version: Some("v1".into()),
+        method: "command".into(),
+        dry_run: false,
+        opened_at: at,
+        rollback_started: Some(at),
+        rollback_finished: Some(at),
+        verify_finished: Some(at),
+        steps: Vec::new(),
+        verification: Some("verify URL healthy".into()),
+        outcome: Some(Outcome::RolledBack),
+        error: None,
+        timeline: Vec::new(),
+        after_steps: Vec::new(),
+        confirmed_by: None,
+    }
+}
