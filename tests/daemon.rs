@@ -56,17 +56,7 @@ fn degraded_release_is_rolled_back_verified_recorded_and_mailed() {
 
     // Journal: the deploy, the transitions, the execution, in order.
     let entries = journal(&dir.join("state"));
-    let transitions: Vec<String> = entries
-        .iter()
-        .filter(|e| e["type"] == "step" && e["from"] != e["to"])
-        .map(|e| {
-            format!(
-                "{}->{}",
-                e["from"].as_str().unwrap(),
-                e["to"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let transitions = transitions(&dir.join("state"));
     assert_eq!(
         transitions,
         vec![

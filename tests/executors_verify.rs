@@ -81,18 +81,7 @@ version_command = ["readlink", "{d}/current"]
     assert!(mail.contains("admin@example.com"), "{mail}");
     assert!(mail.contains("rollback did not help"), "{mail}");
 
-    let entries = journal(&state);
-    let transitions: Vec<String> = entries
-        .iter()
-        .filter(|e| e["type"] == "step" && e["from"] != e["to"])
-        .map(|e| {
-            format!(
-                "{}->{}",
-                e["from"].as_str().unwrap(),
-                e["to"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let transitions = transitions(&state);
     assert_eq!(
         transitions,
         vec![

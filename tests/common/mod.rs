@@ -295,3 +295,18 @@ pub fn rolled_back_incident() -> rollbackd::decide::Incident {
         confirmed_by: None,
     }
 }
+
+/// The journaled phase changes, in order, as `From->To`.
+pub fn transitions(state_dir: &Path) -> Vec<String> {
+    journal(state_dir)
+        .iter()
+        .filter(|e| e["type"] == "step" && e["from"] != e["to"])
+        .map(|e| {
+            format!(
+                "{}->{}",
+                e["from"].as_str().unwrap_or("?"),
+                e["to"].as_str().unwrap_or("?")
+            )
+        })
+        .collect()
+}
