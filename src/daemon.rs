@@ -158,7 +158,7 @@ impl Daemon {
         let state_dir = config.daemon.state_dir.clone();
         std::fs::create_dir_all(state_dir.join("incidents"))
             .with_context(|| format!("failed to create state directory {}", state_dir.display()))?;
-        let (journal, recovery) = Journal::open(&state_dir)
+        let (journal, mut recovery) = Journal::open(&state_dir)
             .with_context(|| format!("failed to open the journal in {}", state_dir.display()))?;
         for p in &recovery.problems {
             tracing::warn!(problem = %p, "journal recovery");
@@ -194,7 +194,7 @@ impl Daemon {
             }
         };
         let (observers, _) = broadcast::channel(1024);
-        let incidents = seed_incidents(&state_dir);
+        let incidents = std::mem::take(&mut recovery.incidents);
         load_alerts(&state_dir);
         let links = crate::api::links::LinkKeys::open(&state_dir)
             .context("failed to set up the confirmation link key")?;
@@ -776,22 +776,6 @@ fn load_alerts(state_dir: &Path) {
         Ok(firing) => tracing::info!(firing, "alerts reloaded from the previous run"),
         Err(e) => tracing::warn!(error = %e, "alert store not reloaded"),
     }
-}
-
-/// Every incident in the journal, for the API.
-fn seed_incidents(state_dir: &Path) -> BTreeMap<String, Incident> {
-    let mut incidents = BTreeMap::new();
-    let path = state_dir.join("journal.jsonl");
-    if let Ok((entries, _)) = crate::journal::read_all(&path) {
-        for e in entries {
-            if let Record::Step { state, .. } = e.record {
-                if let Some(i) = state.incident() {
-                    incidents.insert(i.id.clone(), i.clone());
-                }
-            }
-        }
-    }
-    incidents
 }
 
 /// Why an event from the API does not fit the target's state, in words.

@@ -73,6 +73,8 @@ pub enum Record {
 pub struct Recovery {
     /// Last state of each target.
     pub states: HashMap<String, TargetState>,
+    /// The latest snapshot of every incident the journal mentions, by ID.
+    pub incidents: std::collections::BTreeMap<String, crate::decide::Incident>,
     /// Number of entries read.
     pub entries: usize,
     /// A torn or unreadable line that was skipped, with its line number.
@@ -135,6 +137,7 @@ impl Journal {
         }
         let recovery = Recovery {
             states: last_states(&parsed.entries),
+            incidents: last_incidents(&parsed.entries),
             entries: parsed.entries.len(),
             problems: parsed.problems,
         };
@@ -280,6 +283,21 @@ pub fn last_states(entries: &[Entry]) -> HashMap<String, TargetState> {
         }
     }
     states
+}
+
+/// Latest snapshot of every incident, by ID, from a list of entries.
+pub fn last_incidents(
+    entries: &[Entry],
+) -> std::collections::BTreeMap<String, crate::decide::Incident> {
+    let mut incidents = std::collections::BTreeMap::new();
+    for e in entries {
+        if let Record::Step { state, .. } = &e.record {
+            if let Some(i) = state.incident() {
+                incidents.insert(i.id.clone(), i.clone());
+            }
+        }
+    }
+    incidents
 }
 
 #[cfg(test)]
