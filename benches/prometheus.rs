@@ -113,7 +113,7 @@ async fn run(port: u16, n: usize) {
                 .into_iter()
                 .map(|r| {
                     (
-                        Source::build_with(
+                        Source::build(
                             &r.source,
                             &client,
                             Some(&prometheus),

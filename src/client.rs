@@ -334,7 +334,8 @@ pub async fn run(ep: &Endpoint, verb: Verb, json: bool) -> Result<String, Client
         Verb::Report { id } => {
             // The record file first: it works with the daemon down.
             if let Some(dir) = &ep.state_dir {
-                let path = crate::status::record_path(&dir.join("incidents"), &id)?;
+                let path = crate::notify::record::path(&dir.join("incidents"), &id)
+                    .map_err(|e| ClientError::Other(e.into()))?;
                 if let Ok(text) = std::fs::read_to_string(&path) {
                     return Ok(text);
                 }

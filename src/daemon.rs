@@ -346,7 +346,7 @@ impl Worker {
             .iter()
             .map(|r| {
                 (
-                    Source::build_with(
+                    Source::build(
                         &r.source,
                         &shared.client,
                         shared.prometheus.as_ref(),

@@ -1,8 +1,7 @@
-//! What the client commands `status`, `incidents` and `report` print, from
+//! What the client commands `status` and `incidents` print, from
 //! the API's JSON ([`render_targets`], [`render_incident_list`]).
 
 use std::fmt::Write;
-use std::path::{Path, PathBuf};
 
 use crate::decide::{Incident, Phase};
 use crate::util::fmt_value;
@@ -131,16 +130,4 @@ pub fn render_incident_list(incidents: &[Incident]) -> anyhow::Result<String> {
         }
     }
     Ok(out)
-}
-
-/// Path of an incident's record; refuses IDs that are not plain names.
-pub fn record_path(incidents_dir: &Path, id: &str) -> anyhow::Result<PathBuf> {
-    if id.is_empty()
-        || !id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-    {
-        anyhow::bail!("invalid incident ID {id:?}");
-    }
-    Ok(incidents_dir.join(format!("{id}.md")))
 }

@@ -136,19 +136,29 @@ pub fn render(incident: &Incident) -> String {
     md
 }
 
-/// Write (atomically: temp file, fsync, rename) `dir/ID.md` and return its path.
-pub fn write(dir: &Path, incident: &Incident) -> std::io::Result<PathBuf> {
-    let id = &incident.id;
-    if id.is_empty() || id.starts_with('.') || id.contains(['/', '\\', '\0']) {
+/// `dir/ID.md`; refuses IDs that are not plain names (letters, digits,
+/// `.`, `_`, `-`, not starting with `.`), so an ID can never leave `dir`.
+pub fn path(dir: &Path, id: &str) -> std::io::Result<PathBuf> {
+    let plain = !id.is_empty()
+        && !id.starts_with('.')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if !plain {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!("incident id {id:?} cannot be used as a file name"),
         ));
     }
+    Ok(dir.join(format!("{id}.md")))
+}
+
+/// Write (atomically: temp file, fsync, rename) `dir/ID.md` and return its path.
+pub fn write(dir: &Path, incident: &Incident) -> std::io::Result<PathBuf> {
+    let path = path(dir, &incident.id)?;
     std::fs::create_dir_all(dir)
         .map_err(|e| crate::journal::with_path(e, &format!("cannot create {}", dir.display())))?;
-    let path = dir.join(format!("{id}.md"));
-    let tmp = dir.join(format!("{id}.md.tmp"));
+    let tmp = path.with_extension("md.tmp");
     let written = std::fs::File::create(&tmp).and_then(|mut f| {
         f.write_all(render(incident).as_bytes())?;
         f.sync_all()

@@ -51,8 +51,15 @@ pub enum Source {
 }
 
 impl Source {
-    /// Build the source for a rule. `client` is shared by all probes.
-    pub fn build(spec: &SourceSpec, client: &reqwest::Client) -> Source {
+    /// Build the source for a rule. `client` is shared by all probes,
+    /// `prometheus` by all Prometheus rules; `poll_interval` is the smallest
+    /// useful step of a baseline's range query.
+    pub fn build(
+        spec: &SourceSpec,
+        client: &reqwest::Client,
+        prometheus: Option<&prometheus::Prometheus>,
+        poll_interval: Duration,
+    ) -> Source {
         match spec {
             SourceSpec::Probe(p) => {
                 Source::Probe(probe::ProbeSource::build(p.clone(), client.clone()))
@@ -66,28 +73,9 @@ impl Source {
             }
             SourceSpec::Prometheus(p) => Source::Prometheus(prometheus::PromSource::build(
                 p.clone(),
-                None,
-                Duration::from_secs(1),
-            )),
-        }
-    }
-
-    /// Like [`Source::build`], with the shared Prometheus client for
-    /// Prometheus rules and the poll interval (the smallest useful step of
-    /// a baseline's range query).
-    pub fn build_with(
-        spec: &SourceSpec,
-        client: &reqwest::Client,
-        prometheus: Option<&prometheus::Prometheus>,
-        poll_interval: Duration,
-    ) -> Source {
-        match spec {
-            SourceSpec::Prometheus(p) => Source::Prometheus(prometheus::PromSource::build(
-                p.clone(),
                 prometheus.cloned(),
                 poll_interval,
             )),
-            other => Source::build(other, client),
         }
     }
 
