@@ -730,11 +730,7 @@ fn log_step(target: &str, event: &Event, from: &str, to: &str, state: &TargetSta
         _ => {}
     }
     if from != to {
-        let why = state
-            .incident()
-            .and_then(|i| i.timeline.last())
-            .map(|t| t.message.clone())
-            .unwrap_or_default();
+        let why = state.last_note();
         tracing::info!(%target, %from, %to, %why, "transition");
     }
 }

@@ -227,11 +227,7 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<DemoResult> {
                     _ => {}
                 }
                 if from != to {
-                    let why = state
-                        .incident()
-                        .and_then(|i| i.timeline.last())
-                        .map(|t| t.message.clone())
-                        .unwrap_or_default();
+                    let why = state.last_note();
                     tl.line(at, &format!("{from} -> {to}: {why}"));
                     if let Phase::Done { incident, .. } = &state.phase {
                         outcome = incident.outcome;

@@ -86,6 +86,15 @@ impl TargetState {
         }
     }
 
+    /// Why the target is where it is: the incident's latest timeline
+    /// message (empty when no incident is open).
+    pub fn last_note(&self) -> &str {
+        self.incident()
+            .and_then(|i| i.timeline.last())
+            .map(|t| t.message.as_str())
+            .unwrap_or_default()
+    }
+
     /// The open or most recent incident, if the phase carries one.
     pub fn incident(&self) -> Option<&Incident> {
         match &self.phase {
