@@ -366,13 +366,23 @@ fn verify(
     actions: &mut Vec<Action>,
 ) {
     let url_healthy = !cfg.verify_url || url_ok == Some(true);
+    // Rules without data abstain here too (a crashed release's metrics may
+    // take a while to come back), but something must show health: a rule
+    // with data, or the verify URL.
     let not_ok: Vec<String> = state
         .rules
         .iter()
-        .filter(|r| r.status != RuleStatus::Ok)
+        .filter(|r| {
+            matches!(
+                r.status,
+                RuleStatus::Pending { .. } | RuleStatus::Breached { .. }
+            )
+        })
         .map(|r| r.explain())
         .collect();
-    let rules_healthy = !cfg.verify_rules || not_ok.is_empty();
+    let seen_ok = state.rules.iter().any(|r| r.status == RuleStatus::Ok);
+    let blind = !state.rules.is_empty() && !seen_ok && not_ok.is_empty();
+    let rules_healthy = !cfg.verify_rules || (not_ok.is_empty() && (seen_ok || cfg.verify_url));
     let started = inc.rollback_finished.unwrap_or(now);
     let waited = Incident::span(Some(started), Some(now)).unwrap_or_default();
     if url_healthy && rules_healthy {
@@ -381,7 +391,26 @@ fn verify(
             what.push("the verify URL answered".to_string());
         }
         if cfg.verify_rules {
-            what.push(format!("all {} rules are ok", state.rules.len()));
+            let ok = state
+                .rules
+                .iter()
+                .filter(|r| r.status == RuleStatus::Ok)
+                .count();
+            let n = state.rules.len();
+            what.push(if ok == n {
+                format!("all {n} rules are ok")
+            } else {
+                let silent: Vec<&str> = state
+                    .rules
+                    .iter()
+                    .filter(|r| r.status != RuleStatus::Ok)
+                    .map(|r| r.rule.as_str())
+                    .collect();
+                format!(
+                    "{ok} of {n} rules are ok and none breaches ({} had no data and abstained)",
+                    silent.join(", ")
+                )
+            });
         }
         let msg = format!(
             "healthy {} after the rollback: {}",
@@ -418,6 +447,9 @@ fn verify(
         }
         if !rules_healthy {
             why.extend(not_ok);
+            if blind {
+                why.push("no rule has data to show recovery".to_string());
+            }
         }
         let msg = format!(
             "rollback did not help: still unhealthy {} after the rollback: {}",
