@@ -196,13 +196,13 @@ fn entered(state: &Path, phase: &str) -> Option<DateTime<Utc>> {
 fn outcome(state: &Path) -> Option<String> {
     journal(state)
         .into_iter()
+        .rev()
         .filter(|e| e["type"] == "step")
-        .filter_map(|e| {
+        .find_map(|e| {
             e["state"]["phase"]["incident"]["outcome"]
                 .as_str()
                 .map(String::from)
         })
-        .last()
 }
 
 fn record_text(state: &Path) -> String {
