@@ -87,12 +87,30 @@ pub struct EventRequest {
     pub reason: Option<String>,
 }
 
-/// Everything the handlers share.
-pub struct ApiState {
+/// The targets and settings the API serves; a reload replaces it whole.
+#[derive(Debug, Clone, Default)]
+pub struct View {
     /// Target name -> its worker.
     pub targets: BTreeMap<String, TargetHandle>,
     /// Target names in config order.
     pub order: Vec<String>,
+    /// Release windows, to show whether one is active.
+    pub windows: Vec<Window>,
+    /// Global dry-run.
+    pub dry_run: bool,
+}
+
+/// Answer of `POST /v1/reload`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReloadResponse {
+    /// What changed, e.g. `3 targets: 1 added, 0 removed, 2 updated`.
+    pub reloaded: String,
+}
+
+/// Everything the handlers share.
+pub struct ApiState {
+    /// Targets, windows and dry-run as of the latest (re)load.
+    pub view: Arc<RwLock<Arc<View>>>,
     /// Every incident seen (journal at start, then live).
     pub incidents: Arc<RwLock<BTreeMap<String, Incident>>>,
     /// Bearer token for mutating routes, when configured.
@@ -101,12 +119,17 @@ pub struct ApiState {
     pub alerts: Arc<AlertStore>,
     /// Email link signing.
     pub links: Arc<links::LinkKeys>,
-    /// Release windows, to show whether one is active.
-    pub windows: Vec<Window>,
-    /// Global dry-run.
-    pub dry_run: bool,
     /// Set while the journal cannot be written (the error), for `status`.
     pub journal_error: Arc<RwLock<Option<String>>>,
+    /// Where `POST /v1/reload` goes (`None`: reload not available).
+    pub requests: Option<tokio::sync::mpsc::Sender<crate::daemon::DaemonRequest>>,
+}
+
+impl ApiState {
+    /// The view as of now.
+    pub fn view(&self) -> Arc<View> {
+        self.view.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 /// An error answer: `{"error": "..."}` with a status.
@@ -136,6 +159,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/targets/{name}/pause", post(pause))
         .route("/v1/targets/{name}/resume", post(resume))
         .route("/v1/alertmanager", post(alertmanager))
+        .route("/v1/reload", post(reload))
         .route("/v1/confirm/{token}", get(page::show).post(page::act))
         .fallback(|| async {
             ApiError(
@@ -165,15 +189,16 @@ fn until(phase: &Phase) -> Option<Time> {
 
 async fn status(State(api): State<Arc<ApiState>>) -> Json<StatusResponse> {
     let now = Utc::now();
-    let window = api
+    let view = api.view();
+    let window = view
         .windows
         .iter()
         .find(|w| w.contains(now))
         .map(|w| w.name.clone());
-    let targets = api
+    let targets = view
         .order
         .iter()
-        .filter_map(|n| api.targets.get(n))
+        .filter_map(|n| view.targets.get(n))
         .map(|h| {
             let state = h.state.borrow().clone();
             TargetStatus {
@@ -192,7 +217,7 @@ async fn status(State(api): State<Arc<ApiState>>) -> Json<StatusResponse> {
         .unwrap_or_else(|p| p.into_inner())
         .clone();
     Json(StatusResponse {
-        dry_run: api.dry_run,
+        dry_run: view.dry_run,
         journal_error,
         targets,
     })
@@ -237,7 +262,8 @@ fn who(req: &EventRequest) -> String {
 
 /// Send an event to a target's worker and wait for what the machine made of it.
 pub async fn send(api: &ApiState, target: &str, event: Event) -> ApiResult<EventResponse> {
-    let handle = api
+    let view = api.view();
+    let handle = view
         .targets
         .get(target)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no target {target:?}")))?;
@@ -334,6 +360,41 @@ async fn pause(
     send(&api, &name, Event::Pause { by: who(&req) })
         .await
         .map(Json)
+}
+
+async fn reload(
+    State(api): State<Arc<ApiState>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<ReloadResponse>> {
+    auth::require(&api, &headers)?;
+    let Some(requests) = &api.requests else {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reload is not available in this process".into(),
+        ));
+    };
+    let (reply, answer) = oneshot::channel();
+    requests
+        .send(crate::daemon::DaemonRequest::Reload { reply })
+        .await
+        .map_err(|_| {
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the daemon is stopping".into(),
+            )
+        })?;
+    match answer.await {
+        Ok(Ok(reloaded)) => Ok(Json(ReloadResponse { reloaded })),
+        // The file is the operator's to fix: 422 with every problem.
+        Ok(Err(problems)) => Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("config not reloaded, the running one is kept:\n{problems}"),
+        )),
+        Err(_) => Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon stopped during the reload".into(),
+        )),
+    }
 }
 
 async fn resume(
