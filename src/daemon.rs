@@ -149,6 +149,8 @@ pub struct Daemon {
     shared: Arc<Shared>,
     recovered: std::collections::HashMap<String, TargetState>,
     senders: Option<crate::notify::Senders>,
+    /// One daemon per `state_dir`: held until the daemon is dropped.
+    _lock: crate::lock::StateLock,
 }
 
 impl Daemon {
@@ -158,6 +160,7 @@ impl Daemon {
         let state_dir = config.daemon.state_dir.clone();
         std::fs::create_dir_all(state_dir.join("incidents"))
             .with_context(|| format!("failed to create state directory {}", state_dir.display()))?;
+        let lock = crate::lock::StateLock::acquire(&state_dir)?;
         let (journal, mut recovery) = Journal::open(&state_dir)
             .with_context(|| format!("failed to open the journal in {}", state_dir.display()))?;
         for p in &recovery.problems {
@@ -226,6 +229,7 @@ impl Daemon {
             shared,
             recovered: recovery.states,
             senders: Some(senders),
+            _lock: lock,
         })
     }
 

@@ -306,6 +306,7 @@ fn finish(result: anyhow::Result<()>) -> ExitCode {
 /// The daemon until SIGINT or SIGTERM; tells systemd when it is ready and
 /// keeps its watchdog fed.
 async fn run(config: Config) -> anyhow::Result<()> {
+    rollbackd::hostenv::setup();
     let daemon = Daemon::build(config)?;
     let cancel = CancellationToken::new();
     let signals = cancel.clone();
