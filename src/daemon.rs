@@ -31,9 +31,19 @@ use crate::sources::prometheus::Prometheus;
 use crate::sources::Source;
 use crate::version::VersionReader;
 
-/// How long an in-flight rollback may run on after SIGTERM before the
-/// daemon exits anyway (recovery then verifies instead of re-running it).
+/// How long an in-flight rollback may run on after SIGTERM. At its end the
+/// running step's process group is killed and the outcome journaled as
+/// "interrupted by shutdown"; the daemon exits within
+/// [`SHUTDOWN_GRACE`] + [`SHUTDOWN_MARGIN`], inside the unit's
+/// `TimeoutStopSec=30s`.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// After the grace: time to kill the step, journal its outcome and stop.
+pub const SHUTDOWN_MARGIN: Duration = Duration::from_secs(5);
+
+/// How often the daemon checks that its journal is still the file in
+/// `state_dir` (besides before every append).
+const JOURNAL_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Something a worker did, for observers (the demo's timeline, tests).
 #[derive(Debug, Clone)]
@@ -117,6 +127,9 @@ struct Shared {
     public_url: Option<url::Url>,
     /// `[daemon] max_rollbacks_per_hour` across all targets.
     global_limit: Option<GlobalLimit>,
+    /// Cancelled when the shutdown grace is over: running plans are
+    /// killed and journaled as interrupted.
+    hard_stop: CancellationToken,
 }
 
 impl Shared {
@@ -223,6 +236,7 @@ impl Daemon {
             links: Arc::new(links),
             public_url: config.daemon.public_url.clone(),
             global_limit,
+            hard_stop: CancellationToken::new(),
         });
         Ok(Daemon {
             config,
@@ -251,6 +265,17 @@ impl Daemon {
                 version: env!("CARGO_PKG_VERSION").to_string(),
             })
             .await?;
+        // Steps a previous life left running (it died mid-rollback): killed
+        // and logged at warn, each naming its incident.
+        let orphans = execute::process::orphans_from_previous_run(&self.shared.state_dir).await;
+        crate::metrics::global().set(
+            "rollbackd_orphaned_steps_found",
+            &[],
+            orphans.len() as f64,
+        );
+        self.shared
+            .tracker
+            .spawn(housekeeping(self.shared.clone(), cancel.clone()));
         let token = match &self.config.daemon.api_token_file {
             Some(path) => Some(crate::api::auth::read_token(path)?),
             None => None,
@@ -294,7 +319,13 @@ impl Daemon {
             "rollbackd watching"
         );
         cancel.cancelled().await;
-        tracing::info!("shutting down");
+        tracing::info!(grace = %crate::util::fmt_duration(SHUTDOWN_GRACE), "shutting down");
+        let stop_at = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        let hard_stop = self.shared.hard_stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(stop_at).await;
+            hard_stop.cancel();
+        });
         for w in workers {
             if let Err(e) = w.await {
                 tracing::error!(error = %e, "worker ended abnormally");
@@ -306,7 +337,7 @@ impl Daemon {
             Ok(Ok(())) => {}
         }
         self.shared.tracker.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, self.shared.tracker.wait())
+        if tokio::time::timeout_at(stop_at + SHUTDOWN_MARGIN, self.shared.tracker.wait())
             .await
             .is_err()
         {
@@ -421,16 +452,23 @@ impl Worker {
             self.publish();
         }
         self.settle_confirm_command();
-        if matches!(self.state.phase, Phase::RollingBack { .. }) {
+        // A running plan finishes within the grace, or is killed at its
+        // end and reports itself interrupted (`hard_stop`): either way its
+        // outcome arrives as an event and is journaled.
+        let until = tokio::time::Instant::now() + SHUTDOWN_GRACE + SHUTDOWN_MARGIN;
+        while matches!(self.state.phase, Phase::RollingBack { .. }) {
             tracing::warn!(target = %self.target.name, "waiting for the running rollback to finish before exiting");
-            match tokio::time::timeout(SHUTDOWN_GRACE, self.events_rx.recv()).await {
+            match tokio::time::timeout_at(until, self.events_rx.recv()).await {
                 Ok(Some(event)) => {
                     self.apply(event).await;
                 }
-                _ => tracing::warn!(
-                    target = %self.target.name,
-                    "rollback still running at exit; the journal says RollingBack and the next start verifies instead of re-running it"
-                ),
+                _ => {
+                    tracing::warn!(
+                        target = %self.target.name,
+                        "rollback still running at exit; the journal says RollingBack and the next start verifies instead of re-running it"
+                    );
+                    break;
+                }
             }
         }
     }
@@ -562,8 +600,18 @@ impl Worker {
                 let vars = vars_for(&incident);
                 let tx = self.events_tx.clone();
                 tracing::info!(target = %self.target.name, incident = %incident.id, method = %plan.kind.name(), "running rollback plan");
+                let context = execute::process::RunContext {
+                    state_dir: self.shared.state_dir.clone(),
+                    incident: incident.id.clone(),
+                };
+                let hard_stop = self.shared.hard_stop.clone();
                 self.shared.tracker.spawn(async move {
-                    let result = execute::run_plan(&plan, &vars).await;
+                    let result = tokio::select! {
+                        result = context.scope(execute::run_plan(&plan, &vars)) => result,
+                        // Dropping the plan kills the running step's group
+                        // and what escaped it.
+                        _ = hard_stop.cancelled() => interrupted_by_shutdown(&vars),
+                    };
                     let _ = tx
                         .send(Event::ExecFinished {
                             incident: vars.incident.clone(),
@@ -674,6 +722,64 @@ impl Worker {
             }
             Err(e) => {
                 tracing::error!(%target, ?incident, ?kind, error = %e, "notification failed")
+            }
+        }
+    }
+}
+
+/// The outcome of a plan killed at the end of the shutdown grace.
+fn interrupted_by_shutdown(vars: &Vars) -> execute::ExecResult {
+    let error = format!(
+        "interrupted by shutdown: the plan was still running at the end of the {} grace after SIGTERM; its running step was killed with its process group",
+        crate::util::fmt_duration(SHUTDOWN_GRACE)
+    );
+    tracing::warn!(incident = %vars.incident, "{error}");
+    execute::ExecResult {
+        ok: false,
+        steps: Vec::new(),
+        from_version: vars.from_version.clone(),
+        to_version: vars.to_version.clone(),
+        error: Some(error),
+    }
+}
+
+/// Periodic checks beside the workers: the journal is still the file in
+/// `state_dir` (logged, gauged and notified once when not: every step is
+/// refused from then on), and zombies of processes reparented to the
+/// daemon are reaped.
+async fn housekeeping(shared: Arc<Shared>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(JOURNAL_CHECK_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut notified = false;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        execute::process::reap_adopted();
+        let checked = {
+            let journal = shared.journal.lock().unwrap_or_else(|p| p.into_inner());
+            journal.check()
+        };
+        match checked {
+            Ok(()) => notified = false,
+            Err(e) => {
+                tracing::error!(error = %e, "state directory lost: not acting on anything");
+                if !notified {
+                    notified = true;
+                    let message = format!(
+                        "{e}. rollbackd is not acting on any target (every step would be lost at the next restart). \
+                         Restore {} or restart rollbackd on a new state_dir.",
+                        shared.state_dir.display()
+                    );
+                    if let Err(e) = shared
+                        .notifier
+                        .notify_target(decide::NotifyKind::Escalated, "rollbackd", &message)
+                        .await
+                    {
+                        tracing::error!(error = %e, "cannot notify that the state directory is lost");
+                    }
+                }
             }
         }
     }

@@ -16,6 +16,7 @@ mod page;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -371,13 +372,137 @@ async fn alertmanager(
     }
 }
 
-/// Serve the API on `listener` until `cancel` fires.
+/// Bounds on the API's connections, so that a client (authenticated or
+/// not: connections are accepted before auth) cannot hold the daemon's
+/// file descriptors or tasks.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// Connections served at once; one more is closed as soon as it is
+    /// accepted (its descriptor is freed at once).
+    pub max_connections: usize,
+    /// A client must send its request head within this time of connecting.
+    pub header_read: Duration,
+    /// A connection is closed after this long, whatever it is doing (one
+    /// request per connection: keep-alive is off).
+    pub lifetime: Duration,
+}
+
+impl Default for ConnLimits {
+    fn default() -> ConnLimits {
+        ConnLimits {
+            max_connections: MAX_CONNECTIONS,
+            header_read: HEADER_READ_TIMEOUT,
+            lifetime: CONNECTION_LIFETIME,
+        }
+    }
+}
+
+/// Default [`ConnLimits::max_connections`].
+pub const MAX_CONNECTIONS: usize = 256;
+/// Default [`ConnLimits::header_read`].
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default [`ConnLimits::lifetime`]: longer than any handler waits for a
+/// worker.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
+
+/// Serve the API on `listener` until `cancel` fires, within the default
+/// [`ConnLimits`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<ApiState>,
     cancel: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await
+    serve_router(listener, router(state), cancel, ConnLimits::default()).await;
+    Ok(())
+}
+
+/// The accept loop: at most `limits.max_connections` connections at once
+/// (a semaphore; extra ones are closed at once), each served by hyper's
+/// HTTP/1 with a header-read timeout, no keep-alive and a lifetime cap.
+/// Accept errors (EMFILE) are counted and retried after a pause, never
+/// fatal. On `cancel`, connections in flight finish their request (5 s).
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    cancel: tokio_util::sync::CancellationToken,
+    limits: ConnLimits,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let conns = tokio_util::task::TaskTracker::new();
+    let m = crate::metrics::global();
+    let mut saturated = false;
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(e) => {
+                m.inc("rollbackd_api_accept_errors_total", &[]);
+                tracing::warn!(error = %e, "cannot accept an API connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            m.inc("rollbackd_api_connections_refused_total", &[]);
+            if !saturated {
+                saturated = true;
+                tracing::warn!(
+                    max = limits.max_connections,
+                    "API connection limit reached; closing new connections at once"
+                );
+            }
+            drop(stream);
+            continue;
+        };
+        if saturated && permits.available_permits() > limits.max_connections / 2 {
+            saturated = false;
+            tracing::info!("API connections below the limit again");
+        }
+        m.set(
+            "rollbackd_api_connections",
+            &[],
+            (limits.max_connections - permits.available_permits()) as f64,
+        );
+        let service = TowerToHyperService::new(app.clone());
+        let cancel = cancel.clone();
+        let all = permits.clone();
+        conns.spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read)
+                .keep_alive(false);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                served = conn.as_mut() => {
+                    if let Err(e) = served {
+                        tracing::debug!(error = %e, "API connection ended with an error");
+                    }
+                }
+                _ = tokio::time::sleep(limits.lifetime) => {
+                    tracing::debug!("API connection closed: lifetime cap reached");
+                }
+                _ = cancel.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                }
+            }
+            drop(permit);
+            crate::metrics::global().set(
+                "rollbackd_api_connections",
+                &[],
+                (limits.max_connections - all.available_permits()) as f64,
+            );
+        });
+    }
+    conns.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), conns.wait()).await;
 }
