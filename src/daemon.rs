@@ -343,6 +343,7 @@ impl Daemon {
         {
             tracing::warn!("background tasks still running after the grace period; exiting");
         }
+        crate::sources::alertmanager::AlertStore::global().flush();
         self.shared.journal(Record::Stopped).await?;
         Ok(())
     }
@@ -877,6 +878,7 @@ impl GlobalLimit {
 /// (`state_dir/alerts.json`) and save every change there from now on.
 fn load_alerts(state_dir: &Path) {
     let store = crate::sources::alertmanager::AlertStore::global();
+    store.start_flusher();
     match store.persist_in(state_dir, Utc::now()) {
         Ok(0) => {}
         Ok(firing) => tracing::info!(firing, "alerts reloaded from the previous run"),
