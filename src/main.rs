@@ -149,6 +149,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match config::load(&config) {
             Ok(c) => {
+                for w in config::secrets::check_modes(&c) {
+                    eprintln!("{}: {w}", config.display());
+                }
                 println!(
                     "{}: ok ({} target(s), {} rule(s))",
                     config.display(),
@@ -307,6 +310,9 @@ fn finish(result: anyhow::Result<()>) -> ExitCode {
 /// keeps its watchdog fed.
 async fn run(config: Config) -> anyhow::Result<()> {
     rollbackd::hostenv::setup();
+    for w in config::secrets::check_modes(&config) {
+        tracing::warn!("{w}");
+    }
     let daemon = Daemon::build(config)?;
     let cancel = CancellationToken::new();
     let signals = cancel.clone();
