@@ -388,8 +388,9 @@ async fn alertmanager(
 /// file descriptors or tasks.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {
-    /// Connections served at once; one more is closed as soon as it is
-    /// accepted (its descriptor is freed at once).
+    /// Connections served at once. One more closes the oldest connection
+    /// that has sent no request yet, or, when all are busy, is closed as
+    /// soon as it is accepted (its descriptor is freed at once).
     pub max_connections: usize,
     /// A client must send its request head within this time of connecting.
     pub header_read: Duration,
@@ -414,7 +415,7 @@ pub const MAX_CONNECTIONS: usize = 256;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default [`ConnLimits::lifetime`]: longer than any handler waits for a
 /// worker.
-pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
 /// Serve the API on `listener` until `cancel` fires, within the default
 /// [`ConnLimits`].
@@ -427,9 +428,37 @@ pub async fn serve(
     Ok(())
 }
 
+/// One served connection as the accept loop sees it: whether a request
+/// head has arrived (then it is a real client and is never evicted), and
+/// how to close it.
+struct Slot {
+    busy: Arc<std::sync::atomic::AtomicBool>,
+    close: tokio_util::sync::CancellationToken,
+}
+
+/// Close the oldest connection that has not sent a request head yet, to
+/// make room for a new one. `false` when every connection is busy with a
+/// request.
+fn evict_idle(slots: &std::sync::Mutex<std::collections::VecDeque<Slot>>) -> bool {
+    use std::sync::atomic::Ordering;
+    let mut slots = slots.lock().unwrap_or_else(|p| p.into_inner());
+    // Ended connections cancel their own token: forget them.
+    slots.retain(|s| !s.close.is_cancelled());
+    let Some(i) = slots.iter().position(|s| !s.busy.load(Ordering::SeqCst)) else {
+        return false;
+    };
+    if let Some(slot) = slots.remove(i) {
+        slot.close.cancel();
+    }
+    true
+}
+
 /// The accept loop: at most `limits.max_connections` connections at once
-/// (a semaphore; extra ones are closed at once), each served by hyper's
-/// HTTP/1 with a header-read timeout, no keep-alive and a lifetime cap.
+/// (a semaphore), each served by hyper's HTTP/1 with a header-read
+/// timeout, no keep-alive and a lifetime cap. When all slots are taken,
+/// the oldest connection that has not sent a request head yet is closed to
+/// make room (an idle flood cannot lock out `/healthz` or an operator);
+/// when every slot serves a request, the new connection is closed at once.
 /// Accept errors (EMFILE) are counted and retried after a pause, never
 /// fatal. On `cancel`, connections in flight finish their request (5 s).
 pub async fn serve_router(
@@ -440,8 +469,10 @@ pub async fn serve_router(
 ) {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let slots = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
     let conns = tokio_util::task::TaskTracker::new();
     let m = crate::metrics::global();
     let mut saturated = false;
@@ -459,15 +490,34 @@ pub async fn serve_router(
                 continue;
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            m.inc("rollbackd_api_connections_refused_total", &[]);
-            if !saturated {
-                saturated = true;
-                tracing::warn!(
-                    max = limits.max_connections,
-                    "API connection limit reached; closing new connections at once"
-                );
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                if !saturated {
+                    saturated = true;
+                    tracing::warn!(
+                        max = limits.max_connections,
+                        "API connection limit reached; closing idle connections to make room"
+                    );
+                }
+                if evict_idle(&slots) {
+                    m.inc("rollbackd_api_connections_evicted_total", &[]);
+                    // The evicted connection's task gives its permit back
+                    // as soon as it runs.
+                    tokio::time::timeout(
+                        Duration::from_millis(200),
+                        permits.clone().acquire_owned(),
+                    )
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                } else {
+                    None
+                }
             }
+        };
+        let Some(permit) = permit else {
+            m.inc("rollbackd_api_connections_refused_total", &[]);
             drop(stream);
             continue;
         };
@@ -480,7 +530,24 @@ pub async fn serve_router(
             &[],
             (limits.max_connections - permits.available_permits()) as f64,
         );
-        let service = TowerToHyperService::new(app.clone());
+        let busy = Arc::new(AtomicBool::new(false));
+        let close = tokio_util::sync::CancellationToken::new();
+        {
+            let mut slots = slots.lock().unwrap_or_else(|p| p.into_inner());
+            // Ended connections mark themselves; the queue stays bounded.
+            if slots.len() >= 2 * limits.max_connections {
+                slots.retain(|s: &Slot| !s.close.is_cancelled());
+            }
+            slots.push_back(Slot {
+                busy: busy.clone(),
+                close: close.clone(),
+            });
+        }
+        let inner = TowerToHyperService::new(app.clone());
+        let service = hyper::service::service_fn(move |req| {
+            busy.store(true, Ordering::SeqCst);
+            hyper::service::Service::call(&inner, req)
+        });
         let cancel = cancel.clone();
         let all = permits.clone();
         conns.spawn(async move {
@@ -493,6 +560,7 @@ pub async fn serve_router(
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
             tokio::select! {
+                biased;
                 served = conn.as_mut() => {
                     if let Err(e) = served {
                         tracing::debug!(error = %e, "API connection ended with an error");
@@ -505,7 +573,10 @@ pub async fn serve_router(
                     conn.as_mut().graceful_shutdown();
                     let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
                 }
+                // Evicted (never the case once a request head arrived).
+                _ = close.cancelled() => {}
             }
+            close.cancel();
             drop(permit);
             crate::metrics::global().set(
                 "rollbackd_api_connections",
