@@ -43,7 +43,7 @@ pub const SHUTDOWN_MARGIN: Duration = Duration::from_secs(5);
 
 /// How often the daemon checks that its journal is still the file in
 /// `state_dir` (besides before every append).
-const JOURNAL_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+const JOURNAL_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Something a worker did, for observers (the demo's timeline, tests).
 #[derive(Debug, Clone)]
