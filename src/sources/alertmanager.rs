@@ -734,4 +734,61 @@ mod tests {
         }
         assert_eq!(s.count_matching(&m(), now()), 0);
     }
+
+    fn rss_kb() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// `cargo test --lib --release alert_store_rss -- --ignored --nocapture`:
+    /// the memory 50,000 distinct firing alerts take in a bounded store and
+    /// in one without bounds (as the store was before issue 14). Numbers
+    /// in BENCHMARKS.md.
+    #[test]
+    #[ignore]
+    fn alert_store_rss() {
+        let labels = |n: usize| {
+            format!(
+                r#"{{"status":"firing","labels":{{"alertname":"Flood","instance":"host-{n}","job":"node"}},"annotations":{{"summary":"flood {n}"}},"startsAt":"2026-11-18T11:59:00Z","endsAt":"0001-01-01T00:00:00Z","fingerprint":"fp{n:08}"}}"#
+            )
+        };
+        let bodies: Vec<String> = (0..50)
+            .map(|b| {
+                let alerts: Vec<String> = (0..1000).map(|i| labels(b * 1000 + i)).collect();
+                format!(r#"{{"version":"4","status":"firing","alerts":[{}]}}"#, alerts.join(","))
+            })
+            .collect();
+        let flood: AlertMatch = [("alertname".to_string(), "Flood".to_string())].into();
+        for (name, limits) in [
+            ("bounded (default limits)", AlertLimits::default()),
+            (
+                "unbounded (before)",
+                AlertLimits {
+                    resolve_timeout: Duration::from_secs(1 << 30),
+                    max_per_rule: usize::MAX,
+                    max_total: usize::MAX,
+                },
+            ),
+        ] {
+            let before = rss_kb();
+            let s = AlertStore::with_limits(limits);
+            s.register(&flood);
+            let t = std::time::Instant::now();
+            for b in &bodies {
+                s.ingest(b.as_bytes(), now()).unwrap();
+            }
+            let took = t.elapsed();
+            let bytes = serde_json::to_vec(&s.lock().alerts).unwrap().len();
+            eprintln!(
+                "{name}: kept {} alerts, RSS +{} kB, ingest {took:?}, alerts.json would be {bytes} bytes",
+                s.len(),
+                rss_kb().saturating_sub(before)
+            );
+            std::mem::forget(s);
+        }
+    }
 }
