@@ -268,11 +268,7 @@ impl Daemon {
         // Steps a previous life left running (it died mid-rollback): killed
         // and logged at warn, each naming its incident.
         let orphans = execute::process::orphans_from_previous_run(&self.shared.state_dir).await;
-        crate::metrics::global().set(
-            "rollbackd_orphaned_steps_found",
-            &[],
-            orphans.len() as f64,
-        );
+        crate::metrics::global().set("rollbackd_orphaned_steps_found", &[], orphans.len() as f64);
         self.shared
             .tracker
             .spawn(housekeeping(self.shared.clone(), cancel.clone()));

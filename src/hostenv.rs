@@ -41,7 +41,11 @@ pub fn become_subreaper() -> Result<(), nix::Error> {
 pub fn setup() {
     match raise_nofile_limit() {
         Ok(l) if l.before != l.now => {
-            tracing::info!(from = l.before, to = l.now, "raised the open-file limit (RLIMIT_NOFILE)")
+            tracing::info!(
+                from = l.before,
+                to = l.now,
+                "raised the open-file limit (RLIMIT_NOFILE)"
+            )
         }
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit (RLIMIT_NOFILE)"),

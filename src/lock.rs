@@ -84,8 +84,7 @@ impl StateLock {
         let pid = std::process::id();
         file.set_len(0).map_err(io)?;
         file.seek(SeekFrom::Start(0)).map_err(io)?;
-        file.write_all(format!("{pid}\n").as_bytes())
-            .map_err(io)?;
+        file.write_all(format!("{pid}\n").as_bytes()).map_err(io)?;
         file.sync_all().map_err(io)?;
         Ok(StateLock { path, _file: file })
     }

@@ -18,7 +18,14 @@ use serde_json::Value;
 
 /// A config with one `web` target watching the demo service at `port` and
 /// a command rollback of `steps` (TOML array of argv).
-fn command_config(dir: &Path, port: u16, api_port: u16, daemon_extra: &str, target_extra: &str, steps: &str) -> PathBuf {
+fn command_config(
+    dir: &Path,
+    port: u16,
+    api_port: u16,
+    daemon_extra: &str,
+    target_extra: &str,
+    steps: &str,
+) -> PathBuf {
     let config = format!(
         r#"
 [daemon]
@@ -184,7 +191,11 @@ fn connection_flood_under_ulimit_1024_rolls_nothing_back() {
             flood.push(s);
         }
     }
-    assert!(flood.len() >= 1_000, "only {} connections opened", flood.len());
+    assert!(
+        flood.len() >= 1_000,
+        "only {} connections opened",
+        flood.len()
+    );
     let mut healthz = 0;
     while started.elapsed() < Duration::from_millis(5_500) {
         let (code, body) = http(
@@ -232,9 +243,10 @@ fn second_daemon_on_one_state_dir_exits_naming_the_holder() {
     std::fs::create_dir_all(&second_dir).unwrap();
     let second_config = command_config(&second_dir, port, free_port(), "", "", r#"[["true"]]"#);
     // Same state_dir as the first.
-    let text = std::fs::read_to_string(&second_config)
-        .unwrap()
-        .replace(&format!("{}/state", second_dir.display()), &format!("{}/state", dir.display()));
+    let text = std::fs::read_to_string(&second_config).unwrap().replace(
+        &format!("{}/state", second_dir.display()),
+        &format!("{}/state", dir.display()),
+    );
     std::fs::write(&second_config, text).unwrap();
     let out = Command::new(bin())
         .args(["run", "--config"])
@@ -244,7 +256,10 @@ fn second_daemon_on_one_state_dir_exits_naming_the_holder() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains(&format!("in use by another rollbackd (pid {}", first.child.id())),
+        stderr.contains(&format!(
+            "in use by another rollbackd (pid {}",
+            first.child.id()
+        )),
         "{stderr}"
     );
     first.assert_alive();
@@ -255,7 +270,9 @@ fn second_daemon_on_one_state_dir_exits_naming_the_holder() {
         .unwrap();
     assert_eq!(status.status.code(), Some(0), "{status:?}");
     assert_eq!(
-        std::fs::read_to_string(dir.join("state/lock")).unwrap().trim(),
+        std::fs::read_to_string(dir.join("state/lock"))
+            .unwrap()
+            .trim(),
         first.child.id().to_string()
     );
 }
@@ -273,9 +290,10 @@ fn setsid_child_escaping_a_killed_step_is_killed_and_recorded() {
     let escaped = unique_sleep(3015);
     let steps = format!(r#"[["sh", "-c", "setsid sleep {escaped} & sleep 100"]]"#);
     let config = command_config(&dir, port, api_port, "", "", &steps);
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("timeout = \"60s\"", "timeout = \"60s\"\n  step_timeout = \"2s\"");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "timeout = \"60s\"",
+        "timeout = \"60s\"\n  step_timeout = \"2s\"",
+    );
     std::fs::write(&config, text).unwrap();
     let daemon = Running::start(&config, &dir.join("daemon.log"));
     api_up(api_port);
@@ -283,7 +301,11 @@ fn setsid_child_escaping_a_killed_step_is_killed_and_recorded() {
     assert_eq!(code, 200, "{body}");
     let running = dir.join("state/running");
     let pid_file = wait_for(Duration::from_secs(10), "the step's pid file", || {
-        std::fs::read_dir(&running).ok()?.flatten().next().map(|e| e.path())
+        std::fs::read_dir(&running)
+            .ok()?
+            .flatten()
+            .next()
+            .map(|e| e.path())
     });
     let recorded: Value = serde_json::from_slice(&std::fs::read(&pid_file).unwrap()).unwrap();
     assert_eq!(recorded["argv"][0], "sh", "{recorded}");
@@ -302,7 +324,10 @@ fn setsid_child_escaping_a_killed_step_is_killed_and_recorded() {
         "{step}\n{t}"
     );
     assert!(
-        step["error"].as_str().unwrap().contains("escaped the group"),
+        step["error"]
+            .as_str()
+            .unwrap()
+            .contains("escaped the group"),
         "{step}"
     );
     assert!(
@@ -350,7 +375,9 @@ fn step_orphaned_by_a_sigkilled_daemon_is_found_and_killed_at_restart() {
     let restarted = Running::start(&config, &dir.join("daemon2.log"));
     api_up(api_port);
     wait_for(Duration::from_secs(10), "the orphan to be killed", || {
-        procs_with(&format!("sleep {long}")).is_empty().then_some(())
+        procs_with(&format!("sleep {long}"))
+            .is_empty()
+            .then_some(())
     });
     let log = restarted.log_text();
     assert!(
@@ -389,15 +416,28 @@ fn sigterm_during_a_long_step_kills_it_at_the_end_of_the_grace() {
         took >= Duration::from_secs(19) && took < Duration::from_secs(26),
         "exit took {took:?}"
     );
-    assert!(procs_with(&format!("sleep {long}")).is_empty(), "step killed");
+    assert!(
+        procs_with(&format!("sleep {long}")).is_empty(),
+        "step killed"
+    );
     let state = dir.join("state");
     let finished = journal(&state)
         .into_iter()
         .find(|e| e["type"] == "step" && e["event"]["event"] == "exec_finished")
-        .unwrap_or_else(|| panic!("no exec_finished journaled; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default()));
-    let error = finished["event"]["result"]["error"].as_str().unwrap_or_default();
+        .unwrap_or_else(|| {
+            panic!(
+                "no exec_finished journaled; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        });
+    let error = finished["event"]["result"]["error"]
+        .as_str()
+        .unwrap_or_default();
     assert!(error.contains("interrupted by shutdown"), "{finished}");
-    assert!(!state.join("running").read_dir().unwrap().any(|_| true), "pid file removed");
+    assert!(
+        !state.join("running").read_dir().unwrap().any(|_| true),
+        "pid file removed"
+    );
 }
 
 /// Item 7: `rm -rf state_dir` under a running daemon. A trigger is refused
@@ -422,8 +462,17 @@ fn state_dir_deleted_while_running_refuses_to_act_and_notifies_once() {
     let (code, body) = trigger(api_port);
     assert_eq!(code, 409, "{body}");
     assert!(body.contains("could not journal"), "{body}");
-    let metrics = http("GET", &format!("http://127.0.0.1:{api_port}/metrics"), None, None).1;
-    assert!(metrics.contains("rollbackd_journal_replaced 1"), "{metrics}");
+    let metrics = http(
+        "GET",
+        &format!("http://127.0.0.1:{api_port}/metrics"),
+        None,
+        None,
+    )
+    .1;
+    assert!(
+        metrics.contains("rollbackd_journal_replaced 1"),
+        "{metrics}"
+    );
     let outbox = dir.join("state/outbox");
     let mail = wait_for(Duration::from_secs(15), "the state-dir-lost mail", || {
         mails(&outbox)
@@ -479,7 +528,8 @@ name = "frontend"
     let daemon = Running::start(&path, &dir.join("daemon.log"));
     api_up(api_port);
     let rss = || -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.child.id())).unwrap();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", daemon.child.id())).unwrap();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -517,15 +567,29 @@ name = "frontend"
     assert_eq!((accepted, dropped), (1_000, 49_000));
     std::thread::sleep(Duration::from_millis(1_500));
     let after = rss();
-    let file = std::fs::metadata(dir.join("state/alerts.json")).unwrap().len();
+    let file = std::fs::metadata(dir.join("state/alerts.json"))
+        .unwrap()
+        .len();
     eprintln!(
         "50,000 alerts: {took:?} in all, slowest POST {slowest:?}; RSS {before} kB -> {after} kB; alerts.json {file} bytes"
     );
     assert!(took < Duration::from_secs(60), "{took:?}");
-    assert!(after < before + 40_000, "RSS grew from {before} kB to {after} kB");
+    assert!(
+        after < before + 40_000,
+        "RSS grew from {before} kB to {after} kB"
+    );
     assert!(file < 1_000_000, "alerts.json is {file} bytes");
-    let metrics = http("GET", &format!("http://127.0.0.1:{api_port}/metrics"), None, None).1;
-    assert!(metrics.contains("rollbackd_alerts_dropped_total 49000"), "{metrics}");
+    let metrics = http(
+        "GET",
+        &format!("http://127.0.0.1:{api_port}/metrics"),
+        None,
+        None,
+    )
+    .1;
+    assert!(
+        metrics.contains("rollbackd_alerts_dropped_total 49000"),
+        "{metrics}"
+    );
     let t = target(api_port);
     assert_eq!(t["state"]["rules"][0]["value"], 1000.0, "{t}");
 }
@@ -567,7 +631,10 @@ fn secret_files_readable_by_others_are_warned_about() {
     let daemon = Running::start(&config, &dir.join("daemon.log"));
     api_up(api_port);
     let log = daemon.log_text();
-    assert!(log.contains("WARN") && log.contains("daemon.api_token_file: warning"), "{log}");
+    assert!(
+        log.contains("WARN") && log.contains("daemon.api_token_file: warning"),
+        "{log}"
+    );
     drop(daemon);
 
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();

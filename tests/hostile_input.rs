@@ -19,7 +19,14 @@ const TOKEN: &str = "s3cret-token";
 /// One `web` target on the demo service at `port`, a command plan of
 /// `steps`, `target_extra` under `[[target]]` and an alertmanager rule
 /// when `paged`.
-fn config(dir: &Path, port: u16, api_port: u16, token: bool, target_extra: &str, steps: &str) -> PathBuf {
+fn config(
+    dir: &Path,
+    port: u16,
+    api_port: u16,
+    token: bool,
+    target_extra: &str,
+    steps: &str,
+) -> PathBuf {
     let token_line = if token {
         let file = dir.join("api-token");
         std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
@@ -109,13 +116,23 @@ fn request(method: &str, url: &str, auth: Option<&str>, body: Option<Vec<u8>>) -
 }
 
 fn target(api_port: u16) -> Value {
-    let (code, body) = http("GET", &format!("http://127.0.0.1:{api_port}/v1/status"), None, None);
+    let (code, body) = http(
+        "GET",
+        &format!("http://127.0.0.1:{api_port}/v1/status"),
+        None,
+        None,
+    );
     assert_eq!(code, 200, "{body}");
     serde_json::from_str::<Value>(&body).unwrap()["targets"][0].clone()
 }
 
 fn healthz(api_port: u16) {
-    let (code, _) = http("GET", &format!("http://127.0.0.1:{api_port}/healthz"), None, None);
+    let (code, _) = http(
+        "GET",
+        &format!("http://127.0.0.1:{api_port}/healthz"),
+        None,
+        None,
+    );
     assert_eq!(code, 200);
 }
 
@@ -154,7 +171,10 @@ fn awaiting(s: &Setup) -> String {
         let t = target(s.api_port);
         (t["phase"] == "AwaitingConfirmation").then_some(t)
     });
-    t["state"]["phase"]["incident"]["id"].as_str().unwrap().to_string()
+    t["state"]["phase"]["incident"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 #[test]
@@ -194,7 +214,12 @@ fn auth_variants() {
     }
     // Reading needs no token.
     for route in ["/healthz", "/metrics", "/v1/status", "/v1/incidents"] {
-        let (code, _) = request("GET", &format!("http://127.0.0.1:{}{route}", s.api_port), None, None);
+        let (code, _) = request(
+            "GET",
+            &format!("http://127.0.0.1:{}{route}", s.api_port),
+            None,
+            None,
+        );
         assert_eq!(code, 200, "{route}");
     }
 }
@@ -216,7 +241,12 @@ fn traversal_ids_are_not_found_and_touch_nothing() {
         assert!(code == 404 || code == 400, "{path}/approve: {code}");
     }
     for name in ["..%2F..%2Fetc", "web%2F..%2F..", "%00"] {
-        let (code, _) = request("POST", &format!("{base}/v1/targets/{name}/pause"), None, None);
+        let (code, _) = request(
+            "POST",
+            &format!("{base}/v1/targets/{name}/pause"),
+            None,
+            None,
+        );
         assert!(code == 404 || code == 400, "{name}: {code}");
     }
     let out = std::process::Command::new(bin())
@@ -235,7 +265,11 @@ fn fifty_megabyte_bodies_are_refused_and_the_daemon_stays_small() {
     let base = format!("http://127.0.0.1:{}", s.api_port);
     let mut big = b"{\"version\":\"4\",\"status\":\"firing\",\"alerts\":[".to_vec();
     big.resize(50 * 1024 * 1024, b' ');
-    for route in ["/v1/alertmanager", "/v1/targets/web/pause", "/v1/targets/web/rollback"] {
+    for route in [
+        "/v1/alertmanager",
+        "/v1/targets/web/pause",
+        "/v1/targets/web/rollback",
+    ] {
         let (code, body) = request("POST", &format!("{base}{route}"), None, Some(big.clone()));
         assert!(code == 413 || code == 0, "{route}: {code} {body}");
     }
@@ -283,7 +317,12 @@ fn fuzzed(rng: &mut Rng, seed: &str) -> Vec<u8> {
             let piece = b[i..j].to_vec();
             b.splice(j..j, piece);
         }
-        3 => b = seed.replace("\"4\"", "4").replace("[{", "{\"x\":[{").into_bytes(),
+        3 => {
+            b = seed
+                .replace("\"4\"", "4")
+                .replace("[{", "{\"x\":[{")
+                .into_bytes()
+        }
         4 => b = seed.replace("firing", &"f".repeat(10_000)).into_bytes(),
         5 => b = format!("{}{}", "[".repeat(5_000), "]".repeat(5_000)).into_bytes(),
         6 => b.extend_from_slice(&[0xff, 0xfe, 0x00, 0xc3]),
@@ -307,7 +346,10 @@ fn three_hundred_fuzzed_payloads_never_break_the_daemon() {
         };
         let body = fuzzed(&mut rng, seed);
         let (code, answer) = request("POST", &format!("{base}{route}"), None, Some(body));
-        assert!(code < 500 && code != 0, "payload {i} to {route}: {code} {answer}");
+        assert!(
+            code < 500 && code != 0,
+            "payload {i} to {route}: {code} {answer}"
+        );
         *seen.entry(code).or_insert(0) += 1;
     }
     eprintln!("answers to 300 fuzzed payloads: {seen:?}");
@@ -318,7 +360,11 @@ fn three_hundred_fuzzed_payloads_never_break_the_daemon() {
 
 #[test]
 fn shell_metacharacters_in_alert_labels_never_reach_a_shell_or_an_argv() {
-    let s = setup(false, "", r#"[["sh", "-c", "echo \"$0\" >> {DIR}/ran", "{target}"]]"#);
+    let s = setup(
+        false,
+        "",
+        r#"[["sh", "-c", "echo \"$0\" >> {DIR}/ran", "{target}"]]"#,
+    );
     let canary = s.dir.join("pwned");
     let evil = [
         format!("$(touch {})", canary.display()),
@@ -336,7 +382,10 @@ fn shell_metacharacters_in_alert_labels_never_reach_a_shell_or_an_argv() {
             )
         })
         .collect();
-    let payload = format!(r#"{{"version":"4","status":"firing","alerts":[{}]}}"#, alerts.join(","));
+    let payload = format!(
+        r#"{{"version":"4","status":"firing","alerts":[{}]}}"#,
+        alerts.join(",")
+    );
     let (code, body) = http(
         "POST",
         &format!("http://127.0.0.1:{}/v1/alertmanager", s.api_port),
@@ -359,7 +408,10 @@ fn shell_metacharacters_in_alert_labels_never_reach_a_shell_or_an_argv() {
         None,
     )
     .1;
-    assert!(!incidents.contains("touch"), "labels copied into the incident: {incidents}");
+    assert!(
+        !incidents.contains("touch"),
+        "labels copied into the incident: {incidents}"
+    );
 }
 
 /// Lines written by the plan (one per execution).
@@ -382,14 +434,22 @@ fn fifty_concurrent_approvals_act_once() {
         .map(|i| {
             let url = url.clone();
             std::thread::spawn(move || {
-                request("POST", &url, None, Some(format!(r#"{{"by":"op{i}"}}"#).into_bytes())).0
+                request(
+                    "POST",
+                    &url,
+                    None,
+                    Some(format!(r#"{{"by":"op{i}"}}"#).into_bytes()),
+                )
+                .0
             })
         })
         .collect();
     let codes: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert_eq!(codes.iter().filter(|c| **c == 200).count(), 1, "{codes:?}");
     assert!(codes.iter().all(|c| *c == 200 || *c == 409), "{codes:?}");
-    wait_for(Duration::from_secs(10), "the plan to run", || (runs(&s.dir) > 0).then_some(()));
+    wait_for(Duration::from_secs(10), "the plan to run", || {
+        (runs(&s.dir) > 0).then_some(())
+    });
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(runs(&s.dir), 1);
 }
@@ -446,7 +506,14 @@ fn full_disk_under_the_journal_refuses_to_act_and_recovers() {
     let port = serve_releases(&dir);
     let api_port = free_port();
     let ran = dir.join("ran");
-    let path = config(&dir, port, api_port, false, "", &format!(r#"[["touch", "{}"]]"#, ran.display()));
+    let path = config(
+        &dir,
+        port,
+        api_port,
+        false,
+        "",
+        &format!(r#"[["touch", "{}"]]"#, ran.display()),
+    );
     let mut daemon = Running::start(&path, &dir.join("daemon.log"));
     api_up(api_port);
     // Fill the disk.
@@ -475,7 +542,9 @@ fn full_disk_under_the_journal_refuses_to_act_and_recovers() {
         Some(r#"{"reason": "disk has room again"}"#),
     );
     assert_eq!(code, 200, "{body}");
-    wait_for(Duration::from_secs(10), "the plan to run", || ran.exists().then_some(()));
+    wait_for(Duration::from_secs(10), "the plan to run", || {
+        ran.exists().then_some(())
+    });
     drop(daemon);
 }
 
@@ -493,7 +562,11 @@ async fn two_hundred_megabytes_of_step_output_keep_a_bounded_tail() {
     let r = rollbackd::execute::process::run_step(&argv, deadline).await;
     assert!(r.ok, "{:?}", r.error);
     assert!(r.stdout.len() <= rollbackd::execute::process::OUTPUT_LIMIT);
-    assert!(r.stdout.starts_with("[output truncated: 209715209 bytes"), "{:.80}", r.stdout);
+    assert!(
+        r.stdout.starts_with("[output truncated: 209715209 bytes"),
+        "{:.80}",
+        r.stdout
+    );
     assert!(r.stdout.ends_with("the-end\n"));
 }
 
@@ -508,7 +581,9 @@ async fn a_program_that_is_not_executable_is_a_clear_failure() {
     assert!(!r.ok);
     let error = r.error.unwrap();
     assert!(
-        error.contains("cannot run") && error.contains("deploy.sh") && error.contains("ermission denied"),
+        error.contains("cannot run")
+            && error.contains("deploy.sh")
+            && error.contains("ermission denied"),
         "{error}"
     );
 }

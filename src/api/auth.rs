@@ -50,9 +50,7 @@ pub fn require(api: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
 /// `Bearer` are the same; any run of spaces may follow it.
 pub fn bearer(value: &str) -> Option<&str> {
     let (scheme, rest) = value.trim_start().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| rest.trim())
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
 }
 
 #[cfg(test)]

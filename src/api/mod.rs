@@ -357,16 +357,8 @@ async fn alertmanager(
                 &[("result", "duplicate")],
                 report.duplicates as f64,
             );
-            m.add(
-                "rollbackd_alerts_dropped_total",
-                &[],
-                report.dropped as f64,
-            );
-            m.add(
-                "rollbackd_alerts_expired_total",
-                &[],
-                report.expired as f64,
-            );
+            m.add("rollbackd_alerts_dropped_total", &[], report.dropped as f64);
+            m.add("rollbackd_alerts_expired_total", &[], report.expired as f64);
             tracing::info!(
                 accepted = report.accepted,
                 duplicates = report.duplicates,

@@ -55,12 +55,14 @@ pub fn secret_files(config: &Config) -> Vec<(String, PathBuf)> {
         files.push(("notify.email.password_file".to_string(), p.clone()));
     }
     match config.prometheus.as_ref().and_then(|p| p.auth.as_ref()) {
-        Some(PrometheusAuth::Basic { password_file, .. }) => {
-            files.push(("prometheus.password_file".to_string(), password_file.clone()))
-        }
-        Some(PrometheusAuth::Bearer { token_file }) => {
-            files.push(("prometheus.bearer_token_file".to_string(), token_file.clone()))
-        }
+        Some(PrometheusAuth::Basic { password_file, .. }) => files.push((
+            "prometheus.password_file".to_string(),
+            password_file.clone(),
+        )),
+        Some(PrometheusAuth::Bearer { token_file }) => files.push((
+            "prometheus.bearer_token_file".to_string(),
+            token_file.clone(),
+        )),
         None => {}
     }
     for (i, t) in config.targets.iter().enumerate() {
@@ -125,7 +127,9 @@ mod tests {
         std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o640)).unwrap();
         let w = check_modes(&config);
         assert_eq!(w.len(), 1, "{w:?}");
-        assert!(w[0].to_string().contains("readable by its group (mode 0640)"));
+        assert!(w[0]
+            .to_string()
+            .contains("readable by its group (mode 0640)"));
         std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(check_modes(&config).is_empty());
     }

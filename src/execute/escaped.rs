@@ -477,7 +477,8 @@ mod tests {
 
     #[test]
     fn parse_proc_stat_reads_the_fields() {
-        let line = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10";
+        let line =
+            "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10";
         let p = parse_proc_stat(line).unwrap();
         assert_eq!(
             (p.pid, p.state, p.ppid, p.pgrp, p.session, p.start),

@@ -168,7 +168,9 @@ impl Inner {
         }
         let buckets = self.buckets(&s.labels);
         if self.alerts.len() >= limits.max_total
-            || buckets.iter().any(|b| self.counts[*b] >= limits.max_per_rule)
+            || buckets
+                .iter()
+                .any(|b| self.counts[*b] >= limits.max_per_rule)
         {
             return false;
         }
@@ -622,7 +624,10 @@ mod tests {
         assert_eq!(r.len(), 1);
         // Not re-sent within resolve_timeout (5m): resolved and forgotten.
         let r = AlertStore::default();
-        assert_eq!(r.persist_in(dir.path(), now() + ChronoDuration::minutes(6)), Ok(0));
+        assert_eq!(
+            r.persist_in(dir.path(), now() + ChronoDuration::minutes(6)),
+            Ok(0)
+        );
         assert!(r.is_empty());
     }
 
@@ -649,23 +654,31 @@ mod tests {
         });
         s.register(&m());
         let mut rx = s.subscribe();
-        let r = s.ingest(distinct(15, 0, "HighErrorRate").as_bytes(), now()).unwrap();
+        let r = s
+            .ingest(distinct(15, 0, "HighErrorRate").as_bytes(), now())
+            .unwrap();
         assert_eq!((r.accepted, r.dropped, r.firing), (10, 5, 10));
         assert!(rx.has_changed().unwrap());
         rx.mark_unchanged();
         assert_eq!(s.count_matching(&m(), now()), 10);
         // Alerts of no rule have their own bucket.
-        let r = s.ingest(distinct(15, 100, "Other").as_bytes(), now()).unwrap();
+        let r = s
+            .ingest(distinct(15, 100, "Other").as_bytes(), now())
+            .unwrap();
         assert_eq!((r.accepted, r.dropped), (10, 5));
         rx.mark_unchanged();
         // A repeat changes nothing and wakes nobody.
-        let r = s.ingest(distinct(15, 0, "HighErrorRate").as_bytes(), now()).unwrap();
+        let r = s
+            .ingest(distinct(15, 0, "HighErrorRate").as_bytes(), now())
+            .unwrap();
         assert_eq!((r.accepted, r.duplicates, r.dropped), (0, 10, 5));
         assert!(!rx.has_changed().unwrap());
         // After resolve_timeout without a repeat they are gone, making room.
         let later = now() + ChronoDuration::minutes(6);
         assert_eq!(s.count_matching(&m(), later), 0);
-        let r = s.ingest(distinct(3, 200, "HighErrorRate").as_bytes(), later).unwrap();
+        let r = s
+            .ingest(distinct(3, 200, "HighErrorRate").as_bytes(), later)
+            .unwrap();
         assert_eq!((r.accepted, r.expired, r.firing), (3, 20, 3));
         assert!(rx.has_changed().unwrap());
         assert_eq!(s.len(), 3);
@@ -759,7 +772,10 @@ mod tests {
         let bodies: Vec<String> = (0..50)
             .map(|b| {
                 let alerts: Vec<String> = (0..1000).map(|i| labels(b * 1000 + i)).collect();
-                format!(r#"{{"version":"4","status":"firing","alerts":[{}]}}"#, alerts.join(","))
+                format!(
+                    r#"{{"version":"4","status":"firing","alerts":[{}]}}"#,
+                    alerts.join(",")
+                )
             })
             .collect();
         let flood: AlertMatch = [("alertname".to_string(), "Flood".to_string())].into();
