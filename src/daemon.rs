@@ -761,8 +761,8 @@ async fn housekeeping(shared: Arc<Shared>, cancel: CancellationToken) {
         match checked {
             Ok(()) => notified = false,
             Err(e) => {
-                tracing::error!(error = %e, "state directory lost: not acting on anything");
                 if !notified {
+                    tracing::error!(error = %e, "state directory lost: not acting on anything");
                     notified = true;
                     let message = format!(
                         "{e}. rollbackd is not acting on any target (every step would be lost at the next restart). \

@@ -580,3 +580,93 @@ pub async fn serve_router(
     conns.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), conns.wait()).await;
 }
+
+#[cfg(test)]
+mod conn_tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    async fn start(
+        limits: ConnLimits,
+    ) -> (std::net::SocketAddr, tokio_util::sync::CancellationToken) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    "slow\n"
+                }),
+            );
+        let cancel = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(serve_router(listener, app, cancel.clone(), limits));
+        (addr, cancel)
+    }
+
+    /// Whether the server closed the connection within `within`.
+    async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+        let mut buf = [0u8; 64];
+        matches!(
+            tokio::time::timeout(within, stream.read(&mut buf)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+
+    async fn get_ok(addr: std::net::SocketAddr, path: &str) -> bool {
+        let Ok(mut s) = TcpStream::connect(addr).await else {
+            return false;
+        };
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        if s.write_all(req.as_bytes()).await.is_err() {
+            return false;
+        }
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200")
+    }
+
+    #[tokio::test]
+    async fn idle_connections_time_out_and_are_evicted_for_new_ones() {
+        let limits = ConnLimits {
+            max_connections: 2,
+            header_read: Duration::from_millis(500),
+            lifetime: Duration::from_secs(10),
+        };
+        let (addr, cancel) = start(limits).await;
+        // Silent: closed after the header-read timeout.
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        assert!(closed_within(&mut silent, Duration::from_secs(3)).await);
+        // Two idle connections fill the slots; a real request evicts the
+        // oldest and is served.
+        let mut a = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _b = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(get_ok(addr, "/healthz").await);
+        assert!(
+            closed_within(&mut a, Duration::from_millis(300)).await,
+            "oldest idle evicted"
+        );
+        cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn when_every_slot_serves_a_request_new_connections_are_closed_at_once() {
+        let limits = ConnLimits {
+            max_connections: 1,
+            header_read: Duration::from_secs(5),
+            lifetime: Duration::from_secs(10),
+        };
+        let (addr, cancel) = start(limits).await;
+        let slow = tokio::spawn(get_ok(addr, "/slow"));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut extra = TcpStream::connect(addr).await.unwrap();
+        assert!(closed_within(&mut extra, Duration::from_millis(800)).await);
+        assert!(slow.await.unwrap(), "the busy connection is served");
+        assert!(get_ok(addr, "/healthz").await, "free again");
+        cancel.cancel();
+    }
+}

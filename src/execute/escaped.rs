@@ -154,6 +154,13 @@ impl Tracked {
         }
     }
 
+    /// Whether the step belongs to a rollback plan (a [`RunContext`] was
+    /// set): only then is a successful step searched for what it left
+    /// running, so a version command every poll costs no `/proc` scan.
+    pub fn in_plan(&self) -> bool {
+        self.pid_file.is_some()
+    }
+
     /// Live processes left by the step: in its group, in a session it
     /// created, or carrying its marker. The leader itself is excluded
     /// (it is reaped by the caller).

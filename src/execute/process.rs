@@ -220,7 +220,7 @@ pub async fn run_step_in(
     // a service that must keep running.
     let tracked = guard.disarm();
     let succeeded = matches!(&outcome, Outcome::Exited(Ok(status)) if status.success());
-    if let Some(mut tracked) = tracked {
+    if let Some(mut tracked) = tracked.filter(|t| !succeeded || t.in_plan()) {
         let procs = tracked.leftovers();
         if !procs.is_empty() {
             report.leftovers = if succeeded {
@@ -234,8 +234,8 @@ pub async fn run_step_in(
             };
         }
         tracked.finish();
+        reap_adopted();
     }
-    reap_adopted();
 
     // Output still in flight is read for a short while; a pipe held open by
     // a background process is abandoned, not waited on.
