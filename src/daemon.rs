@@ -6,9 +6,11 @@
 //! actions are carried out; if the journal cannot be written the step is
 //! not adopted and nothing is done. Executions run in tracked tasks and feed
 //! their result back to their worker as an event, so a target never runs two
-//! rollbacks at once. On shutdown a running rollback gets a grace period to
-//! finish; if it does not, the journal still says RollingBack and recovery
-//! verifies instead of running it again.
+//! rollbacks at once. On shutdown a running rollback gets a grace period
+//! ([`SHUTDOWN_GRACE`]) to finish; if it does not, its running step's
+//! process group is killed and the plan is journaled as "interrupted by
+//! shutdown". Only if even that cannot be journaled does the journal still
+//! say RollingBack, and recovery verifies instead of running it again.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
