@@ -6,9 +6,11 @@
 //! actions are carried out; if the journal cannot be written the step is
 //! not adopted and nothing is done. Executions run in tracked tasks and feed
 //! their result back to their worker as an event, so a target never runs two
-//! rollbacks at once. On shutdown a running rollback gets a grace period to
-//! finish; if it does not, the journal still says RollingBack and recovery
-//! verifies instead of running it again.
+//! rollbacks at once. On shutdown a running rollback gets a grace period
+//! ([`SHUTDOWN_GRACE`]) to finish; if it does not, its running step's
+//! process group is killed and the plan is journaled as "interrupted by
+//! shutdown". Only if even that cannot be journaled does the journal still
+//! say RollingBack, and recovery verifies instead of running it again.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,9 +33,19 @@ use crate::sources::prometheus::Prometheus;
 use crate::sources::Source;
 use crate::version::VersionReader;
 
-/// How long an in-flight rollback may run on after SIGTERM before the
-/// daemon exits anyway (recovery then verifies instead of re-running it).
+/// How long an in-flight rollback may run on after SIGTERM. At its end the
+/// running step's process group is killed and the outcome journaled as
+/// "interrupted by shutdown"; the daemon exits within
+/// [`SHUTDOWN_GRACE`] + [`SHUTDOWN_MARGIN`], inside the unit's
+/// `TimeoutStopSec=30s`.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// After the grace: time to kill the step, journal its outcome and stop.
+pub const SHUTDOWN_MARGIN: Duration = Duration::from_secs(5);
+
+/// How often the daemon checks that its journal is still the file in
+/// `state_dir` (besides before every append).
+const JOURNAL_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Something a worker did, for observers (the demo's timeline, tests).
 #[derive(Debug, Clone)]
@@ -166,6 +178,9 @@ struct Shared {
     /// The last journal write error while the journal is failing; shown by
     /// `status` as a banner, cleared by the next successful write.
     journal_error: Arc<RwLock<Option<String>>>,
+    /// Cancelled when the shutdown grace is over: running plans are
+    /// killed and journaled as interrupted.
+    hard_stop: CancellationToken,
 }
 
 impl Shared {
@@ -260,6 +275,8 @@ pub struct Daemon {
     requests: Option<mpsc::Sender<DaemonRequest>>,
     /// Held by [`Daemon::handle`] before `run` takes over.
     requests_rx: Option<mpsc::Receiver<DaemonRequest>>,
+    /// One daemon per `state_dir`: held until the daemon is dropped.
+    _lock: crate::lock::StateLock,
 }
 
 impl Daemon {
@@ -269,6 +286,7 @@ impl Daemon {
         let state_dir = config.daemon.state_dir.clone();
         std::fs::create_dir_all(state_dir.join("incidents"))
             .with_context(|| format!("failed to create state directory {}", state_dir.display()))?;
+        let lock = crate::lock::StateLock::acquire(&state_dir)?;
         let (journal, mut recovery) = Journal::open(&state_dir)
             .with_context(|| format!("failed to open the journal in {}", state_dir.display()))?;
         for p in &recovery.problems {
@@ -319,6 +337,7 @@ impl Daemon {
             targets: config.targets.len().into(),
             heartbeats: Mutex::new(BTreeMap::new()),
             journal_error: Arc::new(RwLock::new(None)),
+            hard_stop: CancellationToken::new(),
         });
         let (tx, rx) = mpsc::channel(4);
         Ok(Daemon {
@@ -329,6 +348,7 @@ impl Daemon {
             senders: Some(senders),
             requests: Some(tx),
             requests_rx: Some(rx),
+            _lock: lock,
         })
     }
 
@@ -368,6 +388,13 @@ impl Daemon {
                 version: env!("CARGO_PKG_VERSION").to_string(),
             })
             .await?;
+        // Steps a previous life left running (it died mid-rollback): killed
+        // and logged at warn, each naming its incident.
+        let orphans = execute::process::orphans_from_previous_run(&self.shared.state_dir).await;
+        crate::metrics::global().set("rollbackd_orphaned_steps_found", &[], orphans.len() as f64);
+        self.shared
+            .tracker
+            .spawn(housekeeping(self.shared.clone(), cancel.clone()));
         let token = match &self.config.daemon.api_token_file {
             Some(path) => Some(crate::api::auth::read_token(path)?),
             None => None,
@@ -480,8 +507,14 @@ impl Daemon {
                 }
             }
         }
-        tracing::info!("shutting down");
+        tracing::info!(grace = %crate::util::fmt_duration(SHUTDOWN_GRACE), "shutting down");
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        let stop_at = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        let hard_stop = self.shared.hard_stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(stop_at).await;
+            hard_stop.cancel();
+        });
         for (_, w) in workers {
             if let Err(e) = w.join.await {
                 tracing::error!(error = %e, "worker ended abnormally");
@@ -493,12 +526,13 @@ impl Daemon {
             Ok(Ok(())) => {}
         }
         self.shared.tracker.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, self.shared.tracker.wait())
+        if tokio::time::timeout_at(stop_at + SHUTDOWN_MARGIN, self.shared.tracker.wait())
             .await
             .is_err()
         {
             tracing::warn!("background tasks still running after the grace period; exiting");
         }
+        crate::sources::alertmanager::AlertStore::global().flush();
         self.shared.journal(Record::Stopped).await?;
         Ok(())
     }
@@ -1129,16 +1163,23 @@ impl Worker {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.target.name);
         self.settle_confirm_command();
-        if matches!(self.state.phase, Phase::RollingBack { .. }) {
+        // A running plan finishes within the grace, or is killed at its
+        // end and reports itself interrupted (`hard_stop`): either way its
+        // outcome arrives as an event and is journaled.
+        let until = tokio::time::Instant::now() + SHUTDOWN_GRACE + SHUTDOWN_MARGIN;
+        while matches!(self.state.phase, Phase::RollingBack { .. }) {
             tracing::warn!(target = %self.target.name, "waiting for the running rollback to finish before exiting");
-            match tokio::time::timeout(SHUTDOWN_GRACE, self.events_rx.recv()).await {
+            match tokio::time::timeout_at(until, self.events_rx.recv()).await {
                 Ok(Some(event)) => {
                     self.effect_result(event).await;
                 }
-                _ => tracing::warn!(
-                    target = %self.target.name,
-                    "rollback still running at exit; the journal says RollingBack and the next start verifies instead of re-running it"
-                ),
+                _ => {
+                    tracing::warn!(
+                        target = %self.target.name,
+                        "rollback still running at exit; the journal says RollingBack and the next start verifies instead of re-running it"
+                    );
+                    break;
+                }
             }
         }
     }
@@ -1455,8 +1496,18 @@ impl Worker {
                 let vars = vars_for(&incident);
                 let tx = self.events_tx.clone();
                 tracing::info!(target = %self.target.name, incident = %incident.id, method = %plan.kind.name(), "running rollback plan");
+                let context = execute::process::RunContext {
+                    state_dir: self.shared.state_dir.clone(),
+                    incident: incident.id.clone(),
+                };
+                let hard_stop = self.shared.hard_stop.clone();
                 self.shared.tracker.spawn(async move {
-                    let result = execute::run_plan(&plan, &vars).await;
+                    let result = tokio::select! {
+                        result = context.scope(execute::run_plan(&plan, &vars)) => result,
+                        // Dropping the plan kills the running step's group
+                        // and what escaped it.
+                        _ = hard_stop.cancelled() => interrupted_by_shutdown(&vars),
+                    };
                     let _ = tx
                         .send(Event::ExecFinished {
                             incident: vars.incident.clone(),
@@ -1574,6 +1625,65 @@ impl Worker {
     }
 }
 
+/// The outcome of a plan killed at the end of the shutdown grace.
+fn interrupted_by_shutdown(vars: &Vars) -> execute::ExecResult {
+    let error = format!(
+        "interrupted by shutdown: the plan was still running at the end of the {} grace after SIGTERM; its running step was killed with its process group",
+        crate::util::fmt_duration(SHUTDOWN_GRACE)
+    );
+    tracing::warn!(incident = %vars.incident, "{error}");
+    execute::ExecResult {
+        ok: false,
+        steps: Vec::new(),
+        from_version: vars.from_version.clone(),
+        to_version: vars.to_version.clone(),
+        error: Some(error),
+    }
+}
+
+/// Periodic checks beside the workers: the journal is still the file in
+/// `state_dir` (logged, gauged and notified once when not: every step is
+/// refused from then on), and zombies of processes reparented to the
+/// daemon are reaped.
+async fn housekeeping(shared: Arc<Shared>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(JOURNAL_CHECK_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut notified = false;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        execute::process::reap_adopted();
+        let checked = {
+            let journal = shared.journal.lock().unwrap_or_else(|p| p.into_inner());
+            journal.check()
+        };
+        match checked {
+            Ok(()) => notified = false,
+            Err(e) => {
+                if !notified {
+                    tracing::error!(error = %e, "state directory lost: not acting on anything");
+                    notified = true;
+                    let message = format!(
+                        "{e}. rollbackd is not acting on any target (every step would be lost at the next restart). \
+                         Restore {} or restart rollbackd on a new state_dir.",
+                        shared.state_dir.display()
+                    );
+                    if let Err(e) = shared
+                        .live()
+                        .notifier
+                        .notify_target(decide::NotifyKind::Escalated, "rollbackd", &message)
+                        .await
+                    {
+                        tracing::error!(error = %e, "cannot notify that the state directory is lost");
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn vars_for(incident: &Incident) -> Vars {
     Vars {
         target: incident.target.clone(),
@@ -1677,6 +1787,7 @@ impl GlobalLimit {
 /// (`state_dir/alerts.json`) and save every change there from now on.
 fn load_alerts(state_dir: &Path) {
     let store = crate::sources::alertmanager::AlertStore::global();
+    store.start_flusher();
     match store.persist_in(state_dir, Utc::now()) {
         Ok(0) => {}
         Ok(firing) => tracing::info!(firing, "alerts reloaded from the previous run"),

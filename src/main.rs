@@ -154,6 +154,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match config::load(&config) {
             Ok(c) => {
+                for w in config::secrets::check_modes(&c) {
+                    eprintln!("{}: {w}", config.display());
+                }
                 println!(
                     "{}: ok ({} target(s), {} rule(s))",
                     config.display(),
@@ -323,6 +326,10 @@ fn config_path_for_reload(path: &Path) -> PathBuf {
 async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     use futures_util::StreamExt;
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+    rollbackd::hostenv::setup();
+    for w in config::secrets::check_modes(&config) {
+        tracing::warn!("{w}");
+    }
     let daemon = Daemon::build(config)?.with_config_path(path);
     let cancel = CancellationToken::new();
     let handle = daemon.handle();
