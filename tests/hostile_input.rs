@@ -525,6 +525,20 @@ fn full_disk_under_the_journal_refuses_to_act_and_recovers() {
         .arg(format!("of={}", filler.display()))
         .stderr(std::process::Stdio::null())
         .status();
+    // The journal's last page may still have room for a line: fill it with
+    // blank lines (recovery skips them) until the disk refuses.
+    {
+        use std::io::Write;
+        let mut j = std::fs::OpenOptions::new()
+            .append(true)
+            .open(state.join("journal.jsonl"))
+            .unwrap();
+        while j
+            .write_all(&[b'\n'; 16])
+            .and_then(|_| j.sync_data())
+            .is_ok()
+        {}
+    }
     let (code, body) = http(
         "POST",
         &format!("http://127.0.0.1:{api_port}/v1/targets/web/rollback"),
