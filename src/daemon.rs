@@ -206,6 +206,7 @@ impl Shared {
         let shared = self.clone();
         let entry = Entry {
             at: Utc::now(),
+            seq: 0,
             record,
         };
         let written = tokio::task::spawn_blocking(move || {
@@ -287,8 +288,9 @@ impl Daemon {
         std::fs::create_dir_all(state_dir.join("incidents"))
             .with_context(|| format!("failed to create state directory {}", state_dir.display()))?;
         let lock = crate::lock::StateLock::acquire(&state_dir)?;
-        let (journal, mut recovery) = Journal::open(&state_dir)
+        let (mut journal, mut recovery) = Journal::open(&state_dir)
             .with_context(|| format!("failed to open the journal in {}", state_dir.display()))?;
+        journal.set_max_bytes(config.daemon.journal_max_size);
         for p in &recovery.problems {
             tracing::warn!(problem = %p, "journal recovery");
         }
@@ -1448,7 +1450,7 @@ impl Worker {
             from: from.clone(),
             to: to.clone(),
             actions: actions.clone(),
-            state: next.clone(),
+            state: next.clone().into(),
         };
         if let Err(e) = self.shared.journal(record).await {
             // Nothing happens that is not journaled: keep the old state, the
@@ -1656,8 +1658,10 @@ async fn housekeeping(shared: Arc<Shared>, cancel: CancellationToken) {
         }
         execute::process::reap_adopted();
         let checked = {
-            let journal = shared.journal.lock().unwrap_or_else(|p| p.into_inner());
-            journal.check()
+            let mut journal = shared.journal.lock().unwrap_or_else(|p| p.into_inner());
+            journal
+                .check()
+                .and_then(|()| journal.compact_if_due().map(|_| ()))
         };
         match checked {
             Ok(()) => notified = false,

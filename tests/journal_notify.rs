@@ -36,6 +36,7 @@ async fn dry_run_is_journaled_recorded_mailed_and_recovered() {
         until: at + chrono::Duration::minutes(10),
     };
     j.append(&Entry {
+        seq: 0,
         at,
         record: Record::Step {
             target: "frontend".into(),
@@ -46,7 +47,7 @@ async fn dry_run_is_journaled_recorded_mailed_and_recovered() {
             from: "Watching".into(),
             to: "DryRun".into(),
             actions: Vec::new(),
-            state,
+            state: state.into(),
         },
     })
     .unwrap();
@@ -79,6 +80,7 @@ async fn dry_run_is_journaled_recorded_mailed_and_recovered() {
         "{eml}"
     );
     j.append(&Entry {
+        seq: 0,
         at,
         record: Record::Notified {
             target: "frontend".into(),

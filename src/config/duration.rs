@@ -48,9 +48,53 @@ fn parse_inner(s: &str) -> Option<Duration> {
     Some(total)
 }
 
+/// Parse a size such as `"64MiB"`, `"512KiB"`, `"1GiB"`, `"100MB"` or
+/// `"4096B"` into bytes. The error message names the value.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let bad = || format!("invalid size {s:?} (use e.g. \"64MiB\", \"512KiB\", \"1GiB\")");
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return Err(bad());
+    }
+    let n: u64 = s[..digits].parse().map_err(|_| bad())?;
+    let unit: u64 = match &s[digits..] {
+        "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(unit).ok_or_else(bad)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("2GB"), Ok(2_000_000_000));
+        assert_eq!(parse_size("4096B"), Ok(4096));
+        for bad in [
+            "",
+            "64",
+            "MiB",
+            "64 MiB",
+            "64mib",
+            "-1MiB",
+            "99999999999999999999GiB",
+        ] {
+            assert!(
+                parse_size(bad).unwrap_err().contains("invalid size"),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn durations() {

@@ -66,6 +66,8 @@ pub struct DaemonConfig {
     pub max_rollbacks_per_hour: Option<NonZeroU32>,
     /// `max_simultaneous_breaches`: the blast-radius guard; `None`: off.
     pub max_simultaneous_breaches: Option<BlastRadius>,
+    /// Past this many bytes the journal is compacted into a snapshot.
+    pub journal_max_size: u64,
 }
 
 /// When breaches beginning at about the same time on many targets point at

@@ -53,6 +53,8 @@ pub struct RawDaemon {
     /// Blast-radius guard: an integer (targets), a table `{ targets,
     /// fraction, within }`, or `0`/`false` to turn it off.
     pub max_simultaneous_breaches: Option<toml::Value>,
+    /// Size string (`"64MiB"`): compact the journal past this size.
+    pub journal_max_size: Option<String>,
 }
 
 /// `[prometheus]`.

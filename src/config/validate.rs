@@ -485,6 +485,23 @@ fn daemon(cx: &mut Cx, raw: RawDaemon) -> Option<DaemonConfig> {
         },
     };
     let blast = blast_radius(cx, p, raw.max_simultaneous_breaches.as_ref());
+    let journal_max_size = match raw.journal_max_size.as_deref() {
+        None => Some(crate::journal::DEFAULT_MAX_BYTES),
+        Some(text) => match duration::parse_size(text) {
+            Ok(n) if n >= 64 * 1024 => Some(n),
+            Ok(_) => {
+                cx.err(
+                    join(p, "journal_max_size"),
+                    format!("journal_max_size = {text:?} is below the minimum of 64KiB"),
+                );
+                None
+            }
+            Err(message) => {
+                cx.err(join(p, "journal_max_size"), message);
+                None
+            }
+        },
+    };
     Some(DaemonConfig {
         state_dir: state_dir?,
         listen: listen?,
@@ -494,6 +511,7 @@ fn daemon(cx: &mut Cx, raw: RawDaemon) -> Option<DaemonConfig> {
         public_url: public_url?,
         max_rollbacks_per_hour: global_cap?,
         max_simultaneous_breaches: blast?,
+        journal_max_size: journal_max_size?,
     })
 }
 
@@ -2107,6 +2125,8 @@ mod tests {
             (config(&[("daemon", "poll_interval = \"5 minutes\"")]), "daemon.poll_interval", r#"invalid duration "5 minutes" (use e.g. "30s", "5m", "1h")"#),
             (config(&[("daemon", "poll_interval = \"0s\"")]), "daemon.poll_interval", "greater than zero"),
             (config(&[("daemon", "poll_interval = \"50ms\"")]), "daemon.poll_interval", r#"poll_interval = "50ms" is below the minimum of 100ms"#),
+            (config(&[("daemon", "journal_max_size = \"1KiB\"")]), "daemon.journal_max_size", r#"journal_max_size = "1KiB" is below the minimum of 64KiB"#),
+            (config(&[("daemon", "journal_max_size = \"64 megs\"")]), "daemon.journal_max_size", r#"invalid size "64 megs""#),
             (config(&[("daemon", "max_simultaneous_breaches = 1")]), "daemon.max_simultaneous_breaches", "must be a number of targets (2 or more)"),
             (config(&[("daemon", "max_simultaneous_breaches = \"3\"")]), "daemon.max_simultaneous_breaches", "must be a number of targets (2 or more)"),
             (config(&[("daemon", "max_simultaneous_breaches = { targets = 3, fraction = 2.0 }")]), "daemon.max_simultaneous_breaches.fraction", "fraction = 2.0 must be a number above 0 and at most 1"),

@@ -170,9 +170,7 @@ async fn versions(
         }
     };
     let to_version = options.to_version.clone().or_else(|| {
-        let path = config.daemon.state_dir.join("journal.jsonl");
-        let (entries, _) = crate::journal::read_all(&path).ok()?;
-        let states = crate::journal::last_states(&entries);
+        let states = crate::journal::recover_states(&config.daemon.state_dir).ok()?;
         let state = states.get(&t.name)?;
         state
             .previous_version
