@@ -394,6 +394,7 @@ impl Worker {
         self.stop = cancel.clone();
         if self.recovered {
             tracing::info!(target = %self.target.name, phase = self.state.phase.name(), "state recovered from the journal");
+            crate::metrics::global().phase(&self.target.name, &self.state.phase);
             self.apply(Event::Recovered).await;
             // The wait goes on, and so does the team's approval flow: its
             // command died with the previous process.
@@ -433,6 +434,7 @@ impl Worker {
 
     /// One poll: version, all rules, the verify URL when verifying.
     async fn poll(&mut self) {
+        let _timer = crate::metrics::global().poll_timer();
         if let Some(version) = self.read_version().await {
             if self.state.version.as_deref() != Some(version.as_str()) {
                 self.apply(Event::VersionObserved { version }).await;
@@ -525,17 +527,14 @@ impl Worker {
         if let Err(e) = self.shared.journal(record).await {
             // Nothing happens that is not journaled: keep the old state, the
             // next poll tries again.
-            crate::metrics::global().inc("rollbackd_journal_errors_total", &[]);
+            crate::metrics::global().journal_error();
             tracing::error!(target = %self.target.name, error = %format!("{e:#}"), "journal write failed; not acting");
             return false;
         }
         self.state = next;
         self.remember_incident();
         if from != to {
-            crate::metrics::global().inc(
-                "rollbackd_transitions_total",
-                &[("target", &self.target.name), ("to", &to)],
-            );
+            crate::metrics::global().transition(&self.target.name, &self.state.phase);
         }
         self.shared.observe(Observation::Step {
             at: now,
@@ -558,6 +557,7 @@ impl Worker {
                 let vars = vars_for(&incident);
                 let tx = self.events_tx.clone();
                 tracing::info!(target = %self.target.name, incident = %incident.id, method = %plan.kind.name(), "running rollback plan");
+                crate::metrics::global().rollback_started(&incident, Utc::now());
                 self.shared.tracker.spawn(async move {
                     let result = execute::run_plan(&plan, &vars).await;
                     let _ = tx
@@ -686,30 +686,8 @@ fn vars_for(incident: &Incident) -> Vars {
 
 /// Publish each rule's value and status as gauges.
 fn record_rule_metrics(target: &str, rules: &[RuleReport]) {
-    let m = crate::metrics::global();
     for r in rules {
-        let labels = [("target", target), ("rule", r.rule.as_str())];
-        match r.value {
-            Some(v) => m.set("rollbackd_rule_value", &labels, v),
-            None => m.unset("rollbackd_rule_value", &labels),
-        }
-        m.set("rollbackd_rule_threshold", &labels, r.threshold);
-        match r.baseline {
-            Some(b) => m.set("rollbackd_rule_baseline", &labels, b),
-            None => m.unset("rollbackd_rule_baseline", &labels),
-        }
-        for status in ["ok", "pending", "breached", "unknown"] {
-            let on = if r.status.name() == status { 1.0 } else { 0.0 };
-            m.set(
-                "rollbackd_rule_status",
-                &[
-                    ("target", target),
-                    ("rule", r.rule.as_str()),
-                    ("status", status),
-                ],
-                on,
-            );
-        }
+        crate::metrics::global().rule(target, r);
     }
 }
 
@@ -872,10 +850,7 @@ impl Worker {
         if limit.limiter.check().is_ok() {
             return None;
         }
-        crate::metrics::global().inc(
-            "rollbackd_global_limit_refusals_total",
-            &[("target", &self.target.name)],
-        );
+        crate::metrics::global().global_limit_refused(&self.target.name);
         let reason = format!(
             "global rate limit: [daemon] max_rollbacks_per_hour = {} reached across all targets",
             limit.cap

@@ -141,6 +141,7 @@ impl Journal {
             entries: parsed.entries.len(),
             problems: parsed.problems,
         };
+        crate::metrics::global().journal_bytes(file.metadata().map_or(0, |m| m.len()));
         Ok((Journal { path, file }, recovery))
     }
 
@@ -172,6 +173,7 @@ impl Journal {
                 &format!("cannot append to {}", self.path.display()),
             ));
         }
+        crate::metrics::global().journal_bytes(before + line.len() as u64);
         Ok(())
     }
 

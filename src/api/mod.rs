@@ -109,7 +109,7 @@ pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        crate::metrics::global().inc("rollbackd_api_errors_total", &[("status", self.0.as_str())]);
+        crate::metrics::global().api_error(self.0.as_str());
         (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
     }
 }
@@ -142,7 +142,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
 
 async fn metrics() -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         crate::metrics::global().render(),
     )
 }
@@ -346,16 +346,8 @@ async fn alertmanager(
     match api.alerts.ingest(&bytes, Utc::now()) {
         Ok(report) => {
             let m = crate::metrics::global();
-            m.add(
-                "rollbackd_alerts_received_total",
-                &[("result", "accepted")],
-                report.accepted as f64,
-            );
-            m.add(
-                "rollbackd_alerts_received_total",
-                &[("result", "duplicate")],
-                report.duplicates as f64,
-            );
+            m.alerts_received("accepted", report.accepted);
+            m.alerts_received("duplicate", report.duplicates);
             tracing::info!(
                 accepted = report.accepted,
                 duplicates = report.duplicates,

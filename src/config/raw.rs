@@ -50,6 +50,9 @@ pub struct RawDaemon {
     pub public_url: Option<String>,
     /// Global cap on executed rollbacks per hour (all targets).
     pub max_rollbacks_per_hour: Option<i64>,
+    /// `text`, `json` or `journald`; absent: journald under systemd's
+    /// journal (`JOURNAL_STREAM`), else text.
+    pub log_format: Option<String>,
 }
 
 /// `[prometheus]`.
