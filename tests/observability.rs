@@ -1,0 +1,210 @@
+//! What an operator's tooling reads from the running daemon: `/metrics`
+//! after a real rollback, scraped by the real Prometheus, and the log in
+//! each `[daemon] log_format` when stderr is a file.
+
+mod common;
+#[path = "common/prometheus.rs"]
+mod prom;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+
+/// The API port `symlink_config` chose.
+fn api_port(config: &str) -> u16 {
+    let at = config.find("listen = \"127.0.0.1:").expect("listen key") + 20;
+    config[at..]
+        .split('"')
+        .next()
+        .unwrap()
+        .parse()
+        .expect("listen port")
+}
+
+/// A symlink target on the demo service with `daemon_extra` added to `[daemon]`.
+fn setup(daemon_extra: &str) -> (tempfile::TempDir, std::path::PathBuf, u16) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    rollbackd::demo::create_releases(&dir).unwrap();
+    let port = serve_releases(&dir);
+    let config = symlink_config(&dir, port, "").replacen(
+        "poll_interval = \"200ms\"",
+        &format!("poll_interval = \"200ms\"\n{daemon_extra}"),
+        1,
+    );
+    let api = api_port(&config);
+    std::fs::write(dir.join("rollbackd.toml"), config).unwrap();
+    (tmp, dir, api)
+}
+
+fn metrics(api: u16) -> String {
+    let (code, body) = prom::http_get(api, "/metrics").expect("GET /metrics");
+    assert_eq!(code, 200, "{body}");
+    body
+}
+
+fn wait_version_seen(state: &Path, version: &str) {
+    wait_for(
+        Duration::from_secs(15),
+        &format!("version {version} in the journal"),
+        || {
+            journal(state)
+                .iter()
+                .any(|e| {
+                    e["event"]["event"] == "version_observed" && e["event"]["version"] == version
+                })
+                .then_some(())
+        },
+    );
+}
+
+#[test]
+fn a_rollback_is_counted_in_metrics_that_prometheus_scrapes_and_json_logs_carry_fields() {
+    let (_tmp, dir, api) = setup("log_format = \"json\"");
+    let daemon = Running::start(&dir.join("rollbackd.toml"), &dir.join("daemon.log"));
+    let prometheus = prom::Prometheus::start(&dir.join("prometheus"), &[api]);
+    wait_version_seen(&dir.join("state"), "v1");
+    let before = metrics(api);
+    assert!(
+        before.contains(&format!(
+            "rollbackd_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{before}"
+    );
+    assert!(
+        before.contains("rollbackd_config_last_reload_success 1"),
+        "{before}"
+    );
+    assert!(
+        !before.contains("outcome=\"rolled_back\""),
+        "no rollback yet: {before}"
+    );
+
+    rollbackd::demo::switch_release(&dir, "v2").unwrap();
+    wait_for(Duration::from_secs(40), "the ROLLED BACK mail", || {
+        mails(&dir.join("state/outbox"))
+            .into_iter()
+            .find(|(_, m)| m.contains("ROLLED BACK"))
+    });
+    let text = metrics(api);
+    for line in [
+        "rollbackd_rollbacks_total{target=\"web\",outcome=\"rolled_back\"} 1\n",
+        "rollbackd_incidents_total{target=\"web\",outcome=\"rolled_back\"} 1\n",
+        "rollbackd_detection_seconds_count 1\n",
+        "rollbackd_incidents_open{target=\"web\",phase=\"verifying\"} 0\n",
+        "rollbackd_rule_status{target=\"web\",rule=\"health\",status=\"ok\"} 1\n",
+        "# TYPE rollbackd_poll_duration_seconds histogram\n",
+        "# HELP rollbackd_rollbacks ",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in /metrics:\n{text}");
+    }
+    assert!(
+        !text.contains("rollbackd_poll_duration_seconds_count 0\n"),
+        "polls are timed: {text}"
+    );
+    assert!(
+        text.contains("rollbackd_journal_bytes ") && !text.contains("rollbackd_journal_bytes 0\n"),
+        "{text}"
+    );
+
+    // The real Prometheus scraped it without errors and has the sample.
+    let up = "rollbackd_rollbacks_total{outcome=\"rolled_back\",target=\"web\"} == 1";
+    prometheus.wait_for_series(up, Duration::from_secs(20));
+    assert_eq!(
+        prometheus.query("up")["data"]["result"][0]["value"][1],
+        "1",
+        "up"
+    );
+    let (_, targets) = prom::http_get(prometheus.port, "/api/v1/targets").unwrap();
+    let targets: serde_json::Value = serde_json::from_str(&targets).unwrap();
+    let active = &targets["data"]["activeTargets"];
+    assert_eq!(active.as_array().map(Vec::len), Some(1), "{targets}");
+    assert_eq!(active[0]["health"], "up", "{targets}");
+    assert_eq!(active[0]["lastError"], "", "scrape error: {targets}");
+
+    // JSON logs: one object per line, the target name as a field.
+    let log = daemon.log_text();
+    assert!(!log.contains('\x1b'), "ANSI escape in the log:\n{log}");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON object ({e}): {l}"))
+        })
+        .collect();
+    assert!(lines.len() > 5, "{log}");
+    assert!(
+        lines.iter().all(|l| l["level"].is_string()
+            && l["target"].is_string()
+            && l["fields"]["message"].is_string()),
+        "{log}"
+    );
+    assert!(
+        lines.iter().any(|l| l["fields"]["target"] == "web"
+            && l["fields"]["message"] == "running rollback plan"
+            && l["fields"]["incident"].is_string()),
+        "{log}"
+    );
+    assert_eq!(daemon.stop(), Some(0));
+}
+
+/// Run the daemon for about a second with `env`, stderr to a file; its log.
+fn short_run(daemon_extra: &str, env: &[(&str, &str)], journal_stream: bool) -> String {
+    let (_tmp, dir, api) = setup(daemon_extra);
+    let log = dir.join("daemon.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(["run", "--config"])
+        .arg(dir.join("rollbackd.toml"))
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .env_remove("JOURNAL_STREAM")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null());
+    if journal_stream {
+        // As systemd does: JOURNAL_STREAM names stderr's device and inode.
+        use std::os::unix::fs::MetadataExt;
+        let m = file.metadata().unwrap();
+        cmd.env("JOURNAL_STREAM", format!("{}:{}", m.dev(), m.ino()));
+    }
+    let child = cmd.stderr(file).spawn().unwrap();
+    let mut running = Running {
+        child,
+        log: log.clone(),
+    };
+    wait_for(Duration::from_secs(15), "the API", || {
+        prom::http_get(api, "/healthz").ok().filter(|(c, _)| *c == 200)
+    });
+    wait_version_seen(&dir.join("state"), "v1");
+    running.assert_alive();
+    assert_eq!(running.stop(), Some(0));
+    std::fs::read_to_string(&log).unwrap()
+}
+
+#[test]
+fn text_logs_to_a_file_have_no_colour() {
+    let log = short_run("", &[], false);
+    assert!(log.contains("INFO"), "{log}");
+    assert!(log.contains("target=web"), "{log}");
+    assert!(!log.contains('\x1b'), "ANSI escape in the log:\n{log}");
+    // NO_COLOR is honoured too (stderr is not a terminal either way).
+    let log = short_run("log_format = \"text\"", &[("NO_COLOR", "1")], false);
+    assert!(!log.contains('\x1b'), "{log}");
+}
+
+#[test]
+fn under_a_journal_stream_without_a_journal_socket_logs_fall_back_to_text() {
+    if Path::new("/run/systemd/journal/socket").exists() {
+        // With a journal, the default goes there; this test is about its absence.
+        let log = short_run("log_format = \"text\"", &[], true);
+        assert!(log.contains("INFO") && !log.contains('\x1b'), "{log}");
+        return;
+    }
+    let log = short_run("", &[], true);
+    assert!(
+        log.contains("cannot reach the journal socket"),
+        "journald was the default under JOURNAL_STREAM and fell back:\n{log}"
+    );
+    assert!(log.contains("INFO") && !log.contains('\x1b'), "{log}");
+}
