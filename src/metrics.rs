@@ -423,6 +423,7 @@ impl Metrics {
     /// status. A value or baseline that is absent removes its series
     /// (absence of data is not zero).
     pub fn rule(&self, target: &str, r: &RuleReport) {
+        self.target_seen(target);
         let labels = RuleLabels {
             target: target.into(),
             rule: r.rule.clone(),
@@ -452,6 +453,20 @@ impl Metrics {
                     status: status.into(),
                 })
                 .set(i64::from(r.status.name() == status));
+        }
+    }
+
+    /// Create `target`'s rollback counters at 0, so that `increase()` sees
+    /// the first rollback (a series that starts at 1 has no increase).
+    fn target_seen(&self, target: &str) {
+        for outcome in ["rolled_back", "failed"] {
+            let labels = OutcomeLabels {
+                target: target.into(),
+                outcome: outcome.into(),
+            };
+            if self.rollbacks.get(&labels).is_none() {
+                self.rollbacks.get_or_create(&labels);
+            }
         }
     }
 
@@ -510,6 +525,9 @@ impl Metrics {
 
     /// `n` notifications wait in `channel`'s outbox.
     pub fn notifications_pending(&self, channel: &str, n: usize) {
+        // The failure counter starts at 0 (see `target_seen`).
+        self.notifications_failed
+            .get_or_create(&channel_labels(channel));
         self.notifications_pending
             .get_or_create(&channel_labels(channel))
             .set(i64::try_from(n).unwrap_or(i64::MAX));

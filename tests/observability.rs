@@ -65,7 +65,11 @@ fn a_rollback_is_counted_in_metrics_that_prometheus_scrapes_and_json_logs_carry_
     let daemon = Running::start(&dir.join("rollbackd.toml"), &dir.join("daemon.log"));
     let prometheus = prom::Prometheus::start(&dir.join("prometheus"), &[api]);
     wait_version_seen(&dir.join("state"), "v1");
-    let before = metrics(api);
+    // The counters exist at 0 from the first evaluation on, so that
+    // `increase()` in an alert sees the first rollback.
+    let before = wait_for(Duration::from_secs(10), "the first evaluation", || {
+        Some(metrics(api)).filter(|m| m.contains("rollbackd_rule_status{"))
+    });
     assert!(
         before.contains(&format!(
             "rollbackd_build_info{{version=\"{}\"}} 1",
@@ -77,10 +81,12 @@ fn a_rollback_is_counted_in_metrics_that_prometheus_scrapes_and_json_logs_carry_
         before.contains("rollbackd_config_last_reload_success 1"),
         "{before}"
     );
-    assert!(
-        !before.contains("outcome=\"rolled_back\""),
-        "no rollback yet: {before}"
-    );
+    for line in [
+        "rollbackd_rollbacks_total{target=\"web\",outcome=\"rolled_back\"} 0\n",
+        "rollbackd_rollbacks_total{target=\"web\",outcome=\"failed\"} 0\n",
+    ] {
+        assert!(before.contains(line), "missing {line:?} in:\n{before}");
+    }
 
     rollbackd::demo::switch_release(&dir, "v2").unwrap();
     wait_for(Duration::from_secs(40), "the ROLLED BACK mail", || {
