@@ -465,7 +465,7 @@ impl Metrics {
                 outcome: outcome.into(),
             };
             if self.rollbacks.get(&labels).is_none() {
-                self.rollbacks.get_or_create(&labels);
+                let _ = self.rollbacks.get_or_create(&labels);
             }
         }
     }
@@ -526,7 +526,8 @@ impl Metrics {
     /// `n` notifications wait in `channel`'s outbox.
     pub fn notifications_pending(&self, channel: &str, n: usize) {
         // The failure counter starts at 0 (see `target_seen`).
-        self.notifications_failed
+        let _ = self
+            .notifications_failed
             .get_or_create(&channel_labels(channel));
         self.notifications_pending
             .get_or_create(&channel_labels(channel))
