@@ -201,9 +201,9 @@ impl Metrics {
             ),
             // Seconds from the first bad evaluation to the plan's start:
             // the `for` duration plus confirmation, so 5 s .. ~1.4 h.
-            detection: Histogram::new(
-                prometheus_client::metrics::histogram::exponential_buckets(5.0, 2.0, 11),
-            ),
+            detection: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                5.0, 2.0, 11,
+            )),
             journal_errors: Counter::default(),
             journal_bytes: Gauge::default(),
             global_limit_refusals: Family::default(),
@@ -737,7 +737,10 @@ mod tests {
     fn rule_series_follow_the_report_and_escape_labels() {
         let m = Metrics::new();
         let since = Utc::now();
-        m.rule("web", &report("a\"b", Some(0.75), RuleStatus::Breached { since }));
+        m.rule(
+            "web",
+            &report("a\"b", Some(0.75), RuleStatus::Breached { since }),
+        );
         let text = m.render();
         assert!(
             text.contains("rollbackd_rule_value{target=\"web\",rule=\"a\\\"b\"} 0.75\n"),
@@ -750,7 +753,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("rollbackd_rule_status{target=\"web\",rule=\"a\\\"b\",status=\"ok\"} 0\n"),
+            text.contains(
+                "rollbackd_rule_status{target=\"web\",rule=\"a\\\"b\",status=\"ok\"} 0\n"
+            ),
             "{text}"
         );
         // No data: the value series goes away, it does not become 0.

@@ -221,9 +221,7 @@ async fn a_rejecting_server_sends_the_mail_to_failed_after_give_up_after() {
         "kept intact, not deleted"
     );
     // The counter goes up right after the move.
-    let failed_count = || {
-        rollbackd::metrics::global().notifications_failed_count("email")
-    };
+    let failed_count = || rollbackd::metrics::global().notifications_failed_count("email");
     tokio::time::timeout(
         Duration::from_secs(5),
         until(4, "the failed mail counted in the metrics", || {

@@ -180,7 +180,9 @@ fn short_run(daemon_extra: &str, env: &[(&str, &str)], journal_stream: bool) -> 
         log: log.clone(),
     };
     wait_for(Duration::from_secs(15), "the API", || {
-        prom::http_get(api, "/healthz").ok().filter(|(c, _)| *c == 200)
+        prom::http_get(api, "/healthz")
+            .ok()
+            .filter(|(c, _)| *c == 200)
     });
     wait_version_seen(&dir.join("state"), "v1");
     running.assert_alive();
@@ -213,4 +215,121 @@ fn under_a_journal_stream_without_a_journal_socket_logs_fall_back_to_text() {
         "journald was the default under JOURNAL_STREAM and fell back:\n{log}"
     );
     assert!(log.contains("INFO") && !log.contains('\x1b'), "{log}");
+}
+
+/// Reads datagrams on the journal socket path given as argv[1] and appends
+/// each, prefixed with its length (u32 LE), to argv[2].
+const JOURNAL_RECEIVER: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+out = open(sys.argv[2], "ab")
+while True:
+    d = s.recv(1 << 20)
+    if d:
+        out.write(len(d).to_bytes(4, "little") + d)
+        out.flush()
+"#;
+
+/// The journal's native protocol: `KEY=value\n`, or `KEY\n` + u64 LE
+/// length + bytes + `\n` for values with newlines.
+fn journal_fields(mut d: &[u8]) -> Vec<(String, String)> {
+    let mut fields = Vec::new();
+    while !d.is_empty() {
+        let nl = d.iter().position(|&b| b == b'\n').unwrap_or(d.len());
+        let line = &d[..nl];
+        if let Some(eq) = line.iter().position(|&b| b == b'=') {
+            fields.push((
+                String::from_utf8_lossy(&line[..eq]).into_owned(),
+                String::from_utf8_lossy(&line[eq + 1..]).into_owned(),
+            ));
+            d = &d[(nl + 1).min(d.len())..];
+        } else {
+            let key = String::from_utf8_lossy(line).into_owned();
+            let rest = &d[nl + 1..];
+            let len = u64::from_le_bytes(rest[..8].try_into().unwrap()) as usize;
+            fields.push((key, String::from_utf8_lossy(&rest[8..8 + len]).into_owned()));
+            d = &rest[(8 + len + 1).min(rest.len())..];
+        }
+    }
+    fields
+}
+
+/// `log_format = "journald"` against a journal socket of our own: the
+/// daemon runs in a private mount namespace whose /run is a tmpfs holding a
+/// receiver at /run/systemd/journal/socket (needs root, as CI has).
+#[test]
+fn journald_entries_carry_priority_and_target_fields() {
+    let (_tmp, dir, _api) = setup("log_format = \"journald\"");
+    let received = dir.join("journal.bin");
+    let script = format!(
+        r#"set -e
+mount -t tmpfs tmpfs /run
+mkdir -p /run/systemd/journal
+python3 -c '{JOURNAL_RECEIVER}' /run/systemd/journal/socket {received} &
+for i in $(seq 100); do [ -S /run/systemd/journal/socket ] && break; sleep 0.05; done
+RUST_LOG=info timeout -s TERM 3 {bin} run --config {config} 2>{stderr} || true
+sleep 0.3
+kill $!
+"#,
+        received = received.display(),
+        bin = bin(),
+        config = dir.join("rollbackd.toml").display(),
+        stderr = dir.join("stderr.log").display(),
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("run unshare (util-linux)");
+    assert!(
+        out.status.success(),
+        "cannot run the daemon in a private mount namespace (this test needs root): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
+    assert!(
+        !stderr.contains("cannot reach the journal socket"),
+        "fell back to text: {stderr}"
+    );
+    let bytes = std::fs::read(&received).expect("nothing reached the journal socket");
+    let mut entries = Vec::new();
+    let mut rest = &bytes[..];
+    while rest.len() >= 4 {
+        let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+        entries.push(journal_fields(&rest[4..4 + len]));
+        rest = &rest[4 + len..];
+    }
+    let field = |e: &Vec<(String, String)>, k: &str| -> Vec<String> {
+        e.iter()
+            .filter(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    assert!(entries.len() > 3, "{entries:?}");
+    // Every entry: a message, the priority of its level, our identifier.
+    for e in &entries {
+        assert_eq!(field(e, "SYSLOG_IDENTIFIER"), ["rollbackd"], "{e:?}");
+        assert!(!field(e, "MESSAGE").is_empty(), "{e:?}");
+        let priority = field(e, "PRIORITY");
+        assert!(
+            priority == ["3"] || priority == ["4"] || priority == ["5"],
+            "RUST_LOG=info: error 3, warn 4, info 5: {e:?}"
+        );
+    }
+    // The target's name is a TARGET= field (journalctl TARGET=web).
+    let version_seen = entries
+        .iter()
+        .find(|e| {
+            field(e, "TARGET").contains(&"web".to_string())
+                && field(e, "MESSAGE").iter().any(|m| m.contains("version"))
+        })
+        .unwrap_or_else(|| panic!("no entry with TARGET=web about the version: {entries:?}"));
+    assert_eq!(field(version_seen, "PRIORITY"), ["5"], "info is notice");
+    assert!(
+        entries.iter().any(
+            |e| field(e, "TARGET").contains(&"web".to_string()) && !field(e, "RULE").is_empty()
+        ),
+        "RULE= field: {entries:?}"
+    );
+    assert!(!stderr.contains('\x1b'), "{stderr}");
 }

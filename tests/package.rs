@@ -70,7 +70,11 @@ fn deb_installs_binary_unit_conffile_man_page_and_completions() {
         "usr/share/doc/rollbackd/contrib/rollbackd-alerts.yml",
         "usr/share/doc/rollbackd/contrib/rollbackd-dashboard.json",
     ] {
-        assert!(root.join(path).is_file(), "{path} missing from {}", deb.display());
+        assert!(
+            root.join(path).is_file(),
+            "{path} missing from {}",
+            deb.display()
+        );
     }
 
     // The packaged binary validates the packaged config.
@@ -86,7 +90,9 @@ fn deb_installs_binary_unit_conffile_man_page_and_completions() {
     // The config is a conffile: an upgrade keeps the operator's edits.
     let conffiles = std::fs::read_to_string(control.join("conffiles")).unwrap();
     assert!(
-        conffiles.lines().any(|l| l == "/etc/rollbackd/rollbackd.toml"),
+        conffiles
+            .lines()
+            .any(|l| l == "/etc/rollbackd/rollbackd.toml"),
         "{conffiles}"
     );
     // The unit runs the packaged binary as the user postinst creates.
@@ -118,11 +124,15 @@ fn deb_installs_binary_unit_conffile_man_page_and_completions() {
     )));
     assert!(man.contains(".TH rollbackd 1"), "{man}");
     assert!(man.contains("completions"), "the verbs are listed: {man}");
-    let bash = std::fs::read_to_string(root.join("usr/share/bash-completion/completions/rollbackd"))
-        .unwrap();
+    let bash =
+        std::fs::read_to_string(root.join("usr/share/bash-completion/completions/rollbackd"))
+            .unwrap();
     assert_eq!(bash, run(Command::new(&bin).args(["completions", "bash"])));
-    assert!(bash.contains("approve") && bash.contains("--config"), "{bash}");
-    let zsh = std::fs::read_to_string(root.join("usr/share/zsh/vendor-completions/_rollbackd"))
-        .unwrap();
+    assert!(
+        bash.contains("approve") && bash.contains("--config"),
+        "{bash}"
+    );
+    let zsh =
+        std::fs::read_to_string(root.join("usr/share/zsh/vendor-completions/_rollbackd")).unwrap();
     assert!(zsh.starts_with("#compdef rollbackd"), "{zsh}");
 }

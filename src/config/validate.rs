@@ -14,8 +14,8 @@ use super::raw::{
     RawTarget, RawVerify, RawWebhook, RawWindow,
 };
 use super::{
-    duration, BaselineSpec, Config, DaemonConfig, EmailConfig, ExecutorKind, HostMetric, NoData,
-    LogFormat, NotifyConfig, ProbeMeasure, ProbeSpec, PromSpec, PrometheusAuth, PrometheusConfig,
+    duration, BaselineSpec, Config, DaemonConfig, EmailConfig, ExecutorKind, HostMetric, LogFormat,
+    NoData, NotifyConfig, ProbeMeasure, ProbeSpec, PromSpec, PrometheusAuth, PrometheusConfig,
     RollbackPlan, RuleConfig, SmtpConfig, SmtpSecurity, SourceSpec, TargetConfig, VerifyConfig,
     WebhookConfig, WebhookFormat, Window,
 };
