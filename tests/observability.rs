@@ -1,6 +1,8 @@
 //! What an operator's tooling reads from the running daemon: `/metrics`
 //! after a real rollback, scraped by the real Prometheus, and the log in
-//! each `[daemon] log_format` when stderr is a file.
+//! each `[daemon] log_format`: text on a file and on a terminal (colour,
+//! NO_COLOR), JSON, and journald (against a journal socket of our own in a
+//! private mount namespace, and without one).
 
 mod common;
 #[path = "common/prometheus.rs"]
@@ -155,26 +157,21 @@ fn a_rollback_is_counted_in_metrics_that_prometheus_scrapes_and_json_logs_carry_
     assert_eq!(daemon.stop(), Some(0));
 }
 
-/// Run the daemon for about a second with `env`, stderr to a file; its log.
-fn short_run(daemon_extra: &str, env: &[(&str, &str)], journal_stream: bool) -> String {
+/// Run the daemon until its first poll, stderr to a file; its log.
+fn short_run(daemon_extra: &str) -> String {
     let (_tmp, dir, api) = setup(daemon_extra);
     let log = dir.join("daemon.log");
     let file = std::fs::File::create(&log).unwrap();
-    let mut cmd = std::process::Command::new(bin());
-    cmd.args(["run", "--config"])
+    let child = std::process::Command::new(bin())
+        .args(["run", "--config"])
         .arg(dir.join("rollbackd.toml"))
         .env("RUST_LOG", "info")
         .env_remove("NO_COLOR")
         .env_remove("JOURNAL_STREAM")
-        .envs(env.iter().copied())
-        .stdout(std::process::Stdio::null());
-    if journal_stream {
-        // As systemd does: JOURNAL_STREAM names stderr's device and inode.
-        use std::os::unix::fs::MetadataExt;
-        let m = file.metadata().unwrap();
-        cmd.env("JOURNAL_STREAM", format!("{}:{}", m.dev(), m.ino()));
-    }
-    let child = cmd.stderr(file).spawn().unwrap();
+        .stdout(std::process::Stdio::null())
+        .stderr(file)
+        .spawn()
+        .unwrap();
     let mut running = Running {
         child,
         log: log.clone(),
@@ -192,27 +189,82 @@ fn short_run(daemon_extra: &str, env: &[(&str, &str)], journal_stream: bool) -> 
 
 #[test]
 fn text_logs_to_a_file_have_no_colour() {
-    let log = short_run("", &[], false);
+    let log = short_run("");
     assert!(log.contains("INFO"), "{log}");
     assert!(log.contains("target=web"), "{log}");
     assert!(!log.contains('\x1b'), "ANSI escape in the log:\n{log}");
-    // NO_COLOR is honoured too (stderr is not a terminal either way).
-    let log = short_run("log_format = \"text\"", &[("NO_COLOR", "1")], false);
-    assert!(!log.contains('\x1b'), "{log}");
+}
+
+/// `rollbackd run` for two seconds on a terminal (a pty from `script`),
+/// with or without NO_COLOR; what the terminal showed.
+fn on_a_terminal(no_color: bool) -> String {
+    let (_tmp, dir, _api) = setup("log_format = \"text\"");
+    let command = format!(
+        "timeout -s TERM 2 {} run --config {}",
+        bin(),
+        dir.join("rollbackd.toml").display()
+    );
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qfec", &command, "/dev/null"])
+        .env("RUST_LOG", "info")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("NO_COLOR");
+    if no_color {
+        cmd.env("NO_COLOR", "1");
+    }
+    let out = cmd.output().expect("run script (util-linux) for a pty");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn colour_only_on_a_terminal_and_never_with_no_color() {
+    let coloured = on_a_terminal(false);
+    assert!(coloured.contains("INFO"), "{coloured}");
+    assert!(
+        coloured.contains('\x1b'),
+        "a terminal gets colour: {coloured}"
+    );
+    let plain = on_a_terminal(true);
+    assert!(plain.contains("INFO"), "{plain}");
+    assert!(!plain.contains('\x1b'), "NO_COLOR set: {plain}");
+}
+
+/// Run `script` (sh) in a private mount namespace whose /run is an empty
+/// tmpfs: no journal socket unless the script makes one (needs root, as CI
+/// has).
+fn in_private_run(script: &str) {
+    let script = format!("set -e\nmount -t tmpfs tmpfs /run\n{script}");
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("run unshare (util-linux)");
+    assert!(
+        out.status.success(),
+        "cannot run the daemon in a private mount namespace (this test needs root): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn under_a_journal_stream_without_a_journal_socket_logs_fall_back_to_text() {
-    if Path::new("/run/systemd/journal/socket").exists() {
-        // With a journal, the default goes there; this test is about its absence.
-        let log = short_run("log_format = \"text\"", &[], true);
-        assert!(log.contains("INFO") && !log.contains('\x1b'), "{log}");
-        return;
-    }
-    let log = short_run("", &[], true);
+    let (_tmp, dir, _api) = setup("");
+    let log = dir.join("daemon.log");
+    // As systemd does: JOURNAL_STREAM names stderr's device and inode, so
+    // the default format is journald; the socket is missing.
+    in_private_run(&format!(
+        r#": > {log}
+export JOURNAL_STREAM="$(stat -c %d:%i {log})"
+RUST_LOG=info timeout -s TERM 2 {bin} run --config {config} 2>>{log} || true
+"#,
+        log = log.display(),
+        bin = bin(),
+        config = dir.join("rollbackd.toml").display(),
+    ));
+    let log = std::fs::read_to_string(&log).unwrap();
+    let first = log.lines().next().unwrap_or_default();
     assert!(
-        log.contains("cannot reach the journal socket"),
-        "journald was the default under JOURNAL_STREAM and fell back:\n{log}"
+        first.contains("WARN") && first.contains("cannot reach the journal socket"),
+        "journald was the default under JOURNAL_STREAM and fell back, saying so first:\n{log}"
     );
     assert!(log.contains("INFO") && !log.contains('\x1b'), "{log}");
 }
@@ -262,10 +314,8 @@ fn journal_fields(mut d: &[u8]) -> Vec<(String, String)> {
 fn journald_entries_carry_priority_and_target_fields() {
     let (_tmp, dir, _api) = setup("log_format = \"journald\"");
     let received = dir.join("journal.bin");
-    let script = format!(
-        r#"set -e
-mount -t tmpfs tmpfs /run
-mkdir -p /run/systemd/journal
+    in_private_run(&format!(
+        r#"mkdir -p /run/systemd/journal
 python3 -c '{JOURNAL_RECEIVER}' /run/systemd/journal/socket {received} &
 for i in $(seq 100); do [ -S /run/systemd/journal/socket ] && break; sleep 0.05; done
 RUST_LOG=info timeout -s TERM 3 {bin} run --config {config} 2>{stderr} || true
@@ -276,16 +326,7 @@ kill $!
         bin = bin(),
         config = dir.join("rollbackd.toml").display(),
         stderr = dir.join("stderr.log").display(),
-    );
-    let out = std::process::Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
-        .output()
-        .expect("run unshare (util-linux)");
-    assert!(
-        out.status.success(),
-        "cannot run the daemon in a private mount namespace (this test needs root): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ));
     let stderr = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
     assert!(
         !stderr.contains("cannot reach the journal socket"),
