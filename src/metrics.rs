@@ -21,8 +21,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::decide::{Cause, Incident, Outcome, Phase};
-use crate::rules::{RuleReport, RuleStatus};
+use crate::decide::{Outcome, Phase};
+use crate::rules::RuleReport;
 
 /// Content type of [`Metrics::render`].
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -494,15 +494,6 @@ impl Metrics {
         }
     }
 
-    /// The rollback plan of `incident` starts `now`: observes the detection
-    /// time from the earliest bad evaluation of the rules that opened it
-    /// (manual triggers have none and are not observed).
-    pub fn rollback_started(&self, incident: &Incident, now: DateTime<Utc>) {
-        if let Some(first) = first_bad_evidence(incident) {
-            self.detection((now - first).num_milliseconds() as f64 / 1000.0);
-        }
-    }
-
     /// A journal append failed.
     pub fn journal_error(&self) {
         self.journal_errors.inc();
@@ -659,24 +650,10 @@ pub fn outcome_label(outcome: Outcome) -> &'static str {
     }
 }
 
-/// The earliest `since` of the bad (pending or breached) rules that opened
-/// the incident.
-fn first_bad_evidence(incident: &Incident) -> Option<DateTime<Utc>> {
-    match &incident.cause {
-        Cause::Rules { breached } => breached
-            .iter()
-            .filter_map(|r| match r.status {
-                RuleStatus::Pending { since } | RuleStatus::Breached { since } => Some(since),
-                _ => None,
-            })
-            .min(),
-        Cause::Manual { .. } => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::RuleStatus;
 
     fn report(rule: &str, value: Option<f64>, status: RuleStatus) -> RuleReport {
         RuleReport {

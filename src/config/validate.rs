@@ -14,10 +14,10 @@ use super::raw::{
     RawTarget, RawVerify, RawWebhook, RawWindow,
 };
 use super::{
-    duration, BaselineSpec, Config, DaemonConfig, EmailConfig, ExecutorKind, HostMetric, LogFormat,
-    NoData, NotifyConfig, ProbeMeasure, ProbeSpec, PromSpec, PrometheusAuth, PrometheusConfig,
-    RollbackPlan, RuleConfig, SmtpConfig, SmtpSecurity, SourceSpec, TargetConfig, VerifyConfig,
-    WebhookConfig, WebhookFormat, Window,
+    duration, BaselineSpec, BlastRadius, Config, DaemonConfig, EmailConfig, ExecutorKind,
+    HostMetric, LogFormat, NoData, NotifyConfig, ProbeMeasure, ProbeSpec, PromSpec, PrometheusAuth,
+    PrometheusConfig, RollbackPlan, RuleConfig, SmtpConfig, SmtpSecurity, SourceSpec, TargetConfig,
+    VerifyConfig, WebhookConfig, WebhookFormat, Window,
 };
 
 /// One problem: `FILE: key.path: message`.
@@ -61,6 +61,9 @@ impl ConfigErrors {
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/rollbackd";
 /// Default `daemon.listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9797";
+/// Smallest `daemon.poll_interval`: below it, polls cost more than they tell.
+const MIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Default `daemon.poll_interval`.
 pub const DEFAULT_POLL_INTERVAL: &str = "5s";
 /// Default `target.cooldown`.
@@ -81,6 +84,9 @@ pub const DEFAULT_PROMETHEUS_TIMEOUT: &str = "3s";
 pub const DEFAULT_BASELINE_WINDOW: &str = "1h";
 /// Default `target.version_label`.
 pub const DEFAULT_VERSION_LABEL: &str = "version";
+/// Default `target.rto` (the runbook's recovery-time objective).
+const DEFAULT_RTO: &str = "5m";
+
 /// Default `target.blind_after`.
 pub const DEFAULT_BLIND_AFTER: &str = "5m";
 
@@ -423,13 +429,28 @@ fn daemon(cx: &mut Cx, raw: RawDaemon) -> Option<DaemonConfig> {
             None
         }
     };
-    let poll_interval = cx.duration(
-        p,
-        "poll_interval",
-        raw.poll_interval.as_deref(),
-        DEFAULT_POLL_INTERVAL,
-        true,
-    );
+    let poll_interval = cx
+        .duration(
+            p,
+            "poll_interval",
+            raw.poll_interval.as_deref(),
+            DEFAULT_POLL_INTERVAL,
+            true,
+        )
+        .and_then(|d| {
+            if d < MIN_POLL_INTERVAL {
+                cx.err(
+                    join(p, "poll_interval"),
+                    format!(
+                        "poll_interval = {:?} is below the minimum of 100ms",
+                        raw.poll_interval.as_deref().unwrap_or_default()
+                    ),
+                );
+                None
+            } else {
+                Some(d)
+            }
+        });
     let api_token_file = match raw.api_token_file.as_deref() {
         None => Some(None),
         Some(f) => cx
@@ -463,6 +484,7 @@ fn daemon(cx: &mut Cx, raw: RawDaemon) -> Option<DaemonConfig> {
             }
         },
     };
+    let blast = blast_radius(cx, p, raw.max_simultaneous_breaches.as_ref());
     let log_format = match raw.log_format.as_deref() {
         None => Some(None),
         Some(f) => match LogFormat::parse(f) {
@@ -484,8 +506,85 @@ fn daemon(cx: &mut Cx, raw: RawDaemon) -> Option<DaemonConfig> {
         api_token_file: api_token_file?,
         public_url: public_url?,
         max_rollbacks_per_hour: global_cap?,
+        max_simultaneous_breaches: blast?,
         log_format: log_format?,
     })
+}
+
+/// `[daemon] max_simultaneous_breaches`: `3`, `{ targets = 3, fraction =
+/// 0.5, within = "1m" }`, or `0` / `false` (off). Absent: the defaults.
+fn blast_radius(
+    cx: &mut Cx,
+    parent: &str,
+    value: Option<&toml::Value>,
+) -> Option<Option<BlastRadius>> {
+    let path = join(parent, "max_simultaneous_breaches");
+    let mut b = BlastRadius::default();
+    match value {
+        None => return Some(Some(b)),
+        Some(toml::Value::Boolean(false)) => return Some(None),
+        Some(toml::Value::Boolean(true)) => return Some(Some(b)),
+        Some(toml::Value::Integer(0)) => return Some(None),
+        Some(toml::Value::Integer(n)) if *n >= 2 && *n <= 100_000 => {
+            b.targets = *n as u32;
+            return Some(Some(b));
+        }
+        Some(toml::Value::Table(t)) => {
+            let mut ok = true;
+            for (k, v) in t {
+                match (k.as_str(), v) {
+                    ("targets", toml::Value::Integer(n)) if *n >= 2 && *n <= 100_000 => {
+                        b.targets = *n as u32
+                    }
+                    ("fraction", toml::Value::Float(f)) if *f > 0.0 && *f <= 1.0 => b.fraction = *f,
+                    ("fraction", toml::Value::Integer(1)) => b.fraction = 1.0,
+                    ("within", toml::Value::String(d)) => {
+                        match cx.duration(&path, "within", Some(d), "", true) {
+                            Some(d) => b.within = d,
+                            None => ok = false,
+                        }
+                    }
+                    ("targets", v) => {
+                        cx.err(
+                            join(&path, "targets"),
+                            format!("targets = {v} must be an integer from 2 to 100000"),
+                        );
+                        ok = false;
+                    }
+                    ("fraction", v) => {
+                        cx.err(
+                            join(&path, "fraction"),
+                            format!("fraction = {v} must be a number above 0 and at most 1"),
+                        );
+                        ok = false;
+                    }
+                    ("within", v) => {
+                        cx.err(
+                            join(&path, "within"),
+                            format!("within = {v} must be a duration string such as \"1m\""),
+                        );
+                        ok = false;
+                    }
+                    (other, _) => {
+                        cx.err(
+                            join(&path, other),
+                            format!("unknown key {other:?} (expected targets, fraction, within)"),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+            return ok.then_some(Some(b));
+        }
+        Some(v) => cx.err(
+            path,
+            format!(
+                "max_simultaneous_breaches = {v} must be a number of targets (2 or more), a table \
+                 {{ targets, fraction, within }}, or 0 / false to turn the guard off"
+            ),
+        ),
+    }
+    None
 }
 
 fn notify(cx: &mut Cx, raw: RawNotify, state_dir: Option<PathBuf>) -> Option<NotifyConfig> {
@@ -926,6 +1025,7 @@ fn target(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<TargetConfig> {
         DEFAULT_BLIND_AFTER,
         true,
     );
+    let rto = cx.duration(p, "rto", raw.rto.as_deref(), DEFAULT_RTO, true);
     let confirm = confirm(cx, p, raw);
     let cooldown = cx.duration(
         p,
@@ -1031,6 +1131,7 @@ fn target(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<TargetConfig> {
         no_data: no_data?,
         only_within: only_within?,
         blind_after: blind_after?,
+        rto: rto?,
         rules: rules.into_iter().collect::<Option<_>>()?,
         rollback,
         verify: verify?,
@@ -2019,6 +2120,12 @@ mod tests {
             // [daemon]
             (config(&[("daemon", "poll_interval = \"5 minutes\"")]), "daemon.poll_interval", r#"invalid duration "5 minutes" (use e.g. "30s", "5m", "1h")"#),
             (config(&[("daemon", "poll_interval = \"0s\"")]), "daemon.poll_interval", "greater than zero"),
+            (config(&[("daemon", "poll_interval = \"50ms\"")]), "daemon.poll_interval", r#"poll_interval = "50ms" is below the minimum of 100ms"#),
+            (config(&[("daemon", "max_simultaneous_breaches = 1")]), "daemon.max_simultaneous_breaches", "must be a number of targets (2 or more)"),
+            (config(&[("daemon", "max_simultaneous_breaches = \"3\"")]), "daemon.max_simultaneous_breaches", "must be a number of targets (2 or more)"),
+            (config(&[("daemon", "max_simultaneous_breaches = { targets = 3, fraction = 2.0 }")]), "daemon.max_simultaneous_breaches.fraction", "fraction = 2.0 must be a number above 0 and at most 1"),
+            (config(&[("daemon", "max_simultaneous_breaches = { targets = 3, within = \"soon\" }")]), "daemon.max_simultaneous_breaches.within", r#"invalid duration "soon""#),
+            (config(&[("daemon", "max_simultaneous_breaches = { count = 3 }")]), "daemon.max_simultaneous_breaches.count", "unknown key \"count\""),
             (config(&[("daemon", "listen = \"0.0.0.0:9797\"")]), "daemon.listen", "set api_token_file"),
             (config(&[("daemon", "listen = \"localhost\"")]), "daemon.listen", r#"invalid listen address "localhost""#),
             (config(&[("daemon", "public_url = \"ftp://ops.example.com\"")]), "daemon.public_url", "http:// or https://"),

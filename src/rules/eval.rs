@@ -75,6 +75,18 @@ impl RuleEval {
         }
     }
 
+    /// Continue from the last report journaled before a restart: a running
+    /// `for` (Pending or Breached since) or blind period goes on.
+    pub fn resume(&mut self, last: &RuleReport) {
+        match &last.status {
+            RuleStatus::Pending { since } | RuleStatus::Breached { since } => {
+                self.cond_since = Some(*since)
+            }
+            RuleStatus::Unknown { since, .. } => self.unknown_since = Some(*since),
+            RuleStatus::Ok => {}
+        }
+    }
+
     /// The rule evaluated.
     pub fn rule(&self) -> &RuleConfig {
         &self.rule
