@@ -265,7 +265,7 @@ impl Metrics {
         );
         r.register(
             "rollbackd_poll_duration_seconds",
-            "Duration of one target poll: version, every rule's source, evaluation and journal",
+            "Duration of one target poll: its version and every rule's source, read concurrently",
             m.poll_duration.clone(),
         );
         r.register(
@@ -408,15 +408,6 @@ impl Metrics {
     /// One target poll took this long.
     pub fn poll_duration(&self, took: Duration) {
         self.poll_duration.observe(took.as_secs_f64());
-    }
-
-    /// A guard that records [`Metrics::poll_duration`] when dropped: one
-    /// line at the top of a poll.
-    pub fn poll_timer(&'static self) -> PollTimer {
-        PollTimer {
-            metrics: self,
-            started: std::time::Instant::now(),
-        }
     }
 
     /// Publish one rule's latest evaluation: value, threshold, baseline and
@@ -604,19 +595,6 @@ impl Metrics {
                 result: result.into(),
             })
             .inc_by(n as u64);
-    }
-}
-
-/// Records a poll's duration when dropped ([`Metrics::poll_timer`]).
-#[must_use = "the poll is timed until the guard is dropped"]
-pub struct PollTimer {
-    metrics: &'static Metrics,
-    started: std::time::Instant,
-}
-
-impl Drop for PollTimer {
-    fn drop(&mut self) {
-        self.metrics.poll_duration(self.started.elapsed());
     }
 }
 
