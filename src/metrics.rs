@@ -131,6 +131,31 @@ type FloatGauge = Gauge<f64, AtomicU64>;
 /// Phases an open incident can be in, as `incidents_open` labels them.
 const OPEN_PHASES: [&str; 3] = ["awaiting_confirmation", "rolling_back", "verifying"];
 
+/// Incident outcomes, as `outcome` labels them ([`outcome_label`]).
+const OUTCOMES: [&str; 6] = [
+    "rolled_back",
+    "failed",
+    "dry_run",
+    "escalated",
+    "resolved",
+    "rejected",
+];
+
+/// Every `Phase::name`, as `transitions` labels them.
+const PHASE_NAMES: [&str; 11] = [
+    "Watching",
+    "AwaitingConfirmation",
+    "RollingBack",
+    "Verifying",
+    "RolledBack",
+    "Failed",
+    "DryRun",
+    "Escalated",
+    "Resolved",
+    "Suppressed",
+    "Done",
+];
+
 /// Rule statuses, as `rule_status` labels them.
 const RULE_STATUSES: [&str; 4] = ["ok", "pending", "breached", "unknown"];
 
@@ -455,10 +480,53 @@ impl Metrics {
                 target: target.into(),
                 outcome: outcome.into(),
             };
-            if self.rollbacks.get(&labels).is_none() {
-                let _ = self.rollbacks.get_or_create(&labels);
+            let _ = self.rollbacks.get_or_create(&labels);
+        }
+    }
+
+    /// `target` is no longer watched (a reload removed it): drop its series
+    /// so that dashboards and alerts do not show a stale state. `rules` are
+    /// its rule names.
+    pub fn target_removed(&self, target: &str, rules: &[&str]) {
+        let t = || target.to_string();
+        for outcome in OUTCOMES {
+            let labels = OutcomeLabels {
+                target: t(),
+                outcome: outcome.into(),
+            };
+            self.rollbacks.remove(&labels);
+            self.incidents.remove(&labels);
+        }
+        for phase in OPEN_PHASES {
+            self.incidents_open.remove(&PhaseLabels {
+                target: t(),
+                phase: phase.into(),
+            });
+        }
+        for to in PHASE_NAMES {
+            self.transitions.remove(&TransitionLabels {
+                target: t(),
+                to: to.into(),
+            });
+        }
+        for rule in rules {
+            let labels = RuleLabels {
+                target: t(),
+                rule: rule.to_string(),
+            };
+            self.rule_value.remove(&labels);
+            self.rule_threshold.remove(&labels);
+            self.rule_baseline.remove(&labels);
+            for status in RULE_STATUSES {
+                self.rule_status.remove(&RuleStatusLabels {
+                    target: t(),
+                    rule: rule.to_string(),
+                    status: status.into(),
+                });
             }
         }
+        self.global_limit_refusals
+            .remove(&TargetLabels { target: t() });
     }
 
     /// A transition of `target`'s state machine into `phase` (journaled):
@@ -759,6 +827,12 @@ mod tests {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }
         assert_eq!(m.notifications_failed_count("email"), 1);
+        // A target removed by a reload leaves no series behind.
+        m.rule("web", &report("r", Some(1.0), RuleStatus::Ok));
+        m.transition("web", &Phase::Watching);
+        m.target_removed("web", &["r"]);
+        let text = m.render();
+        assert!(!text.contains("target=\"web\""), "{text}");
         m.incident_phase("web", "watching");
         assert!(m
             .render()
