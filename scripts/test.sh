@@ -13,6 +13,8 @@ command -v openssl >/dev/null || need+=(openssl)   # TLS test certificates
 [ -x /usr/bin/prometheus ] || need+=(prometheus)
 [ -x /usr/bin/prometheus-alertmanager ] || need+=(prometheus-alertmanager)
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need+=(python3-aiosmtpd)
+command -v systemd-analyze >/dev/null || need+=(systemd)   # tests/systemd_unit.rs
+command -v dpkg-deb >/dev/null || need+=(dpkg)             # tests/package.rs
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   echo "installing ${need[*]}" >&2
@@ -23,10 +25,12 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO service prometheus-alertmanager stop >/dev/null 2>&1 || true
 fi
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy || true
+# tests/package.rs builds the .deb with cargo-deb (a few minutes to install cold).
+cargo deb --version >/dev/null 2>&1 || cargo install cargo-deb --locked
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets
 # The demo is also run as a test (tests/demo.rs); this runs it the way the
-# README does, in release mode.
+# README does, in release mode (the release binary tests/package.rs built).
 cargo run --release -- demo

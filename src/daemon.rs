@@ -393,7 +393,7 @@ impl Daemon {
         // Steps a previous life left running (it died mid-rollback): killed
         // and logged at warn, each naming its incident.
         let orphans = execute::process::orphans_from_previous_run(&self.shared.state_dir).await;
-        crate::metrics::global().set("rollbackd_orphaned_steps_found", &[], orphans.len() as f64);
+        crate::metrics::global().orphaned_steps(orphans.len());
         self.shared
             .tracker
             .spawn(housekeeping(self.shared.clone(), cancel.clone()));
@@ -482,6 +482,7 @@ impl Daemon {
                         if !open {
                             if let Some(w) = workers.remove(name) {
                                 tracing::info!(target = %name, "removed target stopped: its incident has ended");
+                                forget_metrics(name, &w.handle);
                                 w.cancel.cancel();
                             }
                         }
@@ -600,17 +601,12 @@ impl Daemon {
         let m = crate::metrics::global();
         match &outcome {
             Ok(summary) => {
-                m.set("rollbackd_config_last_reload_success", &[], 1.0);
-                m.set(
-                    "rollbackd_config_last_reload_success_timestamp_seconds",
-                    &[],
-                    Utc::now().timestamp() as f64,
-                );
+                m.config_loaded(true, Utc::now());
                 tracing::info!(%summary, "configuration reloaded");
             }
             Err(e) => {
-                m.set("rollbackd_config_last_reload_success", &[], 0.0);
-                m.inc("rollbackd_config_reload_failures_total", &[]);
+                m.config_loaded(false, Utc::now());
+                m.config_reload_failed();
                 for line in e.lines() {
                     tracing::error!(problem = %line, "reload refused; the running configuration is kept");
                 }
@@ -710,6 +706,7 @@ impl Daemon {
                 }
                 None => {
                     if let Some(w) = workers.remove(&name) {
+                        forget_metrics(&name, &w.handle);
                         w.cancel.cancel();
                     }
                     removed += 1;
@@ -736,6 +733,19 @@ impl Daemon {
         }
         Ok(summary)
     }
+}
+
+/// A target left the config: its series leave `/metrics`.
+fn forget_metrics(name: &str, handle: &TargetHandle) {
+    let rules: Vec<String> = handle
+        .state
+        .borrow()
+        .rules
+        .iter()
+        .map(|r| r.rule.clone())
+        .collect();
+    let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
+    crate::metrics::global().target_removed(name, &rules);
 }
 
 /// A running worker as the daemon holds it.
@@ -1117,6 +1127,7 @@ impl Worker {
         self.heartbeat();
         if self.recovered {
             tracing::info!(target = %self.target.name, phase = self.state.phase.name(), "state recovered from the journal");
+            crate::metrics::global().phase(&self.target.name, &self.state.phase);
             self.apply(Event::Recovered).await;
             // The wait goes on, and so does the team's approval flow: its
             // command died with the previous process.
@@ -1333,11 +1344,7 @@ impl Worker {
         self.polled = done.slots;
         self.version = Some(done.version);
         self.heartbeat();
-        crate::metrics::global().set(
-            "rollbackd_poll_duration_seconds",
-            &[("target", &self.target.name)],
-            done.took.as_secs_f64(),
-        );
+        crate::metrics::global().poll_duration(done.took);
         if let Some(version) = self.version_read(done.read) {
             if self.state.version.as_deref() != Some(version.as_str()) {
                 self.apply(Event::VersionObserved { version }).await;
@@ -1455,17 +1462,14 @@ impl Worker {
         if let Err(e) = self.shared.journal(record).await {
             // Nothing happens that is not journaled: keep the old state, the
             // next poll tries again.
-            crate::metrics::global().inc("rollbackd_journal_errors_total", &[]);
+            crate::metrics::global().journal_error();
             tracing::error!(target = %self.target.name, error = %format!("{e:#}"), "journal write failed; not acting");
             return Applied::NotJournaled;
         }
         self.state = next;
         self.remember_incident();
         if from != to {
-            crate::metrics::global().inc(
-                "rollbackd_transitions_total",
-                &[("target", &self.target.name), ("to", &to)],
-            );
+            crate::metrics::global().transition(&self.target.name, &self.state.phase);
         }
         self.shared.observe(Observation::Step {
             at: now,
@@ -1488,11 +1492,7 @@ impl Worker {
                     (incident.first_evidence, incident.rollback_started)
                 {
                     let detection = (started - first).to_std().unwrap_or_default();
-                    crate::metrics::global().set(
-                        "rollbackd_detection_seconds",
-                        &[("target", &self.target.name)],
-                        detection.as_secs_f64(),
-                    );
+                    crate::metrics::global().detection(detection.as_secs_f64());
                 }
                 let plan = self.target.rollback.clone();
                 let vars = vars_for(&incident);
@@ -1710,30 +1710,8 @@ enum Applied {
 
 /// Publish each rule's value and status as gauges.
 fn record_rule_metrics(target: &str, rules: &[RuleReport]) {
-    let m = crate::metrics::global();
     for r in rules {
-        let labels = [("target", target), ("rule", r.rule.as_str())];
-        match r.value {
-            Some(v) => m.set("rollbackd_rule_value", &labels, v),
-            None => m.unset("rollbackd_rule_value", &labels),
-        }
-        m.set("rollbackd_rule_threshold", &labels, r.threshold);
-        match r.baseline {
-            Some(b) => m.set("rollbackd_rule_baseline", &labels, b),
-            None => m.unset("rollbackd_rule_baseline", &labels),
-        }
-        for status in ["ok", "pending", "breached", "unknown"] {
-            let on = if r.status.name() == status { 1.0 } else { 0.0 };
-            m.set(
-                "rollbackd_rule_status",
-                &[
-                    ("target", target),
-                    ("rule", r.rule.as_str()),
-                    ("status", status),
-                ],
-                on,
-            );
-        }
+        crate::metrics::global().rule(target, r);
     }
 }
 
@@ -1904,10 +1882,7 @@ impl Worker {
         if limit.limiter.check().is_ok() {
             return None;
         }
-        crate::metrics::global().inc(
-            "rollbackd_global_limit_refusals_total",
-            &[("target", &self.target.name)],
-        );
+        crate::metrics::global().global_limit_refused(&self.target.name);
         let reason = format!(
             "global rate limit: [daemon] max_rollbacks_per_hour = {} reached across all targets",
             limit.cap

@@ -344,6 +344,7 @@ impl Journal {
             entries: replayed,
             problems: parsed.problems,
         };
+        crate::metrics::global().journal_bytes(bytes.len() as u64);
         Ok((
             Journal {
                 path,
@@ -455,7 +456,7 @@ impl Journal {
         if let Some((target, value)) = full {
             self.replay.remember(&target, value);
         }
-        crate::metrics::global().set("rollbackd_journal_bytes", &[], self.bytes as f64);
+        crate::metrics::global().journal_bytes(self.bytes);
         if self.bytes > self.max_bytes {
             // The line is journaled; a failed compaction is retried at the
             // next append and does not fail this one.
@@ -524,8 +525,8 @@ impl Journal {
         self.lines_since_snapshot = 0;
         self.snapshot_at = std::time::Instant::now();
         self.deltas.clear();
-        crate::metrics::global().set("rollbackd_journal_bytes", &[], 0.0);
-        crate::metrics::global().inc("rollbackd_journal_compactions_total", &[]);
+        crate::metrics::global().journal_bytes(0);
+        crate::metrics::global().journal_compacted();
         Ok(())
     }
 
@@ -544,11 +545,7 @@ impl Journal {
                 _ => Some(format!("the file was deleted ({e})")),
             },
         };
-        crate::metrics::global().set(
-            "rollbackd_journal_replaced",
-            &[],
-            if found.is_some() { 1.0 } else { 0.0 },
-        );
+        crate::metrics::global().journal_replaced(found.is_some());
         match found {
             None => Ok(()),
             Some(why) => Err(JournalError::Replaced {

@@ -10,7 +10,7 @@
 //! - [`decide`]: the pure per-target incident state machine, `step(state, event, now)`.
 //! - [`execute`]: carries out a rollback plan (one file per executor kind) and verification.
 //! - [`notify`]: the rollback record, email and webhooks via a durable outbox, SMTP delivery.
-//! - [`metrics`]: the daemon's own metrics (Prometheus text format).
+//! - [`metrics`]: the daemon's own metrics, typed `prometheus-client` families.
 //! - [`journal`]: append-only, fsync'd event log and recovery at start.
 //! - [`status`]: how `status` and `incidents` render the API's answers.
 //! - [`confirm`]: `confirm_command`, a team's own approval flow.

@@ -4,11 +4,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use rollbackd::client::Verb;
-use rollbackd::config::{self, Config};
+use rollbackd::config::{self, Config, LogFormat};
 use rollbackd::daemon::Daemon;
 
 /// Exit codes (DESIGN.md section 4).
@@ -127,6 +127,14 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Print shell completions, e.g. `rollbackd completions bash > /usr/share/bash-completion/completions/rollbackd`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout; used by scripts/package.sh.
+    #[command(hide = true)]
+    Man,
 }
 
 /// How client commands find the daemon.
@@ -150,7 +158,19 @@ fn main() -> ExitCode {
         Command::Run { .. } | Command::Check { .. } => "info",
         _ => "warn",
     };
-    init_logging(default_level);
+    // `run` reads its log format from the config, so the config comes
+    // first; its errors go to stderr as `check` prints them.
+    let mut loaded = None;
+    if let Command::Run { config } = &cli.command {
+        match load_or_report(config) {
+            Ok(c) => loaded = Some(c),
+            Err(code) => return code,
+        }
+    }
+    init_logging(
+        default_level,
+        loaded.as_ref().and_then(|c| c.daemon.log_format),
+    );
     match cli.command {
         Command::Check { config } => match config::load(&config) {
             Ok(c) => {
@@ -170,15 +190,27 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
-        Command::Run { config } => {
-            let config_file = config;
-            let config = match load_or_report(&config_file) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            let path = config_path_for_reload(&config_file);
-            finish(runtime().and_then(|rt| rt.block_on(run(config, &path))))
+        Command::Run { config } => match loaded {
+            Some(loaded) => {
+                let path = config_path_for_reload(&config);
+                finish(runtime().and_then(|rt| rt.block_on(run(loaded, &path))))
+            }
+            None => ExitCode::from(EXIT_CONFIG),
+        },
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "rollbackd",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
         }
+        Command::Man => finish(
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .context("failed to write the man page"),
+        ),
         Command::Demo { dir } => {
             match runtime().and_then(|rt| rt.block_on(rollbackd::demo::run(dir))) {
                 Ok(r) if r.verified => {
@@ -281,13 +313,74 @@ fn drill(
     }
 }
 
-fn init_logging(default_level: &str) {
+/// Logging to stderr as text or JSON, or natively to the journal.
+///
+/// `configured` is `[daemon] log_format`; without it the format is
+/// journald when stderr is systemd's journal stream, else text. Text has
+/// ANSI colour only when stderr is a terminal and `NO_COLOR` is unset. When
+/// the journal socket cannot be reached, journald falls back to text with a
+/// warning.
+fn init_logging(default_level: &str, configured: Option<LogFormat>) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let registry = tracing_subscriber::registry().with(filter);
+    let text = || {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(colour())
+    };
+    match configured.unwrap_or_else(default_log_format) {
+        LogFormat::Text => registry.with(text()).init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
+            .init(),
+        LogFormat::Journald => match tracing_journald::layer() {
+            // No prefix: the fields `target`, `incident`, `rule` become
+            // TARGET=, INCIDENT=, RULE= (next to the layer's own TARGET=
+            // with the module path), so `journalctl TARGET=shop` matches.
+            Ok(journal) => registry
+                .with(
+                    journal
+                        .with_field_prefix(None)
+                        .with_syslog_identifier("rollbackd".into()),
+                )
+                .init(),
+            Err(e) => {
+                registry.with(text()).init();
+                tracing::warn!(error = %e, "cannot reach the journal socket (/run/systemd/journal/socket); logging text to stderr instead");
+            }
+        },
+    }
+}
+
+/// Journald when stderr is the journal stream systemd connected
+/// (`JOURNAL_STREAM` names its device and inode), else text.
+fn default_log_format() -> LogFormat {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(stream) = std::env::var("JOURNAL_STREAM") else {
+        return LogFormat::Text;
+    };
+    let ours = std::fs::metadata("/proc/self/fd/2")
+        .map(|m| format!("{}:{}", m.dev(), m.ino()))
+        .unwrap_or_default();
+    if stream == ours {
+        LogFormat::Journald
+    } else {
+        LogFormat::Text
+    }
+}
+
+/// ANSI colour: only on a terminal, and never with `NO_COLOR` set
+/// (no-color.org: present and not empty).
+fn colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -327,6 +420,7 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     use futures_util::StreamExt;
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
     rollbackd::hostenv::setup();
+    rollbackd::metrics::global().config_loaded(true, chrono::Utc::now());
     for w in config::secrets::check_modes(&config) {
         tracing::warn!("{w}");
     }

@@ -197,12 +197,7 @@ async fn a_rejecting_server_sends_the_mail_to_failed_after_give_up_after() {
         ),
         None,
     );
-    let failed_before = rollbackd::metrics::global()
-        .get(
-            "rollbackd_notifications_failed_total",
-            &[("channel", "email")],
-        )
-        .unwrap_or(0.0);
+    let failed_before = rollbackd::metrics::global().notifications_failed_count("email");
     let tracker = TaskTracker::new();
     let cancel = CancellationToken::new();
     notifier.senders().unwrap().spawn(&tracker, cancel.clone());
@@ -226,23 +221,16 @@ async fn a_rejecting_server_sends_the_mail_to_failed_after_give_up_after() {
         "kept intact, not deleted"
     );
     // The counter goes up right after the move.
-    let failed_count = || {
-        rollbackd::metrics::global()
-            .get(
-                "rollbackd_notifications_failed_total",
-                &[("channel", "email")],
-            )
-            .unwrap_or(0.0)
-    };
+    let failed_count = || rollbackd::metrics::global().notifications_failed_count("email");
     tokio::time::timeout(
         Duration::from_secs(5),
         until(4, "the failed mail counted in the metrics", || {
-            failed_count() - failed_before >= 1.0
+            failed_count() - failed_before >= 1
         }),
     )
     .await
     .expect("failed mail not counted");
-    assert_eq!(failed_count() - failed_before, 1.0, "counted once");
+    assert_eq!(failed_count() - failed_before, 1, "counted once");
     assert!(server.received().is_empty());
     cancel.cancel();
     tracker.close();

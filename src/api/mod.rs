@@ -139,7 +139,7 @@ pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        crate::metrics::global().inc("rollbackd_api_errors_total", &[("status", self.0.as_str())]);
+        crate::metrics::global().api_error(self.0.as_str());
         (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
     }
 }
@@ -173,7 +173,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
 
 async fn metrics() -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         crate::metrics::global().render(),
     )
 }
@@ -420,18 +420,10 @@ async fn alertmanager(
     match api.alerts.ingest(&bytes, Utc::now()) {
         Ok(report) => {
             let m = crate::metrics::global();
-            m.add(
-                "rollbackd_alerts_received_total",
-                &[("result", "accepted")],
-                report.accepted as f64,
-            );
-            m.add(
-                "rollbackd_alerts_received_total",
-                &[("result", "duplicate")],
-                report.duplicates as f64,
-            );
-            m.add("rollbackd_alerts_dropped_total", &[], report.dropped as f64);
-            m.add("rollbackd_alerts_expired_total", &[], report.expired as f64);
+            m.alerts_received("accepted", report.accepted);
+            m.alerts_received("duplicate", report.duplicates);
+            m.alerts_dropped(report.dropped);
+            m.alerts_expired(report.expired);
             tracing::info!(
                 accepted = report.accepted,
                 duplicates = report.duplicates,
@@ -549,7 +541,7 @@ pub async fn serve_router(
         let stream = match accepted {
             Ok((stream, _peer)) => stream,
             Err(e) => {
-                m.inc("rollbackd_api_accept_errors_total", &[]);
+                m.api_accept_error();
                 tracing::warn!(error = %e, "cannot accept an API connection");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
@@ -566,7 +558,7 @@ pub async fn serve_router(
                     );
                 }
                 if evict_idle(&slots) {
-                    m.inc("rollbackd_api_connections_evicted_total", &[]);
+                    m.api_connection_evicted();
                     // The evicted connection's task gives its permit back
                     // as soon as it runs.
                     tokio::time::timeout(
@@ -582,7 +574,7 @@ pub async fn serve_router(
             }
         };
         let Some(permit) = permit else {
-            m.inc("rollbackd_api_connections_refused_total", &[]);
+            m.api_connection_refused();
             drop(stream);
             continue;
         };
@@ -590,11 +582,7 @@ pub async fn serve_router(
             saturated = false;
             tracing::info!("API connections below the limit again");
         }
-        m.set(
-            "rollbackd_api_connections",
-            &[],
-            (limits.max_connections - permits.available_permits()) as f64,
-        );
+        m.api_connections(limits.max_connections - permits.available_permits());
         let busy = Arc::new(AtomicBool::new(false));
         let close = tokio_util::sync::CancellationToken::new();
         {
@@ -643,11 +631,8 @@ pub async fn serve_router(
             }
             close.cancel();
             drop(permit);
-            crate::metrics::global().set(
-                "rollbackd_api_connections",
-                &[],
-                (limits.max_connections - all.available_permits()) as f64,
-            );
+            crate::metrics::global()
+                .api_connections(limits.max_connections - all.available_permits());
         });
     }
     conns.close();

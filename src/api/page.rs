@@ -41,7 +41,7 @@ fn refused(e: &LinkError) -> Response {
         LinkError::Invalid(_) => StatusCode::FORBIDDEN,
         LinkError::Expired(_) | LinkError::Used => StatusCode::GONE,
     };
-    crate::metrics::global().inc("rollbackd_confirm_links_refused_total", &[]);
+    crate::metrics::global().confirm_link_refused();
     page(
         status,
         "Link not valid",

@@ -68,6 +68,33 @@ pub struct DaemonConfig {
     pub max_simultaneous_breaches: Option<BlastRadius>,
     /// Past this many bytes the journal is compacted into a snapshot.
     pub journal_max_size: u64,
+    /// How `rollbackd run` writes its log; `None`: decided at start from
+    /// the environment (journald when stderr is systemd's journal stream).
+    pub log_format: Option<LogFormat>,
+}
+
+/// `[daemon] log_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines on stderr (colour only on a terminal).
+    Text,
+    /// One JSON object per line on stderr, with the event's fields.
+    Json,
+    /// Native journald entries: `PRIORITY` from the level, `TARGET=`,
+    /// `INCIDENT=`, `RULE=` fields.
+    Journald,
+}
+
+impl LogFormat {
+    /// Parse the config value.
+    pub fn parse(s: &str) -> Option<LogFormat> {
+        match s {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            "journald" => Some(LogFormat::Journald),
+            _ => None,
+        }
+    }
 }
 
 /// When breaches beginning at about the same time on many targets point at

@@ -55,6 +55,9 @@ pub struct RawDaemon {
     pub max_simultaneous_breaches: Option<toml::Value>,
     /// Size string (`"64MiB"`): compact the journal past this size.
     pub journal_max_size: Option<String>,
+    /// `text`, `json` or `journald`; absent: journald under systemd's
+    /// journal (`JOURNAL_STREAM`), else text.
+    pub log_format: Option<String>,
 }
 
 /// `[prometheus]`.

@@ -15,7 +15,7 @@ use super::raw::{
 };
 use super::{
     duration, BaselineSpec, BlastRadius, Config, DaemonConfig, EmailConfig, ExecutorKind,
-    HostMetric, NoData, NotifyConfig, ProbeMeasure, ProbeSpec, PromSpec, PrometheusAuth,
+    HostMetric, LogFormat, NoData, NotifyConfig, ProbeMeasure, ProbeSpec, PromSpec, PrometheusAuth,
     PrometheusConfig, RollbackPlan, RuleConfig, SmtpConfig, SmtpSecurity, SourceSpec, TargetConfig,
     VerifyConfig, WebhookConfig, WebhookFormat, Window,
 };
@@ -502,6 +502,19 @@ fn daemon(cx: &mut Cx, raw: RawDaemon) -> Option<DaemonConfig> {
             }
         },
     };
+    let log_format = match raw.log_format.as_deref() {
+        None => Some(None),
+        Some(f) => match LogFormat::parse(f) {
+            Some(f) => Some(Some(f)),
+            None => {
+                cx.err(
+                    join(p, "log_format"),
+                    format!("invalid log_format {f:?} (use \"text\", \"json\" or \"journald\")"),
+                );
+                None
+            }
+        },
+    };
     Some(DaemonConfig {
         state_dir: state_dir?,
         listen: listen?,
@@ -512,6 +525,7 @@ fn daemon(cx: &mut Cx, raw: RawDaemon) -> Option<DaemonConfig> {
         max_rollbacks_per_hour: global_cap?,
         max_simultaneous_breaches: blast?,
         journal_max_size: journal_max_size?,
+        log_format: log_format?,
     })
 }
 
@@ -2188,6 +2202,7 @@ mod tests {
             (config(&[("target", "confirm = \"required\"\non_confirm_timeout = \"later\"")]), "target[0].on_confirm_timeout", r#"invalid on_confirm_timeout "later""#),
             (config(&[("target", "confirm = \"required\"\nconfirm_command = [\"ask\", \"{nope}\"]")]), "target[0].confirm_command", "unknown template variable {nope}"),
             (config(&[("daemon", "max_rollbacks_per_hour = 0")]), "daemon.max_rollbacks_per_hour", "must be at least 1"),
+            (config(&[("daemon", "log_format = \"syslog\"")]), "daemon.log_format", r#"invalid log_format "syslog""#),
             (config(&[("target", "version_url = \"h/version\"")]), "target[0].version_url", "invalid URL"),
             (config(&[("target", "version_url = \"http://h/v\"\nversion_command = [\"true\"]")]), "target[0].version_url", "set only one of version_command, version_url"),
             (config(&[("target", "version_query = \"app_build_info\"")]), "target[0].version_query", "needs a [prometheus] section"),

@@ -203,10 +203,7 @@ impl Notifier {
     }
 
     fn merged(&self, kind: NotifyKind, target: &str, key: &str) {
-        crate::metrics::global().inc(
-            "rollbackd_notifications_merged_total",
-            &[("target", target), ("kind", email::kind_name(kind))],
-        );
+        crate::metrics::global().notification_merged(target, email::kind_name(kind));
         tracing::info!(%target, ?kind, %key, "notification merged into the one already written");
     }
 

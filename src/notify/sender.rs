@@ -117,7 +117,6 @@ impl Senders {
     /// (an attempt in flight is abandoned: the item stays in the outbox and
     /// is sent again after the restart, with the same Message-ID).
     pub fn spawn(self, tracker: &TaskTracker, cancel: CancellationToken) {
-        describe_metrics();
         for channel in self.channels {
             let sender = Sender {
                 channel: Arc::new(channel),
@@ -127,46 +126,6 @@ impl Senders {
             };
             tracker.spawn(sender.run(cancel.clone()));
         }
-    }
-}
-
-/// HELP and TYPE of the notification metrics (docs/notifications.md).
-fn describe_metrics() {
-    use crate::metrics::Kind::{Counter, Gauge};
-    let m = crate::metrics::global();
-    for (name, kind, help) in [
-        (
-            "rollbackd_notifications_sent_total",
-            Counter,
-            "Notifications accepted by their server.",
-        ),
-        (
-            "rollbackd_notification_send_errors_total",
-            Counter,
-            "Failed delivery attempts.",
-        ),
-        (
-            "rollbackd_notifications_failed_total",
-            Counter,
-            "Notifications given up after give_up_after and moved to failed/.",
-        ),
-        (
-            "rollbackd_notifications_pending",
-            Gauge,
-            "Notifications waiting in the outbox at the last scan.",
-        ),
-        (
-            "rollbackd_notifications_rate_limited_total",
-            Counter,
-            "Notifications held back by a rate limit.",
-        ),
-        (
-            "rollbackd_notifications_merged_total",
-            Counter,
-            "Notifications merged into one already written.",
-        ),
-    ] {
-        m.describe(name, kind, help);
     }
 }
 
@@ -217,11 +176,7 @@ impl Sender {
             }
         };
         self.attempts.retain(|p, _| items.contains(p));
-        crate::metrics::global().set(
-            "rollbackd_notifications_pending",
-            &[("channel", &ch.name)],
-            items.len() as f64,
-        );
+        crate::metrics::global().notifications_pending(&ch.name, items.len());
         let mut next: Option<Instant> = None;
         let mut earliest = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
         for path in items {
@@ -249,10 +204,7 @@ impl Sender {
                 let target = ch.target_of(&bytes);
                 if let Err(wait) = ch.limits.admit(&target) {
                     if state.next.is_none() {
-                        crate::metrics::global().inc(
-                            "rollbackd_notifications_rate_limited_total",
-                            &[("channel", &ch.name), ("target", &target)],
-                        );
+                        crate::metrics::global().notification_rate_limited(&ch.name, &target);
                         tracing::warn!(channel = %ch.name, %target, path = %path.display(), wait = %crate::util::fmt_duration(wait), "notification rate limit reached; the notification waits in the outbox");
                     }
                     let at = Instant::now() + wait.max(Duration::from_millis(100));
@@ -280,10 +232,7 @@ impl Sender {
                         // with the same Message-ID / Idempotency-Key.
                         tracing::error!(channel = %ch.name, error = %e, "notification delivered but not removed from the outbox");
                     }
-                    crate::metrics::global().inc(
-                        "rollbackd_notifications_sent_total",
-                        &[("channel", &ch.name)],
-                    );
+                    crate::metrics::global().notification_sent(&ch.name);
                     tracing::info!(channel = %ch.name, item = %file_name(&path), attempts = state.count, "notification delivered");
                     // The server takes mail again: whatever waits for a
                     // retry goes now, oldest first (a new pass).
@@ -296,10 +245,7 @@ impl Sender {
                     }
                 }
                 Err(error) => {
-                    crate::metrics::global().inc(
-                        "rollbackd_notification_send_errors_total",
-                        &[("channel", &ch.name)],
-                    );
+                    crate::metrics::global().notification_send_error(&ch.name);
                     let age = (chrono::Utc::now() - created).to_std().unwrap_or_default();
                     if age >= self.give_up_after {
                         match blocking(path.clone(), |p| outbox::move_to_failed(&p)).await {
@@ -310,10 +256,7 @@ impl Sender {
                                 tracing::error!(channel = %ch.name, error = %e, "cannot move an undeliverable notification to failed/")
                             }
                         }
-                        crate::metrics::global().inc(
-                            "rollbackd_notifications_failed_total",
-                            &[("channel", &ch.name)],
-                        );
+                        crate::metrics::global().notification_failed(&ch.name);
                         continue;
                     }
                     let delay = backoff(state.count).min(self.give_up_after - age);

@@ -353,7 +353,7 @@ impl AlertStore {
         }
         let kept = inner.alerts.len();
         drop(inner);
-        crate::metrics::global().set("rollbackd_alerts_stored", &[], kept as f64);
+        crate::metrics::global().alerts_stored(kept);
         if report.dropped > 0 {
             tracing::warn!(
                 dropped = report.dropped,
