@@ -9,6 +9,10 @@
 //! [`PromSource::baseline`]); while the rule is Ok and no deploy time is
 //! known the end advances in steps of the range query's step, not every poll.
 //! No baseline data means Unknown, never a breach.
+//!
+//! A baseline rule's `for` is judged on the data's timeline like any
+//! Prometheus rule ([`crate::rules::timeline`]), each series against its
+//! own `max(above, K x baseline)` ([`threshold_for`]).
 
 use std::time::Duration;
 
@@ -20,41 +24,27 @@ use crate::sources::prometheus::{Labels, PromSource, Series};
 use crate::sources::Source;
 use crate::util::fmt_duration;
 
-/// Evaluate one rule for this poll: sample its source and feed the rule.
-/// Query rules go through [`judge`]; other sources through
-/// [`RuleEval::observe`]. `deployed_at` is when the live version was first
-/// seen (ends the baseline window).
+/// The same as [`crate::rules::evaluate`] (kept for callers of the old path).
 pub async fn evaluate(
     source: &mut Source,
     eval: &mut RuleEval,
     deployed_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> RuleReport {
-    match source {
-        Source::Prometheus(p) => {
-            let judged = judge(p, eval, deployed_at, now).await;
-            eval.observe_judged(judged, None, now)
-        }
-        other => {
-            let window = other.window();
-            let sample = other.sample(now).await;
-            eval.observe(sample, window, now)
-        }
-    }
+    super::evaluate(source, eval, deployed_at, now).await
 }
 
-/// Query now, fetch the baseline when the rule has one, and pick the worst
-/// series. `Err` is why there is no judgement (the rule goes Unknown).
-pub async fn judge(
+/// `K` and the baseline median of each series, when the rule has a
+/// baseline; `Ok(None)` when it has none. `Err` is why there is no
+/// baseline (the rule goes Unknown).
+pub async fn medians(
     p: &mut PromSource,
     eval: &RuleEval,
     deployed_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
-) -> Result<Judgement, String> {
-    let series = p.query().await.map_err(|e| e.to_string())?;
-    let above = eval.rule().above;
+) -> Result<Option<(f64, Vec<(Labels, f64)>)>, String> {
     let Some(spec) = p.spec().baseline.clone() else {
-        return worst(&series, above, None);
+        return Ok(None);
     };
     let end = window_end(
         deployed_at,
@@ -68,7 +58,7 @@ pub async fn judge(
         .map_err(|e| format!("baseline: {e}"))?;
     let medians: Vec<(Labels, f64)> = base
         .into_iter()
-        .filter_map(|s| median(&s.values).map(|m| (s.labels, m)))
+        .filter_map(|s| median(&s.values()).map(|m| (s.labels, m)))
         .collect();
     if medians.is_empty() {
         return Err(format!(
@@ -77,7 +67,27 @@ pub async fn judge(
             end.format("%Y-%m-%d %H:%M:%SZ")
         ));
     }
-    worst(&series, above, Some((spec.factor, &medians)))
+    Ok(Some((spec.factor, medians)))
+}
+
+/// The threshold a series with `labels` is compared with, and its
+/// baseline: `above`, or `max(above, K x its median)`. A single baseline
+/// series serves every series; otherwise they are matched by labels and a
+/// series without one cannot be judged (`None`).
+pub fn threshold_for(
+    labels: &Labels,
+    above: f64,
+    baseline: Option<&(f64, Vec<(Labels, f64)>)>,
+) -> Option<(f64, Option<f64>)> {
+    let Some((k, medians)) = baseline else {
+        return Some((above, None));
+    };
+    let b = if medians.len() == 1 {
+        Some(medians[0].1)
+    } else {
+        medians.iter().find(|(l, _)| l == labels).map(|m| m.1)
+    }?;
+    Some((above.max(k * b), Some(b)))
 }
 
 /// Where the baseline window ends: the deploy time when known, else the
@@ -133,19 +143,9 @@ pub fn worst(
     let mut finite = 0usize;
     for s in series.iter().filter(|s| s.value.is_finite()) {
         finite += 1;
-        let (threshold, base) = match baseline {
-            None => (above, None),
-            Some((k, medians)) => {
-                let b = if medians.len() == 1 {
-                    Some(medians[0].1)
-                } else {
-                    medians.iter().find(|(l, _)| *l == s.labels).map(|m| m.1)
-                };
-                match b {
-                    Some(b) => (above.max(k * b), Some(b)),
-                    None => continue,
-                }
-            }
+        let owned = baseline.map(|(k, m)| (k, m.to_vec()));
+        let Some((threshold, base)) = threshold_for(&s.labels, above, owned.as_ref()) else {
+            continue;
         };
         let margin = s.value - threshold;
         if best.as_ref().is_none_or(|(m, _)| margin > *m) {
