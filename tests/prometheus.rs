@@ -578,6 +578,7 @@ mod machine {
                 baseline: None,
                 above_baseline: None,
                 labels: Default::default(),
+                detail: None,
             }],
         }
     }
