@@ -117,6 +117,14 @@ struct Shared {
     public_url: Option<url::Url>,
     /// `[daemon] max_rollbacks_per_hour` across all targets.
     global_limit: Option<GlobalLimit>,
+    /// Each target's breach under way (its earliest Pending/Breached rule's
+    /// start), shared so every step sees the others (blast-radius guard).
+    fleet: Mutex<BTreeMap<String, Time>>,
+    /// How many targets are watched.
+    targets: usize,
+    /// The last journal write error while the journal is failing; shown by
+    /// `status` as a banner, cleared by the next successful write.
+    journal_error: Arc<RwLock<Option<String>>>,
 }
 
 impl Shared {
@@ -127,14 +135,53 @@ impl Shared {
             at: Utc::now(),
             record,
         };
-        tokio::task::spawn_blocking(move || {
+        let written = tokio::task::spawn_blocking(move || {
             let mut journal = shared.journal.lock().unwrap_or_else(|p| p.into_inner());
             journal
                 .append(&entry)
                 .with_context(|| format!("failed to append to {}", journal.path().display()))
         })
         .await
-        .context("journal task panicked")?
+        .context("journal task panicked")
+        .and_then(|r| r);
+        let mut health = self
+            .journal_error
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        match &written {
+            Ok(()) if health.is_some() => {
+                tracing::info!("journal writable again");
+                *health = None;
+            }
+            Ok(()) => {}
+            Err(e) => *health = Some(format!("{e:#}")),
+        }
+        written
+    }
+
+    /// Record this target's breach start (or its end) and return what the
+    /// other targets show, for the blast-radius guard.
+    fn fleet(&self, target: &str, rules: &[RuleReport]) -> decide::Fleet {
+        let mut all = self.fleet.lock().unwrap_or_else(|p| p.into_inner());
+        match decide::breach_start(rules) {
+            Some(since) => {
+                all.insert(target.to_string(), since);
+            }
+            None => {
+                all.remove(target);
+            }
+        }
+        decide::Fleet {
+            targets: self.targets,
+            breaching: all
+                .iter()
+                .filter(|(t, _)| t.as_str() != target)
+                .map(|(t, since)| decide::FleetBreach {
+                    target: t.clone(),
+                    since: *since,
+                })
+                .collect(),
+        }
     }
 
     fn observe(&self, o: Observation) {
@@ -220,6 +267,9 @@ impl Daemon {
             links: Arc::new(links),
             public_url: config.daemon.public_url.clone(),
             global_limit,
+            fleet: Mutex::new(BTreeMap::new()),
+            targets: config.targets.len(),
+            journal_error: Arc::new(RwLock::new(None)),
         });
         Ok(Daemon {
             config,
@@ -277,6 +327,7 @@ impl Daemon {
             links: self.shared.links.clone(),
             windows: self.config.windows.clone(),
             dry_run: self.config.daemon.dry_run,
+            journal_error: self.shared.journal_error.clone(),
         };
         let addr = listener
             .local_addr()
@@ -313,17 +364,52 @@ impl Daemon {
     }
 }
 
+/// One rule with its source and evaluation state; `index` is its place in
+/// the target's config order (reports are journaled in that order).
+struct RuleSlot {
+    index: usize,
+    source: Source,
+    eval: RuleEval,
+}
+
+/// What one poll found, handed back to the worker when the poll task ends.
+struct PollDone {
+    /// The polled rules, with their updated history.
+    slots: Vec<RuleSlot>,
+    /// One report per polled rule: (config index, report).
+    reports: Vec<(usize, RuleReport)>,
+    /// The version reader and what it read.
+    version: VersionReader,
+    read: Result<Option<String>, String>,
+    /// The verify URL check, when the target was verifying at poll start.
+    verify: Option<(String, bool, String)>,
+    /// How long the poll took.
+    took: Duration,
+}
+
+type PollFuture = std::pin::Pin<Box<dyn std::future::Future<Output = PollDone> + Send>>;
+
 /// One target's loop.
 struct Worker {
     target: TargetConfig,
     decide: DecideConfig,
     state: TargetState,
     recovered: bool,
-    rules: Vec<(Source, RuleEval)>,
+    /// Rules polled by the poll task (moved into it while it runs).
+    polled: Vec<RuleSlot>,
+    /// Alertmanager rules: evaluated at every poll and at once when a POST
+    /// changes the alerts (they never wait behind a slow poll).
+    alerting: Vec<RuleSlot>,
+    /// The latest report of every rule, in config order (live view).
+    latest: Vec<Option<RuleReport>>,
     shared: Arc<Shared>,
     events_tx: mpsc::Sender<Event>,
     events_rx: mpsc::Receiver<Event>,
-    version: VersionReader,
+    /// Effect results whose journal write failed: retried in order until
+    /// journaled, so an outcome is never lost.
+    unjournaled: std::collections::VecDeque<Event>,
+    /// The version reader, `None` while a poll task holds it.
+    version: Option<VersionReader>,
     last_version_error: Option<String>,
     commands_rx: mpsc::Receiver<Command>,
     state_tx: watch::Sender<TargetState>,
@@ -334,6 +420,34 @@ struct Worker {
     confirm_running: Option<(String, CancellationToken)>,
 }
 
+/// Where inside `interval` a target polls: a stable offset derived from
+/// its name (as Prometheus offsets scrapes by a hash of the target), so a
+/// hundred targets spread over the interval instead of probing at once.
+pub fn poll_offset(name: &str, interval: Duration) -> Duration {
+    // FNV-1a: stable across runs and platforms.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let nanos = interval.as_nanos().max(1) as u64;
+    Duration::from_nanos(h % nanos)
+}
+
+/// A little jitter on top of the offset (up to 1% of the interval, at most
+/// 50ms), different on every tick, so that targets with colliding offsets
+/// do not stay in lockstep.
+fn poll_jitter(seed: &mut u64, interval: Duration) -> Duration {
+    // splitmix64
+    *seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *seed;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    let max = (interval / 100).min(Duration::from_millis(50)).as_nanos() as u64;
+    Duration::from_nanos(if max == 0 { 0 } else { z % max })
+}
+
 impl Worker {
     fn build(
         config: &Config,
@@ -341,21 +455,32 @@ impl Worker {
         recovered: Option<TargetState>,
         shared: Arc<Shared>,
     ) -> (Worker, TargetHandle) {
-        let rules = target
-            .rules
-            .iter()
-            .map(|r| {
-                (
-                    Source::build(
-                        &r.source,
-                        &shared.client,
-                        shared.prometheus.as_ref(),
-                        shared.poll_interval,
-                    ),
-                    RuleEval::build(r.clone(), target.no_data),
-                )
-            })
-            .collect();
+        let (mut polled, mut alerting) = (Vec::new(), Vec::new());
+        for (index, r) in target.rules.iter().enumerate() {
+            let mut eval = RuleEval::build(r.clone(), target.no_data);
+            // A running `for` of a poll-judged rule goes on across a restart.
+            if let Some(last) = recovered
+                .as_ref()
+                .and_then(|s| s.rules.iter().find(|x| x.rule == r.name))
+            {
+                eval.resume(last);
+            }
+            let slot = RuleSlot {
+                index,
+                source: Source::build(
+                    &r.source,
+                    &shared.client,
+                    shared.prometheus.as_ref(),
+                    shared.poll_interval,
+                ),
+                eval,
+            };
+            if matches!(slot.source, Source::Alertmanager(_)) {
+                alerting.push(slot);
+            } else {
+                polled.push(slot);
+            }
+        }
         let (events_tx, events_rx) = mpsc::channel(16);
         let (commands_tx, commands_rx) = mpsc::channel(16);
         let state = recovered
@@ -367,15 +492,18 @@ impl Worker {
             decide: DecideConfig::from_config(config, target),
             recovered: recovered.is_some(),
             state,
-            rules,
-            version: VersionReader::build(
+            polled,
+            alerting,
+            latest: vec![None; target.rules.len()],
+            version: Some(VersionReader::build(
                 target.version.clone(),
                 shared.verify_client.clone(),
                 shared.prometheus.clone(),
-            ),
+            )),
             shared,
             events_tx,
             events_rx,
+            unjournaled: std::collections::VecDeque::new(),
             last_version_error: None,
             commands_rx,
             state_tx,
@@ -390,6 +518,9 @@ impl Worker {
         (worker, handle)
     }
 
+    /// The loop. A person's command, an effect's result and an alert are
+    /// never queued behind a poll: the poll is a task of its own (`biased`
+    /// select, commands first), and shutdown drops it.
     async fn run(mut self, cancel: CancellationToken) {
         self.stop = cancel.clone();
         if self.recovered {
@@ -402,26 +533,51 @@ impl Worker {
                 self.ask_confirm_command(&incident);
             }
         }
-        let mut tick = tokio::time::interval(self.shared.poll_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let interval = self.shared.poll_interval;
+        let offset = poll_offset(&self.target.name, interval);
+        let mut seed = offset.as_nanos() as u64;
+        let base = tokio::time::Instant::now();
+        let mut slot: u32 = 0;
+        let mut next_poll = base + offset;
+        let mut poll: Option<PollFuture> = None;
+        let mut alerts = crate::sources::alertmanager::AlertStore::global().subscribe();
+        let has_alerting = !self.alerting.is_empty();
+        let mut retry = tokio::time::interval(Duration::from_secs(1));
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                biased;
                 _ = cancel.cancelled() => break,
-                Some(event) = self.events_rx.recv() => {
-                    self.apply(event).await;
-                }
                 Some(command) = self.commands_rx.recv() => self.command(command).await,
-                _ = tick.tick() => self.poll().await,
+                Some(event) = self.events_rx.recv() => self.effect_result(event).await,
+                Ok(()) = alerts.changed(), if has_alerting => self.alerts_changed().await,
+                done = async { poll.as_mut().expect("guarded").await }, if poll.is_some() => {
+                    poll = None;
+                    self.poll_done(done).await;
+                }
+                _ = tokio::time::sleep_until(next_poll), if poll.is_none() => {
+                    // The next slot after now: a poll longer than the
+                    // interval skips slots instead of bunching up.
+                    let now = tokio::time::Instant::now();
+                    while next_poll <= now {
+                        slot = slot.saturating_add(1);
+                        next_poll = base + offset + interval * slot;
+                    }
+                    next_poll += poll_jitter(&mut seed, interval);
+                    poll = Some(self.start_poll());
+                }
+                _ = retry.tick(), if !self.unjournaled.is_empty() => self.retry_unjournaled().await,
             }
             self.settle_confirm_command();
             self.publish();
         }
+        drop(poll);
         self.settle_confirm_command();
         if matches!(self.state.phase, Phase::RollingBack { .. }) {
             tracing::warn!(target = %self.target.name, "waiting for the running rollback to finish before exiting");
             match tokio::time::timeout(SHUTDOWN_GRACE, self.events_rx.recv()).await {
                 Ok(Some(event)) => {
-                    self.apply(event).await;
+                    self.effect_result(event).await;
                 }
                 _ => tracing::warn!(
                     target = %self.target.name,
@@ -431,31 +587,96 @@ impl Worker {
         }
     }
 
-    /// One poll: version, all rules, the verify URL when verifying.
-    async fn poll(&mut self) {
-        if let Some(version) = self.read_version().await {
+    /// An effect's result (execution, after steps, confirm_command answer):
+    /// it must reach the journal. Kept in order behind any result that is
+    /// still waiting for a journal write.
+    async fn effect_result(&mut self, event: Event) {
+        self.unjournaled.push_back(event);
+        self.retry_unjournaled().await;
+    }
+
+    /// Apply waiting effect results in order until one cannot be journaled.
+    async fn retry_unjournaled(&mut self) {
+        while let Some(event) = self.unjournaled.pop_front() {
+            match self.apply_inner(event.clone()).await {
+                Applied::Yes | Applied::NotExpected => {}
+                Applied::NotJournaled => {
+                    tracing::warn!(target = %self.target.name, waiting = self.unjournaled.len() + 1, "effect result not journaled yet; retrying every second");
+                    self.unjournaled.push_front(event);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Start a poll in its own future: version, every polled rule, the
+    /// verify URL when verifying. The worker keeps serving commands.
+    fn start_poll(&mut self) -> PollFuture {
+        let mut slots = std::mem::take(&mut self.polled);
+        let version = self
+            .version
+            .take()
+            .expect("the version reader is back after every poll");
+        let deployed_at = self.state.deployed_at;
+        let verify = match (&self.state.phase, &self.target.verify.url) {
+            (Phase::Verifying { incident, .. }, Some(url)) => Some((
+                incident.id.clone(),
+                url.clone(),
+                self.target.verify.expect_status,
+            )),
+            _ => None,
+        };
+        let client = self.shared.verify_client.clone();
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let read = version.read().await;
+            let now = Utc::now();
+            let reports = futures_util::future::join_all(slots.iter_mut().map(|s| async {
+                let report =
+                    crate::rules::baseline::evaluate(&mut s.source, &mut s.eval, deployed_at, now)
+                        .await;
+                (s.index, report)
+            }))
+            .await;
+            let verify = match verify {
+                Some((incident, url, expect)) => {
+                    let (ok, detail) = execute::verify::check_url(&client, &url, expect).await;
+                    Some((incident, ok, detail))
+                }
+                None => None,
+            };
+            PollDone {
+                slots,
+                reports,
+                version,
+                read,
+                verify,
+                took: started.elapsed(),
+            }
+        })
+    }
+
+    /// A poll ended: adopt the version, step the evaluation, then the
+    /// verify check.
+    async fn poll_done(&mut self, done: PollDone) {
+        self.polled = done.slots;
+        self.version = Some(done.version);
+        crate::metrics::global().set(
+            "rollbackd_poll_duration_seconds",
+            &[("target", &self.target.name)],
+            done.took.as_secs_f64(),
+        );
+        if let Some(version) = self.version_read(done.read) {
             if self.state.version.as_deref() != Some(version.as_str()) {
                 self.apply(Event::VersionObserved { version }).await;
             }
         }
-        let now = Utc::now();
-        let deployed_at = self.state.deployed_at;
-        let reports: Vec<RuleReport> =
-            futures_util::future::join_all(self.rules.iter_mut().map(|(source, eval)| {
-                crate::rules::baseline::evaluate(source, eval, deployed_at, now)
-            }))
-            .await;
-        self.apply(Event::Evaluated { rules: reports }).await;
-        if let (Phase::Verifying { incident, .. }, Some(url)) =
-            (&self.state.phase, &self.target.verify.url)
-        {
-            let incident = incident.id.clone();
-            let (ok, detail) = execute::verify::check_url(
-                &self.shared.verify_client,
-                url,
-                self.target.verify.expect_status,
-            )
-            .await;
+        for (index, report) in done.reports {
+            self.latest[index] = Some(report);
+        }
+        self.evaluate_alerting().await;
+        self.step_evaluated().await;
+        if let Some((incident, ok, detail)) = done.verify {
             self.apply(Event::VerifyChecked {
                 incident,
                 ok,
@@ -465,8 +686,36 @@ impl Worker {
         }
     }
 
-    async fn read_version(&mut self) -> Option<String> {
-        match self.version.read().await {
+    /// Evaluate the Alertmanager rules now (they read the local store).
+    async fn evaluate_alerting(&mut self) {
+        let now = Utc::now();
+        let deployed_at = self.state.deployed_at;
+        for s in &mut self.alerting {
+            let report =
+                crate::rules::baseline::evaluate(&mut s.source, &mut s.eval, deployed_at, now)
+                    .await;
+            self.latest[s.index] = Some(report);
+        }
+    }
+
+    /// A POST changed the alerts: evaluate this target's alert rules now
+    /// and step with them, without waiting for the next poll.
+    async fn alerts_changed(&mut self) {
+        self.evaluate_alerting().await;
+        self.step_evaluated().await;
+    }
+
+    /// Step an evaluation of every rule (once each rule has been evaluated).
+    async fn step_evaluated(&mut self) {
+        let Some(rules) = self.latest.iter().cloned().collect::<Option<Vec<RuleReport>>>() else {
+            return;
+        };
+        let fleet = self.shared.fleet(&self.target.name, &rules);
+        self.apply(Event::Evaluated { rules, fleet }).await;
+    }
+
+    fn version_read(&mut self, read: Result<Option<String>, String>) -> Option<String> {
+        match read {
             Ok(v) => {
                 self.last_version_error = None;
                 v
@@ -485,13 +734,18 @@ impl Worker {
     /// when the step was not adopted (the event does not fit, or the
     /// journal could not be written).
     async fn apply(&mut self, event: Event) -> bool {
+        self.apply_inner(event).await == Applied::Yes
+    }
+
+    /// [`Worker::apply`], saying why a step was not adopted.
+    async fn apply_inner(&mut self, event: Event) -> Applied {
         let now = Utc::now();
         let (next, actions) =
             match decide::step(&self.decide, self.state.clone(), event.clone(), now) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(target = %self.target.name, error = %e, "event ignored");
-                    return false;
+                    return Applied::NotExpected;
                 }
             };
         // The global cap is asked before anything is journaled, so the
@@ -499,7 +753,7 @@ impl Worker {
         let (event, next, actions) = self.global_limit(event, next, actions, now);
         let from = self.state.phase.name().to_string();
         let to = next.phase.name().to_string();
-        if let Event::Evaluated { rules } = &event {
+        if let Event::Evaluated { rules, .. } = &event {
             record_rule_metrics(&self.target.name, rules);
         }
         let changed = next.phase != self.state.phase
@@ -511,7 +765,7 @@ impl Worker {
             || statuses(&next.rules) != statuses(&self.state.rules);
         if !changed {
             self.state = next;
-            return true;
+            return Applied::Yes;
         }
         log_step(&self.target.name, &event, &from, &to, &next);
         let record = Record::Step {
@@ -527,7 +781,7 @@ impl Worker {
             // next poll tries again.
             crate::metrics::global().inc("rollbackd_journal_errors_total", &[]);
             tracing::error!(target = %self.target.name, error = %format!("{e:#}"), "journal write failed; not acting");
-            return false;
+            return Applied::NotJournaled;
         }
         self.state = next;
         self.remember_incident();
@@ -548,12 +802,22 @@ impl Worker {
         for action in actions {
             self.act(action).await;
         }
-        true
+        Applied::Yes
     }
 
     async fn act(&mut self, action: Action) {
         match action {
             Action::Execute { incident } => {
+                if let (Some(first), Some(started)) =
+                    (incident.first_evidence, incident.rollback_started)
+                {
+                    let detection = (started - first).to_std().unwrap_or_default();
+                    crate::metrics::global().set(
+                        "rollbackd_detection_seconds",
+                        &[("target", &self.target.name)],
+                        detection.as_secs_f64(),
+                    );
+                }
                 let plan = self.target.rollback.clone();
                 let vars = vars_for(&incident);
                 let tx = self.events_tx.clone();
@@ -684,6 +948,17 @@ fn vars_for(incident: &Incident) -> Vars {
     }
 }
 
+/// Whether [`Worker::apply`] adopted a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Applied {
+    /// Stepped, journaled (when it changed something) and carried out.
+    Yes,
+    /// The event does not fit the state (a stale answer): dropped.
+    NotExpected,
+    /// The journal could not be written: nothing was done.
+    NotJournaled,
+}
+
 /// Publish each rule's value and status as gauges.
 fn record_rule_metrics(target: &str, rules: &[RuleReport]) {
     let m = crate::metrics::global();
@@ -722,7 +997,7 @@ fn log_step(target: &str, event: &Event, from: &str, to: &str, state: &TargetSta
         Event::VersionObserved { version } => {
             tracing::info!(%target, %version, previous = ?state.previous_version, "version observed")
         }
-        Event::Evaluated { rules } => {
+        Event::Evaluated { rules, .. } => {
             for r in rules {
                 tracing::info!(%target, rule = %r.explain(), "rule status");
             }
@@ -815,9 +1090,15 @@ impl Worker {
         let _ = cmd.reply.send(Ok(self.state.clone()));
     }
 
-    /// Share the latest state with the API.
+    /// Share the latest state with the API, with the live evaluation of
+    /// every rule (even when the journal refused the step that would have
+    /// adopted it: `status` never shows a stale value as current).
     fn publish(&self) {
-        let state = &self.state;
+        let mut live = self.state.clone();
+        if let Some(rules) = self.latest.iter().cloned().collect::<Option<Vec<_>>>() {
+            live.rules = rules;
+        }
+        let state = &live;
         self.state_tx.send_if_modified(|s| {
             if s != state {
                 *s = state.clone();

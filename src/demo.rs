@@ -214,7 +214,7 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<DemoResult> {
                         }
                         None => tl.line(at, &format!("live version: {version}")),
                     },
-                    Event::Evaluated { rules } => {
+                    Event::Evaluated { rules, .. } => {
                         for r in rules {
                             if !matches!(r.status, RuleStatus::Ok) || from != to {
                                 tl.line(at, &format!("rule {}", r.explain()));

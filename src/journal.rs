@@ -335,7 +335,7 @@ mod tests {
             url_ok: Some(false),
         };
         state.rules = match &i.cause {
-            crate::decide::Cause::Rules { breached } => breached.clone(),
+            crate::decide::Cause::Rules { breached, .. } => breached.clone(),
             crate::decide::Cause::Manual { .. } => Vec::new(),
         };
         vec![

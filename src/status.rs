@@ -9,6 +9,13 @@ use crate::util::fmt_value;
 /// The `status` table from `GET /v1/status`.
 pub fn render_targets(status: &crate::api::StatusResponse) -> anyhow::Result<String> {
     let mut out = String::new();
+    if let Some(e) = &status.journal_error {
+        writeln!(
+            out,
+            "JOURNAL FAILING: {e}\n  rollbackd acts on nothing that it cannot journal; results \
+             are retried every second. Rule values below are live."
+        )?;
+    }
     if status.dry_run {
         writeln!(out, "dry-run: nothing is executed (daemon.dry_run = true)")?;
     }

@@ -39,7 +39,10 @@ async fn dry_run_is_journaled_recorded_mailed_and_recovered() {
         at,
         record: Record::Step {
             target: "frontend".into(),
-            event: Event::Evaluated { rules: Vec::new() },
+            event: Event::Evaluated {
+                rules: Vec::new(),
+                fleet: Default::default(),
+            },
             from: "Watching".into(),
             to: "DryRun".into(),
             actions: Vec::new(),

@@ -560,11 +560,14 @@ mod machine {
             confirm_timeout: Duration::from_secs(300),
             on_confirm_timeout: rollbackd::config::OnConfirmTimeout::Escalate,
             has_after: false,
+            blast_radius: None,
+            rto: Duration::from_secs(300),
         }
     }
 
     fn report(status: RuleStatus, at: DateTime<Utc>) -> Event {
         Event::Evaluated {
+            fleet: Default::default(),
             rules: vec![RuleReport {
                 rule: "errors".into(),
                 source: "prometheus up".into(),

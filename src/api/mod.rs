@@ -37,6 +37,10 @@ use crate::sources::alertmanager::AlertStore;
 pub struct StatusResponse {
     /// Global dry-run.
     pub dry_run: bool,
+    /// Set while the journal cannot be written: nothing that needs a
+    /// journal entry is acted on until it can (the error, with the file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal_error: Option<String>,
     /// Every target, in config order.
     pub targets: Vec<TargetStatus>,
 }
@@ -101,6 +105,8 @@ pub struct ApiState {
     pub windows: Vec<Window>,
     /// Global dry-run.
     pub dry_run: bool,
+    /// Set while the journal cannot be written (the error), for `status`.
+    pub journal_error: Arc<RwLock<Option<String>>>,
 }
 
 /// An error answer: `{"error": "..."}` with a status.
@@ -180,8 +186,14 @@ async fn status(State(api): State<Arc<ApiState>>) -> Json<StatusResponse> {
             }
         })
         .collect();
+    let journal_error = api
+        .journal_error
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     Json(StatusResponse {
         dry_run: api.dry_run,
+        journal_error,
         targets,
     })
 }

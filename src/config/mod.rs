@@ -63,6 +63,31 @@ pub struct DaemonConfig {
     /// Cap on executed rollbacks per hour across all targets; `None`: no
     /// global cap (each target's own cap still holds).
     pub max_rollbacks_per_hour: Option<NonZeroU32>,
+    /// `max_simultaneous_breaches`: the blast-radius guard; `None`: off.
+    pub max_simultaneous_breaches: Option<BlastRadius>,
+}
+
+/// When breaches beginning at about the same time on many targets point at
+/// a shared cause: at least `targets` targets, and at least `fraction` of
+/// all targets, whose breaches began within `within` of each other.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BlastRadius {
+    /// Smallest group that trips the guard (default 3).
+    pub targets: u32,
+    /// Smallest share of all watched targets that trips it (default 0.5).
+    pub fraction: f64,
+    /// How close together the breaches must begin (default 1m).
+    pub within: Duration,
+}
+
+impl Default for BlastRadius {
+    fn default() -> Self {
+        BlastRadius {
+            targets: 3,
+            fraction: 0.5,
+            within: Duration::from_secs(60),
+        }
+    }
 }
 
 /// `[prometheus]`. Secrets are named by file and read when the daemon starts
@@ -251,6 +276,9 @@ pub struct TargetConfig {
     /// After a rule has been Unknown this long, the admin is told that
     /// monitoring is blind (default 5m).
     pub blind_after: Duration,
+    /// Recovery-time objective: first bad evidence to verified recovery
+    /// (default 5m, the runbook's RTO); records say met or missed.
+    pub rto: Duration,
     /// At least one rule.
     pub rules: Vec<RuleConfig>,
     /// What to run to roll back.

@@ -50,6 +50,9 @@ pub struct RawDaemon {
     pub public_url: Option<String>,
     /// Global cap on executed rollbacks per hour (all targets).
     pub max_rollbacks_per_hour: Option<i64>,
+    /// Blast-radius guard: an integer (targets), a table `{ targets,
+    /// fraction, within }`, or `0`/`false` to turn it off.
+    pub max_simultaneous_breaches: Option<toml::Value>,
 }
 
 /// `[prometheus]`.
@@ -159,6 +162,9 @@ pub struct RawTarget {
     pub only_within: Option<String>,
     /// Duration string: Unknown this long raises the blind notification.
     pub blind_after: Option<String>,
+    /// Duration string: recovery-time objective (first bad evidence to
+    /// verified recovery).
+    pub rto: Option<String>,
     /// `none` or `required` (human confirmation).
     pub confirm: Option<String>,
     /// Duration string: how long to wait for a human.

@@ -14,10 +14,10 @@ use super::raw::{
     RawTarget, RawVerify, RawWebhook, RawWindow,
 };
 use super::{
-    duration, BaselineSpec, Config, DaemonConfig, EmailConfig, ExecutorKind, HostMetric, NoData,
-    NotifyConfig, ProbeMeasure, ProbeSpec, PromSpec, PrometheusAuth, PrometheusConfig,
-    RollbackPlan, RuleConfig, SmtpConfig, SmtpSecurity, SourceSpec, TargetConfig, TrafficGuard,
-    VerifyConfig, WebhookConfig, WebhookFormat, Window,
+    duration, BaselineSpec, BlastRadius, Config, DaemonConfig, EmailConfig, ExecutorKind,
+    HostMetric, NoData, NotifyConfig, ProbeMeasure, ProbeSpec, PromSpec, PrometheusAuth,
+    PrometheusConfig, RollbackPlan, RuleConfig, SmtpConfig, SmtpSecurity, SourceSpec, TargetConfig,
+    TrafficGuard, VerifyConfig, WebhookConfig, WebhookFormat, Window,
 };
 
 /// One problem: `FILE: key.path: message`.
@@ -63,6 +63,8 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/rollbackd";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9797";
 /// Default `min_samples` of a probe rule.
 pub const DEFAULT_MIN_SAMPLES: usize = 3;
+/// Smallest `daemon.poll_interval`: below it, polls cost more than they tell.
+const MIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Default `daemon.poll_interval`.
 pub const DEFAULT_POLL_INTERVAL: &str = "5s";
@@ -84,6 +86,9 @@ pub const DEFAULT_PROMETHEUS_TIMEOUT: &str = "3s";
 pub const DEFAULT_BASELINE_WINDOW: &str = "1h";
 /// Default `target.version_label`.
 pub const DEFAULT_VERSION_LABEL: &str = "version";
+/// Default `target.rto` (the runbook's recovery-time objective).
+const DEFAULT_RTO: &str = "5m";
+
 /// Default `target.blind_after`.
 pub const DEFAULT_BLIND_AFTER: &str = "5m";
 
@@ -395,6 +400,13 @@ fn config(cx: &mut Cx, raw: RawConfig) -> Option<Config> {
         .enumerate()
         .map(|(i, t)| target(cx, &format!("target[{i}]"), t))
         .collect();
+    if let Some(d) = &daemon {
+        for (i, t) in targets.iter().enumerate() {
+            for (j, r) in t.iter().flat_map(|t| t.rules.iter()).enumerate() {
+                reachable_min_samples(cx, &format!("target[{i}].rule[{j}]"), r, d.poll_interval);
+            }
+        }
+    }
 
     Some(Config {
         daemon: daemon?,
@@ -426,13 +438,28 @@ fn daemon(cx: &mut Cx, raw: RawDaemon) -> Option<DaemonConfig> {
             None
         }
     };
-    let poll_interval = cx.duration(
-        p,
-        "poll_interval",
-        raw.poll_interval.as_deref(),
-        DEFAULT_POLL_INTERVAL,
-        true,
-    );
+    let poll_interval = cx
+        .duration(
+            p,
+            "poll_interval",
+            raw.poll_interval.as_deref(),
+            DEFAULT_POLL_INTERVAL,
+            true,
+        )
+        .and_then(|d| {
+            if d < MIN_POLL_INTERVAL {
+                cx.err(
+                    join(p, "poll_interval"),
+                    format!(
+                        "poll_interval = {:?} is below the minimum of 100ms",
+                        raw.poll_interval.as_deref().unwrap_or_default()
+                    ),
+                );
+                None
+            } else {
+                Some(d)
+            }
+        });
     let api_token_file = match raw.api_token_file.as_deref() {
         None => Some(None),
         Some(f) => cx
@@ -466,6 +493,7 @@ fn daemon(cx: &mut Cx, raw: RawDaemon) -> Option<DaemonConfig> {
             }
         },
     };
+    let blast = blast_radius(cx, p, raw.max_simultaneous_breaches.as_ref());
     Some(DaemonConfig {
         state_dir: state_dir?,
         listen: listen?,
@@ -474,7 +502,84 @@ fn daemon(cx: &mut Cx, raw: RawDaemon) -> Option<DaemonConfig> {
         api_token_file: api_token_file?,
         public_url: public_url?,
         max_rollbacks_per_hour: global_cap?,
+        max_simultaneous_breaches: blast?,
     })
+}
+
+/// `[daemon] max_simultaneous_breaches`: `3`, `{ targets = 3, fraction =
+/// 0.5, within = "1m" }`, or `0` / `false` (off). Absent: the defaults.
+fn blast_radius(
+    cx: &mut Cx,
+    parent: &str,
+    value: Option<&toml::Value>,
+) -> Option<Option<BlastRadius>> {
+    let path = join(parent, "max_simultaneous_breaches");
+    let mut b = BlastRadius::default();
+    match value {
+        None => return Some(Some(b)),
+        Some(toml::Value::Boolean(false)) => return Some(None),
+        Some(toml::Value::Boolean(true)) => return Some(Some(b)),
+        Some(toml::Value::Integer(0)) => return Some(None),
+        Some(toml::Value::Integer(n)) if *n >= 2 && *n <= 100_000 => {
+            b.targets = *n as u32;
+            return Some(Some(b));
+        }
+        Some(toml::Value::Table(t)) => {
+            let mut ok = true;
+            for (k, v) in t {
+                match (k.as_str(), v) {
+                    ("targets", toml::Value::Integer(n)) if *n >= 2 && *n <= 100_000 => {
+                        b.targets = *n as u32
+                    }
+                    ("fraction", toml::Value::Float(f)) if *f > 0.0 && *f <= 1.0 => b.fraction = *f,
+                    ("fraction", toml::Value::Integer(1)) => b.fraction = 1.0,
+                    ("within", toml::Value::String(d)) => {
+                        match cx.duration(&path, "within", Some(d), "", true) {
+                            Some(d) => b.within = d,
+                            None => ok = false,
+                        }
+                    }
+                    ("targets", v) => {
+                        cx.err(
+                            join(&path, "targets"),
+                            format!("targets = {v} must be an integer from 2 to 100000"),
+                        );
+                        ok = false;
+                    }
+                    ("fraction", v) => {
+                        cx.err(
+                            join(&path, "fraction"),
+                            format!("fraction = {v} must be a number above 0 and at most 1"),
+                        );
+                        ok = false;
+                    }
+                    ("within", v) => {
+                        cx.err(
+                            join(&path, "within"),
+                            format!("within = {v} must be a duration string such as \"1m\""),
+                        );
+                        ok = false;
+                    }
+                    (other, _) => {
+                        cx.err(
+                            join(&path, other),
+                            format!("unknown key {other:?} (expected targets, fraction, within)"),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+            return ok.then_some(Some(b));
+        }
+        Some(v) => cx.err(
+            path,
+            format!(
+                "max_simultaneous_breaches = {v} must be a number of targets (2 or more), a table \
+                 {{ targets, fraction, within }}, or 0 / false to turn the guard off"
+            ),
+        ),
+    }
+    None
 }
 
 fn notify(cx: &mut Cx, raw: RawNotify, state_dir: Option<PathBuf>) -> Option<NotifyConfig> {
@@ -915,6 +1020,7 @@ fn target(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<TargetConfig> {
         DEFAULT_BLIND_AFTER,
         true,
     );
+    let rto = cx.duration(p, "rto", raw.rto.as_deref(), DEFAULT_RTO, true);
     let confirm = confirm(cx, p, raw);
     let cooldown = cx.duration(
         p,
@@ -1020,6 +1126,7 @@ fn target(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<TargetConfig> {
         no_data: no_data?,
         only_within: only_within?,
         blind_after: blind_after?,
+        rto: rto?,
         rules: rules.into_iter().collect::<Option<_>>()?,
         rollback,
         verify: verify?,
@@ -1350,6 +1457,28 @@ fn rule(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<RuleConfig> {
         for_: for_?,
         no_data: no_data?,
     })
+}
+
+/// A probe rule's window must be able to hold `min_samples` probes at the
+/// daemon's poll interval (one probe per poll), or the rule is Unknown
+/// forever.
+fn reachable_min_samples(cx: &mut Cx, p: &str, rule: &RuleConfig, poll_interval: Duration) {
+    let SourceSpec::Probe(probe) = &rule.source else {
+        return;
+    };
+    let poll = poll_interval.as_millis().max(1);
+    let most = probe.window.as_millis().div_ceil(poll).max(1);
+    if probe.min_samples as u128 > most {
+        cx.err(
+            join(p, "min_samples"),
+            format!(
+                "min_samples = {} can never be reached: window = {:?} holds at most {most} probes at daemon.poll_interval {:?}; lower min_samples or widen window",
+                probe.min_samples,
+                crate::util::fmt_duration(probe.window),
+                crate::util::fmt_duration(poll_interval),
+            ),
+        );
+    }
 }
 
 /// An Alertmanager rule: the value is the number of matching firing
@@ -2191,6 +2320,7 @@ mod tests {
             (config(&[("top", PROM), ("rule", "name = \"a\"\nsource = \"prometheus\"\nquery = \"up\"\nabove = 1.0\nurl = \"http://h/\"")]), "target[0].rule[0].url", "key url does not apply to source \"prometheus\""),
             (config(&[("rule", &host("above = 0.5\nno_data = \"skip\""))]), "target[0].rule[0].no_data", r#"invalid no_data "skip""#),
             (config(&[("rule", &probe("above = 0.5\nmin_samples = 0"))]), "target[0].rule[0].min_samples", "min_samples = 0 must be at least 1"),
+            (config(&[("rule", &probe("above = 0.5\nwindow = \"10s\""))]), "target[0].rule[0].min_samples", "min_samples = 3 can never be reached: window = \"10s\" holds at most 2 probes at daemon.poll_interval \"5s\"; lower min_samples or widen window"),
             (config(&[("rule", &host("above = 0.5\nmin_samples = 2"))]), "target[0].rule[0].min_samples", "key min_samples does not apply to source \"host\""),
             (config(&[("top", PROM), ("rule", "name = \"a\"\nsource = \"prometheus\"\nquery = \"up\"\nabove = 1.0\ntraffic_query = \"sum(rate(x[1m]))\"")]), "target[0].rule[0].min_traffic", "traffic_query needs min_traffic"),
             (config(&[("top", PROM), ("rule", "name = \"a\"\nsource = \"prometheus\"\nquery = \"up\"\nabove = 1.0\nmin_traffic = 1.0")]), "target[0].rule[0].traffic_query", "min_traffic needs traffic_query"),

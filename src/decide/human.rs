@@ -176,7 +176,15 @@ pub(super) fn awaiting(
         return;
     };
     let (mut inc, deadline) = ((**incident).clone(), *deadline);
-    let clear = !state.rules.is_empty() && state.rules.iter().all(|r| r.status == RuleStatus::Ok);
+    // Unknown rules abstain here too: the signals have recovered when every
+    // rule with data is Ok and at least one has data.
+    let clear = state.rules.iter().any(|r| r.status == RuleStatus::Ok)
+        && !state.rules.iter().any(|r| {
+            matches!(
+                r.status,
+                RuleStatus::Pending { .. } | RuleStatus::Breached { .. }
+            )
+        });
     if clear {
         let values: Vec<String> = state.rules.iter().map(|r| r.explain()).collect();
         let msg = format!(
@@ -216,10 +224,10 @@ pub(super) fn awaiting(
                 .filter(|r| matches!(r.status, RuleStatus::Unknown { .. }))
                 .map(|r| r.explain())
                 .collect();
-            if !blind.is_empty() {
+            if !state.rules.is_empty() && blind.len() == state.rules.len() {
                 let guard = format!(
-                    "monitoring is blind at the confirmation deadline, so rollbackd does not act \
-                     on its own: {}",
+                    "monitoring is blind at the confirmation deadline (no rule has data), so \
+                     rollbackd does not act on its own: {}",
                     blind.join("; ")
                 );
                 escalate(cfg, state, inc, guard, now, actions);
@@ -270,6 +278,8 @@ pub(super) fn new_incident(
         timeline: Vec::new(),
         after_steps: Vec::new(),
         confirmed_by: None,
+        first_evidence: None,
+        rto: Some(cfg.rto),
     }
 }
 

@@ -5,9 +5,10 @@ use std::time::Duration;
 use chrono::Duration as ChronoDuration;
 
 use super::{
-    Action, Cause, Event, Incident, NotifyKind, Outcome, Phase, TargetState, Time, TimelineEntry,
+    Action, Cause, Event, Fleet, Incident, NotifyKind, Outcome, Phase, TargetState, Time,
+    TimelineEntry,
 };
-use crate::config::{Config, OnConfirmTimeout, TargetConfig, Window};
+use crate::config::{BlastRadius, Config, OnConfirmTimeout, TargetConfig, Window};
 use crate::rules::{RuleReport, RuleStatus};
 use crate::util::fmt_duration;
 
@@ -42,6 +43,11 @@ pub struct DecideConfig {
     pub blind_after: Duration,
     /// Roll back automatically only releases deployed within this long.
     pub only_within: Option<Duration>,
+    /// Breaches beginning on this many targets at once escalate instead
+    /// (`None`: guard off).
+    pub blast_radius: Option<BlastRadius>,
+    /// Recovery-time objective, recorded in each incident.
+    pub rto: Duration,
 }
 
 impl DecideConfig {
@@ -62,6 +68,8 @@ impl DecideConfig {
             on_confirm_timeout: target.confirm.on_timeout,
             blind_after: target.blind_after,
             only_within: target.only_within,
+            blast_radius: config.daemon.max_simultaneous_breaches,
+            rto: target.rto,
         }
     }
 }
@@ -105,10 +113,10 @@ pub fn step(
         Event::VersionObserved { version } => {
             observe_version(&mut state, version, now);
         }
-        Event::Evaluated { rules } => {
+        Event::Evaluated { rules, fleet } => {
             state.rules = rules;
             blindness(cfg, &mut state, now, &mut actions);
-            advance(cfg, &mut state, now, &mut actions);
+            advance(cfg, &mut state, now, &fleet, &mut actions);
         }
         Event::ExecFinished {
             ref incident,
@@ -192,7 +200,7 @@ pub fn step(
             }
             *url_ok = Some(ok);
             open.verification = Some(format!("verify URL: {detail}"));
-            advance(cfg, &mut state, now, &mut actions);
+            advance(cfg, &mut state, now, &Fleet::default(), &mut actions);
         }
         Event::AfterFinished {
             ref incident,
@@ -319,14 +327,20 @@ fn observe_version(state: &mut TargetState, version: String, now: Time) {
 }
 
 /// Re-evaluate the current phase against the latest rules and the clock.
-fn advance(cfg: &DecideConfig, state: &mut TargetState, now: Time, actions: &mut Vec<Action>) {
+fn advance(
+    cfg: &DecideConfig,
+    state: &mut TargetState,
+    now: Time,
+    fleet: &Fleet,
+    actions: &mut Vec<Action>,
+) {
     if let Phase::Done { until, .. } = &state.phase {
         if now >= *until {
             state.phase = Phase::Watching;
         }
     }
     match &state.phase {
-        Phase::Watching => watch(cfg, state, now, actions),
+        Phase::Watching => watch(cfg, state, now, fleet, actions),
         Phase::Verifying {
             incident,
             deadline,
@@ -352,13 +366,23 @@ fn verify(
     actions: &mut Vec<Action>,
 ) {
     let url_healthy = !cfg.verify_url || url_ok == Some(true);
+    // Rules without data abstain here too (a crashed release's metrics may
+    // take a while to come back), but something must show health: a rule
+    // with data, or the verify URL.
     let not_ok: Vec<String> = state
         .rules
         .iter()
-        .filter(|r| r.status != RuleStatus::Ok)
+        .filter(|r| {
+            matches!(
+                r.status,
+                RuleStatus::Pending { .. } | RuleStatus::Breached { .. }
+            )
+        })
         .map(|r| r.explain())
         .collect();
-    let rules_healthy = !cfg.verify_rules || not_ok.is_empty();
+    let seen_ok = state.rules.iter().any(|r| r.status == RuleStatus::Ok);
+    let blind = !state.rules.is_empty() && !seen_ok && not_ok.is_empty();
+    let rules_healthy = !cfg.verify_rules || (not_ok.is_empty() && (seen_ok || cfg.verify_url));
     let started = inc.rollback_finished.unwrap_or(now);
     let waited = Incident::span(Some(started), Some(now)).unwrap_or_default();
     if url_healthy && rules_healthy {
@@ -367,7 +391,26 @@ fn verify(
             what.push("the verify URL answered".to_string());
         }
         if cfg.verify_rules {
-            what.push(format!("all {} rules are ok", state.rules.len()));
+            let ok = state
+                .rules
+                .iter()
+                .filter(|r| r.status == RuleStatus::Ok)
+                .count();
+            let n = state.rules.len();
+            what.push(if ok == n {
+                format!("all {n} rules are ok")
+            } else {
+                let silent: Vec<&str> = state
+                    .rules
+                    .iter()
+                    .filter(|r| r.status != RuleStatus::Ok)
+                    .map(|r| r.rule.as_str())
+                    .collect();
+                format!(
+                    "{ok} of {n} rules are ok and none breaches ({} had no data and abstained)",
+                    silent.join(", ")
+                )
+            });
         }
         let msg = format!(
             "healthy {} after the rollback: {}",
@@ -404,6 +447,9 @@ fn verify(
         }
         if !rules_healthy {
             why.extend(not_ok);
+            if blind {
+                why.push("no rule has data to show recovery".to_string());
+            }
         }
         let msg = format!(
             "rollback did not help: still unhealthy {} after the rollback: {}",
@@ -431,7 +477,19 @@ fn verify(
 }
 
 /// Watching: open an incident when a rule has breached for its `for`.
-fn watch(cfg: &DecideConfig, state: &mut TargetState, now: Time, actions: &mut Vec<Action>) {
+///
+/// Rules are OR'ed: one rule Breached on fresh data triggers. A rule
+/// without usable data (Unknown) abstains: it neither triggers nor vetoes,
+/// because a crashed release takes its own metrics down with it, and the
+/// rules that still see it (a refused probe, `up` under `no_data =
+/// "breach"`) must be able to act. The incident names the abstaining rules.
+fn watch(
+    cfg: &DecideConfig,
+    state: &mut TargetState,
+    now: Time,
+    fleet: &Fleet,
+    actions: &mut Vec<Action>,
+) {
     let breached: Vec<RuleReport> = state
         .rules
         .iter()
@@ -442,26 +500,46 @@ fn watch(cfg: &DecideConfig, state: &mut TargetState, now: Time, actions: &mut V
     if breached.is_empty() || state.after_running.is_some() {
         return;
     }
-    // A partly blind daemon does not act: a rule without data might be the
-    // one that would show the breach is an artefact (or not).
-    if state
+    let abstained: Vec<RuleReport> = state
         .rules
         .iter()
-        .any(|r| matches!(r.status, RuleStatus::Unknown { .. }))
-    {
-        return;
-    }
+        .filter(|r| matches!(r.status, RuleStatus::Unknown { .. }))
+        .cloned()
+        .collect();
+    let first_evidence = super::breach_start(&breached);
     let cause = Cause::Rules {
         breached: breached.clone(),
+        abstained: abstained.clone(),
     };
     let mut inc = super::human::new_incident(cfg, state, cause, now);
+    inc.first_evidence = first_evidence;
     let reasons: Vec<String> = breached.iter().map(|r| r.explain()).collect();
-    note(
-        &mut inc,
-        now,
-        "Triggered",
-        format!("breach: {}", reasons.join("; ")),
-    );
+    let mut msg = format!("breach: {}", reasons.join("; "));
+    if !abstained.is_empty() {
+        let why: Vec<String> = abstained.iter().map(|r| r.explain()).collect();
+        msg.push_str(&format!(
+            "; acting without {} rule{} that had no data (they abstain): {}",
+            abstained.len(),
+            if abstained.len() == 1 { "" } else { "s" },
+            why.join("; ")
+        ));
+    }
+    note(&mut inc, now, "Triggered", msg);
+
+    if let Some(guard) = blast_radius_guard(cfg, state, fleet, first_evidence.unwrap_or(now)) {
+        inc.error = Some(guard.clone());
+        finish(
+            cfg,
+            state,
+            Box::new(inc),
+            Outcome::Escalated,
+            NotifyKind::BlastRadius,
+            format!("escalated, no action: {guard}"),
+            now,
+            actions,
+        );
+        return;
+    }
 
     let hour_ago = now - ChronoDuration::hours(1);
     state.rollbacks.retain(|t| *t > hour_ago);
@@ -565,8 +643,9 @@ pub(super) fn start_rollback(
 }
 
 /// Blind notification: once any rule has been Unknown for `blind_after`,
-/// tell the admin once, naming the rules and reasons; once every rule has
-/// data again, tell them it sees again.
+/// tell the admin once, naming the rules and reasons (blind when no rule
+/// has data, partly blind otherwise: the others still act); once every rule
+/// has data again, tell them it sees again.
 fn blindness(cfg: &DecideConfig, state: &mut TargetState, now: Time, actions: &mut Vec<Action>) {
     let blind_after = ChronoDuration::from_std(cfg.blind_after).unwrap_or(ChronoDuration::MAX);
     let unknown: Vec<&RuleReport> = state
@@ -592,12 +671,30 @@ fn blindness(cfg: &DecideConfig, state: &mut TargetState, now: Time, actions: &m
             actions.push(Action::NotifyTarget {
                 kind: NotifyKind::Blind,
                 target: state.target.clone(),
-                message: format!(
-                    "monitoring of {} is blind: {}. No automatic rollback happens while a rule has no data (blind_after = {}).",
-                    state.target,
-                    long_blind.join("; "),
-                    fmt_duration(cfg.blind_after)
-                ),
+                message: if unknown.len() == state.rules.len() {
+                    format!(
+                        "monitoring of {} is blind: {}. No rule has data, so no automatic \
+                         rollback can happen (blind_after = {}).",
+                        state.target,
+                        long_blind.join("; "),
+                        fmt_duration(cfg.blind_after)
+                    )
+                } else {
+                    let seeing: Vec<&str> = state
+                        .rules
+                        .iter()
+                        .filter(|r| !matches!(r.status, RuleStatus::Unknown { .. }))
+                        .map(|r| r.rule.as_str())
+                        .collect();
+                    format!(
+                        "monitoring of {} is partly blind: {}. Rules without data abstain; \
+                         rollbackd still acts on {} (blind_after = {}).",
+                        state.target,
+                        long_blind.join("; "),
+                        seeing.join(", "),
+                        fmt_duration(cfg.blind_after)
+                    )
+                },
             });
         }
         Some(since) if unknown.is_empty() => {
@@ -616,6 +713,46 @@ fn blindness(cfg: &DecideConfig, state: &mut TargetState, now: Time, actions: &m
         }
         _ => {}
     }
+}
+
+/// The blast-radius guard: breaches that began on many targets within one
+/// window point at a shared cause (the network, the observer, a common
+/// dependency), not at this release. Counts this target and every other
+/// whose breach began within `within` of this one's start.
+fn blast_radius_guard(
+    cfg: &DecideConfig,
+    state: &TargetState,
+    fleet: &Fleet,
+    start: Time,
+) -> Option<String> {
+    let b = cfg.blast_radius?;
+    let within = ChronoDuration::from_std(b.within).unwrap_or(ChronoDuration::MAX);
+    let mut group: Vec<&str> = fleet
+        .breaching
+        .iter()
+        .filter(|o| o.target != state.target && (o.since - start).abs() <= within)
+        .map(|o| o.target.as_str())
+        .collect();
+    group.sort_unstable();
+    group.dedup();
+    let n = group.len() + 1;
+    let total = fleet.targets.max(n);
+    let share = n as f64 / total as f64;
+    if (n as u32) < b.targets || share < b.fraction {
+        return None;
+    }
+    Some(format!(
+        "blast radius: breaches began on {n} of {total} targets within {} ({} and {}); \
+         a shared cause (network, observer, a common dependency) is likelier than this \
+         release, so none is rolled back (max_simultaneous_breaches: {} targets and {}% of \
+         all within {})",
+        fmt_duration(b.within),
+        state.target,
+        group.join(", "),
+        b.targets,
+        (b.fraction * 100.0).round(),
+        fmt_duration(b.within),
+    ))
 }
 
 /// `only_within`: a release deployed longer ago than this (or at an

@@ -207,6 +207,10 @@ pub enum Cause {
     Rules {
         /// The breached rules with values, thresholds and windows.
         breached: Vec<RuleReport>,
+        /// Rules that had no usable data when the target triggered: they
+        /// abstained (counted neither for nor against), with why.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        abstained: Vec<RuleReport>,
     },
     /// A human asked for the rollback (`rollbackd trigger`, the API).
     Manual {
@@ -270,6 +274,19 @@ pub struct Incident {
     /// Who approved the rollback (`None`: no confirmation was required).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confirmed_by: Option<String>,
+    /// The first bad evidence: when the earliest breached rule's current run
+    /// began (its first Pending). Detection time counts from here, not from
+    /// the trigger. `None` for manual triggers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_evidence: Option<Time>,
+    /// The target's recovery-time objective (`rto`): first bad evidence to
+    /// verified recovery; the record says whether it was met.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::util::serde_duration_opt"
+    )]
+    pub rto: Option<Duration>,
 }
 
 impl Incident {
@@ -283,6 +300,34 @@ impl Incident {
         match self.outcome {
             Some(o) => format!("{}: {} {}", self.target, o.label(), versions),
             None => format!("{}: OPEN {}", self.target, versions),
+        }
+    }
+
+    /// When the incident's clock starts: the first bad evidence, or the
+    /// trigger when there was none (manual).
+    pub fn started(&self) -> Time {
+        self.first_evidence
+            .map_or(self.opened_at, |f| f.min(self.opened_at))
+    }
+
+    /// First bad evidence to verified recovery, once verification passed.
+    pub fn time_to_recovery(&self) -> Option<Duration> {
+        match self.outcome {
+            Some(Outcome::RolledBack) => Self::span(Some(self.started()), self.verify_finished),
+            _ => None,
+        }
+    }
+
+    /// Whether the recovery-time objective was met: `Some(true)` rolled back
+    /// within `rto`, `Some(false)` rolled back late or not recovered by the
+    /// incident's end, `None` while open, without an `rto`, or when nothing
+    /// was to be recovered (dry-run, resolved, rejected, escalated).
+    pub fn rto_met(&self) -> Option<bool> {
+        let rto = self.rto?;
+        match self.outcome? {
+            Outcome::RolledBack => self.time_to_recovery().map(|t| t <= rto),
+            Outcome::Failed => Some(false),
+            _ => None,
         }
     }
 
@@ -303,6 +348,10 @@ pub enum Event {
     Evaluated {
         /// One report per rule, in config order.
         rules: Vec<RuleReport>,
+        /// What the other targets' rules show at the same time (input to
+        /// the blast-radius guard).
+        #[serde(default, skip_serializing_if = "Fleet::is_quiet")]
+        fleet: Fleet,
     },
     /// The live version was read.
     VersionObserved {
@@ -376,6 +425,47 @@ pub enum Event {
     },
 }
 
+/// The other targets as one target's step sees them: how many are watched
+/// and which of them have a breach under way (a rule Pending or Breached),
+/// since when. The runner gathers it; [`step`] decides with it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Fleet {
+    /// Targets watched by this daemon, this one included.
+    pub targets: usize,
+    /// Other targets whose breach is under way, with its start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub breaching: Vec<FleetBreach>,
+}
+
+impl Fleet {
+    /// No other target breaching: nothing worth journaling.
+    pub fn is_quiet(&self) -> bool {
+        self.breaching.is_empty()
+    }
+}
+
+/// One other target with a breach under way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetBreach {
+    /// Target name.
+    pub target: String,
+    /// When its earliest Pending or Breached rule's run began.
+    pub since: Time,
+}
+
+/// When a target's breach began: the earliest `since` of its Pending or
+/// Breached rules, `None` when no rule is.
+pub fn breach_start(rules: &[RuleReport]) -> Option<Time> {
+    rules
+        .iter()
+        .filter_map(|r| match r.status {
+            crate::rules::RuleStatus::Pending { since }
+            | crate::rules::RuleStatus::Breached { since } => Some(since),
+            _ => None,
+        })
+        .min()
+}
+
 /// Which notification to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -404,6 +494,9 @@ pub enum NotifyKind {
     Blind,
     /// The target's rules have data again after a blind episode (no incident).
     Seeing,
+    /// Breaches began on many targets at once: escalated, none rolled back.
+    /// One notification for the whole group (the notifier merges the rest).
+    BlastRadius,
 }
 
 /// Something the runner must do. Actions are data; [`step`] never performs them.

@@ -30,6 +30,8 @@ fn cfg() -> DecideConfig {
         blind_after: Duration::from_secs(300),
         only_within: None,
         has_after: true,
+        blast_radius: None,
+        rto: Duration::from_secs(300),
     }
 }
 
@@ -52,22 +54,22 @@ fn report(status: RuleStatus, value: Option<f64>, at: Time) -> RuleReport {
 }
 
 fn ok(at: Time) -> Event {
-    Event::Evaluated {
+    Event::Evaluated { fleet: Fleet::default(),
         rules: vec![report(RuleStatus::Ok, Some(0.0), at)],
     }
 }
 fn pending(at: Time) -> Event {
-    Event::Evaluated {
+    Event::Evaluated { fleet: Fleet::default(),
         rules: vec![report(RuleStatus::Pending { since: at }, Some(0.9), at)],
     }
 }
 fn breached(at: Time) -> Event {
-    Event::Evaluated {
+    Event::Evaluated { fleet: Fleet::default(),
         rules: vec![report(RuleStatus::Breached { since: t(0) }, Some(0.9), at)],
     }
 }
 fn unknown(at: Time) -> Event {
-    Event::Evaluated {
+    Event::Evaluated { fleet: Fleet::default(),
         rules: vec![report(
             RuleStatus::Unknown {
                 since: at,
@@ -143,7 +145,7 @@ fn table_of_single_evaluations_from_watching() {
         end: NaiveTime::from_hms_opt(23, 59, 0).unwrap(),
         timezone: chrono_tz::UTC,
     }];
-    let mixed = Event::Evaluated {
+    let mixed = Event::Evaluated { fleet: Fleet::default(),
         rules: vec![
             report(RuleStatus::Breached { since: t(0) }, Some(0.9), t(40)),
             RuleReport {
@@ -164,11 +166,11 @@ fn table_of_single_evaluations_from_watching() {
         ("pending", cfg(), pending(t(40)), "Watching", vec![]),
         ("unknown", cfg(), unknown(t(40)), "Watching", vec![]),
         (
-            "breach while another rule is blind",
+            "breach while another rule is blind: the blind rule abstains",
             cfg(),
             mixed,
-            "Watching",
-            vec![],
+            "RollingBack",
+            vec!["record", "notify:RollbackStarted", "execute"],
         ),
         (
             "breach",
@@ -759,7 +761,7 @@ fn crossing_answers_and_stale_refusals_act_at_most_once() {
 
 #[derive(Debug, Clone)]
 enum Gen {
-    Eval(Vec<u8>),
+    Eval(Vec<u8>, u8),
     Version(u8),
     ExecDone(bool),
     UrlCheck(bool),
@@ -774,7 +776,7 @@ enum Gen {
 
 fn gen_event() -> impl Strategy<Value = (Gen, u16)> {
     let ev = prop_oneof![
-        6 => proptest::collection::vec(0u8..4, 1..3).prop_map(Gen::Eval),
+        6 => (proptest::collection::vec(0u8..4, 1..4), 0u8..4).prop_map(|(r, f)| Gen::Eval(r, f)),
         1 => (0u8..3).prop_map(Gen::Version),
         2 => any::<bool>().prop_map(Gen::ExecDone),
         2 => any::<bool>().prop_map(Gen::UrlCheck),
@@ -804,6 +806,7 @@ proptest! {
         windowed in any::<bool>(),
     ) {
         let mut c = cfg();
+        c.blast_radius = Some(crate::config::BlastRadius::default());
         c.dry_run = dry;
         c.cooldown = Duration::from_secs(120);
         c.confirm = confirm;
@@ -828,7 +831,10 @@ proptest! {
         for (g, dt) in events {
             now += chrono::Duration::seconds(dt as i64);
             let event = match g {
-                Gen::Eval(codes) => Event::Evaluated { rules: codes.iter().enumerate().map(|(i, c)| {
+                Gen::Eval(codes, others) => Event::Evaluated { fleet: Fleet {
+                    targets: 4,
+                    breaching: (0..others).map(|i| FleetBreach { target: format!("other{i}"), since: now }).collect(),
+                }, rules: codes.iter().enumerate().map(|(i, c)| {
                     let status = match c {
                         0 => RuleStatus::Ok,
                         1 => RuleStatus::Pending { since: now },
@@ -867,11 +873,16 @@ proptest! {
             };
             let before = s.clone();
             let rules_now = match &event {
-                Event::Evaluated { rules } => rules.clone(),
+                Event::Evaluated { rules, .. } => rules.clone(),
                 _ => before.rules.clone(),
             };
-            let any_unknown = rules_now.iter().any(|r| matches!(r.status, RuleStatus::Unknown { .. }));
+            let any_breached = rules_now.iter().any(|r| matches!(r.status, RuleStatus::Breached { .. }));
+            let all_unknown = !rules_now.is_empty() && rules_now.iter().all(|r| matches!(r.status, RuleStatus::Unknown { .. }));
             let human = matches!(event, Event::Approve { .. } | Event::ManualTrigger { .. });
+            let fleet_wide = match &event {
+                Event::Evaluated { fleet, .. } => fleet.breaching.len() >= 2,
+                _ => false,
+            };
             let refused = matches!(event, Event::ExecRefused { .. });
             let Ok((next, actions)) = step(&c, s.clone(), event, now) else { continue };
             if refused {
@@ -883,7 +894,10 @@ proptest! {
                     prop_assert!(!dry, "executed in dry-run");
                     prop_assert!(!c.windows.iter().any(|w| w.contains(now)), "executed inside a release window");
                     prop_assert!(before.paused.is_none(), "executed while paused");
-                    prop_assert!(human || !any_unknown, "executed on its own while a rule was unknown");
+                    let on_timeout = matches!(before.phase, Phase::AwaitingConfirmation { .. });
+                    prop_assert!(human || !all_unknown, "executed on its own while blind (every rule unknown)");
+                    prop_assert!(human || on_timeout || any_breached, "executed on its own without a breached rule");
+                    prop_assert!(human || on_timeout || !fleet_wide, "executed while breaches began on 3 of 4 targets at once");
                     prop_assert!(
                         matches!(before.phase, Phase::Watching | Phase::Done { .. } | Phase::AwaitingConfirmation { .. }),
                         "second execution in flight"
@@ -900,4 +914,243 @@ proptest! {
             s = next;
         }
     }
+}
+
+/// Two rules: `health` and `errors`, each one of Ok, Pending, Breached or
+/// Unknown. Every combination, from Watching.
+#[test]
+fn every_combination_of_two_rules_unknown_abstains() {
+    use RuleStatus as R;
+    let statuses = |at: Time| {
+        vec![
+            ("ok", R::Ok),
+            ("pending", R::Pending { since: at }),
+            ("breached", R::Breached { since: t(0) }),
+            (
+                "unknown",
+                R::Unknown {
+                    since: t(0),
+                    why: "series vanished".into(),
+                },
+            ),
+        ]
+    };
+    for (a_name, a) in statuses(t(40)) {
+        for (b_name, b) in statuses(t(40)) {
+            let rules = vec![
+                report(a.clone(), Some(1.0), t(40)),
+                RuleReport {
+                    rule: "errors".into(),
+                    ..report(b.clone(), Some(1.0), t(40))
+                },
+            ];
+            let event = Event::Evaluated {
+                rules,
+                fleet: Fleet::default(),
+            };
+            let (s, actions) = step(&cfg(), watching_on("v2", "v1"), event, t(40)).unwrap();
+            let acts = a_name == "breached" || b_name == "breached";
+            let name = format!("health {a_name}, errors {b_name}");
+            assert_eq!(
+                s.phase.name(),
+                if acts { "RollingBack" } else { "Watching" },
+                "{name}"
+            );
+            assert_eq!(
+                kinds(&actions).contains(&"execute".to_string()),
+                acts,
+                "{name}"
+            );
+            if acts {
+                let inc = s.incident().unwrap();
+                let Cause::Rules {
+                    breached,
+                    abstained,
+                } = &inc.cause
+                else {
+                    panic!("{name}: cause {:?}", inc.cause)
+                };
+                assert!(!breached.is_empty(), "{name}");
+                let unknown = [a_name, b_name].iter().filter(|n| **n == "unknown").count();
+                assert_eq!(abstained.len(), unknown, "{name}: abstained rules named");
+                if unknown > 0 {
+                    assert!(
+                        inc.timeline[0].message.contains("they abstain")
+                            && inc.timeline[0].message.contains("series vanished"),
+                        "{name}: {}",
+                        inc.timeline[0].message
+                    );
+                }
+                // Detection counts from the breach's start, not the trigger.
+                assert_eq!(inc.first_evidence, Some(t(0)), "{name}");
+            }
+        }
+    }
+}
+
+#[test]
+fn blind_targets_never_act_and_are_told_once() {
+    let mut c = cfg();
+    c.blind_after = Duration::from_secs(60);
+    let blind = |at: Time| Event::Evaluated {
+        rules: vec![report(
+            RuleStatus::Unknown {
+                since: t(0),
+                why: "connection refused".into(),
+            },
+            None,
+            at,
+        )],
+        fleet: Fleet::default(),
+    };
+    let (s, actions) = run(
+        &c,
+        watching_on("v2", "v1"),
+        vec![(blind(t(0)), t(0)), (blind(t(70)), t(70)), (blind(t(80)), t(80))],
+    );
+    assert_eq!(s.phase.name(), "Watching");
+    assert_eq!(kinds(&actions), vec!["notify-target:Blind"]);
+    let Some(Action::NotifyTarget { message, .. }) = actions.last() else {
+        panic!()
+    };
+    assert!(message.contains("is blind") && message.contains("No rule has data"), "{message}");
+
+    // One rule blind, the other with data: partly blind, the other still acts.
+    let mixed = |at: Time| Event::Evaluated {
+        rules: vec![
+            report(RuleStatus::Ok, Some(0.0), at),
+            RuleReport {
+                rule: "errors".into(),
+                ..report(
+                    RuleStatus::Unknown {
+                        since: t(0),
+                        why: "prometheus unreachable".into(),
+                    },
+                    None,
+                    at,
+                )
+            },
+        ],
+        fleet: Fleet::default(),
+    };
+    let (_, actions) = run(&c, watching_on("v2", "v1"), vec![(mixed(t(70)), t(70))]);
+    let Some(Action::NotifyTarget { message, .. }) = actions.last() else {
+        panic!("{actions:?}")
+    };
+    assert!(message.contains("partly blind") && message.contains("still acts on health"), "{message}");
+}
+
+fn fleet(targets: usize, others: &[(&str, i64)]) -> Fleet {
+    Fleet {
+        targets,
+        breaching: others
+            .iter()
+            .map(|(n, s)| FleetBreach {
+                target: n.to_string(),
+                since: t(*s),
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn blast_radius_table() {
+    let mut c = cfg();
+    c.blast_radius = Some(crate::config::BlastRadius::default());
+    let breach_with = |f: Fleet| Event::Evaluated {
+        rules: vec![report(RuleStatus::Breached { since: t(0) }, Some(0.9), t(40))],
+        fleet: f,
+    };
+    let cases: Vec<(&str, Option<crate::config::BlastRadius>, Fleet, &str)> = vec![
+        ("alone", c.blast_radius, fleet(4, &[]), "RollingBack"),
+        ("one other", c.blast_radius, fleet(4, &[("b", 5)]), "RollingBack"),
+        (
+            "three of four within a minute",
+            c.blast_radius,
+            fleet(4, &[("b", 5), ("c", -50)]),
+            "Escalated",
+        ),
+        (
+            "three of four but one began two minutes apart",
+            c.blast_radius,
+            fleet(4, &[("b", 5), ("c", -120)]),
+            "RollingBack",
+        ),
+        (
+            "three of ten is under half",
+            c.blast_radius,
+            fleet(10, &[("b", 5), ("c", 10)]),
+            "RollingBack",
+        ),
+        (
+            "five of ten is half",
+            c.blast_radius,
+            fleet(10, &[("b", 5), ("c", 10), ("d", 1), ("e", 2)]),
+            "Escalated",
+        ),
+        (
+            "guard off",
+            None,
+            fleet(4, &[("b", 5), ("c", 10), ("d", 1)]),
+            "RollingBack",
+        ),
+    ];
+    for (name, guard, f, want) in cases {
+        let mut c = c.clone();
+        c.blast_radius = guard;
+        let (s, actions) = step(&c, watching_on("v2", "v1"), breach_with(f), t(40)).unwrap();
+        assert_eq!(s.phase.name(), want, "{name}");
+        if want == "Escalated" {
+            assert_eq!(kinds(&actions), vec!["record", "notify:BlastRadius"], "{name}");
+            let err = s.incident().unwrap().error.clone().unwrap();
+            assert!(err.starts_with("blast radius: breaches began on"), "{name}: {err}");
+            assert!(err.contains("none is rolled back"), "{name}: {err}");
+        }
+    }
+}
+
+#[test]
+fn rto_and_detection_are_recorded() {
+    let mut c = cfg();
+    c.has_after = false;
+    // First bad evidence at t(0) (the rule's since), trigger at t(40).
+    let (s, _) = step(&c, watching_on("v2", "v1"), breached(t(40)), t(40)).unwrap();
+    let (s, _) = step(&c, s.clone(), exec_ok(&s), t(45)).unwrap();
+    let id = open_id(&s);
+    let url_ok = Event::VerifyChecked {
+        incident: id.clone(),
+        ok: true,
+        detail: "200".into(),
+    };
+    let (s, _) = step(&c, s, ok(t(50)), t(50)).unwrap();
+    let (s, _) = step(&c, s, url_ok.clone(), t(50)).unwrap();
+    let inc = s.incident().unwrap();
+    assert_eq!(s.phase.name(), "RolledBack");
+    assert_eq!(inc.first_evidence, Some(t(0)));
+    assert_eq!(inc.time_to_recovery(), Some(Duration::from_secs(50)));
+    assert_eq!(inc.rto_met(), Some(true));
+
+    // The same with an RTO of 30s is missed.
+    c.rto = Duration::from_secs(30);
+    let (s2, _) = step(&c, watching_on("v2", "v1"), breached(t(40)), t(40)).unwrap();
+    let (s2, _) = step(&c, s2.clone(), exec_ok(&s2), t(45)).unwrap();
+    let (s2, _) = step(&c, s2, ok(t(50)), t(50)).unwrap();
+    let url_ok = Event::VerifyChecked {
+        incident: open_id(&s2),
+        ok: true,
+        detail: "200".into(),
+    };
+    let (s2, _) = step(&c, s2, url_ok, t(50)).unwrap();
+    assert_eq!(s2.incident().unwrap().rto_met(), Some(false));
+
+    // A manual trigger has no first evidence: its clock starts at the trigger.
+    let manual = Event::ManualTrigger {
+        by: "ops".into(),
+        reason: "cve".into(),
+    };
+    let (s3, _) = step(&c, watching_on("v2", "v1"), manual, t(40)).unwrap();
+    let inc = s3.incident().unwrap();
+    assert_eq!(inc.first_evidence, None);
+    assert_eq!(inc.started(), t(40));
+    assert_eq!(inc.rto_met(), None, "open");
 }

@@ -195,6 +195,7 @@ pub(crate) fn label(kind: NotifyKind) -> &'static str {
         NotifyKind::Rejected => "ROLLBACK REJECTED",
         NotifyKind::Blind => "MONITORING BLIND",
         NotifyKind::Seeing => "MONITORING RESTORED",
+        NotifyKind::BlastRadius => "ESCALATED: MANY TARGETS AT ONCE",
     }
 }
 
@@ -213,6 +214,7 @@ pub(crate) fn kind_name(kind: NotifyKind) -> &'static str {
         NotifyKind::Rejected => "rejected",
         NotifyKind::Blind => "blind",
         NotifyKind::Seeing => "seeing",
+        NotifyKind::BlastRadius => "blast_radius",
     }
 }
 
@@ -290,6 +292,11 @@ pub(crate) fn summary(kind: NotifyKind, incident: &Incident) -> String {
         ),
         NotifyKind::Blind => format!("monitoring of {target} is blind: its rules have no data."),
         NotifyKind::Seeing => format!("monitoring of {target} has data again."),
+        NotifyKind::BlastRadius => format!(
+            "breaches began on many targets at once ({target} among them); rollbackd rolled \
+             none back and needs a human: {}",
+            error("blast-radius guard")
+        ),
     }
 }
 
@@ -344,13 +351,14 @@ fn body(
         ),
         ("Opened", record::rfc3339(incident.opened_at)),
         ("Confirmed by", record::confirmed_by(incident)),
+        ("RTO", record::rto_text(incident)),
     ] {
         let _ = writeln!(b, "{:<14}{value}", format!("{key}:"));
     }
 
     b.push_str("\nPhases:\n");
     for (name, d) in record::phases(incident) {
-        let _ = writeln!(b, "  {name:<30}{}", record::duration_or_dash(d));
+        let _ = writeln!(b, "  {name:<48}{}", record::duration_or_dash(d));
     }
 
     b.push_str("\nSteps:\n");

@@ -67,7 +67,13 @@ struct Merge {
     order: VecDeque<String>,
     /// Last target notification kind per target (blind once per episode).
     last_target: HashMap<String, NotifyKind>,
+    /// When the last blast-radius notification was written: the targets of
+    /// one episode escalate one by one, the admin gets one message.
+    last_blast: Option<chrono::DateTime<chrono::Utc>>,
 }
+
+/// Blast-radius escalations within this long of the first are merged into it.
+const BLAST_MERGE: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
 
 impl Merge {
     fn remember(&mut self, key: String) {
@@ -218,6 +224,16 @@ impl Notifier {
             return Ok(None);
         }
         let key = outbox::local_part(Some(&email::message_id(kind, incident)));
+        if kind == NotifyKind::BlastRadius {
+            let now = chrono::Utc::now();
+            let mut m = self.inner.merge.lock().unwrap_or_else(|p| p.into_inner());
+            if m.last_blast.is_some_and(|at| now - at < BLAST_MERGE) {
+                drop(m);
+                self.merged(kind, &incident.target, "blast_radius");
+                return Ok(None);
+            }
+            m.last_blast = Some(now);
+        }
         if self.seen(&key).await {
             self.merged(kind, &incident.target, &key);
             return Ok(None);

@@ -75,6 +75,7 @@ pub fn render(incident: &Incident) -> String {
         ("Method", incident.method.clone()),
         ("Dry-run", yes_no(incident.dry_run).to_string()),
         ("Confirmed by", confirmed_by(incident)),
+        ("RTO", rto_text(incident)),
         ("Incident", incident.id.clone()),
     ] {
         let _ = writeln!(md, "| {key} | {} |", cell(&value));
@@ -205,13 +206,26 @@ pub(crate) fn outcome_text(outcome: Option<Outcome>) -> &'static str {
 /// One explanation per breached rule: value vs threshold, `for`, window.
 pub(crate) fn reason_lines(incident: &Incident) -> Vec<String> {
     match &incident.cause {
-        Cause::Rules { breached } => breached.iter().map(|r| r.explain()).collect(),
+        Cause::Rules {
+            breached,
+            abstained,
+        } => breached
+            .iter()
+            .map(|r| r.explain())
+            .chain(
+                abstained
+                    .iter()
+                    .map(|r| format!("abstained (no data, not counted): {}", r.explain())),
+            )
+            .collect(),
         Cause::Manual { by, reason } => vec![format!("manual trigger by {by}: {reason}")],
     }
 }
 
 /// Each phase's duration; `None` when the phase did not start or end.
-pub(crate) fn phases(incident: &Incident) -> [(&'static str, Option<Duration>); 4] {
+/// The clock starts at the first bad evidence (the breached rule's first
+/// Pending), not at the trigger, so detection time is part of the record.
+pub(crate) fn phases(incident: &Incident) -> [(&'static str, Option<Duration>); 5] {
     // Only a closed incident has a total. Dry-run and escalation end
     // without running anything: they ended with their last timeline entry.
     let end = incident.outcome.and_then(|_| {
@@ -220,9 +234,16 @@ pub(crate) fn phases(incident: &Incident) -> [(&'static str, Option<Duration>); 
             .or(incident.rollback_finished)
             .or_else(|| incident.timeline.last().map(|t| t.at))
     });
+    let start = incident.started();
     [
         (
-            "Detection -> rollback start",
+            "Time to detect (first bad evidence -> trigger)",
+            incident
+                .first_evidence
+                .and(Incident::span(Some(start), Some(incident.opened_at))),
+        ),
+        (
+            "Time to start (trigger -> rollback start)",
             Incident::span(Some(incident.opened_at), incident.rollback_started),
         ),
         (
@@ -233,8 +254,27 @@ pub(crate) fn phases(incident: &Incident) -> [(&'static str, Option<Duration>); 
             "Verification",
             Incident::span(incident.rollback_finished, incident.verify_finished),
         ),
-        ("Total", Incident::span(Some(incident.opened_at), end)),
+        ("Total (time to recovery)", Incident::span(Some(start), end)),
     ]
+}
+
+/// `5m: met (recovered in 1m12s)`, `5m: missed (...)`, or `-`.
+pub(crate) fn rto_text(incident: &Incident) -> String {
+    let Some(rto) = incident.rto else {
+        return "-".into();
+    };
+    let rto_s = crate::util::fmt_duration(rto);
+    let ttr = incident
+        .time_to_recovery()
+        .map(|d| format!(" (recovered in {})", crate::util::fmt_duration(d)))
+        .unwrap_or_default();
+    match incident.rto_met() {
+        Some(true) => format!("{rto_s}: met{ttr}"),
+        Some(false) if ttr.is_empty() => format!("{rto_s}: missed (not recovered)"),
+        Some(false) => format!("{rto_s}: missed{ttr}"),
+        None if incident.outcome.is_none() => format!("{rto_s}: open"),
+        None => format!("{rto_s}: not applicable (nothing was rolled back)"),
+    }
 }
 
 /// The verification result, or why there is none.
@@ -337,6 +377,7 @@ pub(crate) mod tests {
             id: "20250601-120000-frontend-1".into(),
             target: "frontend".into(),
             cause: Cause::Rules {
+                abstained: vec![],
                 breached: vec![RuleReport {
                     rule: "health".into(),
                     source: "probe GET http://127.0.0.1:8080/health failure_ratio".into(),
@@ -382,6 +423,8 @@ pub(crate) mod tests {
                 },
             ],
             verification: Some("GET http://127.0.0.1:8080/health answered 200".into()),
+            first_evidence: Some(t(-30)),
+            rto: Some(Duration::from_secs(300)),
             outcome: Some(Outcome::RolledBack),
             error: None,
             timeline: vec![
@@ -421,10 +464,12 @@ pub(crate) mod tests {
             "## Reason",
             "health = 0.83 > 0.5 (for 30s, window 1m): breached since 11:59:30.000Z",
             "## Phases",
-            "| Detection -> rollback start | 2s |",
+            "| Time to detect (first bad evidence -> trigger) | 30s |",
+            "| Time to start (trigger -> rollback start) | 2s |",
             "| Rollback | 5s |",
             "| Verification | 30s |",
-            "| Total | 37s |",
+            "| Total (time to recovery) | 1m7s |",
+            "| RTO | 5m: met (recovered in 1m7s) |",
             "## Steps",
             "1. `switch \"current -> releases/v1\"` **ok**",
             "2. `systemctl restart frontend` **ok**",
@@ -466,7 +511,8 @@ pub(crate) mod tests {
             "| Version | unknown -> unknown |",
             "| Outcome | open |",
             "| Verification | - |",
-            "| Total | - |",
+            "| Total (time to recovery) | - |",
+            "| RTO | 5m: open |",
             "**failed**",
             "   - exit code: none (killed, timed out or not started)",
             "   - error: timed out after 30s",

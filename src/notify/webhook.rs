@@ -39,7 +39,7 @@ pub fn state(kind: NotifyKind, incident: Option<&Incident>) -> &'static str {
         NotifyKind::RollbackStarted | NotifyKind::Interrupted => "RollingBack",
         NotifyKind::RolledBack => "RolledBack",
         NotifyKind::RollbackFailed | NotifyKind::DidNotHelp => "Failed",
-        NotifyKind::Escalated => "Escalated",
+        NotifyKind::Escalated | NotifyKind::BlastRadius => "Escalated",
         NotifyKind::AwaitingConfirmation => "AwaitingConfirmation",
         NotifyKind::Resolved => "Resolved",
         NotifyKind::Rejected => "Suppressed",
@@ -60,7 +60,7 @@ pub fn incident_event(
     at: chrono::DateTime<chrono::Utc>,
 ) -> Value {
     let values: Vec<Value> = match &incident.cause {
-        crate::decide::Cause::Rules { breached } => breached
+        crate::decide::Cause::Rules { breached, .. } => breached
             .iter()
             .map(|r| {
                 json!({

@@ -85,6 +85,9 @@ pub struct AlertStore {
     /// every accepted payload is saved there, so a restart does not forget
     /// what fires until Alertmanager's next repeat.
     file: Mutex<Option<PathBuf>>,
+    /// Bumped whenever a POST changes the alerts, so that the targets
+    /// watching them are evaluated at once instead of at their next poll.
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 /// File name of the saved store inside `state_dir`.
@@ -100,6 +103,11 @@ impl AlertStore {
         STORE
             .get_or_init(|| Arc::new(AlertStore::default()))
             .clone()
+    }
+
+    /// Wakes whenever a POST changed the alerts (new, resolved, re-fired).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     /// Parse and check a webhook body, then apply it. A malformed payload
@@ -142,6 +150,10 @@ impl AlertStore {
         report.firing = alerts.values().filter(|s| is_firing(s, now)).count();
         if report.accepted + report.duplicates > 0 {
             self.save(&alerts);
+        }
+        drop(alerts);
+        if report.accepted > 0 {
+            self.changed.send_modify(|n| *n = n.wrapping_add(1));
         }
         Ok(report)
     }

@@ -263,6 +263,7 @@ pub fn rolled_back_incident() -> rollbackd::decide::Incident {
         id: "20250601-120000-frontend-1".into(),
         target: "frontend".into(),
         cause: Cause::Rules {
+            abstained: Vec::new(),
             breached: vec![RuleReport {
                 rule: "errors".into(),
                 source: "probe GET http://127.0.0.1:1/health failure_ratio".into(),
@@ -294,6 +295,8 @@ pub fn rolled_back_incident() -> rollbackd::decide::Incident {
         timeline: Vec::new(),
         after_steps: Vec::new(),
         confirmed_by: None,
+        first_evidence: Some(at),
+        rto: Some(Duration::from_secs(300)),
     }
 }
 
