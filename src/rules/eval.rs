@@ -117,15 +117,17 @@ impl RuleEval {
     /// Continue from the last report recovered from the journal, so that a
     /// restart does not restart a running `for`:
     /// - `Pending{since}`/`Breached{since}`: the run continues from `since`.
-    ///   For poll-judged rules (probe, host, alertmanager) the time from
-    ///   the recovered evaluation until data is back counts as blind, as
-    ///   under `hold`: `since` moves forward by it, so time nobody watched
-    ///   never counts toward `for`. A probe rule is Unknown for its first
-    ///   polls after a restart (its window is empty, `min_samples`); that
-    ///   blindness moves `since` too, it does not reset the run (under
-    ///   `ok` it does: no data is Ok there). Range-judged rules
-    ///   (Prometheus) read the run from the data and only use `since`
-    ///   when the data continues it.
+    ///   For poll-judged rules (probe, host, alertmanager) the time the
+    ///   daemon was down counts toward `for`, as if it had been watching
+    ///   (the journal records status changes only, so when the last poll
+    ///   before the restart happened is not known). The rule still needs
+    ///   fresh data that holds before it is Breached again: a probe rule is
+    ///   Unknown for its first polls after a restart (its window is empty,
+    ///   `min_samples`); under `hold` that short blindness moves `since`
+    ///   forward by its length, it does not reset the run (under `ok` it
+    ///   does: no data is Ok there). Range-judged rules (Prometheus) read
+    ///   the run from the data; a recovered `since` is used only when the
+    ///   range reaches back to the recovered evaluation.
     /// - `Unknown{since}`: the blind period continues from `since`.
     /// - `Ok`, or a report of another rule: nothing to continue.
     pub fn resume(&mut self, last: &RuleReport) {
@@ -136,11 +138,8 @@ impl RuleEval {
         match &last.status {
             RuleStatus::Pending { since } | RuleStatus::Breached { since } => {
                 self.cond_since = Some(*since);
-                if ranged {
-                    self.range_at = Some(last.at);
-                } else {
-                    self.unknown_since = Some(last.at);
-                }
+                self.unknown_since = None;
+                self.range_at = ranged.then_some(last.at);
             }
             RuleStatus::Unknown { since, .. } => {
                 self.cond_since = None;
@@ -755,31 +754,33 @@ mod tests {
                 "too few probes: 1 in window 30s < min_samples 3".into(),
             ))
         };
-        // Pending since 0, last seen at 12; restarted, first poll at 20 with
-        // data: the 8 s nobody watched do not count (since moves to 8).
+        // Pending since 0 (journaled at 12); restarted, first poll at 20
+        // with data: the run goes on from 0, the restart does not reset it.
         resumed(
             30,
             Hold,
             RuleStatus::Pending { since: t(0) },
             12,
             &[
-                (20, hi(), S::Pending(8)),
-                (37, hi(), S::Pending(8)),
-                (38, hi(), S::Breached(8)),
+                (20, hi(), S::Pending(0)),
+                (29, hi(), S::Pending(0)),
+                (30, hi(), S::Breached(0)),
             ],
         );
         // A probe rule: blind for its first polls (min_samples), then the
-        // breach continues; the blind time moves since, it does not reset it.
+        // breach continues; the blind polls (20..30) move since by their
+        // length, they do not reset it.
         resumed(
             30,
             Hold,
             RuleStatus::Pending { since: t(0) },
             12,
             &[
-                (20, few(), S::Unknown(12)),
-                (25, few(), S::Unknown(12)),
-                (30, hi(), S::Pending(18)),
-                (48, hi(), S::Breached(18)),
+                (20, few(), S::Unknown(20)),
+                (25, few(), S::Unknown(20)),
+                (30, hi(), S::Pending(10)),
+                (39, hi(), S::Pending(10)),
+                (40, hi(), S::Breached(10)),
             ],
         );
         // Breached survives as breached when the data still breaches.
@@ -788,7 +789,7 @@ mod tests {
             Hold,
             RuleStatus::Breached { since: t(0) },
             30,
-            &[(31, hi(), S::Breached(1))],
+            &[(31, hi(), S::Breached(0))],
         );
         // A good value after the restart resets, as always.
         resumed(
@@ -949,12 +950,17 @@ mod tests {
         let mut last = eval
             .clone()
             .observe_timeline(holds(50, false), t(40), t(60));
-        last.status = RuleStatus::Pending { since: t(50) };
+        last.status = RuleStatus::Pending { since: t(10) };
         eval.resume(&last);
-        // Restarted at 65: the range (25..65) reaches before the recovered
-        // report (60) and holds all along: the run is the recovered one.
+        // Restarted at 65: the range (25..65) reaches back before the
+        // recovered report (at 60) and holds all along: the same run, since 10.
         let r = eval.observe_timeline(holds(25, true), t(25), t(65));
-        assert_eq!(r.status, RuleStatus::Breached { since: t(25) });
+        assert_eq!(r.status, RuleStatus::Breached { since: t(10) });
+        // A range that starts after the recovered report cannot tell: its start.
+        let mut eval = RuleEval::build(prom_rule(20), NoData::Hold);
+        eval.resume(&last);
+        let r = eval.observe_timeline(holds(70, true), t(70), t(110));
+        assert_eq!(r.status, RuleStatus::Breached { since: t(70) });
         // ... and with a run known to start later than the range, the data wins.
         let mut eval = RuleEval::build(prom_rule(20), NoData::Hold);
         eval.resume(&last);
