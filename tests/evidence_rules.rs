@@ -452,3 +452,67 @@ fn failed_probes_record_why_refused_and_timed_out() {
         "4 of 4 probes failed: 4 timed out after 300ms; last: timed out after 300ms"
     );
 }
+
+/// The daemon end to end: a probe against a closed port; `rollbackd
+/// status` shows why the probes failed, and the journal's rule report
+/// carries it.
+#[test]
+fn status_shows_why_probes_failed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let cfg = dir.join("rollbackd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[daemon]
+state_dir = "{dir}/state"
+listen = "127.0.0.1:{api}"
+poll_interval = "200ms"
+
+[[target]]
+name = "web"
+  [[target.rule]]
+  name = "health"
+  source = "probe"
+  url = "http://127.0.0.1:{closed}/health"
+  timeout = "500ms"
+  window = "2s"
+  above = 0.5
+  for = "1h"
+  [target.rollback]
+  kind = "command"
+  steps = [["true"]]
+"#,
+            dir = dir.display(),
+            api = common::free_port(),
+        ),
+    )
+    .unwrap();
+    let mut daemon = common::Running::start(&cfg, &dir.join("rollbackd.log"));
+    let status = wait_for(
+        Duration::from_secs(20),
+        "status to show the probe failures",
+        || {
+            let out = std::process::Command::new(common::bin())
+                .args(["status", "--config"])
+                .arg(&cfg)
+                .output()
+                .ok()?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let line = text.lines().find(|l| l.contains("health"))?.to_string();
+            (line.contains("pending") && line.contains("probes failed")).then_some(text)
+        },
+    );
+    daemon.assert_alive();
+    let line = status
+        .lines()
+        .find(|l| l.contains("health"))
+        .unwrap_or_default();
+    assert!(line.contains("refused; last: refused]"), "{status}");
+    assert!(line.contains("pending"), "{status}");
+}
