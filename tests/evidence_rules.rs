@@ -516,3 +516,48 @@ name = "web"
     assert!(line.contains("refused; last: refused]"), "{status}");
     assert!(line.contains("pending"), "{status}");
 }
+
+/// rollbackd could not ask: Prometheus unreachable is Unknown with the
+/// reason, even under `no_data = "breach"` (it says nothing about the
+/// release), and the traffic guard's query failing is Unknown too.
+#[test]
+fn prometheus_unreachable_is_unknown_even_under_breach() {
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let c = Client::build(&PrometheusConfig {
+        url: format!("http://127.0.0.1:{closed}").parse().unwrap(),
+        timeout: Duration::from_millis(500),
+        auth: None,
+        headers: vec![],
+    })
+    .unwrap();
+    let rt = runtime();
+    let mut rule = prom_rule("up", "up", 0.5, Duration::ZERO);
+    rule.no_data = Some(NoData::Breach);
+    let mut w = Watched::build(rule.clone(), NoData::Hold, Some(&c));
+    let r = w.poll(&rt);
+    match &r.status {
+        RuleStatus::Unknown { why, .. } => assert!(why.contains("cannot connect"), "{why}"),
+        other => panic!("want unknown, got {other:?}"),
+    }
+    if let SourceSpec::Prometheus(p) = &mut rule.source {
+        p.traffic = Some(TrafficGuard {
+            query: "sum(rate(x[1m]))".into(),
+            min: 1.0,
+        });
+    }
+    let mut w = Watched::build(rule, NoData::Hold, Some(&c));
+    let r = w.poll(&rt);
+    match &r.status {
+        RuleStatus::Unknown { why, .. } => {
+            assert!(
+                why.starts_with("traffic_query: prometheus http://127.0.0.1:"),
+                "{why}"
+            );
+            assert!(why.contains("cannot connect"), "{why}");
+        }
+        other => panic!("want unknown, got {other:?}"),
+    }
+}

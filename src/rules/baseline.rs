@@ -77,7 +77,7 @@ pub async fn medians(
 pub fn threshold_for(
     labels: &Labels,
     above: f64,
-    baseline: Option<&(f64, Vec<(Labels, f64)>)>,
+    baseline: Option<(f64, &[(Labels, f64)])>,
 ) -> Option<(f64, Option<f64>)> {
     let Some((k, medians)) = baseline else {
         return Some((above, None));
@@ -143,8 +143,7 @@ pub fn worst(
     let mut finite = 0usize;
     for s in series.iter().filter(|s| s.value.is_finite()) {
         finite += 1;
-        let owned = baseline.map(|(k, m)| (k, m.to_vec()));
-        let Some((threshold, base)) = threshold_for(&s.labels, above, owned.as_ref()) else {
+        let Some((threshold, base)) = threshold_for(&s.labels, above, baseline) else {
             continue;
         };
         let margin = s.value - threshold;

@@ -106,8 +106,8 @@ async fn evaluate_prometheus(
     let judged: Vec<timeline::Judged> = series
         .iter()
         .filter_map(|s| {
-            let (threshold, baseline) =
-                baseline::threshold_for(&s.labels, above, baseline.as_ref())?;
+            let medians = baseline.as_ref().map(|(k, m)| (*k, m.as_slice()));
+            let (threshold, baseline) = baseline::threshold_for(&s.labels, above, medians)?;
             Some(timeline::Judged {
                 series: s,
                 threshold,

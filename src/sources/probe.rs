@@ -11,8 +11,10 @@
 //! - an **observer failure**: the probe failed for a reason local to
 //!   rollbackd (out of file descriptors `EMFILE`/`ENFILE`, `ENOBUFS`,
 //!   `ENOMEM`, no free local port, the local resolver failing, our own
-//!   request cancelled). It is not recorded; the poll is Unknown
-//!   (`observer failure: too many open files (EMFILE)`).
+//!   request cancelled). It is not recorded. The value is computed from
+//!   the real probes still in the window; when fewer than `min_samples`
+//!   are left, the poll is Unknown (`observer failure: too many open files
+//!   (EMFILE)`).
 //! - **too few probes**: until the window holds `min_samples` probes the
 //!   value is Unknown (`too few probes: 2 in window 30s < min_samples 3`),
 //!   so one failed probe never reads as 100%. After a restart the window
@@ -177,7 +179,12 @@ impl ProbeSource {
             Verdict::Observer(why) => {
                 tracing::debug!(%url, ?elapsed, reason = %why, "probe not taken: observer failure");
                 self.last_observer = Some((now, why.clone()));
-                self.prune(now);
+                self.prune_before(now);
+                // Nothing new about the service: the real probes still in
+                // the window decide, if there are enough of them.
+                if self.probes.len() >= self.spec.min_samples {
+                    return Ok(self.value());
+                }
                 return Err(SourceError::Observer(why));
             }
         };
@@ -276,6 +283,13 @@ impl ProbeSource {
             Err(_) => Verdict::Failed(Failure::TimedOut(timeout)),
         };
         (verdict, start.elapsed())
+    }
+
+    /// Drop every probe outside the window ending at `now`.
+    fn prune_before(&mut self, now: DateTime<Utc>) {
+        if let Some(cutoff) = window_start(now, self.spec.window) {
+            self.probes.retain(|p| p.at > cutoff);
+        }
     }
 
     /// Drop the probes outside the window ending at `now` (the newest
@@ -810,22 +824,33 @@ mod tests {
     fn observer_failures_are_not_probes() {
         let mut s = spec("127.0.0.1:1".parse().unwrap(), ProbeMeasure::FailureRatio);
         s.window = Duration::from_secs(30);
+        s.min_samples = 2;
         let mut src = ProbeSource::build(s, client());
         let ms = Duration::from_millis(3);
-        assert_eq!(src.absorb(t0(), Verdict::Ok, ms), Ok(0.0));
-        let emfile = Verdict::Observer("too many open files (EMFILE)".into());
-        let e = src.absorb(t0() + secs(5), emfile, ms).unwrap_err();
+        let emfile = || Verdict::Observer("too many open files (EMFILE)".into());
+        // The only thing this poll, nothing real in the window: Unknown.
+        let e = src.absorb(t0(), emfile(), ms).unwrap_err();
         assert_eq!(
             e.to_string(),
             "observer failure: too many open files (EMFILE)"
         );
-        assert_eq!(src.probes.len(), 1, "an observer failure is not recorded");
-        assert_eq!(src.absorb(t0() + secs(10), Verdict::Ok, ms), Ok(0.0));
+        assert!(!e.is_absence());
+        assert!(src.probes.is_empty(), "an observer failure is not recorded");
+        assert!(src.absorb(t0() + secs(5), Verdict::Ok, ms).is_err());
+        let failed = Verdict::Failed(Failure::Refused);
+        assert_eq!(src.absorb(t0() + secs(10), failed, ms), Ok(0.5));
+        // Enough real probes in the window: they decide, unchanged.
+        assert_eq!(src.absorb(t0() + secs(15), emfile(), ms), Ok(0.5));
+        assert_eq!(src.probes.len(), 2);
         let d = src.detail().unwrap();
-        assert!(
-            d.starts_with("0 of 2 probes failed; observer failure at 12:00:05.000Z not counted: too many open files (EMFILE)"),
-            "{d}"
+        assert_eq!(
+            d,
+            "1 of 2 probes failed: 1 refused; last: refused; observer failure at 12:00:15.000Z not counted: too many open files (EMFILE)"
         );
+        // The real probes age out of the window: Unknown again.
+        let e = src.absorb(t0() + secs(36), emfile(), ms).unwrap_err();
+        assert!(e.to_string().starts_with("observer failure:"), "{e}");
+        assert_eq!(src.probes.len(), 1);
     }
 
     #[test]

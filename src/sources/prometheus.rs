@@ -72,8 +72,7 @@ fn sample_time(ts: f64) -> DateTime<Utc> {
 
 /// Seconds with millisecond precision, as the HTTP API takes them.
 fn api_time(t: DateTime<Utc>) -> String {
-    let ms = t.timestamp_millis();
-    format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
+    format!("{:.3}", t.timestamp_millis() as f64 / 1000.0)
 }
 
 /// A shared Prometheus client: cheap to clone.
@@ -641,6 +640,21 @@ mod tests {
         ] {
             assert_eq!(base64(i), o, "{i}");
         }
+    }
+
+    #[test]
+    fn range_times_keep_milliseconds() {
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        for (at, text) in [
+            ("2026-01-01T12:00:00Z", "1767268800.000"),
+            ("2026-01-01T12:00:00.1Z", "1767268800.100"),
+            ("2026-01-01T12:00:00.123456Z", "1767268800.123"),
+            ("1969-12-31T23:59:59.5Z", "-0.500"),
+        ] {
+            assert_eq!(api_time(t(at)), text, "{at}");
+        }
+        assert_eq!(sample_time(1767268800.1), t("2026-01-01T12:00:00.1Z"));
+        assert_eq!(sample_time(1767268800.0), t("2026-01-01T12:00:00Z"));
     }
 
     #[test]
