@@ -61,6 +61,14 @@ async fn evaluate_prometheus(
     now: DateTime<Utc>,
 ) -> RuleReport {
     let above = eval.rule().above;
+    let factor = p.spec().baseline.as_ref().map(|b| b.factor);
+    // No value this evaluation: the policy decides; the report still says
+    // what kind of rule it is.
+    let blind = |eval: &mut RuleEval, none: NoValue| {
+        let mut report = eval.observe_none(none, above, now);
+        report.above_baseline = factor;
+        report
+    };
     let mut notes = Vec::new();
     if let Some(guard) = p.spec().traffic.clone() {
         let low = |what: String| {
@@ -85,23 +93,17 @@ async fn evaluate_prometheus(
             Err(e) => Some(format!("traffic_query: {e}")),
         };
         if let Some(why) = why {
-            let mut report = eval.observe_none(NoValue::blind(why), above, now);
-            report.above_baseline = p.spec().baseline.as_ref().map(|b| b.factor);
-            return report;
+            return blind(eval, NoValue::blind(why));
         }
     }
     let baseline = match baseline::medians(p, eval, deployed_at, now).await {
         Ok(b) => b,
-        Err(why) => {
-            let mut report = eval.observe_none(NoValue::blind(why), above, now);
-            report.above_baseline = p.spec().baseline.as_ref().map(|b| b.factor);
-            return report;
-        }
+        Err(why) => return blind(eval, NoValue::blind(why)),
     };
     let grid = timeline::Grid::plan(now, eval.rule().for_, p.step());
     let series = match p.query_range(grid.start, grid.end(), grid.step).await {
         Ok(s) => s,
-        Err(e) => return eval.observe_none(e.into(), above, now),
+        Err(e) => return blind(eval, e.into()),
     };
     let judged: Vec<timeline::Judged> = series
         .iter()
@@ -120,7 +122,7 @@ async fn evaluate_prometheus(
             "baseline: none of the {} series has a baseline series with the same labels",
             series.len()
         );
-        return eval.observe_none(NoValue::blind(why), above, now);
+        return blind(eval, NoValue::blind(why));
     }
     let outcome = timeline::judge(&judged, &grid, eval.no_data() == NoData::Breach);
     let mut report = eval.observe_timeline(outcome, grid.start, now);
