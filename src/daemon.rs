@@ -407,7 +407,7 @@ struct Worker {
     events_rx: mpsc::Receiver<Event>,
     /// Effect results whose journal write failed: retried in order until
     /// journaled, so an outcome is never lost.
-    unjournaled: std::collections::VecDeque<Event>,
+    unjournaled: std::collections::VecDeque<(Event, Time)>,
     /// The version reader, `None` while a poll task holds it.
     version: Option<VersionReader>,
     last_version_error: Option<String>,
@@ -591,18 +591,20 @@ impl Worker {
     /// it must reach the journal. Kept in order behind any result that is
     /// still waiting for a journal write.
     async fn effect_result(&mut self, event: Event) {
-        self.unjournaled.push_back(event);
+        // Stepped at the time it arrived, however late it is journaled: a
+        // rollback's duration is not stretched by a journal outage.
+        self.unjournaled.push_back((event, Utc::now()));
         self.retry_unjournaled().await;
     }
 
     /// Apply waiting effect results in order until one cannot be journaled.
     async fn retry_unjournaled(&mut self) {
-        while let Some(event) = self.unjournaled.pop_front() {
-            match self.apply_inner(event.clone()).await {
+        while let Some((event, at)) = self.unjournaled.pop_front() {
+            match self.apply_at(event.clone(), at).await {
                 Applied::Yes | Applied::NotExpected => {}
                 Applied::NotJournaled => {
                     tracing::warn!(target = %self.target.name, waiting = self.unjournaled.len() + 1, "effect result not journaled yet; retrying every second");
-                    self.unjournaled.push_front(event);
+                    self.unjournaled.push_front((event, at));
                     return;
                 }
             }
@@ -707,7 +709,12 @@ impl Worker {
 
     /// Step an evaluation of every rule (once each rule has been evaluated).
     async fn step_evaluated(&mut self) {
-        let Some(rules) = self.latest.iter().cloned().collect::<Option<Vec<RuleReport>>>() else {
+        let Some(rules) = self
+            .latest
+            .iter()
+            .cloned()
+            .collect::<Option<Vec<RuleReport>>>()
+        else {
             return;
         };
         let fleet = self.shared.fleet(&self.target.name, &rules);
@@ -734,12 +741,11 @@ impl Worker {
     /// when the step was not adopted (the event does not fit, or the
     /// journal could not be written).
     async fn apply(&mut self, event: Event) -> bool {
-        self.apply_inner(event).await == Applied::Yes
+        self.apply_at(event, Utc::now()).await == Applied::Yes
     }
 
-    /// [`Worker::apply`], saying why a step was not adopted.
-    async fn apply_inner(&mut self, event: Event) -> Applied {
-        let now = Utc::now();
+    /// [`Worker::apply`] at a given time, saying why a step was not adopted.
+    async fn apply_at(&mut self, event: Event, now: Time) -> Applied {
         let (next, actions) =
             match decide::step(&self.decide, self.state.clone(), event.clone(), now) {
                 Ok(r) => r,

@@ -95,9 +95,7 @@ fn follow(dir: &Path, port: u16, metrics: bool, stop: &AtomicBool) {
         match listener.as_ref().unwrap().accept() {
             Ok((mut stream, _)) => {
                 stream.set_nonblocking(false).ok();
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(1)))
-                    .ok();
+                stream.set_read_timeout(Some(Duration::from_secs(1))).ok();
                 let mut buf = [0u8; 2048];
                 let _ = stream.read(&mut buf);
                 let (status, body) = if metrics {
@@ -198,13 +196,13 @@ fn entered(state: &Path, phase: &str) -> Option<DateTime<Utc>> {
 fn outcome(state: &Path) -> Option<String> {
     journal(state)
         .into_iter()
+        .rev()
         .filter(|e| e["type"] == "step")
-        .filter_map(|e| {
+        .find_map(|e| {
             e["state"]["phase"]["incident"]["outcome"]
                 .as_str()
                 .map(String::from)
         })
-        .last()
 }
 
 fn record_text(state: &Path) -> String {
@@ -244,7 +242,10 @@ fn a_crashed_release_whose_metrics_vanish_is_rolled_back() {
     let svc = Service::start(dir);
     let prometheus = Prometheus::start(&dir.join("prom"), &[svc.metrics_port]);
     prometheus.wait_for_series("http_requests_total", Duration::from_secs(20));
-    let rules = format!("{}{ERRORS}", HEALTH.replace("{port}", &svc.port.to_string()));
+    let rules = format!(
+        "{}{ERRORS}",
+        HEALTH.replace("{port}", &svc.port.to_string())
+    );
     let cfg = config(dir, Some(&prometheus.url()), &rules, "");
     let state = dir.join("state");
     let _d = Running::start(&cfg, &dir.join("rollbackd.log"));
@@ -285,9 +286,15 @@ fn a_crashed_release_whose_metrics_vanish_is_rolled_back() {
     let abstained = incident["cause"]["abstained"].as_array().cloned();
     if let Some(a) = abstained {
         assert!(a.iter().any(|r| r["rule"] == "errors"), "{incident}");
-        assert!(record.contains("abstained (no data, not counted): errors"), "{record}");
+        assert!(
+            record.contains("abstained (no data, not counted): errors"),
+            "{record}"
+        );
     }
-    println!("crash to rollback start: {took:?}; abstained: {}", incident["cause"]["abstained"]);
+    println!(
+        "crash to rollback start: {took:?}; abstained: {}",
+        incident["cause"]["abstained"]
+    );
 }
 
 #[test]
@@ -298,7 +305,10 @@ fn prometheus_unreachable_while_the_probe_fails_rolls_back() {
     let svc = Service::start(dir);
     // Nothing listens there: every query is refused.
     let prom_url = format!("http://127.0.0.1:{}", free_port());
-    let rules = format!("{}{ERRORS}", HEALTH.replace("{port}", &svc.port.to_string()));
+    let rules = format!(
+        "{}{ERRORS}",
+        HEALTH.replace("{port}", &svc.port.to_string())
+    );
     let cfg = config(dir, Some(&prom_url), &rules, "");
     let state = dir.join("state");
     let _d = Running::start(&cfg, &dir.join("rollbackd.log"));
@@ -347,7 +357,10 @@ fn zero_traffic_is_unknown_not_a_breach() {
     });
     let prometheus = Prometheus::start(&dir.join("prom"), &[exporter.port]);
     prometheus.wait_for_series("http_requests_total", Duration::from_secs(20));
-    let rules = format!("{}{ERRORS}", HEALTH.replace("{port}", &svc.port.to_string()));
+    let rules = format!(
+        "{}{ERRORS}",
+        HEALTH.replace("{port}", &svc.port.to_string())
+    );
     let cfg = config(dir, Some(&prometheus.url()), &rules, "");
     let state = dir.join("state");
     let _d = Running::start(&cfg, &dir.join("rollbackd.log"));
@@ -369,7 +382,10 @@ fn zero_traffic_is_unknown_not_a_breach() {
         errors.contains("unknown") && (errors.contains("NaN") || errors.contains("traffic")),
         "the ratio rule is shown Unknown with its reason:\n{status}"
     );
-    let health = status.lines().find(|l| l.contains("health")).unwrap_or_default();
+    let health = status
+        .lines()
+        .find(|l| l.contains("health"))
+        .unwrap_or_default();
     assert!(health.contains("ok"), "{status}");
 }
 
@@ -406,7 +422,8 @@ fn sigkill_in_the_middle_of_for_acts_when_the_data_says_so() {
     let since: DateTime<Utc> = wait_for(Duration::from_secs(10), "the rule pending", || {
         journal(&state).iter().rev().find_map(|e| {
             let r = e["state"]["rules"].as_array()?.first()?;
-            (r["status"]["status"] == "pending").then(|| r["status"]["since"].as_str()?.parse().ok())?
+            (r["status"]["status"] == "pending")
+                .then(|| r["status"]["since"].as_str()?.parse().ok())?
         })
     });
     // Ten seconds into the 20s `for`, the daemon dies.
@@ -417,9 +434,11 @@ fn sigkill_in_the_middle_of_for_acts_when_the_data_says_so() {
     d.child.wait().unwrap();
     drop(d);
     let _d = Running::start(&cfg, &dir.join("rollbackd2.log"));
-    let acted = wait_for(Duration::from_secs(40), "the rollback after the restart", || {
-        entered(&state, "RollingBack")
-    });
+    let acted = wait_for(
+        Duration::from_secs(40),
+        "the rollback after the restart",
+        || entered(&state, "RollingBack"),
+    );
     let after_since = (acted - since).to_std().unwrap();
     assert!(
         after_since >= Duration::from_secs(20) && after_since < Duration::from_secs(25),
@@ -559,7 +578,12 @@ impl SmallServer {
 
     /// (most connections served at once, requests served)
     fn stats(&self) -> (u64, u64) {
-        let (_, body) = http("GET", &format!("http://127.0.0.1:{}/stats", self.port), None, None);
+        let (_, body) = http(
+            "GET",
+            &format!("http://127.0.0.1:{}/stats", self.port),
+            None,
+            None,
+        );
         let mut it = body.split_whitespace().map(|x| x.parse().unwrap_or(0));
         (it.next().unwrap_or(0), it.next().unwrap_or(0))
     }
@@ -572,6 +596,10 @@ impl Drop for SmallServer {
     }
 }
 
+/// The host rules are read on every poll (their cost is part of the test)
+/// but cannot breach within the test (`for = "10m"`): the test machine's own CPU load is a
+/// real breach, shared by every target, which the blast-radius guard turns
+/// into one escalation; what is tested here is the probes' spread.
 #[test]
 fn a_hundred_healthy_targets_on_one_small_server_are_never_rolled_back() {
     let tmp = tempfile::tempdir().unwrap();
@@ -596,14 +624,14 @@ cooldown = "10m"
   name = "cpu"
   source = "host"
   metric = "cpu"
-  above = 0.99
-  for = "1m"
+  above = 0.7
+  for = "10m"
   [[target.rule]]
   name = "memory"
   source = "host"
   metric = "memory"
-  above = 0.99
-  for = "1m"
+  above = 0.8
+  for = "10m"
   [target.rollback]
   kind = "command"
   timeout = "5s"
@@ -637,7 +665,12 @@ poll_interval = "5s"
         let acted: Vec<String> = journal(&state)
             .into_iter()
             .filter(|e| e["type"] == "step" && e["from"] == "Watching" && e["to"] != "Watching")
-            .map(|e| format!("{} -> {}", e["target"], e["to"]))
+            .map(|e| {
+                format!(
+                    "{} -> {}: {}",
+                    e["target"], e["to"], e["state"]["phase"]["incident"]["timeline"]
+                )
+            })
             .collect();
         assert!(acted.is_empty(), "healthy targets left Watching: {acted:?}");
     }

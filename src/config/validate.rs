@@ -2233,6 +2233,12 @@ mod tests {
             // [daemon]
             (config(&[("daemon", "poll_interval = \"5 minutes\"")]), "daemon.poll_interval", r#"invalid duration "5 minutes" (use e.g. "30s", "5m", "1h")"#),
             (config(&[("daemon", "poll_interval = \"0s\"")]), "daemon.poll_interval", "greater than zero"),
+            (config(&[("daemon", "poll_interval = \"50ms\"")]), "daemon.poll_interval", r#"poll_interval = "50ms" is below the minimum of 100ms"#),
+            (config(&[("daemon", "max_simultaneous_breaches = 1")]), "daemon.max_simultaneous_breaches", "must be a number of targets (2 or more)"),
+            (config(&[("daemon", "max_simultaneous_breaches = \"3\"")]), "daemon.max_simultaneous_breaches", "must be a number of targets (2 or more)"),
+            (config(&[("daemon", "max_simultaneous_breaches = { targets = 3, fraction = 2.0 }")]), "daemon.max_simultaneous_breaches.fraction", "fraction = 2.0 must be a number above 0 and at most 1"),
+            (config(&[("daemon", "max_simultaneous_breaches = { targets = 3, within = \"soon\" }")]), "daemon.max_simultaneous_breaches.within", r#"invalid duration "soon""#),
+            (config(&[("daemon", "max_simultaneous_breaches = { count = 3 }")]), "daemon.max_simultaneous_breaches.count", "unknown key \"count\""),
             (config(&[("daemon", "listen = \"0.0.0.0:9797\"")]), "daemon.listen", "set api_token_file"),
             (config(&[("daemon", "listen = \"localhost\"")]), "daemon.listen", r#"invalid listen address "localhost""#),
             (config(&[("daemon", "public_url = \"ftp://ops.example.com\"")]), "daemon.public_url", "http:// or https://"),

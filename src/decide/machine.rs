@@ -741,6 +741,11 @@ fn blast_radius_guard(
     if (n as u32) < b.targets || share < b.fraction {
         return None;
     }
+    let named = if group.len() > 10 {
+        format!("{} and {} more", group[..10].join(", "), group.len() - 10)
+    } else {
+        group.join(", ")
+    };
     Some(format!(
         "blast radius: breaches began on {n} of {total} targets within {} ({} and {}); \
          a shared cause (network, observer, a common dependency) is likelier than this \
@@ -748,7 +753,7 @@ fn blast_radius_guard(
          all within {})",
         fmt_duration(b.within),
         state.target,
-        group.join(", "),
+        named,
         b.targets,
         (b.fraction * 100.0).round(),
         fmt_duration(b.within),

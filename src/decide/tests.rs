@@ -54,22 +54,26 @@ fn report(status: RuleStatus, value: Option<f64>, at: Time) -> RuleReport {
 }
 
 fn ok(at: Time) -> Event {
-    Event::Evaluated { fleet: Fleet::default(),
+    Event::Evaluated {
+        fleet: Fleet::default(),
         rules: vec![report(RuleStatus::Ok, Some(0.0), at)],
     }
 }
 fn pending(at: Time) -> Event {
-    Event::Evaluated { fleet: Fleet::default(),
+    Event::Evaluated {
+        fleet: Fleet::default(),
         rules: vec![report(RuleStatus::Pending { since: at }, Some(0.9), at)],
     }
 }
 fn breached(at: Time) -> Event {
-    Event::Evaluated { fleet: Fleet::default(),
+    Event::Evaluated {
+        fleet: Fleet::default(),
         rules: vec![report(RuleStatus::Breached { since: t(0) }, Some(0.9), at)],
     }
 }
 fn unknown(at: Time) -> Event {
-    Event::Evaluated { fleet: Fleet::default(),
+    Event::Evaluated {
+        fleet: Fleet::default(),
         rules: vec![report(
             RuleStatus::Unknown {
                 since: at,
@@ -145,7 +149,8 @@ fn table_of_single_evaluations_from_watching() {
         end: NaiveTime::from_hms_opt(23, 59, 0).unwrap(),
         timezone: chrono_tz::UTC,
     }];
-    let mixed = Event::Evaluated { fleet: Fleet::default(),
+    let mixed = Event::Evaluated {
+        fleet: Fleet::default(),
         rules: vec![
             report(RuleStatus::Breached { since: t(0) }, Some(0.9), t(40)),
             RuleReport {
@@ -1006,14 +1011,21 @@ fn blind_targets_never_act_and_are_told_once() {
     let (s, actions) = run(
         &c,
         watching_on("v2", "v1"),
-        vec![(blind(t(0)), t(0)), (blind(t(70)), t(70)), (blind(t(80)), t(80))],
+        vec![
+            (blind(t(0)), t(0)),
+            (blind(t(70)), t(70)),
+            (blind(t(80)), t(80)),
+        ],
     );
     assert_eq!(s.phase.name(), "Watching");
     assert_eq!(kinds(&actions), vec!["notify-target:Blind"]);
     let Some(Action::NotifyTarget { message, .. }) = actions.last() else {
         panic!()
     };
-    assert!(message.contains("is blind") && message.contains("No rule has data"), "{message}");
+    assert!(
+        message.contains("is blind") && message.contains("No rule has data"),
+        "{message}"
+    );
 
     // One rule blind, the other with data: partly blind, the other still acts.
     let mixed = |at: Time| Event::Evaluated {
@@ -1037,7 +1049,10 @@ fn blind_targets_never_act_and_are_told_once() {
     let Some(Action::NotifyTarget { message, .. }) = actions.last() else {
         panic!("{actions:?}")
     };
-    assert!(message.contains("partly blind") && message.contains("still acts on health"), "{message}");
+    assert!(
+        message.contains("partly blind") && message.contains("still acts on health"),
+        "{message}"
+    );
 }
 
 fn fleet(targets: usize, others: &[(&str, i64)]) -> Fleet {
@@ -1058,12 +1073,21 @@ fn blast_radius_table() {
     let mut c = cfg();
     c.blast_radius = Some(crate::config::BlastRadius::default());
     let breach_with = |f: Fleet| Event::Evaluated {
-        rules: vec![report(RuleStatus::Breached { since: t(0) }, Some(0.9), t(40))],
+        rules: vec![report(
+            RuleStatus::Breached { since: t(0) },
+            Some(0.9),
+            t(40),
+        )],
         fleet: f,
     };
     let cases: Vec<(&str, Option<crate::config::BlastRadius>, Fleet, &str)> = vec![
         ("alone", c.blast_radius, fleet(4, &[]), "RollingBack"),
-        ("one other", c.blast_radius, fleet(4, &[("b", 5)]), "RollingBack"),
+        (
+            "one other",
+            c.blast_radius,
+            fleet(4, &[("b", 5)]),
+            "RollingBack",
+        ),
         (
             "three of four within a minute",
             c.blast_radius,
@@ -1101,9 +1125,16 @@ fn blast_radius_table() {
         let (s, actions) = step(&c, watching_on("v2", "v1"), breach_with(f), t(40)).unwrap();
         assert_eq!(s.phase.name(), want, "{name}");
         if want == "Escalated" {
-            assert_eq!(kinds(&actions), vec!["record", "notify:BlastRadius"], "{name}");
+            assert_eq!(
+                kinds(&actions),
+                vec!["record", "notify:BlastRadius"],
+                "{name}"
+            );
             let err = s.incident().unwrap().error.clone().unwrap();
-            assert!(err.starts_with("blast radius: breaches began on"), "{name}: {err}");
+            assert!(
+                err.starts_with("blast radius: breaches began on"),
+                "{name}: {err}"
+            );
             assert!(err.contains("none is rolled back"), "{name}: {err}");
         }
     }
