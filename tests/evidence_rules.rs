@@ -561,3 +561,37 @@ fn prometheus_unreachable_is_unknown_even_under_breach() {
         other => panic!("want unknown, got {other:?}"),
     }
 }
+
+/// Sub-second steps reach Prometheus as they are (the range query takes
+/// milliseconds), so `poll_interval`/`step` down to 100 ms work.
+#[test]
+fn a_sub_second_step_judges_for_on_the_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gauge = Gauge::start(0.9);
+    let prometheus = start_prometheus(tmp.path(), &[gauge.port]);
+    prometheus.wait_for_series("app_errors_ratio", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(3));
+    let rt = runtime();
+    let c = client(&prometheus);
+    let mut rule = prom_rule("errors", "app_errors_ratio", 0.5, Duration::from_secs(1));
+    if let SourceSpec::Prometheus(p) = &mut rule.source {
+        p.step = Some(Duration::from_millis(100));
+    }
+    let mut w = Watched::build(rule, NoData::Hold, Some(&c));
+    let start = Utc::now();
+    let r = w.poll(&rt);
+    assert!(
+        matches!(r.status, RuleStatus::Breached { .. }),
+        "{}",
+        r.explain()
+    );
+    assert!(
+        since(&r.status).unwrap() <= start - TimeDelta::seconds(1),
+        "{}",
+        r.explain()
+    );
+    assert_eq!(
+        r.detail.as_deref(),
+        Some("judged on 21 points over the last 2s (step 100ms)")
+    );
+}
