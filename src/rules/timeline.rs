@@ -9,8 +9,9 @@
 //!   rule is Breached when `latest - since >= for`, else Pending;
 //! - the latest point does not hold: Ok;
 //! - a missing point (a gap) does not hold, so the run restarts after it,
-//!   unless `no_data = "breach"`, where a missing point holds (a crashed
-//!   release's series vanish);
+//!   unless `no_data = "breach"`, where a point at which the whole answer
+//!   is missing holds (a crashed release's series vanish; one series
+//!   ending while others go on is churn and does not hold);
 //! - no series has a value at the latest point: no data, and the rule's
 //!   `no_data` policy decides.
 //!
@@ -173,17 +174,29 @@ pub fn judge(series: &[Judged<'_>], grid: &Grid, missing_holds: bool) -> Outcome
     let mut best_clear: Option<(f64, f64, &Judged)> = None;
     let mut non_finite: Option<f64> = None;
     let mut last_seen: Option<DateTime<Utc>> = None;
-    for j in series {
-        let mut values: Vec<Option<f64>> = vec![None; n as usize + 1];
-        for (t, v) in &j.series.points {
-            if let Some(k) = grid.index(*t) {
-                values[k as usize] = Some(*v);
+    let gridded: Vec<Vec<Option<f64>>> = series
+        .iter()
+        .map(|j| {
+            let mut values = vec![None; n as usize + 1];
+            for (t, v) in &j.series.points {
+                if let Some(k) = grid.index(*t) {
+                    values[k as usize] = Some(*v);
+                }
+                last_seen = last_seen.max(Some(*t));
             }
-            last_seen = last_seen.max(Some(*t));
-        }
+            values
+        })
+        .collect();
+    // Under `breach`, a point is missing when the whole answer is: one
+    // series ending while others go on (an old pod's series after a
+    // rollout) is churn, not the service gone.
+    let answered: Vec<bool> = (0..=n as usize)
+        .map(|k| gridded.iter().any(|v| v[k].is_some()))
+        .collect();
+    for (j, values) in series.iter().zip(&gridded) {
         let holds = |k: usize| match values[k] {
             Some(v) => v.is_finite() && v > j.threshold,
-            None => missing_holds,
+            None => missing_holds && !answered[k],
         };
         let latest = values[n as usize];
         if holds(n as usize) {
@@ -413,6 +426,33 @@ mod tests {
                 ],
                 false,
                 ("clear", 0, false, "502"),
+            ),
+            (
+                "under breach one series ending while another goes on is churn",
+                vec![
+                    series("500", &[L, L, L, GAP, GAP]),
+                    series("502", &[L, L, L, L, L]),
+                ],
+                true,
+                ("clear", 0, false, "502"),
+            ),
+            (
+                "under breach a gap in one series while another answers breaks its run",
+                vec![
+                    series("500", &[H, H, GAP, H, H]),
+                    series("502", &[L, L, L, L, L]),
+                ],
+                true,
+                ("holds", 3, false, "500"),
+            ),
+            (
+                "under breach everything gone holds since the answer ended",
+                vec![
+                    series("500", &[L, L, GAP, GAP, GAP]),
+                    series("502", &[L, L, L, GAP, GAP]),
+                ],
+                true,
+                ("holds", 3, false, "500"),
             ),
             (
                 "a series ending early does not hide another's value",
