@@ -942,6 +942,27 @@ mod tests {
         assert_eq!(Failure::TimedOut(t).kind(), "timed out after 2s");
     }
 
+    #[tokio::test]
+    async fn a_name_that_does_not_resolve_is_dns_or_a_local_resolver_failure() {
+        within("dns", async {
+            let mut s = spec("127.0.0.1:1".parse().unwrap(), ProbeMeasure::FailureRatio);
+            s.url = "http://rollbackd-test.invalid/health".parse().unwrap();
+            s.timeout = Duration::from_secs(5);
+            let src = ProbeSource::build(s, client());
+            let (verdict, _) = src.probe_once().await;
+            // .invalid never resolves (RFC 6761): the service's name is
+            // broken, unless this host has no working resolver at all.
+            match verdict {
+                Verdict::Failed(Failure::Dns(e)) => assert!(e.contains("dns"), "{e}"),
+                Verdict::Observer(why) => {
+                    assert!(why.starts_with("local resolver failed"), "{why}")
+                }
+                other => panic!("{other:?}"),
+            }
+        })
+        .await;
+    }
+
     #[test]
     fn status_and_math_tables() {
         for (status, expect, ok) in [
