@@ -38,20 +38,6 @@ pub fn describe(spec: &SourceSpec) -> String {
     }
 }
 
-/// A value already judged against its own threshold: a query's worst
-/// series with its baseline (see [`crate::rules::baseline`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Judgement {
-    /// The value compared.
-    pub value: f64,
-    /// What it was compared with (`max(above, K x baseline)`).
-    pub threshold: f64,
-    /// The baseline, for baseline rules.
-    pub baseline: Option<f64>,
-    /// The series' labels.
-    pub labels: BTreeMap<String, String>,
-}
-
 /// Why an evaluation has no value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NoValue {
@@ -163,31 +149,6 @@ impl RuleEval {
     /// blind time), if it holds.
     pub fn condition_since(&self) -> Option<DateTime<Utc>> {
         self.cond_since
-    }
-
-    /// Feed a judged value (or why there is none) and return the report.
-    /// Like [`RuleEval::observe`], but the threshold comes with the value
-    /// (baselines) and the report names the series.
-    pub fn observe_judged(
-        &mut self,
-        judged: Result<Judgement, String>,
-        window: Option<std::time::Duration>,
-        now: DateTime<Utc>,
-    ) -> RuleReport {
-        let (sample, threshold, baseline, labels) = match judged {
-            Ok(j) => (Ok(j.value), j.threshold, j.baseline, j.labels),
-            Err(why) => (
-                Err(NoValue::blind(why)),
-                self.rule.above,
-                None,
-                BTreeMap::new(),
-            ),
-        };
-        let mut report = self.observe_value(sample, threshold, window, now);
-        report.baseline = baseline;
-        report.labels = labels;
-        report.above_baseline = self.above_baseline();
-        report
     }
 
     fn above_baseline(&self) -> Option<f64> {

@@ -211,7 +211,8 @@ pub struct RuleReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub above_baseline: Option<f64>,
     /// Labels of the series the value is from, when a query returned
-    /// series (the worst one: breaching, or else the highest).
+    /// series (the one that decided: the longest holding run, or else the
+    /// nearest to its threshold).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     /// What the source saw besides the value: probe failures by reason
