@@ -237,6 +237,8 @@ pub enum Verb {
         /// Incident ID.
         id: String,
     },
+    /// `reload`: re-read and apply the daemon's config (as SIGHUP does).
+    Reload,
 }
 
 /// Who the CLI acts as: `$USER (cli)`.
@@ -321,6 +323,16 @@ pub async fn run(ep: &Endpoint, verb: Verb, json: bool) -> Result<String, Client
                 )
                 .await?;
             event(v, &format!("{target} paused"))
+        }
+        Verb::Reload => {
+            let v = ep.post("v1/reload", body(None)).await?;
+            if json {
+                return Ok(pretty(&v));
+            }
+            Ok(format!(
+                "reloaded: {}\n",
+                v["reloaded"].as_str().unwrap_or_default()
+            ))
         }
         Verb::Resume { target } => {
             let v = ep

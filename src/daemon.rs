@@ -6,9 +6,11 @@
 //! actions are carried out; if the journal cannot be written the step is
 //! not adopted and nothing is done. Executions run in tracked tasks and feed
 //! their result back to their worker as an event, so a target never runs two
-//! rollbacks at once. On shutdown a running rollback gets a grace period to
-//! finish; if it does not, the journal still says RollingBack and recovery
-//! verifies instead of running it again.
+//! rollbacks at once. On shutdown a running rollback gets a grace period
+//! ([`SHUTDOWN_GRACE`]) to finish; if it does not, its running step's
+//! process group is killed and the plan is journaled as "interrupted by
+//! shutdown". Only if even that cannot be journaled does the journal still
+//! say RollingBack, and recovery verifies instead of running it again.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,9 +33,19 @@ use crate::sources::prometheus::Prometheus;
 use crate::sources::Source;
 use crate::version::VersionReader;
 
-/// How long an in-flight rollback may run on after SIGTERM before the
-/// daemon exits anyway (recovery then verifies instead of re-running it).
+/// How long an in-flight rollback may run on after SIGTERM. At its end the
+/// running step's process group is killed and the outcome journaled as
+/// "interrupted by shutdown"; the daemon exits within
+/// [`SHUTDOWN_GRACE`] + [`SHUTDOWN_MARGIN`], inside the unit's
+/// `TimeoutStopSec=30s`.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// After the grace: time to kill the step, journal its outcome and stop.
+pub const SHUTDOWN_MARGIN: Duration = Duration::from_secs(5);
+
+/// How often the daemon checks that its journal is still the file in
+/// `state_dir` (besides before every append).
+const JOURNAL_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Something a worker did, for observers (the demo's timeline, tests).
 #[derive(Debug, Clone)]
@@ -97,37 +109,98 @@ pub struct TargetHandle {
     pub state: watch::Receiver<TargetState>,
 }
 
+/// What a reload can change for every worker at once.
+struct Live {
+    poll_interval: Duration,
+    notifier: Notifier,
+    /// One Prometheus client (pool, timeout, concurrency bound) for every target.
+    prometheus: Option<Prometheus>,
+    /// `public_url`, base of the links in confirmation emails.
+    public_url: Option<url::Url>,
+    /// `[daemon] max_rollbacks_per_hour` across all targets.
+    global_limit: Option<Arc<GlobalLimit>>,
+    /// `[prometheus] timeout`, for the watchdog's poll budget.
+    prometheus_timeout: Duration,
+}
+
+impl Live {
+    /// The settings of `config`; `states` count toward the global cap.
+    fn build<'a>(
+        config: &Config,
+        states: impl Iterator<Item = &'a TargetState>,
+    ) -> anyhow::Result<Live> {
+        let prometheus = match &config.prometheus {
+            None => None,
+            Some(p) => {
+                Some(Prometheus::build(p).context("failed to set up the Prometheus client")?)
+            }
+        };
+        Ok(Live {
+            poll_interval: config.daemon.poll_interval,
+            notifier: Notifier::build(&config.notify, config.daemon.public_url.clone()),
+            prometheus,
+            public_url: config.daemon.public_url.clone(),
+            prometheus_timeout: config
+                .prometheus
+                .as_ref()
+                .map_or(Duration::ZERO, |p| p.timeout),
+            global_limit: config
+                .daemon
+                .max_rollbacks_per_hour
+                .map(|cap| Arc::new(GlobalLimit::build(cap, states, Utc::now()))),
+        })
+    }
+}
+
 /// What every worker shares.
 struct Shared {
     state_dir: PathBuf,
-    poll_interval: Duration,
     journal: Mutex<Journal>,
-    notifier: Notifier,
     client: reqwest::Client,
     verify_client: reqwest::Client,
-    /// One Prometheus client (pool, timeout, concurrency bound) for every target.
-    prometheus: Option<Prometheus>,
+    /// Settings a reload replaces.
+    live: RwLock<Arc<Live>>,
     observers: broadcast::Sender<Observation>,
     tracker: TaskTracker,
     /// Every incident seen, for the API (seeded from the journal).
     incidents: Arc<RwLock<BTreeMap<String, Incident>>>,
     /// Signs the approve/reject links of confirmation emails.
     links: Arc<crate::api::links::LinkKeys>,
-    /// `public_url`, base of those links.
-    public_url: Option<url::Url>,
-    /// `[daemon] max_rollbacks_per_hour` across all targets.
-    global_limit: Option<GlobalLimit>,
     /// Each target's breach under way (its earliest Pending/Breached rule's
     /// start), shared so every step sees the others (blast-radius guard).
     fleet: Mutex<BTreeMap<String, Time>>,
     /// How many targets are watched.
-    targets: usize,
+    targets: std::sync::atomic::AtomicUsize,
+    /// When each worker last finished a poll, and how long a poll may take
+    /// before the worker counts as stuck (2 x interval + its longest source
+    /// timeout): the systemd watchdog is fed only while all are fresh.
+    heartbeats: Mutex<BTreeMap<String, (std::time::Instant, Duration)>>,
     /// The last journal write error while the journal is failing; shown by
     /// `status` as a banner, cleared by the next successful write.
     journal_error: Arc<RwLock<Option<String>>>,
+    /// Cancelled when the shutdown grace is over: running plans are
+    /// killed and journaled as interrupted.
+    hard_stop: CancellationToken,
 }
 
 impl Shared {
+    /// Workers that have not finished a poll within their budget.
+    fn stuck_workers(&self) -> Vec<String> {
+        let now = std::time::Instant::now();
+        self.heartbeats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, (at, budget))| now.duration_since(*at) > *budget)
+            .map(|(name, (at, _))| format!("{name} (last poll {:?} ago)", now.duration_since(*at)))
+            .collect()
+    }
+
+    /// The settings in force now.
+    fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Append to the journal (fsync) off the async threads.
     async fn journal(self: &Arc<Self>, record: Record) -> anyhow::Result<()> {
         let shared = self.clone();
@@ -172,7 +245,7 @@ impl Shared {
             }
         }
         decide::Fleet {
-            targets: self.targets,
+            targets: self.targets.load(std::sync::atomic::Ordering::Relaxed),
             breaching: all
                 .iter()
                 .filter(|(t, _)| t.as_str() != target)
@@ -193,9 +266,17 @@ impl Shared {
 /// The daemon: built from config, then [`Daemon::run`] until cancelled.
 pub struct Daemon {
     config: Config,
+    /// The file `config` came from: what a reload re-reads.
+    config_path: Option<PathBuf>,
     shared: Arc<Shared>,
     recovered: std::collections::HashMap<String, TargetState>,
     senders: Option<crate::notify::Senders>,
+    /// Requests from signals and the API (set when the daemon runs).
+    requests: Option<mpsc::Sender<DaemonRequest>>,
+    /// Held by [`Daemon::handle`] before `run` takes over.
+    requests_rx: Option<mpsc::Receiver<DaemonRequest>>,
+    /// One daemon per `state_dir`: held until the daemon is dropped.
+    _lock: crate::lock::StateLock,
 }
 
 impl Daemon {
@@ -205,6 +286,7 @@ impl Daemon {
         let state_dir = config.daemon.state_dir.clone();
         std::fs::create_dir_all(state_dir.join("incidents"))
             .with_context(|| format!("failed to create state directory {}", state_dir.display()))?;
+        let lock = crate::lock::StateLock::acquire(&state_dir)?;
         let (journal, mut recovery) = Journal::open(&state_dir)
             .with_context(|| format!("failed to open the journal in {}", state_dir.display()))?;
         for p in &recovery.problems {
@@ -223,10 +305,7 @@ impl Daemon {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .context("failed to build the HTTP client")?;
-        let verify_timeout = config
-            .daemon
-            .poll_interval
-            .clamp(Duration::from_secs(1), Duration::from_secs(10));
+        let verify_timeout = verify_timeout(config.daemon.poll_interval);
         let verify_client = reqwest::Client::builder()
             .user_agent(concat!("rollbackd/", env!("CARGO_PKG_VERSION")))
             .no_proxy()
@@ -234,49 +313,56 @@ impl Daemon {
             .timeout(verify_timeout)
             .build()
             .context("failed to build the HTTP client")?;
-        let prometheus = match &config.prometheus {
-            None => None,
-            Some(p) => {
-                Some(Prometheus::build(p).context("failed to set up the Prometheus client")?)
-            }
-        };
+        let live = Live::build(&config, recovery.states.values())?;
         let (observers, _) = broadcast::channel(1024);
         let incidents = std::mem::take(&mut recovery.incidents);
         load_alerts(&state_dir);
         let links = crate::api::links::LinkKeys::open(&state_dir)
             .context("failed to set up the confirmation link key")?;
-        let global_limit = config
-            .daemon
-            .max_rollbacks_per_hour
-            .map(|cap| GlobalLimit::build(cap, recovery.states.values(), Utc::now()));
-        let notifier = Notifier::build(&config.notify, config.daemon.public_url.clone());
-        let senders = notifier
+        let senders = live
+            .notifier
             .senders()
             .context("failed to set up notification delivery")?;
         let shared = Arc::new(Shared {
             state_dir,
-            poll_interval: config.daemon.poll_interval,
             journal: Mutex::new(journal),
-            notifier,
             client,
             verify_client,
-            prometheus,
+            live: RwLock::new(Arc::new(live)),
             observers,
             tracker: TaskTracker::new(),
             incidents: Arc::new(RwLock::new(incidents)),
             links: Arc::new(links),
-            public_url: config.daemon.public_url.clone(),
-            global_limit,
             fleet: Mutex::new(BTreeMap::new()),
-            targets: config.targets.len(),
+            targets: config.targets.len().into(),
+            heartbeats: Mutex::new(BTreeMap::new()),
             journal_error: Arc::new(RwLock::new(None)),
+            hard_stop: CancellationToken::new(),
         });
+        let (tx, rx) = mpsc::channel(4);
         Ok(Daemon {
             config,
+            config_path: None,
             shared,
             recovered: recovery.states,
             senders: Some(senders),
+            requests: Some(tx),
+            requests_rx: Some(rx),
+            _lock: lock,
         })
+    }
+
+    /// Remember the file the config came from, so that a reload re-reads it.
+    pub fn with_config_path(mut self, path: &Path) -> Daemon {
+        self.config_path = Some(path.to_path_buf());
+        self
+    }
+
+    /// A handle to send reload and status requests (signals use it).
+    pub fn handle(&self) -> DaemonHandle {
+        DaemonHandle {
+            tx: self.requests.clone().expect("set at build"),
+        }
     }
 
     /// Watch what the workers do.
@@ -291,12 +377,24 @@ impl Daemon {
 
     /// Run until `cancel` fires, then drain: in-flight rollbacks get
     /// [`SHUTDOWN_GRACE`] to finish.
+    ///
+    /// systemd is told READY=1 only once the journal is recovered (in
+    /// [`Daemon::build`]) and the API listens; STATUS= carries a one-line
+    /// summary; the watchdog is fed only while every worker has finished a
+    /// poll within its budget, so a stuck worker gets the service restarted.
     pub async fn run(mut self, cancel: CancellationToken) -> anyhow::Result<()> {
         self.shared
             .journal(Record::Started {
                 version: env!("CARGO_PKG_VERSION").to_string(),
             })
             .await?;
+        // Steps a previous life left running (it died mid-rollback): killed
+        // and logged at warn, each naming its incident.
+        let orphans = execute::process::orphans_from_previous_run(&self.shared.state_dir).await;
+        crate::metrics::global().set("rollbackd_orphaned_steps_found", &[], orphans.len() as f64);
+        self.shared
+            .tracker
+            .spawn(housekeeping(self.shared.clone(), cancel.clone()));
         let token = match &self.config.daemon.api_token_file {
             Some(path) => Some(crate::api::auth::read_token(path)?),
             None => None,
@@ -304,30 +402,29 @@ impl Daemon {
         let listener = tokio::net::TcpListener::bind(self.config.daemon.listen)
             .await
             .with_context(|| format!("failed to listen on {}", self.config.daemon.listen))?;
+        let mut senders_cancel = cancel.child_token();
         if let Some(senders) = self.senders.take() {
             // Delivery runs beside the workers; it also sends what an
             // earlier run left in the outbox.
-            senders.spawn(&self.shared.tracker, cancel.clone());
+            senders.spawn(&self.shared.tracker, senders_cancel.clone());
         }
-        let mut workers = Vec::new();
-        let mut handles = BTreeMap::new();
-        for target in &self.config.targets {
+        let mut workers: BTreeMap<String, WorkerSlot> = BTreeMap::new();
+        for target in self.config.targets.clone() {
             let state = self.recovered.remove(&target.name);
-            let (worker, handle) = Worker::build(&self.config, target, state, self.shared.clone());
-            handles.insert(target.name.clone(), handle);
-            let token = cancel.clone();
-            workers.push(tokio::spawn(worker.run(token)));
+            let slot = self.spawn_worker(&target, state, &cancel);
+            workers.insert(target.name.clone(), slot);
         }
+        let view = Arc::new(RwLock::new(Arc::new(self.view(&workers, &[]))));
+        let reload_tx = self.requests.clone().expect("set at build");
+        let mut requests = self.requests_rx.take().expect("run once");
         let api = crate::api::ApiState {
-            targets: handles,
-            order: self.config.targets.iter().map(|t| t.name.clone()).collect(),
+            view: view.clone(),
             incidents: self.shared.incidents.clone(),
             token,
             alerts: crate::sources::alertmanager::AlertStore::global(),
             links: self.shared.links.clone(),
-            windows: self.config.windows.clone(),
-            dry_run: self.config.daemon.dry_run,
             journal_error: self.shared.journal_error.clone(),
+            requests: Some(reload_tx),
         };
         let addr = listener
             .local_addr()
@@ -340,10 +437,86 @@ impl Daemon {
             dry_run = self.config.daemon.dry_run,
             "rollbackd watching"
         );
-        cancel.cancelled().await;
-        tracing::info!("shutting down");
-        for w in workers {
-            if let Err(e) = w.await {
+        let mut status_line = summary(&view);
+        let _ = sd_notify::notify(
+            false,
+            &[
+                sd_notify::NotifyState::Ready,
+                sd_notify::NotifyState::Status(&status_line),
+            ],
+        );
+        let mut watchdog_usec = 0;
+        let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec);
+        let period = if watchdog {
+            Duration::from_micros(watchdog_usec / 2).max(Duration::from_millis(100))
+        } else {
+            Duration::from_secs(1)
+        };
+        let mut tick = tokio::time::interval(period.min(Duration::from_secs(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut retiring: Vec<String> = Vec::new();
+        let mut stuck_reported = false;
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                Some(request) = requests.recv() => match request {
+                    DaemonRequest::Reload { reply } => {
+                        let outcome = self
+                            .reload(&cancel, &mut workers, &mut retiring, &view, &mut senders_cancel)
+                            .await;
+                        let _ = reply.send(outcome);
+                    }
+                    DaemonRequest::DumpStatus => dump_status(&view),
+                },
+                _ = tick.tick() => {
+                    // Targets removed by a reload while an incident was open
+                    // stop once it has ended.
+                    let before = retiring.len();
+                    retiring.retain(|name| {
+                        let open = workers.get(name).is_some_and(|w| {
+                            !matches!(w.handle.state.borrow().phase, Phase::Watching | Phase::Done { .. })
+                        });
+                        if !open {
+                            if let Some(w) = workers.remove(name) {
+                                tracing::info!(target = %name, "removed target stopped: its incident has ended");
+                                w.cancel.cancel();
+                            }
+                        }
+                        open
+                    });
+                    if retiring.len() != before {
+                        *view.write().unwrap_or_else(|p| p.into_inner()) =
+                            Arc::new(self.view(&workers, &retiring));
+                    }
+                    let line = summary(&view);
+                    if line != status_line {
+                        status_line = line;
+                        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(&status_line)]);
+                    }
+                    if watchdog {
+                        let stuck = self.shared.stuck_workers();
+                        if stuck.is_empty() {
+                            stuck_reported = false;
+                            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                        } else if !stuck_reported {
+                            stuck_reported = true;
+                            tracing::error!(stuck = %stuck.join(", "), "workers have not finished a poll within their budget; not feeding the systemd watchdog");
+                        }
+                    }
+                }
+            }
+        }
+        tracing::info!(grace = %crate::util::fmt_duration(SHUTDOWN_GRACE), "shutting down");
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        let stop_at = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        let hard_stop = self.shared.hard_stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(stop_at).await;
+            hard_stop.cancel();
+        });
+        for (_, w) in workers {
+            if let Err(e) = w.join.await {
                 tracing::error!(error = %e, "worker ended abnormally");
             }
         }
@@ -353,15 +526,309 @@ impl Daemon {
             Ok(Ok(())) => {}
         }
         self.shared.tracker.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, self.shared.tracker.wait())
+        if tokio::time::timeout_at(stop_at + SHUTDOWN_MARGIN, self.shared.tracker.wait())
             .await
             .is_err()
         {
             tracing::warn!("background tasks still running after the grace period; exiting");
         }
+        crate::sources::alertmanager::AlertStore::global().flush();
         self.shared.journal(Record::Stopped).await?;
         Ok(())
     }
+
+    /// Start one target's worker under its own token (a reload may stop it).
+    fn spawn_worker(
+        &self,
+        target: &TargetConfig,
+        state: Option<TargetState>,
+        cancel: &CancellationToken,
+    ) -> WorkerSlot {
+        let (worker, handle, control) =
+            Worker::build(&self.config, target, state, self.shared.clone());
+        let token = cancel.child_token();
+        WorkerSlot {
+            handle,
+            control,
+            cancel: token.clone(),
+            join: tokio::spawn(worker.run(token)),
+        }
+    }
+
+    /// What the API serves: targets in config order (then those kept until
+    /// their incident ends), windows, dry-run.
+    fn view(
+        &self,
+        workers: &BTreeMap<String, WorkerSlot>,
+        retiring: &[String],
+    ) -> crate::api::View {
+        let order: Vec<String> = self
+            .config
+            .targets
+            .iter()
+            .map(|t| t.name.clone())
+            .chain(retiring.iter().cloned())
+            .collect();
+        crate::api::View {
+            targets: workers
+                .iter()
+                .map(|(n, w)| (n.clone(), w.handle.clone()))
+                .collect(),
+            order,
+            windows: self.config.windows.clone(),
+            dry_run: self.config.daemon.dry_run,
+        }
+    }
+
+    /// Re-read the config file and apply it without a restart (SIGHUP,
+    /// `rollbackd reload`, `POST /v1/reload`). An invalid file changes
+    /// nothing: every problem is logged as `check` prints it.
+    async fn reload(
+        &mut self,
+        cancel: &CancellationToken,
+        workers: &mut BTreeMap<String, WorkerSlot>,
+        retiring: &mut Vec<String>,
+        view: &Arc<RwLock<Arc<crate::api::View>>>,
+        senders_cancel: &mut CancellationToken,
+    ) -> Result<String, String> {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+        let outcome = self
+            .reload_inner(cancel, workers, retiring, view, senders_cancel)
+            .await;
+        let m = crate::metrics::global();
+        match &outcome {
+            Ok(summary) => {
+                m.set("rollbackd_config_last_reload_success", &[], 1.0);
+                m.set(
+                    "rollbackd_config_last_reload_success_timestamp_seconds",
+                    &[],
+                    Utc::now().timestamp() as f64,
+                );
+                tracing::info!(%summary, "configuration reloaded");
+            }
+            Err(e) => {
+                m.set("rollbackd_config_last_reload_success", &[], 0.0);
+                m.inc("rollbackd_config_reload_failures_total", &[]);
+                for line in e.lines() {
+                    tracing::error!(problem = %line, "reload refused; the running configuration is kept");
+                }
+            }
+        }
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        outcome
+    }
+
+    async fn reload_inner(
+        &mut self,
+        cancel: &CancellationToken,
+        workers: &mut BTreeMap<String, WorkerSlot>,
+        retiring: &mut Vec<String>,
+        view: &Arc<RwLock<Arc<crate::api::View>>>,
+        senders_cancel: &mut CancellationToken,
+    ) -> Result<String, String> {
+        let Some(path) = self.config_path.clone() else {
+            return Err(
+                "this daemon was not started from a config file; nothing to re-read".into(),
+            );
+        };
+        let new = tokio::task::spawn_blocking(move || crate::config::load(&path))
+            .await
+            .map_err(|e| format!("reload task failed: {e}"))?
+            .map_err(|errors| errors.to_string())?;
+        let old = &self.config.daemon;
+        for (key, changed) in [
+            ("state_dir", old.state_dir != new.daemon.state_dir),
+            ("listen", old.listen != new.daemon.listen),
+            (
+                "api_token_file",
+                old.api_token_file != new.daemon.api_token_file,
+            ),
+        ] {
+            if changed {
+                tracing::warn!(
+                    key,
+                    "daemon.{key} changed: it takes effect at the next restart"
+                );
+            }
+        }
+        let states: Vec<TargetState> = workers
+            .values()
+            .map(|w| w.handle.state.borrow().clone())
+            .collect();
+        let live = Live::build(&new, states.iter()).map_err(|e| format!("{e:#}"))?;
+        let notify_changed = format!("{:?}", self.config.notify) != format!("{:?}", new.notify);
+        if notify_changed {
+            let senders = live
+                .notifier
+                .senders()
+                .map_err(|e| format!("failed to set up notification delivery: {e}"))?;
+            senders_cancel.cancel();
+            *senders_cancel = cancel.child_token();
+            senders.spawn(&self.shared.tracker, senders_cancel.clone());
+        }
+        *self.shared.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
+        self.config = new;
+        let (mut added, mut changed) = (0, 0);
+        for target in self.config.targets.clone() {
+            retiring.retain(|n| n != &target.name);
+            match workers.get(&target.name) {
+                Some(w) => {
+                    let reconfig = Reconfig {
+                        decide: DecideConfig::from_config(&self.config, &target),
+                        target: target.clone(),
+                    };
+                    if w.control.send(reconfig).await.is_ok() {
+                        changed += 1;
+                    }
+                }
+                None => {
+                    let slot = self.spawn_worker(&target, None, cancel);
+                    workers.insert(target.name.clone(), slot);
+                    added += 1;
+                }
+            }
+        }
+        let (mut removed, mut kept) = (0, Vec::new());
+        let names: Vec<String> = workers.keys().cloned().collect();
+        for name in names {
+            if self.config.targets.iter().any(|t| t.name == name) || retiring.contains(&name) {
+                continue;
+            }
+            let open = {
+                let w = &workers[&name];
+                let state = w.handle.state.borrow();
+                (!matches!(state.phase, Phase::Watching | Phase::Done { .. }))
+                    .then(|| state.phase.name().to_string())
+            };
+            match open {
+                Some(phase) => {
+                    tracing::warn!(target = %name, %phase, "target removed from the config but its incident is open: kept until the incident ends");
+                    retiring.push(name.clone());
+                    kept.push(name);
+                }
+                None => {
+                    if let Some(w) = workers.remove(&name) {
+                        w.cancel.cancel();
+                    }
+                    removed += 1;
+                }
+            }
+        }
+        self.shared.targets.store(
+            self.config.targets.len(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        *view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(self.view(workers, retiring));
+        let mut summary = format!(
+            "{} targets: {added} added, {removed} removed, {changed} updated",
+            self.config.targets.len()
+        );
+        if !kept.is_empty() {
+            summary.push_str(&format!(
+                ", kept until their incident ends: {}",
+                kept.join(", ")
+            ));
+        }
+        if notify_changed {
+            summary.push_str("; notification settings changed");
+        }
+        Ok(summary)
+    }
+}
+
+/// A running worker as the daemon holds it.
+struct WorkerSlot {
+    handle: TargetHandle,
+    control: mpsc::Sender<Reconfig>,
+    cancel: CancellationToken,
+    join: tokio::task::JoinHandle<()>,
+}
+
+/// A request to the daemon itself (from a signal or the API).
+#[derive(Debug)]
+pub enum DaemonRequest {
+    /// Re-read and apply the config file; the answer says what changed, or
+    /// every problem of an invalid file.
+    Reload {
+        /// The outcome.
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// Write every target's state to the log (SIGUSR1).
+    DumpStatus,
+}
+
+/// Sends [`DaemonRequest`]s to a running daemon.
+#[derive(Debug, Clone)]
+pub struct DaemonHandle {
+    tx: mpsc::Sender<DaemonRequest>,
+}
+
+impl DaemonHandle {
+    /// Reload the config; `Err` lists the problems (nothing changed).
+    pub async fn reload(&self) -> Result<String, String> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(DaemonRequest::Reload { reply })
+            .await
+            .map_err(|_| "the daemon is not running".to_string())?;
+        answer
+            .await
+            .map_err(|_| "the daemon stopped during the reload".to_string())?
+    }
+
+    /// Log every target's state.
+    pub async fn dump_status(&self) {
+        let _ = self.tx.send(DaemonRequest::DumpStatus).await;
+    }
+}
+
+/// "watching 12 targets, 1 incident awaiting confirmation".
+fn summary(view: &RwLock<Arc<crate::api::View>>) -> String {
+    let view = view.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut phases: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for h in view.targets.values() {
+        let name = match h.state.borrow().phase {
+            Phase::AwaitingConfirmation { .. } => "awaiting confirmation",
+            Phase::RollingBack { .. } => "rolling back",
+            Phase::Verifying { .. } => "verifying",
+            _ => continue,
+        };
+        *phases.entry(name).or_default() += 1;
+    }
+    let mut line = format!("watching {} targets", view.targets.len());
+    for (phase, n) in phases {
+        line.push_str(&format!(
+            ", {n} incident{} {phase}",
+            if n == 1 { "" } else { "s" }
+        ));
+    }
+    line
+}
+
+/// SIGUSR1: every target's phase, version and rules, to the log.
+fn dump_status(view: &RwLock<Arc<crate::api::View>>) {
+    let view = view.read().unwrap_or_else(|p| p.into_inner()).clone();
+    tracing::info!(summary = %summary_of(&view), "status (SIGUSR1)");
+    for name in &view.order {
+        let Some(h) = view.targets.get(name) else {
+            continue;
+        };
+        let s = h.state.borrow().clone();
+        let rules: Vec<String> = s.rules.iter().map(|r| r.explain()).collect();
+        tracing::info!(
+            target = %name,
+            phase = s.phase.name(),
+            version = s.version.as_deref().unwrap_or("unknown"),
+            paused = s.paused.is_some(),
+            note = s.last_note(),
+            rules = %rules.join("; "),
+            "status"
+        );
+    }
+}
+
+fn summary_of(view: &Arc<crate::api::View>) -> String {
+    summary(&RwLock::new(view.clone()))
 }
 
 /// One rule with its source and evaluation state; `index` is its place in
@@ -370,6 +837,135 @@ struct RuleSlot {
     index: usize,
     source: Source,
     eval: RuleEval,
+    /// Carried over from before a reload (its history is still valid).
+    kept: bool,
+}
+
+/// A reload's new settings for one worker.
+#[derive(Debug)]
+pub(crate) struct Reconfig {
+    target: TargetConfig,
+    decide: DecideConfig,
+}
+
+/// Build the rule slots of `target`: polled rules and Alertmanager rules.
+/// A slot in `old` whose rule config is unchanged is kept (its history is
+/// valid); otherwise a fresh one continues from the last report of that
+/// rule only when the rule is unchanged (a restart: `last` is journaled).
+fn rule_slots(
+    target: &TargetConfig,
+    last: &[RuleReport],
+    mut old: Vec<RuleSlot>,
+    shared: &Shared,
+    live: &Live,
+) -> (Vec<RuleSlot>, Vec<RuleSlot>) {
+    let (mut polled, mut alerting) = (Vec::new(), Vec::new());
+    for (index, r) in target.rules.iter().enumerate() {
+        let slot = match old.iter().position(|s| s.eval.rule() == r) {
+            Some(i) => {
+                let mut s = old.swap_remove(i);
+                s.index = index;
+                s.kept = true;
+                s
+            }
+            None => {
+                let mut eval = RuleEval::build(r.clone(), target.no_data);
+                // A running `for` of a poll-judged rule goes on across a
+                // restart (the journal has its last report).
+                if old.is_empty() {
+                    if let Some(l) = last.iter().find(|x| x.rule == r.name) {
+                        eval.resume(l);
+                    }
+                }
+                RuleSlot {
+                    index,
+                    source: Source::build(
+                        &r.source,
+                        &shared.client,
+                        live.prometheus.as_ref(),
+                        live.poll_interval,
+                    ),
+                    eval,
+                    kept: false,
+                }
+            }
+        };
+        if matches!(slot.source, Source::Alertmanager(_)) {
+            alerting.push(slot);
+        } else {
+            polled.push(slot);
+        }
+    }
+    (polled, alerting)
+}
+
+/// How long a poll of `target` may take before its worker counts as stuck:
+/// twice the interval plus the longest a poll can last when every source
+/// uses its whole timeout (the version is read first, then the rules
+/// together, then the verify URL).
+fn poll_budget(target: &TargetConfig, live: &Live) -> Duration {
+    let rules = target
+        .rules
+        .iter()
+        .map(|r| match &r.source {
+            crate::config::SourceSpec::Probe(p) => p.timeout,
+            crate::config::SourceSpec::Prometheus(_) => live.prometheus_timeout,
+            _ => Duration::ZERO,
+        })
+        .max()
+        .unwrap_or_default();
+    let version = match &target.version {
+        None => Duration::ZERO,
+        Some(_) => crate::version::VERSION_TIMEOUT,
+    };
+    let verify = if target.verify.url.is_some() {
+        verify_timeout(live.poll_interval)
+    } else {
+        Duration::ZERO
+    };
+    live.poll_interval * 2 + version + rules + verify
+}
+
+/// The timeout of one verify URL check.
+fn verify_timeout(poll_interval: Duration) -> Duration {
+    poll_interval.clamp(Duration::from_secs(1), Duration::from_secs(10))
+}
+
+/// When a worker polls: at a stable offset inside the interval (see
+/// [`poll_offset`]) plus a little jitter, skipping slots a long poll missed.
+#[derive(Debug)]
+struct Schedule {
+    interval: Duration,
+    offset: Duration,
+    base: tokio::time::Instant,
+    slot: u32,
+    seed: u64,
+    next: tokio::time::Instant,
+}
+
+impl Schedule {
+    fn new(name: &str, interval: Duration) -> Schedule {
+        let offset = poll_offset(name, interval);
+        let base = tokio::time::Instant::now();
+        Schedule {
+            interval,
+            offset,
+            base,
+            slot: 0,
+            seed: offset.as_nanos() as u64,
+            next: base + offset,
+        }
+    }
+
+    /// Move `next` to the first slot after now.
+    fn advance(&mut self) {
+        let now = tokio::time::Instant::now();
+        while self.next <= now {
+            self.slot = self.slot.saturating_add(1);
+            self.next = self.base + self.offset + self.interval * self.slot;
+        }
+        self.next += poll_jitter(&mut self.seed, self.interval);
+    }
 }
 
 /// What one poll found, handed back to the worker when the poll task ends.
@@ -410,6 +1006,14 @@ struct Worker {
     unjournaled: std::collections::VecDeque<(Event, Time)>,
     /// The version reader, `None` while a poll task holds it.
     version: Option<VersionReader>,
+    /// When the next poll starts.
+    schedule: Schedule,
+    /// How long a poll may take before the watchdog calls this worker stuck.
+    budget: Duration,
+    /// New settings from a reload.
+    control_rx: mpsc::Receiver<Reconfig>,
+    /// A reload waiting for the poll in flight to hand the rules back.
+    pending: Option<Reconfig>,
     last_version_error: Option<String>,
     commands_rx: mpsc::Receiver<Command>,
     state_tx: watch::Sender<TargetState>,
@@ -454,35 +1058,16 @@ impl Worker {
         target: &TargetConfig,
         recovered: Option<TargetState>,
         shared: Arc<Shared>,
-    ) -> (Worker, TargetHandle) {
-        let (mut polled, mut alerting) = (Vec::new(), Vec::new());
-        for (index, r) in target.rules.iter().enumerate() {
-            let mut eval = RuleEval::build(r.clone(), target.no_data);
-            // A running `for` of a poll-judged rule goes on across a restart.
-            if let Some(last) = recovered
-                .as_ref()
-                .and_then(|s| s.rules.iter().find(|x| x.rule == r.name))
-            {
-                eval.resume(last);
-            }
-            let slot = RuleSlot {
-                index,
-                source: Source::build(
-                    &r.source,
-                    &shared.client,
-                    shared.prometheus.as_ref(),
-                    shared.poll_interval,
-                ),
-                eval,
-            };
-            if matches!(slot.source, Source::Alertmanager(_)) {
-                alerting.push(slot);
-            } else {
-                polled.push(slot);
-            }
-        }
+    ) -> (Worker, TargetHandle, mpsc::Sender<Reconfig>) {
+        let live = shared.live();
+        let last = recovered
+            .as_ref()
+            .map(|s| s.rules.clone())
+            .unwrap_or_default();
+        let (polled, alerting) = rule_slots(target, &last, Vec::new(), &shared, &live);
         let (events_tx, events_rx) = mpsc::channel(16);
         let (commands_tx, commands_rx) = mpsc::channel(16);
+        let (control_tx, control_rx) = mpsc::channel(4);
         let state = recovered
             .clone()
             .unwrap_or_else(|| TargetState::new(&target.name));
@@ -498,14 +1083,18 @@ impl Worker {
             version: Some(VersionReader::build(
                 target.version.clone(),
                 shared.verify_client.clone(),
-                shared.prometheus.clone(),
+                live.prometheus.clone(),
             )),
+            schedule: Schedule::new(&target.name, live.poll_interval),
+            budget: poll_budget(target, &live),
             shared,
             events_tx,
             events_rx,
             unjournaled: std::collections::VecDeque::new(),
             last_version_error: None,
             commands_rx,
+            control_rx,
+            pending: None,
             state_tx,
             stop: CancellationToken::new(),
             confirm_running: None,
@@ -515,7 +1104,7 @@ impl Worker {
             commands: commands_tx,
             state: state_rx,
         };
-        (worker, handle)
+        (worker, handle, control_tx)
     }
 
     /// The loop. A person's command, an effect's result and an alert are
@@ -523,6 +1112,7 @@ impl Worker {
     /// select, commands first), and shutdown drops it.
     async fn run(mut self, cancel: CancellationToken) {
         self.stop = cancel.clone();
+        self.heartbeat();
         if self.recovered {
             tracing::info!(target = %self.target.name, phase = self.state.phase.name(), "state recovered from the journal");
             self.apply(Event::Recovered).await;
@@ -533,37 +1123,32 @@ impl Worker {
                 self.ask_confirm_command(&incident);
             }
         }
-        let interval = self.shared.poll_interval;
-        let offset = poll_offset(&self.target.name, interval);
-        let mut seed = offset.as_nanos() as u64;
-        let base = tokio::time::Instant::now();
-        let mut slot: u32 = 0;
-        let mut next_poll = base + offset;
         let mut poll: Option<PollFuture> = None;
         let mut alerts = crate::sources::alertmanager::AlertStore::global().subscribe();
-        let has_alerting = !self.alerting.is_empty();
         let mut retry = tokio::time::interval(Duration::from_secs(1));
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let has_alerting = !self.alerting.is_empty();
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
                 Some(command) = self.commands_rx.recv() => self.command(command).await,
                 Some(event) = self.events_rx.recv() => self.effect_result(event).await,
+                Some(reconfig) = self.control_rx.recv() => {
+                    // A poll in flight holds the rules: apply when it ends.
+                    self.pending = Some(reconfig);
+                    if poll.is_none() {
+                        self.reconfigure();
+                    }
+                }
                 Ok(()) = alerts.changed(), if has_alerting => self.alerts_changed().await,
                 done = async { poll.as_mut().expect("guarded").await }, if poll.is_some() => {
                     poll = None;
                     self.poll_done(done).await;
+                    self.reconfigure();
                 }
-                _ = tokio::time::sleep_until(next_poll), if poll.is_none() => {
-                    // The next slot after now: a poll longer than the
-                    // interval skips slots instead of bunching up.
-                    let now = tokio::time::Instant::now();
-                    while next_poll <= now {
-                        slot = slot.saturating_add(1);
-                        next_poll = base + offset + interval * slot;
-                    }
-                    next_poll += poll_jitter(&mut seed, interval);
+                _ = tokio::time::sleep_until(self.schedule.next), if poll.is_none() => {
+                    self.schedule.advance();
                     poll = Some(self.start_poll());
                 }
                 _ = retry.tick(), if !self.unjournaled.is_empty() => self.retry_unjournaled().await,
@@ -572,19 +1157,94 @@ impl Worker {
             self.publish();
         }
         drop(poll);
+        self.shared
+            .heartbeats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.target.name);
         self.settle_confirm_command();
-        if matches!(self.state.phase, Phase::RollingBack { .. }) {
+        // A running plan finishes within the grace, or is killed at its
+        // end and reports itself interrupted (`hard_stop`): either way its
+        // outcome arrives as an event and is journaled.
+        let until = tokio::time::Instant::now() + SHUTDOWN_GRACE + SHUTDOWN_MARGIN;
+        while matches!(self.state.phase, Phase::RollingBack { .. }) {
             tracing::warn!(target = %self.target.name, "waiting for the running rollback to finish before exiting");
-            match tokio::time::timeout(SHUTDOWN_GRACE, self.events_rx.recv()).await {
+            match tokio::time::timeout_at(until, self.events_rx.recv()).await {
                 Ok(Some(event)) => {
                     self.effect_result(event).await;
                 }
-                _ => tracing::warn!(
-                    target = %self.target.name,
-                    "rollback still running at exit; the journal says RollingBack and the next start verifies instead of re-running it"
-                ),
+                _ => {
+                    tracing::warn!(
+                        target = %self.target.name,
+                        "rollback still running at exit; the journal says RollingBack and the next start verifies instead of re-running it"
+                    );
+                    break;
+                }
             }
         }
+    }
+
+    /// Tell the watchdog this worker is alive (a poll ended, or it started).
+    fn heartbeat(&self) {
+        self.shared
+            .heartbeats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                self.target.name.clone(),
+                (std::time::Instant::now(), self.budget),
+            );
+    }
+
+    /// Apply a reload's new settings (when no poll holds the rules). Rules
+    /// whose config did not change keep their history (probe windows, the
+    /// running `for`); changed or new rules start afresh. Incidents, guards,
+    /// pause and rate history are in the state and are kept.
+    fn reconfigure(&mut self) {
+        let Some(r) = self.pending.take() else {
+            return;
+        };
+        let live = self.shared.live();
+        let old: Vec<RuleSlot> = std::mem::take(&mut self.polled)
+            .into_iter()
+            .chain(std::mem::take(&mut self.alerting))
+            .collect();
+        let last: Vec<RuleReport> = self.latest.iter().flatten().cloned().collect();
+        let (polled, alerting) = rule_slots(&r.target, &last, old, &self.shared, &live);
+        self.latest = r
+            .target
+            .rules
+            .iter()
+            .map(|rc| last.iter().find(|x| x.rule == rc.name).cloned())
+            .collect();
+        // A rule that is new or changed has no report yet: the next poll
+        // evaluates it before the target is stepped with a full set.
+        for (i, rc) in r.target.rules.iter().enumerate() {
+            let kept = polled
+                .iter()
+                .chain(alerting.iter())
+                .any(|s| s.index == i && s.eval.rule() == rc && s.kept);
+            if !kept {
+                self.latest[i] = None;
+            }
+        }
+        self.polled = polled;
+        self.alerting = alerting;
+        if self.target.version != r.target.version {
+            self.version = Some(VersionReader::build(
+                r.target.version.clone(),
+                self.shared.verify_client.clone(),
+                live.prometheus.clone(),
+            ));
+        }
+        if self.schedule.interval != live.poll_interval {
+            self.schedule = Schedule::new(&r.target.name, live.poll_interval);
+        }
+        self.budget = poll_budget(&r.target, &live);
+        self.decide = r.decide;
+        self.target = r.target;
+        self.heartbeat();
+        tracing::info!(target = %self.target.name, rules = self.target.rules.len(), "configuration reloaded");
     }
 
     /// An effect's result (execution, after steps, confirm_command answer):
@@ -629,7 +1289,14 @@ impl Worker {
             _ => None,
         };
         let client = self.shared.verify_client.clone();
+        // Test hook (debug builds only): this target's polls never end, as a
+        // stuck worker's would; the watchdog test uses it.
+        let stall = cfg!(debug_assertions)
+            && std::env::var("ROLLBACKD_TEST_STALL_TARGET").is_ok_and(|t| t == self.target.name);
         Box::pin(async move {
+            if stall {
+                std::future::pending::<()>().await;
+            }
             let started = std::time::Instant::now();
             let read = version.read().await;
             let now = Utc::now();
@@ -663,6 +1330,7 @@ impl Worker {
     async fn poll_done(&mut self, done: PollDone) {
         self.polled = done.slots;
         self.version = Some(done.version);
+        self.heartbeat();
         crate::metrics::global().set(
             "rollbackd_poll_duration_seconds",
             &[("target", &self.target.name)],
@@ -828,8 +1496,18 @@ impl Worker {
                 let vars = vars_for(&incident);
                 let tx = self.events_tx.clone();
                 tracing::info!(target = %self.target.name, incident = %incident.id, method = %plan.kind.name(), "running rollback plan");
+                let context = execute::process::RunContext {
+                    state_dir: self.shared.state_dir.clone(),
+                    incident: incident.id.clone(),
+                };
+                let hard_stop = self.shared.hard_stop.clone();
                 self.shared.tracker.spawn(async move {
-                    let result = execute::run_plan(&plan, &vars).await;
+                    let result = tokio::select! {
+                        result = context.scope(execute::run_plan(&plan, &vars)) => result,
+                        // Dropping the plan kills the running step's group
+                        // and what escaped it.
+                        _ = hard_stop.cancelled() => interrupted_by_shutdown(&vars),
+                    };
                     let _ = tx
                         .send(Event::ExecFinished {
                             incident: vars.incident.clone(),
@@ -871,6 +1549,7 @@ impl Worker {
                 }
                 let sent = self
                     .shared
+                    .live()
                     .notifier
                     .notify(kind, &incident, links.as_ref())
                     .await;
@@ -883,6 +1562,7 @@ impl Worker {
             } => {
                 let sent = self
                     .shared
+                    .live()
                     .notifier
                     .notify_target(kind, &target, &message)
                     .await;
@@ -940,6 +1620,65 @@ impl Worker {
             }
             Err(e) => {
                 tracing::error!(%target, ?incident, ?kind, error = %e, "notification failed")
+            }
+        }
+    }
+}
+
+/// The outcome of a plan killed at the end of the shutdown grace.
+fn interrupted_by_shutdown(vars: &Vars) -> execute::ExecResult {
+    let error = format!(
+        "interrupted by shutdown: the plan was still running at the end of the {} grace after SIGTERM; its running step was killed with its process group",
+        crate::util::fmt_duration(SHUTDOWN_GRACE)
+    );
+    tracing::warn!(incident = %vars.incident, "{error}");
+    execute::ExecResult {
+        ok: false,
+        steps: Vec::new(),
+        from_version: vars.from_version.clone(),
+        to_version: vars.to_version.clone(),
+        error: Some(error),
+    }
+}
+
+/// Periodic checks beside the workers: the journal is still the file in
+/// `state_dir` (logged, gauged and notified once when not: every step is
+/// refused from then on), and zombies of processes reparented to the
+/// daemon are reaped.
+async fn housekeeping(shared: Arc<Shared>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(JOURNAL_CHECK_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut notified = false;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        execute::process::reap_adopted();
+        let checked = {
+            let journal = shared.journal.lock().unwrap_or_else(|p| p.into_inner());
+            journal.check()
+        };
+        match checked {
+            Ok(()) => notified = false,
+            Err(e) => {
+                if !notified {
+                    tracing::error!(error = %e, "state directory lost: not acting on anything");
+                    notified = true;
+                    let message = format!(
+                        "{e}. rollbackd is not acting on any target (every step would be lost at the next restart). \
+                         Restore {} or restart rollbackd on a new state_dir.",
+                        shared.state_dir.display()
+                    );
+                    if let Err(e) = shared
+                        .live()
+                        .notifier
+                        .notify_target(decide::NotifyKind::Escalated, "rollbackd", &message)
+                        .await
+                    {
+                        tracing::error!(error = %e, "cannot notify that the state directory is lost");
+                    }
+                }
             }
         }
     }
@@ -1048,6 +1787,7 @@ impl GlobalLimit {
 /// (`state_dir/alerts.json`) and save every change there from now on.
 fn load_alerts(state_dir: &Path) {
     let store = crate::sources::alertmanager::AlertStore::global();
+    store.start_flusher();
     match store.persist_in(state_dir, Utc::now()) {
         Ok(0) => {}
         Ok(firing) => tracing::info!(firing, "alerts reloaded from the previous run"),
@@ -1151,7 +1891,8 @@ impl Worker {
 
     /// Ask the global limiter before an `Execute`; `Some(event)` when it refuses.
     fn global_limit_refuses(&self, actions: &[Action]) -> Option<Event> {
-        let limit = self.shared.global_limit.as_ref()?;
+        let live = self.shared.live();
+        let limit = live.global_limit.as_ref()?;
         let incident = actions.iter().find_map(|a| match a {
             Action::Execute { incident } => Some(incident.id.clone()),
             _ => None,
@@ -1180,7 +1921,8 @@ impl Worker {
         if kind != decide::NotifyKind::AwaitingConfirmation {
             return None;
         }
-        let url = self.shared.public_url.as_ref()?;
+        let live = self.shared.live();
+        let url = live.public_url.as_ref()?;
         let Phase::AwaitingConfirmation { deadline, .. } = &self.state.phase else {
             return None;
         };

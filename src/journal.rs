@@ -3,6 +3,13 @@
 //! replays it and returns the last state of every target, so a restart never
 //! repeats a rollback or forgets an open incident. A torn last line (power
 //! loss mid-write) is tolerated and reported.
+//!
+//! The journal also guards its own identity: before every append, and on a
+//! periodic [`Journal::check`], the open file must still be the file at
+//! `state_dir/journal.jsonl` (same device and inode, directory present).
+//! If `state_dir` was deleted or replaced, appends fail with
+//! [`JournalError::Replaced`], so nothing is acted on that a restart
+//! would not know about.
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -81,11 +88,31 @@ pub struct Recovery {
     pub problems: Vec<String>,
 }
 
+/// Why an append failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// The journal file open in the daemon is no longer the one in
+    /// `state_dir` (the directory or the file was deleted or replaced):
+    /// anything journaled now would be lost at the next start.
+    #[error("journal {path} is gone: {why}; rollbackd refuses to act until it is restarted on an intact state_dir", path = .path.display())]
+    Replaced {
+        /// `state_dir/journal.jsonl`.
+        path: PathBuf,
+        /// What was found instead.
+        why: String,
+    },
+    /// Writing or syncing failed (the message names the file).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
 /// Append-only handle on `journal.jsonl`.
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
     file: std::fs::File,
+    /// Device and inode of the file when it was opened.
+    identity: (u64, u64),
 }
 
 impl Journal {
@@ -135,20 +162,33 @@ impl Journal {
                     .map_err(|e| with_path(e, &format!("cannot write {}", path.display())))?;
             }
         }
+        let identity = file_identity(
+            &file
+                .metadata()
+                .map_err(|e| with_path(e, &format!("cannot stat {}", path.display())))?,
+        );
         let recovery = Recovery {
             states: last_states(&parsed.entries),
             incidents: last_incidents(&parsed.entries),
             entries: parsed.entries.len(),
             problems: parsed.problems,
         };
-        Ok((Journal { path, file }, recovery))
+        Ok((
+            Journal {
+                path,
+                file,
+                identity,
+            },
+            recovery,
+        ))
     }
 
     /// Append one entry and fsync before returning.
     ///
     /// If the write fails half-way, the file is cut back to where it was so
     /// a partial line never glues itself to the next entry.
-    pub fn append(&mut self, entry: &Entry) -> std::io::Result<()> {
+    pub fn append(&mut self, entry: &Entry) -> Result<(), JournalError> {
+        self.check()?;
         let mut line = serde_json::to_vec(entry).map_err(|e| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
@@ -167,12 +207,38 @@ impl Journal {
             .and_then(|()| self.file.sync_data());
         if let Err(e) = written {
             let _ = self.file.set_len(before);
-            return Err(with_path(
-                e,
-                &format!("cannot append to {}", self.path.display()),
-            ));
+            return Err(with_path(e, &format!("cannot append to {}", self.path.display())).into());
         }
         Ok(())
+    }
+
+    /// Whether the open file is still `state_dir/journal.jsonl`: the
+    /// directory exists and the path names the same device and inode.
+    /// Called before every append and periodically by the daemon; the
+    /// result is also the gauge `rollbackd_journal_replaced` (1 when gone).
+    pub fn check(&self) -> Result<(), JournalError> {
+        let found = match std::fs::metadata(&self.path) {
+            Ok(meta) if file_identity(&meta) == self.identity => None,
+            Ok(_) => Some("the path now names a different file".to_string()),
+            Err(e) => match self.path.parent() {
+                Some(dir) if !dir.exists() => {
+                    Some(format!("state directory {} was deleted", dir.display()))
+                }
+                _ => Some(format!("the file was deleted ({e})")),
+            },
+        };
+        crate::metrics::global().set(
+            "rollbackd_journal_replaced",
+            &[],
+            if found.is_some() { 1.0 } else { 0.0 },
+        );
+        match found {
+            None => Ok(()),
+            Some(why) => Err(JournalError::Replaced {
+                path: self.path.clone(),
+                why,
+            }),
+        }
     }
 
     /// Path of the journal file.
@@ -194,6 +260,12 @@ pub fn read_all(path: &Path) -> std::io::Result<(Vec<Entry>, Vec<String>)> {
     };
     let parsed = parse(&bytes, path);
     Ok((parsed.entries, parsed.problems))
+}
+
+/// Device and inode: what makes a file the same file.
+fn file_identity(meta: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
 }
 
 /// File name of the journal inside `state_dir`.
@@ -524,6 +596,24 @@ mod tests {
         assert_eq!(states.len(), 2);
         assert_eq!(states["a"].version.as_deref(), Some("v2"));
         assert_eq!(states["b"].version.as_deref(), Some("v7"));
+    }
+
+    #[test]
+    fn append_refuses_when_state_dir_is_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let (mut j, _) = Journal::open(&state).unwrap();
+        j.append(&step("a", "v1", 1)).unwrap();
+        j.check().unwrap();
+        std::fs::remove_dir_all(&state).unwrap();
+        let err = j.append(&step("a", "v2", 2)).unwrap_err();
+        assert!(matches!(err, JournalError::Replaced { .. }), "{err}");
+        assert!(err.to_string().contains("was deleted"), "{err}");
+        // Recreated empty: still not the same file.
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::write(state.join(JOURNAL_FILE), b"").unwrap();
+        let err = j.check().unwrap_err();
+        assert!(err.to_string().contains("different file"), "{err}");
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //! - [`status`]: how `status` and `incidents` render the API's answers.
 //! - [`confirm`]: `confirm_command`, a team's own approval flow.
 //! - [`version`]: reads a target's live version (command, URL, PromQL label, symlink).
+//! - [`lock`]: the exclusive lock on `state_dir`: one daemon per journal.
+//! - [`hostenv`]: process setup at start: open-file limit, child subreaper.
 //! - [`daemon`]: wiring: per-target workers, ticks, shutdown.
 //! - [`demo`]: the self-contained demonstration behind `rollbackd demo`.
 //! - [`util`]: duration and value formatting, serde adapters.
@@ -29,7 +31,9 @@ pub mod daemon;
 pub mod decide;
 pub mod demo;
 pub mod execute;
+pub mod hostenv;
 pub mod journal;
+pub mod lock;
 pub mod metrics;
 pub mod notify;
 pub mod rules;

@@ -122,6 +122,11 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Re-read and apply the config (same as SIGHUP); an invalid file keeps the old one.
+    Reload {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 /// How client commands find the daemon.
@@ -149,6 +154,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match config::load(&config) {
             Ok(c) => {
+                for w in config::secrets::check_modes(&c) {
+                    eprintln!("{}: {w}", config.display());
+                }
                 println!(
                     "{}: ok ({} target(s), {} rule(s))",
                     config.display(),
@@ -163,11 +171,13 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => {
-            let config = match load_or_report(&config) {
+            let config_file = config;
+            let config = match load_or_report(&config_file) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            finish(runtime().and_then(|rt| rt.block_on(run(config))))
+            let path = config_path_for_reload(&config_file);
+            finish(runtime().and_then(|rt| rt.block_on(run(config, &path))))
         }
         Command::Demo { dir } => {
             match runtime().and_then(|rt| rt.block_on(rollbackd::demo::run(dir))) {
@@ -199,6 +209,7 @@ fn main() -> ExitCode {
         } => client_command(client, Verb::Trigger { target, reason }),
         Command::Pause { target, client } => client_command(client, Verb::Pause { target }),
         Command::Resume { target, client } => client_command(client, Verb::Resume { target }),
+        Command::Reload { client } => client_command(client, Verb::Reload),
         Command::Drill {
             target,
             config,
@@ -303,42 +314,54 @@ fn finish(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-/// The daemon until SIGINT or SIGTERM; tells systemd when it is ready and
-/// keeps its watchdog fed.
-async fn run(config: Config) -> anyhow::Result<()> {
-    let daemon = Daemon::build(config)?;
+/// The file a reload re-reads: absolute, so a later `cd` cannot change it.
+fn config_path_for_reload(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// The daemon until SIGINT or SIGTERM. SIGHUP reloads the config, SIGUSR1
+/// writes every target's state to the log (signal-hook, tokio stream).
+/// Readiness, status and the watchdog are the daemon's (it knows when it
+/// listens and whether its workers are alive).
+async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+    rollbackd::hostenv::setup();
+    for w in config::secrets::check_modes(&config) {
+        tracing::warn!("{w}");
+    }
+    let daemon = Daemon::build(config)?.with_config_path(path);
     let cancel = CancellationToken::new();
-    let signals = cancel.clone();
+    let handle = daemon.handle();
+    let mut signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
+        .context("failed to install the signal handlers")?;
+    let signals_handle = signals.handle();
+    let stop = cancel.clone();
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot listen for SIGTERM");
-                    return;
+        while let Some(signal) = signals.next().await {
+            match signal {
+                SIGHUP => {
+                    tracing::info!("SIGHUP received: reloading the configuration");
+                    let handle = handle.clone();
+                    // The reload answers through the log; the loop goes on.
+                    tokio::spawn(async move {
+                        let _ = handle.reload().await;
+                    });
                 }
-            };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-        }
-        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-        signals.cancel();
-    });
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    let mut usec = 0;
-    if sd_notify::watchdog_enabled(false, &mut usec) {
-        let period = std::time::Duration::from_micros(usec / 2);
-        let token = cancel.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period);
-            loop {
-                tokio::select! {
-                    _ = token.cancelled() => break,
-                    _ = tick.tick() => { let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]); }
+                SIGUSR1 => handle.dump_status().await,
+                _ => {
+                    let name = if signal == SIGTERM {
+                        "SIGTERM"
+                    } else {
+                        "SIGINT"
+                    };
+                    tracing::info!("{name} received");
+                    stop.cancel();
                 }
             }
-        });
-    }
-    daemon.run(cancel).await
+        }
+    });
+    let result = daemon.run(cancel).await;
+    signals_handle.close();
+    result
 }

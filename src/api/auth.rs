@@ -34,8 +34,7 @@ pub fn require(api: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer);
     match given {
         None => Err(ApiError(
             StatusCode::UNAUTHORIZED,
@@ -46,8 +45,27 @@ pub fn require(api: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// The credentials of an `Authorization: Bearer <token>` value. The scheme
+/// is case-insensitive (RFC 9110 section 11.1): `bearer`, `BEARER` and
+/// `Bearer` are the same; any run of spaces may follow it.
+pub fn bearer(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        use super::bearer;
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer abc"), Some("abc"));
+        assert_eq!(bearer("BEARER  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearerabc"), None);
+        assert_eq!(bearer("Bearer"), None);
+    }
+
     #[test]
     fn constant_time_eq_compares() {
         use super::constant_time_eq as eq;

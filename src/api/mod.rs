@@ -16,6 +16,7 @@ mod page;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -87,12 +88,30 @@ pub struct EventRequest {
     pub reason: Option<String>,
 }
 
-/// Everything the handlers share.
-pub struct ApiState {
+/// The targets and settings the API serves; a reload replaces it whole.
+#[derive(Debug, Clone, Default)]
+pub struct View {
     /// Target name -> its worker.
     pub targets: BTreeMap<String, TargetHandle>,
     /// Target names in config order.
     pub order: Vec<String>,
+    /// Release windows, to show whether one is active.
+    pub windows: Vec<Window>,
+    /// Global dry-run.
+    pub dry_run: bool,
+}
+
+/// Answer of `POST /v1/reload`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReloadResponse {
+    /// What changed, e.g. `3 targets: 1 added, 0 removed, 2 updated`.
+    pub reloaded: String,
+}
+
+/// Everything the handlers share.
+pub struct ApiState {
+    /// Targets, windows and dry-run as of the latest (re)load.
+    pub view: Arc<RwLock<Arc<View>>>,
     /// Every incident seen (journal at start, then live).
     pub incidents: Arc<RwLock<BTreeMap<String, Incident>>>,
     /// Bearer token for mutating routes, when configured.
@@ -101,12 +120,17 @@ pub struct ApiState {
     pub alerts: Arc<AlertStore>,
     /// Email link signing.
     pub links: Arc<links::LinkKeys>,
-    /// Release windows, to show whether one is active.
-    pub windows: Vec<Window>,
-    /// Global dry-run.
-    pub dry_run: bool,
     /// Set while the journal cannot be written (the error), for `status`.
     pub journal_error: Arc<RwLock<Option<String>>>,
+    /// Where `POST /v1/reload` goes (`None`: reload not available).
+    pub requests: Option<tokio::sync::mpsc::Sender<crate::daemon::DaemonRequest>>,
+}
+
+impl ApiState {
+    /// The view as of now.
+    pub fn view(&self) -> Arc<View> {
+        self.view.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 /// An error answer: `{"error": "..."}` with a status.
@@ -136,6 +160,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/targets/{name}/pause", post(pause))
         .route("/v1/targets/{name}/resume", post(resume))
         .route("/v1/alertmanager", post(alertmanager))
+        .route("/v1/reload", post(reload))
         .route("/v1/confirm/{token}", get(page::show).post(page::act))
         .fallback(|| async {
             ApiError(
@@ -165,15 +190,16 @@ fn until(phase: &Phase) -> Option<Time> {
 
 async fn status(State(api): State<Arc<ApiState>>) -> Json<StatusResponse> {
     let now = Utc::now();
-    let window = api
+    let view = api.view();
+    let window = view
         .windows
         .iter()
         .find(|w| w.contains(now))
         .map(|w| w.name.clone());
-    let targets = api
+    let targets = view
         .order
         .iter()
-        .filter_map(|n| api.targets.get(n))
+        .filter_map(|n| view.targets.get(n))
         .map(|h| {
             let state = h.state.borrow().clone();
             TargetStatus {
@@ -192,7 +218,7 @@ async fn status(State(api): State<Arc<ApiState>>) -> Json<StatusResponse> {
         .unwrap_or_else(|p| p.into_inner())
         .clone();
     Json(StatusResponse {
-        dry_run: api.dry_run,
+        dry_run: view.dry_run,
         journal_error,
         targets,
     })
@@ -237,7 +263,8 @@ fn who(req: &EventRequest) -> String {
 
 /// Send an event to a target's worker and wait for what the machine made of it.
 pub async fn send(api: &ApiState, target: &str, event: Event) -> ApiResult<EventResponse> {
-    let handle = api
+    let view = api.view();
+    let handle = view
         .targets
         .get(target)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no target {target:?}")))?;
@@ -336,6 +363,41 @@ async fn pause(
         .map(Json)
 }
 
+async fn reload(
+    State(api): State<Arc<ApiState>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<ReloadResponse>> {
+    auth::require(&api, &headers)?;
+    let Some(requests) = &api.requests else {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reload is not available in this process".into(),
+        ));
+    };
+    let (reply, answer) = oneshot::channel();
+    requests
+        .send(crate::daemon::DaemonRequest::Reload { reply })
+        .await
+        .map_err(|_| {
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the daemon is stopping".into(),
+            )
+        })?;
+    match answer.await {
+        Ok(Ok(reloaded)) => Ok(Json(ReloadResponse { reloaded })),
+        // The file is the operator's to fix: 422 with every problem.
+        Ok(Err(problems)) => Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("config not reloaded, the running one is kept:\n{problems}"),
+        )),
+        Err(_) => Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon stopped during the reload".into(),
+        )),
+    }
+}
+
 async fn resume(
     State(api): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -368,9 +430,12 @@ async fn alertmanager(
                 &[("result", "duplicate")],
                 report.duplicates as f64,
             );
+            m.add("rollbackd_alerts_dropped_total", &[], report.dropped as f64);
+            m.add("rollbackd_alerts_expired_total", &[], report.expired as f64);
             tracing::info!(
                 accepted = report.accepted,
                 duplicates = report.duplicates,
+                dropped = report.dropped,
                 firing = report.firing,
                 "alertmanager webhook"
             );
@@ -383,13 +448,298 @@ async fn alertmanager(
     }
 }
 
-/// Serve the API on `listener` until `cancel` fires.
+/// Bounds on the API's connections, so that a client (authenticated or
+/// not: connections are accepted before auth) cannot hold the daemon's
+/// file descriptors or tasks.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// Connections served at once. One more closes the oldest connection
+    /// that has sent no request yet, or, when all are busy, is closed as
+    /// soon as it is accepted (its descriptor is freed at once).
+    pub max_connections: usize,
+    /// A client must send its request head within this time of connecting.
+    pub header_read: Duration,
+    /// A connection is closed after this long, whatever it is doing (one
+    /// request per connection: keep-alive is off).
+    pub lifetime: Duration,
+}
+
+impl Default for ConnLimits {
+    fn default() -> ConnLimits {
+        ConnLimits {
+            max_connections: MAX_CONNECTIONS,
+            header_read: HEADER_READ_TIMEOUT,
+            lifetime: CONNECTION_LIFETIME,
+        }
+    }
+}
+
+/// Default [`ConnLimits::max_connections`].
+pub const MAX_CONNECTIONS: usize = 256;
+/// Default [`ConnLimits::header_read`].
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default [`ConnLimits::lifetime`]: longer than any handler waits for a
+/// worker.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// Serve the API on `listener` until `cancel` fires, within the default
+/// [`ConnLimits`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<ApiState>,
     cancel: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await
+    serve_router(listener, router(state), cancel, ConnLimits::default()).await;
+    Ok(())
+}
+
+/// One served connection as the accept loop sees it: whether a request
+/// head has arrived (then it is a real client and is never evicted), and
+/// how to close it.
+struct Slot {
+    busy: Arc<std::sync::atomic::AtomicBool>,
+    close: tokio_util::sync::CancellationToken,
+}
+
+/// Close the oldest connection that has not sent a request head yet, to
+/// make room for a new one. `false` when every connection is busy with a
+/// request.
+fn evict_idle(slots: &std::sync::Mutex<std::collections::VecDeque<Slot>>) -> bool {
+    use std::sync::atomic::Ordering;
+    let mut slots = slots.lock().unwrap_or_else(|p| p.into_inner());
+    // Ended connections cancel their own token: forget them.
+    slots.retain(|s| !s.close.is_cancelled());
+    let Some(i) = slots.iter().position(|s| !s.busy.load(Ordering::SeqCst)) else {
+        return false;
+    };
+    if let Some(slot) = slots.remove(i) {
+        slot.close.cancel();
+    }
+    true
+}
+
+/// The accept loop: at most `limits.max_connections` connections at once
+/// (a semaphore), each served by hyper's HTTP/1 with a header-read
+/// timeout, no keep-alive and a lifetime cap. When all slots are taken,
+/// the oldest connection that has not sent a request head yet is closed to
+/// make room (an idle flood cannot lock out `/healthz` or an operator);
+/// when every slot serves a request, the new connection is closed at once.
+/// Accept errors (EMFILE) are counted and retried after a pause, never
+/// fatal. On `cancel`, connections in flight finish their request (5 s).
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    cancel: tokio_util::sync::CancellationToken,
+    limits: ConnLimits,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let slots = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
+    let conns = tokio_util::task::TaskTracker::new();
+    let m = crate::metrics::global();
+    let mut saturated = false;
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(e) => {
+                m.inc("rollbackd_api_accept_errors_total", &[]);
+                tracing::warn!(error = %e, "cannot accept an API connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                if !saturated {
+                    saturated = true;
+                    tracing::warn!(
+                        max = limits.max_connections,
+                        "API connection limit reached; closing idle connections to make room"
+                    );
+                }
+                if evict_idle(&slots) {
+                    m.inc("rollbackd_api_connections_evicted_total", &[]);
+                    // The evicted connection's task gives its permit back
+                    // as soon as it runs.
+                    tokio::time::timeout(
+                        Duration::from_millis(200),
+                        permits.clone().acquire_owned(),
+                    )
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                } else {
+                    None
+                }
+            }
+        };
+        let Some(permit) = permit else {
+            m.inc("rollbackd_api_connections_refused_total", &[]);
+            drop(stream);
+            continue;
+        };
+        if saturated && permits.available_permits() > limits.max_connections / 2 {
+            saturated = false;
+            tracing::info!("API connections below the limit again");
+        }
+        m.set(
+            "rollbackd_api_connections",
+            &[],
+            (limits.max_connections - permits.available_permits()) as f64,
+        );
+        let busy = Arc::new(AtomicBool::new(false));
+        let close = tokio_util::sync::CancellationToken::new();
+        {
+            let mut slots = slots.lock().unwrap_or_else(|p| p.into_inner());
+            // Ended connections mark themselves; the queue stays bounded.
+            if slots.len() >= 2 * limits.max_connections {
+                slots.retain(|s: &Slot| !s.close.is_cancelled());
+            }
+            slots.push_back(Slot {
+                busy: busy.clone(),
+                close: close.clone(),
+            });
+        }
+        let inner = TowerToHyperService::new(app.clone());
+        let service = hyper::service::service_fn(move |req| {
+            busy.store(true, Ordering::SeqCst);
+            hyper::service::Service::call(&inner, req)
+        });
+        let cancel = cancel.clone();
+        let all = permits.clone();
+        conns.spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read)
+                .keep_alive(false);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                biased;
+                served = conn.as_mut() => {
+                    if let Err(e) = served {
+                        tracing::debug!(error = %e, "API connection ended with an error");
+                    }
+                }
+                _ = tokio::time::sleep(limits.lifetime) => {
+                    tracing::debug!("API connection closed: lifetime cap reached");
+                }
+                _ = cancel.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                }
+                // Evicted (never the case once a request head arrived).
+                _ = close.cancelled() => {}
+            }
+            close.cancel();
+            drop(permit);
+            crate::metrics::global().set(
+                "rollbackd_api_connections",
+                &[],
+                (limits.max_connections - all.available_permits()) as f64,
+            );
+        });
+    }
+    conns.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), conns.wait()).await;
+}
+
+#[cfg(test)]
+mod conn_tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    async fn start(
+        limits: ConnLimits,
+    ) -> (std::net::SocketAddr, tokio_util::sync::CancellationToken) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    "slow\n"
+                }),
+            );
+        let cancel = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(serve_router(listener, app, cancel.clone(), limits));
+        (addr, cancel)
+    }
+
+    /// Whether the server closed the connection within `within`.
+    async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+        let mut buf = [0u8; 64];
+        matches!(
+            tokio::time::timeout(within, stream.read(&mut buf)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+
+    async fn get_ok(addr: std::net::SocketAddr, path: &str) -> bool {
+        let Ok(mut s) = TcpStream::connect(addr).await else {
+            return false;
+        };
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        if s.write_all(req.as_bytes()).await.is_err() {
+            return false;
+        }
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200")
+    }
+
+    #[tokio::test]
+    async fn idle_connections_time_out_and_are_evicted_for_new_ones() {
+        let limits = ConnLimits {
+            max_connections: 2,
+            header_read: Duration::from_millis(500),
+            lifetime: Duration::from_secs(10),
+        };
+        let (addr, cancel) = start(limits).await;
+        // Silent: closed after the header-read timeout.
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        assert!(closed_within(&mut silent, Duration::from_secs(3)).await);
+        // Two idle connections fill the slots; a real request evicts the
+        // oldest and is served.
+        let mut a = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _b = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(get_ok(addr, "/healthz").await);
+        assert!(
+            closed_within(&mut a, Duration::from_millis(300)).await,
+            "oldest idle evicted"
+        );
+        cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn when_every_slot_serves_a_request_new_connections_are_closed_at_once() {
+        let limits = ConnLimits {
+            max_connections: 1,
+            header_read: Duration::from_secs(5),
+            lifetime: Duration::from_secs(10),
+        };
+        let (addr, cancel) = start(limits).await;
+        let slow = tokio::spawn(get_ok(addr, "/slow"));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut extra = TcpStream::connect(addr).await.unwrap();
+        assert!(closed_within(&mut extra, Duration::from_millis(800)).await);
+        assert!(slow.await.unwrap(), "the busy connection is served");
+        assert!(get_ok(addr, "/healthz").await, "free again");
+        cancel.cancel();
+    }
 }

@@ -5,6 +5,7 @@
 
 pub mod duration;
 pub mod raw;
+pub mod secrets;
 pub mod validate;
 
 use std::net::SocketAddr;

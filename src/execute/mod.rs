@@ -9,6 +9,7 @@ pub mod blue_green;
 pub mod command;
 pub mod docker;
 pub mod drill;
+pub mod escaped;
 pub mod git;
 pub mod kubernetes;
 pub mod process;
@@ -57,6 +58,12 @@ pub struct StepReport {
     pub stderr: String,
     /// Why it failed, if it did: spawn error, exit status, timeout.
     pub error: Option<String>,
+    /// Processes the step left behind (escaped its group, reparented to
+    /// the daemon): `killed pid ...` / `survived pid ...` after a failed
+    /// or killed step, `left running pid ...` after a successful one (a
+    /// restart step may start a service on purpose).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leftovers: Vec<String>,
 }
 
 /// The result of a whole plan.

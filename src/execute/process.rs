@@ -1,6 +1,8 @@
 //! Running one argv step: no shell, its own process group, stdout/stderr
 //! captured with only a bounded tail kept, killed with its whole process
 //! group (SIGTERM, then SIGKILL after a grace period) at the deadline.
+//! What escapes the group is found and handled by [`super::escaped`]: after
+//! a failed or killed step it is killed and listed in the step's record.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
@@ -15,6 +17,8 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::escaped::{self, Tracked};
+pub use super::escaped::{orphans_from_previous_run, reap_adopted, Orphan, RunContext};
 use super::{ExecError, StepReport, Vars};
 use crate::util::fmt_duration;
 
@@ -140,6 +144,7 @@ pub async fn run_step_in(
         stdout: String::new(),
         stderr: String::new(),
         error: None,
+        leftovers: Vec::new(),
     };
     let Some((program, args)) = argv.split_first() else {
         report.error = Some("empty command: no program to run".into());
@@ -154,13 +159,27 @@ pub async fn run_step_in(
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
     }
+    let marker = escaped::new_marker();
     cmd.args(args)
+        .env(escaped::MARKER_VAR, &marker)
         .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let mut child = match cmd.spawn() {
+    let spawned = {
+        // Registered while spawning: the adopted-zombie reaper must never
+        // reap a leader tokio waits for.
+        let mut leaders = escaped::leaders();
+        let spawned = cmd.spawn();
+        if let Some(id) = spawned.as_ref().ok().and_then(Child::id) {
+            leaders
+                .get_or_insert_with(Default::default)
+                .insert(id as i32);
+        }
+        spawned
+    };
+    let mut child = match spawned {
         Ok(child) => child,
         Err(e) => {
             let place = cwd.map_or_else(String::new, |d| format!(" in {}", d.display()));
@@ -176,8 +195,10 @@ pub async fn run_step_in(
         .map(Pid::from_raw);
     tracing::debug!(argv = %display_argv(argv), pgid = ?pgid, "step started");
     // If this future is dropped mid-step (shutdown), `kill_on_drop` would
-    // reach only the leader; the guard takes the whole group down.
-    let mut guard = GroupGuard(pgid);
+    // reach only the leader; the guard takes the whole group down, and
+    // whatever escaped it.
+    let tracked = pgid.map(|p| Tracked::start(p.as_raw(), argv, marker));
+    let mut guard = GroupGuard { pgid, tracked };
 
     let stdout = Arc::new(Mutex::new(Tail::default()));
     let stderr = Arc::new(Mutex::new(Tail::default()));
@@ -193,9 +214,28 @@ pub async fn run_step_in(
             Outcome::TimedOut(kill_group(&mut child, pgid).await)
         }
     };
-    // The leader is reaped: what is left in the group (a daemon a restart
-    // step started) is left alone from here on.
-    guard.disarm();
+    // The leader is reaped. What is left of the step (in its group, in a
+    // session it made, or marked) is killed when the step failed or was
+    // killed, and only listed when it succeeded: a restart step may start
+    // a service that must keep running.
+    let tracked = guard.disarm();
+    let succeeded = matches!(&outcome, Outcome::Exited(Ok(status)) if status.success());
+    if let Some(mut tracked) = tracked.filter(|t| !succeeded || t.in_plan()) {
+        let procs = tracked.leftovers();
+        if !procs.is_empty() {
+            report.leftovers = if succeeded {
+                procs
+                    .iter()
+                    .map(|p| format!("left running {}", p.describe()))
+                    .collect()
+            } else {
+                tracing::warn!(argv = %display_argv(argv), count = procs.len(), "step left processes behind; killing them");
+                escaped::kill_all(&procs).await
+            };
+        }
+        tracked.finish();
+        reap_adopted();
+    }
 
     // Output still in flight is read for a short while; a pipe held open by
     // a background process is abandoned, not waited on.
@@ -236,7 +276,11 @@ pub async fn run_step_in(
             report.exit_code = status.code();
             report.ok = status.success();
             if !report.ok {
-                report.error = Some(format!("{}{stderr_hint}", describe_status(status)));
+                report.error = Some(format!(
+                    "{}{stderr_hint}{}",
+                    describe_status(status),
+                    leftovers_note(&report.leftovers)
+                ));
             }
         }
         Outcome::Exited(Err(e)) => {
@@ -252,6 +296,7 @@ pub async fn run_step_in(
                     fmt_duration(KILL_GRACE)
                 ),
             };
+            let what = format!("{what}{}", leftovers_note(&report.leftovers));
             report.error = Some(format!(
                 "timed out after {} ({limit}); {what}{}",
                 fmt_duration(budget),
@@ -273,22 +318,51 @@ pub async fn run_step_in(
     report
 }
 
-/// SIGKILLs the step's process group when dropped while armed, i.e. when
-/// `run_step` is cancelled before the leader was reaped. The leader's pid
-/// cannot be reused before it is reaped, so the group id is still ours.
-struct GroupGuard(Option<Pid>);
+/// `; also killed 1 process that escaped the group: pid 7 (sleep 30)`.
+fn leftovers_note(leftovers: &[String]) -> String {
+    if leftovers.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; processes that escaped the group: {}",
+        leftovers.join(", ")
+    )
+}
+
+/// SIGKILLs the step's process group, and what escaped it, when dropped
+/// while armed, i.e. when `run_step` is cancelled before the leader was
+/// reaped (shutdown). The leader's pid cannot be reused before it is
+/// reaped, so the group id is still ours.
+struct GroupGuard {
+    pgid: Option<Pid>,
+    tracked: Option<Tracked>,
+}
 
 impl GroupGuard {
-    fn disarm(&mut self) {
-        self.0 = None;
+    /// The leader was reaped: hand back the tracking of its leftovers.
+    fn disarm(&mut self) -> Option<Tracked> {
+        if let Some(pgid) = self.pgid.take() {
+            if let Some(l) = escaped::leaders().as_mut() {
+                l.remove(&pgid.as_raw());
+            }
+        }
+        self.tracked.take()
     }
 }
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        if let Some(pgid) = self.0.take() {
+        if let Some(pgid) = self.pgid.take() {
             tracing::warn!(%pgid, "step cancelled; killing its process group");
             let _ = killpg(pgid, Signal::SIGKILL);
+            if let Some(mut tracked) = self.tracked.take() {
+                escaped::kill_now(&tracked.leftovers());
+                tracked.finish();
+            }
+            // The leader is left to `kill_on_drop`: tokio reaps it.
+            if let Some(l) = escaped::leaders().as_mut() {
+                l.remove(&pgid.as_raw());
+            }
         }
     }
 }

@@ -319,6 +319,7 @@ pub async fn run_with(
         stdout: String::new(),
         stderr: String::new(),
         error: None,
+        leftovers: Vec::new(),
     };
     match switched {
         Ok(warning) => step.stderr = warning.unwrap_or_default(),

@@ -89,6 +89,7 @@ pub async fn post(request: &Request, deadline: Instant, limit: &str) -> StepRepo
         stdout: String::new(),
         stderr: String::new(),
         error: None,
+        leftovers: Vec::new(),
     };
     let budget = deadline.saturating_duration_since(started);
     if budget.is_zero() {

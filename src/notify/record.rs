@@ -17,11 +17,23 @@ use crate::execute::process::display_argv;
 use crate::execute::StepReport;
 use crate::util::fmt_duration;
 
-/// Who confirmed the rollback, in words.
+/// Who confirmed the rollback, in words. An incident that waited for
+/// confirmation (its timeline entered AwaitingConfirmation) without an
+/// approver is still waiting, or was never answered: it was not
+/// "not required".
 pub(crate) fn confirmed_by(incident: &Incident) -> String {
-    match &incident.confirmed_by {
-        Some(who) => who.clone(),
-        None => "not required (automatic)".to_string(),
+    if let Some(who) = &incident.confirmed_by {
+        return who.clone();
+    }
+    let asked = incident
+        .timeline
+        .iter()
+        .any(|e| e.phase == "AwaitingConfirmation");
+    match (asked, incident.outcome, incident.rollback_started) {
+        (false, _, _) => "not required (automatic)".to_string(),
+        (true, None, None) => "pending: awaiting approval".to_string(),
+        (true, _, Some(_)) => "nobody: confirm_timeout passed without an answer".to_string(),
+        (true, Some(_), None) => "nobody (not answered)".to_string(),
     }
 }
 
@@ -39,6 +51,9 @@ fn render_steps(md: &mut String, steps: &[StepReport]) {
         let _ = writeln!(md, "   - duration: {}", fmt_duration(step.duration));
         if let Some(error) = &step.error {
             let _ = writeln!(md, "   - error: {}", one_line(error));
+        }
+        for p in &step.leftovers {
+            let _ = writeln!(md, "   - left behind by the step: {}", one_line(p));
         }
         for (name, text) in [("stdout", &step.stdout), ("stderr", &step.stderr)] {
             if !text.trim().is_empty() {
@@ -411,6 +426,7 @@ pub(crate) mod tests {
                     stdout: String::new(),
                     stderr: String::new(),
                     error: None,
+                    leftovers: Vec::new(),
                 },
                 StepReport {
                     argv: vec!["systemctl".into(), "restart".into(), "frontend".into()],
@@ -420,6 +436,7 @@ pub(crate) mod tests {
                     stdout: "restarted\n".into(),
                     stderr: String::new(),
                     error: None,
+                    leftovers: Vec::new(),
                 },
             ],
             verification: Some("GET http://127.0.0.1:8080/health answered 200".into()),
@@ -447,6 +464,21 @@ pub(crate) mod tests {
             after_steps: Vec::new(),
             confirmed_by: None,
         }
+    }
+
+    #[test]
+    fn confirmed_by_while_awaiting_is_pending() {
+        let mut inc = incident();
+        inc.outcome = None;
+        inc.rollback_started = None;
+        inc.timeline.push(TimelineEntry {
+            at: t(1),
+            phase: "AwaitingConfirmation".into(),
+            message: "confirm = required".into(),
+        });
+        assert_eq!(confirmed_by(&inc), "pending: awaiting approval");
+        inc.confirmed_by = Some("alice".into());
+        assert_eq!(confirmed_by(&inc), "alice");
     }
 
     #[test]
