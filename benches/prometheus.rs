@@ -61,7 +61,12 @@ fn main() {
 
 fn rules(i: usize) -> Vec<RuleConfig> {
     let prom = |q: String, baseline: Option<BaselineSpec>| {
-        SourceSpec::Prometheus(PromSpec { query: q, baseline })
+        SourceSpec::Prometheus(PromSpec {
+            query: q,
+            baseline,
+            traffic: None,
+            step: None,
+        })
     };
     vec![
         RuleConfig {
@@ -69,6 +74,7 @@ fn rules(i: usize) -> Vec<RuleConfig> {
             source: prom(format!("ratio{{target=\"t{i}\"}}"), None),
             above: 0.05,
             for_: Duration::from_secs(60),
+            no_data: None,
         },
         RuleConfig {
             name: "p99".into(),
@@ -82,18 +88,21 @@ fn rules(i: usize) -> Vec<RuleConfig> {
             ),
             above: f64::NEG_INFINITY,
             for_: Duration::from_secs(60),
+            no_data: None,
         },
         RuleConfig {
             name: "saturation".into(),
             source: prom(format!("saturation{{target=\"t{i}\"}}"), None),
             above: 0.9,
             for_: Duration::from_secs(60),
+            no_data: None,
         },
         RuleConfig {
             name: "up".into(),
             source: prom(format!("down{{target=\"t{i}\"}}"), None),
             above: 0.5,
             for_: Duration::ZERO,
+            no_data: None,
         },
     ]
 }
@@ -192,7 +201,8 @@ fn memory() -> (f64, f64) {
 }
 
 /// The stub: answers every instant query with one series and every range
-/// query with 60 points, like a small Prometheus would.
+/// query with a point at every step from `start` to `end` (a rule's `for`
+/// range, a baseline's window), like a small Prometheus would.
 fn stub() {
     use axum::extract::RawQuery;
     use axum::routing::get;
@@ -214,9 +224,24 @@ fn stub() {
                 ),
             )
         };
-        let range = || async {
-            let points: Vec<String> = (0..60)
-                .map(|i| format!(r#"[{},"0.0{}"]"#, 1700000000 + i * 60, 1 + i % 5))
+        let range = |RawQuery(q): RawQuery| async move {
+            let q = q.unwrap_or_default();
+            let num = |name: &str| {
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            let (start, end, step) = (num("start"), num("end"), num("step").max(0.001));
+            let down = q.contains("down");
+            let points: Vec<String> = (0..)
+                .map(|i| (i, start + i as f64 * step))
+                .take_while(|(_, t)| *t <= end + 1e-9)
+                .take(11_000)
+                .map(|(i, t)| {
+                    let v = if down { "0".to_string() } else { format!("0.0{}", 1 + i % 5) };
+                    format!(r#"[{t:.3},"{v}"]"#)
+                })
                 .collect();
             (
                 [("content-type", "application/json")],

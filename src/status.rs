@@ -109,6 +109,10 @@ fn rule_line(r: &crate::rules::RuleReport) -> String {
     if let crate::rules::RuleStatus::Unknown { why, .. } = &r.status {
         line.push_str(&format!("  ({why})"));
     }
+    // What the source saw: probe failures by reason, the range judged.
+    if let Some(detail) = &r.detail {
+        line.push_str(&format!("  [{detail}]"));
+    }
     line
 }
 

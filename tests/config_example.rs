@@ -47,4 +47,18 @@ fn example_config_loads() {
     );
     assert_eq!(t.rules[3].above, 0.80);
     assert!(t.verify.url.is_some() && t.verify.rules);
+
+    // The evidence keys (issue #9).
+    let rule = |name: &str| t.rules.iter().find(|r| r.name == name).unwrap();
+    let SourceSpec::Probe(health) = &rule("health").source else {
+        panic!("health is a probe")
+    };
+    assert_eq!(health.min_samples, 3);
+    let SourceSpec::Prometheus(ratio) = &rule("http-5xx-rate").source else {
+        panic!("http-5xx-rate is a prometheus rule")
+    };
+    assert_eq!(ratio.step, Some(Duration::from_secs(5)));
+    assert_eq!(ratio.traffic.as_ref().map(|g| g.min), Some(1.0));
+    assert_eq!(rule("http-5xx-rate").no_data, None);
+    assert_eq!(rule("down").no_data, Some(NoData::Breach));
 }

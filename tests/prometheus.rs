@@ -581,6 +581,7 @@ mod machine {
                 baseline: None,
                 above_baseline: None,
                 labels: Default::default(),
+                detail: None,
             }],
         }
     }

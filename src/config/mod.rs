@@ -365,6 +365,8 @@ pub struct RuleConfig {
     pub above: f64,
     /// The condition must hold on every evaluation for this long.
     pub for_: Duration,
+    /// `no_data` on the rule: overrides the target's policy when set.
+    pub no_data: Option<NoData>,
 }
 
 /// The source of one rule's value.
@@ -387,6 +389,22 @@ pub struct PromSpec {
     pub query: String,
     /// `above_baseline`: the value must also exceed K x its baseline.
     pub baseline: Option<BaselineSpec>,
+    /// `traffic_query` + `min_traffic`: below the minimum the rule is Unknown.
+    pub traffic: Option<TrafficGuard>,
+    /// `step`: the resolution of the range query `for` is judged on;
+    /// `None` is the daemon's `poll_interval`.
+    pub step: Option<Duration>,
+}
+
+/// `traffic_query` + `min_traffic`: the rule's value means something only
+/// while there is at least this much traffic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrafficGuard {
+    /// PromQL giving the traffic (e.g. requests per second); the sum of its
+    /// series is compared.
+    pub query: String,
+    /// Below this (or empty, or NaN) the rule is Unknown.
+    pub min: f64,
 }
 
 /// `above_baseline = K`, `baseline_window`, `baseline_query`.
@@ -416,6 +434,8 @@ pub struct ProbeSpec {
     pub measure: ProbeMeasure,
     /// The probes the value is computed over.
     pub window: Duration,
+    /// Fewer probes than this in the window: the value is Unknown (default 3).
+    pub min_samples: usize,
 }
 
 /// `measure = failure_ratio | latency`.

@@ -230,6 +230,16 @@ pub struct RawRule {
     pub window: Option<String>,
     /// Host: `cpu` or `memory`.
     pub metric: Option<String>,
+    /// `hold`, `ok` or `breach`: overrides the target's `no_data`.
+    pub no_data: Option<String>,
+    /// Probe: fewer probes in the window than this is Unknown.
+    pub min_samples: Option<i64>,
+    /// Prometheus: PromQL giving the traffic the rule's value needs.
+    pub traffic_query: Option<String>,
+    /// Prometheus: below this traffic the rule is Unknown.
+    pub min_traffic: Option<f64>,
+    /// Prometheus: duration string, the range query's step for `for`.
+    pub step: Option<String>,
 }
 
 impl RawRule {
@@ -251,6 +261,10 @@ impl RawRule {
         add(self.above_baseline.is_some(), "above_baseline");
         add(self.baseline_window.is_some(), "baseline_window");
         add(self.baseline_query.is_some(), "baseline_query");
+        add(self.min_samples.is_some(), "min_samples");
+        add(self.traffic_query.is_some(), "traffic_query");
+        add(self.min_traffic.is_some(), "min_traffic");
+        add(self.step.is_some(), "step");
         keys
     }
 }

@@ -17,7 +17,7 @@ use super::{
     duration, BaselineSpec, BlastRadius, Config, DaemonConfig, EmailConfig, ExecutorKind,
     HostMetric, LogFormat, NoData, NotifyConfig, ProbeMeasure, ProbeSpec, PromSpec, PrometheusAuth,
     PrometheusConfig, RollbackPlan, RuleConfig, SmtpConfig, SmtpSecurity, SourceSpec, TargetConfig,
-    VerifyConfig, WebhookConfig, WebhookFormat, Window,
+    TrafficGuard, VerifyConfig, WebhookConfig, WebhookFormat, Window,
 };
 
 /// One problem: `FILE: key.path: message`.
@@ -61,6 +61,8 @@ impl ConfigErrors {
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/rollbackd";
 /// Default `daemon.listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9797";
+/// Default `min_samples` of a probe rule.
+pub const DEFAULT_MIN_SAMPLES: usize = 3;
 /// Smallest `daemon.poll_interval`: below it, polls cost more than they tell.
 const MIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -398,6 +400,13 @@ fn config(cx: &mut Cx, raw: RawConfig) -> Option<Config> {
         .enumerate()
         .map(|(i, t)| target(cx, &format!("target[{i}]"), t))
         .collect();
+    if let Some(d) = &daemon {
+        for (i, t) in targets.iter().enumerate() {
+            for (j, r) in t.iter().flat_map(|t| t.rules.iter()).enumerate() {
+                reachable_min_samples(cx, &format!("target[{i}].rule[{j}]"), r, d.poll_interval);
+            }
+        }
+    }
 
     Some(Config {
         daemon: daemon?,
@@ -1295,7 +1304,14 @@ fn rule(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<RuleConfig> {
     let (source_name, own_keys): (&str, &[&str]) = match source {
         Source::Probe => (
             "probe",
-            &["url", "timeout", "expect_status", "measure", "window"],
+            &[
+                "url",
+                "timeout",
+                "expect_status",
+                "measure",
+                "window",
+                "min_samples",
+            ],
         ),
         Source::Host => ("host", &["metric"]),
         Source::Alertmanager => ("alertmanager", &[]),
@@ -1306,6 +1322,9 @@ fn rule(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<RuleConfig> {
                 "above_baseline",
                 "baseline_window",
                 "baseline_query",
+                "traffic_query",
+                "min_traffic",
+                "step",
             ],
         ),
     };
@@ -1323,8 +1342,23 @@ fn rule(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<RuleConfig> {
             );
         }
     }
+    let no_data = match raw.no_data.as_deref() {
+        None => Some(None),
+        Some(word) => cx
+            .choice(
+                p,
+                "no_data",
+                Some(word),
+                &[
+                    ("hold", NoData::Hold),
+                    ("ok", NoData::Ok),
+                    ("breach", NoData::Breach),
+                ],
+            )
+            .map(Some),
+    };
     if matches!(source, Source::Alertmanager) {
-        return alertmanager_rule(cx, p, raw, name, for_);
+        return alertmanager_rule(cx, p, raw, name, for_, no_data);
     }
 
     let above = match raw.above {
@@ -1408,12 +1442,26 @@ fn rule(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<RuleConfig> {
                 }
                 _ => true,
             };
+            let min_samples = match raw.min_samples {
+                None => Some(DEFAULT_MIN_SAMPLES),
+                Some(n) => match usize::try_from(n) {
+                    Ok(n) if n >= 1 => Some(n),
+                    _ => {
+                        cx.err(
+                            join(p, "min_samples"),
+                            format!("min_samples = {n} must be at least 1"),
+                        );
+                        None
+                    }
+                },
+            };
             let spec = ProbeSpec {
                 url: url?,
                 timeout: timeout?,
                 expect_status: expect_status?,
                 measure: measure?,
                 window: window?,
+                min_samples: min_samples?,
             };
             in_range.then_some(SourceSpec::Probe(spec))
         }
@@ -1439,7 +1487,30 @@ fn rule(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<RuleConfig> {
         source: spec?,
         above: above?,
         for_: for_?,
+        no_data: no_data?,
     })
+}
+
+/// A probe rule's window must be able to hold `min_samples` probes at the
+/// daemon's poll interval (one probe per poll), or the rule is Unknown
+/// forever.
+fn reachable_min_samples(cx: &mut Cx, p: &str, rule: &RuleConfig, poll_interval: Duration) {
+    let SourceSpec::Probe(probe) = &rule.source else {
+        return;
+    };
+    let poll = poll_interval.as_millis().max(1);
+    let most = probe.window.as_millis().div_ceil(poll).max(1);
+    if probe.min_samples as u128 > most {
+        cx.err(
+            join(p, "min_samples"),
+            format!(
+                "min_samples = {} can never be reached: window = {:?} holds at most {most} probes at daemon.poll_interval {:?}; lower min_samples or widen window",
+                probe.min_samples,
+                crate::util::fmt_duration(probe.window),
+                crate::util::fmt_duration(poll_interval),
+            ),
+        );
+    }
 }
 
 /// An Alertmanager rule: the value is the number of matching firing
@@ -1450,6 +1521,7 @@ fn alertmanager_rule(
     raw: &RawRule,
     name: Option<String>,
     for_: Option<Duration>,
+    no_data: Option<Option<NoData>>,
 ) -> Option<RuleConfig> {
     if raw.above.is_some() {
         cx.err(
@@ -1463,6 +1535,7 @@ fn alertmanager_rule(
         source: SourceSpec::Alertmanager(m?),
         above: 0.0,
         for_: for_?,
+        no_data: no_data?,
     })
 }
 
@@ -1949,11 +2022,65 @@ fn prom_spec(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<PromSpec> {
             }))
         }
     };
+    let traffic = match (raw.traffic_query.as_deref(), raw.min_traffic) {
+        (None, None) => Some(None),
+        (Some(_), None) => {
+            cx.err(
+                join(p, "min_traffic"),
+                "traffic_query needs min_traffic (the least traffic the rule's value means something at)",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            cx.err(
+                join(p, "traffic_query"),
+                "min_traffic needs traffic_query (PromQL giving the traffic, e.g. requests per second)",
+            );
+            None
+        }
+        (Some(q), Some(min)) => {
+            let q = promql(cx, &join(p, "traffic_query"), q);
+            let min = if min.is_finite() && min >= 0.0 {
+                Some(min)
+            } else {
+                cx.err(
+                    join(p, "min_traffic"),
+                    format!("min_traffic = {min} must be a finite number, 0 or more"),
+                );
+                None
+            };
+            Some(Some(TrafficGuard {
+                query: q?,
+                min: min?,
+            }))
+        }
+    };
+    let step = match raw.step.as_deref() {
+        None => Some(None),
+        Some(text) => match cx.duration(p, "step", Some(text), "0s", true) {
+            Some(d) if d < MIN_STEP => {
+                cx.err(
+                    join(p, "step"),
+                    format!(
+                        "step = {text:?} is below the smallest step of {}ms",
+                        MIN_STEP.as_millis()
+                    ),
+                );
+                None
+            }
+            d => d.map(Some),
+        },
+    };
     Some(PromSpec {
         query: query?,
         baseline: baseline?,
+        traffic: traffic?,
+        step: step?,
     })
 }
+
+/// The smallest `step` of a Prometheus rule (and useful `poll_interval`).
+pub const MIN_STEP: Duration = Duration::from_millis(100);
 
 /// `version_url` (+ `version_json_pointer`) or `version_query` (+
 /// `version_label`); at most one version source per target.
@@ -2232,6 +2359,16 @@ mod tests {
             (config(&[("top", PROM), ("rule", "name = \"a\"\nsource = \"prometheus\"\nquery = \"up\"\nabove = 1.0\nbaseline_window = \"1h\"")]), "target[0].rule[0].baseline_window", "needs above_baseline"),
             (config(&[("top", PROM), ("rule", "name = \"a\"\nsource = \"prometheus\"\nquery = \"up\"\nabove_baseline = 3.0\nbaseline_window = \"0s\"")]), "target[0].rule[0].baseline_window", "greater than zero"),
             (config(&[("top", PROM), ("rule", "name = \"a\"\nsource = \"prometheus\"\nquery = \"up\"\nabove = 1.0\nurl = \"http://h/\"")]), "target[0].rule[0].url", "key url does not apply to source \"prometheus\""),
+            (config(&[("rule", &host("above = 0.5\nno_data = \"skip\""))]), "target[0].rule[0].no_data", r#"invalid no_data "skip""#),
+            (config(&[("rule", &probe("above = 0.5\nmin_samples = 0"))]), "target[0].rule[0].min_samples", "min_samples = 0 must be at least 1"),
+            (config(&[("rule", &probe("above = 0.5\nwindow = \"10s\""))]), "target[0].rule[0].min_samples", "min_samples = 3 can never be reached: window = \"10s\" holds at most 2 probes at daemon.poll_interval \"5s\"; lower min_samples or widen window"),
+            (config(&[("rule", &host("above = 0.5\nmin_samples = 2"))]), "target[0].rule[0].min_samples", "key min_samples does not apply to source \"host\""),
+            (config(&[("top", PROM), ("rule", "name = \"a\"\nsource = \"prometheus\"\nquery = \"up\"\nabove = 1.0\ntraffic_query = \"sum(rate(x[1m]))\"")]), "target[0].rule[0].min_traffic", "traffic_query needs min_traffic"),
+            (config(&[("top", PROM), ("rule", "name = \"a\"\nsource = \"prometheus\"\nquery = \"up\"\nabove = 1.0\nmin_traffic = 1.0")]), "target[0].rule[0].traffic_query", "min_traffic needs traffic_query"),
+            (config(&[("top", PROM), ("rule", "name = \"a\"\nsource = \"prometheus\"\nquery = \"up\"\nabove = 1.0\ntraffic_query = \"x\"\nmin_traffic = -1.0")]), "target[0].rule[0].min_traffic", "min_traffic = -1 must be a finite number, 0 or more"),
+            (config(&[("top", PROM), ("rule", "name = \"a\"\nsource = \"prometheus\"\nquery = \"up\"\nabove = 1.0\nstep = \"50ms\"")]), "target[0].rule[0].step", "step = \"50ms\" is below the smallest step of 100ms"),
+            (config(&[("rule", &probe("above = 0.5\nstep = \"1s\""))]), "target[0].rule[0].step", "key step does not apply to source \"probe\""),
+            (config(&[("rule", &probe("above = 0.5\ntraffic_query = \"x\""))]), "target[0].rule[0].traffic_query", "key traffic_query does not apply to source \"probe\""),
             (config(&[("rule", "name = \"a\"\nsource = \"nagios\"\nabove = 1.0")]), "target[0].rule[0].source", r#"invalid source "nagios" (use "prometheus", "probe", "host" or "alertmanager")"#),
             (config(&[("rule", "name = \"a\"\nabove = 1.0")]), "target[0].rule[0].source", "required key is missing"),
             (config(&[("rule", &probe(""))]), "target[0].rule[0].above", "rule has no condition: set above"),
@@ -2382,8 +2519,44 @@ mod tests {
                     window: Duration::from_secs(3600),
                     query: Some("bq".into()),
                 }),
+                traffic: None,
+                step: None,
             })
         );
+        assert_eq!(r.no_data, None);
+
+        // The evidence keys of issue #9: per-rule no_data, traffic guard, step.
+        let text = config(&[
+            ("top", "[prometheus]\nurl = \"http://127.0.0.1:9090\""),
+            (
+                "rule",
+                "name = \"up\"\nsource = \"prometheus\"\nquery = \"q\"\nabove = 0.05\nno_data = \"breach\"\ntraffic_query = \" sum(rate(t[1m])) \"\nmin_traffic = 1.5\nstep = \"250ms\"",
+            ),
+        ]);
+        let c = load_str("p.toml", &text).unwrap();
+        let r = &c.targets[0].rules[0];
+        assert_eq!(r.no_data, Some(NoData::Breach));
+        let SourceSpec::Prometheus(p) = &r.source else {
+            panic!("{r:?}")
+        };
+        assert_eq!(
+            p.traffic,
+            Some(TrafficGuard {
+                query: "sum(rate(t[1m]))".into(),
+                min: 1.5
+            })
+        );
+        assert_eq!(p.step, Some(Duration::from_millis(250)));
+        let text = config(&[(
+            "rule",
+            "name = \"p\"\nsource = \"probe\"\nurl = \"http://h/\"\nabove = 0.5\nmin_samples = 5\nno_data = \"ok\"",
+        )]);
+        let r = &load_str("p.toml", &text).unwrap().targets[0].rules[0];
+        assert_eq!(r.no_data, Some(NoData::Ok));
+        let SourceSpec::Probe(p) = &r.source else {
+            panic!("{r:?}")
+        };
+        assert_eq!(p.min_samples, 5);
 
         let text = config(&[(
             "target",
@@ -2509,9 +2682,11 @@ mod tests {
                     expect_status: None,
                     measure: ProbeMeasure::FailureRatio,
                     window: Duration::from_secs(30),
+                    min_samples: 3,
                 }),
                 above: 0.5,
                 for_: Duration::ZERO,
+                no_data: None,
             }]
         );
         assert_eq!(

@@ -49,6 +49,7 @@ fn report(status: RuleStatus, value: Option<f64>, at: Time) -> RuleReport {
         baseline: None,
         above_baseline: None,
         labels: Default::default(),
+        detail: None,
     }
 }
 

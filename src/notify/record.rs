@@ -406,6 +406,7 @@ pub(crate) mod tests {
                     baseline: None,
                     above_baseline: None,
                     labels: Default::default(),
+                    detail: None,
                 }],
             },
             from_version: Some("v2".into()),

@@ -1,5 +1,5 @@
-//! Query rules: pick the worst series of a PromQL answer and, for
-//! `above_baseline = K`, compare each series with K x its baseline.
+//! Baselines of query rules: for `above_baseline = K`, each series is
+//! compared with `max(above, K x its baseline)`.
 //!
 //! The baseline is the median of the rule's query (or `baseline_query`)
 //! over `baseline_window`, ending when the live version was deployed (when
@@ -9,52 +9,41 @@
 //! [`PromSource::baseline`]); while the rule is Ok and no deploy time is
 //! known the end advances in steps of the range query's step, not every poll.
 //! No baseline data means Unknown, never a breach.
+//!
+//! A baseline rule's `for` is judged on the data's timeline like any
+//! Prometheus rule ([`crate::rules::timeline`]), each series against its
+//! own `max(above, K x baseline)` ([`threshold_for`]).
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::eval::Judgement;
 use super::{RuleEval, RuleReport};
-use crate::sources::prometheus::{Labels, PromSource, Series};
+use crate::sources::prometheus::{Labels, PromSource};
 use crate::sources::Source;
 use crate::util::fmt_duration;
 
-/// Evaluate one rule for this poll: sample its source and feed the rule.
-/// Query rules go through [`judge`]; other sources through
-/// [`RuleEval::observe`]. `deployed_at` is when the live version was first
-/// seen (ends the baseline window).
+/// The same as [`crate::rules::evaluate`] (kept for callers of the old path).
 pub async fn evaluate(
     source: &mut Source,
     eval: &mut RuleEval,
     deployed_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> RuleReport {
-    match source {
-        Source::Prometheus(p) => {
-            let judged = judge(p, eval, deployed_at, now).await;
-            eval.observe_judged(judged, None, now)
-        }
-        other => {
-            let window = other.window();
-            let sample = other.sample(now).await;
-            eval.observe(sample, window, now)
-        }
-    }
+    super::evaluate(source, eval, deployed_at, now).await
 }
 
-/// Query now, fetch the baseline when the rule has one, and pick the worst
-/// series. `Err` is why there is no judgement (the rule goes Unknown).
-pub async fn judge(
+/// `K` and the baseline median of each series, when the rule has a
+/// baseline; `Ok(None)` when it has none. `Err` is why there is no
+/// baseline (the rule goes Unknown).
+pub async fn medians(
     p: &mut PromSource,
     eval: &RuleEval,
     deployed_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
-) -> Result<Judgement, String> {
-    let series = p.query().await.map_err(|e| e.to_string())?;
-    let above = eval.rule().above;
+) -> Result<Option<(f64, Vec<(Labels, f64)>)>, String> {
     let Some(spec) = p.spec().baseline.clone() else {
-        return worst(&series, above, None);
+        return Ok(None);
     };
     let end = window_end(
         deployed_at,
@@ -68,7 +57,7 @@ pub async fn judge(
         .map_err(|e| format!("baseline: {e}"))?;
     let medians: Vec<(Labels, f64)> = base
         .into_iter()
-        .filter_map(|s| median(&s.values).map(|m| (s.labels, m)))
+        .filter_map(|s| median(&s.values()).map(|m| (s.labels, m)))
         .collect();
     if medians.is_empty() {
         return Err(format!(
@@ -77,7 +66,27 @@ pub async fn judge(
             end.format("%Y-%m-%d %H:%M:%SZ")
         ));
     }
-    worst(&series, above, Some((spec.factor, &medians)))
+    Ok(Some((spec.factor, medians)))
+}
+
+/// The threshold a series with `labels` is compared with, and its
+/// baseline: `above`, or `max(above, K x its median)`. A single baseline
+/// series serves every series; otherwise they are matched by labels and a
+/// series without one cannot be judged (`None`).
+pub fn threshold_for(
+    labels: &Labels,
+    above: f64,
+    baseline: Option<(f64, &[(Labels, f64)])>,
+) -> Option<(f64, Option<f64>)> {
+    let Some((k, medians)) = baseline else {
+        return Some((above, None));
+    };
+    let b = if medians.len() == 1 {
+        Some(medians[0].1)
+    } else {
+        medians.iter().find(|(l, _)| l == labels).map(|m| m.1)
+    }?;
+    Some((above.max(k * b), Some(b)))
 }
 
 /// Where the baseline window ends: the deploy time when known, else the
@@ -117,66 +126,6 @@ pub fn median(values: &[f64]) -> Option<f64> {
     })
 }
 
-/// The series that decides the rule: the one furthest above its threshold
-/// (so a breaching series wins over any that does not). With a baseline
-/// `(K, medians)`, each series is compared with `max(above, K x its
-/// median)`; a single baseline series serves every series, otherwise they
-/// are matched by labels and a series without one cannot be judged.
-/// Non-finite values are skipped; when nothing else is left the value is
-/// reported as it is (the rule layer calls it no data).
-pub fn worst(
-    series: &[Series],
-    above: f64,
-    baseline: Option<(f64, &[(Labels, f64)])>,
-) -> Result<Judgement, String> {
-    let mut best: Option<(f64, Judgement)> = None;
-    let mut finite = 0usize;
-    for s in series.iter().filter(|s| s.value.is_finite()) {
-        finite += 1;
-        let (threshold, base) = match baseline {
-            None => (above, None),
-            Some((k, medians)) => {
-                let b = if medians.len() == 1 {
-                    Some(medians[0].1)
-                } else {
-                    medians.iter().find(|(l, _)| *l == s.labels).map(|m| m.1)
-                };
-                match b {
-                    Some(b) => (above.max(k * b), Some(b)),
-                    None => continue,
-                }
-            }
-        };
-        let margin = s.value - threshold;
-        if best.as_ref().is_none_or(|(m, _)| margin > *m) {
-            best = Some((
-                margin,
-                Judgement {
-                    value: s.value,
-                    threshold,
-                    baseline: base,
-                    labels: s.labels.clone(),
-                },
-            ));
-        }
-    }
-    if let Some((_, j)) = best {
-        return Ok(j);
-    }
-    match (finite, series.first()) {
-        (0, Some(s)) => Ok(Judgement {
-            value: s.value,
-            threshold: above,
-            baseline: None,
-            labels: s.labels.clone(),
-        }),
-        (0, None) => Err("empty result: no series".into()),
-        (n, _) => Err(format!(
-            "baseline: none of the {n} series has a baseline series with the same labels"
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,13 +135,6 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
-    }
-
-    fn s(code: &str, value: f64) -> Series {
-        Series {
-            labels: labels(&[("code", code)]),
-            value,
-        }
     }
 
     #[test]
@@ -210,41 +152,36 @@ mod tests {
     }
 
     #[test]
-    fn the_worst_series_is_named() {
-        let series = [s("500", 0.02), s("502", 0.2), s("503", f64::NAN)];
-        let j = worst(&series, 0.05, None).unwrap();
-        assert_eq!((j.value, j.threshold), (0.2, 0.05));
-        assert_eq!(j.labels, labels(&[("code", "502")]));
-
-        // Nothing finite: the value is reported as it is (NaN -> no data).
-        let j = worst(&[s("500", f64::NAN)], 0.05, None).unwrap();
-        assert!(j.value.is_nan());
-        assert!(worst(&[], 0.05, None).is_err());
-    }
-
-    #[test]
-    fn baselines_per_series_and_both_conditions() {
-        // Series a: 0.5 against 3 x 0.1 = 0.3 breaches; b: 0.5 against
-        // 3 x 0.2 = 0.6 does not. a is the worst.
+    fn thresholds_per_series_and_both_conditions() {
         let medians = vec![
             (labels(&[("code", "a")]), 0.1),
             (labels(&[("code", "b")]), 0.2),
         ];
-        let series = [s("b", 0.5), s("a", 0.5), s("c", 9.0)];
-        let j = worst(&series, f64::NEG_INFINITY, Some((3.0, &medians))).unwrap();
-        assert_eq!(j.labels, labels(&[("code", "a")]));
-        assert_eq!(j.baseline, Some(0.1));
-        assert!((j.threshold - 0.3).abs() < 1e-12);
-
-        // `above` as a floor: 3 x 2 ms is below 1 s, so 10 ms does not page.
-        let one = vec![(Labels::new(), 0.002)];
-        let j = worst(&[s("x", 0.010)], 1.0, Some((3.0, &one))).unwrap();
-        assert_eq!(j.threshold, 1.0);
-        assert!(j.value <= j.threshold);
-
+        let base = Some((3.0, medians.as_slice()));
+        let ninf = f64::NEG_INFINITY;
+        let (thr, b) = threshold_for(&labels(&[("code", "a")]), ninf, base).unwrap();
+        assert!((thr - 0.3).abs() < 1e-12);
+        assert_eq!(b, Some(0.1));
+        let (thr, _) = threshold_for(&labels(&[("code", "b")]), ninf, base).unwrap();
+        assert!((thr - 0.6).abs() < 1e-12);
         // No baseline series with the same labels: cannot judge.
-        let e = worst(&[s("c", 1.0)], f64::NEG_INFINITY, Some((3.0, &medians))).unwrap_err();
-        assert!(e.contains("none of the 1 series has a baseline"), "{e}");
+        assert_eq!(threshold_for(&labels(&[("code", "c")]), ninf, base), None);
+        // A single baseline series serves every series.
+        let one = vec![(Labels::new(), 0.002)];
+        let one = Some((3.0, one.as_slice()));
+        let (thr, b) = threshold_for(&labels(&[("code", "x")]), ninf, one).unwrap();
+        assert!((thr - 0.006).abs() < 1e-12);
+        assert_eq!(b, Some(0.002));
+        // `above` as a floor: 3 x 2 ms is below 1 s.
+        assert_eq!(
+            threshold_for(&Labels::new(), 1.0, one),
+            Some((1.0, Some(0.002)))
+        );
+        // No baseline: `above`.
+        assert_eq!(
+            threshold_for(&Labels::new(), 0.05, None),
+            Some((0.05, None))
+        );
     }
 
     #[test]

@@ -1,11 +1,20 @@
 //! Rules turn samples into a [`RuleStatus`]. `for` works like Prometheus
 //! alerting rules: the condition must hold on every evaluation for the whole
-//! duration, and one good evaluation resets it. A source error is never a
-//! breach: it is `Unknown`, and the target's `no_data` policy decides what
-//! it does to the `for` clock.
+//! duration, and one good evaluation resets it. Prometheus rules judge it on
+//! the data's own timeline, from one range query ([`timeline`]); probe,
+//! host and alertmanager rules count polls ([`RuleEval::observe`]) and
+//! survive a restart through [`RuleEval::resume`].
+//!
+//! A source error is never a breach: it is `Unknown`, and the rule's
+//! `no_data` policy (else the target's) decides what it does to the `for`
+//! clock. Only absence (the source answered: no such series) can count as a
+//! breach, under `no_data = "breach"`; a source that cannot answer, NaN,
+//! too few probes (`min_samples`), too little traffic (`traffic_query`) and
+//! observer failures are Unknown under `hold` and `breach` alike.
 
 pub mod baseline;
 pub mod eval;
+pub mod timeline;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,7 +22,122 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use eval::RuleEval;
+use crate::config::NoData;
+use crate::sources::prometheus::PromSource;
+use crate::sources::Source;
+use crate::util::{fmt_duration, fmt_value};
+pub use eval::{NoValue, RuleEval};
+
+/// Evaluate one rule for this poll: sample its source and feed the rule.
+/// Prometheus rules run their traffic guard, then one range query over the
+/// data's timeline ([`timeline`]); other sources are sampled once and
+/// judged poll by poll ([`RuleEval::observe`]). `deployed_at` is when the
+/// live version was first seen (ends a baseline's window). The report's
+/// `detail` carries what the source saw besides the value (probe failures
+/// by reason, the range judged, the traffic).
+pub async fn evaluate(
+    source: &mut Source,
+    eval: &mut RuleEval,
+    deployed_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> RuleReport {
+    match source {
+        Source::Prometheus(p) => evaluate_prometheus(p, eval, deployed_at, now).await,
+        other => {
+            let window = other.window();
+            let sample = other.sample(now).await;
+            let mut report = eval.observe(sample, window, now);
+            report.detail = other.detail();
+            report
+        }
+    }
+}
+
+/// A Prometheus rule: traffic guard, baseline, range query, timeline.
+async fn evaluate_prometheus(
+    p: &mut PromSource,
+    eval: &mut RuleEval,
+    deployed_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> RuleReport {
+    let above = eval.rule().above;
+    let factor = p.spec().baseline.as_ref().map(|b| b.factor);
+    // No value this evaluation: the policy decides; the report still says
+    // what kind of rule it is.
+    let blind = |eval: &mut RuleEval, none: NoValue| {
+        let mut report = eval.observe_none(none, above, now);
+        report.above_baseline = factor;
+        report
+    };
+    let mut notes = Vec::new();
+    if let Some(guard) = p.spec().traffic.clone() {
+        let low = |what: String| {
+            format!(
+                "low traffic: {what} < {} (traffic_query {})",
+                fmt_value(guard.min),
+                guard.query
+            )
+        };
+        let why = match p.traffic().await {
+            Ok(Some(v)) if v >= guard.min => {
+                notes.push(format!(
+                    "traffic {} req/s >= {}",
+                    fmt_value(v),
+                    fmt_value(guard.min)
+                ));
+                None
+            }
+            Ok(Some(v)) => Some(low(format!("{} req/s", fmt_value(v)))),
+            Ok(None) => None,
+            Err(e) if e.is_absence() => Some(low("no series".into())),
+            Err(e) => Some(format!("traffic_query: {e}")),
+        };
+        if let Some(why) = why {
+            return blind(eval, NoValue::blind(why));
+        }
+    }
+    let baseline = match baseline::medians(p, eval, deployed_at, now).await {
+        Ok(b) => b,
+        Err(why) => return blind(eval, NoValue::blind(why)),
+    };
+    let grid = timeline::Grid::plan(now, eval.rule().for_, p.step());
+    let series = match p.query_range(grid.start, grid.end(), grid.step).await {
+        Ok(s) => s,
+        Err(e) => return blind(eval, e.into()),
+    };
+    let judged: Vec<timeline::Judged> = series
+        .iter()
+        .filter_map(|s| {
+            let medians = baseline.as_ref().map(|(k, m)| (*k, m.as_slice()));
+            let (threshold, baseline) = baseline::threshold_for(&s.labels, above, medians)?;
+            Some(timeline::Judged {
+                series: s,
+                threshold,
+                baseline,
+            })
+        })
+        .collect();
+    if judged.is_empty() && !series.is_empty() {
+        let why = format!(
+            "baseline: none of the {} series has a baseline series with the same labels",
+            series.len()
+        );
+        return blind(eval, NoValue::blind(why));
+    }
+    let outcome = timeline::judge(&judged, &grid, eval.no_data() == NoData::Breach);
+    let mut report = eval.observe_timeline(outcome, grid.start, now);
+    notes.insert(
+        0,
+        format!(
+            "judged on {} points over the last {} (step {})",
+            grid.n + 1,
+            fmt_duration(grid.lookback()),
+            fmt_duration(grid.step)
+        ),
+    );
+    report.detail = Some(notes.join("; "));
+    report
+}
 
 /// The status of one rule after an evaluation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,9 +211,15 @@ pub struct RuleReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub above_baseline: Option<f64>,
     /// Labels of the series the value is from, when a query returned
-    /// series (the worst one: breaching, or else the highest).
+    /// series (the one that decided: the longest holding run, or else the
+    /// nearest to its threshold).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// What the source saw besides the value: probe failures by reason
+    /// (`3 of 6 probes failed: 2 timed out after 2s, 1 refused; last:
+    /// refused`), the range a Prometheus rule was judged on, its traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// `threshold` as a JSON number, or `"-Inf"`/`"+Inf"`/`"NaN"` (JSON has no
@@ -217,6 +347,9 @@ impl RuleReport {
         if let Some(why) = &self.no_data {
             s.push_str(&format!(" (no data: {why})"));
         }
+        if let Some(detail) = &self.detail {
+            s.push_str(&format!(" [{detail}]"));
+        }
         s
     }
 
@@ -264,6 +397,9 @@ impl RuleReport {
         }
         if let Some(why) = &self.no_data {
             s.push_str(&format!(" (no data: {why})"));
+        }
+        if let Some(detail) = &self.detail {
+            s.push_str(&format!(" [{detail}]"));
         }
         s
     }

@@ -1,5 +1,11 @@
 //! `source = "host"`: CPU busy fraction from /proc/stat (delta between polls)
 //! and memory in use from /proc/meminfo (1 - MemAvailable / MemTotal).
+//!
+//! /proc/stat counts in ticks of 10 ms. At a `poll_interval` of 100 ms a
+//! delta between two polls holds a few ticks per CPU, too coarse to mean
+//! anything, so the CPU fraction is taken against the newest earlier
+//! reading at least [`MIN_CPU_TICKS`] ticks back (kept in a short ring),
+//! not always the previous poll's.
 
 use std::path::{Path, PathBuf};
 
@@ -115,15 +121,22 @@ fn meminfo_kb(text: &str, name: &'static str) -> Result<u64, ParseError> {
     }
 }
 
+/// Least CPU time (ticks summed over all CPUs, 100 per CPU-second) a CPU
+/// fraction is computed over.
+pub const MIN_CPU_TICKS: u64 = 100;
+
+/// Most CPU readings kept for [`MIN_CPU_TICKS`].
+const MAX_CPU_READINGS: usize = 64;
+
 /// A host metric with the previous CPU counters.
 #[derive(Debug)]
 pub struct HostSource {
     metric: HostMetric,
     /// Where `stat` and `meminfo` are read from: `/proc`, or a test directory.
     proc_root: PathBuf,
-    /// The previous successful CPU reading; the busy fraction is the delta
-    /// to it.
-    prev_cpu: Option<CpuTimes>,
+    /// Earlier successful CPU readings, oldest first; the busy fraction is
+    /// the delta to the newest one at least [`MIN_CPU_TICKS`] back.
+    prev_cpu: std::collections::VecDeque<CpuTimes>,
 }
 
 impl HostSource {
@@ -138,7 +151,7 @@ impl HostSource {
         HostSource {
             metric,
             proc_root,
-            prev_cpu: None,
+            prev_cpu: std::collections::VecDeque::new(),
         }
     }
 
@@ -156,7 +169,28 @@ impl HostSource {
     fn cpu(&mut self) -> Result<f64, SourceError> {
         let path = self.proc_root.join("stat");
         let now = parse_stat(&read(&path)?).map_err(|e| e.at(&path))?;
-        let Some(prev) = self.prev_cpu.replace(now) else {
+        // A counter that went back (a new boot, a different file): start over.
+        if self.prev_cpu.back().is_some_and(|p| p.total > now.total) {
+            self.prev_cpu.clear();
+        }
+        let reference = self
+            .prev_cpu
+            .iter()
+            .rev()
+            .find(|p| now.total - p.total >= MIN_CPU_TICKS)
+            .or(self.prev_cpu.front())
+            .copied();
+        // Keep only what a later reading may still need: the reference and newer.
+        if let Some(r) = reference {
+            while self.prev_cpu.front().is_some_and(|p| p.total < r.total) {
+                self.prev_cpu.pop_front();
+            }
+        }
+        self.prev_cpu.push_back(now);
+        while self.prev_cpu.len() > MAX_CPU_READINGS {
+            self.prev_cpu.pop_front();
+        }
+        let Some(prev) = reference else {
             return Err(SourceError::Warming(format!(
                 "first reading of {}, cpu needs two",
                 path.display()
@@ -319,6 +353,34 @@ mod tests {
         let err = src.sample(now()).unwrap_err().to_string();
         assert!(err.starts_with(&stat.display().to_string()), "{err}");
         assert!(err.contains("No such file"), "{err}");
+    }
+
+    #[test]
+    fn short_polls_measure_cpu_over_at_least_min_ticks() {
+        // 100 ms polls on 2 CPUs: ~20 ticks between readings. Each value
+        // is taken over at least MIN_CPU_TICKS, not over one poll's 20.
+        let dir = tempfile::tempdir().unwrap();
+        let stat = dir.path().join("stat");
+        let mut src = HostSource::with_proc_root(HostMetric::Cpu, dir.path().to_path_buf());
+        let write = |busy: u64, idle: u64| {
+            std::fs::write(&stat, format!("cpu {busy} 0 0 {idle} 0 0 0 0\n")).unwrap()
+        };
+        write(1000, 1000);
+        assert!(src.sample(now()).is_err());
+        // 20 ticks, all busy: against the first reading.
+        write(1020, 1000);
+        assert_eq!(src.sample(now()), Ok(1.0));
+        // 80 more, all idle: 100 ticks since the first, 20 busy.
+        write(1020, 1080);
+        assert_eq!(src.sample(now()), Ok(0.2));
+        // 20 more idle: the newest reading >= 100 back is the second
+        // (100 ticks, none busy); the first is no longer needed.
+        write(1020, 1100);
+        assert_eq!(src.sample(now()), Ok(0.0));
+        assert_eq!(src.prev_cpu.len(), 3, "{:?}", src.prev_cpu);
+        // A counter going back (reboot) starts over.
+        write(10, 10);
+        assert!(matches!(src.sample(now()), Err(SourceError::Warming(_))));
     }
 
     #[test]

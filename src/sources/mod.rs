@@ -35,6 +35,35 @@ pub enum SourceError {
         /// What was wrong with it.
         detail: String,
     },
+    /// The source answered and the series is absent (an empty result, a
+    /// series that vanished). The only error `no_data = "breach"` turns
+    /// into a breach: a crashed release's series vanish.
+    #[error("{what}: {detail}")]
+    Absent {
+        /// The source.
+        what: String,
+        /// What is missing.
+        detail: String,
+    },
+    /// Too little evidence to judge: too few probes in the window, too
+    /// little traffic. The text says how little, e.g. `too few probes: 2
+    /// in window 30s < min_samples 3`.
+    #[error("{0}")]
+    TooLittle(String),
+    /// rollbackd itself could not observe (out of file descriptors or
+    /// memory, its resolver down, its task cancelled): not a data point
+    /// about the service.
+    #[error("observer failure: {0}")]
+    Observer(String),
+}
+
+impl SourceError {
+    /// Whether the source answered that there is no data (as opposed to
+    /// not answering, or too little evidence). Only absence may count as
+    /// a breach, under `no_data = "breach"`.
+    pub fn is_absence(&self) -> bool {
+        matches!(self, SourceError::Absent { .. })
+    }
 }
 
 /// One rule's source, with whatever history it needs between polls.
@@ -86,6 +115,16 @@ impl Source {
             Source::Host(h) => h.sample(now),
             Source::Alertmanager(a) => a.sample(now),
             Source::Prometheus(p) => p.sample().await,
+        }
+    }
+
+    /// What the source saw besides the value, for the rule's report: for
+    /// probes, the failures by reason (`3 of 6 probes failed: 2 timed out
+    /// after 2s, 1 refused; last: refused`).
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            Source::Probe(p) => p.detail(),
+            Source::Host(_) | Source::Alertmanager(_) | Source::Prometheus(_) => None,
         }
     }
 

@@ -1,17 +1,34 @@
 //! `source = "probe"`: one HTTP GET per poll; the value is the failure ratio
 //! or the median latency of the probes within `window`.
 //!
-//! A probe that fails (refused, timed out, not HTTP, wrong status, body cut
-//! off) is data, not an error: it is what a health check exists to count. So
-//! [`ProbeSource::sample`] always has a value.
+//! A probe that fails (refused, timed out, reset, DNS, TLS, not HTTP, wrong
+//! status, body cut off) is data, not an error: it is what a health check
+//! exists to count, and each one records why it failed ([`Failure`]). The
+//! report's detail sums them up (`3 of 6 probes failed: 2 timed out after
+//! 2s, 1 refused; last: refused`).
+//!
+//! Two things are not data about the service and never count:
+//! - an **observer failure**: the probe failed for a reason local to
+//!   rollbackd (out of file descriptors `EMFILE`/`ENFILE`, `ENOBUFS`,
+//!   `ENOMEM`, no free local port, the local resolver failing, our own
+//!   request cancelled). It is not recorded. The value is computed from
+//!   the real probes still in the window; when fewer than `min_samples`
+//!   are left, the poll is Unknown (`observer failure: too many open files
+//!   (EMFILE)`).
+//! - **too few probes**: until the window holds `min_samples` probes the
+//!   value is Unknown (`too few probes: 2 in window 30s < min_samples 3`),
+//!   so one failed probe never reads as 100%. After a restart the window
+//!   is empty, so a probe rule is Unknown for its first `min_samples - 1`
+//!   polls.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::SourceError;
 use crate::config::{ProbeMeasure, ProbeSpec};
+use crate::util::fmt_duration;
 
 /// Most probes kept, whatever the window: bounds memory when `window` is long
 /// and the poll interval short.
@@ -22,13 +39,87 @@ pub const MAX_PROBES: usize = 10_000;
 /// cost memory or time.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// Why one probe failed: evidence about the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Nothing listens: connection refused.
+    Refused,
+    /// No complete answer within the probe's timeout.
+    TimedOut(Duration),
+    /// The connection was reset or closed before an answer.
+    Reset,
+    /// The service's name does not resolve.
+    Dns(String),
+    /// The TLS handshake or certificate failed.
+    Tls(String),
+    /// An answer with a status that is not the expected one.
+    Status {
+        /// The status received.
+        got: u16,
+        /// `expect_status`; `None` is any 2xx.
+        expect: Option<u16>,
+    },
+    /// The answer's body ended before its announced length.
+    BodyCut,
+    /// The answer is not HTTP.
+    NotHttp(String),
+    /// Anything else, with the error chain.
+    Other(String),
+}
+
+impl Failure {
+    /// The reason without details, for counting: `refused`, `timed out
+    /// after 2s`, `status 503 (expected 2xx)`, `dns`.
+    pub fn kind(&self) -> String {
+        match self {
+            Failure::Dns(_) => "dns".into(),
+            Failure::Tls(_) => "tls".into(),
+            Failure::NotHttp(_) => "not http".into(),
+            Failure::Other(_) => "other".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Refused => write!(f, "refused"),
+            Failure::TimedOut(t) => write!(f, "timed out after {}", fmt_duration(*t)),
+            Failure::Reset => write!(f, "reset"),
+            Failure::Dns(e) => write!(f, "dns: {e}"),
+            Failure::Tls(e) => write!(f, "tls: {e}"),
+            Failure::Status { got, expect: None } => write!(f, "status {got} (expected 2xx)"),
+            Failure::Status {
+                got,
+                expect: Some(want),
+            } => write!(f, "status {got} (expected {want})"),
+            Failure::BodyCut => write!(f, "body cut off"),
+            Failure::NotHttp(e) => write!(f, "not http: {e}"),
+            Failure::Other(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// What one GET tells: the service answered well, failed, or we could not
+/// observe it at all.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Expected status and a complete (or bounded) body.
+    Ok,
+    /// A failed probe, with why.
+    Failed(Failure),
+    /// A failure local to rollbackd; not a data point about the service.
+    Observer(String),
+}
+
 /// The outcome of one GET.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 struct Probe {
     /// When the probe was taken (the poll's `now`).
     at: DateTime<Utc>,
-    /// Expected status and a complete (or bounded) body.
-    ok: bool,
+    /// `None` for a good probe, else why it failed.
+    failure: Option<Failure>,
     /// From sending the request to the end of the body or the failure; a
     /// timed-out probe counts about the timeout.
     elapsed: Duration,
@@ -41,6 +132,10 @@ pub struct ProbeSource {
     client: reqwest::Client,
     /// Oldest first; pruned to `window` at every sample, capped at [`MAX_PROBES`].
     probes: VecDeque<Probe>,
+    /// The last failed probe, kept after it left the window.
+    last_failure: Option<(DateTime<Utc>, Failure)>,
+    /// The last observer failure (not counted as a probe).
+    last_observer: Option<(DateTime<Utc>, String)>,
 }
 
 impl ProbeSource {
@@ -50,19 +145,62 @@ impl ProbeSource {
             spec,
             client,
             probes: VecDeque::new(),
+            last_failure: None,
+            last_observer: None,
         }
     }
 
-    /// Probe once and return the value over the window. Never fails: a failed
-    /// probe is recorded as such and counts in the value.
+    /// Probe once and return the value over the window. A failed probe is
+    /// recorded as such and counts in the value; an observer failure or too
+    /// few probes in the window is an error (the rule is Unknown).
     pub async fn sample(&mut self, now: DateTime<Utc>) -> Result<f64, SourceError> {
-        let (ok, elapsed) = self.probe_once().await;
-        tracing::debug!(url = %self.spec.url, ok, ?elapsed, "probe");
+        let (verdict, elapsed) = self.probe_once().await;
+        self.absorb(now, verdict, elapsed)
+    }
+
+    /// Record one probe's verdict taken at `now` and compute the value.
+    fn absorb(
+        &mut self,
+        now: DateTime<Utc>,
+        verdict: Verdict,
+        elapsed: Duration,
+    ) -> Result<f64, SourceError> {
+        let url = &self.spec.url;
+        let failure = match verdict {
+            Verdict::Ok => {
+                tracing::debug!(%url, ?elapsed, "probe ok");
+                None
+            }
+            Verdict::Failed(f) => {
+                tracing::debug!(%url, ?elapsed, reason = %f, "probe failed");
+                self.last_failure = Some((now, f.clone()));
+                Some(f)
+            }
+            Verdict::Observer(why) => {
+                tracing::debug!(%url, ?elapsed, reason = %why, "probe not taken: observer failure");
+                self.last_observer = Some((now, why.clone()));
+                self.prune_before(now);
+                // Nothing new about the service: the real probes still in
+                // the window decide, if there are enough of them.
+                if self.probes.len() >= self.spec.min_samples {
+                    return Ok(self.value());
+                }
+                return Err(SourceError::Observer(why));
+            }
+        };
         self.record(Probe {
             at: now,
-            ok,
+            failure,
             elapsed,
         });
+        let n = self.probes.len();
+        if n < self.spec.min_samples {
+            return Err(SourceError::TooLittle(format!(
+                "too few probes: {n} in window {} < min_samples {}",
+                fmt_duration(self.spec.window),
+                self.spec.min_samples
+            )));
+        }
         Ok(self.value())
     }
 
@@ -71,14 +209,58 @@ impl ProbeSource {
         self.spec.window
     }
 
-    /// One GET: `(ok, elapsed)`. Bounded by the timeout, body included.
-    async fn probe_once(&self) -> (bool, Duration) {
+    /// The failures in the window by reason, and the last one:
+    /// `3 of 6 probes failed: 2 timed out after 2s, 1 refused; last: refused`.
+    /// `None` while no probe ever failed and no observer failure is in the
+    /// window.
+    pub fn detail(&self) -> Option<String> {
+        let total = self.probes.len();
+        let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
+        for f in self.probes.iter().filter_map(|p| p.failure.as_ref()) {
+            *by_kind.entry(f.kind()).or_default() += 1;
+        }
+        let failed: usize = by_kind.values().sum();
+        let cutoff = self.probes.front().map(|p| p.at);
+        let observer = self
+            .last_observer
+            .as_ref()
+            .filter(|(at, _)| cutoff.is_none_or(|c| *at >= c));
+        if self.last_failure.is_none() && observer.is_none() {
+            return None;
+        }
+        let mut counts: Vec<(String, usize)> = by_kind.into_iter().collect();
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let plural = if total == 1 { "probe" } else { "probes" };
+        let mut s = format!("{failed} of {total} {plural} failed");
+        if !counts.is_empty() {
+            let list: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+            s.push_str(&format!(": {}", list.join(", ")));
+        }
+        if let Some((at, f)) = &self.last_failure {
+            s.push_str(&format!("; last: {f}"));
+            if failed == 0 {
+                s.push_str(&format!(" at {}", at.format("%H:%M:%S%.3fZ")));
+            }
+        }
+        if let Some((at, why)) = observer {
+            s.push_str(&format!(
+                "; observer failure at {} not counted: {why}",
+                at.format("%H:%M:%S%.3fZ")
+            ));
+        }
+        Some(s)
+    }
+
+    /// One GET: its verdict and how long it took. Bounded by the timeout,
+    /// body included.
+    async fn probe_once(&self) -> (Verdict, Duration) {
         let start = Instant::now();
         let request = self
             .client
             .get(self.spec.url.clone())
             .timeout(self.spec.timeout);
         let expect = self.spec.expect_status;
+        let timeout = self.spec.timeout;
         let fetch = async move {
             let mut response = request.send().await?;
             let status = response.status();
@@ -89,30 +271,32 @@ impl ProbeSource {
                     None => break,
                 }
             }
-            Ok::<_, reqwest::Error>(status_ok(status.as_u16(), expect))
+            Ok::<_, reqwest::Error>(status.as_u16())
         };
         // reqwest's timeout already covers connect, headers and body; the
         // outer one makes the bound independent of that behaviour.
-        let ok = match tokio::time::timeout(self.spec.timeout, fetch).await {
-            Ok(Ok(ok)) => ok,
-            Ok(Err(e)) => {
-                tracing::debug!(url = %self.spec.url, error = %e, "probe failed");
-                false
-            }
-            Err(_) => {
-                tracing::debug!(url = %self.spec.url, timeout = ?self.spec.timeout, "probe timed out");
-                false
-            }
+        let verdict = match tokio::time::timeout(timeout, fetch).await {
+            Ok(Ok(status)) if status_ok(status, expect) => Verdict::Ok,
+            Ok(Ok(got)) => Verdict::Failed(Failure::Status { got, expect }),
+            Ok(Err(e)) if e.is_timeout() => Verdict::Failed(Failure::TimedOut(timeout)),
+            Ok(Err(e)) => classify(&e, timeout),
+            Err(_) => Verdict::Failed(Failure::TimedOut(timeout)),
         };
-        (ok, start.elapsed())
+        (verdict, start.elapsed())
     }
 
-    /// Append a probe, drop those outside the window (the newest always
-    /// stays) and enforce the cap.
-    fn record(&mut self, probe: Probe) {
-        self.probes.push_back(probe);
-        if let Some(cutoff) = window_start(probe.at, self.spec.window) {
-            let newest = self.probes.len() - 1;
+    /// Drop every probe outside the window ending at `now`.
+    fn prune_before(&mut self, now: DateTime<Utc>) {
+        if let Some(cutoff) = window_start(now, self.spec.window) {
+            self.probes.retain(|p| p.at > cutoff);
+        }
+    }
+
+    /// Drop the probes outside the window ending at `now` (the newest
+    /// always stays).
+    fn prune(&mut self, now: DateTime<Utc>) {
+        if let Some(cutoff) = window_start(now, self.spec.window) {
+            let newest = self.probes.len().saturating_sub(1);
             let mut i = 0;
             self.probes.retain(|p| {
                 let keep = i == newest || p.at > cutoff;
@@ -120,6 +304,14 @@ impl ProbeSource {
                 keep
             });
         }
+    }
+
+    /// Append a probe, drop those outside the window (the newest always
+    /// stays) and enforce the cap.
+    fn record(&mut self, probe: Probe) {
+        let at = probe.at;
+        self.probes.push_back(probe);
+        self.prune(at);
         while self.probes.len() > MAX_PROBES {
             self.probes.pop_front();
         }
@@ -128,10 +320,114 @@ impl ProbeSource {
     /// The measure over the probes kept. There is always at least one.
     fn value(&self) -> f64 {
         match self.spec.measure {
-            ProbeMeasure::FailureRatio => failure_ratio(self.probes.iter().map(|p| p.ok)),
+            ProbeMeasure::FailureRatio => {
+                failure_ratio(self.probes.iter().map(|p| p.failure.is_none()))
+            }
             ProbeMeasure::Latency => median_secs(self.probes.iter().map(|p| p.elapsed)),
         }
     }
+}
+
+/// Linux errno values that mean rollbackd itself is short of something.
+const OBSERVER_ERRNOS: &[(i32, &str)] = &[
+    (24, "too many open files (EMFILE)"),
+    (23, "too many open files in the system (ENFILE)"),
+    (105, "no buffer space available (ENOBUFS)"),
+    (12, "out of memory (ENOMEM)"),
+    (99, "no free local address or port (EADDRNOTAVAIL)"),
+];
+
+/// Why a request failed, from its error chain: the `std::io::Error` kinds
+/// and errno values underneath (refused, reset, timed out; EMFILE and
+/// friends are observer failures), else the hyper/rustls/resolver message.
+pub fn classify(e: &(dyn std::error::Error + 'static), timeout: Duration) -> Verdict {
+    use std::io::ErrorKind;
+    let mut chain: Vec<&(dyn std::error::Error + 'static)> = vec![e];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        chain.push(s);
+        cur = s.source();
+    }
+    // Local shortage first: it explains whatever else the chain says.
+    for err in &chain {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if let Some(code) = io.raw_os_error() {
+                if let Some((_, why)) = OBSERVER_ERRNOS.iter().find(|(c, _)| *c == code) {
+                    return Verdict::Observer((*why).to_string());
+                }
+            }
+        }
+    }
+    for err in &chain {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                ErrorKind::ConnectionRefused => return Verdict::Failed(Failure::Refused),
+                ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => {
+                    return Verdict::Failed(Failure::Reset)
+                }
+                ErrorKind::TimedOut => return Verdict::Failed(Failure::TimedOut(timeout)),
+                ErrorKind::UnexpectedEof => return Verdict::Failed(Failure::BodyCut),
+                _ => {}
+            }
+        }
+    }
+    let text = error_chain(&chain);
+    let lower = text.to_lowercase();
+    let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
+    if has(&["operation was canceled", "operation was cancelled"]) {
+        return Verdict::Observer(format!("probe cancelled: {text}"));
+    }
+    if has(&["dns error", "failed to lookup address", "name resolution"]) {
+        // EAI_AGAIN / EAI_SYSTEM / EAI_MEMORY: our resolver did not answer;
+        // a name that does not exist is the service's problem.
+        if has(&[
+            "temporary failure in name resolution",
+            "system error",
+            "memory allocation failure",
+        ]) {
+            return Verdict::Observer(format!("local resolver failed: {text}"));
+        }
+        return Verdict::Failed(Failure::Dns(text));
+    }
+    if has(&["certificate", "tls", "handshake", "rustls"]) {
+        return Verdict::Failed(Failure::Tls(text));
+    }
+    if has(&[
+        "end of file before message length",
+        "incomplete message",
+        "error decoding response body",
+        "error reading a body",
+    ]) {
+        return Verdict::Failed(Failure::BodyCut);
+    }
+    if has(&["connection closed before message completed", "reset"]) {
+        return Verdict::Failed(Failure::Reset);
+    }
+    if has(&[
+        "invalid http",
+        "invalid status",
+        "invalid header",
+        "http/0.9",
+        "parse",
+    ]) {
+        return Verdict::Failed(Failure::NotHttp(text));
+    }
+    if has(&["timed out", "timeout"]) {
+        return Verdict::Failed(Failure::TimedOut(timeout));
+    }
+    Verdict::Failed(Failure::Other(text))
+}
+
+/// `a: b: c`, each message once.
+fn error_chain(chain: &[&(dyn std::error::Error + 'static)]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for e in chain {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
 }
 
 /// Whether `status` is acceptable: equal to `expect`, or any 2xx without one.
@@ -203,6 +499,8 @@ mod tests {
         HangMidBody,
         /// 200 with a chunked body that never ends.
         EndlessBody,
+        /// Promise 1000 body bytes, send 10, then close.
+        CutMidBody,
     }
 
     /// Start a server on 127.0.0.1:0 that handles every connection per `behavior`.
@@ -250,6 +548,10 @@ mod tests {
                 let _ = stream.write_all(head.as_bytes()).await;
                 forever().await;
             }
+            Behavior::CutMidBody => {
+                let head = "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789";
+                let _ = stream.write_all(head.as_bytes()).await;
+            }
             Behavior::EndlessBody => {
                 let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
                 if stream.write_all(head.as_bytes()).await.is_err() {
@@ -279,6 +581,7 @@ mod tests {
             expect_status: None,
             measure,
             window: Duration::from_secs(3600),
+            min_samples: 1,
         }
     }
 
@@ -297,43 +600,106 @@ mod tests {
             .unwrap_or_else(|_| panic!("{what}: a probe ignored its timeout"))
     }
 
-    /// The failure ratio after one probe of `addr` with a fresh source.
-    async fn probe_one(addr: SocketAddr, expect_status: Option<u16>) -> f64 {
+    /// The failure ratio after one probe of `addr` with a fresh source,
+    /// and the report's detail.
+    async fn probe_one(addr: SocketAddr, expect_status: Option<u16>) -> (f64, Option<String>) {
         let mut s = spec(addr, ProbeMeasure::FailureRatio);
         s.expect_status = expect_status;
         let mut src = ProbeSource::build(s, client());
-        src.sample(t0()).await.unwrap()
+        let v = src.sample(t0()).await.unwrap();
+        (v, src.detail())
     }
 
     #[tokio::test]
     async fn every_kind_of_server_failure_is_a_failed_probe() {
         within("server table", async {
             let ok = |code| Behavior::Status(code, Duration::ZERO);
+            // (case, server, expect_status, ratio, the reason in the detail)
             let table = [
-                ("200, any 2xx", serve(ok(200)).await, None, 0.0),
-                ("204, any 2xx", serve(ok(204)).await, None, 0.0),
-                ("500, any 2xx", serve(ok(500)).await, None, 1.0),
-                ("302, any 2xx", serve(ok(302)).await, None, 1.0),
-                ("500, expect 500", serve(ok(500)).await, Some(500), 0.0),
-                ("204, expect 200", serve(ok(204)).await, Some(200), 1.0),
-                ("hang", serve(Behavior::Hang).await, None, 1.0),
-                ("garbage", serve(Behavior::Garbage).await, None, 1.0),
+                ("200, any 2xx", serve(ok(200)).await, None, 0.0, None),
+                ("204, any 2xx", serve(ok(204)).await, None, 0.0, None),
+                (
+                    "500, any 2xx",
+                    serve(ok(500)).await,
+                    None,
+                    1.0,
+                    Some("status 500 (expected 2xx)"),
+                ),
+                (
+                    "302, any 2xx",
+                    serve(ok(302)).await,
+                    None,
+                    1.0,
+                    Some("status 302 (expected 2xx)"),
+                ),
+                (
+                    "500, expect 500",
+                    serve(ok(500)).await,
+                    Some(500),
+                    0.0,
+                    None,
+                ),
+                (
+                    "204, expect 200",
+                    serve(ok(204)).await,
+                    Some(200),
+                    1.0,
+                    Some("status 204 (expected 200)"),
+                ),
+                (
+                    "hang",
+                    serve(Behavior::Hang).await,
+                    None,
+                    1.0,
+                    Some("timed out after 300ms"),
+                ),
+                (
+                    "garbage",
+                    serve(Behavior::Garbage).await,
+                    None,
+                    1.0,
+                    Some("not http"),
+                ),
                 (
                     "hang mid-body",
                     serve(Behavior::HangMidBody).await,
                     None,
                     1.0,
+                    Some("timed out after 300ms"),
+                ),
+                (
+                    "cut mid-body",
+                    serve(Behavior::CutMidBody).await,
+                    None,
+                    1.0,
+                    Some("body cut off"),
                 ),
                 (
                     "endless body",
                     serve(Behavior::EndlessBody).await,
                     None,
                     0.0,
+                    None,
                 ),
-                ("refused", refused_port().await, None, 1.0),
+                ("refused", refused_port().await, None, 1.0, Some("refused")),
             ];
-            for (name, addr, expect, want) in table {
-                assert_eq!(probe_one(addr, expect).await, want, "{name}");
+            for (name, addr, expect, want, reason) in table {
+                let (got, detail) = probe_one(addr, expect).await;
+                assert_eq!(got, want, "{name}");
+                match reason {
+                    None => assert_eq!(detail, None, "{name}"),
+                    Some(r) => {
+                        let d = detail.unwrap_or_default();
+                        assert!(
+                            d.starts_with(&format!(
+                                "1 of 1 probe failed: 1 {}",
+                                r.split(':').next().unwrap()
+                            )),
+                            "{name}: {d}"
+                        );
+                        assert!(d.contains(&format!("; last: {r}")), "{name}: {d}");
+                    }
+                }
             }
         })
         .await;
@@ -410,9 +776,9 @@ mod tests {
         let mut s = spec("127.0.0.1:1".parse().unwrap(), ProbeMeasure::FailureRatio);
         s.window = Duration::ZERO;
         let mut src = ProbeSource::build(s, client());
-        let probe = |at, ok| Probe {
+        let probe = |at, ok: bool| Probe {
             at,
-            ok,
+            failure: (!ok).then_some(Failure::Refused),
             elapsed: Duration::from_millis(5),
         };
         src.record(probe(t0(), false));
@@ -427,6 +793,174 @@ mod tests {
         }
         assert_eq!(src.probes.len(), MAX_PROBES);
         assert_eq!(src.value(), 0.5);
+    }
+
+    #[test]
+    fn too_few_probes_are_unknown_not_a_ratio() {
+        let mut s = spec("127.0.0.1:1".parse().unwrap(), ProbeMeasure::FailureRatio);
+        s.window = Duration::from_secs(30);
+        s.min_samples = 3;
+        let mut src = ProbeSource::build(s, client());
+        let failed = || Verdict::Failed(Failure::Refused);
+        let ms = Duration::from_millis(3);
+        let e = src.absorb(t0(), failed(), ms).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "too few probes: 1 in window 30s < min_samples 3"
+        );
+        assert!(!e.is_absence());
+        let e = src.absorb(t0() + secs(5), Verdict::Ok, ms).unwrap_err();
+        assert!(e.to_string().starts_with("too few probes: 2"), "{e}");
+        assert_eq!(src.absorb(t0() + secs(10), failed(), ms), Ok(2.0 / 3.0));
+        // The window moves on: 2 of the 3 left it, too few again.
+        let e = src.absorb(t0() + secs(40), Verdict::Ok, ms).unwrap_err();
+        assert!(
+            e.to_string().starts_with("too few probes: 1 in window 30s"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn observer_failures_are_not_probes() {
+        let mut s = spec("127.0.0.1:1".parse().unwrap(), ProbeMeasure::FailureRatio);
+        s.window = Duration::from_secs(30);
+        s.min_samples = 2;
+        let mut src = ProbeSource::build(s, client());
+        let ms = Duration::from_millis(3);
+        let emfile = || Verdict::Observer("too many open files (EMFILE)".into());
+        // The only thing this poll, nothing real in the window: Unknown.
+        let e = src.absorb(t0(), emfile(), ms).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "observer failure: too many open files (EMFILE)"
+        );
+        assert!(!e.is_absence());
+        assert!(src.probes.is_empty(), "an observer failure is not recorded");
+        assert!(src.absorb(t0() + secs(5), Verdict::Ok, ms).is_err());
+        let failed = Verdict::Failed(Failure::Refused);
+        assert_eq!(src.absorb(t0() + secs(10), failed, ms), Ok(0.5));
+        // Enough real probes in the window: they decide, unchanged.
+        assert_eq!(src.absorb(t0() + secs(15), emfile(), ms), Ok(0.5));
+        assert_eq!(src.probes.len(), 2);
+        let d = src.detail().unwrap();
+        assert_eq!(
+            d,
+            "1 of 2 probes failed: 1 refused; last: refused; observer failure at 12:00:15.000Z not counted: too many open files (EMFILE)"
+        );
+        // The real probes age out of the window: Unknown again.
+        let e = src.absorb(t0() + secs(36), emfile(), ms).unwrap_err();
+        assert!(e.to_string().starts_with("observer failure:"), "{e}");
+        assert_eq!(src.probes.len(), 1);
+    }
+
+    #[test]
+    fn detail_counts_failures_by_reason_and_names_the_last() {
+        let mut s = spec("127.0.0.1:1".parse().unwrap(), ProbeMeasure::FailureRatio);
+        s.window = Duration::from_secs(30);
+        let mut src = ProbeSource::build(s, client());
+        let ms = Duration::from_millis(3);
+        assert_eq!(src.detail(), None);
+        let timeout = || Verdict::Failed(Failure::TimedOut(Duration::from_secs(2)));
+        let steps = [
+            Verdict::Ok,
+            timeout(),
+            Verdict::Ok,
+            timeout(),
+            Verdict::Ok,
+            Verdict::Failed(Failure::Refused),
+        ];
+        for (i, v) in steps.into_iter().enumerate() {
+            let _ = src.absorb(t0() + secs(5 * i as i64), v, ms);
+        }
+        assert_eq!(
+            src.detail().as_deref(),
+            Some("3 of 6 probes failed: 2 timed out after 2s, 1 refused; last: refused")
+        );
+        // Once the failures left the window, the last one is still named, with its time.
+        let _ = src.absorb(t0() + secs(100), Verdict::Ok, ms);
+        assert_eq!(
+            src.detail().as_deref(),
+            Some("0 of 1 probe failed; last: refused at 12:00:25.000Z")
+        );
+    }
+
+    /// An error with a source, to build chains like reqwest's.
+    #[derive(Debug)]
+    struct Wrap(&'static str, Box<dyn std::error::Error + Send + Sync>);
+    impl std::fmt::Display for Wrap {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for Wrap {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(self.1.as_ref())
+        }
+    }
+
+    #[test]
+    fn classify_walks_the_error_chain() {
+        use std::io::{Error, ErrorKind};
+        let t = Duration::from_secs(2);
+        let wrap = |e: Error| {
+            Wrap(
+                "error sending request",
+                Box::new(Wrap("client error (Connect)", Box::new(e))),
+            )
+        };
+        let msg = |m: &'static str| Wrap("error sending request", Box::new(Error::other(m)));
+        let failed = Verdict::Failed;
+        let table: Vec<(&str, Wrap, Verdict)> = vec![
+            ("refused", wrap(Error::from(ErrorKind::ConnectionRefused)), failed(Failure::Refused)),
+            ("reset", wrap(Error::from(ErrorKind::ConnectionReset)), failed(Failure::Reset)),
+            ("io timeout", wrap(Error::from(ErrorKind::TimedOut)), failed(Failure::TimedOut(t))),
+            ("eof", wrap(Error::from(ErrorKind::UnexpectedEof)), failed(Failure::BodyCut)),
+            ("emfile", wrap(Error::from_raw_os_error(24)), Verdict::Observer("too many open files (EMFILE)".into())),
+            ("enfile", wrap(Error::from_raw_os_error(23)), Verdict::Observer("too many open files in the system (ENFILE)".into())),
+            ("enobufs", wrap(Error::from_raw_os_error(105)), Verdict::Observer("no buffer space available (ENOBUFS)".into())),
+            ("enomem", wrap(Error::from_raw_os_error(12)), Verdict::Observer("out of memory (ENOMEM)".into())),
+            ("refused errno", wrap(Error::from_raw_os_error(111)), failed(Failure::Refused)),
+            (
+                "local resolver down",
+                msg("dns error: failed to lookup address information: Temporary failure in name resolution"),
+                Verdict::Observer("local resolver failed: error sending request: dns error: failed to lookup address information: Temporary failure in name resolution".into()),
+            ),
+            (
+                "no such name",
+                msg("dns error: failed to lookup address information: Name or service not known"),
+                failed(Failure::Dns("error sending request: dns error: failed to lookup address information: Name or service not known".into())),
+            ),
+            ("cancelled", msg("operation was canceled"), Verdict::Observer("probe cancelled: error sending request: operation was canceled".into())),
+            ("tls", msg("invalid peer certificate: UnknownIssuer"), failed(Failure::Tls("error sending request: invalid peer certificate: UnknownIssuer".into()))),
+            ("closed", msg("connection closed before message completed"), failed(Failure::Reset)),
+            ("other", msg("something new"), failed(Failure::Other("error sending request: something new".into()))),
+        ];
+        for (name, err, want) in table {
+            assert_eq!(classify(&err, t), want, "{name}");
+        }
+        assert_eq!(Failure::Dns("x".into()).kind(), "dns");
+        assert_eq!(Failure::TimedOut(t).kind(), "timed out after 2s");
+    }
+
+    #[tokio::test]
+    async fn a_name_that_does_not_resolve_is_dns_or_a_local_resolver_failure() {
+        within("dns", async {
+            let mut s = spec("127.0.0.1:1".parse().unwrap(), ProbeMeasure::FailureRatio);
+            s.url = "http://rollbackd-test.invalid/health".parse().unwrap();
+            s.timeout = Duration::from_secs(5);
+            let src = ProbeSource::build(s, client());
+            let (verdict, _) = src.probe_once().await;
+            // .invalid never resolves (RFC 6761): the service's name is
+            // broken, unless this host has no working resolver at all.
+            match verdict {
+                Verdict::Failed(Failure::Dns(e)) => assert!(e.contains("dns"), "{e}"),
+                Verdict::Observer(why) => {
+                    assert!(why.starts_with("local resolver failed"), "{why}")
+                }
+                other => panic!("{other:?}"),
+            }
+        })
+        .await;
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! `source = "prometheus"`: PromQL instant queries through
-//! `prometheus-http-query`, and the one range query a baseline needs.
+//! `prometheus-http-query`, the range query a rule's `for` is judged on
+//! (see [`crate::rules::timeline`]), the one a baseline needs, and the
+//! traffic guard's instant query.
 //!
 //! One [`Prometheus`] client is built per daemon and shared by every rule of
 //! every target: one keep-alive connection pool, a real HTTP timeout (the
@@ -8,9 +10,12 @@
 //! thousand targets polling together do not open a thousand connections.
 //!
 //! Everything that is not a usable answer — refused, timed out, an HTTP
-//! error, a body that is not the Prometheus API, `"status":"error"`, an
-//! empty result — is a [`SourceError`] naming the server and what went
-//! wrong; the rule layer turns it into `Unknown`.
+//! error, a body that is not the Prometheus API, `"status":"error"` — is a
+//! [`SourceError`] naming the server and what went wrong; the rule layer
+//! turns it into `Unknown`. An empty result is [`SourceError::Absent`]: the
+//! server answered that the series is not there, which `no_data = "breach"`
+//! may count as a breach. Range queries take millisecond timestamps and
+//! steps, so sub-second poll intervals work.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -48,8 +53,26 @@ pub struct Series {
 pub struct RangeSeries {
     /// Its labels.
     pub labels: Labels,
-    /// Its values, oldest first.
-    pub values: Vec<f64>,
+    /// Its points `(timestamp, value)`, oldest first. Steps where the
+    /// series had no value are missing.
+    pub points: Vec<(DateTime<Utc>, f64)>,
+}
+
+impl RangeSeries {
+    /// The values, oldest first.
+    pub fn values(&self) -> Vec<f64> {
+        self.points.iter().map(|(_, v)| *v).collect()
+    }
+}
+
+/// A Prometheus sample timestamp (float seconds) as a time, to the millisecond.
+fn sample_time(ts: f64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis((ts * 1000.0).round() as i64).unwrap_or_default()
+}
+
+/// Seconds with millisecond precision, as the HTTP API takes them.
+fn api_time(t: DateTime<Utc>) -> String {
+    format!("{:.3}", t.timestamp_millis() as f64 / 1000.0)
 }
 
 /// A shared Prometheus client: cheap to clone.
@@ -60,6 +83,9 @@ pub struct Prometheus {
 
 struct Inner {
     client: prometheus_http_query::Client,
+    /// `{url}/api/v1/query_range`, sent directly (the crate takes whole
+    /// seconds only).
+    range_url: String,
     /// For error messages: `prometheus http://127.0.0.1:9090/`.
     what: String,
     timeout: Duration,
@@ -142,6 +168,10 @@ impl Prometheus {
             .with_context(|| format!("invalid Prometheus url {}", cfg.url))?;
         Ok(Prometheus {
             inner: Arc::new(Inner {
+                range_url: format!(
+                    "{}/api/v1/query_range",
+                    cfg.url.as_str().trim_end_matches('/')
+                ),
                 client,
                 what: format!("prometheus {}", cfg.url),
                 timeout: cfg.timeout,
@@ -154,7 +184,8 @@ impl Prometheus {
     /// series without labels.
     pub async fn instant(&self, query: &str) -> Result<Vec<Series>, SourceError> {
         let request = self.inner.client.query(query);
-        let data = self.run(request.get_raw()).await?;
+        let send = async { request.get_raw().await.map_err(|e| self.send_error(e)) };
+        let data = self.run(send).await?;
         match data {
             Data::Vector(v) => Ok(v
                 .into_iter()
@@ -177,7 +208,8 @@ impl Prometheus {
         }
     }
 
-    /// Evaluate `query` from `start` to `end` every `step`.
+    /// Evaluate `query` from `start` to `end` every `step`, to the
+    /// millisecond.
     pub async fn range(
         &self,
         query: &str,
@@ -185,13 +217,20 @@ impl Prometheus {
         end: DateTime<Utc>,
         step: Duration,
     ) -> Result<Vec<RangeSeries>, SourceError> {
-        let request = self.inner.client.query_range(
-            query,
-            start.timestamp(),
-            end.timestamp(),
-            step.as_secs_f64().max(0.001),
-        );
-        let data = self.run(request.get_raw()).await?;
+        let step_secs = (step.as_millis().max(1) as f64) / 1000.0;
+        let request = self
+            .inner
+            .client
+            .inner()
+            .get(&self.inner.range_url)
+            .query(&[
+                ("query", query.to_string()),
+                ("start", api_time(start)),
+                ("end", api_time(end)),
+                ("step", format!("{step_secs}")),
+            ]);
+        let send = async { request.send().await.map_err(|e| self.reqwest_error(&e)) };
+        let data = self.run(send).await?;
         match data {
             Data::Matrix(m) => Ok(m
                 .into_iter()
@@ -199,13 +238,16 @@ impl Prometheus {
                     let (labels, samples) = rv.into_inner();
                     RangeSeries {
                         labels: labels.into_iter().collect(),
-                        values: samples.iter().map(|s| s.value()).collect(),
+                        points: samples
+                            .iter()
+                            .map(|s| (sample_time(s.timestamp()), s.value()))
+                            .collect(),
                     }
                 })
                 .collect()),
             Data::Scalar(s) => Ok(vec![RangeSeries {
                 labels: Labels::new(),
-                values: vec![s.value()],
+                points: vec![(sample_time(s.timestamp()), s.value())],
             }]),
             Data::Vector(_) => Err(self.bad("a range query answered an instant vector")),
         }
@@ -229,7 +271,7 @@ impl Prometheus {
     /// body (bounded) and turn it into the result data or a clear error.
     async fn run<F>(&self, send: F) -> Result<Data, SourceError>
     where
-        F: std::future::Future<Output = Result<reqwest::Response, prometheus_http_query::Error>>,
+        F: std::future::Future<Output = Result<reqwest::Response, SourceError>>,
     {
         let _permit = self
             .inner
@@ -239,7 +281,7 @@ impl Prometheus {
             .map_err(|_| self.unavailable("client closed"))?;
         let timeout = self.inner.timeout;
         let fetch = async {
-            let response = send.await.map_err(|e| self.send_error(e))?;
+            let response = send.await?;
             let status = response.status();
             let body = read_bounded(response)
                 .await
@@ -262,17 +304,22 @@ impl Prometheus {
 
     fn send_error(&self, e: prometheus_http_query::Error) -> SourceError {
         use std::error::Error as _;
-        let inner = e.source().and_then(|s| s.downcast_ref::<reqwest::Error>());
-        match inner {
-            Some(r) if r.is_timeout() => self.unavailable(format!(
+        match e.source().and_then(|s| s.downcast_ref::<reqwest::Error>()) {
+            Some(r) => self.reqwest_error(r),
+            None => self.unavailable(e.to_string()),
+        }
+    }
+
+    fn reqwest_error(&self, r: &reqwest::Error) -> SourceError {
+        if r.is_timeout() {
+            self.unavailable(format!(
                 "no answer within the timeout of {}",
                 crate::util::fmt_duration(self.inner.timeout)
-            )),
-            Some(r) if r.is_connect() => {
-                self.unavailable(format!("cannot connect: {}", error_chain(r)))
-            }
-            Some(r) => self.unavailable(error_chain(r)),
-            None => self.unavailable(e.to_string()),
+            ))
+        } else if r.is_connect() {
+            self.unavailable(format!("cannot connect: {}", error_chain(r)))
+        } else {
+            self.unavailable(error_chain(r))
         }
     }
 
@@ -321,7 +368,10 @@ impl Prometheus {
             }) if s == "success" => {
                 let (data, _) = result.into_inner();
                 if data.is_empty() {
-                    Err(self.unavailable("empty result: no series matched the query"))
+                    Err(SourceError::Absent {
+                        what: self.inner.what.clone(),
+                        detail: "empty result: no series matched the query".into(),
+                    })
                 } else {
                     Ok(data)
                 }
@@ -479,6 +529,43 @@ impl PromSource {
         self.client()?.instant(&self.spec.query).await
     }
 
+    /// The step the rule's `for` is judged at: `step`, or the poll interval.
+    pub fn step(&self) -> Duration {
+        self.spec
+            .step
+            .unwrap_or(self.min_step)
+            .max(Duration::from_millis(1))
+    }
+
+    /// The rule's query from `start` to `end` every `step`. An empty result
+    /// is no series, not an error: the caller judges absence.
+    pub async fn query_range(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        step: Duration,
+    ) -> Result<Vec<RangeSeries>, SourceError> {
+        match self
+            .client()?
+            .range(&self.spec.query, start, end, step)
+            .await
+        {
+            Err(SourceError::Absent { .. }) => Ok(Vec::new()),
+            other => other,
+        }
+    }
+
+    /// The traffic guard's value now: the sum of `traffic_query`'s series
+    /// (NaN when any is NaN). `Ok(None)` when the rule has no guard; an
+    /// empty result is [`SourceError::Absent`].
+    pub async fn traffic(&self) -> Result<Option<f64>, SourceError> {
+        let Some(guard) = &self.spec.traffic else {
+            return Ok(None);
+        };
+        let series = self.client()?.instant(&guard.query).await?;
+        Ok(Some(series.iter().map(|s| s.value).sum()))
+    }
+
     /// The largest finite value of the query now (for callers that want one
     /// number; rules use [`PromSource::query`] to name the series).
     pub async fn sample(&mut self) -> Result<f64, SourceError> {
@@ -519,9 +606,7 @@ impl PromSource {
         let series = match self.client()?.range(query, start, end, step).await {
             Ok(s) => s,
             // An empty window is an answer: there is no baseline there.
-            Err(SourceError::Unavailable { detail, .. }) if detail.starts_with("empty result") => {
-                Vec::new()
-            }
+            Err(SourceError::Absent { .. }) => Vec::new(),
             Err(e) => return Err(e),
         };
         self.baseline = Some(CachedBaseline {
@@ -555,6 +640,21 @@ mod tests {
         ] {
             assert_eq!(base64(i), o, "{i}");
         }
+    }
+
+    #[test]
+    fn range_times_keep_milliseconds() {
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        for (at, text) in [
+            ("2026-01-01T12:00:00Z", "1767268800.000"),
+            ("2026-01-01T12:00:00.1Z", "1767268800.100"),
+            ("2026-01-01T12:00:00.123456Z", "1767268800.123"),
+            ("1969-12-31T23:59:59.5Z", "-0.500"),
+        ] {
+            assert_eq!(api_time(t(at)), text, "{at}");
+        }
+        assert_eq!(sample_time(1767268800.1), t("2026-01-01T12:00:00.1Z"));
+        assert_eq!(sample_time(1767268800.0), t("2026-01-01T12:00:00Z"));
     }
 
     #[test]

@@ -277,6 +277,7 @@ pub fn rolled_back_incident() -> rollbackd::decide::Incident {
                 baseline: None,
                 above_baseline: None,
                 labels: Default::default(),
+                detail: None,
             }],
         },
         from_version: Some("v2".into()),

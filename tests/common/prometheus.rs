@@ -331,11 +331,11 @@ impl FakePrometheus {
             for stream in listener.incoming().flatten() {
                 let m = m.clone();
                 std::thread::spawn(move || {
-                    if read_request_path(&stream).is_none() {
+                    let Some(path) = read_request_path(&stream) else {
                         return;
-                    }
+                    };
                     let mode = *m.lock().unwrap();
-                    fake_answer(stream, mode);
+                    fake_answer(stream, mode, &path);
                 });
             }
         });
@@ -351,9 +351,50 @@ impl FakePrometheus {
     }
 }
 
-fn fake_answer(stream: TcpStream, mode: Fake) {
+/// The value of query parameter `name` in a request path.
+fn param(path: &str, name: &str) -> Option<String> {
+    let query = path.split_once('?')?.1;
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then(|| v.to_string())
+    })
+}
+
+/// Points `[t, "v"]` at every step of a range request (`start`, `end`,
+/// `step` in seconds).
+fn range_points(path: &str, v: f64) -> String {
+    let num = |n| param(path, n).and_then(|x| x.parse::<f64>().ok());
+    let (Some(start), Some(end), Some(step)) = (num("start"), num("end"), num("step")) else {
+        return String::new();
+    };
+    let mut points = Vec::new();
+    let mut k = 0u64;
+    while start + k as f64 * step <= end + 1e-9 {
+        points.push(format!(r#"[{:.3},"{v}"]"#, start + k as f64 * step));
+        k += 1;
+    }
+    points.join(",")
+}
+
+fn fake_answer(stream: TcpStream, mode: Fake, path: &str) {
     let json = "application/json";
+    let range = path.starts_with("/api/v1/query_range");
     match mode {
+        Fake::Value(v) if range => respond(
+            stream,
+            "200 OK",
+            json,
+            &format!(
+                r#"{{"status":"success","data":{{"resultType":"matrix","result":[{{"metric":{{"job":"app"}},"values":[{}]}}]}}}}"#,
+                range_points(path, v)
+            ),
+        ),
+        Fake::Empty if range => respond(
+            stream,
+            "200 OK",
+            json,
+            r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#,
+        ),
         Fake::Value(v) => respond(
             stream,
             "200 OK",
@@ -383,7 +424,7 @@ fn fake_answer(stream: TcpStream, mode: Fake) {
         ),
         Fake::Slow(d) => {
             std::thread::sleep(d);
-            fake_answer(stream, Fake::Value(0.0));
+            fake_answer(stream, Fake::Value(0.0), path);
         }
     }
 }
