@@ -852,6 +852,7 @@ pub fn outcome_label(outcome: Outcome) -> &'static str {
         Outcome::Escalated => "escalated",
         Outcome::Resolved => "resolved",
         Outcome::Rejected => "rejected",
+        Outcome::Shadow => "shadow",
     }
 }
 
@@ -874,6 +875,7 @@ mod tests {
             baseline: None,
             above_baseline: None,
             labels: Default::default(),
+            detail: None, shadow: false,
         }
     }
 

@@ -59,9 +59,17 @@ fn render_target(
         if let Some(p) = &s.paused {
             writeln!(
                 out,
-                "  paused by {} at {}: breaches escalate instead of rolling back",
+                "  paused by {} at {}{} {}: breaches escalate instead of rolling back",
                 p.by,
-                p.at.format("%Y-%m-%d %H:%M:%SZ")
+                p.at.format("%Y-%m-%d %H:%M:%SZ"),
+                p.reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default(),
+                match p.until {
+                    Some(u) => format!("until {}", u.format("%Y-%m-%d %H:%M:%SZ")),
+                    None => "until resumed".to_string(),
+                }
             )?;
         }
         if let Some(g) = &s.loop_guard {
@@ -93,6 +101,9 @@ fn rule_line(r: &crate::rules::RuleReport) -> String {
         r.status.name(),
         r.value.map(fmt_value).unwrap_or_else(|| "-".into()),
     );
+    if r.shadow {
+        line.insert_str(0, "(shadow) ");
+    }
     if r.above_baseline.is_some() {
         line.push_str(&format!(
             " baseline {:<10}",

@@ -32,6 +32,7 @@ fn cfg() -> DecideConfig {
         has_after: true,
         blast_radius: None,
         rto: Duration::from_secs(300),
+        max_pause: Duration::from_secs(24 * 3600),
     }
 }
 
@@ -50,6 +51,7 @@ fn report(status: RuleStatus, value: Option<f64>, at: Time) -> RuleReport {
         above_baseline: None,
         labels: Default::default(),
         detail: None,
+        shadow: false,
     }
 }
 
@@ -508,7 +510,7 @@ fn confirmation_table() {
     let (p, _) = run(
         &c,
         s,
-        vec![(Event::Pause { by: "ops".into() }, t(45)), (approve, t(50))],
+        vec![(Event::Pause { by: "ops".into(), reason: None, duration: None }, t(45)), (approve, t(50))],
     );
     assert_eq!(p.phase.name(), "Escalated");
     assert!(p
@@ -546,7 +548,7 @@ fn manual_trigger_and_global_refusal() {
     let (s, _) = run(
         &c,
         s,
-        vec![(Event::Pause { by: "ops".into() }, t(13)), (trigger, t(14))],
+        vec![(Event::Pause { by: "ops".into(), reason: None, duration: None }, t(13)), (trigger, t(14))],
     );
     assert_eq!(s.phase.name(), "Escalated");
     let (s, _) = run(&c, s, vec![(Event::Resume { by: "ops".into() }, t(15))]);
@@ -598,7 +600,7 @@ fn every_path_to_an_execution_respects_pause_window_and_dry_run() {
                 assert_eq!(s.phase.name(), "AwaitingConfirmation", "{path}");
             }
             match guard {
-                "paused" => s = run(&c, s, vec![(Event::Pause { by: "ops".into() }, t(45))]).0,
+                "paused" => s = run(&c, s, vec![(Event::Pause { by: "ops".into(), reason: None, duration: None }, t(45))]).0,
                 "window" => c.windows = vec![window.clone()],
                 "dry_run" => c.dry_run = true,
                 _ => {}
@@ -755,7 +757,7 @@ fn crossing_answers_and_stale_refusals_act_at_most_once() {
         &w,
         rolling,
         vec![
-            (Event::Pause { by: "ops".into() }, t(52)),
+            (Event::Pause { by: "ops".into(), reason: None, duration: None }, t(52)),
             (Event::Recovered, t(53)),
             (breached(t(54)), t(54)),
         ],
@@ -869,7 +871,7 @@ proptest! {
                     reason: "no".into(),
                 },
                 Gen::Manual => Event::ManualTrigger { by: "carol".into(), reason: "cve".into() },
-                Gen::Pause => Event::Pause { by: "ops".into() },
+                Gen::Pause => Event::Pause { by: "ops".into(), reason: None, duration: None },
                 Gen::Resume => Event::Resume { by: "ops".into() },
                 Gen::Refused => Event::ExecRefused {
                     incident: s.incident().map(|i| i.id.clone()).unwrap_or_default(),
