@@ -504,7 +504,7 @@ fn target_notify(cx: &mut Cx, p: &str, raw: Option<&RawTargetNotify>) -> Option<
     };
     let to = list(cx, "to", raw.to.as_ref());
     let cc = list(cx, "cc", raw.cc.as_ref()).unwrap_or_default();
-    if to.as_ref().is_some_and(Vec::is_empty) {
+    if raw.to.as_ref().is_some_and(Vec::is_empty) {
         cx.err(
             join(p, "to"),
             "to = [] would send this target's mail to nobody; leave it out to use notify.email.to",
@@ -2416,6 +2416,61 @@ mod tests {
     }
 
     #[test]
+    fn warnings_name_the_key_and_do_not_fail() {
+        let mail = "[notify.email]\nfrom = \"r@h\"\nto = [\"a@example.com\"]";
+        let probe = |extra: &str| {
+            format!("name = \"p\"\nsource = \"probe\"\nabove = 0.5\n{extra}")
+        };
+        let cases: Vec<(String, Vec<(&str, &str)>)> = vec![
+            // Nobody would be told anything.
+            (
+                config(&[("rule", &probe("url = \"http://127.0.0.1/\"\nfor = \"30s\""))]),
+                vec![("notify", "no notification channel configured")],
+            ),
+            // for = 0s on a probe and on a host rule (also by default).
+            (
+                config(&[("top", mail), ("rule", &probe("url = \"http://127.0.0.1/\""))]),
+                vec![("target[0].rule[0].for", "for = \"0s\" (the default): a single bad probe")],
+            ),
+            (
+                config(&[
+                    ("top", mail),
+                    ("rule", "name = \"cpu\"\nsource = \"host\"\nmetric = \"cpu\"\nabove = 0.9\nfor = \"0s\""),
+                ]),
+                vec![("target[0].rule[0].for", "a single bad host sample")],
+            ),
+            // A probe across the network without a timeout of its own.
+            (
+                config(&[("top", mail), ("rule", &probe("url = \"http://app.internal/\"\nfor = \"30s\""))]),
+                vec![("target[0].rule[0].url", "not on this host, has no timeout set")],
+            ),
+            // Quiet: loopback probe, a timeout set, a for, a channel.
+            (
+                config(&[("top", mail), ("rule", &probe("url = \"http://app.internal/\"\ntimeout = \"1s\"\nfor = \"30s\""))]),
+                vec![],
+            ),
+            (
+                config(&[("top", "[[notify.webhook]]\nurl = \"https://chat/\""), ("rule", &probe("url = \"http://localhost:3000/\"\nfor = \"30s\""))]),
+                vec![],
+            ),
+        ];
+        for (text, want) in &cases {
+            let c = load_str("rollbackd.toml", text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            let got: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
+            assert_eq!(got.len(), want.len(), "{got:#?}\nfor config:\n{text}");
+            for (path, fragment) in want {
+                assert!(
+                    c.warnings
+                        .iter()
+                        .any(|w| w.path == *path && w.message.contains(fragment)),
+                    "want {path}: warning: ...{fragment}...\ngot {got:#?}"
+                );
+            }
+            assert!(got.iter().all(|w| w.contains(": warning: ")));
+        }
+    }
+
+    #[test]
     fn each_problem_has_its_path_and_message() {
         let host =
             |extra: &str| format!("name = \"cpu\"\nsource = \"host\"\nmetric = \"cpu\"\n{extra}");
@@ -2488,7 +2543,16 @@ mod tests {
             (config(&[("top", &mail("ca_file = \"/etc/ca.pem\""))]), "notify.email.ca_file", "smtp_url is not"),
             (config(&[("top", "[[notify.webhook]]\nformat = \"json\"")]), "notify.webhook[0].url", "required key is missing"),
             (config(&[("top", "[[notify.webhook]]\nurl = \"ftp://chat/\"")]), "notify.webhook[0].url", "http:// or https://"),
-            (config(&[("top", "[[notify.webhook]]\nurl = \"https://chat/\"\nformat = \"teams\"")]), "notify.webhook[0].format", r#"invalid format "teams""#),
+            (config(&[("top", "[[notify.webhook]]\nurl = \"https://chat/\"\nformat = \"irc\"")]), "notify.webhook[0].format", r#"invalid format "irc" (use "json", "slack", "teams", "dingtalk" or "feishu")"#),
+            (config(&[("top", "[[notify.webhook]]\nurl = \"https://chat/\"\nsecret = \"s\"")]), "notify.webhook[0].secret", "dingtalk"),
+            (config(&[("top", "[[notify.webhook]]\nname = \"ops\"\nurl = \"https://a/\"\n[[notify.webhook]]\nname = \"ops\"\nurl = \"https://b/\"")]), "notify.webhook[1].name", r#"duplicate webhook name "ops""#),
+            (config(&[("top", "[[notify.webhook]]\nname = \"ops\"\nurl = \"https://a/\""), ("after", "[target.notify]\nwebhooks = [\"dev\"]")]), "target[0].notify.webhooks[0]", r#"no [[notify.webhook]] named "dev" (named webhooks: ops)"#),
+            (config(&[("after", "[target.notify]\nmin_severity = \"loud\"")]), "target[0].notify.min_severity", r#"invalid min_severity "loud" (use "info", "warning" or "critical")"#),
+            (config(&[("top", &mail("")), ("after", "[target.notify]\nto = [\"not an address\"]")]), "target[0].notify.to[0]", "invalid mailbox"),
+            (config(&[("after", "[target.notify]\ncc = [\"a@example.com\"]")]), "target[0].notify.cc", "[notify.email]"),
+            (config(&[("after", "[target.notify]\nchannel = \"x\"")]), "target[0].notify.channel", "unknown key"),
+            (config(&[("rule", &probe("above = 0.5\nmode = \"dry\""))]), "target[0].rule[0].mode", r#"invalid mode "dry" (use "act" or "shadow")"#),
+            (config(&[("daemon", "max_pause = \"0s\"")]), "daemon.max_pause", "greater than zero"),
             (config(&[("top", "[notify]\ngive_up_after = \"0s\"")]), "notify.give_up_after", "greater than zero"),
             (config(&[("top", "[notify]\nmax_per_hour = 0")]), "notify.max_per_hour", "positive number"),
             (config(&[("top", "[notify]\nmax_per_target_per_hour = -1")]), "notify.max_per_target_per_hour", "positive number"),
