@@ -395,3 +395,53 @@ fn shadow_rule_breaching_records_and_notifies_shadow_and_executes_nothing() {
     assert!(status.contains("web: Watching"), "{status}");
     assert_eq!(daemon.stop(), Some(0));
 }
+
+#[test]
+fn check_prints_warnings_and_exits_0() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("quiet.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[daemon]
+state_dir = "{dir}/state"
+
+[[target]]
+name = "web"
+  [[target.rule]]
+  name = "cpu"
+  source = "host"
+  metric = "cpu"
+  above = 0.9
+  [[target.rule]]
+  name = "health"
+  source = "probe"
+  url = "http://app.internal:3000/health"
+  above = 0.5
+  for = "30s"
+  [target.rollback]
+  kind = "command"
+  steps = [["true"]]
+"#,
+            dir = tmp.path().display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let file = path.display();
+    for needle in [
+        format!("{file}: notify: warning: no notification channel configured"),
+        format!("{file}: target[0].rule[0].for: warning: for = \"0s\" (the default)"),
+        format!("{file}: target[0].rule[1].url: warning: probe of http://app.internal:3000/health"),
+    ] {
+        assert!(err.contains(&needle), "missing {needle:?} in:\n{err}");
+    }
+    assert_eq!(err.matches(": warning: ").count(), 3, "{err}");
+}
