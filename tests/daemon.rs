@@ -394,6 +394,23 @@ fn shadow_rule_breaching_records_and_notifies_shadow_and_executes_nothing() {
     let (_, status, _) = cli(&dir, &["status"]);
     assert!(status.contains("web: Watching"), "{status}");
     assert_eq!(daemon.stop(), Some(0));
+
+    // After a restart the shadow incident is still listed, and the episode
+    // still under way is not notified again.
+    let daemon = Running::start(&dir.join("rollbackd.toml"), &dir.join("daemon2.log"));
+    let list = wait_for(Duration::from_secs(15), "the API after the restart", || {
+        let (code, json, _) = cli(&dir, &["incidents", "--json"]);
+        (code == Some(0)).then(|| serde_json::from_str::<serde_json::Value>(&json).unwrap())
+    });
+    assert_eq!(list[0]["phase"], "Shadow", "{list}");
+    std::thread::sleep(Duration::from_secs(2));
+    let shadow_notes = journal(&dir.join("state"))
+        .iter()
+        .flat_map(|e| e["actions"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["action"] == "notify" && a["kind"] == "shadow")
+        .count();
+    assert_eq!(shadow_notes, 1, "not notified again after the restart");
+    assert_eq!(daemon.stop(), Some(0));
 }
 
 #[test]

@@ -61,8 +61,18 @@ pub struct TargetState {
     /// Shadow rules whose current breach episode was already recorded as
     /// "would roll back": one record and notification per episode, the
     /// episode ends when the rule is Ok again.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// (A journal delta writes a field that went away as `null`.)
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_empty"
+    )]
     pub shadow_breached: Vec<String>,
+}
+
+/// `null` (a journal delta's "this field went away") as an empty list.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
 }
 
 /// Who paused a target, when, why and until when.

@@ -1338,3 +1338,19 @@ fn shadow_rules_record_once_per_episode_and_never_act() {
     );
     assert!(a.is_empty() && s.blind_notified.is_none());
 }
+
+/// A journal delta writes a list that emptied as `null`; recovery reads it
+/// back as empty.
+#[test]
+fn shadow_episodes_read_back_from_a_delta_null() {
+    let mut s = TargetState::new("web");
+    s.shadow_breached = vec!["p99".into()];
+    let mut v = serde_json::to_value(&s).unwrap();
+    assert_eq!(v["shadow_breached"][0], "p99");
+    v["shadow_breached"] = serde_json::Value::Null;
+    let back: TargetState = serde_json::from_value(v).unwrap();
+    assert!(back.shadow_breached.is_empty());
+    let plain: TargetState =
+        serde_json::from_value(serde_json::to_value(TargetState::new("web")).unwrap()).unwrap();
+    assert_eq!(plain, TargetState::new("web"));
+}
