@@ -241,9 +241,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Status { client } => client_command(client, Verb::Status),
-        Command::Incidents { open, client } => {
-            client_command(client, Verb::Incidents { open })
-        }
+        Command::Incidents { open, client } => client_command(client, Verb::Incidents { open }),
         Command::Report { id, client } => client_command(client, Verb::Report { id }),
         Command::Approve { id, client } => client_command(client, Verb::Approve { id }),
         Command::Reject { id, reason, client } => {

@@ -875,7 +875,8 @@ mod tests {
             baseline: None,
             above_baseline: None,
             labels: Default::default(),
-            detail: None, shadow: false,
+            detail: None,
+            shadow: false,
         }
     }
 

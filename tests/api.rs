@@ -382,24 +382,47 @@ fn pause_escalates_breaches_and_resume_rearms() {
     assert!(st["targets"][0]["paused"]["by"].is_string(), "{st}");
     // No --for: [daemon] max_pause (24h), never "forever" by default.
     let until = |v: &Value| {
-        v["paused"]["until"]
-            .as_str()
-            .map(|u| chrono::DateTime::parse_from_rfc3339(u).unwrap().with_timezone(&chrono::Utc))
+        v["paused"]["until"].as_str().map(|u| {
+            chrono::DateTime::parse_from_rfc3339(u)
+                .unwrap()
+                .with_timezone(&chrono::Utc)
+        })
     };
     let left = until(&st["targets"][0]).expect("a pause without --for ends") - chrono::Utc::now();
-    assert!(left > chrono::Duration::hours(23) && left <= chrono::Duration::hours(24), "{st}");
+    assert!(
+        left > chrono::Duration::hours(23) && left <= chrono::Duration::hours(24),
+        "{st}"
+    );
     assert!(stdout(&s.cli(&["status"])).contains("paused by"));
     // The API body: `for` and `reason`; "0" is until resumed; a bad
     // duration is 400 and changes nothing.
-    let (code, v) = s.post("/v1/targets/web/pause", Some(TOKEN), Some(r#"{"for": "2h", "reason": "db maintenance"}"#));
+    let (code, v) = s.post(
+        "/v1/targets/web/pause",
+        Some(TOKEN),
+        Some(r#"{"for": "2h", "reason": "db maintenance"}"#),
+    );
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["paused"]["reason"], "db maintenance");
     let left = until(&v).unwrap() - chrono::Utc::now();
-    assert!(left > chrono::Duration::minutes(119) && left <= chrono::Duration::hours(2), "{v}");
-    let (code, v) = s.post("/v1/targets/web/pause", Some(TOKEN), Some(r#"{"for": "soon"}"#));
+    assert!(
+        left > chrono::Duration::minutes(119) && left <= chrono::Duration::hours(2),
+        "{v}"
+    );
+    let (code, v) = s.post(
+        "/v1/targets/web/pause",
+        Some(TOKEN),
+        Some(r#"{"for": "soon"}"#),
+    );
     assert_eq!(code, 400, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("invalid \"for\""), "{v}");
-    let (code, v) = s.post("/v1/targets/web/pause", Some(TOKEN), Some(r#"{"for": "0", "reason": "until resumed"}"#));
+    assert!(
+        v["error"].as_str().unwrap().contains("invalid \"for\""),
+        "{v}"
+    );
+    let (code, v) = s.post(
+        "/v1/targets/web/pause",
+        Some(TOKEN),
+        Some(r#"{"for": "0", "reason": "until resumed"}"#),
+    );
     assert_eq!(code, 200, "{v}");
     assert!(v["paused"]["until"].is_null(), "{v}");
     assert!(stdout(&s.cli(&["status"])).contains("(until resumed) until resumed"));

@@ -94,7 +94,8 @@ fn exported() -> BTreeSet<String> {
         baseline: Some(0.1),
         above_baseline: Some(3.0),
         labels: Default::default(),
-        detail: None, shadow: false,
+        detail: None,
+        shadow: false,
     };
     m.rule("web", &report);
     m.rollback_finished("web", "failed");

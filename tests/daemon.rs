@@ -386,7 +386,10 @@ fn shadow_rule_breaching_records_and_notifies_shadow_and_executes_nothing() {
         1,
         "one shadow notification per breach episode"
     );
-    assert!(entries.iter().all(|e| e["from"] == e["to"]), "no transition");
+    assert!(
+        entries.iter().all(|e| e["from"] == e["to"]),
+        "no transition"
+    );
     let (_, json, _) = cli(&dir, &["incidents", "--json"]);
     let list: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(list[0]["phase"], "Shadow", "{json}");

@@ -152,7 +152,10 @@ async fn each_target_mails_its_own_list_and_its_own_webhooks() {
             .notify(NotifyKind::RolledBack, &incident(target), None)
             .await
             .unwrap();
-        assert!(written.is_some(), "{target}: a critical notification is written");
+        assert!(
+            written.is_some(),
+            "{target}: a critical notification is written"
+        );
     }
     // Below alpha's min_severity: nothing at all for alpha; beta gets it.
     for target in ["alpha", "beta"] {
@@ -209,14 +212,25 @@ async fn each_target_mails_its_own_list_and_its_own_webhooks() {
         let mut t: Vec<String> = log
             .iter()
             .filter(|(e, ..)| e == endpoint)
-            .map(|(.., b)| format!("{}:{}", b["target"].as_str().unwrap(), b["kind"].as_str().unwrap()))
+            .map(|(.., b)| {
+                format!(
+                    "{}:{}",
+                    b["target"].as_str().unwrap(),
+                    b["kind"].as_str().unwrap()
+                )
+            })
             .collect();
         t.sort();
         t
     };
     assert_eq!(
         calls("team-a"),
-        ["alpha:rolled_back", "beta:pause_ended", "beta:rolled_back", "gamma:rolled_back"]
+        [
+            "alpha:rolled_back",
+            "beta:pause_ended",
+            "beta:rolled_back",
+            "gamma:rolled_back"
+        ]
     );
     assert_eq!(
         calls("ops"),
@@ -329,7 +343,11 @@ name = "frontend"
         .unwrap()
         .iter()
         .any(|b| b["type"] == "FactSet"
-            && b["facts"].as_array().unwrap().iter().any(|f| f["title"] == "Versions" && f["value"] == "v2 -> v1")));
+            && b["facts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["title"] == "Versions" && f["value"] == "v2 -> v1")));
     assert_eq!(card["actions"][0]["type"], "Action.OpenUrl");
     assert!(card["actions"][0]["url"]
         .as_str()
@@ -348,7 +366,9 @@ name = "frontend"
     assert!(md.contains("errors = 0.75 > 0.2"), "{md}");
     assert!(md.contains("**Versions**: v2 -> v1"), "{md}");
     let params: std::collections::BTreeMap<String, String> =
-        url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
     assert_eq!(params["access_token"], "abc");
     let ts: i64 = params["timestamp"].parse().unwrap();
     assert!(

@@ -67,7 +67,16 @@ impl std::fmt::Display for ConfigWarning {
 /// How much a notification matters (`[target.notify] min_severity`); each
 /// `NotifyKind` has one.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {

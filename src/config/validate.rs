@@ -486,7 +486,11 @@ fn target_routes(cx: &mut Cx, p: &str, target: &TargetConfig, notify: &mut Notif
 }
 
 /// `[target.notify]`: recipients as mailboxes, the severity word.
-fn target_notify(cx: &mut Cx, p: &str, raw: Option<&RawTargetNotify>) -> Option<super::TargetNotify> {
+fn target_notify(
+    cx: &mut Cx,
+    p: &str,
+    raw: Option<&RawTargetNotify>,
+) -> Option<super::TargetNotify> {
     let Some(raw) = raw else {
         return Some(super::TargetNotify::default());
     };
@@ -762,7 +766,9 @@ fn notify(cx: &mut Cx, raw: RawNotify, state_dir: Option<PathBuf>) -> Option<Not
         .map(|(i, w)| webhook(cx, &format!("notify.webhook[{i}]"), w))
         .collect();
     for (i, w) in raw.webhook.iter().enumerate() {
-        let Some(name) = w.name.as_deref() else { continue };
+        let Some(name) = w.name.as_deref() else {
+            continue;
+        };
         if let Some(first) = raw.webhook[..i]
             .iter()
             .position(|o| o.name.as_deref() == Some(name))
@@ -823,14 +829,21 @@ fn webhook(cx: &mut Cx, p: &str, raw: &RawWebhook) -> Option<WebhookConfig> {
     );
     let name = match raw.name.as_deref() {
         None => Some(None),
-        Some(n) => cx.non_empty(&join(p, "name"), n).map(|n| Some(n.to_string())),
+        Some(n) => cx
+            .non_empty(&join(p, "name"), n)
+            .map(|n| Some(n.to_string())),
     };
     let secret = match raw.secret.as_deref() {
         None => Some(None),
-        Some(s) => cx.non_empty(&join(p, "secret"), s).map(|s| Some(s.to_string())),
+        Some(s) => cx
+            .non_empty(&join(p, "secret"), s)
+            .map(|s| Some(s.to_string())),
     };
     if raw.secret.is_some()
-        && !matches!(format, Some(WebhookFormat::Dingtalk | WebhookFormat::Feishu) | None)
+        && !matches!(
+            format,
+            Some(WebhookFormat::Dingtalk | WebhookFormat::Feishu) | None
+        )
     {
         cx.err(
             join(p, "secret"),
@@ -1517,8 +1530,12 @@ fn rule(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<RuleConfig> {
             .map(Some),
     };
     if matches!(source, Source::Alertmanager) {
-        return alertmanager_rule(cx, p, raw, name, for_, no_data)
-            .and_then(|r| Some(RuleConfig { shadow: shadow?, ..r }));
+        return alertmanager_rule(cx, p, raw, name, for_, no_data).and_then(|r| {
+            Some(RuleConfig {
+                shadow: shadow?,
+                ..r
+            })
+        });
     }
 
     let above = match raw.above {
@@ -1663,8 +1680,16 @@ fn rule(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<RuleConfig> {
             join(p, "for"),
             format!(
                 "for = \"0s\"{}: a single bad {} triggers a rollback; set for to e.g. \"30s\"",
-                if raw.for_.is_none() { " (the default)" } else { "" },
-                if matches!(source, Source::Probe) { "probe" } else { "host sample" }
+                if raw.for_.is_none() {
+                    " (the default)"
+                } else {
+                    ""
+                },
+                if matches!(source, Source::Probe) {
+                    "probe"
+                } else {
+                    "host sample"
+                }
             ),
         );
     }
@@ -2418,9 +2443,7 @@ mod tests {
     #[test]
     fn warnings_name_the_key_and_do_not_fail() {
         let mail = "[notify.email]\nfrom = \"r@h\"\nto = [\"a@example.com\"]";
-        let probe = |extra: &str| {
-            format!("name = \"p\"\nsource = \"probe\"\nabove = 0.5\n{extra}")
-        };
+        let probe = |extra: &str| format!("name = \"p\"\nsource = \"probe\"\nabove = 0.5\n{extra}");
         let cases: Vec<(String, Vec<(&str, &str)>)> = vec![
             // Nobody would be told anything.
             (

@@ -510,7 +510,17 @@ fn confirmation_table() {
     let (p, _) = run(
         &c,
         s,
-        vec![(Event::Pause { by: "ops".into(), reason: None, duration: None }, t(45)), (approve, t(50))],
+        vec![
+            (
+                Event::Pause {
+                    by: "ops".into(),
+                    reason: None,
+                    duration: None,
+                },
+                t(45),
+            ),
+            (approve, t(50)),
+        ],
     );
     assert_eq!(p.phase.name(), "Escalated");
     assert!(p
@@ -548,7 +558,17 @@ fn manual_trigger_and_global_refusal() {
     let (s, _) = run(
         &c,
         s,
-        vec![(Event::Pause { by: "ops".into(), reason: None, duration: None }, t(13)), (trigger, t(14))],
+        vec![
+            (
+                Event::Pause {
+                    by: "ops".into(),
+                    reason: None,
+                    duration: None,
+                },
+                t(13),
+            ),
+            (trigger, t(14)),
+        ],
     );
     assert_eq!(s.phase.name(), "Escalated");
     let (s, _) = run(&c, s, vec![(Event::Resume { by: "ops".into() }, t(15))]);
@@ -600,7 +620,21 @@ fn every_path_to_an_execution_respects_pause_window_and_dry_run() {
                 assert_eq!(s.phase.name(), "AwaitingConfirmation", "{path}");
             }
             match guard {
-                "paused" => s = run(&c, s, vec![(Event::Pause { by: "ops".into(), reason: None, duration: None }, t(45))]).0,
+                "paused" => {
+                    s = run(
+                        &c,
+                        s,
+                        vec![(
+                            Event::Pause {
+                                by: "ops".into(),
+                                reason: None,
+                                duration: None,
+                            },
+                            t(45),
+                        )],
+                    )
+                    .0
+                }
                 "window" => c.windows = vec![window.clone()],
                 "dry_run" => c.dry_run = true,
                 _ => {}
@@ -757,7 +791,14 @@ fn crossing_answers_and_stale_refusals_act_at_most_once() {
         &w,
         rolling,
         vec![
-            (Event::Pause { by: "ops".into(), reason: None, duration: None }, t(52)),
+            (
+                Event::Pause {
+                    by: "ops".into(),
+                    reason: None,
+                    duration: None,
+                },
+                t(52),
+            ),
             (Event::Recovered, t(53)),
             (breached(t(54)), t(54)),
         ],
@@ -1223,9 +1264,16 @@ fn pauses_end_by_themselves() {
         assert_eq!(h.phase.name(), "Escalated", "{secs:?}");
         assert!(!kinds(&a).contains(&"execute".to_string()));
         let why = h.incident().unwrap().error.clone().unwrap();
-        assert!(why.contains("paused") && why.contains("(db maintenance)"), "{why}");
         assert!(
-            why.contains(if released.is_some() { "until 20" } else { "until resumed" }),
+            why.contains("paused") && why.contains("(db maintenance)"),
+            "{why}"
+        );
+        assert!(
+            why.contains(if released.is_some() {
+                "until 20"
+            } else {
+                "until resumed"
+            }),
             "{why}"
         );
         let Some(end) = released else {
@@ -1244,13 +1292,19 @@ fn pauses_end_by_themselves() {
         let Action::NotifyTarget { message, .. } = &a[0] else {
             panic!("{a:?}")
         };
-        assert!(message.contains("by ops (db maintenance) ended"), "{message}");
+        assert!(
+            message.contains("by ops (db maintenance) ended"),
+            "{message}"
+        );
     }
     // A new pause replaces the old one (its end too); resume ends it early.
     let (s, _) = run(
         &c,
         watching_on("v2", "v1"),
-        vec![(pause(None, Some(3)), t(10)), (pause(Some("longer"), Some(60)), t(11))],
+        vec![
+            (pause(None, Some(3)), t(10)),
+            (pause(Some("longer"), Some(60)), t(11)),
+        ],
     );
     assert_eq!(s.paused.as_ref().unwrap().until, Some(t(71)));
     let (s, a) = run(&c, s, vec![(Event::Resume { by: "ops".into() }, t(12))]);
@@ -1288,7 +1342,12 @@ fn shadow_rules_record_once_per_episode_and_never_act() {
     };
     assert_eq!(incident.outcome, Some(Outcome::Shadow));
     assert!(incident.dry_run);
-    assert!(incident.timeline.last().unwrap().message.contains("would roll back (shadow rule p99)"));
+    assert!(incident
+        .timeline
+        .last()
+        .unwrap()
+        .message
+        .contains("would roll back (shadow rule p99)"));
     assert_eq!(s.shadow_breached, ["p99"]);
     // Same episode: nothing more. Pending/Unknown keep it; Ok ends it.
     let (s, a) = run(
@@ -1296,7 +1355,17 @@ fn shadow_rules_record_once_per_episode_and_never_act() {
         s,
         vec![
             (eval(RuleStatus::Ok, b.clone(), t(15)), t(15)),
-            (eval(RuleStatus::Ok, RuleStatus::Unknown { since: t(20), why: "x".into() }, t(20)), t(20)),
+            (
+                eval(
+                    RuleStatus::Ok,
+                    RuleStatus::Unknown {
+                        since: t(20),
+                        why: "x".into(),
+                    },
+                    t(20),
+                ),
+                t(20),
+            ),
             (eval(RuleStatus::Ok, b.clone(), t(25)), t(25)),
         ],
     );
@@ -1322,7 +1391,14 @@ fn shadow_rules_record_once_per_episode_and_never_act() {
         s,
         vec![
             (exec, t(41)),
-            (Event::VerifyChecked { incident: id, ok: true, detail: "200".into() }, t(42)),
+            (
+                Event::VerifyChecked {
+                    incident: id,
+                    ok: true,
+                    detail: "200".into(),
+                },
+                t(42),
+            ),
             (eval(RuleStatus::Ok, b, t(43)), t(43)),
         ],
     );
@@ -1332,7 +1408,14 @@ fn shadow_rules_record_once_per_episode_and_never_act() {
         &c,
         watching_on("v2", "v1"),
         vec![(
-            eval(RuleStatus::Ok, RuleStatus::Unknown { since: t(0), why: "x".into() }, t(4000)),
+            eval(
+                RuleStatus::Ok,
+                RuleStatus::Unknown {
+                    since: t(0),
+                    why: "x".into(),
+                },
+                t(4000),
+            ),
             t(4000),
         )],
     );

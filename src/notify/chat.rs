@@ -79,8 +79,10 @@ pub fn teams(event: &Value) -> Value {
         json!({"type": "TextBlock", "text": text(&event["summary"]), "wrap": true}),
     ];
     for r in reasons(event) {
-        body.push(json!({"type": "TextBlock", "text": format!("- {r}"), "wrap": true,
-                         "spacing": "None"}));
+        body.push(
+            json!({"type": "TextBlock", "text": format!("- {r}"), "wrap": true,
+                         "spacing": "None"}),
+        );
     }
     let facts: Vec<Value> = facts(event)
         .into_iter()
@@ -127,7 +129,7 @@ fn markdown(event: &Value) -> String {
     }
     md.push('\n');
     for (label, value) in facts(event) {
-        let _ = write!(md, "**{label}**: {value}  \n");
+        let _ = writeln!(md, "**{label}**: {value}  ");
     }
     for c in commands(event) {
         let _ = write!(md, "\n`{c}`  ");
@@ -336,7 +338,10 @@ mod tests {
         let t = teams(&event);
         assert_eq!(t["type"], "message");
         let card = &t["attachments"][0];
-        assert_eq!(card["contentType"], "application/vnd.microsoft.card.adaptive");
+        assert_eq!(
+            card["contentType"],
+            "application/vnd.microsoft.card.adaptive"
+        );
         assert_eq!(card["content"]["type"], "AdaptiveCard");
         assert_eq!(card["content"]["actions"][0]["type"], "Action.OpenUrl");
         let d = dingtalk(&event);

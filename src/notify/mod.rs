@@ -264,9 +264,7 @@ impl Notifier {
     ) -> Result<Option<PathBuf>, NotifyError> {
         let email_cfg = self.email_for(&incident.target);
         let hooks = self.webhooks_for(&incident.target);
-        if email_cfg.is_none() && hooks.is_empty()
-            || self.below_minimum(kind, &incident.target)
-        {
+        if email_cfg.is_none() && hooks.is_empty() || self.below_minimum(kind, &incident.target) {
             return Ok(None);
         }
         let key = outbox::local_part(Some(&email::message_id(kind, incident)));
@@ -413,7 +411,8 @@ mod tests {
                     url: "http://127.0.0.1:9/hook".parse().unwrap(),
                     format: WebhookFormat::Json,
                     timeout: std::time::Duration::from_secs(1),
-                    name: None, secret: None,
+                    name: None,
+                    secret: None,
                 }],
                 outbox_dir: dir.to_path_buf(),
                 ..NotifyConfig::default()
