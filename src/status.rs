@@ -134,13 +134,11 @@ pub fn render_incident_list(incidents: &[Incident]) -> anyhow::Result<String> {
         writeln!(out, "no incidents")?;
     }
     for inc in incidents {
-        writeln!(
-            out,
-            "{}  {}  {}",
-            inc.id,
-            inc.outcome.map(|o| o.label()).unwrap_or("OPEN"),
-            inc.summary()
-        )?;
+        let state = match inc.outcome {
+            Some(o) => o.label().to_string(),
+            None => format!("OPEN ({})", inc.phase_name()),
+        };
+        writeln!(out, "{}  {}  {}", inc.id, state, inc.summary())?;
         for t in &inc.timeline {
             writeln!(
                 out,
