@@ -686,3 +686,102 @@ poll_interval = "5s"
         assert!(!dir.join(format!("rolled-back-{i}")).exists());
     }
 }
+
+#[test]
+fn breaches_on_many_targets_at_once_escalate_all_and_mail_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    releases(dir, "v1");
+    // Three targets behind one shared dependency, a fourth elsewhere.
+    let shared = Service::start(dir);
+    let other_dir = dir.join("other");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    releases(&other_dir, "v1");
+    let other = Service::start(&other_dir);
+    let mut targets = String::new();
+    for (i, port) in [shared.port, shared.port, shared.port, other.port]
+        .iter()
+        .enumerate()
+    {
+        targets.push_str(&format!(
+            r#"
+[[target]]
+name = "svc-{i}"
+cooldown = "10m"
+  [[target.rule]]
+  name = "health"
+  source = "probe"
+  url = "http://127.0.0.1:{port}/api/health"
+  timeout = "500ms"
+  window = "1s"
+  above = 0.5
+  for = "2s"
+  [target.rollback]
+  kind = "command"
+  timeout = "5s"
+  steps = [["touch", "{dir}/ran-{i}"]]
+"#,
+            dir = dir.display()
+        ));
+    }
+    let text = format!(
+        r#"
+[daemon]
+state_dir = "{dir}/state"
+listen = "127.0.0.1:{api}"
+poll_interval = "300ms"
+
+[notify.email]
+from = "rollbackd <rollbackd@test.invalid>"
+to = ["admin@example.com"]
+outbox_dir = "{dir}/state/outbox"
+{targets}
+"#,
+        dir = dir.display(),
+        api = free_port()
+    );
+    let cfg = dir.join("rollbackd.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let state = dir.join("state");
+    let _d = Running::start(&cfg, &dir.join("rollbackd.log"));
+    wait_for(Duration::from_secs(10), "first evaluations", || {
+        (journal(&state)
+            .iter()
+            .filter(|e| e["event"]["event"] == "evaluated")
+            .count()
+            >= 4)
+            .then_some(())
+    });
+    // The shared dependency fails: three targets breach together.
+    deploy(dir, "bad");
+    let escalated = wait_for(Duration::from_secs(20), "three escalations", || {
+        let j = journal(&state);
+        let e: Vec<serde_json::Value> = j
+            .into_iter()
+            .filter(|e| e["to"] == "Escalated" && e["from"] != "Escalated")
+            .collect();
+        (e.len() == 3).then_some(e)
+    });
+    for e in &escalated {
+        let error = e["state"]["phase"]["incident"]["error"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            error.starts_with("blast radius: breaches began on 3 of 4 targets within 1m"),
+            "{error}"
+        );
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    for i in 0..4 {
+        assert!(
+            !dir.join(format!("ran-{i}")).exists(),
+            "svc-{i} was rolled back"
+        );
+    }
+    let blast: Vec<_> = mails(&state.join("outbox"))
+        .into_iter()
+        .filter(|(_, text)| text.contains("MANY TARGETS AT ONCE"))
+        .collect();
+    assert_eq!(blast.len(), 1, "one merged message: {blast:?}");
+    assert!(blast[0].1.contains("blast radius"), "{}", blast[0].1);
+}
