@@ -421,6 +421,16 @@ fn pause_escalates_breaches_and_resume_rearms() {
     let (code, v) = s.post(
         "/v1/targets/web/pause",
         Some(TOKEN),
+        Some(r#"{"for": "4000d"}"#),
+    );
+    assert_eq!(code, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("until resumed"),
+        "{v}"
+    );
+    let (code, v) = s.post(
+        "/v1/targets/web/pause",
+        Some(TOKEN),
         Some(r#"{"for": "0", "reason": "until resumed"}"#),
     );
     assert_eq!(code, 200, "{v}");

@@ -397,6 +397,9 @@ async fn trigger(
     send(&api, &name, event).await.map(Json)
 }
 
+/// Longest `for` a pause may ask for; `"0"` is the way to say "until resumed".
+const MAX_PAUSE_FOR: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 async fn pause(
     State(api): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -415,6 +418,15 @@ async fn pause(
             )
         })?),
     };
+    if duration.is_some_and(|d| d > MAX_PAUSE_FOR) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "\"for\" = {:?} is longer than 10 years; use \"0\" to pause until resumed",
+                req.for_.as_deref().unwrap_or_default()
+            ),
+        ));
+    }
     let event = Event::Pause {
         by: who(&req),
         reason: req.reason.clone().filter(|r| !r.trim().is_empty()),

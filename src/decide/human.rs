@@ -417,7 +417,15 @@ pub(super) fn on_event(
                 by: by.clone(),
                 at: now,
                 reason: reason.clone().filter(|r| !r.trim().is_empty()),
-                until: (!length.is_zero()).then(|| after(now, length)),
+                // Beyond the calendar (the API refuses such lengths) is
+                // until resumed, never a panic.
+                until: (!length.is_zero())
+                    .then(|| {
+                        chrono::Duration::from_std(length)
+                            .ok()
+                            .and_then(|d| now.checked_add_signed(d))
+                    })
+                    .flatten(),
             });
         }
         Event::Resume { .. } => state.paused = None,
