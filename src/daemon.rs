@@ -1574,6 +1574,7 @@ impl Worker {
             Action::WriteRecord { incident } => {
                 // A shadow incident never becomes the target's phase: list it here.
                 if incident.outcome == Some(decide::Outcome::Shadow) {
+                    crate::metrics::global().incident_closed(&self.target.name, "shadow");
                     let mut all = self
                         .shared
                         .incidents

@@ -141,13 +141,14 @@ type FloatGauge = Gauge<f64, AtomicU64>;
 const OPEN_PHASES: [&str; 3] = ["awaiting_confirmation", "rolling_back", "verifying"];
 
 /// Incident outcomes, as `outcome` labels them ([`outcome_label`]).
-const OUTCOMES: [&str; 6] = [
+const OUTCOMES: [&str; 7] = [
     "rolled_back",
     "failed",
     "dry_run",
     "escalated",
     "resolved",
     "rejected",
+    "shadow",
 ];
 
 /// Every `Phase::name`, as `transitions` labels them.
@@ -289,7 +290,7 @@ impl Metrics {
         );
         r.register(
             "rollbackd_incidents",
-            "Incidents closed, by outcome (rolled_back, failed, dry_run, escalated, resolved, rejected)",
+            "Incidents closed, by outcome (rolled_back, failed, dry_run, escalated, resolved, rejected, shadow)",
             m.incidents.clone(),
         );
         r.register(

@@ -396,6 +396,17 @@ fn shadow_rule_breaching_records_and_notifies_shadow_and_executes_nothing() {
     assert_eq!(list[0]["open"], false);
     let (_, status, _) = cli(&dir, &["status"]);
     assert!(status.contains("web: Watching"), "{status}");
+    let config = std::fs::read_to_string(dir.join("rollbackd.toml")).unwrap();
+    let listen = config
+        .lines()
+        .find_map(|l| l.strip_prefix("listen = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap();
+    let (_, metrics) = http("GET", &format!("http://{listen}/metrics"), None, None);
+    assert!(
+        metrics.contains(r#"rollbackd_incidents_total{target="web",outcome="shadow"} 1"#),
+        "{metrics}"
+    );
     assert_eq!(daemon.stop(), Some(0));
 
     // After a restart the shadow incident is still listed, and the episode
