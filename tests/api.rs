@@ -442,6 +442,33 @@ fn pause_escalates_breaches_and_resume_rearms() {
     assert!(err.contains("paused"), "{err}");
     assert_eq!(live(&s.dir), "v2");
     assert_eq!(s.executions(), 0);
+    // Incidents: the escalation is closed; ?open filters; a bad filter is a JSON 400.
+    let (code, text) = http(
+        "GET",
+        &format!("{}/v1/incidents?open=false", s.api),
+        None,
+        None,
+    );
+    assert_eq!(code, 200, "{text}");
+    let list: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(list[0]["phase"], "Escalated", "{list}");
+    assert_eq!(list[0]["outcome"], "escalated");
+    assert_eq!(list[0]["open"], false);
+    let (code, text) = http(
+        "GET",
+        &format!("{}/v1/incidents?open=true", s.api),
+        None,
+        None,
+    );
+    assert_eq!((code, text.trim()), (200, "[]"));
+    let (code, text) = http(
+        "GET",
+        &format!("{}/v1/incidents?open=maybe", s.api),
+        None,
+        None,
+    );
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("\"error\""), "{text}");
     let out = s.cli(&["resume", "web", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v: Value = serde_json::from_str(&stdout(&out)).unwrap();

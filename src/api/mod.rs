@@ -263,17 +263,26 @@ async fn status(State(api): State<Arc<ApiState>>) -> Json<StatusResponse> {
 
 async fn incidents(
     State(api): State<Arc<ApiState>>,
-    Query(q): Query<IncidentsQuery>,
-) -> Json<Vec<IncidentView>> {
+    query: Result<Query<IncidentsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Vec<IncidentView>>> {
+    let Query(q) = query.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "invalid query: {} (use ?open=true or ?open=false)",
+                e.body_text()
+            ),
+        )
+    })?;
     let all = api.incidents.read().unwrap_or_else(|p| p.into_inner());
-    Json(
+    Ok(Json(
         all.values()
             .rev()
             .filter(|i| q.open.is_none_or(|open| i.is_open() == open))
             .cloned()
             .map(IncidentView::from)
             .collect(),
-    )
+    ))
 }
 
 fn find_incident(api: &ApiState, id: &str) -> ApiResult<Incident> {
