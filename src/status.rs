@@ -85,6 +85,13 @@ fn render_target(
                 at.format("%Y-%m-%d %H:%M:%SZ")
             )?;
         }
+        if !s.shadow_breached.is_empty() {
+            writeln!(
+                out,
+                "  shadow: would roll back on {} (recorded; shadow rules never act)",
+                s.shadow_breached.join(", ")
+            )?;
+        }
         for r in &s.rules {
             writeln!(out, "  {}", rule_line(r))?;
         }

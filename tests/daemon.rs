@@ -396,6 +396,10 @@ fn shadow_rule_breaching_records_and_notifies_shadow_and_executes_nothing() {
     assert_eq!(list[0]["open"], false);
     let (_, status, _) = cli(&dir, &["status"]);
     assert!(status.contains("web: Watching"), "{status}");
+    assert!(
+        status.contains("shadow: would roll back on health (recorded"),
+        "{status}"
+    );
     let config = std::fs::read_to_string(dir.join("rollbackd.toml")).unwrap();
     let listen = config
         .lines()
