@@ -75,6 +75,7 @@ fn rules(i: usize) -> Vec<RuleConfig> {
             above: 0.05,
             for_: Duration::from_secs(60),
             no_data: None,
+            shadow: false,
         },
         RuleConfig {
             name: "p99".into(),
@@ -89,6 +90,7 @@ fn rules(i: usize) -> Vec<RuleConfig> {
             above: f64::NEG_INFINITY,
             for_: Duration::from_secs(60),
             no_data: None,
+            shadow: false,
         },
         RuleConfig {
             name: "saturation".into(),
@@ -96,6 +98,7 @@ fn rules(i: usize) -> Vec<RuleConfig> {
             above: 0.9,
             for_: Duration::from_secs(60),
             no_data: None,
+            shadow: false,
         },
         RuleConfig {
             name: "up".into(),
@@ -103,6 +106,7 @@ fn rules(i: usize) -> Vec<RuleConfig> {
             above: 0.5,
             for_: Duration::ZERO,
             no_data: None,
+            shadow: false,
         },
     ]
 }

@@ -201,8 +201,11 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 pub enum Verb {
     /// `status`.
     Status,
-    /// `incidents`.
-    Incidents,
+    /// `incidents [--open]`.
+    Incidents {
+        /// Only the incidents still under way.
+        open: bool,
+    },
     /// `approve ID`.
     Approve {
         /// Incident ID.
@@ -222,10 +225,14 @@ pub enum Verb {
         /// Why.
         reason: String,
     },
-    /// `pause TARGET`.
+    /// `pause TARGET [--for D] [--reason R]`.
     Pause {
         /// Target name.
         target: String,
+        /// How long (`"2h"`, `"0"` until resumed); `None`: `[daemon] max_pause`.
+        for_: Option<String>,
+        /// Why.
+        reason: Option<String>,
     },
     /// `resume TARGET`.
     Resume {
@@ -279,8 +286,14 @@ pub async fn run(ep: &Endpoint, verb: Verb, json: bool) -> Result<String, Client
                 serde_json::from_value(v).context("unexpected answer from the daemon")?;
             Ok(crate::status::render_targets(&s)?)
         }
-        Verb::Incidents => {
-            let v = ep.get("v1/incidents").await?;
+        Verb::Incidents { open } => {
+            let v = ep
+                .get(if open {
+                    "v1/incidents?open=true"
+                } else {
+                    "v1/incidents"
+                })
+                .await?;
             if json {
                 return Ok(pretty(&v));
             }
@@ -315,14 +328,31 @@ pub async fn run(ep: &Endpoint, verb: Verb, json: bool) -> Result<String, Client
                 .await?;
             event(v, &format!("manual rollback of {target} requested"))
         }
-        Verb::Pause { target } => {
+        Verb::Pause {
+            target,
+            for_,
+            reason,
+        } => {
+            let mut b = body(reason);
+            if let Some(d) = for_ {
+                b["for"] = serde_json::Value::String(d);
+            }
             let v = ep
-                .post(
-                    &format!("v1/targets/{}/pause", segment(&target)),
-                    body(None),
-                )
+                .post(&format!("v1/targets/{}/pause", segment(&target)), b)
                 .await?;
-            event(v, &format!("{target} paused"))
+            if json {
+                return Ok(pretty(&v));
+            }
+            let r: EventResponse =
+                serde_json::from_value(v).context("unexpected answer from the daemon")?;
+            let until = match r.paused.as_ref().and_then(|p| p.until) {
+                Some(u) => format!("until {}", u.format("%Y-%m-%d %H:%M:%SZ")),
+                None => "until resumed".to_string(),
+            };
+            Ok(format!(
+                "{target} paused {until}: target {} is now {}\n",
+                r.target, r.phase
+            ))
         }
         Verb::Reload => {
             let v = ep.post("v1/reload", body(None)).await?;

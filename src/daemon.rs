@@ -1445,6 +1445,7 @@ impl Worker {
             || next.loop_guard != self.state.loop_guard
             || next.paused != self.state.paused
             || next.blind_notified != self.state.blind_notified
+            || next.shadow_breached != self.state.shadow_breached
             || statuses(&next.rules) != statuses(&self.state.rules);
         if !changed {
             self.state = next;
@@ -1571,6 +1572,16 @@ impl Worker {
                 self.notified(kind, None, sent).await;
             }
             Action::WriteRecord { incident } => {
+                // A shadow incident never becomes the target's phase: list it here.
+                if incident.outcome == Some(decide::Outcome::Shadow) {
+                    crate::metrics::global().incident_closed(&self.target.name, "shadow");
+                    let mut all = self
+                        .shared
+                        .incidents
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner());
+                    all.insert(incident.id.clone(), (*incident).clone());
+                }
                 let dir = self.shared.state_dir.join("incidents");
                 let written =
                     tokio::task::spawn_blocking(move || record::write(&dir, &incident)).await;

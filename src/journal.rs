@@ -171,6 +171,25 @@ impl Replay {
         self.remember(target, value);
     }
 
+    /// Shadow incidents never become a target's phase: they are remembered
+    /// from the record action that wrote them.
+    fn remember_shadow(&mut self, actions: &[Action]) {
+        for a in actions {
+            let Action::WriteRecord { incident } = a else {
+                continue;
+            };
+            if incident.outcome != Some(crate::decide::Outcome::Shadow) {
+                continue;
+            }
+            if let Ok(v) = serde_json::to_value(&**incident) {
+                self.incidents.insert(incident.id.clone(), v);
+                while self.incidents.len() > SNAPSHOT_INCIDENTS {
+                    self.incidents.pop_first();
+                }
+            }
+        }
+    }
+
     fn remember(&mut self, target: &str, value: serde_json::Value) {
         if let Some(id) = value["phase"]["incident"]["id"].as_str() {
             self.incidents
@@ -331,8 +350,15 @@ impl Journal {
             }
             seq = seq.max(e.seq);
             replayed += 1;
-            if let Record::Step { target, state, .. } = &e.record {
+            if let Record::Step {
+                target,
+                state,
+                actions,
+                ..
+            } = &e.record
+            {
                 replay.apply(target, state);
+                replay.remember_shadow(actions);
             }
         }
         let states = replay.typed_states();
@@ -455,6 +481,9 @@ impl Journal {
         self.lines_since_snapshot += 1;
         if let Some((target, value)) = full {
             self.replay.remember(&target, value);
+        }
+        if let Record::Step { actions, .. } = &entry.record {
+            self.replay.remember_shadow(actions);
         }
         crate::metrics::global().journal_bytes(self.bytes);
         if self.bytes > self.max_bytes {

@@ -53,6 +53,9 @@ enum Command {
     },
     /// Open and recent incidents with their timeline.
     Incidents {
+        /// Only the incidents still under way.
+        #[arg(long)]
+        open: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -108,10 +111,17 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Hold automatic action on a target (breaches escalate instead).
+    /// Hold automatic action on a target (breaches escalate instead); the
+    /// pause ends by itself after --for (default `[daemon] max_pause`).
     Pause {
         /// Target name.
         target: String,
+        /// How long, e.g. 2h; 0 means until `resume` (default: `[daemon] max_pause`, 24h).
+        #[arg(long = "for", value_name = "DURATION")]
+        for_: Option<String>,
+        /// Why (shown in status and in escalations).
+        #[arg(long)]
+        reason: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -177,6 +187,9 @@ fn main() -> ExitCode {
                 for w in config::secrets::check_modes(&c) {
                     eprintln!("{}: {w}", config.display());
                 }
+                for w in &c.warnings {
+                    eprintln!("{}: {w}", config.display());
+                }
                 println!(
                     "{}: ok ({} target(s), {} rule(s))",
                     config.display(),
@@ -228,7 +241,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Status { client } => client_command(client, Verb::Status),
-        Command::Incidents { client } => client_command(client, Verb::Incidents),
+        Command::Incidents { open, client } => client_command(client, Verb::Incidents { open }),
         Command::Report { id, client } => client_command(client, Verb::Report { id }),
         Command::Approve { id, client } => client_command(client, Verb::Approve { id }),
         Command::Reject { id, reason, client } => {
@@ -239,7 +252,19 @@ fn main() -> ExitCode {
             reason,
             client,
         } => client_command(client, Verb::Trigger { target, reason }),
-        Command::Pause { target, client } => client_command(client, Verb::Pause { target }),
+        Command::Pause {
+            target,
+            for_,
+            reason,
+            client,
+        } => client_command(
+            client,
+            Verb::Pause {
+                target,
+                for_,
+                reason,
+            },
+        ),
         Command::Resume { target, client } => client_command(client, Verb::Resume { target }),
         Command::Reload { client } => client_command(client, Verb::Reload),
         Command::Drill {
@@ -422,6 +447,9 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     rollbackd::hostenv::setup();
     rollbackd::metrics::global().config_loaded(true, chrono::Utc::now());
     for w in config::secrets::check_modes(&config) {
+        tracing::warn!("{w}");
+    }
+    for w in &config.warnings {
         tracing::warn!("{w}");
     }
     let daemon = Daemon::build(config)?.with_config_path(path);

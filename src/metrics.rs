@@ -141,13 +141,14 @@ type FloatGauge = Gauge<f64, AtomicU64>;
 const OPEN_PHASES: [&str; 3] = ["awaiting_confirmation", "rolling_back", "verifying"];
 
 /// Incident outcomes, as `outcome` labels them ([`outcome_label`]).
-const OUTCOMES: [&str; 6] = [
+const OUTCOMES: [&str; 7] = [
     "rolled_back",
     "failed",
     "dry_run",
     "escalated",
     "resolved",
     "rejected",
+    "shadow",
 ];
 
 /// Every `Phase::name`, as `transitions` labels them.
@@ -289,7 +290,7 @@ impl Metrics {
         );
         r.register(
             "rollbackd_incidents",
-            "Incidents closed, by outcome (rolled_back, failed, dry_run, escalated, resolved, rejected)",
+            "Incidents closed, by outcome (rolled_back, failed, dry_run, escalated, resolved, rejected, shadow)",
             m.incidents.clone(),
         );
         r.register(
@@ -852,6 +853,7 @@ pub fn outcome_label(outcome: Outcome) -> &'static str {
         Outcome::Escalated => "escalated",
         Outcome::Resolved => "resolved",
         Outcome::Rejected => "rejected",
+        Outcome::Shadow => "shadow",
     }
 }
 
@@ -875,6 +877,7 @@ mod tests {
             above_baseline: None,
             labels: Default::default(),
             detail: None,
+            shadow: false,
         }
     }
 

@@ -59,9 +59,17 @@ fn render_target(
         if let Some(p) = &s.paused {
             writeln!(
                 out,
-                "  paused by {} at {}: breaches escalate instead of rolling back",
+                "  paused by {} at {}{} {}: breaches escalate instead of rolling back",
                 p.by,
-                p.at.format("%Y-%m-%d %H:%M:%SZ")
+                p.at.format("%Y-%m-%d %H:%M:%SZ"),
+                p.reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default(),
+                match p.until {
+                    Some(u) => format!("until {}", u.format("%Y-%m-%d %H:%M:%SZ")),
+                    None => "until resumed".to_string(),
+                }
             )?;
         }
         if let Some(g) = &s.loop_guard {
@@ -75,6 +83,13 @@ fn render_target(
                 out,
                 "  monitoring blind since {} (admin notified)",
                 at.format("%Y-%m-%d %H:%M:%SZ")
+            )?;
+        }
+        if !s.shadow_breached.is_empty() {
+            writeln!(
+                out,
+                "  shadow: would roll back on {} (recorded; shadow rules never act)",
+                s.shadow_breached.join(", ")
             )?;
         }
         for r in &s.rules {
@@ -93,6 +108,9 @@ fn rule_line(r: &crate::rules::RuleReport) -> String {
         r.status.name(),
         r.value.map(fmt_value).unwrap_or_else(|| "-".into()),
     );
+    if r.shadow {
+        line.insert_str(0, "(shadow) ");
+    }
     if r.above_baseline.is_some() {
         line.push_str(&format!(
             " baseline {:<10}",
@@ -123,13 +141,11 @@ pub fn render_incident_list(incidents: &[Incident]) -> anyhow::Result<String> {
         writeln!(out, "no incidents")?;
     }
     for inc in incidents {
-        writeln!(
-            out,
-            "{}  {}  {}",
-            inc.id,
-            inc.outcome.map(|o| o.label()).unwrap_or("OPEN"),
-            inc.summary()
-        )?;
+        let state = match inc.outcome {
+            Some(o) => o.label().to_string(),
+            None => format!("OPEN ({})", inc.phase_name()),
+        };
+        writeln!(out, "{}  {}  {}", inc.id, state, inc.summary())?;
         for t in &inc.timeline {
             writeln!(
                 out,

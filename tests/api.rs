@@ -380,13 +380,95 @@ fn pause_escalates_breaches_and_resume_rearms() {
     assert!(out.status.success(), "{}", stderr(&out));
     let st = s.status();
     assert!(st["targets"][0]["paused"]["by"].is_string(), "{st}");
+    // No --for: [daemon] max_pause (24h), never "forever" by default.
+    let until = |v: &Value| {
+        v["paused"]["until"].as_str().map(|u| {
+            chrono::DateTime::parse_from_rfc3339(u)
+                .unwrap()
+                .with_timezone(&chrono::Utc)
+        })
+    };
+    let left = until(&st["targets"][0]).expect("a pause without --for ends") - chrono::Utc::now();
+    assert!(
+        left > chrono::Duration::hours(23) && left <= chrono::Duration::hours(24),
+        "{st}"
+    );
     assert!(stdout(&s.cli(&["status"])).contains("paused by"));
+    // The API body: `for` and `reason`; "0" is until resumed; a bad
+    // duration is 400 and changes nothing.
+    let (code, v) = s.post(
+        "/v1/targets/web/pause",
+        Some(TOKEN),
+        Some(r#"{"for": "2h", "reason": "db maintenance"}"#),
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["paused"]["reason"], "db maintenance");
+    let left = until(&v).unwrap() - chrono::Utc::now();
+    assert!(
+        left > chrono::Duration::minutes(119) && left <= chrono::Duration::hours(2),
+        "{v}"
+    );
+    let (code, v) = s.post(
+        "/v1/targets/web/pause",
+        Some(TOKEN),
+        Some(r#"{"for": "soon"}"#),
+    );
+    assert_eq!(code, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("invalid \"for\""),
+        "{v}"
+    );
+    let (code, v) = s.post(
+        "/v1/targets/web/pause",
+        Some(TOKEN),
+        Some(r#"{"for": "4000d"}"#),
+    );
+    assert_eq!(code, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("until resumed"),
+        "{v}"
+    );
+    let (code, v) = s.post(
+        "/v1/targets/web/pause",
+        Some(TOKEN),
+        Some(r#"{"for": "0", "reason": "until resumed"}"#),
+    );
+    assert_eq!(code, 200, "{v}");
+    assert!(v["paused"]["until"].is_null(), "{v}");
+    assert!(stdout(&s.cli(&["status"])).contains("(until resumed) until resumed"));
     rollbackd::demo::switch_release(&s.dir, "v2").unwrap();
     let t = s.wait_phase("Escalated", 20);
     let err = t["state"]["phase"]["incident"]["error"].to_string();
     assert!(err.contains("paused"), "{err}");
     assert_eq!(live(&s.dir), "v2");
     assert_eq!(s.executions(), 0);
+    // Incidents: the escalation is closed; ?open filters; a bad filter is a JSON 400.
+    let (code, text) = http(
+        "GET",
+        &format!("{}/v1/incidents?open=false", s.api),
+        None,
+        None,
+    );
+    assert_eq!(code, 200, "{text}");
+    let list: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(list[0]["phase"], "Escalated", "{list}");
+    assert_eq!(list[0]["outcome"], "escalated");
+    assert_eq!(list[0]["open"], false);
+    let (code, text) = http(
+        "GET",
+        &format!("{}/v1/incidents?open=true", s.api),
+        None,
+        None,
+    );
+    assert_eq!((code, text.trim()), (200, "[]"));
+    let (code, text) = http(
+        "GET",
+        &format!("{}/v1/incidents?open=maybe", s.api),
+        None,
+        None,
+    );
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("\"error\""), "{text}");
     let out = s.cli(&["resume", "web", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v: Value = serde_json::from_str(&stdout(&out)).unwrap();

@@ -61,4 +61,13 @@ fn example_config_loads() {
     assert_eq!(ratio.traffic.as_ref().map(|g| g.min), Some(1.0));
     assert_eq!(rule("http-5xx-rate").no_data, None);
     assert_eq!(rule("down").no_data, Some(NoData::Breach));
+
+    // Issue #12: a shadow rule, per-target routing, max_pause, no warnings.
+    assert!(rule("p99-latency").shadow);
+    assert!(!rule("health").shadow);
+    assert_eq!(t.notify.min_severity, config::Severity::Info);
+    assert_eq!(t.notify.cc.len(), 1);
+    assert_eq!(t.notify.to, None);
+    assert_eq!(config.daemon.max_pause, Duration::from_secs(24 * 3600));
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
 }

@@ -271,3 +271,212 @@ fn only_within_escalates_a_release_deployed_too_long_ago() {
     assert!(!executed, "no execute action may be journaled");
     assert_eq!(daemon.stop(), Some(0));
 }
+
+/// A client command against the test daemon; (exit code, stdout, stderr).
+fn cli(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(bin())
+        .args(args)
+        .arg("--config")
+        .arg(dir.join("rollbackd.toml"))
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn pause_for_shows_who_why_and_until_then_resumes_by_itself_and_a_breach_acts() {
+    let (_tmp, dir, _port) = setup("");
+    let daemon = Running::start(&dir.join("rollbackd.toml"), &dir.join("daemon.log"));
+    wait_version_seen(&dir, "v1");
+    let (code, out, err) = cli(
+        &dir,
+        &["pause", "web", "--for", "3s", "--reason", "db maintenance"],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("web paused until 20"), "{out}");
+    let (_, status, _) = cli(&dir, &["status"]);
+    assert!(status.contains("paused by "), "{status}");
+    assert!(status.contains("(db maintenance) until 20"), "{status}");
+
+    // The pause ends by itself, journaled, with a notification.
+    let outbox = dir.join("state/outbox");
+    let (_, mail) = wait_for(Duration::from_secs(15), "the PAUSE ENDED mail", || {
+        mails(&outbox)
+            .into_iter()
+            .find(|(_, m)| m.contains("PAUSE ENDED"))
+    });
+    assert!(mail.contains("(db maintenance) ended at"), "{mail}");
+    let (_, status, _) = cli(&dir, &["status"]);
+    assert!(!status.contains("paused by"), "{status}");
+    let journaled = journal(&dir.join("state")).iter().any(|e| {
+        e["actions"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|a| a["kind"] == "pause_ended"))
+    });
+    assert!(journaled, "the end of the pause is journaled");
+
+    // A breach after that acts.
+    rollbackd::demo::switch_release(&dir, "v2").unwrap();
+    wait_for(Duration::from_secs(40), "the ROLLED BACK mail", || {
+        mails(&outbox)
+            .into_iter()
+            .find(|(_, m)| m.contains("ROLLED BACK"))
+    });
+    assert_eq!(live(&dir), "v1");
+
+    // `incidents --json` says the phase, the outcome and whether it is open.
+    let (_, json, _) = cli(&dir, &["incidents", "--json"]);
+    let list: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let inc = &list[0];
+    assert_eq!(inc["phase"], "RolledBack", "{json}");
+    assert_eq!(inc["outcome"], "rolled_back");
+    assert_eq!(inc["open"], false);
+    let (_, open, _) = cli(&dir, &["incidents", "--json", "--open"]);
+    assert_eq!(open.trim(), "[]", "no open incident");
+    assert_eq!(daemon.stop(), Some(0));
+}
+
+#[test]
+fn shadow_rule_breaching_records_and_notifies_shadow_and_executes_nothing() {
+    let (_tmp, dir, _port) = setup("");
+    let config = std::fs::read_to_string(dir.join("rollbackd.toml")).unwrap();
+    std::fs::write(
+        dir.join("rollbackd.toml"),
+        config.replace(r#"for = "1s""#, "for = \"1s\"\n  mode = \"shadow\""),
+    )
+    .unwrap();
+    let daemon = Running::start(&dir.join("rollbackd.toml"), &dir.join("daemon.log"));
+    wait_version_seen(&dir, "v1");
+    let (_, status, _) = cli(&dir, &["status"]);
+    assert!(status.contains("(shadow) health"), "{status}");
+    rollbackd::demo::switch_release(&dir, "v2").unwrap();
+
+    let outbox = dir.join("state/outbox");
+    let (_, mail) = wait_for(Duration::from_secs(40), "the SHADOW mail", || {
+        mails(&outbox)
+            .into_iter()
+            .find(|(_, m)| m.contains("SHADOW: WOULD ROLL BACK"))
+    });
+    assert!(mail.contains("shadow rule health"), "{mail}");
+    let record = wait_for(Duration::from_secs(5), "the shadow record", || {
+        std::fs::read_dir(dir.join("state/incidents"))
+            .ok()?
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+            .find(|r| r.contains("would roll back (shadow rule health)"))
+    });
+    assert!(record.contains("shadow"), "{record}");
+    // Stays bad for a while: still one shadow incident, nothing executed.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(live(&dir), "v2", "nothing was rolled back");
+    let entries = journal(&dir.join("state"));
+    let actions: Vec<&serde_json::Value> = entries
+        .iter()
+        .flat_map(|e| e["actions"].as_array().into_iter().flatten())
+        .collect();
+    assert!(!actions.iter().any(|a| a["action"] == "execute"));
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| a["action"] == "notify" && a["kind"] == "shadow")
+            .count(),
+        1,
+        "one shadow notification per breach episode"
+    );
+    assert!(
+        entries.iter().all(|e| e["from"] == e["to"]),
+        "no transition"
+    );
+    let (_, json, _) = cli(&dir, &["incidents", "--json"]);
+    let list: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(list[0]["phase"], "Shadow", "{json}");
+    assert_eq!(list[0]["open"], false);
+    let (_, status, _) = cli(&dir, &["status"]);
+    assert!(status.contains("web: Watching"), "{status}");
+    assert!(
+        status.contains("shadow: would roll back on health (recorded"),
+        "{status}"
+    );
+    let config = std::fs::read_to_string(dir.join("rollbackd.toml")).unwrap();
+    let listen = config
+        .lines()
+        .find_map(|l| l.strip_prefix("listen = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap();
+    let (_, metrics) = http("GET", &format!("http://{listen}/metrics"), None, None);
+    assert!(
+        metrics.contains(r#"rollbackd_incidents_total{target="web",outcome="shadow"} 1"#),
+        "{metrics}"
+    );
+    assert_eq!(daemon.stop(), Some(0));
+
+    // After a restart the shadow incident is still listed, and the episode
+    // still under way is not notified again.
+    let daemon = Running::start(&dir.join("rollbackd.toml"), &dir.join("daemon2.log"));
+    let list = wait_for(Duration::from_secs(15), "the API after the restart", || {
+        let (code, json, _) = cli(&dir, &["incidents", "--json"]);
+        (code == Some(0)).then(|| serde_json::from_str::<serde_json::Value>(&json).unwrap())
+    });
+    assert_eq!(list[0]["phase"], "Shadow", "{list}");
+    std::thread::sleep(Duration::from_secs(2));
+    let shadow_notes = journal(&dir.join("state"))
+        .iter()
+        .flat_map(|e| e["actions"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["action"] == "notify" && a["kind"] == "shadow")
+        .count();
+    assert_eq!(shadow_notes, 1, "not notified again after the restart");
+    assert_eq!(daemon.stop(), Some(0));
+}
+
+#[test]
+fn check_prints_warnings_and_exits_0() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("quiet.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[daemon]
+state_dir = "{dir}/state"
+
+[[target]]
+name = "web"
+  [[target.rule]]
+  name = "cpu"
+  source = "host"
+  metric = "cpu"
+  above = 0.9
+  [[target.rule]]
+  name = "health"
+  source = "probe"
+  url = "http://app.internal:3000/health"
+  above = 0.5
+  for = "30s"
+  [target.rollback]
+  kind = "command"
+  steps = [["true"]]
+"#,
+            dir = tmp.path().display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let file = path.display();
+    for needle in [
+        format!("{file}: notify: warning: no notification channel configured"),
+        format!("{file}: target[0].rule[0].for: warning: for = \"0s\" (the default)"),
+        format!("{file}: target[0].rule[1].url: warning: probe of http://app.internal:3000/health"),
+    ] {
+        assert!(err.contains(&needle), "missing {needle:?} in:\n{err}");
+    }
+    assert_eq!(err.matches(": warning: ").count(), 3, "{err}");
+}

@@ -93,6 +93,7 @@ fn prom_rule(name: &str, query: &str, above: f64, for_: Duration) -> RuleConfig 
         above,
         for_,
         no_data: None,
+        shadow: false,
     }
 }
 
@@ -366,6 +367,7 @@ fn probe_rule(url: String, timeout: Duration) -> RuleConfig {
         above: 0.5,
         for_: Duration::ZERO,
         no_data: None,
+        shadow: false,
     }
 }
 

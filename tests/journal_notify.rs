@@ -62,6 +62,7 @@ async fn dry_run_is_journaled_recorded_mailed_and_recovered() {
             email: Some(EmailConfig {
                 from: "rollbackd <rollbackd@localhost>".into(),
                 to: vec!["ops@localhost".into()],
+                cc: Vec::new(),
                 outbox_dir: state_dir.join("outbox"),
                 smtp: None,
             }),

@@ -26,6 +26,7 @@ fn config(outbox: &Path, smtp: SmtpConfig, give_up_after: Duration) -> NotifyCon
         email: Some(EmailConfig {
             from: "rollbackd <rollbackd@test.invalid>".into(),
             to: vec!["admin@example.com".into()],
+            cc: Vec::new(),
             outbox_dir: outbox.to_path_buf(),
             smtp: Some(smtp),
         }),

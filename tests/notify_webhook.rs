@@ -88,6 +88,8 @@ async fn both_formats_are_delivered_after_a_500_and_retried() {
             .unwrap(),
         format,
         timeout: Duration::from_secs(5),
+        name: None,
+        secret: None,
     };
     let notifier = Notifier::build(
         &NotifyConfig {

@@ -562,6 +562,7 @@ mod machine {
             has_after: false,
             blast_radius: None,
             rto: Duration::from_secs(300),
+            max_pause: Duration::from_secs(24 * 3600),
         }
     }
 
@@ -582,6 +583,7 @@ mod machine {
                 above_baseline: None,
                 labels: Default::default(),
                 detail: None,
+                shadow: false,
             }],
         }
     }

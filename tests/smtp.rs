@@ -553,3 +553,48 @@ fn a_missing_ca_file_stops_the_daemon_at_start() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_target_with_its_own_to_and_cc_mails_only_them() {
+    let tmp_smtp = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(tmp_smtp.path(), Behaviour::default());
+    let (_tmp, dir, _) = setup(&server.url(), "", "", "");
+    let config = std::fs::read_to_string(dir.join("rollbackd.toml")).unwrap();
+    let config = config.replacen(
+        "cooldown = \"1m\"\n",
+        "cooldown = \"1m\"\n  [target.notify]\n  to = [\"web-dev@example.com\"]\n  cc = [\"Lead <web-lead@example.com>\"]\n",
+        1,
+    );
+    std::fs::write(dir.join("rollbackd.toml"), config).unwrap();
+    let daemon = Running::start(&dir.join("rollbackd.toml"), &dir.join("daemon.log"));
+    wait_version_seen(&dir.join("state"), "web", "v1");
+    rollbackd::demo::switch_release(&dir, "v2").unwrap();
+    wait_for(
+        Duration::from_secs(40),
+        "the ROLLED BACK mail over SMTP",
+        || {
+            subjects(&server.received())
+                .iter()
+                .any(|s| s.contains("ROLLED BACK"))
+                .then_some(())
+        },
+    );
+    wait_outbox_empty(&dir);
+    let received = server.received();
+    assert!(!received.is_empty());
+    for mail in &received {
+        let mut rcpt = mail.rcpt_tos.clone();
+        rcpt.sort();
+        assert_eq!(
+            rcpt,
+            ["web-dev@example.com", "web-lead@example.com"],
+            "the target's own list and cc, never notify.email.to"
+        );
+        assert_eq!(mail.header("To").as_deref(), Some("web-dev@example.com"));
+        assert_eq!(
+            mail.header("Cc").as_deref(),
+            Some("Lead <web-lead@example.com>")
+        );
+    }
+    assert_eq!(daemon.stop(), Some(0));
+}

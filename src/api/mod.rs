@@ -19,7 +19,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -76,6 +76,39 @@ pub struct EventResponse {
     pub paused: Option<Pause>,
 }
 
+/// One incident in `GET /v1/incidents` and `GET /v1/incidents/{id}`: the
+/// incident with its current phase and whether it is still open, so that
+/// scripts need not read the last timeline entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IncidentView {
+    /// The incident (its `outcome` is set once it is done).
+    #[serde(flatten)]
+    pub incident: Incident,
+    /// `AwaitingConfirmation`, `RollingBack`, `Verifying` while open; the
+    /// outcome's state name (`RolledBack`, `Failed`, ...) once done.
+    pub phase: String,
+    /// Still under way: no outcome yet.
+    pub open: bool,
+}
+
+impl From<Incident> for IncidentView {
+    fn from(incident: Incident) -> IncidentView {
+        IncidentView {
+            phase: incident.phase_name().to_string(),
+            open: incident.is_open(),
+            incident,
+        }
+    }
+}
+
+/// Query of `GET /v1/incidents`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct IncidentsQuery {
+    /// `true`: only open incidents; `false`: only closed ones.
+    #[serde(default)]
+    pub open: Option<bool>,
+}
+
 /// Body of approve, reject, trigger, pause and resume (all optional but `reason` for trigger).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,6 +119,10 @@ pub struct EventRequest {
     /// Why (required for a manual trigger).
     #[serde(default)]
     pub reason: Option<String>,
+    /// Pause only: how long, a duration string (`"2h"`); absent is
+    /// `[daemon] max_pause`, `"0"` is until resumed.
+    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    pub for_: Option<String>,
 }
 
 /// The targets and settings the API serves; a reload replaces it whole.
@@ -224,9 +261,28 @@ async fn status(State(api): State<Arc<ApiState>>) -> Json<StatusResponse> {
     })
 }
 
-async fn incidents(State(api): State<Arc<ApiState>>) -> Json<Vec<Incident>> {
+async fn incidents(
+    State(api): State<Arc<ApiState>>,
+    query: Result<Query<IncidentsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Vec<IncidentView>>> {
+    let Query(q) = query.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "invalid query: {} (use ?open=true or ?open=false)",
+                e.body_text()
+            ),
+        )
+    })?;
     let all = api.incidents.read().unwrap_or_else(|p| p.into_inner());
-    Json(all.values().rev().cloned().collect())
+    Ok(Json(
+        all.values()
+            .rev()
+            .filter(|i| q.open.is_none_or(|open| i.is_open() == open))
+            .cloned()
+            .map(IncidentView::from)
+            .collect(),
+    ))
 }
 
 fn find_incident(api: &ApiState, id: &str) -> ApiResult<Incident> {
@@ -239,8 +295,8 @@ fn find_incident(api: &ApiState, id: &str) -> ApiResult<Incident> {
 async fn incident(
     State(api): State<Arc<ApiState>>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Incident>> {
-    find_incident(&api, &id).map(Json)
+) -> ApiResult<Json<IncidentView>> {
+    find_incident(&api, &id).map(|i| Json(i.into()))
 }
 
 /// Parse an optional JSON body; empty means defaults.
@@ -350,6 +406,9 @@ async fn trigger(
     send(&api, &name, event).await.map(Json)
 }
 
+/// Longest `for` a pause may ask for; `"0"` is the way to say "until resumed".
+const MAX_PAUSE_FOR: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 async fn pause(
     State(api): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -358,9 +417,31 @@ async fn pause(
 ) -> ApiResult<Json<EventResponse>> {
     auth::require(&api, &headers)?;
     let req = body(&bytes)?;
-    send(&api, &name, Event::Pause { by: who(&req) })
-        .await
-        .map(Json)
+    let duration = match req.for_.as_deref().map(str::trim) {
+        None => None,
+        Some("0") => Some(Duration::ZERO),
+        Some(text) => Some(crate::config::duration::parse(text).map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("invalid \"for\": {e} (e.g. \"2h\", or \"0\" for until resumed)"),
+            )
+        })?),
+    };
+    if duration.is_some_and(|d| d > MAX_PAUSE_FOR) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "\"for\" = {:?} is longer than 10 years; use \"0\" to pause until resumed",
+                req.for_.as_deref().unwrap_or_default()
+            ),
+        ));
+    }
+    let event = Event::Pause {
+        by: who(&req),
+        reason: req.reason.clone().filter(|r| !r.trim().is_empty()),
+        duration,
+    };
+    send(&api, &name, event).await.map(Json)
 }
 
 async fn reload(

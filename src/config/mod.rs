@@ -44,6 +44,64 @@ pub struct Config {
     pub windows: Vec<Window>,
     /// The services watched, each with its rules and rollback plan.
     pub targets: Vec<TargetConfig>,
+    /// Things that are valid but probably not meant (nobody is notified,
+    /// `for = "0s"` on a probe): `check` prints them, the daemon logs them.
+    pub warnings: Vec<ConfigWarning>,
+}
+
+/// A config problem that does not stop the daemon: `KEY: warning: MESSAGE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// Key path, e.g. `target[0].rule[1].for`.
+    pub path: String,
+    /// What is probably wrong and what to do.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: warning: {}", self.path, self.message)
+    }
+}
+
+/// How much a notification matters (`[target.notify] min_severity`); each
+/// `NotifyKind` has one.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Nothing to do: monitoring blind or seeing again, a pause ended, a
+    /// shadow rule would have acted, signals recovered.
+    #[default]
+    Info,
+    /// Someone should look: a human must confirm, a guard escalated, a
+    /// dry-run would have rolled back, a rollback was rejected.
+    Warning,
+    /// An action on the service: a rollback started, ended or failed.
+    Critical,
+}
+
+/// `[target.notify]`: where this target's notifications go.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TargetNotify {
+    /// Replaces `notify.email.to` for this target; `None`: the global list.
+    pub to: Option<Vec<String>>,
+    /// Copied on this target's mail.
+    pub cc: Vec<String>,
+    /// Names of the webhooks this target notifies; `None`: every webhook.
+    pub webhooks: Option<Vec<String>>,
+    /// Notifications below this severity are not sent for this target.
+    pub min_severity: Severity,
 }
 
 /// `[daemon]`.
@@ -71,6 +129,9 @@ pub struct DaemonConfig {
     /// How `rollbackd run` writes its log; `None`: decided at start from
     /// the environment (journald when stderr is systemd's journal stream).
     pub log_format: Option<LogFormat>,
+    /// A pause without `--for` ends after this (default 24h), so a
+    /// forgotten pause does not disable protection for good.
+    pub max_pause: Duration,
 }
 
 /// `[daemon] log_format`.
@@ -169,6 +230,8 @@ pub struct NotifyConfig {
     /// Where webhook notifications are queued (`outbox_dir/webhook-*`):
     /// `notify.email.outbox_dir`, else `state_dir/outbox`.
     pub outbox_dir: PathBuf,
+    /// `[target.notify]` of each target that has one, by target name.
+    pub routes: std::collections::BTreeMap<String, TargetNotify>,
 }
 
 impl Default for NotifyConfig {
@@ -180,6 +243,7 @@ impl Default for NotifyConfig {
             max_per_target_per_hour: NonZeroU32::new(20).expect("nonzero"),
             max_per_hour: NonZeroU32::new(60).expect("nonzero"),
             outbox_dir: PathBuf::from("/var/lib/rollbackd/outbox"),
+            routes: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -191,6 +255,8 @@ pub struct EmailConfig {
     pub from: String,
     /// At least one recipient mailbox.
     pub to: Vec<String>,
+    /// Copied mailboxes (a target's `[target.notify] cc`).
+    pub cc: Vec<String>,
     /// Every mail is written here first (default `state_dir/outbox`).
     pub outbox_dir: PathBuf,
     /// Where mail is delivered; `None`: it stays in the outbox.
@@ -239,15 +305,27 @@ pub struct WebhookConfig {
     pub format: WebhookFormat,
     /// Request timeout.
     pub timeout: Duration,
+    /// Name `[target.notify] webhooks` refers to; unique.
+    pub name: Option<String>,
+    /// DingTalk / Feishu signing secret: each request is signed with it at
+    /// send time (the signature holds a timestamp the receiver checks).
+    pub secret: Option<String>,
 }
 
-/// `format = json | slack`.
+/// `format = json | slack | teams | dingtalk | feishu`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WebhookFormat {
     /// The versioned rollbackd event schema (docs/notifications.md).
     Json,
     /// Slack-compatible `text` plus `blocks`.
     Slack,
+    /// Microsoft Teams: a message with an Adaptive Card attachment (Teams
+    /// workflows and Office 365 connector URLs accept it).
+    Teams,
+    /// DingTalk custom robot: `msgtype: markdown`, signed with `secret`.
+    Dingtalk,
+    /// Feishu (Lark) custom bot: an interactive card, signed with `secret`.
+    Feishu,
 }
 
 /// `no_data = hold | ok | breach`: what an evaluation without data means.
@@ -317,6 +395,8 @@ pub struct TargetConfig {
     pub verify: VerifyConfig,
     /// Whether a human must approve a rollback, and what happens when nobody does.
     pub confirm: ConfirmConfig,
+    /// `[target.notify]`: this target's recipients, webhooks, minimum severity.
+    pub notify: TargetNotify,
 }
 
 /// `confirm`, `confirm_timeout`, `on_confirm_timeout`, `confirm_command`.
@@ -367,6 +447,9 @@ pub struct RuleConfig {
     pub for_: Duration,
     /// `no_data` on the rule: overrides the target's policy when set.
     pub no_data: Option<NoData>,
+    /// `mode = "shadow"`: evaluated, shown and recorded as "would roll
+    /// back", never triggers (`mode = "act"`, the default, acts).
+    pub shadow: bool,
 }
 
 /// The source of one rule's value.

@@ -58,6 +58,8 @@ pub struct RawDaemon {
     /// `text`, `json` or `journald`; absent: journald under systemd's
     /// journal (`JOURNAL_STREAM`), else text.
     pub log_format: Option<String>,
+    /// Duration string: how long a pause without `--for` lasts.
+    pub max_pause: Option<String>,
 }
 
 /// `[prometheus]`.
@@ -125,10 +127,28 @@ pub struct RawEmail {
 pub struct RawWebhook {
     /// Endpoint the notification is POSTed to.
     pub url: Option<String>,
-    /// Body format, `json` or `slack`.
+    /// Body format: `json`, `slack`, `teams`, `dingtalk` or `feishu`.
     pub format: Option<String>,
     /// Duration string: request timeout.
     pub timeout: Option<String>,
+    /// Name that `[target.notify] webhooks` refers to.
+    pub name: Option<String>,
+    /// DingTalk or Feishu signing secret.
+    pub secret: Option<String>,
+}
+
+/// `[target.notify]`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTargetNotify {
+    /// Recipients replacing `notify.email.to` for this target.
+    pub to: Option<Vec<String>>,
+    /// Recipients copied.
+    pub cc: Option<Vec<String>>,
+    /// Names of `[[notify.webhook]]` entries this target notifies.
+    pub webhooks: Option<Vec<String>>,
+    /// `info`, `warning` or `critical`.
+    pub min_severity: Option<String>,
 }
 
 /// `[[window]]`.
@@ -191,6 +211,8 @@ pub struct RawTarget {
     pub rollback: Option<RawRollback>,
     /// `[target.verify]`.
     pub verify: Option<RawVerify>,
+    /// `[target.notify]`.
+    pub notify: Option<RawTargetNotify>,
 }
 
 /// `[[target.rule]]`. Holds the keys of every source kind; validation
@@ -240,6 +262,8 @@ pub struct RawRule {
     pub min_traffic: Option<f64>,
     /// Prometheus: duration string, the range query's step for `for`.
     pub step: Option<String>,
+    /// `act` (default) or `shadow`: evaluated and recorded, never acts.
+    pub mode: Option<String>,
 }
 
 impl RawRule {
@@ -485,7 +509,12 @@ impl Walker<'_> {
         let rule = t.remove("rule");
         let rollback = t.remove("rollback");
         let verify = t.remove("verify");
+        let notify = t.remove("notify");
         let mut target: RawTarget = self.flat(path, t);
+        let notify_path = join(path, "notify");
+        target.notify = notify
+            .and_then(|v| self.table(&notify_path, v))
+            .map(|t| self.flat(&notify_path, t));
         target.rule = self.array(&join(path, "rule"), rule, |w, path, t| w.flat(path, t));
         let rollback_path = join(path, "rollback");
         target.rollback = rollback

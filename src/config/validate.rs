@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::raw::{
     join, RawConfig, RawDaemon, RawEmail, RawNotify, RawPrometheus, RawRollback, RawRule,
-    RawTarget, RawVerify, RawWebhook, RawWindow,
+    RawTarget, RawTargetNotify, RawVerify, RawWebhook, RawWindow,
 };
 use super::{
     duration, BaselineSpec, BlastRadius, Config, DaemonConfig, EmailConfig, ExecutorKind,
@@ -122,9 +122,13 @@ pub fn validate_collecting(
     let mut cx = Cx {
         file,
         errors: Vec::new(),
+        warnings: Vec::new(),
         has_prometheus: raw.prometheus.is_some(),
     };
-    let config = config(&mut cx, raw);
+    let config = config(&mut cx, raw).map(|mut c| {
+        c.warnings = std::mem::take(&mut cx.warnings);
+        c
+    });
     let mut errors = earlier;
     let found = cx.errors.into_iter().filter(|e| {
         !errors.iter().any(|r| {
@@ -151,11 +155,20 @@ pub fn validate_collecting(
 struct Cx<'a> {
     file: &'a str,
     errors: Vec<ConfigError>,
+    /// Valid but probably not meant; reported by `check`, never fatal.
+    warnings: Vec<super::ConfigWarning>,
     /// A `[prometheus]` section exists (Prometheus rules and `version_query` need it).
     has_prometheus: bool,
 }
 
 impl Cx<'_> {
+    fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(super::ConfigWarning {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
     fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.errors.push(ConfigError {
             file: self.file.to_string(),
@@ -370,7 +383,15 @@ fn config(cx: &mut Cx, raw: RawConfig) -> Option<Config> {
         Some(p) => prometheus(cx, "prometheus", p).map(Some),
     };
     let state_dir = daemon.as_ref().map(|d| d.state_dir.clone());
-    let notify = notify(cx, raw.notify.unwrap_or_default(), state_dir);
+    let raw_notify = raw.notify.unwrap_or_default();
+    if raw_notify.email.is_none() && raw_notify.webhook.is_empty() {
+        cx.warn(
+            "notify",
+            "no notification channel configured: nobody is told about rollbacks, escalations \
+             or confirmations; add [notify.email] or a [[notify.webhook]]",
+        );
+    }
+    let mut notify = notify(cx, raw_notify, state_dir);
     let windows: Vec<Option<Window>> = raw
         .window
         .iter()
@@ -400,6 +421,12 @@ fn config(cx: &mut Cx, raw: RawConfig) -> Option<Config> {
         .enumerate()
         .map(|(i, t)| target(cx, &format!("target[{i}]"), t))
         .collect();
+    if let Some(n) = notify.as_mut() {
+        for (i, t) in targets.iter().enumerate() {
+            let Some(t) = t else { continue };
+            target_routes(cx, &format!("target[{i}].notify"), t, n);
+        }
+    }
     if let Some(d) = &daemon {
         for (i, t) in targets.iter().enumerate() {
             for (j, r) in t.iter().flat_map(|t| t.rules.iter()).enumerate() {
@@ -414,7 +441,97 @@ fn config(cx: &mut Cx, raw: RawConfig) -> Option<Config> {
         notify: notify?,
         windows: windows.into_iter().collect::<Option<_>>()?,
         targets: targets.into_iter().collect::<Option<_>>()?,
+        warnings: Vec::new(),
     })
+}
+
+/// `[target.notify]` checked against the global channels (webhook names
+/// must exist; `to` needs `[notify.email]`), then added to the routes.
+fn target_routes(cx: &mut Cx, p: &str, target: &TargetConfig, notify: &mut NotifyConfig) {
+    let route = &target.notify;
+    if *route == super::TargetNotify::default() {
+        return;
+    }
+    if (route.to.is_some() || !route.cc.is_empty()) && notify.email.is_none() {
+        cx.err(
+            join(p, if route.to.is_some() { "to" } else { "cc" }),
+            "recipients need a [notify.email] section (from, smtp_url)",
+        );
+    }
+    for (i, name) in route.webhooks.iter().flatten().enumerate() {
+        if !notify
+            .webhooks
+            .iter()
+            .any(|w| w.name.as_deref() == Some(name.as_str()))
+        {
+            let names: Vec<&str> = notify
+                .webhooks
+                .iter()
+                .filter_map(|w| w.name.as_deref())
+                .collect();
+            cx.err(
+                format!("{p}.webhooks[{i}]"),
+                format!(
+                    "no [[notify.webhook]] named {name:?} (named webhooks: {})",
+                    if names.is_empty() {
+                        "none; give one a name".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            );
+        }
+    }
+    notify.routes.insert(target.name.clone(), route.clone());
+}
+
+/// `[target.notify]`: recipients as mailboxes, the severity word.
+fn target_notify(
+    cx: &mut Cx,
+    p: &str,
+    raw: Option<&RawTargetNotify>,
+) -> Option<super::TargetNotify> {
+    let Some(raw) = raw else {
+        return Some(super::TargetNotify::default());
+    };
+    let mut ok = true;
+    let mut list = |cx: &mut Cx, key: &str, items: Option<&Vec<String>>| -> Option<Vec<String>> {
+        let items = items?;
+        let mut out = Vec::new();
+        for (i, m) in items.iter().enumerate() {
+            match mailbox(cx, &format!("{p}.{key}[{i}]"), m) {
+                Some(m) => out.push(m),
+                None => ok = false,
+            }
+        }
+        Some(out)
+    };
+    let to = list(cx, "to", raw.to.as_ref());
+    let cc = list(cx, "cc", raw.cc.as_ref()).unwrap_or_default();
+    if raw.to.as_ref().is_some_and(Vec::is_empty) {
+        cx.err(
+            join(p, "to"),
+            "to = [] would send this target's mail to nobody; leave it out to use notify.email.to",
+        );
+        ok = false;
+    }
+    let min_severity = cx.choice(
+        p,
+        "min_severity",
+        raw.min_severity.as_deref(),
+        &[
+            ("info", super::Severity::Info),
+            ("warning", super::Severity::Warning),
+            ("critical", super::Severity::Critical),
+        ],
+    );
+    let notify = super::TargetNotify {
+        to,
+        cc,
+        webhooks: raw.webhooks.clone(),
+        min_severity: min_severity?,
+    };
+    ok.then_some(notify)
 }
 
 fn daemon(cx: &mut Cx, raw: RawDaemon) -> Option<DaemonConfig> {
@@ -524,7 +641,9 @@ fn daemon(cx: &mut Cx, raw: RawDaemon) -> Option<DaemonConfig> {
             }
         },
     };
+    let max_pause = cx.duration(p, "max_pause", raw.max_pause.as_deref(), "24h", true);
     Some(DaemonConfig {
+        max_pause: max_pause?,
         state_dir: state_dir?,
         listen: listen?,
         poll_interval: poll_interval?,
@@ -646,6 +765,20 @@ fn notify(cx: &mut Cx, raw: RawNotify, state_dir: Option<PathBuf>) -> Option<Not
         .enumerate()
         .map(|(i, w)| webhook(cx, &format!("notify.webhook[{i}]"), w))
         .collect();
+    for (i, w) in raw.webhook.iter().enumerate() {
+        let Some(name) = w.name.as_deref() else {
+            continue;
+        };
+        if let Some(first) = raw.webhook[..i]
+            .iter()
+            .position(|o| o.name.as_deref() == Some(name))
+        {
+            cx.err(
+                format!("notify.webhook[{i}].name"),
+                format!("duplicate webhook name {name:?} (also used by notify.webhook[{first}])"),
+            );
+        }
+    }
     let outbox_dir = match email_outbox {
         Some(d) if !d.trim().is_empty() => Some(PathBuf::from(d)),
         _ => state_dir.map(|s| s.join("outbox")),
@@ -657,6 +790,7 @@ fn notify(cx: &mut Cx, raw: RawNotify, state_dir: Option<PathBuf>) -> Option<Not
         max_per_target_per_hour: max_per_target_per_hour?,
         max_per_hour: max_per_hour?,
         outbox_dir: outbox_dir?,
+        routes: Default::default(),
     })
 }
 
@@ -688,8 +822,34 @@ fn webhook(cx: &mut Cx, p: &str, raw: &RawWebhook) -> Option<WebhookConfig> {
         &[
             ("json", WebhookFormat::Json),
             ("slack", WebhookFormat::Slack),
+            ("teams", WebhookFormat::Teams),
+            ("dingtalk", WebhookFormat::Dingtalk),
+            ("feishu", WebhookFormat::Feishu),
         ],
     );
+    let name = match raw.name.as_deref() {
+        None => Some(None),
+        Some(n) => cx
+            .non_empty(&join(p, "name"), n)
+            .map(|n| Some(n.to_string())),
+    };
+    let secret = match raw.secret.as_deref() {
+        None => Some(None),
+        Some(s) => cx
+            .non_empty(&join(p, "secret"), s)
+            .map(|s| Some(s.to_string())),
+    };
+    if raw.secret.is_some()
+        && !matches!(
+            format,
+            Some(WebhookFormat::Dingtalk | WebhookFormat::Feishu) | None
+        )
+    {
+        cx.err(
+            join(p, "secret"),
+            "secret applies to format \"dingtalk\" and \"feishu\" (request signing) only",
+        );
+    }
     let timeout = cx.duration(
         p,
         "timeout",
@@ -701,6 +861,8 @@ fn webhook(cx: &mut Cx, p: &str, raw: &RawWebhook) -> Option<WebhookConfig> {
         url: url?,
         format: format?,
         timeout: timeout?,
+        name: name?,
+        secret: secret?,
     })
 }
 
@@ -908,6 +1070,7 @@ fn email(cx: &mut Cx, p: &str, raw: RawEmail, state_dir: Option<PathBuf>) -> Opt
     Some(EmailConfig {
         from: from?,
         to: to?,
+        cc: Vec::new(),
         outbox_dir: outbox_dir?,
         smtp: smtp?,
     })
@@ -1147,6 +1310,7 @@ fn target(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<TargetConfig> {
             _ => None,
         },
     };
+    let notify = target_notify(cx, &join(p, "notify"), raw.notify.as_ref());
     if raw.rule.is_empty() {
         return None;
     }
@@ -1163,6 +1327,7 @@ fn target(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<TargetConfig> {
         rollback,
         verify: verify?,
         confirm: confirm?,
+        notify: notify?,
     })
 }
 
@@ -1266,6 +1431,7 @@ fn alert_match(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<super::AlertMatch>
 }
 
 /// The source kinds a rule may name.
+#[derive(Clone, Copy)]
 enum Source {
     Probe,
     Host,
@@ -1278,6 +1444,12 @@ fn rule(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<RuleConfig> {
         .required(p, "name", raw.name.as_deref())
         .and_then(|n| cx.non_empty(&join(p, "name"), n));
     let for_ = cx.duration(p, "for", raw.for_.as_deref(), DEFAULT_FOR, false);
+    let shadow = cx.choice(
+        p,
+        "mode",
+        raw.mode.as_deref(),
+        &[("act", false), ("shadow", true)],
+    );
 
     let source = match cx.required(p, "source", raw.source.as_deref())? {
         "probe" => Source::Probe,
@@ -1358,7 +1530,12 @@ fn rule(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<RuleConfig> {
             .map(Some),
     };
     if matches!(source, Source::Alertmanager) {
-        return alertmanager_rule(cx, p, raw, name, for_, no_data);
+        return alertmanager_rule(cx, p, raw, name, for_, no_data).and_then(|r| {
+            Some(RuleConfig {
+                shadow: shadow?,
+                ..r
+            })
+        });
     }
 
     let above = match raw.above {
@@ -1455,6 +1632,22 @@ fn rule(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<RuleConfig> {
                     }
                 },
             };
+            if let Some(u) = &url {
+                let loopback = match u.host() {
+                    Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                    Some(url::Host::Ipv4(a)) => a.is_loopback(),
+                    Some(url::Host::Ipv6(a)) => a.is_loopback(),
+                    None => false,
+                };
+                if !loopback && raw.timeout.is_none() {
+                    cx.warn(
+                        join(p, "url"),
+                        format!(
+                            "probe of {u}, which is not on this host, has no timeout set (default {DEFAULT_PROBE_TIMEOUT}); set timeout to what a healthy answer over the network takes"
+                        ),
+                    );
+                }
+            }
             let spec = ProbeSpec {
                 url: url?,
                 timeout: timeout?,
@@ -1482,12 +1675,31 @@ fn rule(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<RuleConfig> {
         Source::Alertmanager => None,
         Source::Prometheus => prom_spec(cx, p, raw).map(SourceSpec::Prometheus),
     };
+    if for_.is_some_and(|d| d.is_zero()) && matches!(source, Source::Probe | Source::Host) {
+        cx.warn(
+            join(p, "for"),
+            format!(
+                "for = \"0s\"{}: a single bad {} triggers a rollback; set for to e.g. \"30s\"",
+                if raw.for_.is_none() {
+                    " (the default)"
+                } else {
+                    ""
+                },
+                if matches!(source, Source::Probe) {
+                    "probe"
+                } else {
+                    "host sample"
+                }
+            ),
+        );
+    }
     Some(RuleConfig {
         name: name?,
         source: spec?,
         above: above?,
         for_: for_?,
         no_data: no_data?,
+        shadow: shadow?,
     })
 }
 
@@ -1536,6 +1748,7 @@ fn alertmanager_rule(
         above: 0.0,
         for_: for_?,
         no_data: no_data?,
+        shadow: false,
     })
 }
 
@@ -2228,6 +2441,59 @@ mod tests {
     }
 
     #[test]
+    fn warnings_name_the_key_and_do_not_fail() {
+        let mail = "[notify.email]\nfrom = \"r@h\"\nto = [\"a@example.com\"]";
+        let probe = |extra: &str| format!("name = \"p\"\nsource = \"probe\"\nabove = 0.5\n{extra}");
+        let cases: Vec<(String, Vec<(&str, &str)>)> = vec![
+            // Nobody would be told anything.
+            (
+                config(&[("rule", &probe("url = \"http://127.0.0.1/\"\nfor = \"30s\""))]),
+                vec![("notify", "no notification channel configured")],
+            ),
+            // for = 0s on a probe and on a host rule (also by default).
+            (
+                config(&[("top", mail), ("rule", &probe("url = \"http://127.0.0.1/\""))]),
+                vec![("target[0].rule[0].for", "for = \"0s\" (the default): a single bad probe")],
+            ),
+            (
+                config(&[
+                    ("top", mail),
+                    ("rule", "name = \"cpu\"\nsource = \"host\"\nmetric = \"cpu\"\nabove = 0.9\nfor = \"0s\""),
+                ]),
+                vec![("target[0].rule[0].for", "a single bad host sample")],
+            ),
+            // A probe across the network without a timeout of its own.
+            (
+                config(&[("top", mail), ("rule", &probe("url = \"http://app.internal/\"\nfor = \"30s\""))]),
+                vec![("target[0].rule[0].url", "not on this host, has no timeout set")],
+            ),
+            // Quiet: loopback probe, a timeout set, a for, a channel.
+            (
+                config(&[("top", mail), ("rule", &probe("url = \"http://app.internal/\"\ntimeout = \"1s\"\nfor = \"30s\""))]),
+                vec![],
+            ),
+            (
+                config(&[("top", "[[notify.webhook]]\nurl = \"https://chat/\""), ("rule", &probe("url = \"http://localhost:3000/\"\nfor = \"30s\""))]),
+                vec![],
+            ),
+        ];
+        for (text, want) in &cases {
+            let c = load_str("rollbackd.toml", text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            let got: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
+            assert_eq!(got.len(), want.len(), "{got:#?}\nfor config:\n{text}");
+            for (path, fragment) in want {
+                assert!(
+                    c.warnings
+                        .iter()
+                        .any(|w| w.path == *path && w.message.contains(fragment)),
+                    "want {path}: warning: ...{fragment}...\ngot {got:#?}"
+                );
+            }
+            assert!(got.iter().all(|w| w.contains(": warning: ")));
+        }
+    }
+
+    #[test]
     fn each_problem_has_its_path_and_message() {
         let host =
             |extra: &str| format!("name = \"cpu\"\nsource = \"host\"\nmetric = \"cpu\"\n{extra}");
@@ -2300,7 +2566,16 @@ mod tests {
             (config(&[("top", &mail("ca_file = \"/etc/ca.pem\""))]), "notify.email.ca_file", "smtp_url is not"),
             (config(&[("top", "[[notify.webhook]]\nformat = \"json\"")]), "notify.webhook[0].url", "required key is missing"),
             (config(&[("top", "[[notify.webhook]]\nurl = \"ftp://chat/\"")]), "notify.webhook[0].url", "http:// or https://"),
-            (config(&[("top", "[[notify.webhook]]\nurl = \"https://chat/\"\nformat = \"teams\"")]), "notify.webhook[0].format", r#"invalid format "teams""#),
+            (config(&[("top", "[[notify.webhook]]\nurl = \"https://chat/\"\nformat = \"irc\"")]), "notify.webhook[0].format", r#"invalid format "irc" (use "json", "slack", "teams", "dingtalk" or "feishu")"#),
+            (config(&[("top", "[[notify.webhook]]\nurl = \"https://chat/\"\nsecret = \"s\"")]), "notify.webhook[0].secret", "dingtalk"),
+            (config(&[("top", "[[notify.webhook]]\nname = \"ops\"\nurl = \"https://a/\"\n[[notify.webhook]]\nname = \"ops\"\nurl = \"https://b/\"")]), "notify.webhook[1].name", r#"duplicate webhook name "ops""#),
+            (config(&[("top", "[[notify.webhook]]\nname = \"ops\"\nurl = \"https://a/\""), ("after", "[target.notify]\nwebhooks = [\"dev\"]")]), "target[0].notify.webhooks[0]", r#"no [[notify.webhook]] named "dev" (named webhooks: ops)"#),
+            (config(&[("after", "[target.notify]\nmin_severity = \"loud\"")]), "target[0].notify.min_severity", r#"invalid min_severity "loud" (use "info", "warning" or "critical")"#),
+            (config(&[("top", &mail("")), ("after", "[target.notify]\nto = [\"not an address\"]")]), "target[0].notify.to[0]", "invalid mailbox"),
+            (config(&[("after", "[target.notify]\ncc = [\"a@example.com\"]")]), "target[0].notify.cc", "[notify.email]"),
+            (config(&[("after", "[target.notify]\nchannel = \"x\"")]), "target[0].notify.channel", "unknown key"),
+            (config(&[("rule", &probe("above = 0.5\nmode = \"dry\""))]), "target[0].rule[0].mode", r#"invalid mode "dry" (use "act" or "shadow")"#),
+            (config(&[("daemon", "max_pause = \"0s\"")]), "daemon.max_pause", "greater than zero"),
             (config(&[("top", "[notify]\ngive_up_after = \"0s\"")]), "notify.give_up_after", "greater than zero"),
             (config(&[("top", "[notify]\nmax_per_hour = 0")]), "notify.max_per_hour", "positive number"),
             (config(&[("top", "[notify]\nmax_per_target_per_hour = -1")]), "notify.max_per_target_per_hour", "positive number"),
@@ -2687,6 +2962,7 @@ mod tests {
                 above: 0.5,
                 for_: Duration::ZERO,
                 no_data: None,
+                shadow: false,
             }]
         );
         assert_eq!(

@@ -18,12 +18,50 @@ use crate::util::fmt_duration;
 /// The pause guard: `Some(explanation)` when automatic action is held.
 pub(super) fn pause_guard(state: &TargetState) -> Option<String> {
     state.paused.as_ref().map(|p| {
+        let why = p
+            .reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        let until = match p.until {
+            Some(u) => format!("until {}", u.format("%Y-%m-%d %H:%M:%SZ")),
+            None => "until resumed".to_string(),
+        };
         format!(
-            "paused: {} paused this target at {}; resume it to allow rollbacks",
+            "paused: {} paused this target at {}{why} {until}; resume it to allow rollbacks",
             p.by,
             p.at.format("%Y-%m-%d %H:%M:%SZ")
         )
     })
+}
+
+/// A pause whose end has come is released, with a notification: a
+/// forgotten pause must not disable protection for good.
+pub(super) fn pause_expiry(state: &mut TargetState, now: Time, actions: &mut Vec<Action>) {
+    let Some(p) = &state.paused else { return };
+    let Some(until) = p.until else { return };
+    if now < until {
+        return;
+    }
+    let why = p
+        .reason
+        .as_deref()
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default();
+    let took = (until - p.at).to_std().unwrap_or_default();
+    let message = format!(
+        "the pause of {} by {}{why} ended at {} after {}: automatic rollback is armed again",
+        state.target,
+        p.by,
+        until.format("%Y-%m-%d %H:%M:%SZ"),
+        fmt_duration(took)
+    );
+    state.paused = None;
+    actions.push(Action::NotifyTarget {
+        kind: NotifyKind::PauseEnded,
+        target: state.target.clone(),
+        message,
+    });
 }
 
 /// The per-target rate limit (forgets rollbacks older than an hour).
@@ -178,12 +216,16 @@ pub(super) fn awaiting(
     let (mut inc, deadline) = ((**incident).clone(), *deadline);
     // Unknown rules abstain here too: the signals have recovered when every
     // rule with data is Ok and at least one has data.
-    let clear = state.rules.iter().any(|r| r.status == RuleStatus::Ok)
+    let clear = state
+        .rules
+        .iter()
+        .any(|r| !r.shadow && r.status == RuleStatus::Ok)
         && !state.rules.iter().any(|r| {
-            matches!(
-                r.status,
-                RuleStatus::Pending { .. } | RuleStatus::Breached { .. }
-            )
+            !r.shadow
+                && matches!(
+                    r.status,
+                    RuleStatus::Pending { .. } | RuleStatus::Breached { .. }
+                )
         });
     if clear {
         let values: Vec<String> = state.rules.iter().map(|r| r.explain()).collect();
@@ -218,13 +260,14 @@ pub(super) fn awaiting(
             escalate(cfg, state, inc, guard, now, actions);
         }
         OnConfirmTimeout::Rollback => {
+            let acting = state.rules.iter().filter(|r| !r.shadow).count();
             let blind: Vec<String> = state
                 .rules
                 .iter()
-                .filter(|r| matches!(r.status, RuleStatus::Unknown { .. }))
+                .filter(|r| !r.shadow && matches!(r.status, RuleStatus::Unknown { .. }))
                 .map(|r| r.explain())
                 .collect();
-            if !state.rules.is_empty() && blind.len() == state.rules.len() {
+            if acting > 0 && blind.len() == acting {
                 let guard = format!(
                     "monitoring is blind at the confirmation deadline (no rule has data), so \
                      rollbackd does not act on its own: {}",
@@ -363,13 +406,27 @@ pub(super) fn on_event(
             }
             Phase::RollingBack { .. } | Phase::Verifying { .. } => return Err(()),
         },
-        Event::Pause { by } => {
-            if state.paused.is_none() {
-                state.paused = Some(Pause {
-                    by: by.clone(),
-                    at: now,
-                });
-            }
+        Event::Pause {
+            by,
+            reason,
+            duration,
+        } => {
+            // A new pause replaces the old one: its end is the one asked for last.
+            let length = duration.unwrap_or(cfg.max_pause);
+            state.paused = Some(Pause {
+                by: by.clone(),
+                at: now,
+                reason: reason.clone().filter(|r| !r.trim().is_empty()),
+                // Beyond the calendar (the API refuses such lengths) is
+                // until resumed, never a panic.
+                until: (!length.is_zero())
+                    .then(|| {
+                        chrono::Duration::from_std(length)
+                            .ok()
+                            .and_then(|d| now.checked_add_signed(d))
+                    })
+                    .flatten(),
+            });
         }
         Event::Resume { .. } => state.paused = None,
         Event::ExecRefused { incident, reason } => {

@@ -48,6 +48,8 @@ pub struct DecideConfig {
     pub blast_radius: Option<BlastRadius>,
     /// Recovery-time objective, recorded in each incident.
     pub rto: Duration,
+    /// `[daemon] max_pause`: how long a pause without `--for` lasts.
+    pub max_pause: Duration,
 }
 
 impl DecideConfig {
@@ -70,6 +72,7 @@ impl DecideConfig {
             only_within: target.only_within,
             blast_radius: config.daemon.max_simultaneous_breaches,
             rto: target.rto,
+            max_pause: config.daemon.max_pause,
         }
     }
 }
@@ -109,6 +112,9 @@ pub fn step(
         event: event_name(event).to_string(),
         phase: phase.name().to_string(),
     };
+    // A pause that ran out ends on whatever step comes first (the worker
+    // steps every poll), before the event is looked at.
+    super::human::pause_expiry(&mut state, now, &mut actions);
     match event {
         Event::VersionObserved { version } => {
             observe_version(&mut state, version, now);
@@ -116,6 +122,7 @@ pub fn step(
         Event::Evaluated { rules, fleet } => {
             state.rules = rules;
             blindness(cfg, &mut state, now, &mut actions);
+            super::shadow::shadow_rules(cfg, &mut state, now, &mut actions);
             advance(cfg, &mut state, now, &fleet, &mut actions);
         }
         Event::ExecFinished {
@@ -366,11 +373,12 @@ fn verify(
     actions: &mut Vec<Action>,
 ) {
     let url_healthy = !cfg.verify_url || url_ok == Some(true);
+    // Shadow rules never decide, verification included.
+    let rules: Vec<&RuleReport> = state.rules.iter().filter(|r| !r.shadow).collect();
     // Rules without data abstain here too (a crashed release's metrics may
     // take a while to come back), but something must show health: a rule
     // with data, or the verify URL.
-    let not_ok: Vec<String> = state
-        .rules
+    let not_ok: Vec<String> = rules
         .iter()
         .filter(|r| {
             matches!(
@@ -380,8 +388,8 @@ fn verify(
         })
         .map(|r| r.explain())
         .collect();
-    let seen_ok = state.rules.iter().any(|r| r.status == RuleStatus::Ok);
-    let blind = !state.rules.is_empty() && !seen_ok && not_ok.is_empty();
+    let seen_ok = rules.iter().any(|r| r.status == RuleStatus::Ok);
+    let blind = !rules.is_empty() && !seen_ok && not_ok.is_empty();
     let rules_healthy = !cfg.verify_rules || (not_ok.is_empty() && (seen_ok || cfg.verify_url));
     let started = inc.rollback_finished.unwrap_or(now);
     let waited = Incident::span(Some(started), Some(now)).unwrap_or_default();
@@ -391,17 +399,12 @@ fn verify(
             what.push("the verify URL answered".to_string());
         }
         if cfg.verify_rules {
-            let ok = state
-                .rules
-                .iter()
-                .filter(|r| r.status == RuleStatus::Ok)
-                .count();
-            let n = state.rules.len();
+            let ok = rules.iter().filter(|r| r.status == RuleStatus::Ok).count();
+            let n = rules.len();
             what.push(if ok == n {
                 format!("all {n} rules are ok")
             } else {
-                let silent: Vec<&str> = state
-                    .rules
+                let silent: Vec<&str> = rules
                     .iter()
                     .filter(|r| r.status != RuleStatus::Ok)
                     .map(|r| r.rule.as_str())
@@ -490,10 +493,11 @@ fn watch(
     fleet: &Fleet,
     actions: &mut Vec<Action>,
 ) {
+    // Shadow rules never trigger (they are recorded by `shadow_rules`).
     let breached: Vec<RuleReport> = state
         .rules
         .iter()
-        .filter(|r| matches!(r.status, RuleStatus::Breached { .. }))
+        .filter(|r| !r.shadow && matches!(r.status, RuleStatus::Breached { .. }))
         .cloned()
         .collect();
     // A rollback is not over while its `after` steps run.
@@ -503,7 +507,7 @@ fn watch(
     let abstained: Vec<RuleReport> = state
         .rules
         .iter()
-        .filter(|r| matches!(r.status, RuleStatus::Unknown { .. }))
+        .filter(|r| !r.shadow && matches!(r.status, RuleStatus::Unknown { .. }))
         .cloned()
         .collect();
     let first_evidence = super::breach_start(&breached);
@@ -648,9 +652,12 @@ pub(super) fn start_rollback(
 /// has data again, tell them it sees again.
 fn blindness(cfg: &DecideConfig, state: &mut TargetState, now: Time, actions: &mut Vec<Action>) {
     let blind_after = ChronoDuration::from_std(cfg.blind_after).unwrap_or(ChronoDuration::MAX);
-    let unknown: Vec<&RuleReport> = state
-        .rules
+    // Shadow rules never act, so their data does not make a target blind
+    // or seeing.
+    let acting: Vec<&RuleReport> = state.rules.iter().filter(|r| !r.shadow).collect();
+    let unknown: Vec<&RuleReport> = acting
         .iter()
+        .copied()
         .filter(|r| matches!(r.status, RuleStatus::Unknown { .. }))
         .collect();
     let long_blind: Vec<String> = unknown
@@ -671,7 +678,7 @@ fn blindness(cfg: &DecideConfig, state: &mut TargetState, now: Time, actions: &m
             actions.push(Action::NotifyTarget {
                 kind: NotifyKind::Blind,
                 target: state.target.clone(),
-                message: if unknown.len() == state.rules.len() {
+                message: if unknown.len() == acting.len() {
                     format!(
                         "monitoring of {} is blind: {}. No rule has data, so no automatic \
                          rollback can happen (blind_after = {}).",
@@ -680,8 +687,7 @@ fn blindness(cfg: &DecideConfig, state: &mut TargetState, now: Time, actions: &m
                         fmt_duration(cfg.blind_after)
                     )
                 } else {
-                    let seeing: Vec<&str> = state
-                        .rules
+                    let seeing: Vec<&str> = acting
                         .iter()
                         .filter(|r| !matches!(r.status, RuleStatus::Unknown { .. }))
                         .map(|r| r.rule.as_str())
@@ -699,7 +705,7 @@ fn blindness(cfg: &DecideConfig, state: &mut TargetState, now: Time, actions: &m
         }
         Some(since) if unknown.is_empty() => {
             state.blind_notified = None;
-            let values: Vec<String> = state.rules.iter().map(|r| r.explain()).collect();
+            let values: Vec<String> = acting.iter().map(|r| r.explain()).collect();
             actions.push(Action::NotifyTarget {
                 kind: NotifyKind::Seeing,
                 target: state.target.clone(),

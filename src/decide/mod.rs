@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 
 pub use machine::{step, DecideConfig, StepError};
 
+mod shadow;
+
 use crate::execute::StepReport;
 use crate::rules::RuleReport;
 
@@ -56,15 +58,38 @@ pub struct TargetState {
     /// Automatic action is held (maintenance): a breach escalates instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<Pause>,
+    /// Shadow rules whose current breach episode was already recorded as
+    /// "would roll back": one record and notification per episode, the
+    /// episode ends when the rule is Ok again.
+    /// (A journal delta writes a field that went away as `null`.)
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_empty"
+    )]
+    pub shadow_breached: Vec<String>,
 }
 
-/// Who paused a target and when.
+/// `null` (a journal delta's "this field went away") as an empty list.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
+}
+
+/// Who paused a target, when, why and until when.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pause {
     /// The user or token holder that asked.
     pub by: String,
     /// When.
     pub at: Time,
+    /// Why, in their words (shown in `status` and the escalation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The pause ends by itself then; `None`: until resumed (`--for 0`,
+    /// asked for explicitly). A forgotten pause must not disable
+    /// protection for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Time>,
 }
 
 impl TargetState {
@@ -83,6 +108,7 @@ impl TargetState {
             incident_seq: 0,
             paused: None,
             blind_notified: None,
+            shadow_breached: Vec::new(),
         }
     }
 
@@ -153,15 +179,7 @@ impl Phase {
             Phase::AwaitingConfirmation { .. } => "AwaitingConfirmation",
             Phase::RollingBack { .. } => "RollingBack",
             Phase::Verifying { .. } => "Verifying",
-            Phase::Done { incident, .. } => match incident.outcome {
-                Some(Outcome::RolledBack) => "RolledBack",
-                Some(Outcome::Failed) => "Failed",
-                Some(Outcome::DryRun) => "DryRun",
-                Some(Outcome::Escalated) => "Escalated",
-                Some(Outcome::Resolved) => "Resolved",
-                Some(Outcome::Rejected) => "Suppressed",
-                None => "Done",
-            },
+            Phase::Done { incident, .. } => incident.outcome.map_or("Done", Outcome::phase_name),
         }
     }
 }
@@ -183,9 +201,26 @@ pub enum Outcome {
     /// A human rejected the rollback; breaches are suppressed until the
     /// cooldown ends.
     Rejected,
+    /// A shadow rule (`mode = "shadow"`) would have triggered: recorded and
+    /// notified, never acted on. Not a phase of the target.
+    Shadow,
 }
 
 impl Outcome {
+    /// The state name of a target whose incident ended this way
+    /// (`RolledBack`, `Failed`, `Suppressed`, ...).
+    pub fn phase_name(self) -> &'static str {
+        match self {
+            Outcome::RolledBack => "RolledBack",
+            Outcome::Failed => "Failed",
+            Outcome::DryRun => "DryRun",
+            Outcome::Escalated => "Escalated",
+            Outcome::Resolved => "Resolved",
+            Outcome::Rejected => "Suppressed",
+            Outcome::Shadow => "Shadow",
+        }
+    }
+
     /// Upper-case label for subjects: `ROLLED BACK`, `FAILED`, ...
     pub fn label(self) -> &'static str {
         match self {
@@ -195,6 +230,7 @@ impl Outcome {
             Outcome::Escalated => "ESCALATED",
             Outcome::Resolved => "RESOLVED",
             Outcome::Rejected => "REJECTED",
+            Outcome::Shadow => "WOULD ROLL BACK (SHADOW)",
         }
     }
 }
@@ -300,6 +336,23 @@ impl Incident {
         match self.outcome {
             Some(o) => format!("{}: {} {}", self.target, o.label(), versions),
             None => format!("{}: OPEN {}", self.target, versions),
+        }
+    }
+
+    /// Whether the incident is still under way (no outcome yet).
+    pub fn is_open(&self) -> bool {
+        self.outcome.is_none()
+    }
+
+    /// The phase the incident is in, read from the incident itself: its
+    /// outcome's name once done, else how far the rollback got
+    /// (`AwaitingConfirmation`, `RollingBack`, `Verifying`).
+    pub fn phase_name(&self) -> &'static str {
+        match self.outcome {
+            Some(o) => o.phase_name(),
+            None if self.rollback_finished.is_some() => "Verifying",
+            None if self.rollback_started.is_some() => "RollingBack",
+            None => "AwaitingConfirmation",
         }
     }
 
@@ -410,6 +463,17 @@ pub enum Event {
     Pause {
         /// Who asked.
         by: String,
+        /// Why, in their words.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// How long: `None` is `[daemon] max_pause`, zero is "until
+        /// resumed" (asked for explicitly).
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "crate::util::serde_duration_opt"
+        )]
+        duration: Option<Duration>,
     },
     /// Release a pause.
     Resume {
@@ -458,6 +522,7 @@ pub struct FleetBreach {
 pub fn breach_start(rules: &[RuleReport]) -> Option<Time> {
     rules
         .iter()
+        .filter(|r| !r.shadow)
         .filter_map(|r| match r.status {
             crate::rules::RuleStatus::Pending { since }
             | crate::rules::RuleStatus::Breached { since } => Some(since),
@@ -497,6 +562,35 @@ pub enum NotifyKind {
     /// Breaches began on many targets at once: escalated, none rolled back.
     /// One notification for the whole group (the notifier merges the rest).
     BlastRadius,
+    /// A pause ended by itself (its `--for` ran out; no incident).
+    PauseEnded,
+    /// A shadow rule would have rolled back; nothing was executed.
+    Shadow,
+}
+
+impl NotifyKind {
+    /// The severity of this kind of notification (`[target.notify]
+    /// min_severity` drops the ones below it).
+    pub fn severity(self) -> crate::config::Severity {
+        use crate::config::Severity;
+        match self {
+            NotifyKind::Blind
+            | NotifyKind::Seeing
+            | NotifyKind::PauseEnded
+            | NotifyKind::Shadow
+            | NotifyKind::Resolved => Severity::Info,
+            NotifyKind::WouldRollBack
+            | NotifyKind::Escalated
+            | NotifyKind::BlastRadius
+            | NotifyKind::AwaitingConfirmation
+            | NotifyKind::Rejected => Severity::Warning,
+            NotifyKind::RollbackStarted
+            | NotifyKind::RolledBack
+            | NotifyKind::RollbackFailed
+            | NotifyKind::DidNotHelp
+            | NotifyKind::Interrupted => Severity::Critical,
+        }
+    }
 }
 
 /// Something the runner must do. Actions are data; [`step`] never performs them.

@@ -32,6 +32,7 @@ fn cfg() -> DecideConfig {
         has_after: true,
         blast_radius: None,
         rto: Duration::from_secs(300),
+        max_pause: Duration::from_secs(24 * 3600),
     }
 }
 
@@ -50,6 +51,7 @@ fn report(status: RuleStatus, value: Option<f64>, at: Time) -> RuleReport {
         above_baseline: None,
         labels: Default::default(),
         detail: None,
+        shadow: false,
     }
 }
 
@@ -508,7 +510,17 @@ fn confirmation_table() {
     let (p, _) = run(
         &c,
         s,
-        vec![(Event::Pause { by: "ops".into() }, t(45)), (approve, t(50))],
+        vec![
+            (
+                Event::Pause {
+                    by: "ops".into(),
+                    reason: None,
+                    duration: None,
+                },
+                t(45),
+            ),
+            (approve, t(50)),
+        ],
     );
     assert_eq!(p.phase.name(), "Escalated");
     assert!(p
@@ -546,7 +558,17 @@ fn manual_trigger_and_global_refusal() {
     let (s, _) = run(
         &c,
         s,
-        vec![(Event::Pause { by: "ops".into() }, t(13)), (trigger, t(14))],
+        vec![
+            (
+                Event::Pause {
+                    by: "ops".into(),
+                    reason: None,
+                    duration: None,
+                },
+                t(13),
+            ),
+            (trigger, t(14)),
+        ],
     );
     assert_eq!(s.phase.name(), "Escalated");
     let (s, _) = run(&c, s, vec![(Event::Resume { by: "ops".into() }, t(15))]);
@@ -598,7 +620,21 @@ fn every_path_to_an_execution_respects_pause_window_and_dry_run() {
                 assert_eq!(s.phase.name(), "AwaitingConfirmation", "{path}");
             }
             match guard {
-                "paused" => s = run(&c, s, vec![(Event::Pause { by: "ops".into() }, t(45))]).0,
+                "paused" => {
+                    s = run(
+                        &c,
+                        s,
+                        vec![(
+                            Event::Pause {
+                                by: "ops".into(),
+                                reason: None,
+                                duration: None,
+                            },
+                            t(45),
+                        )],
+                    )
+                    .0
+                }
                 "window" => c.windows = vec![window.clone()],
                 "dry_run" => c.dry_run = true,
                 _ => {}
@@ -755,7 +791,14 @@ fn crossing_answers_and_stale_refusals_act_at_most_once() {
         &w,
         rolling,
         vec![
-            (Event::Pause { by: "ops".into() }, t(52)),
+            (
+                Event::Pause {
+                    by: "ops".into(),
+                    reason: None,
+                    duration: None,
+                },
+                t(52),
+            ),
             (Event::Recovered, t(53)),
             (breached(t(54)), t(54)),
         ],
@@ -869,7 +912,7 @@ proptest! {
                     reason: "no".into(),
                 },
                 Gen::Manual => Event::ManualTrigger { by: "carol".into(), reason: "cve".into() },
-                Gen::Pause => Event::Pause { by: "ops".into() },
+                Gen::Pause => Event::Pause { by: "ops".into(), reason: None, duration: None },
                 Gen::Resume => Event::Resume { by: "ops".into() },
                 Gen::Refused => Event::ExecRefused {
                     incident: s.incident().map(|i| i.id.clone()).unwrap_or_default(),
@@ -1184,4 +1227,213 @@ fn rto_and_detection_are_recorded() {
     assert_eq!(inc.first_evidence, None);
     assert_eq!(inc.started(), t(40));
     assert_eq!(inc.rto_met(), None, "open");
+}
+
+fn pause(reason: Option<&str>, secs: Option<u64>) -> Event {
+    Event::Pause {
+        by: "ops".into(),
+        reason: reason.map(str::to_string),
+        duration: secs.map(Duration::from_secs),
+    }
+}
+
+/// Pauses end: `--for D` at D, no `--for` at `max_pause`, `--for 0` never
+/// by itself. The end comes on whatever step is next, with a notification,
+/// and a breach after it acts.
+#[test]
+fn pauses_end_by_themselves() {
+    let c = cfg();
+    // (duration asked, still paused at, released by)
+    let cases: Vec<(Option<u64>, Time, Option<Time>)> = vec![
+        (Some(3), t(12), Some(t(13))),
+        (None, t(10 + 24 * 3600 - 1), Some(t(10 + 24 * 3600))),
+        (Some(0), t(10 + 365 * 24 * 3600), None),
+    ];
+    for (secs, held, released) in cases {
+        let (s, a) = run(
+            &c,
+            watching_on("v2", "v1"),
+            vec![(pause(Some("db maintenance"), secs), t(10))],
+        );
+        assert!(a.is_empty());
+        let p = s.paused.clone().expect("paused");
+        assert_eq!(p.reason.as_deref(), Some("db maintenance"));
+        assert_eq!(p.until, released, "{secs:?}");
+        // Still paused: a breach escalates naming who, why and until when.
+        let (h, a) = run(&c, s.clone(), vec![(breached(held), held)]);
+        assert_eq!(h.phase.name(), "Escalated", "{secs:?}");
+        assert!(!kinds(&a).contains(&"execute".to_string()));
+        let why = h.incident().unwrap().error.clone().unwrap();
+        assert!(
+            why.contains("paused") && why.contains("(db maintenance)"),
+            "{why}"
+        );
+        assert!(
+            why.contains(if released.is_some() {
+                "until 20"
+            } else {
+                "until resumed"
+            }),
+            "{why}"
+        );
+        let Some(end) = released else {
+            continue;
+        };
+        // At the end, any step releases it with a notification; the
+        // breach in the same evaluation acts.
+        let (r, a) = run(&c, s, vec![(breached(end), end)]);
+        assert!(r.paused.is_none());
+        assert_eq!(
+            kinds(&a)[..2],
+            ["notify-target:PauseEnded".to_string(), "record".to_string()]
+        );
+        assert!(kinds(&a).contains(&"execute".to_string()));
+        assert_eq!(r.phase.name(), "RollingBack");
+        let Action::NotifyTarget { message, .. } = &a[0] else {
+            panic!("{a:?}")
+        };
+        assert!(
+            message.contains("by ops (db maintenance) ended"),
+            "{message}"
+        );
+    }
+    // A new pause replaces the old one (its end too); resume ends it early.
+    let (s, _) = run(
+        &c,
+        watching_on("v2", "v1"),
+        vec![
+            (pause(None, Some(3)), t(10)),
+            (pause(Some("longer"), Some(60)), t(11)),
+        ],
+    );
+    assert_eq!(s.paused.as_ref().unwrap().until, Some(t(71)));
+    let (s, a) = run(&c, s, vec![(Event::Resume { by: "ops".into() }, t(12))]);
+    assert!(s.paused.is_none() && a.is_empty());
+}
+
+fn shadow_report(status: RuleStatus, at: Time) -> RuleReport {
+    RuleReport {
+        rule: "p99".into(),
+        shadow: true,
+        ..report(status, Some(2.0), at)
+    }
+}
+
+/// A shadow rule never acts: breaching, it writes one "would roll back
+/// (shadow rule X)" record and notification per episode and leaves the
+/// phase alone; it does not block verification or make a target blind.
+#[test]
+fn shadow_rules_record_once_per_episode_and_never_act() {
+    let c = cfg();
+    let eval = |real: RuleStatus, shadow: RuleStatus, at: Time| Event::Evaluated {
+        fleet: Fleet::default(),
+        rules: vec![report(real, Some(0.0), at), shadow_report(shadow, at)],
+    };
+    let b = RuleStatus::Breached { since: t(0) };
+    let (s, a) = run(
+        &c,
+        watching_on("v2", "v1"),
+        vec![(eval(RuleStatus::Ok, b.clone(), t(10)), t(10))],
+    );
+    assert_eq!(s.phase.name(), "Watching");
+    assert_eq!(kinds(&a), ["record", "notify:Shadow"]);
+    let Action::Notify { incident, .. } = &a[1] else {
+        panic!()
+    };
+    assert_eq!(incident.outcome, Some(Outcome::Shadow));
+    assert!(incident.dry_run);
+    assert!(incident
+        .timeline
+        .last()
+        .unwrap()
+        .message
+        .contains("would roll back (shadow rule p99)"));
+    assert_eq!(s.shadow_breached, ["p99"]);
+    // Same episode: nothing more. Pending/Unknown keep it; Ok ends it.
+    let (s, a) = run(
+        &c,
+        s,
+        vec![
+            (eval(RuleStatus::Ok, b.clone(), t(15)), t(15)),
+            (
+                eval(
+                    RuleStatus::Ok,
+                    RuleStatus::Unknown {
+                        since: t(20),
+                        why: "x".into(),
+                    },
+                    t(20),
+                ),
+                t(20),
+            ),
+            (eval(RuleStatus::Ok, b.clone(), t(25)), t(25)),
+        ],
+    );
+    assert!(a.is_empty(), "{:?}", kinds(&a));
+    let (s, a) = run(
+        &c,
+        s,
+        vec![
+            (eval(RuleStatus::Ok, RuleStatus::Ok, t(30)), t(30)),
+            (eval(RuleStatus::Ok, b.clone(), t(35)), t(35)),
+        ],
+    );
+    assert_eq!(kinds(&a), ["record", "notify:Shadow"]);
+    assert_eq!(s.phase.name(), "Watching");
+    // The real rule still acts; the shadow one does not hold up
+    // verification.
+    let (s, _) = run(&c, s, vec![(eval(b.clone(), b.clone(), t(40)), t(40))]);
+    assert_eq!(s.phase.name(), "RollingBack");
+    let exec = exec_ok(&s);
+    let id = open_id(&s);
+    let (s, _) = run(
+        &c,
+        s,
+        vec![
+            (exec, t(41)),
+            (
+                Event::VerifyChecked {
+                    incident: id,
+                    ok: true,
+                    detail: "200".into(),
+                },
+                t(42),
+            ),
+            (eval(RuleStatus::Ok, b, t(43)), t(43)),
+        ],
+    );
+    assert_eq!(s.phase.name(), "RolledBack");
+    // Only a shadow rule without data: not blind.
+    let (s, a) = run(
+        &c,
+        watching_on("v2", "v1"),
+        vec![(
+            eval(
+                RuleStatus::Ok,
+                RuleStatus::Unknown {
+                    since: t(0),
+                    why: "x".into(),
+                },
+                t(4000),
+            ),
+            t(4000),
+        )],
+    );
+    assert!(a.is_empty() && s.blind_notified.is_none());
+}
+
+/// A journal delta writes a list that emptied as `null`; recovery reads it
+/// back as empty.
+#[test]
+fn shadow_episodes_read_back_from_a_delta_null() {
+    let mut s = TargetState::new("web");
+    s.shadow_breached = vec!["p99".into()];
+    let mut v = serde_json::to_value(&s).unwrap();
+    assert_eq!(v["shadow_breached"][0], "p99");
+    v["shadow_breached"] = serde_json::Value::Null;
+    let back: TargetState = serde_json::from_value(v).unwrap();
+    assert!(back.shadow_breached.is_empty());
+    let plain: TargetState =
+        serde_json::from_value(serde_json::to_value(TargetState::new("web")).unwrap()).unwrap();
+    assert_eq!(plain, TargetState::new("web"));
 }

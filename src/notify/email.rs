@@ -86,6 +86,12 @@ fn headers(
             .map_err(|e| NotifyError::Build(format!("invalid recipient address {to:?}: {e}")))?;
         builder = builder.to(mailbox);
     }
+    for cc in &cfg.cc {
+        let mailbox: Mailbox = cc
+            .parse()
+            .map_err(|e| NotifyError::Build(format!("invalid cc address {cc:?}: {e}")))?;
+        builder = builder.cc(mailbox);
+    }
     Ok(builder
         .raw_header(HeaderValue::new(TARGET_HEADER, target.to_string()))
         .raw_header(HeaderValue::new(KIND_HEADER, kind_name(kind).to_string())))
@@ -196,6 +202,8 @@ pub(crate) fn label(kind: NotifyKind) -> &'static str {
         NotifyKind::Blind => "MONITORING BLIND",
         NotifyKind::Seeing => "MONITORING RESTORED",
         NotifyKind::BlastRadius => "ESCALATED: MANY TARGETS AT ONCE",
+        NotifyKind::PauseEnded => "PAUSE ENDED, WATCHING AGAIN",
+        NotifyKind::Shadow => "SHADOW: WOULD ROLL BACK",
     }
 }
 
@@ -215,6 +223,8 @@ pub(crate) fn kind_name(kind: NotifyKind) -> &'static str {
         NotifyKind::Blind => "blind",
         NotifyKind::Seeing => "seeing",
         NotifyKind::BlastRadius => "blast_radius",
+        NotifyKind::PauseEnded => "pause_ended",
+        NotifyKind::Shadow => "shadow",
     }
 }
 
@@ -297,6 +307,22 @@ pub(crate) fn summary(kind: NotifyKind, incident: &Incident) -> String {
              none back and needs a human: {}",
             error("blast-radius guard")
         ),
+        NotifyKind::PauseEnded => {
+            format!("the pause of {target} ended; automatic rollback is armed again.")
+        }
+        NotifyKind::Shadow => {
+            let rules = match &incident.cause {
+                crate::decide::Cause::Rules { breached, .. } => breached
+                    .iter()
+                    .map(|r| r.rule.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                crate::decide::Cause::Manual { .. } => String::new(),
+            };
+            format!(
+                "shadow: rollbackd would roll {target} back {from} {to} (shadow rule {rules});                  shadow rules never act, nothing was executed."
+            )
+        }
     }
 }
 
@@ -431,6 +457,7 @@ pub(crate) mod tests {
         EmailConfig {
             from: "rollbackd <rollbackd@example.org>".into(),
             to: vec!["ops@example.org".into(), "Admin <admin@example.org>".into()],
+            cc: Vec::new(),
             outbox_dir: "/nonexistent".into(),
             smtp: None,
         }

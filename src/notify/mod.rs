@@ -8,7 +8,12 @@
 //! decision loop never waits on the network. Repeated notifications about
 //! the same incident in the same state, and a repeated blind (or seeing)
 //! message about a target, are merged into the one already written.
+//!
+//! Routing: a target's `[target.notify]` replaces the recipients (`to`),
+//! adds `cc`, picks webhooks by name and drops notifications below its
+//! `min_severity`; targets without one use every channel.
 
+pub mod chat;
 pub mod email;
 pub mod limit;
 pub mod outbox;
@@ -23,7 +28,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use crate::config::{EmailConfig, NotifyConfig, WebhookConfig};
+use crate::config::{EmailConfig, NotifyConfig, TargetNotify, WebhookConfig};
 use crate::decide::{Incident, NotifyKind};
 
 pub use sender::Senders;
@@ -172,6 +177,46 @@ impl Notifier {
         })
     }
 
+    fn route(&self, target: &str) -> Option<&TargetNotify> {
+        self.inner.cfg.routes.get(target)
+    }
+
+    /// The email settings for this target: its `to` and `cc` when routed.
+    fn email_for(&self, target: &str) -> Option<EmailConfig> {
+        let mut email = self.inner.email.clone()?;
+        if let Some(r) = self.route(target) {
+            if let Some(to) = &r.to {
+                email.to = to.clone();
+            }
+            email.cc = r.cc.clone();
+        }
+        Some(email)
+    }
+
+    /// The webhooks this target notifies: the named ones when routed.
+    fn webhooks_for(&self, target: &str) -> Vec<&(WebhookConfig, PathBuf)> {
+        let names = self.route(target).and_then(|r| r.webhooks.as_ref());
+        self.inner
+            .webhooks
+            .iter()
+            .filter(|(w, _)| {
+                names.is_none_or(|n| w.name.as_ref().is_some_and(|name| n.contains(name)))
+            })
+            .collect()
+    }
+
+    /// Whether the target's `min_severity` drops this kind (logged).
+    fn below_minimum(&self, kind: NotifyKind, target: &str) -> bool {
+        let Some(min) = self.route(target).map(|r| r.min_severity) else {
+            return false;
+        };
+        let below = kind.severity() < min;
+        if below {
+            tracing::info!(%target, ?kind, severity = ?kind.severity(), min_severity = ?min, "notification below the target's min_severity, not sent");
+        }
+        below
+    }
+
     fn wake(&self) {
         self.inner.wake.send_modify(|n| *n = n.wrapping_add(1));
     }
@@ -217,7 +262,9 @@ impl Notifier {
         incident: &Incident,
         links: Option<&ConfirmLinks>,
     ) -> Result<Option<PathBuf>, NotifyError> {
-        if self.inner.email.is_none() && self.inner.webhooks.is_empty() {
+        let email_cfg = self.email_for(&incident.target);
+        let hooks = self.webhooks_for(&incident.target);
+        if email_cfg.is_none() && hooks.is_empty() || self.below_minimum(kind, &incident.target) {
             return Ok(None);
         }
         let key = outbox::local_part(Some(&email::message_id(kind, incident)));
@@ -236,11 +283,11 @@ impl Notifier {
             return Ok(None);
         }
         let public_url = self.inner.public_url.as_ref();
-        let mail = match &self.inner.email {
+        let mail = match &email_cfg {
             Some(cfg) => Some(email::build(cfg, kind, incident, public_url, links)?),
             None => None,
         };
-        let event = (!self.inner.webhooks.is_empty()).then(|| {
+        let event = (!hooks.is_empty()).then(|| {
             webhook::incident_event(kind, incident, public_url, links, chrono::Utc::now())
         });
         self.write_all(&incident.target, &key, mail, event).await
@@ -256,10 +303,15 @@ impl Notifier {
         target: &str,
         message: &str,
     ) -> Result<Option<PathBuf>, NotifyError> {
-        if self.inner.email.is_none() && self.inner.webhooks.is_empty() {
+        let email_cfg = self.email_for(target);
+        if email_cfg.is_none() && self.webhooks_for(target).is_empty()
+            || self.below_minimum(kind, target)
+        {
             return Ok(None);
         }
-        let repeated = {
+        // Blind and seeing alternate, once per episode; other target
+        // notifications (a pause that ended) are each their own.
+        let repeated = matches!(kind, NotifyKind::Blind | NotifyKind::Seeing) && {
             let m = self.inner.merge.lock().unwrap_or_else(|p| p.into_inner());
             m.last_target.get(target) == Some(&kind)
         };
@@ -269,7 +321,7 @@ impl Notifier {
             return Ok(None);
         }
         let at = chrono::Utc::now();
-        let mail = match &self.inner.email {
+        let mail = match &email_cfg {
             Some(cfg) => Some(email::build_target(cfg, kind, target, message, at)?),
             None => None,
         };
@@ -280,7 +332,7 @@ impl Notifier {
                 at.format("%Y%m%dT%H%M%S%.3fZ")
             ))),
         };
-        let event = (!self.inner.webhooks.is_empty())
+        let event = (!self.webhooks_for(target).is_empty())
             .then(|| webhook::target_event(kind, target, message, &key, at));
         let written = self.write_all(target, &key, mail, event).await;
         if written.is_ok() {
@@ -302,13 +354,14 @@ impl Notifier {
         let mut first_path = None;
         let mut first_error = None;
         if let (Some(cfg), Some(mail)) = (&self.inner.email, mail) {
+            // One outbox for all mail; the recipients are in the message.
             match outbox::write(&cfg.outbox_dir, &mail).await {
                 Ok(p) => first_path = Some(p),
                 Err(e) => first_error = Some(e),
             }
         }
         if let Some(event) = event {
-            for (w, dir) in &self.inner.webhooks {
+            for (w, dir) in self.webhooks_for(target) {
                 let item = webhook::Item {
                     target: target.to_string(),
                     id: key.to_string(),
@@ -350,6 +403,7 @@ mod tests {
                 email: Some(EmailConfig {
                     from: "rollbackd <rb@example.org>".into(),
                     to: vec!["ops@example.org".into()],
+                    cc: Vec::new(),
                     outbox_dir: dir.to_path_buf(),
                     smtp: None,
                 }),
@@ -357,6 +411,8 @@ mod tests {
                     url: "http://127.0.0.1:9/hook".parse().unwrap(),
                     format: WebhookFormat::Json,
                     timeout: std::time::Duration::from_secs(1),
+                    name: None,
+                    secret: None,
                 }],
                 outbox_dir: dir.to_path_buf(),
                 ..NotifyConfig::default()

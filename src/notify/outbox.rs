@@ -221,6 +221,7 @@ mod tests {
         let cfg = EmailConfig {
             from: "rollbackd <rollbackd@example.org>".into(),
             to: vec!["ops@example.org".into(), "admin@example.org".into()],
+            cc: Vec::new(),
             outbox_dir: "/nonexistent".into(),
             smtp: None,
         };

@@ -215,6 +215,7 @@ pub(crate) fn outcome_text(outcome: Option<Outcome>) -> &'static str {
         Some(Outcome::Escalated) => "escalated",
         Some(Outcome::Resolved) => "resolved (signals recovered, no action)",
         Some(Outcome::Rejected) => "rejected (no action)",
+        Some(Outcome::Shadow) => "shadow: would roll back (shadow rule), nothing executed",
     }
 }
 
@@ -407,6 +408,7 @@ pub(crate) mod tests {
                     above_baseline: None,
                     labels: Default::default(),
                     detail: None,
+                    shadow: false,
                 }],
             },
             from_version: Some("v2".into()),

@@ -1,7 +1,8 @@
 //! Webhook notifications: the versioned JSON event (`format = "json"`, the
-//! schema documented in `docs/notifications.md`) and a Slack-compatible
-//! message (`format = "slack"`: `text` plus `blocks`), and the HTTP channel
-//! that POSTs them from the outbox.
+//! schema documented in `docs/notifications.md`), a Slack-compatible
+//! message (`format = "slack"`: `text` plus `blocks`), the chat formats of
+//! [`super::chat`] (`teams`, `dingtalk`, `feishu`), and the HTTP channel
+//! that POSTs them from the outbox (signing DingTalk and Feishu requests).
 //!
 //! An outbox item is a small JSON envelope (`{"target", "id", "body"}`); the
 //! channel POSTs `body` with an `Idempotency-Key` header carrying `id`, the
@@ -44,6 +45,8 @@ pub fn state(kind: NotifyKind, incident: Option<&Incident>) -> &'static str {
         NotifyKind::Resolved => "Resolved",
         NotifyKind::Rejected => "Suppressed",
         NotifyKind::Blind => "Blind",
+        NotifyKind::PauseEnded => "Watching",
+        NotifyKind::Shadow => "Shadow",
         NotifyKind::Seeing => match incident.and_then(|i| i.outcome) {
             Some(Outcome::Failed) => "Failed",
             _ => "Watching",
@@ -240,6 +243,9 @@ pub fn body(format: WebhookFormat, event: Value) -> Value {
     match format {
         WebhookFormat::Json => event,
         WebhookFormat::Slack => slack(&event),
+        WebhookFormat::Teams => super::chat::teams(&event),
+        WebhookFormat::Dingtalk => super::chat::dingtalk(&event),
+        WebhookFormat::Feishu => super::chat::feishu(&event),
     }
 }
 
@@ -248,6 +254,9 @@ pub fn body(format: WebhookFormat, event: Value) -> Value {
 pub struct WebhookChannel {
     url: url::Url,
     client: reqwest::Client,
+    format: WebhookFormat,
+    /// DingTalk / Feishu signing secret: signed at send time.
+    secret: Option<String>,
 }
 
 impl WebhookChannel {
@@ -264,16 +273,30 @@ impl WebhookChannel {
         Ok(WebhookChannel {
             url: cfg.url.clone(),
             client,
+            format: cfg.format,
+            secret: cfg.secret.clone(),
         })
     }
 
     /// POST the item; Ok only for a 2xx answer.
     pub async fn send(&self, item: &Item) -> Result<(), String> {
+        let now = chrono::Utc::now();
+        let (url, body) = match (self.format, &self.secret) {
+            (WebhookFormat::Dingtalk, Some(secret)) => (
+                super::chat::dingtalk_url(&self.url, secret, now),
+                item.body.clone(),
+            ),
+            (WebhookFormat::Feishu, Some(secret)) => (
+                self.url.clone(),
+                super::chat::feishu_signed(&item.body, secret, now),
+            ),
+            _ => (self.url.clone(), item.body.clone()),
+        };
         let response = self
             .client
-            .post(self.url.clone())
+            .post(url)
             .header("Idempotency-Key", &item.id)
-            .json(&item.body)
+            .json(&body)
             .send()
             .await
             .map_err(|e| format!("POST {} failed: {}", self.url, error_chain(&e)))?;

@@ -307,6 +307,7 @@ impl RuleEval {
             above_baseline: None,
             labels: BTreeMap::new(),
             detail: None,
+            shadow: self.rule.shadow,
         }
     }
 
@@ -357,6 +358,7 @@ mod tests {
             above: 0.5,
             for_: Duration::from_secs(for_secs),
             no_data: None,
+            shadow: false,
         }
     }
 
@@ -614,6 +616,7 @@ mod tests {
             above: 0.5,
             for_: Duration::from_secs(30),
             no_data: None,
+            shadow: false,
         };
         let window = Some(Duration::from_secs(30));
         let mut eval = RuleEval::build(rule, NoData::Hold);
@@ -635,6 +638,7 @@ mod tests {
                 above_baseline: None,
                 labels: BTreeMap::new(),
                 detail: None,
+                shadow: false,
             }
         );
 
@@ -799,6 +803,7 @@ mod tests {
             above: 0.5,
             for_: Duration::from_secs(for_secs),
             no_data: None,
+            shadow: false,
         }
     }
 

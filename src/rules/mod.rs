@@ -41,7 +41,7 @@ pub async fn evaluate(
     deployed_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> RuleReport {
-    match source {
+    let mut report = match source {
         Source::Prometheus(p) => evaluate_prometheus(p, eval, deployed_at, now).await,
         other => {
             let window = other.window();
@@ -50,7 +50,9 @@ pub async fn evaluate(
             report.detail = other.detail();
             report
         }
-    }
+    };
+    report.shadow = eval.rule().shadow;
+    report
 }
 
 /// A Prometheus rule: traffic guard, baseline, range query, timeline.
@@ -220,6 +222,9 @@ pub struct RuleReport {
     /// refused`), the range a Prometheus rule was judged on, its traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// `mode = "shadow"`: evaluated and shown, never triggers an action.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
 }
 
 /// `threshold` as a JSON number, or `"-Inf"`/`"+Inf"`/`"NaN"` (JSON has no
