@@ -221,6 +221,8 @@ pub enum Verb {
         target: String,
         /// Why.
         reason: String,
+        /// `--to-version V`.
+        to_version: Option<String>,
     },
     /// `pause TARGET`.
     Pause {
@@ -306,11 +308,19 @@ pub async fn run(ep: &Endpoint, verb: Verb, json: bool) -> Result<String, Client
                 .await?;
             event(v, &format!("incident {id} rejected"))
         }
-        Verb::Trigger { target, reason } => {
+        Verb::Trigger {
+            target,
+            reason,
+            to_version,
+        } => {
+            let mut req = body(Some(reason));
+            if let Some(v) = to_version {
+                req["to_version"] = serde_json::Value::String(v);
+            }
             let v = ep
                 .post(
                     &format!("v1/targets/{}/rollback", segment(&target)),
-                    body(Some(reason)),
+                    req,
                 )
                 .await?;
             event(v, &format!("manual rollback of {target} requested"))

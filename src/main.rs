@@ -105,6 +105,11 @@ enum Command {
         /// Why (recorded and mailed).
         #[arg(long)]
         reason: String,
+        /// Go back to this version (tag, release directory, image tag or
+        /// kubernetes revision) instead of the previous one; it is checked
+        /// to exist first.
+        #[arg(long, value_name = "V")]
+        to_version: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -237,8 +242,16 @@ fn main() -> ExitCode {
         Command::Trigger {
             target,
             reason,
+            to_version,
             client,
-        } => client_command(client, Verb::Trigger { target, reason }),
+        } => client_command(
+            client,
+            Verb::Trigger {
+                target,
+                reason,
+                to_version,
+            },
+        ),
         Command::Pause { target, client } => client_command(client, Verb::Pause { target }),
         Command::Resume { target, client } => client_command(client, Verb::Resume { target }),
         Command::Reload { client } => client_command(client, Verb::Reload),

@@ -8,6 +8,7 @@ pub mod raw;
 pub mod secrets;
 pub mod validate;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -465,14 +466,93 @@ pub struct RollbackPlan {
     /// process group.
     pub timeout: Duration,
     /// Steps run once verification passed (argv templates).
-    pub after: Vec<Vec<String>>,
+    pub after: Vec<Step>,
     /// Steps run before the executor's own (argv templates), e.g. a backup
     /// of the config or database about to be replaced; the first failure
     /// stops the plan.
-    pub pre: Vec<Vec<String>>,
+    pub pre: Vec<Step>,
     /// Bounds each step on its own (`step_timeout`); the plan `timeout`
     /// still bounds them all. `None`: only the plan timeout.
     pub step_timeout: Option<Duration>,
+    /// Steps run when the plan fails or verification fails ("rollback did
+    /// not help"): collect logs, restore the dump that `pre` made.
+    pub on_failure: Vec<Step>,
+    /// Working directory of every step that sets none of its own (`None`:
+    /// the daemon's), so a relative `.env.local` means the app's.
+    pub cwd: Option<PathBuf>,
+    /// Environment added to every process the plan runs; a step's own
+    /// `env` wins over it.
+    pub env: BTreeMap<String, String>,
+}
+
+/// One argv step with its own context: written as a plain argv list, or as
+/// a table `{ argv = [...], cwd = "...", env = {...}, timeout = "..." }`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Step {
+    /// argv template (program first).
+    pub argv: Vec<String>,
+    /// Working directory (`None`: the plan's `cwd`, else the daemon's).
+    pub cwd: Option<PathBuf>,
+    /// Added to the plan's `env` for this step.
+    pub env: BTreeMap<String, String>,
+    /// This step's own limit; the plan `timeout` still bounds it.
+    pub timeout: Option<Duration>,
+}
+
+impl From<Vec<String>> for Step {
+    fn from(argv: Vec<String>) -> Step {
+        Step {
+            argv,
+            ..Step::default()
+        }
+    }
+}
+
+impl RollbackPlan {
+    /// Where the plan's own templates use `{var}`: key paths relative to
+    /// `[target.rollback]` (`steps[1]`, `pre[0]`, `body`), and `kind` when
+    /// the executor itself needs the value (git checks out `{to_version}`,
+    /// docker runs `image:{to_version}`). `on_failure` and `after` are not
+    /// counted: they run after the plan.
+    pub fn uses_var(&self, var: &str) -> Vec<String> {
+        let needle = format!("{{{var}}}");
+        let mut at = Vec::new();
+        let steps = |key: &str, list: &[Step], at: &mut Vec<String>| {
+            for (i, s) in list.iter().enumerate() {
+                if s.argv.iter().any(|a| a.contains(&needle)) {
+                    at.push(format!("{key}[{i}]"));
+                }
+            }
+        };
+        steps("pre", &self.pre, &mut at);
+        match &self.kind {
+            ExecutorKind::Command { steps: list } => steps("steps", list, &mut at),
+            ExecutorKind::Git { .. } | ExecutorKind::Docker { .. } if var == "to_version" => {
+                at.push("kind".to_string())
+            }
+            ExecutorKind::Webhook { body, .. } => {
+                // The default body carries the versions when known; only
+                // an explicit template needs them.
+                if body.as_deref().is_some_and(|b| b.contains(&needle)) {
+                    at.push("body".to_string());
+                }
+            }
+            _ => {}
+        }
+        at
+    }
+
+    /// Whether the executor finds `{to_version}` itself when nobody named
+    /// it (symlink: the release before the live one; kubernetes: `rollout
+    /// undo` to the previous revision; blue_green: the other color).
+    pub fn finds_own_version(&self) -> bool {
+        matches!(
+            self.kind,
+            ExecutorKind::Symlink { .. }
+                | ExecutorKind::Kubernetes { .. }
+                | ExecutorKind::BlueGreen { .. }
+        )
+    }
 }
 
 /// One executor kind with its keys.
@@ -481,7 +561,7 @@ pub enum ExecutorKind {
     /// Ordered argv steps; the first failure stops the plan.
     Command {
         /// argv templates.
-        steps: Vec<Vec<String>>,
+        steps: Vec<Step>,
     },
     /// Re-point `current` at a previous release directory.
     Symlink {
@@ -578,6 +658,25 @@ pub struct VerifyConfig {
     pub expect_status: Option<u16>,
     /// Every rule of the target must be back to Ok as well.
     pub rules: bool,
+    /// HTTP checks that must all pass (status, body, latency).
+    pub checks: Vec<VerifyCheck>,
+    /// Smoke-test commands that must all exit 0; their output goes in the
+    /// record.
+    pub commands: Vec<Step>,
+}
+
+/// `[[target.verify.checks]]`: one HTTP GET that must pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifyCheck {
+    /// The URL fetched.
+    pub url: url::Url,
+    /// Status required; `None` accepts any 2xx.
+    pub expect_status: Option<u16>,
+    /// Text the body must contain (a login page's form, a data row).
+    pub body_contains: Option<String>,
+    /// Slower than this fails, however right the answer: the runbook's
+    /// "API < 500 ms".
+    pub max_latency: Option<Duration>,
 }
 
 /// `[[window]]`: a weekly release window in a timezone. `end` before `start`

@@ -10,6 +10,8 @@
 //! Every field is optional here; whether a key is required, and what its
 //! default is, is decided by [`validate`](super::validate).
 
+use std::collections::BTreeMap;
+
 use serde::de::DeserializeOwned;
 
 use super::{ConfigError, ConfigErrors};
@@ -280,13 +282,19 @@ pub struct RawRollback {
     /// Duration string bounding the whole plan.
     pub timeout: Option<String>,
     /// argv templates run once verification passed.
-    pub after: Option<Vec<Vec<String>>>,
+    pub after: Option<Vec<RawStep>>,
     /// argv templates run before the executor's steps.
-    pub pre: Option<Vec<Vec<String>>>,
+    pub pre: Option<Vec<RawStep>>,
+    /// argv templates run when the plan or its verification fails.
+    pub on_failure: Option<Vec<RawStep>>,
+    /// Working directory of every step.
+    pub cwd: Option<String>,
+    /// Environment added to every step.
+    pub env: Option<BTreeMap<String, String>>,
     /// Duration string bounding each step.
     pub step_timeout: Option<String>,
     /// command: ordered argv templates.
-    pub steps: Option<Vec<Vec<String>>>,
+    pub steps: Option<Vec<RawStep>>,
     /// symlink: the link the service runs from.
     pub current: Option<String>,
     /// symlink: directory of release directories.
@@ -375,6 +383,48 @@ pub struct RawVerify {
     pub expect_status: Option<i64>,
     /// Whether every rule must be back to Ok too.
     pub rules: Option<bool>,
+    /// HTTP checks that must all pass.
+    pub checks: Option<Vec<RawCheck>>,
+    /// Smoke-test argv steps that must exit 0.
+    pub commands: Option<Vec<RawStep>>,
+}
+
+/// One step: a plain argv list, or a table with its own context.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(untagged)]
+pub enum RawStep {
+    /// `["systemctl", "restart", "app"]`.
+    Argv(Vec<String>),
+    /// `{ argv = [...], cwd = "...", env = {...}, timeout = "..." }`.
+    Table(RawStepTable),
+}
+
+/// A step written as a table.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStepTable {
+    /// argv template.
+    pub argv: Option<Vec<String>>,
+    /// Working directory (absolute).
+    pub cwd: Option<String>,
+    /// Environment added for this step.
+    pub env: Option<BTreeMap<String, String>>,
+    /// Duration string bounding this step.
+    pub timeout: Option<String>,
+}
+
+/// `[[target.verify.checks]]`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheck {
+    /// URL fetched.
+    pub url: Option<String>,
+    /// Status required (default any 2xx).
+    pub expect_status: Option<i64>,
+    /// Text the body must contain.
+    pub body_contains: Option<String>,
+    /// Duration string: slower fails.
+    pub max_latency: Option<String>,
 }
 
 /// Parse TOML text into the raw layer; syntax and unknown-key errors name

@@ -10,14 +10,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::raw::{
-    join, RawConfig, RawDaemon, RawEmail, RawNotify, RawPrometheus, RawRollback, RawRule,
-    RawTarget, RawVerify, RawWebhook, RawWindow,
+    join, RawCheck, RawConfig, RawDaemon, RawEmail, RawNotify, RawPrometheus, RawRollback,
+    RawRule, RawStep, RawTarget, RawVerify, RawWebhook, RawWindow,
 };
 use super::{
     duration, BaselineSpec, BlastRadius, Config, DaemonConfig, EmailConfig, ExecutorKind,
     HostMetric, LogFormat, NoData, NotifyConfig, ProbeMeasure, ProbeSpec, PromSpec, PrometheusAuth,
-    PrometheusConfig, RollbackPlan, RuleConfig, SmtpConfig, SmtpSecurity, SourceSpec, TargetConfig,
-    TrafficGuard, VerifyConfig, WebhookConfig, WebhookFormat, Window,
+    PrometheusConfig, RollbackPlan, RuleConfig, SmtpConfig, SmtpSecurity, SourceSpec, Step,
+    TargetConfig, TrafficGuard, VerifyCheck, VerifyConfig, WebhookConfig, WebhookFormat, Window,
 };
 
 /// One problem: `FILE: key.path: message`.
@@ -323,6 +323,63 @@ impl Cx<'_> {
             }
         }
         ok.then(|| argv.to_vec())
+    }
+
+    /// A list of steps (plain argv or `{ argv, cwd, env, timeout }`), each
+    /// checked at `path[i]`.
+    fn step_list(&mut self, path: &str, list: &[RawStep]) -> Option<Vec<Step>> {
+        let checked: Vec<Option<Step>> = list
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| self.step(&format!("{path}[{i}]"), raw))
+            .collect();
+        checked.into_iter().collect()
+    }
+
+    /// One step.
+    fn step(&mut self, path: &str, raw: &RawStep) -> Option<Step> {
+        let t = match raw {
+            RawStep::Argv(argv) => return self.argv(path, argv, true).map(Step::from),
+            RawStep::Table(t) => t,
+        };
+        let argv = self
+            .required(path, "argv", t.argv.as_deref())
+            .and_then(|a| self.argv(&join(path, "argv"), a, true));
+        let cwd = match t.cwd.as_deref() {
+            None => Some(None),
+            Some(c) => self.absolute(&join(path, "cwd"), c).map(Some),
+        };
+        let env = self.env(&join(path, "env"), t.env.as_ref());
+        let timeout = match t.timeout.as_deref() {
+            None => Some(None),
+            Some(text) => self.duration(path, "timeout", Some(text), "0s", true).map(Some),
+        };
+        Some(Step {
+            argv: argv?,
+            cwd: cwd?,
+            env: env?,
+            timeout: timeout?,
+        })
+    }
+
+    /// An `env` table: names a shell would accept (no `=`, not empty).
+    fn env(
+        &mut self,
+        path: &str,
+        env: Option<&std::collections::BTreeMap<String, String>>,
+    ) -> Option<std::collections::BTreeMap<String, String>> {
+        let env = env.cloned().unwrap_or_default();
+        let mut ok = true;
+        for (name, value) in &env {
+            if name.is_empty() || name.contains(['=', '\0']) || value.contains('\0') {
+                self.err(
+                    join(path, name),
+                    format!("invalid environment variable name {name:?}"),
+                );
+                ok = false;
+            }
+        }
+        ok.then_some(env)
     }
 
     /// A list of argv, each checked with [`Cx::argv`] at `path[i]`.
@@ -1577,8 +1634,17 @@ fn rollback(cx: &mut Cx, p: &str, raw: &RawRollback) -> Option<RollbackPlan> {
         DEFAULT_ROLLBACK_TIMEOUT,
         true,
     );
-    let after = cx.argv_list(&join(p, "after"), raw.after.as_deref().unwrap_or_default());
-    let pre = cx.argv_list(&join(p, "pre"), raw.pre.as_deref().unwrap_or_default());
+    let after = cx.step_list(&join(p, "after"), raw.after.as_deref().unwrap_or_default());
+    let pre = cx.step_list(&join(p, "pre"), raw.pre.as_deref().unwrap_or_default());
+    let on_failure = cx.step_list(
+        &join(p, "on_failure"),
+        raw.on_failure.as_deref().unwrap_or_default(),
+    );
+    let cwd = match raw.cwd.as_deref() {
+        None => Some(None),
+        Some(c) => cx.absolute(&join(p, "cwd"), c).map(Some),
+    };
+    let env = cx.env(&join(p, "env"), raw.env.as_ref());
     let step_timeout = match raw.step_timeout.as_deref() {
         None => Some(None),
         Some(text) => cx
@@ -1616,6 +1682,9 @@ fn rollback(cx: &mut Cx, p: &str, raw: &RawRollback) -> Option<RollbackPlan> {
         after: after?,
         pre: pre?,
         step_timeout: step_timeout?,
+        on_failure: on_failure?,
+        cwd: cwd?,
+        env: env?,
     })
 }
 
@@ -1664,7 +1733,7 @@ fn executor_kind(cx: &mut Cx, p: &str, kind: &str, raw: &RawRollback) -> Option<
                     );
                     None
                 }
-                Some(list) => cx.argv_list(&join(p, "steps"), list),
+                Some(list) => cx.step_list(&join(p, "steps"), list),
             };
             Some(ExecutorKind::Command { steps: steps? })
         }
@@ -1881,9 +1950,28 @@ fn verify(cx: &mut Cx, p: &str, raw: &RawVerify) -> Option<VerifyConfig> {
             "expect_status needs a url to check",
         );
     }
+    let checks: Vec<Option<VerifyCheck>> = raw
+        .checks
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| verify_check(cx, &format!("{}[{i}]", join(p, "checks")), c))
+        .collect();
+    let checks: Option<Vec<VerifyCheck>> = checks.into_iter().collect();
+    let commands = cx.step_list(
+        &join(p, "commands"),
+        raw.commands.as_deref().unwrap_or_default(),
+    );
     let rules = raw.rules.unwrap_or(true);
-    if !rules && raw.url.is_none() {
-        cx.err(p, "verify has nothing to check: set url or rules = true");
+    let gates = raw.url.is_some()
+        || raw.checks.as_ref().is_some_and(|c| !c.is_empty())
+        || raw.commands.as_ref().is_some_and(|c| !c.is_empty());
+    if !rules && !gates {
+        cx.err(
+            p,
+            "verify has nothing to check: set url, checks, commands or rules = true",
+        );
         return None;
     }
     Some(VerifyConfig {
@@ -1891,6 +1979,32 @@ fn verify(cx: &mut Cx, p: &str, raw: &RawVerify) -> Option<VerifyConfig> {
         url: url?,
         expect_status: expect_status?,
         rules,
+        checks: checks?,
+        commands: commands?,
+    })
+}
+
+/// One `[[target.verify.checks]]` entry.
+fn verify_check(cx: &mut Cx, p: &str, raw: &RawCheck) -> Option<VerifyCheck> {
+    let url = cx
+        .required(p, "url", raw.url.as_deref())
+        .and_then(|u| cx.http_url(&join(p, "url"), u));
+    let expect_status = cx.status(&join(p, "expect_status"), raw.expect_status);
+    let body_contains = match raw.body_contains.as_deref() {
+        None => Some(None),
+        Some(b) => cx.non_empty(&join(p, "body_contains"), b).map(Some),
+    };
+    let max_latency = match raw.max_latency.as_deref() {
+        None => Some(None),
+        Some(text) => cx
+            .duration(p, "max_latency", Some(text), "0s", true)
+            .map(Some),
+    };
+    Some(VerifyCheck {
+        url: url?,
+        expect_status: expect_status?,
+        body_contains: body_contains?,
+        max_latency: max_latency?,
     })
 }
 

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use machine::{step, DecideConfig, StepError};
 
+use crate::execute::verify::CheckReport;
 use crate::execute::StepReport;
 use crate::rules::RuleReport;
 
@@ -271,6 +272,18 @@ pub struct Incident {
     /// The plan's `after` steps (run once verification passed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after_steps: Vec<StepReport>,
+    /// The latest result of each verification gate (URL, checks,
+    /// commands) with its measured latency.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verify_checks: Vec<CheckReport>,
+    /// The plan's `on_failure` steps (run when the plan or its
+    /// verification failed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_failure_steps: Vec<StepReport>,
+    /// The version a human named (`trigger --to-version`): the executor goes
+    /// to exactly this one, after checking that it exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_version: Option<String>,
     /// Who approved the rollback (`None`: no confirmation was required).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confirmed_by: Option<String>,
@@ -365,14 +378,25 @@ pub enum Event {
         /// Step reports and result.
         result: crate::execute::ExecResult,
     },
-    /// The verify URL was checked.
+    /// The verification gates (verify URL, checks, commands) were run.
     VerifyChecked {
         /// The incident being verified.
         incident: String,
-        /// Whether it answered the expected status.
+        /// Whether every gate passed.
         ok: bool,
         /// Status or error, for the record.
         detail: String,
+        /// Each gate's result with its latency (empty: only the URL, as
+        /// journaled by older versions).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        checks: Vec<CheckReport>,
+    },
+    /// The plan's `on_failure` steps ended.
+    OnFailureFinished {
+        /// The incident they ran for.
+        incident: String,
+        /// Step reports and result.
+        result: crate::execute::ExecResult,
     },
     /// The plan's `after` steps ended (after a verified rollback).
     AfterFinished {
@@ -405,6 +429,10 @@ pub enum Event {
         by: String,
         /// Why, in their words.
         reason: String,
+        /// The version to go back to (`trigger --to-version`), already
+        /// checked to exist by the runner; `None`: the previous one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to_version: Option<String>,
     },
     /// Hold automatic action on the target.
     Pause {
@@ -515,6 +543,12 @@ pub enum Action {
     },
     /// Run the plan's `after` steps (verification passed).
     RunAfter {
+        /// The incident.
+        incident: Box<Incident>,
+    },
+    /// Run the plan's `on_failure` steps (the plan failed, or verification
+    /// failed: "rollback did not help").
+    RunOnFailure {
         /// The incident.
         incident: Box<Incident>,
     },

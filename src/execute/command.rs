@@ -1,10 +1,41 @@
 //! `kind = "command"`: ordered argv steps; the first failure stops the plan.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
 use tokio::time::Instant;
 
-use super::process::{display_argv, run_step_in, substitute};
+use super::process::{display_argv, run_step_with, substitute};
 use super::runner::Budget;
 use super::{ExecResult, Vars};
+use crate::config::{RollbackPlan, Step};
+
+/// Where steps run unless they say otherwise: the plan's `cwd` and `env`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Context {
+    /// Working directory (`None`: the daemon's).
+    pub cwd: Option<PathBuf>,
+    /// Added to the inherited environment.
+    pub env: BTreeMap<String, String>,
+}
+
+impl Context {
+    /// The plan's context.
+    pub fn of(plan: &RollbackPlan) -> Context {
+        Context {
+            cwd: plan.cwd.clone(),
+            env: plan.env.clone(),
+        }
+    }
+
+    /// A step's working directory and environment: its own over the plan's.
+    pub fn for_step(&self, step: &Step) -> (Option<PathBuf>, BTreeMap<String, String>) {
+        let cwd = step.cwd.clone().or_else(|| self.cwd.clone());
+        let mut env = self.env.clone();
+        env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        (cwd, env)
+    }
+}
 
 /// Run the steps in order under one deadline.
 pub async fn run(steps: &[Vec<String>], vars: &Vars, deadline: Instant) -> ExecResult {
@@ -12,13 +43,35 @@ pub async fn run(steps: &[Vec<String>], vars: &Vars, deadline: Instant) -> ExecR
         deadline,
         step_timeout: None,
     };
-    run_with(steps, vars, budget, "step").await
+    let steps: Vec<Step> = steps.iter().cloned().map(Step::from).collect();
+    run_with(&steps, &Context::default(), vars, budget, "step").await
 }
 
-/// Run the steps in order under `budget`; `label` names them in errors
-/// (`step`, `pre step`, `after step`).
+/// Substitute every step before running any: the first that cannot be
+/// completed, as a failure message (`LABEL i of n (argv) cannot run: ...;
+/// nothing was run`).
+pub fn substitute_all(steps: &[Step], vars: &Vars, label: &str) -> Result<Vec<Vec<String>>, String> {
+    let total = steps.len();
+    steps
+        .iter()
+        .enumerate()
+        .map(|(i, step)| {
+            substitute(&step.argv, vars).map_err(|e| {
+                format!(
+                    "{label} {} of {total} ({}) cannot run: {e}; nothing was run",
+                    i + 1,
+                    display_argv(&step.argv)
+                )
+            })
+        })
+        .collect()
+}
+
+/// Run the steps in order under `budget`, each in its context; `label`
+/// names them in errors (`step`, `pre step`, `after step`).
 pub async fn run_with(
-    steps: &[Vec<String>],
+    steps: &[Step],
+    context: &Context,
     vars: &Vars,
     budget: Budget,
     label: &str,
@@ -34,24 +87,24 @@ pub async fn run_with(
 
     // Substitute every step before running any: a plan that cannot be
     // completed must not be started.
-    let mut argvs = Vec::with_capacity(total);
-    for (i, step) in steps.iter().enumerate() {
-        match substitute(step, vars) {
-            Ok(argv) => argvs.push(argv),
-            Err(e) => {
-                result.error = Some(format!(
-                    "{label} {} of {total} ({}) cannot run: {e}; nothing was run",
-                    i + 1,
-                    display_argv(step)
-                ));
-                return result;
+    let argvs = match substitute_all(steps, vars, label) {
+        Ok(argvs) => argvs,
+        Err(e) => {
+            result.error = Some(e);
+            return result;
+        }
+    };
+
+    for (i, (argv, step)) in argvs.iter().zip(steps).enumerate() {
+        let (mut deadline, mut limit) = budget.for_step();
+        if let Some(t) = step.timeout {
+            let own = Instant::now() + t;
+            if own < deadline {
+                (deadline, limit) = (own, "step timeout");
             }
         }
-    }
-
-    for (i, argv) in argvs.iter().enumerate() {
-        let (deadline, limit) = budget.for_step();
-        let report = run_step_in(argv, deadline, limit, None).await;
+        let (cwd, env) = context.for_step(step);
+        let report = run_step_with(argv, deadline, limit, cwd.as_deref(), &env).await;
         let failure = (!report.ok).then(|| {
             format!(
                 "{label} {} of {total} ({}) failed: {}",

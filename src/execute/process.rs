@@ -135,6 +135,18 @@ pub async fn run_step_in(
     limit: &str,
     cwd: Option<&std::path::Path>,
 ) -> StepReport {
+    run_step_with(argv, deadline, limit, cwd, &std::collections::BTreeMap::new()).await
+}
+
+/// [`run_step_in`] with variables added to the inherited environment (a
+/// step's `env` over its plan's).
+pub async fn run_step_with(
+    argv: &[String],
+    deadline: Instant,
+    limit: &str,
+    cwd: Option<&std::path::Path>,
+    env: &std::collections::BTreeMap<String, String>,
+) -> StepReport {
     let started = Instant::now();
     let mut report = StepReport {
         argv: argv.to_vec(),
@@ -159,6 +171,7 @@ pub async fn run_step_in(
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
     }
+    cmd.envs(env);
     let marker = escaped::new_marker();
     cmd.args(args)
         .env(escaped::MARKER_VAR, &marker)

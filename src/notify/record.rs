@@ -462,6 +462,9 @@ pub(crate) mod tests {
                 },
             ],
             after_steps: Vec::new(),
+            verify_checks: Vec::new(),
+            on_failure_steps: Vec::new(),
+            requested_version: None,
             confirmed_by: None,
         }
     }
