@@ -874,6 +874,7 @@ mod tests {
             baseline: None,
             above_baseline: None,
             labels: Default::default(),
+            detail: None,
         }
     }
 

@@ -747,3 +747,75 @@ mod window_tests {
         assert!(!day.contains(at(21, 9, 0))); // Sat 17:00 local
     }
 }
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+
+    fn plan(kind: ExecutorKind, pre: &[&[&str]]) -> RollbackPlan {
+        RollbackPlan {
+            kind,
+            timeout: Duration::from_secs(60),
+            after: vec![vec!["purge".to_string(), "{to_version}".into()].into()],
+            pre: pre
+                .iter()
+                .map(|a| Step::from(a.iter().map(|s| s.to_string()).collect::<Vec<_>>()))
+                .collect(),
+            step_timeout: None,
+            on_failure: vec![],
+            cwd: None,
+            env: BTreeMap::new(),
+        }
+    }
+
+    fn command(steps: &[&[&str]]) -> ExecutorKind {
+        ExecutorKind::Command {
+            steps: steps
+                .iter()
+                .map(|a| Step::from(a.iter().map(|s| s.to_string()).collect::<Vec<_>>()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn where_a_plan_uses_a_variable() {
+        let git = ExecutorKind::Git {
+            repo: "/srv/app".into(),
+            build: vec![],
+            restart: None,
+        };
+        let symlink = ExecutorKind::Symlink {
+            current: "/srv/current".into(),
+            releases: "/srv/releases".into(),
+            restart: None,
+        };
+        // (name, plan, var, where, finds its own version)
+        let cases = [
+            (
+                "command step",
+                plan(command(&[&["true"], &["git", "checkout", "{to_version}"]]), &[]),
+                "to_version",
+                vec!["steps[1]"],
+                false,
+            ),
+            (
+                "pre step and command step",
+                plan(
+                    command(&[&["deploy", "{from_version}..{to_version}"]]),
+                    &[&["cp", "db", "/backup/{to_version}"]],
+                ),
+                "to_version",
+                vec!["pre[0]", "steps[0]"],
+                false,
+            ),
+            ("after is not counted", plan(command(&[&["true"]]), &[]), "to_version", vec![], false),
+            ("git checks out to_version", plan(git.clone(), &[]), "to_version", vec!["kind"], false),
+            ("git needs no from_version", plan(git, &[]), "from_version", vec![], false),
+            ("symlink finds its own", plan(symlink, &[&["backup", "{to_version}"]]), "to_version", vec!["pre[0]"], true),
+        ];
+        for (name, p, var, want, own) in cases {
+            assert_eq!(p.uses_var(var), want, "{name}");
+            assert_eq!(p.finds_own_version(), own, "{name}");
+        }
+    }
+}

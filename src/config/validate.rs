@@ -2546,11 +2546,28 @@ mod tests {
             (config(&[("rollback", "kind = \"command\"\nsteps = [[\"true\"], [\"git\", \"checkout\", \"{version}\"]]")]), "target[0].rollback.steps[1]", r#"unknown template variable {version} in argument "{version}"; allowed: {target}, {from_version}, {to_version}, {incident}"#),
             (config(&[("rollback", &format!("{ROLLBACK}\nafter = [[\"curl\", \"-X\", \"PURGE\", \"https://cdn/{{path}}\"]]"))]), "target[0].rollback.after[0]", "unknown template variable {path}"),
             (config(&[("rollback", &format!("{ROLLBACK}\ntimeout = \"0s\""))]), "target[0].rollback.timeout", "greater than zero"),
+            // Step context: plain argv and tables side by side.
+            (config(&[("rollback", "kind = \"command\"\nsteps = [[\"true\"], { argv = [\"true\"], cwd = \"app\" }]")]), "target[0].rollback.steps[1].cwd", r#""app" must be an absolute path"#),
+            (config(&[("rollback", "kind = \"command\"\nsteps = [{ cwd = \"/srv/app\" }]")]), "target[0].rollback.steps[0].argv", "required key is missing"),
+            (config(&[("rollback", "kind = \"command\"\nsteps = [{ argv = [] }]")]), "target[0].rollback.steps[0].argv", "empty command"),
+            (config(&[("rollback", "kind = \"command\"\nsteps = [{ argv = [\"true\"], timeout = \"0s\" }]")]), "target[0].rollback.steps[0].timeout", "greater than zero"),
+            (config(&[("rollback", "kind = \"command\"\nsteps = [{ argv = [\"true\"], env = { \"A=B\" = \"1\" } }]")]), "target[0].rollback.steps[0].env.A=B", "invalid environment variable name"),
+            (config(&[("rollback", &format!("{ROLLBACK}\ncwd = \"srv\""))]), "target[0].rollback.cwd", "must be an absolute path"),
+            (config(&[("rollback", &format!("{ROLLBACK}\nenv = {{ \"\" = \"x\" }}"))]), "target[0].rollback.env.", "invalid environment variable name"),
+            (config(&[("rollback", &format!("{ROLLBACK}\non_failure = [[\"journalctl\", \"{{since}}\"]]"))]), "target[0].rollback.on_failure[0]", "unknown template variable {since}"),
+            (config(&[("rollback", &format!("{ROLLBACK}\non_failure = [{{ argv = [\"sh\", \"-c\", \"x\"], cwd = \"tmp\" }}]"))]), "target[0].rollback.on_failure[0].cwd", "must be an absolute path"),
+            // Verification gates.
+            (config(&[("verify", "checks = [{ url = \"ftp://x/\" }]")]), "target[0].verify.checks[0].url", "must start with http:// or https://"),
+            (config(&[("verify", "checks = [{ expect_status = 200 }]")]), "target[0].verify.checks[0].url", "required key is missing"),
+            (config(&[("verify", "checks = [{ url = \"http://127.0.0.1/\", expect_status = 99 }]")]), "target[0].verify.checks[0].expect_status", "not an HTTP status code"),
+            (config(&[("verify", "checks = [{ url = \"http://127.0.0.1/\", max_latency = \"0s\" }]")]), "target[0].verify.checks[0].max_latency", "greater than zero"),
+            (config(&[("verify", "checks = [{ url = \"http://127.0.0.1/\", body_contains = \"\" }]")]), "target[0].verify.checks[0].body_contains", "must not be empty"),
+            (config(&[("verify", "commands = [[\"curl\", \"{url}\"]]")]), "target[0].verify.commands[0]", "unknown template variable {url}"),
             (config(&[("rollback", "kind = \"symlink\"\ncurrent = \"srv/current\"\nreleases = \"/srv/releases\"")]), "target[0].rollback.current", r#""srv/current" must be an absolute path"#),
             (config(&[("rollback", "kind = \"symlink\"\ncurrent = \"/srv/current\"")]), "target[0].rollback.releases", "required key is missing"),
             (config(&[("rollback", &symlink("restart = [\"systemctl\", \"restart\", \"{service}\"]"))]), "target[0].rollback.restart", "unknown template variable {service}"),
             // [target.verify]
-            (config(&[("verify", "rules = false")]), "target[0].verify", "verify has nothing to check: set url or rules = true"),
+            (config(&[("verify", "rules = false")]), "target[0].verify", "verify has nothing to check: set url, checks, commands or rules = true"),
             (config(&[("verify", "within = \"0s\"")]), "target[0].verify.within", "greater than zero"),
             (config(&[("verify", "url = \"localhost:3000\"")]), "target[0].verify.url", "http:// or https://"),
             (config(&[("verify", "url = \"http://h/\"\nexpect_status = 600")]), "target[0].verify.expect_status", "not an HTTP status code"),
@@ -2807,12 +2824,15 @@ mod tests {
             t.rollback,
             RollbackPlan {
                 kind: ExecutorKind::Command {
-                    steps: vec![vec!["systemctl".into(), "restart".into(), "web".into()]]
+                    steps: vec![vec!["systemctl".into(), "restart".into(), "web".into()].into()]
                 },
                 timeout: Duration::from_secs(300),
                 after: vec![],
                 pre: vec![],
                 step_timeout: None,
+                on_failure: vec![],
+                cwd: None,
+                env: Default::default(),
             }
         );
         assert_eq!(
@@ -2822,6 +2842,8 @@ mod tests {
                 url: None,
                 expect_status: None,
                 rules: true,
+                checks: vec![],
+                commands: vec![],
             }
         );
 
@@ -2922,7 +2944,39 @@ mod tests {
             }
         );
         assert_eq!(t.rollback.step_timeout, Some(Duration::from_secs(20)));
-        assert_eq!(t.rollback.pre, vec![vec!["true".to_string()]]);
+        assert_eq!(t.rollback.pre, vec![vec!["true".to_string()].into()]);
+        // Step context: plan-level cwd and env, table steps next to plain
+        // argv lists, on_failure; verification gates.
+        let t = load_str(
+            "t",
+            &config(&[
+                (
+                    "rollback",
+                    "kind = \"command\"\ncwd = \"/srv/app\"\nenv = { NODE_ENV = \"production\" }\nsteps = [[\"pm2\", \"stop\", \"app\"], { argv = [\"sh\", \"-c\", \"cp .env.example .env.local\"], cwd = \"/srv/app/web\", env = { A = \"1\" }, timeout = \"10s\" }]\non_failure = [[\"sh\", \"-c\", \"journalctl -u app > /tmp/{incident}.log\"]]",
+                ),
+                (
+                    "verify",
+                    "commands = [[\"curl\", \"-fsS\", \"http://127.0.0.1/login\"]]\nchecks = [{ url = \"http://127.0.0.1/api\", expect_status = 200, body_contains = \"ok\", max_latency = \"500ms\" }]",
+                ),
+            ]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+        .targets
+        .remove(0);
+        assert_eq!(t.rollback.cwd, Some(PathBuf::from("/srv/app")));
+        assert_eq!(t.rollback.env.get("NODE_ENV").map(String::as_str), Some("production"));
+        let ExecutorKind::Command { steps } = &t.rollback.kind else {
+            panic!("command");
+        };
+        assert_eq!(steps[0], crate::config::Step::from(vec!["pm2".to_string(), "stop".into(), "app".into()]));
+        assert_eq!(steps[1].cwd, Some(PathBuf::from("/srv/app/web")));
+        assert_eq!(steps[1].env.get("A").map(String::as_str), Some("1"));
+        assert_eq!(steps[1].timeout, Some(Duration::from_secs(10)));
+        assert_eq!(t.rollback.on_failure.len(), 1);
+        assert_eq!(t.verify.commands.len(), 1);
+        assert_eq!(t.verify.checks[0].max_latency, Some(Duration::from_millis(500)));
+        assert_eq!(t.verify.checks[0].body_contains.as_deref(), Some("ok"));
+        assert_eq!(t.verify.checks[0].expect_status, Some(200));
         let t = kind("kind = \"blue_green\"\nservice = \"web\"\nnamespace = \"prod\"");
         assert_eq!(
             t.rollback.kind,

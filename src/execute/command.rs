@@ -155,6 +155,109 @@ mod tests {
         assert_eq!(r.to_version.as_deref(), Some("v1"));
     }
 
+    #[test]
+    fn step_context_table() {
+        use std::path::PathBuf;
+        let env = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let plan = Context {
+            cwd: Some(PathBuf::from("/srv/app")),
+            env: env(&[("NODE_ENV", "production"), ("PORT", "3000")]),
+        };
+        let step = |cwd: Option<&str>, e: &[(&str, &str)]| Step {
+            argv: vec!["true".into()],
+            cwd: cwd.map(PathBuf::from),
+            env: env(e),
+            timeout: None,
+        };
+        // (name, plan context, step, cwd, env)
+        let cases = [
+            ("nothing set", Context::default(), step(None, &[]), None, env(&[])),
+            (
+                "plan only",
+                plan.clone(),
+                step(None, &[]),
+                Some("/srv/app"),
+                env(&[("NODE_ENV", "production"), ("PORT", "3000")]),
+            ),
+            (
+                "step overrides cwd and one variable",
+                plan.clone(),
+                step(Some("/srv/app/web"), &[("PORT", "4000"), ("X", "1")]),
+                Some("/srv/app/web"),
+                env(&[("NODE_ENV", "production"), ("PORT", "4000"), ("X", "1")]),
+            ),
+            (
+                "step only",
+                Context::default(),
+                step(Some("/tmp"), &[("A", "b")]),
+                Some("/tmp"),
+                env(&[("A", "b")]),
+            ),
+        ];
+        for (name, context, step, cwd, want_env) in cases {
+            let (got_cwd, got_env) = context.for_step(&step);
+            assert_eq!(got_cwd, cwd.map(PathBuf::from), "{name}");
+            assert_eq!(got_env, want_env, "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn steps_run_in_their_cwd_with_their_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("web");
+        std::fs::create_dir(&sub).unwrap();
+        let context = Context {
+            cwd: Some(dir.path().to_path_buf()),
+            env: [("GREETING".to_string(), "plan".to_string())].into(),
+        };
+        let sh = |script: &str| -> Vec<String> { vec!["sh".into(), "-c".into(), script.into()] };
+        let steps = vec![
+            Step::from(sh("echo \"$PWD $GREETING\" > where")),
+            Step {
+                argv: sh("echo \"$PWD $GREETING\" > where"),
+                cwd: Some(sub.clone()),
+                env: [("GREETING".to_string(), "step".to_string())].into(),
+                timeout: Some(Duration::from_secs(5)),
+            },
+        ];
+        let budget = Budget {
+            deadline: soon(),
+            step_timeout: None,
+        };
+        let r = run_with(&steps, &context, &Vars::default(), budget, "step").await;
+        assert!(r.ok, "{:?}", r.error);
+        let read = |p: std::path::PathBuf| std::fs::read_to_string(p).unwrap();
+        assert_eq!(
+            read(dir.path().join("where")),
+            format!("{} plan\n", dir.path().display())
+        );
+        assert_eq!(read(sub.join("where")), format!("{} step\n", sub.display()));
+    }
+
+    #[tokio::test]
+    async fn a_step_timeout_bounds_that_step() {
+        let steps = vec![Step {
+            argv: vec!["sleep".into(), "30".into()],
+            timeout: Some(Duration::from_millis(300)),
+            ..Step::default()
+        }];
+        let budget = Budget {
+            deadline: soon(),
+            step_timeout: None,
+        };
+        let started = Instant::now();
+        let r = run_with(&steps, &Context::default(), &Vars::default(), budget, "step").await;
+        assert!(!r.ok);
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let e = r.error.unwrap();
+        assert!(e.contains("step timeout"), "{e}");
+    }
+
     #[tokio::test]
     async fn missing_var_runs_nothing() {
         let dir = tempfile::tempdir().unwrap();
