@@ -930,11 +930,16 @@ fn poll_budget(target: &TargetConfig, live: &Live) -> Duration {
         None => Duration::ZERO,
         Some(_) => crate::version::VERSION_TIMEOUT,
     };
-    let verify = if target.verify.url.is_some() {
-        verify_timeout(live.poll_interval)
-    } else {
-        Duration::ZERO
-    };
+    // The gates run one after the other: each HTTP one up to the client
+    // timeout, each command up to its own timeout.
+    let v = &target.verify;
+    let http = u32::from(v.url.is_some()) + v.checks.len() as u32;
+    let commands: Duration = v
+        .commands
+        .iter()
+        .map(|c| c.timeout.unwrap_or(execute::verify::COMMAND_TIMEOUT))
+        .sum();
+    let verify = verify_timeout(live.poll_interval) * http + commands;
     live.poll_interval * 2 + version + rules + verify
 }
 
