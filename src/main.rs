@@ -182,6 +182,9 @@ fn main() -> ExitCode {
                 for w in config::secrets::check_modes(&c) {
                     eprintln!("{}: {w}", config.display());
                 }
+                for w in config::versions::warnings(&c) {
+                    eprintln!("{}: {w}", config.display());
+                }
                 println!(
                     "{}: ok ({} target(s), {} rule(s))",
                     config.display(),

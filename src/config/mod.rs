@@ -7,6 +7,7 @@ pub mod duration;
 pub mod raw;
 pub mod secrets;
 pub mod validate;
+pub mod versions;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -540,6 +541,25 @@ impl RollbackPlan {
             _ => {}
         }
         at
+    }
+
+    /// The variables the plan cannot run without: `{from_version}` and
+    /// `{to_version}` where its templates or its executor use them (key
+    /// paths prefixed `rollback.`), except a `{to_version}` the executor
+    /// finds itself (symlink, kubernetes, blue_green).
+    pub fn needs_vars(&self) -> Vec<(String, Vec<String>)> {
+        ["from_version", "to_version"]
+            .into_iter()
+            .filter(|v| !(*v == "to_version" && self.finds_own_version()))
+            .filter_map(|v| {
+                let at: Vec<String> = self
+                    .uses_var(v)
+                    .into_iter()
+                    .map(|k| format!("rollback.{k}"))
+                    .collect();
+                (!at.is_empty()).then(|| (v.to_string(), at))
+            })
+            .collect()
     }
 
     /// Whether the executor finds `{to_version}` itself when nobody named

@@ -76,7 +76,7 @@ impl DecideConfig {
                 || !target.verify.commands.is_empty(),
             verify_gates: target.verify.checks.len() + target.verify.commands.len(),
             has_on_failure: !target.rollback.on_failure.is_empty(),
-            needs_vars: needs_vars(&target.rollback),
+            needs_vars: target.rollback.needs_vars(),
             version_source: target.version.is_some(),
             method: target.rollback.kind.name().to_string(),
             max_rollbacks_per_hour: target.max_rollbacks_per_hour.get(),
@@ -90,24 +90,6 @@ impl DecideConfig {
             rto: target.rto,
         }
     }
-}
-
-/// The variables a plan cannot run without: `{from_version}` and
-/// `{to_version}` where its templates or its executor use them, except a
-/// `{to_version}` the executor finds itself (symlink, kubernetes).
-pub fn needs_vars(plan: &crate::config::RollbackPlan) -> Vec<(String, Vec<String>)> {
-    ["from_version", "to_version"]
-        .into_iter()
-        .filter(|v| !(*v == "to_version" && plan.finds_own_version()))
-        .filter_map(|v| {
-            let at: Vec<String> = plan
-                .uses_var(v)
-                .into_iter()
-                .map(|k| format!("rollback.{k}"))
-                .collect();
-            (!at.is_empty()).then(|| (v.to_string(), at))
-        })
-        .collect()
 }
 
 /// Why a variable of the plan has no value, and what to do about it.
