@@ -318,10 +318,7 @@ pub async fn run(ep: &Endpoint, verb: Verb, json: bool) -> Result<String, Client
                 req["to_version"] = serde_json::Value::String(v);
             }
             let v = ep
-                .post(
-                    &format!("v1/targets/{}/rollback", segment(&target)),
-                    req,
-                )
+                .post(&format!("v1/targets/{}/rollback", segment(&target)), req)
                 .await?;
             event(v, &format!("manual rollback of {target} requested"))
         }

@@ -94,6 +94,7 @@ fn exported() -> BTreeSet<String> {
         baseline: Some(0.1),
         above_baseline: Some(3.0),
         labels: Default::default(),
+        detail: None,
     };
     m.rule("web", &report);
     m.rollback_finished("web", "failed");

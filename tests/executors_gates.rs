@@ -43,12 +43,16 @@ fn seen(state: &Path, version: &str) {
 
 /// The incident record that contains `text`.
 fn record_with(state: &Path, text: &str) -> String {
-    wait_for(Duration::from_secs(20), &format!("a record with {text:?}"), || {
-        std::fs::read_dir(state.join("incidents"))
-            .ok()?
-            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
-            .find(|r| r.contains(text))
-    })
+    wait_for(
+        Duration::from_secs(20),
+        &format!("a record with {text:?}"),
+        || {
+            std::fs::read_dir(state.join("incidents"))
+                .ok()?
+                .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+                .find(|r| r.contains(text))
+        },
+    )
 }
 
 /// A config with one symlink target; `verify` is the `[target.verify]`
@@ -262,11 +266,22 @@ fn trigger_to_version_lands_on_it_and_an_unknown_version_is_refused() {
         Some(r#"{"reason": "cve", "to_version": "v9"}"#),
     );
     assert_eq!(code, 409, "{body}");
-    assert!(body.contains("unknown version \\\"v9\\\"") || body.contains("unknown version \"v9\""), "{body}");
+    assert!(
+        body.contains("unknown version \\\"v9\\\"") || body.contains("unknown version \"v9\""),
+        "{body}"
+    );
     assert!(body.contains("no release directory"), "{body}");
     // The same through the CLI: exit 1 and the message.
     let out = std::process::Command::new(bin())
-        .args(["trigger", "web", "--reason", "cve", "--to-version", "v9", "--config"])
+        .args([
+            "trigger",
+            "web",
+            "--reason",
+            "cve",
+            "--to-version",
+            "v9",
+            "--config",
+        ])
         .arg(&file)
         .output()
         .unwrap();
@@ -283,7 +298,15 @@ fn trigger_to_version_lands_on_it_and_an_unknown_version_is_refused() {
 
     // Known: v1, skipping v2 (the release just before the live one).
     let out = std::process::Command::new(bin())
-        .args(["trigger", "web", "--reason", "cve in v2 and v3", "--to-version", "v1", "--config"])
+        .args([
+            "trigger",
+            "web",
+            "--reason",
+            "cve in v2 and v3",
+            "--to-version",
+            "v1",
+            "--config",
+        ])
         .arg(&file)
         .output()
         .unwrap();

@@ -531,12 +531,10 @@ impl RollbackPlan {
             ExecutorKind::Git { .. } | ExecutorKind::Docker { .. } if var == "to_version" => {
                 at.push("kind".to_string())
             }
-            ExecutorKind::Webhook { body, .. } => {
-                // The default body carries the versions when known; only
-                // an explicit template needs them.
-                if body.as_deref().is_some_and(|b| b.contains(&needle)) {
-                    at.push("body".to_string());
-                }
+            // The default body carries the versions when known; only an
+            // explicit template needs them.
+            ExecutorKind::Webhook { body: Some(b), .. } if b.contains(&needle) => {
+                at.push("body".to_string())
             }
             _ => {}
         }
@@ -813,7 +811,10 @@ mod plan_tests {
         let cases = [
             (
                 "command step",
-                plan(command(&[&["true"], &["git", "checkout", "{to_version}"]]), &[]),
+                plan(
+                    command(&[&["true"], &["git", "checkout", "{to_version}"]]),
+                    &[],
+                ),
                 "to_version",
                 vec!["steps[1]"],
                 false,
@@ -828,10 +829,34 @@ mod plan_tests {
                 vec!["pre[0]", "steps[0]"],
                 false,
             ),
-            ("after is not counted", plan(command(&[&["true"]]), &[]), "to_version", vec![], false),
-            ("git checks out to_version", plan(git.clone(), &[]), "to_version", vec!["kind"], false),
-            ("git needs no from_version", plan(git, &[]), "from_version", vec![], false),
-            ("symlink finds its own", plan(symlink, &[&["backup", "{to_version}"]]), "to_version", vec!["pre[0]"], true),
+            (
+                "after is not counted",
+                plan(command(&[&["true"]]), &[]),
+                "to_version",
+                vec![],
+                false,
+            ),
+            (
+                "git checks out to_version",
+                plan(git.clone(), &[]),
+                "to_version",
+                vec!["kind"],
+                false,
+            ),
+            (
+                "git needs no from_version",
+                plan(git, &[]),
+                "from_version",
+                vec![],
+                false,
+            ),
+            (
+                "symlink finds its own",
+                plan(symlink, &[&["backup", "{to_version}"]]),
+                "to_version",
+                vec!["pre[0]"],
+                true,
+            ),
         ];
         for (name, p, var, want, own) in cases {
             assert_eq!(p.uses_var(var), want, "{name}");

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::raw::{
-    join, RawCheck, RawConfig, RawDaemon, RawEmail, RawNotify, RawPrometheus, RawRollback,
-    RawRule, RawStep, RawTarget, RawVerify, RawWebhook, RawWindow,
+    join, RawCheck, RawConfig, RawDaemon, RawEmail, RawNotify, RawPrometheus, RawRollback, RawRule,
+    RawStep, RawTarget, RawVerify, RawWebhook, RawWindow,
 };
 use super::{
     duration, BaselineSpec, BlastRadius, Config, DaemonConfig, EmailConfig, ExecutorKind,
@@ -352,7 +352,9 @@ impl Cx<'_> {
         let env = self.env(&join(path, "env"), t.env.as_ref());
         let timeout = match t.timeout.as_deref() {
             None => Some(None),
-            Some(text) => self.duration(path, "timeout", Some(text), "0s", true).map(Some),
+            Some(text) => self
+                .duration(path, "timeout", Some(text), "0s", true)
+                .map(Some),
         };
         Some(Step {
             argv: argv?,
@@ -2964,17 +2966,26 @@ mod tests {
         .targets
         .remove(0);
         assert_eq!(t.rollback.cwd, Some(PathBuf::from("/srv/app")));
-        assert_eq!(t.rollback.env.get("NODE_ENV").map(String::as_str), Some("production"));
+        assert_eq!(
+            t.rollback.env.get("NODE_ENV").map(String::as_str),
+            Some("production")
+        );
         let ExecutorKind::Command { steps } = &t.rollback.kind else {
             panic!("command");
         };
-        assert_eq!(steps[0], crate::config::Step::from(vec!["pm2".to_string(), "stop".into(), "app".into()]));
+        assert_eq!(
+            steps[0],
+            crate::config::Step::from(vec!["pm2".to_string(), "stop".into(), "app".into()])
+        );
         assert_eq!(steps[1].cwd, Some(PathBuf::from("/srv/app/web")));
         assert_eq!(steps[1].env.get("A").map(String::as_str), Some("1"));
         assert_eq!(steps[1].timeout, Some(Duration::from_secs(10)));
         assert_eq!(t.rollback.on_failure.len(), 1);
         assert_eq!(t.verify.commands.len(), 1);
-        assert_eq!(t.verify.checks[0].max_latency, Some(Duration::from_millis(500)));
+        assert_eq!(
+            t.verify.checks[0].max_latency,
+            Some(Duration::from_millis(500))
+        );
         assert_eq!(t.verify.checks[0].body_contains.as_deref(), Some("ok"));
         assert_eq!(t.verify.checks[0].expect_status, Some(200));
         let t = kind("kind = \"blue_green\"\nservice = \"web\"\nnamespace = \"prod\"");

@@ -707,7 +707,12 @@ fn watch(
 
 /// The plan or its verification failed: run `on_failure` when there is
 /// one; the rollback is not over until it ends.
-fn on_failure(cfg: &DecideConfig, state: &mut TargetState, inc: &Incident, actions: &mut Vec<Action>) {
+fn on_failure(
+    cfg: &DecideConfig,
+    state: &mut TargetState,
+    inc: &Incident,
+    actions: &mut Vec<Action>,
+) {
     if cfg.has_on_failure {
         state.after_running = Some(inc.id.clone());
         actions.push(Action::RunOnFailure {

@@ -1224,7 +1224,15 @@ fn templates_resolved_before_the_first_step() {
     let mut first_seen = TargetState::new("web");
     first_seen.version = Some("v3".into());
     // (name, config, state, phase, actions, error contains)
-    let cases: Vec<(&str, DecideConfig, TargetState, &str, Vec<&str>, &str)> = vec![
+    type Case<'a> = (
+        &'a str,
+        DecideConfig,
+        TargetState,
+        &'a str,
+        Vec<&'a str>,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         (
             "history known: runs",
             with_source.clone(),
@@ -1296,7 +1304,10 @@ fn manual_trigger_to_a_named_version_pins_it_and_the_loop_guard() {
     };
     let (s, a) = step(&c, s, trigger, t(10)).unwrap();
     assert_eq!(s.phase.name(), "RollingBack");
-    assert_eq!(kinds(&a), vec!["record", "notify:RollbackStarted", "execute"]);
+    assert_eq!(
+        kinds(&a),
+        vec!["record", "notify:RollbackStarted", "execute"]
+    );
     let inc = s.incident().unwrap();
     assert_eq!(inc.to_version.as_deref(), Some("v1"));
     assert_eq!(inc.requested_version.as_deref(), Some("v1"));
@@ -1339,7 +1350,12 @@ fn failing_gates_make_did_not_help_and_run_on_failure() {
     let (s, _) = run(&c, s.clone(), vec![(exec_ok(&s), t(45))]);
     let id = open_id(&s);
     let checks = vec![
-        gate("GET http://127.0.0.1/api", false, "HTTP 200 in 1.2s, slower than max_latency 500ms", 1200),
+        gate(
+            "GET http://127.0.0.1/api",
+            false,
+            "HTTP 200 in 1.2s, slower than max_latency 500ms",
+            1200,
+        ),
         gate("smoke-login", true, "exit 0 in 40ms", 40),
     ];
     let checked = Event::VerifyChecked {

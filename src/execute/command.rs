@@ -50,7 +50,11 @@ pub async fn run(steps: &[Vec<String>], vars: &Vars, deadline: Instant) -> ExecR
 /// Substitute every step before running any: the first that cannot be
 /// completed, as a failure message (`LABEL i of n (argv) cannot run: ...;
 /// nothing was run`).
-pub fn substitute_all(steps: &[Step], vars: &Vars, label: &str) -> Result<Vec<Vec<String>>, String> {
+pub fn substitute_all(
+    steps: &[Step],
+    vars: &Vars,
+    label: &str,
+) -> Result<Vec<Vec<String>>, String> {
     let total = steps.len();
     steps
         .iter()
@@ -176,7 +180,13 @@ mod tests {
         };
         // (name, plan context, step, cwd, env)
         let cases = [
-            ("nothing set", Context::default(), step(None, &[]), None, env(&[])),
+            (
+                "nothing set",
+                Context::default(),
+                step(None, &[]),
+                None,
+                env(&[]),
+            ),
             (
                 "plan only",
                 plan.clone(),
@@ -251,7 +261,14 @@ mod tests {
             step_timeout: None,
         };
         let started = Instant::now();
-        let r = run_with(&steps, &Context::default(), &Vars::default(), budget, "step").await;
+        let r = run_with(
+            &steps,
+            &Context::default(),
+            &Vars::default(),
+            budget,
+            "step",
+        )
+        .await;
         assert!(!r.ok);
         assert!(started.elapsed() < Duration::from_secs(10));
         let e = r.error.unwrap();

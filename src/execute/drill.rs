@@ -502,7 +502,7 @@ pub fn shell_program(argv: &[String]) -> Option<String> {
     let word = script
         .split(|c: char| c.is_whitespace() || c == ';' || c == '|' || c == '&')
         .filter(|w| !w.is_empty())
-        .find(|w| !(w.contains('=') && !w.starts_with('=')) && *w != "exec")?;
+        .find(|w| (w.starts_with('=') || !w.contains('=')) && *w != "exec")?;
     const BUILTINS: &[&str] = &[
         "cd", "echo", "exit", "export", "set", "test", "[", "true", "false", "printf", "read",
         "if", "for", "while", "case", "{", "(", ":", ".", "source", "eval", "trap", "umask",
@@ -666,12 +666,18 @@ mod tests {
     fn shell_program_finds_the_first_word_of_the_script() {
         let s = |a: &[&str]| a.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         for (argv, want) in [
-            (s(&["sh", "-c", "pg_dump app > /tmp/app.sql"]), Some("pg_dump")),
+            (
+                s(&["sh", "-c", "pg_dump app > /tmp/app.sql"]),
+                Some("pg_dump"),
+            ),
             (
                 s(&["/bin/bash", "-c", "  PGUSER=app exec pg_restore x"]),
                 Some("pg_restore"),
             ),
-            (s(&["sh", "-c", "cp .env.example .env.local; npm ci"]), Some("cp")),
+            (
+                s(&["sh", "-c", "cp .env.example .env.local; npm ci"]),
+                Some("cp"),
+            ),
             (s(&["sh", "-c", "echo hi > x"]), None),
             (s(&["sh", "-c", "$TOOL run"]), None),
             (s(&["sh", "-e", "x"]), None),

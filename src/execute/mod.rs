@@ -103,7 +103,12 @@ pub async fn run_plan(plan: &RollbackPlan, vars: &Vars) -> ExecResult {
     let mut vars = vars.clone();
     // The symlink executor finds the release to go to itself; resolve it
     // now so that `pre` can use `{to_version}` too.
-    if let (ExecutorKind::Symlink { current, releases, .. }, None) = (&plan.kind, &vars.to_version)
+    if let (
+        ExecutorKind::Symlink {
+            current, releases, ..
+        },
+        None,
+    ) = (&plan.kind, &vars.to_version)
     {
         if let Ok((live, chosen, _)) = symlink::preview(current, releases, None) {
             vars.from_version.get_or_insert(live);
@@ -292,9 +297,9 @@ pub async fn check_version(plan: &RollbackPlan, version: &str) -> Result<(), Str
                 )))
             }
         }
-        ExecutorKind::Command { .. } | ExecutorKind::Webhook { .. } | ExecutorKind::BlueGreen { .. } => {
-            Ok(())
-        }
+        ExecutorKind::Command { .. }
+        | ExecutorKind::Webhook { .. }
+        | ExecutorKind::BlueGreen { .. } => Ok(()),
     }
 }
 
@@ -324,7 +329,14 @@ async fn run_kind(
 /// timeout and step timeout.
 pub async fn run_after(plan: &RollbackPlan, vars: &Vars) -> ExecResult {
     let context = command::Context::of(plan);
-    command::run_with(&plan.after, &context, vars, Budget::start(plan), "after step").await
+    command::run_with(
+        &plan.after,
+        &context,
+        vars,
+        Budget::start(plan),
+        "after step",
+    )
+    .await
 }
 
 /// Run the plan's `on_failure` steps (the plan or its verification failed)

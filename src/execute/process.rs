@@ -135,7 +135,14 @@ pub async fn run_step_in(
     limit: &str,
     cwd: Option<&std::path::Path>,
 ) -> StepReport {
-    run_step_with(argv, deadline, limit, cwd, &std::collections::BTreeMap::new()).await
+    run_step_with(
+        argv,
+        deadline,
+        limit,
+        cwd,
+        &std::collections::BTreeMap::new(),
+    )
+    .await
 }
 
 /// [`run_step_in`] with variables added to the inherited environment (a

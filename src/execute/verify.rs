@@ -104,7 +104,10 @@ pub async fn run_check(client: &reqwest::Client, check: &VerifyCheck) -> CheckRe
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    report.detail = format!("HTTP {status}, reading the body failed: {}", error_chain(&e));
+                    report.detail = format!(
+                        "HTTP {status}, reading the body failed: {}",
+                        error_chain(&e)
+                    );
                     return report;
                 }
             }
@@ -126,7 +129,8 @@ pub async fn run_check(client: &reqwest::Client, check: &VerifyCheck) -> CheckRe
     }
     if let Some(text) = &check.body_contains {
         if !String::from_utf8_lossy(&body).contains(text.as_str()) {
-            report.detail = format!("HTTP {status} in {took_text}, but the body does not contain {text:?}");
+            report.detail =
+                format!("HTTP {status} in {took_text}, but the body does not contain {text:?}");
             return report;
         }
     }
@@ -168,7 +172,10 @@ pub async fn run_command(step: &Step, vars: &Vars) -> CheckReport {
     report.latency = Some(ran.duration);
     report.ok = ran.ok;
     report.detail = match &ran.error {
-        None => format!("exit 0 in {}", fmt_duration(Duration::from_millis(ran.duration.as_millis() as u64))),
+        None => format!(
+            "exit 0 in {}",
+            fmt_duration(Duration::from_millis(ran.duration.as_millis() as u64))
+        ),
         Some(e) => e.clone(),
     };
     let mut output = ran.stdout.clone();
