@@ -271,6 +271,14 @@ fn trigger_to_version_lands_on_it_and_an_unknown_version_is_refused() {
         "{body}"
     );
     assert!(body.contains("no release directory"), "{body}");
+    let (code, body) = http(
+        "POST",
+        &url,
+        None,
+        Some(r#"{"reason": "cve", "to_version": " "}"#),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("to_version is empty"), "{body}");
     // The same through the CLI: exit 1 and the message.
     let out = std::process::Command::new(bin())
         .args([
