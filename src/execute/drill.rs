@@ -344,7 +344,8 @@ async fn dry_run(
     }
 }
 
-/// Runs the plan, verification (URL only) and the after steps.
+/// Runs the plan, verification (the gates: URL, checks, commands) and the
+/// after steps.
 async fn live(
     t: &TargetConfig,
     vars: &Vars,
@@ -364,44 +365,51 @@ async fn live(
         let why = result.error.unwrap_or_else(|| "unknown error".into());
         return (false, format!("rollback failed: {why}"), from, to);
     }
-    let verified = match &t.verify.url {
-        None => {
-            line(
-                out,
-                "verify: no url configured; rules are checked by the daemon only",
-            );
-            true
-        }
-        Some(url) => {
-            let started = Instant::now();
-            let (ok, detail) = poll_url(url, t.verify.expect_status, t.verify.within).await;
-            line(
-                out,
-                format!(
-                    "verify: {} {} after {}",
-                    if ok { "healthy" } else { "UNHEALTHY" },
-                    detail,
-                    fmt_duration(started.elapsed())
-                ),
-            );
-            ok
-        }
-    };
-    if !verified {
-        return (
-            false,
-            format!(
-                "rollback did not help: {} still unhealthy after {}",
-                t.verify
-                    .url
-                    .as_ref()
-                    .map(|u| u.as_str())
-                    .unwrap_or_default(),
-                fmt_duration(t.verify.within)
-            ),
-            from,
-            to,
+    let v = &t.verify;
+    let gated = v.url.is_some() || !v.checks.is_empty() || !v.commands.is_empty();
+    if !gated {
+        line(
+            out,
+            "verify: no url, checks or commands configured; rules are checked by the daemon only",
         );
+    } else {
+        let found = Vars {
+            from_version: from.clone(),
+            to_version: to.clone(),
+            ..vars.clone()
+        };
+        let started = Instant::now();
+        let gates = poll_gates(v, &found).await;
+        let ok = gates.iter().all(|g| g.ok);
+        line(
+            out,
+            format!(
+                "verify: {} after {}",
+                if ok { "healthy" } else { "UNHEALTHY" },
+                fmt_duration(started.elapsed())
+            ),
+        );
+        for g in &gates {
+            let status = if g.ok { "ok    " } else { "FAILED" };
+            line(out, format!("  {status} {}: {}", g.check, g.detail));
+        }
+        if !ok {
+            let failing: Vec<String> = gates
+                .iter()
+                .filter(|g| !g.ok)
+                .map(|g| format!("{}: {}", g.check, g.detail))
+                .collect();
+            return (
+                false,
+                format!(
+                    "rollback did not help: still failing after {}: {}",
+                    fmt_duration(t.verify.within),
+                    failing.join("; ")
+                ),
+                from,
+                to,
+            );
+        }
     }
     if !t.rollback.after.is_empty() {
         let found = Vars {
@@ -427,7 +435,8 @@ async fn live(
     (true, verdict, from, to)
 }
 
-/// The verify URL's answer right now (dry-run: information only).
+/// The verify URL's and checks' answers right now, and the smoke commands
+/// that would run (dry-run: information only).
 async fn verify_note(t: &TargetConfig, out: &mut String) {
     if let Some(url) = &t.verify.url {
         let client = http_client();
@@ -437,6 +446,28 @@ async fn verify_note(t: &TargetConfig, out: &mut String) {
             format!(
                 "verify url {url}: {} now ({detail})",
                 if ok { "healthy" } else { "unhealthy" }
+            ),
+        );
+    }
+    let client = http_client();
+    for check in &t.verify.checks {
+        let r = super::verify::run_check(&client, check).await;
+        line(
+            out,
+            format!(
+                "verify check {}: {} now ({})",
+                r.check,
+                if r.ok { "passes" } else { "fails" },
+                r.detail
+            ),
+        );
+    }
+    for step in &t.verify.commands {
+        line(
+            out,
+            format!(
+                "verify command (runs after a live rollback, not now): {}",
+                display_argv(&step.argv)
             ),
         );
     }
@@ -450,14 +481,18 @@ fn http_client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
-/// Check the URL every second until healthy or `within` passed.
-async fn poll_url(url: &url::Url, expect: Option<u16>, within: Duration) -> (bool, String) {
+/// Run every verification gate every second until all pass or `within`
+/// passed; the last round's results.
+async fn poll_gates(
+    verify: &crate::config::VerifyConfig,
+    vars: &Vars,
+) -> Vec<super::verify::CheckReport> {
     let client = http_client();
-    let deadline = Instant::now() + within;
+    let deadline = Instant::now() + verify.within;
     loop {
-        let (ok, detail) = super::verify::check_url(&client, url, expect).await;
-        if ok || Instant::now() >= deadline {
-            return (ok, detail);
+        let gates = super::verify::run_gates(&client, verify, vars).await;
+        if gates.iter().all(|g| g.ok) || Instant::now() >= deadline {
+            return gates;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
