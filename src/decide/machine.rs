@@ -349,9 +349,15 @@ pub fn step(
                     incident,
                     now,
                     "Done",
-                    "rollbackd restarted while the after steps ran; they are not run again: \
-                     check them by hand"
-                        .to_string(),
+                    format!(
+                        "rollbackd restarted while the {} steps ran; they are not run again: \
+                         check them by hand",
+                        if incident.outcome == Some(Outcome::Failed) {
+                            "on_failure"
+                        } else {
+                            "after"
+                        }
+                    ),
                 );
                 actions.push(Action::WriteRecord {
                     incident: incident.clone(),
