@@ -256,14 +256,15 @@ fn drill_warns_about_a_missing_program_inside_sh_c() {
     let cfg = config(tmp.path(), &target("web", rollback));
     let (out, text) = drill(&cfg, tmp.path(), &["web"]);
     assert!(
-        text.contains(
-            "warning: rollbackd-no-such-tool (first word of an sh -c script) not found"
-        ),
+        text.contains("warning: rollbackd-no-such-tool (first word of an sh -c script) not found"),
         "{text}"
     );
     assert!(text.contains("ok       cat ("), "{text}");
     assert!(text.contains("on_failure steps (would run"), "{text}");
-    assert!(text.contains("(in /tmp)"), "the step's cwd is shown:\n{text}");
+    assert!(
+        text.contains("(in /tmp)"),
+        "the step's cwd is shown:\n{text}"
+    );
     // A warning, not a failure: every program drill must find is there.
     assert!(out.status.success(), "{text}");
 }

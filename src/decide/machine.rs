@@ -704,7 +704,8 @@ fn watch(
         );
         return;
     }
-    if cfg.confirm {
+    // A plan that cannot run is refused now, without asking a human first.
+    if cfg.confirm && missing_var(cfg, &inc).is_none() {
         super::human::await_confirmation(cfg, state, inc, now, actions);
         return;
     }

@@ -1428,3 +1428,20 @@ fn failing_gates_make_did_not_help_and_run_on_failure() {
         assert_eq!(kinds(&a), want, "has_on_failure = {has}");
     }
 }
+
+#[test]
+fn an_impossible_plan_is_refused_without_asking_a_human() {
+    let mut c = cfg();
+    c.confirm = true;
+    c.needs_vars = vec![("to_version".into(), vec!["rollback.steps[0]".into()])];
+    c.version_source = false;
+    let mut s = TargetState::new("web");
+    s.version = Some("v3".into());
+    let (s, a) = step(&c, s, breached(t(40)), t(40)).unwrap();
+    assert_eq!(s.phase.name(), "Failed");
+    assert_eq!(kinds(&a), vec!["record", "notify:RollbackFailed"]);
+    // With the history known, the human is asked as usual.
+    let (s, a) = step(&c, watching_on("v2", "v1"), breached(t(40)), t(40)).unwrap();
+    assert_eq!(s.phase.name(), "AwaitingConfirmation");
+    assert_eq!(kinds(&a), vec!["record", "notify:AwaitingConfirmation"]);
+}
