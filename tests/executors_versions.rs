@@ -14,6 +14,11 @@ use rollbackd::config::{ExecutorKind, RollbackPlan};
 use rollbackd::execute::{check_version, run_plan, run_plan_to, ExecResult, Vars};
 use serde_json::json;
 
+/// One test at a time: a running plan reaps adopted zombies
+/// (`waitpid(-1)`), which can steal the exit status of a fixture's `git`
+/// run by another test at the same moment.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(60), f)
         .await
@@ -79,6 +84,7 @@ fn git(repo: &Path, args: &[&str]) {
 
 #[tokio::test]
 async fn git_goes_to_a_named_tag_and_refuses_an_unknown_one() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path().join("app");
     std::fs::create_dir(&repo).unwrap();
@@ -114,6 +120,7 @@ async fn git_goes_to_a_named_tag_and_refuses_an_unknown_one() {
 
 #[tokio::test]
 async fn docker_checks_the_image_tag_locally_then_in_the_registry() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let fake = Fake::install(
         tmp.path(),
@@ -161,6 +168,7 @@ async fn docker_checks_the_image_tag_locally_then_in_the_registry() {
 
 #[tokio::test]
 async fn kubernetes_goes_to_a_listed_revision() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let fake = Fake::install(
         tmp.path(),
@@ -200,6 +208,7 @@ async fn kubernetes_goes_to_a_listed_revision() {
 
 #[tokio::test]
 async fn symlink_checks_the_release_directory() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let releases = tmp.path().join("releases");
     for v in ["v1", "v2", "v3"] {
@@ -231,7 +240,11 @@ async fn symlink_checks_the_release_directory() {
         ),
         (
             "../v1",
-            Err("unknown version \"../v1\": not a version name".to_string()),
+            Err("unknown version \"../v1\": not a release directory name".to_string()),
+        ),
+        (
+            "--help",
+            Err("unknown version \"--help\": not a version name".to_string()),
         ),
     ] {
         assert_eq!(check_version(&p, v).await, want, "{v}");
@@ -246,6 +259,7 @@ async fn symlink_checks_the_release_directory() {
 
 #[tokio::test]
 async fn a_template_without_a_value_stops_the_plan_before_pre() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let marker = tmp.path().join("pre-ran");
     let mut p = plan(ExecutorKind::Command {

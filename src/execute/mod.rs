@@ -189,7 +189,8 @@ fn parse_revision(version: &str) -> Option<u64> {
 /// passed on as given. `Err` says what is unknown, naming the version.
 pub async fn check_version(plan: &RollbackPlan, version: &str) -> Result<(), String> {
     let unknown = |what: String| format!("unknown version {version:?}: {what}");
-    if version.trim().is_empty() || version.contains(['/', '\0']) || version == ".." {
+    // Never an option to the programs that check it, never a path.
+    if version.trim().is_empty() || version.starts_with('-') || version.contains(['\0', '\n']) {
         return Err(unknown("not a version name".to_string()));
     }
     let deadline = tokio::time::Instant::now() + plan.timeout.min(Duration::from_secs(30));
@@ -200,6 +201,9 @@ pub async fn check_version(plan: &RollbackPlan, version: &str) -> Result<(), Str
         ExecutorKind::Symlink {
             current, releases, ..
         } => {
+            if version.contains('/') || version == "." || version == ".." {
+                return Err(unknown("not a release directory name".to_string()));
+            }
             let dir = releases.join(version);
             if !dir.is_dir() {
                 return Err(unknown(format!("no release directory {}", dir.display())));
