@@ -2551,6 +2551,9 @@ mod tests {
             // Step context: plain argv and tables side by side.
             (config(&[("rollback", "kind = \"command\"\nsteps = [[\"true\"], { argv = [\"true\"], cwd = \"app\" }]")]), "target[0].rollback.steps[1].cwd", r#""app" must be an absolute path"#),
             (config(&[("rollback", "kind = \"command\"\nsteps = [{ cwd = \"/srv/app\" }]")]), "target[0].rollback.steps[0].argv", "required key is missing"),
+            (config(&[("rollback", "kind = \"command\"\nsteps = [[\"true\"], { argv = [\"git\"], user = \"root\" }]")]), "target[0].rollback.steps", r#"step { argv = ["git"], user = "root" }: unknown field `user`, expected one of `argv`, `cwd`, `env`, `timeout`"#),
+            (config(&[("rollback", "kind = \"command\"\nsteps = [[\"true\", 1]]")]), "target[0].rollback.steps", r#"step ["true", 1] is not a list of strings"#),
+            (config(&[("rollback", "kind = \"command\"\nsteps = [\"pm2 restart\"]")]), "target[0].rollback.steps", r#"step "pm2 restart" must be an argv list"#),
             (config(&[("rollback", "kind = \"command\"\nsteps = [{ argv = [] }]")]), "target[0].rollback.steps[0].argv", "empty command"),
             (config(&[("rollback", "kind = \"command\"\nsteps = [{ argv = [\"true\"], timeout = \"0s\" }]")]), "target[0].rollback.steps[0].timeout", "greater than zero"),
             (config(&[("rollback", "kind = \"command\"\nsteps = [{ argv = [\"true\"], env = { \"A=B\" = \"1\" } }]")]), "target[0].rollback.steps[0].env.A=B", "invalid environment variable name"),
