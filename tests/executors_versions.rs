@@ -300,3 +300,30 @@ async fn a_template_without_a_value_stops_the_plan_before_pre() {
     assert!(r.ok, "{:?}", r.error);
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "v1\n");
 }
+
+#[tokio::test]
+async fn blue_green_cannot_choose_a_version() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let p = plan(ExecutorKind::BlueGreen {
+        service: "web".into(),
+        namespace: "prod".into(),
+        context: None,
+        selector_key: "version".into(),
+        colors: ["blue".into(), "green".into()],
+        kubectl: "/nonexistent/kubectl".into(),
+    });
+    let r = within("blue_green to v1", run_plan_to(&p, &vars(None), "v1")).await;
+    assert!(!r.ok);
+    assert!(r.steps.is_empty());
+    let e = r.error.unwrap();
+    assert!(
+        e.starts_with("version \"v1\" cannot be chosen: a blue_green rollback flips"),
+        "{e}"
+    );
+    // command and webhook plans pass it on as {to_version}.
+    let p = plan(ExecutorKind::Command {
+        steps: vec![argv(&["test", "{to_version}", "=", "v1"]).into()],
+    });
+    let r = within("command to v1", run_plan_to(&p, &vars(Some("v0")), "v1")).await;
+    assert!(r.ok, "{:?}", r.error);
+}

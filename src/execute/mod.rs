@@ -185,8 +185,9 @@ fn parse_revision(version: &str) -> Option<u64> {
 /// release directory other than the live one; git, `git rev-parse --verify
 /// V^{commit}` in `repo`; docker, `docker image inspect image:V` (a local
 /// image); kubernetes, a revision listed by `kubectl rollout history`.
-/// `command`, `webhook` and `blue_green` cannot check: `{to_version}` is
-/// passed on as given. `Err` says what is unknown, naming the version.
+/// `command` and `webhook` cannot check: `{to_version}` is passed on as
+/// given; `blue_green` cannot choose (it flips to the other color). `Err`
+/// says what is wrong, naming the version.
 pub async fn check_version(plan: &RollbackPlan, version: &str) -> Result<(), String> {
     let unknown = |what: String| format!("unknown version {version:?}: {what}");
     // Never an option to the programs that check it, never a path.
@@ -301,9 +302,11 @@ pub async fn check_version(plan: &RollbackPlan, version: &str) -> Result<(), Str
                 )))
             }
         }
-        ExecutorKind::Command { .. }
-        | ExecutorKind::Webhook { .. }
-        | ExecutorKind::BlueGreen { .. } => Ok(()),
+        ExecutorKind::BlueGreen { .. } => Err(format!(
+            "version {version:?} cannot be chosen: a blue_green rollback flips the service to \
+             the color that is not live; leave out --to-version"
+        )),
+        ExecutorKind::Command { .. } | ExecutorKind::Webhook { .. } => Ok(()),
     }
 }
 
