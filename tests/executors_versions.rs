@@ -327,3 +327,34 @@ async fn blue_green_cannot_choose_a_version() {
     let r = within("command to v1", run_plan_to(&p, &vars(Some("v0")), "v1")).await;
     assert!(r.ok, "{:?}", r.error);
 }
+
+#[tokio::test]
+async fn plan_cwd_and_env_reach_the_executors_own_steps() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let app = tmp.path().join("app");
+    let releases = tmp.path().join("releases");
+    for v in ["v1", "v2"] {
+        std::fs::create_dir_all(releases.join(v)).unwrap();
+    }
+    std::fs::create_dir(&app).unwrap();
+    let current = tmp.path().join("current");
+    std::os::unix::fs::symlink(releases.join("v2"), &current).unwrap();
+    let mut p = plan(ExecutorKind::Symlink {
+        current,
+        releases,
+        restart: Some(argv(&[
+            "sh",
+            "-c",
+            "echo \"$PM2_HOME {to_version}\" > restarted",
+        ])),
+    });
+    p.cwd = Some(app.clone());
+    p.env = [("PM2_HOME".to_string(), "/srv/pm2".to_string())].into();
+    let r = within("symlink plan with context", run_plan(&p, &vars(None))).await;
+    assert!(r.ok, "{:?}", r.error);
+    assert_eq!(
+        std::fs::read_to_string(app.join("restarted")).unwrap(),
+        "/srv/pm2 v1\n"
+    );
+}

@@ -98,6 +98,11 @@ pub enum ExecError {
 /// Every template of `pre` and of a `command` plan is resolved before the
 /// first step runs: a plan that cannot be completed is not started.
 pub async fn run_plan(plan: &RollbackPlan, vars: &Vars) -> ExecResult {
+    process::with_plan_context(command::Context::of(plan), run_plan_steps(plan, vars)).await
+}
+
+/// [`run_plan`] inside the plan's context.
+async fn run_plan_steps(plan: &RollbackPlan, vars: &Vars) -> ExecResult {
     let budget = Budget::start(plan);
     let context = command::Context::of(plan);
     let mut vars = vars.clone();
@@ -336,28 +341,18 @@ async fn run_kind(
 /// timeout and step timeout.
 pub async fn run_after(plan: &RollbackPlan, vars: &Vars) -> ExecResult {
     let context = command::Context::of(plan);
-    command::run_with(
-        &plan.after,
-        &context,
-        vars,
-        Budget::start(plan),
-        "after step",
-    )
-    .await
+    let budget = Budget::start(plan);
+    let run = command::run_with(&plan.after, &context, vars, budget, "after step");
+    process::with_plan_context(context.clone(), run).await
 }
 
 /// Run the plan's `on_failure` steps (the plan or its verification failed)
 /// under the plan timeout and step timeout.
 pub async fn run_on_failure(plan: &RollbackPlan, vars: &Vars) -> ExecResult {
     let context = command::Context::of(plan);
-    command::run_with(
-        &plan.on_failure,
-        &context,
-        vars,
-        Budget::start(plan),
-        "on_failure step",
-    )
-    .await
+    let budget = Budget::start(plan);
+    let run = command::run_with(&plan.on_failure, &context, vars, budget, "on_failure step");
+    process::with_plan_context(context.clone(), run).await
 }
 
 /// Read-only checks of a plan and the changes it would make, as a drill
