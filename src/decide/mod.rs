@@ -133,7 +133,9 @@ pub enum Phase {
         incident: Box<Incident>,
         /// Healthy by then, or the rollback failed.
         deadline: Time,
-        /// Latest result of the verify URL check; `None` before the first.
+        /// Whether every verification gate (verify URL, checks, commands)
+        /// passed in the latest round; `None` before the first. (The name
+        /// is kept from when the URL was the only gate: journals have it.)
         url_ok: Option<bool>,
     },
     /// An incident ended (rolled back, failed, dry-run); breaches are not
@@ -536,7 +538,8 @@ pub enum Action {
         /// The incident (ID, versions for template variables).
         incident: Box<Incident>,
     },
-    /// Check the verify URL on each poll until the phase changes.
+    /// Run the verification gates (URL, checks, commands) on each poll
+    /// until the phase changes.
     Verify {
         /// The incident being verified.
         incident: String,
