@@ -189,7 +189,8 @@ fn parse_revision(version: &str) -> Option<u64> {
 /// Whether `version` exists for the executor, read-only: symlink, a
 /// release directory other than the live one; git, `git rev-parse --verify
 /// V^{commit}` in `repo`; docker, `docker image inspect image:V` (a local
-/// image); kubernetes, a revision listed by `kubectl rollout history`.
+/// image), else `docker manifest inspect image:V` (in the registry);
+/// kubernetes, a revision listed by `kubectl rollout history`.
 /// `command` and `webhook` cannot check: `{to_version}` is passed on as
 /// given; `blue_green` cannot choose (it flips to the other color). `Err`
 /// says what is wrong, naming the version.
@@ -256,15 +257,22 @@ pub async fn check_version(plan: &RollbackPlan, version: &str) -> Result<(), Str
             if probe(argv).await.ok {
                 return Ok(());
             }
-            // Not local: the registry must have it (pulling changes no
-            // container; the rollback would pull it anyway).
-            let pull = probe(vec![docker.clone(), "pull".to_string(), tagged.clone()]).await;
-            if pull.ok {
+            // Not local: the registry must have it. `manifest inspect`
+            // asks without downloading (the rollback pulls it).
+            let argv = vec![
+                docker.clone(),
+                "manifest".to_string(),
+                "inspect".to_string(),
+                tagged.clone(),
+            ];
+            let remote = probe(argv).await;
+            if remote.ok {
                 Ok(())
             } else {
                 Err(unknown(format!(
-                    "no local image {tagged} and the pull failed: {}",
-                    pull.error.unwrap_or_default()
+                    "no local image {tagged}, and docker manifest inspect found none in the \
+                     registry: {}",
+                    remote.error.unwrap_or_default()
                 )))
             }
         }
