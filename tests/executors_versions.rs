@@ -247,7 +247,11 @@ async fn symlink_checks_the_release_directory() {
         ),
         (
             "--help",
-            Err("unknown version \"--help\": not a version name".to_string()),
+            Err("unknown version \"--help\": not a version name (letters, digits and . _ + : @ / ~ -, not starting with -)".to_string()),
+        ),
+        (
+            "v1; rm -rf /",
+            Err("unknown version \"v1; rm -rf /\": not a version name (letters, digits and . _ + : @ / ~ -, not starting with -)".to_string()),
         ),
     ] {
         assert_eq!(check_version(&p, v).await, want, "{v}");

@@ -196,9 +196,21 @@ fn parse_revision(version: &str) -> Option<u64> {
 /// says what is wrong, naming the version.
 pub async fn check_version(plan: &RollbackPlan, version: &str) -> Result<(), String> {
     let unknown = |what: String| format!("unknown version {version:?}: {what}");
-    // Never an option to the programs that check it, never a path.
-    if version.trim().is_empty() || version.starts_with('-') || version.contains(['\0', '\n']) {
-        return Err(unknown("not a version name".to_string()));
+    // A name a person typed reaches argv and `sh -c` scripts of the plan:
+    // never an option, never shell syntax, never a path outside releases.
+    let safe = |c: char| c.is_ascii_alphanumeric() || "._+:@/~-".contains(c);
+    // (Kubernetes versions are revision numbers, also written `revision N`
+    // as records show them; they are parsed below.)
+    let kubernetes = matches!(plan.kind, ExecutorKind::Kubernetes { .. });
+    if version.is_empty()
+        || version.len() > 200
+        || version.starts_with('-')
+        || (!kubernetes && !version.chars().all(safe))
+    {
+        return Err(unknown(
+            "not a version name (letters, digits and . _ + : @ / ~ -, not starting with -)"
+                .to_string(),
+        ));
     }
     let deadline = tokio::time::Instant::now() + plan.timeout.min(Duration::from_secs(30));
     let probe = |argv: Vec<String>| async move {
