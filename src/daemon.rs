@@ -1728,19 +1728,6 @@ async fn housekeeping(shared: Arc<Shared>, cancel: CancellationToken) {
 }
 
 fn vars_for(incident: &Incident) -> Vars {
-    // `trigger --to-version`: that version, whatever the state remembered.
-    let to_version = incident
-        .requested_version
-        .clone()
-        .or_else(|| incident.to_version.clone());
-    Vars {
-        to_version,
-        ..vars_of(incident)
-    }
-}
-
-/// The incident's versions as they stand.
-fn vars_of(incident: &Incident) -> Vars {
     Vars {
         target: incident.target.clone(),
         from_version: incident.from_version.clone(),
