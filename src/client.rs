@@ -224,6 +224,8 @@ pub enum Verb {
         target: String,
         /// Why.
         reason: String,
+        /// `--to-version V`.
+        to_version: Option<String>,
     },
     /// `pause TARGET [--for D] [--reason R]`.
     Pause {
@@ -319,14 +321,22 @@ pub async fn run(ep: &Endpoint, verb: Verb, json: bool) -> Result<String, Client
                 .await?;
             event(v, &format!("incident {id} rejected"))
         }
-        Verb::Trigger { target, reason } => {
+        Verb::Trigger {
+            target,
+            reason,
+            to_version,
+        } => {
+            let mut req = body(Some(reason));
+            let to = to_version
+                .as_deref()
+                .map_or_else(String::new, |v| format!(" to {v}"));
+            if let Some(v) = to_version {
+                req["to_version"] = serde_json::Value::String(v);
+            }
             let v = ep
-                .post(
-                    &format!("v1/targets/{}/rollback", segment(&target)),
-                    body(Some(reason)),
-                )
+                .post(&format!("v1/targets/{}/rollback", segment(&target)), req)
                 .await?;
-            event(v, &format!("manual rollback of {target} requested"))
+            event(v, &format!("manual rollback of {target}{to} requested"))
         }
         Verb::Pause {
             target,

@@ -930,11 +930,16 @@ fn poll_budget(target: &TargetConfig, live: &Live) -> Duration {
         None => Duration::ZERO,
         Some(_) => crate::version::VERSION_TIMEOUT,
     };
-    let verify = if target.verify.url.is_some() {
-        verify_timeout(live.poll_interval)
-    } else {
-        Duration::ZERO
-    };
+    // The gates run one after the other: each HTTP one up to the client
+    // timeout, each command up to its own timeout.
+    let v = &target.verify;
+    let http = u32::from(v.url.is_some()) + v.checks.len() as u32;
+    let commands: Duration = v
+        .commands
+        .iter()
+        .map(|c| c.timeout.unwrap_or(execute::verify::COMMAND_TIMEOUT))
+        .sum();
+    let verify = verify_timeout(live.poll_interval) * http + commands;
     live.poll_interval * 2 + version + rules + verify
 }
 
@@ -989,8 +994,9 @@ struct PollDone {
     /// The version reader and what it read.
     version: VersionReader,
     read: Result<Option<String>, String>,
-    /// The verify URL check, when the target was verifying at poll start.
-    verify: Option<(String, bool, String)>,
+    /// The verification gates' results, when the target was verifying at
+    /// poll start: incident, all passed, summary, each gate.
+    verify: Option<(String, bool, String, Vec<execute::verify::CheckReport>)>,
     /// How long the poll took.
     took: Duration,
 }
@@ -1293,12 +1299,12 @@ impl Worker {
             .take()
             .expect("the version reader is back after every poll");
         let deployed_at = self.state.deployed_at;
-        let verify = match (&self.state.phase, &self.target.verify.url) {
-            (Phase::Verifying { incident, .. }, Some(url)) => Some((
-                incident.id.clone(),
-                url.clone(),
-                self.target.verify.expect_status,
-            )),
+        let v = &self.target.verify;
+        let gated = v.url.is_some() || !v.checks.is_empty() || !v.commands.is_empty();
+        let verify = match &self.state.phase {
+            Phase::Verifying { incident, .. } if gated => {
+                Some((incident.id.clone(), v.clone(), vars_for(incident)))
+            }
             _ => None,
         };
         let client = self.shared.verify_client.clone();
@@ -1321,9 +1327,11 @@ impl Worker {
             }))
             .await;
             let verify = match verify {
-                Some((incident, url, expect)) => {
-                    let (ok, detail) = execute::verify::check_url(&client, &url, expect).await;
-                    Some((incident, ok, detail))
+                Some((incident, config, vars)) => {
+                    let checks = execute::verify::run_gates(&client, &config, &vars).await;
+                    let ok = checks.iter().all(|c| c.ok);
+                    let detail = gates_detail(&checks);
+                    Some((incident, ok, detail, checks))
                 }
                 None => None,
             };
@@ -1355,11 +1363,12 @@ impl Worker {
         }
         self.evaluate_alerting().await;
         self.step_evaluated().await;
-        if let Some((incident, ok, detail)) = done.verify {
+        if let Some((incident, ok, detail, checks)) = done.verify {
             self.apply(Event::VerifyChecked {
                 incident,
                 ok,
                 detail,
+                checks,
             })
             .await;
         }
@@ -1504,9 +1513,16 @@ impl Worker {
                     incident: incident.id.clone(),
                 };
                 let hard_stop = self.shared.hard_stop.clone();
+                let requested = incident.requested_version.clone();
                 self.shared.tracker.spawn(async move {
+                    let run = async {
+                        match &requested {
+                            Some(v) => execute::run_plan_to(&plan, &vars, v).await,
+                            None => execute::run_plan(&plan, &vars).await,
+                        }
+                    };
                     let result = tokio::select! {
-                        result = context.scope(execute::run_plan(&plan, &vars)) => result,
+                        result = context.scope(run) => result,
                         // Dropping the plan kills the running step's group
                         // and what escaped it.
                         _ = hard_stop.cancelled() => interrupted_by_shutdown(&vars),
@@ -1539,6 +1555,29 @@ impl Worker {
                     }
                     let _ = tx
                         .send(Event::AfterFinished {
+                            incident: vars.incident.clone(),
+                            result,
+                        })
+                        .await;
+                });
+            }
+            Action::RunOnFailure { incident } => {
+                if self.target.rollback.on_failure.is_empty() {
+                    return;
+                }
+                let plan = self.target.rollback.clone();
+                let vars = vars_for(&incident);
+                let target = self.target.name.clone();
+                let tx = self.events_tx.clone();
+                self.shared.tracker.spawn(async move {
+                    let result = execute::run_on_failure(&plan, &vars).await;
+                    if result.ok {
+                        tracing::info!(%target, incident = %vars.incident, steps = result.steps.len(), "on_failure steps done");
+                    } else {
+                        tracing::error!(%target, incident = %vars.incident, error = %result.error.clone().unwrap_or_default(), "on_failure steps failed");
+                    }
+                    let _ = tx
+                        .send(Event::OnFailureFinished {
                             incident: vars.incident.clone(),
                             result,
                         })
@@ -1708,6 +1747,29 @@ fn vars_for(incident: &Incident) -> Vars {
     }
 }
 
+/// One line for the verification gates: the verify URL's own detail when
+/// it is the only gate, else how many pass and what fails.
+fn gates_detail(checks: &[execute::verify::CheckReport]) -> String {
+    if let [only] = checks {
+        return only.detail.clone();
+    }
+    let failing: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| format!("{}: {}", c.check, c.detail))
+        .collect();
+    let passed = checks.len() - failing.len();
+    if failing.is_empty() {
+        format!("all {} gates pass", checks.len())
+    } else {
+        format!(
+            "{passed} of {} gates pass; failing: {}",
+            checks.len(),
+            failing.join("; ")
+        )
+    }
+}
+
 /// Whether [`Worker::apply`] adopted a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Applied {
@@ -1818,6 +1880,19 @@ impl Worker {
             tracing::info!(target = %self.target.name, %why, "api event refused");
             let _ = cmd.reply.send(Err(why));
             return;
+        }
+        // A version a human named must exist before anything is decided:
+        // an unknown one is refused with nothing run.
+        if let Event::ManualTrigger {
+            to_version: Some(v),
+            ..
+        } = &cmd.event
+        {
+            if let Err(why) = execute::check_version(&self.target.rollback, v).await {
+                tracing::info!(target = %self.target.name, %why, "manual trigger refused");
+                let _ = cmd.reply.send(Err(format!("{why}; nothing was run")));
+                return;
+            }
         }
         if !self.apply(cmd.event).await {
             let _ = cmd.reply.send(Err(

@@ -797,6 +797,7 @@ mod tests {
                         incident: i.id.clone(),
                         ok: false,
                         detail: "503".into(),
+                        checks: vec![],
                     },
                     from: "RollingBack".into(),
                     to: "Verifying".into(),

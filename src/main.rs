@@ -108,6 +108,11 @@ enum Command {
         /// Why (recorded and mailed).
         #[arg(long)]
         reason: String,
+        /// Go back to this version (tag, release directory, image tag or
+        /// kubernetes revision) instead of the previous one; it is checked
+        /// to exist first.
+        #[arg(long, value_name = "V")]
+        to_version: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -190,6 +195,9 @@ fn main() -> ExitCode {
                 for w in &c.warnings {
                     eprintln!("{}: {w}", config.display());
                 }
+                for w in config::versions::warnings(&c) {
+                    eprintln!("{}: {w}", config.display());
+                }
                 println!(
                     "{}: ok ({} target(s), {} rule(s))",
                     config.display(),
@@ -250,8 +258,16 @@ fn main() -> ExitCode {
         Command::Trigger {
             target,
             reason,
+            to_version,
             client,
-        } => client_command(client, Verb::Trigger { target, reason }),
+        } => client_command(
+            client,
+            Verb::Trigger {
+                target,
+                reason,
+                to_version,
+            },
+        ),
         Command::Pause {
             target,
             for_,

@@ -47,6 +47,19 @@ fn example_config_loads() {
     );
     assert_eq!(t.rules[3].above, 0.80);
     assert!(t.verify.url.is_some() && t.verify.rules);
+    // Verification gates, on_failure and step context (issue #12).
+    assert_eq!(t.verify.checks.len(), 2);
+    assert_eq!(
+        t.verify.checks[1].max_latency,
+        Some(Duration::from_millis(500))
+    );
+    assert_eq!(t.verify.commands[0].timeout, Some(Duration::from_secs(10)));
+    assert_eq!(t.rollback.on_failure[0].argv[0], "sh");
+    assert_eq!(t.rollback.cwd.as_deref(), Some(Path::new("/srv/frontend")));
+    assert_eq!(
+        t.rollback.env.get("NODE_ENV").map(String::as_str),
+        Some("production")
+    );
 
     // The evidence keys (issue #9).
     let rule = |name: &str| t.rules.iter().find(|r| r.name == name).unwrap();

@@ -45,6 +45,9 @@ async fn run_within(kind: ExecutorKind, to_version: Option<&str>, timeout: Durat
         after: vec![],
         pre: vec![],
         step_timeout: None,
+        on_failure: vec![],
+        cwd: None,
+        env: Default::default(),
     };
     let vars = Vars {
         target: "web".into(),

@@ -248,3 +248,23 @@ fn drill_dry_run_history_and_live() {
     let (out, _) = drill(&cfg, &fakebin, &[]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn drill_warns_about_a_missing_program_inside_sh_c() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rollback = "  kind = \"command\"\n  steps = [[\"true\"], { argv = [\"sh\", \"-c\", \"rollbackd-no-such-tool --dump > /tmp/x\"], cwd = \"/tmp\" }]\n  on_failure = [[\"sh\", \"-c\", \"cat /dev/null | head\"]]";
+    let cfg = config(tmp.path(), &target("web", rollback));
+    let (out, text) = drill(&cfg, tmp.path(), &["web"]);
+    assert!(
+        text.contains("warning: rollbackd-no-such-tool (first word of an sh -c script) not found"),
+        "{text}"
+    );
+    assert!(text.contains("ok       cat ("), "{text}");
+    assert!(text.contains("on_failure steps (would run"), "{text}");
+    assert!(
+        text.contains("(in /tmp)"),
+        "the step's cwd is shown:\n{text}"
+    );
+    // A warning, not a failure: every program drill must find is there.
+    assert!(out.status.success(), "{text}");
+}

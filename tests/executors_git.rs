@@ -99,6 +99,9 @@ async fn run(kind: ExecutorKind, from: Option<&str>, to: Option<&str>) -> ExecRe
         after: vec![],
         pre: vec![],
         step_timeout: None,
+        on_failure: vec![],
+        cwd: None,
+        env: Default::default(),
     };
     let vars = Vars {
         target: "app".into(),

@@ -17,6 +17,9 @@ fn plan(kind: ExecutorKind) -> RollbackPlan {
         after: vec![],
         pre: vec![],
         step_timeout: None,
+        on_failure: vec![],
+        cwd: None,
+        env: Default::default(),
     }
 }
 

@@ -30,6 +30,9 @@ fn plan(kind: ExecutorKind) -> RollbackPlan {
         after: vec![],
         pre: vec![],
         step_timeout: None,
+        on_failure: vec![],
+        cwd: None,
+        env: Default::default(),
     }
 }
 
@@ -251,7 +254,7 @@ async fn webhook_unreadable_token_sends_nothing() {
 
 fn command(steps: &[&[&str]]) -> ExecutorKind {
     ExecutorKind::Command {
-        steps: steps.iter().map(|a| s(a)).collect(),
+        steps: steps.iter().map(|a| s(a).into()).collect(),
     }
 }
 
@@ -270,9 +273,9 @@ async fn pre_steps_run_first_and_their_failure_stops_the_plan() {
     };
 
     let mut p = plan(ExecutorKind::Command {
-        steps: vec![append("main")],
+        steps: vec![append("main").into()],
     });
-    p.pre = vec![append("backup-{to_version}")];
+    p.pre = vec![append("backup-{to_version}").into()];
     let r = within(30, "plan with pre", run_plan(&p, &vars())).await;
     assert!(r.ok, "{:?}", r.error);
     assert_eq!(std::fs::read_to_string(log).unwrap(), "backup-v1\nmain\n");
@@ -280,8 +283,8 @@ async fn pre_steps_run_first_and_their_failure_stops_the_plan() {
 
     std::fs::write(log, "").unwrap();
     p.pre = vec![
-        append("backup"),
-        s(&["sh", "-c", "echo 'pg_dump: connection refused' >&2; exit 1"]),
+        append("backup").into(),
+        s(&["sh", "-c", "echo 'pg_dump: connection refused' >&2; exit 1"]).into(),
     ];
     let r = within(30, "plan with failing pre", run_plan(&p, &vars())).await;
     assert!(!r.ok);
@@ -307,7 +310,7 @@ async fn pre_steps_come_before_an_executor_refusal() {
         build: vec![],
         restart: None,
     });
-    p.pre = vec![s(&["true"])];
+    p.pre = vec![s(&["true"]).into()];
     let r: ExecResult = within(30, "git plan", run_plan(&p, &vars())).await;
     assert!(!r.ok);
     assert_eq!(r.steps[0].argv, s(&["true"]));

@@ -40,6 +40,7 @@ fn the_commented_notification_keys_of_the_example_validate() {
     assert_eq!((smtp.host.as_str(), smtp.port), ("127.0.0.1", 25));
     assert_eq!(smtp.security, SmtpSecurity::Plain);
     assert_eq!(smtp.username.as_deref(), Some("rollbackd"));
-    assert_eq!(n.webhooks.len(), 1);
+    assert_eq!(n.webhooks.len(), 2);
     assert_eq!(n.webhooks[0].format, WebhookFormat::Json);
+    assert_eq!(n.webhooks[1].format, WebhookFormat::Dingtalk);
 }

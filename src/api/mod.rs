@@ -123,6 +123,9 @@ pub struct EventRequest {
     /// `[daemon] max_pause`, `"0"` is until resumed.
     #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
     pub for_: Option<String>,
+    /// Manual trigger only: the version to go back to (checked to exist).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_version: Option<String>,
 }
 
 /// The targets and settings the API serves; a reload replaces it whole.
@@ -399,9 +402,20 @@ async fn trigger(
             "a manual rollback needs a reason: {\"reason\": \"...\"}".into(),
         ));
     };
+    let to_version = match req.to_version.as_deref().map(str::trim) {
+        None => None,
+        Some("") => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "to_version is empty: name the version to go back to, or leave it out".into(),
+            ))
+        }
+        Some(v) => Some(v.to_string()),
+    };
     let event = Event::ManualTrigger {
         by: who(&req),
         reason,
+        to_version,
     };
     send(&api, &name, event).await.map(Json)
 }

@@ -7,7 +7,9 @@ pub mod duration;
 pub mod raw;
 pub mod secrets;
 pub mod validate;
+pub mod versions;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -548,14 +550,110 @@ pub struct RollbackPlan {
     /// process group.
     pub timeout: Duration,
     /// Steps run once verification passed (argv templates).
-    pub after: Vec<Vec<String>>,
+    pub after: Vec<Step>,
     /// Steps run before the executor's own (argv templates), e.g. a backup
     /// of the config or database about to be replaced; the first failure
     /// stops the plan.
-    pub pre: Vec<Vec<String>>,
+    pub pre: Vec<Step>,
     /// Bounds each step on its own (`step_timeout`); the plan `timeout`
     /// still bounds them all. `None`: only the plan timeout.
     pub step_timeout: Option<Duration>,
+    /// Steps run when the plan fails or verification fails ("rollback did
+    /// not help"): collect logs, restore the dump that `pre` made.
+    pub on_failure: Vec<Step>,
+    /// Working directory of every step that sets none of its own (`None`:
+    /// the daemon's), so a relative `.env.local` means the app's.
+    pub cwd: Option<PathBuf>,
+    /// Environment added to every process the plan runs; a step's own
+    /// `env` wins over it.
+    pub env: BTreeMap<String, String>,
+}
+
+/// One argv step with its own context: written as a plain argv list, or as
+/// a table `{ argv = [...], cwd = "...", env = {...}, timeout = "..." }`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Step {
+    /// argv template (program first).
+    pub argv: Vec<String>,
+    /// Working directory (`None`: the plan's `cwd`, else the daemon's).
+    pub cwd: Option<PathBuf>,
+    /// Added to the plan's `env` for this step.
+    pub env: BTreeMap<String, String>,
+    /// This step's own limit; the plan `timeout` still bounds it.
+    pub timeout: Option<Duration>,
+}
+
+impl From<Vec<String>> for Step {
+    fn from(argv: Vec<String>) -> Step {
+        Step {
+            argv,
+            ..Step::default()
+        }
+    }
+}
+
+impl RollbackPlan {
+    /// Where the plan's own templates use `{var}`: key paths relative to
+    /// `[target.rollback]` (`steps[1]`, `pre[0]`, `body`), and `kind` when
+    /// the executor itself needs the value (git checks out `{to_version}`,
+    /// docker runs `image:{to_version}`). `on_failure` and `after` are not
+    /// counted: they run after the plan.
+    pub fn uses_var(&self, var: &str) -> Vec<String> {
+        let needle = format!("{{{var}}}");
+        let mut at = Vec::new();
+        let steps = |key: &str, list: &[Step], at: &mut Vec<String>| {
+            for (i, s) in list.iter().enumerate() {
+                if s.argv.iter().any(|a| a.contains(&needle)) {
+                    at.push(format!("{key}[{i}]"));
+                }
+            }
+        };
+        steps("pre", &self.pre, &mut at);
+        match &self.kind {
+            ExecutorKind::Command { steps: list } => steps("steps", list, &mut at),
+            ExecutorKind::Git { .. } | ExecutorKind::Docker { .. } if var == "to_version" => {
+                at.push("kind".to_string())
+            }
+            // The default body carries the versions when known; only an
+            // explicit template needs them.
+            ExecutorKind::Webhook { body: Some(b), .. } if b.contains(&needle) => {
+                at.push("body".to_string())
+            }
+            _ => {}
+        }
+        at
+    }
+
+    /// The variables the plan cannot run without: `{from_version}` and
+    /// `{to_version}` where its templates or its executor use them (key
+    /// paths prefixed `rollback.`), except a `{to_version}` the executor
+    /// finds itself (symlink, kubernetes, blue_green).
+    pub fn needs_vars(&self) -> Vec<(String, Vec<String>)> {
+        ["from_version", "to_version"]
+            .into_iter()
+            .filter(|v| !(*v == "to_version" && self.finds_own_version()))
+            .filter_map(|v| {
+                let at: Vec<String> = self
+                    .uses_var(v)
+                    .into_iter()
+                    .map(|k| format!("rollback.{k}"))
+                    .collect();
+                (!at.is_empty()).then(|| (v.to_string(), at))
+            })
+            .collect()
+    }
+
+    /// Whether the executor finds `{to_version}` itself when nobody named
+    /// it (symlink: the release before the live one; kubernetes: `rollout
+    /// undo` to the previous revision; blue_green: the other color).
+    pub fn finds_own_version(&self) -> bool {
+        matches!(
+            self.kind,
+            ExecutorKind::Symlink { .. }
+                | ExecutorKind::Kubernetes { .. }
+                | ExecutorKind::BlueGreen { .. }
+        )
+    }
 }
 
 /// One executor kind with its keys.
@@ -564,7 +662,7 @@ pub enum ExecutorKind {
     /// Ordered argv steps; the first failure stops the plan.
     Command {
         /// argv templates.
-        steps: Vec<Vec<String>>,
+        steps: Vec<Step>,
     },
     /// Re-point `current` at a previous release directory.
     Symlink {
@@ -661,6 +759,25 @@ pub struct VerifyConfig {
     pub expect_status: Option<u16>,
     /// Every rule of the target must be back to Ok as well.
     pub rules: bool,
+    /// HTTP checks that must all pass (status, body, latency).
+    pub checks: Vec<VerifyCheck>,
+    /// Smoke-test commands that must all exit 0; their output goes in the
+    /// record.
+    pub commands: Vec<Step>,
+}
+
+/// `[[target.verify.checks]]`: one HTTP GET that must pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifyCheck {
+    /// The URL fetched.
+    pub url: url::Url,
+    /// Status required; `None` accepts any 2xx.
+    pub expect_status: Option<u16>,
+    /// Text the body must contain (a login page's form, a data row).
+    pub body_contains: Option<String>,
+    /// Slower than this fails, however right the answer: the runbook's
+    /// "API < 500 ms".
+    pub max_latency: Option<Duration>,
 }
 
 /// `[[window]]`: a weekly release window in a timezone. `end` before `start`
@@ -729,5 +846,104 @@ mod window_tests {
         let day = window("09:00", "17:00");
         assert!(day.contains(at(21, 1, 0))); // Sat 09:00 local
         assert!(!day.contains(at(21, 9, 0))); // Sat 17:00 local
+    }
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+
+    fn plan(kind: ExecutorKind, pre: &[&[&str]]) -> RollbackPlan {
+        RollbackPlan {
+            kind,
+            timeout: Duration::from_secs(60),
+            after: vec![vec!["purge".to_string(), "{to_version}".into()].into()],
+            pre: pre
+                .iter()
+                .map(|a| Step::from(a.iter().map(|s| s.to_string()).collect::<Vec<_>>()))
+                .collect(),
+            step_timeout: None,
+            on_failure: vec![],
+            cwd: None,
+            env: BTreeMap::new(),
+        }
+    }
+
+    fn command(steps: &[&[&str]]) -> ExecutorKind {
+        ExecutorKind::Command {
+            steps: steps
+                .iter()
+                .map(|a| Step::from(a.iter().map(|s| s.to_string()).collect::<Vec<_>>()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn where_a_plan_uses_a_variable() {
+        let git = ExecutorKind::Git {
+            repo: "/srv/app".into(),
+            build: vec![],
+            restart: None,
+        };
+        let symlink = ExecutorKind::Symlink {
+            current: "/srv/current".into(),
+            releases: "/srv/releases".into(),
+            restart: None,
+        };
+        // (name, plan, var, where, finds its own version)
+        let cases = [
+            (
+                "command step",
+                plan(
+                    command(&[&["true"], &["git", "checkout", "{to_version}"]]),
+                    &[],
+                ),
+                "to_version",
+                vec!["steps[1]"],
+                false,
+            ),
+            (
+                "pre step and command step",
+                plan(
+                    command(&[&["deploy", "{from_version}..{to_version}"]]),
+                    &[&["cp", "db", "/backup/{to_version}"]],
+                ),
+                "to_version",
+                vec!["pre[0]", "steps[0]"],
+                false,
+            ),
+            (
+                "after is not counted",
+                plan(command(&[&["true"]]), &[]),
+                "to_version",
+                vec![],
+                false,
+            ),
+            (
+                "git checks out to_version",
+                plan(git.clone(), &[]),
+                "to_version",
+                vec!["kind"],
+                false,
+            ),
+            (
+                "git needs no from_version",
+                plan(git, &[]),
+                "from_version",
+                vec![],
+                false,
+            ),
+            (
+                "symlink finds its own",
+                plan(symlink, &[&["backup", "{to_version}"]]),
+                "to_version",
+                vec!["pre[0]"],
+                true,
+            ),
+        ];
+        for (name, p, var, want, own) in cases {
+            assert_eq!(p.uses_var(var), want, "{name}");
+            assert_eq!(p.finds_own_version(), own, "{name}");
+        }
     }
 }

@@ -10,6 +10,8 @@
 //! Every field is optional here; whether a key is required, and what its
 //! default is, is decided by [`validate`](super::validate).
 
+use std::collections::BTreeMap;
+
 use serde::de::DeserializeOwned;
 
 use super::{ConfigError, ConfigErrors};
@@ -304,13 +306,19 @@ pub struct RawRollback {
     /// Duration string bounding the whole plan.
     pub timeout: Option<String>,
     /// argv templates run once verification passed.
-    pub after: Option<Vec<Vec<String>>>,
+    pub after: Option<Vec<RawStep>>,
     /// argv templates run before the executor's steps.
-    pub pre: Option<Vec<Vec<String>>>,
+    pub pre: Option<Vec<RawStep>>,
+    /// argv templates run when the plan or its verification fails.
+    pub on_failure: Option<Vec<RawStep>>,
+    /// Working directory of every step.
+    pub cwd: Option<String>,
+    /// Environment added to every step.
+    pub env: Option<BTreeMap<String, String>>,
     /// Duration string bounding each step.
     pub step_timeout: Option<String>,
     /// command: ordered argv templates.
-    pub steps: Option<Vec<Vec<String>>>,
+    pub steps: Option<Vec<RawStep>>,
     /// symlink: the link the service runs from.
     pub current: Option<String>,
     /// symlink: directory of release directories.
@@ -399,6 +407,78 @@ pub struct RawVerify {
     pub expect_status: Option<i64>,
     /// Whether every rule must be back to Ok too.
     pub rules: Option<bool>,
+    /// HTTP checks that must all pass.
+    pub checks: Option<Vec<RawCheck>>,
+    /// Smoke-test argv steps that must exit 0.
+    pub commands: Option<Vec<RawStep>>,
+}
+
+/// One step: a plain argv list, or a table with its own context.
+#[derive(Debug, Clone)]
+pub enum RawStep {
+    /// `["systemctl", "restart", "app"]`.
+    Argv(Vec<String>),
+    /// `{ argv = [...], cwd = "...", env = {...}, timeout = "..." }`.
+    Table(RawStepTable),
+}
+
+impl<'de> serde::Deserialize<'de> for RawStep {
+    /// Either form, with a message that says which forms exist and what was
+    /// wrong with this one (serde's untagged enums only say "did not
+    /// match").
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RawStep, D::Error> {
+        use serde::de::Error;
+        let value = toml::Value::deserialize(d)?;
+        match &value {
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect::<Option<Vec<String>>>()
+                .map(RawStep::Argv)
+                .ok_or_else(|| {
+                    D::Error::custom(format!(
+                        "step {value} is not a list of strings (argv, program first)"
+                    ))
+                }),
+            toml::Value::Table(_) => value
+                .clone()
+                .try_into::<RawStepTable>()
+                .map(RawStep::Table)
+                .map_err(|e| D::Error::custom(format!("step {value}: {}", e.message()))),
+            other => Err(D::Error::custom(format!(
+                "step {other} must be an argv list [\"prog\", \"arg\"] or a table \
+                 {{ argv = [...], cwd = \"...\", env = {{...}}, timeout = \"...\" }}"
+            ))),
+        }
+    }
+}
+
+/// A step written as a table.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStepTable {
+    /// argv template.
+    pub argv: Option<Vec<String>>,
+    /// Working directory (absolute).
+    pub cwd: Option<String>,
+    /// Environment added for this step.
+    pub env: Option<BTreeMap<String, String>>,
+    /// Duration string bounding this step.
+    pub timeout: Option<String>,
+}
+
+/// `[[target.verify.checks]]`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheck {
+    /// URL fetched.
+    pub url: Option<String>,
+    /// Status required (default any 2xx).
+    pub expect_status: Option<i64>,
+    /// Text the body must contain.
+    pub body_contains: Option<String>,
+    /// Duration string: slower fails.
+    pub max_latency: Option<String>,
 }
 
 /// Parse TOML text into the raw layer; syntax and unknown-key errors name

@@ -10,14 +10,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::raw::{
-    join, RawConfig, RawDaemon, RawEmail, RawNotify, RawPrometheus, RawRollback, RawRule,
-    RawTarget, RawTargetNotify, RawVerify, RawWebhook, RawWindow,
+    join, RawCheck, RawConfig, RawDaemon, RawEmail, RawNotify, RawPrometheus, RawRollback, RawRule,
+    RawStep, RawTarget, RawTargetNotify, RawVerify, RawWebhook, RawWindow,
 };
 use super::{
     duration, BaselineSpec, BlastRadius, Config, DaemonConfig, EmailConfig, ExecutorKind,
     HostMetric, LogFormat, NoData, NotifyConfig, ProbeMeasure, ProbeSpec, PromSpec, PrometheusAuth,
-    PrometheusConfig, RollbackPlan, RuleConfig, SmtpConfig, SmtpSecurity, SourceSpec, TargetConfig,
-    TrafficGuard, VerifyConfig, WebhookConfig, WebhookFormat, Window,
+    PrometheusConfig, RollbackPlan, RuleConfig, SmtpConfig, SmtpSecurity, SourceSpec, Step,
+    TargetConfig, TrafficGuard, VerifyCheck, VerifyConfig, WebhookConfig, WebhookFormat, Window,
 };
 
 /// One problem: `FILE: key.path: message`.
@@ -336,6 +336,65 @@ impl Cx<'_> {
             }
         }
         ok.then(|| argv.to_vec())
+    }
+
+    /// A list of steps (plain argv or `{ argv, cwd, env, timeout }`), each
+    /// checked at `path[i]`.
+    fn step_list(&mut self, path: &str, list: &[RawStep]) -> Option<Vec<Step>> {
+        let checked: Vec<Option<Step>> = list
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| self.step(&format!("{path}[{i}]"), raw))
+            .collect();
+        checked.into_iter().collect()
+    }
+
+    /// One step.
+    fn step(&mut self, path: &str, raw: &RawStep) -> Option<Step> {
+        let t = match raw {
+            RawStep::Argv(argv) => return self.argv(path, argv, true).map(Step::from),
+            RawStep::Table(t) => t,
+        };
+        let argv = self
+            .required(path, "argv", t.argv.as_deref())
+            .and_then(|a| self.argv(&join(path, "argv"), a, true));
+        let cwd = match t.cwd.as_deref() {
+            None => Some(None),
+            Some(c) => self.absolute(&join(path, "cwd"), c).map(Some),
+        };
+        let env = self.env(&join(path, "env"), t.env.as_ref());
+        let timeout = match t.timeout.as_deref() {
+            None => Some(None),
+            Some(text) => self
+                .duration(path, "timeout", Some(text), "0s", true)
+                .map(Some),
+        };
+        Some(Step {
+            argv: argv?,
+            cwd: cwd?,
+            env: env?,
+            timeout: timeout?,
+        })
+    }
+
+    /// An `env` table: names a shell would accept (no `=`, not empty).
+    fn env(
+        &mut self,
+        path: &str,
+        env: Option<&std::collections::BTreeMap<String, String>>,
+    ) -> Option<std::collections::BTreeMap<String, String>> {
+        let env = env.cloned().unwrap_or_default();
+        let mut ok = true;
+        for (name, value) in &env {
+            if name.is_empty() || name.contains(['=', '\0']) || value.contains('\0') {
+                self.err(
+                    join(path, name),
+                    format!("invalid environment variable name {name:?}"),
+                );
+                ok = false;
+            }
+        }
+        ok.then_some(env)
     }
 
     /// A list of argv, each checked with [`Cx::argv`] at `path[i]`.
@@ -1790,8 +1849,17 @@ fn rollback(cx: &mut Cx, p: &str, raw: &RawRollback) -> Option<RollbackPlan> {
         DEFAULT_ROLLBACK_TIMEOUT,
         true,
     );
-    let after = cx.argv_list(&join(p, "after"), raw.after.as_deref().unwrap_or_default());
-    let pre = cx.argv_list(&join(p, "pre"), raw.pre.as_deref().unwrap_or_default());
+    let after = cx.step_list(&join(p, "after"), raw.after.as_deref().unwrap_or_default());
+    let pre = cx.step_list(&join(p, "pre"), raw.pre.as_deref().unwrap_or_default());
+    let on_failure = cx.step_list(
+        &join(p, "on_failure"),
+        raw.on_failure.as_deref().unwrap_or_default(),
+    );
+    let cwd = match raw.cwd.as_deref() {
+        None => Some(None),
+        Some(c) => cx.absolute(&join(p, "cwd"), c).map(Some),
+    };
+    let env = cx.env(&join(p, "env"), raw.env.as_ref());
     let step_timeout = match raw.step_timeout.as_deref() {
         None => Some(None),
         Some(text) => cx
@@ -1829,6 +1897,9 @@ fn rollback(cx: &mut Cx, p: &str, raw: &RawRollback) -> Option<RollbackPlan> {
         after: after?,
         pre: pre?,
         step_timeout: step_timeout?,
+        on_failure: on_failure?,
+        cwd: cwd?,
+        env: env?,
     })
 }
 
@@ -1877,7 +1948,7 @@ fn executor_kind(cx: &mut Cx, p: &str, kind: &str, raw: &RawRollback) -> Option<
                     );
                     None
                 }
-                Some(list) => cx.argv_list(&join(p, "steps"), list),
+                Some(list) => cx.step_list(&join(p, "steps"), list),
             };
             Some(ExecutorKind::Command { steps: steps? })
         }
@@ -2094,9 +2165,28 @@ fn verify(cx: &mut Cx, p: &str, raw: &RawVerify) -> Option<VerifyConfig> {
             "expect_status needs a url to check",
         );
     }
+    let checks: Vec<Option<VerifyCheck>> = raw
+        .checks
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| verify_check(cx, &format!("{}[{i}]", join(p, "checks")), c))
+        .collect();
+    let checks: Option<Vec<VerifyCheck>> = checks.into_iter().collect();
+    let commands = cx.step_list(
+        &join(p, "commands"),
+        raw.commands.as_deref().unwrap_or_default(),
+    );
     let rules = raw.rules.unwrap_or(true);
-    if !rules && raw.url.is_none() {
-        cx.err(p, "verify has nothing to check: set url or rules = true");
+    let gates = raw.url.is_some()
+        || raw.checks.as_ref().is_some_and(|c| !c.is_empty())
+        || raw.commands.as_ref().is_some_and(|c| !c.is_empty());
+    if !rules && !gates {
+        cx.err(
+            p,
+            "verify has nothing to check: set url, checks, commands or rules = true",
+        );
         return None;
     }
     Some(VerifyConfig {
@@ -2104,6 +2194,32 @@ fn verify(cx: &mut Cx, p: &str, raw: &RawVerify) -> Option<VerifyConfig> {
         url: url?,
         expect_status: expect_status?,
         rules,
+        checks: checks?,
+        commands: commands?,
+    })
+}
+
+/// One `[[target.verify.checks]]` entry.
+fn verify_check(cx: &mut Cx, p: &str, raw: &RawCheck) -> Option<VerifyCheck> {
+    let url = cx
+        .required(p, "url", raw.url.as_deref())
+        .and_then(|u| cx.http_url(&join(p, "url"), u));
+    let expect_status = cx.status(&join(p, "expect_status"), raw.expect_status);
+    let body_contains = match raw.body_contains.as_deref() {
+        None => Some(None),
+        Some(b) => cx.non_empty(&join(p, "body_contains"), b).map(Some),
+    };
+    let max_latency = match raw.max_latency.as_deref() {
+        None => Some(None),
+        Some(text) => cx
+            .duration(p, "max_latency", Some(text), "0s", true)
+            .map(Some),
+    };
+    Some(VerifyCheck {
+        url: url?,
+        expect_status: expect_status?,
+        body_contains: body_contains?,
+        max_latency: max_latency?,
     })
 }
 
@@ -2707,11 +2823,31 @@ mod tests {
             (config(&[("rollback", "kind = \"command\"\nsteps = [[\"true\"], [\"git\", \"checkout\", \"{version}\"]]")]), "target[0].rollback.steps[1]", r#"unknown template variable {version} in argument "{version}"; allowed: {target}, {from_version}, {to_version}, {incident}"#),
             (config(&[("rollback", &format!("{ROLLBACK}\nafter = [[\"curl\", \"-X\", \"PURGE\", \"https://cdn/{{path}}\"]]"))]), "target[0].rollback.after[0]", "unknown template variable {path}"),
             (config(&[("rollback", &format!("{ROLLBACK}\ntimeout = \"0s\""))]), "target[0].rollback.timeout", "greater than zero"),
+            // Step context: plain argv and tables side by side.
+            (config(&[("rollback", "kind = \"command\"\nsteps = [[\"true\"], { argv = [\"true\"], cwd = \"app\" }]")]), "target[0].rollback.steps[1].cwd", r#""app" must be an absolute path"#),
+            (config(&[("rollback", "kind = \"command\"\nsteps = [{ cwd = \"/srv/app\" }]")]), "target[0].rollback.steps[0].argv", "required key is missing"),
+            (config(&[("rollback", "kind = \"command\"\nsteps = [[\"true\"], { argv = [\"git\"], user = \"root\" }]")]), "target[0].rollback.steps", r#"step { argv = ["git"], user = "root" }: unknown field `user`, expected one of `argv`, `cwd`, `env`, `timeout`"#),
+            (config(&[("rollback", "kind = \"command\"\nsteps = [[\"true\", 1]]")]), "target[0].rollback.steps", r#"step ["true", 1] is not a list of strings"#),
+            (config(&[("rollback", "kind = \"command\"\nsteps = [\"pm2 restart\"]")]), "target[0].rollback.steps", r#"step "pm2 restart" must be an argv list"#),
+            (config(&[("rollback", "kind = \"command\"\nsteps = [{ argv = [] }]")]), "target[0].rollback.steps[0].argv", "empty command"),
+            (config(&[("rollback", "kind = \"command\"\nsteps = [{ argv = [\"true\"], timeout = \"0s\" }]")]), "target[0].rollback.steps[0].timeout", "greater than zero"),
+            (config(&[("rollback", "kind = \"command\"\nsteps = [{ argv = [\"true\"], env = { \"A=B\" = \"1\" } }]")]), "target[0].rollback.steps[0].env.A=B", "invalid environment variable name"),
+            (config(&[("rollback", &format!("{ROLLBACK}\ncwd = \"srv\""))]), "target[0].rollback.cwd", "must be an absolute path"),
+            (config(&[("rollback", &format!("{ROLLBACK}\nenv = {{ \"\" = \"x\" }}"))]), "target[0].rollback.env.", "invalid environment variable name"),
+            (config(&[("rollback", &format!("{ROLLBACK}\non_failure = [[\"journalctl\", \"{{since}}\"]]"))]), "target[0].rollback.on_failure[0]", "unknown template variable {since}"),
+            (config(&[("rollback", &format!("{ROLLBACK}\non_failure = [{{ argv = [\"sh\", \"-c\", \"x\"], cwd = \"tmp\" }}]"))]), "target[0].rollback.on_failure[0].cwd", "must be an absolute path"),
+            // Verification gates.
+            (config(&[("verify", "checks = [{ url = \"ftp://x/\" }]")]), "target[0].verify.checks[0].url", "must start with http:// or https://"),
+            (config(&[("verify", "checks = [{ expect_status = 200 }]")]), "target[0].verify.checks[0].url", "required key is missing"),
+            (config(&[("verify", "checks = [{ url = \"http://127.0.0.1/\", expect_status = 99 }]")]), "target[0].verify.checks[0].expect_status", "not an HTTP status code"),
+            (config(&[("verify", "checks = [{ url = \"http://127.0.0.1/\", max_latency = \"0s\" }]")]), "target[0].verify.checks[0].max_latency", "greater than zero"),
+            (config(&[("verify", "checks = [{ url = \"http://127.0.0.1/\", body_contains = \"\" }]")]), "target[0].verify.checks[0].body_contains", "must not be empty"),
+            (config(&[("verify", "commands = [[\"curl\", \"{url}\"]]")]), "target[0].verify.commands[0]", "unknown template variable {url}"),
             (config(&[("rollback", "kind = \"symlink\"\ncurrent = \"srv/current\"\nreleases = \"/srv/releases\"")]), "target[0].rollback.current", r#""srv/current" must be an absolute path"#),
             (config(&[("rollback", "kind = \"symlink\"\ncurrent = \"/srv/current\"")]), "target[0].rollback.releases", "required key is missing"),
             (config(&[("rollback", &symlink("restart = [\"systemctl\", \"restart\", \"{service}\"]"))]), "target[0].rollback.restart", "unknown template variable {service}"),
             // [target.verify]
-            (config(&[("verify", "rules = false")]), "target[0].verify", "verify has nothing to check: set url or rules = true"),
+            (config(&[("verify", "rules = false")]), "target[0].verify", "verify has nothing to check: set url, checks, commands or rules = true"),
             (config(&[("verify", "within = \"0s\"")]), "target[0].verify.within", "greater than zero"),
             (config(&[("verify", "url = \"localhost:3000\"")]), "target[0].verify.url", "http:// or https://"),
             (config(&[("verify", "url = \"http://h/\"\nexpect_status = 600")]), "target[0].verify.expect_status", "not an HTTP status code"),
@@ -2969,12 +3105,15 @@ mod tests {
             t.rollback,
             RollbackPlan {
                 kind: ExecutorKind::Command {
-                    steps: vec![vec!["systemctl".into(), "restart".into(), "web".into()]]
+                    steps: vec![vec!["systemctl".into(), "restart".into(), "web".into()].into()]
                 },
                 timeout: Duration::from_secs(300),
                 after: vec![],
                 pre: vec![],
                 step_timeout: None,
+                on_failure: vec![],
+                cwd: None,
+                env: Default::default(),
             }
         );
         assert_eq!(
@@ -2984,6 +3123,8 @@ mod tests {
                 url: None,
                 expect_status: None,
                 rules: true,
+                checks: vec![],
+                commands: vec![],
             }
         );
 
@@ -3084,7 +3225,48 @@ mod tests {
             }
         );
         assert_eq!(t.rollback.step_timeout, Some(Duration::from_secs(20)));
-        assert_eq!(t.rollback.pre, vec![vec!["true".to_string()]]);
+        assert_eq!(t.rollback.pre, vec![vec!["true".to_string()].into()]);
+        // Step context: plan-level cwd and env, table steps next to plain
+        // argv lists, on_failure; verification gates.
+        let t = load_str(
+            "t",
+            &config(&[
+                (
+                    "rollback",
+                    "kind = \"command\"\ncwd = \"/srv/app\"\nenv = { NODE_ENV = \"production\" }\nsteps = [[\"pm2\", \"stop\", \"app\"], { argv = [\"sh\", \"-c\", \"cp .env.example .env.local\"], cwd = \"/srv/app/web\", env = { A = \"1\" }, timeout = \"10s\" }]\non_failure = [[\"sh\", \"-c\", \"journalctl -u app > /tmp/{incident}.log\"]]",
+                ),
+                (
+                    "verify",
+                    "commands = [[\"curl\", \"-fsS\", \"http://127.0.0.1/login\"]]\nchecks = [{ url = \"http://127.0.0.1/api\", expect_status = 200, body_contains = \"ok\", max_latency = \"500ms\" }]",
+                ),
+            ]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+        .targets
+        .remove(0);
+        assert_eq!(t.rollback.cwd, Some(PathBuf::from("/srv/app")));
+        assert_eq!(
+            t.rollback.env.get("NODE_ENV").map(String::as_str),
+            Some("production")
+        );
+        let ExecutorKind::Command { steps } = &t.rollback.kind else {
+            panic!("command");
+        };
+        assert_eq!(
+            steps[0],
+            crate::config::Step::from(vec!["pm2".to_string(), "stop".into(), "app".into()])
+        );
+        assert_eq!(steps[1].cwd, Some(PathBuf::from("/srv/app/web")));
+        assert_eq!(steps[1].env.get("A").map(String::as_str), Some("1"));
+        assert_eq!(steps[1].timeout, Some(Duration::from_secs(10)));
+        assert_eq!(t.rollback.on_failure.len(), 1);
+        assert_eq!(t.verify.commands.len(), 1);
+        assert_eq!(
+            t.verify.checks[0].max_latency,
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(t.verify.checks[0].body_contains.as_deref(), Some("ok"));
+        assert_eq!(t.verify.checks[0].expect_status, Some(200));
         let t = kind("kind = \"blue_green\"\nservice = \"web\"\nnamespace = \"prod\"");
         assert_eq!(
             t.rollback.kind,

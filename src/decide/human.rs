@@ -320,10 +320,26 @@ pub(super) fn new_incident(
         error: None,
         timeline: Vec::new(),
         after_steps: Vec::new(),
+        verify_checks: Vec::new(),
+        on_failure_steps: Vec::new(),
+        requested_version: None,
         confirmed_by: None,
         first_evidence: None,
         rto: Some(cfg.rto),
     }
+}
+
+/// `trigger --to-version V`: the incident goes to V, whatever was seen before.
+fn pin_version(inc: &mut Incident, version: Option<&str>, by: &str, now: Time) {
+    let Some(v) = version else { return };
+    inc.to_version = Some(v.to_string());
+    inc.requested_version = Some(v.to_string());
+    note(
+        inc,
+        now,
+        "Triggered",
+        format!("{by} asked for version {v} (--to-version); the executor checked that it exists"),
+    );
 }
 
 /// The incident awaiting confirmation, if `id` names it.
@@ -373,10 +389,15 @@ pub(super) fn on_event(
                 actions,
             );
         }
-        Event::ManualTrigger { by, reason } => match &state.phase {
+        Event::ManualTrigger {
+            by,
+            reason,
+            to_version,
+        } => match &state.phase {
             Phase::AwaitingConfirmation { incident, .. } => {
                 let mut inc = (**incident).clone();
                 inc.confirmed_by = Some(by.clone());
+                pin_version(&mut inc, to_version.as_deref(), by, now);
                 note(
                     &mut inc,
                     now,
@@ -402,6 +423,7 @@ pub(super) fn on_event(
                         "manual trigger by {by}: {reason} (confirmation skipped: a human asked)"
                     ),
                 );
+                pin_version(&mut inc, to_version.as_deref(), by, now);
                 proceed(cfg, state, inc, now, actions);
             }
             Phase::RollingBack { .. } | Phase::Verifying { .. } => return Err(()),

@@ -25,8 +25,20 @@ pub struct DecideConfig {
     pub verify_within: Duration,
     /// Every rule must be Ok for verification to pass.
     pub verify_rules: bool,
-    /// A verify URL is configured and must answer.
+    /// Verification gates are configured (a verify URL, checks or
+    /// commands) and must all pass.
     pub verify_url: bool,
+    /// How many `checks` and `commands` there are besides the URL (0: the
+    /// gate is the verify URL alone and is named so).
+    pub verify_gates: usize,
+    /// The plan has `on_failure` steps to run when it or its verification
+    /// fails.
+    pub has_on_failure: bool,
+    /// Template variables the plan cannot run without, with where they are
+    /// used (`rollback.steps[1]`); checked before the first step.
+    pub needs_vars: Vec<(String, Vec<String>)>,
+    /// The target has a version source (`version_command`, ...).
+    pub version_source: bool,
     /// Executor kind name, for the record.
     pub method: String,
     /// Rate limit of executed rollbacks.
@@ -61,7 +73,13 @@ impl DecideConfig {
             cooldown: target.cooldown,
             verify_within: target.verify.within,
             verify_rules: target.verify.rules,
-            verify_url: target.verify.url.is_some(),
+            verify_url: target.verify.url.is_some()
+                || !target.verify.checks.is_empty()
+                || !target.verify.commands.is_empty(),
+            verify_gates: target.verify.checks.len() + target.verify.commands.len(),
+            has_on_failure: !target.rollback.on_failure.is_empty(),
+            needs_vars: target.rollback.needs_vars(),
+            version_source: target.version.is_some(),
             method: target.rollback.kind.name().to_string(),
             max_rollbacks_per_hour: target.max_rollbacks_per_hour.get(),
             has_after: !target.rollback.after.is_empty(),
@@ -75,6 +93,36 @@ impl DecideConfig {
             max_pause: config.daemon.max_pause,
         }
     }
+}
+
+/// Why a variable of the plan has no value, and what to do about it.
+fn missing_var(cfg: &DecideConfig, inc: &Incident) -> Option<String> {
+    cfg.needs_vars.iter().find_map(|(var, at)| {
+        let why = match var.as_str() {
+            "to_version" if inc.to_version.is_none() => {
+                if cfg.version_source {
+                    format!(
+                        "no earlier version seen since start (only {} was seen live); \
+                         use trigger --to-version",
+                        inc.from_version.as_deref().unwrap_or("no version")
+                    )
+                } else {
+                    "no earlier version seen since start; set version_command or use \
+                     trigger --to-version"
+                        .to_string()
+                }
+            }
+            "from_version" if inc.from_version.is_none() => {
+                if cfg.version_source {
+                    "the live version has not been read yet".to_string()
+                } else {
+                    "the live version is unknown; set version_command".to_string()
+                }
+            }
+            _ => return None,
+        };
+        Some(format!("{{{var}}}: {why} (used by {})", at.join(", ")))
+    })
 }
 
 /// An event that makes no sense in the current phase (e.g. a result for an
@@ -173,6 +221,7 @@ pub fn step(
                     .clone()
                     .unwrap_or_else(|| "rollback plan failed".to_string());
                 inc.error = Some(why.clone());
+                on_failure(cfg, &mut state, &inc, &mut actions);
                 finish(
                     cfg,
                     &mut state,
@@ -189,6 +238,7 @@ pub fn step(
             ref incident,
             ok,
             ref detail,
+            ref checks,
         } => {
             let Phase::Verifying {
                 incident: open,
@@ -201,13 +251,44 @@ pub fn step(
             if open.id != *incident {
                 return Err(unexpected(&event, &state.phase));
             }
+            let label = if cfg.verify_gates == 0 {
+                "verify URL"
+            } else {
+                "verification gates"
+            };
             if *url_ok != Some(ok) {
                 let phase = "Verifying";
-                note(open, now, phase, format!("verify URL: {detail}"));
+                note(open, now, phase, format!("{label}: {detail}"));
             }
             *url_ok = Some(ok);
-            open.verification = Some(format!("verify URL: {detail}"));
+            open.verification = Some(format!("{label}: {detail}"));
+            open.verify_checks = checks.clone();
             advance(cfg, &mut state, now, &Fleet::default(), &mut actions);
+        }
+        Event::OnFailureFinished {
+            ref incident,
+            ref result,
+        } => {
+            let phase = state.phase.name().to_string();
+            let Phase::Done { incident: done, .. } = &mut state.phase else {
+                return Err(unexpected(&event, &state.phase));
+            };
+            if done.id != *incident {
+                return Err(StepError {
+                    event: event_name(&event).to_string(),
+                    phase,
+                });
+            }
+            done.on_failure_steps = result.steps.clone();
+            state.after_running = None;
+            let msg = match &result.error {
+                None => format!("on_failure steps done ({} steps)", result.steps.len()),
+                Some(e) => format!("on_failure steps failed: {e}"),
+            };
+            note(done, now, &phase, msg);
+            actions.push(Action::WriteRecord {
+                incident: done.clone(),
+            });
         }
         Event::AfterFinished {
             ref incident,
@@ -275,9 +356,15 @@ pub fn step(
                     incident,
                     now,
                     "Done",
-                    "rollbackd restarted while the after steps ran; they are not run again: \
-                     check them by hand"
-                        .to_string(),
+                    format!(
+                        "rollbackd restarted while the {} steps ran; they are not run again: \
+                         check them by hand",
+                        if incident.outcome == Some(Outcome::Failed) {
+                            "on_failure"
+                        } else {
+                            "after"
+                        }
+                    ),
                 );
                 actions.push(Action::WriteRecord {
                     incident: incident.clone(),
@@ -307,6 +394,7 @@ fn event_name(event: &Event) -> &'static str {
         Event::ExecFinished { .. } => "exec_finished",
         Event::VerifyChecked { .. } => "verify_checked",
         Event::AfterFinished { .. } => "after_finished",
+        Event::OnFailureFinished { .. } => "on_failure_finished",
         Event::Recovered => "recovered",
         Event::Approve { .. } => "approve",
         Event::Reject { .. } => "reject",
@@ -395,8 +483,11 @@ fn verify(
     let waited = Incident::span(Some(started), Some(now)).unwrap_or_default();
     if url_healthy && rules_healthy {
         let mut what = Vec::new();
-        if cfg.verify_url {
+        if cfg.verify_url && cfg.verify_gates == 0 {
             what.push("the verify URL answered".to_string());
+        } else if cfg.verify_url {
+            let n = inc.verify_checks.len();
+            what.push(format!("all {n} verification gates passed"));
         }
         if cfg.verify_rules {
             let ok = rules.iter().filter(|r| r.status == RuleStatus::Ok).count();
@@ -443,9 +534,17 @@ fn verify(
     } else if now >= deadline {
         let mut why = Vec::new();
         if !url_healthy {
+            let failing: Vec<String> = inc
+                .verify_checks
+                .iter()
+                .filter(|c| !c.ok)
+                .map(|c| format!("{}: {}", c.check, c.detail))
+                .collect();
             why.push(match url_ok {
-                Some(_) => "the verify URL still fails".to_string(),
-                None => "the verify URL was never checked".to_string(),
+                Some(_) if cfg.verify_gates == 0 => "the verify URL still fails".to_string(),
+                Some(_) => format!("verification gates still fail: {}", failing.join("; ")),
+                None if cfg.verify_gates == 0 => "the verify URL was never checked".to_string(),
+                None => "the verification gates never ran".to_string(),
             });
         }
         if !rules_healthy {
@@ -465,6 +564,7 @@ fn verify(
         // The release was not the problem: do not roll back again until a
         // new version is deployed.
         state.loop_guard = inc.to_version.clone();
+        on_failure(cfg, state, inc, actions);
         let kind = NotifyKind::DidNotHelp;
         finish(
             cfg,
@@ -608,14 +708,32 @@ fn watch(
         );
         return;
     }
-    if cfg.confirm {
+    // A plan that cannot run is refused now, without asking a human first.
+    if cfg.confirm && missing_var(cfg, &inc).is_none() {
         super::human::await_confirmation(cfg, state, inc, now, actions);
         return;
     }
     start_rollback(cfg, state, inc, now, actions);
 }
 
-/// Triggered, guards passed: run the plan.
+/// The plan or its verification failed: run `on_failure` when there is
+/// one; the rollback is not over until it ends.
+fn on_failure(
+    cfg: &DecideConfig,
+    state: &mut TargetState,
+    inc: &Incident,
+    actions: &mut Vec<Action>,
+) {
+    if cfg.has_on_failure {
+        state.after_running = Some(inc.id.clone());
+        actions.push(Action::RunOnFailure {
+            incident: Box::new(inc.clone()),
+        });
+    }
+}
+
+/// Triggered, guards passed: run the plan, unless one of its template
+/// variables has no value (refused before the first step, `pre` included).
 pub(super) fn start_rollback(
     cfg: &DecideConfig,
     state: &mut TargetState,
@@ -623,6 +741,21 @@ pub(super) fn start_rollback(
     now: Time,
     actions: &mut Vec<Action>,
 ) {
+    if let Some(why) = missing_var(cfg, &inc) {
+        let msg = format!("rollback refused before its first step: {why}; nothing was run");
+        inc.error = Some(msg.clone());
+        finish(
+            cfg,
+            state,
+            Box::new(inc),
+            Outcome::Failed,
+            NotifyKind::RollbackFailed,
+            msg,
+            now,
+            actions,
+        );
+        return;
+    }
     inc.rollback_started = Some(now);
     state.rollbacks.push(now);
     let msg = format!(

@@ -18,6 +18,7 @@ pub use machine::{step, DecideConfig, StepError};
 
 mod shadow;
 
+use crate::execute::verify::CheckReport;
 use crate::execute::StepReport;
 use crate::rules::RuleReport;
 
@@ -158,7 +159,9 @@ pub enum Phase {
         incident: Box<Incident>,
         /// Healthy by then, or the rollback failed.
         deadline: Time,
-        /// Latest result of the verify URL check; `None` before the first.
+        /// Whether every verification gate (verify URL, checks, commands)
+        /// passed in the latest round; `None` before the first. (The name
+        /// is kept from when the URL was the only gate: journals have it.)
         url_ok: Option<bool>,
     },
     /// An incident ended (rolled back, failed, dry-run); breaches are not
@@ -307,6 +310,18 @@ pub struct Incident {
     /// The plan's `after` steps (run once verification passed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after_steps: Vec<StepReport>,
+    /// The latest result of each verification gate (URL, checks,
+    /// commands) with its measured latency.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verify_checks: Vec<CheckReport>,
+    /// The plan's `on_failure` steps (run when the plan or its
+    /// verification failed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_failure_steps: Vec<StepReport>,
+    /// The version a human named (`trigger --to-version`): the executor goes
+    /// to exactly this one, after checking that it exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_version: Option<String>,
     /// Who approved the rollback (`None`: no confirmation was required).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confirmed_by: Option<String>,
@@ -418,14 +433,25 @@ pub enum Event {
         /// Step reports and result.
         result: crate::execute::ExecResult,
     },
-    /// The verify URL was checked.
+    /// The verification gates (verify URL, checks, commands) were run.
     VerifyChecked {
         /// The incident being verified.
         incident: String,
-        /// Whether it answered the expected status.
+        /// Whether every gate passed.
         ok: bool,
         /// Status or error, for the record.
         detail: String,
+        /// Each gate's result with its latency (empty: only the URL, as
+        /// journaled by older versions).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        checks: Vec<CheckReport>,
+    },
+    /// The plan's `on_failure` steps ended.
+    OnFailureFinished {
+        /// The incident they ran for.
+        incident: String,
+        /// Step reports and result.
+        result: crate::execute::ExecResult,
     },
     /// The plan's `after` steps ended (after a verified rollback).
     AfterFinished {
@@ -458,6 +484,10 @@ pub enum Event {
         by: String,
         /// Why, in their words.
         reason: String,
+        /// The version to go back to (`trigger --to-version`), already
+        /// checked to exist by the runner; `None`: the previous one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to_version: Option<String>,
     },
     /// Hold automatic action on the target.
     Pause {
@@ -602,13 +632,20 @@ pub enum Action {
         /// The incident (ID, versions for template variables).
         incident: Box<Incident>,
     },
-    /// Check the verify URL on each poll until the phase changes.
+    /// Run the verification gates (URL, checks, commands) on each poll
+    /// until the phase changes.
     Verify {
         /// The incident being verified.
         incident: String,
     },
     /// Run the plan's `after` steps (verification passed).
     RunAfter {
+        /// The incident.
+        incident: Box<Incident>,
+    },
+    /// Run the plan's `on_failure` steps (the plan failed, or verification
+    /// failed: "rollback did not help").
+    RunOnFailure {
         /// The incident.
         incident: Box<Incident>,
     },

@@ -33,6 +33,10 @@ fn cfg() -> DecideConfig {
         blast_radius: None,
         rto: Duration::from_secs(300),
         max_pause: Duration::from_secs(24 * 3600),
+        verify_gates: 0,
+        has_on_failure: false,
+        needs_vars: vec![],
+        version_source: true,
     }
 }
 
@@ -115,6 +119,7 @@ fn kinds(actions: &[Action]) -> Vec<String> {
             Action::Execute { .. } => "execute".to_string(),
             Action::Verify { .. } => "verify".to_string(),
             Action::RunAfter { .. } => "after".to_string(),
+            Action::RunOnFailure { .. } => "on_failure".to_string(),
             Action::Notify { kind, .. } => format!("notify:{kind:?}"),
             Action::NotifyTarget { kind, .. } => format!("notify-target:{kind:?}"),
             Action::WriteRecord { .. } => "record".to_string(),
@@ -234,6 +239,7 @@ fn full_rollback_verifies_then_cools_down() {
         vec![
             (
                 Event::VerifyChecked {
+                    checks: vec![],
                     incident: id.clone(),
                     ok: true,
                     detail: "HTTP 200 in 3ms".into(),
@@ -266,6 +272,7 @@ fn full_rollback_verifies_then_cools_down() {
     assert!(a.is_empty(), "{a:?}");
     assert_eq!(still.phase.name(), "Watching");
     let trigger = Event::ManualTrigger {
+        to_version: None,
         by: "ops".into(),
         reason: "security fix".into(),
     };
@@ -417,6 +424,7 @@ fn after_steps_interrupted_by_a_restart_are_not_rerun() {
     let (s, _) = run(&c, s.clone(), vec![(exec_ok(&s), t(45))]);
     let id = open_id(&s);
     let checked = Event::VerifyChecked {
+        checks: vec![],
         incident: id,
         ok: true,
         detail: "HTTP 200".into(),
@@ -536,6 +544,7 @@ fn confirmation_table() {
 fn manual_trigger_and_global_refusal() {
     let c = cfg();
     let trigger = Event::ManualTrigger {
+        to_version: None,
         by: "alice".into(),
         reason: "CVE".into(),
     };
@@ -598,6 +607,7 @@ fn every_path_to_an_execution_respects_pause_window_and_dry_run() {
         timezone: chrono_tz::UTC,
     };
     let manual = || Event::ManualTrigger {
+        to_version: None,
         by: "carol".into(),
         reason: "cve".into(),
     };
@@ -695,6 +705,7 @@ fn crossing_answers_and_stale_refusals_act_at_most_once() {
         reason: "no".into(),
     };
     let manual = Event::ManualTrigger {
+        to_version: None,
         by: "carol".into(),
         reason: "now".into(),
     };
@@ -896,7 +907,7 @@ proptest! {
                     incident: s.incident().map(|i| i.id.clone()).unwrap_or_default(),
                     result: ExecResult { ok, steps: vec![], from_version: None, to_version: None, error: None },
                 },
-                Gen::UrlCheck(ok) => Event::VerifyChecked {
+                Gen::UrlCheck(ok) => Event::VerifyChecked { checks: vec![],
                     incident: s.incident().map(|i| i.id.clone()).unwrap_or_default(),
                     ok,
                     detail: String::new(),
@@ -911,7 +922,7 @@ proptest! {
                     by: "bob".into(),
                     reason: "no".into(),
                 },
-                Gen::Manual => Event::ManualTrigger { by: "carol".into(), reason: "cve".into() },
+                Gen::Manual => Event::ManualTrigger { to_version: None, by: "carol".into(), reason: "cve".into() },
                 Gen::Pause => Event::Pause { by: "ops".into(), reason: None, duration: None },
                 Gen::Resume => Event::Resume { by: "ops".into() },
                 Gen::Refused => Event::ExecRefused {
@@ -926,7 +937,7 @@ proptest! {
             };
             let any_breached = rules_now.iter().any(|r| matches!(r.status, RuleStatus::Breached { .. }));
             let all_unknown = !rules_now.is_empty() && rules_now.iter().all(|r| matches!(r.status, RuleStatus::Unknown { .. }));
-            let human = matches!(event, Event::Approve { .. } | Event::ManualTrigger { .. });
+            let human = matches!(event, Event::Approve { .. } | Event::ManualTrigger { to_version: None, .. });
             let fleet_wide = match &event {
                 Event::Evaluated { fleet, .. } => fleet.breaching.len() >= 2,
                 _ => false,
@@ -1192,6 +1203,7 @@ fn rto_and_detection_are_recorded() {
     let (s, _) = step(&c, s.clone(), exec_ok(&s), t(45)).unwrap();
     let id = open_id(&s);
     let url_ok = Event::VerifyChecked {
+        checks: vec![],
         incident: id.clone(),
         ok: true,
         detail: "200".into(),
@@ -1210,6 +1222,7 @@ fn rto_and_detection_are_recorded() {
     let (s2, _) = step(&c, s2.clone(), exec_ok(&s2), t(45)).unwrap();
     let (s2, _) = step(&c, s2, ok(t(50)), t(50)).unwrap();
     let url_ok = Event::VerifyChecked {
+        checks: vec![],
         incident: open_id(&s2),
         ok: true,
         detail: "200".into(),
@@ -1219,6 +1232,7 @@ fn rto_and_detection_are_recorded() {
 
     // A manual trigger has no first evidence: its clock starts at the trigger.
     let manual = Event::ManualTrigger {
+        to_version: None,
         by: "ops".into(),
         reason: "cve".into(),
     };
@@ -1393,6 +1407,7 @@ fn shadow_rules_record_once_per_episode_and_never_act() {
             (exec, t(41)),
             (
                 Event::VerifyChecked {
+                    checks: vec![],
                     incident: id,
                     ok: true,
                     detail: "200".into(),
@@ -1436,4 +1451,248 @@ fn shadow_episodes_read_back_from_a_delta_null() {
     let plain: TargetState =
         serde_json::from_value(serde_json::to_value(TargetState::new("web")).unwrap()).unwrap();
     assert_eq!(plain, TargetState::new("web"));
+}
+fn gate(check: &str, ok: bool, detail: &str, ms: u64) -> crate::execute::verify::CheckReport {
+    crate::execute::verify::CheckReport {
+        check: check.into(),
+        ok,
+        detail: detail.into(),
+        latency: Some(Duration::from_millis(ms)),
+        output: String::new(),
+    }
+}
+
+#[test]
+fn templates_resolved_before_the_first_step() {
+    let needs = |var: &str, at: &str| vec![(var.to_string(), vec![at.to_string()])];
+    let mut with_source = cfg();
+    with_source.needs_vars = needs("to_version", "rollback.pre[0]");
+    let mut without_source = with_source.clone();
+    without_source.version_source = false;
+    let mut from = cfg();
+    from.needs_vars = needs("from_version", "rollback.steps[0]");
+    from.version_source = false;
+    let mut first_seen = TargetState::new("web");
+    first_seen.version = Some("v3".into());
+    // (name, config, state, phase, actions, error contains)
+    type Case<'a> = (
+        &'a str,
+        DecideConfig,
+        TargetState,
+        &'a str,
+        Vec<&'a str>,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "history known: runs",
+            with_source.clone(),
+            watching_on("v2", "v1"),
+            "RollingBack",
+            vec!["record", "notify:RollbackStarted", "execute"],
+            "",
+        ),
+        (
+            "no earlier version, no version source",
+            without_source.clone(),
+            first_seen.clone(),
+            "Failed",
+            vec!["record", "notify:RollbackFailed"],
+            "rollback refused before its first step: {to_version}: no earlier version seen since start; set version_command or use trigger --to-version (used by rollback.pre[0]); nothing was run",
+        ),
+        (
+            "no earlier version, source present",
+            with_source.clone(),
+            first_seen.clone(),
+            "Failed",
+            vec!["record", "notify:RollbackFailed"],
+            "{to_version}: no earlier version seen since start (only v3 was seen live); use trigger --to-version",
+        ),
+        (
+            "live version unknown",
+            from,
+            TargetState::new("web"),
+            "Failed",
+            vec!["record", "notify:RollbackFailed"],
+            "{from_version}: the live version is unknown; set version_command (used by rollback.steps[0])",
+        ),
+        (
+            "plan needs nothing",
+            cfg(),
+            TargetState::new("web"),
+            "RollingBack",
+            vec!["record", "notify:RollbackStarted", "execute"],
+            "",
+        ),
+    ];
+    for (name, c, state, phase, want, error) in cases {
+        let (s, a) = step(&c, state, breached(t(40)), t(40)).unwrap();
+        assert_eq!(s.phase.name(), phase, "{name}");
+        assert_eq!(kinds(&a), want, "{name}");
+        let inc = s.incident().unwrap();
+        if error.is_empty() {
+            assert_eq!(inc.error, None, "{name}");
+        } else {
+            let got = inc.error.as_deref().unwrap_or_default();
+            assert!(got.contains(error), "{name}: {got}");
+            assert!(inc.rollback_started.is_none(), "{name}: nothing started");
+            assert!(s.rollbacks.is_empty(), "{name}: no rollback counted");
+        }
+    }
+}
+
+#[test]
+fn manual_trigger_to_a_named_version_pins_it_and_the_loop_guard() {
+    let mut c = cfg();
+    c.needs_vars = vec![("to_version".into(), vec!["rollback.kind".into()])];
+    c.version_source = false;
+    let mut s = TargetState::new("web");
+    s.version = Some("v3".into());
+    let trigger = Event::ManualTrigger {
+        by: "ops".into(),
+        reason: "cve in v2 and v3".into(),
+        to_version: Some("v1".into()),
+    };
+    let (s, a) = step(&c, s, trigger, t(10)).unwrap();
+    assert_eq!(s.phase.name(), "RollingBack");
+    assert_eq!(
+        kinds(&a),
+        vec!["record", "notify:RollbackStarted", "execute"]
+    );
+    let inc = s.incident().unwrap();
+    assert_eq!(inc.to_version.as_deref(), Some("v1"));
+    assert_eq!(inc.requested_version.as_deref(), Some("v1"));
+    assert!(inc
+        .timeline
+        .iter()
+        .any(|e| e.message.contains("asked for version v1")));
+    let mut done = exec_ok(&s);
+    if let Event::ExecFinished { result, .. } = &mut done {
+        result.to_version = Some("v1".into());
+    }
+    let id = open_id(&s);
+    let (s, _) = run(
+        &c,
+        s,
+        vec![
+            (done, t(20)),
+            (
+                Event::VerifyChecked {
+                    incident: id,
+                    ok: true,
+                    detail: "HTTP 200".into(),
+                    checks: vec![],
+                },
+                t(21),
+            ),
+            (ok(t(22)), t(22)),
+        ],
+    );
+    assert_eq!(s.phase.name(), "RolledBack");
+    assert_eq!(s.loop_guard.as_deref(), Some("v1"));
+}
+
+#[test]
+fn failing_gates_make_did_not_help_and_run_on_failure() {
+    let mut c = cfg();
+    c.verify_gates = 2;
+    c.has_on_failure = true;
+    let (s, _) = run(&c, watching_on("v2", "v1"), vec![(breached(t(40)), t(40))]);
+    let (s, _) = run(&c, s.clone(), vec![(exec_ok(&s), t(45))]);
+    let id = open_id(&s);
+    let checks = vec![
+        gate(
+            "GET http://127.0.0.1/api",
+            false,
+            "HTTP 200 in 1.2s, slower than max_latency 500ms",
+            1200,
+        ),
+        gate("smoke-login", true, "exit 0 in 40ms", 40),
+    ];
+    let checked = Event::VerifyChecked {
+        incident: id.clone(),
+        ok: false,
+        detail: "1 of 2 gates pass".into(),
+        checks: checks.clone(),
+    };
+    let (s, a) = run(&c, s, vec![(checked, t(50)), (ok(t(51)), t(51))]);
+    assert_eq!(s.phase.name(), "Verifying", "rules ok but a gate fails");
+    assert!(a.is_empty(), "{a:?}");
+    assert_eq!(s.incident().unwrap().verify_checks, checks);
+    // At the deadline: did not help, on_failure runs, the rollback is not
+    // over until it ends.
+    let (s, a) = run(&c, s, vec![(ok(t(106)), t(106))]);
+    assert_eq!(s.phase.name(), "Failed");
+    assert_eq!(kinds(&a), vec!["on_failure", "record", "notify:DidNotHelp"]);
+    let inc = s.incident().unwrap().clone();
+    let error = inc.error.clone().unwrap();
+    assert!(error.starts_with("rollback did not help"), "{error}");
+    assert!(
+        error.contains("verification gates still fail: GET http://127.0.0.1/api: HTTP 200 in 1.2s, slower than max_latency 500ms"),
+        "{error}"
+    );
+    assert_eq!(s.after_running.as_deref(), Some(id.as_str()));
+    let finished = Event::OnFailureFinished {
+        incident: id.clone(),
+        result: ExecResult {
+            ok: true,
+            steps: vec![crate::execute::StepReport {
+                argv: vec!["collect-logs".into()],
+                exit_code: Some(0),
+                ok: true,
+                duration: Duration::from_millis(5),
+                stdout: String::new(),
+                stderr: String::new(),
+                error: None,
+                leftovers: vec![],
+            }],
+            from_version: None,
+            to_version: None,
+            error: None,
+        },
+    };
+    let (s, a) = run(&c, s, vec![(finished, t(107))]);
+    assert_eq!(kinds(&a), vec!["record"]);
+    assert_eq!(s.after_running, None);
+    assert_eq!(s.incident().unwrap().on_failure_steps.len(), 1);
+
+    // A failed plan runs on_failure too; without on_failure nothing extra.
+    for (has, want) in [
+        (true, vec!["on_failure", "record", "notify:RollbackFailed"]),
+        (false, vec!["record", "notify:RollbackFailed"]),
+    ] {
+        let mut c = cfg();
+        c.has_on_failure = has;
+        let (s, _) = run(&c, watching_on("v2", "v1"), vec![(breached(t(40)), t(40))]);
+        let failed = Event::ExecFinished {
+            incident: open_id(&s),
+            result: ExecResult {
+                ok: false,
+                steps: vec![],
+                from_version: None,
+                to_version: None,
+                error: Some("step 2 of 3 (pm2 start app) failed: exited with status 1".into()),
+            },
+        };
+        let (s, a) = run(&c, s, vec![(failed, t(45))]);
+        assert_eq!(s.phase.name(), "Failed");
+        assert_eq!(kinds(&a), want, "has_on_failure = {has}");
+    }
+}
+
+#[test]
+fn an_impossible_plan_is_refused_without_asking_a_human() {
+    let mut c = cfg();
+    c.confirm = true;
+    c.needs_vars = vec![("to_version".into(), vec!["rollback.steps[0]".into()])];
+    c.version_source = false;
+    let mut s = TargetState::new("web");
+    s.version = Some("v3".into());
+    let (s, a) = step(&c, s, breached(t(40)), t(40)).unwrap();
+    assert_eq!(s.phase.name(), "Failed");
+    assert_eq!(kinds(&a), vec!["record", "notify:RollbackFailed"]);
+    // With the history known, the human is asked as usual.
+    let (s, a) = step(&c, watching_on("v2", "v1"), breached(t(40)), t(40)).unwrap();
+    assert_eq!(s.phase.name(), "AwaitingConfirmation");
+    assert_eq!(kinds(&a), vec!["record", "notify:AwaitingConfirmation"]);
 }

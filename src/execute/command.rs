@@ -1,10 +1,41 @@
 //! `kind = "command"`: ordered argv steps; the first failure stops the plan.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
 use tokio::time::Instant;
 
-use super::process::{display_argv, run_step_in, substitute};
+use super::process::{display_argv, run_step_with, substitute};
 use super::runner::Budget;
 use super::{ExecResult, Vars};
+use crate::config::{RollbackPlan, Step};
+
+/// Where steps run unless they say otherwise: the plan's `cwd` and `env`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Context {
+    /// Working directory (`None`: the daemon's).
+    pub cwd: Option<PathBuf>,
+    /// Added to the inherited environment.
+    pub env: BTreeMap<String, String>,
+}
+
+impl Context {
+    /// The plan's context.
+    pub fn of(plan: &RollbackPlan) -> Context {
+        Context {
+            cwd: plan.cwd.clone(),
+            env: plan.env.clone(),
+        }
+    }
+
+    /// A step's working directory and environment: its own over the plan's.
+    pub fn for_step(&self, step: &Step) -> (Option<PathBuf>, BTreeMap<String, String>) {
+        let cwd = step.cwd.clone().or_else(|| self.cwd.clone());
+        let mut env = self.env.clone();
+        env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        (cwd, env)
+    }
+}
 
 /// Run the steps in order under one deadline.
 pub async fn run(steps: &[Vec<String>], vars: &Vars, deadline: Instant) -> ExecResult {
@@ -12,13 +43,39 @@ pub async fn run(steps: &[Vec<String>], vars: &Vars, deadline: Instant) -> ExecR
         deadline,
         step_timeout: None,
     };
-    run_with(steps, vars, budget, "step").await
+    let steps: Vec<Step> = steps.iter().cloned().map(Step::from).collect();
+    run_with(&steps, &Context::default(), vars, budget, "step").await
 }
 
-/// Run the steps in order under `budget`; `label` names them in errors
-/// (`step`, `pre step`, `after step`).
+/// Substitute every step before running any: the first that cannot be
+/// completed, as a failure message (`LABEL i of n (argv) cannot run: ...;
+/// nothing was run`).
+pub fn substitute_all(
+    steps: &[Step],
+    vars: &Vars,
+    label: &str,
+) -> Result<Vec<Vec<String>>, String> {
+    let total = steps.len();
+    steps
+        .iter()
+        .enumerate()
+        .map(|(i, step)| {
+            substitute(&step.argv, vars).map_err(|e| {
+                format!(
+                    "{label} {} of {total} ({}) cannot run: {e}; nothing was run",
+                    i + 1,
+                    display_argv(&step.argv)
+                )
+            })
+        })
+        .collect()
+}
+
+/// Run the steps in order under `budget`, each in its context; `label`
+/// names them in errors (`step`, `pre step`, `after step`).
 pub async fn run_with(
-    steps: &[Vec<String>],
+    steps: &[Step],
+    context: &Context,
     vars: &Vars,
     budget: Budget,
     label: &str,
@@ -34,24 +91,24 @@ pub async fn run_with(
 
     // Substitute every step before running any: a plan that cannot be
     // completed must not be started.
-    let mut argvs = Vec::with_capacity(total);
-    for (i, step) in steps.iter().enumerate() {
-        match substitute(step, vars) {
-            Ok(argv) => argvs.push(argv),
-            Err(e) => {
-                result.error = Some(format!(
-                    "{label} {} of {total} ({}) cannot run: {e}; nothing was run",
-                    i + 1,
-                    display_argv(step)
-                ));
-                return result;
+    let argvs = match substitute_all(steps, vars, label) {
+        Ok(argvs) => argvs,
+        Err(e) => {
+            result.error = Some(e);
+            return result;
+        }
+    };
+
+    for (i, (argv, step)) in argvs.iter().zip(steps).enumerate() {
+        let (mut deadline, mut limit) = budget.for_step();
+        if let Some(t) = step.timeout {
+            let own = Instant::now() + t;
+            if own < deadline {
+                (deadline, limit) = (own, "step timeout");
             }
         }
-    }
-
-    for (i, argv) in argvs.iter().enumerate() {
-        let (deadline, limit) = budget.for_step();
-        let report = run_step_in(argv, deadline, limit, None).await;
+        let (cwd, env) = context.for_step(step);
+        let report = run_step_with(argv, deadline, limit, cwd.as_deref(), &env).await;
         let failure = (!report.ok).then(|| {
             format!(
                 "{label} {} of {total} ({}) failed: {}",
@@ -100,6 +157,122 @@ mod tests {
         assert_eq!(r.error, None);
         assert_eq!(r.from_version.as_deref(), Some("v2"));
         assert_eq!(r.to_version.as_deref(), Some("v1"));
+    }
+
+    #[test]
+    fn step_context_table() {
+        use std::path::PathBuf;
+        let env = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let plan = Context {
+            cwd: Some(PathBuf::from("/srv/app")),
+            env: env(&[("NODE_ENV", "production"), ("PORT", "3000")]),
+        };
+        let step = |cwd: Option<&str>, e: &[(&str, &str)]| Step {
+            argv: vec!["true".into()],
+            cwd: cwd.map(PathBuf::from),
+            env: env(e),
+            timeout: None,
+        };
+        // (name, plan context, step, cwd, env)
+        let cases = [
+            (
+                "nothing set",
+                Context::default(),
+                step(None, &[]),
+                None,
+                env(&[]),
+            ),
+            (
+                "plan only",
+                plan.clone(),
+                step(None, &[]),
+                Some("/srv/app"),
+                env(&[("NODE_ENV", "production"), ("PORT", "3000")]),
+            ),
+            (
+                "step overrides cwd and one variable",
+                plan.clone(),
+                step(Some("/srv/app/web"), &[("PORT", "4000"), ("X", "1")]),
+                Some("/srv/app/web"),
+                env(&[("NODE_ENV", "production"), ("PORT", "4000"), ("X", "1")]),
+            ),
+            (
+                "step only",
+                Context::default(),
+                step(Some("/tmp"), &[("A", "b")]),
+                Some("/tmp"),
+                env(&[("A", "b")]),
+            ),
+        ];
+        for (name, context, step, cwd, want_env) in cases {
+            let (got_cwd, got_env) = context.for_step(&step);
+            assert_eq!(got_cwd, cwd.map(PathBuf::from), "{name}");
+            assert_eq!(got_env, want_env, "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn steps_run_in_their_cwd_with_their_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("web");
+        std::fs::create_dir(&sub).unwrap();
+        let context = Context {
+            cwd: Some(dir.path().to_path_buf()),
+            env: [("GREETING".to_string(), "plan".to_string())].into(),
+        };
+        let sh = |script: &str| -> Vec<String> { vec!["sh".into(), "-c".into(), script.into()] };
+        let steps = vec![
+            Step::from(sh("echo \"$PWD $GREETING\" > where")),
+            Step {
+                argv: sh("echo \"$PWD $GREETING\" > where"),
+                cwd: Some(sub.clone()),
+                env: [("GREETING".to_string(), "step".to_string())].into(),
+                timeout: Some(Duration::from_secs(5)),
+            },
+        ];
+        let budget = Budget {
+            deadline: soon(),
+            step_timeout: None,
+        };
+        let r = run_with(&steps, &context, &Vars::default(), budget, "step").await;
+        assert!(r.ok, "{:?}", r.error);
+        let read = |p: std::path::PathBuf| std::fs::read_to_string(p).unwrap();
+        assert_eq!(
+            read(dir.path().join("where")),
+            format!("{} plan\n", dir.path().display())
+        );
+        assert_eq!(read(sub.join("where")), format!("{} step\n", sub.display()));
+    }
+
+    #[tokio::test]
+    async fn a_step_timeout_bounds_that_step() {
+        let steps = vec![Step {
+            argv: vec!["sleep".into(), "30".into()],
+            timeout: Some(Duration::from_millis(300)),
+            ..Step::default()
+        }];
+        let budget = Budget {
+            deadline: soon(),
+            step_timeout: None,
+        };
+        let started = Instant::now();
+        let r = run_with(
+            &steps,
+            &Context::default(),
+            &Vars::default(),
+            budget,
+            "step",
+        )
+        .await;
+        assert!(!r.ok);
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let e = r.error.unwrap();
+        assert!(e.contains("step timeout"), "{e}");
     }
 
     #[tokio::test]

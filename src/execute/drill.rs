@@ -271,9 +271,35 @@ async fn dry_run(
             &mut problems,
         );
     }
+    if !plan.on_failure.is_empty() {
+        line(
+            out,
+            "on_failure steps (would run if the plan or its verification failed):",
+        );
+        show_templates(
+            &plan.on_failure,
+            &found,
+            "on_failure step",
+            out,
+            &mut programs,
+            &mut problems,
+        );
+    }
     // The programs the executor itself calls, even when a check failed
     // before they were reached.
     programs.extend(executor_programs(&plan.kind));
+    // Programs inside `sh -c '...'`: the script's first word. A miss is a
+    // warning, not a failure: the script may define it (a function, PATH).
+    let mut scripts: Vec<&[String]> = plan.pre.iter().map(|s| s.argv.as_slice()).collect();
+    if let ExecutorKind::Command { steps } = &plan.kind {
+        scripts.extend(steps.iter().map(|s| s.argv.as_slice()));
+    }
+    scripts.extend(plan.after.iter().map(|s| s.argv.as_slice()));
+    scripts.extend(plan.on_failure.iter().map(|s| s.argv.as_slice()));
+    scripts.extend(t.verify.commands.iter().map(|s| s.argv.as_slice()));
+    let mut inner: Vec<String> = scripts.into_iter().filter_map(shell_program).collect();
+    inner.sort();
+    inner.dedup();
     programs.retain(|p| p != "symlink");
     programs.sort();
     programs.dedup();
@@ -285,6 +311,18 @@ async fn dry_run(
                 line(out, format!("  MISSING  {program}: {e}"));
                 problems.push(format!("{program}: {e}"));
             }
+        }
+    }
+    for program in inner.iter().filter(|p| !programs.contains(p)) {
+        match find_program(program) {
+            Ok(path) => line(
+                out,
+                format!("  ok       {program} ({}, inside sh -c)", path.display()),
+            ),
+            Err(e) => line(
+                out,
+                format!("  warning: {program} (first word of an sh -c script) not found: {e}"),
+            ),
         }
     }
     verify_note(t, out).await;
@@ -306,7 +344,8 @@ async fn dry_run(
     }
 }
 
-/// Runs the plan, verification (URL only) and the after steps.
+/// Runs the plan, verification (the gates: URL, checks, commands) and the
+/// after steps.
 async fn live(
     t: &TargetConfig,
     vars: &Vars,
@@ -326,44 +365,51 @@ async fn live(
         let why = result.error.unwrap_or_else(|| "unknown error".into());
         return (false, format!("rollback failed: {why}"), from, to);
     }
-    let verified = match &t.verify.url {
-        None => {
-            line(
-                out,
-                "verify: no url configured; rules are checked by the daemon only",
-            );
-            true
-        }
-        Some(url) => {
-            let started = Instant::now();
-            let (ok, detail) = poll_url(url, t.verify.expect_status, t.verify.within).await;
-            line(
-                out,
-                format!(
-                    "verify: {} {} after {}",
-                    if ok { "healthy" } else { "UNHEALTHY" },
-                    detail,
-                    fmt_duration(started.elapsed())
-                ),
-            );
-            ok
-        }
-    };
-    if !verified {
-        return (
-            false,
-            format!(
-                "rollback did not help: {} still unhealthy after {}",
-                t.verify
-                    .url
-                    .as_ref()
-                    .map(|u| u.as_str())
-                    .unwrap_or_default(),
-                fmt_duration(t.verify.within)
-            ),
-            from,
-            to,
+    let v = &t.verify;
+    let gated = v.url.is_some() || !v.checks.is_empty() || !v.commands.is_empty();
+    if !gated {
+        line(
+            out,
+            "verify: no url, checks or commands configured; rules are checked by the daemon only",
         );
+    } else {
+        let found = Vars {
+            from_version: from.clone(),
+            to_version: to.clone(),
+            ..vars.clone()
+        };
+        let started = Instant::now();
+        let gates = poll_gates(v, &found).await;
+        let ok = gates.iter().all(|g| g.ok);
+        line(
+            out,
+            format!(
+                "verify: {} after {}",
+                if ok { "healthy" } else { "UNHEALTHY" },
+                fmt_duration(started.elapsed())
+            ),
+        );
+        for g in &gates {
+            let status = if g.ok { "ok    " } else { "FAILED" };
+            line(out, format!("  {status} {}: {}", g.check, g.detail));
+        }
+        if !ok {
+            let failing: Vec<String> = gates
+                .iter()
+                .filter(|g| !g.ok)
+                .map(|g| format!("{}: {}", g.check, g.detail))
+                .collect();
+            return (
+                false,
+                format!(
+                    "rollback did not help: still failing after {}: {}",
+                    fmt_duration(t.verify.within),
+                    failing.join("; ")
+                ),
+                from,
+                to,
+            );
+        }
     }
     if !t.rollback.after.is_empty() {
         let found = Vars {
@@ -389,7 +435,8 @@ async fn live(
     (true, verdict, from, to)
 }
 
-/// The verify URL's answer right now (dry-run: information only).
+/// The verify URL's and checks' answers right now, and the smoke commands
+/// that would run (dry-run: information only).
 async fn verify_note(t: &TargetConfig, out: &mut String) {
     if let Some(url) = &t.verify.url {
         let client = http_client();
@@ -399,6 +446,28 @@ async fn verify_note(t: &TargetConfig, out: &mut String) {
             format!(
                 "verify url {url}: {} now ({detail})",
                 if ok { "healthy" } else { "unhealthy" }
+            ),
+        );
+    }
+    let client = http_client();
+    for check in &t.verify.checks {
+        let r = super::verify::run_check(&client, check).await;
+        line(
+            out,
+            format!(
+                "verify check {}: {} now ({})",
+                r.check,
+                if r.ok { "passes" } else { "fails" },
+                r.detail
+            ),
+        );
+    }
+    for step in &t.verify.commands {
+        line(
+            out,
+            format!(
+                "verify command (runs after a live rollback, not now): {}",
+                display_argv(&step.argv)
             ),
         );
     }
@@ -412,14 +481,18 @@ fn http_client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
-/// Check the URL every second until healthy or `within` passed.
-async fn poll_url(url: &url::Url, expect: Option<u16>, within: Duration) -> (bool, String) {
+/// Run every verification gate every second until all pass or `within`
+/// passed; the last round's results.
+async fn poll_gates(
+    verify: &crate::config::VerifyConfig,
+    vars: &Vars,
+) -> Vec<super::verify::CheckReport> {
     let client = http_client();
-    let deadline = Instant::now() + within;
+    let deadline = Instant::now() + verify.within;
     loop {
-        let (ok, detail) = super::verify::check_url(&client, url, expect).await;
-        if ok || Instant::now() >= deadline {
-            return (ok, detail);
+        let gates = super::verify::run_gates(&client, verify, vars).await;
+        if gates.iter().all(|g| g.ok) || Instant::now() >= deadline {
+            return gates;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -427,14 +500,15 @@ async fn poll_url(url: &url::Url, expect: Option<u16>, within: Duration) -> (boo
 
 /// Print argv templates after substitution and collect their programs.
 fn show_templates(
-    list: &[Vec<String>],
+    list: &[crate::config::Step],
     vars: &Vars,
     what: &str,
     out: &mut String,
     programs: &mut Vec<String>,
     problems: &mut Vec<String>,
 ) {
-    for argv in list {
+    for step in list {
+        let argv = &step.argv;
         match subst(argv, vars, what) {
             Ok(argv) => {
                 line(out, format!("  {}", display_argv(&argv)));
@@ -449,6 +523,31 @@ fn show_templates(
     }
 }
 
+/// The program an `sh -c 'SCRIPT'` step runs first: the script's first
+/// word after variable assignments (`X=1 prog ...`) and `exec`. `None` for
+/// other steps, shell builtins and words with expansions.
+pub fn shell_program(argv: &[String]) -> Option<String> {
+    let [shell, flag, script, ..] = argv else {
+        return None;
+    };
+    let name = shell.rsplit('/').next().unwrap_or(shell);
+    if !matches!(name, "sh" | "bash" | "dash" | "zsh" | "ksh") || flag != "-c" {
+        return None;
+    }
+    let word = script
+        .split(|c: char| c.is_whitespace() || c == ';' || c == '|' || c == '&')
+        .filter(|w| !w.is_empty())
+        .find(|w| (w.starts_with('=') || !w.contains('=')) && *w != "exec")?;
+    const BUILTINS: &[&str] = &[
+        "cd", "echo", "exit", "export", "set", "test", "[", "true", "false", "printf", "read",
+        "if", "for", "while", "case", "{", "(", ":", ".", "source", "eval", "trap", "umask",
+    ];
+    if BUILTINS.contains(&word) || word.contains(['$', '`', '(', '"', '\'', '<', '>']) {
+        return None;
+    }
+    Some(word.to_string())
+}
+
 /// The programs an executor calls itself.
 fn executor_programs(kind: &ExecutorKind) -> Vec<String> {
     match kind {
@@ -460,9 +559,10 @@ fn executor_programs(kind: &ExecutorKind) -> Vec<String> {
             .chain(build.iter().filter_map(|a| a.first().cloned()))
             .chain(restart.iter().filter_map(|a| a.first().cloned()))
             .collect(),
-        ExecutorKind::Command { steps } => {
-            steps.iter().filter_map(|a| a.first().cloned()).collect()
-        }
+        ExecutorKind::Command { steps } => steps
+            .iter()
+            .filter_map(|s| s.argv.first().cloned())
+            .collect(),
         ExecutorKind::Symlink { restart, .. } => {
             restart.iter().filter_map(|a| a.first().cloned()).collect()
         }
@@ -591,4 +691,35 @@ pub fn history(state_dir: &Path, target: Option<&str>) -> anyhow::Result<String>
         line(&mut out, p);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_program;
+
+    #[test]
+    fn shell_program_finds_the_first_word_of_the_script() {
+        let s = |a: &[&str]| a.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        for (argv, want) in [
+            (
+                s(&["sh", "-c", "pg_dump app > /tmp/app.sql"]),
+                Some("pg_dump"),
+            ),
+            (
+                s(&["/bin/bash", "-c", "  PGUSER=app exec pg_restore x"]),
+                Some("pg_restore"),
+            ),
+            (
+                s(&["sh", "-c", "cp .env.example .env.local; npm ci"]),
+                Some("cp"),
+            ),
+            (s(&["sh", "-c", "echo hi > x"]), None),
+            (s(&["sh", "-c", "$TOOL run"]), None),
+            (s(&["sh", "-e", "x"]), None),
+            (s(&["python3", "-c", "print(1)"]), None),
+            (s(&["sh", "-c"]), None),
+        ] {
+            assert_eq!(shell_program(&argv).as_deref(), want, "{argv:?}");
+        }
+    }
 }

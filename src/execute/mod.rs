@@ -94,17 +94,56 @@ pub enum ExecError {
 
 /// Run a target's rollback plan for an incident: the `pre` steps, then the
 /// executor's. Never panics; every failure is in the returned [`ExecResult`].
+///
+/// Every template of `pre` and of a `command` plan is resolved before the
+/// first step runs: a plan that cannot be completed is not started.
 pub async fn run_plan(plan: &RollbackPlan, vars: &Vars) -> ExecResult {
+    process::with_plan_context(command::Context::of(plan), run_plan_steps(plan, vars)).await
+}
+
+/// [`run_plan`] inside the plan's context.
+async fn run_plan_steps(plan: &RollbackPlan, vars: &Vars) -> ExecResult {
     let budget = Budget::start(plan);
+    let context = command::Context::of(plan);
+    let mut vars = vars.clone();
+    // The symlink executor finds the release to go to itself; resolve it
+    // now so that `pre` can use `{to_version}` too.
+    if let (
+        ExecutorKind::Symlink {
+            current, releases, ..
+        },
+        None,
+    ) = (&plan.kind, &vars.to_version)
+    {
+        if let Ok((live, chosen, _)) = symlink::preview(current, releases, None) {
+            vars.from_version.get_or_insert(live);
+            vars.to_version = Some(chosen);
+        }
+    }
+    let refused = |error: String| ExecResult {
+        ok: false,
+        steps: Vec::new(),
+        from_version: vars.from_version.clone(),
+        to_version: vars.to_version.clone(),
+        error: Some(error),
+    };
+    if let Err(e) = command::substitute_all(&plan.pre, &vars, "pre step") {
+        return refused(e);
+    }
+    if let ExecutorKind::Command { steps } = &plan.kind {
+        if let Err(e) = command::substitute_all(steps, &vars, "step") {
+            return refused(e);
+        }
+    }
     let mut pre_steps = Vec::new();
     if !plan.pre.is_empty() {
-        let pre = command::run_with(&plan.pre, vars, budget, "pre step").await;
+        let pre = command::run_with(&plan.pre, &context, &vars, budget, "pre step").await;
         if !pre.ok {
             return pre;
         }
         pre_steps = pre.steps;
     }
-    let mut result = run_kind(&plan.kind, vars, budget).await;
+    let mut result = run_kind(&plan.kind, &context, &vars, budget).await;
     if !pre_steps.is_empty() {
         pre_steps.append(&mut result.steps);
         result.steps = pre_steps;
@@ -112,10 +151,199 @@ pub async fn run_plan(plan: &RollbackPlan, vars: &Vars) -> ExecResult {
     result
 }
 
+/// Run the plan to a version a human named (`trigger --to-version V`):
+/// check first that `version` exists, and refuse with nothing run when it
+/// does not; the executor then goes to exactly that version (kubernetes:
+/// `--to-revision=V`).
+pub async fn run_plan_to(plan: &RollbackPlan, vars: &Vars, version: &str) -> ExecResult {
+    if let Err(e) = check_version(plan, version).await {
+        return ExecResult {
+            ok: false,
+            steps: Vec::new(),
+            from_version: vars.from_version.clone(),
+            to_version: Some(version.to_string()),
+            error: Some(format!("{e}; nothing was run")),
+        };
+    }
+    let mut plan = plan.clone();
+    if let ExecutorKind::Kubernetes { to_revision, .. } = &mut plan.kind {
+        *to_revision = parse_revision(version);
+    }
+    let vars = Vars {
+        to_version: Some(version.to_string()),
+        ..vars.clone()
+    };
+    run_plan(&plan, &vars).await
+}
+
+/// `3`, `revision 3` -> 3.
+fn parse_revision(version: &str) -> Option<u64> {
+    version
+        .trim()
+        .trim_start_matches("revision")
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Whether `version` exists for the executor, read-only: symlink, a
+/// release directory other than the live one; git, `git rev-parse --verify
+/// V^{commit}` in `repo`; docker, `docker image inspect image:V` (a local
+/// image), else `docker manifest inspect image:V` (in the registry);
+/// kubernetes, a revision listed by `kubectl rollout history`.
+/// `command` and `webhook` cannot check: `{to_version}` is passed on as
+/// given; `blue_green` cannot choose (it flips to the other color). `Err`
+/// says what is wrong, naming the version.
+pub async fn check_version(plan: &RollbackPlan, version: &str) -> Result<(), String> {
+    let unknown = |what: String| format!("unknown version {version:?}: {what}");
+    // A name a person typed reaches argv and `sh -c` scripts of the plan:
+    // never an option, never shell syntax, never a path outside releases.
+    let safe = |c: char| c.is_ascii_alphanumeric() || "._+:@/~-".contains(c);
+    // (Kubernetes versions are revision numbers, also written `revision N`
+    // as records show them; they are parsed below.)
+    let kubernetes = matches!(plan.kind, ExecutorKind::Kubernetes { .. });
+    if version.is_empty()
+        || version.len() > 200
+        || version.starts_with('-')
+        || (!kubernetes && !version.chars().all(safe))
+    {
+        return Err(unknown(
+            "not a version name (letters, digits and . _ + : @ / ~ -, not starting with -)"
+                .to_string(),
+        ));
+    }
+    let deadline = tokio::time::Instant::now() + plan.timeout.min(Duration::from_secs(30));
+    let probe = |argv: Vec<String>| async move {
+        process::run_step_in(&argv, deadline, "version check", None).await
+    };
+    match &plan.kind {
+        ExecutorKind::Symlink {
+            current, releases, ..
+        } => {
+            if version.contains('/') || version == "." || version == ".." {
+                return Err(unknown("not a release directory name".to_string()));
+            }
+            let dir = releases.join(version);
+            if !dir.is_dir() {
+                return Err(unknown(format!("no release directory {}", dir.display())));
+            }
+            if symlink::live_release(current).is_ok_and(|live| live == version) {
+                return Err(format!(
+                    "version {version:?} is already live ({} -> {})",
+                    current.display(),
+                    dir.display()
+                ));
+            }
+            Ok(())
+        }
+        ExecutorKind::Git { repo, .. } => {
+            let argv = vec![
+                "git".to_string(),
+                "-C".to_string(),
+                repo.display().to_string(),
+                "rev-parse".to_string(),
+                "--verify".to_string(),
+                "--quiet".to_string(),
+                format!("{version}^{{commit}}"),
+            ];
+            let report = probe(argv).await;
+            if report.ok {
+                Ok(())
+            } else {
+                Err(unknown(format!(
+                    "no tag or commit of that name in {}",
+                    repo.display()
+                )))
+            }
+        }
+        ExecutorKind::Docker { image, docker, .. } => {
+            let tagged = format!("{image}:{version}");
+            let argv = vec![
+                docker.clone(),
+                "image".to_string(),
+                "inspect".to_string(),
+                "--format".to_string(),
+                "{{.Id}}".to_string(),
+                tagged.clone(),
+            ];
+            if probe(argv).await.ok {
+                return Ok(());
+            }
+            // Not local: the registry must have it. `manifest inspect`
+            // asks without downloading (the rollback pulls it).
+            let argv = vec![
+                docker.clone(),
+                "manifest".to_string(),
+                "inspect".to_string(),
+                tagged.clone(),
+            ];
+            let remote = probe(argv).await;
+            if remote.ok {
+                Ok(())
+            } else {
+                Err(unknown(format!(
+                    "no local image {tagged}, and docker manifest inspect found none in the \
+                     registry: {}",
+                    remote.error.unwrap_or_default()
+                )))
+            }
+        }
+        ExecutorKind::Kubernetes {
+            deployment,
+            namespace,
+            context,
+            kubectl,
+            ..
+        } => {
+            let Some(n) = parse_revision(version) else {
+                return Err(unknown(
+                    "kubernetes versions are revision numbers (see kubectl rollout history)"
+                        .to_string(),
+                ));
+            };
+            let mut argv = vec![
+                kubectl.clone(),
+                "rollout".to_string(),
+                "history".to_string(),
+                format!("deployment/{deployment}"),
+                "-n".to_string(),
+                namespace.clone(),
+            ];
+            if let Some(c) = context {
+                argv.extend(["--context".to_string(), c.clone()]);
+            }
+            let report = probe(argv).await;
+            if !report.ok {
+                return Err(format!(
+                    "cannot check version {version:?}: kubectl rollout history failed: {}",
+                    report.error.unwrap_or_default()
+                ));
+            }
+            if kubernetes::parse_history(&report.stdout).contains(&n) {
+                Ok(())
+            } else {
+                Err(unknown(format!(
+                    "revision {n} is not in the rollout history of deployment/{deployment}"
+                )))
+            }
+        }
+        ExecutorKind::BlueGreen { .. } => Err(format!(
+            "version {version:?} cannot be chosen: a blue_green rollback flips the service to \
+             the color that is not live; leave out --to-version"
+        )),
+        ExecutorKind::Command { .. } | ExecutorKind::Webhook { .. } => Ok(()),
+    }
+}
+
 /// The executor's own steps.
-async fn run_kind(kind: &ExecutorKind, vars: &Vars, budget: Budget) -> ExecResult {
+async fn run_kind(
+    kind: &ExecutorKind,
+    context: &command::Context,
+    vars: &Vars,
+    budget: Budget,
+) -> ExecResult {
     match Executor::of(kind) {
-        Executor::Command(steps) => command::run_with(steps, vars, budget, "step").await,
+        Executor::Command(steps) => command::run_with(steps, context, vars, budget, "step").await,
         Executor::Symlink {
             current,
             releases,
@@ -132,7 +360,19 @@ async fn run_kind(kind: &ExecutorKind, vars: &Vars, budget: Budget) -> ExecResul
 /// Run the plan's `after` steps (once verification passed) under the plan
 /// timeout and step timeout.
 pub async fn run_after(plan: &RollbackPlan, vars: &Vars) -> ExecResult {
-    command::run_with(&plan.after, vars, Budget::start(plan), "after step").await
+    let context = command::Context::of(plan);
+    let budget = Budget::start(plan);
+    let run = command::run_with(&plan.after, &context, vars, budget, "after step");
+    process::with_plan_context(context.clone(), run).await
+}
+
+/// Run the plan's `on_failure` steps (the plan or its verification failed)
+/// under the plan timeout and step timeout.
+pub async fn run_on_failure(plan: &RollbackPlan, vars: &Vars) -> ExecResult {
+    let context = command::Context::of(plan);
+    let budget = Budget::start(plan);
+    let run = command::run_with(&plan.on_failure, &context, vars, budget, "on_failure step");
+    process::with_plan_context(context.clone(), run).await
 }
 
 /// Read-only checks of a plan and the changes it would make, as a drill
@@ -142,7 +382,12 @@ pub async fn prepare(kind: &ExecutorKind, vars: &Vars, r: &mut Runner) -> Result
     match Executor::of(kind) {
         Executor::Command(steps) => steps
             .iter()
-            .map(|argv| runner::subst(argv, vars, "step").map(Act::run))
+            .map(|step| {
+                runner::subst(&step.argv, vars, "step").map(|argv| Act::Run {
+                    argv,
+                    cwd: step.cwd.clone(),
+                })
+            })
             .collect(),
         Executor::Symlink {
             current,
@@ -179,7 +424,7 @@ pub async fn prepare(kind: &ExecutorKind, vars: &Vars, r: &mut Runner) -> Result
 
 /// A borrowed view of an [`ExecutorKind`] as the executor that runs it.
 enum Executor<'a> {
-    Command(&'a [Vec<String>]),
+    Command(&'a [crate::config::Step]),
     Symlink {
         current: &'a std::path::Path,
         releases: &'a std::path::Path,

@@ -135,6 +135,41 @@ pub async fn run_step_in(
     limit: &str,
     cwd: Option<&std::path::Path>,
 ) -> StepReport {
+    run_step_with(
+        argv,
+        deadline,
+        limit,
+        cwd,
+        &std::collections::BTreeMap::new(),
+    )
+    .await
+}
+
+tokio::task_local! {
+    /// The plan's `cwd` and `env` while its steps run ([`with_plan_context`]).
+    static PLAN_CONTEXT: super::command::Context;
+}
+
+/// Run `fut` (a plan, its `after` or `on_failure` steps) with the plan's
+/// `cwd` and `env`: every process it starts, the executors' own (restart,
+/// build, kubectl, docker, git) included, gets the plan's `env`, and runs in
+/// its `cwd` unless it names a directory of its own.
+pub async fn with_plan_context<F: std::future::Future>(
+    context: super::command::Context,
+    fut: F,
+) -> F::Output {
+    PLAN_CONTEXT.scope(context, fut).await
+}
+
+/// [`run_step_in`] with variables added to the inherited environment (a
+/// step's `env` over its plan's).
+pub async fn run_step_with(
+    argv: &[String],
+    deadline: Instant,
+    limit: &str,
+    cwd: Option<&std::path::Path>,
+    env: &std::collections::BTreeMap<String, String>,
+) -> StepReport {
     let started = Instant::now();
     let mut report = StepReport {
         argv: argv.to_vec(),
@@ -155,10 +190,13 @@ pub async fn run_step_in(
         return report;
     }
 
+    let plan = PLAN_CONTEXT.try_with(Clone::clone).unwrap_or_default();
+    let cwd = cwd.or(plan.cwd.as_deref());
     let mut cmd = Command::new(program);
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
     }
+    cmd.envs(&plan.env).envs(env);
     let marker = escaped::new_marker();
     cmd.args(args)
         .env(escaped::MARKER_VAR, &marker)

@@ -69,6 +69,36 @@ fn render_steps(md: &mut String, steps: &[StepReport]) {
     }
 }
 
+/// The latest result of each verification gate: what, pass or fail, the
+/// measured latency, the detail and a command's output.
+fn render_checks(md: &mut String, checks: &[crate::execute::verify::CheckReport]) {
+    if checks.is_empty() {
+        return;
+    }
+    md.push_str("\n| Gate | Result | Latency | Detail |\n|---|---|---|---|\n");
+    for c in checks {
+        let latency = c.latency.map_or_else(
+            || "-".to_string(),
+            |l| fmt_duration(Duration::from_millis(l.as_millis() as u64)),
+        );
+        let _ = writeln!(
+            md,
+            "| {} | {} | {latency} | {} |",
+            cell(&c.check),
+            ok_failed(c.ok),
+            cell(&c.detail)
+        );
+    }
+    for c in checks.iter().filter(|c| !c.output.trim().is_empty()) {
+        let fence = fence_for(&c.output);
+        let _ = writeln!(md, "\nOutput of {}:\n\n{fence}", code_span(&c.check));
+        for l in c.output.trim_end().lines() {
+            let _ = writeln!(md, "{l}");
+        }
+        let _ = writeln!(md, "{fence}");
+    }
+}
+
 /// Placeholder in the sections a human fills in.
 const TO_FILL: &str = "_to be filled in_";
 
@@ -123,10 +153,16 @@ pub fn render(incident: &Incident) -> String {
 
     md.push_str("\n## Verification\n\n");
     let _ = writeln!(md, "{}", verification_text(incident));
+    render_checks(&mut md, &incident.verify_checks);
 
     if !incident.after_steps.is_empty() {
         md.push_str("\n## After steps\n\n");
         render_steps(&mut md, &incident.after_steps);
+    }
+
+    if !incident.on_failure_steps.is_empty() {
+        md.push_str("\n## on_failure steps\n\n");
+        render_steps(&mut md, &incident.on_failure_steps);
     }
 
     md.push_str("\n## Timeline\n\n");
@@ -464,6 +500,9 @@ pub(crate) mod tests {
                 },
             ],
             after_steps: Vec::new(),
+            verify_checks: Vec::new(),
+            on_failure_steps: Vec::new(),
+            requested_version: None,
             confirmed_by: None,
         }
     }
