@@ -875,6 +875,7 @@ mod tests {
             above_baseline: None,
             labels: Default::default(),
             detail: None,
+            unreachable: None,
         }
     }
 

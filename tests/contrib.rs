@@ -95,6 +95,7 @@ fn exported() -> BTreeSet<String> {
         above_baseline: Some(3.0),
         labels: Default::default(),
         detail: None,
+        unreachable: None,
     };
     m.rule("web", &report);
     m.rollback_finished("web", "failed");

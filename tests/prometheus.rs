@@ -351,6 +351,7 @@ fn bad_answers_are_unknown_with_a_clear_reason() {
                 timeout: Duration::from_millis(500),
                 auth: None,
                 headers: vec![],
+                blind_after: Duration::from_secs(300),
             })
             .unwrap();
             let series = client.instant("up").await.unwrap();
@@ -582,6 +583,7 @@ mod machine {
                 above_baseline: None,
                 labels: Default::default(),
                 detail: None,
+                unreachable: None,
             }],
         }
     }

@@ -123,6 +123,17 @@ pub fn validate_collecting(
         file,
         errors: Vec::new(),
         has_prometheus: raw.prometheus.is_some(),
+        // A `[prometheus]` without url and without named servers is
+        // reported once, at `prometheus.url`, not again at every rule.
+        prom_default: raw
+            .prometheus
+            .as_ref()
+            .is_some_and(|p| p.url.is_some() || p.servers.is_empty()),
+        prom_servers: raw
+            .prometheus
+            .iter()
+            .flat_map(|p| p.servers.keys().cloned())
+            .collect(),
     };
     let config = config(&mut cx, raw);
     let mut errors = earlier;
@@ -153,6 +164,10 @@ struct Cx<'a> {
     errors: Vec<ConfigError>,
     /// A `[prometheus]` section exists (Prometheus rules and `version_query` need it).
     has_prometheus: bool,
+    /// The default server (`[prometheus]` itself) can be asked.
+    prom_default: bool,
+    /// The names of `[prometheus.servers.NAME]`.
+    prom_servers: Vec<String>,
 }
 
 impl Cx<'_> {
@@ -365,10 +380,7 @@ fn suggest_fraction(v: f64) -> String {
 
 fn config(cx: &mut Cx, raw: RawConfig) -> Option<Config> {
     let daemon = daemon(cx, raw.daemon.unwrap_or_default());
-    let prometheus = match raw.prometheus.as_ref() {
-        None => Some(None),
-        Some(p) => prometheus(cx, "prometheus", p).map(Some),
-    };
+    let prometheus = prometheus_servers(cx, raw.prometheus.as_ref());
     let state_dir = daemon.as_ref().map(|d| d.state_dir.clone());
     let notify = notify(cx, raw.notify.unwrap_or_default(), state_dir);
     let windows: Vec<Option<Window>> = raw
@@ -410,7 +422,8 @@ fn config(cx: &mut Cx, raw: RawConfig) -> Option<Config> {
 
     Some(Config {
         daemon: daemon?,
-        prometheus: prometheus?,
+        prometheus: prometheus.0?,
+        prometheus_servers: prometheus.1?,
         notify: notify?,
         windows: windows.into_iter().collect::<Option<_>>()?,
         targets: targets.into_iter().collect::<Option<_>>()?,
@@ -1325,6 +1338,7 @@ fn rule(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<RuleConfig> {
                 "traffic_query",
                 "min_traffic",
                 "step",
+                "prometheus",
             ],
         ),
     };
@@ -1894,7 +1908,110 @@ fn verify(cx: &mut Cx, p: &str, raw: &RawVerify) -> Option<VerifyConfig> {
     })
 }
 
-/// `[prometheus]`.
+/// `[prometheus]` (the default server) and `[prometheus.servers.NAME]`.
+/// `[prometheus]` may go without a `url` only when named servers exist;
+/// it then sets nothing else (no key is inherited by the named servers).
+#[allow(clippy::type_complexity)]
+fn prometheus_servers(
+    cx: &mut Cx,
+    raw: Option<&RawPrometheus>,
+) -> (
+    Option<Option<PrometheusConfig>>,
+    Option<std::collections::BTreeMap<String, PrometheusConfig>>,
+) {
+    let Some(raw) = raw else {
+        return (Some(None), Some(Default::default()));
+    };
+    let default = if raw.url.is_none() && !raw.servers.is_empty() {
+        for (key, set) in [
+            ("timeout", raw.timeout.is_some()),
+            ("username", raw.username.is_some()),
+            ("password_file", raw.password_file.is_some()),
+            ("bearer_token_file", raw.bearer_token_file.is_some()),
+            ("headers", raw.headers.is_some()),
+            ("blind_after", raw.blind_after.is_some()),
+        ] {
+            if set {
+                cx.err(
+                    join("prometheus", key),
+                    format!(
+                        "{key} applies to the default server, which has no url: set prometheus.url, \
+                         or move {key} to each [prometheus.servers.NAME]"
+                    ),
+                );
+            }
+        }
+        Some(None)
+    } else {
+        prometheus(cx, "prometheus", raw).map(Some)
+    };
+    let mut servers = std::collections::BTreeMap::new();
+    let mut ok = true;
+    for (name, server) in &raw.servers {
+        let p = format!("prometheus.servers.{name}");
+        if name == super::DEFAULT_PROMETHEUS {
+            cx.err(
+                p,
+                "the name \"default\" means [prometheus] itself; choose another name",
+            );
+            ok = false;
+        } else if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            cx.err(
+                p,
+                format!("invalid server name {name:?} (use letters, digits, '_' and '-')"),
+            );
+            ok = false;
+        } else if let Some(c) = prometheus(cx, &p, server) {
+            servers.insert(name.clone(), c);
+        } else {
+            ok = false;
+        }
+    }
+    (default, ok.then_some(servers))
+}
+
+/// The servers a rule may name, for error messages: `"default", "eu"`.
+fn known_servers(cx: &Cx) -> String {
+    let mut names: Vec<String> = Vec::new();
+    if cx.prom_default {
+        names.push(format!("{:?}", super::DEFAULT_PROMETHEUS));
+    }
+    names.extend(cx.prom_servers.iter().map(|n| format!("{n:?}")));
+    names.join(", ")
+}
+
+/// `key = "NAME"` at `p` (a rule's `prometheus`, a target's
+/// `version_prometheus`): `Some(None)` for the default server (absent or
+/// `"default"`), `Some(Some(name))` for a named one. An unknown name, or
+/// no name while `[prometheus]` has no url, is an error listing the servers.
+fn server_ref(cx: &mut Cx, p: &str, key: &str, name: Option<&str>) -> Option<Option<String>> {
+    match name {
+        None | Some(super::DEFAULT_PROMETHEUS) if cx.prom_default => Some(None),
+        None | Some(super::DEFAULT_PROMETHEUS) => {
+            let known = known_servers(cx);
+            cx.err(
+                join(p, key),
+                format!("[prometheus] has no url (no default server), so name one: {key} = one of {known}"),
+            );
+            None
+        }
+        Some(n) if cx.prom_servers.iter().any(|s| s == n) => Some(Some(n.to_string())),
+        Some(n) => {
+            let known = known_servers(cx);
+            cx.err(
+                join(p, key),
+                format!("unknown Prometheus server {n:?} (known: {known})"),
+            );
+            None
+        }
+    }
+}
+
+/// `[prometheus]` or `[prometheus.servers.NAME]` at `p`.
 fn prometheus(cx: &mut Cx, p: &str, raw: &RawPrometheus) -> Option<PrometheusConfig> {
     let url = cx
         .required(p, "url", raw.url.as_deref())
@@ -1904,6 +2021,13 @@ fn prometheus(cx: &mut Cx, p: &str, raw: &RawPrometheus) -> Option<PrometheusCon
         "timeout",
         raw.timeout.as_deref(),
         DEFAULT_PROMETHEUS_TIMEOUT,
+        true,
+    );
+    let blind_after = cx.duration(
+        p,
+        "blind_after",
+        raw.blind_after.as_deref(),
+        DEFAULT_BLIND_AFTER,
         true,
     );
     let file = |cx: &mut Cx, key: &str, v: &str| cx.absolute(&join(p, key), v);
@@ -1969,6 +2093,7 @@ fn prometheus(cx: &mut Cx, p: &str, raw: &RawPrometheus) -> Option<PrometheusCon
         timeout: timeout?,
         auth: auth?,
         headers: headers_ok.then_some(headers)?,
+        blind_after: blind_after?,
     })
 }
 
@@ -2071,11 +2196,13 @@ fn prom_spec(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<PromSpec> {
             d => d.map(Some),
         },
     };
+    let server = server_ref(cx, p, "prometheus", raw.prometheus.as_deref());
     Some(PromSpec {
         query: query?,
         baseline: baseline?,
         traffic: traffic?,
         step: step?,
+        server: server?,
     })
 }
 
@@ -2109,6 +2236,13 @@ fn version_source(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<Option<super:
         cx.err(
             join(p, "version_json_pointer"),
             "version_json_pointer needs version_url",
+        );
+        ok = false;
+    }
+    if raw.version_prometheus.is_some() && raw.version_query.is_none() {
+        cx.err(
+            join(p, "version_prometheus"),
+            "version_prometheus needs version_query",
         );
         ok = false;
     }
@@ -2161,9 +2295,16 @@ fn version_source(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<Option<super:
                 None
             }
         };
+        let server = server_ref(
+            cx,
+            p,
+            "version_prometheus",
+            raw.version_prometheus.as_deref(),
+        );
         return Some(Some(super::VersionSource::Query {
             query: query?,
             label: label?,
+            server: server?,
         }));
     }
     Some(None)
@@ -2503,7 +2644,8 @@ mod tests {
             t.version,
             Some(VersionSource::Query {
                 query: "app_build_info".into(),
-                label: "version".into()
+                label: "version".into(),
+                server: None,
             })
         );
         assert_eq!(t.only_within, Some(Duration::from_secs(7200)));
@@ -2521,6 +2663,7 @@ mod tests {
                 }),
                 traffic: None,
                 step: None,
+                server: None,
             })
         );
         assert_eq!(r.no_data, None);

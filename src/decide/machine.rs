@@ -645,14 +645,35 @@ pub(super) fn start_rollback(
 /// Blind notification: once any rule has been Unknown for `blind_after`,
 /// tell the admin once, naming the rules and reasons (blind when no rule
 /// has data, partly blind otherwise: the others still act); once every rule
-/// has data again, tell them it sees again.
+/// has data again, tell them it sees again. A rule whose only problem is
+/// its unreachable Prometheus server (`unreachable`) is left to that
+/// server's own notice ([`super::server_watch`]): a down server is one
+/// notification, not one per target.
 fn blindness(cfg: &DecideConfig, state: &mut TargetState, now: Time, actions: &mut Vec<Action>) {
     let blind_after = ChronoDuration::from_std(cfg.blind_after).unwrap_or(ChronoDuration::MAX);
-    let unknown: Vec<&RuleReport> = state
+    let (server_down, unknown): (Vec<&RuleReport>, Vec<&RuleReport>) = state
         .rules
         .iter()
         .filter(|r| matches!(r.status, RuleStatus::Unknown { .. }))
-        .collect();
+        .partition(|r| r.unreachable.is_some());
+    let elsewhere = if server_down.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<String> = server_down
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} (prometheus {})",
+                    r.rule,
+                    r.unreachable.as_deref().unwrap_or_default()
+                )
+            })
+            .collect();
+        format!(
+            " Also without data, notified per server: {}.",
+            names.join(", ")
+        )
+    };
     let long_blind: Vec<String> = unknown
         .iter()
         .filter_map(|r| match &r.status {
@@ -671,10 +692,10 @@ fn blindness(cfg: &DecideConfig, state: &mut TargetState, now: Time, actions: &m
             actions.push(Action::NotifyTarget {
                 kind: NotifyKind::Blind,
                 target: state.target.clone(),
-                message: if unknown.len() == state.rules.len() {
+                message: if unknown.len() + server_down.len() == state.rules.len() {
                     format!(
                         "monitoring of {} is blind: {}. No rule has data, so no automatic \
-                         rollback can happen (blind_after = {}).",
+                         rollback can happen (blind_after = {}).{elsewhere}",
                         state.target,
                         long_blind.join("; "),
                         fmt_duration(cfg.blind_after)
@@ -688,7 +709,7 @@ fn blindness(cfg: &DecideConfig, state: &mut TargetState, now: Time, actions: &m
                         .collect();
                     format!(
                         "monitoring of {} is partly blind: {}. Rules without data abstain; \
-                         rollbackd still acts on {} (blind_after = {}).",
+                         rollbackd still acts on {} (blind_after = {}).{elsewhere}",
                         state.target,
                         long_blind.join("; "),
                         seeing.join(", "),

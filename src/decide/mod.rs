@@ -8,6 +8,7 @@
 
 mod human;
 mod machine;
+pub mod server_watch;
 
 use std::time::Duration;
 
@@ -497,6 +498,11 @@ pub enum NotifyKind {
     /// Breaches began on many targets at once: escalated, none rolled back.
     /// One notification for the whole group (the notifier merges the rest).
     BlastRadius,
+    /// A Prometheus server has not answered for its `blind_after`: one
+    /// notification for the server, naming the rules that abstain.
+    ServerUnreachable,
+    /// That server answers again.
+    ServerReachable,
 }
 
 /// Something the runner must do. Actions are data; [`step`] never performs them.

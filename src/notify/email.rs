@@ -196,6 +196,8 @@ pub(crate) fn label(kind: NotifyKind) -> &'static str {
         NotifyKind::Blind => "MONITORING BLIND",
         NotifyKind::Seeing => "MONITORING RESTORED",
         NotifyKind::BlastRadius => "ESCALATED: MANY TARGETS AT ONCE",
+        NotifyKind::ServerUnreachable => "UNREACHABLE",
+        NotifyKind::ServerReachable => "REACHABLE AGAIN",
     }
 }
 
@@ -215,6 +217,8 @@ pub(crate) fn kind_name(kind: NotifyKind) -> &'static str {
         NotifyKind::Blind => "blind",
         NotifyKind::Seeing => "seeing",
         NotifyKind::BlastRadius => "blast_radius",
+        NotifyKind::ServerUnreachable => "server_unreachable",
+        NotifyKind::ServerReachable => "server_reachable",
     }
 }
 
@@ -292,6 +296,8 @@ pub(crate) fn summary(kind: NotifyKind, incident: &Incident) -> String {
         ),
         NotifyKind::Blind => format!("monitoring of {target} is blind: its rules have no data."),
         NotifyKind::Seeing => format!("monitoring of {target} has data again."),
+        NotifyKind::ServerUnreachable => format!("{target} is unreachable."),
+        NotifyKind::ServerReachable => format!("{target} is reachable again."),
         NotifyKind::BlastRadius => format!(
             "breaches began on many targets at once ({target} among them); rollbackd rolled \
              none back and needs a human: {}",

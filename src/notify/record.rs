@@ -407,6 +407,7 @@ pub(crate) mod tests {
                     above_baseline: None,
                     labels: Default::default(),
                     detail: None,
+                    unreachable: None,
                 }],
             },
             from_version: Some("v2".into()),

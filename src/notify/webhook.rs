@@ -43,7 +43,8 @@ pub fn state(kind: NotifyKind, incident: Option<&Incident>) -> &'static str {
         NotifyKind::AwaitingConfirmation => "AwaitingConfirmation",
         NotifyKind::Resolved => "Resolved",
         NotifyKind::Rejected => "Suppressed",
-        NotifyKind::Blind => "Blind",
+        NotifyKind::Blind | NotifyKind::ServerUnreachable => "Blind",
+        NotifyKind::ServerReachable => "Watching",
         NotifyKind::Seeing => match incident.and_then(|i| i.outcome) {
             Some(Outcome::Failed) => "Failed",
             _ => "Watching",

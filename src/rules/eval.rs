@@ -307,6 +307,7 @@ impl RuleEval {
             above_baseline: None,
             labels: BTreeMap::new(),
             detail: None,
+            unreachable: None,
         }
     }
 
@@ -635,6 +636,7 @@ mod tests {
                 above_baseline: None,
                 labels: BTreeMap::new(),
                 detail: None,
+                unreachable: None,
             }
         );
 
@@ -795,6 +797,7 @@ mod tests {
                 baseline: None,
                 traffic: None,
                 step: None,
+                server: None,
             }),
             above: 0.5,
             for_: Duration::from_secs(for_secs),

@@ -42,7 +42,14 @@ pub async fn evaluate(
     now: DateTime<Utc>,
 ) -> RuleReport {
     match source {
-        Source::Prometheus(p) => evaluate_prometheus(p, eval, deployed_at, now).await,
+        Source::Prometheus(p) => {
+            let mut report = evaluate_prometheus(p, eval, deployed_at, now).await;
+            let down = p.take_unreachable();
+            if matches!(report.status, RuleStatus::Unknown { .. }) {
+                report.unreachable = down;
+            }
+            report
+        }
         other => {
             let window = other.window();
             let sample = other.sample(now).await;
@@ -220,6 +227,11 @@ pub struct RuleReport {
     /// refused`), the range a Prometheus rule was judged on, its traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The Prometheus server (`default` for `[prometheus]`) this Unknown
+    /// rule could not reach (refused, timed out): the server's own
+    /// notification covers it, so the target's "blind" notice leaves it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable: Option<String>,
 }
 
 /// `threshold` as a JSON number, or `"-Inf"`/`"+Inf"`/`"NaN"` (JSON has no

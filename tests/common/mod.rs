@@ -278,6 +278,7 @@ pub fn rolled_back_incident() -> rollbackd::decide::Incident {
                 above_baseline: None,
                 labels: Default::default(),
                 detail: None,
+                unreachable: None,
             }],
         },
         from_version: Some("v2".into()),
