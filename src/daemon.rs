@@ -137,7 +137,12 @@ impl Live {
             .prometheus
             .iter()
             .map(|p| (crate::config::DEFAULT_PROMETHEUS, p))
-            .chain(config.prometheus_servers.iter().map(|(n, p)| (n.as_str(), p)))
+            .chain(
+                config
+                    .prometheus_servers
+                    .iter()
+                    .map(|(n, p)| (n.as_str(), p)),
+            )
             .collect();
         let mut prometheus = BTreeMap::new();
         for (name, p) in &configs {
@@ -198,7 +203,10 @@ impl Live {
 /// `target (version_query)` for the version.
 fn server_users(config: &Config, name: &str) -> Vec<String> {
     let asks = |server: &Option<String>| {
-        server.as_deref().unwrap_or(crate::config::DEFAULT_PROMETHEUS) == name
+        server
+            .as_deref()
+            .unwrap_or(crate::config::DEFAULT_PROMETHEUS)
+            == name
     };
     let mut users = Vec::new();
     for t in &config.targets {
@@ -1787,8 +1795,8 @@ const SERVER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// [`decide::server_watch::check`]'s; the facts are the clients'). What was
 /// sent is kept across reloads by server name.
 async fn watch_servers(shared: Arc<Shared>, cancel: CancellationToken) {
-    use decide::server_watch::{check, Seen, Watch};
     use crate::sources::prometheus::Reachability;
+    use decide::server_watch::{check, Seen, Watch};
     let mut tick = tokio::time::interval(SERVER_CHECK_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut watches: BTreeMap<String, Watch> = BTreeMap::new();

@@ -44,6 +44,7 @@ poll_interval = "300ms"
 [prometheus]
 url = "{prom_url}"
 timeout = "1s"
+blind_after = "2s"
 
 [notify.email]
 from = "rollbackd <rollbackd@test.invalid>"
@@ -287,14 +288,17 @@ fn prometheus_killed_mid_run_is_blind_not_a_rollback_and_recovers() {
     });
 
     prometheus.kill();
-    // Errors rise while nobody can see them: still no rollback.
+    // Errors rise while nobody can see them: still no rollback. The server
+    // being down is told once, by the server's notice (the target's own
+    // blind notice leaves it out).
     exporter.set(|k| k.error_ratio = 0.5);
-    let (_, mail) = wait_for(Duration::from_secs(20), "the blind mail", || {
+    let (_, mail) = wait_for(Duration::from_secs(20), "the unreachable mail", || {
         mails(&outbox)
             .into_iter()
-            .find(|(_, m)| m.contains("MONITORING BLIND"))
+            .find(|(_, m)| m.contains("prometheus default: UNREACHABLE"))
     });
-    assert!(mail.contains("http-5xx-rate has had no data"), "{mail}");
+    assert!(mail.contains("1 rule(s) have no data"), "{mail}");
+    assert!(mail.contains("app/http-5xx-rate"), "{mail}");
     assert!(mail.contains("cannot connect"), "names the reason: {mail}");
     let unknown = rule_reports(&state, "http-5xx-rate")
         .into_iter()
@@ -316,24 +320,238 @@ fn prometheus_killed_mid_run_is_blind_not_a_rollback_and_recovers() {
     assert_eq!(
         mails(&outbox)
             .iter()
-            .filter(|(_, m)| m.contains("MONITORING BLIND"))
+            .filter(|(_, m)| m.contains("UNREACHABLE"))
             .count(),
         1,
-        "blind is told once"
+        "unreachable is told once"
+    );
+    assert!(
+        !mails(&outbox)
+            .iter()
+            .any(|(_, m)| m.contains("MONITORING BLIND")),
+        "not again per target"
     );
 
     exporter.set(|k| k.error_ratio = 0.01);
     prometheus.restart();
-    wait_for(Duration::from_secs(30), "the seeing-again mail", || {
+    wait_for(Duration::from_secs(30), "the reachable-again mail", || {
         mails(&outbox)
             .into_iter()
-            .find(|(_, m)| m.contains("MONITORING RESTORED"))
+            .find(|(_, m)| m.contains("prometheus default: REACHABLE AGAIN"))
     });
     wait_for(Duration::from_secs(20), "the rule ok again", || {
         (statuses(&state, "http-5xx-rate").last().map(String::as_str) == Some("ok")).then_some(())
     });
     daemon.assert_alive();
     assert!(!dir.join("marker").exists());
+}
+
+/// The config of [`two_servers_one_stopped_is_one_notice_for_that_server`]:
+/// `[prometheus]` and `[prometheus.servers.eu]`, target `web` with a rule on
+/// each, target `api` with two rules on eu. The rules ask a gauge, so a
+/// restarted Prometheus has data again within a scrape or two (shorter
+/// than the targets' `blind_after`).
+fn two_server_config(dir: &Path, default_url: &str, eu_url: &str) -> PathBuf {
+    let rule = |name: &str, server: &str| {
+        format!(
+            "  [[target.rule]]\n  name = \"{name}\"\n  source = \"prometheus\"\n  \
+             query = 'max by (job) (app_latency_seconds{{job=\"app\"}})'\n  \
+             above = 1.0\n  for = \"1s\"\n{server}\n"
+        )
+    };
+    let target = |name: &str, rules: &str| {
+        format!(
+            "[[target]]\nname = \"{name}\"\ncooldown = \"10m\"\nblind_after = \"5s\"\n{rules}\n  \
+             [target.rollback]\n  kind = \"command\"\n  timeout = \"10s\"\n  \
+             steps = [[\"touch\", \"{dir}/marker-{name}\"]]\n",
+            dir = dir.display()
+        )
+    };
+    let text = format!(
+        r#"
+[daemon]
+state_dir = "{dir}/state"
+listen = "127.0.0.1:{api_port}"
+poll_interval = "300ms"
+
+[prometheus]
+url = "{default_url}"
+timeout = "1s"
+blind_after = "10m"
+
+[prometheus.servers.eu]
+url = "{eu_url}"
+timeout = "1s"
+blind_after = "2s"
+
+[notify.email]
+from = "rollbackd <rollbackd@test.invalid>"
+to = ["admin@example.com"]
+outbox_dir = "{dir}/state/outbox"
+
+{web}
+{api}
+"#,
+        dir = dir.display(),
+        api_port = common::free_port(),
+        web = target(
+            "web",
+            &format!(
+                "{}{}",
+                rule("errors", ""),
+                rule("errors-eu", "  prometheus = \"eu\"")
+            )
+        ),
+        api = target(
+            "api",
+            &format!(
+                "{}{}",
+                rule("errors-eu", "  prometheus = \"eu\""),
+                rule("ratio-eu", "  prometheus = \"eu\"")
+            )
+        ),
+    );
+    let path = dir.join("rollbackd.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The latest journaled report of `target`'s `rule`.
+fn latest_report(state: &Path, target: &str, rule: &str) -> Option<serde_json::Value> {
+    journal(state)
+        .into_iter()
+        .filter(|e| e["event"]["event"] == "evaluated" && e["target"] == target)
+        .filter_map(|e| {
+            e["event"]["rules"]
+                .as_array()?
+                .iter()
+                .find(|r| r["rule"] == rule)
+                .cloned()
+        })
+        .last()
+}
+
+fn latest_status(state: &Path, target: &str, rule: &str) -> String {
+    latest_report(state, target, rule)
+        .and_then(|r| r["status"]["status"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Issue #12: two real Prometheus servers, rules on both, one stopped:
+/// only the rules of the stopped one are Unknown (marked with the server),
+/// there is exactly one notice for that server (none per target or rule),
+/// and one "reachable again" once it is back.
+#[test]
+fn two_servers_one_stopped_is_one_notice_for_that_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let exporter = Exporter::start(knobs());
+    let default = Prometheus::start(&dir.join("prom-default"), &[exporter.port]);
+    let mut eu = Prometheus::start(&dir.join("prom-eu"), &[exporter.port]);
+    default.wait_for_series("app_latency_seconds", Duration::from_secs(30));
+    eu.wait_for_series("app_latency_seconds", Duration::from_secs(30));
+    let cfg = two_server_config(dir, &default.url(), &eu.url());
+    let check = std::process::Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{check:?}");
+    let mut daemon = Running::start(&cfg, &dir.join("daemon.log"));
+    let state = dir.join("state");
+    let outbox = state.join("outbox");
+    let all = [
+        ("web", "errors"),
+        ("web", "errors-eu"),
+        ("api", "errors-eu"),
+        ("api", "ratio-eu"),
+    ];
+    wait_for(
+        Duration::from_secs(20),
+        "every rule ok on both servers",
+        || {
+            all.iter()
+                .all(|(t, r)| latest_status(&state, t, r) == "ok")
+                .then_some(())
+        },
+    );
+
+    eu.kill();
+    let (_, mail) = wait_for(Duration::from_secs(20), "the eu unreachable mail", || {
+        mails(&outbox)
+            .into_iter()
+            .find(|(_, m)| m.contains("prometheus eu: UNREACHABLE"))
+    });
+    assert!(
+        mail.contains(&format!("Prometheus eu ({}/)", eu.url())),
+        "{mail}"
+    );
+    assert!(mail.contains("cannot connect"), "names the reason: {mail}");
+    assert!(
+        mail.contains("3 rule(s) have no data")
+            && mail.contains("web/errors-eu, api/errors-eu, api/ratio-eu"),
+        "names the rules that abstain: {mail}"
+    );
+    // Only the rules of the stopped server are Unknown, each marked with it.
+    for (t, r) in &all[1..] {
+        let report = latest_report(&state, t, r).unwrap();
+        assert_eq!(report["status"]["status"], "unknown", "{t}/{r}: {report}");
+        assert_eq!(report["unreachable"]["server"], "eu", "{t}/{r}: {report}");
+        assert!(
+            report["status"]["why"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("prometheus eu {}/", eu.url())),
+            "{report}"
+        );
+    }
+    // Down past the targets' blind_after (5s): still one notice, none per
+    // target.
+    std::thread::sleep(Duration::from_secs(6));
+    daemon.assert_alive();
+    let web = latest_report(&state, "web", "errors").unwrap();
+    assert_eq!(web["status"]["status"], "ok", "{web}");
+    assert!(web.get("unreachable").is_none(), "{web}");
+    let texts: Vec<String> = mails(&outbox).into_iter().map(|(_, m)| m).collect();
+    assert_eq!(
+        texts.iter().filter(|m| m.contains("UNREACHABLE")).count(),
+        1,
+        "one notice for the server: {texts:#?}"
+    );
+    assert!(
+        !texts.iter().any(|m| m.contains("MONITORING BLIND")),
+        "no blind notice per target: {texts:#?}"
+    );
+    assert!(!texts.iter().any(|m| m.contains("prometheus default")));
+
+    eu.restart();
+    wait_for(
+        Duration::from_secs(30),
+        "the eu reachable-again mail",
+        || {
+            mails(&outbox)
+                .into_iter()
+                .find(|(_, m)| m.contains("prometheus eu: REACHABLE AGAIN"))
+        },
+    );
+    wait_for(Duration::from_secs(30), "every rule ok again", || {
+        all.iter()
+            .all(|(t, r)| latest_status(&state, t, r) == "ok")
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let texts: Vec<String> = mails(&outbox).into_iter().map(|(_, m)| m).collect();
+    assert_eq!(
+        texts
+            .iter()
+            .filter(|m| m.contains("REACHABLE AGAIN"))
+            .count(),
+        1,
+        "{texts:#?}"
+    );
+    assert_eq!(texts.len(), 2, "nothing else was told: {texts:#?}");
+    daemon.assert_alive();
+    assert!(!dir.join("marker-web").exists() && !dir.join("marker-api").exists());
 }
 
 /// The reason for no data, from the library client, for each bad answer.

@@ -2724,15 +2724,23 @@ mod tests {
                    headers = { X-Scope-OrgID = \"eu\" }\n\
                    [prometheus.servers.us-east]\nurl = \"http://10.1.0.9:9090\"\n";
         let rule = |server: &str| {
-            format!("name = \"errors\"\nsource = \"prometheus\"\nquery = \"up\"\nabove = 1.0\n{server}")
+            format!(
+                "name = \"errors\"\nsource = \"prometheus\"\nquery = \"up\"\nabove = 1.0\n{server}"
+            )
         };
         let text = config(&[
             ("top", top),
             ("rule", &rule("prometheus = \"eu\"")),
-            ("target", "version_query = \"build_info\"\nversion_prometheus = \"us-east\""),
+            (
+                "target",
+                "version_query = \"build_info\"\nversion_prometheus = \"us-east\"",
+            ),
         ]);
         let c = load_str("p.toml", &text).unwrap();
-        assert_eq!(c.prometheus.as_ref().unwrap().blind_after, Duration::from_secs(300));
+        assert_eq!(
+            c.prometheus.as_ref().unwrap().blind_after,
+            Duration::from_secs(300)
+        );
         let eu = &c.prometheus_servers["eu"];
         assert_eq!(eu.url.as_str(), "http://10.0.0.9:9090/");
         assert_eq!(eu.timeout, Duration::from_secs(5));
@@ -2744,7 +2752,10 @@ mod tests {
             })
         );
         assert_eq!(eu.headers, vec![("X-Scope-OrgID".into(), "eu".into())]);
-        assert_eq!(c.prometheus_servers["us-east"].timeout, Duration::from_secs(3));
+        assert_eq!(
+            c.prometheus_servers["us-east"].timeout,
+            Duration::from_secs(3)
+        );
         assert_eq!(c.prometheus_server(Some("eu")), Some(eu));
         assert_eq!(c.prometheus_server(Some("default")), c.prometheus.as_ref());
         let SourceSpec::Prometheus(p) = &c.targets[0].rules[0].source else {
@@ -2783,7 +2794,10 @@ mod tests {
         // Today's files are unchanged: one [prometheus], no servers.
         let c = load_str(
             "p.toml",
-            &config(&[("top", "[prometheus]\nurl = \"http://127.0.0.1:9090\""), ("rule", &rule(""))]),
+            &config(&[
+                ("top", "[prometheus]\nurl = \"http://127.0.0.1:9090\""),
+                ("rule", &rule("")),
+            ]),
         )
         .unwrap();
         assert!(c.prometheus_servers.is_empty());

@@ -655,7 +655,7 @@ fn blindness(cfg: &DecideConfig, state: &mut TargetState, now: Time, actions: &m
         .rules
         .iter()
         .filter(|r| matches!(r.status, RuleStatus::Unknown { .. }))
-        .partition(|r| r.unreachable.is_some());
+        .partition(|r| r.server_down().is_some());
     let elsewhere = if server_down.is_empty() {
         String::new()
     } else {
@@ -665,7 +665,7 @@ fn blindness(cfg: &DecideConfig, state: &mut TargetState, now: Time, actions: &m
                 format!(
                     "{} (prometheus {})",
                     r.rule,
-                    r.unreachable.as_deref().unwrap_or_default()
+                    r.server_down().unwrap_or_default()
                 )
             })
             .collect();
@@ -676,13 +676,17 @@ fn blindness(cfg: &DecideConfig, state: &mut TargetState, now: Time, actions: &m
     };
     let long_blind: Vec<String> = unknown
         .iter()
-        .filter_map(|r| match &r.status {
-            RuleStatus::Unknown { since, why } if now - *since >= blind_after => Some(format!(
-                "{} has had no data since {} ({}): {why}",
-                r.rule,
-                since.format("%Y-%m-%d %H:%M:%SZ"),
-                fmt_duration((now - *since).to_std().unwrap_or_default())
-            )),
+        .filter_map(|r| match (&r.status, r.blind_since()) {
+            // Counted from when its server last went unanswered, if later:
+            // until then the server's own notice covered it.
+            (RuleStatus::Unknown { since, why }, Some(from)) if now - from >= blind_after => {
+                Some(format!(
+                    "{} has had no data since {} ({}): {why}",
+                    r.rule,
+                    since.format("%Y-%m-%d %H:%M:%SZ"),
+                    fmt_duration((now - *since).to_std().unwrap_or_default())
+                ))
+            }
             _ => None,
         })
         .collect();

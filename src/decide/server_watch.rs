@@ -164,7 +164,10 @@ mod tests {
             }) = &got
             {
                 assert_eq!(target, "prometheus eu");
-                assert!(message.starts_with("Prometheus eu (http://10.0.0.9:9090/)"), "{message}");
+                assert!(
+                    message.starts_with("Prometheus eu (http://10.0.0.9:9090/)"),
+                    "{message}"
+                );
                 if *want == Some(NotifyKind::ServerUnreachable) {
                     assert!(message.contains("connection refused"), "{message}");
                     assert!(message.contains("2 rule(s)"), "{message}");

@@ -1193,7 +1193,10 @@ fn rules_behind_an_unreachable_server_are_left_to_its_own_notice() {
     c.blind_after = Duration::from_secs(60);
     let unknown = |rule: &str, why: &str, server: Option<&str>, at: Time| RuleReport {
         rule: rule.into(),
-        unreachable: server.map(str::to_string),
+        unreachable: server.map(|s| crate::rules::Unreachable {
+            server: s.into(),
+            at,
+        }),
         ..report(
             RuleStatus::Unknown {
                 since: t(0),
@@ -1217,7 +1220,10 @@ fn rules_behind_an_unreachable_server_are_left_to_its_own_notice() {
         watching_on("v2", "v1"),
         vec![(eu_down(t(0)), t(0)), (eu_down(t(600)), t(600))],
     );
-    assert!(actions.is_empty(), "the server's notice covers it: {actions:?}");
+    assert!(
+        actions.is_empty(),
+        "the server's notice covers it: {actions:?}"
+    );
 
     // Every rule behind the down server: still no per-target notice.
     let all_eu = |at: Time| Event::Evaluated {
@@ -1263,5 +1269,45 @@ fn rules_behind_an_unreachable_server_are_left_to_its_own_notice() {
             && !message.contains("errors has had no data")
             && message.contains("notified per server: errors (prometheus eu)"),
         "{message}"
+    );
+    // The server answers again but the rule has no data yet (a restarted
+    // Prometheus): its blind period counts from when the server last went
+    // unanswered, not from the start of the outage.
+    let answered_at = |last_down: i64, at: Time| Event::Evaluated {
+        rules: vec![
+            report(RuleStatus::Ok, Some(0.0), at),
+            RuleReport {
+                unreachable: Some(crate::rules::Unreachable {
+                    server: "eu".into(),
+                    at: t(last_down),
+                }),
+                ..unknown("errors", "prometheus eu: empty result", None, at)
+            },
+        ],
+        fleet: Fleet::default(),
+    };
+    let (_, actions) = run(
+        &c,
+        watching_on("v2", "v1"),
+        vec![
+            (eu_down(t(0)), t(0)),
+            (eu_down(t(600)), t(600)),
+            (answered_at(600, t(601)), t(601)),
+            (answered_at(600, t(630)), t(630)),
+        ],
+    );
+    assert!(actions.is_empty(), "{actions:?}");
+    let (_, actions) = run(
+        &c,
+        watching_on("v2", "v1"),
+        vec![
+            (eu_down(t(600)), t(600)),
+            (answered_at(600, t(660)), t(660)),
+        ],
+    );
+    assert_eq!(
+        kinds(&actions),
+        vec!["notify-target:Blind"],
+        "still blind a blind_after later"
     );
 }

@@ -173,11 +173,7 @@ impl Prometheus {
 
     /// Record how a query ended: an answer of any kind, or no answer.
     fn saw<T>(&self, result: &Result<T, SourceError>) {
-        let mut health = self
-            .inner
-            .health
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut health = self.inner.health.lock().unwrap_or_else(|p| p.into_inner());
         match result {
             Err(SourceError::Unreachable { detail, .. }) => {
                 let since = match &*health {
@@ -610,8 +606,11 @@ pub struct PromSource {
     /// Range queries sent, for tests and the bench.
     baseline_fetches: u64,
     /// A query of this evaluation could not reach the server (see
-    /// [`PromSource::take_unreachable`]).
+    /// [`PromSource::unreachable_run`]).
     unreachable: AtomicBool,
+    /// The latest evaluation of the current Unknown run at which the
+    /// server went unanswered.
+    unreachable_at: Option<DateTime<Utc>>,
 }
 
 impl PromSource {
@@ -625,6 +624,7 @@ impl PromSource {
             baseline: None,
             baseline_fetches: 0,
             unreachable: AtomicBool::new(false),
+            unreachable_at: None,
         }
     }
 
@@ -633,16 +633,31 @@ impl PromSource {
         self.prometheus.as_ref()
     }
 
-    /// The server's name if a query since the last call could not reach
-    /// it (refused, timed out): the rule's report says so, so that its
-    /// target's "blind" notice leaves it to the server's own notice.
-    pub fn take_unreachable(&self) -> Option<String> {
+    /// After an evaluation at `now` (`unknown`: the rule had no data): the
+    /// server's name and the latest evaluation of this Unknown run at
+    /// which it went unanswered (refused, timed out) — `now` while it
+    /// still does. The rule's report carries it, so that its target's
+    /// "blind" notice leaves the rule to the server's own notice, and
+    /// counts a blind period anew once the server answers. Cleared when
+    /// the rule has data.
+    pub fn unreachable_run(
+        &mut self,
+        unknown: bool,
+        now: DateTime<Utc>,
+    ) -> Option<(String, DateTime<Utc>)> {
         let down = self.unreachable.swap(false, Ordering::Relaxed);
-        down.then(|| self.prometheus.as_ref().map(|p| p.name().to_string()))
-            .flatten()
+        if !unknown {
+            self.unreachable_at = None;
+            return None;
+        }
+        if down {
+            self.unreachable_at = Some(now);
+        }
+        let name = self.prometheus.as_ref()?.name().to_string();
+        self.unreachable_at.map(|at| (name, at))
     }
 
-    /// Note a query's outcome for [`PromSource::take_unreachable`].
+    /// Note a query's outcome for [`PromSource::unreachable_run`].
     fn seen<T>(&self, result: Result<T, SourceError>) -> Result<T, SourceError> {
         if let Err(SourceError::Unreachable { .. }) = &result {
             self.unreachable.store(true, Ordering::Relaxed);
