@@ -428,7 +428,7 @@ fn latest_report(state: &Path, target: &str, rule: &str) -> Option<serde_json::V
                 .find(|r| r["rule"] == rule)
                 .cloned()
         })
-        .last()
+        .next_back()
 }
 
 fn latest_status(state: &Path, target: &str, rule: &str) -> String {

@@ -143,7 +143,11 @@ async fn live_version(config: &Config, t: &TargetConfig) -> Result<Option<String
     };
     let prometheus = match config.prometheus_server(server) {
         Some(p) => {
-            Some(crate::sources::prometheus::Prometheus::build(p).map_err(|e| format!("{e:#}"))?)
+            let name = server.unwrap_or(crate::config::DEFAULT_PROMETHEUS);
+            Some(
+                crate::sources::prometheus::Prometheus::build_named(name, p)
+                    .map_err(|e| format!("{e:#}"))?,
+            )
         }
         None => None,
     };
