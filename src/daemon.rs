@@ -1806,7 +1806,13 @@ async fn watch_servers(shared: Arc<Shared>, cancel: CancellationToken) {
             _ = tick.tick() => {}
         }
         let live = shared.live();
-        watches.retain(|name, _| live.prometheus.contains_key(name));
+        watches.retain(|name, _| {
+            let kept = live.prometheus.contains_key(name);
+            if !kept {
+                crate::metrics::global().prometheus_reachable(name, None);
+            }
+            kept
+        });
         for server in &live.servers {
             let Some(client) = live.prometheus.get(&server.name) else {
                 continue;
@@ -1816,6 +1822,14 @@ async fn watch_servers(shared: Arc<Shared>, cancel: CancellationToken) {
                 Reachability::Reachable => Seen::Answers,
                 Reachability::Unreachable { since, error } => Seen::Silent { since, error },
             };
+            crate::metrics::global().prometheus_reachable(
+                &server.name,
+                match &seen {
+                    Seen::NotYet => None,
+                    Seen::Answers => Some(true),
+                    Seen::Silent { .. } => Some(false),
+                },
+            );
             let watch = watches.entry(server.name.clone()).or_default();
             let Some(Action::NotifyTarget {
                 kind,

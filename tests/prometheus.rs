@@ -351,7 +351,8 @@ fn prometheus_killed_mid_run_is_blind_not_a_rollback_and_recovers() {
 /// each, target `api` with two rules on eu. The rules ask a gauge, so a
 /// restarted Prometheus has data again within a scrape or two (shorter
 /// than the targets' `blind_after`).
-fn two_server_config(dir: &Path, default_url: &str, eu_url: &str) -> PathBuf {
+fn two_server_config(dir: &Path, default_url: &str, eu_url: &str) -> (PathBuf, u16) {
+    let api_port = common::free_port();
     let rule = |name: &str, server: &str| {
         format!(
             "  [[target.rule]]\n  name = \"{name}\"\n  source = \"prometheus\"\n  \
@@ -393,7 +394,6 @@ outbox_dir = "{dir}/state/outbox"
 {api}
 "#,
         dir = dir.display(),
-        api_port = common::free_port(),
         web = target(
             "web",
             &format!(
@@ -413,7 +413,20 @@ outbox_dir = "{dir}/state/outbox"
     );
     let path = dir.join("rollbackd.toml");
     std::fs::write(&path, text).unwrap();
-    path
+    (path, api_port)
+}
+
+/// The `rollbackd_prometheus_reachable` line of `server` on `/metrics`.
+fn reachable_metric(api_port: u16, server: &str) -> Option<String> {
+    let (_, text) = http(
+        "GET",
+        &format!("http://127.0.0.1:{api_port}/metrics"),
+        None,
+        None,
+    );
+    let prefix = format!("rollbackd_prometheus_reachable{{server=\"{server}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
 }
 
 /// The latest journaled report of `target`'s `rule`.
@@ -450,7 +463,7 @@ fn two_servers_one_stopped_is_one_notice_for_that_server() {
     let mut eu = Prometheus::start(&dir.join("prom-eu"), &[exporter.port]);
     default.wait_for_series("app_latency_seconds", Duration::from_secs(30));
     eu.wait_for_series("app_latency_seconds", Duration::from_secs(30));
-    let cfg = two_server_config(dir, &default.url(), &eu.url());
+    let (cfg, api_port) = two_server_config(dir, &default.url(), &eu.url());
     let check = std::process::Command::new(bin())
         .args(["check", "--config"])
         .arg(&cfg)
@@ -505,6 +518,8 @@ fn two_servers_one_stopped_is_one_notice_for_that_server() {
             "{report}"
         );
     }
+    assert_eq!(reachable_metric(api_port, "eu").as_deref(), Some("0"));
+    assert_eq!(reachable_metric(api_port, "default").as_deref(), Some("1"));
     // Down past the targets' blind_after (5s): still one notice, none per
     // target.
     std::thread::sleep(Duration::from_secs(6));
@@ -550,6 +565,7 @@ fn two_servers_one_stopped_is_one_notice_for_that_server() {
         "{texts:#?}"
     );
     assert_eq!(texts.len(), 2, "nothing else was told: {texts:#?}");
+    assert_eq!(reachable_metric(api_port, "eu").as_deref(), Some("1"));
     daemon.assert_alive();
     assert!(!dir.join("marker-web").exists() && !dir.join("marker-api").exists());
 }
