@@ -520,6 +520,14 @@ fn two_servers_one_stopped_is_one_notice_for_that_server() {
     }
     assert_eq!(reachable_metric(api_port, "eu").as_deref(), Some("0"));
     assert_eq!(reachable_metric(api_port, "default").as_deref(), Some("1"));
+    // A reload keeps what was told about each server: no second notice,
+    // and "reachable again" still comes.
+    let reload = std::process::Command::new(bin())
+        .args(["reload", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(reload.status.success(), "{reload:?}");
     // Down past the targets' blind_after (5s): still one notice, none per
     // target.
     std::thread::sleep(Duration::from_secs(6));
