@@ -596,7 +596,10 @@ fn bad_answers_are_unknown_with_a_clear_reason() {
                 blind_after: Duration::from_secs(300),
             })
             .unwrap();
+            use rollbackd::sources::prometheus::Reachability;
+            assert_eq!(client.reachability(), Reachability::Unknown);
             let series = client.instant("up").await.unwrap();
+            assert_eq!(client.reachability(), Reachability::Reachable);
             assert_eq!(series[0].value, 0.5);
             assert_eq!(series[0].labels["job"], "app");
             for (mode, want) in [
@@ -625,7 +628,43 @@ fn bad_answers_are_unknown_with_a_clear_reason() {
                 );
                 assert!(err.contains(want), "{mode:?}: want {want:?} in {err:?}");
                 assert!(start.elapsed() < Duration::from_secs(2), "{mode:?} bounded");
+                // An error answer is an answer; only silence is unreachable.
+                match (mode, client.reachability()) {
+                    (Fake::Slow(_), Reachability::Unreachable { error, .. }) => {
+                        assert!(error.contains("no answer within"), "{error}")
+                    }
+                    (Fake::Slow(_), r) => panic!("slow: {r:?}"),
+                    (_, r) => assert_eq!(r, Reachability::Reachable, "{mode:?}"),
+                }
             }
+            // Refused: unreachable, since the first refusal.
+            let closed = Client::build_named(
+                "eu",
+                &PrometheusConfig {
+                    url: format!("http://127.0.0.1:{}", prom::free_port())
+                        .parse()
+                        .unwrap(),
+                    timeout: Duration::from_millis(500),
+                    auth: None,
+                    headers: vec![],
+                    blind_after: Duration::from_secs(300),
+                },
+            )
+            .unwrap();
+            let err = closed.instant("up").await.unwrap_err();
+            assert!(
+                matches!(err, rollbackd::sources::SourceError::Unreachable { .. }),
+                "{err:?}"
+            );
+            assert!(err.to_string().starts_with("prometheus eu http://127.0.0.1:"), "{err}");
+            let Reachability::Unreachable { since, .. } = closed.reachability() else {
+                panic!("{:?}", closed.reachability())
+            };
+            let _ = closed.instant("up").await;
+            assert!(
+                matches!(closed.reachability(), Reachability::Unreachable { since: s, .. } if s == since),
+                "the run keeps its start"
+            );
         })
         .await
         .expect("a query ignored its timeout (fake server hang?)")
