@@ -427,9 +427,9 @@ impl Prometheus {
                 crate::util::fmt_duration(self.inner.timeout)
             ))
         } else if r.is_connect() {
-            self.unreachable(format!("cannot connect: {}", error_chain(r)))
+            self.unreachable(format!("cannot connect: {}", without_url(&error_chain(r))))
         } else {
-            self.unreachable(error_chain(r))
+            self.unreachable(without_url(&error_chain(r)))
         }
     }
 
@@ -556,6 +556,19 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = s.source();
     }
     parts.join(": ")
+}
+
+/// reqwest's `error sending request for url (http://...?query=...)`
+/// without the URL: the message already names the server, and the query
+/// string is noise in a rule's reason and in the server's notice.
+fn without_url(text: &str) -> String {
+    match text.split_once(" for url (") {
+        Some((head, rest)) => match rest.split_once(')') {
+            Some((_, tail)) => format!("{head}{tail}"),
+            None => text.to_string(),
+        },
+        None => text.to_string(),
+    }
 }
 
 /// Standard base64 with padding (for the basic auth header).
@@ -810,6 +823,18 @@ mod tests {
         }
         assert_eq!(sample_time(1767268800.1), t("2026-01-01T12:00:00.1Z"));
         assert_eq!(sample_time(1767268800.0), t("2026-01-01T12:00:00Z"));
+    }
+
+    #[test]
+    fn reqwest_errors_lose_the_url() {
+        assert_eq!(
+            without_url(
+                "error sending request for url (http://127.0.0.1:1/api/v1/query?query=up%28%29): \
+                 client error (Connect): tcp connect error: Connection refused (os error 111)"
+            ),
+            "error sending request: client error (Connect): tcp connect error: Connection refused (os error 111)"
+        );
+        assert_eq!(without_url("connection reset"), "connection reset");
     }
 
     #[test]
