@@ -416,7 +416,9 @@ impl Prometheus {
         use std::error::Error as _;
         match e.source().and_then(|s| s.downcast_ref::<reqwest::Error>()) {
             Some(r) => self.reqwest_error(r),
-            None => self.unreachable(e.to_string()),
+            // Not a transport error (e.g. the request could not be built):
+            // says nothing about the server.
+            None => self.unavailable(e.to_string()),
         }
     }
 
