@@ -66,6 +66,7 @@ fn rules(i: usize) -> Vec<RuleConfig> {
             baseline,
             traffic: None,
             step: None,
+            server: None,
         })
     };
     vec![
@@ -117,6 +118,7 @@ async fn run(port: u16, n: usize) {
         timeout: Duration::from_secs(5),
         auth: None,
         headers: vec![],
+        blind_after: Duration::from_secs(300),
     })
     .unwrap();
     let client = reqwest::Client::new();

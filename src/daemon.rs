@@ -113,13 +113,17 @@ pub struct TargetHandle {
 struct Live {
     poll_interval: Duration,
     notifier: Notifier,
-    /// One Prometheus client (pool, timeout, concurrency bound) for every target.
-    prometheus: Option<Prometheus>,
+    /// One client per Prometheus server (pool, auth, timeout, concurrency
+    /// bound, reachability), shared by every rule that asks it: `default`
+    /// is `[prometheus]`, the others `[prometheus.servers.NAME]`.
+    prometheus: BTreeMap<String, Prometheus>,
+    /// Each server as its "unreachable" notice names it.
+    servers: Vec<decide::server_watch::Server>,
     /// `public_url`, base of the links in confirmation emails.
     public_url: Option<url::Url>,
     /// `[daemon] max_rollbacks_per_hour` across all targets.
     global_limit: Option<Arc<GlobalLimit>>,
-    /// `[prometheus] timeout`, for the watchdog's poll budget.
+    /// The longest Prometheus `timeout`, for the watchdog's poll budget.
     prometheus_timeout: Duration,
 }
 
@@ -129,26 +133,104 @@ impl Live {
         config: &Config,
         states: impl Iterator<Item = &'a TargetState>,
     ) -> anyhow::Result<Live> {
-        let prometheus = match &config.prometheus {
-            None => None,
-            Some(p) => {
-                Some(Prometheus::build(p).context("failed to set up the Prometheus client")?)
-            }
-        };
+        let configs: Vec<(&str, &crate::config::PrometheusConfig)> = config
+            .prometheus
+            .iter()
+            .map(|p| (crate::config::DEFAULT_PROMETHEUS, p))
+            .chain(
+                config
+                    .prometheus_servers
+                    .iter()
+                    .map(|(n, p)| (n.as_str(), p)),
+            )
+            .collect();
+        let mut prometheus = BTreeMap::new();
+        for (name, p) in &configs {
+            let client = Prometheus::build_named(name, p)
+                .with_context(|| format!("failed to set up the client of Prometheus {name}"))?;
+            prometheus.insert(name.to_string(), client);
+        }
+        let servers = configs
+            .iter()
+            .map(|(name, p)| decide::server_watch::Server {
+                name: name.to_string(),
+                url: p.url.to_string(),
+                blind_after: p.blind_after,
+                rules: server_users(config, name),
+            })
+            .collect();
         Ok(Live {
             poll_interval: config.daemon.poll_interval,
             notifier: Notifier::build(&config.notify, config.daemon.public_url.clone()),
             prometheus,
+            servers,
             public_url: config.daemon.public_url.clone(),
-            prometheus_timeout: config
-                .prometheus
-                .as_ref()
-                .map_or(Duration::ZERO, |p| p.timeout),
+            prometheus_timeout: configs
+                .iter()
+                .map(|(_, p)| p.timeout)
+                .max()
+                .unwrap_or_default(),
             global_limit: config
                 .daemon
                 .max_rollbacks_per_hour
                 .map(|cap| Arc::new(GlobalLimit::build(cap, states, Utc::now()))),
         })
+    }
+}
+
+impl Live {
+    /// The client of server `name` (`None`: `[prometheus]`).
+    fn client(&self, name: Option<&str>) -> Option<&Prometheus> {
+        self.prometheus
+            .get(name.unwrap_or(crate::config::DEFAULT_PROMETHEUS))
+    }
+
+    /// After a reload: keep the clients of servers whose config did not
+    /// change (their pools, their reachability, and the history of the
+    /// rules that ask them).
+    fn keep_clients(&mut self, old: &Live, old_config: &Config, new_config: &Config) {
+        for (name, client) in self.prometheus.iter_mut() {
+            let same = old_config.prometheus_server(Some(name))
+                == new_config.prometheus_server(Some(name));
+            if let (true, Some(kept)) = (same, old.prometheus.get(name)) {
+                *client = kept.clone();
+            }
+        }
+    }
+}
+
+/// `target/rule` of every rule that asks Prometheus server `name`, and
+/// `target (version_query)` for the version.
+fn server_users(config: &Config, name: &str) -> Vec<String> {
+    let asks = |server: &Option<String>| {
+        server
+            .as_deref()
+            .unwrap_or(crate::config::DEFAULT_PROMETHEUS)
+            == name
+    };
+    let mut users = Vec::new();
+    for t in &config.targets {
+        for r in &t.rules {
+            if let crate::config::SourceSpec::Prometheus(p) = &r.source {
+                if asks(&p.server) {
+                    users.push(format!("{}/{}", t.name, r.name));
+                }
+            }
+        }
+        if let Some(crate::config::VersionSource::Query { server, .. }) = &t.version {
+            if asks(server) {
+                users.push(format!("{} (version_query)", t.name));
+            }
+        }
+    }
+    users
+}
+
+/// The server a target's `version_query` asks.
+fn version_server(target: &TargetConfig) -> Option<&str> {
+    match &target.version {
+        Some(crate::config::VersionSource::Query { server, .. }) => server.as_deref(),
+        _ => None,
     }
 }
 
@@ -397,6 +479,9 @@ impl Daemon {
         self.shared
             .tracker
             .spawn(housekeeping(self.shared.clone(), cancel.clone()));
+        self.shared
+            .tracker
+            .spawn(watch_servers(self.shared.clone(), cancel.clone()));
         let token = match &self.config.daemon.api_token_file {
             Some(path) => Some(crate::api::auth::read_token(path)?),
             None => None,
@@ -653,7 +738,8 @@ impl Daemon {
             .values()
             .map(|w| w.handle.state.borrow().clone())
             .collect();
-        let live = Live::build(&new, states.iter()).map_err(|e| format!("{e:#}"))?;
+        let mut live = Live::build(&new, states.iter()).map_err(|e| format!("{e:#}"))?;
+        live.keep_clients(&self.shared.live(), &self.config, &new);
         let notify_changed = format!("{:?}", self.config.notify) != format!("{:?}", new.notify);
         if notify_changed {
             let senders = live
@@ -873,7 +959,20 @@ fn rule_slots(
 ) -> (Vec<RuleSlot>, Vec<RuleSlot>) {
     let (mut polled, mut alerting) = (Vec::new(), Vec::new());
     for (index, r) in target.rules.iter().enumerate() {
-        let slot = match old.iter().position(|s| s.eval.rule() == r) {
+        let client = match &r.source {
+            crate::config::SourceSpec::Prometheus(p) => live.client(p.server.as_deref()),
+            _ => None,
+        };
+        // Kept only while it still asks the same client (a server whose
+        // url or auth changed gets a new one).
+        let same_client = |s: &RuleSlot| match (&s.source, client) {
+            (Source::Prometheus(p), Some(c)) => p.prometheus().is_some_and(|o| o.same(c)),
+            _ => true,
+        };
+        let slot = match old
+            .iter()
+            .position(|s| s.eval.rule() == r && same_client(s))
+        {
             Some(i) => {
                 let mut s = old.swap_remove(i);
                 s.index = index;
@@ -891,12 +990,7 @@ fn rule_slots(
                 }
                 RuleSlot {
                     index,
-                    source: Source::build(
-                        &r.source,
-                        &shared.client,
-                        live.prometheus.as_ref(),
-                        live.poll_interval,
-                    ),
+                    source: Source::build(&r.source, &shared.client, client, live.poll_interval),
                     eval,
                     kept: false,
                 }
@@ -1101,7 +1195,7 @@ impl Worker {
             version: Some(VersionReader::build(
                 target.version.clone(),
                 shared.verify_client.clone(),
-                live.prometheus.clone(),
+                live.client(version_server(target)).cloned(),
             )),
             schedule: Schedule::new(&target.name, live.poll_interval),
             budget: poll_budget(target, &live),
@@ -1249,11 +1343,16 @@ impl Worker {
         }
         self.polled = polled;
         self.alerting = alerting;
-        if self.target.version != r.target.version {
+        // A version_query's server may have a new client.
+        let query = matches!(
+            r.target.version,
+            Some(crate::config::VersionSource::Query { .. })
+        );
+        if self.target.version != r.target.version || query {
             self.version = Some(VersionReader::build(
                 r.target.version.clone(),
                 self.shared.verify_client.clone(),
-                live.prometheus.clone(),
+                live.client(version_server(&r.target)).cloned(),
             ));
         }
         if self.schedule.interval != live.poll_interval {
@@ -1732,6 +1831,79 @@ async fn housekeeping(shared: Arc<Shared>, cancel: CancellationToken) {
                     {
                         tracing::error!(error = %e, "cannot notify that the state directory is lost");
                     }
+                }
+            }
+        }
+    }
+}
+
+/// How often each Prometheus server's reachability is checked.
+const SERVER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Tell the admin once when a Prometheus server has been unreachable for
+/// its `blind_after`, and once when it answers again (the decision is
+/// [`decide::server_watch::check`]'s; the facts are the clients'). What was
+/// sent is kept across reloads by server name.
+async fn watch_servers(shared: Arc<Shared>, cancel: CancellationToken) {
+    use crate::sources::prometheus::Reachability;
+    use decide::server_watch::{check, Seen, Watch};
+    let mut tick = tokio::time::interval(SERVER_CHECK_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut watches: BTreeMap<String, Watch> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let live = shared.live();
+        watches.retain(|name, _| {
+            let kept = live.prometheus.contains_key(name);
+            if !kept {
+                crate::metrics::global().prometheus_reachable(name, None);
+            }
+            kept
+        });
+        for server in &live.servers {
+            let Some(client) = live.prometheus.get(&server.name) else {
+                continue;
+            };
+            let seen = match client.reachability() {
+                Reachability::Unknown => Seen::NotYet,
+                Reachability::Reachable => Seen::Answers,
+                Reachability::Unreachable { since, error } => Seen::Silent { since, error },
+            };
+            crate::metrics::global().prometheus_reachable(
+                &server.name,
+                match &seen {
+                    Seen::NotYet => None,
+                    Seen::Answers => Some(true),
+                    Seen::Silent { .. } => Some(false),
+                },
+            );
+            let watch = watches.entry(server.name.clone()).or_default();
+            let Some(Action::NotifyTarget {
+                kind,
+                target,
+                message,
+            }) = check(watch, server, &seen, Utc::now())
+            else {
+                continue;
+            };
+            if kind == decide::NotifyKind::ServerUnreachable {
+                tracing::warn!(server = %server.name, "{message}");
+            } else {
+                tracing::info!(server = %server.name, "{message}");
+            }
+            match live.notifier.notify_target(kind, &target, &message).await {
+                Ok(Some(path)) => shared.observe(Observation::Mail {
+                    at: Utc::now(),
+                    target,
+                    path,
+                    kind,
+                }),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(server = %server.name, error = %e, "cannot notify about the Prometheus server")
                 }
             }
         }

@@ -122,6 +122,13 @@ pub struct StatusLabels {
     pub status: String,
 }
 
+/// `{server}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerLabels {
+    /// `default` for `[prometheus]`, else its `[prometheus.servers.NAME]`.
+    pub server: String,
+}
+
 /// `{result}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -204,6 +211,7 @@ pub struct Metrics {
     alerts_dropped: Counter,
     alerts_expired: Counter,
     orphaned_steps: Gauge,
+    prometheus_reachable: Family<ServerLabels, Gauge>,
     journal_replaced: Gauge,
     journal_compactions: Counter,
     config_reload_failures: Counter,
@@ -273,6 +281,7 @@ impl Metrics {
             alerts_dropped: Counter::default(),
             alerts_expired: Counter::default(),
             orphaned_steps: Gauge::default(),
+            prometheus_reachable: Family::default(),
             journal_replaced: Gauge::default(),
             journal_compactions: Counter::default(),
             config_reload_failures: Counter::default(),
@@ -442,6 +451,11 @@ impl Metrics {
             "rollbackd_orphaned_steps_found",
             "Steps of a previous run found still running at start (killed and reported)",
             m.orphaned_steps.clone(),
+        );
+        r.register(
+            "rollbackd_prometheus_reachable",
+            "1 while the Prometheus server answers (an error answer too), 0 while it does not (refused, timed out)",
+            m.prometheus_reachable.clone(),
         );
         r.register(
             "rollbackd_journal_replaced",
@@ -801,6 +815,24 @@ impl Metrics {
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
+    /// Whether Prometheus server `server` answered its latest query
+    /// (`None`: not asked yet, no series).
+    pub fn prometheus_reachable(&self, server: &str, up: Option<bool>) {
+        let labels = ServerLabels {
+            server: server.to_string(),
+        };
+        match up {
+            Some(up) => {
+                self.prometheus_reachable
+                    .get_or_create(&labels)
+                    .set(i64::from(up));
+            }
+            None => {
+                self.prometheus_reachable.remove(&labels);
+            }
+        }
+    }
+
     /// Whether the journal file was deleted or replaced under the daemon.
     pub fn journal_replaced(&self, gone: bool) {
         self.journal_replaced.set(i64::from(gone));
@@ -878,6 +910,7 @@ mod tests {
             labels: Default::default(),
             detail: None,
             shadow: false,
+            unreachable: None,
         }
     }
 

@@ -71,7 +71,9 @@ impl VersionReader {
             Some(VersionSource::Url { url, json_pointer }) => {
                 self.read_url(url, json_pointer.as_deref()).await?
             }
-            Some(VersionSource::Query { query, label }) => self.read_query(query, label).await?,
+            Some(VersionSource::Query { query, label, .. }) => {
+                self.read_query(query, label).await?
+            }
         };
         check(&v).map(Some)
     }

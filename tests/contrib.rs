@@ -96,6 +96,7 @@ fn exported() -> BTreeSet<String> {
         labels: Default::default(),
         detail: None,
         shadow: false,
+        unreachable: None,
     };
     m.rule("web", &report);
     m.rollback_finished("web", "failed");

@@ -77,6 +77,7 @@ fn client(prometheus: &Prometheus) -> Client {
         timeout: Duration::from_secs(2),
         auth: None,
         headers: vec![],
+        blind_after: Duration::from_secs(300),
     })
     .unwrap()
 }
@@ -89,6 +90,7 @@ fn prom_rule(name: &str, query: &str, above: f64, for_: Duration) -> RuleConfig 
             baseline: None,
             traffic: None,
             step: Some(Duration::from_secs(1)),
+            server: None,
         }),
         above,
         for_,
@@ -533,6 +535,7 @@ fn prometheus_unreachable_is_unknown_even_under_breach() {
         timeout: Duration::from_millis(500),
         auth: None,
         headers: vec![],
+        blind_after: Duration::from_secs(300),
     })
     .unwrap();
     let rt = runtime();

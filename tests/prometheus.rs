@@ -44,6 +44,7 @@ poll_interval = "300ms"
 [prometheus]
 url = "{prom_url}"
 timeout = "1s"
+blind_after = "2s"
 
 [notify.email]
 from = "rollbackd <rollbackd@test.invalid>"
@@ -287,14 +288,17 @@ fn prometheus_killed_mid_run_is_blind_not_a_rollback_and_recovers() {
     });
 
     prometheus.kill();
-    // Errors rise while nobody can see them: still no rollback.
+    // Errors rise while nobody can see them: still no rollback. The server
+    // being down is told once, by the server's notice (the target's own
+    // blind notice leaves it out).
     exporter.set(|k| k.error_ratio = 0.5);
-    let (_, mail) = wait_for(Duration::from_secs(20), "the blind mail", || {
+    let (_, mail) = wait_for(Duration::from_secs(20), "the unreachable mail", || {
         mails(&outbox)
             .into_iter()
-            .find(|(_, m)| m.contains("MONITORING BLIND"))
+            .find(|(_, m)| m.contains("prometheus default: UNREACHABLE"))
     });
-    assert!(mail.contains("http-5xx-rate has had no data"), "{mail}");
+    assert!(mail.contains("1 rule(s) have no data"), "{mail}");
+    assert!(mail.contains("app/http-5xx-rate"), "{mail}");
     assert!(mail.contains("cannot connect"), "names the reason: {mail}");
     let unknown = rule_reports(&state, "http-5xx-rate")
         .into_iter()
@@ -316,24 +320,262 @@ fn prometheus_killed_mid_run_is_blind_not_a_rollback_and_recovers() {
     assert_eq!(
         mails(&outbox)
             .iter()
-            .filter(|(_, m)| m.contains("MONITORING BLIND"))
+            .filter(|(_, m)| m.contains("UNREACHABLE"))
             .count(),
         1,
-        "blind is told once"
+        "unreachable is told once"
+    );
+    assert!(
+        !mails(&outbox)
+            .iter()
+            .any(|(_, m)| m.contains("MONITORING BLIND")),
+        "not again per target"
     );
 
     exporter.set(|k| k.error_ratio = 0.01);
     prometheus.restart();
-    wait_for(Duration::from_secs(30), "the seeing-again mail", || {
+    wait_for(Duration::from_secs(30), "the reachable-again mail", || {
         mails(&outbox)
             .into_iter()
-            .find(|(_, m)| m.contains("MONITORING RESTORED"))
+            .find(|(_, m)| m.contains("prometheus default: REACHABLE AGAIN"))
     });
     wait_for(Duration::from_secs(20), "the rule ok again", || {
         (statuses(&state, "http-5xx-rate").last().map(String::as_str) == Some("ok")).then_some(())
     });
     daemon.assert_alive();
     assert!(!dir.join("marker").exists());
+}
+
+/// The config of [`two_servers_one_stopped_is_one_notice_for_that_server`]:
+/// `[prometheus]` and `[prometheus.servers.eu]`, target `web` with a rule on
+/// each, target `api` with two rules on eu. The rules ask a gauge, so a
+/// restarted Prometheus has data again within a scrape or two (shorter
+/// than the targets' `blind_after`).
+fn two_server_config(dir: &Path, default_url: &str, eu_url: &str) -> (PathBuf, u16) {
+    let api_port = common::free_port();
+    let rule = |name: &str, server: &str| {
+        format!(
+            "  [[target.rule]]\n  name = \"{name}\"\n  source = \"prometheus\"\n  \
+             query = 'max by (job) (app_latency_seconds{{job=\"app\"}})'\n  \
+             above = 1.0\n  for = \"1s\"\n{server}\n"
+        )
+    };
+    let target = |name: &str, rules: &str| {
+        format!(
+            "[[target]]\nname = \"{name}\"\ncooldown = \"10m\"\nblind_after = \"5s\"\n{rules}\n  \
+             [target.rollback]\n  kind = \"command\"\n  timeout = \"10s\"\n  \
+             steps = [[\"touch\", \"{dir}/marker-{name}\"]]\n",
+            dir = dir.display()
+        )
+    };
+    let text = format!(
+        r#"
+[daemon]
+state_dir = "{dir}/state"
+listen = "127.0.0.1:{api_port}"
+poll_interval = "300ms"
+
+[prometheus]
+url = "{default_url}"
+timeout = "1s"
+blind_after = "10m"
+
+[prometheus.servers.eu]
+url = "{eu_url}"
+timeout = "1s"
+blind_after = "2s"
+
+[notify.email]
+from = "rollbackd <rollbackd@test.invalid>"
+to = ["admin@example.com"]
+outbox_dir = "{dir}/state/outbox"
+
+{web}
+{api}
+"#,
+        dir = dir.display(),
+        web = target(
+            "web",
+            &format!(
+                "{}{}",
+                rule("errors", ""),
+                rule("errors-eu", "  prometheus = \"eu\"")
+            )
+        ),
+        api = target(
+            "api",
+            &format!(
+                "{}{}",
+                rule("errors-eu", "  prometheus = \"eu\""),
+                rule("ratio-eu", "  prometheus = \"eu\"")
+            )
+        ),
+    );
+    let path = dir.join("rollbackd.toml");
+    std::fs::write(&path, text).unwrap();
+    (path, api_port)
+}
+
+/// The `rollbackd_prometheus_reachable` line of `server` on `/metrics`.
+fn reachable_metric(api_port: u16, server: &str) -> Option<String> {
+    let (_, text) = http(
+        "GET",
+        &format!("http://127.0.0.1:{api_port}/metrics"),
+        None,
+        None,
+    );
+    let prefix = format!("rollbackd_prometheus_reachable{{server=\"{server}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+}
+
+/// The latest journaled report of `target`'s `rule`.
+fn latest_report(state: &Path, target: &str, rule: &str) -> Option<serde_json::Value> {
+    journal(state)
+        .into_iter()
+        .filter(|e| e["event"]["event"] == "evaluated" && e["target"] == target)
+        .filter_map(|e| {
+            e["event"]["rules"]
+                .as_array()?
+                .iter()
+                .find(|r| r["rule"] == rule)
+                .cloned()
+        })
+        .next_back()
+}
+
+fn latest_status(state: &Path, target: &str, rule: &str) -> String {
+    latest_report(state, target, rule)
+        .and_then(|r| r["status"]["status"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Issue #12: two real Prometheus servers, rules on both, one stopped:
+/// only the rules of the stopped one are Unknown (marked with the server),
+/// there is exactly one notice for that server (none per target or rule),
+/// and one "reachable again" once it is back.
+#[test]
+fn two_servers_one_stopped_is_one_notice_for_that_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let exporter = Exporter::start(knobs());
+    let default = Prometheus::start(&dir.join("prom-default"), &[exporter.port]);
+    let mut eu = Prometheus::start(&dir.join("prom-eu"), &[exporter.port]);
+    default.wait_for_series("app_latency_seconds", Duration::from_secs(30));
+    eu.wait_for_series("app_latency_seconds", Duration::from_secs(30));
+    let (cfg, api_port) = two_server_config(dir, &default.url(), &eu.url());
+    let check = std::process::Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{check:?}");
+    let mut daemon = Running::start(&cfg, &dir.join("daemon.log"));
+    let state = dir.join("state");
+    let outbox = state.join("outbox");
+    let all = [
+        ("web", "errors"),
+        ("web", "errors-eu"),
+        ("api", "errors-eu"),
+        ("api", "ratio-eu"),
+    ];
+    wait_for(
+        Duration::from_secs(20),
+        "every rule ok on both servers",
+        || {
+            all.iter()
+                .all(|(t, r)| latest_status(&state, t, r) == "ok")
+                .then_some(())
+        },
+    );
+
+    eu.kill();
+    let (_, mail) = wait_for(Duration::from_secs(20), "the eu unreachable mail", || {
+        mails(&outbox)
+            .into_iter()
+            .find(|(_, m)| m.contains("prometheus eu: UNREACHABLE"))
+    });
+    assert!(
+        mail.contains(&format!("Prometheus eu ({}/)", eu.url())),
+        "{mail}"
+    );
+    assert!(mail.contains("cannot connect"), "names the reason: {mail}");
+    assert!(
+        mail.contains("3 rule(s) have no data")
+            && mail.contains("web/errors-eu, api/errors-eu, api/ratio-eu"),
+        "names the rules that abstain: {mail}"
+    );
+    // Only the rules of the stopped server are Unknown, each marked with it.
+    for (t, r) in &all[1..] {
+        let report = latest_report(&state, t, r).unwrap();
+        assert_eq!(report["status"]["status"], "unknown", "{t}/{r}: {report}");
+        assert_eq!(report["unreachable"]["server"], "eu", "{t}/{r}: {report}");
+        assert!(
+            report["status"]["why"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("prometheus eu {}/", eu.url())),
+            "{report}"
+        );
+    }
+    assert_eq!(reachable_metric(api_port, "eu").as_deref(), Some("0"));
+    assert_eq!(reachable_metric(api_port, "default").as_deref(), Some("1"));
+    // A reload keeps what was told about each server: no second notice,
+    // and "reachable again" still comes.
+    let reload = std::process::Command::new(bin())
+        .args(["reload", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(reload.status.success(), "{reload:?}");
+    // Down past the targets' blind_after (5s): still one notice, none per
+    // target.
+    std::thread::sleep(Duration::from_secs(6));
+    daemon.assert_alive();
+    let web = latest_report(&state, "web", "errors").unwrap();
+    assert_eq!(web["status"]["status"], "ok", "{web}");
+    assert!(web.get("unreachable").is_none(), "{web}");
+    let texts: Vec<String> = mails(&outbox).into_iter().map(|(_, m)| m).collect();
+    assert_eq!(
+        texts.iter().filter(|m| m.contains("UNREACHABLE")).count(),
+        1,
+        "one notice for the server: {texts:#?}"
+    );
+    assert!(
+        !texts.iter().any(|m| m.contains("MONITORING BLIND")),
+        "no blind notice per target: {texts:#?}"
+    );
+    assert!(!texts.iter().any(|m| m.contains("prometheus default")));
+
+    eu.restart();
+    wait_for(
+        Duration::from_secs(30),
+        "the eu reachable-again mail",
+        || {
+            mails(&outbox)
+                .into_iter()
+                .find(|(_, m)| m.contains("prometheus eu: REACHABLE AGAIN"))
+        },
+    );
+    wait_for(Duration::from_secs(30), "every rule ok again", || {
+        all.iter()
+            .all(|(t, r)| latest_status(&state, t, r) == "ok")
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let texts: Vec<String> = mails(&outbox).into_iter().map(|(_, m)| m).collect();
+    assert_eq!(
+        texts
+            .iter()
+            .filter(|m| m.contains("REACHABLE AGAIN"))
+            .count(),
+        1,
+        "{texts:#?}"
+    );
+    assert_eq!(texts.len(), 2, "nothing else was told: {texts:#?}");
+    assert_eq!(reachable_metric(api_port, "eu").as_deref(), Some("1"));
+    daemon.assert_alive();
+    assert!(!dir.join("marker-web").exists() && !dir.join("marker-api").exists());
 }
 
 /// The reason for no data, from the library client, for each bad answer.
@@ -351,9 +593,13 @@ fn bad_answers_are_unknown_with_a_clear_reason() {
                 timeout: Duration::from_millis(500),
                 auth: None,
                 headers: vec![],
+                blind_after: Duration::from_secs(300),
             })
             .unwrap();
+            use rollbackd::sources::prometheus::Reachability;
+            assert_eq!(client.reachability(), Reachability::Unknown);
             let series = client.instant("up").await.unwrap();
+            assert_eq!(client.reachability(), Reachability::Reachable);
             assert_eq!(series[0].value, 0.5);
             assert_eq!(series[0].labels["job"], "app");
             for (mode, want) in [
@@ -382,7 +628,43 @@ fn bad_answers_are_unknown_with_a_clear_reason() {
                 );
                 assert!(err.contains(want), "{mode:?}: want {want:?} in {err:?}");
                 assert!(start.elapsed() < Duration::from_secs(2), "{mode:?} bounded");
+                // An error answer is an answer; only silence is unreachable.
+                match (mode, client.reachability()) {
+                    (Fake::Slow(_), Reachability::Unreachable { error, .. }) => {
+                        assert!(error.contains("no answer within"), "{error}")
+                    }
+                    (Fake::Slow(_), r) => panic!("slow: {r:?}"),
+                    (_, r) => assert_eq!(r, Reachability::Reachable, "{mode:?}"),
+                }
             }
+            // Refused: unreachable, since the first refusal.
+            let closed = Client::build_named(
+                "eu",
+                &PrometheusConfig {
+                    url: format!("http://127.0.0.1:{}", prom::free_port())
+                        .parse()
+                        .unwrap(),
+                    timeout: Duration::from_millis(500),
+                    auth: None,
+                    headers: vec![],
+                    blind_after: Duration::from_secs(300),
+                },
+            )
+            .unwrap();
+            let err = closed.instant("up").await.unwrap_err();
+            assert!(
+                matches!(err, rollbackd::sources::SourceError::Unreachable { .. }),
+                "{err:?}"
+            );
+            assert!(err.to_string().starts_with("prometheus eu http://127.0.0.1:"), "{err}");
+            let Reachability::Unreachable { since, .. } = closed.reachability() else {
+                panic!("{:?}", closed.reachability())
+            };
+            let _ = closed.instant("up").await;
+            assert!(
+                matches!(closed.reachability(), Reachability::Unreachable { since: s, .. } if s == since),
+                "the run keeps its start"
+            );
         })
         .await
         .expect("a query ignored its timeout (fake server hang?)")
@@ -588,6 +870,7 @@ mod machine {
                 labels: Default::default(),
                 detail: None,
                 shadow: false,
+                unreachable: None,
             }],
         }
     }

@@ -38,8 +38,14 @@ pub fn load_str(file: &str, text: &str) -> Result<Config, ConfigErrors> {
 pub struct Config {
     /// Process-wide settings.
     pub daemon: DaemonConfig,
-    /// `[prometheus]`: where `source = "prometheus"` rules and `version_query` ask.
+    /// `[prometheus]`: the default server, where `source = "prometheus"`
+    /// rules and `version_query` ask unless they name another. `None` when
+    /// there is no `[prometheus]` or it has no `url` (then every rule names
+    /// a server).
     pub prometheus: Option<PrometheusConfig>,
+    /// `[prometheus.servers.NAME]`: further servers (one per region, say),
+    /// each with its own client, auth, timeout and reachability tracking.
+    pub prometheus_servers: std::collections::BTreeMap<String, PrometheusConfig>,
     /// Where notifications go.
     pub notify: NotifyConfig,
     /// Release windows: inside one, every decision is dry-run.
@@ -195,6 +201,24 @@ pub struct PrometheusConfig {
     pub auth: Option<PrometheusAuth>,
     /// Extra request headers (e.g. `X-Scope-OrgID` for Mimir/Cortex).
     pub headers: Vec<(String, String)>,
+    /// Unreachable (refused, timed out) this long: one notification for the
+    /// server, instead of one "blind" notice per target.
+    pub blind_after: Duration,
+}
+
+/// The name of the server `[prometheus]` defines, in messages and
+/// `prometheus = "NAME"` (which may name it explicitly).
+pub const DEFAULT_PROMETHEUS: &str = "default";
+
+impl Config {
+    /// The Prometheus server called `name` (`None` or `"default"`:
+    /// `[prometheus]`), if configured.
+    pub fn prometheus_server(&self, name: Option<&str>) -> Option<&PrometheusConfig> {
+        match name {
+            None | Some(DEFAULT_PROMETHEUS) => self.prometheus.as_ref(),
+            Some(n) => self.prometheus_servers.get(n),
+        }
+    }
 }
 
 /// How rollbackd authenticates to Prometheus.
@@ -364,6 +388,8 @@ pub enum VersionSource {
         query: String,
         /// The label naming the version (default `version`).
         label: String,
+        /// `version_prometheus`: the named server asked; `None` is `[prometheus]`.
+        server: Option<String>,
     },
 }
 
@@ -479,6 +505,8 @@ pub struct PromSpec {
     /// `step`: the resolution of the range query `for` is judged on;
     /// `None` is the daemon's `poll_interval`.
     pub step: Option<Duration>,
+    /// `prometheus = "NAME"`: the server asked; `None` is `[prometheus]`.
+    pub server: Option<String>,
 }
 
 /// `traffic_query` + `min_traffic`: the rule's value means something only

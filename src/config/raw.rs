@@ -22,7 +22,8 @@ use super::{ConfigError, ConfigErrors};
 pub struct RawConfig {
     /// `[daemon]`: process-wide settings.
     pub daemon: Option<RawDaemon>,
-    /// `[prometheus]`: the server Prometheus rules query.
+    /// `[prometheus]`: the default server Prometheus rules query, and its
+    /// named servers (`[prometheus.servers.NAME]`).
     pub prometheus: Option<RawPrometheus>,
     /// `[notify]`: where notifications go.
     pub notify: Option<RawNotify>,
@@ -64,7 +65,7 @@ pub struct RawDaemon {
     pub max_pause: Option<String>,
 }
 
-/// `[prometheus]`.
+/// `[prometheus]` (the default server) and each `[prometheus.servers.NAME]`.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPrometheus {
@@ -80,6 +81,12 @@ pub struct RawPrometheus {
     pub bearer_token_file: Option<String>,
     /// Extra request headers.
     pub headers: Option<std::collections::BTreeMap<String, String>>,
+    /// Duration string: unreachable this long is one notification.
+    pub blind_after: Option<String>,
+    /// `[prometheus.servers.NAME]`, read by the walker (a `servers` key
+    /// inside a named server is unknown).
+    #[serde(skip)]
+    pub servers: std::collections::BTreeMap<String, RawPrometheus>,
 }
 
 /// `[notify]`.
@@ -185,6 +192,8 @@ pub struct RawTarget {
     pub version_json_pointer: Option<String>,
     /// Label of `version_query`'s result.
     pub version_label: Option<String>,
+    /// The named Prometheus server `version_query` asks (default: `[prometheus]`).
+    pub version_prometheus: Option<String>,
     /// Duration string: roll back only releases deployed within this long.
     pub only_within: Option<String>,
     /// Duration string: Unknown this long raises the blind notification.
@@ -266,6 +275,8 @@ pub struct RawRule {
     pub step: Option<String>,
     /// `act` (default) or `shadow`: evaluated and recorded, never acts.
     pub mode: Option<String>,
+    /// Prometheus: the named server asked (`[prometheus.servers.NAME]`).
+    pub prometheus: Option<String>,
 }
 
 impl RawRule {
@@ -291,6 +302,7 @@ impl RawRule {
         add(self.traffic_query.is_some(), "traffic_query");
         add(self.min_traffic.is_some(), "min_traffic");
         add(self.step.is_some(), "step");
+        add(self.prometheus.is_some(), "prometheus");
         keys
     }
 }
@@ -569,7 +581,7 @@ impl Walker<'_> {
         raw.daemon = daemon.and_then(|v| self.table("daemon", v).map(|t| self.flat("daemon", t)));
         raw.prometheus = prometheus
             .and_then(|v| self.table("prometheus", v))
-            .map(|t| self.flat("prometheus", t));
+            .map(|t| self.prometheus(t));
         raw.notify = notify.and_then(|v| self.table("notify", v)).map(|mut t| {
             let email = t.remove("email");
             let webhook = t.remove("webhook");
@@ -582,6 +594,21 @@ impl Walker<'_> {
         });
         raw.window = self.array("window", window, |w, path, t| w.flat(path, t));
         raw.target = self.array("target", target, |w, path, t| w.target(path, t));
+        raw
+    }
+
+    /// `[prometheus]` and its `[prometheus.servers.NAME]` tables.
+    fn prometheus(&mut self, mut t: toml::Table) -> RawPrometheus {
+        let servers = t.remove("servers");
+        let mut raw: RawPrometheus = self.flat("prometheus", t);
+        let servers = servers.and_then(|v| self.table("prometheus.servers", v));
+        for (name, v) in servers.into_iter().flatten() {
+            let path = format!("prometheus.servers.{name}");
+            if let Some(t) = self.table(&path, v) {
+                let server = self.flat(&path, t);
+                raw.servers.insert(name, server);
+            }
+        }
         raw
     }
 

@@ -54,16 +54,26 @@ pub fn secret_files(config: &Config) -> Vec<(String, PathBuf)> {
     {
         files.push(("notify.email.password_file".to_string(), p.clone()));
     }
-    match config.prometheus.as_ref().and_then(|p| p.auth.as_ref()) {
-        Some(PrometheusAuth::Basic { password_file, .. }) => files.push((
-            "prometheus.password_file".to_string(),
-            password_file.clone(),
-        )),
-        Some(PrometheusAuth::Bearer { token_file }) => files.push((
-            "prometheus.bearer_token_file".to_string(),
-            token_file.clone(),
-        )),
-        None => {}
+    let servers = config
+        .prometheus
+        .iter()
+        .map(|p| ("prometheus".to_string(), p))
+        .chain(
+            config
+                .prometheus_servers
+                .iter()
+                .map(|(name, p)| (format!("prometheus.servers.{name}"), p)),
+        );
+    for (path, p) in servers {
+        match &p.auth {
+            Some(PrometheusAuth::Basic { password_file, .. }) => {
+                files.push((format!("{path}.password_file"), password_file.clone()))
+            }
+            Some(PrometheusAuth::Bearer { token_file }) => {
+                files.push((format!("{path}.bearer_token_file"), token_file.clone()))
+            }
+            None => {}
+        }
     }
     for (i, t) in config.targets.iter().enumerate() {
         if let ExecutorKind::Webhook {

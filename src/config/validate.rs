@@ -124,6 +124,17 @@ pub fn validate_collecting(
         errors: Vec::new(),
         warnings: Vec::new(),
         has_prometheus: raw.prometheus.is_some(),
+        // A `[prometheus]` without url and without named servers is
+        // reported once, at `prometheus.url`, not again at every rule.
+        prom_default: raw
+            .prometheus
+            .as_ref()
+            .is_some_and(|p| p.url.is_some() || p.servers.is_empty()),
+        prom_servers: raw
+            .prometheus
+            .iter()
+            .flat_map(|p| p.servers.keys().cloned())
+            .collect(),
     };
     let config = config(&mut cx, raw).map(|mut c| {
         c.warnings = std::mem::take(&mut cx.warnings);
@@ -159,6 +170,10 @@ struct Cx<'a> {
     warnings: Vec<super::ConfigWarning>,
     /// A `[prometheus]` section exists (Prometheus rules and `version_query` need it).
     has_prometheus: bool,
+    /// The default server (`[prometheus]` itself) can be asked.
+    prom_default: bool,
+    /// The names of `[prometheus.servers.NAME]`.
+    prom_servers: Vec<String>,
 }
 
 impl Cx<'_> {
@@ -437,10 +452,7 @@ fn suggest_fraction(v: f64) -> String {
 
 fn config(cx: &mut Cx, raw: RawConfig) -> Option<Config> {
     let daemon = daemon(cx, raw.daemon.unwrap_or_default());
-    let prometheus = match raw.prometheus.as_ref() {
-        None => Some(None),
-        Some(p) => prometheus(cx, "prometheus", p).map(Some),
-    };
+    let prometheus = prometheus_servers(cx, raw.prometheus.as_ref());
     let state_dir = daemon.as_ref().map(|d| d.state_dir.clone());
     let raw_notify = raw.notify.unwrap_or_default();
     if raw_notify.email.is_none() && raw_notify.webhook.is_empty() {
@@ -496,7 +508,8 @@ fn config(cx: &mut Cx, raw: RawConfig) -> Option<Config> {
 
     Some(Config {
         daemon: daemon?,
-        prometheus: prometheus?,
+        prometheus: prometheus.0?,
+        prometheus_servers: prometheus.1?,
         notify: notify?,
         windows: windows.into_iter().collect::<Option<_>>()?,
         targets: targets.into_iter().collect::<Option<_>>()?,
@@ -1556,6 +1569,7 @@ fn rule(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<RuleConfig> {
                 "traffic_query",
                 "min_traffic",
                 "step",
+                "prometheus",
             ],
         ),
     };
@@ -2223,7 +2237,110 @@ fn verify_check(cx: &mut Cx, p: &str, raw: &RawCheck) -> Option<VerifyCheck> {
     })
 }
 
-/// `[prometheus]`.
+/// `[prometheus]` (the default server) and `[prometheus.servers.NAME]`.
+/// `[prometheus]` may go without a `url` only when named servers exist;
+/// it then sets nothing else (no key is inherited by the named servers).
+#[allow(clippy::type_complexity)]
+fn prometheus_servers(
+    cx: &mut Cx,
+    raw: Option<&RawPrometheus>,
+) -> (
+    Option<Option<PrometheusConfig>>,
+    Option<std::collections::BTreeMap<String, PrometheusConfig>>,
+) {
+    let Some(raw) = raw else {
+        return (Some(None), Some(Default::default()));
+    };
+    let default = if raw.url.is_none() && !raw.servers.is_empty() {
+        for (key, set) in [
+            ("timeout", raw.timeout.is_some()),
+            ("username", raw.username.is_some()),
+            ("password_file", raw.password_file.is_some()),
+            ("bearer_token_file", raw.bearer_token_file.is_some()),
+            ("headers", raw.headers.is_some()),
+            ("blind_after", raw.blind_after.is_some()),
+        ] {
+            if set {
+                cx.err(
+                    join("prometheus", key),
+                    format!(
+                        "{key} applies to the default server, which has no url: set prometheus.url, \
+                         or move {key} to each [prometheus.servers.NAME]"
+                    ),
+                );
+            }
+        }
+        Some(None)
+    } else {
+        prometheus(cx, "prometheus", raw).map(Some)
+    };
+    let mut servers = std::collections::BTreeMap::new();
+    let mut ok = true;
+    for (name, server) in &raw.servers {
+        let p = format!("prometheus.servers.{name}");
+        if name == super::DEFAULT_PROMETHEUS {
+            cx.err(
+                p,
+                "the name \"default\" means [prometheus] itself; choose another name",
+            );
+            ok = false;
+        } else if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            cx.err(
+                p,
+                format!("invalid server name {name:?} (use letters, digits, '_' and '-')"),
+            );
+            ok = false;
+        } else if let Some(c) = prometheus(cx, &p, server) {
+            servers.insert(name.clone(), c);
+        } else {
+            ok = false;
+        }
+    }
+    (default, ok.then_some(servers))
+}
+
+/// The servers a rule may name, for error messages: `"default", "eu"`.
+fn known_servers(cx: &Cx) -> String {
+    let mut names: Vec<String> = Vec::new();
+    if cx.prom_default {
+        names.push(format!("{:?}", super::DEFAULT_PROMETHEUS));
+    }
+    names.extend(cx.prom_servers.iter().map(|n| format!("{n:?}")));
+    names.join(", ")
+}
+
+/// `key = "NAME"` at `p` (a rule's `prometheus`, a target's
+/// `version_prometheus`): `Some(None)` for the default server (absent or
+/// `"default"`), `Some(Some(name))` for a named one. An unknown name, or
+/// no name while `[prometheus]` has no url, is an error listing the servers.
+fn server_ref(cx: &mut Cx, p: &str, key: &str, name: Option<&str>) -> Option<Option<String>> {
+    match name {
+        None | Some(super::DEFAULT_PROMETHEUS) if cx.prom_default => Some(None),
+        None | Some(super::DEFAULT_PROMETHEUS) => {
+            let known = known_servers(cx);
+            cx.err(
+                join(p, key),
+                format!("[prometheus] has no url (no default server), so name one: {key} = one of {known}"),
+            );
+            None
+        }
+        Some(n) if cx.prom_servers.iter().any(|s| s == n) => Some(Some(n.to_string())),
+        Some(n) => {
+            let known = known_servers(cx);
+            cx.err(
+                join(p, key),
+                format!("unknown Prometheus server {n:?} (known: {known})"),
+            );
+            None
+        }
+    }
+}
+
+/// `[prometheus]` or `[prometheus.servers.NAME]` at `p`.
 fn prometheus(cx: &mut Cx, p: &str, raw: &RawPrometheus) -> Option<PrometheusConfig> {
     let url = cx
         .required(p, "url", raw.url.as_deref())
@@ -2233,6 +2350,13 @@ fn prometheus(cx: &mut Cx, p: &str, raw: &RawPrometheus) -> Option<PrometheusCon
         "timeout",
         raw.timeout.as_deref(),
         DEFAULT_PROMETHEUS_TIMEOUT,
+        true,
+    );
+    let blind_after = cx.duration(
+        p,
+        "blind_after",
+        raw.blind_after.as_deref(),
+        DEFAULT_BLIND_AFTER,
         true,
     );
     let file = |cx: &mut Cx, key: &str, v: &str| cx.absolute(&join(p, key), v);
@@ -2298,6 +2422,7 @@ fn prometheus(cx: &mut Cx, p: &str, raw: &RawPrometheus) -> Option<PrometheusCon
         timeout: timeout?,
         auth: auth?,
         headers: headers_ok.then_some(headers)?,
+        blind_after: blind_after?,
     })
 }
 
@@ -2400,11 +2525,13 @@ fn prom_spec(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<PromSpec> {
             d => d.map(Some),
         },
     };
+    let server = server_ref(cx, p, "prometheus", raw.prometheus.as_deref());
     Some(PromSpec {
         query: query?,
         baseline: baseline?,
         traffic: traffic?,
         step: step?,
+        server: server?,
     })
 }
 
@@ -2438,6 +2565,13 @@ fn version_source(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<Option<super:
         cx.err(
             join(p, "version_json_pointer"),
             "version_json_pointer needs version_url",
+        );
+        ok = false;
+    }
+    if raw.version_prometheus.is_some() && raw.version_query.is_none() {
+        cx.err(
+            join(p, "version_prometheus"),
+            "version_prometheus needs version_query",
         );
         ok = false;
     }
@@ -2490,9 +2624,16 @@ fn version_source(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<Option<super:
                 None
             }
         };
+        let server = server_ref(
+            cx,
+            p,
+            "version_prometheus",
+            raw.version_prometheus.as_deref(),
+        );
         return Some(Some(super::VersionSource::Query {
             query: query?,
             label: label?,
+            server: server?,
         }));
     }
     Some(None)
@@ -2914,7 +3055,8 @@ mod tests {
             t.version,
             Some(VersionSource::Query {
                 query: "app_build_info".into(),
-                label: "version".into()
+                label: "version".into(),
+                server: None,
             })
         );
         assert_eq!(t.only_within, Some(Duration::from_secs(7200)));
@@ -2932,6 +3074,7 @@ mod tests {
                 }),
                 traffic: None,
                 step: None,
+                server: None,
             })
         );
         assert_eq!(r.no_data, None);
@@ -2981,6 +3124,124 @@ mod tests {
                 json_pointer: Some("/build/v".into())
             })
         );
+    }
+
+    #[test]
+    fn several_prometheus_servers() {
+        // Named servers beside the default; each with its own keys.
+        let top = "[prometheus]\nurl = \"http://127.0.0.1:9090\"\n\
+                   [prometheus.servers.eu]\nurl = \"http://10.0.0.9:9090\"\ntimeout = \"5s\"\n\
+                   bearer_token_file = \"/etc/rollbackd/eu-token\"\nblind_after = \"2m\"\n\
+                   headers = { X-Scope-OrgID = \"eu\" }\n\
+                   [prometheus.servers.us-east]\nurl = \"http://10.1.0.9:9090\"\n";
+        let rule = |server: &str| {
+            format!(
+                "name = \"errors\"\nsource = \"prometheus\"\nquery = \"up\"\nabove = 1.0\n{server}"
+            )
+        };
+        let text = config(&[
+            ("top", top),
+            ("rule", &rule("prometheus = \"eu\"")),
+            (
+                "target",
+                "version_query = \"build_info\"\nversion_prometheus = \"us-east\"",
+            ),
+        ]);
+        let c = load_str("p.toml", &text).unwrap();
+        assert_eq!(
+            c.prometheus.as_ref().unwrap().blind_after,
+            Duration::from_secs(300)
+        );
+        let eu = &c.prometheus_servers["eu"];
+        assert_eq!(eu.url.as_str(), "http://10.0.0.9:9090/");
+        assert_eq!(eu.timeout, Duration::from_secs(5));
+        assert_eq!(eu.blind_after, Duration::from_secs(120));
+        assert_eq!(
+            eu.auth,
+            Some(PrometheusAuth::Bearer {
+                token_file: "/etc/rollbackd/eu-token".into()
+            })
+        );
+        assert_eq!(eu.headers, vec![("X-Scope-OrgID".into(), "eu".into())]);
+        assert_eq!(
+            c.prometheus_servers["us-east"].timeout,
+            Duration::from_secs(3)
+        );
+        assert_eq!(c.prometheus_server(Some("eu")), Some(eu));
+        assert_eq!(c.prometheus_server(Some("default")), c.prometheus.as_ref());
+        let SourceSpec::Prometheus(p) = &c.targets[0].rules[0].source else {
+            panic!()
+        };
+        assert_eq!(p.server.as_deref(), Some("eu"));
+        let Some(VersionSource::Query { server, .. }) = &c.targets[0].version else {
+            panic!()
+        };
+        assert_eq!(server.as_deref(), Some("us-east"));
+        assert_eq!(
+            super::super::secrets::secret_files(&c),
+            vec![(
+                "prometheus.servers.eu.bearer_token_file".to_string(),
+                PathBuf::from("/etc/rollbackd/eu-token")
+            )]
+        );
+        // `prometheus = "default"` is [prometheus] itself.
+        let c = load_str(
+            "p.toml",
+            &config(&[("top", top), ("rule", &rule("prometheus = \"default\""))]),
+        )
+        .unwrap();
+        let SourceSpec::Prometheus(p) = &c.targets[0].rules[0].source else {
+            panic!()
+        };
+        assert_eq!(p.server, None);
+        // No default server: fine while every rule names one.
+        let no_default = "[prometheus.servers.eu]\nurl = \"http://10.0.0.9:9090\"\n";
+        let c = load_str(
+            "p.toml",
+            &config(&[("top", no_default), ("rule", &rule("prometheus = \"eu\""))]),
+        )
+        .unwrap();
+        assert!(c.prometheus.is_none());
+        // Today's files are unchanged: one [prometheus], no servers.
+        let c = load_str(
+            "p.toml",
+            &config(&[
+                ("top", "[prometheus]\nurl = \"http://127.0.0.1:9090\""),
+                ("rule", &rule("")),
+            ]),
+        )
+        .unwrap();
+        assert!(c.prometheus_servers.is_empty());
+
+        let cases: Vec<(String, &str, &str)> = vec![
+            (config(&[("top", top), ("rule", &rule("prometheus = \"us\""))]), "target[0].rule[0].prometheus", r#"unknown Prometheus server "us" (known: "default", "eu", "us-east")"#),
+            (config(&[("top", no_default), ("rule", &rule(""))]), "target[0].rule[0].prometheus", r#"[prometheus] has no url (no default server), so name one: prometheus = one of "eu""#),
+            (config(&[("top", no_default), ("rule", &rule("prometheus = \"default\""))]), "target[0].rule[0].prometheus", "no default server"),
+            (config(&[("top", no_default), ("target", "version_query = \"build_info\"")]), "target[0].version_prometheus", r#"so name one: version_prometheus = one of "eu""#),
+            (config(&[("top", top), ("target", "version_query = \"b\"\nversion_prometheus = \"asia\"")]), "target[0].version_prometheus", r#"unknown Prometheus server "asia""#),
+            (config(&[("top", top), ("target", "version_prometheus = \"eu\"")]), "target[0].version_prometheus", "version_prometheus needs version_query"),
+            (config(&[("top", top), ("rule", "name = \"cpu\"\nsource = \"host\"\nmetric = \"cpu\"\nabove = 0.9\nprometheus = \"eu\"")]), "target[0].rule[0].prometheus", r#"key prometheus does not apply to source "host""#),
+            (config(&[("top", &format!("[prometheus]\ntimeout = \"5s\"\n{no_default}")), ("rule", &rule("prometheus = \"eu\""))]), "prometheus.timeout", "timeout applies to the default server, which has no url"),
+            (config(&[("top", "[prometheus.servers.eu]\ntimeout = \"5s\"")]), "prometheus.servers.eu.url", "required key is missing"),
+            (config(&[("top", &format!("{no_default}blind_after = \"0s\""))]), "prometheus.servers.eu.blind_after", "greater than zero"),
+            (config(&[("top", &format!("{no_default}username = \"u\""))]), "prometheus.servers.eu.password_file", "username needs password_file"),
+            (config(&[("top", &format!("{no_default}bearer_token_file = \"t\""))]), "prometheus.servers.eu.bearer_token_file", "must be an absolute path"),
+            (config(&[("top", &format!("{no_default}urll = \"x\""))]), "prometheus.servers.eu.urll", "unknown key"),
+            (config(&[("top", &format!("{no_default}[prometheus.servers.eu.servers.x]\nurl = \"http://h/\""))]), "prometheus.servers.eu.servers", "unknown key"),
+            (config(&[("top", "[prometheus]\nurl = \"http://h/\"\n[prometheus.servers.default]\nurl = \"http://h2/\"")]), "prometheus.servers.default", "means [prometheus] itself"),
+            (config(&[("top", "[prometheus]\nurl = \"http://h/\"\n[prometheus.servers.\"e u\"]\nurl = \"http://h2/\"")]), "prometheus.servers.e u", "invalid server name \"e u\""),
+            (config(&[("top", "[prometheus]\nurl = \"http://h/\"\nservers = 3")]), "prometheus.servers", "expected a table [prometheus.servers]"),
+            (config(&[("top", "[prometheus]\nurl = \"http://h/\"\nservers = { eu = 3 }")]), "prometheus.servers.eu", "expected a table"),
+        ];
+        for (text, path, fragment) in &cases {
+            let errs = errors(text);
+            assert!(
+                errs.iter()
+                    .any(|e| e.path == *path && e.message.contains(fragment)),
+                "want {path}: ...{fragment}...\ngot {errs:#?}\nfor config:\n{text}"
+            );
+            assert_eq!(errs.len(), 1, "{path}: {errs:#?}\nfor config:\n{text}");
+        }
     }
 
     #[test]

@@ -782,26 +782,51 @@ pub(super) fn start_rollback(
 /// Blind notification: once any rule has been Unknown for `blind_after`,
 /// tell the admin once, naming the rules and reasons (blind when no rule
 /// has data, partly blind otherwise: the others still act); once every rule
-/// has data again, tell them it sees again.
+/// has data again, tell them it sees again. A rule whose only problem is
+/// its unreachable Prometheus server (`unreachable`) is left to that
+/// server's own notice ([`super::server_watch`]): a down server is one
+/// notification, not one per target.
 fn blindness(cfg: &DecideConfig, state: &mut TargetState, now: Time, actions: &mut Vec<Action>) {
     let blind_after = ChronoDuration::from_std(cfg.blind_after).unwrap_or(ChronoDuration::MAX);
     // Shadow rules never act, so their data does not make a target blind
     // or seeing.
     let acting: Vec<&RuleReport> = state.rules.iter().filter(|r| !r.shadow).collect();
-    let unknown: Vec<&RuleReport> = acting
+    let (server_down, unknown): (Vec<&RuleReport>, Vec<&RuleReport>) = acting
         .iter()
         .copied()
         .filter(|r| matches!(r.status, RuleStatus::Unknown { .. }))
-        .collect();
+        .partition(|r| r.server_down().is_some());
+    let elsewhere = if server_down.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<String> = server_down
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} (prometheus {})",
+                    r.rule,
+                    r.server_down().unwrap_or_default()
+                )
+            })
+            .collect();
+        format!(
+            " Also without data, notified per server: {}.",
+            names.join(", ")
+        )
+    };
     let long_blind: Vec<String> = unknown
         .iter()
-        .filter_map(|r| match &r.status {
-            RuleStatus::Unknown { since, why } if now - *since >= blind_after => Some(format!(
-                "{} has had no data since {} ({}): {why}",
-                r.rule,
-                since.format("%Y-%m-%d %H:%M:%SZ"),
-                fmt_duration((now - *since).to_std().unwrap_or_default())
-            )),
+        .filter_map(|r| match (&r.status, r.blind_since()) {
+            // Counted from when its server last went unanswered, if later:
+            // until then the server's own notice covered it.
+            (RuleStatus::Unknown { since, why }, Some(from)) if now - from >= blind_after => {
+                Some(format!(
+                    "{} has had no data since {} ({}): {why}",
+                    r.rule,
+                    since.format("%Y-%m-%d %H:%M:%SZ"),
+                    fmt_duration((now - *since).to_std().unwrap_or_default())
+                ))
+            }
             _ => None,
         })
         .collect();
@@ -811,10 +836,10 @@ fn blindness(cfg: &DecideConfig, state: &mut TargetState, now: Time, actions: &m
             actions.push(Action::NotifyTarget {
                 kind: NotifyKind::Blind,
                 target: state.target.clone(),
-                message: if unknown.len() == acting.len() {
+                message: if unknown.len() + server_down.len() == acting.len() {
                     format!(
                         "monitoring of {} is blind: {}. No rule has data, so no automatic \
-                         rollback can happen (blind_after = {}).",
+                         rollback can happen (blind_after = {}).{elsewhere}",
                         state.target,
                         long_blind.join("; "),
                         fmt_duration(cfg.blind_after)
@@ -827,7 +852,7 @@ fn blindness(cfg: &DecideConfig, state: &mut TargetState, now: Time, actions: &m
                         .collect();
                     format!(
                         "monitoring of {} is partly blind: {}. Rules without data abstain; \
-                         rollbackd still acts on {} (blind_after = {}).",
+                         rollbackd still acts on {} (blind_after = {}).{elsewhere}",
                         state.target,
                         long_blind.join("; "),
                         seeing.join(", "),

@@ -8,6 +8,7 @@
 
 mod human;
 mod machine;
+pub mod server_watch;
 
 use std::time::Duration;
 
@@ -596,6 +597,11 @@ pub enum NotifyKind {
     PauseEnded,
     /// A shadow rule would have rolled back; nothing was executed.
     Shadow,
+    /// A Prometheus server has not answered for its `blind_after`: one
+    /// notification for the server, naming the rules that abstain.
+    ServerUnreachable,
+    /// That server answers again.
+    ServerReachable,
 }
 
 impl NotifyKind {
@@ -606,6 +612,8 @@ impl NotifyKind {
         match self {
             NotifyKind::Blind
             | NotifyKind::Seeing
+            | NotifyKind::ServerUnreachable
+            | NotifyKind::ServerReachable
             | NotifyKind::PauseEnded
             | NotifyKind::Shadow
             | NotifyKind::Resolved => Severity::Info,

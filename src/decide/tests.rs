@@ -56,6 +56,7 @@ fn report(status: RuleStatus, value: Option<f64>, at: Time) -> RuleReport {
         labels: Default::default(),
         detail: None,
         shadow: false,
+        unreachable: None,
     }
 }
 
@@ -1106,6 +1107,131 @@ fn blind_targets_never_act_and_are_told_once() {
     assert!(
         message.contains("partly blind") && message.contains("still acts on health"),
         "{message}"
+    );
+}
+
+#[test]
+fn rules_behind_an_unreachable_server_are_left_to_its_own_notice() {
+    let mut c = cfg();
+    c.blind_after = Duration::from_secs(60);
+    let unknown = |rule: &str, why: &str, server: Option<&str>, at: Time| RuleReport {
+        rule: rule.into(),
+        unreachable: server.map(|s| crate::rules::Unreachable {
+            server: s.into(),
+            at,
+        }),
+        ..report(
+            RuleStatus::Unknown {
+                since: t(0),
+                why: why.into(),
+            },
+            None,
+            at,
+        )
+    };
+    let refused = "prometheus eu http://127.0.0.1:1/: cannot connect: connection refused";
+    // (rules at time at, expected notices so far)
+    let eu_down = |at: Time| Event::Evaluated {
+        rules: vec![
+            report(RuleStatus::Ok, Some(0.0), at),
+            unknown("errors", refused, Some("eu"), at),
+        ],
+        fleet: Fleet::default(),
+    };
+    let (_, actions) = run(
+        &c,
+        watching_on("v2", "v1"),
+        vec![(eu_down(t(0)), t(0)), (eu_down(t(600)), t(600))],
+    );
+    assert!(
+        actions.is_empty(),
+        "the server's notice covers it: {actions:?}"
+    );
+
+    // Every rule behind the down server: still no per-target notice.
+    let all_eu = |at: Time| Event::Evaluated {
+        rules: vec![unknown("errors", refused, Some("eu"), at)],
+        fleet: Fleet::default(),
+    };
+    let (s, actions) = run(
+        &c,
+        watching_on("v2", "v1"),
+        vec![(all_eu(t(0)), t(0)), (all_eu(t(600)), t(600))],
+    );
+    assert!(actions.is_empty(), "{actions:?}");
+    assert_eq!(s.phase.name(), "Watching");
+
+    // Another rule blind for its own reason is told, naming the server's
+    // rules apart; it sees again once that rule has data, even while the
+    // server is still down.
+    let mixed = |at: Time| Event::Evaluated {
+        rules: vec![
+            unknown("health", "value is NaN", None, at),
+            unknown("errors", refused, Some("eu"), at),
+        ],
+        fleet: Fleet::default(),
+    };
+    let (_, actions) = run(
+        &c,
+        watching_on("v2", "v1"),
+        vec![
+            (mixed(t(0)), t(0)),
+            (mixed(t(70)), t(70)),
+            (eu_down(t(80)), t(80)),
+        ],
+    );
+    assert_eq!(
+        kinds(&actions),
+        vec!["notify-target:Blind", "notify-target:Seeing"]
+    );
+    let Some(Action::NotifyTarget { message, .. }) = actions.first() else {
+        panic!()
+    };
+    assert!(
+        message.contains("health has had no data")
+            && !message.contains("errors has had no data")
+            && message.contains("notified per server: errors (prometheus eu)"),
+        "{message}"
+    );
+    // The server answers again but the rule has no data yet (a restarted
+    // Prometheus): its blind period counts from when the server last went
+    // unanswered, not from the start of the outage.
+    let answered_at = |last_down: i64, at: Time| Event::Evaluated {
+        rules: vec![
+            report(RuleStatus::Ok, Some(0.0), at),
+            RuleReport {
+                unreachable: Some(crate::rules::Unreachable {
+                    server: "eu".into(),
+                    at: t(last_down),
+                }),
+                ..unknown("errors", "prometheus eu: empty result", None, at)
+            },
+        ],
+        fleet: Fleet::default(),
+    };
+    let (_, actions) = run(
+        &c,
+        watching_on("v2", "v1"),
+        vec![
+            (eu_down(t(0)), t(0)),
+            (eu_down(t(600)), t(600)),
+            (answered_at(600, t(601)), t(601)),
+            (answered_at(600, t(630)), t(630)),
+        ],
+    );
+    assert!(actions.is_empty(), "{actions:?}");
+    let (_, actions) = run(
+        &c,
+        watching_on("v2", "v1"),
+        vec![
+            (eu_down(t(600)), t(600)),
+            (answered_at(600, t(660)), t(660)),
+        ],
+    );
+    assert_eq!(
+        kinds(&actions),
+        vec!["notify-target:Blind"],
+        "still blind a blind_after later"
     );
 }
 

@@ -137,9 +137,17 @@ fn line(out: &mut String, text: impl AsRef<str>) {
 /// The live version through the target's configured source (the same
 /// reader the daemon uses).
 async fn live_version(config: &Config, t: &TargetConfig) -> Result<Option<String>, String> {
-    let prometheus = match &config.prometheus {
+    let server = match &t.version {
+        Some(crate::config::VersionSource::Query { server, .. }) => server.as_deref(),
+        _ => None,
+    };
+    let prometheus = match config.prometheus_server(server) {
         Some(p) => {
-            Some(crate::sources::prometheus::Prometheus::build(p).map_err(|e| format!("{e:#}"))?)
+            let name = server.unwrap_or(crate::config::DEFAULT_PROMETHEUS);
+            Some(
+                crate::sources::prometheus::Prometheus::build_named(name, p)
+                    .map_err(|e| format!("{e:#}"))?,
+            )
         }
         None => None,
     };

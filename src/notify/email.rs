@@ -204,6 +204,8 @@ pub(crate) fn label(kind: NotifyKind) -> &'static str {
         NotifyKind::BlastRadius => "ESCALATED: MANY TARGETS AT ONCE",
         NotifyKind::PauseEnded => "PAUSE ENDED, WATCHING AGAIN",
         NotifyKind::Shadow => "SHADOW: WOULD ROLL BACK",
+        NotifyKind::ServerUnreachable => "UNREACHABLE",
+        NotifyKind::ServerReachable => "REACHABLE AGAIN",
     }
 }
 
@@ -225,6 +227,8 @@ pub(crate) fn kind_name(kind: NotifyKind) -> &'static str {
         NotifyKind::BlastRadius => "blast_radius",
         NotifyKind::PauseEnded => "pause_ended",
         NotifyKind::Shadow => "shadow",
+        NotifyKind::ServerUnreachable => "server_unreachable",
+        NotifyKind::ServerReachable => "server_reachable",
     }
 }
 
@@ -302,6 +306,8 @@ pub(crate) fn summary(kind: NotifyKind, incident: &Incident) -> String {
         ),
         NotifyKind::Blind => format!("monitoring of {target} is blind: its rules have no data."),
         NotifyKind::Seeing => format!("monitoring of {target} has data again."),
+        NotifyKind::ServerUnreachable => format!("{target} is unreachable."),
+        NotifyKind::ServerReachable => format!("{target} is reachable again."),
         NotifyKind::BlastRadius => format!(
             "breaches began on many targets at once ({target} among them); rollbackd rolled \
              none back and needs a human: {}",

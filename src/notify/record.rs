@@ -445,6 +445,7 @@ pub(crate) mod tests {
                     labels: Default::default(),
                     detail: None,
                     shadow: false,
+                    unreachable: None,
                 }],
             },
             from_version: Some("v2".into()),

@@ -44,7 +44,8 @@ pub fn state(kind: NotifyKind, incident: Option<&Incident>) -> &'static str {
         NotifyKind::AwaitingConfirmation => "AwaitingConfirmation",
         NotifyKind::Resolved => "Resolved",
         NotifyKind::Rejected => "Suppressed",
-        NotifyKind::Blind => "Blind",
+        NotifyKind::Blind | NotifyKind::ServerUnreachable => "Blind",
+        NotifyKind::ServerReachable => "Watching",
         NotifyKind::PauseEnded => "Watching",
         NotifyKind::Shadow => "Shadow",
         NotifyKind::Seeing => match incident.and_then(|i| i.outcome) {

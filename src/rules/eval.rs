@@ -308,6 +308,7 @@ impl RuleEval {
             labels: BTreeMap::new(),
             detail: None,
             shadow: self.rule.shadow,
+            unreachable: None,
         }
     }
 
@@ -639,6 +640,7 @@ mod tests {
                 labels: BTreeMap::new(),
                 detail: None,
                 shadow: false,
+                unreachable: None,
             }
         );
 
@@ -799,6 +801,7 @@ mod tests {
                 baseline: None,
                 traffic: None,
                 step: None,
+                server: None,
             }),
             above: 0.5,
             for_: Duration::from_secs(for_secs),

@@ -42,7 +42,14 @@ pub async fn evaluate(
     now: DateTime<Utc>,
 ) -> RuleReport {
     let mut report = match source {
-        Source::Prometheus(p) => evaluate_prometheus(p, eval, deployed_at, now).await,
+        Source::Prometheus(p) => {
+            let mut report = evaluate_prometheus(p, eval, deployed_at, now).await;
+            let unknown = matches!(report.status, RuleStatus::Unknown { .. });
+            report.unreachable = p
+                .unreachable_run(unknown, now)
+                .map(|(server, at)| Unreachable { server, at });
+            report
+        }
         other => {
             let window = other.window();
             let sample = other.sample(now).await;
@@ -225,6 +232,22 @@ pub struct RuleReport {
     /// `mode = "shadow"`: evaluated and shown, never triggers an action.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub shadow: bool,
+    /// The Prometheus server of this Unknown rule went unanswered (refused,
+    /// timed out) during its Unknown run: while it still does, the server's
+    /// own notification covers the rule and the target's "blind" notice
+    /// leaves it out; once it answers, a blind period counts from then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable: Option<Unreachable>,
+}
+
+/// A rule's Prometheus server went unanswered during its Unknown run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Unreachable {
+    /// `default` for `[prometheus]`, else its `[prometheus.servers.NAME]`.
+    pub server: String,
+    /// The latest evaluation at which it went unanswered (the report's
+    /// own `at` while it still does).
+    pub at: DateTime<Utc>,
 }
 
 /// `threshold` as a JSON number, or `"-Inf"`/`"+Inf"`/`"NaN"` (JSON has no
@@ -267,6 +290,26 @@ mod threshold_serde {
 }
 
 impl RuleReport {
+    /// The server this Unknown rule cannot reach at this evaluation.
+    pub fn server_down(&self) -> Option<&str> {
+        match (&self.status, &self.unreachable) {
+            (RuleStatus::Unknown { .. }, Some(u)) if u.at >= self.at => Some(&u.server),
+            _ => None,
+        }
+    }
+
+    /// Since when an Unknown rule is blind for a reason of its own: its
+    /// `since`, or when its server last went unanswered if later.
+    pub fn blind_since(&self) -> Option<DateTime<Utc>> {
+        match &self.status {
+            RuleStatus::Unknown { since, .. } => Some(match &self.unreachable {
+                Some(u) if u.at > *since => u.at,
+                _ => *since,
+            }),
+            _ => None,
+        }
+    }
+
     /// The threshold in words: `0.5`, or for a baseline rule
     /// `0.36 (3 x baseline 0.12)`, `0.5 (above; 3 x baseline 0.1 = 0.3)`,
     /// `3 x baseline (no baseline)`.

@@ -27,6 +27,17 @@ pub enum SourceError {
         /// What went wrong.
         detail: String,
     },
+    /// The server did not answer at all: connection refused or reset, or
+    /// no answer within the timeout. Unlike `Unavailable` (an error answer,
+    /// a proxy's 502), this says the server is down or cut off; Prometheus
+    /// tracks it per server so that one notice covers every rule.
+    #[error("{what}: {detail}")]
+    Unreachable {
+        /// The source, e.g. `prometheus eu http://10.0.0.9:9090/`.
+        what: String,
+        /// What went wrong.
+        detail: String,
+    },
     /// The source answered something that is not a usable value.
     #[error("{what}: bad value: {detail}")]
     BadValue {

@@ -3,11 +3,17 @@
 //! (see [`crate::rules::timeline`]), the one a baseline needs, and the
 //! traffic guard's instant query.
 //!
-//! One [`Prometheus`] client is built per daemon and shared by every rule of
-//! every target: one keep-alive connection pool, a real HTTP timeout (the
+//! One [`Prometheus`] client is built per server (`[prometheus]` and each
+//! `[prometheus.servers.NAME]`) and shared by every rule that asks it: one
+//! keep-alive connection pool, its own auth, a real HTTP timeout (the
 //! crate's own `timeout` is only Prometheus's evaluation timeout) and a
 //! semaphore that bounds how many queries are in flight at once, so a
 //! thousand targets polling together do not open a thousand connections.
+//! The client also records whether its server answers at all
+//! ([`Prometheus::reachability`]): any answer, an error answer included,
+//! counts as reachable; refused, reset and timed-out requests do not
+//! ([`SourceError::Unreachable`]). The daemon reads that to tell the admin
+//! once per server, not once per rule.
 //!
 //! Everything that is not a usable answer — refused, timed out, an HTTP
 //! error, a body that is not the Prometheus API, `"status":"error"` — is a
@@ -18,7 +24,8 @@
 //! steps, so sub-second poll intervals work.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -27,7 +34,7 @@ use prometheus_http_query::response::{Data, PromqlResult};
 use tokio::sync::Semaphore;
 
 use super::SourceError;
-use crate::config::{PromSpec, PrometheusAuth, PrometheusConfig};
+use crate::config::{PromSpec, PrometheusAuth, PrometheusConfig, DEFAULT_PROMETHEUS};
 
 /// Queries in flight at once across all targets.
 pub const MAX_CONCURRENT_QUERIES: usize = 32;
@@ -75,6 +82,24 @@ fn api_time(t: DateTime<Utc>) -> String {
     format!("{:.3}", t.timestamp_millis() as f64 / 1000.0)
 }
 
+/// Whether a server answers, as its client saw it: a fact for the daemon
+/// (which tells the admin once per server, see
+/// [`crate::decide::server_watch`]), not a decision.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reachability {
+    /// No query has finished yet.
+    Unknown,
+    /// The last query that finished got an answer (an error answer too).
+    Reachable,
+    /// Every query that finished since `since` failed to reach the server.
+    Unreachable {
+        /// The first failure of this run.
+        since: DateTime<Utc>,
+        /// The latest failure, e.g. `cannot connect: ... Connection refused`.
+        error: String,
+    },
+}
+
 /// A shared Prometheus client: cheap to clone.
 #[derive(Clone)]
 pub struct Prometheus {
@@ -82,6 +107,12 @@ pub struct Prometheus {
 }
 
 struct Inner {
+    /// `default` for `[prometheus]`, else the `[prometheus.servers.NAME]` name.
+    name: String,
+    /// The base URL, for messages.
+    url: String,
+    /// Whether the server answered the latest query.
+    health: Mutex<Reachability>,
     client: prometheus_http_query::Client,
     /// `{url}/api/v1/query_range`, sent directly (the crate takes whole
     /// seconds only).
@@ -106,8 +137,63 @@ impl Prometheus {
         Prometheus::build_with(cfg, MAX_CONCURRENT_QUERIES)
     }
 
+    /// Build the client of `[prometheus.servers.NAME]` (`default`: `[prometheus]`).
+    pub fn build_named(name: &str, cfg: &PrometheusConfig) -> anyhow::Result<Prometheus> {
+        Prometheus::build_as(name, cfg, MAX_CONCURRENT_QUERIES)
+    }
+
     /// Build with a given bound on queries in flight.
     pub fn build_with(cfg: &PrometheusConfig, concurrency: usize) -> anyhow::Result<Prometheus> {
+        Prometheus::build_as(DEFAULT_PROMETHEUS, cfg, concurrency)
+    }
+
+    /// The server's name (`default` for `[prometheus]`).
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The server's URL as configured.
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// Whether the server answered the latest query that finished.
+    pub fn reachability(&self) -> Reachability {
+        self.inner
+            .health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether both are the same client (one pool, one health record).
+    pub fn same(&self, other: &Prometheus) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// Record how a query ended: an answer of any kind, or no answer.
+    fn saw<T>(&self, result: &Result<T, SourceError>) {
+        let mut health = self.inner.health.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Err(SourceError::Unreachable { detail, .. }) => {
+                let since = match &*health {
+                    Reachability::Unreachable { since, .. } => *since,
+                    _ => Utc::now(),
+                };
+                *health = Reachability::Unreachable {
+                    since,
+                    error: detail.clone(),
+                };
+            }
+            _ => *health = Reachability::Reachable,
+        }
+    }
+
+    fn build_as(
+        name: &str,
+        cfg: &PrometheusConfig,
+        concurrency: usize,
+    ) -> anyhow::Result<Prometheus> {
         use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
         let mut headers = HeaderMap::new();
         let secret = |path: &std::path::Path| {
@@ -173,7 +259,14 @@ impl Prometheus {
                     cfg.url.as_str().trim_end_matches('/')
                 ),
                 client,
-                what: format!("prometheus {}", cfg.url),
+                name: name.to_string(),
+                url: cfg.url.to_string(),
+                health: Mutex::new(Reachability::Unknown),
+                what: if name == DEFAULT_PROMETHEUS {
+                    format!("prometheus {}", cfg.url)
+                } else {
+                    format!("prometheus {name} {}", cfg.url)
+                },
                 timeout: cfg.timeout,
                 permits: Semaphore::new(concurrency.max(1)),
             }),
@@ -267,9 +360,26 @@ impl Prometheus {
         }
     }
 
+    /// No answer at all (refused, reset, timed out).
+    fn unreachable(&self, detail: impl Into<String>) -> SourceError {
+        SourceError::Unreachable {
+            what: self.inner.what.clone(),
+            detail: detail.into(),
+        }
+    }
+
     /// Send a request (bounded by the semaphore and the timeout), read the
     /// body (bounded) and turn it into the result data or a clear error.
     async fn run<F>(&self, send: F) -> Result<Data, SourceError>
+    where
+        F: std::future::Future<Output = Result<reqwest::Response, SourceError>>,
+    {
+        let result = self.run_inner(send).await;
+        self.saw(&result);
+        result
+    }
+
+    async fn run_inner<F>(&self, send: F) -> Result<Data, SourceError>
     where
         F: std::future::Future<Output = Result<reqwest::Response, SourceError>>,
     {
@@ -293,7 +403,7 @@ impl Prometheus {
         let (status, body) = match tokio::time::timeout(timeout, fetch).await {
             Ok(r) => r?,
             Err(_) => {
-                return Err(self.unavailable(format!(
+                return Err(self.unreachable(format!(
                     "no answer within the timeout of {}",
                     crate::util::fmt_duration(timeout)
                 )))
@@ -306,20 +416,22 @@ impl Prometheus {
         use std::error::Error as _;
         match e.source().and_then(|s| s.downcast_ref::<reqwest::Error>()) {
             Some(r) => self.reqwest_error(r),
+            // Not a transport error (e.g. the request could not be built):
+            // says nothing about the server.
             None => self.unavailable(e.to_string()),
         }
     }
 
     fn reqwest_error(&self, r: &reqwest::Error) -> SourceError {
         if r.is_timeout() {
-            self.unavailable(format!(
+            self.unreachable(format!(
                 "no answer within the timeout of {}",
                 crate::util::fmt_duration(self.inner.timeout)
             ))
         } else if r.is_connect() {
-            self.unavailable(format!("cannot connect: {}", error_chain(r)))
+            self.unreachable(format!("cannot connect: {}", without_url(&error_chain(r))))
         } else {
-            self.unavailable(error_chain(r))
+            self.unreachable(without_url(&error_chain(r)))
         }
     }
 
@@ -329,12 +441,12 @@ impl Prometheus {
                 "response body larger than {} MiB",
                 MAX_BODY_BYTES / 1024 / 1024
             )),
-            ReadError::Http(r) if r.is_timeout() => self.unavailable(format!(
+            ReadError::Http(r) if r.is_timeout() => self.unreachable(format!(
                 "no answer within the timeout of {}",
                 crate::util::fmt_duration(self.inner.timeout)
             )),
             ReadError::Http(r) => {
-                self.unavailable(format!("reading the answer failed: {}", error_chain(&r)))
+                self.unreachable(format!("reading the answer failed: {}", error_chain(&r)))
             }
         }
     }
@@ -448,6 +560,19 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+/// reqwest's `error sending request for url (http://...?query=...)`
+/// without the URL: the message already names the server, and the query
+/// string is noise in a rule's reason and in the server's notice.
+fn without_url(text: &str) -> String {
+    match text.split_once(" for url (") {
+        Some((head, rest)) => match rest.split_once(')') {
+            Some((_, tail)) => format!("{head}{tail}"),
+            None => text.to_string(),
+        },
+        None => text.to_string(),
+    }
+}
+
 /// Standard base64 with padding (for the basic auth header).
 fn base64(input: &str) -> String {
     const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -495,6 +620,12 @@ pub struct PromSource {
     baseline: Option<CachedBaseline>,
     /// Range queries sent, for tests and the bench.
     baseline_fetches: u64,
+    /// A query of this evaluation could not reach the server (see
+    /// [`PromSource::unreachable_run`]).
+    unreachable: AtomicBool,
+    /// The latest evaluation of the current Unknown run at which the
+    /// server went unanswered.
+    unreachable_at: Option<DateTime<Utc>>,
 }
 
 impl PromSource {
@@ -507,7 +638,46 @@ impl PromSource {
             min_step,
             baseline: None,
             baseline_fetches: 0,
+            unreachable: AtomicBool::new(false),
+            unreachable_at: None,
         }
+    }
+
+    /// The client this rule asks (`None` without `[prometheus]`).
+    pub fn prometheus(&self) -> Option<&Prometheus> {
+        self.prometheus.as_ref()
+    }
+
+    /// After an evaluation at `now` (`unknown`: the rule had no data): the
+    /// server's name and the latest evaluation of this Unknown run at
+    /// which it went unanswered (refused, timed out) — `now` while it
+    /// still does. The rule's report carries it, so that its target's
+    /// "blind" notice leaves the rule to the server's own notice, and
+    /// counts a blind period anew once the server answers. Cleared when
+    /// the rule has data.
+    pub fn unreachable_run(
+        &mut self,
+        unknown: bool,
+        now: DateTime<Utc>,
+    ) -> Option<(String, DateTime<Utc>)> {
+        let down = self.unreachable.swap(false, Ordering::Relaxed);
+        if !unknown {
+            self.unreachable_at = None;
+            return None;
+        }
+        if down {
+            self.unreachable_at = Some(now);
+        }
+        let name = self.prometheus.as_ref()?.name().to_string();
+        self.unreachable_at.map(|at| (name, at))
+    }
+
+    /// Note a query's outcome for [`PromSource::unreachable_run`].
+    fn seen<T>(&self, result: Result<T, SourceError>) -> Result<T, SourceError> {
+        if let Err(SourceError::Unreachable { .. }) = &result {
+            self.unreachable.store(true, Ordering::Relaxed);
+        }
+        result
     }
 
     /// The rule's spec.
@@ -526,7 +696,7 @@ impl PromSource {
 
     /// Every series of the rule's query now.
     pub async fn query(&self) -> Result<Vec<Series>, SourceError> {
-        self.client()?.instant(&self.spec.query).await
+        self.seen(self.client()?.instant(&self.spec.query).await)
     }
 
     /// The step the rule's `for` is judged at: `step`, or the poll interval.
@@ -545,11 +715,11 @@ impl PromSource {
         end: DateTime<Utc>,
         step: Duration,
     ) -> Result<Vec<RangeSeries>, SourceError> {
-        match self
-            .client()?
-            .range(&self.spec.query, start, end, step)
-            .await
-        {
+        match self.seen(
+            self.client()?
+                .range(&self.spec.query, start, end, step)
+                .await,
+        ) {
             Err(SourceError::Absent { .. }) => Ok(Vec::new()),
             other => other,
         }
@@ -562,7 +732,7 @@ impl PromSource {
         let Some(guard) = &self.spec.traffic else {
             return Ok(None);
         };
-        let series = self.client()?.instant(&guard.query).await?;
+        let series = self.seen(self.client()?.instant(&guard.query).await)?;
         Ok(Some(series.iter().map(|s| s.value).sum()))
     }
 
@@ -603,7 +773,7 @@ impl PromSource {
         let query = spec.query.as_deref().unwrap_or(&self.spec.query);
         let step = self.step_for(spec.window);
         self.baseline_fetches += 1;
-        let series = match self.client()?.range(query, start, end, step).await {
+        let series = match self.seen(self.client()?.range(query, start, end, step).await) {
             Ok(s) => s,
             // An empty window is an answer: there is no baseline there.
             Err(SourceError::Absent { .. }) => Vec::new(),
@@ -655,6 +825,18 @@ mod tests {
         }
         assert_eq!(sample_time(1767268800.1), t("2026-01-01T12:00:00.1Z"));
         assert_eq!(sample_time(1767268800.0), t("2026-01-01T12:00:00Z"));
+    }
+
+    #[test]
+    fn reqwest_errors_lose_the_url() {
+        assert_eq!(
+            without_url(
+                "error sending request for url (http://127.0.0.1:1/api/v1/query?query=up%28%29): \
+                 client error (Connect): tcp connect error: Connection refused (os error 111)"
+            ),
+            "error sending request: client error (Connect): tcp connect error: Connection refused (os error 111)"
+        );
+        assert_eq!(without_url("connection reset"), "connection reset");
     }
 
     #[test]

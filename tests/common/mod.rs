@@ -279,6 +279,7 @@ pub fn rolled_back_incident() -> rollbackd::decide::Incident {
                 labels: Default::default(),
                 detail: None,
                 shadow: false,
+                unreachable: None,
             }],
         },
         from_version: Some("v2".into()),
