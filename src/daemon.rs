@@ -1126,6 +1126,9 @@ struct Worker {
     control_rx: mpsc::Receiver<Reconfig>,
     /// A reload waiting for the poll in flight to hand the rules back.
     pending: Option<Reconfig>,
+    /// An extra poll when a Pending rule's `for` runs out before the next
+    /// regular poll: detection is not delayed by the poll phase.
+    wake_at: Option<tokio::time::Instant>,
     last_version_error: Option<String>,
     commands_rx: mpsc::Receiver<Command>,
     state_tx: watch::Sender<TargetState>,
@@ -1207,6 +1210,7 @@ impl Worker {
             commands_rx,
             control_rx,
             pending: None,
+            wake_at: None,
             state_tx,
             stop: CancellationToken::new(),
             confirm_running: None,
@@ -1262,6 +1266,11 @@ impl Worker {
                 }
                 _ = tokio::time::sleep_until(self.schedule.next), if poll.is_none() => {
                     self.schedule.advance();
+                    self.wake_at = None;
+                    poll = Some(self.start_poll());
+                }
+                _ = sleep_until_opt(self.wake_at), if poll.is_none() && self.wake_at.is_some() => {
+                    self.wake_at = None;
                     poll = Some(self.start_poll());
                 }
                 _ = retry.tick(), if !self.unjournaled.is_empty() => self.retry_unjournaled().await,
@@ -1502,6 +1511,7 @@ impl Worker {
         else {
             return;
         };
+        self.wake_at = due_before(&rules, self.schedule.next);
         let fleet = self.shared.fleet(&self.target.name, &rules);
         self.apply(Event::Evaluated { rules, fleet }).await;
     }
@@ -1939,6 +1949,33 @@ fn gates_detail(checks: &[execute::verify::CheckReport]) -> String {
             checks.len(),
             failing.join("; ")
         )
+    }
+}
+
+/// When the earliest Pending rule's `for` runs out, if that is before
+/// `next` (the regular poll): a little after it, so that the data (or the
+/// poll-judged `for`) shows the whole duration.
+fn due_before(rules: &[RuleReport], next: tokio::time::Instant) -> Option<tokio::time::Instant> {
+    let now = Utc::now();
+    let due = rules
+        .iter()
+        .filter_map(|r| match r.status {
+            crate::rules::RuleStatus::Pending { since } => {
+                Some(since + chrono::TimeDelta::from_std(r.for_).ok()?)
+            }
+            _ => None,
+        })
+        .min()?;
+    let wait = (due - now).to_std().unwrap_or_default() + Duration::from_millis(20);
+    let at = tokio::time::Instant::now() + wait;
+    (at < next).then_some(at)
+}
+
+/// Sleep until `at` (forever when `None`; the select arm is guarded).
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

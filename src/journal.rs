@@ -132,35 +132,104 @@ struct Snapshot {
     incidents: BTreeMap<String, serde_json::Value>,
 }
 
-/// Replays lines onto the last known state of each target (as JSON, so
-/// deltas apply), remembering incidents.
+/// A target's state as journaled, one compact JSON text per top-level
+/// field: what deltas are computed against and applied to. Text, not a
+/// `serde_json::Value` tree, because a tree costs about ten times the
+/// bytes and the daemon keeps one per target for as long as it runs.
+type Fields = BTreeMap<String, String>;
+
+fn fields_of(value: &serde_json::Value) -> Fields {
+    match value {
+        serde_json::Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect(),
+        _ => Fields::new(),
+    }
+}
+
+fn value_of(fields: &Fields) -> serde_json::Value {
+    serde_json::Value::Object(
+        fields
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    serde_json::from_str(v).unwrap_or(serde_json::Value::Null),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Replays lines onto the last known state of each target (field by field,
+/// so deltas apply), remembering incidents (as JSON text, by ID).
 #[derive(Debug, Default)]
 struct Replay {
-    states: BTreeMap<String, serde_json::Value>,
-    incidents: BTreeMap<String, serde_json::Value>,
+    states: BTreeMap<String, Fields>,
+    incidents: BTreeMap<String, String>,
     problems: Vec<String>,
 }
 
 impl Replay {
+    /// From a snapshot's JSON.
+    fn from_snapshot(snapshot: Snapshot, problems: Vec<String>) -> Replay {
+        Replay {
+            states: snapshot
+                .states
+                .iter()
+                .map(|(t, v)| (t.clone(), fields_of(v)))
+                .collect(),
+            incidents: snapshot
+                .incidents
+                .iter()
+                .map(|(id, v)| (id.clone(), v.to_string()))
+                .collect(),
+            problems,
+        }
+    }
+
+    /// Into a snapshot's JSON (only while one is written).
+    fn to_snapshot(&self, seq: u64) -> Snapshot {
+        Snapshot {
+            seq,
+            at: Some(chrono::Utc::now()),
+            states: self
+                .states
+                .iter()
+                .map(|(t, f)| (t.clone(), value_of(f)))
+                .collect(),
+            incidents: self
+                .incidents
+                .iter()
+                .filter_map(|(id, v)| Some((id.clone(), serde_json::from_str(v).ok()?)))
+                .collect(),
+        }
+    }
+
     fn apply(&mut self, target: &str, state: &StepState) {
-        let value = match state {
+        let fields = match state {
             StepState::Full(s) => match serde_json::to_value(s) {
-                Ok(v) => v,
+                Ok(v) => fields_of(&v),
                 Err(e) => {
                     self.problems
                         .push(format!("{target}: cannot re-encode a state: {e}"));
                     return;
                 }
             },
-            StepState::Delta(fields) => match self.states.get(target) {
-                Some(serde_json::Value::Object(prev)) => {
+            StepState::Delta(changed) => match self.states.get(target) {
+                Some(prev) => {
                     let mut next = prev.clone();
-                    for (k, v) in fields {
-                        next.insert(k.clone(), v.clone());
+                    for (k, v) in changed {
+                        if v.is_null() {
+                            next.remove(k);
+                        } else {
+                            next.insert(k.clone(), v.to_string());
+                        }
                     }
-                    serde_json::Value::Object(next)
+                    next
                 }
-                _ => {
+                None => {
                     self.problems.push(format!(
                         "{target}: a delta line without a state before it was skipped"
                     ));
@@ -168,7 +237,7 @@ impl Replay {
                 }
             },
         };
-        self.remember(target, value);
+        self.remember(target, fields);
     }
 
     /// Shadow incidents never become a target's phase: they are remembered
@@ -181,30 +250,37 @@ impl Replay {
             if incident.outcome != Some(crate::decide::Outcome::Shadow) {
                 continue;
             }
-            if let Ok(v) = serde_json::to_value(&**incident) {
-                self.incidents.insert(incident.id.clone(), v);
-                while self.incidents.len() > SNAPSHOT_INCIDENTS {
-                    self.incidents.pop_first();
-                }
+            if let Ok(text) = serde_json::to_string(&**incident) {
+                self.remember_incident(incident.id.clone(), text);
             }
         }
     }
 
-    fn remember(&mut self, target: &str, value: serde_json::Value) {
-        if let Some(id) = value["phase"]["incident"]["id"].as_str() {
-            self.incidents
-                .insert(id.to_string(), value["phase"]["incident"].clone());
-            while self.incidents.len() > SNAPSHOT_INCIDENTS {
-                self.incidents.pop_first();
+    fn remember_incident(&mut self, id: String, text: String) {
+        self.incidents.insert(id, text);
+        while self.incidents.len() > SNAPSHOT_INCIDENTS {
+            self.incidents.pop_first();
+        }
+    }
+
+    fn remember(&mut self, target: &str, fields: Fields) {
+        if let Some(phase) = fields.get("phase") {
+            if let Ok(serde_json::Value::Object(mut phase)) = serde_json::from_str(phase) {
+                if let Some(incident) = phase.remove("incident") {
+                    if let Some(id) = incident["id"].as_str() {
+                        let id = id.to_string();
+                        self.remember_incident(id, incident.to_string());
+                    }
+                }
             }
         }
-        self.states.insert(target.to_string(), value);
+        self.states.insert(target.to_string(), fields);
     }
 
     fn typed_states(&mut self) -> HashMap<String, TargetState> {
         let mut out = HashMap::new();
-        for (target, v) in &self.states {
-            match serde_json::from_value::<TargetState>(v.clone()) {
+        for (target, f) in &self.states {
+            match serde_json::from_value::<TargetState>(value_of(f)) {
                 Ok(s) => {
                     out.insert(target.clone(), s);
                 }
@@ -219,7 +295,7 @@ impl Replay {
     fn typed_incidents(&self) -> BTreeMap<String, crate::decide::Incident> {
         self.incidents
             .iter()
-            .filter_map(|(id, v)| Some((id.clone(), serde_json::from_value(v.clone()).ok()?)))
+            .filter_map(|(id, v)| Some((id.clone(), serde_json::from_str(v).ok()?)))
             .collect()
     }
 }
@@ -335,17 +411,14 @@ impl Journal {
                 .metadata()
                 .map_err(|e| with_path(e, &format!("cannot stat {}", path.display())))?,
         );
-        let mut replay = Replay {
-            states: snapshot.states,
-            incidents: snapshot.incidents,
-            problems: Vec::new(),
-        };
-        let mut seq = snapshot.seq;
+        let snapshot_seq = snapshot.seq;
+        let mut replay = Replay::from_snapshot(snapshot, Vec::new());
+        let mut seq = snapshot_seq;
         let mut replayed = 0;
         for e in &parsed.entries {
             // Lines the snapshot already holds (a crash between writing it
             // and emptying the journal) are skipped.
-            if e.seq != 0 && e.seq <= snapshot.seq {
+            if e.seq != 0 && e.seq <= snapshot_seq {
                 continue;
             }
             seq = seq.max(e.seq);
@@ -427,17 +500,15 @@ impl Journal {
                     )
                 })?;
                 let n = self.deltas.get(target.as_str()).copied().unwrap_or(0);
+                let next = fields_of(&value);
                 let delta = match self.replay.states.get(target.as_str()) {
-                    Some(serde_json::Value::Object(prev))
-                        if from == to && actions.is_empty() && n < MAX_DELTAS =>
-                    {
-                        let serde_json::Value::Object(next) = &value else {
-                            unreachable!("a state serializes to an object")
-                        };
-                        // Fields that went away are written as null (none do today).
-                        let mut changed: serde_json::Map<String, serde_json::Value> = next
-                            .iter()
-                            .filter(|(k, v)| prev.get(*k) != Some(v))
+                    Some(prev) if from == to && actions.is_empty() && n < MAX_DELTAS => {
+                        // Fields that went away are written as null.
+                        let mut changed: serde_json::Map<String, serde_json::Value> = value
+                            .as_object()
+                            .into_iter()
+                            .flatten()
+                            .filter(|(k, _)| prev.get(*k) != next.get(*k))
                             .map(|(k, v)| (k.clone(), v.clone()))
                             .collect();
                         for k in prev.keys().filter(|k| !next.contains_key(*k)) {
@@ -453,7 +524,7 @@ impl Journal {
                 } else {
                     self.deltas.insert(target.clone(), 0);
                 }
-                full = Some((target.clone(), value));
+                full = Some((target.clone(), next));
             }
         }
         let mut line = serde_json::to_vec(&entry).map_err(|e| {
@@ -518,12 +589,7 @@ impl Journal {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
-        let snapshot = Snapshot {
-            seq: self.seq,
-            at: Some(chrono::Utc::now()),
-            states: self.replay.states.clone(),
-            incidents: self.replay.incidents.clone(),
-        };
+        let snapshot = self.replay.to_snapshot(self.seq);
         let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
         let text = serde_json::to_vec(&snapshot).map_err(|e| {
             std::io::Error::new(
@@ -724,14 +790,11 @@ pub fn recover_states(state_dir: &Path) -> std::io::Result<HashMap<String, Targe
     let mut problems = Vec::new();
     let snapshot = read_snapshot(&state_dir.join(SNAPSHOT_FILE), &mut problems);
     let (entries, _) = read_all(&state_dir.join(JOURNAL_FILE))?;
-    let mut replay = Replay {
-        states: snapshot.states,
-        incidents: BTreeMap::new(),
-        problems,
-    };
+    let snapshot_seq = snapshot.seq;
+    let mut replay = Replay::from_snapshot(snapshot, problems);
     for e in entries
         .iter()
-        .filter(|e| e.seq == 0 || e.seq > snapshot.seq)
+        .filter(|e| e.seq == 0 || e.seq > snapshot_seq)
     {
         if let Record::Step { target, state, .. } = &e.record {
             replay.apply(target, state);

@@ -109,7 +109,7 @@ async fn evaluate_prometheus(
         Ok(b) => b,
         Err(why) => return blind(eval, NoValue::blind(why)),
     };
-    let grid = timeline::Grid::plan(now, eval.rule().for_, p.step());
+    let grid = timeline::Grid::plan(now, eval.rule().for_, p.step(eval.rule().for_));
     let series = match p.query_range(grid.start, grid.end(), grid.step).await {
         Ok(s) => s,
         Err(e) => return blind(eval, e.into()),

@@ -209,11 +209,42 @@ impl HostSource {
     }
 }
 
+/// How long one read of a /proc file serves every host rule: the values
+/// are the host's, the same for all targets, and a hundred targets polling
+/// within a few milliseconds need not read and parse them a hundred times.
+const SHARED_READ: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Most files remembered by the shared read (only `/proc` is shared).
+const SHARED_FILES: usize = 16;
+
 fn read(path: &Path) -> Result<String, SourceError> {
-    std::fs::read_to_string(path).map_err(|e| SourceError::Unavailable {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    use std::time::Instant;
+    static RECENT: OnceLock<Mutex<HashMap<PathBuf, (Instant, String)>>> = OnceLock::new();
+    if !path.starts_with("/proc") {
+        // A test's own directory: always read.
+        return std::fs::read_to_string(path).map_err(|e| SourceError::Unavailable {
+            what: path.display().to_string(),
+            detail: e.to_string(),
+        });
+    }
+    let recent = RECENT.get_or_init(Default::default);
+    if let Some((at, text)) = recent.lock().unwrap_or_else(|p| p.into_inner()).get(path) {
+        if at.elapsed() < SHARED_READ {
+            return Ok(text.clone());
+        }
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| SourceError::Unavailable {
         what: path.display().to_string(),
         detail: e.to_string(),
-    })
+    })?;
+    let mut recent = recent.lock().unwrap_or_else(|p| p.into_inner());
+    if recent.len() >= SHARED_FILES {
+        recent.clear();
+    }
+    recent.insert(path.to_path_buf(), (Instant::now(), text.clone()));
+    Ok(text)
 }
 
 #[cfg(test)]

@@ -699,11 +699,21 @@ impl PromSource {
         self.seen(self.client()?.instant(&self.spec.query).await)
     }
 
-    /// The step the rule's `for` is judged at: `step`, or the poll interval.
-    pub fn step(&self) -> Duration {
+    /// The step the rule's `for` (of `for_`) is judged at: `step`, or by
+    /// default a fortieth of `for` (at least 100 ms), at most the poll
+    /// interval. A fine step places the start of a breach within
+    /// `for / 40` of the scrape that showed it, so the daemon (which wakes
+    /// exactly when `since + for` is reached) acts no later than a
+    /// Prometheus alerting rule evaluated on its own interval; 80 points a
+    /// query whatever `for` is.
+    pub fn step(&self, for_: Duration) -> Duration {
         self.spec
             .step
-            .unwrap_or(self.min_step)
+            .unwrap_or_else(|| {
+                (for_ / 40)
+                    .max(Duration::from_millis(100))
+                    .min(self.min_step)
+            })
             .max(Duration::from_millis(1))
     }
 
