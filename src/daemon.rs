@@ -1647,52 +1647,8 @@ impl Worker {
             Action::Verify { incident } => {
                 tracing::info!(target = %self.target.name, %incident, "verifying recovery");
             }
-            Action::RunAfter { incident } => {
-                if self.target.rollback.after.is_empty() {
-                    return;
-                }
-                let plan = self.target.rollback.clone();
-                let vars = vars_for(&incident);
-                let target = self.target.name.clone();
-                let tx = self.events_tx.clone();
-                self.shared.tracker.spawn(async move {
-                    let result = execute::run_after(&plan, &vars).await;
-                    if result.ok {
-                        tracing::info!(%target, incident = %vars.incident, steps = result.steps.len(), "after steps done");
-                    } else {
-                        tracing::error!(%target, incident = %vars.incident, error = %result.error.clone().unwrap_or_default(), "after steps failed");
-                    }
-                    let _ = tx
-                        .send(Event::AfterFinished {
-                            incident: vars.incident.clone(),
-                            result,
-                        })
-                        .await;
-                });
-            }
-            Action::RunOnFailure { incident } => {
-                if self.target.rollback.on_failure.is_empty() {
-                    return;
-                }
-                let plan = self.target.rollback.clone();
-                let vars = vars_for(&incident);
-                let target = self.target.name.clone();
-                let tx = self.events_tx.clone();
-                self.shared.tracker.spawn(async move {
-                    let result = execute::run_on_failure(&plan, &vars).await;
-                    if result.ok {
-                        tracing::info!(%target, incident = %vars.incident, steps = result.steps.len(), "on_failure steps done");
-                    } else {
-                        tracing::error!(%target, incident = %vars.incident, error = %result.error.clone().unwrap_or_default(), "on_failure steps failed");
-                    }
-                    let _ = tx
-                        .send(Event::OnFailureFinished {
-                            incident: vars.incident.clone(),
-                            result,
-                        })
-                        .await;
-                });
-            }
+            Action::RunAfter { incident } => self.run_hook(Hook::After, &incident),
+            Action::RunOnFailure { incident } => self.run_hook(Hook::OnFailure, &incident),
             Action::Notify { kind, incident } => {
                 let links = self.confirm_links(kind, &incident);
                 if kind == decide::NotifyKind::AwaitingConfirmation {
@@ -1949,6 +1905,49 @@ fn gates_detail(checks: &[execute::verify::CheckReport]) -> String {
             checks.len(),
             failing.join("; ")
         )
+    }
+}
+
+/// The plan's hook steps: `after` (verification passed) or `on_failure`
+/// (the plan or verification failed).
+#[derive(Debug, Clone, Copy)]
+enum Hook {
+    After,
+    OnFailure,
+}
+
+impl Worker {
+    /// Run a hook's steps in a tracked task; the result comes back as an
+    /// event (`AfterFinished`, `OnFailureFinished`).
+    fn run_hook(&self, hook: Hook, incident: &Incident) {
+        let (steps, name) = match hook {
+            Hook::After => (&self.target.rollback.after, "after"),
+            Hook::OnFailure => (&self.target.rollback.on_failure, "on_failure"),
+        };
+        if steps.is_empty() {
+            return;
+        }
+        let plan = self.target.rollback.clone();
+        let vars = vars_for(incident);
+        let target = self.target.name.clone();
+        let tx = self.events_tx.clone();
+        self.shared.tracker.spawn(async move {
+            let result = match hook {
+                Hook::After => execute::run_after(&plan, &vars).await,
+                Hook::OnFailure => execute::run_on_failure(&plan, &vars).await,
+            };
+            if result.ok {
+                tracing::info!(%target, incident = %vars.incident, steps = result.steps.len(), "{name} steps done");
+            } else {
+                tracing::error!(%target, incident = %vars.incident, error = %result.error.clone().unwrap_or_default(), "{name} steps failed");
+            }
+            let incident = vars.incident.clone();
+            let event = match hook {
+                Hook::After => Event::AfterFinished { incident, result },
+                Hook::OnFailure => Event::OnFailureFinished { incident, result },
+            };
+            let _ = tx.send(event).await;
+        });
     }
 }
 

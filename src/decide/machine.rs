@@ -268,32 +268,12 @@ pub fn step(
         Event::OnFailureFinished {
             ref incident,
             ref result,
-        } => {
-            let phase = state.phase.name().to_string();
-            let Phase::Done { incident: done, .. } = &mut state.phase else {
-                return Err(unexpected(&event, &state.phase));
-            };
-            if done.id != *incident {
-                return Err(StepError {
-                    event: event_name(&event).to_string(),
-                    phase,
-                });
-            }
-            done.on_failure_steps = result.steps.clone();
-            state.after_running = None;
-            let msg = match &result.error {
-                None => format!("on_failure steps done ({} steps)", result.steps.len()),
-                Some(e) => format!("on_failure steps failed: {e}"),
-            };
-            note(done, now, &phase, msg);
-            actions.push(Action::WriteRecord {
-                incident: done.clone(),
-            });
         }
-        Event::AfterFinished {
+        | Event::AfterFinished {
             ref incident,
             ref result,
         } => {
+            let on_failure = matches!(event, Event::OnFailureFinished { .. });
             let phase = state.phase.name().to_string();
             let Phase::Done { incident: done, .. } = &mut state.phase else {
                 return Err(unexpected(&event, &state.phase));
@@ -304,11 +284,17 @@ pub fn step(
                     phase,
                 });
             }
-            done.after_steps = result.steps.clone();
+            let what = if on_failure {
+                done.on_failure_steps = result.steps.clone();
+                "on_failure"
+            } else {
+                done.after_steps = result.steps.clone();
+                "after"
+            };
             state.after_running = None;
             let msg = match &result.error {
-                None => format!("after steps done ({} steps)", result.steps.len()),
-                Some(e) => format!("after steps failed: {e}"),
+                None => format!("{what} steps done ({} steps)", result.steps.len()),
+                Some(e) => format!("{what} steps failed: {e}"),
             };
             note(done, now, &phase, msg);
             actions.push(Action::WriteRecord {
