@@ -33,6 +33,8 @@ use crate::sources::prometheus::Prometheus;
 use crate::sources::Source;
 use crate::version::VersionReader;
 
+pub use crate::handle::{Command, DaemonRequest, TargetHandle};
+
 /// How long an in-flight rollback may run on after SIGTERM. At its end the
 /// running step's process group is killed and the outcome journaled as
 /// "interrupted by shutdown"; the daemon exits within
@@ -85,28 +87,6 @@ pub enum Observation {
         /// `incidents/ID.md`.
         path: PathBuf,
     },
-}
-
-/// A request from the API to one target's worker: step this event and
-/// answer with the state after it, or why it does not fit.
-#[derive(Debug)]
-pub struct Command {
-    /// The event (approve, reject, manual trigger, pause, resume).
-    pub event: Event,
-    /// The state after the step, or the reason it was refused.
-    pub reply: oneshot::Sender<Result<TargetState, String>>,
-}
-
-/// What the API holds of one target: a way to send it events and a
-/// read-only view of its latest state.
-#[derive(Debug, Clone)]
-pub struct TargetHandle {
-    /// Target name.
-    pub name: String,
-    /// Events for the worker, each with its reply.
-    pub commands: mpsc::Sender<Command>,
-    /// The state after the worker's latest step.
-    pub state: watch::Receiver<TargetState>,
 }
 
 /// What a reload can change for every worker at once.
@@ -840,19 +820,6 @@ struct WorkerSlot {
     control: mpsc::Sender<Reconfig>,
     cancel: CancellationToken,
     join: tokio::task::JoinHandle<()>,
-}
-
-/// A request to the daemon itself (from a signal or the API).
-#[derive(Debug)]
-pub enum DaemonRequest {
-    /// Re-read and apply the config file; the answer says what changed, or
-    /// every problem of an invalid file.
-    Reload {
-        /// The outcome.
-        reply: oneshot::Sender<Result<String, String>>,
-    },
-    /// Write every target's state to the log (SIGUSR1).
-    DumpStatus,
 }
 
 /// Sends [`DaemonRequest`]s to a running daemon.

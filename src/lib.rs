@@ -8,8 +8,9 @@
 //! - [`sources`]: produce samples (Prometheus, HTTP probe, host /proc, Alertmanager); they never decide anything.
 //! - [`rules`]: turn samples into a rule status (`for` duration, baselines, no-data policy).
 //! - [`decide`]: the pure per-target incident state machine, `step(state, event, now)`.
-//! - [`execute`]: carries out a rollback plan (one file per executor kind) and verification.
+//! - [`execute`]: carries out a rollback plan (one file per executor kind, on process running, templating and a small HTTP client) and the verification gates.
 //! - [`notify`]: the rollback record, email and webhooks via a durable outbox, SMTP delivery.
+//! - [`report`]: what effects report back to the decision core (step, plan and gate results).
 //! - [`metrics`]: the daemon's own metrics, typed `prometheus-client` families.
 //! - [`journal`]: append-only, fsync'd event log and recovery at start.
 //! - [`status`]: how `status` and `incidents` render the API's answers.
@@ -17,9 +18,10 @@
 //! - [`version`]: reads a target's live version (command, URL, PromQL label, symlink).
 //! - [`lock`]: the exclusive lock on `state_dir`: one daemon per journal.
 //! - [`hostenv`]: process setup at start: open-file limit, child subreaper.
-//! - [`daemon`]: wiring: per-target workers, ticks, shutdown.
+//! - [`handle`]: the handle types the API holds to reach the daemon's workers (commands, state, reload).
+//! - [`daemon`]: wiring: per-target workers (staggered polls as cancellable tasks, commands first), reload, readiness and watchdog, shutdown.
 //! - [`demo`]: the self-contained demonstration behind `rollbackd demo`.
-//! - [`util`]: duration and value formatting, serde adapters.
+//! - [`util`]: duration, value, argv and error-chain formatting, serde adapters.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -31,11 +33,13 @@ pub mod daemon;
 pub mod decide;
 pub mod demo;
 pub mod execute;
+pub mod handle;
 pub mod hostenv;
 pub mod journal;
 pub mod lock;
 pub mod metrics;
 pub mod notify;
+pub mod report;
 pub mod rules;
 pub mod sources;
 pub mod status;

@@ -77,6 +77,52 @@ pub mod serde_duration_opt {
     }
 }
 
+/// `NaN`, `+Inf` or `-Inf`, as Prometheus writes them.
+pub fn non_finite_name(v: f64) -> &'static str {
+    if v.is_nan() {
+        "NaN"
+    } else if v > 0.0 {
+        "+Inf"
+    } else {
+        "-Inf"
+    }
+}
+
+/// The error and its sources joined with `: `, skipping a source whose text
+/// the message already contains (hyper and reqwest often repeat it).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !text.is_empty() && !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
+/// An argv as a person would type it, for error messages: arguments that are
+/// empty or contain whitespace or quotes are quoted.
+pub fn display_argv(argv: &[String]) -> String {
+    argv.iter()
+        .map(|arg| {
+            if arg.is_empty()
+                || arg
+                    .chars()
+                    .any(|c| c.is_whitespace() || c == '"' || c == '\'')
+            {
+                format!("{arg:?}")
+            } else {
+                arg.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

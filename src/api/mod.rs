@@ -3,7 +3,7 @@
 //! `/healthz` and the page behind an email link.
 //!
 //! Handlers never change a target's state themselves: they send an event to
-//! the target's worker ([`crate::daemon::TargetHandle`]) and answer with
+//! the target's worker ([`crate::handle::TargetHandle`]) and answer with
 //! what the state machine made of it, so the API goes through the same
 //! journal, guards and notifications as everything else. Errors are JSON
 //! `{"error": "..."}` with a status code that says who must act: 400 bad
@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::config::Window;
-use crate::daemon::{Command, TargetHandle};
 use crate::decide::{Event, Incident, Pause, Phase, TargetState, Time};
+use crate::handle::{Command, DaemonRequest, TargetHandle};
 use crate::sources::alertmanager::AlertStore;
 
 /// `GET /v1/status`.
@@ -163,7 +163,7 @@ pub struct ApiState {
     /// Set while the journal cannot be written (the error), for `status`.
     pub journal_error: Arc<RwLock<Option<String>>>,
     /// Where `POST /v1/reload` goes (`None`: reload not available).
-    pub requests: Option<tokio::sync::mpsc::Sender<crate::daemon::DaemonRequest>>,
+    pub requests: Option<tokio::sync::mpsc::Sender<DaemonRequest>>,
 }
 
 impl ApiState {
@@ -471,7 +471,7 @@ async fn reload(
     };
     let (reply, answer) = oneshot::channel();
     requests
-        .send(crate::daemon::DaemonRequest::Reload { reply })
+        .send(DaemonRequest::Reload { reply })
         .await
         .map_err(|_| {
             ApiError(

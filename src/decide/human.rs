@@ -9,7 +9,7 @@
 
 use chrono::Duration as ChronoDuration;
 
-use super::machine::{after, finish, note, start_rollback, DecideConfig};
+use super::incident::{after, finish, new_incident, note, start_rollback, DecideConfig};
 use super::{Action, Cause, Event, Incident, NotifyKind, Outcome, Pause, Phase, TargetState, Time};
 use crate::config::OnConfirmTimeout;
 use crate::rules::RuleStatus;
@@ -286,46 +286,6 @@ pub(super) fn awaiting(
             );
             proceed(cfg, state, inc, now, actions);
         }
-    }
-}
-
-/// A new incident for the target, numbered in sequence, versions from the state.
-pub(super) fn new_incident(
-    cfg: &DecideConfig,
-    state: &mut TargetState,
-    cause: Cause,
-    now: Time,
-) -> Incident {
-    state.incident_seq += 1;
-    Incident {
-        id: format!(
-            "{}-{}-{}",
-            now.format("%Y%m%d-%H%M%S"),
-            state.target,
-            state.incident_seq
-        ),
-        target: state.target.clone(),
-        cause,
-        from_version: state.version.clone(),
-        to_version: state.previous_version.clone(),
-        method: cfg.method.clone(),
-        dry_run: false,
-        opened_at: now,
-        rollback_started: None,
-        rollback_finished: None,
-        verify_finished: None,
-        steps: Vec::new(),
-        verification: None,
-        outcome: None,
-        error: None,
-        timeline: Vec::new(),
-        after_steps: Vec::new(),
-        verify_checks: Vec::new(),
-        on_failure_steps: Vec::new(),
-        requested_version: None,
-        confirmed_by: None,
-        first_evidence: None,
-        rto: Some(cfg.rto),
     }
 }
 

@@ -7,6 +7,7 @@
 //! is what the journal, the record and the email are made from.
 
 mod human;
+mod incident;
 mod machine;
 pub mod server_watch;
 
@@ -15,12 +16,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use machine::{step, DecideConfig, StepError};
+pub use incident::DecideConfig;
+pub use machine::{step, StepError};
 
 mod shadow;
 
-use crate::execute::verify::CheckReport;
-use crate::execute::StepReport;
+use crate::report::{CheckReport, StepReport};
 use crate::rules::RuleReport;
 
 /// Wall-clock time as used everywhere in decisions.
@@ -432,7 +433,7 @@ pub enum Event {
         /// The incident it ran for.
         incident: String,
         /// Step reports and result.
-        result: crate::execute::ExecResult,
+        result: crate::report::ExecResult,
     },
     /// The verification gates (verify URL, checks, commands) were run.
     VerifyChecked {
@@ -452,14 +453,14 @@ pub enum Event {
         /// The incident they ran for.
         incident: String,
         /// Step reports and result.
-        result: crate::execute::ExecResult,
+        result: crate::report::ExecResult,
     },
     /// The plan's `after` steps ended (after a verified rollback).
     AfterFinished {
         /// The incident they ran for.
         incident: String,
         /// Step reports and result.
-        result: crate::execute::ExecResult,
+        result: crate::report::ExecResult,
     },
     /// The daemon restarted and recovered this state from the journal.
     Recovered,

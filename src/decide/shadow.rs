@@ -4,7 +4,7 @@
 //! once per breach episode, without touching the target's phase. This is
 //! how a team adopts automation gradually (argo-rollouts#2866).
 
-use super::machine::{note, DecideConfig};
+use super::incident::{new_incident, note, DecideConfig};
 use super::{Action, Cause, NotifyKind, Outcome, TargetState, Time};
 use crate::rules::RuleStatus;
 
@@ -34,7 +34,7 @@ pub(super) fn shadow_rules(
             breached: vec![r.clone()],
             abstained: Vec::new(),
         };
-        let mut inc = super::human::new_incident(cfg, state, cause, now);
+        let mut inc = new_incident(cfg, state, cause, now);
         inc.first_evidence = Some(since);
         inc.dry_run = true;
         inc.outcome = Some(Outcome::Shadow);

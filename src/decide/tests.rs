@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::config::Window;
-use crate::execute::ExecResult;
+use crate::report::ExecResult;
 use crate::rules::{RuleReport, RuleStatus};
 
 fn t(secs: i64) -> Time {
@@ -1578,8 +1578,8 @@ fn shadow_episodes_read_back_from_a_delta_null() {
         serde_json::from_value(serde_json::to_value(TargetState::new("web")).unwrap()).unwrap();
     assert_eq!(plain, TargetState::new("web"));
 }
-fn gate(check: &str, ok: bool, detail: &str, ms: u64) -> crate::execute::verify::CheckReport {
-    crate::execute::verify::CheckReport {
+fn gate(check: &str, ok: bool, detail: &str, ms: u64) -> crate::report::CheckReport {
+    crate::report::CheckReport {
         check: check.into(),
         ok,
         detail: detail.into(),
@@ -1762,7 +1762,7 @@ fn failing_gates_make_did_not_help_and_run_on_failure() {
         incident: id.clone(),
         result: ExecResult {
             ok: true,
-            steps: vec![crate::execute::StepReport {
+            steps: vec![crate::report::StepReport {
                 argv: vec!["collect-logs".into()],
                 exit_code: Some(0),
                 ok: true,

@@ -1,41 +1,12 @@
 //! `kind = "command"`: ordered argv steps; the first failure stops the plan.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-
 use tokio::time::Instant;
 
+pub use super::process::Context;
 use super::process::{display_argv, run_step_with, substitute};
 use super::runner::Budget;
 use super::{ExecResult, Vars};
-use crate::config::{RollbackPlan, Step};
-
-/// Where steps run unless they say otherwise: the plan's `cwd` and `env`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Context {
-    /// Working directory (`None`: the daemon's).
-    pub cwd: Option<PathBuf>,
-    /// Added to the inherited environment.
-    pub env: BTreeMap<String, String>,
-}
-
-impl Context {
-    /// The plan's context.
-    pub fn of(plan: &RollbackPlan) -> Context {
-        Context {
-            cwd: plan.cwd.clone(),
-            env: plan.env.clone(),
-        }
-    }
-
-    /// A step's working directory and environment: its own over the plan's.
-    pub fn for_step(&self, step: &Step) -> (Option<PathBuf>, BTreeMap<String, String>) {
-        let cwd = step.cwd.clone().or_else(|| self.cwd.clone());
-        let mut env = self.env.clone();
-        env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        (cwd, env)
-    }
-}
+use crate::config::Step;
 
 /// Run the steps in order under one deadline.
 pub async fn run(steps: &[Vec<String>], vars: &Vars, deadline: Instant) -> ExecResult {
@@ -133,6 +104,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use std::collections::BTreeMap;
 
     fn steps(list: &[&[&str]]) -> Vec<Vec<String>> {
         list.iter()

@@ -399,7 +399,7 @@ pub struct Orphan {
 impl Orphan {
     /// One line for the log and the incident.
     pub fn describe(&self) -> String {
-        let argv = super::process::display_argv(&self.step.argv);
+        let argv = crate::util::display_argv(&self.step.argv);
         if self.processes.is_empty() {
             format!(
                 "step `{argv}` (pid {}) of incident {} was running when the previous rollbackd died; it has ended since",

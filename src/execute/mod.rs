@@ -11,6 +11,7 @@ pub mod docker;
 pub mod drill;
 pub mod escaped;
 pub mod git;
+pub mod http;
 pub mod kubernetes;
 pub mod process;
 pub mod runner;
@@ -19,8 +20,6 @@ pub mod verify;
 pub mod webhook;
 
 use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
 
 use crate::config::{ExecutorKind, RollbackPlan};
 use runner::{Act, Budget, Runner};
@@ -39,47 +38,7 @@ pub struct Vars {
     pub incident: String,
 }
 
-/// One step as it ran.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StepReport {
-    /// argv after substitution (or a description for built-in steps such as
-    /// the symlink switch).
-    pub argv: Vec<String>,
-    /// Exit code; `None` when killed by a signal, timed out or never started.
-    pub exit_code: Option<i32>,
-    /// Whether the step succeeded.
-    pub ok: bool,
-    /// How long it ran.
-    #[serde(with = "crate::util::serde_duration")]
-    pub duration: Duration,
-    /// Tail of stdout (bounded).
-    pub stdout: String,
-    /// Tail of stderr (bounded).
-    pub stderr: String,
-    /// Why it failed, if it did: spawn error, exit status, timeout.
-    pub error: Option<String>,
-    /// Processes the step left behind (escaped its group, reparented to
-    /// the daemon): `killed pid ...` / `survived pid ...` after a failed
-    /// or killed step, `left running pid ...` after a successful one (a
-    /// restart step may start a service on purpose).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub leftovers: Vec<String>,
-}
-
-/// The result of a whole plan.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ExecResult {
-    /// Whether every step succeeded.
-    pub ok: bool,
-    /// Every step that ran, in order.
-    pub steps: Vec<StepReport>,
-    /// The version left, as the executor found it (may refine the incident's).
-    pub from_version: Option<String>,
-    /// The version gone to, as the executor chose it.
-    pub to_version: Option<String>,
-    /// Why the plan failed: the failing step with its stderr, or the timeout.
-    pub error: Option<String>,
-}
+pub use crate::report::{ExecResult, StepReport};
 
 /// Why a plan could not run or failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -4,7 +4,9 @@
 //! What escapes the group is found and handled by [`super::escaped`]: after
 //! a failed or killed step it is killed and listed in the step's record.
 
+use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -20,6 +22,7 @@ use tokio::time::Instant;
 use super::escaped::{self, Tracked};
 pub use super::escaped::{orphans_from_previous_run, reap_adopted, Orphan, RunContext};
 use super::{ExecError, StepReport, Vars};
+use crate::config::{RollbackPlan, Step};
 use crate::util::fmt_duration;
 
 /// Bytes kept of a step's stdout and, separately, of its stderr: the tail,
@@ -102,23 +105,33 @@ fn lookup<'a>(name: &str, vars: &'a Vars) -> Option<Result<&'a str, ExecError>> 
     Some(value.ok_or_else(|| ExecError::MissingVar(name.to_string())))
 }
 
-/// An argv as a person would type it, for error messages: arguments that are
-/// empty or contain whitespace or quotes are quoted.
-pub fn display_argv(argv: &[String]) -> String {
-    argv.iter()
-        .map(|arg| {
-            if arg.is_empty()
-                || arg
-                    .chars()
-                    .any(|c| c.is_whitespace() || c == '"' || c == '\'')
-            {
-                format!("{arg:?}")
-            } else {
-                arg.clone()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+pub use crate::util::display_argv;
+
+/// Where steps run unless they say otherwise: the plan's `cwd` and `env`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Context {
+    /// Working directory (`None`: the daemon's).
+    pub cwd: Option<PathBuf>,
+    /// Added to the inherited environment.
+    pub env: BTreeMap<String, String>,
+}
+
+impl Context {
+    /// The plan's context.
+    pub fn of(plan: &RollbackPlan) -> Context {
+        Context {
+            cwd: plan.cwd.clone(),
+            env: plan.env.clone(),
+        }
+    }
+
+    /// A step's working directory and environment: its own over the plan's.
+    pub fn for_step(&self, step: &Step) -> (Option<PathBuf>, BTreeMap<String, String>) {
+        let cwd = step.cwd.clone().or_else(|| self.cwd.clone());
+        let mut env = self.env.clone();
+        env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        (cwd, env)
+    }
 }
 
 /// Run one already-substituted argv until it exits or `deadline` passes.
@@ -147,17 +160,14 @@ pub async fn run_step_in(
 
 tokio::task_local! {
     /// The plan's `cwd` and `env` while its steps run ([`with_plan_context`]).
-    static PLAN_CONTEXT: super::command::Context;
+    static PLAN_CONTEXT: Context;
 }
 
 /// Run `fut` (a plan, its `after` or `on_failure` steps) with the plan's
 /// `cwd` and `env`: every process it starts, the executors' own (restart,
 /// build, kubectl, docker, git) included, gets the plan's `env`, and runs in
 /// its `cwd` unless it names a directory of its own.
-pub async fn with_plan_context<F: std::future::Future>(
-    context: super::command::Context,
-    fut: F,
-) -> F::Output {
+pub async fn with_plan_context<F: std::future::Future>(context: Context, fut: F) -> F::Output {
     PLAN_CONTEXT.scope(context, fut).await
 }
 

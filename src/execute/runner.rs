@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::process::{display_argv, run_step_in};
-use super::{webhook, ExecResult, StepReport, Vars};
+use super::{http, ExecResult, StepReport, Vars};
 use crate::config::RollbackPlan;
 
 /// The time a plan may take: every step ends by the plan deadline, and by
@@ -68,7 +68,7 @@ pub enum Act {
         argv: Vec<String>,
     },
     /// An HTTP request (the webhook executor).
-    Post(webhook::Request),
+    Post(http::Request),
 }
 
 impl Act {
@@ -181,7 +181,7 @@ impl Runner {
                 }
                 Act::Post(request) => {
                     let (deadline, limit) = self.budget.for_step();
-                    let report = webhook::post(&request, deadline, limit).await;
+                    let report = http::post(&request, deadline, limit).await;
                     self.push(report)?;
                 }
             }

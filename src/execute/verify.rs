@@ -4,12 +4,9 @@
 //! `commands` (exit 0). The daemon runs them on each poll while verifying
 //! and reports every result to the decision machine; it decides.
 
-use std::error::Error;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use super::command::Context;
+use super::process::Context;
 use super::process::{display_argv, run_step_with, substitute};
 use super::Vars;
 use crate::config::{Step, VerifyCheck, VerifyConfig};
@@ -24,26 +21,7 @@ pub const OUTPUT_KEPT: usize = 2 * 1024;
 /// Longest a smoke command runs without a `timeout` of its own.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// One gate's result, as the record shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CheckReport {
-    /// `GET URL` or the command's argv.
-    pub check: String,
-    /// Whether it passed.
-    pub ok: bool,
-    /// Status and latency, or why it failed.
-    pub detail: String,
-    /// Measured time to the full answer (HTTP) or the exit (command).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "crate::util::serde_duration_opt"
-    )]
-    pub latency: Option<Duration>,
-    /// A command's output tail (stdout, then stderr), for the record.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub output: String,
-}
+pub use crate::report::CheckReport;
 
 /// Run every gate of `verify` once: the URL, each check, each command
 /// (with the incident's template variables), in that order.
@@ -86,7 +64,7 @@ pub async fn run_check(client: &reqwest::Client, check: &VerifyCheck) -> CheckRe
     let mut response = match client.get(check.url.clone()).send().await {
         Ok(r) => r,
         Err(e) => {
-            report.detail = error_chain(&e);
+            report.detail = crate::util::error_chain(&e);
             return report;
         }
     };
@@ -106,7 +84,7 @@ pub async fn run_check(client: &reqwest::Client, check: &VerifyCheck) -> CheckRe
                 Err(e) => {
                     report.detail = format!(
                         "HTTP {status}, reading the body failed: {}",
-                        error_chain(&e)
+                        crate::util::error_chain(&e)
                     );
                     return report;
                 }
@@ -219,29 +197,13 @@ pub async fn check_url(
                 (false, format!("HTTP {status} (expected {expected})"))
             }
         }
-        Err(e) => (false, error_chain(&e)),
+        Err(e) => (false, crate::util::error_chain(&e)),
     }
-}
-
-/// The error and its sources joined with `: `, skipping a source whose text
-/// the message already contains (hyper and reqwest often repeat it).
-pub(crate) fn error_chain(e: &(dyn Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !text.is_empty() && !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::error::Error;
 
     #[derive(Debug)]
     struct E(&'static str, Option<Box<E>>);
@@ -266,13 +228,16 @@ mod tests {
             ))),
         );
         assert_eq!(
-            error_chain(&e),
+            crate::util::error_chain(&e),
             "error sending request: connect: connection refused"
         );
         let e = E(
             "timed out: operation timed out",
             Some(Box::new(E("operation timed out", None))),
         );
-        assert_eq!(error_chain(&e), "timed out: operation timed out");
+        assert_eq!(
+            crate::util::error_chain(&e),
+            "timed out: operation timed out"
+        );
     }
 }

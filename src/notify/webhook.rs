@@ -300,7 +300,7 @@ impl WebhookChannel {
             .json(&body)
             .send()
             .await
-            .map_err(|e| format!("POST {} failed: {}", self.url, error_chain(&e)))?;
+            .map_err(|e| format!("POST {} failed: {}", self.url, crate::util::error_chain(&e)))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -309,20 +309,6 @@ impl WebhookChannel {
         let text: String = text.trim().chars().take(200).collect();
         Err(format!("POST {} answered {status}: {text}", self.url))
     }
-}
-
-/// An error with its causes, `a: b: c`.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let c = cause.to_string();
-        if !s.contains(&c) {
-            let _ = write!(s, ": {c}");
-        }
-        source = cause.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -253,7 +253,10 @@ impl RuleEval {
     ) -> RuleReport {
         let data = match sample {
             Ok(v) if v.is_finite() => Ok(v),
-            Ok(v) => Err(NoValue::blind(format!("value is {}", non_finite_name(v)))),
+            Ok(v) => Err(NoValue::blind(format!(
+                "value is {}",
+                crate::util::non_finite_name(v)
+            ))),
             Err(e) => Err(e),
         };
         let (status, value, no_data) = match data {
@@ -326,17 +329,6 @@ impl RuleEval {
         } else {
             RuleStatus::Pending { since }
         }
-    }
-}
-
-/// `NaN`, `+Inf` or `-Inf`, as Prometheus writes them.
-pub(crate) fn non_finite_name(v: f64) -> &'static str {
-    if v.is_nan() {
-        "NaN"
-    } else if v > 0.0 {
-        "+Inf"
-    } else {
-        "-Inf"
     }
 }
 

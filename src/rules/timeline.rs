@@ -244,7 +244,7 @@ pub fn judge(series: &[Judged<'_>], grid: &Grid, missing_holds: bool) -> Outcome
     }
     if let Some(v) = non_finite {
         return Outcome::NoValue {
-            why: format!("value is {}", super::eval::non_finite_name(v)),
+            why: format!("value is {}", crate::util::non_finite_name(v)),
             absent: false,
         };
     }

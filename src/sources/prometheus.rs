@@ -429,9 +429,12 @@ impl Prometheus {
                 crate::util::fmt_duration(self.inner.timeout)
             ))
         } else if r.is_connect() {
-            self.unreachable(format!("cannot connect: {}", without_url(&error_chain(r))))
+            self.unreachable(format!(
+                "cannot connect: {}",
+                without_url(&crate::util::error_chain(r))
+            ))
         } else {
-            self.unreachable(without_url(&error_chain(r)))
+            self.unreachable(without_url(&crate::util::error_chain(r)))
         }
     }
 
@@ -445,9 +448,10 @@ impl Prometheus {
                 "no answer within the timeout of {}",
                 crate::util::fmt_duration(self.inner.timeout)
             )),
-            ReadError::Http(r) => {
-                self.unreachable(format!("reading the answer failed: {}", error_chain(&r)))
-            }
+            ReadError::Http(r) => self.unreachable(format!(
+                "reading the answer failed: {}",
+                crate::util::error_chain(&r)
+            )),
         }
     }
 
@@ -544,20 +548,6 @@ fn excerpt(body: &[u8]) -> String {
         out.push_str("...");
     }
     format!("{out:?}")
-}
-
-/// An error with its causes, `a: b: c`, each once.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cur = s.source();
-    }
-    parts.join(": ")
 }
 
 /// reqwest's `error sending request for url (http://...?query=...)`

@@ -1,0 +1,43 @@
+//! The handle types through which the API (and signals) reach a running
+//! daemon: a command to one target's worker with its reply, the worker's
+//! published state, and requests to the daemon itself. The daemon creates
+//! them and the API holds them; the API never imports the daemon.
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::decide::{Event, TargetState};
+
+/// A request from the API to one target's worker: step this event and
+/// answer with the state after it, or why it does not fit.
+#[derive(Debug)]
+pub struct Command {
+    /// The event (approve, reject, manual trigger, pause, resume).
+    pub event: Event,
+    /// The state after the step, or the reason it was refused.
+    pub reply: oneshot::Sender<Result<TargetState, String>>,
+}
+
+/// What the API holds of one target: a way to send it events and a
+/// read-only view of its latest state.
+#[derive(Debug, Clone)]
+pub struct TargetHandle {
+    /// Target name.
+    pub name: String,
+    /// Events for the worker, each with its reply.
+    pub commands: mpsc::Sender<Command>,
+    /// The state after the worker's latest step.
+    pub state: watch::Receiver<TargetState>,
+}
+
+/// A request to the daemon itself (from a signal or the API).
+#[derive(Debug)]
+pub enum DaemonRequest {
+    /// Re-read and apply the config file; the answer says what changed, or
+    /// every problem of an invalid file.
+    Reload {
+        /// The outcome.
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// Write every target's state to the log (SIGUSR1).
+    DumpStatus,
+}
