@@ -307,6 +307,9 @@ fn find(leader: i32, marker: &str) -> Vec<Proc> {
             found.push(p);
         }
     }
+    // Once they exit they are our zombies (we are their subreaper): only
+    // these are ever reaped by [`reap_adopted`].
+    adopted().extend(found.iter().map(|p| p.pid));
     found
 }
 
@@ -366,21 +369,37 @@ fn alive(p: &Proc) -> bool {
     matches!(read_stat(p.pid), Some(now) if now.start == p.start && now.state != 'Z' && now.state != 'X')
 }
 
-/// Reap zombies reparented to the daemon (as a subreaper) that are not
-/// step leaders tokio waits for. Cheap; called after every step and by the
-/// daemon's housekeeping.
+/// Pids found as a step's leftovers (escaped its group, reparented to the
+/// daemon). Only these are reaped here: any other child of the process
+/// (tokio's, `std::process`'s, a test harness's) is waited for by whoever
+/// spawned it, and reaping it would steal its exit status.
+static ADOPTED: Mutex<std::collections::BTreeSet<i32>> =
+    Mutex::new(std::collections::BTreeSet::new());
+
+fn adopted() -> MutexGuard<'static, std::collections::BTreeSet<i32>> {
+    ADOPTED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Reap the step leftovers that have exited since (zombies reparented to
+/// the daemon as a subreaper), and forget those that are gone. Cheap;
+/// called after every step and by the daemon's housekeeping.
 pub fn reap_adopted() {
     let me = std::process::id() as i32;
     let leaders = leaders();
-    for p in all_procs() {
-        if p.ppid != me || p.state != 'Z' {
-            continue;
+    let mut adopted = adopted();
+    adopted.retain(|pid| {
+        if leaders.as_ref().is_some_and(|l| l.contains(pid)) {
+            return true;
         }
-        if leaders.as_ref().is_some_and(|l| l.contains(&p.pid)) {
-            continue;
+        match read_stat(*pid) {
+            Some(p) if p.ppid == me && p.state == 'Z' => {
+                let _ = waitpid(Pid::from_raw(*pid), Some(WaitPidFlag::WNOHANG));
+                false
+            }
+            Some(p) => p.ppid == me || p.state != 'Z',
+            None => false,
         }
-        let _ = waitpid(Pid::from_raw(p.pid), Some(WaitPidFlag::WNOHANG));
-    }
+    });
 }
 
 /// A step the previous daemon left running when it died (found through its
