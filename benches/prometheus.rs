@@ -31,13 +31,23 @@ fn main() {
     // binary without it, as a quick smoke test (10 targets only).
     let full = std::env::args().any(|a| a == "--bench");
     let exe = std::env::current_exe().expect("current exe");
-    let mut child = Command::new(exe)
+    let child = Command::new(exe)
         .env(STUB_ENV, "1")
         .stdout(Stdio::piped())
         .spawn()
         .expect("start the stub Prometheus");
+    // Killed on every exit, a failed assertion included (an orphaned stub
+    // would hold the runner's output pipe open).
+    struct Stub(std::process::Child);
+    impl Drop for Stub {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Stub(child);
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
+    BufReader::new(child.0.stdout.take().unwrap())
         .read_line(&mut line)
         .expect("stub port");
     let port: u16 = line.trim().parse().expect("stub printed its port");
@@ -55,8 +65,7 @@ fn main() {
     for &n in sizes {
         rt.block_on(run(port, n));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
 }
 
 fn rules(i: usize) -> Vec<RuleConfig> {
@@ -242,7 +251,7 @@ fn stub() {
             let down = q.contains("down");
             let points: Vec<String> = (0..)
                 .map(|i| (i, start + i as f64 * step))
-                .take_while(|(_, t)| *t <= end + 1e-9)
+                .take_while(|(_, t)| *t <= end + 1e-4)
                 .take(11_000)
                 .map(|(i, t)| {
                     let v = if down { "0".to_string() } else { format!("0.0{}", 1 + i % 5) };

@@ -369,7 +369,7 @@ fn range_points(path: &str, v: f64) -> String {
     };
     let mut points = Vec::new();
     let mut k = 0u64;
-    while start + k as f64 * step <= end + 1e-9 {
+    while start + k as f64 * step <= end + 1e-4 {
         points.push(format!(r#"[{:.3},"{v}"]"#, start + k as f64 * step));
         k += 1;
     }
