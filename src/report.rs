@@ -35,6 +35,23 @@ pub struct StepReport {
     pub leftovers: Vec<String>,
 }
 
+impl StepReport {
+    /// A step about to run (or that never will): not ok, no exit code,
+    /// nothing captured yet.
+    pub fn new(argv: Vec<String>) -> StepReport {
+        StepReport {
+            argv,
+            exit_code: None,
+            ok: false,
+            duration: Duration::ZERO,
+            stdout: String::new(),
+            stderr: String::new(),
+            error: None,
+            leftovers: Vec::new(),
+        }
+    }
+}
+
 /// The result of a whole plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecResult {

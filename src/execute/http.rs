@@ -39,16 +39,7 @@ impl Request {
 /// body (bounded tail) as stdout and no exit code.
 pub async fn post(request: &Request, deadline: Instant, limit: &str) -> StepReport {
     let started = Instant::now();
-    let mut report = StepReport {
-        argv: vec!["POST".to_string(), request.url.to_string()],
-        exit_code: None,
-        ok: false,
-        duration: Duration::ZERO,
-        stdout: String::new(),
-        stderr: String::new(),
-        error: None,
-        leftovers: Vec::new(),
-    };
+    let mut report = StepReport::new(vec!["POST".to_string(), request.url.to_string()]);
     let budget = deadline.saturating_duration_since(started);
     if budget.is_zero() {
         report.error = Some("not started: the plan deadline had already passed".into());

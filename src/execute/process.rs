@@ -181,16 +181,7 @@ pub async fn run_step_with(
     env: &std::collections::BTreeMap<String, String>,
 ) -> StepReport {
     let started = Instant::now();
-    let mut report = StepReport {
-        argv: argv.to_vec(),
-        exit_code: None,
-        ok: false,
-        duration: Duration::ZERO,
-        stdout: String::new(),
-        stderr: String::new(),
-        error: None,
-        leftovers: Vec::new(),
-    };
+    let mut report = StepReport::new(argv.to_vec());
     let Some((program, args)) = argv.split_first() else {
         report.error = Some("empty command: no program to run".into());
         return report;

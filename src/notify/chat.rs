@@ -220,28 +220,6 @@ pub fn feishu(event: &Value) -> Value {
     })
 }
 
-/// Standard base64 with padding (RFC 4648).
-pub fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any size");
     mac.update(message);
@@ -252,7 +230,7 @@ fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
 /// "timestamp\nsecret")), `timestamp` in milliseconds. It is sent as the
 /// `timestamp` and `sign` query parameters (URL-encoded).
 pub fn dingtalk_sign(secret: &str, timestamp_ms: i64) -> String {
-    base64(&hmac_sha256(
+    crate::util::base64(&hmac_sha256(
         secret.as_bytes(),
         format!("{timestamp_ms}\n{secret}").as_bytes(),
     ))
@@ -262,7 +240,7 @@ pub fn dingtalk_sign(secret: &str, timestamp_ms: i64) -> String {
 /// message = empty)), `timestamp` in seconds. It is sent as `timestamp`
 /// (a string) and `sign` in the JSON body.
 pub fn feishu_sign(secret: &str, timestamp_s: i64) -> String {
-    base64(&hmac_sha256(
+    crate::util::base64(&hmac_sha256(
         format!("{timestamp_s}\n{secret}").as_bytes(),
         b"",
     ))
@@ -305,7 +283,7 @@ mod tests {
             ("fooba", "Zm9vYmE="),
             ("foobar", "Zm9vYmFy"),
         ] {
-            assert_eq!(base64(i.as_bytes()), o, "{i}");
+            assert_eq!(crate::util::base64(i.as_bytes()), o, "{i}");
         }
     }
 

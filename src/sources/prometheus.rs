@@ -208,7 +208,10 @@ impl Prometheus {
                 password_file,
             }) => {
                 let password = secret(password_file)?;
-                let value = format!("Basic {}", base64(&format!("{username}:{password}")));
+                let value = format!(
+                    "Basic {}",
+                    crate::util::base64(format!("{username}:{password}").as_bytes())
+                );
                 let mut value = HeaderValue::from_str(&value).with_context(|| {
                     format!(
                         "prometheus.username or {}: not usable in an HTTP header",
@@ -563,29 +566,6 @@ fn without_url(text: &str) -> String {
     }
 }
 
-/// Standard base64 with padding (for the basic auth header).
-fn base64(input: &str) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let bytes = input.as_bytes();
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// `{a="1", b="2"}`, or `{}` for no labels.
 pub fn fmt_labels(labels: &Labels) -> String {
     let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
@@ -808,7 +788,7 @@ mod tests {
             ("foobar", "Zm9vYmFy"),
             ("user:p@ss", "dXNlcjpwQHNz"),
         ] {
-            assert_eq!(base64(i), o, "{i}");
+            assert_eq!(crate::util::base64(i.as_bytes()), o, "{i}");
         }
     }
 
