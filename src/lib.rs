@@ -33,7 +33,6 @@ pub mod daemon;
 pub mod decide;
 pub mod demo;
 pub mod execute;
-pub mod handle;
 pub mod hostenv;
 pub mod journal;
 pub mod lock;

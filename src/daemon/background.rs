@@ -1,0 +1,135 @@
+//! Tasks beside the workers: journal housekeeping (state_dir still there,
+//! compaction, reaping adopted leftovers) and Prometheus server watch.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::decide::{self, Action};
+use crate::execute;
+
+/// How often the daemon checks that its journal is still the file in
+/// `state_dir` (besides before every append).
+pub(super) const JOURNAL_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Periodic checks beside the workers: the journal is still the file in
+/// `state_dir` (logged, gauged and notified once when not: every step is
+/// refused from then on), and zombies of processes reparented to the
+/// daemon are reaped.
+pub(super) async fn housekeeping(shared: Arc<Shared>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(JOURNAL_CHECK_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut notified = false;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        execute::process::reap_adopted();
+        let checked = {
+            let mut journal = shared.journal.lock().unwrap_or_else(|p| p.into_inner());
+            journal
+                .check()
+                .and_then(|()| journal.compact_if_due().map(|_| ()))
+        };
+        match checked {
+            Ok(()) => notified = false,
+            Err(e) => {
+                if !notified {
+                    tracing::error!(error = %e, "state directory lost: not acting on anything");
+                    notified = true;
+                    let message = format!(
+                        "{e}. rollbackd is not acting on any target (every step would be lost at the next restart). \
+                         Restore {} or restart rollbackd on a new state_dir.",
+                        shared.state_dir.display()
+                    );
+                    if let Err(e) = shared
+                        .live()
+                        .notifier
+                        .notify_target(decide::NotifyKind::Escalated, "rollbackd", &message)
+                        .await
+                    {
+                        tracing::error!(error = %e, "cannot notify that the state directory is lost");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How often each Prometheus server's reachability is checked.
+pub(super) const SERVER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Tell the admin once when a Prometheus server has been unreachable for
+/// its `blind_after`, and once when it answers again (the decision is
+/// [`decide::server_watch::check`]'s; the facts are the clients'). What was
+/// sent is kept across reloads by server name.
+pub(super) async fn watch_servers(shared: Arc<Shared>, cancel: CancellationToken) {
+    use crate::sources::prometheus::Reachability;
+    use decide::server_watch::{check, Seen, Watch};
+    let mut tick = tokio::time::interval(SERVER_CHECK_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut watches: BTreeMap<String, Watch> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let live = shared.live();
+        watches.retain(|name, _| {
+            let kept = live.prometheus.contains_key(name);
+            if !kept {
+                crate::metrics::global().prometheus_reachable(name, None);
+            }
+            kept
+        });
+        for server in &live.servers {
+            let Some(client) = live.prometheus.get(&server.name) else {
+                continue;
+            };
+            let seen = match client.reachability() {
+                Reachability::Unknown => Seen::NotYet,
+                Reachability::Reachable => Seen::Answers,
+                Reachability::Unreachable { since, error } => Seen::Silent { since, error },
+            };
+            crate::metrics::global().prometheus_reachable(
+                &server.name,
+                match &seen {
+                    Seen::NotYet => None,
+                    Seen::Answers => Some(true),
+                    Seen::Silent { .. } => Some(false),
+                },
+            );
+            let watch = watches.entry(server.name.clone()).or_default();
+            let Some(Action::NotifyTarget {
+                kind,
+                target,
+                message,
+            }) = check(watch, server, &seen, Utc::now())
+            else {
+                continue;
+            };
+            if kind == decide::NotifyKind::ServerUnreachable {
+                tracing::warn!(server = %server.name, "{message}");
+            } else {
+                tracing::info!(server = %server.name, "{message}");
+            }
+            match live.notifier.notify_target(kind, &target, &message).await {
+                Ok(Some(path)) => shared.observe(Observation::Mail {
+                    at: Utc::now(),
+                    target,
+                    path,
+                    kind,
+                }),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(server = %server.name, error = %e, "cannot notify about the Prometheus server")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! The effects runner: carries out the machine's actions (run the plan,
+//! the `after`/`on_failure` hooks, notifications, records,
+//! `confirm_command`); every result comes back to the worker as an event.
+
+use std::path::PathBuf;
+
+use chrono::Utc;
+
+use super::*;
+use crate::decide::{self, Action, Event, Incident, Phase};
+use crate::execute::{self, Vars};
+use crate::journal::Record;
+use crate::notify::record;
+
+impl Worker {
+    pub(super) async fn act(&mut self, action: Action) {
+        match action {
+            Action::Execute { incident } => {
+                if let (Some(first), Some(started)) =
+                    (incident.first_evidence, incident.rollback_started)
+                {
+                    let detection = (started - first).to_std().unwrap_or_default();
+                    crate::metrics::global().detection(detection.as_secs_f64());
+                }
+                let plan = self.target.rollback.clone();
+                let vars = vars_for(&incident);
+                let tx = self.events_tx.clone();
+                tracing::info!(target = %self.target.name, incident = %incident.id, method = %plan.kind.name(), "running rollback plan");
+                let context = execute::process::RunContext {
+                    state_dir: self.shared.state_dir.clone(),
+                    incident: incident.id.clone(),
+                };
+                let hard_stop = self.shared.hard_stop.clone();
+                let requested = incident.requested_version.clone();
+                self.shared.tracker.spawn(async move {
+                    let run = async {
+                        match &requested {
+                            Some(v) => execute::run_plan_to(&plan, &vars, v).await,
+                            None => execute::run_plan(&plan, &vars).await,
+                        }
+                    };
+                    let result = tokio::select! {
+                        result = context.scope(run) => result,
+                        // Dropping the plan kills the running step's group
+                        // and what escaped it.
+                        _ = hard_stop.cancelled() => interrupted_by_shutdown(&vars),
+                    };
+                    let _ = tx
+                        .send(Event::ExecFinished {
+                            incident: vars.incident.clone(),
+                            result,
+                        })
+                        .await;
+                });
+            }
+            Action::Verify { incident } => {
+                tracing::info!(target = %self.target.name, %incident, "verifying recovery");
+            }
+            Action::RunAfter { incident } => self.run_hook(Hook::After, &incident),
+            Action::RunOnFailure { incident } => self.run_hook(Hook::OnFailure, &incident),
+            Action::Notify { kind, incident } => {
+                let links = self.confirm_links(kind, &incident);
+                if kind == decide::NotifyKind::AwaitingConfirmation {
+                    self.ask_confirm_command(&incident);
+                }
+                let sent = self
+                    .shared
+                    .live()
+                    .notifier
+                    .notify(kind, &incident, links.as_ref())
+                    .await;
+                self.notified(kind, Some(incident.id.clone()), sent).await;
+            }
+            Action::NotifyTarget {
+                kind,
+                target,
+                message,
+            } => {
+                let sent = self
+                    .shared
+                    .live()
+                    .notifier
+                    .notify_target(kind, &target, &message)
+                    .await;
+                self.notified(kind, None, sent).await;
+            }
+            Action::WriteRecord { incident } => {
+                // A shadow incident never becomes the target's phase: list it here.
+                if incident.outcome == Some(decide::Outcome::Shadow) {
+                    crate::metrics::global().incident_closed(&self.target.name, "shadow");
+                    let mut all = self
+                        .shared
+                        .incidents
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner());
+                    all.insert(incident.id.clone(), (*incident).clone());
+                }
+                let dir = self.shared.state_dir.join("incidents");
+                let written =
+                    tokio::task::spawn_blocking(move || record::write(&dir, &incident)).await;
+                match written {
+                    Ok(Ok(path)) => self.shared.observe(Observation::Record {
+                        at: Utc::now(),
+                        target: self.target.name.clone(),
+                        path,
+                    }),
+                    Ok(Err(e)) => {
+                        tracing::error!(target = %self.target.name, error = %e, "cannot write the incident record")
+                    }
+                    Err(e) => tracing::error!(error = %e, "record task panicked"),
+                }
+            }
+        }
+    }
+}
+
+impl Worker {
+    /// Journal and log a notification's result.
+    pub(super) async fn notified(
+        &self,
+        kind: decide::NotifyKind,
+        incident: Option<String>,
+        sent: Result<Option<PathBuf>, crate::notify::NotifyError>,
+    ) {
+        let target = self.target.name.clone();
+        match sent {
+            Ok(path) => {
+                let record = Record::Notified {
+                    target: target.clone(),
+                    incident,
+                    kind,
+                    path: path.clone(),
+                };
+                if let Err(e) = self.shared.journal(record).await {
+                    tracing::error!(error = %format!("{e:#}"), "journal write failed");
+                }
+                if let Some(path) = path {
+                    tracing::info!(%target, ?kind, path = %path.display(), "notification written to the outbox");
+                    self.shared.observe(Observation::Mail {
+                        at: Utc::now(),
+                        target,
+                        path,
+                        kind,
+                    });
+                }
+            }
+            Err(e) => {
+                tracing::error!(%target, ?incident, ?kind, error = %e, "notification failed")
+            }
+        }
+    }
+}
+
+/// The outcome of a plan killed at the end of the shutdown grace.
+pub(super) fn interrupted_by_shutdown(vars: &Vars) -> execute::ExecResult {
+    let error = format!(
+        "interrupted by shutdown: the plan was still running at the end of the {} grace after SIGTERM; its running step was killed with its process group",
+        crate::util::fmt_duration(SHUTDOWN_GRACE)
+    );
+    tracing::warn!(incident = %vars.incident, "{error}");
+    execute::ExecResult {
+        ok: false,
+        steps: Vec::new(),
+        from_version: vars.from_version.clone(),
+        to_version: vars.to_version.clone(),
+        error: Some(error),
+    }
+}
+
+pub(super) fn vars_for(incident: &Incident) -> Vars {
+    Vars {
+        target: incident.target.clone(),
+        from_version: incident.from_version.clone(),
+        to_version: incident.to_version.clone(),
+        incident: incident.id.clone(),
+    }
+}
+
+/// One line for the verification gates: the verify URL's own detail when
+/// it is the only gate, else how many pass and what fails.
+pub(super) fn gates_detail(checks: &[execute::verify::CheckReport]) -> String {
+    if let [only] = checks {
+        return only.detail.clone();
+    }
+    let failing: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| format!("{}: {}", c.check, c.detail))
+        .collect();
+    let passed = checks.len() - failing.len();
+    if failing.is_empty() {
+        format!("all {} gates pass", checks.len())
+    } else {
+        format!(
+            "{passed} of {} gates pass; failing: {}",
+            checks.len(),
+            failing.join("; ")
+        )
+    }
+}
+
+/// The plan's hook steps: `after` (verification passed) or `on_failure`
+/// (the plan or verification failed).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Hook {
+    After,
+    OnFailure,
+}
+
+impl Worker {
+    /// Run a hook's steps in a tracked task; the result comes back as an
+    /// event (`AfterFinished`, `OnFailureFinished`).
+    pub(super) fn run_hook(&self, hook: Hook, incident: &Incident) {
+        let (steps, name) = match hook {
+            Hook::After => (&self.target.rollback.after, "after"),
+            Hook::OnFailure => (&self.target.rollback.on_failure, "on_failure"),
+        };
+        if steps.is_empty() {
+            return;
+        }
+        let plan = self.target.rollback.clone();
+        let vars = vars_for(incident);
+        let target = self.target.name.clone();
+        let tx = self.events_tx.clone();
+        self.shared.tracker.spawn(async move {
+            let result = match hook {
+                Hook::After => execute::run_after(&plan, &vars).await,
+                Hook::OnFailure => execute::run_on_failure(&plan, &vars).await,
+            };
+            if result.ok {
+                tracing::info!(%target, incident = %vars.incident, steps = result.steps.len(), "{name} steps done");
+            } else {
+                tracing::error!(%target, incident = %vars.incident, error = %result.error.clone().unwrap_or_default(), "{name} steps failed");
+            }
+            let incident = vars.incident.clone();
+            let event = match hook {
+                Hook::After => Event::AfterFinished { incident, result },
+                Hook::OnFailure => Event::OnFailureFinished { incident, result },
+            };
+            let _ = tx.send(event).await;
+        });
+    }
+}
+
+impl Worker {
+    /// Approve and reject links for a confirmation email, when `public_url` is set.
+    pub(super) fn confirm_links(
+        &self,
+        kind: decide::NotifyKind,
+        incident: &Incident,
+    ) -> Option<crate::notify::ConfirmLinks> {
+        if kind != decide::NotifyKind::AwaitingConfirmation {
+            return None;
+        }
+        let live = self.shared.live();
+        let url = live.public_url.as_ref()?;
+        let Phase::AwaitingConfirmation { deadline, .. } = &self.state.phase else {
+            return None;
+        };
+        Some(self.shared.links.links(url, &incident.id, *deadline))
+    }
+
+    /// Run `confirm_command` (if configured) in a tracked task: exit 0
+    /// approves, 1 rejects, anything else (or the deadline) is no answer.
+    /// It is stopped, its process group killed, when the incident stops
+    /// waiting (answered, resolved, timed out) or the daemon shuts down
+    /// (the worker takes no answer any more; the next start asks again).
+    pub(super) fn ask_confirm_command(&mut self, incident: &Incident) {
+        let Some(argv) = self.target.confirm.command.clone() else {
+            return;
+        };
+        let Phase::AwaitingConfirmation { deadline, .. } = &self.state.phase else {
+            return;
+        };
+        let left = (*deadline - Utc::now()).to_std().unwrap_or_default();
+        if left.is_zero() {
+            return;
+        }
+        if let Some((_, running)) = self.confirm_running.take() {
+            running.cancel();
+        }
+        let stop = self.stop.child_token();
+        self.confirm_running = Some((incident.id.clone(), stop.clone()));
+        let vars = vars_for(incident);
+        let tx = self.events_tx.clone();
+        let target = self.target.name.clone();
+        tracing::info!(%target, incident = %vars.incident, "confirm_command started");
+        self.shared.tracker.spawn(async move {
+            tokio::select! {
+                answer = crate::confirm::ask(&argv, &vars, left) => {
+                    if let Some(event) = answer {
+                        tracing::info!(%target, incident = %vars.incident, ?event, "confirm_command answered");
+                        let _ = tx.send(event).await;
+                    }
+                }
+                // Dropping `ask` kills the command's process group.
+                _ = stop.cancelled() => {
+                    tracing::info!(%target, incident = %vars.incident, "confirm_command stopped: no answer is waited for any more");
+                }
+            }
+        });
+    }
+
+    /// Stop a `confirm_command` whose incident no longer waits (or at shutdown).
+    pub(super) fn settle_confirm_command(&mut self) {
+        let waiting = match (&self.confirm_running, &self.state.phase) {
+            (None, _) => return,
+            (Some((id, _)), Phase::AwaitingConfirmation { incident, .. }) => {
+                incident.id == *id && !self.stop.is_cancelled()
+            }
+            _ => false,
+        };
+        if !waiting {
+            if let Some((_, running)) = self.confirm_running.take() {
+                running.cancel();
+            }
+        }
+    }
+}

@@ -1,0 +1,673 @@
+//! Wiring: one worker per target (read the version, poll sources, evaluate
+//! rules, step the machine, journal, carry out actions), ticks, and
+//! graceful shutdown.
+//!
+//! Every step that changes something is journaled (fsync'd) before its
+//! actions are carried out; if the journal cannot be written the step is
+//! not adopted and nothing is done. Executions run in tracked tasks and feed
+//! their result back to their worker as an event, so a target never runs two
+//! rollbacks at once. On shutdown a running rollback gets a grace period
+//! ([`SHUTDOWN_GRACE`]) to finish; if it does not, its running step's
+//! process group is killed and the plan is journaled as "interrupted by
+//! shutdown". Only if even that cannot be journaled does the journal still
+//! say RollingBack, and recovery verifies instead of running it again.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, TargetConfig};
+use crate::decide::{self, DecideConfig, Event, Phase, TargetState, Time};
+use crate::execute::{self};
+use crate::journal::{Journal, Record};
+
+mod background;
+mod effects;
+pub mod handle;
+mod shared;
+mod worker;
+
+pub use handle::{Command, DaemonRequest, TargetHandle};
+pub use worker::poll_offset;
+
+#[allow(unused_imports)]
+use {background::*, effects::*, shared::*, worker::*};
+
+/// How long an in-flight rollback may run on after SIGTERM. At its end the
+/// running step's process group is killed and the outcome journaled as
+/// "interrupted by shutdown"; the daemon exits within
+/// [`SHUTDOWN_GRACE`] + [`SHUTDOWN_MARGIN`], inside the unit's
+/// `TimeoutStopSec=30s`.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// After the grace: time to kill the step, journal its outcome and stop.
+pub const SHUTDOWN_MARGIN: Duration = Duration::from_secs(5);
+
+/// Something a worker did, for observers (the demo's timeline, tests).
+#[derive(Debug, Clone)]
+pub enum Observation {
+    /// A decision step changed something.
+    Step {
+        /// When.
+        at: Time,
+        /// Target name.
+        target: String,
+        /// The event.
+        event: Event,
+        /// Phase before.
+        from: String,
+        /// Phase after.
+        to: String,
+        /// The state after.
+        state: Box<TargetState>,
+    },
+    /// A notification was written to the outbox.
+    Mail {
+        /// When.
+        at: Time,
+        /// Target name.
+        target: String,
+        /// The outbox file.
+        path: PathBuf,
+        /// The notification kind.
+        kind: decide::NotifyKind,
+    },
+    /// An incident record was written.
+    Record {
+        /// When.
+        at: Time,
+        /// Target name.
+        target: String,
+        /// `incidents/ID.md`.
+        path: PathBuf,
+    },
+}
+
+/// The daemon: built from config, then [`Daemon::run`] until cancelled.
+pub struct Daemon {
+    config: Config,
+    /// The file `config` came from: what a reload re-reads.
+    config_path: Option<PathBuf>,
+    shared: Arc<Shared>,
+    recovered: std::collections::HashMap<String, TargetState>,
+    senders: Option<crate::notify::Senders>,
+    /// Requests from signals and the API (set when the daemon runs).
+    requests: Option<mpsc::Sender<DaemonRequest>>,
+    /// Held by [`Daemon::handle`] before `run` takes over.
+    requests_rx: Option<mpsc::Receiver<DaemonRequest>>,
+    /// One daemon per `state_dir`: held until the daemon is dropped.
+    _lock: crate::lock::StateLock,
+}
+
+impl Daemon {
+    /// Open the state directory and the journal (replaying it) and build the
+    /// HTTP clients. Problems found in the journal are logged.
+    pub fn build(config: Config) -> anyhow::Result<Daemon> {
+        let state_dir = config.daemon.state_dir.clone();
+        std::fs::create_dir_all(state_dir.join("incidents"))
+            .with_context(|| format!("failed to create state directory {}", state_dir.display()))?;
+        let lock = crate::lock::StateLock::acquire(&state_dir)?;
+        let (mut journal, mut recovery) = Journal::open(&state_dir)
+            .with_context(|| format!("failed to open the journal in {}", state_dir.display()))?;
+        journal.set_max_bytes(config.daemon.journal_max_size);
+        for p in &recovery.problems {
+            tracing::warn!(problem = %p, "journal recovery");
+        }
+        if recovery.entries > 0 {
+            tracing::info!(
+                entries = recovery.entries,
+                targets = recovery.states.len(),
+                "journal replayed"
+            );
+        }
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("rollbackd/", env!("CARGO_PKG_VERSION")))
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .context("failed to build the HTTP client")?;
+        let verify_timeout = verify_timeout(config.daemon.poll_interval);
+        let verify_client = reqwest::Client::builder()
+            .user_agent(concat!("rollbackd/", env!("CARGO_PKG_VERSION")))
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(verify_timeout)
+            .build()
+            .context("failed to build the HTTP client")?;
+        let live = Live::build(&config, recovery.states.values())?;
+        let (observers, _) = broadcast::channel(1024);
+        let incidents = std::mem::take(&mut recovery.incidents);
+        load_alerts(&state_dir);
+        let links = crate::api::links::LinkKeys::open(&state_dir)
+            .context("failed to set up the confirmation link key")?;
+        let senders = live
+            .notifier
+            .senders()
+            .context("failed to set up notification delivery")?;
+        let shared = Arc::new(Shared {
+            state_dir,
+            journal: Mutex::new(journal),
+            client,
+            verify_client,
+            live: RwLock::new(Arc::new(live)),
+            observers,
+            tracker: TaskTracker::new(),
+            incidents: Arc::new(RwLock::new(incidents)),
+            links: Arc::new(links),
+            fleet: Mutex::new(BTreeMap::new()),
+            targets: config.targets.len().into(),
+            heartbeats: Mutex::new(BTreeMap::new()),
+            journal_error: Arc::new(RwLock::new(None)),
+            hard_stop: CancellationToken::new(),
+        });
+        let (tx, rx) = mpsc::channel(4);
+        Ok(Daemon {
+            config,
+            config_path: None,
+            shared,
+            recovered: recovery.states,
+            senders: Some(senders),
+            requests: Some(tx),
+            requests_rx: Some(rx),
+            _lock: lock,
+        })
+    }
+
+    /// Remember the file the config came from, so that a reload re-reads it.
+    pub fn with_config_path(mut self, path: &Path) -> Daemon {
+        self.config_path = Some(path.to_path_buf());
+        self
+    }
+
+    /// A handle to send reload and status requests (signals use it).
+    pub fn handle(&self) -> DaemonHandle {
+        DaemonHandle {
+            tx: self.requests.clone().expect("set at build"),
+        }
+    }
+
+    /// Watch what the workers do.
+    pub fn subscribe(&self) -> broadcast::Receiver<Observation> {
+        self.shared.observers.subscribe()
+    }
+
+    /// The state directory (journal, outbox, incidents).
+    pub fn state_dir(&self) -> &Path {
+        &self.shared.state_dir
+    }
+
+    /// Run until `cancel` fires, then drain: in-flight rollbacks get
+    /// [`SHUTDOWN_GRACE`] to finish.
+    ///
+    /// systemd is told READY=1 only once the journal is recovered (in
+    /// [`Daemon::build`]) and the API listens; STATUS= carries a one-line
+    /// summary; the watchdog is fed only while every worker has finished a
+    /// poll within its budget, so a stuck worker gets the service restarted.
+    pub async fn run(mut self, cancel: CancellationToken) -> anyhow::Result<()> {
+        self.shared
+            .journal(Record::Started {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .await?;
+        // Steps a previous life left running (it died mid-rollback): killed
+        // and logged at warn, each naming its incident.
+        let orphans = execute::process::orphans_from_previous_run(&self.shared.state_dir).await;
+        crate::metrics::global().orphaned_steps(orphans.len());
+        self.shared
+            .tracker
+            .spawn(housekeeping(self.shared.clone(), cancel.clone()));
+        self.shared
+            .tracker
+            .spawn(watch_servers(self.shared.clone(), cancel.clone()));
+        let token = match &self.config.daemon.api_token_file {
+            Some(path) => Some(crate::api::auth::read_token(path)?),
+            None => None,
+        };
+        let listener = tokio::net::TcpListener::bind(self.config.daemon.listen)
+            .await
+            .with_context(|| format!("failed to listen on {}", self.config.daemon.listen))?;
+        let mut senders_cancel = cancel.child_token();
+        if let Some(senders) = self.senders.take() {
+            // Delivery runs beside the workers; it also sends what an
+            // earlier run left in the outbox.
+            senders.spawn(&self.shared.tracker, senders_cancel.clone());
+        }
+        let mut workers: BTreeMap<String, WorkerSlot> = BTreeMap::new();
+        for target in self.config.targets.clone() {
+            let state = self.recovered.remove(&target.name);
+            let slot = self.spawn_worker(&target, state, &cancel);
+            workers.insert(target.name.clone(), slot);
+        }
+        let view = Arc::new(RwLock::new(Arc::new(self.view(&workers, &[]))));
+        let reload_tx = self.requests.clone().expect("set at build");
+        let mut requests = self.requests_rx.take().expect("run once");
+        let api = crate::api::ApiState {
+            view: view.clone(),
+            incidents: self.shared.incidents.clone(),
+            token,
+            alerts: crate::sources::alertmanager::AlertStore::global(),
+            links: self.shared.links.clone(),
+            journal_error: self.shared.journal_error.clone(),
+            requests: Some(reload_tx),
+        };
+        let addr = listener
+            .local_addr()
+            .context("failed to read the bound address")?;
+        tracing::info!(%addr, "api listening");
+        let server = tokio::spawn(crate::api::serve(listener, Arc::new(api), cancel.clone()));
+        tracing::info!(
+            targets = self.config.targets.len(),
+            poll_interval = %crate::util::fmt_duration(self.config.daemon.poll_interval),
+            dry_run = self.config.daemon.dry_run,
+            "rollbackd watching"
+        );
+        let mut status_line = summary(&view);
+        let _ = sd_notify::notify(
+            false,
+            &[
+                sd_notify::NotifyState::Ready,
+                sd_notify::NotifyState::Status(&status_line),
+            ],
+        );
+        let mut watchdog_usec = 0;
+        let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec);
+        let period = if watchdog {
+            Duration::from_micros(watchdog_usec / 2).max(Duration::from_millis(100))
+        } else {
+            Duration::from_secs(1)
+        };
+        let mut tick = tokio::time::interval(period.min(Duration::from_secs(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut retiring: Vec<String> = Vec::new();
+        let mut stuck_reported = false;
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                Some(request) = requests.recv() => match request {
+                    DaemonRequest::Reload { reply } => {
+                        let outcome = self
+                            .reload(&cancel, &mut workers, &mut retiring, &view, &mut senders_cancel)
+                            .await;
+                        let _ = reply.send(outcome);
+                    }
+                    DaemonRequest::DumpStatus => dump_status(&view),
+                },
+                _ = tick.tick() => {
+                    // Targets removed by a reload while an incident was open
+                    // stop once it has ended.
+                    let before = retiring.len();
+                    retiring.retain(|name| {
+                        let open = workers.get(name).is_some_and(|w| {
+                            !matches!(w.handle.state.borrow().phase, Phase::Watching | Phase::Done { .. })
+                        });
+                        if !open {
+                            if let Some(w) = workers.remove(name) {
+                                tracing::info!(target = %name, "removed target stopped: its incident has ended");
+                                forget_metrics(name, &w.handle);
+                                w.cancel.cancel();
+                            }
+                        }
+                        open
+                    });
+                    if retiring.len() != before {
+                        *view.write().unwrap_or_else(|p| p.into_inner()) =
+                            Arc::new(self.view(&workers, &retiring));
+                    }
+                    let line = summary(&view);
+                    if line != status_line {
+                        status_line = line;
+                        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(&status_line)]);
+                    }
+                    if watchdog {
+                        let stuck = self.shared.stuck_workers();
+                        if stuck.is_empty() {
+                            stuck_reported = false;
+                            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                        } else if !stuck_reported {
+                            stuck_reported = true;
+                            tracing::error!(stuck = %stuck.join(", "), "workers have not finished a poll within their budget; not feeding the systemd watchdog");
+                        }
+                    }
+                }
+            }
+        }
+        tracing::info!(grace = %crate::util::fmt_duration(SHUTDOWN_GRACE), "shutting down");
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        let stop_at = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        let hard_stop = self.shared.hard_stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(stop_at).await;
+            hard_stop.cancel();
+        });
+        for (_, w) in workers {
+            if let Err(e) = w.join.await {
+                tracing::error!(error = %e, "worker ended abnormally");
+            }
+        }
+        match server.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "api server failed"),
+            Err(e) => tracing::error!(error = %e, "api server ended abnormally"),
+            Ok(Ok(())) => {}
+        }
+        self.shared.tracker.close();
+        if tokio::time::timeout_at(stop_at + SHUTDOWN_MARGIN, self.shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background tasks still running after the grace period; exiting");
+        }
+        crate::sources::alertmanager::AlertStore::global().flush();
+        self.shared.journal(Record::Stopped).await?;
+        Ok(())
+    }
+
+    /// Start one target's worker under its own token (a reload may stop it).
+    fn spawn_worker(
+        &self,
+        target: &TargetConfig,
+        state: Option<TargetState>,
+        cancel: &CancellationToken,
+    ) -> WorkerSlot {
+        let (worker, handle, control) =
+            Worker::build(&self.config, target, state, self.shared.clone());
+        let token = cancel.child_token();
+        WorkerSlot {
+            handle,
+            control,
+            cancel: token.clone(),
+            join: tokio::spawn(worker.run(token)),
+        }
+    }
+
+    /// What the API serves: targets in config order (then those kept until
+    /// their incident ends), windows, dry-run.
+    fn view(
+        &self,
+        workers: &BTreeMap<String, WorkerSlot>,
+        retiring: &[String],
+    ) -> crate::api::View {
+        let order: Vec<String> = self
+            .config
+            .targets
+            .iter()
+            .map(|t| t.name.clone())
+            .chain(retiring.iter().cloned())
+            .collect();
+        crate::api::View {
+            targets: workers
+                .iter()
+                .map(|(n, w)| (n.clone(), w.handle.clone()))
+                .collect(),
+            order,
+            windows: self.config.windows.clone(),
+            dry_run: self.config.daemon.dry_run,
+        }
+    }
+
+    /// Re-read the config file and apply it without a restart (SIGHUP,
+    /// `rollbackd reload`, `POST /v1/reload`). An invalid file changes
+    /// nothing: every problem is logged as `check` prints it.
+    async fn reload(
+        &mut self,
+        cancel: &CancellationToken,
+        workers: &mut BTreeMap<String, WorkerSlot>,
+        retiring: &mut Vec<String>,
+        view: &Arc<RwLock<Arc<crate::api::View>>>,
+        senders_cancel: &mut CancellationToken,
+    ) -> Result<String, String> {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+        let outcome = self
+            .reload_inner(cancel, workers, retiring, view, senders_cancel)
+            .await;
+        let m = crate::metrics::global();
+        match &outcome {
+            Ok(summary) => {
+                m.config_loaded(true, Utc::now());
+                tracing::info!(%summary, "configuration reloaded");
+            }
+            Err(e) => {
+                m.config_loaded(false, Utc::now());
+                m.config_reload_failed();
+                for line in e.lines() {
+                    tracing::error!(problem = %line, "reload refused; the running configuration is kept");
+                }
+            }
+        }
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        outcome
+    }
+
+    async fn reload_inner(
+        &mut self,
+        cancel: &CancellationToken,
+        workers: &mut BTreeMap<String, WorkerSlot>,
+        retiring: &mut Vec<String>,
+        view: &Arc<RwLock<Arc<crate::api::View>>>,
+        senders_cancel: &mut CancellationToken,
+    ) -> Result<String, String> {
+        let Some(path) = self.config_path.clone() else {
+            return Err(
+                "this daemon was not started from a config file; nothing to re-read".into(),
+            );
+        };
+        let new = tokio::task::spawn_blocking(move || crate::config::load(&path))
+            .await
+            .map_err(|e| format!("reload task failed: {e}"))?
+            .map_err(|errors| errors.to_string())?;
+        let old = &self.config.daemon;
+        for (key, changed) in [
+            ("state_dir", old.state_dir != new.daemon.state_dir),
+            ("listen", old.listen != new.daemon.listen),
+            (
+                "api_token_file",
+                old.api_token_file != new.daemon.api_token_file,
+            ),
+        ] {
+            if changed {
+                tracing::warn!(
+                    key,
+                    "daemon.{key} changed: it takes effect at the next restart"
+                );
+            }
+        }
+        let states: Vec<TargetState> = workers
+            .values()
+            .map(|w| w.handle.state.borrow().clone())
+            .collect();
+        let mut live = Live::build(&new, states.iter()).map_err(|e| format!("{e:#}"))?;
+        live.keep_clients(&self.shared.live(), &self.config, &new);
+        let notify_changed = format!("{:?}", self.config.notify) != format!("{:?}", new.notify);
+        if notify_changed {
+            let senders = live
+                .notifier
+                .senders()
+                .map_err(|e| format!("failed to set up notification delivery: {e}"))?;
+            senders_cancel.cancel();
+            *senders_cancel = cancel.child_token();
+            senders.spawn(&self.shared.tracker, senders_cancel.clone());
+        }
+        *self.shared.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
+        self.config = new;
+        let (mut added, mut changed) = (0, 0);
+        for target in self.config.targets.clone() {
+            retiring.retain(|n| n != &target.name);
+            match workers.get(&target.name) {
+                Some(w) => {
+                    let reconfig = Reconfig {
+                        decide: DecideConfig::from_config(&self.config, &target),
+                        target: target.clone(),
+                    };
+                    if w.control.send(reconfig).await.is_ok() {
+                        changed += 1;
+                    }
+                }
+                None => {
+                    let slot = self.spawn_worker(&target, None, cancel);
+                    workers.insert(target.name.clone(), slot);
+                    added += 1;
+                }
+            }
+        }
+        let (mut removed, mut kept) = (0, Vec::new());
+        let names: Vec<String> = workers.keys().cloned().collect();
+        for name in names {
+            if self.config.targets.iter().any(|t| t.name == name) || retiring.contains(&name) {
+                continue;
+            }
+            let open = {
+                let w = &workers[&name];
+                let state = w.handle.state.borrow();
+                (!matches!(state.phase, Phase::Watching | Phase::Done { .. }))
+                    .then(|| state.phase.name().to_string())
+            };
+            match open {
+                Some(phase) => {
+                    tracing::warn!(target = %name, %phase, "target removed from the config but its incident is open: kept until the incident ends");
+                    retiring.push(name.clone());
+                    kept.push(name);
+                }
+                None => {
+                    if let Some(w) = workers.remove(&name) {
+                        forget_metrics(&name, &w.handle);
+                        w.cancel.cancel();
+                    }
+                    removed += 1;
+                }
+            }
+        }
+        self.shared.targets.store(
+            self.config.targets.len(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        *view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(self.view(workers, retiring));
+        let mut summary = format!(
+            "{} targets: {added} added, {removed} removed, {changed} updated",
+            self.config.targets.len()
+        );
+        if !kept.is_empty() {
+            summary.push_str(&format!(
+                ", kept until their incident ends: {}",
+                kept.join(", ")
+            ));
+        }
+        if notify_changed {
+            summary.push_str("; notification settings changed");
+        }
+        Ok(summary)
+    }
+}
+
+/// A target left the config: its series leave `/metrics`.
+fn forget_metrics(name: &str, handle: &TargetHandle) {
+    let rules: Vec<String> = handle
+        .state
+        .borrow()
+        .rules
+        .iter()
+        .map(|r| r.rule.clone())
+        .collect();
+    let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
+    crate::metrics::global().target_removed(name, &rules);
+}
+
+/// A running worker as the daemon holds it.
+struct WorkerSlot {
+    handle: TargetHandle,
+    control: mpsc::Sender<Reconfig>,
+    cancel: CancellationToken,
+    join: tokio::task::JoinHandle<()>,
+}
+
+/// Sends [`DaemonRequest`]s to a running daemon.
+#[derive(Debug, Clone)]
+pub struct DaemonHandle {
+    tx: mpsc::Sender<DaemonRequest>,
+}
+
+impl DaemonHandle {
+    /// Reload the config; `Err` lists the problems (nothing changed).
+    pub async fn reload(&self) -> Result<String, String> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(DaemonRequest::Reload { reply })
+            .await
+            .map_err(|_| "the daemon is not running".to_string())?;
+        answer
+            .await
+            .map_err(|_| "the daemon stopped during the reload".to_string())?
+    }
+
+    /// Log every target's state.
+    pub async fn dump_status(&self) {
+        let _ = self.tx.send(DaemonRequest::DumpStatus).await;
+    }
+}
+
+/// "watching 12 targets, 1 incident awaiting confirmation".
+fn summary(view: &RwLock<Arc<crate::api::View>>) -> String {
+    let view = view.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut phases: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for h in view.targets.values() {
+        let name = match h.state.borrow().phase {
+            Phase::AwaitingConfirmation { .. } => "awaiting confirmation",
+            Phase::RollingBack { .. } => "rolling back",
+            Phase::Verifying { .. } => "verifying",
+            _ => continue,
+        };
+        *phases.entry(name).or_default() += 1;
+    }
+    let mut line = format!("watching {} targets", view.targets.len());
+    for (phase, n) in phases {
+        line.push_str(&format!(
+            ", {n} incident{} {phase}",
+            if n == 1 { "" } else { "s" }
+        ));
+    }
+    line
+}
+
+/// SIGUSR1: every target's phase, version and rules, to the log.
+fn dump_status(view: &RwLock<Arc<crate::api::View>>) {
+    let view = view.read().unwrap_or_else(|p| p.into_inner()).clone();
+    tracing::info!(summary = %summary_of(&view), "status (SIGUSR1)");
+    for name in &view.order {
+        let Some(h) = view.targets.get(name) else {
+            continue;
+        };
+        let s = h.state.borrow().clone();
+        let rules: Vec<String> = s.rules.iter().map(|r| r.explain()).collect();
+        tracing::info!(
+            target = %name,
+            phase = s.phase.name(),
+            version = s.version.as_deref().unwrap_or("unknown"),
+            paused = s.paused.is_some(),
+            note = s.last_note(),
+            rules = %rules.join("; "),
+            "status"
+        );
+    }
+}
+
+fn summary_of(view: &Arc<crate::api::View>) -> String {
+    summary(&RwLock::new(view.clone()))
+}
+
+/// Reload the alerts Alertmanager reported before a restart
+/// (`state_dir/alerts.json`) and save every change there from now on.
+fn load_alerts(state_dir: &Path) {
+    let store = crate::sources::alertmanager::AlertStore::global();
+    store.start_flusher();
+    match store.persist_in(state_dir, Utc::now()) {
+        Ok(0) => {}
+        Ok(firing) => tracing::info!(firing, "alerts reloaded from the previous run"),
+        Err(e) => tracing::warn!(error = %e, "alert store not reloaded"),
+    }
+}

@@ -1,0 +1,287 @@
+//! What every worker shares: the settings a reload replaces ([`Live`]),
+//! the journal, the HTTP clients, the fleet map and heartbeats ([`Shared`]),
+//! and the global rollback cap's limiter.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::*;
+use crate::config::{Config, TargetConfig};
+use crate::decide::{self, Incident, TargetState, Time};
+use crate::journal::{Entry, Journal, Record};
+use crate::notify::Notifier;
+use crate::rules::RuleReport;
+use crate::sources::prometheus::Prometheus;
+
+/// What a reload can change for every worker at once.
+pub(super) struct Live {
+    pub(super) poll_interval: Duration,
+    pub(super) notifier: Notifier,
+    /// One client per Prometheus server (pool, auth, timeout, concurrency
+    /// bound, reachability), shared by every rule that asks it: `default`
+    /// is `[prometheus]`, the others `[prometheus.servers.NAME]`.
+    pub(super) prometheus: BTreeMap<String, Prometheus>,
+    /// Each server as its "unreachable" notice names it.
+    pub(super) servers: Vec<decide::server_watch::Server>,
+    /// `public_url`, base of the links in confirmation emails.
+    pub(super) public_url: Option<url::Url>,
+    /// `[daemon] max_rollbacks_per_hour` across all targets.
+    pub(super) global_limit: Option<Arc<GlobalLimit>>,
+    /// The longest Prometheus `timeout`, for the watchdog's poll budget.
+    pub(super) prometheus_timeout: Duration,
+}
+
+impl Live {
+    /// The settings of `config`; `states` count toward the global cap.
+    pub(super) fn build<'a>(
+        config: &Config,
+        states: impl Iterator<Item = &'a TargetState>,
+    ) -> anyhow::Result<Live> {
+        let configs: Vec<(&str, &crate::config::PrometheusConfig)> = config
+            .prometheus
+            .iter()
+            .map(|p| (crate::config::DEFAULT_PROMETHEUS, p))
+            .chain(
+                config
+                    .prometheus_servers
+                    .iter()
+                    .map(|(n, p)| (n.as_str(), p)),
+            )
+            .collect();
+        let mut prometheus = BTreeMap::new();
+        for (name, p) in &configs {
+            let client = Prometheus::build_named(name, p)
+                .with_context(|| format!("failed to set up the client of Prometheus {name}"))?;
+            prometheus.insert(name.to_string(), client);
+        }
+        let servers = configs
+            .iter()
+            .map(|(name, p)| decide::server_watch::Server {
+                name: name.to_string(),
+                url: p.url.to_string(),
+                blind_after: p.blind_after,
+                rules: server_users(config, name),
+            })
+            .collect();
+        Ok(Live {
+            poll_interval: config.daemon.poll_interval,
+            notifier: Notifier::build(&config.notify, config.daemon.public_url.clone()),
+            prometheus,
+            servers,
+            public_url: config.daemon.public_url.clone(),
+            prometheus_timeout: configs
+                .iter()
+                .map(|(_, p)| p.timeout)
+                .max()
+                .unwrap_or_default(),
+            global_limit: config
+                .daemon
+                .max_rollbacks_per_hour
+                .map(|cap| Arc::new(GlobalLimit::build(cap, states, Utc::now()))),
+        })
+    }
+}
+
+impl Live {
+    /// The client of server `name` (`None`: `[prometheus]`).
+    pub(super) fn client(&self, name: Option<&str>) -> Option<&Prometheus> {
+        self.prometheus
+            .get(name.unwrap_or(crate::config::DEFAULT_PROMETHEUS))
+    }
+
+    /// After a reload: keep the clients of servers whose config did not
+    /// change (their pools, their reachability, and the history of the
+    /// rules that ask them).
+    pub(super) fn keep_clients(&mut self, old: &Live, old_config: &Config, new_config: &Config) {
+        for (name, client) in self.prometheus.iter_mut() {
+            let same = old_config.prometheus_server(Some(name))
+                == new_config.prometheus_server(Some(name));
+            if let (true, Some(kept)) = (same, old.prometheus.get(name)) {
+                *client = kept.clone();
+            }
+        }
+    }
+}
+
+/// `target/rule` of every rule that asks Prometheus server `name`, and
+/// `target (version_query)` for the version.
+pub(super) fn server_users(config: &Config, name: &str) -> Vec<String> {
+    let asks = |server: &Option<String>| {
+        server
+            .as_deref()
+            .unwrap_or(crate::config::DEFAULT_PROMETHEUS)
+            == name
+    };
+    let mut users = Vec::new();
+    for t in &config.targets {
+        for r in &t.rules {
+            if let crate::config::SourceSpec::Prometheus(p) = &r.source {
+                if asks(&p.server) {
+                    users.push(format!("{}/{}", t.name, r.name));
+                }
+            }
+        }
+        if let Some(crate::config::VersionSource::Query { server, .. }) = &t.version {
+            if asks(server) {
+                users.push(format!("{} (version_query)", t.name));
+            }
+        }
+    }
+    users
+}
+
+/// The server a target's `version_query` asks.
+pub(super) fn version_server(target: &TargetConfig) -> Option<&str> {
+    match &target.version {
+        Some(crate::config::VersionSource::Query { server, .. }) => server.as_deref(),
+        _ => None,
+    }
+}
+
+/// What every worker shares.
+pub(super) struct Shared {
+    pub(super) state_dir: PathBuf,
+    pub(super) journal: Mutex<Journal>,
+    pub(super) client: reqwest::Client,
+    pub(super) verify_client: reqwest::Client,
+    /// Settings a reload replaces.
+    pub(super) live: RwLock<Arc<Live>>,
+    pub(super) observers: broadcast::Sender<Observation>,
+    pub(super) tracker: TaskTracker,
+    /// Every incident seen, for the API (seeded from the journal).
+    pub(super) incidents: Arc<RwLock<BTreeMap<String, Incident>>>,
+    /// Signs the approve/reject links of confirmation emails.
+    pub(super) links: Arc<crate::api::links::LinkKeys>,
+    /// Each target's breach under way (its earliest Pending/Breached rule's
+    /// start), shared so every step sees the others (blast-radius guard).
+    pub(super) fleet: Mutex<BTreeMap<String, Time>>,
+    /// How many targets are watched.
+    pub(super) targets: std::sync::atomic::AtomicUsize,
+    /// When each worker last finished a poll, and how long a poll may take
+    /// before the worker counts as stuck (2 x interval + its longest source
+    /// timeout): the systemd watchdog is fed only while all are fresh.
+    pub(super) heartbeats: Mutex<BTreeMap<String, (std::time::Instant, Duration)>>,
+    /// The last journal write error while the journal is failing; shown by
+    /// `status` as a banner, cleared by the next successful write.
+    pub(super) journal_error: Arc<RwLock<Option<String>>>,
+    /// Cancelled when the shutdown grace is over: running plans are
+    /// killed and journaled as interrupted.
+    pub(super) hard_stop: CancellationToken,
+}
+
+impl Shared {
+    /// Workers that have not finished a poll within their budget.
+    pub(super) fn stuck_workers(&self) -> Vec<String> {
+        let now = std::time::Instant::now();
+        self.heartbeats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, (at, budget))| now.duration_since(*at) > *budget)
+            .map(|(name, (at, _))| format!("{name} (last poll {:?} ago)", now.duration_since(*at)))
+            .collect()
+    }
+
+    /// The settings in force now.
+    pub(super) fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Append to the journal (fsync) off the async threads.
+    pub(super) async fn journal(self: &Arc<Self>, record: Record) -> anyhow::Result<()> {
+        let shared = self.clone();
+        let entry = Entry {
+            at: Utc::now(),
+            seq: 0,
+            record,
+        };
+        let written = tokio::task::spawn_blocking(move || {
+            let mut journal = shared.journal.lock().unwrap_or_else(|p| p.into_inner());
+            journal
+                .append(&entry)
+                .with_context(|| format!("failed to append to {}", journal.path().display()))
+        })
+        .await
+        .context("journal task panicked")
+        .and_then(|r| r);
+        let mut health = self
+            .journal_error
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        match &written {
+            Ok(()) if health.is_some() => {
+                tracing::info!("journal writable again");
+                *health = None;
+            }
+            Ok(()) => {}
+            Err(e) => *health = Some(format!("{e:#}")),
+        }
+        written
+    }
+
+    /// Record this target's breach start (or its end) and return what the
+    /// other targets show, for the blast-radius guard.
+    pub(super) fn fleet(&self, target: &str, rules: &[RuleReport]) -> decide::Fleet {
+        let mut all = self.fleet.lock().unwrap_or_else(|p| p.into_inner());
+        match decide::breach_start(rules) {
+            Some(since) => {
+                all.insert(target.to_string(), since);
+            }
+            None => {
+                all.remove(target);
+            }
+        }
+        decide::Fleet {
+            targets: self.targets.load(std::sync::atomic::Ordering::Relaxed),
+            breaching: all
+                .iter()
+                .filter(|(t, _)| t.as_str() != target)
+                .map(|(t, since)| decide::FleetBreach {
+                    target: t.clone(),
+                    since: *since,
+                })
+                .collect(),
+        }
+    }
+
+    pub(super) fn observe(&self, o: Observation) {
+        // No receivers is fine.
+        let _ = self.observers.send(o);
+    }
+}
+
+/// The global cap on executed rollbacks (`[daemon] max_rollbacks_per_hour`),
+/// asked before an `Execute` is carried out. The state machine stays pure:
+/// a refusal is fed back as [`Event::ExecRefused`] and escalates.
+pub(super) struct GlobalLimit {
+    pub(super) cap: std::num::NonZeroU32,
+    pub(super) limiter: governor::DefaultDirectRateLimiter,
+}
+
+impl GlobalLimit {
+    /// A limiter with the rollbacks of the last hour (from the recovered
+    /// states) already counted, so a restart does not reset the cap.
+    pub(super) fn build<'a>(
+        cap: std::num::NonZeroU32,
+        states: impl Iterator<Item = &'a TargetState>,
+        now: Time,
+    ) -> GlobalLimit {
+        let limiter = governor::RateLimiter::direct(governor::Quota::per_hour(cap));
+        let hour_ago = now - chrono::Duration::hours(1);
+        let recent: usize = states
+            .map(|s| s.rollbacks.iter().filter(|t| **t > hour_ago).count())
+            .sum();
+        for _ in 0..recent {
+            let _ = limiter.check();
+        }
+        GlobalLimit { cap, limiter }
+    }
+}

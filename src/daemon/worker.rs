@@ -1,0 +1,893 @@
+//! The per-target worker: poll (version, rules, gates) as a future of its
+//! own, step the decision machine, journal, and hand actions to the
+//! effects runner. Commands from the API are served first.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::config::{Config, TargetConfig};
+use crate::decide::{self, Action, DecideConfig, Event, Phase, TargetState, Time};
+use crate::execute;
+use crate::journal::Record;
+use crate::rules::{RuleEval, RuleReport};
+use crate::sources::Source;
+use crate::version::VersionReader;
+
+/// One rule with its source and evaluation state; `index` is its place in
+/// the target's config order (reports are journaled in that order).
+pub(super) struct RuleSlot {
+    pub(super) index: usize,
+    pub(super) source: Source,
+    pub(super) eval: RuleEval,
+    /// Carried over from before a reload (its history is still valid).
+    pub(super) kept: bool,
+}
+
+/// A reload's new settings for one worker.
+#[derive(Debug)]
+pub(crate) struct Reconfig {
+    pub(super) target: TargetConfig,
+    pub(super) decide: DecideConfig,
+}
+
+/// Build the rule slots of `target`: polled rules and Alertmanager rules.
+/// A slot in `old` whose rule config is unchanged is kept (its history is
+/// valid); otherwise a fresh one continues from the last report of that
+/// rule only when the rule is unchanged (a restart: `last` is journaled).
+pub(super) fn rule_slots(
+    target: &TargetConfig,
+    last: &[RuleReport],
+    mut old: Vec<RuleSlot>,
+    shared: &Shared,
+    live: &Live,
+) -> (Vec<RuleSlot>, Vec<RuleSlot>) {
+    let (mut polled, mut alerting) = (Vec::new(), Vec::new());
+    for (index, r) in target.rules.iter().enumerate() {
+        let client = match &r.source {
+            crate::config::SourceSpec::Prometheus(p) => live.client(p.server.as_deref()),
+            _ => None,
+        };
+        // Kept only while it still asks the same client (a server whose
+        // url or auth changed gets a new one).
+        let same_client = |s: &RuleSlot| match (&s.source, client) {
+            (Source::Prometheus(p), Some(c)) => p.prometheus().is_some_and(|o| o.same(c)),
+            _ => true,
+        };
+        let slot = match old
+            .iter()
+            .position(|s| s.eval.rule() == r && same_client(s))
+        {
+            Some(i) => {
+                let mut s = old.swap_remove(i);
+                s.index = index;
+                s.kept = true;
+                s
+            }
+            None => {
+                let mut eval = RuleEval::build(r.clone(), target.no_data);
+                // A running `for` of a poll-judged rule goes on across a
+                // restart (the journal has its last report).
+                if old.is_empty() {
+                    if let Some(l) = last.iter().find(|x| x.rule == r.name) {
+                        eval.resume(l);
+                    }
+                }
+                RuleSlot {
+                    index,
+                    source: Source::build(&r.source, &shared.client, client, live.poll_interval),
+                    eval,
+                    kept: false,
+                }
+            }
+        };
+        if matches!(slot.source, Source::Alertmanager(_)) {
+            alerting.push(slot);
+        } else {
+            polled.push(slot);
+        }
+    }
+    (polled, alerting)
+}
+
+/// How long a poll of `target` may take before its worker counts as stuck:
+/// twice the interval plus the longest a poll can last when every source
+/// uses its whole timeout (the version is read first, then the rules
+/// together, then the verify URL).
+pub(super) fn poll_budget(target: &TargetConfig, live: &Live) -> Duration {
+    let rules = target
+        .rules
+        .iter()
+        .map(|r| match &r.source {
+            crate::config::SourceSpec::Probe(p) => p.timeout,
+            crate::config::SourceSpec::Prometheus(_) => live.prometheus_timeout,
+            _ => Duration::ZERO,
+        })
+        .max()
+        .unwrap_or_default();
+    let version = match &target.version {
+        None => Duration::ZERO,
+        Some(_) => crate::version::VERSION_TIMEOUT,
+    };
+    // The gates run one after the other: each HTTP one up to the client
+    // timeout, each command up to its own timeout.
+    let v = &target.verify;
+    let http = u32::from(v.url.is_some()) + v.checks.len() as u32;
+    let commands: Duration = v
+        .commands
+        .iter()
+        .map(|c| c.timeout.unwrap_or(execute::verify::COMMAND_TIMEOUT))
+        .sum();
+    let verify = verify_timeout(live.poll_interval) * http + commands;
+    live.poll_interval * 2 + version + rules + verify
+}
+
+/// The timeout of one verify URL check.
+pub(super) fn verify_timeout(poll_interval: Duration) -> Duration {
+    poll_interval.clamp(Duration::from_secs(1), Duration::from_secs(10))
+}
+
+/// When a worker polls: at a stable offset inside the interval (see
+/// [`poll_offset`]) plus a little jitter, skipping slots a long poll missed.
+#[derive(Debug)]
+pub(super) struct Schedule {
+    pub(super) interval: Duration,
+    pub(super) offset: Duration,
+    pub(super) base: tokio::time::Instant,
+    pub(super) slot: u32,
+    pub(super) seed: u64,
+    pub(super) next: tokio::time::Instant,
+}
+
+impl Schedule {
+    pub(super) fn new(name: &str, interval: Duration) -> Schedule {
+        let offset = poll_offset(name, interval);
+        let base = tokio::time::Instant::now();
+        Schedule {
+            interval,
+            offset,
+            base,
+            slot: 0,
+            seed: offset.as_nanos() as u64,
+            next: base + offset,
+        }
+    }
+
+    /// Move `next` to the first slot after now.
+    pub(super) fn advance(&mut self) {
+        let now = tokio::time::Instant::now();
+        while self.next <= now {
+            self.slot = self.slot.saturating_add(1);
+            self.next = self.base + self.offset + self.interval * self.slot;
+        }
+        self.next += poll_jitter(&mut self.seed, self.interval);
+    }
+}
+
+/// What one poll found, handed back to the worker when the poll task ends.
+pub(super) struct PollDone {
+    /// The polled rules, with their updated history.
+    pub(super) slots: Vec<RuleSlot>,
+    /// One report per polled rule: (config index, report).
+    pub(super) reports: Vec<(usize, RuleReport)>,
+    /// The version reader and what it read.
+    pub(super) version: VersionReader,
+    pub(super) read: Result<Option<String>, String>,
+    /// The verification gates' results, when the target was verifying at
+    /// poll start: incident, all passed, summary, each gate.
+    pub(super) verify: Option<(String, bool, String, Vec<execute::verify::CheckReport>)>,
+    /// How long the poll took.
+    pub(super) took: Duration,
+}
+
+pub(super) type PollFuture = std::pin::Pin<Box<dyn std::future::Future<Output = PollDone> + Send>>;
+
+/// One target's loop.
+pub(super) struct Worker {
+    pub(super) target: TargetConfig,
+    pub(super) decide: DecideConfig,
+    pub(super) state: TargetState,
+    pub(super) recovered: bool,
+    /// Rules polled by the poll task (moved into it while it runs).
+    pub(super) polled: Vec<RuleSlot>,
+    /// Alertmanager rules: evaluated at every poll and at once when a POST
+    /// changes the alerts (they never wait behind a slow poll).
+    pub(super) alerting: Vec<RuleSlot>,
+    /// The latest report of every rule, in config order (live view).
+    pub(super) latest: Vec<Option<RuleReport>>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) events_tx: mpsc::Sender<Event>,
+    pub(super) events_rx: mpsc::Receiver<Event>,
+    /// Effect results whose journal write failed: retried in order until
+    /// journaled, so an outcome is never lost.
+    pub(super) unjournaled: std::collections::VecDeque<(Event, Time)>,
+    /// The version reader, `None` while a poll task holds it.
+    pub(super) version: Option<VersionReader>,
+    /// When the next poll starts.
+    pub(super) schedule: Schedule,
+    /// How long a poll may take before the watchdog calls this worker stuck.
+    pub(super) budget: Duration,
+    /// New settings from a reload.
+    pub(super) control_rx: mpsc::Receiver<Reconfig>,
+    /// A reload waiting for the poll in flight to hand the rules back.
+    pub(super) pending: Option<Reconfig>,
+    /// An extra poll when a Pending rule's `for` runs out before the next
+    /// regular poll: detection is not delayed by the poll phase.
+    pub(super) wake_at: Option<tokio::time::Instant>,
+    pub(super) last_version_error: Option<String>,
+    pub(super) commands_rx: mpsc::Receiver<Command>,
+    pub(super) state_tx: watch::Sender<TargetState>,
+    /// The daemon's shutdown token (set when the worker runs).
+    pub(super) stop: CancellationToken,
+    /// The running `confirm_command`: the incident it answers for and
+    /// the token that stops it (killing its process group).
+    pub(super) confirm_running: Option<(String, CancellationToken)>,
+}
+
+/// Where inside `interval` a target polls: a stable offset derived from
+/// its name (as Prometheus offsets scrapes by a hash of the target), so a
+/// hundred targets spread over the interval instead of probing at once.
+pub fn poll_offset(name: &str, interval: Duration) -> Duration {
+    // FNV-1a: stable across runs and platforms.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let nanos = interval.as_nanos().max(1) as u64;
+    Duration::from_nanos(h % nanos)
+}
+
+/// A little jitter on top of the offset (up to 1% of the interval, at most
+/// 50ms), different on every tick, so that targets with colliding offsets
+/// do not stay in lockstep.
+pub(super) fn poll_jitter(seed: &mut u64, interval: Duration) -> Duration {
+    // splitmix64
+    *seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *seed;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    let max = (interval / 100).min(Duration::from_millis(50)).as_nanos() as u64;
+    Duration::from_nanos(if max == 0 { 0 } else { z % max })
+}
+
+impl Worker {
+    pub(super) fn build(
+        config: &Config,
+        target: &TargetConfig,
+        recovered: Option<TargetState>,
+        shared: Arc<Shared>,
+    ) -> (Worker, TargetHandle, mpsc::Sender<Reconfig>) {
+        let live = shared.live();
+        let last = recovered
+            .as_ref()
+            .map(|s| s.rules.clone())
+            .unwrap_or_default();
+        let (polled, alerting) = rule_slots(target, &last, Vec::new(), &shared, &live);
+        let (events_tx, events_rx) = mpsc::channel(16);
+        let (commands_tx, commands_rx) = mpsc::channel(16);
+        let (control_tx, control_rx) = mpsc::channel(4);
+        let state = recovered
+            .clone()
+            .unwrap_or_else(|| TargetState::new(&target.name));
+        let (state_tx, state_rx) = watch::channel(state.clone());
+        let worker = Worker {
+            target: target.clone(),
+            decide: DecideConfig::from_config(config, target),
+            recovered: recovered.is_some(),
+            state,
+            polled,
+            alerting,
+            latest: vec![None; target.rules.len()],
+            version: Some(VersionReader::build(
+                target.version.clone(),
+                shared.verify_client.clone(),
+                live.client(version_server(target)).cloned(),
+            )),
+            schedule: Schedule::new(&target.name, live.poll_interval),
+            budget: poll_budget(target, &live),
+            shared,
+            events_tx,
+            events_rx,
+            unjournaled: std::collections::VecDeque::new(),
+            last_version_error: None,
+            commands_rx,
+            control_rx,
+            pending: None,
+            wake_at: None,
+            state_tx,
+            stop: CancellationToken::new(),
+            confirm_running: None,
+        };
+        let handle = TargetHandle {
+            name: target.name.clone(),
+            commands: commands_tx,
+            state: state_rx,
+        };
+        (worker, handle, control_tx)
+    }
+
+    /// The loop. A person's command, an effect's result and an alert are
+    /// never queued behind a poll: the poll is a task of its own (`biased`
+    /// select, commands first), and shutdown drops it.
+    pub(super) async fn run(mut self, cancel: CancellationToken) {
+        self.stop = cancel.clone();
+        self.heartbeat();
+        if self.recovered {
+            tracing::info!(target = %self.target.name, phase = self.state.phase.name(), "state recovered from the journal");
+            crate::metrics::global().phase(&self.target.name, &self.state.phase);
+            self.apply(Event::Recovered).await;
+            // The wait goes on, and so does the team's approval flow: its
+            // command died with the previous process.
+            if let Phase::AwaitingConfirmation { incident, .. } = &self.state.phase {
+                let incident = incident.clone();
+                self.ask_confirm_command(&incident);
+            }
+        }
+        let mut poll: Option<PollFuture> = None;
+        let mut alerts = crate::sources::alertmanager::AlertStore::global().subscribe();
+        let mut retry = tokio::time::interval(Duration::from_secs(1));
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let has_alerting = !self.alerting.is_empty();
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                Some(command) = self.commands_rx.recv() => self.command(command).await,
+                Some(event) = self.events_rx.recv() => self.effect_result(event).await,
+                Some(reconfig) = self.control_rx.recv() => {
+                    // A poll in flight holds the rules: apply when it ends.
+                    self.pending = Some(reconfig);
+                    if poll.is_none() {
+                        self.reconfigure();
+                    }
+                }
+                Ok(()) = alerts.changed(), if has_alerting => self.alerts_changed().await,
+                done = async { poll.as_mut().expect("guarded").await }, if poll.is_some() => {
+                    poll = None;
+                    self.poll_done(done).await;
+                    self.reconfigure();
+                }
+                _ = tokio::time::sleep_until(self.schedule.next), if poll.is_none() => {
+                    self.schedule.advance();
+                    self.wake_at = None;
+                    poll = Some(self.start_poll());
+                }
+                _ = sleep_until_opt(self.wake_at), if poll.is_none() && self.wake_at.is_some() => {
+                    self.wake_at = None;
+                    poll = Some(self.start_poll());
+                }
+                _ = retry.tick(), if !self.unjournaled.is_empty() => self.retry_unjournaled().await,
+            }
+            self.settle_confirm_command();
+            self.publish();
+        }
+        drop(poll);
+        self.shared
+            .heartbeats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.target.name);
+        self.settle_confirm_command();
+        // A running plan finishes within the grace, or is killed at its
+        // end and reports itself interrupted (`hard_stop`): either way its
+        // outcome arrives as an event and is journaled.
+        let until = tokio::time::Instant::now() + SHUTDOWN_GRACE + SHUTDOWN_MARGIN;
+        while matches!(self.state.phase, Phase::RollingBack { .. }) {
+            tracing::warn!(target = %self.target.name, "waiting for the running rollback to finish before exiting");
+            match tokio::time::timeout_at(until, self.events_rx.recv()).await {
+                Ok(Some(event)) => {
+                    self.effect_result(event).await;
+                }
+                _ => {
+                    tracing::warn!(
+                        target = %self.target.name,
+                        "rollback still running at exit; the journal says RollingBack and the next start verifies instead of re-running it"
+                    );
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Tell the watchdog this worker is alive (a poll ended, or it started).
+    pub(super) fn heartbeat(&self) {
+        self.shared
+            .heartbeats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                self.target.name.clone(),
+                (std::time::Instant::now(), self.budget),
+            );
+    }
+
+    /// Apply a reload's new settings (when no poll holds the rules). Rules
+    /// whose config did not change keep their history (probe windows, the
+    /// running `for`); changed or new rules start afresh. Incidents, guards,
+    /// pause and rate history are in the state and are kept.
+    pub(super) fn reconfigure(&mut self) {
+        let Some(r) = self.pending.take() else {
+            return;
+        };
+        let live = self.shared.live();
+        let old: Vec<RuleSlot> = std::mem::take(&mut self.polled)
+            .into_iter()
+            .chain(std::mem::take(&mut self.alerting))
+            .collect();
+        let last: Vec<RuleReport> = self.latest.iter().flatten().cloned().collect();
+        let (polled, alerting) = rule_slots(&r.target, &last, old, &self.shared, &live);
+        self.latest = r
+            .target
+            .rules
+            .iter()
+            .map(|rc| last.iter().find(|x| x.rule == rc.name).cloned())
+            .collect();
+        // A rule that is new or changed has no report yet: the next poll
+        // evaluates it before the target is stepped with a full set.
+        for (i, rc) in r.target.rules.iter().enumerate() {
+            let kept = polled
+                .iter()
+                .chain(alerting.iter())
+                .any(|s| s.index == i && s.eval.rule() == rc && s.kept);
+            if !kept {
+                self.latest[i] = None;
+            }
+        }
+        self.polled = polled;
+        self.alerting = alerting;
+        // A version_query's server may have a new client.
+        let query = matches!(
+            r.target.version,
+            Some(crate::config::VersionSource::Query { .. })
+        );
+        if self.target.version != r.target.version || query {
+            self.version = Some(VersionReader::build(
+                r.target.version.clone(),
+                self.shared.verify_client.clone(),
+                live.client(version_server(&r.target)).cloned(),
+            ));
+        }
+        if self.schedule.interval != live.poll_interval {
+            self.schedule = Schedule::new(&r.target.name, live.poll_interval);
+        }
+        self.budget = poll_budget(&r.target, &live);
+        self.decide = r.decide;
+        self.target = r.target;
+        self.heartbeat();
+        tracing::info!(target = %self.target.name, rules = self.target.rules.len(), "configuration reloaded");
+    }
+
+    /// An effect's result (execution, after steps, confirm_command answer):
+    /// it must reach the journal. Kept in order behind any result that is
+    /// still waiting for a journal write.
+    pub(super) async fn effect_result(&mut self, event: Event) {
+        // Stepped at the time it arrived, however late it is journaled: a
+        // rollback's duration is not stretched by a journal outage.
+        self.unjournaled.push_back((event, Utc::now()));
+        self.retry_unjournaled().await;
+    }
+
+    /// Apply waiting effect results in order until one cannot be journaled.
+    pub(super) async fn retry_unjournaled(&mut self) {
+        while let Some((event, at)) = self.unjournaled.pop_front() {
+            match self.apply_at(event.clone(), at).await {
+                Applied::Yes | Applied::NotExpected => {}
+                Applied::NotJournaled => {
+                    tracing::warn!(target = %self.target.name, waiting = self.unjournaled.len() + 1, "effect result not journaled yet; retrying every second");
+                    self.unjournaled.push_front((event, at));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Start a poll in its own future: version, every polled rule, the
+    /// verify URL when verifying. The worker keeps serving commands.
+    pub(super) fn start_poll(&mut self) -> PollFuture {
+        let mut slots = std::mem::take(&mut self.polled);
+        let version = self
+            .version
+            .take()
+            .expect("the version reader is back after every poll");
+        let deployed_at = self.state.deployed_at;
+        let v = &self.target.verify;
+        let gated = v.url.is_some() || !v.checks.is_empty() || !v.commands.is_empty();
+        let verify = match &self.state.phase {
+            Phase::Verifying { incident, .. } if gated => {
+                Some((incident.id.clone(), v.clone(), vars_for(incident)))
+            }
+            _ => None,
+        };
+        let client = self.shared.verify_client.clone();
+        // Test hook (debug builds only): this target's polls never end, as a
+        // stuck worker's would; the watchdog test uses it.
+        let stall = cfg!(debug_assertions)
+            && std::env::var("ROLLBACKD_TEST_STALL_TARGET").is_ok_and(|t| t == self.target.name);
+        Box::pin(async move {
+            if stall {
+                std::future::pending::<()>().await;
+            }
+            let started = std::time::Instant::now();
+            let read = version.read().await;
+            let now = Utc::now();
+            let reports = futures_util::future::join_all(slots.iter_mut().map(|s| async {
+                let report =
+                    crate::rules::baseline::evaluate(&mut s.source, &mut s.eval, deployed_at, now)
+                        .await;
+                (s.index, report)
+            }))
+            .await;
+            let verify = match verify {
+                Some((incident, config, vars)) => {
+                    let checks = execute::verify::run_gates(&client, &config, &vars).await;
+                    let ok = checks.iter().all(|c| c.ok);
+                    let detail = gates_detail(&checks);
+                    Some((incident, ok, detail, checks))
+                }
+                None => None,
+            };
+            PollDone {
+                slots,
+                reports,
+                version,
+                read,
+                verify,
+                took: started.elapsed(),
+            }
+        })
+    }
+
+    /// A poll ended: adopt the version, step the evaluation, then the
+    /// verify check.
+    pub(super) async fn poll_done(&mut self, done: PollDone) {
+        self.polled = done.slots;
+        self.version = Some(done.version);
+        self.heartbeat();
+        crate::metrics::global().poll_duration(done.took);
+        if let Some(version) = self.version_read(done.read) {
+            if self.state.version.as_deref() != Some(version.as_str()) {
+                self.apply(Event::VersionObserved { version }).await;
+            }
+        }
+        for (index, report) in done.reports {
+            self.latest[index] = Some(report);
+        }
+        self.evaluate_alerting().await;
+        self.step_evaluated().await;
+        if let Some((incident, ok, detail, checks)) = done.verify {
+            self.apply(Event::VerifyChecked {
+                incident,
+                ok,
+                detail,
+                checks,
+            })
+            .await;
+        }
+    }
+
+    /// Evaluate the Alertmanager rules now (they read the local store).
+    pub(super) async fn evaluate_alerting(&mut self) {
+        let now = Utc::now();
+        let deployed_at = self.state.deployed_at;
+        for s in &mut self.alerting {
+            let report =
+                crate::rules::baseline::evaluate(&mut s.source, &mut s.eval, deployed_at, now)
+                    .await;
+            self.latest[s.index] = Some(report);
+        }
+    }
+
+    /// A POST changed the alerts: evaluate this target's alert rules now
+    /// and step with them, without waiting for the next poll.
+    pub(super) async fn alerts_changed(&mut self) {
+        self.evaluate_alerting().await;
+        self.step_evaluated().await;
+    }
+
+    /// Step an evaluation of every rule (once each rule has been evaluated).
+    pub(super) async fn step_evaluated(&mut self) {
+        let Some(rules) = self
+            .latest
+            .iter()
+            .cloned()
+            .collect::<Option<Vec<RuleReport>>>()
+        else {
+            return;
+        };
+        self.wake_at = due_before(&rules, self.schedule.next);
+        let fleet = self.shared.fleet(&self.target.name, &rules);
+        self.apply(Event::Evaluated { rules, fleet }).await;
+    }
+
+    pub(super) fn version_read(&mut self, read: Result<Option<String>, String>) -> Option<String> {
+        match read {
+            Ok(v) => {
+                self.last_version_error = None;
+                v
+            }
+            Err(e) => {
+                if self.last_version_error.as_ref() != Some(&e) {
+                    tracing::warn!(target = %self.target.name, error = %e, "cannot read the live version");
+                    self.last_version_error = Some(e);
+                }
+                None
+            }
+        }
+    }
+
+    /// Step the machine, journal if anything changed, then act. `false`
+    /// when the step was not adopted (the event does not fit, or the
+    /// journal could not be written).
+    pub(super) async fn apply(&mut self, event: Event) -> bool {
+        self.apply_at(event, Utc::now()).await == Applied::Yes
+    }
+
+    /// [`Worker::apply`] at a given time, saying why a step was not adopted.
+    pub(super) async fn apply_at(&mut self, event: Event, now: Time) -> Applied {
+        let (next, actions) =
+            match decide::step(&self.decide, self.state.clone(), event.clone(), now) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(target = %self.target.name, error = %e, "event ignored");
+                    return Applied::NotExpected;
+                }
+            };
+        // The global cap is asked before anything is journaled, so the
+        // journal never holds an execution that did not happen.
+        let (event, next, actions) = self.global_limit(event, next, actions, now);
+        let from = self.state.phase.name().to_string();
+        let to = next.phase.name().to_string();
+        if let Event::Evaluated { rules, .. } = &event {
+            record_rule_metrics(&self.target.name, rules);
+        }
+        let changed = next.phase != self.state.phase
+            || !actions.is_empty()
+            || next.version != self.state.version
+            || next.loop_guard != self.state.loop_guard
+            || next.paused != self.state.paused
+            || next.blind_notified != self.state.blind_notified
+            || next.shadow_breached != self.state.shadow_breached
+            || statuses(&next.rules) != statuses(&self.state.rules);
+        if !changed {
+            self.state = next;
+            return Applied::Yes;
+        }
+        log_step(&self.target.name, &event, &from, &to, &next);
+        let record = Record::Step {
+            target: self.target.name.clone(),
+            event: event.clone(),
+            from: from.clone(),
+            to: to.clone(),
+            actions: actions.clone(),
+            state: next.clone().into(),
+        };
+        if let Err(e) = self.shared.journal(record).await {
+            // Nothing happens that is not journaled: keep the old state, the
+            // next poll tries again.
+            crate::metrics::global().journal_error();
+            tracing::error!(target = %self.target.name, error = %format!("{e:#}"), "journal write failed; not acting");
+            return Applied::NotJournaled;
+        }
+        self.state = next;
+        self.remember_incident();
+        if from != to {
+            crate::metrics::global().transition(&self.target.name, &self.state.phase);
+        }
+        self.shared.observe(Observation::Step {
+            at: now,
+            target: self.target.name.clone(),
+            event,
+            from,
+            to,
+            state: Box::new(self.state.clone()),
+        });
+        for action in actions {
+            self.act(action).await;
+        }
+        Applied::Yes
+    }
+}
+
+/// When the earliest Pending rule's `for` runs out, if that is before
+/// `next` (the regular poll): a little after it, so that the data (or the
+/// poll-judged `for`) shows the whole duration.
+pub(super) fn due_before(
+    rules: &[RuleReport],
+    next: tokio::time::Instant,
+) -> Option<tokio::time::Instant> {
+    let now = Utc::now();
+    let due = rules
+        .iter()
+        .filter_map(|r| match r.status {
+            crate::rules::RuleStatus::Pending { since } => {
+                Some(since + chrono::TimeDelta::from_std(r.for_).ok()?)
+            }
+            _ => None,
+        })
+        .min()?;
+    let wait = (due - now).to_std().unwrap_or_default() + Duration::from_millis(20);
+    let at = tokio::time::Instant::now() + wait;
+    (at < next).then_some(at)
+}
+
+/// Sleep until `at` (forever when `None`; the select arm is guarded).
+pub(super) async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether [`Worker::apply`] adopted a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Applied {
+    /// Stepped, journaled (when it changed something) and carried out.
+    Yes,
+    /// The event does not fit the state (a stale answer): dropped.
+    NotExpected,
+    /// The journal could not be written: nothing was done.
+    NotJournaled,
+}
+
+/// Publish each rule's value and status as gauges.
+pub(super) fn record_rule_metrics(target: &str, rules: &[RuleReport]) {
+    for r in rules {
+        crate::metrics::global().rule(target, r);
+    }
+}
+
+pub(super) fn statuses(rules: &[RuleReport]) -> Vec<&'static str> {
+    rules.iter().map(|r| r.status.name()).collect()
+}
+
+pub(super) fn log_step(target: &str, event: &Event, from: &str, to: &str, state: &TargetState) {
+    match event {
+        Event::VersionObserved { version } => {
+            tracing::info!(%target, %version, previous = ?state.previous_version, "version observed")
+        }
+        Event::Evaluated { rules, .. } => {
+            for r in rules {
+                tracing::info!(%target, rule = %r.explain(), "rule status");
+            }
+        }
+        _ => {}
+    }
+    if from != to {
+        let why = state.last_note();
+        tracing::info!(%target, %from, %to, %why, "transition");
+    }
+}
+
+/// Why an event from the API does not fit the target's state, in words.
+pub(super) fn refusal(target: &str, state: &TargetState, event: &Event) -> String {
+    let phase = state.phase.name();
+    match event {
+        Event::Approve { incident, .. } | Event::Reject { incident, .. } => {
+            match state.incident() {
+                Some(open) if open.id == *incident => format!(
+                    "incident {incident} is not awaiting confirmation: target {target} is {phase}"
+                ),
+                _ => format!(
+                    "incident {incident} is not awaiting confirmation (target {target} is {phase})"
+                ),
+            }
+        }
+        Event::ManualTrigger { .. } => {
+            format!("target {target} already has a rollback in flight ({phase}); nothing done")
+        }
+        _ => format!("event not accepted: target {target} is {phase}"),
+    }
+}
+
+impl Worker {
+    /// An event from the API: step it and answer with the state after.
+    pub(super) async fn command(&mut self, cmd: Command) {
+        let now = Utc::now();
+        if decide::step(&self.decide, self.state.clone(), cmd.event.clone(), now).is_err() {
+            let why = refusal(&self.target.name, &self.state, &cmd.event);
+            tracing::info!(target = %self.target.name, %why, "api event refused");
+            let _ = cmd.reply.send(Err(why));
+            return;
+        }
+        // A version a human named must exist before anything is decided:
+        // an unknown one is refused with nothing run.
+        if let Event::ManualTrigger {
+            to_version: Some(v),
+            ..
+        } = &cmd.event
+        {
+            if let Err(why) = execute::check_version(&self.target.rollback, v).await {
+                tracing::info!(target = %self.target.name, %why, "manual trigger refused");
+                let _ = cmd.reply.send(Err(format!("{why}; nothing was run")));
+                return;
+            }
+        }
+        if !self.apply(cmd.event).await {
+            let _ = cmd.reply.send(Err(
+                "rollbackd could not journal the step, so nothing was done; see its log".into(),
+            ));
+            return;
+        }
+        self.publish();
+        let _ = cmd.reply.send(Ok(self.state.clone()));
+    }
+
+    /// Share the latest state with the API, with the live evaluation of
+    /// every rule (even when the journal refused the step that would have
+    /// adopted it: `status` never shows a stale value as current).
+    pub(super) fn publish(&self) {
+        let mut live = self.state.clone();
+        if let Some(rules) = self.latest.iter().cloned().collect::<Option<Vec<_>>>() {
+            live.rules = rules;
+        }
+        let state = &live;
+        self.state_tx.send_if_modified(|s| {
+            if s != state {
+                *s = state.clone();
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    pub(super) fn remember_incident(&self) {
+        if let Some(i) = self.state.incident() {
+            let mut all = self
+                .shared
+                .incidents
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            all.insert(i.id.clone(), i.clone());
+        }
+    }
+
+    /// A step that would execute while the global limiter refuses becomes
+    /// the machine's answer to [`Event::ExecRefused`] (escalated, naming the
+    /// guard): that refusal is what is journaled and carried out.
+    pub(super) fn global_limit(
+        &self,
+        event: Event,
+        next: TargetState,
+        actions: Vec<Action>,
+        now: Time,
+    ) -> (Event, TargetState, Vec<Action>) {
+        let Some(refused) = self.global_limit_refuses(&actions) else {
+            return (event, next, actions);
+        };
+        match decide::step(&self.decide, next.clone(), refused.clone(), now) {
+            Ok((escalated, actions)) => (refused, escalated, actions),
+            Err(e) => {
+                // Cannot happen: the step just entered RollingBack.
+                tracing::error!(target = %self.target.name, error = %e, "global limit refusal not accepted");
+                (event, next, actions)
+            }
+        }
+    }
+
+    /// Ask the global limiter before an `Execute`; `Some(event)` when it refuses.
+    pub(super) fn global_limit_refuses(&self, actions: &[Action]) -> Option<Event> {
+        let live = self.shared.live();
+        let limit = live.global_limit.as_ref()?;
+        let incident = actions.iter().find_map(|a| match a {
+            Action::Execute { incident } => Some(incident.id.clone()),
+            _ => None,
+        })?;
+        if limit.limiter.check().is_ok() {
+            return None;
+        }
+        crate::metrics::global().global_limit_refused(&self.target.name);
+        let reason = format!(
+            "global rate limit: [daemon] max_rollbacks_per_hour = {} reached across all targets",
+            limit.cap
+        );
+        tracing::warn!(target = %self.target.name, %incident, %reason, "rollback refused");
+        Some(Event::ExecRefused { incident, reason })
+    }
+}
