@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
@@ -109,7 +108,7 @@ pub(super) async fn watch_servers(shared: Arc<Shared>, cancel: CancellationToken
                 kind,
                 target,
                 message,
-            }) = check(watch, server, &seen, Utc::now())
+            }) = check(watch, server, &seen, shared.now())
             else {
                 continue;
             };
@@ -120,7 +119,7 @@ pub(super) async fn watch_servers(shared: Arc<Shared>, cancel: CancellationToken
             }
             match live.notifier.notify_target(kind, &target, &message).await {
                 Ok(Some(path)) => shared.observe(Observation::Mail {
-                    at: Utc::now(),
+                    at: shared.now(),
                     target,
                     path,
                     kind,

@@ -4,8 +4,6 @@
 
 use std::path::PathBuf;
 
-use chrono::Utc;
-
 use super::*;
 use crate::decide::{self, Action, Event, Incident, Phase};
 use crate::execute::{self, Vars};
@@ -100,7 +98,7 @@ impl Worker {
                     tokio::task::spawn_blocking(move || record::write(&dir, &incident)).await;
                 match written {
                     Ok(Ok(path)) => self.shared.observe(Observation::Record {
-                        at: Utc::now(),
+                        at: self.shared.now(),
                         target: self.target.name.clone(),
                         path,
                     }),
@@ -137,7 +135,7 @@ impl Worker {
                 if let Some(path) = path {
                     tracing::info!(%target, ?kind, path = %path.display(), "notification written to the outbox");
                     self.shared.observe(Observation::Mail {
-                        at: Utc::now(),
+                        at: self.shared.now(),
                         target,
                         path,
                         kind,
@@ -272,7 +270,7 @@ impl Worker {
         let Phase::AwaitingConfirmation { deadline, .. } = &self.state.phase else {
             return;
         };
-        let left = (*deadline - Utc::now()).to_std().unwrap_or_default();
+        let left = (*deadline - self.shared.now()).to_std().unwrap_or_default();
         if left.is_zero() {
             return;
         }

@@ -40,4 +40,9 @@ pub enum DaemonRequest {
     },
     /// Write every target's state to the log (SIGUSR1).
     DumpStatus,
+    /// The handles of every running worker.
+    Targets {
+        /// The handles.
+        reply: oneshot::Sender<Vec<TargetHandle>>,
+    },
 }

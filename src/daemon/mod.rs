@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::Utc;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -29,11 +28,13 @@ use crate::execute::{self};
 use crate::journal::{Journal, Record};
 
 mod background;
+pub mod clock;
 mod effects;
 pub mod handle;
 mod shared;
 mod worker;
 
+pub use clock::{Clock, SystemClock, TokioClock};
 pub use handle::{Command, DaemonRequest, TargetHandle};
 pub use worker::poll_offset;
 
@@ -110,6 +111,12 @@ impl Daemon {
     /// Open the state directory and the journal (replaying it) and build the
     /// HTTP clients. Problems found in the journal are logged.
     pub fn build(config: Config) -> anyhow::Result<Daemon> {
+        Daemon::build_with(config, Arc::new(SystemClock))
+    }
+
+    /// [`Daemon::build`] with another clock (an in-process test under
+    /// tokio's paused time passes a [`TokioClock`]).
+    pub fn build_with(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Daemon> {
         let state_dir = config.daemon.state_dir.clone();
         std::fs::create_dir_all(state_dir.join("incidents"))
             .with_context(|| format!("failed to create state directory {}", state_dir.display()))?;
@@ -141,10 +148,10 @@ impl Daemon {
             .timeout(verify_timeout)
             .build()
             .context("failed to build the HTTP client")?;
-        let live = Live::build(&config, recovery.states.values())?;
+        let live = Live::build(&config, recovery.states.values(), clock.now())?;
         let (observers, _) = broadcast::channel(1024);
         let incidents = std::mem::take(&mut recovery.incidents);
-        load_alerts(&state_dir);
+        load_alerts(&state_dir, clock.now());
         let links = crate::api::links::LinkKeys::open(&state_dir)
             .context("failed to set up the confirmation link key")?;
         let senders = live
@@ -166,6 +173,7 @@ impl Daemon {
             heartbeats: Mutex::new(BTreeMap::new()),
             journal_error: Arc::new(RwLock::new(None)),
             hard_stop: CancellationToken::new(),
+            clock: clock.clone(),
         });
         let (tx, rx) = mpsc::channel(4);
         Ok(Daemon {
@@ -210,7 +218,39 @@ impl Daemon {
     /// [`Daemon::build`]) and the API listens; STATUS= carries a one-line
     /// summary; the watchdog is fed only while every worker has finished a
     /// poll within its budget, so a stuck worker gets the service restarted.
-    pub async fn run(mut self, cancel: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
+        self.bind().await?.run(cancel).await
+    }
+
+    /// Read the API token and bind the API's socket (`[daemon] listen`;
+    /// port 0 picks a free one, [`Bound::local_addr`] says which). Nothing
+    /// runs until [`Bound::run`].
+    pub async fn bind(self) -> anyhow::Result<Bound> {
+        let token = match &self.config.daemon.api_token_file {
+            Some(path) => Some(crate::api::auth::read_token(path)?),
+            None => None,
+        };
+        let listener = tokio::net::TcpListener::bind(self.config.daemon.listen)
+            .await
+            .with_context(|| format!("failed to listen on {}", self.config.daemon.listen))?;
+        let addr = listener
+            .local_addr()
+            .context("failed to read the bound address")?;
+        Ok(Bound {
+            daemon: self,
+            listener,
+            token,
+            addr,
+        })
+    }
+
+    async fn serve(
+        mut self,
+        listener: tokio::net::TcpListener,
+        token: Option<String>,
+        addr: std::net::SocketAddr,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<()> {
         self.shared
             .journal(Record::Started {
                 version: env!("CARGO_PKG_VERSION").to_string(),
@@ -226,13 +266,6 @@ impl Daemon {
         self.shared
             .tracker
             .spawn(watch_servers(self.shared.clone(), cancel.clone()));
-        let token = match &self.config.daemon.api_token_file {
-            Some(path) => Some(crate::api::auth::read_token(path)?),
-            None => None,
-        };
-        let listener = tokio::net::TcpListener::bind(self.config.daemon.listen)
-            .await
-            .with_context(|| format!("failed to listen on {}", self.config.daemon.listen))?;
         let mut senders_cancel = cancel.child_token();
         if let Some(senders) = self.senders.take() {
             // Delivery runs beside the workers; it also sends what an
@@ -257,9 +290,6 @@ impl Daemon {
             journal_error: self.shared.journal_error.clone(),
             requests: Some(reload_tx),
         };
-        let addr = listener
-            .local_addr()
-            .context("failed to read the bound address")?;
         tracing::info!(%addr, "api listening");
         let server = tokio::spawn(crate::api::serve(listener, Arc::new(api), cancel.clone()));
         tracing::info!(
@@ -299,6 +329,9 @@ impl Daemon {
                         let _ = reply.send(outcome);
                     }
                     DaemonRequest::DumpStatus => dump_status(&view),
+                    DaemonRequest::Targets { reply } => {
+                        let _ = reply.send(workers.values().map(|w| w.handle.clone()).collect());
+                    }
                 },
                 _ = tick.tick() => {
                     // Targets removed by a reload while an incident was open
@@ -430,11 +463,11 @@ impl Daemon {
         let m = crate::metrics::global();
         match &outcome {
             Ok(summary) => {
-                m.config_loaded(true, Utc::now());
+                m.config_loaded(true, self.shared.now());
                 tracing::info!(%summary, "configuration reloaded");
             }
             Err(e) => {
-                m.config_loaded(false, Utc::now());
+                m.config_loaded(false, self.shared.now());
                 m.config_reload_failed();
                 for line in e.lines() {
                     tracing::error!(problem = %line, "reload refused; the running configuration is kept");
@@ -482,7 +515,8 @@ impl Daemon {
             .values()
             .map(|w| w.handle.state.borrow().clone())
             .collect();
-        let mut live = Live::build(&new, states.iter()).map_err(|e| format!("{e:#}"))?;
+        let mut live =
+            Live::build(&new, states.iter(), self.shared.now()).map_err(|e| format!("{e:#}"))?;
         live.keep_clients(&self.shared.live(), &self.config, &new);
         let notify_changed = format!("{:?}", self.config.notify) != format!("{:?}", new.notify);
         if notify_changed {
@@ -578,6 +612,43 @@ fn forget_metrics(name: &str, handle: &TargetHandle) {
     crate::metrics::global().target_removed(name, &rules);
 }
 
+/// A daemon whose API socket is bound: [`Bound::local_addr`] is known
+/// before anything runs (tests bind `127.0.0.1:0`).
+pub struct Bound {
+    daemon: Daemon,
+    listener: tokio::net::TcpListener,
+    token: Option<String>,
+    addr: std::net::SocketAddr,
+}
+
+impl Bound {
+    /// The address the API listens on.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// A handle to send reload, status and target requests.
+    pub fn handle(&self) -> DaemonHandle {
+        self.daemon.handle()
+    }
+
+    /// Watch what the workers do.
+    pub fn subscribe(&self) -> broadcast::Receiver<Observation> {
+        self.daemon.subscribe()
+    }
+
+    /// Run until `cancel` fires, then drain (see [`Daemon::run`]).
+    pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
+        let Bound {
+            daemon,
+            listener,
+            token,
+            addr,
+        } = self;
+        daemon.serve(listener, token, addr, cancel).await
+    }
+}
+
 /// A running worker as the daemon holds it.
 struct WorkerSlot {
     handle: TargetHandle,
@@ -608,6 +679,26 @@ impl DaemonHandle {
     /// Log every target's state.
     pub async fn dump_status(&self) {
         let _ = self.tx.send(DaemonRequest::DumpStatus).await;
+    }
+
+    /// The handles of every running worker (empty when the daemon is not
+    /// running): what the API holds, for in-process tests and tools.
+    pub async fn targets(&self) -> Vec<TargetHandle> {
+        let (reply, answer) = oneshot::channel();
+        if self
+            .tx
+            .send(DaemonRequest::Targets { reply })
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        answer.await.unwrap_or_default()
+    }
+
+    /// The handle of target `name`, once the daemon runs.
+    pub async fn target(&self, name: &str) -> Option<TargetHandle> {
+        self.targets().await.into_iter().find(|h| h.name == name)
     }
 }
 
@@ -662,10 +753,10 @@ fn summary_of(view: &Arc<crate::api::View>) -> String {
 
 /// Reload the alerts Alertmanager reported before a restart
 /// (`state_dir/alerts.json`) and save every change there from now on.
-fn load_alerts(state_dir: &Path) {
+fn load_alerts(state_dir: &Path, now: Time) {
     let store = crate::sources::alertmanager::AlertStore::global();
     store.start_flusher();
-    match store.persist_in(state_dir, Utc::now()) {
+    match store.persist_in(state_dir, now) {
         Ok(0) => {}
         Ok(firing) => tracing::info!(firing, "alerts reloaded from the previous run"),
         Err(e) => tracing::warn!(error = %e, "alert store not reloaded"),

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::Utc;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -44,6 +43,7 @@ impl Live {
     pub(super) fn build<'a>(
         config: &Config,
         states: impl Iterator<Item = &'a TargetState>,
+        now: Time,
     ) -> anyhow::Result<Live> {
         let configs: Vec<(&str, &crate::config::PrometheusConfig)> = config
             .prometheus
@@ -85,7 +85,7 @@ impl Live {
             global_limit: config
                 .daemon
                 .max_rollbacks_per_hour
-                .map(|cap| Arc::new(GlobalLimit::build(cap, states, Utc::now()))),
+                .map(|cap| Arc::new(GlobalLimit::build(cap, states, now))),
         })
     }
 }
@@ -175,9 +175,16 @@ pub(super) struct Shared {
     /// Cancelled when the shutdown grace is over: running plans are
     /// killed and journaled as interrupted.
     pub(super) hard_stop: CancellationToken,
+    /// Where every step, deadline and journal entry gets the time.
+    pub(super) clock: Arc<dyn Clock>,
 }
 
 impl Shared {
+    /// Now, by the daemon's clock.
+    pub(super) fn now(&self) -> Time {
+        self.clock.now()
+    }
+
     /// Workers that have not finished a poll within their budget.
     pub(super) fn stuck_workers(&self) -> Vec<String> {
         let now = std::time::Instant::now();
@@ -199,7 +206,7 @@ impl Shared {
     pub(super) async fn journal(self: &Arc<Self>, record: Record) -> anyhow::Result<()> {
         let shared = self.clone();
         let entry = Entry {
-            at: Utc::now(),
+            at: self.now(),
             seq: 0,
             record,
         };

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -469,7 +468,7 @@ impl Worker {
     pub(super) async fn effect_result(&mut self, event: Event) {
         // Stepped at the time it arrived, however late it is journaled: a
         // rollback's duration is not stretched by a journal outage.
-        self.unjournaled.push_back((event, Utc::now()));
+        self.unjournaled.push_back((event, self.shared.now()));
         self.retry_unjournaled().await;
     }
 
@@ -505,6 +504,7 @@ impl Worker {
             _ => None,
         };
         let client = self.shared.verify_client.clone();
+        let clock = self.shared.clock.clone();
         // Test hook (debug builds only): this target's polls never end, as a
         // stuck worker's would; the watchdog test uses it.
         let stall = cfg!(debug_assertions)
@@ -515,7 +515,7 @@ impl Worker {
             }
             let started = std::time::Instant::now();
             let read = version.read().await;
-            let now = Utc::now();
+            let now = clock.now();
             let reports = futures_util::future::join_all(slots.iter_mut().map(|s| async {
                 let report =
                     crate::rules::baseline::evaluate(&mut s.source, &mut s.eval, deployed_at, now)
@@ -573,7 +573,7 @@ impl Worker {
 
     /// Evaluate the Alertmanager rules now (they read the local store).
     pub(super) async fn evaluate_alerting(&mut self) {
-        let now = Utc::now();
+        let now = self.shared.now();
         let deployed_at = self.state.deployed_at;
         for s in &mut self.alerting {
             let report =
@@ -600,7 +600,7 @@ impl Worker {
         else {
             return;
         };
-        self.wake_at = due_before(&rules, self.schedule.next);
+        self.wake_at = due_before(&rules, self.shared.now(), self.schedule.next);
         let fleet = self.shared.fleet(&self.target.name, &rules);
         self.apply(Event::Evaluated { rules, fleet }).await;
     }
@@ -625,7 +625,7 @@ impl Worker {
     /// when the step was not adopted (the event does not fit, or the
     /// journal could not be written).
     pub(super) async fn apply(&mut self, event: Event) -> bool {
-        self.apply_at(event, Utc::now()).await == Applied::Yes
+        self.apply_at(event, self.shared.now()).await == Applied::Yes
     }
 
     /// [`Worker::apply`] at a given time, saying why a step was not adopted.
@@ -699,9 +699,9 @@ impl Worker {
 /// poll-judged `for`) shows the whole duration.
 pub(super) fn due_before(
     rules: &[RuleReport],
+    now: Time,
     next: tokio::time::Instant,
 ) -> Option<tokio::time::Instant> {
-    let now = Utc::now();
     let due = rules
         .iter()
         .filter_map(|r| match r.status {
@@ -788,7 +788,7 @@ pub(super) fn refusal(target: &str, state: &TargetState, event: &Event) -> Strin
 impl Worker {
     /// An event from the API: step it and answer with the state after.
     pub(super) async fn command(&mut self, cmd: Command) {
-        let now = Utc::now();
+        let now = self.shared.now();
         if decide::step(&self.decide, self.state.clone(), cmd.event.clone(), now).is_err() {
             let why = refusal(&self.target.name, &self.state, &cmd.event);
             tracing::info!(target = %self.target.name, %why, "api event refused");
