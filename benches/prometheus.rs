@@ -142,6 +142,7 @@ async fn run(port: u16, n: usize) {
                             &client,
                             Some(&prometheus),
                             Duration::from_secs(5),
+                            &rollbackd::sources::alertmanager::AlertStore::global(),
                         ),
                         RuleEval::build(r, NoData::Hold),
                     )

@@ -109,7 +109,13 @@ impl Watched {
     fn build(rule: RuleConfig, target_no_data: NoData, prometheus: Option<&Client>) -> Watched {
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
         Watched {
-            source: Source::build(&rule.source, &http, prometheus, Duration::from_secs(1)),
+            source: Source::build(
+                &rule.source,
+                &http,
+                prometheus,
+                Duration::from_secs(1),
+                &rollbackd::sources::alertmanager::AlertStore::global(),
+            ),
             eval: RuleEval::build(rule, target_no_data),
         }
     }

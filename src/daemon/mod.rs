@@ -26,6 +26,7 @@ use crate::config::{Config, TargetConfig};
 use crate::decide::{self, DecideConfig, Event, Phase, TargetState, Time};
 use crate::execute::{self};
 use crate::journal::{Journal, Record};
+use crate::sources::alertmanager::AlertStore;
 
 mod background;
 pub mod clock;
@@ -91,6 +92,24 @@ pub enum Observation {
     },
 }
 
+/// What [`Daemon::build_with`] can replace.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where decisions get the time (default: the wall clock).
+    pub clock: Arc<dyn Clock>,
+    /// Where Alertmanager's posts land (default: the process's store).
+    pub alerts: Arc<AlertStore>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            clock: Arc::new(SystemClock),
+            alerts: AlertStore::global(),
+        }
+    }
+}
+
 /// The daemon: built from config, then [`Daemon::run`] until cancelled.
 pub struct Daemon {
     config: Config,
@@ -111,12 +130,14 @@ impl Daemon {
     /// Open the state directory and the journal (replaying it) and build the
     /// HTTP clients. Problems found in the journal are logged.
     pub fn build(config: Config) -> anyhow::Result<Daemon> {
-        Daemon::build_with(config, Arc::new(SystemClock))
+        Daemon::build_with(config, Options::default())
     }
 
-    /// [`Daemon::build`] with another clock (an in-process test under
-    /// tokio's paused time passes a [`TokioClock`]).
-    pub fn build_with(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Daemon> {
+    /// [`Daemon::build`] with another clock or alert store (an in-process
+    /// test under tokio's paused time passes a [`TokioClock`] and a store
+    /// of its own).
+    pub fn build_with(config: Config, options: Options) -> anyhow::Result<Daemon> {
+        let Options { clock, alerts } = options;
         let state_dir = config.daemon.state_dir.clone();
         std::fs::create_dir_all(state_dir.join("incidents"))
             .with_context(|| format!("failed to create state directory {}", state_dir.display()))?;
@@ -151,7 +172,7 @@ impl Daemon {
         let live = Live::build(&config, recovery.states.values(), clock.now())?;
         let (observers, _) = broadcast::channel(1024);
         let incidents = std::mem::take(&mut recovery.incidents);
-        load_alerts(&state_dir, clock.now());
+        load_alerts(&alerts, &state_dir, clock.now());
         let links = crate::api::links::LinkKeys::open(&state_dir)
             .context("failed to set up the confirmation link key")?;
         let senders = live
@@ -174,6 +195,7 @@ impl Daemon {
             journal_error: Arc::new(RwLock::new(None)),
             hard_stop: CancellationToken::new(),
             clock: clock.clone(),
+            alerts,
         });
         let (tx, rx) = mpsc::channel(4);
         Ok(Daemon {
@@ -285,7 +307,7 @@ impl Daemon {
             view: view.clone(),
             incidents: self.shared.incidents.clone(),
             token,
-            alerts: crate::sources::alertmanager::AlertStore::global(),
+            alerts: self.shared.alerts.clone(),
             links: self.shared.links.clone(),
             journal_error: self.shared.journal_error.clone(),
             requests: Some(reload_tx),
@@ -397,7 +419,7 @@ impl Daemon {
         {
             tracing::warn!("background tasks still running after the grace period; exiting");
         }
-        crate::sources::alertmanager::AlertStore::global().flush();
+        self.shared.alerts.flush();
         self.shared.journal(Record::Stopped).await?;
         Ok(())
     }
@@ -753,8 +775,7 @@ fn summary_of(view: &Arc<crate::api::View>) -> String {
 
 /// Reload the alerts Alertmanager reported before a restart
 /// (`state_dir/alerts.json`) and save every change there from now on.
-fn load_alerts(state_dir: &Path, now: Time) {
-    let store = crate::sources::alertmanager::AlertStore::global();
+fn load_alerts(store: &Arc<AlertStore>, state_dir: &Path, now: Time) {
     store.start_flusher();
     match store.persist_in(state_dir, now) {
         Ok(0) => {}

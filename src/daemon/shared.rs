@@ -177,6 +177,9 @@ pub(super) struct Shared {
     pub(super) hard_stop: CancellationToken,
     /// Where every step, deadline and journal entry gets the time.
     pub(super) clock: Arc<dyn Clock>,
+    /// What Alertmanager posted (`POST /v1/alertmanager`), read by the
+    /// alertmanager rules.
+    pub(super) alerts: Arc<crate::sources::alertmanager::AlertStore>,
 }
 
 impl Shared {

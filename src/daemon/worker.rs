@@ -78,7 +78,13 @@ pub(super) fn rule_slots(
                 }
                 RuleSlot {
                     index,
-                    source: Source::build(&r.source, &shared.client, client, live.poll_interval),
+                    source: Source::build(
+                        &r.source,
+                        &shared.client,
+                        client,
+                        live.poll_interval,
+                        &shared.alerts,
+                    ),
                     eval,
                     kept: false,
                 }
@@ -329,7 +335,7 @@ impl Worker {
             }
         }
         let mut poll: Option<PollFuture> = None;
-        let mut alerts = crate::sources::alertmanager::AlertStore::global().subscribe();
+        let mut alerts = self.shared.alerts.subscribe();
         let mut retry = tokio::time::interval(Duration::from_secs(1));
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

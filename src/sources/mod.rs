@@ -99,18 +99,16 @@ impl Source {
         client: &reqwest::Client,
         prometheus: Option<&prometheus::Prometheus>,
         poll_interval: Duration,
+        alerts: &std::sync::Arc<alertmanager::AlertStore>,
     ) -> Source {
         match spec {
             SourceSpec::Probe(p) => {
                 Source::Probe(probe::ProbeSource::build(p.clone(), client.clone()))
             }
             SourceSpec::Host(m) => Source::Host(host::HostSource::build(*m)),
-            SourceSpec::Alertmanager(m) => {
-                Source::Alertmanager(alertmanager::AlertmanagerSource::build(
-                    m.clone(),
-                    alertmanager::AlertStore::global(),
-                ))
-            }
+            SourceSpec::Alertmanager(m) => Source::Alertmanager(
+                alertmanager::AlertmanagerSource::build(m.clone(), alerts.clone()),
+            ),
             SourceSpec::Prometheus(p) => Source::Prometheus(prometheus::PromSource::build(
                 p.clone(),
                 prometheus.cloned(),
