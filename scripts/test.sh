@@ -30,7 +30,10 @@ cargo deb --version >/dev/null 2>&1 || cargo install cargo-deb --locked
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
-cargo test --all-targets
+# One release build for the package test and the demo, then every test
+# binary, several at once (scripts/run-tests.py says why).
+cargo build --release --locked
+python3 scripts/run-tests.py
 # The demo is also run as a test (tests/demo.rs); this runs it the way the
 # README does, in release mode (the release binary tests/package.rs built).
 cargo run --release -- demo
