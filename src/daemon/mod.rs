@@ -35,6 +35,9 @@ pub mod handle;
 mod shared;
 mod worker;
 
+#[cfg(test)]
+mod tests;
+
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use handle::{Command, DaemonRequest, TargetHandle};
 pub use worker::poll_offset;
