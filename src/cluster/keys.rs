@@ -115,7 +115,10 @@ mod tests {
             assert_eq!(k.owner("web"), "/rollbackd/targets/web/owner");
             assert_eq!(k.state("web"), "/rollbackd/targets/web/state");
             assert_eq!(k.commands("web"), "/rollbackd/targets/web/commands/");
-            assert_eq!(k.command("web", "1-a-0"), "/rollbackd/targets/web/commands/1-a-0");
+            assert_eq!(
+                k.command("web", "1-a-0"),
+                "/rollbackd/targets/web/commands/1-a-0"
+            );
             assert_eq!(k.incident("web-3"), "/rollbackd/incidents/web-3");
         }
     }

@@ -147,7 +147,10 @@ pub enum ClusterError {
 impl ClusterError {
     /// etcd could not be asked (as opposed to answering "not yours").
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, ClusterError::Unavailable { .. } | ClusterError::NoLease)
+        matches!(
+            self,
+            ClusterError::Unavailable { .. } | ClusterError::NoLease
+        )
     }
 }
 
@@ -367,7 +370,14 @@ impl Cluster {
     /// valid now (no etcd round trip).
     pub fn owns(&self, target: &str) -> bool {
         match self.lease() {
-            Some(l) => self.inner.owned.lock().unwrap_or_else(|e| e.into_inner()).get(target) == Some(&l.0),
+            Some(l) => {
+                self.inner
+                    .owned
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(target)
+                    == Some(&l.0)
+            }
             None => false,
         }
     }
@@ -378,9 +388,7 @@ impl Cluster {
     /// again), never otherwise.
     pub fn still_authorized(&self, target: &str, authority: &Authority) -> bool {
         match authority {
-            Authority::Owner { lease, .. } => {
-                self.owns(target) && self.lease() == Some(*lease)
-            }
+            Authority::Owner { lease, .. } => self.owns(target) && self.lease() == Some(*lease),
             Authority::Alone => !*self.inner.up.borrow(),
             Authority::Standby { .. } | Authority::Hold { .. } => false,
         }
@@ -477,7 +485,11 @@ impl Cluster {
         let me = self.me(LeaseId(lease.id));
         let owner_key = self.inner.keys.owner(target);
         let txn = Txn::new()
-            .when([Compare::value(owner_key.clone(), CompareOp::Equal, me.encode())])
+            .when([Compare::value(
+                owner_key.clone(),
+                CompareOp::Equal,
+                me.encode(),
+            )])
             .and_then([TxnOp::delete(owner_key, None)]);
         let r = self.txn(&format!("release {target}"), txn).await;
         self.forget(target);
@@ -487,7 +499,10 @@ impl Cluster {
     /// Who holds `target` now (asks etcd).
     pub async fn ownership(&self, target: &str) -> Result<Ownership, ClusterError> {
         let owner = self
-            .get(&format!("owner of {target}"), &self.inner.keys.owner(target))
+            .get(
+                &format!("owner of {target}"),
+                &self.inner.keys.owner(target),
+            )
             .await?
             .and_then(|v| Owner::decode(&v));
         let standby = owner.as_ref().is_some_and(|o| o.node != self.inner.node);
@@ -527,7 +542,11 @@ impl Cluster {
             None,
         )];
         if let Some((id, v)) = incident {
-            ops.push(TxnOp::put(self.inner.keys.incident(id), v.to_string(), None));
+            ops.push(TxnOp::put(
+                self.inner.keys.incident(id),
+                v.to_string(),
+                None,
+            ));
         }
         let what = format!("publish {target}");
         match self.owner_checked(&what, target, lease, ops, []).await? {
@@ -577,7 +596,10 @@ impl Cluster {
         let step = self.inner.step_timeout();
         let pending = tokio::time::timeout(
             step,
-            client.get(prefix.clone(), Some(GetOptions::new().with_prefix().with_count_only())),
+            client.get(
+                prefix.clone(),
+                Some(GetOptions::new().with_prefix().with_count_only()),
+            ),
         )
         .await
         .map_err(|_| timed_out(&what, step))?
@@ -602,10 +624,13 @@ impl Cluster {
             command: command.clone(),
         };
         let value = to_json(&what, &stored)?.to_string();
-        tokio::time::timeout(step, client.put(self.inner.keys.command(target, &id), value, None))
-            .await
-            .map_err(|_| timed_out(&what, step))?
-            .map_err(|e| self.inner.unavailable(&what, e))?;
+        tokio::time::timeout(
+            step,
+            client.put(self.inner.keys.command(target, &id), value, None),
+        )
+        .await
+        .map_err(|_| timed_out(&what, step))?
+        .map_err(|e| self.inner.unavailable(&what, e))?;
         Ok(id)
     }
 
@@ -805,7 +830,8 @@ impl CommandInbox {
             }
             let revision = match self.cluster.pending_commands(&self.target).await {
                 Ok((list, revision)) => {
-                    self.seen.retain(|id| list.iter().any(|c| &c.stored.id == id));
+                    self.seen
+                        .retain(|id| list.iter().any(|c| &c.stored.id == id));
                     self.queue = list
                         .into_iter()
                         .filter(|c| !self.seen.contains(&c.stored.id))
@@ -878,7 +904,7 @@ impl Inner {
     /// next use connects anew.
     fn note_failure(&self) {
         let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             if let Ok(mut slot) = self.client.try_lock() {
                 *slot = None;
             }
@@ -917,6 +943,9 @@ impl Inner {
     }
 
     fn set_up(&self, up: bool, why: &str) {
+        if !up {
+            tracing::debug!(node = %self.node, "etcd session: {why}");
+        }
         if up {
             self.failures.store(0, Ordering::Relaxed);
         }

@@ -126,6 +126,11 @@ async fn keep(inner: &Inner, mut client: Client, id: i64, token: &CancellationTo
     };
     let (mut keeper, mut stream) = match opened {
         Ok(Ok(pair)) => pair,
+        // Opening sends a first keepalive; etcd-client reports an answer
+        // of TTL 0 (the lease expired in etcd) as this error.
+        Ok(Err(etcd_client::Error::LeaseKeepAliveError(m))) if m == "lease not found" => {
+            return Kept::Lost
+        }
         Ok(Err(e)) => return Kept::Failed(format!("lease keepalive failed: {e}")),
         Err(_) => return Kept::Failed(format!("lease keepalive timed out after {step:?}")),
     };
