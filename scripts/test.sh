@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Real servers the tests start on loopback: Prometheus, Alertmanager and an
-# SMTP server (aiosmtpd, run with Debian's /usr/bin/python3).
+# Real servers the tests start on loopback: Prometheus, Alertmanager, an
+# SMTP server (aiosmtpd, run with Debian's /usr/bin/python3) and etcd
+# (tests/cluster.rs).
 need=()
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
 command -v git >/dev/null || need+=(git)
@@ -15,6 +16,11 @@ command -v openssl >/dev/null || need+=(openssl)   # TLS test certificates
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need+=(python3-aiosmtpd)
 command -v systemd-analyze >/dev/null || need+=(systemd)   # tests/systemd_unit.rs
 command -v dpkg-deb >/dev/null || need+=(dpkg)             # tests/package.rs
+[ -x /usr/bin/etcd ] || need+=(etcd-server)                 # tests/cluster.rs
+# etcd-client compiles etcd's .proto files at build time: protoc, and the
+# well-known types (google/protobuf/*.proto) it imports.
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+[ -e /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   echo "installing ${need[*]}" >&2
@@ -23,6 +29,7 @@ if [ ${#need[@]} -gt 0 ]; then
   # Debian starts packaged daemons where it can; the tests start their own.
   $SUDO service prometheus stop >/dev/null 2>&1 || true
   $SUDO service prometheus-alertmanager stop >/dev/null 2>&1 || true
+  $SUDO service etcd stop >/dev/null 2>&1 || true
 fi
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy || true
 # tests/package.rs builds the .deb with cargo-deb (a few minutes to install cold).

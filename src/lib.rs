@@ -17,6 +17,7 @@
 //! - [`confirm`]: `confirm_command`, a team's own approval flow.
 //! - [`version`]: reads a target's live version (command, URL, PromQL label, symlink).
 //! - [`lock`]: the exclusive lock on `state_dir`: one daemon per journal.
+//! - [`cluster`]: optional HA on etcd: per-target ownership leases, shared incident state, commands forwarded to the owner.
 //! - [`hostenv`]: process setup at start: open-file limit, child subreaper.
 //! - [`handle`]: the handle types the API holds to reach the daemon's workers (commands, state, reload).
 //! - [`daemon`]: wiring: per-target workers (staggered polls as cancellable tasks, commands first), reload, readiness and watchdog, shutdown.
@@ -27,6 +28,7 @@
 
 pub mod api;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod confirm;
 pub mod daemon;

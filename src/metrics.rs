@@ -129,6 +129,13 @@ pub struct ServerLabels {
     pub server: String,
 }
 
+/// `{node}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    /// `cluster.node` of this daemon.
+    pub node: String,
+}
+
 /// `{result}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -216,6 +223,9 @@ pub struct Metrics {
     journal_compactions: Counter,
     config_reload_failures: Counter,
     rto: Family<RtoLabels, Counter>,
+    cluster_owner: Family<TargetLabels, Gauge>,
+    cluster_etcd_up: Family<NodeLabels, Gauge>,
+    cluster_lease_renew: Histogram,
 }
 
 /// The process-wide instance.
@@ -286,6 +296,13 @@ impl Metrics {
             journal_compactions: Counter::default(),
             config_reload_failures: Counter::default(),
             rto: Family::default(),
+            cluster_owner: Family::default(),
+            cluster_etcd_up: Family::default(),
+            // 1 ms .. ~4 s: a renewal slower than a third of lease_ttl
+            // (2s at least) has timed out.
+            cluster_lease_renew: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 13),
+            ),
 
             registry: Registry::default(),
         };
@@ -478,6 +495,21 @@ impl Metrics {
             m.rto.clone(),
         );
         r.register(
+            "rollbackd_cluster_owner",
+            "1 while this node holds the target's etcd lock and may act on it, 0 while another node or none does ([cluster] only)",
+            m.cluster_owner.clone(),
+        );
+        r.register(
+            "rollbackd_cluster_etcd_up",
+            "1 while this node's etcd lease is being renewed, 0 while etcd is unreachable; labelled with this node's name, absent without [cluster]",
+            m.cluster_etcd_up.clone(),
+        );
+        r.register(
+            "rollbackd_cluster_lease_renew_seconds",
+            "Round trip of one etcd lease keepalive ([cluster] only)",
+            m.cluster_lease_renew.clone(),
+        );
+        r.register(
             "rollbackd_build",
             "The running build",
             Info::new(VersionLabels {
@@ -598,6 +630,7 @@ impl Metrics {
     /// its rule names.
     pub fn target_removed(&self, target: &str, rules: &[&str]) {
         let t = || target.to_string();
+        self.cluster_owner.remove(&TargetLabels { target: t() });
         for outcome in OUTCOMES {
             let labels = OutcomeLabels {
                 target: t(),
@@ -848,6 +881,27 @@ impl Metrics {
         self.config_reload_failures.inc();
     }
 
+    /// Whether this node holds `target`'s cluster lock.
+    pub fn cluster_owner(&self, target: &str, owner: bool) {
+        self.cluster_owner
+            .get_or_create(&TargetLabels {
+                target: target.into(),
+            })
+            .set(i64::from(owner));
+    }
+
+    /// Whether etcd is reachable from node `node` (its lease renews).
+    pub fn cluster_etcd_up(&self, node: &str, up: bool) {
+        self.cluster_etcd_up
+            .get_or_create(&NodeLabels { node: node.into() })
+            .set(i64::from(up));
+    }
+
+    /// One etcd lease keepalive took `took`.
+    pub fn cluster_lease_renewed(&self, took: Duration) {
+        self.cluster_lease_renew.observe(took.as_secs_f64());
+    }
+
     /// `n` alerts were received on the Alertmanager webhook with `result`.
     pub fn alerts_received(&self, result: &str, n: usize) {
         self.alerts_received
@@ -1008,8 +1062,14 @@ mod tests {
         m.incident_phase("web", "rolling_back");
         m.notification_failed("email");
         m.config_loaded(true, Utc::now());
+        m.cluster_owner("web", true);
+        m.cluster_etcd_up("deploy-1", true);
+        m.cluster_lease_renewed(Duration::from_millis(3));
         let text = m.render();
         for line in [
+            "rollbackd_cluster_owner{target=\"web\"} 1\n",
+            "rollbackd_cluster_etcd_up{node=\"deploy-1\"} 1\n",
+            "rollbackd_cluster_lease_renew_seconds_bucket{le=\"0.004\"} 1\n",
             "# TYPE rollbackd_rollbacks counter\n",
             "rollbackd_rollbacks_total{target=\"web\",outcome=\"rolled_back\"} 1\n",
             "rollbackd_detection_seconds_count 1\n",

@@ -84,3 +84,32 @@ fn example_config_loads() {
     assert_eq!(config.daemon.max_pause, Duration::from_secs(24 * 3600));
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
 }
+
+/// The commented-out `[cluster]` section is valid once uncommented.
+#[test]
+fn example_cluster_section_is_valid_uncommented() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rollbackd.example.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut inside = false;
+    let uncommented: Vec<String> = text
+        .lines()
+        .map(|line| {
+            if line == "# [cluster]" {
+                inside = true;
+            } else if !line.starts_with("# ") {
+                inside = false;
+            }
+            match line.strip_prefix("# ") {
+                Some(rest) if inside => rest.to_string(),
+                _ => line.to_string(),
+            }
+        })
+        .collect();
+    let config = config::load_str("example", &uncommented.join("\n"))
+        .unwrap_or_else(|e| panic!("uncommented [cluster] invalid:\n{e}"));
+    let c = config.cluster.expect("the [cluster] section");
+    assert_eq!(c.etcd.len(), 3);
+    assert_eq!(c.lease_ttl, Duration::from_secs(10));
+    assert_eq!(c.on_etcd_down, config::OnEtcdDown::Hold);
+    assert!(c.auth.is_some() && c.client_cert.is_some() && c.ca_file.is_some());
+}

@@ -52,6 +52,9 @@ pub struct Config {
     pub windows: Vec<Window>,
     /// The services watched, each with its rules and rollback plan.
     pub targets: Vec<TargetConfig>,
+    /// `[cluster]`: coordinate with other rollbackd nodes through etcd;
+    /// `None`: this node acts alone (the behaviour without the section).
+    pub cluster: Option<ClusterConfig>,
     /// Things that are valid but probably not meant (nobody is notified,
     /// `for = "0s"` on a probe): `check` prints them, the daemon logs them.
     pub warnings: Vec<ConfigWarning>,
@@ -140,6 +143,62 @@ pub struct DaemonConfig {
     /// A pause without `--for` ends after this (default 24h), so a
     /// forgotten pause does not disable protection for good.
     pub max_pause: Duration,
+}
+
+/// `[cluster]`: several rollbackd nodes watch the same targets and one of
+/// them, the holder of the target's etcd lock, acts (docs/cluster.md).
+/// Files are named here and read when the cluster client is built.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// etcd client URLs, all `http://` or all `https://`.
+    pub etcd: Vec<url::Url>,
+    /// Key prefix, always ending in `/` (default `/rollbackd/`), so that
+    /// several clusters can share one etcd.
+    pub prefix: String,
+    /// This node's name in ownership records; `None`: the hostname, read
+    /// at start (validation does no I/O).
+    pub node: Option<String>,
+    /// TTL of the lease behind every lock this node holds: how long a
+    /// dead node keeps its targets before another may act (default 10s).
+    pub lease_ttl: Duration,
+    /// CA of etcd's server certificate; `None` with `https://`: the
+    /// system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key for etcd's `--client-cert-auth`.
+    pub client_cert: Option<ClusterClientCert>,
+    /// etcd authentication: user name and the file holding the password.
+    pub auth: Option<ClusterAuth>,
+    /// What a node that cannot reach etcd does.
+    pub on_etcd_down: OnEtcdDown,
+}
+
+/// `cert_file` + `key_file` of `[cluster]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterClientCert {
+    /// PEM certificate.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+}
+
+/// `username` + `password_file` of `[cluster]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterAuth {
+    /// etcd user.
+    pub username: String,
+    /// File holding its password (secrets only from files).
+    pub password_file: PathBuf,
+}
+
+/// `[cluster] on_etcd_down`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnEtcdDown {
+    /// Never act without etcd: another node may hold the lock (default).
+    #[default]
+    Hold,
+    /// Act without a lock while etcd is unreachable: a rollback still
+    /// happens when etcd is down, at the risk of two nodes acting.
+    ActAlone,
 }
 
 /// `[daemon] log_format`.

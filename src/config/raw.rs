@@ -33,6 +33,36 @@ pub struct RawConfig {
     /// `[[target]]`: the watched services.
     #[serde(default)]
     pub target: Vec<RawTarget>,
+    /// `[cluster]`: several rollbackd nodes coordinating through etcd.
+    pub cluster: Option<RawCluster>,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// etcd client URLs (`http://10.0.0.5:2379`).
+    pub etcd: Option<Vec<String>>,
+    /// Key prefix of everything this cluster stores.
+    pub prefix: Option<String>,
+    /// This node's name; absent: the hostname.
+    pub node: Option<String>,
+    /// Duration string: the ownership lease's TTL.
+    pub lease_ttl: Option<String>,
+    /// PEM file of the CA that signed etcd's server certificate.
+    pub ca_file: Option<String>,
+    /// PEM client certificate (with `key_file`).
+    pub cert_file: Option<String>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<String>,
+    /// etcd user (with `password_file`).
+    pub username: Option<String>,
+    /// File holding the etcd user's password.
+    pub password_file: Option<String>,
+    /// Password in the config file: never accepted, parsed only to say so.
+    pub password: Option<toml::Value>,
+    /// `hold` or `act_alone`.
+    pub on_etcd_down: Option<String>,
 }
 
 /// `[daemon]`.
@@ -576,6 +606,7 @@ impl Walker<'_> {
         let notify = root.remove("notify");
         let window = root.remove("window");
         let target = root.remove("target");
+        let cluster = root.remove("cluster");
         // Anything left over is unknown.
         let mut raw: RawConfig = self.flat("", root);
         raw.daemon = daemon.and_then(|v| self.table("daemon", v).map(|t| self.flat("daemon", t)));
@@ -594,6 +625,8 @@ impl Walker<'_> {
         });
         raw.window = self.array("window", window, |w, path, t| w.flat(path, t));
         raw.target = self.array("target", target, |w, path, t| w.target(path, t));
+        raw.cluster =
+            cluster.and_then(|v| self.table("cluster", v).map(|t| self.flat("cluster", t)));
         raw
     }
 

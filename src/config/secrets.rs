@@ -75,6 +75,14 @@ pub fn secret_files(config: &Config) -> Vec<(String, PathBuf)> {
             None => {}
         }
     }
+    if let Some(c) = &config.cluster {
+        if let Some(a) = &c.auth {
+            files.push(("cluster.password_file".to_string(), a.password_file.clone()));
+        }
+        if let Some(k) = &c.client_cert {
+            files.push(("cluster.key_file".to_string(), k.key_file.clone()));
+        }
+    }
     for (i, t) in config.targets.iter().enumerate() {
         if let ExecutorKind::Webhook {
             token_file: Some(p),

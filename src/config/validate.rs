@@ -10,14 +10,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::raw::{
-    join, RawCheck, RawConfig, RawDaemon, RawEmail, RawNotify, RawPrometheus, RawRollback, RawRule,
-    RawStep, RawTarget, RawTargetNotify, RawVerify, RawWebhook, RawWindow,
+    join, RawCheck, RawCluster, RawConfig, RawDaemon, RawEmail, RawNotify, RawPrometheus,
+    RawRollback, RawRule, RawStep, RawTarget, RawTargetNotify, RawVerify, RawWebhook, RawWindow,
 };
 use super::{
-    duration, BaselineSpec, BlastRadius, Config, DaemonConfig, EmailConfig, ExecutorKind,
-    HostMetric, LogFormat, NoData, NotifyConfig, ProbeMeasure, ProbeSpec, PromSpec, PrometheusAuth,
-    PrometheusConfig, RollbackPlan, RuleConfig, SmtpConfig, SmtpSecurity, SourceSpec, Step,
-    TargetConfig, TrafficGuard, VerifyCheck, VerifyConfig, WebhookConfig, WebhookFormat, Window,
+    duration, BaselineSpec, BlastRadius, ClusterAuth, ClusterClientCert, ClusterConfig, Config,
+    DaemonConfig, EmailConfig, ExecutorKind, HostMetric, LogFormat, NoData, NotifyConfig,
+    ProbeMeasure, ProbeSpec, PromSpec, PrometheusAuth, PrometheusConfig, RollbackPlan, RuleConfig,
+    SmtpConfig, SmtpSecurity, SourceSpec, Step, TargetConfig, TrafficGuard, VerifyCheck,
+    VerifyConfig, WebhookConfig, WebhookFormat, Window,
 };
 
 /// One problem: `FILE: key.path: message`.
@@ -88,6 +89,16 @@ pub const DEFAULT_BASELINE_WINDOW: &str = "1h";
 pub const DEFAULT_VERSION_LABEL: &str = "version";
 /// Default `target.rto` (the runbook's recovery-time objective).
 const DEFAULT_RTO: &str = "5m";
+
+/// Default `cluster.prefix`.
+pub const DEFAULT_CLUSTER_PREFIX: &str = "/rollbackd/";
+/// Default `cluster.lease_ttl`.
+pub const DEFAULT_LEASE_TTL: &str = "10s";
+/// Shortest `cluster.lease_ttl`: keepalives go out every third of it, and
+/// below 2s one slow etcd answer would cost a node its locks.
+const MIN_LEASE_TTL: Duration = Duration::from_secs(2);
+/// Longest `cluster.lease_ttl`: a dead node's targets wait this long.
+const MAX_LEASE_TTL: Duration = Duration::from_secs(3600);
 
 /// Default `target.blind_after`.
 pub const DEFAULT_BLIND_AFTER: &str = "5m";
@@ -463,6 +474,10 @@ fn config(cx: &mut Cx, raw: RawConfig) -> Option<Config> {
         );
     }
     let mut notify = notify(cx, raw_notify, state_dir);
+    let cluster = match raw.cluster.as_ref() {
+        None => Some(None),
+        Some(c) => cluster(cx, c).map(Some),
+    };
     let windows: Vec<Option<Window>> = raw
         .window
         .iter()
@@ -513,6 +528,7 @@ fn config(cx: &mut Cx, raw: RawConfig) -> Option<Config> {
         notify: notify?,
         windows: windows.into_iter().collect::<Option<_>>()?,
         targets: targets.into_iter().collect::<Option<_>>()?,
+        cluster: cluster?,
         warnings: Vec::new(),
     })
 }
@@ -2241,6 +2257,282 @@ fn verify_check(cx: &mut Cx, p: &str, raw: &RawCheck) -> Option<VerifyCheck> {
 /// `[prometheus]` may go without a `url` only when named servers exist;
 /// it then sets nothing else (no key is inherited by the named servers).
 #[allow(clippy::type_complexity)]
+/// `[cluster]`: etcd URLs of one scheme, a prefix and a node name that make
+/// sane keys, a lease TTL in whole seconds of at least 2s, TLS and auth
+/// keys in their pairs.
+fn cluster(cx: &mut Cx, raw: &RawCluster) -> Option<ClusterConfig> {
+    let p = "cluster";
+    let mut ok = true;
+    let mut etcd = Vec::new();
+    match raw.etcd.as_deref() {
+        None => {
+            cx.err(
+                join(p, "etcd"),
+                "required key is missing (e.g. etcd = [\"http://10.0.0.5:2379\"])",
+            );
+            ok = false;
+        }
+        Some([]) => {
+            cx.err(
+                join(p, "etcd"),
+                "etcd = [] names no endpoint; give at least one, e.g. [\"http://10.0.0.5:2379\"]",
+            );
+            ok = false;
+        }
+        Some(list) => {
+            for (i, text) in list.iter().enumerate() {
+                let path = format!("{p}.etcd[{i}]");
+                match etcd_url(cx, &path, text) {
+                    Some(u) if etcd.contains(&u) => {
+                        cx.err(path, format!("{text:?} is listed twice"));
+                        ok = false;
+                    }
+                    Some(u) => etcd.push(u),
+                    None => ok = false,
+                }
+            }
+            let https = etcd.iter().filter(|u| u.scheme() == "https").count();
+            if https != 0 && https != etcd.len() {
+                cx.err(
+                    join(p, "etcd"),
+                    format!(
+                        "etcd = {list:?} mixes http:// and https://; use one scheme for every endpoint"
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
+    let tls = etcd.iter().any(|u| u.scheme() == "https");
+    let prefix_text = raw.prefix.as_deref().unwrap_or(DEFAULT_CLUSTER_PREFIX);
+    let prefix = if !prefix_text.starts_with('/') {
+        cx.err(
+            join(p, "prefix"),
+            format!("prefix = {prefix_text:?} must start with \"/\" (e.g. \"/rollbackd/\")"),
+        );
+        None
+    } else if prefix_text
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        cx.err(
+            join(p, "prefix"),
+            format!("prefix = {prefix_text:?} must not contain spaces or control characters"),
+        );
+        None
+    } else if prefix_text.ends_with('/') {
+        Some(prefix_text.to_string())
+    } else {
+        Some(format!("{prefix_text}/"))
+    };
+    let node = match raw.node.as_deref() {
+        None => Some(None),
+        Some(n) if n.is_empty() || n.len() > 128 => {
+            cx.err(
+                join(p, "node"),
+                format!(
+                    "node = {n:?} must be 1 to 128 characters (leave it out to use the hostname)"
+                ),
+            );
+            None
+        }
+        Some(n)
+            if n.chars()
+                .any(|c| c == '/' || c.is_whitespace() || c.is_control()) =>
+        {
+            cx.err(
+                join(p, "node"),
+                format!("node = {n:?} must not contain \"/\", spaces or control characters"),
+            );
+            None
+        }
+        Some(n) => Some(Some(n.to_string())),
+    };
+    let lease_ttl = cx
+        .duration(p, "lease_ttl", raw.lease_ttl.as_deref(), DEFAULT_LEASE_TTL, true)
+        .and_then(|d| {
+            let text = raw.lease_ttl.as_deref().unwrap_or(DEFAULT_LEASE_TTL);
+            let problem = if d < MIN_LEASE_TTL {
+                Some(format!("lease_ttl = {text:?} is below the minimum of 2s"))
+            } else if d > MAX_LEASE_TTL {
+                Some(format!(
+                    "lease_ttl = {text:?} is above the maximum of 1h (a dead node's targets would wait that long)"
+                ))
+            } else if d.subsec_nanos() != 0 {
+                Some(format!(
+                    "lease_ttl = {text:?} must be whole seconds (etcd leases count seconds)"
+                ))
+            } else {
+                None
+            };
+            match problem {
+                Some(m) => {
+                    cx.err(join(p, "lease_ttl"), m);
+                    None
+                }
+                None => Some(d),
+            }
+        });
+    let mut file = |cx: &mut Cx, key: &str, value: Option<&str>| -> Option<Option<PathBuf>> {
+        let Some(value) = value else {
+            return Some(None);
+        };
+        match cx.absolute(&join(p, key), value) {
+            Some(f) => Some(Some(f)),
+            None => {
+                ok = false;
+                None
+            }
+        }
+    };
+    let ca_file = file(cx, "ca_file", raw.ca_file.as_deref());
+    let cert_file = file(cx, "cert_file", raw.cert_file.as_deref());
+    let key_file = file(cx, "key_file", raw.key_file.as_deref());
+    let password_file = file(cx, "password_file", raw.password_file.as_deref());
+    if raw.password.is_some() {
+        cx.err(
+            join(p, "password"),
+            "passwords are never read from the config file: put it in a file named by password_file",
+        );
+        ok = false;
+    }
+    let client_cert = match (cert_file.flatten(), key_file.flatten()) {
+        (Some(cert_file), Some(key_file)) => Some(ClusterClientCert {
+            cert_file,
+            key_file,
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            cx.err(join(p, "cert_file"), "cert_file is set but key_file is not");
+            ok = false;
+            None
+        }
+        (None, Some(_)) => {
+            cx.err(join(p, "key_file"), "key_file is set but cert_file is not");
+            ok = false;
+            None
+        }
+    };
+    if !tls && !etcd.is_empty() {
+        for (key, set) in [
+            ("ca_file", raw.ca_file.is_some()),
+            ("cert_file", raw.cert_file.is_some()),
+            ("key_file", raw.key_file.is_some()),
+        ] {
+            if set {
+                cx.err(
+                    join(p, key),
+                    format!("{key} is set but the etcd endpoints are http://: TLS keys only matter with https://"),
+                );
+                ok = false;
+            }
+        }
+    }
+    let username = match raw.username.as_deref() {
+        None => None,
+        Some(u) => {
+            let u = cx.non_empty(&join(p, "username"), u);
+            ok &= u.is_some();
+            u
+        }
+    };
+    let auth = match (username, password_file.flatten()) {
+        (Some(username), Some(password_file)) => Some(ClusterAuth {
+            username,
+            password_file,
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            cx.err(
+                join(p, "username"),
+                "username is set but password_file is not",
+            );
+            ok = false;
+            None
+        }
+        // username was set but invalid: reported already.
+        (None, Some(_)) if raw.username.is_some() => None,
+        (None, Some(_)) => {
+            cx.err(
+                join(p, "password_file"),
+                "password_file is set but username is not",
+            );
+            ok = false;
+            None
+        }
+    };
+    if auth.is_some() && !tls {
+        if let Some(remote) = etcd.iter().find(|u| !url_is_loopback(u)) {
+            cx.err(
+                join(p, "etcd"),
+                format!(
+                    "{:?} is plaintext to a remote host and username is set: the password would cross the network unencrypted; use https://",
+                    remote.as_str()
+                ),
+            );
+            ok = false;
+        }
+    }
+    let on_etcd_down = cx.choice(
+        p,
+        "on_etcd_down",
+        raw.on_etcd_down.as_deref(),
+        &[
+            ("hold", super::OnEtcdDown::Hold),
+            ("act_alone", super::OnEtcdDown::ActAlone),
+        ],
+    );
+    let config = ClusterConfig {
+        etcd,
+        prefix: prefix?,
+        node: node?,
+        lease_ttl: lease_ttl?,
+        ca_file: ca_file?,
+        client_cert,
+        auth,
+        on_etcd_down: on_etcd_down?,
+    };
+    ok.then_some(config)
+}
+
+/// An etcd client URL: `http://` or `https://`, a host, no credentials,
+/// no path. etcd's port is not a web server's, so it must be given.
+fn etcd_url(cx: &mut Cx, path: &str, value: &str) -> Option<url::Url> {
+    let url = cx.http_url(path, value)?;
+    if !url.username().is_empty() || url.password().is_some() {
+        cx.err(
+            path,
+            format!("credentials do not belong in {value:?}: set username and password_file"),
+        );
+        return None;
+    }
+    if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+        cx.err(
+            path,
+            format!("URL {value:?} must not have a path (use e.g. \"http://10.0.0.5:2379\")"),
+        );
+        return None;
+    }
+    if url.port().is_none() {
+        cx.err(
+            path,
+            format!("URL {value:?} has no port (etcd's client port is usually 2379)"),
+        );
+        return None;
+    }
+    Some(url)
+}
+
+/// Whether a URL's host is this machine.
+fn url_is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 fn prometheus_servers(
     cx: &mut Cx,
     raw: Option<&RawPrometheus>,
@@ -3649,5 +3941,204 @@ mod tests {
         assert_eq!(n.webhooks[0].timeout, Duration::from_secs(30));
         assert_eq!(n.webhooks[1].format, WebhookFormat::Slack);
         assert_eq!(n.webhooks[1].timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn cluster_section_is_checked() {
+        let cluster = |body: &str| config(&[("top", &format!("[cluster]\n{body}"))]);
+        const ETCD: &str = "etcd = [\"http://10.0.0.5:2379\"]";
+        const TLS: &str =
+            "etcd = [\"https://etcd-1.internal:2379\", \"https://etcd-2.internal:2379\"]";
+        let cases: Vec<(String, &str, &str)> = vec![
+            (cluster(""), "cluster.etcd", "required key is missing"),
+            (cluster("etcd = []"), "cluster.etcd", "names no endpoint"),
+            (
+                cluster("etcd = [\"10.0.0.5:2379\"]"),
+                "cluster.etcd[0]",
+                "invalid URL \"10.0.0.5:2379\"",
+            ),
+            (
+                cluster("etcd = [\"grpc://10.0.0.5:2379\"]"),
+                "cluster.etcd[0]",
+                "must start with http:// or https://",
+            ),
+            (
+                cluster("etcd = [\"http://10.0.0.5\"]"),
+                "cluster.etcd[0]",
+                "has no port",
+            ),
+            (
+                cluster("etcd = [\"http://10.0.0.5:2379/v3\"]"),
+                "cluster.etcd[0]",
+                "must not have a path",
+            ),
+            (
+                cluster("etcd = [\"http://root:pw@10.0.0.5:2379\"]"),
+                "cluster.etcd[0]",
+                "credentials do not belong",
+            ),
+            (
+                cluster("etcd = [\"http://10.0.0.5:2379\", \"http://10.0.0.5:2379\"]"),
+                "cluster.etcd[1]",
+                "listed twice",
+            ),
+            (
+                cluster("etcd = [\"http://10.0.0.5:2379\", \"https://10.0.0.6:2379\"]"),
+                "cluster.etcd",
+                "mixes http:// and https://",
+            ),
+            (
+                cluster(&format!("{ETCD}\nprefix = \"rollbackd\"")),
+                "cluster.prefix",
+                "prefix = \"rollbackd\" must start with \"/\"",
+            ),
+            (
+                cluster(&format!("{ETCD}\nprefix = \"/roll backd/\"")),
+                "cluster.prefix",
+                "must not contain spaces",
+            ),
+            (
+                cluster(&format!("{ETCD}\nnode = \"\"")),
+                "cluster.node",
+                "must be 1 to 128 characters",
+            ),
+            (
+                cluster(&format!("{ETCD}\nnode = \"a/b\"")),
+                "cluster.node",
+                "node = \"a/b\" must not contain \"/\"",
+            ),
+            (
+                cluster(&format!("{ETCD}\nlease_ttl = \"1s\"")),
+                "cluster.lease_ttl",
+                "lease_ttl = \"1s\" is below the minimum of 2s",
+            ),
+            (
+                cluster(&format!("{ETCD}\nlease_ttl = \"2500ms\"")),
+                "cluster.lease_ttl",
+                "must be whole seconds",
+            ),
+            (
+                cluster(&format!("{ETCD}\nlease_ttl = \"2h\"")),
+                "cluster.lease_ttl",
+                "above the maximum of 1h",
+            ),
+            (
+                cluster(&format!("{ETCD}\nlease_ttl = \"ten\"")),
+                "cluster.lease_ttl",
+                "invalid duration \"ten\"",
+            ),
+            (
+                cluster(&format!("{ETCD}\non_etcd_down = \"panic\"")),
+                "cluster.on_etcd_down",
+                "invalid on_etcd_down \"panic\" (use \"hold\" or \"act_alone\")",
+            ),
+            (
+                cluster(&format!("{TLS}\nca_file = \"ca.pem\"")),
+                "cluster.ca_file",
+                "\"ca.pem\" must be an absolute path",
+            ),
+            (
+                cluster(&format!("{TLS}\ncert_file = \"/etc/rollbackd/etcd.pem\"")),
+                "cluster.cert_file",
+                "cert_file is set but key_file is not",
+            ),
+            (
+                cluster(&format!("{TLS}\nkey_file = \"/etc/rollbackd/etcd.key\"")),
+                "cluster.key_file",
+                "key_file is set but cert_file is not",
+            ),
+            (
+                cluster(&format!("{ETCD}\nca_file = \"/etc/rollbackd/ca.pem\"")),
+                "cluster.ca_file",
+                "TLS keys only matter with https://",
+            ),
+            (
+                cluster(&format!("{TLS}\nusername = \"rollbackd\"")),
+                "cluster.username",
+                "username is set but password_file is not",
+            ),
+            (
+                cluster(&format!(
+                    "{TLS}\npassword_file = \"/etc/rollbackd/etcd-password\""
+                )),
+                "cluster.password_file",
+                "password_file is set but username is not",
+            ),
+            (
+                cluster(&format!(
+                    "{TLS}\nusername = \"\"\npassword_file = \"/etc/rollbackd/etcd-password\""
+                )),
+                "cluster.username",
+                "must not be empty",
+            ),
+            (
+                cluster(&format!("{TLS}\npassword = \"hunter2\"")),
+                "cluster.password",
+                "never read from the config file",
+            ),
+            (
+                cluster(&format!(
+                    "{ETCD}\nusername = \"rb\"\npassword_file = \"/etc/rollbackd/etcd-password\""
+                )),
+                "cluster.etcd",
+                "\"http://10.0.0.5:2379/\" is plaintext to a remote host and username is set",
+            ),
+            (
+                cluster(&format!("{ETCD}\nleader = true")),
+                "cluster.leader",
+                "unknown key",
+            ),
+            (
+                config(&[("top", "cluster = 1")]),
+                "cluster",
+                "expected a table [cluster]",
+            ),
+        ];
+        for (text, path, fragment) in &cases {
+            let errs = errors(text);
+            assert!(
+                errs.iter()
+                    .any(|e| e.path == *path && e.message.contains(fragment)),
+                "want {path}: ...{fragment}...\ngot {errs:#?}\nfor config:\n{text}"
+            );
+            assert_eq!(errs.len(), 1, "{path}: {errs:#?}\nfor config:\n{text}");
+        }
+
+        // No section: no cluster. Defaults, and a full TLS + auth section.
+        assert!(load_str("t", &config(&[])).unwrap().cluster.is_none());
+        let c = load_str("t", &cluster(ETCD)).unwrap().cluster.unwrap();
+        assert_eq!(c.prefix, "/rollbackd/");
+        assert_eq!(c.node, None);
+        assert_eq!(c.lease_ttl, Duration::from_secs(10));
+        assert_eq!(c.on_etcd_down, super::super::OnEtcdDown::Hold);
+        assert!(c.client_cert.is_none() && c.auth.is_none() && c.ca_file.is_none());
+        let c = load_str(
+            "t",
+            &cluster(&format!(
+                "{TLS}\nprefix = \"/ops/rollbackd\"\nnode = \"deploy-1\"\nlease_ttl = \"5s\"\n\
+                 ca_file = \"/etc/rollbackd/etcd-ca.pem\"\ncert_file = \"/etc/rollbackd/etcd.pem\"\n\
+                 key_file = \"/etc/rollbackd/etcd.key\"\nusername = \"rollbackd\"\n\
+                 password_file = \"/etc/rollbackd/etcd-password\"\non_etcd_down = \"act_alone\""
+            )),
+        )
+        .unwrap()
+        .cluster
+        .unwrap();
+        assert_eq!(c.etcd.len(), 2);
+        assert_eq!(c.prefix, "/ops/rollbackd/");
+        assert_eq!(c.node.as_deref(), Some("deploy-1"));
+        assert_eq!(c.lease_ttl, Duration::from_secs(5));
+        assert_eq!(c.on_etcd_down, super::super::OnEtcdDown::ActAlone);
+        assert_eq!(
+            c.client_cert.unwrap().key_file,
+            PathBuf::from("/etc/rollbackd/etcd.key")
+        );
+        assert_eq!(c.auth.unwrap().username, "rollbackd");
+        // Auth over plaintext to this machine's own etcd is fine.
+        assert!(load_str(
+            "t",
+            &cluster("etcd = [\"http://127.0.0.1:2379\"]\nusername = \"rb\"\npassword_file = \"/etc/rb/pw\"")
+        )
+        .is_ok());
     }
 }
