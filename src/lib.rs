@@ -8,7 +8,8 @@
 //! - [`sources`]: produce samples (Prometheus, HTTP probe, host /proc, Alertmanager); they never decide anything.
 //! - [`rules`]: turn samples into a rule status (`for` duration, baselines, no-data policy).
 //! - [`decide`]: the pure per-target incident state machine, `step(state, event, now)`.
-//! - [`execute`]: carries out a rollback plan (one file per executor kind, on process running, templating and a small HTTP client) and the verification gates.
+//! - [`execute`]: carries out a rollback plan: one file per executor kind, and the verification gates.
+//! - [`run`]: the floor under the executors: process running, escaped children, the one `{var}` template grammar (validation and execution), the webhook HTTP client, the plan runner.
 //! - [`notify`]: the rollback record, email and webhooks via a durable outbox, SMTP delivery.
 //! - [`report`]: what effects report back to the decision core (step, plan and gate results).
 //! - [`metrics`]: the daemon's own metrics, typed `prometheus-client` families.
@@ -41,6 +42,7 @@ pub mod metrics;
 pub mod notify;
 pub mod report;
 pub mod rules;
+pub mod run;
 pub mod sources;
 pub mod status;
 pub mod util;

@@ -56,7 +56,7 @@ impl VersionReader {
                 .map_err(|e| format!("cannot read symlink {}: {e}", current.display()))?,
             Some(VersionSource::Command(argv)) => {
                 let deadline = tokio::time::Instant::now() + VERSION_TIMEOUT;
-                let report = execute::process::run_step(argv, deadline).await;
+                let report = crate::run::process::run_step(argv, deadline).await;
                 match (report.ok, report.stdout.trim()) {
                     (true, v) if !v.is_empty() => v.to_string(),
                     (true, _) => return Err(format!("version_command {argv:?} printed nothing")),

@@ -16,10 +16,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::process::{run_step_in, substitute};
-use super::runner::{first_line, Act, Budget, Runner};
 use super::symlink::version_cmp;
-use super::{ExecResult, Vars};
+use super::ExecResult;
+use crate::run::plan::{first_line, Act, Budget, Runner};
+use crate::run::process::run_step_in;
+use crate::run::template::{substitute, Vars};
 
 /// The keys of a `docker` rollback.
 #[derive(Debug, Clone, Copy)]

@@ -21,10 +21,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::process::display_argv;
-use super::runner::{subst, Budget, Runner};
 use super::{StepReport, Vars};
 use crate::config::{Config, ExecutorKind, TargetConfig};
+use crate::run::plan::{subst, Budget, Runner};
+use crate::util::display_argv;
 use crate::util::fmt_duration;
 
 /// The rehearsal log, next to the journal.

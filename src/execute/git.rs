@@ -9,9 +9,10 @@
 use std::cmp::Ordering;
 use std::path::Path;
 
-use super::runner::{first_line, subst, Act, Budget, Runner};
 use super::symlink::version_cmp;
-use super::{ExecResult, Vars};
+use super::ExecResult;
+use crate::run::plan::{first_line, subst, Act, Budget, Runner};
+use crate::run::template::Vars;
 
 /// The keys of a `git` rollback.
 #[derive(Debug, Clone, Copy)]

@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 
 use tokio::time::Instant;
 
-use super::process::{display_argv, run_step_in, substitute};
-use super::runner::Budget;
-use super::{ExecResult, StepReport, Vars};
+use super::{ExecResult, StepReport};
+use crate::run::plan::Budget;
+use crate::run::process::run_step_in;
+use crate::run::template::{substitute, Vars};
+use crate::util::display_argv;
 
 /// Appended to `current` for the new link before it is renamed over the old
 /// one. A stale one (from a crash between the two) is removed first.
