@@ -16,7 +16,7 @@
 //! - [`journal`]: append-only, fsync'd event log and recovery at start.
 //! - [`status`]: how `status` and `incidents` render the API's answers.
 //! - [`confirm`]: `confirm_command`, a team's own approval flow.
-//! - [`version`]: reads a target's live version (command, URL, PromQL label, symlink).
+//! - [`version`]: reads a target's live version (command, URL, PromQL label, symlink); [`version::order`] orders version names (the executors' "previous version").
 //! - [`lock`]: the exclusive lock on `state_dir`: one daemon per journal.
 //! - [`hostenv`]: process setup at start: open-file limit, child subreaper.
 //! - [`handle`]: the handle types the API holds to reach the daemon's workers (commands, state, reload).

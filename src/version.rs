@@ -1,10 +1,15 @@
-//! Reading a target's live version: `version_command` (trimmed stdout),
+//! Versions: reading a target's live version, and how version names order
+//! ([`order`], what the executors use to find the previous one).
+//!
+//! Reading: `version_command` (trimmed stdout),
 //! `version_url` (plain-text body, or the string at `version_json_pointer`
 //! in a JSON body), `version_query` (the `version_label` label of a PromQL
 //! result), or the release a `symlink` target's `current` points to.
 //!
 //! A version that cannot be read is not a change: the worker keeps the last
 //! one and logs the reason once.
+
+pub mod order;
 
 use std::time::Duration;
 
