@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //!
-//! - [`api`]: the HTTP API (axum): status, incidents, confirmation, trigger, pause, webhook, links.
+//! - [`api`]: the HTTP API (axum): status, incidents, confirmation, trigger, pause, webhook, the email-link page.
 //! - [`client`]: the client commands (`status`, `approve`, ...) talking to the API.
 //! - [`config`]: raw (serde) TOML -> validated, typed config; every error with its key path.
 //! - [`sources`]: produce samples (Prometheus, HTTP probe, host /proc, Alertmanager); they never decide anything.
@@ -15,7 +15,7 @@
 //! - [`metrics`]: the daemon's own metrics, typed `prometheus-client` families.
 //! - [`journal`]: append-only, fsync'd event log and recovery at start.
 //! - [`status`]: how `status` and `incidents` render the API's answers.
-//! - [`confirm`]: `confirm_command`, a team's own approval flow.
+//! - [`confirm`]: confirmation answers: signed approve/reject email links, `confirm_command` (a team's own approval flow).
 //! - [`version`]: reads a target's live version (command, URL, PromQL label, symlink); [`version::order`] orders version names (the executors' "previous version").
 //! - [`lock`]: the exclusive lock on `state_dir`: one daemon per journal.
 //! - [`hostenv`]: process setup at start: open-file limit, child subreaper.
