@@ -22,6 +22,7 @@
 //! - [`handle`]: the handle types the API holds to reach the daemon's workers (commands, state, reload).
 //! - [`daemon`]: wiring: per-target workers (staggered polls as cancellable tasks, commands first), reload, readiness and watchdog, shutdown.
 //! - [`demo`]: the self-contained demonstration behind `rollbackd demo`.
+//! - [`drill`]: `rollbackd drill`: a synthetic breach through the decision machine, the executor in dry-run unless `--live`; the rehearsal record.
 //! - [`util`]: duration, value, argv and error-chain formatting, serde adapters.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -33,6 +34,7 @@ pub mod confirm;
 pub mod daemon;
 pub mod decide;
 pub mod demo;
+pub mod drill;
 pub mod execute;
 pub mod handle;
 pub mod hostenv;

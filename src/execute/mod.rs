@@ -9,7 +9,6 @@
 pub mod blue_green;
 pub mod command;
 pub mod docker;
-pub mod drill;
 pub mod git;
 pub mod kubernetes;
 pub mod symlink;
