@@ -2,7 +2,7 @@
 //! sockets or runs steps: raise the soft file-descriptor limit to the hard
 //! one, and become a child subreaper so that a rollback step's escaped
 //! grandchildren (`setsid cmd &`) are reparented to the daemon, where
-//! [`crate::execute::process`] finds and kills them, instead of to init.
+//! [`crate::run::escaped`] finds and kills them, instead of to init.
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 

@@ -2,26 +2,28 @@
 //!
 //! # Layout
 //!
-//! - [`api`]: the HTTP API (axum): status, incidents, confirmation, trigger, pause, webhook, links.
+//! - [`api`]: the HTTP API (axum): status, incidents, confirmation, trigger, pause, webhook, the email-link page.
 //! - [`client`]: the client commands (`status`, `approve`, ...) talking to the API.
 //! - [`config`]: raw (serde) TOML -> validated, typed config; every error with its key path.
 //! - [`sources`]: produce samples (Prometheus, HTTP probe, host /proc, Alertmanager); they never decide anything.
 //! - [`rules`]: turn samples into a rule status (`for` duration, baselines, no-data policy).
 //! - [`decide`]: the pure per-target incident state machine, `step(state, event, now)`.
-//! - [`execute`]: carries out a rollback plan (one file per executor kind, on process running, templating and a small HTTP client) and the verification gates.
+//! - [`execute`]: carries out a rollback plan: one file per executor kind, and the verification gates.
+//! - [`run`]: the floor under the executors: process running, escaped children, the one `{var}` template grammar (validation and execution), the webhook HTTP client, the plan runner.
 //! - [`notify`]: the rollback record, email and webhooks via a durable outbox, SMTP delivery.
 //! - [`report`]: what effects report back to the decision core (step, plan and gate results).
 //! - [`metrics`]: the daemon's own metrics, typed `prometheus-client` families.
 //! - [`journal`]: append-only, fsync'd event log and recovery at start.
 //! - [`status`]: how `status` and `incidents` render the API's answers.
-//! - [`confirm`]: `confirm_command`, a team's own approval flow.
-//! - [`version`]: reads a target's live version (command, URL, PromQL label, symlink).
+//! - [`confirm`]: confirmation answers: signed approve/reject email links, `confirm_command` (a team's own approval flow).
+//! - [`version`]: reads a target's live version (command, URL, PromQL label, symlink); [`version::order`] orders version names (the executors' "previous version").
 //! - [`lock`]: the exclusive lock on `state_dir`: one daemon per journal.
 //! - [`cluster`]: optional HA on etcd: per-target ownership leases, shared incident state, commands forwarded to the owner.
 //! - [`hostenv`]: process setup at start: open-file limit, child subreaper.
 //! - [`handle`]: the handle types the API holds to reach the daemon's workers (commands, state, reload).
 //! - [`daemon`]: wiring: per-target workers (staggered polls as cancellable tasks, commands first), reload, readiness and watchdog, shutdown.
 //! - [`demo`]: the self-contained demonstration behind `rollbackd demo`.
+//! - [`drill`]: `rollbackd drill`: a synthetic breach through the decision machine, the executor in dry-run unless `--live`; the rehearsal record.
 //! - [`util`]: duration, value, argv and error-chain formatting, serde adapters.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -34,6 +36,7 @@ pub mod confirm;
 pub mod daemon;
 pub mod decide;
 pub mod demo;
+pub mod drill;
 pub mod execute;
 pub mod hostenv;
 pub mod journal;
@@ -42,6 +45,7 @@ pub mod metrics;
 pub mod notify;
 pub mod report;
 pub mod rules;
+pub mod run;
 pub mod sources;
 pub mod status;
 pub mod util;

@@ -329,7 +329,7 @@ fn drill(
     to_version: Option<String>,
     history: bool,
 ) -> ExitCode {
-    use rollbackd::execute::drill;
+    use rollbackd::drill;
     let config = match load_or_report(config) {
         Ok(c) => c,
         Err(code) => return code,

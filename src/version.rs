@@ -1,10 +1,15 @@
-//! Reading a target's live version: `version_command` (trimmed stdout),
+//! Versions: reading a target's live version, and how version names order
+//! ([`order`], what the executors use to find the previous one).
+//!
+//! Reading: `version_command` (trimmed stdout),
 //! `version_url` (plain-text body, or the string at `version_json_pointer`
 //! in a JSON body), `version_query` (the `version_label` label of a PromQL
 //! result), or the release a `symlink` target's `current` points to.
 //!
 //! A version that cannot be read is not a change: the worker keeps the last
 //! one and logs the reason once.
+
+pub mod order;
 
 use std::time::Duration;
 
@@ -49,36 +54,51 @@ impl VersionReader {
     }
 
     /// Read the live version now. `Ok(None)` when no source is configured.
-    pub async fn read(&self) -> Result<Option<String>, String> {
+    ///
+    /// `E` is the caller's error: [`VersionError`], or its text where the
+    /// caller keeps the last error as text to log it once (the daemon's
+    /// worker).
+    pub async fn read<E: From<VersionError>>(&self) -> Result<Option<String>, E> {
+        Ok(self.read_typed().await?)
+    }
+
+    async fn read_typed(&self) -> Result<Option<String>, VersionError> {
         let v = match &self.source {
             None => return Ok(None),
             Some(VersionSource::Symlink(current)) => execute::symlink::live_release(current)
-                .map_err(|e| format!("cannot read symlink {}: {e}", current.display()))?,
+                .map_err(|error| VersionError::Symlink {
+                    current: current.clone(),
+                    error: error.to_string(),
+                })?,
             Some(VersionSource::Command(argv)) => {
                 let deadline = tokio::time::Instant::now() + VERSION_TIMEOUT;
-                let report = execute::process::run_step(argv, deadline).await;
+                let report = crate::run::process::run_step(argv, deadline).await;
                 match (report.ok, report.stdout.trim()) {
                     (true, v) if !v.is_empty() => v.to_string(),
-                    (true, _) => return Err(format!("version_command {argv:?} printed nothing")),
+                    (true, _) => return Err(VersionError::CommandSilent { argv: argv.clone() }),
                     (false, _) => {
-                        return Err(format!(
-                            "version_command {argv:?} failed: {}",
-                            report.error.unwrap_or_default()
-                        ))
+                        return Err(VersionError::CommandFailed {
+                            argv: argv.clone(),
+                            error: report.error.unwrap_or_default(),
+                        })
                     }
                 }
             }
-            Some(VersionSource::Url { url, json_pointer }) => {
-                self.read_url(url, json_pointer.as_deref()).await?
-            }
+            Some(VersionSource::Url { url, json_pointer }) => self
+                .read_url(url, json_pointer.as_deref())
+                .await
+                .map_err(|problem| VersionError::Url {
+                    url: url.clone(),
+                    problem,
+                })?,
             Some(VersionSource::Query { query, label, .. }) => {
                 self.read_query(query, label).await?
             }
         };
-        check(&v).map(Some)
+        Ok(check(&v).map(Some)?)
     }
 
-    async fn read_url(&self, url: &url::Url, pointer: Option<&str>) -> Result<String, String> {
+    async fn read_url(&self, url: &url::Url, pointer: Option<&str>) -> Result<String, UrlProblem> {
         let fetch = async {
             let mut response = self
                 .client
@@ -86,66 +106,192 @@ impl VersionReader {
                 .timeout(VERSION_TIMEOUT)
                 .send()
                 .await
-                .map_err(|e| format!("version_url {url}: {e}"))?;
+                .map_err(|e| UrlProblem::Request(e.to_string()))?;
             let status = response.status();
             let mut body = Vec::new();
             while let Some(chunk) = response
                 .chunk()
                 .await
-                .map_err(|e| format!("version_url {url}: reading the body: {e}"))?
+                .map_err(|e| UrlProblem::Body(e.to_string()))?
             {
                 body.extend_from_slice(&chunk);
                 if body.len() > MAX_VERSION_BODY {
-                    return Err(format!(
-                        "version_url {url}: body larger than {MAX_VERSION_BODY} bytes"
-                    ));
+                    return Err(UrlProblem::TooLarge);
                 }
             }
             if !status.is_success() {
-                return Err(format!("version_url {url}: HTTP {status}"));
+                return Err(UrlProblem::Status(status));
             }
             Ok(body)
         };
         let body = tokio::time::timeout(VERSION_TIMEOUT, fetch)
             .await
-            .map_err(|_| {
-                format!(
-                    "version_url {url}: no answer within {}",
-                    crate::util::fmt_duration(VERSION_TIMEOUT)
-                )
-            })??;
-        version_from_body(&body, pointer).map_err(|e| format!("version_url {url}: {e}"))
+            .map_err(|_| UrlProblem::Timeout)??;
+        Ok(version_from_body(&body, pointer)?)
     }
 
-    async fn read_query(&self, query: &str, label: &str) -> Result<String, String> {
-        let prometheus = self
-            .prometheus
-            .as_ref()
-            .ok_or("version_query needs [prometheus]")?;
+    async fn read_query(&self, query: &str, label: &str) -> Result<String, VersionError> {
+        let prometheus = self.prometheus.as_ref().ok_or(VersionError::NoPrometheus)?;
+        let in_query = |problem: String| VersionError::Query {
+            query: query.to_string(),
+            problem,
+        };
         let series = prometheus
             .instant(query)
             .await
-            .map_err(|e| format!("version_query {query:?}: {e}"))?;
-        version_from_series(&series, label).map_err(|e| format!("version_query {query:?}: {e}"))
+            .map_err(|e| in_query(e.to_string()))?;
+        version_from_series(&series, label).map_err(|e| in_query(e.to_string()))
     }
+}
+
+/// Why the live version could not be read, naming the source.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum VersionError {
+    /// The `symlink` target's `current` cannot be read.
+    #[error("cannot read symlink {}: {error}", current.display())]
+    Symlink {
+        /// The symlink.
+        current: std::path::PathBuf,
+        /// Why.
+        error: String,
+    },
+    /// `version_command` succeeded without printing anything.
+    #[error("version_command {argv:?} printed nothing")]
+    CommandSilent {
+        /// The command.
+        argv: Vec<String>,
+    },
+    /// `version_command` failed.
+    #[error("version_command {argv:?} failed: {error}")]
+    CommandFailed {
+        /// The command.
+        argv: Vec<String>,
+        /// Its exit status and last stderr line.
+        error: String,
+    },
+    /// `version_url` gave no version.
+    #[error("version_url {url}: {problem}")]
+    Url {
+        /// The URL.
+        url: url::Url,
+        /// What went wrong.
+        problem: UrlProblem,
+    },
+    /// `version_query` without a `[prometheus]` server.
+    #[error("version_query needs [prometheus]")]
+    NoPrometheus,
+    /// `version_query` gave no version.
+    #[error("version_query {query:?}: {problem}")]
+    Query {
+        /// The PromQL query.
+        query: String,
+        /// What went wrong.
+        problem: String,
+    },
+    /// What the source gave is not a usable version.
+    #[error(transparent)]
+    Invalid(#[from] InvalidVersion),
+}
+
+/// The daemon's worker keeps the last error as text, to log it once.
+impl From<VersionError> for String {
+    fn from(e: VersionError) -> String {
+        e.to_string()
+    }
+}
+
+/// Why `version_url` gave no version.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum UrlProblem {
+    /// The request failed.
+    #[error("{0}")]
+    Request(String),
+    /// Reading the body failed.
+    #[error("reading the body: {0}")]
+    Body(String),
+    /// The body is larger than [`MAX_VERSION_BODY`].
+    #[error("body larger than {MAX_VERSION_BODY} bytes")]
+    TooLarge,
+    /// Not a 2xx answer.
+    #[error("HTTP {0}")]
+    Status(reqwest::StatusCode),
+    /// No answer within [`VERSION_TIMEOUT`].
+    #[error("no answer within {}", crate::util::fmt_duration(VERSION_TIMEOUT))]
+    Timeout,
+    /// The body holds no version.
+    #[error(transparent)]
+    Content(#[from] BodyError),
+}
+
+/// Why a `version_url` body holds no version.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// Without a JSON pointer the body must be text.
+    #[error("body is not UTF-8 text")]
+    NotText,
+    /// With a JSON pointer the body must be JSON.
+    #[error("body is not JSON ({0}), but version_json_pointer is set")]
+    NotJson(String),
+    /// The pointer points at nothing.
+    #[error("JSON has nothing at {0:?}")]
+    Nothing(String),
+    /// The pointer points at something other than a string or number.
+    #[error("JSON at {pointer:?} is not a string or number: {found}")]
+    NotAVersion {
+        /// `version_json_pointer`.
+        pointer: String,
+        /// What is there.
+        found: String,
+    },
+}
+
+/// Why a `version_query` result names no version.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SeriesError {
+    /// No series carries the label.
+    #[error("no series has a label {0:?} (set version_label)")]
+    NoLabel(String),
+    /// Series name different versions.
+    #[error("series disagree on {label:?}: {} (a rollout in progress?)", versions.join(", "))]
+    Disagree {
+        /// `version_label`.
+        label: String,
+        /// The versions named.
+        versions: Vec<String>,
+    },
+}
+
+/// A version must be one non-empty line of reasonable length.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidVersion {
+    /// Nothing.
+    #[error("the version is empty")]
+    Empty,
+    /// Several lines (its start).
+    #[error("the version is several lines: {0:?}")]
+    SeveralLines(String),
+    /// Longer than [`MAX_VERSION_LEN`] (its start).
+    #[error("the version is longer than {MAX_VERSION_LEN} characters: {0:?}...")]
+    TooLong(String),
 }
 
 /// The version in a `version_url` body: the trimmed text, or with a JSON
 /// pointer the string (or number) it points at.
-pub fn version_from_body(body: &[u8], pointer: Option<&str>) -> Result<String, String> {
+pub fn version_from_body(body: &[u8], pointer: Option<&str>) -> Result<String, BodyError> {
     let Some(pointer) = pointer else {
-        let text = std::str::from_utf8(body).map_err(|_| "body is not UTF-8 text".to_string())?;
+        let text = std::str::from_utf8(body).map_err(|_| BodyError::NotText)?;
         return Ok(text.trim().to_string());
     };
-    let json: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| format!("body is not JSON ({e}), but version_json_pointer is set"))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| BodyError::NotJson(e.to_string()))?;
     match json.pointer(pointer) {
-        None => Err(format!("JSON has nothing at {pointer:?}")),
+        None => Err(BodyError::Nothing(pointer.to_string())),
         Some(serde_json::Value::String(s)) => Ok(s.trim().to_string()),
         Some(serde_json::Value::Number(n)) => Ok(n.to_string()),
-        Some(other) => Err(format!(
-            "JSON at {pointer:?} is not a string or number: {other}"
-        )),
+        Some(other) => Err(BodyError::NotAVersion {
+            pointer: pointer.to_string(),
+            found: other.to_string(),
+        }),
     }
 }
 
@@ -154,7 +300,7 @@ pub fn version_from_body(body: &[u8], pointer: Option<&str>) -> Result<String, S
 pub fn version_from_series(
     series: &[crate::sources::prometheus::Series],
     label: &str,
-) -> Result<String, String> {
+) -> Result<String, SeriesError> {
     let mut versions: Vec<&str> = series
         .iter()
         .filter_map(|s| s.labels.get(label).map(String::as_str))
@@ -163,33 +309,25 @@ pub fn version_from_series(
     versions.sort_unstable();
     versions.dedup();
     match versions.as_slice() {
-        [] => Err(format!(
-            "no series has a label {label:?} (set version_label)"
-        )),
+        [] => Err(SeriesError::NoLabel(label.to_string())),
         [v] => Ok(v.to_string()),
-        many => Err(format!(
-            "series disagree on {label:?}: {} (a rollout in progress?)",
-            many.join(", ")
-        )),
+        many => Err(SeriesError::Disagree {
+            label: label.to_string(),
+            versions: many.iter().map(|v| v.to_string()).collect(),
+        }),
     }
 }
 
 /// A version must be one non-empty line of reasonable length.
-fn check(v: &str) -> Result<String, String> {
+fn check(v: &str) -> Result<String, InvalidVersion> {
     if v.is_empty() {
-        return Err("the version is empty".into());
+        return Err(InvalidVersion::Empty);
     }
     if v.contains(['\n', '\r']) {
-        return Err(format!(
-            "the version is several lines: {:?}",
-            v.chars().take(80).collect::<String>()
-        ));
+        return Err(InvalidVersion::SeveralLines(v.chars().take(80).collect()));
     }
     if v.len() > MAX_VERSION_LEN {
-        return Err(format!(
-            "the version is longer than {MAX_VERSION_LEN} characters: {:?}...",
-            v.chars().take(40).collect::<String>()
-        ));
+        return Err(InvalidVersion::TooLong(v.chars().take(40).collect()));
     }
     Ok(v.to_string())
 }
@@ -210,12 +348,20 @@ mod tests {
         assert_eq!(ok(r#"{"rev": 42}"#, Some("/rev")), Ok("42".into()));
         assert!(ok(r#"{"rev": 42}"#, Some("/nope"))
             .unwrap_err()
+            .to_string()
             .contains("nothing at \"/nope\""));
-        assert!(ok("v1", Some("/v")).unwrap_err().contains("not JSON"));
+        assert!(ok("v1", Some("/v"))
+            .unwrap_err()
+            .to_string()
+            .contains("not JSON"));
         assert!(ok(r#"{"v": [1]}"#, Some("/v"))
             .unwrap_err()
+            .to_string()
             .contains("not a string"));
-        assert!(check("a\nb").unwrap_err().contains("several lines"));
+        assert!(check("a\nb")
+            .unwrap_err()
+            .to_string()
+            .contains("several lines"));
         assert!(check("").is_err());
     }
 
@@ -231,9 +377,11 @@ mod tests {
         );
         assert!(version_from_series(&[s("v1"), s("v2")], "version")
             .unwrap_err()
+            .to_string()
             .contains("disagree"));
         assert!(version_from_series(&[s("v1")], "rev")
             .unwrap_err()
+            .to_string()
             .contains("no series has a label \"rev\""));
     }
 }

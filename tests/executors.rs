@@ -9,7 +9,8 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use rollbackd::execute::{command, process, symlink, verify, Vars};
+use rollbackd::execute::{command, symlink, verify, Vars};
+use rollbackd::run::process;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 

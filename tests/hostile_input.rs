@@ -575,9 +575,9 @@ async fn two_hundred_megabytes_of_step_output_keep_a_bounded_tail() {
     .map(|s| s.to_string())
     .collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let r = rollbackd::execute::process::run_step(&argv, deadline).await;
+    let r = rollbackd::run::process::run_step(&argv, deadline).await;
     assert!(r.ok, "{:?}", r.error);
-    assert!(r.stdout.len() <= rollbackd::execute::process::OUTPUT_LIMIT);
+    assert!(r.stdout.len() <= rollbackd::run::process::OUTPUT_LIMIT);
     assert!(
         r.stdout.starts_with("[output truncated: 209715209 bytes"),
         "{:.80}",
@@ -593,7 +593,7 @@ async fn a_program_that_is_not_executable_is_a_clear_failure() {
     std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
     let argv = vec![script.display().to_string()];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let r = rollbackd::execute::process::run_step(&argv, deadline).await;
+    let r = rollbackd::run::process::run_step(&argv, deadline).await;
     assert!(!r.ok);
     let error = r.error.unwrap();
     assert!(

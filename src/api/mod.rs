@@ -11,8 +11,12 @@
 //! event does not fit the target's state.
 
 pub mod auth;
-pub mod links;
 mod page;
+
+/// The confirmation links live in [`crate::confirm::links`]; this path
+/// remains only for `daemon.rs`'s `crate::api::links::...` paths until its
+/// split into `daemon/` imports `crate::confirm` itself.
+pub use crate::confirm::links;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};

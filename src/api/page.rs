@@ -9,8 +9,8 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use chrono::Utc;
 
-use super::links::{LinkAction, LinkError};
 use super::ApiState;
+use crate::confirm::links::{LinkAction, LinkError};
 use crate::decide::Event;
 
 fn escape(s: &str) -> String {

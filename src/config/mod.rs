@@ -686,11 +686,11 @@ impl RollbackPlan {
     /// docker runs `image:{to_version}`). `on_failure` and `after` are not
     /// counted: they run after the plan.
     pub fn uses_var(&self, var: &str) -> Vec<String> {
-        let needle = format!("{{{var}}}");
+        let uses = |template: &str| crate::run::template::names(template).contains(&var);
         let mut at = Vec::new();
         let steps = |key: &str, list: &[Step], at: &mut Vec<String>| {
             for (i, s) in list.iter().enumerate() {
-                if s.argv.iter().any(|a| a.contains(&needle)) {
+                if s.argv.iter().any(|a| uses(a)) {
                     at.push(format!("{key}[{i}]"));
                 }
             }
@@ -703,9 +703,7 @@ impl RollbackPlan {
             }
             // The default body carries the versions when known; only an
             // explicit template needs them.
-            ExecutorKind::Webhook { body: Some(b), .. } if b.contains(&needle) => {
-                at.push("body".to_string())
-            }
+            ExecutorKind::Webhook { body: Some(b), .. } if uses(b) => at.push("body".to_string()),
             _ => {}
         }
         at

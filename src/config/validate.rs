@@ -113,7 +113,7 @@ pub const DEFAULT_MAX_PER_HOUR: u32 = 60;
 pub const DEFAULT_NOTIFY_TIMEOUT: &str = "30s";
 
 /// The variables an argv template may use.
-pub const TEMPLATE_VARIABLES: [&str; 4] = ["target", "from_version", "to_version", "incident"];
+pub const TEMPLATE_VARIABLES: [&str; 4] = crate::run::template::VARIABLES;
 
 /// Validate the raw config; `file` names it in errors.
 pub fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigErrors> {
@@ -434,25 +434,10 @@ impl Cx<'_> {
     }
 }
 
-/// `{name}` placeholders in an argument: a brace, then letters, digits or
-/// `_`, then a closing brace. Other braces (JSON, shell-like `${X}` is
-/// matched on its `{X}` part) are literal text.
+/// `{name}` placeholders in an argument, read by the one template grammar
+/// execution uses ([`crate::run::template`]).
 fn template_names(arg: &str) -> Vec<&str> {
-    let mut names = Vec::new();
-    let mut rest = arg;
-    while let Some(open) = rest.find('{') {
-        let after = &rest[open + 1..];
-        let len = after
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(after.len());
-        if len > 0 && after[len..].starts_with('}') {
-            names.push(&after[..len]);
-            rest = &after[len + 1..];
-        } else {
-            rest = after;
-        }
-    }
-    names
+    crate::run::template::names(arg)
 }
 
 /// `0.7` rather than `0.7000000000000001`.

@@ -5,8 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use super::runner::{first_line, Act, Budget, Runner};
-use super::{ExecResult, Vars};
+use super::ExecResult;
+use crate::run::plan::{first_line, Act, Budget, Runner};
+use crate::run::template::Vars;
 
 /// jsonpath printing one line per pod: name, a tab, its Ready condition.
 pub const PODS_JSONPATH: &str = r#"jsonpath={range .items[*]}{.metadata.name}{"\t"}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}"#;

@@ -2,11 +2,13 @@
 
 use tokio::time::Instant;
 
-pub use super::process::Context;
-use super::process::{display_argv, run_step_with, substitute};
-use super::runner::Budget;
-use super::{ExecResult, Vars};
+use super::ExecResult;
 use crate::config::Step;
+use crate::run::plan::Budget;
+use crate::run::process::run_step_with;
+pub use crate::run::process::Context;
+use crate::run::template::{substitute, Vars};
+use crate::util::display_argv;
 
 /// Run the steps in order under one deadline.
 pub async fn run(steps: &[Vec<String>], vars: &Vars, deadline: Instant) -> ExecResult {

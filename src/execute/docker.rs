@@ -16,10 +16,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::process::{run_step_in, substitute};
-use super::runner::{first_line, Act, Budget, Runner};
-use super::symlink::version_cmp;
-use super::{ExecResult, Vars};
+use super::ExecResult;
+use crate::run::plan::{first_line, Act, Budget, Runner};
+use crate::run::process::run_step_in;
+use crate::run::template::{substitute, Vars};
+use crate::version::order::previous;
 
 /// The keys of a `docker` rollback.
 #[derive(Debug, Clone, Copy)]
@@ -122,11 +123,11 @@ impl Docker<'_> {
                         None,
                     )
                     .await?;
-                out.lines()
+                let tags = out
+                    .lines()
                     .map(str::trim)
-                    .filter(|t| !t.is_empty() && *t != "<none>")
-                    .filter(|t| version_cmp(t, &live) == std::cmp::Ordering::Less)
-                    .max_by(|a, b| version_cmp(a, b))
+                    .filter(|t| !t.is_empty() && *t != "<none>");
+                previous(tags, &live)
                     .map(str::to_string)
                     .ok_or_else(|| {
                         format!(

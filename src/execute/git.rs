@@ -6,12 +6,12 @@
 //! that sorts before the live version (`git describe --tags`), so a tree at
 //! `v1.0.1` or at `v1.0.1-3-gabc` goes back to `v1.0.0` or `v1.0.1`.
 
-use std::cmp::Ordering;
 use std::path::Path;
 
-use super::runner::{first_line, subst, Act, Budget, Runner};
-use super::symlink::version_cmp;
-use super::{ExecResult, Vars};
+use super::ExecResult;
+use crate::run::plan::{first_line, subst, Act, Budget, Runner};
+use crate::run::template::Vars;
+use crate::version::order::previous;
 
 /// The keys of a `git` rollback.
 #[derive(Debug, Clone, Copy)]
@@ -50,17 +50,13 @@ impl Git<'_> {
             Some(t) => t.clone(),
             None => {
                 let out = r.run(self.git(&["tag", "--list"]), None).await?;
-                out.lines()
-                    .map(str::trim)
-                    .filter(|t| !t.is_empty() && version_cmp(t, &live) == Ordering::Less)
-                    .max_by(|a, b| version_cmp(a, b))
-                    .map(str::to_string)
-                    .ok_or_else(|| {
-                        format!(
-                            "no tag in {} sorts before {live}; nothing to roll back to",
-                            self.repo.display()
-                        )
-                    })?
+                let tags = out.lines().map(str::trim).filter(|t| !t.is_empty());
+                previous(tags, &live).map(str::to_string).ok_or_else(|| {
+                    format!(
+                        "no tag in {} sorts before {live}; nothing to roll back to",
+                        self.repo.display()
+                    )
+                })?
             }
         };
         let verify = r

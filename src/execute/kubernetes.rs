@@ -2,8 +2,9 @@
 //! and the one to go to), `kubectl rollout undo deployment/D -n NS
 //! --to-revision=N`, then wait with `kubectl rollout status ... --timeout=`.
 
-use super::runner::{Act, Budget, Runner};
-use super::{ExecResult, Vars};
+use super::ExecResult;
+use crate::run::plan::{Act, Budget, Runner};
+use crate::run::template::Vars;
 
 /// The keys of a `kubernetes` rollback.
 #[derive(Debug, Clone, Copy)]

@@ -1,6 +1,7 @@
-//! Carrying out a rollback plan: one file per executor kind, a shared
-//! process runner ([`process`]) that runs argv directly (never a shell), and
-//! the verification check ([`verify`]).
+//! Carrying out a rollback plan: one file per executor kind, and the
+//! verification gates ([`verify`]). Below them, in [`crate::run`]: process
+//! running (argv directly, never a shell), the `{var}` templates, the
+//! webhook HTTP client and the plan runner.
 //!
 //! Every plan runs under one deadline (`rollback.timeout`); a step still
 //! running then is killed together with its process group.
@@ -8,13 +9,8 @@
 pub mod blue_green;
 pub mod command;
 pub mod docker;
-pub mod drill;
-pub mod escaped;
 pub mod git;
-pub mod http;
 pub mod kubernetes;
-pub mod process;
-pub mod runner;
 pub mod symlink;
 pub mod verify;
 pub mod webhook;
@@ -22,34 +18,15 @@ pub mod webhook;
 use std::time::Duration;
 
 use crate::config::{ExecutorKind, RollbackPlan};
-use runner::{Act, Budget, Runner};
+use crate::run::plan::{self as runner, Act, Budget, Runner};
 
-/// Template variables substituted per argument: `{target}`, `{from_version}`,
-/// `{to_version}`, `{incident}`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Vars {
-    /// Target name.
-    pub target: String,
-    /// Live version, if known.
-    pub from_version: Option<String>,
-    /// Version to go back to, if known.
-    pub to_version: Option<String>,
-    /// Incident ID.
-    pub incident: String,
-}
+/// Process running lives below the executors, in [`crate::run::process`];
+/// this path remains only for `daemon.rs`'s `execute::process::...` paths
+/// until its split into `daemon/` imports `crate::run::process` itself.
+pub use crate::run::process;
 
 pub use crate::report::{ExecResult, StepReport};
-
-/// Why a plan could not run or failed.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ExecError {
-    /// A template variable has no value (e.g. `{to_version}` with unknown history).
-    #[error("template variable {{{0}}} has no value")]
-    MissingVar(String),
-    /// The executor refused before changing anything.
-    #[error("{0}")]
-    Refused(String),
-}
+pub use crate::run::template::Vars;
 
 /// Run a target's rollback plan for an incident: the `pre` steps, then the
 /// executor's. Never panics; every failure is in the returned [`ExecResult`].

@@ -3,16 +3,18 @@
 //! known and present, else the release directory that sorts just before the
 //! live one (version-aware: `v10` sorts after `v9`). Then `restart`.
 
-use std::cmp::Ordering;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use tokio::time::Instant;
 
-use super::process::{display_argv, run_step_in, substitute};
-use super::runner::Budget;
-use super::{ExecResult, StepReport, Vars};
+use super::{ExecResult, StepReport};
+use crate::run::plan::Budget;
+use crate::run::process::run_step_in;
+use crate::run::template::{substitute, Vars};
+use crate::util::display_argv;
+use crate::version::order::previous;
 
 /// Appended to `current` for the new link before it is renamed over the old
 /// one. A stale one (from a crash between the two) is removed first.
@@ -52,48 +54,6 @@ pub fn live_release(current: &Path) -> std::io::Result<String> {
     })
 }
 
-/// Version-aware order of release names: digit runs compare as numbers, the
-/// rest as text, so `v9 < v10 < v10.1` and `2024-9 < 2024-10`. Ties (`v01`
-/// vs `v1`) fall back to plain string order, so the order is total.
-pub fn version_cmp(a: &str, b: &str) -> Ordering {
-    let (ca, cb) = (chunks(a), chunks(b));
-    for (x, y) in ca.iter().zip(cb.iter()) {
-        let o = if is_digits(x) && is_digits(y) {
-            let (xt, yt) = (x.trim_start_matches('0'), y.trim_start_matches('0'));
-            xt.len().cmp(&yt.len()).then_with(|| xt.cmp(yt))
-        } else {
-            x.cmp(y)
-        };
-        if o != Ordering::Equal {
-            return o;
-        }
-    }
-    ca.len().cmp(&cb.len()).then_with(|| a.cmp(b))
-}
-
-fn is_digits(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// Split into maximal runs of ASCII digits and of everything else.
-fn chunks(s: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut prev_digit = None;
-    for (i, c) in s.char_indices() {
-        let digit = c.is_ascii_digit();
-        if prev_digit.is_some_and(|p| p != digit) {
-            out.push(&s[start..i]);
-            start = i;
-        }
-        prev_digit = Some(digit);
-    }
-    if start < s.len() {
-        out.push(&s[start..]);
-    }
-    out
-}
-
 /// The release to go to: `wanted` when it is a listed release other than the
 /// live one, else the greatest release older than `live`.
 fn choose(names: &[String], live: &str, wanted: Option<&str>) -> Option<String> {
@@ -107,11 +67,7 @@ fn choose(names: &[String], live: &str, wanted: Option<&str>) -> Option<String> 
             "to_version is not a release other than the live one; using the previous release"
         );
     }
-    names
-        .iter()
-        .filter(|n| version_cmp(n, live) == Ordering::Less)
-        .max_by(|a, b| version_cmp(a, b))
-        .cloned()
+    previous(names.iter().map(String::as_str), live).map(str::to_string)
 }
 
 /// Release directories in `releases`: directories (or links to directories)
@@ -361,39 +317,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn version_order_table() {
-        let cases = [
-            ("v9", "v10", Ordering::Less),
-            ("v10", "v10.1", Ordering::Less),
-            ("v10.1", "v10.2", Ordering::Less),
-            ("v10.10", "v10.9", Ordering::Greater),
-            ("1.2.3", "1.2.3", Ordering::Equal),
-            ("v1", "v1-rc1", Ordering::Less),
-            ("2024-09-01", "2024-10-01", Ordering::Less),
-            ("20240901120000", "20241001120000", Ordering::Less),
-            ("v01", "v1", Ordering::Less),
-            ("a", "b", Ordering::Less),
-            ("", "v1", Ordering::Less),
-            (
-                "99999999999999999999999",
-                "100000000000000000000000",
-                Ordering::Less,
-            ),
-        ];
-        for (a, b, want) in cases {
-            assert_eq!(version_cmp(a, b), want, "{a} vs {b}");
-            assert_eq!(version_cmp(b, a), want.reverse(), "{b} vs {a}");
-        }
-    }
-
-    #[test]
-    fn sorting_releases() {
-        let mut v = vec!["v10", "v2", "v1", "v10.1", "v9"];
-        v.sort_by(|a, b| version_cmp(a, b));
-        assert_eq!(v, ["v1", "v2", "v9", "v10", "v10.1"]);
-    }
-
-    #[test]
     fn choose_table() {
         let names: Vec<String> = ["v1", "v2", "v10"].iter().map(|s| s.to_string()).collect();
         assert_eq!(choose(&names, "v10", None).as_deref(), Some("v2"));
@@ -405,12 +328,6 @@ mod tests {
         assert_eq!(choose(&names, "v10", Some("v10")).as_deref(), Some("v2"));
         // Live release missing from the directory still has a predecessor.
         assert_eq!(choose(&names, "v5", None).as_deref(), Some("v2"));
-    }
-
-    #[test]
-    fn chunks_split_digit_runs() {
-        assert_eq!(chunks("v10.1-rc2"), ["v", "10", ".", "1", "-rc", "2"]);
-        assert!(chunks("").is_empty());
     }
 
     #[test]

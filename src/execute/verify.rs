@@ -6,11 +6,10 @@
 
 use std::time::Duration;
 
-use super::process::Context;
-use super::process::{display_argv, run_step_with, substitute};
-use super::Vars;
 use crate::config::{Step, VerifyCheck, VerifyConfig};
-use crate::util::fmt_duration;
+use crate::run::process::{run_step_with, Context};
+use crate::run::template::{substitute, Vars};
+use crate::util::{display_argv, fmt_duration};
 
 /// Body bytes read for `body_contains`; the rest is not looked at.
 pub const BODY_LIMIT: usize = 1024 * 1024;

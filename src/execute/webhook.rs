@@ -5,10 +5,10 @@
 
 use std::path::Path;
 
-pub use super::http::{post, Request};
-use super::process::substitute_json;
-use super::runner::{Act, Budget, Runner};
-use super::{ExecResult, Vars};
+use super::ExecResult;
+pub use crate::run::http::{post, Request};
+use crate::run::plan::{Act, Budget, Runner};
+use crate::run::template::{substitute_json, Vars};
 
 /// The keys of a `webhook` rollback.
 #[derive(Debug, Clone, Copy)]

@@ -13,9 +13,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::process::{display_argv, run_step_in};
-use super::{http, ExecResult, StepReport, Vars};
+use super::http;
+use super::process::run_step_in;
+use super::template::{substitute, Vars};
 use crate::config::RollbackPlan;
+use crate::report::{ExecResult, StepReport};
+use crate::util::display_argv;
 
 /// The time a plan may take: every step ends by the plan deadline, and by
 /// its own step timeout when one is set.
@@ -222,7 +225,7 @@ pub fn first_line(stdout: &str) -> String {
 
 /// Substitute an argv template; a missing variable is a failure message.
 pub fn subst(argv: &[String], vars: &Vars, what: &str) -> Result<Vec<String>, String> {
-    super::process::substitute(argv, vars).map_err(|e| {
+    substitute(argv, vars).map_err(|e| {
         format!(
             "{what} ({}) cannot run: {e}; nothing was changed",
             display_argv(argv)

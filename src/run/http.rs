@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::process::OUTPUT_LIMIT;
-use super::StepReport;
+use crate::report::StepReport;
 use crate::util::{error_chain, fmt_duration};
 
 /// One prepared request.

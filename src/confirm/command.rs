@@ -7,14 +7,15 @@
 use std::time::Duration;
 
 use crate::decide::Event;
-use crate::execute::{process, Vars};
+use crate::run::process;
+use crate::run::template::{self, Vars};
 
 /// Who the approval is attributed to.
 pub const BY: &str = "confirm_command";
 
 /// Run the command and turn its exit status into an answer.
 pub async fn ask(argv: &[String], vars: &Vars, within: Duration) -> Option<Event> {
-    let argv = match process::substitute(argv, vars) {
+    let argv = match template::substitute(argv, vars) {
         Ok(a) => a,
         Err(e) => {
             tracing::error!(error = %e, "confirm_command cannot be built");
@@ -27,7 +28,7 @@ pub async fn ask(argv: &[String], vars: &Vars, within: Duration) -> Option<Event
 }
 
 /// The event for a finished command, if it answered.
-pub fn answer(report: &crate::execute::StepReport, vars: &Vars) -> Option<Event> {
+pub fn answer(report: &crate::report::StepReport, vars: &Vars) -> Option<Event> {
     match report.exit_code {
         Some(0) => Some(Event::Approve {
             incident: vars.incident.clone(),

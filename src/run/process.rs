@@ -21,8 +21,8 @@ use tokio::time::Instant;
 
 use super::escaped::{self, Tracked};
 pub use super::escaped::{orphans_from_previous_run, reap_adopted, Orphan, RunContext};
-use super::{ExecError, StepReport, Vars};
 use crate::config::{RollbackPlan, Step};
+use crate::report::StepReport;
 use crate::util::fmt_duration;
 
 /// Bytes kept of a step's stdout and, separately, of its stderr: the tail,
@@ -47,64 +47,7 @@ const POLL: Duration = Duration::from_millis(50);
 /// could be stuck in uninterruptible sleep); `kill_on_drop` remains.
 const REAP_LIMIT: Duration = Duration::from_secs(5);
 
-/// Substitute `{target}`, `{from_version}`, `{to_version}`, `{incident}` in
-/// each argument. An unknown `{name}` is left as is; a known variable without
-/// a value is an error naming it.
-pub fn substitute(argv: &[String], vars: &Vars) -> Result<Vec<String>, super::ExecError> {
-    argv.iter()
-        .map(|arg| substitute_arg(arg, vars, |v| v.to_string()))
-        .collect()
-}
-
-/// Substitute the variables in a JSON template, each value JSON-escaped (as
-/// the content of a JSON string), so a version like `a"b` cannot break out
-/// of its string.
-pub fn substitute_json(template: &str, vars: &Vars) -> Result<String, ExecError> {
-    substitute_arg(template, vars, |v| {
-        let quoted = serde_json::Value::String(v.to_string()).to_string();
-        quoted[1..quoted.len() - 1].to_string()
-    })
-}
-
-/// One pass over one argument, so a value that itself contains `{...}` is
-/// never expanded again.
-fn substitute_arg(
-    arg: &str,
-    vars: &Vars,
-    escape: impl Fn(&str) -> String,
-) -> Result<String, ExecError> {
-    let mut out = String::with_capacity(arg.len());
-    let mut rest = arg;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let tail = &rest[open..];
-        if let Some(close) = tail.find('}') {
-            if let Some(value) = lookup(&tail[1..close], vars) {
-                out.push_str(&escape(value?));
-                rest = &tail[close + 1..];
-                continue;
-            }
-        }
-        out.push('{');
-        rest = &tail[1..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-/// `None` for an unknown name (left literal), an error for a known name
-/// without a value.
-fn lookup<'a>(name: &str, vars: &'a Vars) -> Option<Result<&'a str, ExecError>> {
-    let value = match name {
-        "target" => Some(vars.target.as_str()),
-        "incident" => Some(vars.incident.as_str()),
-        "from_version" => vars.from_version.as_deref(),
-        "to_version" => vars.to_version.as_deref(),
-        _ => return None,
-    };
-    Some(value.ok_or_else(|| ExecError::MissingVar(name.to_string())))
-}
-
+/// Re-exported for `notify/` (email and record render argv with it).
 pub use crate::util::display_argv;
 
 /// Where steps run unless they say otherwise: the plan's `cwd` and `env`.
@@ -650,65 +593,8 @@ where
 mod tests {
     use super::*;
 
-    fn vars() -> Vars {
-        Vars {
-            target: "web".into(),
-            from_version: Some("v2".into()),
-            to_version: None,
-            incident: "inc-7".into(),
-        }
-    }
-
     fn argv(args: &[&str]) -> Vec<String> {
         args.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn substitute_table() {
-        let cases: &[(&str, Result<&str, &str>)] = &[
-            ("plain", Ok("plain")),
-            ("{target}", Ok("web")),
-            ("--name={target}-{incident}", Ok("--name=web-inc-7")),
-            ("{from_version}{from_version}", Ok("v2v2")),
-            ("{unknown}", Ok("{unknown}")),
-            ("{", Ok("{")),
-            ("}{", Ok("}{")),
-            ("{{target}}", Ok("{web}")),
-            ("{target", Ok("{target")),
-            ("a b {target}", Ok("a b web")),
-            ("{to_version}", Err("to_version")),
-            ("x-{to_version}-y", Err("to_version")),
-        ];
-        for (input, want) in cases {
-            let got = substitute(&argv(&[input]), &vars());
-            match want {
-                Ok(w) => assert_eq!(got, Ok(vec![w.to_string()]), "input {input:?}"),
-                Err(name) => assert_eq!(
-                    got,
-                    Err(ExecError::MissingVar(name.to_string())),
-                    "input {input:?}"
-                ),
-            }
-        }
-    }
-
-    #[test]
-    fn substitute_never_resplits_or_reexpands() {
-        let v = Vars {
-            target: "a b; rm -rf /".into(),
-            from_version: Some("{target}".into()),
-            to_version: Some("v1".into()),
-            incident: String::new(),
-        };
-        let got = substitute(&argv(&["echo", "{target}", "{from_version}"]), &v).unwrap();
-        assert_eq!(got, argv(&["echo", "a b; rm -rf /", "{target}"]));
-        assert_eq!(substitute(&argv(&["{incident}"]), &v).unwrap(), argv(&[""]));
-    }
-
-    #[test]
-    fn missing_var_message_names_it() {
-        let e = ExecError::MissingVar("to_version".into());
-        assert_eq!(e.to_string(), "template variable {to_version} has no value");
     }
 
     #[test]
