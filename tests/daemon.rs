@@ -8,13 +8,27 @@ use std::time::Duration;
 use common::*;
 
 fn setup(extra_rollback: &str) -> (tempfile::TempDir, std::path::PathBuf, u16) {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    rollbackd::demo::create_releases(&dir).unwrap();
-    let port = serve_releases(&dir);
-    let config = symlink_config(&dir, port, extra_rollback);
-    std::fs::write(dir.join("rollbackd.toml"), config).unwrap();
+    let (tmp, dir, port, _) = demo_releases();
+    conf::write(&dir, &symlink_config(&dir, port, extra_rollback));
     (tmp, dir, port)
+}
+
+/// Wait up to 5 s for an incident record containing `needle`.
+fn wait_record(dir: &std::path::Path, what: &str, needle: &str) -> String {
+    wait_for(Duration::from_secs(5), what, || {
+        std::fs::read_dir(dir.join("state/incidents"))
+            .ok()?
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+            .find(|r| r.contains(needle))
+    })
+}
+
+/// Start the daemon on `dir/rollbackd.toml` (log `dir/daemon.log`) and
+/// wait until it has seen the live v1.
+fn start_on_v1(dir: &std::path::Path) -> Running {
+    let daemon = Running::start(&dir.join("rollbackd.toml"), &dir.join("daemon.log"));
+    wait_version_seen(dir, "v1");
+    daemon
 }
 
 fn wait_version_seen(dir: &std::path::Path, version: &str) {
@@ -36,16 +50,16 @@ fn wait_version_seen(dir: &std::path::Path, version: &str) {
 #[test]
 fn degraded_release_is_rolled_back_verified_recorded_and_mailed() {
     let (_tmp, dir, _port) = setup("");
-    let daemon = Running::start(&dir.join("rollbackd.toml"), &dir.join("daemon.log"));
-    wait_version_seen(&dir, "v1");
+    let daemon = start_on_v1(&dir);
     rollbackd::demo::switch_release(&dir, "v2").unwrap();
 
     let outbox = dir.join("state/outbox");
-    let (_, mail) = wait_for(Duration::from_secs(40), "the ROLLED BACK mail", || {
-        mails(&outbox)
-            .into_iter()
-            .find(|(_, m)| m.contains("ROLLED BACK"))
-    });
+    let (_, mail) = wait_mail(
+        &outbox,
+        Duration::from_secs(40),
+        "the ROLLED BACK mail",
+        "ROLLED BACK",
+    );
     assert_eq!(live(&dir), "v1", "current must point at v1 again");
     assert!(
         mail.contains("Subject: [rollbackd] web: ROLLED BACK v2 -> v1"),
@@ -112,14 +126,10 @@ fn degraded_release_is_rolled_back_verified_recorded_and_mailed() {
 #[test]
 fn flapping_service_is_never_rolled_back() {
     let (_tmp, dir, _port) = setup("");
-    let config = std::fs::read_to_string(dir.join("rollbackd.toml")).unwrap();
-    std::fs::write(
-        dir.join("rollbackd.toml"),
-        config.replace(r#"for = "1s""#, r#"for = "3s""#),
-    )
-    .unwrap();
-    let mut daemon = Running::start(&dir.join("rollbackd.toml"), &dir.join("daemon.log"));
-    wait_version_seen(&dir, "v1");
+    edit_file(&dir.join("rollbackd.toml"), |c| {
+        c.replace(r#"for = "1s""#, r#"for = "3s""#)
+    });
+    let mut daemon = start_on_v1(&dir);
     // Bad for 1.2 s, good for 1.2 s, for 12 s: the failure ratio over the
     // 1 s window crosses the threshold again and again but never holds for
     // the whole 3 s `for`.
@@ -156,22 +166,17 @@ fn flapping_service_is_never_rolled_back() {
 fn failing_step_fails_the_incident_with_its_stderr_and_the_daemon_keeps_running() {
     let (_tmp, dir, _port) =
         setup(r#"restart = ["sh", "-c", "echo 'pm2: process app not found' >&2; exit 3"]"#);
-    let mut daemon = Running::start(&dir.join("rollbackd.toml"), &dir.join("daemon.log"));
-    wait_version_seen(&dir, "v1");
+    let mut daemon = start_on_v1(&dir);
     rollbackd::demo::switch_release(&dir, "v2").unwrap();
     let outbox = dir.join("state/outbox");
-    let (_, mail) = wait_for(Duration::from_secs(40), "the ROLLBACK FAILED mail", || {
-        mails(&outbox)
-            .into_iter()
-            .find(|(_, m)| m.contains("ROLLBACK FAILED"))
-    });
+    let (_, mail) = wait_mail(
+        &outbox,
+        Duration::from_secs(40),
+        "the ROLLBACK FAILED mail",
+        "ROLLBACK FAILED",
+    );
     assert!(mail.contains("pm2: process app not found"), "{mail}");
-    let record = wait_for(Duration::from_secs(5), "the Failed record", || {
-        std::fs::read_dir(dir.join("state/incidents"))
-            .ok()?
-            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
-            .find(|r| r.contains("pm2: process app not found"))
-    });
+    let record = wait_record(&dir, "the Failed record", "pm2: process app not found");
     assert!(record.contains("exit"), "{record}");
     daemon.assert_alive();
     assert_eq!(daemon.stop(), Some(0));
@@ -180,17 +185,17 @@ fn failing_step_fails_the_incident_with_its_stderr_and_the_daemon_keeps_running(
 #[test]
 fn missing_releases_directory_fails_cleanly() {
     let (_tmp, dir, _port) = setup("");
-    let daemon = Running::start(&dir.join("rollbackd.toml"), &dir.join("daemon.log"));
-    wait_version_seen(&dir, "v1");
+    let daemon = start_on_v1(&dir);
     // The release tree is damaged: only the live (bad) release remains.
     rollbackd::demo::switch_release(&dir, "v2").unwrap();
     std::fs::remove_dir_all(dir.join("releases/v1")).unwrap();
     let outbox = dir.join("state/outbox");
-    let (_, mail) = wait_for(Duration::from_secs(40), "the ROLLBACK FAILED mail", || {
-        mails(&outbox)
-            .into_iter()
-            .find(|(_, m)| m.contains("ROLLBACK FAILED"))
-    });
+    let (_, mail) = wait_mail(
+        &outbox,
+        Duration::from_secs(40),
+        "the ROLLBACK FAILED mail",
+        "ROLLBACK FAILED",
+    );
     assert!(mail.contains("no release older than"), "{mail}");
     assert_eq!(live(&dir), "v2", "nothing was switched");
     assert_eq!(daemon.stop(), Some(0));
@@ -245,23 +250,22 @@ fn only_within_escalates_a_release_deployed_too_long_ago() {
     let (_tmp, dir, _port) = setup("");
     // The breach needs 2 s of evidence, so it is always older than the 1 s
     // `only_within`: the daemon must escalate instead of rolling back.
-    let config = std::fs::read_to_string(dir.join("rollbackd.toml")).unwrap();
-    let config = config
-        .replace(
+    edit_file(&dir.join("rollbackd.toml"), |c| {
+        c.replace(
             "cooldown = \"1m\"",
             "cooldown = \"1m\"\nonly_within = \"1s\"",
         )
-        .replace(r#"for = "1s""#, r#"for = "2s""#);
-    std::fs::write(dir.join("rollbackd.toml"), config).unwrap();
-    let daemon = Running::start(&dir.join("rollbackd.toml"), &dir.join("daemon.log"));
-    wait_version_seen(&dir, "v1");
+        .replace(r#"for = "1s""#, r#"for = "2s""#)
+    });
+    let daemon = start_on_v1(&dir);
     rollbackd::demo::switch_release(&dir, "v2").unwrap();
     let outbox = dir.join("state/outbox");
-    let (_, mail) = wait_for(Duration::from_secs(40), "the ESCALATED mail", || {
-        mails(&outbox)
-            .into_iter()
-            .find(|(_, m)| m.contains("ESCALATED"))
-    });
+    let (_, mail) = wait_mail(
+        &outbox,
+        Duration::from_secs(40),
+        "the ESCALATED mail",
+        "ESCALATED",
+    );
     assert!(mail.contains("only_within = 1s: v2 was deployed"), "{mail}");
     assert_eq!(live(&dir), "v2", "nothing was rolled back");
     let executed = journal(&dir.join("state"))
@@ -290,8 +294,7 @@ fn cli(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
 #[test]
 fn pause_for_shows_who_why_and_until_then_resumes_by_itself_and_a_breach_acts() {
     let (_tmp, dir, _port) = setup("");
-    let daemon = Running::start(&dir.join("rollbackd.toml"), &dir.join("daemon.log"));
-    wait_version_seen(&dir, "v1");
+    let daemon = start_on_v1(&dir);
     let (code, out, err) = cli(
         &dir,
         &["pause", "web", "--for", "3s", "--reason", "db maintenance"],
@@ -304,11 +307,12 @@ fn pause_for_shows_who_why_and_until_then_resumes_by_itself_and_a_breach_acts() 
 
     // The pause ends by itself, journaled, with a notification.
     let outbox = dir.join("state/outbox");
-    let (_, mail) = wait_for(Duration::from_secs(15), "the PAUSE ENDED mail", || {
-        mails(&outbox)
-            .into_iter()
-            .find(|(_, m)| m.contains("PAUSE ENDED"))
-    });
+    let (_, mail) = wait_mail(
+        &outbox,
+        Duration::from_secs(15),
+        "the PAUSE ENDED mail",
+        "PAUSE ENDED",
+    );
     assert!(mail.contains("(db maintenance) ended at"), "{mail}");
     let (_, status, _) = cli(&dir, &["status"]);
     assert!(!status.contains("paused by"), "{status}");
@@ -321,11 +325,12 @@ fn pause_for_shows_who_why_and_until_then_resumes_by_itself_and_a_breach_acts() 
 
     // A breach after that acts.
     rollbackd::demo::switch_release(&dir, "v2").unwrap();
-    wait_for(Duration::from_secs(40), "the ROLLED BACK mail", || {
-        mails(&outbox)
-            .into_iter()
-            .find(|(_, m)| m.contains("ROLLED BACK"))
-    });
+    wait_mail(
+        &outbox,
+        Duration::from_secs(40),
+        "the ROLLED BACK mail",
+        "ROLLED BACK",
+    );
     assert_eq!(live(&dir), "v1");
 
     // `incidents --json` says the phase, the outcome and whether it is open.
@@ -343,31 +348,27 @@ fn pause_for_shows_who_why_and_until_then_resumes_by_itself_and_a_breach_acts() 
 #[test]
 fn shadow_rule_breaching_records_and_notifies_shadow_and_executes_nothing() {
     let (_tmp, dir, _port) = setup("");
-    let config = std::fs::read_to_string(dir.join("rollbackd.toml")).unwrap();
-    std::fs::write(
-        dir.join("rollbackd.toml"),
-        config.replace(r#"for = "1s""#, "for = \"1s\"\n  mode = \"shadow\""),
-    )
-    .unwrap();
-    let daemon = Running::start(&dir.join("rollbackd.toml"), &dir.join("daemon.log"));
-    wait_version_seen(&dir, "v1");
+    edit_file(&dir.join("rollbackd.toml"), |c| {
+        c.replace(r#"for = "1s""#, "for = \"1s\"\n  mode = \"shadow\"")
+    });
+    let daemon = start_on_v1(&dir);
     let (_, status, _) = cli(&dir, &["status"]);
     assert!(status.contains("(shadow) health"), "{status}");
     rollbackd::demo::switch_release(&dir, "v2").unwrap();
 
     let outbox = dir.join("state/outbox");
-    let (_, mail) = wait_for(Duration::from_secs(40), "the SHADOW mail", || {
-        mails(&outbox)
-            .into_iter()
-            .find(|(_, m)| m.contains("SHADOW: WOULD ROLL BACK"))
-    });
+    let (_, mail) = wait_mail(
+        &outbox,
+        Duration::from_secs(40),
+        "the SHADOW mail",
+        "SHADOW: WOULD ROLL BACK",
+    );
     assert!(mail.contains("shadow rule health"), "{mail}");
-    let record = wait_for(Duration::from_secs(5), "the shadow record", || {
-        std::fs::read_dir(dir.join("state/incidents"))
-            .ok()?
-            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
-            .find(|r| r.contains("would roll back (shadow rule health)"))
-    });
+    let record = wait_record(
+        &dir,
+        "the shadow record",
+        "would roll back (shadow rule health)",
+    );
     assert!(record.contains("shadow"), "{record}");
     // Stays bad for a while: still one shadow incident, nothing executed.
     std::thread::sleep(Duration::from_secs(3));

@@ -148,41 +148,16 @@ fn config(dir: &Path, prometheus: Option<&str>, rules: &str, extra_daemon: &str)
     let prom = prometheus
         .map(|u| format!("[prometheus]\nurl = \"{u}\"\ntimeout = \"1s\"\n"))
         .unwrap_or_default();
-    let text = format!(
-        r#"
-[daemon]
-state_dir = "{dir}/state"
-listen = "127.0.0.1:{api}"
-poll_interval = "300ms"
-{extra_daemon}
-
-{prom}
-
-[notify.email]
-from = "rollbackd <rollbackd@test.invalid>"
-to = ["admin@example.com"]
-outbox_dir = "{dir}/state/outbox"
-
-[[target]]
-name = "web"
-cooldown = "10m"
-{rules}
-
-  [target.rollback]
-  kind = "symlink"
-  current = "{dir}/current"
-  releases = "{dir}/releases"
-  timeout = "10s"
-
-  [target.verify]
-  within = "15s"
-"#,
-        dir = dir.display(),
-        api = free_port(),
-    );
-    let path = dir.join("rollbackd.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    let text = [
+        conf::daemon(dir, free_port(), "300ms", extra_daemon),
+        prom,
+        conf::email(&dir.join("state/outbox"), &["admin@example.com"]),
+        conf::target("web", "10m", rules),
+        conf::symlink_rollback(dir, "10s", ""),
+        conf::verify("15s", ""),
+    ]
+    .concat();
+    conf::write(dir, &text)
 }
 
 /// When the journal first shows `web` entering `phase`.
@@ -214,16 +189,16 @@ fn record_text(state: &Path) -> String {
         .unwrap_or_default()
 }
 
-const HEALTH: &str = r#"
-  [[target.rule]]
-  name = "health"
-  source = "probe"
-  url = "http://127.0.0.1:{port}/api/health"
-  timeout = "500ms"
-  window = "1s"
-  above = 0.5
-  for = "2s"
-"#;
+/// The `health` rule on the service at `port`: more than half of 1 s of
+/// probes failing for `for_`.
+fn health(port: u16, for_: &str) -> String {
+    conf::health_rule(
+        &format!("http://127.0.0.1:{port}/api/health"),
+        "500ms",
+        "1s",
+        for_,
+    )
+}
 
 const ERRORS: &str = r#"
   [[target.rule]]
@@ -242,10 +217,7 @@ fn a_crashed_release_whose_metrics_vanish_is_rolled_back() {
     let svc = Service::start(dir);
     let prometheus = Prometheus::start(&dir.join("prom"), &[svc.metrics_port]);
     prometheus.wait_for_series("http_requests_total", Duration::from_secs(20));
-    let rules = format!(
-        "{}{ERRORS}",
-        HEALTH.replace("{port}", &svc.port.to_string())
-    );
+    let rules = format!("{}{ERRORS}", health(svc.port, "2s"));
     let cfg = config(dir, Some(&prometheus.url()), &rules, "");
     let state = dir.join("state");
     let _d = Running::start(&cfg, &dir.join("rollbackd.log"));
@@ -305,10 +277,7 @@ fn prometheus_unreachable_while_the_probe_fails_rolls_back() {
     let svc = Service::start(dir);
     // Nothing listens there: every query is refused.
     let prom_url = format!("http://127.0.0.1:{}", free_port());
-    let rules = format!(
-        "{}{ERRORS}",
-        HEALTH.replace("{port}", &svc.port.to_string())
-    );
+    let rules = format!("{}{ERRORS}", health(svc.port, "2s"));
     let cfg = config(dir, Some(&prom_url), &rules, "");
     let state = dir.join("state");
     let _d = Running::start(&cfg, &dir.join("rollbackd.log"));
@@ -357,10 +326,7 @@ fn zero_traffic_is_unknown_not_a_breach() {
     });
     let prometheus = Prometheus::start(&dir.join("prom"), &[exporter.port]);
     prometheus.wait_for_series("http_requests_total", Duration::from_secs(20));
-    let rules = format!(
-        "{}{ERRORS}",
-        HEALTH.replace("{port}", &svc.port.to_string())
-    );
+    let rules = format!("{}{ERRORS}", health(svc.port, "2s"));
     let cfg = config(dir, Some(&prometheus.url()), &rules, "");
     let state = dir.join("state");
     let _d = Running::start(&cfg, &dir.join("rollbackd.log"));
@@ -395,23 +361,11 @@ fn sigkill_in_the_middle_of_for_acts_when_the_data_says_so() {
     let dir = tmp.path();
     releases(dir, "v1");
     let svc = Service::start(dir);
-    let rules = format!(
-        r#"
-  [[target.rule]]
-  name = "health"
-  source = "probe"
-  url = "http://127.0.0.1:{port}/api/health"
-  timeout = "500ms"
-  window = "1s"
-  above = 0.5
-  for = "20s"
-"#,
-        port = svc.port
-    );
+    let rules = health(svc.port, "20s");
     let cfg = config(dir, None, &rules, "");
     let state = dir.join("state");
     let log = dir.join("rollbackd.log");
-    let mut d = Running::start(&cfg, &log);
+    let d = Running::start(&cfg, &log);
     wait_for(Duration::from_secs(10), "first evaluation", || {
         journal(&state)
             .iter()
@@ -430,9 +384,7 @@ fn sigkill_in_the_middle_of_for_acts_when_the_data_says_so() {
     while Utc::now() < since + chrono::Duration::seconds(10) {
         std::thread::sleep(Duration::from_millis(100));
     }
-    d.child.kill().unwrap();
-    d.child.wait().unwrap();
-    drop(d);
+    d.kill9();
     let _d = Running::start(&cfg, &dir.join("rollbackd2.log"));
     let acted = wait_for(
         Duration::from_secs(40),
@@ -453,37 +405,13 @@ fn an_alertmanager_post_acts_within_100ms() {
     let api = free_port();
     let mut targets = String::new();
     for i in 0..10 {
-        targets.push_str(&format!(
-            r#"
-[[target]]
-name = "t{i}"
-cooldown = "10m"
-  [[target.rule]]
-  name = "paged"
-  source = "alertmanager"
-  match = {{ alertname = "Down{i}" }}
-  [target.rollback]
-  kind = "command"
-  timeout = "5s"
-  steps = [["true"]]
-  [target.verify]
-  within = "1s"
-"#
-        ));
+        targets.push_str(&conf::target(&format!("t{i}"), "10m", ""));
+        targets.push_str(&conf::paged_rule(&format!("Down{i}"), ""));
+        targets.push_str(&conf::command_rollback("5s", r#"[["true"]]"#));
+        targets.push_str(&conf::verify("1s", ""));
     }
-    let text = format!(
-        r#"
-[daemon]
-state_dir = "{dir}/state"
-listen = "127.0.0.1:{api}"
-poll_interval = "30s"
-max_simultaneous_breaches = 0
-{targets}
-"#,
-        dir = dir.display()
-    );
-    let cfg = dir.join("rollbackd.toml");
-    std::fs::write(&cfg, text).unwrap();
+    let daemon = conf::daemon(dir, api, "30s", "max_simultaneous_breaches = 0");
+    let cfg = conf::write(dir, &(daemon + &targets));
     let state = dir.join("state");
     let _d = Running::start(&cfg, &dir.join("rollbackd.log"));
     let hook = format!("http://127.0.0.1:{api}/v1/alertmanager");
@@ -607,19 +535,15 @@ fn a_hundred_healthy_targets_on_one_small_server_are_never_rolled_back() {
     let server = SmallServer::start(dir);
     let mut targets = String::new();
     for i in 0..100 {
-        targets.push_str(&format!(
+        targets.push_str(&conf::target(&format!("svc-{i:03}"), "10m", ""));
+        targets.push_str(&conf::health_rule(
+            &format!("http://127.0.0.1:{}/health", server.port),
+            "2s",
+            "30s",
+            "1m",
+        ));
+        targets.push_str(
             r#"
-[[target]]
-name = "svc-{i:03}"
-cooldown = "10m"
-  [[target.rule]]
-  name = "health"
-  source = "probe"
-  url = "http://127.0.0.1:{port}/health"
-  timeout = "2s"
-  window = "30s"
-  above = 0.5
-  for = "1m"
   [[target.rule]]
   name = "cpu"
   source = "host"
@@ -632,30 +556,14 @@ cooldown = "10m"
   metric = "memory"
   above = 0.8
   for = "10m"
-  [target.rollback]
-  kind = "command"
-  timeout = "5s"
-  steps = [["touch", "{dir}/rolled-back-{i}"]]
-  [target.verify]
-  within = "10s"
 "#,
-            port = server.port,
-            dir = dir.display()
-        ));
+        );
+        let steps = format!(r#"[["touch", "{}/rolled-back-{i}"]]"#, dir.display());
+        targets.push_str(&conf::command_rollback("5s", &steps));
+        targets.push_str(&conf::verify("10s", ""));
     }
-    let text = format!(
-        r#"
-[daemon]
-state_dir = "{dir}/state"
-listen = "127.0.0.1:{api}"
-poll_interval = "5s"
-{targets}
-"#,
-        dir = dir.display(),
-        api = free_port()
-    );
-    let cfg = dir.join("rollbackd.toml");
-    std::fs::write(&cfg, text).unwrap();
+    let daemon = conf::daemon(dir, free_port(), "5s", "");
+    let cfg = conf::write(dir, &(daemon + &targets));
     let state = dir.join("state");
     let mut d = Running::start(&cfg, &dir.join("rollbackd.log"));
     let start = Instant::now();
@@ -703,45 +611,18 @@ fn breaches_on_many_targets_at_once_escalate_all_and_mail_once() {
         .iter()
         .enumerate()
     {
-        targets.push_str(&format!(
-            r#"
-[[target]]
-name = "svc-{i}"
-cooldown = "10m"
-  [[target.rule]]
-  name = "health"
-  source = "probe"
-  url = "http://127.0.0.1:{port}/api/health"
-  timeout = "500ms"
-  window = "1s"
-  above = 0.5
-  for = "2s"
-  [target.rollback]
-  kind = "command"
-  timeout = "5s"
-  steps = [["touch", "{dir}/ran-{i}"]]
-"#,
-            dir = dir.display()
-        ));
+        let steps = format!(r#"[["touch", "{}/ran-{i}"]]"#, dir.display());
+        targets.push_str(&conf::target(&format!("svc-{i}"), "10m", ""));
+        targets.push_str(&health(*port, "2s"));
+        targets.push_str(&conf::command_rollback("5s", &steps));
     }
-    let text = format!(
-        r#"
-[daemon]
-state_dir = "{dir}/state"
-listen = "127.0.0.1:{api}"
-poll_interval = "300ms"
-
-[notify.email]
-from = "rollbackd <rollbackd@test.invalid>"
-to = ["admin@example.com"]
-outbox_dir = "{dir}/state/outbox"
-{targets}
-"#,
-        dir = dir.display(),
-        api = free_port()
-    );
-    let cfg = dir.join("rollbackd.toml");
-    std::fs::write(&cfg, text).unwrap();
+    let text = [
+        conf::daemon(dir, free_port(), "300ms", ""),
+        conf::email(&dir.join("state/outbox"), &["admin@example.com"]),
+        targets,
+    ]
+    .concat();
+    let cfg = conf::write(dir, &text);
     let state = dir.join("state");
     let _d = Running::start(&cfg, &dir.join("rollbackd.log"));
     wait_for(Duration::from_secs(10), "first evaluations", || {

@@ -10,7 +10,7 @@ mod common;
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -26,59 +26,15 @@ fn command_config(
     target_extra: &str,
     steps: &str,
 ) -> PathBuf {
-    let config = format!(
-        r#"
-[daemon]
-state_dir = "{dir}/state"
-listen = "127.0.0.1:{api_port}"
-poll_interval = "200ms"
-{daemon_extra}
-
-[notify.email]
-from = "rollbackd <rollbackd@test.invalid>"
-to = ["admin@example.com"]
-outbox_dir = "{dir}/state/outbox"
-
-[[target]]
-name = "web"
-cooldown = "1m"
-{target_extra}
-
-  [[target.rule]]
-  name = "health"
-  source = "probe"
-  url = "http://127.0.0.1:{port}/api/health"
-  timeout = "1s"
-  window = "1s"
-  above = 0.5
-  for = "1s"
-
-  [target.rollback]
-  kind = "command"
-  timeout = "60s"
-  steps = {steps}
-"#,
-        dir = dir.display()
-    );
-    let path = dir.join("rollbackd.toml");
-    std::fs::write(&path, config).unwrap();
-    path
-}
-
-fn api_up(api_port: u16) {
-    wait_for(Duration::from_secs(20), "the API to listen", || {
-        TcpStream::connect(("127.0.0.1", api_port)).ok()
-    });
-}
-
-fn get_json(url: &str) -> Value {
-    let (code, body) = http("GET", url, None, None);
-    assert_eq!(code, 200, "{url}: {body}");
-    serde_json::from_str(&body).unwrap()
-}
-
-fn target(api_port: u16) -> Value {
-    get_json(&format!("http://127.0.0.1:{api_port}/v1/status"))["targets"][0].clone()
+    let text = [
+        conf::daemon(dir, api_port, "200ms", daemon_extra),
+        conf::email(&dir.join("state/outbox"), &["admin@example.com"]),
+        conf::target("web", "1m", target_extra),
+        conf::demo_health_rule(port),
+        conf::command_rollback("60s", steps),
+    ]
+    .concat();
+    conf::write(dir, &text)
 }
 
 fn trigger(api_port: u16) -> (u16, String) {
@@ -119,35 +75,6 @@ fn unique_sleep(base: u32) -> String {
     format!("{base}.{:06}", std::process::id() % 1_000_000)
 }
 
-fn start_logged(config: &Path, log: &Path, shell_prefix: Option<&str>) -> Running {
-    let out = std::fs::File::create(log).unwrap();
-    let mut cmd = match shell_prefix {
-        Some(prefix) => {
-            let mut c = Command::new("bash");
-            c.arg("-c")
-                .arg(format!("{prefix}; exec \"$0\" run --config \"$1\""))
-                .arg(bin())
-                .arg(config);
-            c
-        }
-        None => {
-            let mut c = Command::new(bin());
-            c.args(["run", "--config"]).arg(config);
-            c
-        }
-    };
-    let child = cmd
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    Running {
-        child,
-        log: log.to_path_buf(),
-    }
-}
-
 /// Item 1: 1,100 idle TCP connections to the API of a daemon limited to
 /// 1,024 descriptors (soft and hard, so it cannot raise them) for 5 s:
 /// `/healthz` keeps answering, probes keep working (no EMFILE), the healthy
@@ -171,7 +98,7 @@ fn connection_flood_under_ulimit_1024_rolls_nothing_back() {
         .unwrap();
     let config = dir.join("rollbackd.toml");
     std::fs::write(&config, text).unwrap();
-    let mut daemon = start_logged(&config, &dir.join("daemon.log"), Some("ulimit -n 1024"));
+    let mut daemon = Running::start_after(Some("ulimit -n 1024"), &config, &dir.join("daemon.log"));
     api_up(api_port);
     wait_for(Duration::from_secs(20), "version v1", || {
         (target(api_port)["state"]["version"] == "v1").then_some(())
@@ -233,23 +160,19 @@ fn connection_flood_under_ulimit_1024_rolls_nothing_back() {
 /// commands still work.
 #[test]
 fn second_daemon_on_one_state_dir_exits_naming_the_holder() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    rollbackd::demo::create_releases(&dir).unwrap();
-    let port = serve_releases(&dir);
-    let api_port = free_port();
+    let (_tmp, dir, port, api_port) = demo_releases();
     let config = command_config(&dir, port, api_port, "", "", r#"[["true"]]"#);
-    let mut first = Running::start(&config, &dir.join("first.log"));
-    api_up(api_port);
+    let mut first = Running::start_serving(&config, &dir.join("first.log"), api_port);
     let second_dir = dir.join("second");
     std::fs::create_dir_all(&second_dir).unwrap();
     let second_config = command_config(&second_dir, port, free_port(), "", "", r#"[["true"]]"#);
     // Same state_dir as the first.
-    let text = std::fs::read_to_string(&second_config).unwrap().replace(
-        &format!("{}/state", second_dir.display()),
-        &format!("{}/state", dir.display()),
-    );
-    std::fs::write(&second_config, text).unwrap();
+    edit_file(&second_config, |c| {
+        c.replace(
+            &format!("{}/state", second_dir.display()),
+            &format!("{}/state", dir.display()),
+        )
+    });
     let out = Command::new(bin())
         .args(["run", "--config"])
         .arg(&second_config)
@@ -284,21 +207,17 @@ fn second_daemon_on_one_state_dir_exits_naming_the_holder() {
 /// running step's pid file exists while it runs and is gone after.
 #[test]
 fn setsid_child_escaping_a_killed_step_is_killed_and_recorded() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    rollbackd::demo::create_releases(&dir).unwrap();
-    let port = serve_releases(&dir);
-    let api_port = free_port();
+    let (_tmp, dir, port, api_port) = demo_releases();
     let escaped = unique_sleep(3015);
     let steps = format!(r#"[["sh", "-c", "setsid sleep {escaped} & sleep 100"]]"#);
     let config = command_config(&dir, port, api_port, "", "", &steps);
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "timeout = \"60s\"",
-        "timeout = \"60s\"\n  step_timeout = \"2s\"",
-    );
-    std::fs::write(&config, text).unwrap();
-    let daemon = Running::start(&config, &dir.join("daemon.log"));
-    api_up(api_port);
+    edit_file(&config, |c| {
+        c.replace(
+            "timeout = \"60s\"",
+            "timeout = \"60s\"\n  step_timeout = \"2s\"",
+        )
+    });
+    let daemon = Running::start_serving(&config, &dir.join("daemon.log"), api_port);
     let (code, body) = trigger(api_port);
     assert_eq!(code, 200, "{body}");
     let running = dir.join("state/running");
@@ -345,16 +264,11 @@ fn setsid_child_escaping_a_killed_step_is_killed_and_recorded() {
 /// with its incident.
 #[test]
 fn step_orphaned_by_a_sigkilled_daemon_is_found_and_killed_at_restart() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    rollbackd::demo::create_releases(&dir).unwrap();
-    let port = serve_releases(&dir);
-    let api_port = free_port();
+    let (_tmp, dir, port, api_port) = demo_releases();
     let long = unique_sleep(3016);
     let steps = format!(r#"[["sleep", "{long}"]]"#);
     let config = command_config(&dir, port, api_port, "", "", &steps);
-    let mut daemon = Running::start(&config, &dir.join("daemon1.log"));
-    api_up(api_port);
+    let daemon = Running::start_serving(&config, &dir.join("daemon1.log"), api_port);
     let (code, body) = trigger(api_port);
     assert_eq!(code, 200, "{body}");
     let incident = serde_json::from_str::<Value>(&body).unwrap()["incident"]["id"]
@@ -366,16 +280,13 @@ fn step_orphaned_by_a_sigkilled_daemon_is_found_and_killed_at_restart() {
             .exists()
             .then_some(())
     });
-    let pid = nix::unistd::Pid::from_raw(daemon.child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
-    daemon.child.wait().unwrap();
+    daemon.kill9();
     assert!(
         !procs_with(&format!("sleep {long}")).is_empty(),
         "the step outlives a SIGKILLed daemon"
     );
 
-    let restarted = Running::start(&config, &dir.join("daemon2.log"));
-    api_up(api_port);
+    let restarted = Running::start_serving(&config, &dir.join("daemon2.log"), api_port);
     wait_for(Duration::from_secs(10), "the orphan to be killed", || {
         procs_with(&format!("sleep {long}"))
             .is_empty()
@@ -394,16 +305,11 @@ fn step_orphaned_by_a_sigkilled_daemon_is_found_and_killed_at_restart() {
 /// and exits well inside `TimeoutStopSec=30s`.
 #[test]
 fn sigterm_during_a_long_step_kills_it_at_the_end_of_the_grace() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    rollbackd::demo::create_releases(&dir).unwrap();
-    let port = serve_releases(&dir);
-    let api_port = free_port();
+    let (_tmp, dir, port, api_port) = demo_releases();
     let long = unique_sleep(40);
     let steps = format!(r#"[["sleep", "{long}"]]"#);
     let config = command_config(&dir, port, api_port, "", "", &steps);
-    let daemon = Running::start(&config, &dir.join("daemon.log"));
-    api_up(api_port);
+    let daemon = Running::start_serving(&config, &dir.join("daemon.log"), api_port);
     let (code, body) = trigger(api_port);
     assert_eq!(code, 200, "{body}");
     wait_for(Duration::from_secs(5), "the step to run", || {
@@ -447,16 +353,11 @@ fn sigterm_during_a_long_step_kills_it_at_the_end_of_the_grace() {
 /// notification is written.
 #[test]
 fn state_dir_deleted_while_running_refuses_to_act_and_notifies_once() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    rollbackd::demo::create_releases(&dir).unwrap();
-    let port = serve_releases(&dir);
-    let api_port = free_port();
+    let (_tmp, dir, port, api_port) = demo_releases();
     let ran = dir.join("ran");
     let steps = format!(r#"[["touch", "{}"]]"#, ran.display());
     let config = command_config(&dir, port, api_port, "", "", &steps);
-    let mut daemon = Running::start(&config, &dir.join("daemon.log"));
-    api_up(api_port);
+    let mut daemon = Running::start_serving(&config, &dir.join("daemon.log"), api_port);
     wait_for(Duration::from_secs(10), "a first evaluation", || {
         (target(api_port)["state"]["rules"][0]["status"]["status"] == "ok").then_some(())
     });
@@ -476,11 +377,12 @@ fn state_dir_deleted_while_running_refuses_to_act_and_notifies_once() {
         "{metrics}"
     );
     let outbox = dir.join("state/outbox");
-    let mail = wait_for(Duration::from_secs(15), "the state-dir-lost mail", || {
-        mails(&outbox)
-            .into_iter()
-            .find(|(_, text)| text.contains("refuses to act"))
-    });
+    let mail = wait_mail(
+        &outbox,
+        Duration::from_secs(15),
+        "the state-dir-lost mail",
+        "refuses to act",
+    );
     // Two more checks pass: still one mail.
     std::thread::sleep(Duration::from_secs(11));
     let lost: Vec<_> = mails(&outbox)
@@ -502,33 +404,15 @@ fn fifty_thousand_alerts_are_bounded_and_fast() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let api_port = free_port();
-    let config = format!(
-        r#"
-[daemon]
-state_dir = "{dir}/state"
-listen = "127.0.0.1:{api_port}"
-poll_interval = "200ms"
-dry_run = true
-
-[[target]]
-name = "frontend"
-
-  [[target.rule]]
-  name = "paged"
-  source = "alertmanager"
-  match = {{ alertname = "Flood" }}
-  for = "0s"
-
-  [target.rollback]
-  kind = "command"
-  steps = [["true"]]
-"#,
-        dir = dir.display()
-    );
-    let path = dir.join("rollbackd.toml");
-    std::fs::write(&path, config).unwrap();
-    let daemon = Running::start(&path, &dir.join("daemon.log"));
-    api_up(api_port);
+    let config = [
+        conf::daemon(&dir, api_port, "200ms", "dry_run = true"),
+        conf::target("frontend", "", ""),
+        conf::paged_rule("Flood", "0s"),
+        conf::command_rollback("", r#"[["true"]]"#),
+    ]
+    .concat();
+    let path = conf::write(&dir, &config);
+    let daemon = Running::start_serving(&path, &dir.join("daemon.log"), api_port);
     let rss = || -> u64 {
         let status =
             std::fs::read_to_string(format!("/proc/{}/status", daemon.child.id())).unwrap();
@@ -630,8 +514,7 @@ fn secret_files_readable_by_others_are_warned_about() {
     );
     assert!(stderr.contains(&want), "{stderr}");
 
-    let daemon = Running::start(&config, &dir.join("daemon.log"));
-    api_up(api_port);
+    let daemon = Running::start_serving(&config, &dir.join("daemon.log"), api_port);
     let log = daemon.log_text();
     assert!(
         log.contains("WARN") && log.contains("daemon.api_token_file: warning"),
@@ -665,8 +548,7 @@ fn bearer_scheme_is_matched_case_insensitively() {
         "",
         r#"[["true"]]"#,
     );
-    let _daemon = Running::start(&config, &dir.join("daemon.log"));
-    api_up(api_port);
+    let _daemon = Running::start_serving(&config, &dir.join("daemon.log"), api_port);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -697,11 +579,7 @@ fn bearer_scheme_is_matched_case_insensitively() {
 /// "required"` target says the approval is pending, not "not required".
 #[test]
 fn awaiting_confirmation_mail_says_confirmation_is_pending() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    rollbackd::demo::create_releases(&dir).unwrap();
-    let port = serve_releases(&dir);
-    let api_port = free_port();
+    let (_tmp, dir, port, api_port) = demo_releases();
     let config = command_config(
         &dir,
         port,
@@ -710,15 +588,15 @@ fn awaiting_confirmation_mail_says_confirmation_is_pending() {
         "confirm = \"required\"\nconfirm_timeout = \"10m\"",
         r#"[["true"]]"#,
     );
-    let _daemon = Running::start(&config, &dir.join("daemon.log"));
-    api_up(api_port);
+    let _daemon = Running::start_serving(&config, &dir.join("daemon.log"), api_port);
     rollbackd::demo::switch_release(&dir, "v2").unwrap();
     let outbox = dir.join("state/outbox");
-    let (_, text) = wait_for(Duration::from_secs(20), "the confirmation mail", || {
-        mails(&outbox)
-            .into_iter()
-            .find(|(_, t)| t.contains("To approve:"))
-    });
+    let (_, text) = wait_mail(
+        &outbox,
+        Duration::from_secs(20),
+        "the confirmation mail",
+        "To approve:",
+    );
     assert!(text.contains("pending: awaiting approval"), "{text}");
     assert!(!text.contains("not required"), "{text}");
 }

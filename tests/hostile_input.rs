@@ -7,18 +7,16 @@
 
 mod common;
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use serde_json::Value;
 
 const TOKEN: &str = "s3cret-token";
 
 /// One `web` target on the demo service at `port`, a command plan of
 /// `steps`, `target_extra` under `[[target]]` and an alertmanager rule
-/// when `paged`.
+/// `paged` besides the probe; the API needs [`TOKEN`] when `token`.
 fn config(
     dir: &Path,
     port: u16,
@@ -34,55 +32,16 @@ fn config(
     } else {
         String::new()
     };
-    let text = format!(
-        r#"
-[daemon]
-state_dir = "{dir}/state"
-listen = "127.0.0.1:{api_port}"
-poll_interval = "200ms"
-{token_line}
-
-[notify.email]
-from = "rollbackd <rollbackd@test.invalid>"
-to = ["admin@example.com"]
-outbox_dir = "{dir}/state/outbox"
-
-[[target]]
-name = "web"
-cooldown = "1m"
-{target_extra}
-
-  [[target.rule]]
-  name = "health"
-  source = "probe"
-  url = "http://127.0.0.1:{port}/api/health"
-  timeout = "1s"
-  window = "1s"
-  above = 0.5
-  for = "1s"
-
-  [[target.rule]]
-  name = "paged"
-  source = "alertmanager"
-  match = {{ alertname = "HighErrorRate" }}
-  for = "0s"
-
-  [target.rollback]
-  kind = "command"
-  timeout = "30s"
-  steps = {steps}
-"#,
-        dir = dir.display()
-    );
-    let path = dir.join("rollbackd.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn api_up(api_port: u16) {
-    wait_for(Duration::from_secs(20), "the API to listen", || {
-        TcpStream::connect(("127.0.0.1", api_port)).ok()
-    });
+    let text = [
+        conf::daemon(dir, api_port, "200ms", &token_line),
+        conf::email(&dir.join("state/outbox"), &["admin@example.com"]),
+        conf::target("web", "1m", target_extra),
+        conf::demo_health_rule(port),
+        conf::paged_rule("HighErrorRate", "0s"),
+        conf::command_rollback("30s", steps),
+    ]
+    .concat();
+    conf::write(dir, &text)
 }
 
 /// A raw request: (status, body). `auth` is the whole header value.
@@ -115,17 +74,6 @@ fn request(method: &str, url: &str, auth: Option<&str>, body: Option<Vec<u8>>) -
     })
 }
 
-fn target(api_port: u16) -> Value {
-    let (code, body) = http(
-        "GET",
-        &format!("http://127.0.0.1:{api_port}/v1/status"),
-        None,
-        None,
-    );
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str::<Value>(&body).unwrap()["targets"][0].clone()
-}
-
 fn healthz(api_port: u16) {
     let (code, _) = http(
         "GET",
@@ -144,15 +92,10 @@ struct Setup {
 }
 
 fn setup(token: bool, target_extra: &str, steps: &str) -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    rollbackd::demo::create_releases(&dir).unwrap();
-    let port = serve_releases(&dir);
-    let api_port = free_port();
+    let (tmp, dir, port, api_port) = demo_releases();
     let steps = steps.replace("{DIR}", &dir.display().to_string());
     let path = config(&dir, port, api_port, token, target_extra, &steps);
-    let daemon = Running::start(&path, &dir.join("daemon.log"));
-    api_up(api_port);
+    let daemon = Running::start_serving(&path, &dir.join("daemon.log"), api_port);
     wait_for(Duration::from_secs(20), "a first evaluation", || {
         (target(api_port)["state"]["rules"][0]["status"]["status"] == "ok").then_some(())
     });
@@ -516,8 +459,7 @@ fn full_disk_under_the_journal_refuses_to_act_and_recovers() {
         "",
         &format!(r#"[["touch", "{}"]]"#, ran.display()),
     );
-    let mut daemon = Running::start(&path, &dir.join("daemon.log"));
-    api_up(api_port);
+    let mut daemon = Running::start_serving(&path, &dir.join("daemon.log"), api_port);
     // Fill the disk.
     let filler = state.join("filler");
     let _ = std::process::Command::new("dd")

@@ -317,7 +317,8 @@ async fn an_untrusted_certificate_fails_naming_the_server() {
             let err = tokio::time::timeout(Duration::from_secs(20), channel.send(eml))
                 .await
                 .expect("TLS handshake hanging")
-                .unwrap_err();
+                .unwrap_err()
+                .to_string();
             let name = format!("{scheme}://localhost:{}", server.port);
             assert!(err.starts_with(&name), "names {name}: {err}");
             assert!(err.contains("certificate"), "says why: {err}");

@@ -60,19 +60,25 @@ fn hmac(key: &[u8], message: &[u8]) -> String {
     base64(&mac.finalize().into_bytes())
 }
 
+/// A target `name` (`extra` lines after its name, e.g. `[target.notify]`)
+/// with a rule and a plan that these tests never run.
+fn idle_target(name: &str, extra: &str) -> String {
+    [
+        common::conf::target(name, "", extra),
+        common::conf::health_rule("http://127.0.0.1:1/health", "", "", "10s"),
+        common::conf::command_rollback("", r#"[["true"]]"#),
+    ]
+    .concat()
+}
+
 /// The config: two targets with their own recipients, one routed to a
 /// named webhook and only for critical notifications.
 fn config(dir: &Path, port: u16) -> rollbackd::config::Config {
-    let text = format!(
+    let head = format!(
         r#"
 [daemon]
 state_dir = "{dir}/state"
-
-[notify.email]
-from = "rollbackd <rollbackd@test.invalid>"
-to = ["everyone@example.com"]
-outbox_dir = "{dir}/outbox"
-
+{email}
 [[notify.webhook]]
 name = "team-a"
 url = "http://127.0.0.1:{port}/hooks/team-a"
@@ -80,52 +86,28 @@ url = "http://127.0.0.1:{port}/hooks/team-a"
 [[notify.webhook]]
 name = "ops"
 url = "http://127.0.0.1:{port}/hooks/ops"
-
-[[target]]
-name = "alpha"
-  [target.notify]
+"#,
+        dir = dir.display(),
+        email = common::conf::email(&dir.join("outbox"), &["everyone@example.com"]),
+    );
+    let text = [
+        head,
+        idle_target(
+            "alpha",
+            r#"  [target.notify]
   to = ["alpha-dev@example.com"]
   cc = ["alpha-lead@example.com"]
   webhooks = ["team-a"]
-  min_severity = "critical"
-  [[target.rule]]
-  name = "health"
-  source = "probe"
-  url = "http://127.0.0.1:1/health"
-  above = 0.5
-  for = "10s"
-  [target.rollback]
-  kind = "command"
-  steps = [["true"]]
-
-[[target]]
-name = "beta"
-  [target.notify]
-  to = ["beta-dev@example.com"]
-  [[target.rule]]
-  name = "health"
-  source = "probe"
-  url = "http://127.0.0.1:1/health"
-  above = 0.5
-  for = "10s"
-  [target.rollback]
-  kind = "command"
-  steps = [["true"]]
-
-[[target]]
-name = "gamma"
-  [[target.rule]]
-  name = "health"
-  source = "probe"
-  url = "http://127.0.0.1:1/health"
-  above = 0.5
-  for = "10s"
-  [target.rollback]
-  kind = "command"
-  steps = [["true"]]
-"#,
-        dir = dir.display()
-    );
+  min_severity = "critical""#,
+        ),
+        idle_target(
+            "beta",
+            r#"  [target.notify]
+  to = ["beta-dev@example.com"]"#,
+        ),
+        idle_target("gamma", ""),
+    ]
+    .concat();
     rollbackd::config::load_str("routing.toml", &text).unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -274,20 +256,9 @@ secret = "feishu-secret"
 [[notify.webhook]]
 url = "http://127.0.0.1:{port}/hooks/feishu-unsigned"
 format = "feishu"
-
-[[target]]
-name = "frontend"
-  [[target.rule]]
-  name = "health"
-  source = "probe"
-  url = "http://127.0.0.1:1/health"
-  above = 0.5
-  for = "10s"
-  [target.rollback]
-  kind = "command"
-  steps = [["true"]]
-"#,
-        dir = tmp.path().display()
+{frontend}"#,
+        dir = tmp.path().display(),
+        frontend = idle_target("frontend", ""),
     );
     let config = rollbackd::config::load_str("chat.toml", &text).unwrap_or_else(|e| panic!("{e}"));
     let notifier = Notifier::build(

@@ -11,6 +11,8 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
+/// One `web` target on the demo service at `port`, a symlink rollback with
+/// `restart` (a `restart = [...]` line, or nothing) verified within 15 s.
 fn write_config(
     dir: &Path,
     port: u16,
@@ -18,48 +20,16 @@ fn write_config(
     target_extra: &str,
     restart: &str,
 ) -> PathBuf {
-    let config = format!(
-        r#"
-[daemon]
-state_dir = "{dir}/state"
-listen = "127.0.0.1:{api_port}"
-poll_interval = "200ms"
-
-[notify.email]
-from = "rollbackd <rollbackd@test.invalid>"
-to = ["admin@example.com"]
-outbox_dir = "{dir}/state/outbox"
-
-[[target]]
-name = "web"
-cooldown = "1m"
-{target_extra}
-
-  [[target.rule]]
-  name = "health"
-  source = "probe"
-  url = "http://127.0.0.1:{port}/api/health"
-  timeout = "1s"
-  window = "1s"
-  above = 0.5
-  for = "1s"
-
-  [target.rollback]
-  kind = "symlink"
-  current = "{dir}/current"
-  releases = "{dir}/releases"
-  timeout = "60s"
-  {restart}
-
-  [target.verify]
-  within = "15s"
-  url = "http://127.0.0.1:{port}/api/health"
-"#,
-        dir = dir.display()
-    );
-    let path = dir.join("rollbackd.toml");
-    std::fs::write(&path, config).unwrap();
-    path
+    let text = [
+        conf::daemon(dir, api_port, "200ms", ""),
+        conf::email(&dir.join("state/outbox"), &["admin@example.com"]),
+        conf::target("web", "1m", target_extra),
+        conf::demo_health_rule(port),
+        conf::symlink_rollback(dir, "60s", restart),
+        conf::verify("15s", &format!("http://127.0.0.1:{port}/api/health")),
+    ]
+    .concat();
+    conf::write(dir, &text)
 }
 
 fn status(api_port: u16) -> Option<Value> {
@@ -81,19 +51,9 @@ fn wait_target(api_port: u16, what: &str, f: impl Fn(&Value) -> bool) -> Value {
     })
 }
 
-fn kill9(mut d: Running) {
-    let pid = nix::unistd::Pid::from_raw(d.child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
-    d.child.wait().unwrap();
-}
-
 #[test]
 fn sigkill_while_awaiting_confirmation_keeps_id_deadline_and_pause() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    rollbackd::demo::create_releases(&dir).unwrap();
-    let port = serve_releases(&dir);
-    let api_port = free_port();
+    let (_tmp, dir, port, api_port) = demo_releases();
     let config = write_config(
         &dir,
         port,
@@ -107,7 +67,7 @@ fn sigkill_while_awaiting_confirmation_keeps_id_deadline_and_pause() {
     let before = wait_target(api_port, "AwaitingConfirmation", |t| {
         t["phase"] == "AwaitingConfirmation"
     });
-    kill9(d);
+    d.kill9();
 
     let d = Running::start(&config, &dir.join("daemon2.log"));
     let after = wait_target(api_port, "the recovered state", |_| true);
@@ -130,7 +90,7 @@ fn sigkill_while_awaiting_confirmation_keeps_id_deadline_and_pause() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    kill9(d);
+    d.kill9();
     let d = Running::start(&config, &dir.join("daemon3.log"));
     let t = wait_target(api_port, "the recovered state", |_| true);
     assert!(t["paused"]["by"].is_string(), "{t}");
@@ -156,11 +116,7 @@ fn sigkill_while_awaiting_confirmation_keeps_id_deadline_and_pause() {
 
 #[test]
 fn sigkill_during_a_running_step_verifies_instead_of_rerunning() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    rollbackd::demo::create_releases(&dir).unwrap();
-    let port = serve_releases(&dir);
-    let api_port = free_port();
+    let (_tmp, dir, port, api_port) = demo_releases();
     let runs = dir.join("runs");
     // The restart step records each run, then sleeps: the daemon is killed
     // while it sleeps (after the symlink switch).
@@ -178,7 +134,7 @@ fn sigkill_during_a_running_step_verifies_instead_of_rerunning() {
         "the sleeping step to start",
         || runs.exists().then_some(()),
     );
-    kill9(d);
+    d.kill9();
 
     let d = Running::start(&config, &dir.join("daemon2.log"));
     let t = wait_target(api_port, "RolledBack after recovery", |t| {
@@ -187,11 +143,12 @@ fn sigkill_during_a_running_step_verifies_instead_of_rerunning() {
     let timeline = t["state"]["phase"]["incident"]["timeline"].to_string();
     assert!(timeline.contains("not run again blindly"), "{timeline}");
     let outbox = dir.join("state/outbox");
-    let mail = wait_for(Duration::from_secs(10), "the interrupted mail", || {
-        mails(&outbox)
-            .into_iter()
-            .find(|(_, m)| m.contains("ROLLBACK INTERRUPTED"))
-    });
+    let mail = wait_mail(
+        &outbox,
+        Duration::from_secs(10),
+        "the interrupted mail",
+        "ROLLBACK INTERRUPTED",
+    );
     assert!(mail.1.contains("did not run the plan again"), "{}", mail.1);
     assert_eq!(
         std::fs::read_to_string(&runs).unwrap().lines().count(),

@@ -534,7 +534,7 @@ async fn alertmanager(
         }
         Err(e) => {
             tracing::warn!(error = %e, "alertmanager webhook refused");
-            Err(ApiError(StatusCode::BAD_REQUEST, e))
+            Err(ApiError(StatusCode::BAD_REQUEST, e.to_string()))
         }
     }
 }

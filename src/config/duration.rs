@@ -6,10 +6,33 @@
 
 use std::time::Duration;
 
-/// Parse a config duration. The error message names the value.
-pub fn parse(s: &str) -> Result<Duration, String> {
-    parse_inner(s)
-        .ok_or_else(|| format!("invalid duration {s:?} (use e.g. \"30s\", \"5m\", \"1h\")"))
+/// A duration string outside the grammar; holds the text as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid duration {0:?} (use e.g. \"30s\", \"5m\", \"1h\")")]
+pub struct InvalidDuration(pub String);
+
+/// A size string that is not a number and a known unit, or does not fit
+/// in 64 bits; holds the text as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid size {0:?} (use e.g. \"64MiB\", \"512KiB\", \"1GiB\")")]
+pub struct InvalidSize(pub String);
+
+// Config validation collects messages as text (`ConfigError::message`).
+impl From<InvalidDuration> for String {
+    fn from(e: InvalidDuration) -> String {
+        e.to_string()
+    }
+}
+
+impl From<InvalidSize> for String {
+    fn from(e: InvalidSize) -> String {
+        e.to_string()
+    }
+}
+
+/// Parse a config duration. The error names the value.
+pub fn parse(s: &str) -> Result<Duration, InvalidDuration> {
+    parse_inner(s).ok_or_else(|| InvalidDuration(s.to_string()))
 }
 
 fn parse_inner(s: &str) -> Option<Duration> {
@@ -49,9 +72,9 @@ fn parse_inner(s: &str) -> Option<Duration> {
 }
 
 /// Parse a size such as `"64MiB"`, `"512KiB"`, `"1GiB"`, `"100MB"` or
-/// `"4096B"` into bytes. The error message names the value.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let bad = || format!("invalid size {s:?} (use e.g. \"64MiB\", \"512KiB\", \"1GiB\")");
+/// `"4096B"` into bytes. The error names the value.
+pub fn parse_size(s: &str) -> Result<u64, InvalidSize> {
+    let bad = || InvalidSize(s.to_string());
     let digits = s.bytes().take_while(u8::is_ascii_digit).count();
     if digits == 0 {
         return Err(bad());
@@ -89,10 +112,7 @@ mod tests {
             "-1MiB",
             "99999999999999999999GiB",
         ] {
-            assert!(
-                parse_size(bad).unwrap_err().contains("invalid size"),
-                "{bad}"
-            );
+            assert_eq!(parse_size(bad), Err(InvalidSize(bad.to_string())));
         }
     }
 
@@ -131,8 +151,12 @@ mod tests {
     #[test]
     fn error_names_the_value_and_shows_examples() {
         assert_eq!(
-            parse("5 minutes").unwrap_err(),
+            parse("5 minutes").unwrap_err().to_string(),
             r#"invalid duration "5 minutes" (use e.g. "30s", "5m", "1h")"#
+        );
+        assert_eq!(
+            parse_size("64 MiB").unwrap_err().to_string(),
+            r#"invalid size "64 MiB" (use e.g. "64MiB", "512KiB", "1GiB")"#
         );
     }
 }

@@ -52,6 +52,49 @@ pub enum NotifyError {
     Setup(String),
 }
 
+/// Why one outbox item was not delivered this attempt (the sender logs it
+/// and retries with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The outbox item is not a webhook item (a torn or foreign file).
+    #[error("unreadable outbox item: {0}")]
+    UnreadableItem(serde_json::Error),
+    /// The `.eml` has no usable envelope.
+    #[error(transparent)]
+    Envelope(#[from] smtp::EnvelopeError),
+    /// The SMTP server refused, or could not be reached or trusted.
+    #[error("{server}: {}", smtp::describe(detail, host))]
+    Smtp {
+        /// `smtps://host:port`.
+        server: String,
+        /// The host the certificate must name (for the TLS hint).
+        host: String,
+        /// lettre's error (printed with its causes, each once).
+        detail: lettre::transport::smtp::Error,
+    },
+    /// The webhook POST got no answer (connect, TLS, timeout).
+    #[error("POST {url} failed: {}", crate::util::error_chain(detail))]
+    Post {
+        /// The webhook URL as configured (not the signed one).
+        url: url::Url,
+        /// The HTTP client's error (printed with its causes).
+        detail: reqwest::Error,
+    },
+    /// The webhook answered with a status other than 2xx.
+    #[error("POST {url} answered {status}: {body}")]
+    Status {
+        /// The webhook URL as configured.
+        url: url::Url,
+        /// The answer's status.
+        status: reqwest::StatusCode,
+        /// The start of the answer's body (200 characters at most).
+        body: String,
+    },
+    /// The channel gave no answer within the sender's own limit.
+    #[error("no answer within {}", crate::util::fmt_duration(*.0))]
+    Timeout(std::time::Duration),
+}
+
 /// Approve and reject links for a confirmation email (signed, single-use
 /// tokens behind `public_url`).
 #[derive(Debug, Clone, PartialEq, Eq)]

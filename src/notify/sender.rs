@@ -23,6 +23,7 @@ use super::limit::Limits;
 use super::outbox;
 use super::smtp::SmtpChannel;
 use super::webhook::{Item, WebhookChannel};
+use super::SendError;
 
 /// First retry delay.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
@@ -65,12 +66,12 @@ impl Channel {
         .unwrap_or_else(|| "?".to_string())
     }
 
-    async fn send(&self, bytes: &[u8]) -> Result<(), String> {
+    async fn send(&self, bytes: &[u8]) -> Result<(), SendError> {
         match &self.transport {
             Transport::Smtp(s) => s.send(bytes).await,
             Transport::Webhook(w) => {
-                let item: Item = serde_json::from_slice(bytes)
-                    .map_err(|e| format!("unreadable outbox item: {e}"))?;
+                let item: Item =
+                    serde_json::from_slice(bytes).map_err(SendError::UnreadableItem)?;
                 w.send(&item).await
             }
         }
@@ -219,10 +220,7 @@ impl Sender {
             let timeout = Duration::from_secs(600);
             let result = match tokio::time::timeout(timeout, ch.send(&bytes)).await {
                 Ok(r) => r,
-                Err(_) => Err(format!(
-                    "no answer within {}",
-                    crate::util::fmt_duration(timeout)
-                )),
+                Err(_) => Err(SendError::Timeout(timeout)),
             };
             state.count += 1;
             match result {

@@ -10,7 +10,34 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use crate::config::{SmtpConfig, SmtpSecurity};
 
-use super::NotifyError;
+use super::{NotifyError, SendError};
+
+/// Why an outbox `.eml` has no SMTP envelope; names the header at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    /// No `From` header to take the sender from.
+    #[error("message has no From header")]
+    NoFrom,
+    /// The `From` header is not one mailbox.
+    #[error("invalid From header {value:?}: {detail}")]
+    From {
+        /// The header's value.
+        value: String,
+        /// Why lettre refused it.
+        detail: lettre::address::AddressError,
+    },
+    /// A `To` or `Cc` header is not a list of mailboxes.
+    #[error("invalid recipient header {value:?}: {detail}")]
+    Recipient {
+        /// The header's value.
+        value: String,
+        /// Why lettre refused it.
+        detail: lettre::address::AddressError,
+    },
+    /// lettre refused the envelope (no recipient).
+    #[error("no envelope: {0}")]
+    Envelope(lettre::error::Error),
+}
 
 /// The environment variable read for the password when `password_file` is not set.
 pub const PASSWORD_ENV: &str = "ROLLBACKD_SMTP_PASSWORD";
@@ -133,18 +160,22 @@ impl SmtpChannel {
     }
 
     /// Send one `.eml` as written in the outbox.
-    pub async fn send(&self, eml: &[u8]) -> Result<(), String> {
+    pub async fn send(&self, eml: &[u8]) -> Result<(), SendError> {
         let envelope = envelope(eml)?;
         match self.transport.send_raw(&envelope, eml).await {
             Ok(_) => Ok(()),
-            Err(e) => Err(format!("{}: {}", self.server, describe(&e, &self.host))),
+            Err(detail) => Err(SendError::Smtp {
+                server: self.server.clone(),
+                host: self.host.clone(),
+                detail,
+            }),
         }
     }
 }
 
 /// lettre's error with its causes (each said once), saying whether the
 /// server refused, and what to check when the certificate was not trusted.
-fn describe(e: &lettre::transport::smtp::Error, host: &str) -> String {
+pub(crate) fn describe(e: &lettre::transport::smtp::Error, host: &str) -> String {
     // lettre prints a cause after its own label ("Connection error: CAUSE")
     // and nests errors of the same kind: keep each level's label once.
     let mut parts: Vec<String> = Vec::new();
@@ -207,7 +238,7 @@ pub(crate) fn headers(eml: &[u8]) -> Vec<(String, String)> {
 }
 
 /// The envelope from a message's `From` and `To` headers.
-pub fn envelope(eml: &[u8]) -> Result<lettre::address::Envelope, String> {
+pub fn envelope(eml: &[u8]) -> Result<lettre::address::Envelope, EnvelopeError> {
     let headers = headers(eml);
     let get = |name: &str| -> Vec<&str> {
         headers
@@ -216,19 +247,23 @@ pub fn envelope(eml: &[u8]) -> Result<lettre::address::Envelope, String> {
             .map(|(_, v)| v.as_str())
             .collect()
     };
-    let from = get("from")
-        .first()
-        .ok_or("message has no From header")?
+    let value = *get("from").first().ok_or(EnvelopeError::NoFrom)?;
+    let from = value
         .parse::<lettre::message::Mailbox>()
-        .map_err(|e| format!("invalid From header: {e}"))?;
+        .map_err(|detail| EnvelopeError::From {
+            value: value.to_string(),
+            detail,
+        })?;
     let mut to = Vec::new();
     for value in get("to").into_iter().chain(get("cc")) {
-        let list: lettre::message::Mailboxes = value
-            .parse()
-            .map_err(|e| format!("invalid recipient header {value:?}: {e}"))?;
+        let list: lettre::message::Mailboxes =
+            value.parse().map_err(|detail| EnvelopeError::Recipient {
+                value: value.to_string(),
+                detail,
+            })?;
         to.extend(list.into_iter().map(|m| m.email));
     }
-    lettre::address::Envelope::new(Some(from.email), to).map_err(|e| format!("no envelope: {e}"))
+    lettre::address::Envelope::new(Some(from.email), to).map_err(EnvelopeError::Envelope)
 }
 
 #[cfg(test)]
@@ -242,9 +277,16 @@ mod tests {
         assert_eq!(e.from().unwrap().to_string(), "rb@example.org");
         let to: Vec<String> = e.to().iter().map(|a| a.to_string()).collect();
         assert_eq!(to, ["a@example.org", "ops@example.org"]);
-        assert!(envelope(b"Subject: x\r\n\r\n")
-            .unwrap_err()
-            .contains("From"));
+        assert!(matches!(
+            envelope(b"Subject: x\r\n\r\n"),
+            Err(EnvelopeError::NoFrom)
+        ));
+        let e = envelope(b"From: not an address\r\nTo: a@example.org\r\n\r\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("invalid From header \"not an address\": "),
+            "{e}"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use crate::config::{WebhookConfig, WebhookFormat};
 use crate::decide::{Incident, NotifyKind, Outcome};
 
-use super::{email, record, ConfirmLinks, NotifyError};
+use super::{email, record, ConfirmLinks, NotifyError, SendError};
 
 /// The `schema` field of every JSON event; bumped only on incompatible changes.
 pub const SCHEMA: &str = "rollbackd.notification/v1";
@@ -280,7 +280,7 @@ impl WebhookChannel {
     }
 
     /// POST the item; Ok only for a 2xx answer.
-    pub async fn send(&self, item: &Item) -> Result<(), String> {
+    pub async fn send(&self, item: &Item) -> Result<(), SendError> {
         let now = chrono::Utc::now();
         let (url, body) = match (self.format, &self.secret) {
             (WebhookFormat::Dingtalk, Some(secret)) => (
@@ -300,14 +300,20 @@ impl WebhookChannel {
             .json(&body)
             .send()
             .await
-            .map_err(|e| format!("POST {} failed: {}", self.url, crate::util::error_chain(&e)))?;
+            .map_err(|detail| SendError::Post {
+                url: self.url.clone(),
+                detail,
+            })?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
         }
         let text = response.text().await.unwrap_or_default();
-        let text: String = text.trim().chars().take(200).collect();
-        Err(format!("POST {} answered {status}: {text}", self.url))
+        Err(SendError::Status {
+            url: self.url.clone(),
+            status,
+            body: text.trim().chars().take(200).collect(),
+        })
     }
 }
 

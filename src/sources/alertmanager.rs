@@ -30,6 +30,64 @@ use serde::{Deserialize, Serialize};
 use super::SourceError;
 use crate::config::AlertMatch;
 
+/// Why a webhook payload was refused as a whole (the API answers 400 with
+/// this text). Names the field at fault and the value it had.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    /// Not JSON, or not the shape of a version 4 payload.
+    #[error("invalid Alertmanager webhook payload: {0}")]
+    Json(serde_json::Error),
+    /// A `version` other than `"4"`.
+    #[error("unsupported Alertmanager webhook payload version {0:?} (expected \"4\")")]
+    Version(String),
+    /// The group's `status` is neither `firing` nor `resolved`.
+    #[error("invalid status {0:?} (expected \"firing\" or \"resolved\")")]
+    Status(String),
+    /// An alert's `status` is neither `firing` nor `resolved`.
+    #[error(
+        "alerts[{index}].status: invalid status {status:?} (expected \"firing\" or \"resolved\")"
+    )]
+    AlertStatus {
+        /// The alert's position in `alerts`.
+        index: usize,
+        /// The status it had.
+        status: String,
+    },
+    /// An alert without a fingerprint cannot be told apart from others.
+    #[error("alerts[{index}].fingerprint: must not be empty")]
+    EmptyFingerprint {
+        /// The alert's position in `alerts`.
+        index: usize,
+    },
+}
+
+/// Why `state_dir/alerts.json` was not reloaded (the store starts empty).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreFileError {
+    /// The file exists but could not be read.
+    #[error("cannot read {}: {detail}", path.display())]
+    Read {
+        /// The store's file.
+        path: PathBuf,
+        /// The I/O error.
+        detail: std::io::Error,
+    },
+    /// The file is not a saved store; it was renamed to `moved_to`.
+    #[error(
+        "cannot parse {}: {detail}; moved it to {} and started with no alerts",
+        path.display(),
+        moved_to.display()
+    )]
+    Parse {
+        /// The store's file.
+        path: PathBuf,
+        /// Where the unreadable file now is (`alerts.json.bad`).
+        moved_to: PathBuf,
+        /// The JSON error.
+        detail: serde_json::Error,
+    },
+}
+
 /// Alertmanager's webhook body (version 4). Unknown fields are ignored.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -299,9 +357,8 @@ impl AlertStore {
 
     /// Parse and check a webhook body, then apply it. A malformed payload
     /// is refused as a whole with the reason and changes nothing.
-    pub fn ingest(&self, body: &[u8], now: DateTime<Utc>) -> Result<IngestReport, String> {
-        let payload: WebhookPayload = serde_json::from_slice(body)
-            .map_err(|e| format!("invalid Alertmanager webhook payload: {e}"))?;
+    pub fn ingest(&self, body: &[u8], now: DateTime<Utc>) -> Result<IngestReport, PayloadError> {
+        let payload: WebhookPayload = serde_json::from_slice(body).map_err(PayloadError::Json)?;
         check(&payload)?;
         let limits = self.limits;
         let mut inner = self.lock();
@@ -376,24 +433,24 @@ impl AlertStore {
     /// every later change there. Returns how many alerts fire after loading.
     /// A file that cannot be read is set aside as `alerts.json.bad` (and
     /// reported) so that nothing is lost and the daemon starts anyway.
-    pub fn persist_in(&self, dir: &Path, now: DateTime<Utc>) -> Result<usize, String> {
+    pub fn persist_in(&self, dir: &Path, now: DateTime<Utc>) -> Result<usize, StoreFileError> {
         let path = dir.join(ALERTS_FILE);
         *self.file.lock().unwrap_or_else(|p| p.into_inner()) = Some(path.clone());
         let text = match std::fs::read(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+            Err(detail) => return Err(StoreFileError::Read { path, detail }),
         };
         let loaded: HashMap<String, Stored> = match serde_json::from_slice(&text) {
             Ok(l) => l,
-            Err(e) => {
-                let bad = dir.join(format!("{ALERTS_FILE}.bad"));
-                let _ = std::fs::rename(&path, &bad);
-                return Err(format!(
-                    "cannot parse {}: {e}; moved it to {} and started with no alerts",
-                    path.display(),
-                    bad.display()
-                ));
+            Err(detail) => {
+                let moved_to = dir.join(format!("{ALERTS_FILE}.bad"));
+                let _ = std::fs::rename(&path, &moved_to);
+                return Err(StoreFileError::Parse {
+                    path,
+                    moved_to,
+                    detail,
+                });
             }
         };
         let limits = self.limits;
@@ -504,28 +561,22 @@ fn is_firing(s: &Stored, now: DateTime<Utc>, limits: &AlertLimits) -> bool {
     s.firing && s.ends_at.is_none_or(|e| e > now) && s.seen + timeout > now
 }
 
-fn check(p: &WebhookPayload) -> Result<(), String> {
+fn check(p: &WebhookPayload) -> Result<(), PayloadError> {
     if p.version != "4" {
-        return Err(format!(
-            "unsupported Alertmanager webhook payload version {:?} (expected \"4\")",
-            p.version
-        ));
+        return Err(PayloadError::Version(p.version.clone()));
     }
     if !matches!(p.status.as_str(), "firing" | "resolved") {
-        return Err(format!(
-            "invalid status {:?} (expected \"firing\" or \"resolved\")",
-            p.status
-        ));
+        return Err(PayloadError::Status(p.status.clone()));
     }
-    for (i, a) in p.alerts.iter().enumerate() {
+    for (index, a) in p.alerts.iter().enumerate() {
         if !matches!(a.status.as_str(), "firing" | "resolved") {
-            return Err(format!(
-                "alerts[{i}].status: invalid status {:?} (expected \"firing\" or \"resolved\")",
-                a.status
-            ));
+            return Err(PayloadError::AlertStatus {
+                index,
+                status: a.status.clone(),
+            });
         }
         if a.fingerprint.trim().is_empty() {
-            return Err(format!("alerts[{i}].fingerprint: must not be empty"));
+            return Err(PayloadError::EmptyFingerprint { index });
         }
     }
     Ok(())
@@ -601,7 +652,7 @@ mod tests {
     fn persisted_store_reloads_firing_alerts_and_drops_ended_ones() {
         let dir = tempfile::tempdir().unwrap();
         let s = AlertStore::default();
-        assert_eq!(s.persist_in(dir.path(), now()), Ok(0));
+        assert_eq!(s.persist_in(dir.path(), now()).unwrap(), 0);
         let firing = payload("firing", "abc", "2026-11-18T11:59:00Z");
         s.ingest(firing.as_bytes(), now()).unwrap();
         let ends_soon = payload("firing", "def", "2026-11-18T11:58:00Z")
@@ -612,7 +663,7 @@ mod tests {
         // A new process: both fire a minute later ...
         let later = now() + ChronoDuration::minutes(1);
         let r = AlertStore::default();
-        assert_eq!(r.persist_in(dir.path(), later), Ok(2));
+        assert_eq!(r.persist_in(dir.path(), later).unwrap(), 2);
         assert_eq!(r.count_matching(&m(), later), 2);
         // ... and redeliveries are still recognised.
         let rep = r.ingest(firing.as_bytes(), later).unwrap();
@@ -620,13 +671,14 @@ mod tests {
         // After "def"'s endsAt only "abc" is loaded.
         let much_later = now() + ChronoDuration::minutes(3);
         let r = AlertStore::default();
-        assert_eq!(r.persist_in(dir.path(), much_later), Ok(1));
+        assert_eq!(r.persist_in(dir.path(), much_later).unwrap(), 1);
         assert_eq!(r.len(), 1);
         // Not re-sent within resolve_timeout (5m): resolved and forgotten.
         let r = AlertStore::default();
         assert_eq!(
-            r.persist_in(dir.path(), now() + ChronoDuration::minutes(6)),
-            Ok(0)
+            r.persist_in(dir.path(), now() + ChronoDuration::minutes(6))
+                .unwrap(),
+            0
         );
         assert!(r.is_empty());
     }
@@ -700,7 +752,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(ALERTS_FILE), "{torn").unwrap();
         let s = AlertStore::default();
-        let e = s.persist_in(dir.path(), now()).unwrap_err();
+        let e = s.persist_in(dir.path(), now()).unwrap_err().to_string();
         assert!(
             e.contains("alerts.json") && e.contains("alerts.json.bad"),
             "{e}"
@@ -742,7 +794,7 @@ mod tests {
             ),
             (r#"{"version":"4","status":"firing"}"#.to_string(), "alerts"),
         ] {
-            let e = s.ingest(body.as_bytes(), now()).unwrap_err();
+            let e = s.ingest(body.as_bytes(), now()).unwrap_err().to_string();
             assert!(e.contains(want), "{e} should contain {want}");
         }
         assert_eq!(s.count_matching(&m(), now()), 0);

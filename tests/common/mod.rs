@@ -1,11 +1,12 @@
 //! Shared helpers for integration tests: run the real `rollbackd` binary,
-//! wait for files, read the journal.
+//! wait for files, read the journal; config fragments are in [`conf`].
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod conf;
 pub mod smtp;
 
 /// The binary under test.
@@ -20,11 +21,38 @@ pub struct Running {
 }
 
 impl Running {
+    /// `rollbackd run --config CONFIG`, its log (stderr) in `log`.
     pub fn start(config: &Path, log: &Path) -> Running {
+        Running::start_after(None, config, log)
+    }
+
+    /// [`Running::start`], then wait until the API listens on `api_port`.
+    pub fn start_serving(config: &Path, log: &Path, api_port: u16) -> Running {
+        let running = Running::start(config, log);
+        api_up(api_port);
+        running
+    }
+
+    /// [`Running::start`], after `shell_prefix` (e.g. `ulimit -n 1024`) in
+    /// a bash that then execs the daemon, when one is given.
+    pub fn start_after(shell_prefix: Option<&str>, config: &Path, log: &Path) -> Running {
         let out = std::fs::File::create(log).expect("create log");
-        let child = Command::new(bin())
-            .args(["run", "--config"])
-            .arg(config)
+        let mut cmd = match shell_prefix {
+            Some(prefix) => {
+                let mut c = Command::new("bash");
+                c.arg("-c")
+                    .arg(format!("{prefix}; exec \"$0\" run --config \"$1\""))
+                    .arg(bin())
+                    .arg(config);
+                c
+            }
+            None => {
+                let mut c = Command::new(bin());
+                c.args(["run", "--config"]).arg(config);
+                c
+            }
+        };
+        let child = cmd
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(out)
@@ -34,6 +62,13 @@ impl Running {
             child,
             log: log.to_path_buf(),
         }
+    }
+
+    /// SIGKILL (no shutdown at all) and reap.
+    pub fn kill9(mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("sigkill");
+        self.child.wait().expect("wait");
     }
 
     pub fn log_text(&self) -> String {
@@ -73,6 +108,25 @@ impl Drop for Running {
     }
 }
 
+/// Wait (20 s at most) until something listens on the API port.
+pub fn api_up(api_port: u16) {
+    wait_for(Duration::from_secs(20), "the API to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", api_port)).ok()
+    });
+}
+
+/// `GET url`, which must answer 200, as JSON.
+pub fn get_json(url: &str) -> serde_json::Value {
+    let (code, body) = http("GET", url, None, None);
+    assert_eq!(code, 200, "{url}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// The first target of `GET /v1/status`.
+pub fn target(api_port: u16) -> serde_json::Value {
+    get_json(&format!("http://127.0.0.1:{api_port}/v1/status"))["targets"][0].clone()
+}
+
 /// Poll `f` every 100 ms until it returns `Some`, or panic after `timeout`
 /// with `what` (which names what we were waiting for).
 pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
@@ -107,6 +161,21 @@ pub fn mails(outbox: &Path) -> Vec<(PathBuf, String)> {
     out
 }
 
+/// Wait up to `timeout` for a mail in `outbox` containing `needle`; `what`
+/// names it in the panic.
+pub fn wait_mail(outbox: &Path, timeout: Duration, what: &str, needle: &str) -> (PathBuf, String) {
+    wait_for(timeout, what, || {
+        mails(outbox).into_iter().find(|(_, m)| m.contains(needle))
+    })
+}
+
+/// Rewrite the file at `path` through `edit` (a test's variation on a
+/// shared config).
+pub fn edit_file(path: &Path, edit: impl FnOnce(String) -> String) {
+    let text = std::fs::read_to_string(path).unwrap();
+    std::fs::write(path, edit(text)).unwrap();
+}
+
 /// The journal as parsed JSON lines.
 pub fn journal(state_dir: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(state_dir.join("journal.jsonl"))
@@ -127,45 +196,30 @@ pub fn live(dir: &Path) -> String {
 /// A config for one symlink target served by the demo service at `port`,
 /// with compressed durations. `extra_rollback` is appended to `[target.rollback]`.
 pub fn symlink_config(dir: &Path, port: u16, extra_rollback: &str) -> String {
-    format!(
-        r#"
-[daemon]
-state_dir = "{dir}/state"
-listen = "127.0.0.1:{api_port}"
-poll_interval = "200ms"
+    [
+        conf::daemon(dir, free_port(), "200ms", ""),
+        conf::email(
+            &dir.join("state/outbox"),
+            &["admin@example.com", "oncall@example.com"],
+        ),
+        conf::target("web", "1m", ""),
+        conf::demo_health_rule(port),
+        conf::symlink_rollback(dir, "20s", extra_rollback),
+        conf::verify("10s", &format!("http://127.0.0.1:{port}/api/health")),
+    ]
+    .concat()
+}
 
-[notify.email]
-from = "rollbackd <rollbackd@test.invalid>"
-to = ["admin@example.com", "oncall@example.com"]
-outbox_dir = "{dir}/state/outbox"
-
-[[target]]
-name = "web"
-cooldown = "1m"
-
-  [[target.rule]]
-  name = "health"
-  source = "probe"
-  url = "http://127.0.0.1:{port}/api/health"
-  timeout = "1s"
-  window = "1s"
-  above = 0.5
-  for = "1s"
-
-  [target.rollback]
-  kind = "symlink"
-  current = "{dir}/current"
-  releases = "{dir}/releases"
-  timeout = "20s"
-  {extra_rollback}
-
-  [target.verify]
-  within = "10s"
-  url = "http://127.0.0.1:{port}/api/health"
-"#,
-        dir = dir.display(),
-        api_port = free_port()
-    )
+/// A temp dir with the demo releases (`current -> v1` healthy, `v2`
+/// broken) served on a port, and a free port for the daemon's API:
+/// `(temp dir, kept for the test's length; its path; port; api port)`.
+pub fn demo_releases() -> (tempfile::TempDir, PathBuf, u16, u16) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    rollbackd::demo::create_releases(&dir).unwrap();
+    let port = serve_releases(&dir);
+    let api_port = free_port();
+    (tmp, dir, port, api_port)
 }
 
 /// Start the demo release service for `dir` on its own runtime thread;

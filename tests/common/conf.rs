@@ -1,0 +1,137 @@
+//! TOML fragments of test configs, so that a test spells out only the keys
+//! it is about. Concatenate them in config order: `daemon`, `email`, then
+//! per target `target`, its rules, its rollback and its verify. An empty
+//! `&str` for an optional key leaves the key out (the daemon's default).
+
+use std::path::{Path, PathBuf};
+
+/// `key = "value"` on its own line, or nothing when `value` is empty.
+fn key(indent: &str, name: &str, value: &str) -> String {
+    if value.is_empty() {
+        String::new()
+    } else {
+        format!("{indent}{name} = \"{value}\"\n")
+    }
+}
+
+/// `[daemon]`: state in `dir/state`, the API on `127.0.0.1:api_port`, a
+/// poll every `poll_interval`; `extra` lines follow.
+pub fn daemon(dir: &Path, api_port: u16, poll_interval: &str, extra: &str) -> String {
+    format!(
+        r#"
+[daemon]
+state_dir = "{dir}/state"
+listen = "127.0.0.1:{api_port}"
+poll_interval = "{poll_interval}"
+{extra}
+"#,
+        dir = dir.display()
+    )
+}
+
+/// `[notify.email]` from rollbackd to `to`, written to `outbox`.
+pub fn email(outbox: &Path, to: &[&str]) -> String {
+    let to: Vec<String> = to.iter().map(|a| format!("{a:?}")).collect();
+    format!(
+        r#"
+[notify.email]
+from = "rollbackd <rollbackd@test.invalid>"
+to = [{to}]
+outbox_dir = "{outbox}"
+"#,
+        to = to.join(", "),
+        outbox = outbox.display()
+    )
+}
+
+/// `[[target]]` `name` with its `cooldown` (optional); `extra` lines
+/// (target keys, `[target.notify]`) follow.
+pub fn target(name: &str, cooldown: &str, extra: &str) -> String {
+    format!(
+        "\n[[target]]\nname = \"{name}\"\n{}{extra}\n",
+        key("", "cooldown", cooldown)
+    )
+}
+
+/// The `health` rule: a probe of `url`, breached while more than half of
+/// the probes in `window` (optional) fail for `for_`; each probe waits
+/// `timeout` (optional).
+pub fn health_rule(url: &str, timeout: &str, window: &str, for_: &str) -> String {
+    format!(
+        r#"
+  [[target.rule]]
+  name = "health"
+  source = "probe"
+  url = "{url}"
+{}{}  above = 0.5
+  for = "{for_}"
+"#,
+        key("  ", "timeout", timeout),
+        key("  ", "window", window),
+    )
+}
+
+/// The `health` rule on the demo service at `port` as the daemon tests
+/// use it: 1 s timeout, 1 s window, `for = "1s"`.
+pub fn demo_health_rule(port: u16) -> String {
+    health_rule(
+        &format!("http://127.0.0.1:{port}/api/health"),
+        "1s",
+        "1s",
+        "1s",
+    )
+}
+
+/// The `paged` rule: breached while an alert named `alertname` fires,
+/// for `for_` (optional).
+pub fn paged_rule(alertname: &str, for_: &str) -> String {
+    format!(
+        r#"
+  [[target.rule]]
+  name = "paged"
+  source = "alertmanager"
+  match = {{ alertname = "{alertname}" }}
+{}"#,
+        key("  ", "for", for_)
+    )
+}
+
+/// `[target.rollback]` of kind `command` running `steps` (a TOML array of
+/// argv) within `timeout` (optional).
+pub fn command_rollback(timeout: &str, steps: &str) -> String {
+    format!(
+        "\n  [target.rollback]\n  kind = \"command\"\n{}  steps = {steps}\n",
+        key("  ", "timeout", timeout)
+    )
+}
+
+/// `[target.rollback]` of kind `symlink` over `dir/current` and
+/// `dir/releases` within `timeout`; `extra` lines (e.g. `restart`) follow.
+pub fn symlink_rollback(dir: &Path, timeout: &str, extra: &str) -> String {
+    format!(
+        r#"
+  [target.rollback]
+  kind = "symlink"
+  current = "{dir}/current"
+  releases = "{dir}/releases"
+  timeout = "{timeout}"
+  {extra}
+"#,
+        dir = dir.display()
+    )
+}
+
+/// `[target.verify]` within `within`, checking `url` (optional).
+pub fn verify(within: &str, url: &str) -> String {
+    format!(
+        "\n  [target.verify]\n  within = \"{within}\"\n{}",
+        key("  ", "url", url)
+    )
+}
+
+/// Write `text` to `dir/rollbackd.toml` and return that path.
+pub fn write(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("rollbackd.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
