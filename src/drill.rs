@@ -729,7 +729,7 @@ async fn dry_run(
         }
         Err(e) => {
             line(out, format!("  refused: {e}"));
-            problems.push(e.clone());
+            problems.push(e.to_string());
         }
     }
     if !plan.after.is_empty() {
@@ -880,7 +880,7 @@ fn show_templates(
             }
             Err(e) => {
                 line(out, format!("  CANNOT RUN {e}"));
-                problems.push(e);
+                problems.push(e.to_string());
                 programs.extend(argv.first().cloned());
             }
         }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::ExecResult;
-use crate::run::plan::{first_line, Act, Budget, Runner};
+use crate::run::plan::{first_line, Act, Budget, Runner, StepError};
 use crate::run::template::Vars;
 
 /// jsonpath printing one line per pod: name, a tab, its Ready condition.
@@ -42,7 +42,7 @@ impl BlueGreen<'_> {
     }
 
     /// Read the live color and the standby's readiness; returns the patch.
-    pub async fn prepare(&self, r: &mut Runner) -> Result<Vec<Act>, String> {
+    pub async fn prepare(&self, r: &mut Runner) -> Result<Vec<Act>, BlueGreenError> {
         let out = r
             .run(
                 self.kubectl(&[
@@ -56,19 +56,19 @@ impl BlueGreen<'_> {
             )
             .await?;
         let text = first_line(&out);
-        let selector: BTreeMap<String, String> = serde_json::from_str(&text).map_err(|e| {
-            format!(
-                "service {} answered a selector that is not a JSON map ({text:?}): {e}",
-                self.service
-            )
-        })?;
+        let selector: BTreeMap<String, String> =
+            serde_json::from_str(&text).map_err(|e| BlueGreenError::Selector {
+                service: self.service.to_string(),
+                text: text.clone(),
+                error: e.to_string(),
+            })?;
         let key = self.selector_key;
         let Some(live) = selector.get(key).cloned() else {
-            return Err(format!(
-                "service {} has no selector key {key:?} (selector {}); nothing was changed",
-                self.service,
-                render(&selector)
-            ));
+            return Err(BlueGreenError::NoKey {
+                service: self.service.to_string(),
+                key: key.to_string(),
+                selector: render(&selector),
+            });
         };
         let [a, b] = self.colors;
         let standby = if &live == a {
@@ -76,10 +76,12 @@ impl BlueGreen<'_> {
         } else if &live == b {
             a.clone()
         } else {
-            return Err(format!(
-                "service {} selects {key}={live}, which is neither {a} nor {b}; nothing was changed",
-                self.service
-            ));
+            return Err(BlueGreenError::UnknownColor {
+                service: self.service.to_string(),
+                key: key.to_string(),
+                live,
+                colors: [a.clone(), b.clone()],
+            });
         };
 
         let mut pods_selector = selector.clone();
@@ -93,11 +95,13 @@ impl BlueGreen<'_> {
             .await?;
         let (ready, total) = count_ready(&out);
         if ready == 0 {
-            return Err(format!(
-                "refusing to switch service {} to {standby}: no ready pods match {pods_selector} \
-                 ({ready} of {total} ready); the service still selects {live}",
-                self.service
-            ));
+            return Err(BlueGreenError::StandbyNotReady {
+                service: self.service.to_string(),
+                standby,
+                pods: pods_selector,
+                total,
+                live,
+            });
         }
         tracing::info!(service = %self.service, from = %live, to = %standby, ready, total, "blue/green switch chosen");
         if r.result.from_version.is_none() {
@@ -126,6 +130,69 @@ impl BlueGreen<'_> {
 }
 
 /// `k=v,k=v` in key order, as `kubectl -l` takes it.
+/// Why a blue/green switch is refused (nothing was changed) or stopped.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BlueGreenError {
+    /// The service's selector is not a JSON map.
+    #[error("service {service} answered a selector that is not a JSON map ({text:?}): {error}")]
+    Selector {
+        /// The service.
+        service: String,
+        /// What kubectl printed.
+        text: String,
+        /// The parse error.
+        error: String,
+    },
+    /// The selector lacks `selector_key`.
+    #[error(
+        "service {service} has no selector key {key:?} (selector {selector}); nothing was changed"
+    )]
+    NoKey {
+        /// The service.
+        service: String,
+        /// `selector_key`.
+        key: String,
+        /// The selector found.
+        selector: String,
+    },
+    /// The live color is none of `colors`.
+    #[error(
+        "service {service} selects {key}={live}, which is neither {} nor {}; nothing was changed",
+        colors[0],
+        colors[1]
+    )]
+    UnknownColor {
+        /// The service.
+        service: String,
+        /// `selector_key`.
+        key: String,
+        /// The color selected now.
+        live: String,
+        /// `colors`.
+        colors: [String; 2],
+    },
+    /// No pod of the standby color is ready.
+    #[error(
+        "refusing to switch service {service} to {standby}: no ready pods match {pods} (0 of \
+         {total} ready); the service still selects {live}"
+    )]
+    StandbyNotReady {
+        /// The service.
+        service: String,
+        /// The color it would switch to.
+        standby: String,
+        /// The pods' selector.
+        pods: String,
+        /// Pods matching it.
+        total: usize,
+        /// The color selected now.
+        live: String,
+    },
+    /// A kubectl step failed.
+    #[error(transparent)]
+    Step(#[from] StepError),
+}
+
 fn render(selector: &BTreeMap<String, String>) -> String {
     selector
         .iter()

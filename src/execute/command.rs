@@ -7,7 +7,7 @@ use crate::config::Step;
 use crate::run::plan::Budget;
 use crate::run::process::run_step_with;
 pub use crate::run::process::Context;
-use crate::run::template::{substitute, Vars};
+use crate::run::template::{substitute, TemplateError, Vars};
 use crate::util::display_argv;
 
 /// Run the steps in order under one deadline.
@@ -20,25 +20,41 @@ pub async fn run(steps: &[Vec<String>], vars: &Vars, deadline: Instant) -> ExecR
     run_with(&steps, &Context::default(), vars, budget, "step").await
 }
 
+/// A step of a list whose template cannot be completed: none of the list
+/// runs.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{label} {number} of {total} ({argv}) cannot run: {error}; nothing was run")]
+pub struct Unresolved {
+    /// `step`, `pre step`, `after step`, ...
+    pub label: String,
+    /// Its place in the list (1-based).
+    pub number: usize,
+    /// The list's length.
+    pub total: usize,
+    /// The template as shown to people.
+    pub argv: String,
+    /// The missing variable.
+    pub error: TemplateError,
+}
+
 /// Substitute every step before running any: the first that cannot be
-/// completed, as a failure message (`LABEL i of n (argv) cannot run: ...;
-/// nothing was run`).
+/// completed is the error.
 pub fn substitute_all(
     steps: &[Step],
     vars: &Vars,
     label: &str,
-) -> Result<Vec<Vec<String>>, String> {
+) -> Result<Vec<Vec<String>>, Unresolved> {
     let total = steps.len();
     steps
         .iter()
         .enumerate()
         .map(|(i, step)| {
-            substitute(&step.argv, vars).map_err(|e| {
-                format!(
-                    "{label} {} of {total} ({}) cannot run: {e}; nothing was run",
-                    i + 1,
-                    display_argv(&step.argv)
-                )
+            substitute(&step.argv, vars).map_err(|error| Unresolved {
+                label: label.to_string(),
+                number: i + 1,
+                total,
+                argv: display_argv(&step.argv),
+                error,
             })
         })
         .collect()
@@ -67,7 +83,7 @@ pub async fn run_with(
     let argvs = match substitute_all(steps, vars, label) {
         Ok(argvs) => argvs,
         Err(e) => {
-            result.error = Some(e);
+            result.error = Some(e.to_string());
             return result;
         }
     };

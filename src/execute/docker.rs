@@ -17,9 +17,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::ExecResult;
-use crate::run::plan::{first_line, Act, Budget, Runner};
+use crate::run::plan::{first_line, Act, Budget, Runner, StepError};
 use crate::run::process::run_step_in;
-use crate::run::template::{substitute, Vars};
+use crate::run::template::{substitute, TemplateError, Vars};
 use crate::version::order::previous;
 
 /// The keys of a `docker` rollback.
@@ -64,7 +64,7 @@ impl Docker<'_> {
     }
 
     /// Inspect, choose the tag, check it is there; returns the replacement.
-    pub async fn prepare(&self, vars: &Vars, r: &mut Runner) -> Result<Vec<Act>, String> {
+    pub async fn prepare(&self, vars: &Vars, r: &mut Runner) -> Result<Vec<Act>, DockerError> {
         let replacement = self.plan(vars, r).await?;
         let mut acts = replacement.before;
         acts.push(Act::run(replacement.run));
@@ -79,7 +79,7 @@ impl Docker<'_> {
         run
     }
 
-    async fn plan(&self, vars: &Vars, r: &mut Runner) -> Result<Replacement, String> {
+    async fn plan(&self, vars: &Vars, r: &mut Runner) -> Result<Replacement, DockerError> {
         let report = r
             .probe(
                 self.docker(&["inspect", "--format", "{{.Config.Image}}", self.container]),
@@ -87,11 +87,10 @@ impl Docker<'_> {
             )
             .await;
         if !report.ok {
-            return Err(format!(
-                "container {} cannot be inspected: {}; nothing was changed",
-                self.container,
-                report.error.as_deref().unwrap_or("unknown error")
-            ));
+            return Err(DockerError::NotInspectable {
+                container: self.container.to_string(),
+                error: report.error.unwrap_or_else(|| "unknown error".to_string()),
+            });
         }
         let running = first_line(&report.stdout);
         let (repo, live) = split_tag(&running);
@@ -127,21 +126,19 @@ impl Docker<'_> {
                     .lines()
                     .map(str::trim)
                     .filter(|t| !t.is_empty() && *t != "<none>");
-                previous(tags, &live)
-                    .map(str::to_string)
-                    .ok_or_else(|| {
-                        format!(
-                            "the version to go back to is unknown and no local tag of {} sorts before {live}; nothing was changed",
-                            self.image
-                        )
-                    })?
+                previous(tags, &live).map(str::to_string).ok_or_else(|| {
+                    DockerError::NoEarlierTag {
+                        image: self.image.to_string(),
+                        live: live.clone(),
+                    }
+                })?
             }
         };
         if to == live {
-            return Err(format!(
-                "container {} already runs {}:{live}; nothing to roll back to",
-                self.container, self.image
-            ));
+            return Err(DockerError::AlreadyRuns {
+                container: self.container.to_string(),
+                image: format!("{}:{live}", self.image),
+            });
         }
         r.result.to_version = Some(to.clone());
         let found = Vars {
@@ -149,16 +146,14 @@ impl Docker<'_> {
             to_version: Some(to.clone()),
             ..vars.clone()
         };
-        let run_args = substitute(self.run_args, &found)
-            .map_err(|e| format!("run_args cannot be used: {e}; nothing was changed"))?;
+        let run_args = substitute(self.run_args, &found).map_err(DockerError::RunArgs)?;
         // Putting the old container back is a run towards the old tag.
         let back = Vars {
             from_version: Some(to.clone()),
             to_version: Some(live),
             ..vars.clone()
         };
-        let restore_args = substitute(self.run_args, &back)
-            .map_err(|e| format!("run_args cannot be used: {e}; nothing was changed"))?;
+        let restore_args = substitute(self.run_args, &back).map_err(DockerError::RunArgs)?;
         acts.push(Act::run(self.docker(&["stop", self.container])));
         acts.push(Act::run(self.docker(&["rm", self.container])));
         let new_image = format!("{}:{to}", self.image);
@@ -215,7 +210,7 @@ impl Docker<'_> {
     /// `docker rm -f C` (whatever the failed run left; its failure, e.g. no
     /// such container, does not stop the restore), then `docker run` of the
     /// old image; both recorded, each ending by [`restore_deadline`].
-    async fn restore(&self, run: Vec<String>, r: &mut Runner) -> Result<(), String> {
+    async fn restore(&self, run: Vec<String>, r: &mut Runner) -> Result<(), RestoreFailed> {
         let own = Instant::now() + RESTORE_TIMEOUT;
         let remove = self.docker(&["rm", "-f", self.container]);
         let (until, limit) = restore_deadline(&r.budget, own);
@@ -226,10 +221,55 @@ impl Docker<'_> {
         r.result.steps.push(report.clone());
         match report.ok {
             true => Ok(()),
-            false => Err(report.error.unwrap_or_else(|| "unknown error".into())),
+            false => Err(RestoreFailed(
+                report.error.unwrap_or_else(|| "unknown error".into()),
+            )),
         }
     }
 }
+
+/// Why a docker rollback is refused (nothing was changed) or stopped.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DockerError {
+    /// `docker inspect` of the container failed.
+    #[error("container {container} cannot be inspected: {error}; nothing was changed")]
+    NotInspectable {
+        /// The container.
+        container: String,
+        /// Why, with docker's last stderr line.
+        error: String,
+    },
+    /// Nobody named the version and no local tag sorts before the live one.
+    #[error(
+        "the version to go back to is unknown and no local tag of {image} sorts before {live}; \
+         nothing was changed"
+    )]
+    NoEarlierTag {
+        /// The image (without tag).
+        image: String,
+        /// The live tag.
+        live: String,
+    },
+    /// The version to go back to is the one running.
+    #[error("container {container} already runs {image}; nothing to roll back to")]
+    AlreadyRuns {
+        /// The container.
+        container: String,
+        /// `image:tag` it runs.
+        image: String,
+    },
+    /// A `run_args` template has a variable without a value.
+    #[error("run_args cannot be used: {0}; nothing was changed")]
+    RunArgs(TemplateError),
+    /// A docker step failed.
+    #[error(transparent)]
+    Step(#[from] StepError),
+}
+
+/// The restore's `docker run` failed: why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+struct RestoreFailed(String);
 
 /// Deadline of a restore step starting now: the later of the plan deadline
 /// and the restore's own (`restore`, [`RESTORE_TIMEOUT`] after the failure),

@@ -9,9 +9,38 @@
 use std::path::Path;
 
 use super::ExecResult;
-use crate::run::plan::{first_line, subst, Act, Budget, Runner};
+use crate::run::plan::{first_line, subst, Act, Budget, Runner, StepError};
 use crate::run::template::Vars;
 use crate::version::order::previous;
+
+/// Why a git rollback is refused (nothing was changed) or stopped.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GitError {
+    /// No tag sorts before the live version.
+    #[error("no tag in {} sorts before {live}; nothing to roll back to", repo.display())]
+    NoEarlierTag {
+        /// The working tree.
+        repo: std::path::PathBuf,
+        /// The live version.
+        live: String,
+    },
+    /// The tag to go back to does not exist.
+    #[error(
+        "tag {tag:?} does not exist in {}; nothing was changed (HEAD stays at {head})",
+        repo.display()
+    )]
+    NoSuchTag {
+        /// The tag.
+        tag: String,
+        /// The working tree.
+        repo: std::path::PathBuf,
+        /// The commit the tree stays at.
+        head: String,
+    },
+    /// A git, build or restart step failed, or its template is incomplete.
+    #[error(transparent)]
+    Step(#[from] StepError),
+}
 
 /// The keys of a `git` rollback.
 #[derive(Debug, Clone, Copy)]
@@ -36,7 +65,7 @@ impl Git<'_> {
     }
 
     /// Read HEAD, choose and check the tag; returns checkout, build, restart.
-    pub async fn prepare(&self, vars: &Vars, r: &mut Runner) -> Result<Vec<Act>, String> {
+    pub async fn prepare(&self, vars: &Vars, r: &mut Runner) -> Result<Vec<Act>, GitError> {
         let left = first_line(&r.run(self.git(&["rev-parse", "HEAD"]), None).await?);
         let live = match &vars.from_version {
             Some(v) => v.clone(),
@@ -51,12 +80,12 @@ impl Git<'_> {
             None => {
                 let out = r.run(self.git(&["tag", "--list"]), None).await?;
                 let tags = out.lines().map(str::trim).filter(|t| !t.is_empty());
-                previous(tags, &live).map(str::to_string).ok_or_else(|| {
-                    format!(
-                        "no tag in {} sorts before {live}; nothing to roll back to",
-                        self.repo.display()
-                    )
-                })?
+                previous(tags, &live)
+                    .map(str::to_string)
+                    .ok_or_else(|| GitError::NoEarlierTag {
+                        repo: self.repo.to_path_buf(),
+                        live: live.clone(),
+                    })?
             }
         };
         let verify = r
@@ -71,10 +100,11 @@ impl Git<'_> {
             )
             .await;
         if !verify.ok {
-            return Err(format!(
-                "tag {tag:?} does not exist in {}; nothing was changed (HEAD stays at {left})",
-                self.repo.display()
-            ));
+            return Err(GitError::NoSuchTag {
+                tag,
+                repo: self.repo.to_path_buf(),
+                head: left,
+            });
         }
         let to_commit = first_line(&verify.stdout);
         tracing::info!(repo = %self.repo.display(), from = %live, %left, to = %tag, %to_commit, "git rollback chosen");

@@ -3,7 +3,7 @@
 //! --to-revision=N`, then wait with `kubectl rollout status ... --timeout=`.
 
 use super::ExecResult;
-use crate::run::plan::{Act, Budget, Runner};
+use crate::run::plan::{Act, Budget, Runner, StepError};
 use crate::run::template::Vars;
 
 /// The keys of a `kubernetes` rollback.
@@ -36,7 +36,7 @@ impl Kubernetes<'_> {
     }
 
     /// Read the history and decide; returns the acts that roll back.
-    pub async fn prepare(&self, r: &mut Runner) -> Result<Vec<Act>, String> {
+    pub async fn prepare(&self, r: &mut Runner) -> Result<Vec<Act>, KubernetesError> {
         let history = r
             .run(self.kubectl(&["rollout", "history"], &[]), None)
             .await?;
@@ -46,9 +46,7 @@ impl Kubernetes<'_> {
             self.deployment, self.namespace
         );
         let Some(&live) = revisions.last() else {
-            return Err(format!(
-                "kubectl rollout history lists no revisions for {name}; nothing was changed"
-            ));
+            return Err(KubernetesError::NoRevisions { name });
         };
         let listed = revisions
             .iter()
@@ -56,24 +54,14 @@ impl Kubernetes<'_> {
             .collect::<Vec<_>>()
             .join(", ");
         let to = match self.to_revision {
-            Some(n) if n == live => {
-                return Err(format!(
-                    "to_revision {n} is the live revision of {name}; nothing to roll back to"
-                ))
-            }
+            Some(n) if n == live => return Err(KubernetesError::ToLive { n, name }),
             Some(n) if !revisions.contains(&n) => {
-                return Err(format!(
-                    "revision {n} is not in the rollout history of {name} (revisions {listed}); nothing was changed"
-                ))
+                return Err(KubernetesError::NotInHistory { n, name, listed })
             }
             Some(n) => n,
             None => match revisions.iter().rev().nth(1) {
                 Some(&n) => n,
-                None => {
-                    return Err(format!(
-                        "{name} has only revision {live}: nothing to roll back to"
-                    ))
-                }
+                None => return Err(KubernetesError::OnlyOne { name, live }),
             },
         };
         tracing::info!(deployment = %self.deployment, namespace = %self.namespace, from = live, to, "kubernetes rollback chosen");
@@ -97,6 +85,49 @@ impl Kubernetes<'_> {
         let acts = self.prepare(&mut r).await;
         r.finish(acts).await
     }
+}
+
+/// Why a kubernetes rollback is refused (nothing was changed) or stopped.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum KubernetesError {
+    /// The history is empty.
+    #[error("kubectl rollout history lists no revisions for {name}; nothing was changed")]
+    NoRevisions {
+        /// `deployment/D in namespace NS`.
+        name: String,
+    },
+    /// `to_revision` is the live one.
+    #[error("to_revision {n} is the live revision of {name}; nothing to roll back to")]
+    ToLive {
+        /// The revision.
+        n: u64,
+        /// `deployment/D in namespace NS`.
+        name: String,
+    },
+    /// `to_revision` is not in the history.
+    #[error(
+        "revision {n} is not in the rollout history of {name} (revisions {listed}); nothing was \
+         changed"
+    )]
+    NotInHistory {
+        /// The revision.
+        n: u64,
+        /// `deployment/D in namespace NS`.
+        name: String,
+        /// The revisions listed.
+        listed: String,
+    },
+    /// Only the live revision exists.
+    #[error("{name} has only revision {live}: nothing to roll back to")]
+    OnlyOne {
+        /// `deployment/D in namespace NS`.
+        name: String,
+        /// The live revision.
+        live: u64,
+    },
+    /// A kubectl step failed.
+    #[error(transparent)]
+    Step(#[from] StepError),
 }
 
 /// Revision numbers in `kubectl rollout history` output, ascending. Lines

@@ -18,7 +18,7 @@ pub mod webhook;
 use std::time::Duration;
 
 use crate::config::{ExecutorKind, RollbackPlan};
-use crate::run::plan::{self as runner, Act, Budget, Runner};
+use crate::run::plan::{self as runner, Act, Budget, Runner, StepError};
 
 /// Process running lives below the executors, in [`crate::run::process`];
 /// this path remains only for `daemon.rs`'s `execute::process::...` paths
@@ -56,12 +56,12 @@ async fn run_plan_steps(plan: &RollbackPlan, vars: &Vars) -> ExecResult {
             vars.to_version = Some(chosen);
         }
     }
-    let refused = |error: String| ExecResult {
+    let refused = |error: command::Unresolved| ExecResult {
         ok: false,
         steps: Vec::new(),
         from_version: vars.from_version.clone(),
         to_version: vars.to_version.clone(),
-        error: Some(error),
+        error: Some(error.to_string()),
     };
     if let Err(e) = command::substitute_all(&plan.pre, &vars, "pre step") {
         return refused(e);
@@ -130,8 +130,12 @@ fn parse_revision(version: &str) -> Option<u64> {
 /// `command` and `webhook` cannot check: `{to_version}` is passed on as
 /// given; `blue_green` cannot choose (it flips to the other color). `Err`
 /// says what is wrong, naming the version.
-pub async fn check_version(plan: &RollbackPlan, version: &str) -> Result<(), String> {
-    let unknown = |what: String| format!("unknown version {version:?}: {what}");
+pub async fn check_version(plan: &RollbackPlan, version: &str) -> Result<(), VersionCheckError> {
+    let version = version.to_string();
+    let unknown = |why: Unknown| VersionCheckError::Unknown {
+        version: version.clone(),
+        why,
+    };
     // A name a person typed reaches argv and `sh -c` scripts of the plan:
     // never an option, never shell syntax, never a path outside releases.
     let safe = |c: char| c.is_ascii_alphanumeric() || "._+:@/~-".contains(c);
@@ -143,10 +147,7 @@ pub async fn check_version(plan: &RollbackPlan, version: &str) -> Result<(), Str
         || version.starts_with('-')
         || (!kubernetes && !version.chars().all(safe))
     {
-        return Err(unknown(
-            "not a version name (letters, digits and . _ + : @ / ~ -, not starting with -)"
-                .to_string(),
-        ));
+        return Err(unknown(Unknown::NotAName));
     }
     let deadline = tokio::time::Instant::now() + plan.timeout.min(Duration::from_secs(30));
     let probe = |argv: Vec<String>| async move {
@@ -157,18 +158,18 @@ pub async fn check_version(plan: &RollbackPlan, version: &str) -> Result<(), Str
             current, releases, ..
         } => {
             if version.contains('/') || version == "." || version == ".." {
-                return Err(unknown("not a release directory name".to_string()));
+                return Err(unknown(Unknown::NotAReleaseName));
             }
-            let dir = releases.join(version);
+            let dir = releases.join(&version);
             if !dir.is_dir() {
-                return Err(unknown(format!("no release directory {}", dir.display())));
+                return Err(unknown(Unknown::NoReleaseDir(dir)));
             }
             if symlink::live_release(current).is_ok_and(|live| live == version) {
-                return Err(format!(
-                    "version {version:?} is already live ({} -> {})",
-                    current.display(),
-                    dir.display()
-                ));
+                return Err(VersionCheckError::AlreadyLive {
+                    version,
+                    current: current.clone(),
+                    dir,
+                });
             }
             Ok(())
         }
@@ -186,10 +187,7 @@ pub async fn check_version(plan: &RollbackPlan, version: &str) -> Result<(), Str
             if report.ok {
                 Ok(())
             } else {
-                Err(unknown(format!(
-                    "no tag or commit of that name in {}",
-                    repo.display()
-                )))
+                Err(unknown(Unknown::NoGitRef(repo.clone())))
             }
         }
         ExecutorKind::Docker { image, docker, .. } => {
@@ -217,11 +215,10 @@ pub async fn check_version(plan: &RollbackPlan, version: &str) -> Result<(), Str
             if remote.ok {
                 Ok(())
             } else {
-                Err(unknown(format!(
-                    "no local image {tagged}, and docker manifest inspect found none in the \
-                     registry: {}",
-                    remote.error.unwrap_or_default()
-                )))
+                Err(unknown(Unknown::NoImage {
+                    tagged,
+                    error: remote.error.unwrap_or_default(),
+                }))
             }
         }
         ExecutorKind::Kubernetes {
@@ -231,11 +228,8 @@ pub async fn check_version(plan: &RollbackPlan, version: &str) -> Result<(), Str
             kubectl,
             ..
         } => {
-            let Some(n) = parse_revision(version) else {
-                return Err(unknown(
-                    "kubernetes versions are revision numbers (see kubectl rollout history)"
-                        .to_string(),
-                ));
+            let Some(n) = parse_revision(&version) else {
+                return Err(unknown(Unknown::NotARevision));
             };
             let mut argv = vec![
                 kubectl.clone(),
@@ -250,23 +244,21 @@ pub async fn check_version(plan: &RollbackPlan, version: &str) -> Result<(), Str
             }
             let report = probe(argv).await;
             if !report.ok {
-                return Err(format!(
-                    "cannot check version {version:?}: kubectl rollout history failed: {}",
-                    report.error.unwrap_or_default()
-                ));
+                return Err(VersionCheckError::HistoryFailed {
+                    version,
+                    error: report.error.unwrap_or_default(),
+                });
             }
             if kubernetes::parse_history(&report.stdout).contains(&n) {
                 Ok(())
             } else {
-                Err(unknown(format!(
-                    "revision {n} is not in the rollout history of deployment/{deployment}"
-                )))
+                Err(unknown(Unknown::NotInHistory {
+                    n,
+                    deployment: deployment.clone(),
+                }))
             }
         }
-        ExecutorKind::BlueGreen { .. } => Err(format!(
-            "version {version:?} cannot be chosen: a blue_green rollback flips the service to \
-             the color that is not live; leave out --to-version"
-        )),
+        ExecutorKind::BlueGreen { .. } => Err(VersionCheckError::BlueGreen { version }),
         ExecutorKind::Command { .. } | ExecutorKind::Webhook { .. } => Ok(()),
     }
 }
@@ -314,8 +306,12 @@ pub async fn run_on_failure(plan: &RollbackPlan, vars: &Vars) -> ExecResult {
 /// Read-only checks of a plan and the changes it would make, as a drill
 /// shows them: `Ok` with the acts, or why the executor would refuse. The
 /// steps run (all read-only) are in the runner.
-pub async fn prepare(kind: &ExecutorKind, vars: &Vars, r: &mut Runner) -> Result<Vec<Act>, String> {
-    match Executor::of(kind) {
+pub async fn prepare(
+    kind: &ExecutorKind,
+    vars: &Vars,
+    r: &mut Runner,
+) -> Result<Vec<Act>, ExecError> {
+    Ok(match Executor::of(kind) {
         Executor::Command(steps) => steps
             .iter()
             .map(|step| {
@@ -324,7 +320,7 @@ pub async fn prepare(kind: &ExecutorKind, vars: &Vars, r: &mut Runner) -> Result
                     cwd: step.cwd.clone(),
                 })
             })
-            .collect(),
+            .collect::<Result<_, _>>()?,
         Executor::Symlink {
             current,
             releases,
@@ -348,14 +344,119 @@ pub async fn prepare(kind: &ExecutorKind, vars: &Vars, r: &mut Runner) -> Result
             if let Some(argv) = restart.filter(|a| !a.is_empty()) {
                 acts.push(Act::run(runner::subst(argv, &found, "restart")?));
             }
-            Ok(acts)
+            acts
         }
-        Executor::Kubernetes(k) => k.prepare(r).await,
-        Executor::BlueGreen(b) => b.prepare(r).await,
-        Executor::Docker(d) => d.prepare(vars, r).await,
-        Executor::Git(g) => g.prepare(vars, r).await,
-        Executor::Webhook(w) => w.prepare(vars),
-    }
+        Executor::Kubernetes(k) => k.prepare(r).await?,
+        Executor::BlueGreen(b) => b.prepare(r).await?,
+        Executor::Docker(d) => d.prepare(vars, r).await?,
+        Executor::Git(g) => g.prepare(vars, r).await?,
+        Executor::Webhook(w) => w.prepare(vars)?,
+    })
+}
+
+/// Why an executor's read-only checks refused a plan (nothing was
+/// changed), or a step of it failed; each kind's error names its values.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ExecError {
+    /// A step failed, or its template could not be completed.
+    #[error(transparent)]
+    Step(#[from] StepError),
+    /// `symlink`.
+    #[error(transparent)]
+    Symlink(#[from] symlink::SymlinkError),
+    /// `kubernetes`.
+    #[error(transparent)]
+    Kubernetes(#[from] kubernetes::KubernetesError),
+    /// `blue_green`.
+    #[error(transparent)]
+    BlueGreen(#[from] blue_green::BlueGreenError),
+    /// `docker`.
+    #[error(transparent)]
+    Docker(#[from] docker::DockerError),
+    /// `git`.
+    #[error(transparent)]
+    Git(#[from] git::GitError),
+    /// `webhook`.
+    #[error(transparent)]
+    Webhook(#[from] webhook::WebhookError),
+}
+
+/// Why a version a person named (`trigger --to-version V`) is refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum VersionCheckError {
+    /// The executor does not know it.
+    #[error("unknown version {version:?}: {why}")]
+    Unknown {
+        /// As typed.
+        version: String,
+        /// What is wrong with it.
+        why: Unknown,
+    },
+    /// It is the live release already (symlink).
+    #[error("version {version:?} is already live ({} -> {})", current.display(), dir.display())]
+    AlreadyLive {
+        /// As typed.
+        version: String,
+        /// The `current` link.
+        current: std::path::PathBuf,
+        /// The release directory.
+        dir: std::path::PathBuf,
+    },
+    /// `kubectl rollout history` failed, so nothing can be said.
+    #[error("cannot check version {version:?}: kubectl rollout history failed: {error}")]
+    HistoryFailed {
+        /// As typed.
+        version: String,
+        /// kubectl's failure.
+        error: String,
+    },
+    /// A blue_green rollback cannot go to a chosen version.
+    #[error(
+        "version {version:?} cannot be chosen: a blue_green rollback flips the service to the \
+         color that is not live; leave out --to-version"
+    )]
+    BlueGreen {
+        /// As typed.
+        version: String,
+    },
+}
+
+/// What is wrong with an unknown version.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Unknown {
+    /// Not a safe name (it reaches argv and scripts).
+    #[error("not a version name (letters, digits and . _ + : @ / ~ -, not starting with -)")]
+    NotAName,
+    /// A path, `.` or `..` (symlink).
+    #[error("not a release directory name")]
+    NotAReleaseName,
+    /// No such release directory (symlink).
+    #[error("no release directory {}", .0.display())]
+    NoReleaseDir(std::path::PathBuf),
+    /// No tag or commit of that name (git).
+    #[error("no tag or commit of that name in {}", .0.display())]
+    NoGitRef(std::path::PathBuf),
+    /// No local or registry image (docker).
+    #[error(
+        "no local image {tagged}, and docker manifest inspect found none in the registry: {error}"
+    )]
+    NoImage {
+        /// `image:V`.
+        tagged: String,
+        /// Why the registry had none.
+        error: String,
+    },
+    /// Not a revision number (kubernetes).
+    #[error("kubernetes versions are revision numbers (see kubectl rollout history)")]
+    NotARevision,
+    /// Not in the rollout history (kubernetes).
+    #[error("revision {n} is not in the rollout history of deployment/{deployment}")]
+    NotInHistory {
+        /// The revision.
+        n: u64,
+        /// The deployment.
+        deployment: String,
+    },
 }
 
 /// A borrowed view of an [`ExecutorKind`] as the executor that runs it.

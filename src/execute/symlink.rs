@@ -100,28 +100,92 @@ fn list_releases(releases: &Path, current: &Path) -> io::Result<Vec<String>> {
     Ok(names)
 }
 
+/// Why a symlink rollback is refused (nothing was changed) or the switch
+/// failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SymlinkError {
+    /// `current` cannot be read as a link to a release (the message names it).
+    #[error("{0}")]
+    Live(String),
+    /// `releases` cannot be listed.
+    #[error("cannot list releases in {}: {error}", releases.display())]
+    List {
+        /// The releases directory.
+        releases: PathBuf,
+        /// Why.
+        error: String,
+    },
+    /// No release sorts before the live one.
+    #[error("no release older than {live:?} in {}", releases.display())]
+    NoOlder {
+        /// The live release.
+        live: String,
+        /// The releases directory.
+        releases: PathBuf,
+    },
+    /// The plan deadline passed before the switch.
+    #[error("not started: the plan deadline had already passed")]
+    NotStarted,
+    /// A temporary link left by a crash cannot be removed.
+    #[error("cannot remove stale {}: {error}", tmp.display())]
+    RemoveStale {
+        /// The temporary link.
+        tmp: PathBuf,
+        /// Why.
+        error: String,
+    },
+    /// The new link cannot be created.
+    #[error("cannot create symlink {}: {error}", tmp.display())]
+    Create {
+        /// The temporary link.
+        tmp: PathBuf,
+        /// Why.
+        error: String,
+    },
+    /// The new link cannot be renamed over `current`.
+    #[error("cannot rename {} over {}: {error}", tmp.display(), current.display())]
+    Rename {
+        /// The temporary link.
+        tmp: PathBuf,
+        /// The live link.
+        current: PathBuf,
+        /// Why.
+        error: String,
+    },
+    /// The blocking task of the switch failed.
+    #[error("switch task failed: {0}")]
+    Task(String),
+}
+
 /// Replace `current` with a link to `target`: new link next to it, rename over
 /// it (atomic: readers see the old or the new link, never none), fsync the
 /// directory so the switch survives a crash. A failed fsync comes back as a
 /// warning: the switch itself is done and visible.
-fn switch(current: &Path, target: &Path) -> Result<Option<String>, String> {
+fn switch(current: &Path, target: &Path) -> Result<Option<String>, SymlinkError> {
     let mut tmp = current.as_os_str().to_owned();
     tmp.push(TMP_SUFFIX);
     let tmp = PathBuf::from(tmp);
     match std::fs::remove_file(&tmp) {
         Ok(()) => tracing::info!(path = %tmp.display(), "removed a stale temporary link"),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("cannot remove stale {}: {e}", tmp.display())),
+        Err(e) => {
+            return Err(SymlinkError::RemoveStale {
+                tmp,
+                error: e.to_string(),
+            })
+        }
     }
-    std::os::unix::fs::symlink(target, &tmp)
-        .map_err(|e| format!("cannot create symlink {}: {e}", tmp.display()))?;
+    std::os::unix::fs::symlink(target, &tmp).map_err(|e| SymlinkError::Create {
+        tmp: tmp.clone(),
+        error: e.to_string(),
+    })?;
     if let Err(e) = std::fs::rename(&tmp, current) {
         let _ = std::fs::remove_file(&tmp);
-        return Err(format!(
-            "cannot rename {} over {}: {e}",
-            tmp.display(),
-            current.display()
-        ));
+        return Err(SymlinkError::Rename {
+            tmp,
+            current: current.to_path_buf(),
+            error: e.to_string(),
+        });
     }
     let parent = current
         .parent()
@@ -155,12 +219,16 @@ pub fn preview(
     current: &Path,
     releases: &Path,
     to_version: Option<&str>,
-) -> Result<(String, String, PathBuf), String> {
-    let live = live_release(current).map_err(|e| e.to_string())?;
-    let names = list_releases(releases, current)
-        .map_err(|e| format!("cannot list releases in {}: {e}", releases.display()))?;
-    let chosen = choose(&names, &live, to_version)
-        .ok_or_else(|| format!("no release older than {live:?} in {}", releases.display()))?;
+) -> Result<(String, String, PathBuf), SymlinkError> {
+    let live = live_release(current).map_err(|e| SymlinkError::Live(e.to_string()))?;
+    let names = list_releases(releases, current).map_err(|e| SymlinkError::List {
+        releases: releases.to_path_buf(),
+        error: e.to_string(),
+    })?;
+    let chosen = choose(&names, &live, to_version).ok_or_else(|| SymlinkError::NoOlder {
+        live: live.clone(),
+        releases: releases.to_path_buf(),
+    })?;
     let target = link_target(releases, &chosen);
     Ok((live, chosen, target))
 }
@@ -223,10 +291,11 @@ pub async fn run_with(
     };
     result.from_version = Some(live.clone());
     let Some(chosen) = choose(&names, &live, vars.to_version.as_deref()) else {
-        return fail(
-            result,
-            format!("no release older than {live:?} in {}", releases.display()),
-        );
+        let e = SymlinkError::NoOlder {
+            live,
+            releases: releases.to_path_buf(),
+        };
+        return fail(result, e.to_string());
     };
     result.to_version = Some(chosen.clone());
 
@@ -260,12 +329,12 @@ pub async fn run_with(
     ];
     let started = Instant::now();
     let switched = if started >= deadline {
-        Err("not started: the plan deadline had already passed".to_string())
+        Err(SymlinkError::NotStarted)
     } else {
         let (current, target) = (current.to_path_buf(), target.clone());
         tokio::task::spawn_blocking(move || switch(&current, &target))
             .await
-            .unwrap_or_else(|e| Err(format!("switch task failed: {e}")))
+            .unwrap_or_else(|e| Err(SymlinkError::Task(e.to_string())))
     };
     let mut step = StepReport {
         argv,
@@ -279,7 +348,7 @@ pub async fn run_with(
     };
     match switched {
         Ok(warning) => step.stderr = warning.unwrap_or_default(),
-        Err(e) => step.error = Some(e),
+        Err(e) => step.error = Some(e.to_string()),
     }
     let failure = step.error.as_ref().map(|e| {
         format!(

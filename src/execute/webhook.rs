@@ -8,7 +8,15 @@ use std::path::Path;
 use super::ExecResult;
 pub use crate::run::http::{post, Request};
 use crate::run::plan::{Act, Budget, Runner};
-use crate::run::template::{substitute_json, Vars};
+use crate::run::template::{substitute_json, TemplateError, Vars};
+
+/// Why a webhook rollback is refused before anything was sent.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WebhookError {
+    /// The body template has a variable without a value.
+    #[error("webhook body cannot be built: {0}; nothing was sent")]
+    Body(TemplateError),
+}
 
 /// The keys of a `webhook` rollback.
 #[derive(Debug, Clone, Copy)]
@@ -23,10 +31,9 @@ pub struct Webhook<'a> {
 
 impl Webhook<'_> {
     /// Build the request; a missing variable stops before anything is sent.
-    pub fn prepare(&self, vars: &Vars) -> Result<Vec<Act>, String> {
+    pub fn prepare(&self, vars: &Vars) -> Result<Vec<Act>, WebhookError> {
         let body = match self.body {
-            Some(template) => substitute_json(template, vars)
-                .map_err(|e| format!("webhook body cannot be built: {e}; nothing was sent"))?,
+            Some(template) => substitute_json(template, vars).map_err(WebhookError::Body)?,
             None => serde_json::json!({
                 "target": vars.target,
                 "incident": vars.incident,

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::http;
 use super::process::run_step_in;
-use super::template::{substitute, Vars};
+use super::template::{substitute, TemplateError, Vars};
 use crate::config::RollbackPlan;
 use crate::report::{ExecResult, StepReport};
 use crate::util::display_argv;
@@ -111,6 +111,32 @@ pub fn timeout_flag(left: Duration) -> String {
     format!("--timeout={secs}s")
 }
 
+/// Why a plan stops at a step: the step failed, or its template could not
+/// be completed (then nothing of it ran).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StepError {
+    /// The step ran and failed.
+    #[error("step {number} ({argv}) failed: {why}")]
+    Failed {
+        /// Its place among the plan's recorded steps (1-based).
+        number: usize,
+        /// Its argv as shown to people.
+        argv: String,
+        /// Exit status, signal or timeout, with the last stderr line.
+        why: String,
+    },
+    /// A template variable of the step has no value.
+    #[error("{what} ({argv}) cannot run: {error}; nothing was changed")]
+    Template {
+        /// Which step (`step`, `restart`, `build step`).
+        what: String,
+        /// The template as shown to people.
+        argv: String,
+        /// The missing variable.
+        error: TemplateError,
+    },
+}
+
 /// Records the steps of one plan and turns the first failure into the
 /// plan's error.
 pub struct Runner {
@@ -146,33 +172,39 @@ impl Runner {
 
     /// Run a step that must succeed: its stdout, or the failure message
     /// (`step N (argv) failed: why`) that ends the plan.
-    pub async fn run(&mut self, argv: Vec<String>, cwd: Option<&Path>) -> Result<String, String> {
+    pub async fn run(
+        &mut self,
+        argv: Vec<String>,
+        cwd: Option<&Path>,
+    ) -> Result<String, StepError> {
         let report = self.probe(argv, cwd).await;
         self.check(&report)?;
         Ok(report.stdout)
     }
 
     /// Record a step that did not run a program (an HTTP call).
-    pub fn push(&mut self, report: StepReport) -> Result<(), String> {
+    pub fn push(&mut self, report: StepReport) -> Result<(), StepError> {
         self.result.steps.push(report.clone());
         self.check(&report)
     }
 
     /// The failure message of a recorded step, if it failed.
-    fn check(&self, report: &StepReport) -> Result<(), String> {
+    fn check(&self, report: &StepReport) -> Result<(), StepError> {
         if report.ok {
             return Ok(());
         }
-        Err(format!(
-            "step {} ({}) failed: {}",
-            self.result.steps.len(),
-            display_argv(&report.argv),
-            report.error.as_deref().unwrap_or("unknown error")
-        ))
+        Err(StepError::Failed {
+            number: self.result.steps.len(),
+            argv: display_argv(&report.argv),
+            why: report
+                .error
+                .clone()
+                .unwrap_or_else(|| "unknown error".to_string()),
+        })
     }
 
     /// Carry out the acts in order; the first failure stops.
-    pub async fn apply(&mut self, acts: Vec<Act>) -> Result<(), String> {
+    pub async fn apply(&mut self, acts: Vec<Act>) -> Result<(), StepError> {
         for act in acts {
             match act {
                 Act::Run { argv, cwd } => {
@@ -193,10 +225,10 @@ impl Runner {
     }
 
     /// The plan failed with `error`.
-    pub fn fail(mut self, error: String) -> ExecResult {
+    pub fn fail(mut self, error: impl std::fmt::Display) -> ExecResult {
         tracing::warn!("rollback plan failed: {error}");
         self.result.ok = false;
-        self.result.error = Some(error);
+        self.result.error = Some(error.to_string());
         self.result
     }
 
@@ -207,7 +239,7 @@ impl Runner {
     }
 
     /// Apply `acts` (or the failure that prevented them) and finish.
-    pub async fn finish(mut self, acts: Result<Vec<Act>, String>) -> ExecResult {
+    pub async fn finish<E: std::fmt::Display>(mut self, acts: Result<Vec<Act>, E>) -> ExecResult {
         match acts {
             Err(e) => self.fail(e),
             Ok(acts) => match self.apply(acts).await {
@@ -223,12 +255,11 @@ pub fn first_line(stdout: &str) -> String {
     stdout.lines().next().unwrap_or_default().trim().to_string()
 }
 
-/// Substitute an argv template; a missing variable is a failure message.
-pub fn subst(argv: &[String], vars: &Vars, what: &str) -> Result<Vec<String>, String> {
-    substitute(argv, vars).map_err(|e| {
-        format!(
-            "{what} ({}) cannot run: {e}; nothing was changed",
-            display_argv(argv)
-        )
+/// Substitute an argv template; `what` names the step in the error.
+pub fn subst(argv: &[String], vars: &Vars, what: &str) -> Result<Vec<String>, StepError> {
+    substitute(argv, vars).map_err(|error| StepError::Template {
+        what: what.to_string(),
+        argv: display_argv(argv),
+        error,
     })
 }
