@@ -206,7 +206,7 @@ async fn live_version(
         .build()
         .map_err(|e| LiveVersionError::Client(crate::util::error_chain(&e)))?;
     let read = VersionReader::build(t.version.clone(), client, prometheus)
-        .read::<VersionError>()
+        .read()
         .await?;
     Ok(read)
 }

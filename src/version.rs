@@ -58,11 +58,7 @@ impl VersionReader {
     /// `E` is the caller's error: [`VersionError`], or its text where the
     /// caller keeps the last error as text to log it once (the daemon's
     /// worker).
-    pub async fn read<E: From<VersionError>>(&self) -> Result<Option<String>, E> {
-        Ok(self.read_typed().await?)
-    }
-
-    async fn read_typed(&self) -> Result<Option<String>, VersionError> {
+    pub async fn read(&self) -> Result<Option<String>, VersionError> {
         let v = match &self.source {
             None => return Ok(None),
             Some(VersionSource::Symlink(current)) => execute::symlink::live_release(current)
@@ -191,13 +187,6 @@ pub enum VersionError {
     /// What the source gave is not a usable version.
     #[error(transparent)]
     Invalid(#[from] InvalidVersion),
-}
-
-/// The daemon's worker keeps the last error as text, to log it once.
-impl From<VersionError> for String {
-    fn from(e: VersionError) -> String {
-        e.to_string()
-    }
 }
 
 /// Why `version_url` gave no version.

@@ -13,11 +13,7 @@
 pub mod auth;
 mod page;
 
-/// The confirmation links live in [`crate::confirm::links`]; this path
-/// remains only for `daemon.rs`'s `crate::api::links::...` paths until its
-/// split into `daemon/` imports `crate::confirm` itself.
-pub use crate::confirm::links;
-
+use crate::confirm::links;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;

@@ -9,7 +9,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::decide::{self, Action};
-use crate::execute;
 
 /// How often the daemon checks that its journal is still the file in
 /// `state_dir` (besides before every append).
@@ -28,7 +27,7 @@ pub(super) async fn housekeeping(shared: Arc<Shared>, cancel: CancellationToken)
             _ = cancel.cancelled() => break,
             _ = tick.tick() => {}
         }
-        execute::process::reap_adopted();
+        crate::run::process::reap_adopted();
         let checked = {
             let mut journal = shared.journal.lock().unwrap_or_else(|p| p.into_inner());
             journal

@@ -24,7 +24,7 @@ impl Worker {
                 let vars = vars_for(&incident);
                 let tx = self.events_tx.clone();
                 tracing::info!(target = %self.target.name, incident = %incident.id, method = %plan.kind.name(), "running rollback plan");
-                let context = execute::process::RunContext {
+                let context = crate::run::process::RunContext {
                     state_dir: self.shared.state_dir.clone(),
                     incident: incident.id.clone(),
                 };

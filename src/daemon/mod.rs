@@ -24,7 +24,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, TargetConfig};
 use crate::decide::{self, DecideConfig, Event, Phase, TargetState, Time};
-use crate::execute::{self};
 use crate::journal::{Journal, Record};
 use crate::sources::alertmanager::AlertStore;
 
@@ -176,7 +175,7 @@ impl Daemon {
         let (observers, _) = broadcast::channel(1024);
         let incidents = std::mem::take(&mut recovery.incidents);
         load_alerts(&alerts, &state_dir, clock.now());
-        let links = crate::api::links::LinkKeys::open(&state_dir)
+        let links = crate::confirm::links::LinkKeys::open(&state_dir)
             .context("failed to set up the confirmation link key")?;
         let senders = live
             .notifier
@@ -283,7 +282,7 @@ impl Daemon {
             .await?;
         // Steps a previous life left running (it died mid-rollback): killed
         // and logged at warn, each naming its incident.
-        let orphans = execute::process::orphans_from_previous_run(&self.shared.state_dir).await;
+        let orphans = crate::run::process::orphans_from_previous_run(&self.shared.state_dir).await;
         crate::metrics::global().orphaned_steps(orphans.len());
         self.shared
             .tracker

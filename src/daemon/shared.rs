@@ -159,7 +159,7 @@ pub(super) struct Shared {
     /// Every incident seen, for the API (seeded from the journal).
     pub(super) incidents: Arc<RwLock<BTreeMap<String, Incident>>>,
     /// Signs the approve/reject links of confirmation emails.
-    pub(super) links: Arc<crate::api::links::LinkKeys>,
+    pub(super) links: Arc<crate::confirm::links::LinkKeys>,
     /// Each target's breach under way (its earliest Pending/Breached rule's
     /// start), shared so every step sees the others (blast-radius guard).
     pub(super) fleet: Mutex<BTreeMap<String, Time>>,

@@ -181,7 +181,7 @@ pub(super) struct PollDone {
     pub(super) reports: Vec<(usize, RuleReport)>,
     /// The version reader and what it read.
     pub(super) version: VersionReader,
-    pub(super) read: Result<Option<String>, String>,
+    pub(super) read: Result<Option<String>, crate::version::VersionError>,
     /// The verification gates' results, when the target was verifying at
     /// poll start: incident, all passed, summary, each gate.
     pub(super) verify: Option<(String, bool, String, Vec<execute::verify::CheckReport>)>,
@@ -611,13 +611,17 @@ impl Worker {
         self.apply(Event::Evaluated { rules, fleet }).await;
     }
 
-    pub(super) fn version_read(&mut self, read: Result<Option<String>, String>) -> Option<String> {
+    pub(super) fn version_read(
+        &mut self,
+        read: Result<Option<String>, crate::version::VersionError>,
+    ) -> Option<String> {
         match read {
             Ok(v) => {
                 self.last_version_error = None;
                 v
             }
             Err(e) => {
+                let e = e.to_string();
                 if self.last_version_error.as_ref() != Some(&e) {
                     tracing::warn!(target = %self.target.name, error = %e, "cannot read the live version");
                     self.last_version_error = Some(e);

@@ -15,15 +15,11 @@ pub mod symlink;
 pub mod verify;
 pub mod webhook;
 
+use crate::run::process;
 use std::time::Duration;
 
 use crate::config::{ExecutorKind, RollbackPlan};
 use crate::run::plan::{self as runner, Act, Budget, Runner, StepError};
-
-/// Process running lives below the executors, in [`crate::run::process`];
-/// this path remains only for `daemon.rs`'s `execute::process::...` paths
-/// until its split into `daemon/` imports `crate::run::process` itself.
-pub use crate::run::process;
 
 pub use crate::report::{ExecResult, StepReport};
 pub use crate::run::template::Vars;

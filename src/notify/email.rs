@@ -11,7 +11,7 @@ use lettre::message::{Mailbox, MultiPart};
 
 use crate::config::EmailConfig;
 use crate::decide::{Incident, NotifyKind};
-use crate::execute::process::display_argv;
+use crate::util::display_argv;
 use crate::util::fmt_duration;
 
 use super::record;

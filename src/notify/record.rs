@@ -13,8 +13,8 @@ use std::time::Duration;
 use chrono::SecondsFormat;
 
 use crate::decide::{Cause, Incident, Outcome, Time};
-use crate::execute::process::display_argv;
 use crate::execute::StepReport;
+use crate::util::display_argv;
 use crate::util::fmt_duration;
 
 /// Who confirmed the rollback, in words. An incident that waited for
