@@ -131,3 +131,65 @@ pub(super) async fn watch_servers(shared: Arc<Shared>, cancel: CancellationToken
         }
     }
 }
+
+/// With `[cluster]`: tell the admin once when this node loses etcd (it
+/// acts on nothing from then on, unless `on_etcd_down = "act_alone"`), and
+/// once when it is back. Nothing is said before etcd first answered.
+pub(super) async fn watch_etcd(
+    shared: Arc<Shared>,
+    cluster: crate::cluster::Cluster,
+    cancel: CancellationToken,
+) {
+    let mut up = cluster.etcd_up();
+    let mut seen = false;
+    let mut lost = false;
+    loop {
+        let now_up = *up.borrow_and_update();
+        let (kind, message) = match (now_up, seen, lost) {
+            (true, _, true) => (
+                decide::NotifyKind::ServerReachable,
+                format!(
+                    "cluster coordination restored: node {} reaches etcd again and acts on the targets it owns",
+                    cluster.node()
+                ),
+            ),
+            (false, true, false) => (
+                decide::NotifyKind::ServerUnreachable,
+                format!(
+                    "cluster coordination lost: node {} cannot reach etcd; it keeps evaluating but acts on no target until etcd is back (another node may act instead)",
+                    cluster.node()
+                ),
+            ),
+            _ => (decide::NotifyKind::Seeing, String::new()),
+        };
+        seen |= now_up;
+        if !message.is_empty() {
+            lost = !now_up;
+            if lost {
+                tracing::error!(node = %cluster.node(), "{message}");
+            } else {
+                tracing::info!(node = %cluster.node(), "{message}");
+            }
+            let target = "etcd (cluster coordination)";
+            match shared
+                .live()
+                .notifier
+                .notify_target(kind, target, &message)
+                .await
+            {
+                Ok(Some(path)) => shared.observe(Observation::Mail {
+                    at: shared.now(),
+                    target: target.to_string(),
+                    path,
+                    kind,
+                }),
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "cannot notify about etcd"),
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = up.changed() => if changed.is_err() { return },
+        }
+    }
+}

@@ -24,14 +24,22 @@ impl Worker {
                 let vars = vars_for(&incident);
                 let tx = self.events_tx.clone();
                 tracing::info!(target = %self.target.name, incident = %incident.id, method = %plan.kind.name(), "running rollback plan");
+                let (fence, env) = self.fence_env();
                 let context = crate::run::process::RunContext {
                     state_dir: self.shared.state_dir.clone(),
                     incident: incident.id.clone(),
+                    fence: fence.clone(),
+                    env,
                 };
                 let hard_stop = self.shared.hard_stop.clone();
                 let requested = incident.requested_version.clone();
                 self.shared.tracker.spawn(async move {
                     let run = async {
+                        // Executors that start no process (symlink,
+                        // webhook) are fenced here, before anything runs.
+                        if let Some(Err(why)) = fence.as_ref().map(|f| (f.0)()) {
+                            return refused_by_fence(&vars, &why);
+                        }
                         match &requested {
                             Some(v) => execute::run_plan_to(&plan, &vars, v).await,
                             None => execute::run_plan(&plan, &vars).await,
@@ -149,6 +157,29 @@ impl Worker {
     }
 }
 
+impl Worker {
+    /// With `[cluster]`: the fence a plan's steps check and the lease they
+    /// get in `ROLLBACKD_LEASE`.
+    pub(super) fn fence_env(&self) -> (Option<crate::run::process::Fence>, Vec<(String, String)>) {
+        match self.fence() {
+            Some((fence, lease)) => (Some(fence), vec![("ROLLBACKD_LEASE".to_string(), lease)]),
+            None => (None, Vec::new()),
+        }
+    }
+}
+
+/// The outcome of a plan whose node lost its lease before it started.
+fn refused_by_fence(vars: &Vars, why: &str) -> execute::ExecResult {
+    tracing::warn!(incident = %vars.incident, %why, "rollback plan not started");
+    execute::ExecResult {
+        ok: false,
+        steps: Vec::new(),
+        from_version: vars.from_version.clone(),
+        to_version: vars.to_version.clone(),
+        error: Some(format!("not started: {why}")),
+    }
+}
+
 /// The outcome of a plan killed at the end of the shutdown grace.
 pub(super) fn interrupted_by_shutdown(vars: &Vars) -> execute::ExecResult {
     let error = format!(
@@ -220,11 +251,22 @@ impl Worker {
         let vars = vars_for(incident);
         let target = self.target.name.clone();
         let tx = self.events_tx.clone();
+        let (fence, env) = self.fence_env();
+        let context = crate::run::process::RunContext {
+            state_dir: self.shared.state_dir.clone(),
+            incident: incident.id.clone(),
+            fence,
+            env,
+        };
+        let fenced = context.fence.is_some();
         self.shared.tracker.spawn(async move {
-            let result = match hook {
-                Hook::After => execute::run_after(&plan, &vars).await,
-                Hook::OnFailure => execute::run_on_failure(&plan, &vars).await,
+            let run = async {
+                match hook {
+                    Hook::After => execute::run_after(&plan, &vars).await,
+                    Hook::OnFailure => execute::run_on_failure(&plan, &vars).await,
+                }
             };
+            let result = if fenced { context.scope(run).await } else { run.await };
             if result.ok {
                 tracing::info!(%target, incident = %vars.incident, steps = result.steps.len(), "{name} steps done");
             } else {

@@ -27,6 +27,9 @@ pub struct TargetHandle {
     pub commands: mpsc::Sender<Command>,
     /// The state after the worker's latest step.
     pub state: watch::Receiver<TargetState>,
+    /// With `[cluster]`: which node holds the target (`None` without
+    /// `[cluster]`, or before the first look).
+    pub cluster: watch::Receiver<Option<crate::cluster::Ownership>>,
 }
 
 /// A request to the daemon itself (from a signal or the API).

@@ -29,6 +29,7 @@ use crate::sources::alertmanager::AlertStore;
 
 mod background;
 pub mod clock;
+mod cluster;
 mod effects;
 pub mod handle;
 mod shared;
@@ -42,7 +43,7 @@ pub use handle::{Command, DaemonRequest, TargetHandle};
 pub use worker::poll_offset;
 
 #[allow(unused_imports)]
-use {background::*, effects::*, shared::*, worker::*};
+use {background::*, cluster::*, effects::*, shared::*, worker::*};
 
 /// How long an in-flight rollback may run on after SIGTERM. At its end the
 /// running step's process group is killed and the outcome journaled as
@@ -126,6 +127,8 @@ pub struct Daemon {
     requests_rx: Option<mpsc::Receiver<DaemonRequest>>,
     /// One daemon per `state_dir`: held until the daemon is dropped.
     _lock: crate::lock::StateLock,
+    /// With `[cluster]`: the etcd session (started when the daemon runs).
+    cluster: Option<crate::cluster::Cluster>,
 }
 
 impl Daemon {
@@ -209,6 +212,7 @@ impl Daemon {
             requests: Some(tx),
             requests_rx: Some(rx),
             _lock: lock,
+            cluster: None,
         })
     }
 
@@ -290,6 +294,18 @@ impl Daemon {
         self.shared
             .tracker
             .spawn(watch_servers(self.shared.clone(), cancel.clone()));
+        if let Some(c) = &self.config.cluster {
+            let session = cancel.child_token();
+            let cluster = crate::cluster::Cluster::spawn(c, &self.shared.tracker, session)
+                .context("failed to set up the etcd client ([cluster])")?;
+            tracing::info!(node = %cluster.node(), "cluster member: acting only on the targets this node owns");
+            self.shared.tracker.spawn(watch_etcd(
+                self.shared.clone(),
+                cluster.clone(),
+                cancel.clone(),
+            ));
+            self.cluster = Some(cluster);
+        }
         let mut senders_cancel = cancel.child_token();
         if let Some(senders) = self.senders.take() {
             // Delivery runs beside the workers; it also sends what an
@@ -421,6 +437,10 @@ impl Daemon {
         {
             tracing::warn!("background tasks still running after the grace period; exiting");
         }
+        if let Some(cluster) = &self.cluster {
+            // Hand the targets over at once instead of after lease_ttl.
+            cluster.shutdown().await;
+        }
         self.shared.alerts.flush();
         self.shared.journal(Record::Stopped).await?;
         Ok(())
@@ -433,8 +453,13 @@ impl Daemon {
         state: Option<TargetState>,
         cancel: &CancellationToken,
     ) -> WorkerSlot {
-        let (worker, handle, control) =
-            Worker::build(&self.config, target, state, self.shared.clone());
+        let (worker, handle, control) = Worker::build(
+            &self.config,
+            target,
+            state,
+            self.shared.clone(),
+            self.cluster.clone(),
+        );
         let token = cancel.child_token();
         WorkerSlot {
             handle,

@@ -175,6 +175,9 @@ impl Schedule {
 
 /// What one poll found, handed back to the worker when the poll task ends.
 pub(super) struct PollDone {
+    /// With `[cluster]`, on a node that does not own the target: who does,
+    /// and the state it published.
+    pub(super) cluster: Option<super::cluster::ClusterView>,
     /// The polled rules, with their updated history.
     pub(super) slots: Vec<RuleSlot>,
     /// One report per polled rule: (config index, report).
@@ -231,6 +234,10 @@ pub(super) struct Worker {
     /// The running `confirm_command`: the incident it answers for and
     /// the token that stops it (killing its process group).
     pub(super) confirm_running: Option<(String, CancellationToken)>,
+    /// With `[cluster]`: this worker's ownership of the target.
+    pub(super) seat: Option<super::cluster::Seat>,
+    /// Its own command channel (forwarded commands enter here).
+    pub(super) commands_tx: mpsc::Sender<Command>,
 }
 
 /// Where inside `interval` a target polls: a stable offset derived from
@@ -267,7 +274,15 @@ impl Worker {
         target: &TargetConfig,
         recovered: Option<TargetState>,
         shared: Arc<Shared>,
+        cluster: Option<crate::cluster::Cluster>,
     ) -> (Worker, TargetHandle, mpsc::Sender<Reconfig>) {
+        let (seat, ownership) = match cluster {
+            Some(c) => {
+                let (seat, rx) = super::cluster::Seat::new(c);
+                (Some(seat), rx)
+            }
+            None => (None, watch::channel(None).1),
+        };
         let live = shared.live();
         let last = recovered
             .as_ref()
@@ -308,11 +323,14 @@ impl Worker {
             state_tx,
             stop: CancellationToken::new(),
             confirm_running: None,
+            seat,
+            commands_tx: commands_tx.clone(),
         };
         let handle = TargetHandle {
             name: target.name.clone(),
             commands: commands_tx,
             state: state_rx,
+            cluster: ownership,
         };
         (worker, handle, control_tx)
     }
@@ -482,7 +500,7 @@ impl Worker {
     pub(super) async fn retry_unjournaled(&mut self) {
         while let Some((event, at)) = self.unjournaled.pop_front() {
             match self.apply_at(event.clone(), at).await {
-                Applied::Yes | Applied::NotExpected => {}
+                Applied::Yes | Applied::NotExpected | Applied::Refused => {}
                 Applied::NotJournaled => {
                     tracing::warn!(target = %self.target.name, waiting = self.unjournaled.len() + 1, "effect result not journaled yet; retrying every second");
                     self.unjournaled.push_front((event, at));
@@ -511,6 +529,11 @@ impl Worker {
         };
         let client = self.shared.verify_client.clone();
         let clock = self.shared.clock.clone();
+        let standby = self
+            .seat
+            .as_ref()
+            .filter(|s| !s.owner())
+            .map(|s| (s.cluster.clone(), self.target.name.clone()));
         // Test hook (debug builds only): this target's polls never end, as a
         // stuck worker's would; the watchdog test uses it.
         let stall = cfg!(debug_assertions)
@@ -538,7 +561,12 @@ impl Worker {
                 }
                 None => None,
             };
+            let cluster = match standby {
+                Some((c, name)) => super::cluster::read_view(&c, &name).await,
+                None => None,
+            };
             PollDone {
+                cluster,
                 slots,
                 reports,
                 version,
@@ -556,6 +584,9 @@ impl Worker {
         self.version = Some(done.version);
         self.heartbeat();
         crate::metrics::global().poll_duration(done.took);
+        if let Some(view) = done.cluster {
+            self.cluster_seen(view).await;
+        }
         if let Some(version) = self.version_read(done.read) {
             if self.state.version.as_deref() != Some(version.as_str()) {
                 self.apply(Event::VersionObserved { version }).await;
@@ -668,6 +699,14 @@ impl Worker {
             self.state = next;
             return Applied::Yes;
         }
+        match self.cluster_gate(&next, &actions).await {
+            Gate::Act => {}
+            Gate::Refuse(why) => {
+                tracing::debug!(target = %self.target.name, %why, "step not adopted");
+                return Applied::Refused;
+            }
+            Gate::Adopted => return Box::pin(self.apply_at(Event::Recovered, now)).await,
+        }
         log_step(&self.target.name, &event, &from, &to, &next);
         let record = Record::Step {
             target: self.target.name.clone(),
@@ -743,6 +782,8 @@ pub(super) enum Applied {
     NotExpected,
     /// The journal could not be written: nothing was done.
     NotJournaled,
+    /// With `[cluster]`: not this node's to act on (standby, etcd lost).
+    Refused,
 }
 
 /// Publish each rule's value and status as gauges.
@@ -798,6 +839,9 @@ pub(super) fn refusal(target: &str, state: &TargetState, event: &Event) -> Strin
 impl Worker {
     /// An event from the API: step it and answer with the state after.
     pub(super) async fn command(&mut self, cmd: Command) {
+        let Some(cmd) = self.cluster_command(cmd).await else {
+            return;
+        };
         let now = self.shared.now();
         if decide::step(&self.decide, self.state.clone(), cmd.event.clone(), now).is_err() {
             let why = refusal(&self.target.name, &self.state, &cmd.event);

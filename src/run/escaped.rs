@@ -41,6 +41,21 @@ pub struct RunContext {
     pub state_dir: PathBuf,
     /// The incident the plan runs for (names the pid file).
     pub incident: String,
+    /// Asked before each step starts (`[cluster]`: is the lease still
+    /// held?); a refusal is the step's error and the step is not started.
+    pub fence: Option<Fence>,
+    /// Added to every step's environment (`ROLLBACKD_LEASE`).
+    pub env: Vec<(String, String)>,
+}
+
+/// A check before each step of a plan: `Err` says why it may not start.
+#[derive(Clone)]
+pub struct Fence(pub std::sync::Arc<dyn Fn() -> Result<(), String> + Send + Sync>);
+
+impl std::fmt::Debug for Fence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Fence")
+    }
 }
 
 tokio::task_local! {
@@ -56,6 +71,19 @@ impl RunContext {
 
     fn current() -> Option<RunContext> {
         RUN_CONTEXT.try_with(Clone::clone).ok()
+    }
+
+    /// Whether the running plan's fence lets a step start now.
+    pub fn may_start() -> Result<(), String> {
+        match RUN_CONTEXT.try_with(|c| c.fence.clone()) {
+            Ok(Some(fence)) => (fence.0)(),
+            _ => Ok(()),
+        }
+    }
+
+    /// The environment the running plan adds to its steps.
+    pub fn extra_env() -> Vec<(String, String)> {
+        RUN_CONTEXT.try_with(|c| c.env.clone()).unwrap_or_default()
     }
 }
 

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::escaped::{self, Tracked};
-pub use super::escaped::{orphans_from_previous_run, reap_adopted, Orphan, RunContext};
+pub use super::escaped::{orphans_from_previous_run, reap_adopted, Fence, Orphan, RunContext};
 use crate::config::{RollbackPlan, Step};
 use crate::report::StepReport;
 use crate::util::fmt_duration;
@@ -133,6 +133,10 @@ pub async fn run_step_with(
         report.error = Some("not started: the plan deadline had already passed".into());
         return report;
     }
+    if let Err(why) = escaped::RunContext::may_start() {
+        report.error = Some(format!("not started: {why}"));
+        return report;
+    }
 
     let plan = PLAN_CONTEXT.try_with(Clone::clone).unwrap_or_default();
     let cwd = cwd.or(plan.cwd.as_deref());
@@ -140,7 +144,9 @@ pub async fn run_step_with(
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
     }
-    cmd.envs(&plan.env).envs(env);
+    cmd.envs(&plan.env)
+        .envs(escaped::RunContext::extra_env())
+        .envs(env);
     let marker = escaped::new_marker();
     cmd.args(args)
         .env(escaped::MARKER_VAR, &marker)

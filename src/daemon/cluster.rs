@@ -1,0 +1,453 @@
+//! The worker's side of `[cluster]` (docs/cluster.md): every node
+//! evaluates every target, only the node holding the target's etcd lock
+//! acts on it.
+//!
+//! - A step that acts (any action, or a phase change) first claims the
+//!   target ([`Cluster::authorize`]); the owner publishes the new state in
+//!   the owner-checked transaction before journaling and acting, so a node
+//!   that lost its lease can neither write nor act.
+//! - A node that newly becomes the owner adopts the state the previous
+//!   owner published and steps `Recovered`, as after a crash: a rollback
+//!   that was running is verified, not run again.
+//! - A standby mirrors the owner's published state at every poll (so
+//!   `status` agrees everywhere) and takes over as soon as an open
+//!   incident has no owner (the owner's lease expired).
+//! - A command reaching a standby is forwarded through etcd; the owner
+//!   takes each one (an owner-checked delete) before acting, so it acts
+//!   once.
+//! - Steps are fenced: a plan's next step does not start once the lease
+//!   is lost ([`Fence`]), and each step gets the lease in
+//!   `ROLLBACKD_LEASE` and `{lease}`.
+
+use std::sync::Arc;
+
+use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::{Authority, Cluster, ClusterError, Owner, Ownership};
+use crate::decide::{Action, Event, Phase, TargetState};
+use crate::run::process::Fence;
+
+use super::handle::Command;
+use super::worker::Worker;
+
+/// One worker's seat in the cluster.
+pub(super) struct Seat {
+    pub(super) cluster: Cluster,
+    /// `Owner` while this node holds the target's lock (or `Alone`).
+    pub(super) authority: Option<Authority>,
+    /// Forwards commands queued in etcd to this worker while it owns the
+    /// target; cancelled when it stops owning it.
+    forwarder: Option<CancellationToken>,
+    /// Who holds the target, for `status`.
+    pub(super) ownership: watch::Sender<Option<Ownership>>,
+    /// The last reason this node did not act (logged once per reason).
+    refused: Option<String>,
+}
+
+impl Seat {
+    pub(super) fn new(cluster: Cluster) -> (Seat, watch::Receiver<Option<Ownership>>) {
+        let (ownership, rx) = watch::channel(None);
+        let seat = Seat {
+            cluster,
+            authority: None,
+            forwarder: None,
+            ownership,
+            refused: None,
+        };
+        (seat, rx)
+    }
+
+    pub(super) fn owner(&self) -> bool {
+        matches!(self.authority, Some(Authority::Owner { .. }))
+    }
+}
+
+/// What the poll read of the target's cluster state (standby only).
+#[derive(Debug)]
+pub(super) struct ClusterView {
+    owner: Option<Owner>,
+    shared: Option<TargetState>,
+}
+
+/// Read who holds `target` and what its owner last published.
+pub(super) async fn read_view(cluster: &Cluster, target: &str) -> Option<ClusterView> {
+    let ownership = cluster.ownership(target).await.ok()?;
+    let shared = match cluster.read_state::<TargetState>(target).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(%target, error = %e, "cannot read the shared state");
+            None
+        }
+    };
+    Some(ClusterView {
+        owner: ownership.owner,
+        shared,
+    })
+}
+
+/// The answer of [`Worker::cluster_gate`].
+pub(super) enum Gate {
+    /// Go on: journal and act.
+    Act,
+    /// Not this node's to act on (standby, or etcd unreachable with
+    /// `on_etcd_down = "hold"`), or the owner-checked write failed.
+    Refuse(String),
+    /// This node just took the target over: its state is now the shared
+    /// one; the step is dropped and `Recovered` stepped instead.
+    Adopted,
+}
+
+/// A phase in which an incident is under way and somebody must own it.
+fn open(phase: &Phase) -> bool {
+    matches!(
+        phase,
+        Phase::AwaitingConfirmation { .. } | Phase::RollingBack { .. } | Phase::Verifying { .. }
+    )
+}
+
+impl Worker {
+    /// Before a changed step is journaled: may this node act on it? The
+    /// owner publishes `next` here (owner-checked).
+    pub(super) async fn cluster_gate(&mut self, next: &TargetState, actions: &[Action]) -> Gate {
+        let Some(seat) = self.seat.as_ref() else {
+            return Gate::Act;
+        };
+        let acts = !actions.is_empty() || next.phase != self.state.phase;
+        let authorized = seat
+            .authority
+            .as_ref()
+            .is_some_and(|a| seat.cluster.still_authorized(&self.target.name, a));
+        if !acts && !seat.owner() {
+            // Rule and version bookkeeping: local only.
+            return Gate::Act;
+        }
+        if acts && !authorized {
+            match self.claim().await {
+                Claim::Owner => {}
+                Claim::Adopted => return Gate::Adopted,
+                Claim::Refused(why) => return Gate::Refuse(why),
+            }
+        }
+        let seat = self.seat.as_mut().expect("checked");
+        if !seat.owner() {
+            // `Alone` (etcd down, act_alone): nothing to publish to.
+            return Gate::Act;
+        }
+        match seat.cluster.publish(next).await {
+            Ok(()) => Gate::Act,
+            Err(e) => {
+                let why = format!("the owner-checked write to etcd failed: {e}");
+                if matches!(e, ClusterError::NotOwner { .. }) || !seat.cluster.held() {
+                    self.lose_ownership(&why);
+                }
+                Gate::Refuse(why)
+            }
+        }
+    }
+
+    /// Take (or keep) the target's lock. A node that newly becomes the
+    /// owner adopts the state the previous owner published.
+    pub(super) async fn claim(&mut self) -> Claim {
+        let name = self.target.name.clone();
+        let Some(seat) = self.seat.as_mut() else {
+            return Claim::Owner;
+        };
+        let was_owner = seat.owner();
+        let authority = seat.cluster.authorize(&name).await;
+        match authority {
+            Authority::Owner {
+                lease,
+                shared_state,
+            } => {
+                let node = seat.cluster.node().to_string();
+                seat.authority = Some(Authority::Owner {
+                    lease,
+                    shared_state: None,
+                });
+                seat.refused = None;
+                seat.ownership.send_replace(Some(Ownership {
+                    owner: Some(Owner {
+                        node: node.clone(),
+                        lease: lease.0,
+                    }),
+                    standby: false,
+                }));
+                crate::metrics::global().cluster_owner(&name, true);
+                self.start_forwarder();
+                if was_owner {
+                    return Claim::Owner;
+                }
+                tracing::info!(target = %name, %node, lease = %lease, "this node now owns the target");
+                let shared = shared_state.and_then(|v| match serde_json::from_value::<TargetState>(v) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        tracing::error!(target = %name, error = %e, "the shared state in etcd is unreadable; keeping this node's own");
+                        None
+                    }
+                });
+                match shared {
+                    Some(s) if s != self.state => {
+                        tracing::warn!(target = %name, phase = s.phase.name(), "taking over: adopting the state the previous owner published");
+                        let rules = std::mem::take(&mut self.state.rules);
+                        self.state = s;
+                        if self.state.rules.is_empty() {
+                            self.state.rules = rules;
+                        }
+                        self.remember_incident();
+                        Claim::Adopted
+                    }
+                    _ => Claim::Owner,
+                }
+            }
+            Authority::Alone => {
+                seat.authority = Some(Authority::Alone);
+                if seat.refused.is_some() {
+                    tracing::warn!(target = %name, "etcd unreachable and on_etcd_down = \"act_alone\": acting without a lock");
+                }
+                seat.refused = None;
+                Claim::Owner
+            }
+            Authority::Standby { owner } => {
+                let why = format!(
+                    "standby: node {} owns target {name} and acts on it",
+                    owner.node
+                );
+                seat.ownership.send_replace(Some(Ownership {
+                    owner: Some(owner),
+                    standby: true,
+                }));
+                if was_owner {
+                    self.lose_ownership(&why);
+                } else {
+                    self.refused(&why);
+                }
+                Claim::Refused(why)
+            }
+            Authority::Hold { why } => {
+                let why = format!(
+                    "not acting: cluster coordination lost ({why}); on_etcd_down = \"hold\""
+                );
+                if was_owner {
+                    self.lose_ownership(&why);
+                } else {
+                    self.refused(&why);
+                }
+                Claim::Refused(why)
+            }
+        }
+    }
+
+    /// Log once per reason that this node does not act.
+    fn refused(&mut self, why: &str) {
+        let Some(seat) = self.seat.as_mut() else {
+            return;
+        };
+        if seat.refused.as_deref() != Some(why) {
+            tracing::info!(target = %self.target.name, %why, "not acting on this target");
+            seat.refused = Some(why.to_string());
+        }
+    }
+
+    /// This node no longer owns the target.
+    fn lose_ownership(&mut self, why: &str) {
+        let name = self.target.name.clone();
+        let Some(seat) = self.seat.as_mut() else {
+            return;
+        };
+        if seat.authority.take().is_some() {
+            tracing::warn!(target = %name, %why, "this node lost the target's lock: standby from now on");
+        }
+        if let Some(f) = seat.forwarder.take() {
+            f.cancel();
+        }
+        seat.refused = Some(why.to_string());
+        crate::metrics::global().cluster_owner(&name, false);
+    }
+
+    /// While owner: feed the commands other nodes queued for this target
+    /// into this worker, each taken (owner-checked delete) first so that
+    /// it acts once.
+    fn start_forwarder(&mut self) {
+        let name = self.target.name.clone();
+        let commands = self.commands_tx.clone();
+        let Some(seat) = self.seat.as_mut() else {
+            return;
+        };
+        if seat.forwarder.is_some() {
+            return;
+        }
+        let stop = self.stop.child_token();
+        seat.forwarder = Some(stop.clone());
+        let cluster = seat.cluster.clone();
+        let mut inbox = cluster.commands(&name);
+        self.shared.tracker.spawn(async move {
+            loop {
+                let pending = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    p = inbox.recv() => p,
+                };
+                match cluster.take_command(&pending).await {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => {
+                        tracing::warn!(target = %name, error = %e, "cannot take a forwarded command; it waits for the owner");
+                        continue;
+                    }
+                }
+                let stored = &pending.stored;
+                let event: Event = match serde_json::from_value(stored.command.clone()) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::error!(target = %name, id = %stored.id, from = %stored.from, error = %e, "forwarded command unreadable; dropped");
+                        continue;
+                    }
+                };
+                tracing::info!(target = %name, id = %stored.id, from = %stored.from, "command forwarded from another node");
+                let (reply, answer) = oneshot::channel();
+                if commands.send(Command { event, reply }).await.is_err() {
+                    return;
+                }
+                match answer.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::info!(target = %name, id = %stored.id, error = %e, "forwarded command refused"),
+                    Err(_) => {}
+                }
+            }
+        });
+    }
+
+    /// A command from this node's API: `None` when it was forwarded to the
+    /// owner (and answered), else the command to step here.
+    pub(super) async fn cluster_command(&mut self, cmd: Command) -> Option<Command> {
+        let Some(seat) = self.seat.as_ref() else {
+            return Some(cmd);
+        };
+        if seat
+            .authority
+            .as_ref()
+            .is_some_and(|a| seat.cluster.still_authorized(&self.target.name, a))
+        {
+            return Some(cmd);
+        }
+        match self.claim().await {
+            Claim::Owner => Some(cmd),
+            Claim::Adopted => {
+                self.apply(Event::Recovered).await;
+                Some(cmd)
+            }
+            Claim::Refused(why) => {
+                let seat = self.seat.as_ref().expect("checked");
+                let standby = seat.ownership.borrow().as_ref().is_some_and(|o| o.standby);
+                if !standby {
+                    let _ = cmd.reply.send(Err(why.into()));
+                    return None;
+                }
+                let json = match serde_json::to_value(&cmd.event) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let _ = cmd
+                            .reply
+                            .send(Err(format!("cannot forward the command: {e}").into()));
+                        return None;
+                    }
+                };
+                match seat.cluster.post_command(&self.target.name, &json).await {
+                    Ok(id) => {
+                        tracing::info!(target = %self.target.name, %id, "command forwarded to the owner");
+                        let _ = cmd.reply.send(Ok(self.state.clone()));
+                    }
+                    Err(e) => {
+                        let _ = cmd
+                            .reply
+                            .send(Err(
+                                format!("{why}; forwarding to the owner failed: {e}").into()
+                            ));
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    /// What a standby's poll read: mirror the owner's state, or take the
+    /// target over when its incident has no owner any more.
+    pub(super) async fn cluster_seen(&mut self, view: ClusterView) {
+        let Some(seat) = self.seat.as_ref() else {
+            return;
+        };
+        if seat.owner() {
+            return;
+        }
+        let me = seat.cluster.node().to_string();
+        match &view.owner {
+            Some(owner) if owner.node != me => {
+                seat.ownership.send_replace(Some(Ownership {
+                    owner: Some(owner.clone()),
+                    standby: true,
+                }));
+                crate::metrics::global().cluster_owner(&self.target.name, false);
+                if let Some(shared) = view.shared {
+                    self.mirror(shared);
+                }
+            }
+            _ => {
+                seat.ownership.send_replace(Some(Ownership {
+                    owner: view.owner.clone(),
+                    standby: false,
+                }));
+                let orphaned = view.shared.as_ref().is_some_and(|s| open(&s.phase));
+                if orphaned {
+                    tracing::warn!(target = %self.target.name, "the target's incident has no owner (its node died or was cut off): taking over");
+                    if let Claim::Adopted = self.claim().await {
+                        self.apply(Event::Recovered).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Show the owner's state as this node's (not journaled: the owner's
+    /// journal and etcd hold it), keeping this node's live rule reports.
+    fn mirror(&mut self, shared: TargetState) {
+        if shared.phase == self.state.phase
+            && shared.paused == self.state.paused
+            && shared.version == self.state.version
+        {
+            return;
+        }
+        let rules = std::mem::take(&mut self.state.rules);
+        self.state = shared;
+        self.state.rules = rules;
+        self.remember_incident();
+    }
+
+    /// The fence a plan's steps check, and the lease they are given.
+    pub(super) fn fence(&self) -> Option<(Fence, String)> {
+        let seat = self.seat.as_ref()?;
+        let authority = seat.authority.clone()?;
+        let lease = authority.lease()?;
+        let cluster = seat.cluster.clone();
+        let target = self.target.name.clone();
+        let fence = Fence(Arc::new(move || {
+            if cluster.still_authorized(&target, &authority) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "this node lost its etcd lease {lease} (or the lock of target {target}): another node may act on it now"
+                ))
+            }
+        }));
+        Some((fence, lease.to_string()))
+    }
+}
+
+/// The answer of [`Worker::claim`].
+pub(super) enum Claim {
+    /// This node may act (owner, or alone while etcd is down).
+    Owner,
+    /// This node just became the owner and adopted the shared state.
+    Adopted,
+    /// Not this node's to act on.
+    Refused(String),
+}
