@@ -35,7 +35,7 @@ mod shared;
 mod worker;
 
 pub use clock::{Clock, SystemClock, TokioClock};
-pub use handle::{Command, DaemonRequest, TargetHandle};
+pub use handle::{Command, DaemonRequest, Refusal, TargetHandle};
 pub use worker::poll_offset;
 
 #[allow(unused_imports)]

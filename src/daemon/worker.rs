@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::*;
@@ -630,14 +630,34 @@ impl Worker {
 
     /// [`Worker::apply`] at a given time, saying why a step was not adopted.
     pub(super) async fn apply_at(&mut self, event: Event, now: Time) -> Applied {
-        let (next, actions) =
-            match decide::step(&self.decide, self.state.clone(), event.clone(), now) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(target = %self.target.name, error = %e, "event ignored");
-                    return Applied::NotExpected;
-                }
-            };
+        let (next, actions) = match self.step(&event, now) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(target = %self.target.name, error = %e, "event ignored");
+                return Applied::NotExpected;
+            }
+        };
+        self.adopt(event, next, actions, now).await
+    }
+
+    /// Step the machine from the current state; nothing is adopted yet.
+    pub(super) fn step(
+        &self,
+        event: &Event,
+        now: Time,
+    ) -> Result<(TargetState, Vec<Action>), decide::StepError> {
+        decide::step(&self.decide, self.state.clone(), event.clone(), now)
+    }
+
+    /// Adopt a step: journal it when it changed something, then take the
+    /// state and carry out its actions.
+    pub(super) async fn adopt(
+        &mut self,
+        event: Event,
+        next: TargetState,
+        actions: Vec<Action>,
+        now: Time,
+    ) -> Applied {
         // The global cap is asked before anything is journaled, so the
         // journal never holds an execution that did not happen.
         let (event, next, actions) = self.global_limit(event, next, actions, now);
@@ -764,58 +784,36 @@ pub(super) fn log_step(target: &str, event: &Event, from: &str, to: &str, state:
     }
 }
 
-/// Why an event from the API does not fit the target's state, in words.
-pub(super) fn refusal(target: &str, state: &TargetState, event: &Event) -> String {
-    let phase = state.phase.name();
-    match event {
-        Event::Approve { incident, .. } | Event::Reject { incident, .. } => {
-            match state.incident() {
-                Some(open) if open.id == *incident => format!(
-                    "incident {incident} is not awaiting confirmation: target {target} is {phase}"
-                ),
-                _ => format!(
-                    "incident {incident} is not awaiting confirmation (target {target} is {phase})"
-                ),
-            }
-        }
-        Event::ManualTrigger { .. } => {
-            format!("target {target} already has a rollback in flight ({phase}); nothing done")
-        }
-        _ => format!("event not accepted: target {target} is {phase}"),
-    }
-}
-
 impl Worker {
-    /// An event from the API: step it and answer with the state after.
+    /// An event from the API: step it once and answer with the state
+    /// after, or with why it was refused (nothing done).
     pub(super) async fn command(&mut self, cmd: Command) {
+        let Command { event, reply } = cmd;
         let now = self.shared.now();
-        if decide::step(&self.decide, self.state.clone(), cmd.event.clone(), now).is_err() {
-            let why = refusal(&self.target.name, &self.state, &cmd.event);
-            tracing::info!(target = %self.target.name, %why, "api event refused");
-            let _ = cmd.reply.send(Err(why));
-            return;
-        }
-        // A version a human named must exist before anything is decided:
+        let refuse = |target: &str, reply: oneshot::Sender<_>, why: Refusal| {
+            tracing::info!(%target, %why, "api event refused");
+            let _ = reply.send(Err(why));
+        };
+        let (next, actions) = match self.step(&event, now) {
+            Ok(r) => r,
+            Err(e) => return refuse(&self.target.name, reply, e.into()),
+        };
+        // A version a human named must exist before the step is adopted:
         // an unknown one is refused with nothing run.
         if let Event::ManualTrigger {
             to_version: Some(v),
             ..
-        } = &cmd.event
+        } = &event
         {
             if let Err(why) = execute::check_version(&self.target.rollback, v).await {
-                tracing::info!(target = %self.target.name, %why, "manual trigger refused");
-                let _ = cmd.reply.send(Err(format!("{why}; nothing was run")));
-                return;
+                return refuse(&self.target.name, reply, Refusal::UnknownVersion(why));
             }
         }
-        if !self.apply(cmd.event).await {
-            let _ = cmd.reply.send(Err(
-                "rollbackd could not journal the step, so nothing was done; see its log".into(),
-            ));
-            return;
+        if self.adopt(event, next, actions, now).await != Applied::Yes {
+            return refuse(&self.target.name, reply, Refusal::NotJournaled);
         }
         self.publish();
-        let _ = cmd.reply.send(Ok(self.state.clone()));
+        let _ = reply.send(Ok(self.state.clone()));
     }
 
     /// Share the latest state with the API, with the live evaluation of

@@ -10,7 +10,10 @@
 use chrono::Duration as ChronoDuration;
 
 use super::incident::{after, finish, new_incident, note, start_rollback, DecideConfig};
-use super::{Action, Cause, Event, Incident, NotifyKind, Outcome, Pause, Phase, TargetState, Time};
+use super::machine::event_name;
+use super::{
+    Action, Cause, Event, Incident, NotifyKind, Outcome, Pause, Phase, StepError, TargetState, Time,
+};
 use crate::config::OnConfirmTimeout;
 use crate::rules::RuleStatus;
 use crate::util::fmt_duration;
@@ -302,28 +305,46 @@ fn pin_version(inc: &mut Incident, version: Option<&str>, by: &str, now: Time) {
     );
 }
 
-/// The incident awaiting confirmation, if `id` names it.
-fn awaiting_incident(state: &TargetState, id: &str) -> Option<Incident> {
+/// The incident awaiting confirmation, if `id` names it; else why not.
+fn awaiting_incident(state: &TargetState, id: &str) -> Result<Incident, StepError> {
     match &state.phase {
         Phase::AwaitingConfirmation { incident, .. } if incident.id == id => {
-            Some((**incident).clone())
+            Ok((**incident).clone())
         }
-        _ => None,
+        phase => {
+            let (incident, target, phase) = (id.to_string(), state.target.clone(), phase.name());
+            Err(match state.incident() {
+                Some(open) if open.id == id => StepError::NotAwaiting {
+                    incident,
+                    target,
+                    phase,
+                },
+                _ => StepError::UnknownIncident {
+                    incident,
+                    target,
+                    phase,
+                },
+            })
+        }
     }
 }
 
-/// Approve, reject, manual trigger, pause, resume, execution refused.
-/// `Err(())` when the event makes no sense in the current phase.
+/// Approve, reject, manual trigger, pause, resume. An event that makes no
+/// sense in the current phase is refused with why.
 pub(super) fn on_event(
     cfg: &DecideConfig,
     state: &mut TargetState,
     event: &Event,
     now: Time,
     actions: &mut Vec<Action>,
-) -> Result<(), ()> {
+) -> Result<(), StepError> {
+    let in_flight = |state: &TargetState| StepError::InFlight {
+        target: state.target.clone(),
+        phase: state.phase.name(),
+    };
     match event {
         Event::Approve { incident, by } => {
-            let mut inc = awaiting_incident(state, incident).ok_or(())?;
+            let mut inc = awaiting_incident(state, incident)?;
             inc.confirmed_by = Some(by.clone());
             note(&mut inc, now, "Triggered", format!("approved by {by}"));
             proceed(cfg, state, inc, now, actions);
@@ -333,7 +354,7 @@ pub(super) fn on_event(
             by,
             reason,
         } => {
-            let mut inc = awaiting_incident(state, incident).ok_or(())?;
+            let mut inc = awaiting_incident(state, incident)?;
             let why = format!("rejected by {by}: {reason}");
             inc.error = Some(why.clone());
             let msg = format!("{why}; nothing executed, breaches are suppressed");
@@ -367,7 +388,7 @@ pub(super) fn on_event(
                 proceed(cfg, state, inc, now, actions);
             }
             // The previous rollback's `after` steps still run: refuse.
-            Phase::Done { .. } if state.after_running.is_some() => return Err(()),
+            Phase::Done { .. } if state.after_running.is_some() => return Err(in_flight(state)),
             Phase::Watching | Phase::Done { .. } => {
                 let cause = Cause::Manual {
                     by: by.clone(),
@@ -386,7 +407,7 @@ pub(super) fn on_event(
                 pin_version(&mut inc, to_version.as_deref(), by, now);
                 proceed(cfg, state, inc, now, actions);
             }
-            Phase::RollingBack { .. } | Phase::Verifying { .. } => return Err(()),
+            Phase::RollingBack { .. } | Phase::Verifying { .. } => return Err(in_flight(state)),
         },
         Event::Pause {
             by,
@@ -412,11 +433,15 @@ pub(super) fn on_event(
         }
         Event::Resume { .. } => state.paused = None,
         Event::ExecRefused { incident, reason } => {
+            let unexpected = StepError::Unexpected {
+                event: event_name(event),
+                phase: state.phase.name(),
+            };
             let Phase::RollingBack { incident: open } = &state.phase else {
-                return Err(());
+                return Err(unexpected);
             };
             if open.id != *incident {
-                return Err(());
+                return Err(unexpected);
             }
             let mut inc = (**open).clone();
             if let Some(started) = inc.rollback_started.take() {
@@ -426,7 +451,12 @@ pub(super) fn on_event(
             }
             escalate(cfg, state, inc, reason.clone(), now, actions);
         }
-        _ => return Err(()),
+        _ => {
+            return Err(StepError::Unexpected {
+                event: event_name(event),
+                phase: state.phase.name(),
+            })
+        }
     }
     Ok(())
 }

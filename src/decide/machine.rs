@@ -11,15 +11,50 @@ use super::{Action, Cause, Event, Fleet, Incident, NotifyKind, Outcome, Phase, T
 use crate::rules::{RuleReport, RuleStatus};
 use crate::util::fmt_duration;
 
-/// An event that makes no sense in the current phase (e.g. a result for an
-/// incident that is no longer running). The state is left unchanged.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("event {event} is not expected in phase {phase}")]
-pub struct StepError {
-    /// The event's name.
-    pub event: String,
-    /// The phase's name.
-    pub phase: String,
+/// Why an event does not fit the target's state, as data: the API answers
+/// a person with it (its text is this type's `Display`), the worker drops a
+/// stale effect result with it. The state is left unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StepError {
+    /// Approve or reject for the target's incident, which no longer waits
+    /// for an answer (answered, timed out, resolved).
+    #[error("incident {incident} is not awaiting confirmation: target {target} is {phase}")]
+    NotAwaiting {
+        /// The incident named.
+        incident: String,
+        /// Target name.
+        target: String,
+        /// The phase the target is in.
+        phase: &'static str,
+    },
+    /// Approve or reject for an incident that is not the target's current one.
+    #[error("incident {incident} is not awaiting confirmation (target {target} is {phase})")]
+    UnknownIncident {
+        /// The incident named.
+        incident: String,
+        /// Target name.
+        target: String,
+        /// The phase the target is in.
+        phase: &'static str,
+    },
+    /// A manual trigger while a rollback (or its `after` / `on_failure`
+    /// steps) is under way: one at a time.
+    #[error("target {target} already has a rollback in flight ({phase}); nothing done")]
+    InFlight {
+        /// Target name.
+        target: String,
+        /// The phase the target is in.
+        phase: &'static str,
+    },
+    /// An effect's result that does not fit (e.g. for an incident that is
+    /// no longer running), or an event only older versions journaled.
+    #[error("event {event} is not expected in phase {phase}")]
+    Unexpected {
+        /// The event's name.
+        event: &'static str,
+        /// The phase the target is in.
+        phase: &'static str,
+    },
 }
 
 /// Advance the target's state by one event at time `now`.
@@ -30,9 +65,9 @@ pub fn step(
     now: Time,
 ) -> Result<(TargetState, Vec<Action>), StepError> {
     let mut actions = Vec::new();
-    let unexpected = |event: &Event, phase: &Phase| StepError {
-        event: event_name(event).to_string(),
-        phase: phase.name().to_string(),
+    let unexpected = |event: &Event, phase: &Phase| StepError::Unexpected {
+        event: event_name(event),
+        phase: phase.name(),
     };
     // A pause that ran out ends on whatever step comes first (the worker
     // steps every poll), before the event is looked at.
@@ -148,13 +183,13 @@ pub fn step(
             ref result,
         } => {
             let on_failure = matches!(event, Event::OnFailureFinished { .. });
-            let phase = state.phase.name().to_string();
+            let phase = state.phase.name();
             let Phase::Done { incident: done, .. } = &mut state.phase else {
                 return Err(unexpected(&event, &state.phase));
             };
             if done.id != *incident {
-                return Err(StepError {
-                    event: event_name(&event).to_string(),
+                return Err(StepError::Unexpected {
+                    event: event_name(&event),
                     phase,
                 });
             }
@@ -170,7 +205,7 @@ pub fn step(
                 None => format!("{what} steps done ({} steps)", result.steps.len()),
                 Some(e) => format!("{what} steps failed: {e}"),
             };
-            note(done, now, &phase, msg);
+            note(done, now, phase, msg);
             actions.push(Action::WriteRecord {
                 incident: done.clone(),
             });
@@ -239,15 +274,13 @@ pub fn step(
         | Event::Pause { .. }
         | Event::Resume { .. }
         | Event::ExecRefused { .. } => {
-            if let Err(()) = super::human::on_event(cfg, &mut state, &event, now, &mut actions) {
-                return Err(unexpected(&event, &state.phase));
-            }
+            super::human::on_event(cfg, &mut state, &event, now, &mut actions)?;
         }
     }
     Ok((state, actions))
 }
 
-fn event_name(event: &Event) -> &'static str {
+pub(super) fn event_name(event: &Event) -> &'static str {
     match event {
         Event::Evaluated { .. } => "evaluated",
         Event::VersionObserved { .. } => "version_observed",

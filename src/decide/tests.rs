@@ -415,7 +415,13 @@ fn stale_results_are_errors_not_panics() {
     assert!(step(&c, watching_on("v2", "v1"), stale.clone(), t(1)).is_err());
     let (s, _) = run(&c, watching_on("v2", "v1"), vec![(breached(t(40)), t(40))]);
     let err = step(&c, s, stale, t(41)).unwrap_err();
-    assert_eq!(err.phase, "RollingBack");
+    assert_eq!(
+        err,
+        StepError::Unexpected {
+            event: "exec_finished",
+            phase: "RollingBack"
+        }
+    );
 }
 
 #[test]
