@@ -54,6 +54,10 @@ impl Worker {
             Action::Verify { incident } => {
                 tracing::info!(target = %self.target.name, %incident, "verifying recovery");
             }
+            Action::GlobalLimitRefused { incident, reason } => {
+                crate::metrics::global().global_limit_refused(&self.target.name);
+                tracing::warn!(target = %self.target.name, %incident, %reason, "rollback refused");
+            }
             Action::RunAfter { incident } => self.run_hook(Hook::After, &incident),
             Action::RunOnFailure { incident } => self.run_hook(Hook::OnFailure, &incident),
             Action::Notify { kind, incident } => {

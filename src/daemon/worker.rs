@@ -640,13 +640,28 @@ impl Worker {
         self.adopt(event, next, actions, now).await
     }
 
-    /// Step the machine from the current state; nothing is adopted yet.
+    /// Step the machine from the current state, with the global cap as
+    /// the guards' input; nothing is adopted yet (a step that is not must
+    /// be [`Worker::unstep`]ped).
     pub(super) fn step(
         &self,
         event: &Event,
         now: Time,
     ) -> Result<(TargetState, Vec<Action>), decide::StepError> {
-        decide::step(&self.decide, self.state.clone(), event.clone(), now)
+        let step = |guards: &decide::Guards| {
+            decide::step(&self.decide, guards, self.state.clone(), event.clone(), now)
+        };
+        match &self.shared.live().global_limit {
+            Some(limit) => limit.step(&self.target.name, now, step),
+            None => step(&decide::Guards::default()),
+        }
+    }
+
+    /// A step was not adopted: the rollbacks it started do not count.
+    pub(super) fn unstep(&self) {
+        if let Some(limit) = &self.shared.live().global_limit {
+            limit.reset(&self.state);
+        }
     }
 
     /// Adopt a step: journal it when it changed something, then take the
@@ -658,9 +673,6 @@ impl Worker {
         actions: Vec<Action>,
         now: Time,
     ) -> Applied {
-        // The global cap is asked before anything is journaled, so the
-        // journal never holds an execution that did not happen.
-        let (event, next, actions) = self.global_limit(event, next, actions, now);
         let from = self.state.phase.name().to_string();
         let to = next.phase.name().to_string();
         if let Event::Evaluated { rules, .. } = &event {
@@ -692,6 +704,7 @@ impl Worker {
             // next poll tries again.
             crate::metrics::global().journal_error();
             tracing::error!(target = %self.target.name, error = %format!("{e:#}"), "journal write failed; not acting");
+            self.unstep();
             return Applied::NotJournaled;
         }
         self.state = next;
@@ -806,6 +819,7 @@ impl Worker {
         } = &event
         {
             if let Err(why) = execute::check_version(&self.target.rollback, v).await {
+                self.unstep();
                 return refuse(&self.target.name, reply, Refusal::UnknownVersion(why));
             }
         }
@@ -844,48 +858,5 @@ impl Worker {
                 .unwrap_or_else(|p| p.into_inner());
             all.insert(i.id.clone(), i.clone());
         }
-    }
-
-    /// A step that would execute while the global limiter refuses becomes
-    /// the machine's answer to [`Event::ExecRefused`] (escalated, naming the
-    /// guard): that refusal is what is journaled and carried out.
-    pub(super) fn global_limit(
-        &self,
-        event: Event,
-        next: TargetState,
-        actions: Vec<Action>,
-        now: Time,
-    ) -> (Event, TargetState, Vec<Action>) {
-        let Some(refused) = self.global_limit_refuses(&actions) else {
-            return (event, next, actions);
-        };
-        match decide::step(&self.decide, next.clone(), refused.clone(), now) {
-            Ok((escalated, actions)) => (refused, escalated, actions),
-            Err(e) => {
-                // Cannot happen: the step just entered RollingBack.
-                tracing::error!(target = %self.target.name, error = %e, "global limit refusal not accepted");
-                (event, next, actions)
-            }
-        }
-    }
-
-    /// Ask the global limiter before an `Execute`; `Some(event)` when it refuses.
-    pub(super) fn global_limit_refuses(&self, actions: &[Action]) -> Option<Event> {
-        let live = self.shared.live();
-        let limit = live.global_limit.as_ref()?;
-        let incident = actions.iter().find_map(|a| match a {
-            Action::Execute { incident } => Some(incident.id.clone()),
-            _ => None,
-        })?;
-        if limit.limiter.check().is_ok() {
-            return None;
-        }
-        crate::metrics::global().global_limit_refused(&self.target.name);
-        let reason = format!(
-            "global rate limit: [daemon] max_rollbacks_per_hour = {} reached across all targets",
-            limit.cap
-        );
-        tracing::warn!(target = %self.target.name, %incident, %reason, "rollback refused");
-        Some(Event::ExecRefused { incident, reason })
     }
 }

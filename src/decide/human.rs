@@ -1,6 +1,6 @@
 //! The transitions people cause or wait for: confirmation (approve, reject,
 //! timeout, signals recovering while waiting), manual trigger, pause and
-//! resume, and the runner refusing an execution (global rate limit).
+//! resume.
 //!
 //! Guards hold on every path that can lead to an execution: a paused
 //! target, the per-target rate limit and dry-run (global or a release
@@ -10,7 +10,7 @@
 use chrono::Duration as ChronoDuration;
 
 use super::incident::{after, finish, new_incident, note, start_rollback, DecideConfig};
-use super::machine::event_name;
+use super::Guards;
 use super::{
     Action, Cause, Event, Incident, NotifyKind, Outcome, Pause, Phase, StepError, TargetState, Time,
 };
@@ -133,6 +133,7 @@ fn escalate(
 /// then run the plan, record a dry-run, or escalate.
 fn proceed(
     cfg: &DecideConfig,
+    guards: &Guards,
     state: &mut TargetState,
     mut inc: Incident,
     now: Time,
@@ -164,7 +165,7 @@ fn proceed(
         );
         return;
     }
-    start_rollback(cfg, state, inc, now, actions);
+    start_rollback(cfg, guards, state, inc, now, actions);
 }
 
 /// Triggered with `confirm = "required"`: ask and wait until the deadline.
@@ -209,6 +210,7 @@ pub(super) fn await_confirmation(
 /// all clear again, apply `on_confirm_timeout` at the deadline.
 pub(super) fn awaiting(
     cfg: &DecideConfig,
+    guards: &Guards,
     state: &mut TargetState,
     now: Time,
     actions: &mut Vec<Action>,
@@ -287,7 +289,7 @@ pub(super) fn awaiting(
                     "nobody answered within {waited}; on_confirm_timeout = rollback, so rollbackd proceeds"
                 ),
             );
-            proceed(cfg, state, inc, now, actions);
+            proceed(cfg, guards, state, inc, now, actions);
         }
     }
 }
@@ -333,6 +335,7 @@ fn awaiting_incident(state: &TargetState, id: &str) -> Result<Incident, StepErro
 /// sense in the current phase is refused with why.
 pub(super) fn on_event(
     cfg: &DecideConfig,
+    guards: &Guards,
     state: &mut TargetState,
     event: &Event,
     now: Time,
@@ -347,7 +350,7 @@ pub(super) fn on_event(
             let mut inc = awaiting_incident(state, incident)?;
             inc.confirmed_by = Some(by.clone());
             note(&mut inc, now, "Triggered", format!("approved by {by}"));
-            proceed(cfg, state, inc, now, actions);
+            proceed(cfg, guards, state, inc, now, actions);
         }
         Event::Reject {
             incident,
@@ -385,7 +388,7 @@ pub(super) fn on_event(
                     "Triggered",
                     format!("manual trigger by {by} approves the waiting incident: {reason}"),
                 );
-                proceed(cfg, state, inc, now, actions);
+                proceed(cfg, guards, state, inc, now, actions);
             }
             // The previous rollback's `after` steps still run: refuse.
             Phase::Done { .. } if state.after_running.is_some() => return Err(in_flight(state)),
@@ -405,7 +408,7 @@ pub(super) fn on_event(
                     ),
                 );
                 pin_version(&mut inc, to_version.as_deref(), by, now);
-                proceed(cfg, state, inc, now, actions);
+                proceed(cfg, guards, state, inc, now, actions);
             }
             Phase::RollingBack { .. } | Phase::Verifying { .. } => return Err(in_flight(state)),
         },
@@ -432,28 +435,9 @@ pub(super) fn on_event(
             });
         }
         Event::Resume { .. } => state.paused = None,
-        Event::ExecRefused { incident, reason } => {
-            let unexpected = StepError::Unexpected {
-                event: event_name(event),
-                phase: state.phase.name(),
-            };
-            let Phase::RollingBack { incident: open } = &state.phase else {
-                return Err(unexpected);
-            };
-            if open.id != *incident {
-                return Err(unexpected);
-            }
-            let mut inc = (**open).clone();
-            if let Some(started) = inc.rollback_started.take() {
-                if let Some(i) = state.rollbacks.iter().rposition(|t| *t == started) {
-                    state.rollbacks.remove(i);
-                }
-            }
-            escalate(cfg, state, inc, reason.clone(), now, actions);
-        }
         _ => {
             return Err(StepError::Unexpected {
-                event: event_name(event),
+                event: event.name(),
                 phase: state.phase.name(),
             })
         }

@@ -1,4 +1,4 @@
-//! The transition function: `step(cfg, state, event, now)`.
+//! The transition function: `step(cfg, guards, state, event, now)`.
 
 use std::time::Duration;
 
@@ -7,6 +7,7 @@ use chrono::Duration as ChronoDuration;
 use super::incident::{
     after, finish, missing_var, new_incident, note, start_rollback, DecideConfig,
 };
+use super::Guards;
 use super::{Action, Cause, Event, Fleet, Incident, NotifyKind, Outcome, Phase, TargetState, Time};
 use crate::rules::{RuleReport, RuleStatus};
 use crate::util::fmt_duration;
@@ -57,16 +58,18 @@ pub enum StepError {
     },
 }
 
-/// Advance the target's state by one event at time `now`.
+/// Advance the target's state by one event at time `now`, with the inputs
+/// of the guards that span targets (`guards`) as the runner saw them.
 pub fn step(
     cfg: &DecideConfig,
+    guards: &Guards,
     mut state: TargetState,
     event: Event,
     now: Time,
 ) -> Result<(TargetState, Vec<Action>), StepError> {
     let mut actions = Vec::new();
     let unexpected = |event: &Event, phase: &Phase| StepError::Unexpected {
-        event: event_name(event),
+        event: event.name(),
         phase: phase.name(),
     };
     // A pause that ran out ends on whatever step comes first (the worker
@@ -80,7 +83,7 @@ pub fn step(
             state.rules = rules;
             blindness(cfg, &mut state, now, &mut actions);
             super::shadow::shadow_rules(cfg, &mut state, now, &mut actions);
-            advance(cfg, &mut state, now, &fleet, &mut actions);
+            advance(cfg, guards, &mut state, now, &fleet, &mut actions);
         }
         Event::ExecFinished {
             ref incident,
@@ -172,7 +175,14 @@ pub fn step(
             *url_ok = Some(ok);
             open.verification = Some(format!("{label}: {detail}"));
             open.verify_checks = checks.clone();
-            advance(cfg, &mut state, now, &Fleet::default(), &mut actions);
+            advance(
+                cfg,
+                guards,
+                &mut state,
+                now,
+                &Fleet::default(),
+                &mut actions,
+            );
         }
         Event::OnFailureFinished {
             ref incident,
@@ -189,7 +199,7 @@ pub fn step(
             };
             if done.id != *incident {
                 return Err(StepError::Unexpected {
-                    event: event_name(&event),
+                    event: event.name(),
                     phase,
                 });
             }
@@ -210,6 +220,8 @@ pub fn step(
                 incident: done.clone(),
             });
         }
+        // Only older versions journaled it (the global cap is an input now).
+        Event::ExecRefused { .. } => return Err(unexpected(&event, &state.phase)),
         Event::Recovered => match &mut state.phase {
             Phase::RollingBack { incident } => {
                 let mut inc = incident.clone();
@@ -272,30 +284,11 @@ pub fn step(
         | Event::Reject { .. }
         | Event::ManualTrigger { .. }
         | Event::Pause { .. }
-        | Event::Resume { .. }
-        | Event::ExecRefused { .. } => {
-            super::human::on_event(cfg, &mut state, &event, now, &mut actions)?;
+        | Event::Resume { .. } => {
+            super::human::on_event(cfg, guards, &mut state, &event, now, &mut actions)?;
         }
     }
     Ok((state, actions))
-}
-
-pub(super) fn event_name(event: &Event) -> &'static str {
-    match event {
-        Event::Evaluated { .. } => "evaluated",
-        Event::VersionObserved { .. } => "version_observed",
-        Event::ExecFinished { .. } => "exec_finished",
-        Event::VerifyChecked { .. } => "verify_checked",
-        Event::AfterFinished { .. } => "after_finished",
-        Event::OnFailureFinished { .. } => "on_failure_finished",
-        Event::Recovered => "recovered",
-        Event::Approve { .. } => "approve",
-        Event::Reject { .. } => "reject",
-        Event::ManualTrigger { .. } => "manual_trigger",
-        Event::Pause { .. } => "pause",
-        Event::Resume { .. } => "resume",
-        Event::ExecRefused { .. } => "exec_refused",
-    }
 }
 
 fn observe_version(state: &mut TargetState, version: String, now: Time) {
@@ -317,6 +310,7 @@ fn observe_version(state: &mut TargetState, version: String, now: Time) {
 /// Re-evaluate the current phase against the latest rules and the clock.
 fn advance(
     cfg: &DecideConfig,
+    guards: &Guards,
     state: &mut TargetState,
     now: Time,
     fleet: &Fleet,
@@ -328,7 +322,7 @@ fn advance(
         }
     }
     match &state.phase {
-        Phase::Watching => watch(cfg, state, now, fleet, actions),
+        Phase::Watching => watch(cfg, guards, state, now, fleet, actions),
         Phase::Verifying {
             incident,
             deadline,
@@ -337,7 +331,9 @@ fn advance(
             let (mut inc, deadline, url_ok) = (incident.clone(), *deadline, *url_ok);
             verify(cfg, state, &mut inc, deadline, url_ok, now, actions);
         }
-        Phase::AwaitingConfirmation { .. } => super::human::awaiting(cfg, state, now, actions),
+        Phase::AwaitingConfirmation { .. } => {
+            super::human::awaiting(cfg, guards, state, now, actions)
+        }
         Phase::RollingBack { .. } | Phase::Done { .. } => {}
     }
 }
@@ -481,6 +477,7 @@ fn verify(
 /// "breach"`) must be able to act. The incident names the abstaining rules.
 fn watch(
     cfg: &DecideConfig,
+    guards: &Guards,
     state: &mut TargetState,
     now: Time,
     fleet: &Fleet,
@@ -606,7 +603,7 @@ fn watch(
         super::human::await_confirmation(cfg, state, inc, now, actions);
         return;
     }
-    start_rollback(cfg, state, inc, now, actions);
+    start_rollback(cfg, guards, state, inc, now, actions);
 }
 
 /// The plan or its verification failed: run `on_failure` when there is

@@ -512,13 +512,59 @@ pub enum Event {
         /// Who asked.
         by: String,
     },
-    /// The runner refused to carry out `Execute` (global rate limit).
+    /// Journaled by versions before the global cap became an input of
+    /// [`step`] (see [`Guards`]): the runner refused an `Execute`. Kept so
+    /// that their journals still read; never produced now, and [`step`]
+    /// refuses it as unexpected.
     ExecRefused {
         /// The incident whose rollback was refused.
         incident: String,
         /// The guard that refused, with its numbers.
         reason: String,
     },
+}
+
+impl Event {
+    /// The event's name as the journal spells it (`approve`, `exec_finished`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Evaluated { .. } => "evaluated",
+            Event::VersionObserved { .. } => "version_observed",
+            Event::ExecFinished { .. } => "exec_finished",
+            Event::VerifyChecked { .. } => "verify_checked",
+            Event::AfterFinished { .. } => "after_finished",
+            Event::OnFailureFinished { .. } => "on_failure_finished",
+            Event::Recovered => "recovered",
+            Event::Approve { .. } => "approve",
+            Event::Reject { .. } => "reject",
+            Event::ManualTrigger { .. } => "manual_trigger",
+            Event::Pause { .. } => "pause",
+            Event::Resume { .. } => "resume",
+            Event::ExecRefused { .. } => "exec_refused",
+        }
+    }
+}
+
+/// What the rest of the daemon shows one target's step at that moment:
+/// the inputs of guards that span targets. The runner gathers them before
+/// stepping; [`step`] decides with them (the blast-radius guard's input,
+/// [`Fleet`], travels in [`Event::Evaluated`] because it explains the
+/// evaluation in the journal).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Guards {
+    /// `[daemon] max_rollbacks_per_hour` with the rollbacks it counts;
+    /// `None`: no global cap.
+    pub global: Option<GlobalCap>,
+}
+
+/// The global cap on executed rollbacks across all targets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GlobalCap {
+    /// `[daemon] max_rollbacks_per_hour`.
+    pub max_per_hour: u32,
+    /// When the rollbacks of every target (this one included) started;
+    /// those of the last hour count.
+    pub started: Vec<Time>,
 }
 
 /// The other targets as one target's step sees them: how many are watched
@@ -674,6 +720,15 @@ pub enum Action {
         target: String,
         /// What happened, with the rules and reasons.
         message: String,
+    },
+    /// The global cap (`[daemon] max_rollbacks_per_hour`) stopped this
+    /// incident's rollback before it started; the incident escalates in
+    /// the same step. The runner logs and counts it.
+    GlobalLimitRefused {
+        /// The incident.
+        incident: String,
+        /// The guard with its numbers.
+        reason: String,
     },
     /// Write (or rewrite) `incidents/ID.md`.
     WriteRecord {

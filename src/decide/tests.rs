@@ -40,6 +40,26 @@ fn cfg() -> DecideConfig {
     }
 }
 
+/// A step without a global cap (most tables); [`global_cap`] gives one.
+fn step(
+    cfg: &DecideConfig,
+    state: TargetState,
+    event: Event,
+    now: Time,
+) -> Result<(TargetState, Vec<Action>), StepError> {
+    super::step(cfg, &Guards::default(), state, event, now)
+}
+
+/// Guards with a global cap of `max` and rollbacks started at `started`.
+fn global_cap(max: u32, started: &[Time]) -> Guards {
+    Guards {
+        global: Some(GlobalCap {
+            max_per_hour: max,
+            started: started.to_vec(),
+        }),
+    }
+}
+
 fn report(status: RuleStatus, value: Option<f64>, at: Time) -> RuleReport {
     RuleReport {
         rule: "health".into(),
@@ -124,6 +144,7 @@ fn kinds(actions: &[Action]) -> Vec<String> {
             Action::Notify { kind, .. } => format!("notify:{kind:?}"),
             Action::NotifyTarget { kind, .. } => format!("notify-target:{kind:?}"),
             Action::WriteRecord { .. } => "record".to_string(),
+            Action::GlobalLimitRefused { .. } => "global_limit_refused".to_string(),
         })
         .collect()
 }
@@ -559,17 +580,53 @@ fn manual_trigger_and_global_refusal() {
     assert_eq!(s.phase.name(), "RollingBack");
     assert!(kinds(&a).contains(&"execute".to_string()));
     assert!(matches!(s.incident().unwrap().cause, Cause::Manual { .. }));
-    // A second trigger while it runs is refused.
-    assert!(step(&c, s.clone(), trigger.clone(), t(11)).is_err());
-    // The runner's global limit refuses: escalated, not counted.
-    let refused = Event::ExecRefused {
-        incident: open_id(&s),
-        reason: "global rate limit".into(),
-    };
-    let (s, a) = run(&c, s, vec![(refused, t(12))]);
+    // A second trigger while it runs is refused, saying why.
+    assert_eq!(
+        step(&c, s.clone(), trigger.clone(), t(11)).unwrap_err(),
+        StepError::InFlight {
+            target: "web".into(),
+            phase: "RollingBack"
+        }
+    );
+    assert_eq!(
+        step(&c, s.clone(), trigger.clone(), t(11))
+            .unwrap_err()
+            .to_string(),
+        "target web already has a rollback in flight (RollingBack); nothing done"
+    );
+    // The global cap is reached (by other targets' rollbacks): the step
+    // itself escalates naming the guard, and nothing counts.
+    let (s, a) = super::step(
+        &c,
+        &global_cap(2, &[t(-3000), t(0)]),
+        watching_on("v2", "v1"),
+        trigger.clone(),
+        t(12),
+    )
+    .unwrap();
     assert_eq!(s.phase.name(), "Escalated");
-    assert_eq!(kinds(&a), vec!["record", "notify:Escalated"]);
+    assert_eq!(
+        kinds(&a),
+        vec!["global_limit_refused", "record", "notify:Escalated"]
+    );
     assert!(s.rollbacks.is_empty());
+    let err = s.incident().unwrap().error.clone().unwrap();
+    assert_eq!(
+        err,
+        "global rate limit: [daemon] max_rollbacks_per_hour = 2 reached across all targets \
+         (2 rollbacks started in the last hour)"
+    );
+    // A rollback older than an hour no longer counts.
+    let (s2, a) = super::step(
+        &c,
+        &global_cap(2, &[t(-3600), t(0)]),
+        watching_on("v2", "v1"),
+        trigger.clone(),
+        t(12),
+    )
+    .unwrap();
+    assert_eq!(s2.phase.name(), "RollingBack");
+    assert!(kinds(&a).contains(&"execute".to_string()));
     // Paused: a manual trigger escalates too.
     let (s, _) = run(
         &c,
@@ -786,20 +843,55 @@ fn crossing_answers_and_stale_refusals_act_at_most_once() {
         assert!(err.contains("opened on v2 but v1 is live"), "{name}: {err}");
     }
 
-    // A refusal for another incident, or a second one, changes nothing.
-    let (rolling, _) = run(&c, waiting, vec![(approve("alice"), t(50))]);
-    let other = Event::ExecRefused {
+    // An approval for another incident, or a second one, is refused with
+    // why; the refusal journaled by older versions is never acted on.
+    let (rolling, _) = run(&c, waiting.clone(), vec![(approve("alice"), t(50))]);
+    let other = Event::Approve {
         incident: "20261118-120000-web-99".into(),
-        reason: "global rate limit".into(),
+        by: "alice".into(),
     };
-    assert!(step(&c, rolling.clone(), other, t(51)).is_err());
-    let refused = Event::ExecRefused {
+    assert_eq!(
+        step(&c, rolling.clone(), other, t(51)).unwrap_err(),
+        StepError::UnknownIncident {
+            incident: "20261118-120000-web-99".into(),
+            target: "web".into(),
+            phase: "RollingBack"
+        }
+    );
+    let again = step(&c, rolling.clone(), approve("bob"), t(51)).unwrap_err();
+    assert_eq!(
+        again.to_string(),
+        format!("incident {id} is not awaiting confirmation: target web is RollingBack")
+    );
+    let legacy = Event::ExecRefused {
         incident: id.clone(),
         reason: "global rate limit".into(),
     };
-    let (escalated, _) = run(&c, rolling.clone(), vec![(refused.clone(), t(51))]);
+    assert!(matches!(
+        step(&c, rolling.clone(), legacy, t(51)),
+        Err(StepError::Unexpected {
+            event: "exec_refused",
+            ..
+        })
+    ));
+    // An approval when the global cap is reached escalates naming it.
+    let (escalated, a) = super::step(
+        &c,
+        &global_cap(1, &[t(10)]),
+        waiting.clone(),
+        approve("alice"),
+        t(50),
+    )
+    .unwrap();
     assert_eq!(escalated.phase.name(), "Escalated");
-    assert!(step(&c, escalated, refused, t(52)).is_err());
+    assert!(!kinds(&a).contains(&"execute".to_string()));
+    assert!(escalated
+        .incident()
+        .unwrap()
+        .error
+        .as_deref()
+        .unwrap()
+        .starts_with("global rate limit"));
 
     // Pausing or a window while the plan runs, or a restart then, never
     // starts the plan again.
@@ -837,10 +929,9 @@ enum Gen {
     Manual,
     Pause,
     Resume,
-    Refused,
 }
 
-fn gen_event() -> impl Strategy<Value = (Gen, u16)> {
+fn gen_event() -> impl Strategy<Value = (Gen, u16, bool)> {
     let ev = prop_oneof![
         6 => (proptest::collection::vec(0u8..4, 1..4), 0u8..4).prop_map(|(r, f)| Gen::Eval(r, f)),
         1 => (0u8..3).prop_map(Gen::Version),
@@ -852,9 +943,9 @@ fn gen_event() -> impl Strategy<Value = (Gen, u16)> {
         1 => Just(Gen::Manual),
         1 => Just(Gen::Pause),
         1 => Just(Gen::Resume),
-        1 => Just(Gen::Refused),
     ];
-    (ev, 0u16..400)
+    // Whether the global cap (of 1) is reached by another target.
+    (ev, 0u16..400, proptest::bool::weighted(0.2))
 }
 
 proptest! {
@@ -894,7 +985,7 @@ proptest! {
         let mut s = watching_on("v2", "v1");
         let mut now = t(0);
         let mut executions: Vec<Time> = Vec::new();
-        for (g, dt) in events {
+        for (g, dt, global_full) in events {
             now += chrono::Duration::seconds(dt as i64);
             let event = match g {
                 Gen::Eval(codes, others) => Event::Evaluated { fleet: Fleet {
@@ -932,10 +1023,6 @@ proptest! {
                 Gen::Manual => Event::ManualTrigger { to_version: None, by: "carol".into(), reason: "cve".into() },
                 Gen::Pause => Event::Pause { by: "ops".into(), reason: None, duration: None },
                 Gen::Resume => Event::Resume { by: "ops".into() },
-                Gen::Refused => Event::ExecRefused {
-                    incident: s.incident().map(|i| i.id.clone()).unwrap_or_default(),
-                    reason: "global rate limit".into(),
-                },
             };
             let before = s.clone();
             let rules_now = match &event {
@@ -949,15 +1036,15 @@ proptest! {
                 Event::Evaluated { fleet, .. } => fleet.breaching.len() >= 2,
                 _ => false,
             };
-            let refused = matches!(event, Event::ExecRefused { .. });
-            let Ok((next, actions)) = step(&c, s.clone(), event, now) else { continue };
-            if refused {
-                // The runner did not execute it: it does not count.
-                executions.pop();
-            }
+            let guards = if global_full { global_cap(1, &[now]) } else { Guards::default() };
+            let Ok((next, actions)) = super::step(&c, &guards, s.clone(), event, now) else { continue };
             for a in &actions {
+                if let Action::GlobalLimitRefused { .. } = a {
+                    prop_assert!(global_full, "refused by a global cap that had room");
+                }
                 if let Action::Execute { incident } = a {
                     prop_assert!(!dry, "executed in dry-run");
+                    prop_assert!(!global_full, "executed beyond the global cap");
                     prop_assert!(!c.windows.iter().any(|w| w.contains(now)), "executed inside a release window");
                     prop_assert!(before.paused.is_none(), "executed while paused");
                     let on_timeout = matches!(before.phase, Phase::AwaitingConfirmation { .. });
