@@ -1,6 +1,6 @@
-//! The per-target worker: poll (version, rules, gates) as a future of its
-//! own, step the decision machine, journal, and hand actions to the
-//! effects runner. Commands from the API are served first.
+//! The per-target worker: poll (version, rules) as a future of its own,
+//! step the decision machine, journal, and hand actions to the effects
+//! runner. Commands from the API are served first.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,7 +96,7 @@ pub(super) fn rule_slots(
 /// How long a poll of `target` may take before its worker counts as stuck:
 /// twice the interval plus the longest a poll can last when every source
 /// uses its whole timeout (the version is read first, then the rules
-/// together, then the verify URL).
+/// together; the verification gates run as an effect of their own).
 pub(super) fn poll_budget(target: &TargetConfig, live: &Live) -> Duration {
     let rules = target
         .rules
@@ -112,17 +112,7 @@ pub(super) fn poll_budget(target: &TargetConfig, live: &Live) -> Duration {
         None => Duration::ZERO,
         Some(_) => crate::version::VERSION_TIMEOUT,
     };
-    // The gates run one after the other: each HTTP one up to the client
-    // timeout, each command up to its own timeout.
-    let v = &target.verify;
-    let http = u32::from(v.url.is_some()) + v.checks.len() as u32;
-    let commands: Duration = v
-        .commands
-        .iter()
-        .map(|c| c.timeout.unwrap_or(execute::verify::COMMAND_TIMEOUT))
-        .sum();
-    let verify = verify_timeout(live.poll_interval) * http + commands;
-    live.poll_interval * 2 + version + rules + verify
+    live.poll_interval * 2 + version + rules
 }
 
 /// The timeout of one verify URL check.
@@ -176,9 +166,6 @@ pub(super) struct PollDone {
     /// The version reader and what it read.
     pub(super) version: VersionReader,
     pub(super) read: Result<Option<String>, String>,
-    /// The verification gates' results, when the target was verifying at
-    /// poll start: incident, all passed, summary, each gate.
-    pub(super) verify: Option<(String, bool, String, Vec<execute::verify::CheckReport>)>,
     /// How long the poll took.
     pub(super) took: Duration,
 }
@@ -486,8 +473,8 @@ impl Worker {
         }
     }
 
-    /// Start a poll in its own future: version, every polled rule, the
-    /// verify URL when verifying. The worker keeps serving commands.
+    /// Start a poll in its own future: version, every polled rule. The
+    /// worker keeps serving commands.
     pub(super) fn start_poll(&mut self) -> PollFuture {
         let mut slots = std::mem::take(&mut self.polled);
         let version = self
@@ -495,15 +482,6 @@ impl Worker {
             .take()
             .expect("the version reader is back after every poll");
         let deployed_at = self.state.deployed_at;
-        let v = &self.target.verify;
-        let gated = v.url.is_some() || !v.checks.is_empty() || !v.commands.is_empty();
-        let verify = match &self.state.phase {
-            Phase::Verifying { incident, .. } if gated => {
-                Some((incident.id.clone(), v.clone(), vars_for(incident)))
-            }
-            _ => None,
-        };
-        let client = self.shared.verify_client.clone();
         let clock = self.shared.clock.clone();
         // Test hook (debug builds only): this target's polls never end, as a
         // stuck worker's would; the watchdog test uses it.
@@ -523,28 +501,17 @@ impl Worker {
                 (s.index, report)
             }))
             .await;
-            let verify = match verify {
-                Some((incident, config, vars)) => {
-                    let checks = execute::verify::run_gates(&client, &config, &vars).await;
-                    let ok = checks.iter().all(|c| c.ok);
-                    let detail = gates_detail(&checks);
-                    Some((incident, ok, detail, checks))
-                }
-                None => None,
-            };
             PollDone {
                 slots,
                 reports,
                 version,
                 read,
-                verify,
                 took: started.elapsed(),
             }
         })
     }
 
-    /// A poll ended: adopt the version, step the evaluation, then the
-    /// verify check.
+    /// A poll ended: adopt the version, then step the evaluation.
     pub(super) async fn poll_done(&mut self, done: PollDone) {
         self.polled = done.slots;
         self.version = Some(done.version);
@@ -560,15 +527,6 @@ impl Worker {
         }
         self.evaluate_alerting().await;
         self.step_evaluated().await;
-        if let Some((incident, ok, detail, checks)) = done.verify {
-            self.apply(Event::VerifyChecked {
-                incident,
-                ok,
-                detail,
-                checks,
-            })
-            .await;
-        }
     }
 
     /// Evaluate the Alertmanager rules now (they read the local store).

@@ -84,6 +84,8 @@ pub fn step(
             blindness(cfg, &mut state, now, &mut actions);
             super::shadow::shadow_rules(cfg, &mut state, now, &mut actions);
             advance(cfg, guards, &mut state, now, &fleet, &mut actions);
+            // The gates are checked once per evaluation (poll), one run at a time.
+            run_gates(cfg, &mut state, false, &mut actions);
         }
         Event::ExecFinished {
             ref incident,
@@ -116,17 +118,14 @@ pub fn step(
                     fmt_duration(cfg.verify_within)
                 );
                 note(&mut inc, now, "Verifying", msg);
-                actions.push(Action::Verify {
-                    incident: inc.id.clone(),
-                });
-                actions.push(Action::WriteRecord {
-                    incident: inc.clone(),
-                });
                 state.phase = Phase::Verifying {
-                    incident: inc,
+                    incident: inc.clone(),
                     deadline,
                     url_ok: None,
+                    gates_running: false,
                 };
+                run_gates(cfg, &mut state, true, &mut actions);
+                actions.push(Action::WriteRecord { incident: inc });
             } else {
                 let why = result
                     .error
@@ -155,6 +154,7 @@ pub fn step(
             let Phase::Verifying {
                 incident: open,
                 url_ok,
+                gates_running,
                 ..
             } = &mut state.phase
             else {
@@ -163,6 +163,7 @@ pub fn step(
             if open.id != *incident {
                 return Err(unexpected(&event, &state.phase));
             }
+            *gates_running = false;
             let label = if cfg.verify_gates == 0 {
                 "verify URL"
             } else {
@@ -240,21 +241,17 @@ pub fn step(
                     kind: NotifyKind::Interrupted,
                     incident: inc.clone(),
                 });
-                actions.push(Action::Verify {
-                    incident: inc.id.clone(),
-                });
-                actions.push(Action::WriteRecord {
-                    incident: inc.clone(),
-                });
                 state.phase = Phase::Verifying {
-                    incident: inc,
+                    incident: inc.clone(),
                     deadline: after(now, cfg.verify_within),
                     url_ok: None,
+                    gates_running: false,
                 };
+                run_gates(cfg, &mut state, true, &mut actions);
+                actions.push(Action::WriteRecord { incident: inc });
             }
-            Phase::Verifying { incident, .. } => actions.push(Action::Verify {
-                incident: incident.id.clone(),
-            }),
+            // The run under way (if any) died with the previous process.
+            Phase::Verifying { .. } => run_gates(cfg, &mut state, true, &mut actions),
             Phase::Done { incident, .. } if state.after_running.is_some() => {
                 // The process died while the `after` steps ran: they are not
                 // run again blindly (a cache purge may have half happened).
@@ -307,6 +304,31 @@ fn observe_version(state: &mut TargetState, version: String, now: Time) {
     state.version = Some(version);
 }
 
+/// Verifying with gates configured: ask for a run of the gates, unless one
+/// is under way (`restart`: none is, whatever the state says).
+fn run_gates(
+    cfg: &DecideConfig,
+    state: &mut TargetState,
+    restart: bool,
+    actions: &mut Vec<Action>,
+) {
+    let Phase::Verifying {
+        incident,
+        gates_running,
+        ..
+    } = &mut state.phase
+    else {
+        return;
+    };
+    if !cfg.verify_url || (*gates_running && !restart) {
+        return;
+    }
+    *gates_running = true;
+    actions.push(Action::Verify {
+        incident: incident.id.clone(),
+    });
+}
+
 /// Re-evaluate the current phase against the latest rules and the clock.
 fn advance(
     cfg: &DecideConfig,
@@ -327,6 +349,7 @@ fn advance(
             incident,
             deadline,
             url_ok,
+            ..
         } => {
             let (mut inc, deadline, url_ok) = (incident.clone(), *deadline, *url_ok);
             verify(cfg, state, &mut inc, deadline, url_ok, now, actions);

@@ -73,6 +73,10 @@ pub struct TargetState {
     pub shadow_breached: Vec<String>,
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 /// `null` (a journal delta's "this field went away") as an empty list.
 fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
@@ -165,6 +169,11 @@ pub enum Phase {
         /// passed in the latest round; `None` before the first. (The name
         /// is kept from when the URL was the only gate: journals have it.)
         url_ok: Option<bool>,
+        /// A run of the gates ([`Action::Verify`]) is under way: its
+        /// [`Event::VerifyChecked`] comes back before another starts, so a
+        /// slow gate never piles up runs. (Absent in older journals: none.)
+        #[serde(default, skip_serializing_if = "is_false")]
+        gates_running: bool,
     },
     /// An incident ended (rolled back, failed, dry-run); breaches are not
     /// acted on until `until` (cooldown).
@@ -687,8 +696,9 @@ pub enum Action {
         /// The incident (ID, versions for template variables).
         incident: Box<Incident>,
     },
-    /// Run the verification gates (URL, checks, commands) on each poll
-    /// until the phase changes.
+    /// Run the verification gates (URL, checks, commands) once and report
+    /// back with [`Event::VerifyChecked`]. Asked on entering `Verifying`
+    /// and at each evaluation while verifying when no run is under way.
     Verify {
         /// The incident being verified.
         incident: String,

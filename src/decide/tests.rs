@@ -1836,7 +1836,7 @@ fn failing_gates_make_did_not_help_and_run_on_failure() {
     };
     let (s, a) = run(&c, s, vec![(checked, t(50)), (ok(t(51)), t(51))]);
     assert_eq!(s.phase.name(), "Verifying", "rules ok but a gate fails");
-    assert!(a.is_empty(), "{a:?}");
+    assert_eq!(kinds(&a), vec!["verify"], "the next poll checks again");
     assert_eq!(s.incident().unwrap().verify_checks, checks);
     // At the deadline: did not help, on_failure runs, the rollback is not
     // over until it ends.
@@ -1914,4 +1914,67 @@ fn an_impossible_plan_is_refused_without_asking_a_human() {
     let (s, a) = step(&c, watching_on("v2", "v1"), breached(t(40)), t(40)).unwrap();
     assert_eq!(s.phase.name(), "AwaitingConfirmation");
     assert_eq!(kinds(&a), vec!["record", "notify:AwaitingConfirmation"]);
+}
+
+/// Verification is an action whose result comes back as an event: asked on
+/// entering Verifying and at each evaluation, one run at a time; a restart
+/// asks again (the run died with the process); no gates, no runs.
+#[test]
+fn gates_run_once_per_evaluation_one_at_a_time() {
+    let c = cfg();
+    let (s, _) = run(&c, watching_on("v2", "v1"), vec![(breached(t(40)), t(40))]);
+    let (s, a) = run(&c, s.clone(), vec![(exec_ok(&s), t(45))]);
+    assert_eq!(kinds(&a), vec!["verify", "record"]);
+    let id = open_id(&s);
+    let running = |s: &TargetState| match &s.phase {
+        Phase::Verifying { gates_running, .. } => *gates_running,
+        _ => panic!("not verifying: {}", s.phase.name()),
+    };
+    assert!(running(&s));
+    // A slow run: the polls meanwhile ask for no second one.
+    let (s, a) = run(
+        &c,
+        s,
+        vec![(breached(t(46)), t(46)), (breached(t(47)), t(47))],
+    );
+    assert!(a.is_empty(), "{a:?}");
+    let checked = |ok: bool| Event::VerifyChecked {
+        incident: id.clone(),
+        ok,
+        detail: "HTTP 503".into(),
+        checks: vec![],
+    };
+    let (s, a) = run(&c, s, vec![(checked(false), t(48))]);
+    assert!(a.is_empty(), "{a:?}");
+    assert!(!running(&s));
+    let (s, a) = run(&c, s, vec![(breached(t(49)), t(49))]);
+    assert_eq!(kinds(&a), vec!["verify"]);
+    assert!(running(&s));
+    // A restart while a run is under way asks again.
+    let (s, a) = run(&c, s, vec![(Event::Recovered, t(50))]);
+    assert_eq!(kinds(&a), vec!["verify"]);
+    // A state journaled before the flag existed reads as "no run".
+    let mut json = serde_json::to_value(&s).unwrap();
+    json["phase"]
+        .as_object_mut()
+        .unwrap()
+        .remove("gates_running");
+    let old: TargetState = serde_json::from_value(json).unwrap();
+    assert!(!running(&old));
+    let (_, a) = run(&c, old, vec![(breached(t(51)), t(51))]);
+    assert_eq!(kinds(&a), vec!["verify"]);
+    // Without gates (rules only) nothing is run.
+    let mut rules_only = cfg();
+    rules_only.verify_url = false;
+    let (s, _) = run(
+        &rules_only,
+        watching_on("v2", "v1"),
+        vec![(breached(t(40)), t(40))],
+    );
+    let (s, a) = run(&rules_only, s.clone(), vec![(exec_ok(&s), t(45))]);
+    assert_eq!(kinds(&a), vec!["record"]);
+    let (s, a) = run(&rules_only, s, vec![(breached(t(46)), t(46))]);
+    assert!(a.is_empty(), "{a:?}");
+    let (_, a) = run(&rules_only, s, vec![(ok(t(47)), t(47))]);
+    assert_eq!(kinds(&a), vec!["after", "record", "notify:RolledBack"]);
 }
