@@ -636,14 +636,7 @@ impl Worker {
         if let Event::Evaluated { rules, .. } = &event {
             record_rule_metrics(&self.target.name, rules);
         }
-        let changed = next.phase != self.state.phase
-            || !actions.is_empty()
-            || next.version != self.state.version
-            || next.loop_guard != self.state.loop_guard
-            || next.paused != self.state.paused
-            || next.blind_notified != self.state.blind_notified
-            || next.shadow_breached != self.state.shadow_breached
-            || statuses(&next.rules) != statuses(&self.state.rules);
+        let changed = !actions.is_empty() || self.state.journal_worthy_change(&next);
         if !changed {
             self.state = next;
             return Applied::Yes;
@@ -731,10 +724,6 @@ pub(super) fn record_rule_metrics(target: &str, rules: &[RuleReport]) {
     for r in rules {
         crate::metrics::global().rule(target, r);
     }
-}
-
-pub(super) fn statuses(rules: &[RuleReport]) -> Vec<&'static str> {
-    rules.iter().map(|r| r.status.name()).collect()
 }
 
 pub(super) fn log_step(target: &str, event: &Event, from: &str, to: &str, state: &TargetState) {

@@ -119,6 +119,49 @@ impl TargetState {
         }
     }
 
+    /// Whether `next` differs from this state in anything the journal must
+    /// keep, so that recovery restores it: every field counts except the
+    /// rules' live values (a rule's name and status count; its value,
+    /// sample time and details change every poll and are not worth a line).
+    /// Every field is named here: a new one does not compile until it is
+    /// decided.
+    pub fn journal_worthy_change(&self, next: &TargetState) -> bool {
+        let TargetState {
+            target,
+            phase,
+            version,
+            previous_version,
+            deployed_at,
+            rules,
+            rollbacks,
+            loop_guard,
+            after_running,
+            incident_seq,
+            blind_notified,
+            paused,
+            shadow_breached,
+        } = self;
+        let statuses = |rules: &[RuleReport]| -> Vec<(String, &'static str)> {
+            rules
+                .iter()
+                .map(|r| (r.rule.clone(), r.status.name()))
+                .collect()
+        };
+        *target != next.target
+            || *phase != next.phase
+            || *version != next.version
+            || *previous_version != next.previous_version
+            || *deployed_at != next.deployed_at
+            || statuses(rules) != statuses(&next.rules)
+            || *rollbacks != next.rollbacks
+            || *loop_guard != next.loop_guard
+            || *after_running != next.after_running
+            || *incident_seq != next.incident_seq
+            || *blind_notified != next.blind_notified
+            || *paused != next.paused
+            || *shadow_breached != next.shadow_breached
+    }
+
     /// Why the target is where it is: the incident's latest timeline
     /// message (empty when no incident is open).
     pub fn last_note(&self) -> &str {

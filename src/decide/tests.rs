@@ -1978,3 +1978,71 @@ fn gates_run_once_per_evaluation_one_at_a_time() {
     let (_, a) = run(&rules_only, s, vec![(ok(t(47)), t(47))]);
     assert_eq!(kinds(&a), vec!["after", "record", "notify:RolledBack"]);
 }
+
+/// What is journaled is decided by comparing states: every field of the
+/// state but the rules' live values. A field added to [`TargetState`] fails
+/// here (and in `journal_worthy_change`) until it is decided.
+#[test]
+fn journal_worthy_changes_are_every_field_but_live_rule_values() {
+    let (mut s, _) = run(
+        &cfg(),
+        watching_on("v2", "v1"),
+        vec![(breached(t(40)), t(40))],
+    );
+    s.deployed_at = Some(t(1));
+    s.loop_guard = Some("v0".into());
+    s.after_running = Some("x".into());
+    s.blind_notified = Some(t(2));
+    s.paused = Some(Pause {
+        by: "ops".into(),
+        at: t(3),
+        reason: None,
+        until: None,
+    });
+    s.shadow_breached = vec!["shadow".into()];
+    let json = serde_json::to_value(&s).unwrap();
+    let mut keys: Vec<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    let changed = |f: &dyn Fn(&mut TargetState)| {
+        let mut next = s.clone();
+        f(&mut next);
+        s.journal_worthy_change(&next)
+    };
+    #[allow(clippy::type_complexity)]
+    let fields: Vec<(&str, Box<dyn Fn(&mut TargetState)>)> = vec![
+        ("after_running", Box::new(|n| n.after_running = None)),
+        ("blind_notified", Box::new(|n| n.blind_notified = None)),
+        ("deployed_at", Box::new(|n| n.deployed_at = Some(t(9)))),
+        ("incident_seq", Box::new(|n| n.incident_seq += 1)),
+        ("loop_guard", Box::new(|n| n.loop_guard = None)),
+        ("paused", Box::new(|n| n.paused = None)),
+        ("phase", Box::new(|n| n.phase = Phase::Watching)),
+        ("previous_version", Box::new(|n| n.previous_version = None)),
+        ("rollbacks", Box::new(|n| n.rollbacks.clear())),
+        ("rules", Box::new(|n| n.rules[0].status = RuleStatus::Ok)),
+        ("shadow_breached", Box::new(|n| n.shadow_breached.clear())),
+        ("target", Box::new(|n| n.target = "other".into())),
+        ("version", Box::new(|n| n.version = Some("v9".into()))),
+    ];
+    let named: Vec<&str> = fields.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        keys, named,
+        "a field of TargetState was added or removed: decide whether a change of it is worth \
+         a journal line (TargetState::journal_worthy_change) and list it here"
+    );
+    for (key, f) in &fields {
+        assert!(changed(f.as_ref()), "a change of {key} is not journaled");
+    }
+    // The live values of the rules change every poll: not worth a line.
+    assert!(!changed(&|n| {
+        n.rules[0].value = Some(0.7);
+        n.rules[0].at = t(41);
+        n.rules[0].detail = Some("3 of 4 probes failed".into());
+    }));
+    assert!(!changed(&|_| {}));
+}
