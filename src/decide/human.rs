@@ -366,7 +366,7 @@ pub(super) fn on_event(
                 cfg,
                 state,
                 Box::new(inc),
-                Outcome::Rejected,
+                Outcome::Suppressed,
                 kind,
                 msg,
                 now,

@@ -255,9 +255,11 @@ pub enum Outcome {
     Escalated,
     /// The signals recovered while waiting for confirmation; nothing done.
     Resolved,
-    /// A human rejected the rollback; breaches are suppressed until the
-    /// cooldown ends.
-    Rejected,
+    /// A human rejected the rollback (`reject`): breaches are suppressed
+    /// until the cooldown ends (the phase `Suppressed` of DESIGN.md; older
+    /// journals spell it `rejected`).
+    #[serde(alias = "rejected")]
+    Suppressed,
     /// A shadow rule (`mode = "shadow"`) would have triggered: recorded and
     /// notified, never acted on. Not a phase of the target.
     Shadow,
@@ -273,7 +275,7 @@ impl Outcome {
             Outcome::DryRun => "DryRun",
             Outcome::Escalated => "Escalated",
             Outcome::Resolved => "Resolved",
-            Outcome::Rejected => "Suppressed",
+            Outcome::Suppressed => "Suppressed",
             Outcome::Shadow => "Shadow",
         }
     }
@@ -286,7 +288,7 @@ impl Outcome {
             Outcome::DryRun => "WOULD ROLL BACK",
             Outcome::Escalated => "ESCALATED",
             Outcome::Resolved => "RESOLVED",
-            Outcome::Rejected => "REJECTED",
+            Outcome::Suppressed => "SUPPRESSED",
             Outcome::Shadow => "WOULD ROLL BACK (SHADOW)",
         }
     }
@@ -443,7 +445,7 @@ impl Incident {
     /// Whether the recovery-time objective was met: `Some(true)` rolled back
     /// within `rto`, `Some(false)` rolled back late or not recovered by the
     /// incident's end, `None` while open, without an `rto`, or when nothing
-    /// was to be recovered (dry-run, resolved, rejected, escalated).
+    /// was to be recovered (dry-run, resolved, suppressed, escalated).
     pub fn rto_met(&self) -> Option<bool> {
         let rto = self.rto?;
         match self.outcome? {
@@ -683,7 +685,8 @@ pub enum NotifyKind {
     AwaitingConfirmation,
     /// The signals recovered before anything was done; no action taken.
     Resolved,
-    /// A human rejected the rollback.
+    /// A human rejected the rollback (the incident is `Suppressed`; the
+    /// notification is named for what the human did).
     Rejected,
     /// Rules of the target have had no data for `blind_after` (no incident).
     Blind,

@@ -511,6 +511,19 @@ fn confirmation_table() {
     let (r, acts) = run(&c, s.clone(), vec![(reject, t(50))]);
     assert_eq!(r.phase.name(), "Suppressed");
     assert_eq!(kinds(&acts), vec!["record", "notify:Rejected"]);
+    // One name for the state: Suppressed, also on the wire; older journals
+    // spelled the outcome `rejected`.
+    let inc = r.incident().unwrap();
+    assert_eq!(inc.outcome, Some(Outcome::Suppressed));
+    assert_eq!(inc.phase_name(), "Suppressed");
+    assert_eq!(
+        serde_json::to_value(Outcome::Suppressed).unwrap(),
+        "suppressed"
+    );
+    assert_eq!(
+        serde_json::from_value::<Outcome>("rejected".into()).unwrap(),
+        Outcome::Suppressed
+    );
     let (r, acts) = run(&c, r, vec![(breached(t(100)), t(100))]);
     assert_eq!(r.phase.name(), "Suppressed");
     assert!(acts.is_empty());
