@@ -350,7 +350,13 @@ impl<'a> Rehearsal<'a> {
 
     /// Step the machine now and print what it noted.
     fn step(&mut self, event: Event) -> Vec<Action> {
-        match decide::step(&self.cfg, self.state.clone(), event, Utc::now()) {
+        match decide::step(
+            &self.cfg,
+            &decide::Guards::default(),
+            self.state.clone(),
+            event,
+            Utc::now(),
+        ) {
             Ok((state, actions)) => {
                 self.state = state;
                 let new: Vec<String> = self
@@ -431,6 +437,11 @@ impl<'a> Rehearsal<'a> {
             }
             // The drill's record is drills.jsonl, not incidents/.
             Action::WriteRecord { .. } => Vec::new(),
+            // A drill counts toward no cap (Guards::default() has none).
+            Action::GlobalLimitRefused { reason, .. } => {
+                self.line(format!("  refused: {reason}"));
+                Vec::new()
+            }
             Action::Execute { incident } => self.execute(&incident).await,
             Action::Verify { incident } => self.verify(&incident).await,
             Action::RunAfter { incident } => {

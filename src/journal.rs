@@ -837,6 +837,7 @@ mod tests {
             incident: Box::new(i.clone()),
             deadline: t(60),
             url_ok: Some(false),
+            gates_running: true,
         };
         state.rules = match &i.cause {
             crate::decide::Cause::Rules { breached, .. } => breached.clone(),

@@ -48,7 +48,7 @@ pub struct RtoLabels {
 pub struct OutcomeLabels {
     /// Target name.
     pub target: String,
-    /// `rolled_back`, `failed`, `dry_run`, `escalated`, `resolved`, `rejected`.
+    /// `rolled_back`, `failed`, `dry_run`, `escalated`, `resolved`, `suppressed`, `shadow`.
     pub outcome: String,
 }
 
@@ -161,7 +161,7 @@ const OUTCOMES: [&str; 7] = [
     "dry_run",
     "escalated",
     "resolved",
-    "rejected",
+    "suppressed",
     "shadow",
 ];
 
@@ -316,7 +316,7 @@ impl Metrics {
         );
         r.register(
             "rollbackd_incidents",
-            "Incidents closed, by outcome (rolled_back, failed, dry_run, escalated, resolved, rejected, shadow)",
+            "Incidents closed, by outcome (rolled_back, failed, dry_run, escalated, resolved, suppressed, shadow)",
             m.incidents.clone(),
         );
         r.register(
@@ -938,7 +938,7 @@ pub fn outcome_label(outcome: Outcome) -> &'static str {
         Outcome::DryRun => "dry_run",
         Outcome::Escalated => "escalated",
         Outcome::Resolved => "resolved",
-        Outcome::Rejected => "rejected",
+        Outcome::Suppressed => "suppressed",
         Outcome::Shadow => "shadow",
     }
 }

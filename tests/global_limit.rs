@@ -146,14 +146,17 @@ outbox_dir = "{state}/outbox"
     });
     assert!(mail.contains("global rate limit"), "{mail}");
 
-    // The journal holds the refusal, and no execution for b ever.
+    // The journal holds the refusal (the step that escalated says so), and
+    // no execution for b ever.
     let journal = journal(&state);
     let refusal = journal
         .iter()
-        .find(|e| e["target"] == "b" && e["event"]["event"] == "exec_refused")
-        .unwrap_or_else(|| panic!("no exec_refused step for b in the journal"));
+        .filter(|e| e["target"] == "b" && e["to"] == "Escalated")
+        .flat_map(|e| e["actions"].as_array().cloned().unwrap_or_default())
+        .find(|a| a["action"] == "global_limit_refused")
+        .unwrap_or_else(|| panic!("no global_limit_refused action for b in the journal"));
     assert!(
-        refusal["event"]["reason"]
+        refusal["reason"]
             .as_str()
             .unwrap()
             .contains("global rate limit"),

@@ -819,7 +819,7 @@ mod machine {
     use std::time::Duration;
 
     use chrono::{DateTime, TimeDelta, Utc};
-    use rollbackd::decide::{step, Action, DecideConfig, Event, NotifyKind, TargetState};
+    use rollbackd::decide::{step, Action, DecideConfig, Event, Guards, NotifyKind, TargetState};
     use rollbackd::rules::{RuleReport, RuleStatus};
 
     fn t(s: i64) -> DateTime<Utc> {
@@ -901,7 +901,8 @@ mod machine {
         let mut s = TargetState::new("app");
         let mut told = Vec::new();
         for (since, at) in [(0, 0), (0, 299), (0, 300), (0, 400), (0, 1000)] {
-            let (next, actions) = step(&c, s, unknown(since, at), t(at)).unwrap();
+            let (next, actions) =
+                step(&c, &Guards::default(), s, unknown(since, at), t(at)).unwrap();
             s = next;
             told.push(notify_kinds(&actions));
             if at == 300 {
@@ -919,10 +920,24 @@ mod machine {
             told,
             vec![vec![], vec![], vec![NotifyKind::Blind], vec![], vec![]]
         );
-        let (s, actions) = step(&c, s, report(RuleStatus::Ok, t(1001)), t(1001)).unwrap();
+        let (s, actions) = step(
+            &c,
+            &Guards::default(),
+            s,
+            report(RuleStatus::Ok, t(1001)),
+            t(1001),
+        )
+        .unwrap();
         assert_eq!(notify_kinds(&actions), vec![NotifyKind::Seeing]);
         assert_eq!(s.blind_notified, None);
-        let (_, actions) = step(&c, s, report(RuleStatus::Ok, t(1002)), t(1002)).unwrap();
+        let (_, actions) = step(
+            &c,
+            &Guards::default(),
+            s,
+            report(RuleStatus::Ok, t(1002)),
+            t(1002),
+        )
+        .unwrap();
         assert!(actions.is_empty());
     }
 
@@ -942,7 +957,7 @@ mod machine {
             ("deployed 3h ago", deployed(Some(0)), 3 * 3600, "Escalated"),
             ("deploy time unknown", deployed(None), 60, "Escalated"),
         ] {
-            let (s, actions) = step(&c, state, breach(at), t(at)).unwrap();
+            let (s, actions) = step(&c, &Guards::default(), state, breach(at), t(at)).unwrap();
             assert_eq!(s.phase.name(), want_phase, "{name}");
             if want_phase == "Escalated" {
                 let inc = s.incident().unwrap();
@@ -952,7 +967,14 @@ mod machine {
             }
         }
         // Without only_within, the undated release is rolled back.
-        let (s, _) = step(&cfg(None), deployed(None), breach(60), t(60)).unwrap();
+        let (s, _) = step(
+            &cfg(None),
+            &Guards::default(),
+            deployed(None),
+            breach(60),
+            t(60),
+        )
+        .unwrap();
         assert_eq!(s.phase.name(), "RollingBack");
     }
 }

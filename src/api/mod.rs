@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::config::Window;
-use crate::daemon::handle::{Command, DaemonRequest, TargetHandle};
+use crate::daemon::handle::{Command, DaemonRequest, Refusal, TargetHandle};
 use crate::decide::{Event, Incident, Pause, Phase, TargetState, Time};
 use crate::sources::alertmanager::AlertStore;
 
@@ -339,16 +339,27 @@ pub async fn send(api: &ApiState, target: &str, event: Event) -> ApiResult<Event
         .send(Command { event, reply })
         .await
         .map_err(|_| unavailable())?;
-    let state = answer
-        .await
-        .map_err(|_| unavailable())?
-        .map_err(|e| ApiError(StatusCode::CONFLICT, e))?;
+    let state = answer.await.map_err(|_| unavailable())?.map_err(refused)?;
     Ok(EventResponse {
         target: target.to_string(),
         phase: state.phase.name().to_string(),
         incident: state.incident().cloned(),
         paused: state.paused.clone(),
     })
+}
+
+/// A refused command as an answer: every refusal is a conflict with the
+/// target's state (or with its journal), with the decision core's words;
+/// a node that may not act for want of etcd answers 503.
+fn refused(why: Refusal) -> ApiError {
+    let status = match why {
+        Refusal::Step(_) | Refusal::UnknownVersion(_) | Refusal::NotJournaled => {
+            StatusCode::CONFLICT
+        }
+        // Coordination lost: try again later, or on another node.
+        Refusal::Cluster(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    ApiError(status, why.to_string())
 }
 
 async fn approve(

@@ -28,7 +28,7 @@ use crate::cluster::{Authority, Cluster, ClusterError, Owner, Ownership};
 use crate::decide::{Action, Event, Phase, TargetState};
 use crate::run::process::Fence;
 
-use super::handle::Command;
+use super::handle::{Command, Refusal};
 use super::worker::Worker;
 
 /// One worker's seat in the cluster.
@@ -340,15 +340,15 @@ impl Worker {
                 let seat = self.seat.as_ref().expect("checked");
                 let standby = seat.ownership.borrow().as_ref().is_some_and(|o| o.standby);
                 if !standby {
-                    let _ = cmd.reply.send(Err(why.into()));
+                    let _ = cmd.reply.send(Err(Refusal::Cluster(why)));
                     return None;
                 }
                 let json = match serde_json::to_value(&cmd.event) {
                     Ok(v) => v,
                     Err(e) => {
-                        let _ = cmd
-                            .reply
-                            .send(Err(format!("cannot forward the command: {e}").into()));
+                        let _ = cmd.reply.send(Err(Refusal::Cluster(format!(
+                            "cannot forward the command: {e}"
+                        ))));
                         return None;
                     }
                 };
@@ -358,11 +358,9 @@ impl Worker {
                         let _ = cmd.reply.send(Ok(self.state.clone()));
                     }
                     Err(e) => {
-                        let _ = cmd
-                            .reply
-                            .send(Err(
-                                format!("{why}; forwarding to the owner failed: {e}").into()
-                            ));
+                        let _ = cmd.reply.send(Err(Refusal::Cluster(format!(
+                            "{why}; forwarding to the owner failed: {e}"
+                        ))));
                     }
                 }
                 None

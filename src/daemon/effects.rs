@@ -1,6 +1,7 @@
 //! The effects runner: carries out the machine's actions (run the plan,
-//! the `after`/`on_failure` hooks, notifications, records,
-//! `confirm_command`); every result comes back to the worker as an event.
+//! the verification gates, the `after`/`on_failure` hooks, notifications,
+//! records, `confirm_command`); every result comes back to the worker as an
+//! event.
 
 use std::path::PathBuf;
 
@@ -59,8 +60,10 @@ impl Worker {
                         .await;
                 });
             }
-            Action::Verify { incident } => {
-                tracing::info!(target = %self.target.name, %incident, "verifying recovery");
+            Action::Verify { incident } => self.run_gates(&incident),
+            Action::GlobalLimitRefused { incident, reason } => {
+                crate::metrics::global().global_limit_refused(&self.target.name);
+                tracing::warn!(target = %self.target.name, %incident, %reason, "rollback refused");
             }
             Action::RunAfter { incident } => self.run_hook(Hook::After, &incident),
             Action::RunOnFailure { incident } => self.run_hook(Hook::OnFailure, &incident),
@@ -225,6 +228,37 @@ pub(super) fn gates_detail(checks: &[execute::verify::CheckReport]) -> String {
             checks.len(),
             failing.join("; ")
         )
+    }
+}
+
+impl Worker {
+    /// Run the verification gates once in a tracked task (a slow gate never
+    /// holds up the worker); the result comes back as `VerifyChecked`. The
+    /// machine asks for one run at a time. Shutdown drops a run.
+    pub(super) fn run_gates(&self, id: &str) {
+        let Some(incident) = self.state.incident().filter(|i| i.id == id) else {
+            return;
+        };
+        let config = self.target.verify.clone();
+        let vars = vars_for(incident);
+        let client = self.shared.verify_client.clone();
+        let tx = self.events_tx.clone();
+        let stop = self.stop.clone();
+        tracing::info!(target = %self.target.name, incident = %id, "verifying recovery");
+        self.shared.tracker.spawn(async move {
+            let checks = tokio::select! {
+                checks = execute::verify::run_gates(&client, &config, &vars) => checks,
+                _ = stop.cancelled() => return,
+            };
+            let _ = tx
+                .send(Event::VerifyChecked {
+                    incident: vars.incident.clone(),
+                    ok: checks.iter().all(|c| c.ok),
+                    detail: gates_detail(&checks),
+                    checks,
+                })
+                .await;
+        });
     }
 }
 

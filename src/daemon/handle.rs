@@ -5,7 +5,7 @@
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::decide::{Event, TargetState};
+use crate::decide::{Event, StepError, TargetState};
 
 /// A request from the API to one target's worker: step this event and
 /// answer with the state after it, or why it does not fit.
@@ -14,7 +14,27 @@ pub struct Command {
     /// The event (approve, reject, manual trigger, pause, resume).
     pub event: Event,
     /// The state after the step, or the reason it was refused.
-    pub reply: oneshot::Sender<Result<TargetState, String>>,
+    pub reply: oneshot::Sender<Result<TargetState, Refusal>>,
+}
+
+/// Why a command was refused; nothing was done. The API answers each with
+/// its status code and this type's text.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Refusal {
+    /// The decision core refused the event (its reason, as data).
+    #[error(transparent)]
+    Step(#[from] StepError),
+    /// `trigger --to-version V` named a version the executor cannot find.
+    #[error("{0}; nothing was run")]
+    UnknownVersion(String),
+    /// The step could not be journaled, so it was not acted on.
+    #[error("rollbackd could not journal the step, so nothing was done; see its log")]
+    NotJournaled,
+    /// With `[cluster]`: this node may not act on the target (etcd is
+    /// unreachable and `on_etcd_down = "hold"`), or forwarding the command
+    /// to the owner failed.
+    #[error("{0}")]
+    Cluster(String),
 }
 
 /// What the API holds of one target: a way to send it events and a

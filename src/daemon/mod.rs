@@ -39,7 +39,7 @@ mod worker;
 mod tests;
 
 pub use clock::{Clock, SystemClock, TokioClock};
-pub use handle::{Command, DaemonRequest, TargetHandle};
+pub use handle::{Command, DaemonRequest, Refusal, TargetHandle};
 pub use worker::poll_offset;
 
 #[allow(unused_imports)]

@@ -268,30 +268,77 @@ impl Shared {
     }
 }
 
-/// The global cap on executed rollbacks (`[daemon] max_rollbacks_per_hour`),
-/// asked before an `Execute` is carried out. The state machine stays pure:
-/// a refusal is fed back as [`Event::ExecRefused`] and escalates.
+/// The global cap on executed rollbacks (`[daemon] max_rollbacks_per_hour`):
+/// the start of every target's rollbacks of the last hour. It is an input
+/// of each step ([`decide::Guards`]); the machine decides with it and
+/// escalates naming it.
 pub(super) struct GlobalLimit {
     pub(super) cap: std::num::NonZeroU32,
-    pub(super) limiter: governor::DefaultDirectRateLimiter,
+    /// Each target's rollback starts, as in the state its worker acts on.
+    /// A step that started a rollback counts at once (before it is
+    /// journaled, so two targets never both take the last one); a step that
+    /// is not adopted puts its target's entry back ([`GlobalLimit::reset`]).
+    started: Mutex<BTreeMap<String, Vec<Time>>>,
 }
 
 impl GlobalLimit {
-    /// A limiter with the rollbacks of the last hour (from the recovered
-    /// states) already counted, so a restart does not reset the cap.
+    /// A cap with the rollbacks of the last hour (from the recovered
+    /// states) already counted, so a restart or a reload does not reset it.
     pub(super) fn build<'a>(
         cap: std::num::NonZeroU32,
         states: impl Iterator<Item = &'a TargetState>,
         now: Time,
     ) -> GlobalLimit {
-        let limiter = governor::RateLimiter::direct(governor::Quota::per_hour(cap));
-        let hour_ago = now - chrono::Duration::hours(1);
-        let recent: usize = states
-            .map(|s| s.rollbacks.iter().filter(|t| **t > hour_ago).count())
-            .sum();
-        for _ in 0..recent {
-            let _ = limiter.check();
+        let limit = GlobalLimit {
+            cap,
+            started: Mutex::new(BTreeMap::new()),
+        };
+        for s in states {
+            limit.reset(s);
         }
-        GlobalLimit { cap, limiter }
+        limit.prune(now);
+        limit
+    }
+
+    /// Step `target` with the cap as an input: `step` sees the rollbacks of
+    /// every target, and the rollbacks of the state it returns count from
+    /// then on. Other targets wait for the (pure, quick) step.
+    pub(super) fn step<E>(
+        &self,
+        target: &str,
+        now: Time,
+        step: impl FnOnce(&decide::Guards) -> Result<(TargetState, Vec<decide::Action>), E>,
+    ) -> Result<(TargetState, Vec<decide::Action>), E> {
+        self.prune(now);
+        let mut all = self.started.lock().unwrap_or_else(|p| p.into_inner());
+        let guards = decide::Guards {
+            global: Some(decide::GlobalCap {
+                max_per_hour: self.cap.get(),
+                started: all.values().flatten().copied().collect(),
+            }),
+        };
+        let stepped = step(&guards);
+        if let Ok((next, _)) = &stepped {
+            all.insert(target.to_string(), next.rollbacks.clone());
+        }
+        stepped
+    }
+
+    /// The target's rollbacks are those of `state` (a step was not adopted).
+    pub(super) fn reset(&self, state: &TargetState) {
+        self.started
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(state.target.clone(), state.rollbacks.clone());
+    }
+
+    /// Forget rollbacks older than an hour (the machine counts only those
+    /// of the last hour): the map stays small.
+    fn prune(&self, now: Time) {
+        let hour_ago = now - chrono::Duration::hours(1);
+        let mut all = self.started.lock().unwrap_or_else(|p| p.into_inner());
+        for times in all.values_mut() {
+            times.retain(|t| *t > hour_ago);
+        }
     }
 }

@@ -1,11 +1,11 @@
-//! The per-target worker: poll (version, rules, gates) as a future of its
-//! own, step the decision machine, journal, and hand actions to the
-//! effects runner. Commands from the API are served first.
+//! The per-target worker: poll (version, rules) as a future of its own,
+//! step the decision machine, journal, and hand actions to the effects
+//! runner. Commands from the API are served first.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::*;
@@ -102,7 +102,7 @@ pub(super) fn rule_slots(
 /// How long a poll of `target` may take before its worker counts as stuck:
 /// twice the interval plus the longest a poll can last when every source
 /// uses its whole timeout (the version is read first, then the rules
-/// together, then the verify URL).
+/// together; the verification gates run as an effect of their own).
 pub(super) fn poll_budget(target: &TargetConfig, live: &Live) -> Duration {
     let rules = target
         .rules
@@ -118,17 +118,7 @@ pub(super) fn poll_budget(target: &TargetConfig, live: &Live) -> Duration {
         None => Duration::ZERO,
         Some(_) => crate::version::VERSION_TIMEOUT,
     };
-    // The gates run one after the other: each HTTP one up to the client
-    // timeout, each command up to its own timeout.
-    let v = &target.verify;
-    let http = u32::from(v.url.is_some()) + v.checks.len() as u32;
-    let commands: Duration = v
-        .commands
-        .iter()
-        .map(|c| c.timeout.unwrap_or(execute::verify::COMMAND_TIMEOUT))
-        .sum();
-    let verify = verify_timeout(live.poll_interval) * http + commands;
-    live.poll_interval * 2 + version + rules + verify
+    live.poll_interval * 2 + version + rules
 }
 
 /// The timeout of one verify URL check.
@@ -185,9 +175,6 @@ pub(super) struct PollDone {
     /// The version reader and what it read.
     pub(super) version: VersionReader,
     pub(super) read: Result<Option<String>, crate::version::VersionError>,
-    /// The verification gates' results, when the target was verifying at
-    /// poll start: incident, all passed, summary, each gate.
-    pub(super) verify: Option<(String, bool, String, Vec<execute::verify::CheckReport>)>,
     /// How long the poll took.
     pub(super) took: Duration,
 }
@@ -510,8 +497,8 @@ impl Worker {
         }
     }
 
-    /// Start a poll in its own future: version, every polled rule, the
-    /// verify URL when verifying. The worker keeps serving commands.
+    /// Start a poll in its own future: version, every polled rule. The
+    /// worker keeps serving commands.
     pub(super) fn start_poll(&mut self) -> PollFuture {
         let mut slots = std::mem::take(&mut self.polled);
         let version = self
@@ -519,15 +506,6 @@ impl Worker {
             .take()
             .expect("the version reader is back after every poll");
         let deployed_at = self.state.deployed_at;
-        let v = &self.target.verify;
-        let gated = v.url.is_some() || !v.checks.is_empty() || !v.commands.is_empty();
-        let verify = match &self.state.phase {
-            Phase::Verifying { incident, .. } if gated => {
-                Some((incident.id.clone(), v.clone(), vars_for(incident)))
-            }
-            _ => None,
-        };
-        let client = self.shared.verify_client.clone();
         let clock = self.shared.clock.clone();
         let standby = self
             .seat
@@ -552,15 +530,6 @@ impl Worker {
                 (s.index, report)
             }))
             .await;
-            let verify = match verify {
-                Some((incident, config, vars)) => {
-                    let checks = execute::verify::run_gates(&client, &config, &vars).await;
-                    let ok = checks.iter().all(|c| c.ok);
-                    let detail = gates_detail(&checks);
-                    Some((incident, ok, detail, checks))
-                }
-                None => None,
-            };
             let cluster = match standby {
                 Some((c, name)) => super::cluster::read_view(&c, &name).await,
                 None => None,
@@ -571,14 +540,12 @@ impl Worker {
                 reports,
                 version,
                 read,
-                verify,
                 took: started.elapsed(),
             }
         })
     }
 
-    /// A poll ended: adopt the version, step the evaluation, then the
-    /// verify check.
+    /// A poll ended: adopt the version, then step the evaluation.
     pub(super) async fn poll_done(&mut self, done: PollDone) {
         self.polled = done.slots;
         self.version = Some(done.version);
@@ -597,15 +564,6 @@ impl Worker {
         }
         self.evaluate_alerting().await;
         self.step_evaluated().await;
-        if let Some((incident, ok, detail, checks)) = done.verify {
-            self.apply(Event::VerifyChecked {
-                incident,
-                ok,
-                detail,
-                checks,
-            })
-            .await;
-        }
     }
 
     /// Evaluate the Alertmanager rules now (they read the local store).
@@ -671,30 +629,55 @@ impl Worker {
 
     /// [`Worker::apply`] at a given time, saying why a step was not adopted.
     pub(super) async fn apply_at(&mut self, event: Event, now: Time) -> Applied {
-        let (next, actions) =
-            match decide::step(&self.decide, self.state.clone(), event.clone(), now) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(target = %self.target.name, error = %e, "event ignored");
-                    return Applied::NotExpected;
-                }
-            };
-        // The global cap is asked before anything is journaled, so the
-        // journal never holds an execution that did not happen.
-        let (event, next, actions) = self.global_limit(event, next, actions, now);
+        let (next, actions) = match self.step(&event, now) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(target = %self.target.name, error = %e, "event ignored");
+                return Applied::NotExpected;
+            }
+        };
+        self.adopt(event, next, actions, now).await
+    }
+
+    /// Step the machine from the current state, with the global cap as
+    /// the guards' input; nothing is adopted yet (a step that is not must
+    /// be [`Worker::unstep`]ped).
+    pub(super) fn step(
+        &self,
+        event: &Event,
+        now: Time,
+    ) -> Result<(TargetState, Vec<Action>), decide::StepError> {
+        let step = |guards: &decide::Guards| {
+            decide::step(&self.decide, guards, self.state.clone(), event.clone(), now)
+        };
+        match &self.shared.live().global_limit {
+            Some(limit) => limit.step(&self.target.name, now, step),
+            None => step(&decide::Guards::default()),
+        }
+    }
+
+    /// A step was not adopted: the rollbacks it started do not count.
+    pub(super) fn unstep(&self) {
+        if let Some(limit) = &self.shared.live().global_limit {
+            limit.reset(&self.state);
+        }
+    }
+
+    /// Adopt a step: journal it when it changed something, then take the
+    /// state and carry out its actions.
+    pub(super) async fn adopt(
+        &mut self,
+        event: Event,
+        next: TargetState,
+        actions: Vec<Action>,
+        now: Time,
+    ) -> Applied {
         let from = self.state.phase.name().to_string();
         let to = next.phase.name().to_string();
         if let Event::Evaluated { rules, .. } = &event {
             record_rule_metrics(&self.target.name, rules);
         }
-        let changed = next.phase != self.state.phase
-            || !actions.is_empty()
-            || next.version != self.state.version
-            || next.loop_guard != self.state.loop_guard
-            || next.paused != self.state.paused
-            || next.blind_notified != self.state.blind_notified
-            || next.shadow_breached != self.state.shadow_breached
-            || statuses(&next.rules) != statuses(&self.state.rules);
+        let changed = !actions.is_empty() || self.state.journal_worthy_change(&next);
         if !changed {
             self.state = next;
             return Applied::Yes;
@@ -721,6 +704,7 @@ impl Worker {
             // next poll tries again.
             crate::metrics::global().journal_error();
             tracing::error!(target = %self.target.name, error = %format!("{e:#}"), "journal write failed; not acting");
+            self.unstep();
             return Applied::NotJournaled;
         }
         self.state = next;
@@ -793,10 +777,6 @@ pub(super) fn record_rule_metrics(target: &str, rules: &[RuleReport]) {
     }
 }
 
-pub(super) fn statuses(rules: &[RuleReport]) -> Vec<&'static str> {
-    rules.iter().map(|r| r.status.name()).collect()
-}
-
 pub(super) fn log_step(target: &str, event: &Event, from: &str, to: &str, state: &TargetState) {
     match event {
         Event::VersionObserved { version } => {
@@ -815,61 +795,44 @@ pub(super) fn log_step(target: &str, event: &Event, from: &str, to: &str, state:
     }
 }
 
-/// Why an event from the API does not fit the target's state, in words.
-pub(super) fn refusal(target: &str, state: &TargetState, event: &Event) -> String {
-    let phase = state.phase.name();
-    match event {
-        Event::Approve { incident, .. } | Event::Reject { incident, .. } => {
-            match state.incident() {
-                Some(open) if open.id == *incident => format!(
-                    "incident {incident} is not awaiting confirmation: target {target} is {phase}"
-                ),
-                _ => format!(
-                    "incident {incident} is not awaiting confirmation (target {target} is {phase})"
-                ),
-            }
-        }
-        Event::ManualTrigger { .. } => {
-            format!("target {target} already has a rollback in flight ({phase}); nothing done")
-        }
-        _ => format!("event not accepted: target {target} is {phase}"),
-    }
-}
-
 impl Worker {
-    /// An event from the API: step it and answer with the state after.
+    /// An event from the API: step it once and answer with the state
+    /// after, or with why it was refused (nothing done).
     pub(super) async fn command(&mut self, cmd: Command) {
         let Some(cmd) = self.cluster_command(cmd).await else {
             return;
         };
+        let Command { event, reply } = cmd;
         let now = self.shared.now();
-        if decide::step(&self.decide, self.state.clone(), cmd.event.clone(), now).is_err() {
-            let why = refusal(&self.target.name, &self.state, &cmd.event);
-            tracing::info!(target = %self.target.name, %why, "api event refused");
-            let _ = cmd.reply.send(Err(why));
-            return;
-        }
-        // A version a human named must exist before anything is decided:
+        let refuse = |target: &str, reply: oneshot::Sender<_>, why: Refusal| {
+            tracing::info!(%target, %why, "api event refused");
+            let _ = reply.send(Err(why));
+        };
+        let (next, actions) = match self.step(&event, now) {
+            Ok(r) => r,
+            Err(e) => return refuse(&self.target.name, reply, e.into()),
+        };
+        // A version a human named must exist before the step is adopted:
         // an unknown one is refused with nothing run.
         if let Event::ManualTrigger {
             to_version: Some(v),
             ..
-        } = &cmd.event
+        } = &event
         {
             if let Err(why) = execute::check_version(&self.target.rollback, v).await {
-                tracing::info!(target = %self.target.name, %why, "manual trigger refused");
-                let _ = cmd.reply.send(Err(format!("{why}; nothing was run")));
-                return;
+                self.unstep();
+                return refuse(
+                    &self.target.name,
+                    reply,
+                    Refusal::UnknownVersion(why.to_string()),
+                );
             }
         }
-        if !self.apply(cmd.event).await {
-            let _ = cmd.reply.send(Err(
-                "rollbackd could not journal the step, so nothing was done; see its log".into(),
-            ));
-            return;
+        if self.adopt(event, next, actions, now).await != Applied::Yes {
+            return refuse(&self.target.name, reply, Refusal::NotJournaled);
         }
         self.publish();
-        let _ = cmd.reply.send(Ok(self.state.clone()));
+        let _ = reply.send(Ok(self.state.clone()));
     }
 
     /// Share the latest state with the API, with the live evaluation of
@@ -900,48 +863,5 @@ impl Worker {
                 .unwrap_or_else(|p| p.into_inner());
             all.insert(i.id.clone(), i.clone());
         }
-    }
-
-    /// A step that would execute while the global limiter refuses becomes
-    /// the machine's answer to [`Event::ExecRefused`] (escalated, naming the
-    /// guard): that refusal is what is journaled and carried out.
-    pub(super) fn global_limit(
-        &self,
-        event: Event,
-        next: TargetState,
-        actions: Vec<Action>,
-        now: Time,
-    ) -> (Event, TargetState, Vec<Action>) {
-        let Some(refused) = self.global_limit_refuses(&actions) else {
-            return (event, next, actions);
-        };
-        match decide::step(&self.decide, next.clone(), refused.clone(), now) {
-            Ok((escalated, actions)) => (refused, escalated, actions),
-            Err(e) => {
-                // Cannot happen: the step just entered RollingBack.
-                tracing::error!(target = %self.target.name, error = %e, "global limit refusal not accepted");
-                (event, next, actions)
-            }
-        }
-    }
-
-    /// Ask the global limiter before an `Execute`; `Some(event)` when it refuses.
-    pub(super) fn global_limit_refuses(&self, actions: &[Action]) -> Option<Event> {
-        let live = self.shared.live();
-        let limit = live.global_limit.as_ref()?;
-        let incident = actions.iter().find_map(|a| match a {
-            Action::Execute { incident } => Some(incident.id.clone()),
-            _ => None,
-        })?;
-        if limit.limiter.check().is_ok() {
-            return None;
-        }
-        crate::metrics::global().global_limit_refused(&self.target.name);
-        let reason = format!(
-            "global rate limit: [daemon] max_rollbacks_per_hour = {} reached across all targets",
-            limit.cap
-        );
-        tracing::warn!(target = %self.target.name, %incident, %reason, "rollback refused");
-        Some(Event::ExecRefused { incident, reason })
     }
 }

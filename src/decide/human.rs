@@ -1,6 +1,6 @@
 //! The transitions people cause or wait for: confirmation (approve, reject,
 //! timeout, signals recovering while waiting), manual trigger, pause and
-//! resume, and the runner refusing an execution (global rate limit).
+//! resume.
 //!
 //! Guards hold on every path that can lead to an execution: a paused
 //! target, the per-target rate limit and dry-run (global or a release
@@ -10,7 +10,10 @@
 use chrono::Duration as ChronoDuration;
 
 use super::incident::{after, finish, new_incident, note, start_rollback, DecideConfig};
-use super::{Action, Cause, Event, Incident, NotifyKind, Outcome, Pause, Phase, TargetState, Time};
+use super::Guards;
+use super::{
+    Action, Cause, Event, Incident, NotifyKind, Outcome, Pause, Phase, StepError, TargetState, Time,
+};
 use crate::config::OnConfirmTimeout;
 use crate::rules::RuleStatus;
 use crate::util::fmt_duration;
@@ -130,6 +133,7 @@ fn escalate(
 /// then run the plan, record a dry-run, or escalate.
 fn proceed(
     cfg: &DecideConfig,
+    guards: &Guards,
     state: &mut TargetState,
     mut inc: Incident,
     now: Time,
@@ -161,7 +165,7 @@ fn proceed(
         );
         return;
     }
-    start_rollback(cfg, state, inc, now, actions);
+    start_rollback(cfg, guards, state, inc, now, actions);
 }
 
 /// Triggered with `confirm = "required"`: ask and wait until the deadline.
@@ -206,6 +210,7 @@ pub(super) fn await_confirmation(
 /// all clear again, apply `on_confirm_timeout` at the deadline.
 pub(super) fn awaiting(
     cfg: &DecideConfig,
+    guards: &Guards,
     state: &mut TargetState,
     now: Time,
     actions: &mut Vec<Action>,
@@ -284,7 +289,7 @@ pub(super) fn awaiting(
                     "nobody answered within {waited}; on_confirm_timeout = rollback, so rollbackd proceeds"
                 ),
             );
-            proceed(cfg, state, inc, now, actions);
+            proceed(cfg, guards, state, inc, now, actions);
         }
     }
 }
@@ -302,38 +307,57 @@ fn pin_version(inc: &mut Incident, version: Option<&str>, by: &str, now: Time) {
     );
 }
 
-/// The incident awaiting confirmation, if `id` names it.
-fn awaiting_incident(state: &TargetState, id: &str) -> Option<Incident> {
+/// The incident awaiting confirmation, if `id` names it; else why not.
+fn awaiting_incident(state: &TargetState, id: &str) -> Result<Incident, StepError> {
     match &state.phase {
         Phase::AwaitingConfirmation { incident, .. } if incident.id == id => {
-            Some((**incident).clone())
+            Ok((**incident).clone())
         }
-        _ => None,
+        phase => {
+            let (incident, target, phase) = (id.to_string(), state.target.clone(), phase.name());
+            Err(match state.incident() {
+                Some(open) if open.id == id => StepError::NotAwaiting {
+                    incident,
+                    target,
+                    phase,
+                },
+                _ => StepError::UnknownIncident {
+                    incident,
+                    target,
+                    phase,
+                },
+            })
+        }
     }
 }
 
-/// Approve, reject, manual trigger, pause, resume, execution refused.
-/// `Err(())` when the event makes no sense in the current phase.
+/// Approve, reject, manual trigger, pause, resume. An event that makes no
+/// sense in the current phase is refused with why.
 pub(super) fn on_event(
     cfg: &DecideConfig,
+    guards: &Guards,
     state: &mut TargetState,
     event: &Event,
     now: Time,
     actions: &mut Vec<Action>,
-) -> Result<(), ()> {
+) -> Result<(), StepError> {
+    let in_flight = |state: &TargetState| StepError::InFlight {
+        target: state.target.clone(),
+        phase: state.phase.name(),
+    };
     match event {
         Event::Approve { incident, by } => {
-            let mut inc = awaiting_incident(state, incident).ok_or(())?;
+            let mut inc = awaiting_incident(state, incident)?;
             inc.confirmed_by = Some(by.clone());
             note(&mut inc, now, "Triggered", format!("approved by {by}"));
-            proceed(cfg, state, inc, now, actions);
+            proceed(cfg, guards, state, inc, now, actions);
         }
         Event::Reject {
             incident,
             by,
             reason,
         } => {
-            let mut inc = awaiting_incident(state, incident).ok_or(())?;
+            let mut inc = awaiting_incident(state, incident)?;
             let why = format!("rejected by {by}: {reason}");
             inc.error = Some(why.clone());
             let msg = format!("{why}; nothing executed, breaches are suppressed");
@@ -342,7 +366,7 @@ pub(super) fn on_event(
                 cfg,
                 state,
                 Box::new(inc),
-                Outcome::Rejected,
+                Outcome::Suppressed,
                 kind,
                 msg,
                 now,
@@ -364,10 +388,10 @@ pub(super) fn on_event(
                     "Triggered",
                     format!("manual trigger by {by} approves the waiting incident: {reason}"),
                 );
-                proceed(cfg, state, inc, now, actions);
+                proceed(cfg, guards, state, inc, now, actions);
             }
             // The previous rollback's `after` steps still run: refuse.
-            Phase::Done { .. } if state.after_running.is_some() => return Err(()),
+            Phase::Done { .. } if state.after_running.is_some() => return Err(in_flight(state)),
             Phase::Watching | Phase::Done { .. } => {
                 let cause = Cause::Manual {
                     by: by.clone(),
@@ -384,9 +408,9 @@ pub(super) fn on_event(
                     ),
                 );
                 pin_version(&mut inc, to_version.as_deref(), by, now);
-                proceed(cfg, state, inc, now, actions);
+                proceed(cfg, guards, state, inc, now, actions);
             }
-            Phase::RollingBack { .. } | Phase::Verifying { .. } => return Err(()),
+            Phase::RollingBack { .. } | Phase::Verifying { .. } => return Err(in_flight(state)),
         },
         Event::Pause {
             by,
@@ -411,22 +435,12 @@ pub(super) fn on_event(
             });
         }
         Event::Resume { .. } => state.paused = None,
-        Event::ExecRefused { incident, reason } => {
-            let Phase::RollingBack { incident: open } = &state.phase else {
-                return Err(());
-            };
-            if open.id != *incident {
-                return Err(());
-            }
-            let mut inc = (**open).clone();
-            if let Some(started) = inc.rollback_started.take() {
-                if let Some(i) = state.rollbacks.iter().rposition(|t| *t == started) {
-                    state.rollbacks.remove(i);
-                }
-            }
-            escalate(cfg, state, inc, reason.clone(), now, actions);
+        _ => {
+            return Err(StepError::Unexpected {
+                event: event.name(),
+                phase: state.phase.name(),
+            })
         }
-        _ => return Err(()),
     }
     Ok(())
 }

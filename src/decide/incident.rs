@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::Duration as ChronoDuration;
 
+use super::Guards;
 use super::{
     Action, Cause, Incident, NotifyKind, Outcome, Phase, TargetState, Time, TimelineEntry,
 };
@@ -139,9 +140,12 @@ pub(super) fn note(incident: &mut Incident, now: Time, phase: &str, message: Str
 }
 
 /// Triggered, guards passed: run the plan, unless one of its template
-/// variables has no value (refused before the first step, `pre` included).
+/// variables has no value (refused before the first step, `pre` included)
+/// or the global cap is reached (escalated: the last guard, asked only of a
+/// rollback that would otherwise start now).
 pub(super) fn start_rollback(
     cfg: &DecideConfig,
+    guards: &Guards,
     state: &mut TargetState,
     mut inc: Incident,
     now: Time,
@@ -157,6 +161,24 @@ pub(super) fn start_rollback(
             Outcome::Failed,
             NotifyKind::RollbackFailed,
             msg,
+            now,
+            actions,
+        );
+        return;
+    }
+    if let Some(guard) = global_guard(guards, now) {
+        inc.error = Some(guard.clone());
+        actions.push(Action::GlobalLimitRefused {
+            incident: inc.id.clone(),
+            reason: guard.clone(),
+        });
+        finish(
+            cfg,
+            state,
+            Box::new(inc),
+            Outcome::Escalated,
+            NotifyKind::Escalated,
+            format!("escalated, no action: {guard}"),
             now,
             actions,
         );
@@ -183,6 +205,22 @@ pub(super) fn start_rollback(
         incident: inc.clone(),
     });
     state.phase = Phase::RollingBack { incident: inc };
+}
+
+/// The global cap (`[daemon] max_rollbacks_per_hour`): `Some(explanation)`
+/// when the rollbacks of every target in the last hour reach it.
+fn global_guard(guards: &Guards, now: Time) -> Option<String> {
+    let cap = guards.global.as_ref()?;
+    let hour_ago = now - ChronoDuration::hours(1);
+    let n = cap.started.iter().filter(|t| **t > hour_ago).count();
+    (n as u64 >= u64::from(cap.max_per_hour)).then(|| {
+        format!(
+            "global rate limit: [daemon] max_rollbacks_per_hour = {} reached across all targets \
+             ({n} rollback{} started in the last hour)",
+            cap.max_per_hour,
+            if n == 1 { "" } else { "s" }
+        )
+    })
 }
 
 /// Close the incident with an outcome: record, notify, cooldown.

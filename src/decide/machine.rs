@@ -1,4 +1,4 @@
-//! The transition function: `step(cfg, state, event, now)`.
+//! The transition function: `step(cfg, guards, state, event, now)`.
 
 use std::time::Duration;
 
@@ -7,32 +7,70 @@ use chrono::Duration as ChronoDuration;
 use super::incident::{
     after, finish, missing_var, new_incident, note, start_rollback, DecideConfig,
 };
+use super::Guards;
 use super::{Action, Cause, Event, Fleet, Incident, NotifyKind, Outcome, Phase, TargetState, Time};
 use crate::rules::{RuleReport, RuleStatus};
 use crate::util::fmt_duration;
 
-/// An event that makes no sense in the current phase (e.g. a result for an
-/// incident that is no longer running). The state is left unchanged.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("event {event} is not expected in phase {phase}")]
-pub struct StepError {
-    /// The event's name.
-    pub event: String,
-    /// The phase's name.
-    pub phase: String,
+/// Why an event does not fit the target's state, as data: the API answers
+/// a person with it (its text is this type's `Display`), the worker drops a
+/// stale effect result with it. The state is left unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StepError {
+    /// Approve or reject for the target's incident, which no longer waits
+    /// for an answer (answered, timed out, resolved).
+    #[error("incident {incident} is not awaiting confirmation: target {target} is {phase}")]
+    NotAwaiting {
+        /// The incident named.
+        incident: String,
+        /// Target name.
+        target: String,
+        /// The phase the target is in.
+        phase: &'static str,
+    },
+    /// Approve or reject for an incident that is not the target's current one.
+    #[error("incident {incident} is not awaiting confirmation (target {target} is {phase})")]
+    UnknownIncident {
+        /// The incident named.
+        incident: String,
+        /// Target name.
+        target: String,
+        /// The phase the target is in.
+        phase: &'static str,
+    },
+    /// A manual trigger while a rollback (or its `after` / `on_failure`
+    /// steps) is under way: one at a time.
+    #[error("target {target} already has a rollback in flight ({phase}); nothing done")]
+    InFlight {
+        /// Target name.
+        target: String,
+        /// The phase the target is in.
+        phase: &'static str,
+    },
+    /// An effect's result that does not fit (e.g. for an incident that is
+    /// no longer running), or an event only older versions journaled.
+    #[error("event {event} is not expected in phase {phase}")]
+    Unexpected {
+        /// The event's name.
+        event: &'static str,
+        /// The phase the target is in.
+        phase: &'static str,
+    },
 }
 
-/// Advance the target's state by one event at time `now`.
+/// Advance the target's state by one event at time `now`, with the inputs
+/// of the guards that span targets (`guards`) as the runner saw them.
 pub fn step(
     cfg: &DecideConfig,
+    guards: &Guards,
     mut state: TargetState,
     event: Event,
     now: Time,
 ) -> Result<(TargetState, Vec<Action>), StepError> {
     let mut actions = Vec::new();
-    let unexpected = |event: &Event, phase: &Phase| StepError {
-        event: event_name(event).to_string(),
-        phase: phase.name().to_string(),
+    let unexpected = |event: &Event, phase: &Phase| StepError::Unexpected {
+        event: event.name(),
+        phase: phase.name(),
     };
     // A pause that ran out ends on whatever step comes first (the worker
     // steps every poll), before the event is looked at.
@@ -45,7 +83,9 @@ pub fn step(
             state.rules = rules;
             blindness(cfg, &mut state, now, &mut actions);
             super::shadow::shadow_rules(cfg, &mut state, now, &mut actions);
-            advance(cfg, &mut state, now, &fleet, &mut actions);
+            advance(cfg, guards, &mut state, now, &fleet, &mut actions);
+            // The gates are checked once per evaluation (poll), one run at a time.
+            run_gates(cfg, &mut state, false, &mut actions);
         }
         Event::ExecFinished {
             ref incident,
@@ -78,17 +118,14 @@ pub fn step(
                     fmt_duration(cfg.verify_within)
                 );
                 note(&mut inc, now, "Verifying", msg);
-                actions.push(Action::Verify {
-                    incident: inc.id.clone(),
-                });
-                actions.push(Action::WriteRecord {
-                    incident: inc.clone(),
-                });
                 state.phase = Phase::Verifying {
-                    incident: inc,
+                    incident: inc.clone(),
                     deadline,
                     url_ok: None,
+                    gates_running: false,
                 };
+                run_gates(cfg, &mut state, true, &mut actions);
+                actions.push(Action::WriteRecord { incident: inc });
             } else {
                 let why = result
                     .error
@@ -117,6 +154,7 @@ pub fn step(
             let Phase::Verifying {
                 incident: open,
                 url_ok,
+                gates_running,
                 ..
             } = &mut state.phase
             else {
@@ -125,6 +163,7 @@ pub fn step(
             if open.id != *incident {
                 return Err(unexpected(&event, &state.phase));
             }
+            *gates_running = false;
             let label = if cfg.verify_gates == 0 {
                 "verify URL"
             } else {
@@ -137,7 +176,14 @@ pub fn step(
             *url_ok = Some(ok);
             open.verification = Some(format!("{label}: {detail}"));
             open.verify_checks = checks.clone();
-            advance(cfg, &mut state, now, &Fleet::default(), &mut actions);
+            advance(
+                cfg,
+                guards,
+                &mut state,
+                now,
+                &Fleet::default(),
+                &mut actions,
+            );
         }
         Event::OnFailureFinished {
             ref incident,
@@ -148,13 +194,13 @@ pub fn step(
             ref result,
         } => {
             let on_failure = matches!(event, Event::OnFailureFinished { .. });
-            let phase = state.phase.name().to_string();
+            let phase = state.phase.name();
             let Phase::Done { incident: done, .. } = &mut state.phase else {
                 return Err(unexpected(&event, &state.phase));
             };
             if done.id != *incident {
-                return Err(StepError {
-                    event: event_name(&event).to_string(),
+                return Err(StepError::Unexpected {
+                    event: event.name(),
                     phase,
                 });
             }
@@ -170,11 +216,13 @@ pub fn step(
                 None => format!("{what} steps done ({} steps)", result.steps.len()),
                 Some(e) => format!("{what} steps failed: {e}"),
             };
-            note(done, now, &phase, msg);
+            note(done, now, phase, msg);
             actions.push(Action::WriteRecord {
                 incident: done.clone(),
             });
         }
+        // Only older versions journaled it (the global cap is an input now).
+        Event::ExecRefused { .. } => return Err(unexpected(&event, &state.phase)),
         Event::Recovered => match &mut state.phase {
             Phase::RollingBack { incident } => {
                 let mut inc = incident.clone();
@@ -193,21 +241,17 @@ pub fn step(
                     kind: NotifyKind::Interrupted,
                     incident: inc.clone(),
                 });
-                actions.push(Action::Verify {
-                    incident: inc.id.clone(),
-                });
-                actions.push(Action::WriteRecord {
-                    incident: inc.clone(),
-                });
                 state.phase = Phase::Verifying {
-                    incident: inc,
+                    incident: inc.clone(),
                     deadline: after(now, cfg.verify_within),
                     url_ok: None,
+                    gates_running: false,
                 };
+                run_gates(cfg, &mut state, true, &mut actions);
+                actions.push(Action::WriteRecord { incident: inc });
             }
-            Phase::Verifying { incident, .. } => actions.push(Action::Verify {
-                incident: incident.id.clone(),
-            }),
+            // The run under way (if any) died with the previous process.
+            Phase::Verifying { .. } => run_gates(cfg, &mut state, true, &mut actions),
             Phase::Done { incident, .. } if state.after_running.is_some() => {
                 // The process died while the `after` steps ran: they are not
                 // run again blindly (a cache purge may have half happened).
@@ -237,32 +281,11 @@ pub fn step(
         | Event::Reject { .. }
         | Event::ManualTrigger { .. }
         | Event::Pause { .. }
-        | Event::Resume { .. }
-        | Event::ExecRefused { .. } => {
-            if let Err(()) = super::human::on_event(cfg, &mut state, &event, now, &mut actions) {
-                return Err(unexpected(&event, &state.phase));
-            }
+        | Event::Resume { .. } => {
+            super::human::on_event(cfg, guards, &mut state, &event, now, &mut actions)?;
         }
     }
     Ok((state, actions))
-}
-
-fn event_name(event: &Event) -> &'static str {
-    match event {
-        Event::Evaluated { .. } => "evaluated",
-        Event::VersionObserved { .. } => "version_observed",
-        Event::ExecFinished { .. } => "exec_finished",
-        Event::VerifyChecked { .. } => "verify_checked",
-        Event::AfterFinished { .. } => "after_finished",
-        Event::OnFailureFinished { .. } => "on_failure_finished",
-        Event::Recovered => "recovered",
-        Event::Approve { .. } => "approve",
-        Event::Reject { .. } => "reject",
-        Event::ManualTrigger { .. } => "manual_trigger",
-        Event::Pause { .. } => "pause",
-        Event::Resume { .. } => "resume",
-        Event::ExecRefused { .. } => "exec_refused",
-    }
 }
 
 fn observe_version(state: &mut TargetState, version: String, now: Time) {
@@ -281,9 +304,35 @@ fn observe_version(state: &mut TargetState, version: String, now: Time) {
     state.version = Some(version);
 }
 
+/// Verifying with gates configured: ask for a run of the gates, unless one
+/// is under way (`restart`: none is, whatever the state says).
+fn run_gates(
+    cfg: &DecideConfig,
+    state: &mut TargetState,
+    restart: bool,
+    actions: &mut Vec<Action>,
+) {
+    let Phase::Verifying {
+        incident,
+        gates_running,
+        ..
+    } = &mut state.phase
+    else {
+        return;
+    };
+    if !cfg.verify_url || (*gates_running && !restart) {
+        return;
+    }
+    *gates_running = true;
+    actions.push(Action::Verify {
+        incident: incident.id.clone(),
+    });
+}
+
 /// Re-evaluate the current phase against the latest rules and the clock.
 fn advance(
     cfg: &DecideConfig,
+    guards: &Guards,
     state: &mut TargetState,
     now: Time,
     fleet: &Fleet,
@@ -295,16 +344,19 @@ fn advance(
         }
     }
     match &state.phase {
-        Phase::Watching => watch(cfg, state, now, fleet, actions),
+        Phase::Watching => watch(cfg, guards, state, now, fleet, actions),
         Phase::Verifying {
             incident,
             deadline,
             url_ok,
+            ..
         } => {
             let (mut inc, deadline, url_ok) = (incident.clone(), *deadline, *url_ok);
             verify(cfg, state, &mut inc, deadline, url_ok, now, actions);
         }
-        Phase::AwaitingConfirmation { .. } => super::human::awaiting(cfg, state, now, actions),
+        Phase::AwaitingConfirmation { .. } => {
+            super::human::awaiting(cfg, guards, state, now, actions)
+        }
         Phase::RollingBack { .. } | Phase::Done { .. } => {}
     }
 }
@@ -448,6 +500,7 @@ fn verify(
 /// "breach"`) must be able to act. The incident names the abstaining rules.
 fn watch(
     cfg: &DecideConfig,
+    guards: &Guards,
     state: &mut TargetState,
     now: Time,
     fleet: &Fleet,
@@ -573,7 +626,7 @@ fn watch(
         super::human::await_confirmation(cfg, state, inc, now, actions);
         return;
     }
-    start_rollback(cfg, state, inc, now, actions);
+    start_rollback(cfg, guards, state, inc, now, actions);
 }
 
 /// The plan or its verification failed: run `on_failure` when there is

@@ -73,6 +73,10 @@ pub struct TargetState {
     pub shadow_breached: Vec<String>,
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 /// `null` (a journal delta's "this field went away") as an empty list.
 fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
@@ -113,6 +117,49 @@ impl TargetState {
             blind_notified: None,
             shadow_breached: Vec::new(),
         }
+    }
+
+    /// Whether `next` differs from this state in anything the journal must
+    /// keep, so that recovery restores it: every field counts except the
+    /// rules' live values (a rule's name and status count; its value,
+    /// sample time and details change every poll and are not worth a line).
+    /// Every field is named here: a new one does not compile until it is
+    /// decided.
+    pub fn journal_worthy_change(&self, next: &TargetState) -> bool {
+        let TargetState {
+            target,
+            phase,
+            version,
+            previous_version,
+            deployed_at,
+            rules,
+            rollbacks,
+            loop_guard,
+            after_running,
+            incident_seq,
+            blind_notified,
+            paused,
+            shadow_breached,
+        } = self;
+        let statuses = |rules: &[RuleReport]| -> Vec<(String, &'static str)> {
+            rules
+                .iter()
+                .map(|r| (r.rule.clone(), r.status.name()))
+                .collect()
+        };
+        *target != next.target
+            || *phase != next.phase
+            || *version != next.version
+            || *previous_version != next.previous_version
+            || *deployed_at != next.deployed_at
+            || statuses(rules) != statuses(&next.rules)
+            || *rollbacks != next.rollbacks
+            || *loop_guard != next.loop_guard
+            || *after_running != next.after_running
+            || *incident_seq != next.incident_seq
+            || *blind_notified != next.blind_notified
+            || *paused != next.paused
+            || *shadow_breached != next.shadow_breached
     }
 
     /// Why the target is where it is: the incident's latest timeline
@@ -165,6 +212,11 @@ pub enum Phase {
         /// passed in the latest round; `None` before the first. (The name
         /// is kept from when the URL was the only gate: journals have it.)
         url_ok: Option<bool>,
+        /// A run of the gates ([`Action::Verify`]) is under way: its
+        /// [`Event::VerifyChecked`] comes back before another starts, so a
+        /// slow gate never piles up runs. (Absent in older journals: none.)
+        #[serde(default, skip_serializing_if = "is_false")]
+        gates_running: bool,
     },
     /// An incident ended (rolled back, failed, dry-run); breaches are not
     /// acted on until `until` (cooldown).
@@ -203,9 +255,11 @@ pub enum Outcome {
     Escalated,
     /// The signals recovered while waiting for confirmation; nothing done.
     Resolved,
-    /// A human rejected the rollback; breaches are suppressed until the
-    /// cooldown ends.
-    Rejected,
+    /// A human rejected the rollback (`reject`): breaches are suppressed
+    /// until the cooldown ends (the phase `Suppressed` of DESIGN.md; older
+    /// journals spell it `rejected`).
+    #[serde(alias = "rejected")]
+    Suppressed,
     /// A shadow rule (`mode = "shadow"`) would have triggered: recorded and
     /// notified, never acted on. Not a phase of the target.
     Shadow,
@@ -221,7 +275,7 @@ impl Outcome {
             Outcome::DryRun => "DryRun",
             Outcome::Escalated => "Escalated",
             Outcome::Resolved => "Resolved",
-            Outcome::Rejected => "Suppressed",
+            Outcome::Suppressed => "Suppressed",
             Outcome::Shadow => "Shadow",
         }
     }
@@ -234,7 +288,7 @@ impl Outcome {
             Outcome::DryRun => "WOULD ROLL BACK",
             Outcome::Escalated => "ESCALATED",
             Outcome::Resolved => "RESOLVED",
-            Outcome::Rejected => "REJECTED",
+            Outcome::Suppressed => "SUPPRESSED",
             Outcome::Shadow => "WOULD ROLL BACK (SHADOW)",
         }
     }
@@ -391,7 +445,7 @@ impl Incident {
     /// Whether the recovery-time objective was met: `Some(true)` rolled back
     /// within `rto`, `Some(false)` rolled back late or not recovered by the
     /// incident's end, `None` while open, without an `rto`, or when nothing
-    /// was to be recovered (dry-run, resolved, rejected, escalated).
+    /// was to be recovered (dry-run, resolved, suppressed, escalated).
     pub fn rto_met(&self) -> Option<bool> {
         let rto = self.rto?;
         match self.outcome? {
@@ -512,13 +566,59 @@ pub enum Event {
         /// Who asked.
         by: String,
     },
-    /// The runner refused to carry out `Execute` (global rate limit).
+    /// Journaled by versions before the global cap became an input of
+    /// [`step`] (see [`Guards`]): the runner refused an `Execute`. Kept so
+    /// that their journals still read; never produced now, and [`step`]
+    /// refuses it as unexpected.
     ExecRefused {
         /// The incident whose rollback was refused.
         incident: String,
         /// The guard that refused, with its numbers.
         reason: String,
     },
+}
+
+impl Event {
+    /// The event's name as the journal spells it (`approve`, `exec_finished`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Evaluated { .. } => "evaluated",
+            Event::VersionObserved { .. } => "version_observed",
+            Event::ExecFinished { .. } => "exec_finished",
+            Event::VerifyChecked { .. } => "verify_checked",
+            Event::AfterFinished { .. } => "after_finished",
+            Event::OnFailureFinished { .. } => "on_failure_finished",
+            Event::Recovered => "recovered",
+            Event::Approve { .. } => "approve",
+            Event::Reject { .. } => "reject",
+            Event::ManualTrigger { .. } => "manual_trigger",
+            Event::Pause { .. } => "pause",
+            Event::Resume { .. } => "resume",
+            Event::ExecRefused { .. } => "exec_refused",
+        }
+    }
+}
+
+/// What the rest of the daemon shows one target's step at that moment:
+/// the inputs of guards that span targets. The runner gathers them before
+/// stepping; [`step`] decides with them (the blast-radius guard's input,
+/// [`Fleet`], travels in [`Event::Evaluated`] because it explains the
+/// evaluation in the journal).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Guards {
+    /// `[daemon] max_rollbacks_per_hour` with the rollbacks it counts;
+    /// `None`: no global cap.
+    pub global: Option<GlobalCap>,
+}
+
+/// The global cap on executed rollbacks across all targets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GlobalCap {
+    /// `[daemon] max_rollbacks_per_hour`.
+    pub max_per_hour: u32,
+    /// When the rollbacks of every target (this one included) started;
+    /// those of the last hour count.
+    pub started: Vec<Time>,
 }
 
 /// The other targets as one target's step sees them: how many are watched
@@ -585,7 +685,8 @@ pub enum NotifyKind {
     AwaitingConfirmation,
     /// The signals recovered before anything was done; no action taken.
     Resolved,
-    /// A human rejected the rollback.
+    /// A human rejected the rollback (the incident is `Suppressed`; the
+    /// notification is named for what the human did).
     Rejected,
     /// Rules of the target have had no data for `blind_after` (no incident).
     Blind,
@@ -641,8 +742,9 @@ pub enum Action {
         /// The incident (ID, versions for template variables).
         incident: Box<Incident>,
     },
-    /// Run the verification gates (URL, checks, commands) on each poll
-    /// until the phase changes.
+    /// Run the verification gates (URL, checks, commands) once and report
+    /// back with [`Event::VerifyChecked`]. Asked on entering `Verifying`
+    /// and at each evaluation while verifying when no run is under way.
     Verify {
         /// The incident being verified.
         incident: String,
@@ -674,6 +776,15 @@ pub enum Action {
         target: String,
         /// What happened, with the rules and reasons.
         message: String,
+    },
+    /// The global cap (`[daemon] max_rollbacks_per_hour`) stopped this
+    /// incident's rollback before it started; the incident escalates in
+    /// the same step. The runner logs and counts it.
+    GlobalLimitRefused {
+        /// The incident.
+        incident: String,
+        /// The guard with its numbers.
+        reason: String,
     },
     /// Write (or rewrite) `incidents/ID.md`.
     WriteRecord {

@@ -40,6 +40,26 @@ fn cfg() -> DecideConfig {
     }
 }
 
+/// A step without a global cap (most tables); [`global_cap`] gives one.
+fn step(
+    cfg: &DecideConfig,
+    state: TargetState,
+    event: Event,
+    now: Time,
+) -> Result<(TargetState, Vec<Action>), StepError> {
+    super::step(cfg, &Guards::default(), state, event, now)
+}
+
+/// Guards with a global cap of `max` and rollbacks started at `started`.
+fn global_cap(max: u32, started: &[Time]) -> Guards {
+    Guards {
+        global: Some(GlobalCap {
+            max_per_hour: max,
+            started: started.to_vec(),
+        }),
+    }
+}
+
 fn report(status: RuleStatus, value: Option<f64>, at: Time) -> RuleReport {
     RuleReport {
         rule: "health".into(),
@@ -124,6 +144,7 @@ fn kinds(actions: &[Action]) -> Vec<String> {
             Action::Notify { kind, .. } => format!("notify:{kind:?}"),
             Action::NotifyTarget { kind, .. } => format!("notify-target:{kind:?}"),
             Action::WriteRecord { .. } => "record".to_string(),
+            Action::GlobalLimitRefused { .. } => "global_limit_refused".to_string(),
         })
         .collect()
 }
@@ -415,7 +436,13 @@ fn stale_results_are_errors_not_panics() {
     assert!(step(&c, watching_on("v2", "v1"), stale.clone(), t(1)).is_err());
     let (s, _) = run(&c, watching_on("v2", "v1"), vec![(breached(t(40)), t(40))]);
     let err = step(&c, s, stale, t(41)).unwrap_err();
-    assert_eq!(err.phase, "RollingBack");
+    assert_eq!(
+        err,
+        StepError::Unexpected {
+            event: "exec_finished",
+            phase: "RollingBack"
+        }
+    );
 }
 
 #[test]
@@ -484,6 +511,19 @@ fn confirmation_table() {
     let (r, acts) = run(&c, s.clone(), vec![(reject, t(50))]);
     assert_eq!(r.phase.name(), "Suppressed");
     assert_eq!(kinds(&acts), vec!["record", "notify:Rejected"]);
+    // One name for the state: Suppressed, also on the wire; older journals
+    // spelled the outcome `rejected`.
+    let inc = r.incident().unwrap();
+    assert_eq!(inc.outcome, Some(Outcome::Suppressed));
+    assert_eq!(inc.phase_name(), "Suppressed");
+    assert_eq!(
+        serde_json::to_value(Outcome::Suppressed).unwrap(),
+        "suppressed"
+    );
+    assert_eq!(
+        serde_json::from_value::<Outcome>("rejected".into()).unwrap(),
+        Outcome::Suppressed
+    );
     let (r, acts) = run(&c, r, vec![(breached(t(100)), t(100))]);
     assert_eq!(r.phase.name(), "Suppressed");
     assert!(acts.is_empty());
@@ -553,17 +593,53 @@ fn manual_trigger_and_global_refusal() {
     assert_eq!(s.phase.name(), "RollingBack");
     assert!(kinds(&a).contains(&"execute".to_string()));
     assert!(matches!(s.incident().unwrap().cause, Cause::Manual { .. }));
-    // A second trigger while it runs is refused.
-    assert!(step(&c, s.clone(), trigger.clone(), t(11)).is_err());
-    // The runner's global limit refuses: escalated, not counted.
-    let refused = Event::ExecRefused {
-        incident: open_id(&s),
-        reason: "global rate limit".into(),
-    };
-    let (s, a) = run(&c, s, vec![(refused, t(12))]);
+    // A second trigger while it runs is refused, saying why.
+    assert_eq!(
+        step(&c, s.clone(), trigger.clone(), t(11)).unwrap_err(),
+        StepError::InFlight {
+            target: "web".into(),
+            phase: "RollingBack"
+        }
+    );
+    assert_eq!(
+        step(&c, s.clone(), trigger.clone(), t(11))
+            .unwrap_err()
+            .to_string(),
+        "target web already has a rollback in flight (RollingBack); nothing done"
+    );
+    // The global cap is reached (by other targets' rollbacks): the step
+    // itself escalates naming the guard, and nothing counts.
+    let (s, a) = super::step(
+        &c,
+        &global_cap(2, &[t(-3000), t(0)]),
+        watching_on("v2", "v1"),
+        trigger.clone(),
+        t(12),
+    )
+    .unwrap();
     assert_eq!(s.phase.name(), "Escalated");
-    assert_eq!(kinds(&a), vec!["record", "notify:Escalated"]);
+    assert_eq!(
+        kinds(&a),
+        vec!["global_limit_refused", "record", "notify:Escalated"]
+    );
     assert!(s.rollbacks.is_empty());
+    let err = s.incident().unwrap().error.clone().unwrap();
+    assert_eq!(
+        err,
+        "global rate limit: [daemon] max_rollbacks_per_hour = 2 reached across all targets \
+         (2 rollbacks started in the last hour)"
+    );
+    // A rollback older than an hour no longer counts.
+    let (s2, a) = super::step(
+        &c,
+        &global_cap(2, &[t(-3600), t(0)]),
+        watching_on("v2", "v1"),
+        trigger.clone(),
+        t(12),
+    )
+    .unwrap();
+    assert_eq!(s2.phase.name(), "RollingBack");
+    assert!(kinds(&a).contains(&"execute".to_string()));
     // Paused: a manual trigger escalates too.
     let (s, _) = run(
         &c,
@@ -780,20 +856,55 @@ fn crossing_answers_and_stale_refusals_act_at_most_once() {
         assert!(err.contains("opened on v2 but v1 is live"), "{name}: {err}");
     }
 
-    // A refusal for another incident, or a second one, changes nothing.
-    let (rolling, _) = run(&c, waiting, vec![(approve("alice"), t(50))]);
-    let other = Event::ExecRefused {
+    // An approval for another incident, or a second one, is refused with
+    // why; the refusal journaled by older versions is never acted on.
+    let (rolling, _) = run(&c, waiting.clone(), vec![(approve("alice"), t(50))]);
+    let other = Event::Approve {
         incident: "20261118-120000-web-99".into(),
-        reason: "global rate limit".into(),
+        by: "alice".into(),
     };
-    assert!(step(&c, rolling.clone(), other, t(51)).is_err());
-    let refused = Event::ExecRefused {
+    assert_eq!(
+        step(&c, rolling.clone(), other, t(51)).unwrap_err(),
+        StepError::UnknownIncident {
+            incident: "20261118-120000-web-99".into(),
+            target: "web".into(),
+            phase: "RollingBack"
+        }
+    );
+    let again = step(&c, rolling.clone(), approve("bob"), t(51)).unwrap_err();
+    assert_eq!(
+        again.to_string(),
+        format!("incident {id} is not awaiting confirmation: target web is RollingBack")
+    );
+    let legacy = Event::ExecRefused {
         incident: id.clone(),
         reason: "global rate limit".into(),
     };
-    let (escalated, _) = run(&c, rolling.clone(), vec![(refused.clone(), t(51))]);
+    assert!(matches!(
+        step(&c, rolling.clone(), legacy, t(51)),
+        Err(StepError::Unexpected {
+            event: "exec_refused",
+            ..
+        })
+    ));
+    // An approval when the global cap is reached escalates naming it.
+    let (escalated, a) = super::step(
+        &c,
+        &global_cap(1, &[t(10)]),
+        waiting.clone(),
+        approve("alice"),
+        t(50),
+    )
+    .unwrap();
     assert_eq!(escalated.phase.name(), "Escalated");
-    assert!(step(&c, escalated, refused, t(52)).is_err());
+    assert!(!kinds(&a).contains(&"execute".to_string()));
+    assert!(escalated
+        .incident()
+        .unwrap()
+        .error
+        .as_deref()
+        .unwrap()
+        .starts_with("global rate limit"));
 
     // Pausing or a window while the plan runs, or a restart then, never
     // starts the plan again.
@@ -831,10 +942,9 @@ enum Gen {
     Manual,
     Pause,
     Resume,
-    Refused,
 }
 
-fn gen_event() -> impl Strategy<Value = (Gen, u16)> {
+fn gen_event() -> impl Strategy<Value = (Gen, u16, bool)> {
     let ev = prop_oneof![
         6 => (proptest::collection::vec(0u8..4, 1..4), 0u8..4).prop_map(|(r, f)| Gen::Eval(r, f)),
         1 => (0u8..3).prop_map(Gen::Version),
@@ -846,9 +956,9 @@ fn gen_event() -> impl Strategy<Value = (Gen, u16)> {
         1 => Just(Gen::Manual),
         1 => Just(Gen::Pause),
         1 => Just(Gen::Resume),
-        1 => Just(Gen::Refused),
     ];
-    (ev, 0u16..400)
+    // Whether the global cap (of 1) is reached by another target.
+    (ev, 0u16..400, proptest::bool::weighted(0.2))
 }
 
 proptest! {
@@ -888,7 +998,7 @@ proptest! {
         let mut s = watching_on("v2", "v1");
         let mut now = t(0);
         let mut executions: Vec<Time> = Vec::new();
-        for (g, dt) in events {
+        for (g, dt, global_full) in events {
             now += chrono::Duration::seconds(dt as i64);
             let event = match g {
                 Gen::Eval(codes, others) => Event::Evaluated { fleet: Fleet {
@@ -926,10 +1036,6 @@ proptest! {
                 Gen::Manual => Event::ManualTrigger { to_version: None, by: "carol".into(), reason: "cve".into() },
                 Gen::Pause => Event::Pause { by: "ops".into(), reason: None, duration: None },
                 Gen::Resume => Event::Resume { by: "ops".into() },
-                Gen::Refused => Event::ExecRefused {
-                    incident: s.incident().map(|i| i.id.clone()).unwrap_or_default(),
-                    reason: "global rate limit".into(),
-                },
             };
             let before = s.clone();
             let rules_now = match &event {
@@ -943,15 +1049,15 @@ proptest! {
                 Event::Evaluated { fleet, .. } => fleet.breaching.len() >= 2,
                 _ => false,
             };
-            let refused = matches!(event, Event::ExecRefused { .. });
-            let Ok((next, actions)) = step(&c, s.clone(), event, now) else { continue };
-            if refused {
-                // The runner did not execute it: it does not count.
-                executions.pop();
-            }
+            let guards = if global_full { global_cap(1, &[now]) } else { Guards::default() };
+            let Ok((next, actions)) = super::step(&c, &guards, s.clone(), event, now) else { continue };
             for a in &actions {
+                if let Action::GlobalLimitRefused { .. } = a {
+                    prop_assert!(global_full, "refused by a global cap that had room");
+                }
                 if let Action::Execute { incident } = a {
                     prop_assert!(!dry, "executed in dry-run");
+                    prop_assert!(!global_full, "executed beyond the global cap");
                     prop_assert!(!c.windows.iter().any(|w| w.contains(now)), "executed inside a release window");
                     prop_assert!(before.paused.is_none(), "executed while paused");
                     let on_timeout = matches!(before.phase, Phase::AwaitingConfirmation { .. });
@@ -1743,7 +1849,7 @@ fn failing_gates_make_did_not_help_and_run_on_failure() {
     };
     let (s, a) = run(&c, s, vec![(checked, t(50)), (ok(t(51)), t(51))]);
     assert_eq!(s.phase.name(), "Verifying", "rules ok but a gate fails");
-    assert!(a.is_empty(), "{a:?}");
+    assert_eq!(kinds(&a), vec!["verify"], "the next poll checks again");
     assert_eq!(s.incident().unwrap().verify_checks, checks);
     // At the deadline: did not help, on_failure runs, the rollback is not
     // over until it ends.
@@ -1821,4 +1927,135 @@ fn an_impossible_plan_is_refused_without_asking_a_human() {
     let (s, a) = step(&c, watching_on("v2", "v1"), breached(t(40)), t(40)).unwrap();
     assert_eq!(s.phase.name(), "AwaitingConfirmation");
     assert_eq!(kinds(&a), vec!["record", "notify:AwaitingConfirmation"]);
+}
+
+/// Verification is an action whose result comes back as an event: asked on
+/// entering Verifying and at each evaluation, one run at a time; a restart
+/// asks again (the run died with the process); no gates, no runs.
+#[test]
+fn gates_run_once_per_evaluation_one_at_a_time() {
+    let c = cfg();
+    let (s, _) = run(&c, watching_on("v2", "v1"), vec![(breached(t(40)), t(40))]);
+    let (s, a) = run(&c, s.clone(), vec![(exec_ok(&s), t(45))]);
+    assert_eq!(kinds(&a), vec!["verify", "record"]);
+    let id = open_id(&s);
+    let running = |s: &TargetState| match &s.phase {
+        Phase::Verifying { gates_running, .. } => *gates_running,
+        _ => panic!("not verifying: {}", s.phase.name()),
+    };
+    assert!(running(&s));
+    // A slow run: the polls meanwhile ask for no second one.
+    let (s, a) = run(
+        &c,
+        s,
+        vec![(breached(t(46)), t(46)), (breached(t(47)), t(47))],
+    );
+    assert!(a.is_empty(), "{a:?}");
+    let checked = |ok: bool| Event::VerifyChecked {
+        incident: id.clone(),
+        ok,
+        detail: "HTTP 503".into(),
+        checks: vec![],
+    };
+    let (s, a) = run(&c, s, vec![(checked(false), t(48))]);
+    assert!(a.is_empty(), "{a:?}");
+    assert!(!running(&s));
+    let (s, a) = run(&c, s, vec![(breached(t(49)), t(49))]);
+    assert_eq!(kinds(&a), vec!["verify"]);
+    assert!(running(&s));
+    // A restart while a run is under way asks again.
+    let (s, a) = run(&c, s, vec![(Event::Recovered, t(50))]);
+    assert_eq!(kinds(&a), vec!["verify"]);
+    // A state journaled before the flag existed reads as "no run".
+    let mut json = serde_json::to_value(&s).unwrap();
+    json["phase"]
+        .as_object_mut()
+        .unwrap()
+        .remove("gates_running");
+    let old: TargetState = serde_json::from_value(json).unwrap();
+    assert!(!running(&old));
+    let (_, a) = run(&c, old, vec![(breached(t(51)), t(51))]);
+    assert_eq!(kinds(&a), vec!["verify"]);
+    // Without gates (rules only) nothing is run.
+    let mut rules_only = cfg();
+    rules_only.verify_url = false;
+    let (s, _) = run(
+        &rules_only,
+        watching_on("v2", "v1"),
+        vec![(breached(t(40)), t(40))],
+    );
+    let (s, a) = run(&rules_only, s.clone(), vec![(exec_ok(&s), t(45))]);
+    assert_eq!(kinds(&a), vec!["record"]);
+    let (s, a) = run(&rules_only, s, vec![(breached(t(46)), t(46))]);
+    assert!(a.is_empty(), "{a:?}");
+    let (_, a) = run(&rules_only, s, vec![(ok(t(47)), t(47))]);
+    assert_eq!(kinds(&a), vec!["after", "record", "notify:RolledBack"]);
+}
+
+/// What is journaled is decided by comparing states: every field of the
+/// state but the rules' live values. A field added to [`TargetState`] fails
+/// here (and in `journal_worthy_change`) until it is decided.
+#[test]
+fn journal_worthy_changes_are_every_field_but_live_rule_values() {
+    let (mut s, _) = run(
+        &cfg(),
+        watching_on("v2", "v1"),
+        vec![(breached(t(40)), t(40))],
+    );
+    s.deployed_at = Some(t(1));
+    s.loop_guard = Some("v0".into());
+    s.after_running = Some("x".into());
+    s.blind_notified = Some(t(2));
+    s.paused = Some(Pause {
+        by: "ops".into(),
+        at: t(3),
+        reason: None,
+        until: None,
+    });
+    s.shadow_breached = vec!["shadow".into()];
+    let json = serde_json::to_value(&s).unwrap();
+    let mut keys: Vec<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    let changed = |f: &dyn Fn(&mut TargetState)| {
+        let mut next = s.clone();
+        f(&mut next);
+        s.journal_worthy_change(&next)
+    };
+    #[allow(clippy::type_complexity)]
+    let fields: Vec<(&str, Box<dyn Fn(&mut TargetState)>)> = vec![
+        ("after_running", Box::new(|n| n.after_running = None)),
+        ("blind_notified", Box::new(|n| n.blind_notified = None)),
+        ("deployed_at", Box::new(|n| n.deployed_at = Some(t(9)))),
+        ("incident_seq", Box::new(|n| n.incident_seq += 1)),
+        ("loop_guard", Box::new(|n| n.loop_guard = None)),
+        ("paused", Box::new(|n| n.paused = None)),
+        ("phase", Box::new(|n| n.phase = Phase::Watching)),
+        ("previous_version", Box::new(|n| n.previous_version = None)),
+        ("rollbacks", Box::new(|n| n.rollbacks.clear())),
+        ("rules", Box::new(|n| n.rules[0].status = RuleStatus::Ok)),
+        ("shadow_breached", Box::new(|n| n.shadow_breached.clear())),
+        ("target", Box::new(|n| n.target = "other".into())),
+        ("version", Box::new(|n| n.version = Some("v9".into()))),
+    ];
+    let named: Vec<&str> = fields.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        keys, named,
+        "a field of TargetState was added or removed: decide whether a change of it is worth \
+         a journal line (TargetState::journal_worthy_change) and list it here"
+    );
+    for (key, f) in &fields {
+        assert!(changed(f.as_ref()), "a change of {key} is not journaled");
+    }
+    // The live values of the rules change every poll: not worth a line.
+    assert!(!changed(&|n| {
+        n.rules[0].value = Some(0.7);
+        n.rules[0].at = t(41);
+        n.rules[0].detail = Some("3 of 4 probes failed".into());
+    }));
+    assert!(!changed(&|_| {}));
 }

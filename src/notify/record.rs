@@ -250,7 +250,7 @@ pub(crate) fn outcome_text(outcome: Option<Outcome>) -> &'static str {
         Some(Outcome::DryRun) => "dry-run (would roll back)",
         Some(Outcome::Escalated) => "escalated",
         Some(Outcome::Resolved) => "resolved (signals recovered, no action)",
-        Some(Outcome::Rejected) => "rejected (no action)",
+        Some(Outcome::Suppressed) => "rejected (no action)",
         Some(Outcome::Shadow) => "shadow: would roll back (shadow rule), nothing executed",
     }
 }
