@@ -480,10 +480,19 @@ impl<'a> Rehearsal<'a> {
             &result,
         );
         self.executed = Some(result.clone());
-        self.step(Event::ExecFinished {
+        let actions = self.step(Event::ExecFinished {
             incident: incident.id.clone(),
             result,
-        })
+        });
+        let verifying = matches!(self.state.phase, Phase::Verifying { .. });
+        if verifying && !actions.iter().any(|a| matches!(a, Action::Verify { .. })) {
+            // No gates: the machine verifies with the rules, and the next
+            // evaluation sees the synthetic breach cleared.
+            let mut actions = actions;
+            actions.extend(self.verify(&incident.id).await);
+            return actions;
+        }
+        actions
     }
 
     /// The next evaluation sees the synthetic breach cleared; the gates

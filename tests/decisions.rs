@@ -765,6 +765,22 @@ async fn global_cap_escalates_the_second_target_survives_a_restart_and_frees_aft
         .expect("the escalation mail for b");
     assert!(mail.contains("global rate limit"), "{mail}");
     assert_eq!((h.executions("a"), h.executions("b")), (1, 0));
+    // The journal holds the refusal on the step that escalated.
+    let journaled = journal_lines(&h.root.join("state")).iter().any(|e| {
+        e["target"] == "b"
+            && e["actions"].as_array().is_some_and(|a| {
+                a.iter().any(|a| {
+                    a["action"] == "global_limit_refused"
+                        && a["reason"]
+                            .as_str()
+                            .is_some_and(|r| r.contains("global rate limit"))
+                })
+            })
+    });
+    assert!(
+        journaled,
+        "no global_limit_refused action for b in the journal"
+    );
     // After a restart the cap still holds: a's rollback of the last hour
     // is counted from the journal, so b's next breach (after its
     // cooldown) escalates again.
