@@ -27,6 +27,18 @@ pub fn render_targets(status: &crate::api::StatusResponse) -> anyhow::Result<Str
     }
     for t in &status.targets {
         render_target(&mut out, &t.name, &t.state)?;
+        if let Some(c) = &t.cluster {
+            let line = match (&c.owner, c.standby) {
+                (Some(owner), true) => {
+                    format!("  standby: node {owner} owns this target and acts on it")
+                }
+                (Some(owner), false) => format!("  owner: this node ({owner}) acts on this target"),
+                (None, _) => {
+                    "  owner: none yet (the first node that must act takes it)".to_string()
+                }
+            };
+            writeln!(out, "{line}")?;
+        }
     }
     Ok(out)
 }

@@ -61,6 +61,18 @@ pub struct TargetStatus {
     pub until: Option<Time>,
     /// The full decision state: versions, rules with values, incident.
     pub state: TargetState,
+    /// With `[cluster]`: which node acts on the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatus>,
+}
+
+/// With `[cluster]`: who holds a target's lock, as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The node that owns the target and acts on it (`None`: no node yet).
+    pub owner: Option<String>,
+    /// Another node owns it: this node only watches.
+    pub standby: bool,
 }
 
 /// Answer of the routes that send an event (approve, reject, trigger, pause, resume).
@@ -249,6 +261,10 @@ async fn status(State(api): State<Arc<ApiState>>) -> Json<StatusResponse> {
                 paused: state.paused.clone(),
                 until: until(&state.phase),
                 state,
+                cluster: h.cluster.borrow().as_ref().map(|o| ClusterStatus {
+                    owner: o.owner.as_ref().map(|w| w.node.clone()),
+                    standby: o.standby,
+                }),
             }
         })
         .collect();

@@ -61,6 +61,15 @@ impl Seat {
     pub(super) fn owner(&self) -> bool {
         matches!(self.authority, Some(Authority::Owner { .. }))
     }
+
+    /// Owner, with the lease still held and the lock still ours.
+    pub(super) fn valid_owner(&self, target: &str) -> bool {
+        self.owner()
+            && self
+                .authority
+                .as_ref()
+                .is_some_and(|a| self.cluster.still_authorized(target, a))
+    }
 }
 
 /// What the poll read of the target's cluster state (standby only).
@@ -374,9 +383,15 @@ impl Worker {
         let Some(seat) = self.seat.as_ref() else {
             return;
         };
-        if seat.owner() {
+        if seat.valid_owner(&self.target.name) {
             return;
         }
+        if seat.owner() {
+            self.lose_ownership("the etcd lease or the target's lock was lost");
+        }
+        let Some(seat) = self.seat.as_ref() else {
+            return;
+        };
         let me = seat.cluster.node().to_string();
         match &view.owner {
             Some(owner) if owner.node != me => {

@@ -510,7 +510,7 @@ impl Worker {
         let standby = self
             .seat
             .as_ref()
-            .filter(|s| !s.owner())
+            .filter(|s| !s.valid_owner(&self.target.name))
             .map(|s| (s.cluster.clone(), self.target.name.clone()));
         // Test hook (debug builds only): this target's polls never end, as a
         // stuck worker's would; the watchdog test uses it.
