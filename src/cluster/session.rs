@@ -46,6 +46,7 @@ pub(super) async fn run(inner: Arc<Inner>, token: CancellationToken) {
                     l
                 }
                 Err(why) => {
+                    let why = why.to_string();
                     inner.set_up(false, &why);
                     if !pause(&token, &mut backoff, step).await {
                         break;
@@ -88,13 +89,25 @@ async fn pause(token: &CancellationToken, backoff: &mut Duration, cap: Duration)
     }
 }
 
-async fn grant(inner: &Inner, mut client: Client, step: Duration) -> Result<LeaseState, String> {
+/// Why no lease could be granted.
+#[derive(Debug, thiserror::Error)]
+enum GrantError {
+    #[error("lease grant timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("lease grant failed: {0}")]
+    Failed(#[from] etcd_client::Error),
+}
+
+async fn grant(
+    inner: &Inner,
+    mut client: Client,
+    step: Duration,
+) -> Result<LeaseState, GrantError> {
     let ttl = inner.ttl.as_secs() as i64;
     let sent = Instant::now();
     let resp = tokio::time::timeout(step, client.lease_grant(ttl, None))
         .await
-        .map_err(|_| format!("lease grant timed out after {step:?}"))?
-        .map_err(|e| format!("lease grant failed: {e}"))?;
+        .map_err(|_| GrantError::Timeout(step))??;
     let lease = LeaseState {
         id: resp.id(),
         valid_until: sent + Duration::from_secs(resp.ttl().max(0) as u64),

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{Authority, Cluster, ClusterError, Owner, Ownership};
 use crate::decide::{Action, Event, Phase, TargetState};
-use crate::run::process::Fence;
+use crate::run::process::{Fence, FenceClosed};
 
 use super::handle::{Command, Refusal};
 use super::worker::Worker;
@@ -446,9 +446,9 @@ impl Worker {
             if cluster.still_authorized(&target, &authority) {
                 Ok(())
             } else {
-                Err(format!(
+                Err(FenceClosed(format!(
                     "this node lost its etcd lease {lease} (or the lock of target {target}): another node may act on it now"
-                ))
+                )))
             }
         }));
         Some((fence, lease.to_string()))

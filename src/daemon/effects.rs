@@ -39,7 +39,7 @@ impl Worker {
                         // Executors that start no process (symlink,
                         // webhook) are fenced here, before anything runs.
                         if let Some(Err(why)) = fence.as_ref().map(|f| (f.0)()) {
-                            return refused_by_fence(&vars, &why);
+                            return refused_by_fence(&vars, &why.to_string());
                         }
                         match &requested {
                             Some(v) => execute::run_plan_to(&plan, &vars, v).await,

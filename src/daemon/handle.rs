@@ -37,6 +37,25 @@ pub enum Refusal {
     Cluster(String),
 }
 
+/// Why a reload changed nothing (the running configuration is kept).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The daemon runs from a config it was handed, not from a file.
+    #[error("this daemon was not started from a config file; nothing to re-read")]
+    NoFile,
+    /// The file is invalid: every problem, one per line, as `check`
+    /// prints them.
+    #[error("{0}")]
+    Invalid(#[from] crate::config::ConfigErrors),
+    /// The new settings could not be put in place (a client or the
+    /// notification delivery could not be built).
+    #[error("{0}")]
+    Setup(String),
+    /// The daemon is not running, or stopped during the reload.
+    #[error("{0}")]
+    NotRunning(&'static str),
+}
+
 /// What the API holds of one target: a way to send it events and a
 /// read-only view of its latest state.
 #[derive(Debug, Clone)]
@@ -59,7 +78,7 @@ pub enum DaemonRequest {
     /// every problem of an invalid file.
     Reload {
         /// The outcome.
-        reply: oneshot::Sender<Result<String, String>>,
+        reply: oneshot::Sender<Result<String, ReloadError>>,
     },
     /// Write every target's state to the log (SIGUSR1).
     DumpStatus,

@@ -39,7 +39,7 @@ mod worker;
 mod tests;
 
 pub use clock::{Clock, SystemClock, TokioClock};
-pub use handle::{Command, DaemonRequest, Refusal, TargetHandle};
+pub use handle::{Command, DaemonRequest, Refusal, ReloadError, TargetHandle};
 pub use worker::poll_offset;
 
 #[allow(unused_imports)]
@@ -504,7 +504,7 @@ impl Daemon {
         retiring: &mut Vec<String>,
         view: &Arc<RwLock<Arc<crate::api::View>>>,
         senders_cancel: &mut CancellationToken,
-    ) -> Result<String, String> {
+    ) -> Result<String, ReloadError> {
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
         let outcome = self
             .reload_inner(cancel, workers, retiring, view, senders_cancel)
@@ -518,7 +518,7 @@ impl Daemon {
             Err(e) => {
                 m.config_loaded(false, self.shared.now());
                 m.config_reload_failed();
-                for line in e.lines() {
+                for line in e.to_string().lines() {
                     tracing::error!(problem = %line, "reload refused; the running configuration is kept");
                 }
             }
@@ -534,16 +534,13 @@ impl Daemon {
         retiring: &mut Vec<String>,
         view: &Arc<RwLock<Arc<crate::api::View>>>,
         senders_cancel: &mut CancellationToken,
-    ) -> Result<String, String> {
+    ) -> Result<String, ReloadError> {
         let Some(path) = self.config_path.clone() else {
-            return Err(
-                "this daemon was not started from a config file; nothing to re-read".into(),
-            );
+            return Err(ReloadError::NoFile);
         };
         let new = tokio::task::spawn_blocking(move || crate::config::load(&path))
             .await
-            .map_err(|e| format!("reload task failed: {e}"))?
-            .map_err(|errors| errors.to_string())?;
+            .map_err(|e| ReloadError::Setup(format!("reload task failed: {e}")))??;
         let old = &self.config.daemon;
         for (key, changed) in [
             ("state_dir", old.state_dir != new.daemon.state_dir),
@@ -564,15 +561,14 @@ impl Daemon {
             .values()
             .map(|w| w.handle.state.borrow().clone())
             .collect();
-        let mut live =
-            Live::build(&new, states.iter(), self.shared.now()).map_err(|e| format!("{e:#}"))?;
+        let mut live = Live::build(&new, states.iter(), self.shared.now())
+            .map_err(|e| ReloadError::Setup(format!("{e:#}")))?;
         live.keep_clients(&self.shared.live(), &self.config, &new);
         let notify_changed = format!("{:?}", self.config.notify) != format!("{:?}", new.notify);
         if notify_changed {
-            let senders = live
-                .notifier
-                .senders()
-                .map_err(|e| format!("failed to set up notification delivery: {e}"))?;
+            let senders = live.notifier.senders().map_err(|e| {
+                ReloadError::Setup(format!("failed to set up notification delivery: {e}"))
+            })?;
             senders_cancel.cancel();
             *senders_cancel = cancel.child_token();
             senders.spawn(&self.shared.tracker, senders_cancel.clone());
@@ -714,15 +710,15 @@ pub struct DaemonHandle {
 
 impl DaemonHandle {
     /// Reload the config; `Err` lists the problems (nothing changed).
-    pub async fn reload(&self) -> Result<String, String> {
+    pub async fn reload(&self) -> Result<String, ReloadError> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(DaemonRequest::Reload { reply })
             .await
-            .map_err(|_| "the daemon is not running".to_string())?;
+            .map_err(|_| ReloadError::NotRunning("the daemon is not running"))?;
         answer
             .await
-            .map_err(|_| "the daemon stopped during the reload".to_string())?
+            .map_err(|_| ReloadError::NotRunning("the daemon stopped during the reload"))?
     }
 
     /// Log every target's state.

@@ -50,7 +50,12 @@ pub struct RunContext {
 
 /// A check before each step of a plan: `Err` says why it may not start.
 #[derive(Clone)]
-pub struct Fence(pub std::sync::Arc<dyn Fn() -> Result<(), String> + Send + Sync>);
+pub struct Fence(pub std::sync::Arc<dyn Fn() -> Result<(), FenceClosed> + Send + Sync>);
+
+/// Why a fenced step may not start (e.g. the node lost its etcd lease).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct FenceClosed(pub String);
 
 impl std::fmt::Debug for Fence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -74,7 +79,7 @@ impl RunContext {
     }
 
     /// Whether the running plan's fence lets a step start now.
-    pub fn may_start() -> Result<(), String> {
+    pub fn may_start() -> Result<(), FenceClosed> {
         match RUN_CONTEXT.try_with(|c| c.fence.clone()) {
             Ok(Some(fence)) => (fence.0)(),
             _ => Ok(()),

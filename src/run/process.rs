@@ -20,7 +20,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::escaped::{self, Tracked};
-pub use super::escaped::{orphans_from_previous_run, reap_adopted, Fence, Orphan, RunContext};
+pub use super::escaped::{
+    orphans_from_previous_run, reap_adopted, Fence, FenceClosed, Orphan, RunContext,
+};
 use crate::config::{RollbackPlan, Step};
 use crate::report::StepReport;
 use crate::util::fmt_duration;
