@@ -7,7 +7,7 @@
 //! - [`config`]: raw (serde) TOML -> validated, typed config; every error with its key path.
 //! - [`sources`]: produce samples (Prometheus, HTTP probe, host /proc, Alertmanager); they never decide anything.
 //! - [`rules`]: turn samples into a rule status (`for` duration, baselines, no-data policy).
-//! - [`decide`]: the pure per-target incident state machine, `step(state, event, now)`.
+//! - [`decide`]: the pure per-target incident state machine, `step(cfg, guards, state, event, now)`; it owns every decision (guards such as the global cap are inputs, refusals are data, verification is an action) and imports no I/O or effect module.
 //! - [`execute`]: carries out a rollback plan: one file per executor kind, and the verification gates.
 //! - [`run`]: the floor under the executors: process running, escaped children, the one `{var}` template grammar (validation and execution), the webhook HTTP client, the plan runner.
 //! - [`notify`]: the rollback record, email and webhooks via a durable outbox, SMTP delivery.
@@ -18,10 +18,9 @@
 //! - [`confirm`]: confirmation answers: signed approve/reject email links, `confirm_command` (a team's own approval flow).
 //! - [`version`]: reads a target's live version (command, URL, PromQL label, symlink); [`version::order`] orders version names (the executors' "previous version").
 //! - [`lock`]: the exclusive lock on `state_dir`: one daemon per journal.
-//! - [`cluster`]: optional HA on etcd: per-target ownership leases, shared incident state, commands forwarded to the owner.
+//! - [`cluster`]: optional HA on etcd: the etcd session and lease, per-target ownership locks, owner-checked shared state, commands forwarded to the owner.
 //! - [`hostenv`]: process setup at start: open-file limit, child subreaper.
-//! - [`handle`]: the handle types the API holds to reach the daemon's workers (commands, state, reload).
-//! - [`daemon`]: wiring: per-target workers (staggered polls as cancellable tasks, commands first), reload, readiness and watchdog, shutdown.
+//! - [`daemon`]: build and bind (the bound address is known before it runs), the per-target worker (poll -> step -> journal), the effects runner (plan, hooks, notifications, `confirm_command`), the handle types the API imports ([`daemon::handle`]; the API never imports the rest), the [`daemon::Clock`] seam for in-process tests under paused time, the worker's side of `[cluster]`, reload, readiness and watchdog, shutdown.
 //! - [`demo`]: the self-contained demonstration behind `rollbackd demo`.
 //! - [`drill`]: `rollbackd drill`: a synthetic breach through the decision machine, the executor in dry-run unless `--live`; the rehearsal record.
 //! - [`util`]: duration, value, argv and error-chain formatting, serde adapters.
