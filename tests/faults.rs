@@ -292,11 +292,14 @@ fn step_orphaned_by_a_sigkilled_daemon_is_found_and_killed_at_restart() {
             .is_empty()
             .then_some(())
     });
-    let log = restarted.log_text();
-    assert!(
-        log.contains("still running from the previous rollbackd") && log.contains(&incident),
-        "{log}"
-    );
+    // The kill is logged right after it (the API may answer before: the
+    // socket is bound first).
+    let logged = || {
+        let log = restarted.log_text();
+        (log.contains("still running from the previous rollbackd") && log.contains(&incident))
+            .then_some(())
+    };
+    wait_for(Duration::from_secs(10), "the orphan's kill in the log", logged);
     assert!(!dir.join(format!("state/running/{incident}.pid")).exists());
 }
 
