@@ -524,7 +524,7 @@ impl<'a> Rehearsal<'a> {
             actions.extend(self.step(Event::VerifyChecked {
                 incident: incident.to_string(),
                 ok,
-                detail: gates_detail(&checks),
+                detail: verify::summary(&checks),
                 checks: checks.clone(),
             }));
             let verifying = matches!(self.state.phase, Phase::Verifying { .. });
@@ -617,29 +617,6 @@ fn vars_for(incident: &Incident) -> Vars {
         from_version: incident.from_version.clone(),
         to_version: incident.to_version.clone(),
         incident: format!("drill-{}", incident.id),
-    }
-}
-
-/// One line for the verification gates: the only gate's detail, else how
-/// many pass and what fails.
-fn gates_detail(checks: &[verify::CheckReport]) -> String {
-    if let [only] = checks {
-        return only.detail.clone();
-    }
-    let failing: Vec<String> = checks
-        .iter()
-        .filter(|c| !c.ok)
-        .map(|c| format!("{}: {}", c.check, c.detail))
-        .collect();
-    if failing.is_empty() {
-        format!("all {} gates pass", checks.len())
-    } else {
-        format!(
-            "{} of {} gates pass; failing: {}",
-            checks.len() - failing.len(),
-            checks.len(),
-            failing.join("; ")
-        )
     }
 }
 

@@ -299,7 +299,11 @@ fn step_orphaned_by_a_sigkilled_daemon_is_found_and_killed_at_restart() {
         (log.contains("still running from the previous rollbackd") && log.contains(&incident))
             .then_some(())
     };
-    wait_for(Duration::from_secs(10), "the orphan's kill in the log", logged);
+    wait_for(
+        Duration::from_secs(10),
+        "the orphan's kill in the log",
+        logged,
+    );
     assert!(!dir.join(format!("state/running/{incident}.pid")).exists());
 }
 

@@ -208,29 +208,6 @@ pub(super) fn vars_for(incident: &Incident) -> Vars {
     }
 }
 
-/// One line for the verification gates: the verify URL's own detail when
-/// it is the only gate, else how many pass and what fails.
-pub(super) fn gates_detail(checks: &[execute::verify::CheckReport]) -> String {
-    if let [only] = checks {
-        return only.detail.clone();
-    }
-    let failing: Vec<String> = checks
-        .iter()
-        .filter(|c| !c.ok)
-        .map(|c| format!("{}: {}", c.check, c.detail))
-        .collect();
-    let passed = checks.len() - failing.len();
-    if failing.is_empty() {
-        format!("all {} gates pass", checks.len())
-    } else {
-        format!(
-            "{passed} of {} gates pass; failing: {}",
-            checks.len(),
-            failing.join("; ")
-        )
-    }
-}
-
 impl Worker {
     /// Run the verification gates once in a tracked task (a slow gate never
     /// holds up the worker); the result comes back as `VerifyChecked`. The
@@ -254,7 +231,7 @@ impl Worker {
                 .send(Event::VerifyChecked {
                     incident: vars.incident.clone(),
                     ok: checks.iter().all(|c| c.ok),
-                    detail: gates_detail(&checks),
+                    detail: execute::verify::summary(&checks),
                     checks,
                 })
                 .await;

@@ -240,3 +240,26 @@ mod tests {
         );
     }
 }
+
+/// One line for the verification gates: the only gate's own detail, else
+/// how many pass and what fails.
+pub fn summary(checks: &[CheckReport]) -> String {
+    if let [only] = checks {
+        return only.detail.clone();
+    }
+    let failing: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| format!("{}: {}", c.check, c.detail))
+        .collect();
+    if failing.is_empty() {
+        format!("all {} gates pass", checks.len())
+    } else {
+        format!(
+            "{} of {} gates pass; failing: {}",
+            checks.len() - failing.len(),
+            checks.len(),
+            failing.join("; ")
+        )
+    }
+}
