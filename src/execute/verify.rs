@@ -200,6 +200,29 @@ pub async fn check_url(
     }
 }
 
+/// One line for the verification gates: the only gate's own detail, else
+/// how many pass and what fails.
+pub fn summary(checks: &[CheckReport]) -> String {
+    if let [only] = checks {
+        return only.detail.clone();
+    }
+    let failing: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| format!("{}: {}", c.check, c.detail))
+        .collect();
+    if failing.is_empty() {
+        format!("all {} gates pass", checks.len())
+    } else {
+        format!(
+            "{} of {} gates pass; failing: {}",
+            checks.len() - failing.len(),
+            checks.len(),
+            failing.join("; ")
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::error::Error;
@@ -238,28 +261,5 @@ mod tests {
             crate::util::error_chain(&e),
             "timed out: operation timed out"
         );
-    }
-}
-
-/// One line for the verification gates: the only gate's own detail, else
-/// how many pass and what fails.
-pub fn summary(checks: &[CheckReport]) -> String {
-    if let [only] = checks {
-        return only.detail.clone();
-    }
-    let failing: Vec<String> = checks
-        .iter()
-        .filter(|c| !c.ok)
-        .map(|c| format!("{}: {}", c.check, c.detail))
-        .collect();
-    if failing.is_empty() {
-        format!("all {} gates pass", checks.len())
-    } else {
-        format!(
-            "{} of {} gates pass; failing: {}",
-            checks.len() - failing.len(),
-            checks.len(),
-            failing.join("; ")
-        )
     }
 }
