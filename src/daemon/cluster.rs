@@ -196,7 +196,10 @@ impl Worker {
                     }
                 });
                 match shared {
-                    Some(s) if s != self.state => {
+                    // An open incident is taken over even when this node
+                    // already mirrored exactly that state: its run died
+                    // with the old owner and `Recovered` must follow.
+                    Some(s) if s != self.state || open(&s.phase) => {
                         tracing::warn!(target = %name, phase = s.phase.name(), "taking over: adopting the state the previous owner published");
                         let rules = std::mem::take(&mut self.state.rules);
                         self.state = s;
@@ -433,6 +436,13 @@ impl Worker {
         self.state = shared;
         self.state.rules = rules;
         self.remember_incident();
+    }
+
+    /// The lease under which this node owns the target (hex), for
+    /// `{lease}`: `None` without `[cluster]` or when not the owner.
+    pub(super) fn lease(&self) -> Option<String> {
+        let seat = self.seat.as_ref()?;
+        seat.authority.as_ref()?.lease().map(|l| l.to_string())
     }
 
     /// The fence a plan's steps check, and the lease they are given.
