@@ -76,18 +76,20 @@ class Procs:
             if p.poll() is not None:
                 raise RuntimeError(f"{name} (pid {p.pid}) exited with {p.returncode}")
 
-    def stop_all(self):
-        for _name, p in self.children:
+    def stop_all(self, keep=()):
+        """SIGTERM every child (but those named in `keep`), SIGKILL after 5 s."""
+        stopping = [(n, p) for n, p in self.children if n not in keep]
+        for _name, p in stopping:
             if p.poll() is None:
                 p.terminate()
         deadline = time.monotonic() + 5
-        for _name, p in self.children:
+        for _name, p in stopping:
             try:
                 p.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-        self.children = []
+        self.children = [(n, p) for n, p in self.children if n in keep]
 
 
 def median(xs):

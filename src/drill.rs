@@ -617,6 +617,7 @@ fn vars_for(incident: &Incident) -> Vars {
         from_version: incident.from_version.clone(),
         to_version: incident.to_version.clone(),
         incident: format!("drill-{}", incident.id),
+        lease: None,
     }
 }
 
@@ -658,6 +659,7 @@ async fn versions(
         from_version,
         to_version,
         incident: String::new(),
+        lease: None,
     }
 }
 

@@ -39,6 +39,7 @@ fn vars() -> Vars {
         from_version: Some("v2".into()),
         to_version: Some("v1".into()),
         incident: "inc-1".into(),
+        lease: None,
     }
 }
 

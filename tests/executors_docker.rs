@@ -54,6 +54,7 @@ async fn run_within(kind: ExecutorKind, to_version: Option<&str>, timeout: Durat
         from_version: None,
         to_version: to_version.map(str::to_string),
         incident: "inc-9".into(),
+        lease: None,
     };
     tokio::time::timeout(Duration::from_secs(60), run_plan(&plan, &vars))
         .await

@@ -108,6 +108,7 @@ async fn run(kind: ExecutorKind, from: Option<&str>, to: Option<&str>) -> ExecRe
         from_version: from.map(str::to_string),
         to_version: to.map(str::to_string),
         incident: "inc-3".into(),
+        lease: None,
     };
     tokio::time::timeout(Duration::from_secs(60), run_plan(&plan, &vars))
         .await

@@ -29,6 +29,7 @@ fn vars() -> Vars {
         from_version: None,
         to_version: None,
         incident: "inc-1".into(),
+        lease: None,
     }
 }
 

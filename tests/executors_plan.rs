@@ -42,6 +42,7 @@ fn vars() -> Vars {
         from_version: Some("v2 \"beta\"".into()),
         to_version: Some("v1".into()),
         incident: "inc-4".into(),
+        lease: None,
     }
 }
 

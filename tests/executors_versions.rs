@@ -46,6 +46,7 @@ fn vars(to: Option<&str>) -> Vars {
         from_version: None,
         to_version: to.map(str::to_string),
         incident: "inc-7".into(),
+        lease: None,
     }
 }
 

@@ -10,7 +10,7 @@
 //! the node dies or is cut off, etcd deletes its owner keys after
 //! `lease_ttl`, and another node may take over.
 //!
-//! # How the daemon's per-target worker uses it (once wired)
+//! # How the daemon's per-target worker uses it (`src/daemon/cluster.rs`)
 //!
 //! 1. At start, `run` builds one [`Cluster`] with [`Cluster::spawn`] and
 //!    gives every worker a clone. It watches [`Cluster::etcd_up`] and sends
@@ -343,6 +343,11 @@ impl Cluster {
     /// `lease_ttl`.
     pub fn lease_ttl(&self) -> Duration {
         self.inner.ttl
+    }
+
+    /// What this node does while etcd is unreachable.
+    pub fn on_etcd_down(&self) -> OnEtcdDown {
+        self.inner.on_etcd_down
     }
 
     /// Whether etcd is reachable: true after a lease grant or renewal

@@ -113,7 +113,12 @@ pub const DEFAULT_MAX_PER_HOUR: u32 = 60;
 pub const DEFAULT_NOTIFY_TIMEOUT: &str = "30s";
 
 /// The variables an argv template may use.
-pub const TEMPLATE_VARIABLES: [&str; 4] = crate::run::template::VARIABLES;
+pub const TEMPLATE_VARIABLES: [&str; 5] = crate::run::template::VARIABLES;
+
+/// `{lease}` is the etcd lease of the node owning the target: without
+/// `[cluster]` there is none, and a step that fences with it would get an
+/// empty token, so the config is refused instead.
+const LEASE_WITHOUT_CLUSTER: &str = "{lease} is the cluster's fencing token and needs a [cluster] section; without one there is no lease to pass";
 
 /// Validate the raw config; `file` names it in errors.
 pub fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigErrors> {
@@ -146,6 +151,7 @@ pub fn validate_collecting(
             .iter()
             .flat_map(|p| p.servers.keys().cloned())
             .collect(),
+        has_cluster: raw.cluster.is_some(),
     };
     let config = config(&mut cx, raw).map(|mut c| {
         c.warnings = std::mem::take(&mut cx.warnings);
@@ -185,6 +191,8 @@ struct Cx<'a> {
     prom_default: bool,
     /// The names of `[prometheus.servers.NAME]`.
     prom_servers: Vec<String>,
+    /// A `[cluster]` section exists (`{lease}` needs it).
+    has_cluster: bool,
 }
 
 impl Cx<'_> {
@@ -344,7 +352,10 @@ impl Cx<'_> {
         if templates {
             for arg in argv {
                 for name in template_names(arg) {
-                    if !TEMPLATE_VARIABLES.contains(&name) {
+                    if name == "lease" && !self.has_cluster {
+                        self.err(path, LEASE_WITHOUT_CLUSTER);
+                        ok = false;
+                    } else if !TEMPLATE_VARIABLES.contains(&name) {
                         let allowed: Vec<String> = TEMPLATE_VARIABLES
                             .iter()
                             .map(|v| format!("{{{v}}}"))
@@ -2139,13 +2150,16 @@ fn webhook_body(cx: &mut Cx, path: &str, value: &toml::Value) -> Option<String> 
     let mut ok = true;
     let mut probe = text.clone();
     for name in template_names(&text) {
-        if TEMPLATE_VARIABLES.contains(&name) {
+        if name == "lease" && !cx.has_cluster {
+            cx.err(path, LEASE_WITHOUT_CLUSTER);
+            ok = false;
+        } else if TEMPLATE_VARIABLES.contains(&name) {
             probe = probe.replace(&format!("{{{name}}}"), "x");
         } else {
             cx.err(
                 path,
                 format!(
-                    "unknown template variable {{{name}}} in the body; allowed: {{target}}, {{from_version}}, {{to_version}}, {{incident}}"
+                    "unknown template variable {{{name}}} in the body; allowed: {{target}}, {{from_version}}, {{to_version}}, {{incident}}, {{lease}}"
                 ),
             );
             ok = false;
@@ -3238,7 +3252,7 @@ mod tests {
             (config(&[("rollback", "kind = \"command\"\nsteps = []")]), "target[0].rollback.steps", "no steps"),
             (config(&[("rollback", "kind = \"command\"\nsteps = [[\"true\"], []]")]), "target[0].rollback.steps[1]", "empty command"),
             (config(&[("rollback", "kind = \"command\"\nsteps = [[\"true\"], [\"\", \"x\"]]")]), "target[0].rollback.steps[1]", "program name (first element) is empty"),
-            (config(&[("rollback", "kind = \"command\"\nsteps = [[\"true\"], [\"git\", \"checkout\", \"{version}\"]]")]), "target[0].rollback.steps[1]", r#"unknown template variable {version} in argument "{version}"; allowed: {target}, {from_version}, {to_version}, {incident}"#),
+            (config(&[("rollback", "kind = \"command\"\nsteps = [[\"true\"], [\"git\", \"checkout\", \"{version}\"]]")]), "target[0].rollback.steps[1]", r#"unknown template variable {version} in argument "{version}"; allowed: {target}, {from_version}, {to_version}, {incident}, {lease}"#),
             (config(&[("rollback", &format!("{ROLLBACK}\nafter = [[\"curl\", \"-X\", \"PURGE\", \"https://cdn/{{path}}\"]]"))]), "target[0].rollback.after[0]", "unknown template variable {path}"),
             (config(&[("rollback", &format!("{ROLLBACK}\ntimeout = \"0s\""))]), "target[0].rollback.timeout", "greater than zero"),
             // Step context: plain argv and tables side by side.
@@ -4088,6 +4102,24 @@ mod tests {
             );
             assert_eq!(errs.len(), 1, "{path}: {errs:#?}\nfor config:\n{text}");
         }
+
+        // `{lease}` (the fencing token) needs [cluster]; with it, it is valid.
+        let fenced = "kind = \"command\"\nsteps = [[\"deploy\", \"--fence={lease}\"]]";
+        let errs = errors(&config(&[("rollback", fenced)]));
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert_eq!(errs[0].path, "target[0].rollback.steps[0]");
+        assert!(
+            errs[0].message.contains("needs a [cluster] section"),
+            "{errs:#?}"
+        );
+        let body = "kind = \"webhook\"\nurl = \"https://ci/\"\nbody = '{\"fence\": \"{lease}\"}'";
+        let errs = errors(&config(&[("rollback", body)]));
+        assert!(
+            errs.len() == 1 && errs[0].message.contains("needs a [cluster] section"),
+            "{errs:#?}"
+        );
+        let with_cluster = config(&[("top", &format!("[cluster]\n{ETCD}")), ("rollback", fenced)]);
+        assert!(load_str("t", &with_cluster).is_ok());
 
         // No section: no cluster. Defaults, and a full TLS + auth section.
         assert!(load_str("t", &config(&[])).unwrap().cluster.is_none());

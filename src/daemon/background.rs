@@ -155,10 +155,16 @@ pub(super) async fn watch_etcd(
             ),
             (false, true, false) => (
                 decide::NotifyKind::ServerUnreachable,
-                format!(
-                    "cluster coordination lost: node {} cannot reach etcd; it keeps evaluating but acts on no target until etcd is back (another node may act instead)",
-                    cluster.node()
-                ),
+                match cluster.on_etcd_down() {
+                    crate::config::OnEtcdDown::Hold => format!(
+                        "cluster coordination lost: node {} cannot reach etcd; it keeps evaluating but acts on no target until etcd is back (another node may act instead)",
+                        cluster.node()
+                    ),
+                    crate::config::OnEtcdDown::ActAlone => format!(
+                        "cluster coordination lost: node {} cannot reach etcd; on_etcd_down = \"act_alone\": it acts on every target without a lock until etcd is back (another node may act on the same target)",
+                        cluster.node()
+                    ),
+                },
             ),
             _ => (decide::NotifyKind::Seeing, String::new()),
         };

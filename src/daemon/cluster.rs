@@ -25,11 +25,11 @@ use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{Authority, Cluster, ClusterError, Owner, Ownership};
-use crate::decide::{Action, Event, Phase, TargetState};
+use crate::decide::{Action, Event, Phase, TargetState, Time};
 use crate::run::process::{Fence, FenceClosed};
 
 use super::handle::{Command, Refusal};
-use super::worker::Worker;
+use super::worker::{Applied, Worker};
 
 /// One worker's seat in the cluster.
 pub(super) struct Seat {
@@ -81,8 +81,12 @@ pub(super) struct ClusterView {
 
 /// Read who holds `target` and what its owner last published.
 pub(super) async fn read_view(cluster: &Cluster, target: &str) -> Option<ClusterView> {
-    let ownership = cluster.ownership(target).await.ok()?;
-    let shared = match cluster.read_state::<TargetState>(target).await {
+    let (ownership, shared) = tokio::join!(
+        cluster.ownership(target),
+        cluster.read_state::<TargetState>(target)
+    );
+    let ownership = ownership.ok()?;
+    let shared = match shared {
         Ok(s) => s,
         Err(e) => {
             tracing::debug!(%target, error = %e, "cannot read the shared state");
@@ -196,7 +200,10 @@ impl Worker {
                     }
                 });
                 match shared {
-                    Some(s) if s != self.state => {
+                    // An open incident is taken over even when this node
+                    // already mirrored exactly that state: its run died
+                    // with the old owner and `Recovered` must follow.
+                    Some(s) if s != self.state || open(&s.phase) => {
                         tracing::warn!(target = %name, phase = s.phase.name(), "taking over: adopting the state the previous owner published");
                         let rules = std::mem::take(&mut self.state.rules);
                         self.state = s;
@@ -245,6 +252,19 @@ impl Worker {
                 Claim::Refused(why)
             }
         }
+    }
+
+    /// This node just adopted the state the previous owner published:
+    /// step `Recovered` as after a restart (a rollback that was running is
+    /// verified, not run again), and ask the team's `confirm_command` again
+    /// for an incident that waits for approval (it ran on the old owner).
+    pub(super) async fn took_over(&mut self, now: Time) -> Applied {
+        let applied = self.apply_at(Event::Recovered, now).await;
+        if let Phase::AwaitingConfirmation { incident, .. } = &self.state.phase {
+            let incident = incident.clone();
+            self.ask_confirm_command(&incident);
+        }
+        applied
     }
 
     /// Log once per reason that this node does not act.
@@ -342,7 +362,7 @@ impl Worker {
         match self.claim().await {
             Claim::Owner => Some(cmd),
             Claim::Adopted => {
-                self.apply(Event::Recovered).await;
+                self.took_over(self.shared.now()).await;
                 Some(cmd)
             }
             Claim::Refused(why) => {
@@ -413,7 +433,7 @@ impl Worker {
                 if orphaned {
                     tracing::warn!(target = %self.target.name, "the target's incident has no owner (its node died or was cut off): taking over");
                     if let Claim::Adopted = self.claim().await {
-                        self.apply(Event::Recovered).await;
+                        self.took_over(self.shared.now()).await;
                     }
                 }
             }
@@ -421,18 +441,32 @@ impl Worker {
     }
 
     /// Show the owner's state as this node's (not journaled: the owner's
-    /// journal and etcd hold it), keeping this node's live rule reports.
+    /// journal and etcd hold it). What the owner decides (phase and
+    /// incident, pause, guards) is taken; what this node observes itself
+    /// (live rule reports, the version and when it was deployed) is kept:
+    /// the owner's copy of those is as old as its last transition, and
+    /// taking it would make this node observe its own version again at
+    /// every poll (a journal write each time).
     fn mirror(&mut self, shared: TargetState) {
-        if shared.phase == self.state.phase
-            && shared.paused == self.state.paused
-            && shared.version == self.state.version
-        {
+        let mut next = shared;
+        next.rules = self.state.rules.clone();
+        if self.state.version.is_some() {
+            next.version = self.state.version.clone();
+            next.previous_version = self.state.previous_version.clone();
+            next.deployed_at = self.state.deployed_at;
+        }
+        if next == self.state {
             return;
         }
-        let rules = std::mem::take(&mut self.state.rules);
-        self.state = shared;
-        self.state.rules = rules;
+        self.state = next;
         self.remember_incident();
+    }
+
+    /// The lease under which this node owns the target (hex), for
+    /// `{lease}`: `None` without `[cluster]` or when not the owner.
+    pub(super) fn lease(&self) -> Option<String> {
+        let seat = self.seat.as_ref()?;
+        seat.authority.as_ref()?.lease().map(|l| l.to_string())
     }
 
     /// The fence a plan's steps check, and the lease they are given.

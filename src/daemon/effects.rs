@@ -22,7 +22,7 @@ impl Worker {
                     crate::metrics::global().detection(detection.as_secs_f64());
                 }
                 let plan = self.target.rollback.clone();
-                let vars = vars_for(&incident);
+                let vars = vars_for(&incident, self.lease());
                 let tx = self.events_tx.clone();
                 tracing::info!(target = %self.target.name, incident = %incident.id, method = %plan.kind.name(), "running rollback plan");
                 let (fence, env) = self.fence_env();
@@ -199,12 +199,15 @@ pub(super) fn interrupted_by_shutdown(vars: &Vars) -> execute::ExecResult {
     }
 }
 
-pub(super) fn vars_for(incident: &Incident) -> Vars {
+/// The template variables of `incident`'s steps; `lease` is this node's
+/// fencing token while it owns the target (`{lease}`).
+pub(super) fn vars_for(incident: &Incident, lease: Option<String>) -> Vars {
     Vars {
         target: incident.target.clone(),
         from_version: incident.from_version.clone(),
         to_version: incident.to_version.clone(),
         incident: incident.id.clone(),
+        lease,
     }
 }
 
@@ -217,7 +220,7 @@ impl Worker {
             return;
         };
         let config = self.target.verify.clone();
-        let vars = vars_for(incident);
+        let vars = vars_for(incident, self.lease());
         let client = self.shared.verify_client.clone();
         let tx = self.events_tx.clone();
         let stop = self.stop.clone();
@@ -259,7 +262,7 @@ impl Worker {
             return;
         }
         let plan = self.target.rollback.clone();
-        let vars = vars_for(incident);
+        let vars = vars_for(incident, self.lease());
         let target = self.target.name.clone();
         let tx = self.events_tx.clone();
         let (fence, env) = self.fence_env();
@@ -332,7 +335,7 @@ impl Worker {
         }
         let stop = self.stop.child_token();
         self.confirm_running = Some((incident.id.clone(), stop.clone()));
-        let vars = vars_for(incident);
+        let vars = vars_for(incident, self.lease());
         let tx = self.events_tx.clone();
         let target = self.target.name.clone();
         tracing::info!(%target, incident = %vars.incident, "confirm_command started");

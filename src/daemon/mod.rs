@@ -295,8 +295,11 @@ impl Daemon {
             .tracker
             .spawn(watch_servers(self.shared.clone(), cancel.clone()));
         if let Some(c) = &self.config.cluster {
-            let session = cancel.child_token();
-            let cluster = crate::cluster::Cluster::spawn(c, &self.shared.tracker, session)
+            // The session outlives SIGTERM: a plan still running in the
+            // shutdown grace keeps its lease (its next step is fenced by
+            // it) until `shutdown()` revokes it at exit.
+            let session = CancellationToken::new();
+            let cluster = crate::cluster::Cluster::spawn(c, &TaskTracker::new(), session)
                 .context("failed to set up the etcd client ([cluster])")?;
             tracing::info!(node = %cluster.node(), "cluster member: acting only on the targets this node owns");
             self.shared.tracker.spawn(watch_etcd(

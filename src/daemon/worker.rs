@@ -487,7 +487,13 @@ impl Worker {
     pub(super) async fn retry_unjournaled(&mut self) {
         while let Some((event, at)) = self.unjournaled.pop_front() {
             match self.apply_at(event.clone(), at).await {
-                Applied::Yes | Applied::NotExpected | Applied::Refused => {}
+                Applied::Yes | Applied::NotExpected => {}
+                // With `[cluster]`: the node lost the target while the
+                // effect ran; the owner's published state stands (a new
+                // owner verifies a rollback it took over).
+                Applied::Refused => {
+                    tracing::warn!(target = %self.target.name, event = event.name(), "effect result not adopted: this node no longer owns the target");
+                }
                 Applied::NotJournaled => {
                     tracing::warn!(target = %self.target.name, waiting = self.unjournaled.len() + 1, "effect result not journaled yet; retrying every second");
                     self.unjournaled.push_front((event, at));
@@ -521,19 +527,35 @@ impl Worker {
                 std::future::pending::<()>().await;
             }
             let started = std::time::Instant::now();
-            let read = version.read().await;
-            let now = clock.now();
-            let reports = futures_util::future::join_all(slots.iter_mut().map(|s| async {
-                let report =
-                    crate::rules::baseline::evaluate(&mut s.source, &mut s.eval, deployed_at, now)
-                        .await;
-                (s.index, report)
-            }))
-            .await;
-            let cluster = match standby {
-                Some((c, name)) => super::cluster::read_view(&c, &name).await,
-                None => None,
+            let evaluate = async {
+                let read = version.read().await;
+                let now = clock.now();
+                let reports = futures_util::future::join_all(slots.iter_mut().map(|s| async {
+                    let report = crate::rules::baseline::evaluate(
+                        &mut s.source,
+                        &mut s.eval,
+                        deployed_at,
+                        now,
+                    )
+                    .await;
+                    (s.index, report)
+                }))
+                .await;
+                (read, reports)
             };
+            // Beside the rules, never after them: a slow or silent etcd
+            // must not stretch the poll (the probes would thin out and the
+            // rules turn Unknown). Not asked while the session knows etcd
+            // is unreachable.
+            let view = async {
+                match standby {
+                    Some((c, name)) if *c.etcd_up().borrow() => {
+                        super::cluster::read_view(&c, &name).await
+                    }
+                    _ => None,
+                }
+            };
+            let ((read, reports), cluster) = tokio::join!(evaluate, view);
             PollDone {
                 cluster,
                 slots,
@@ -686,9 +708,15 @@ impl Worker {
             Gate::Act => {}
             Gate::Refuse(why) => {
                 tracing::debug!(target = %self.target.name, %why, "step not adopted");
+                self.unstep();
                 return Applied::Refused;
             }
-            Gate::Adopted => return Box::pin(self.apply_at(Event::Recovered, now)).await,
+            Gate::Adopted => {
+                // The step was computed from the state this node had; the
+                // shared one replaced it.
+                self.unstep();
+                return Box::pin(self.took_over(now)).await;
+            }
         }
         log_step(&self.target.name, &event, &from, &to, &next);
         let record = Record::Step {

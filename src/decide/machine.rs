@@ -230,8 +230,9 @@ pub fn step(
                     &mut inc,
                     now,
                     "Verifying",
-                    "rollbackd restarted while the rollback plan was running; it is not run \
-                     again blindly: verifying whether the service recovered instead"
+                    "rollbackd restarted (or, with [cluster], the node running it was lost) \
+                     while the rollback plan was running; it is not run again blindly: \
+                     verifying whether the service recovered instead"
                         .to_string(),
                 );
                 if inc.rollback_finished.is_none() {

@@ -292,7 +292,8 @@ pub(crate) fn summary(kind: NotifyKind, incident: &Incident) -> String {
             error("a safety guard stopped it")
         ),
         NotifyKind::Interrupted => format!(
-            "rollbackd was stopped while rolling {target} back {from} {to}; \
+            "rollbackd was stopped while rolling {target} back {from} {to} \
+             (or, with [cluster], the node running the plan was lost and another node took over); \
              it did not run the plan again and is verifying the service instead."
         ),
         NotifyKind::AwaitingConfirmation => format!(

@@ -9,11 +9,12 @@
 //! never expanded again, and never re-split into several arguments.
 
 /// The variables a template may use: `{target}`, `{from_version}`,
-/// `{to_version}`, `{incident}`.
-pub const VARIABLES: [&str; 4] = ["target", "from_version", "to_version", "incident"];
+/// `{to_version}`, `{incident}`, `{lease}` (the cluster's fencing token;
+/// config validation allows it only with `[cluster]`).
+pub const VARIABLES: [&str; 5] = ["target", "from_version", "to_version", "incident", "lease"];
 
 /// Template variables substituted per argument: `{target}`, `{from_version}`,
-/// `{to_version}`, `{incident}`.
+/// `{to_version}`, `{incident}`, `{lease}`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Vars {
     /// Target name.
@@ -24,6 +25,11 @@ pub struct Vars {
     pub to_version: Option<String>,
     /// Incident ID.
     pub incident: String,
+    /// With `[cluster]`: the etcd lease under which this node owns the
+    /// target, in hex (`ROLLBACKD_LEASE`), so that a deploy system can
+    /// refuse a stale owner. `None` (substituted as empty) when the node
+    /// acts without a lock (`on_etcd_down = "act_alone"`) or in a drill.
+    pub lease: Option<String>,
 }
 
 /// Why a template cannot be completed.
@@ -133,6 +139,10 @@ fn lookup<'a>(name: &str, vars: &'a Vars) -> Option<Result<&'a str, TemplateErro
         "incident" => Some(vars.incident.as_str()),
         "from_version" => vars.from_version.as_deref(),
         "to_version" => vars.to_version.as_deref(),
+        // Never an error: no lease means no lock to fence with (acting
+        // alone, a drill), and validation refuses `{lease}` without
+        // `[cluster]`.
+        "lease" => Some(vars.lease.as_deref().unwrap_or("")),
         _ => return None,
     };
     Some(value.ok_or_else(|| TemplateError::MissingVar(name.to_string())))
@@ -148,6 +158,7 @@ mod tests {
             from_version: Some("v2".into()),
             to_version: None,
             incident: "inc-7".into(),
+            lease: None,
         }
     }
 
@@ -172,6 +183,8 @@ mod tests {
             ("a b {target}", Ok("a b web")),
             ("{to_version}", Err("to_version")),
             ("x-{to_version}-y", Err("to_version")),
+            // No lease (no lock to fence with): empty, never an error.
+            ("--lease={lease}", Ok("--lease=")),
         ];
         for (input, want) in cases {
             let got = substitute(&argv(&[input]), &vars());
@@ -193,10 +206,23 @@ mod tests {
             from_version: Some("{target}".into()),
             to_version: Some("v1".into()),
             incident: String::new(),
+            lease: None,
         };
         let got = substitute(&argv(&["echo", "{target}", "{from_version}"]), &v).unwrap();
         assert_eq!(got, argv(&["echo", "a b; rm -rf /", "{target}"]));
         assert_eq!(substitute(&argv(&["{incident}"]), &v).unwrap(), argv(&[""]));
+    }
+
+    #[test]
+    fn lease_is_substituted() {
+        let v = Vars {
+            lease: Some("694d7a0f5e2c4b1a".into()),
+            ..vars()
+        };
+        assert_eq!(
+            substitute(&argv(&["deploy", "--fence={lease}"]), &v).unwrap(),
+            argv(&["deploy", "--fence=694d7a0f5e2c4b1a"])
+        );
     }
 
     #[test]
