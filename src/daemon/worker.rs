@@ -333,8 +333,15 @@ impl Worker {
             crate::metrics::global().phase(&self.target.name, &self.state.phase);
             self.apply(Event::Recovered).await;
             // The wait goes on, and so does the team's approval flow: its
-            // command died with the previous process.
-            if let Phase::AwaitingConfirmation { incident, .. } = &self.state.phase {
+            // command died with the previous process. (With `[cluster]`,
+            // only on the node that owns the target: a standby's recovered
+            // state is a mirror, and the owner runs the flow.)
+            let owner = self
+                .seat
+                .as_ref()
+                .is_none_or(|s| s.valid_owner(&self.target.name));
+            if let (true, Phase::AwaitingConfirmation { incident, .. }) = (owner, &self.state.phase)
+            {
                 let incident = incident.clone();
                 self.ask_confirm_command(&incident);
             }
