@@ -10,8 +10,8 @@ own log. A failing binary's log is printed whole; the exit status is 1 if
 any binary failed. Extra arguments are passed to every test binary (e.g. a
 name filter).
 
-Timing-sensitive binaries (SERIAL) run alone after the others, so a busy
-machine cannot make their latency assertions flaky.
+A binary whose timing assertions prove sensitive to a busy machine can be
+listed in SERIAL to run alone after the others (docs/testing.md).
 """
 
 import json
@@ -45,8 +45,8 @@ ORDER = [
     "observability",
 ]
 
-# Run alone at the end: they assert latencies or spreads that a loaded
-# machine would distort (detection no slower than Alertmanager, footprint).
+# Run alone at the end (none today: evidence's latency and spread checks and
+# cluster_daemon's takeover bounds passed with 3 binaries at once).
 SERIAL = set()
 
 
