@@ -91,6 +91,20 @@ impl Drop for Node {
     }
 }
 
+/// Two nodes on `prefix`, each through its own etcd URL and policy, once
+/// both hold a lease.
+async fn pair(
+    prefix: &str,
+    a: (&str, &str, OnEtcdDown),
+    b: (&str, &str, OnEtcdDown),
+) -> (Node, Node) {
+    let a = Node::start(a.0, a.1, prefix, a.2);
+    let b = Node::start(b.0, b.1, prefix, b.2);
+    a.wait_held().await;
+    b.wait_held().await;
+    (a, b)
+}
+
 fn owner_node(a: &Authority) -> Option<String> {
     match a {
         Authority::Standby { owner } => Some(owner.node.clone()),
@@ -106,10 +120,12 @@ async fn two_nodes_one_owner_failover_and_fenced_writes() {
         async {
             let dir = tempfile::tempdir().unwrap();
             let etcd = Etcd::start(dir.path());
-            let a = Node::start("node-a", &etcd.url(), "/t1/", OnEtcdDown::Hold);
-            let b = Node::start("node-b", &etcd.url(), "/t1/", OnEtcdDown::Hold);
-            a.wait_held().await;
-            b.wait_held().await;
+            let (a, b) = pair(
+                "/t1/",
+                ("node-a", &etcd.url(), OnEtcdDown::Hold),
+                ("node-b", &etcd.url(), OnEtcdDown::Hold),
+            )
+            .await;
             assert!(*a.cluster.etcd_up().borrow());
 
             // Both contend at once: exactly one owns, the other is standby
@@ -212,10 +228,12 @@ async fn a_command_posted_anywhere_acts_once_on_the_owner() {
         async {
             let dir = tempfile::tempdir().unwrap();
             let etcd = Etcd::start(dir.path());
-            let a = Node::start("node-a", &etcd.url(), "/t2/", OnEtcdDown::Hold);
-            let b = Node::start("node-b", &etcd.url(), "/t2/", OnEtcdDown::Hold);
-            a.wait_held().await;
-            b.wait_held().await;
+            let (a, b) = pair(
+                "/t2/",
+                ("node-a", &etcd.url(), OnEtcdDown::Hold),
+                ("node-b", &etcd.url(), OnEtcdDown::Hold),
+            )
+            .await;
             assert!(a.cluster.authorize("web").await.may_act());
             assert!(!b.cluster.authorize("web").await.may_act());
 
@@ -286,10 +304,12 @@ async fn etcd_down_means_no_action_and_recovers() {
         async {
             let dir = tempfile::tempdir().unwrap();
             let mut etcd = Etcd::start(dir.path());
-            let a = Node::start("node-a", &etcd.url(), "/t3/", OnEtcdDown::Hold);
-            let alone = Node::start("node-alone", &etcd.url(), "/t3/", OnEtcdDown::ActAlone);
-            a.wait_held().await;
-            alone.wait_held().await;
+            let (a, alone) = pair(
+                "/t3/",
+                ("node-a", &etcd.url(), OnEtcdDown::Hold),
+                ("node-alone", &etcd.url(), OnEtcdDown::ActAlone),
+            )
+            .await;
             let auth = a.cluster.authorize("web").await;
             assert!(auth.may_act());
             let mut up = a.cluster.etcd_up();
@@ -368,10 +388,12 @@ async fn a_partitioned_owner_loses_its_targets_and_rejoins_as_standby() {
             let dir = tempfile::tempdir().unwrap();
             let etcd = Etcd::start(dir.path());
             let proxy = Proxy::start(etcd.client_port).await;
-            let a = Node::start("node-a", &proxy.url(), "/t4/", OnEtcdDown::Hold);
-            let b = Node::start("node-b", &etcd.url(), "/t4/", OnEtcdDown::Hold);
-            a.wait_held().await;
-            b.wait_held().await;
+            let (a, b) = pair(
+                "/t4/",
+                ("node-a", &proxy.url(), OnEtcdDown::Hold),
+                ("node-b", &etcd.url(), OnEtcdDown::Hold),
+            )
+            .await;
             let auth = a.cluster.authorize("web").await;
             assert!(auth.may_act(), "{auth:?}");
             a.cluster.publish(&TargetState::new("web")).await.unwrap();
