@@ -32,6 +32,7 @@ pub mod clock;
 mod cluster;
 mod effects;
 pub mod handle;
+mod seat;
 mod shared;
 mod worker;
 
@@ -43,7 +44,7 @@ pub use handle::{Command, DaemonRequest, Refusal, ReloadError, TargetHandle};
 pub use worker::poll_offset;
 
 #[allow(unused_imports)]
-use {background::*, cluster::*, effects::*, shared::*, worker::*};
+use {background::*, effects::*, seat::*, shared::*, worker::*};
 
 /// How long an in-flight rollback may run on after SIGTERM. At its end the
 /// running step's process group is killed and the outcome journaled as

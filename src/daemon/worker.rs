@@ -167,7 +167,7 @@ impl Schedule {
 pub(super) struct PollDone {
     /// With `[cluster]`, on a node that does not own the target: who does,
     /// and the state it published.
-    pub(super) cluster: Option<super::cluster::ClusterView>,
+    pub(super) cluster: Option<super::seat::ClusterView>,
     /// The polled rules, with their updated history.
     pub(super) slots: Vec<RuleSlot>,
     /// One report per polled rule: (config index, report).
@@ -222,7 +222,7 @@ pub(super) struct Worker {
     /// the token that stops it (killing its process group).
     pub(super) confirm_running: Option<(String, CancellationToken)>,
     /// With `[cluster]`: this worker's ownership of the target.
-    pub(super) seat: Option<super::cluster::Seat>,
+    pub(super) seat: Option<super::seat::Seat>,
     /// Its own command channel (forwarded commands enter here).
     pub(super) commands_tx: mpsc::Sender<Command>,
 }
@@ -265,7 +265,7 @@ impl Worker {
     ) -> (Worker, TargetHandle, mpsc::Sender<Reconfig>) {
         let (seat, ownership) = match cluster {
             Some(c) => {
-                let (seat, rx) = super::cluster::Seat::new(c);
+                let (seat, rx) = super::seat::Seat::new(c);
                 (Some(seat), rx)
             }
             None => (None, watch::channel(None).1),
@@ -557,7 +557,7 @@ impl Worker {
             let view = async {
                 match standby {
                     Some((c, name)) if *c.etcd_up().borrow() => {
-                        super::cluster::read_view(&c, &name).await
+                        super::seat::read_view(&c, &name).await
                     }
                     _ => None,
                 }
