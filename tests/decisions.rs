@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use rollbackd::daemon::{Clock, Daemon, DaemonHandle, Options, TargetHandle, TokioClock};
+use rollbackd::daemon::{Clock, Daemon, Options, TargetHandle, TokioClock};
 use rollbackd::decide::{Event, TargetState, Time};
 use rollbackd::sources::alertmanager::AlertStore;
 use tokio_util::sync::CancellationToken;
@@ -50,7 +50,6 @@ struct Harness {
     tmp: Option<tempfile::TempDir>,
     root: PathBuf,
     clock: TokioClock,
-    daemon: DaemonHandle,
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     config: String,
@@ -176,7 +175,6 @@ outbox_dir = "{root}/state/outbox"
             tmp,
             root,
             clock,
-            daemon: handle,
             cancel,
             task,
             config: text,
@@ -203,7 +201,6 @@ outbox_dir = "{root}/state/outbox"
         self.task.await.unwrap().unwrap();
         let tmp = self.tmp.take();
         let targets = std::mem::take(&mut self.targets);
-        let _ = self.daemon.targets().await;
         Harness::boot(
             tmp,
             self.root.clone(),

@@ -116,19 +116,28 @@ pub(super) async fn watch_servers(shared: Arc<Shared>, cancel: CancellationToken
             } else {
                 tracing::info!(server = %server.name, "{message}");
             }
-            match live.notifier.notify_target(kind, &target, &message).await {
-                Ok(Some(path)) => shared.observe(Observation::Mail {
-                    at: shared.now(),
-                    target,
-                    path,
-                    kind,
-                }),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::error!(server = %server.name, error = %e, "cannot notify about the Prometheus server")
-                }
-            }
+            notify_about(&shared, kind, &target, &message).await;
         }
+    }
+}
+
+/// A notification about the daemon's own surroundings (a Prometheus
+/// server, etcd): written to the outbox and shown to observers.
+async fn notify_about(shared: &Shared, kind: decide::NotifyKind, target: &str, message: &str) {
+    match shared
+        .live()
+        .notifier
+        .notify_target(kind, target, message)
+        .await
+    {
+        Ok(Some(path)) => shared.observe(Observation::Mail {
+            at: shared.now(),
+            target: target.to_string(),
+            path,
+            kind,
+        }),
+        Ok(None) => {}
+        Err(e) => tracing::error!(%target, error = %e, "cannot notify"),
     }
 }
 
@@ -145,15 +154,15 @@ pub(super) async fn watch_etcd(
     let mut lost = false;
     loop {
         let now_up = *up.borrow_and_update();
-        let (kind, message) = match (now_up, seen, lost) {
-            (true, _, true) => (
+        let notice = match (now_up, seen, lost) {
+            (true, _, true) => Some((
                 decide::NotifyKind::ServerReachable,
                 format!(
                     "cluster coordination restored: node {} reaches etcd again and acts on the targets it owns",
                     cluster.node()
                 ),
-            ),
-            (false, true, false) => (
+            )),
+            (false, true, false) => Some((
                 decide::NotifyKind::ServerUnreachable,
                 match cluster.on_etcd_down() {
                     crate::config::OnEtcdDown::Hold => format!(
@@ -165,33 +174,18 @@ pub(super) async fn watch_etcd(
                         cluster.node()
                     ),
                 },
-            ),
-            _ => (decide::NotifyKind::Seeing, String::new()),
+            )),
+            _ => None,
         };
         seen |= now_up;
-        if !message.is_empty() {
+        if let Some((kind, message)) = notice {
             lost = !now_up;
             if lost {
                 tracing::error!(node = %cluster.node(), "{message}");
             } else {
                 tracing::info!(node = %cluster.node(), "{message}");
             }
-            let target = "etcd (cluster coordination)";
-            match shared
-                .live()
-                .notifier
-                .notify_target(kind, target, &message)
-                .await
-            {
-                Ok(Some(path)) => shared.observe(Observation::Mail {
-                    at: shared.now(),
-                    target: target.to_string(),
-                    path,
-                    kind,
-                }),
-                Ok(None) => {}
-                Err(e) => tracing::error!(error = %e, "cannot notify about etcd"),
-            }
+            notify_about(&shared, kind, "etcd (cluster coordination)", &message).await;
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
