@@ -165,7 +165,7 @@ fn kinds() -> Vec<Kind> {
                 "above_baseline (breach)"
             },
             r,
-        NoData::Hold,
+            NoData::Hold,
         ));
     }
     for no_data in [NoData::Hold, NoData::Breach] {
@@ -407,7 +407,7 @@ fn no_rule_kind_acts_on_a_hostile_timeline_without_a_whole_for_of_evidence() {
     let mut failures = Vec::new();
     for kind in kinds() {
         for h in hostile() {
-            let reports = play(&rt, &kind, h.world.clone(), 55, 105);
+            let reports = play(&rt, &kind, h.world.clone(), 58, 98);
             if reports.iter().any(|(_, r)| acts(r)) {
                 failures.push(format!(
                     "{} / {}: acted\n{}",

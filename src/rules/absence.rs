@@ -117,7 +117,10 @@ mod tests {
         let pts = |from: i64, to: i64| (from..=to).map(|s| t(s * 1000)).collect::<Vec<_>>();
         assert_eq!(blind_on("p", &cover, span, &pts(0, 9)), None);
         let none = blind_on("p", &cover, span, &[]).unwrap();
-        assert!(none.starts_with("p is blind: no count(up) in the last 9s"), "{none}");
+        assert!(
+            none.starts_with("p is blind: no count(up) in the last 9s"),
+            "{none}"
+        );
         let young = blind_on("p", &cover, span, &pts(4, 9)).unwrap();
         assert!(
             young.starts_with("p is blind: it holds data (count(up)) only since 12:00:04.000Z"),

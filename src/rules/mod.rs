@@ -139,13 +139,23 @@ async fn evaluate_prometheus(
     // Under `breach`, absence counts only where the series was expected:
     // after the data earlier answers had, and only while Prometheus can
     // vouch for it (see [`absence`]).
-    let expected =
-        (eval.no_data() == NoData::Breach).then(|| grid.after(eval.data_until()));
+    let expected = (eval.no_data() == NoData::Breach).then(|| grid.after(eval.data_until()));
     let mut outcome = timeline::judge(&judged, &grid, expected.as_deref());
-    if let Some(last) = series.iter().filter_map(|s| s.points.last()).map(|(t, _)| *t).max() {
+    if let Some(last) = series
+        .iter()
+        .filter_map(|s| s.points.last())
+        .map(|(t, _)| *t)
+        .max()
+    {
         eval.saw_data(last);
     }
-    if matches!(outcome, timeline::Outcome::Holds { by_absence: true, .. }) {
+    if matches!(
+        outcome,
+        timeline::Outcome::Holds {
+            by_absence: true,
+            ..
+        }
+    ) {
         if let Some(why) = absence::blind(p, &grid, eval.rule().for_).await {
             outcome = absence::without_absence(timeline::judge(&judged, &grid, None), &why);
             if !matches!(outcome, timeline::Outcome::NoValue { .. }) {

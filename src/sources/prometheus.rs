@@ -20,7 +20,8 @@
 //! [`SourceError`] naming the server and what went wrong; the rule layer
 //! turns it into `Unknown`. An empty result is [`SourceError::Absent`]: the
 //! server answered that the series is not there, which `no_data = "breach"`
-//! may count as a breach. Range queries take millisecond timestamps and
+//! may count as a breach where the series was expected (see
+//! [`crate::rules::absence`], which asks [`PromSource::scraping`]). Range queries take millisecond timestamps and
 //! steps, so sub-second poll intervals work.
 
 use std::collections::BTreeMap;
@@ -728,11 +729,7 @@ impl PromSource {
         end: DateTime<Utc>,
         step: Duration,
     ) -> Result<Vec<DateTime<Utc>>, SourceError> {
-        match self.seen(
-            self.client()?
-                .range(SCRAPING_QUERY, start, end, step)
-                .await,
-        ) {
+        match self.seen(self.client()?.range(SCRAPING_QUERY, start, end, step).await) {
             Ok(series) => Ok(series
                 .into_iter()
                 .flat_map(|s| s.points.into_iter().map(|(t, _)| t))

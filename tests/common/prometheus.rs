@@ -124,12 +124,14 @@ fn read_request_path(stream: &TcpStream) -> Option<String> {
     Some(path)
 }
 
+/// One write of the whole answer (several small writes meet Nagle and
+/// delayed ACKs: tens of milliseconds per answer).
 fn respond(mut stream: TcpStream, status: &str, content_type: &str, body: &str) {
-    let _ = write!(
-        stream,
+    let text = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
+    let _ = stream.write_all(text.as_bytes());
 }
 
 fn serve_exporter(stream: TcpStream, state: &Mutex<ExporterState>) {
@@ -532,7 +534,9 @@ fn sample_text(v: f64) -> String {
 
 fn scripted_answer(world: &World, clock: f64, path: &str, asked: &Mutex<Vec<String>>) -> String {
     let num = |n| param(path, n).and_then(|x| url_decode(&x).parse::<f64>().ok());
-    let query = param(path, "query").map(|q| url_decode(&q)).unwrap_or_default();
+    let query = param(path, "query")
+        .map(|q| url_decode(&q))
+        .unwrap_or_default();
     let labels = if query.starts_with("count(") {
         "{}"
     } else {
