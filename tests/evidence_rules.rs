@@ -174,8 +174,10 @@ fn a_vanished_series_is_unknown_under_hold_and_breached_under_breach() {
     // The rule's own no_data overrides the target's hold.
     let mut breach = Watched::build(breach_rule, NoData::Hold, Some(&c));
 
-    // Data first: both see the breach on the data.
-    std::thread::sleep(Duration::from_secs(3));
+    // Data first: both see the breach on the data. Absence counts only on
+    // a Prometheus that has been scraping for `for` + lookback (2s + 4s
+    // here); younger, it is blind (issue 18).
+    std::thread::sleep(Duration::from_secs(6));
     let r = hold.poll(&rt);
     assert!(
         matches!(r.status, RuleStatus::Breached { .. }),

@@ -85,6 +85,10 @@ pub struct RuleEval {
     /// Range-judged rules: the end of the last range on which the
     /// condition held; a new range starting before it continues that run.
     range_at: Option<DateTime<Utc>>,
+    /// Range-judged rules: the latest point at which an earlier answer had
+    /// data. Under `no_data = "breach"` no later answer makes a point up to
+    /// it absent (see [`crate::rules::timeline::Grid::after`]).
+    data_until: Option<DateTime<Utc>>,
 }
 
 impl RuleEval {
@@ -97,6 +101,7 @@ impl RuleEval {
             cond_since: None,
             unknown_since: None,
             range_at: None,
+            data_until: None,
         }
     }
 
@@ -143,6 +148,16 @@ impl RuleEval {
     /// The no-data policy in force: the rule's, else the target's.
     pub fn no_data(&self) -> NoData {
         self.no_data
+    }
+
+    /// The latest point at which an earlier range answer had data.
+    pub fn data_until(&self) -> Option<DateTime<Utc>> {
+        self.data_until
+    }
+
+    /// A range answer had data up to `at`: remember the latest.
+    pub fn saw_data(&mut self, at: DateTime<Utc>) {
+        self.data_until = self.data_until.max(Some(at));
     }
 
     /// When the condition began to hold in the current run (shifted past
@@ -216,6 +231,7 @@ impl RuleEval {
                 threshold,
                 baseline,
                 labels,
+                by_absence: _,
             } => {
                 self.unknown_since = None;
                 // The run reaches back past the range: if the previous range
@@ -810,6 +826,7 @@ mod tests {
             threshold: 0.5,
             baseline: None,
             labels: BTreeMap::new(),
+            by_absence: false,
         }
     }
 

@@ -8,10 +8,13 @@
 //! A source error is never a breach: it is `Unknown`, and the rule's
 //! `no_data` policy (else the target's) decides what it does to the `for`
 //! clock. Only absence (the source answered: no such series) can count as a
-//! breach, under `no_data = "breach"`; a source that cannot answer, NaN,
+//! breach, under `no_data = "breach"`, and only where the series was
+//! expected: after the data an earlier answer had, and never while
+//! Prometheus is too young to tell ([`absence`]); a source that cannot answer, NaN,
 //! too few probes (`min_samples`), too little traffic (`traffic_query`) and
 //! observer failures are Unknown under `hold` and `breach` alike.
 
+pub mod absence;
 pub mod baseline;
 pub mod eval;
 pub mod timeline;
@@ -133,7 +136,33 @@ async fn evaluate_prometheus(
         );
         return blind(eval, NoValue::blind(why));
     }
-    let outcome = timeline::judge(&judged, &grid, eval.no_data() == NoData::Breach);
+    // Under `breach`, absence counts only where the series was expected:
+    // after the data earlier answers had, and only while Prometheus can
+    // vouch for it (see [`absence`]).
+    let expected = (eval.no_data() == NoData::Breach).then(|| grid.after(eval.data_until()));
+    let mut outcome = timeline::judge(&judged, &grid, expected.as_deref());
+    if let Some(last) = series
+        .iter()
+        .filter_map(|s| s.points.last())
+        .map(|(t, _)| *t)
+        .max()
+    {
+        eval.saw_data(last);
+    }
+    if matches!(
+        outcome,
+        timeline::Outcome::Holds {
+            by_absence: true,
+            ..
+        }
+    ) {
+        if let Some(why) = absence::blind(p, &grid, eval.rule().for_).await {
+            outcome = absence::without_absence(timeline::judge(&judged, &grid, None), &why);
+            if !matches!(outcome, timeline::Outcome::NoValue { .. }) {
+                notes.push(why);
+            }
+        }
+    }
     let mut report = eval.observe_timeline(outcome, grid.start, now);
     notes.insert(
         0,

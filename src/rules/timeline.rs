@@ -10,8 +10,12 @@
 //! - the latest point does not hold: Ok;
 //! - a missing point (a gap) does not hold, so the run restarts after it,
 //!   unless `no_data = "breach"`, where a point at which the whole answer
-//!   is missing holds (a crashed release's series vanish; one series
-//!   ending while others go on is churn and does not hold);
+//!   is missing holds if the series was *expected* there (a crashed
+//!   release's series vanish; one series ending while others go on is
+//!   churn and does not hold). Which points are expected is the caller's
+//!   to say ([`Grid::after`], [`crate::rules::absence`]): not a point an
+//!   earlier answer had data at, and none while Prometheus itself holds
+//!   too little data to tell;
 //! - no series has a value at the latest point: no data, and the rule's
 //!   `no_data` policy decides.
 //!
@@ -53,6 +57,14 @@ impl Grid {
         let step_ms = (step.as_millis() as u64).max(1);
         let for_ms = for_.as_millis() as u64;
         let lookback = (for_ms.saturating_mul(2)).max(for_ms.saturating_add(2 * step_ms));
+        Grid::over(end, Duration::from_millis(lookback), step)
+    }
+
+    /// The grid ending at `end` that reaches back at least `span` at
+    /// `step`, coarsened to at most [`MAX_POINTS`].
+    pub fn over(end: DateTime<Utc>, span: Duration, step: Duration) -> Grid {
+        let step_ms = (step.as_millis() as u64).max(1);
+        let lookback = span.as_millis().min(u64::MAX as u128) as u64;
         let (step_ms, n) = if lookback.div_ceil(step_ms) > MAX_POINTS {
             let s = lookback.div_ceil(MAX_POINTS);
             (s, lookback.div_ceil(s))
@@ -93,6 +105,17 @@ impl Grid {
     pub fn lookback(&self) -> Duration {
         self.step * (self.n as u32)
     }
+
+    /// For each point, whether it lies after `seen`: the latest time an
+    /// earlier answer had data at. A point an earlier poll saw data at is
+    /// not absent, whatever a later answer says (a Prometheus restarted
+    /// without its data, or another replica behind a balancer, answers
+    /// "nothing" for a past it once showed).
+    pub fn after(&self, seen: Option<DateTime<Utc>>) -> Vec<bool> {
+        (0..=self.n)
+            .map(|k| seen.is_none_or(|t| self.at(k) > t))
+            .collect()
+    }
 }
 
 /// One series with the threshold it is compared with.
@@ -124,6 +147,10 @@ pub enum Outcome {
         baseline: Option<f64>,
         /// The series.
         labels: Labels,
+        /// The run counts at least one point as holding because the whole
+        /// answer was absent there (`no_data = "breach"`): only as good as
+        /// the evidence that the series was expected there.
+        by_absence: bool,
     },
     /// The latest point has a value and the condition does not hold.
     Clear {
@@ -146,31 +173,43 @@ pub enum Outcome {
 }
 
 /// Judge the range: does the condition hold at the latest point, and since
-/// when without a break? `missing_holds` is `no_data = "breach"`.
-pub fn judge(series: &[Judged<'_>], grid: &Grid, missing_holds: bool) -> Outcome {
+/// when without a break? `absence` is `no_data = "breach"`: for each point,
+/// whether a point at which the whole answer is missing counts as holding
+/// (see [`Grid::after`]); `None` under `hold` and `ok`.
+pub fn judge(series: &[Judged<'_>], grid: &Grid, absence: Option<&[bool]>) -> Outcome {
     let n = grid.n;
+    let expected = |k: usize| absence.is_some_and(|a| a.get(k).copied().unwrap_or(false));
     if series.is_empty() {
-        return if missing_holds {
-            Outcome::Holds {
-                since: grid.start,
-                from_start: true,
+        if expected(n as usize) {
+            let mut k = n as usize;
+            while k > 0 && expected(k - 1) {
+                k -= 1;
+            }
+            return Outcome::Holds {
+                since: grid.at(k as u64),
+                from_start: k == 0,
                 value: None,
                 threshold: f64::NAN,
                 baseline: None,
                 labels: Labels::new(),
-            }
-        } else {
-            Outcome::NoValue {
-                why: format!(
-                    "empty result: no series in the last {}",
-                    crate::util::fmt_duration(grid.lookback())
-                ),
-                absent: true,
-            }
+                by_absence: true,
+            };
+        }
+        let why = format!(
+            "empty result: no series in the last {}",
+            crate::util::fmt_duration(grid.lookback())
+        );
+        return match absence {
+            None => Outcome::NoValue { why, absent: true },
+            Some(_) => Outcome::NoValue {
+                why: format!("{why}, though an earlier answer had data at the latest point"),
+                absent: false,
+            },
         };
     }
-    // (run start index, margin, value, judged) of the best holding series.
-    let mut best_hold: Option<(u64, f64, Option<f64>, &Judged)> = None;
+    // (run start index, margin, value, judged, by absence) of the best
+    // holding series.
+    let mut best_hold: Option<(u64, f64, Option<f64>, &Judged, bool)> = None;
     let mut best_clear: Option<(f64, f64, &Judged)> = None;
     let mut non_finite: Option<f64> = None;
     let mut last_seen: Option<DateTime<Utc>> = None;
@@ -196,7 +235,7 @@ pub fn judge(series: &[Judged<'_>], grid: &Grid, missing_holds: bool) -> Outcome
     for (j, values) in series.iter().zip(&gridded) {
         let holds = |k: usize| match values[k] {
             Some(v) => v.is_finite() && v > j.threshold,
-            None => missing_holds && !answered[k],
+            None => expected(k) && !answered[k],
         };
         let latest = values[n as usize];
         if holds(n as usize) {
@@ -204,12 +243,13 @@ pub fn judge(series: &[Judged<'_>], grid: &Grid, missing_holds: bool) -> Outcome
             while k > 0 && holds(k - 1) {
                 k -= 1;
             }
+            let by_absence = values[k..=n as usize].iter().any(Option::is_none);
             let margin = latest.map_or(f64::INFINITY, |v| v - j.threshold);
-            let better = best_hold
-                .as_ref()
-                .is_none_or(|(bk, bm, _, _)| (k as u64) < *bk || (k as u64 == *bk && margin > *bm));
+            let better = best_hold.as_ref().is_none_or(|(bk, bm, _, _, _)| {
+                (k as u64) < *bk || (k as u64 == *bk && margin > *bm)
+            });
             if better {
-                best_hold = Some((k as u64, margin, latest, j));
+                best_hold = Some((k as u64, margin, latest, j, by_absence));
             }
         } else {
             match latest {
@@ -224,7 +264,7 @@ pub fn judge(series: &[Judged<'_>], grid: &Grid, missing_holds: bool) -> Outcome
             }
         }
     }
-    if let Some((k, _, value, j)) = best_hold {
+    if let Some((k, _, value, j, by_absence)) = best_hold {
         return Outcome::Holds {
             since: grid.at(k),
             from_start: k == 0,
@@ -232,6 +272,7 @@ pub fn judge(series: &[Judged<'_>], grid: &Grid, missing_holds: bool) -> Outcome
             threshold: j.threshold,
             baseline: j.baseline,
             labels: j.series.labels.clone(),
+            by_absence,
         };
     }
     if let Some((_, value, j)) = best_clear {
@@ -255,7 +296,15 @@ pub fn judge(series: &[Judged<'_>], grid: &Grid, missing_holds: bool) -> Outcome
         ),
         None => "no data at the latest point".into(),
     };
-    Outcome::NoValue { why, absent: true }
+    match absence {
+        None => Outcome::NoValue { why, absent: true },
+        // Under `breach` the latest point is missing but not expected: an
+        // earlier answer had data there.
+        Some(_) => Outcome::NoValue {
+            why: format!("{why}, though an earlier answer had data there"),
+            absent: false,
+        },
+    }
 }
 
 #[cfg(test)]
@@ -473,7 +522,8 @@ mod tests {
                     baseline: None,
                 })
                 .collect();
-            let got = judge(&judged, &grid(5), missing_holds);
+            let everywhere = [true; 5];
+            let got = judge(&judged, &grid(5), missing_holds.then_some(&everywhere[..]));
             let ok = match (&got, kind) {
                 (
                     Outcome::Holds {
@@ -514,7 +564,7 @@ mod tests {
                 baseline: Some(0.1),
             },
         ];
-        match judge(&judged, &grid(3), false) {
+        match judge(&judged, &grid(3), None) {
             Outcome::Holds {
                 labels: l,
                 threshold,
@@ -536,7 +586,7 @@ mod tests {
                 baseline: None,
             }],
             &grid(3),
-            false,
+            None,
         ) {
             Outcome::NoValue { why, .. } => why,
             other => panic!("{other:?}"),
@@ -545,5 +595,69 @@ mod tests {
             why,
             "no data at the latest point: the series ended at 12:00:00.000Z"
         );
+    }
+
+    /// Under `breach`, absence holds only where the series was expected:
+    /// not at points an earlier answer had data at.
+    #[test]
+    fn absence_holds_only_where_the_series_was_expected() {
+        let g = grid(5);
+        // An earlier poll saw data up to t(2): an empty answer now is
+        // absent since t(3) only, not since the range's start.
+        let mask = g.after(Some(t(2_000)));
+        assert_eq!(mask, [false, false, false, true, true]);
+        match judge(&[], &g, Some(&mask)) {
+            Outcome::Holds {
+                since,
+                from_start,
+                by_absence,
+                ..
+            } => assert_eq!((since, from_start, by_absence), (t(3_000), false, true)),
+            other => panic!("{other:?}"),
+        }
+        // The earlier poll saw data at the latest point itself: not evidence.
+        let seen_all = g.after(Some(t(4_000)));
+        match judge(&[], &g, Some(&seen_all)) {
+            Outcome::NoValue { absent, why } => {
+                assert!(!absent, "{why}");
+                assert!(why.contains("an earlier answer had data"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A vanished series: absent since it vanished, or since the data
+        // an earlier poll saw, whichever is later.
+        let s = series("500", &[L, GAP, GAP, GAP, GAP]);
+        let judged = [Judged {
+            series: &s,
+            threshold: 0.5,
+            baseline: None,
+        }];
+        let since = |mask: &[bool]| match judge(&judged, &g, Some(mask)) {
+            Outcome::Holds {
+                since, by_absence, ..
+            } => {
+                assert!(by_absence);
+                since
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(since(&g.after(None)), t(1_000));
+        assert_eq!(since(&g.after(Some(t(2_500)))), t(3_000));
+        // A run of real values does not rely on absence.
+        let h = series("500", &[L, H, H, H, H]);
+        match judge(
+            &[Judged {
+                series: &h,
+                threshold: 0.5,
+                baseline: None,
+            }],
+            &g,
+            Some(&g.after(None)),
+        ) {
+            Outcome::Holds { by_absence, .. } => assert!(!by_absence),
+            other => panic!("{other:?}"),
+        }
+        // No seen data and no policy: the whole range.
+        assert_eq!(g.after(None), [true; 5]);
     }
 }

@@ -20,7 +20,8 @@
 //! [`SourceError`] naming the server and what went wrong; the rule layer
 //! turns it into `Unknown`. An empty result is [`SourceError::Absent`]: the
 //! server answered that the series is not there, which `no_data = "breach"`
-//! may count as a breach. Range queries take millisecond timestamps and
+//! may count as a breach where the series was expected (see
+//! [`crate::rules::absence`], which asks [`PromSource::scraping`]). Range queries take millisecond timestamps and
 //! steps, so sub-second poll intervals work.
 
 use std::collections::BTreeMap;
@@ -42,6 +43,12 @@ pub const MAX_CONCURRENT_QUERIES: usize = 32;
 /// Largest response body read. A rule query answers a handful of series; a
 /// baseline a few hundred points each. More is a query mistake, not data.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// The query that tells whether a Prometheus was scraping at a time: it has
+/// an `up` sample for every target it scrapes (0 when the scrape failed),
+/// so `count(up)` has a value wherever the server was collecting data, and
+/// none before its first scrape or in a past it no longer holds.
+pub const SCRAPING_QUERY: &str = "count(up)";
 
 /// The label set of one series (sorted, so it prints the same every time).
 pub type Labels = BTreeMap<String, String>;
@@ -155,6 +162,12 @@ impl Prometheus {
     /// The server's URL as configured.
     pub fn url(&self) -> &str {
         &self.inner.url
+    }
+
+    /// `prometheus URL` (`prometheus NAME URL` for a named server), as
+    /// error messages name it.
+    pub fn describe(&self) -> &str {
+        &self.inner.what
     }
 
     /// Whether the server answered the latest query that finished.
@@ -702,6 +715,27 @@ impl PromSource {
         ) {
             Err(SourceError::Absent { .. }) => Ok(Vec::new()),
             other => other,
+        }
+    }
+
+    /// Whether the server was scraping anything from `start` to `end`:
+    /// the points of [`SCRAPING_QUERY`] at `step`, oldest first, empty
+    /// when it has none (a Prometheus that has just started, or restarted
+    /// without its data, before its first scrape). See
+    /// [`crate::rules::absence`].
+    pub async fn scraping(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        step: Duration,
+    ) -> Result<Vec<DateTime<Utc>>, SourceError> {
+        match self.seen(self.client()?.range(SCRAPING_QUERY, start, end, step).await) {
+            Ok(series) => Ok(series
+                .into_iter()
+                .flat_map(|s| s.points.into_iter().map(|(t, _)| t))
+                .collect()),
+            Err(SourceError::Absent { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e),
         }
     }
 

@@ -124,12 +124,14 @@ fn read_request_path(stream: &TcpStream) -> Option<String> {
     Some(path)
 }
 
+/// One write of the whole answer (several small writes meet Nagle and
+/// delayed ACKs: tens of milliseconds per answer).
 fn respond(mut stream: TcpStream, status: &str, content_type: &str, body: &str) {
-    let _ = write!(
-        stream,
+    let text = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
+    let _ = stream.write_all(text.as_bytes());
 }
 
 fn serve_exporter(stream: TcpStream, state: &Mutex<ExporterState>) {
@@ -176,6 +178,12 @@ impl Prometheus {
     /// Start and wait until ready. Panics (never skips) when the binary is
     /// missing or does not come up.
     pub fn start(dir: &Path, scrape_ports: &[u16]) -> Prometheus {
+        Prometheus::start_on(dir, scrape_ports, free_port())
+    }
+
+    /// [`Prometheus::start`] on a port chosen beforehand (e.g. one a daemon
+    /// already polls).
+    pub fn start_on(dir: &Path, scrape_ports: &[u16], port: u16) -> Prometheus {
         assert!(
             Path::new(PROMETHEUS).exists(),
             "{PROMETHEUS} is missing: install the Debian package `prometheus` (scripts/test.sh does)"
@@ -192,7 +200,7 @@ impl Prometheus {
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join("prometheus.yml"), config).unwrap();
         let mut p = Prometheus {
-            port: free_port(),
+            port,
             child: None,
             dir: dir.to_path_buf(),
             log: dir.join("prometheus.log"),
@@ -258,6 +266,14 @@ impl Prometheus {
     /// Start again on the same port and data directory.
     pub fn restart(&mut self) {
         self.kill();
+        self.spawn();
+    }
+
+    /// SIGKILL, delete its TSDB, and start again on the same port: a
+    /// Prometheus restarted without its data.
+    pub fn restart_without_data(&mut self) {
+        self.kill();
+        std::fs::remove_dir_all(self.dir.join("data")).unwrap();
         self.spawn();
     }
 
@@ -426,5 +442,139 @@ fn fake_answer(stream: TcpStream, mode: Fake, path: &str) {
             std::thread::sleep(d);
             fake_answer(stream, Fake::Value(0.0), path);
         }
+    }
+}
+
+/// What a scripted Prometheus answers: the value of `query`'s one series
+/// at point time `t` (seconds), as seen by a server asked at `now` (a
+/// range query's `end`, else the time set with [`ScriptedPrometheus::at`]).
+/// `None`: no sample there. NaN is answered as `"NaN"`.
+pub type World = dyn Fn(&str, f64, f64) -> Option<f64> + Send + Sync;
+
+/// A fake Prometheus that answers range and instant queries from a
+/// [`World`], so that a test can play any timeline (gaps, empty answers, a
+/// restart without data, NaN, staleness, late data) at points of its own
+/// choosing, in simulated time: the caller passes its own `now`.
+#[derive(Clone)]
+pub struct ScriptedPrometheus {
+    pub port: u16,
+    now: Arc<Mutex<f64>>,
+    /// Every query asked, in order (`range QUERY` or `instant QUERY`).
+    pub asked: Arc<Mutex<Vec<String>>>,
+}
+
+impl ScriptedPrometheus {
+    pub fn start(world: Arc<World>) -> ScriptedPrometheus {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind scripted prometheus");
+        let port = listener.local_addr().unwrap().port();
+        let now = Arc::new(Mutex::new(0.0));
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let (n, a) = (now.clone(), asked.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (world, n, a) = (world.clone(), n.clone(), a.clone());
+                std::thread::spawn(move || {
+                    let Some(path) = read_request_path(&stream) else {
+                        return;
+                    };
+                    let body = scripted_answer(&*world, *n.lock().unwrap(), &path, &a);
+                    respond(stream, "200 OK", "application/json", &body);
+                });
+            }
+        });
+        ScriptedPrometheus { port, now, asked }
+    }
+
+    /// The server's clock for instant queries without `time`.
+    pub fn at(&self, now: f64) {
+        *self.now.lock().unwrap() = now;
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+/// `%XX` and `+` decoded.
+fn url_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                match std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn sample_text(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else {
+        format!("{v}")
+    }
+}
+
+fn scripted_answer(world: &World, clock: f64, path: &str, asked: &Mutex<Vec<String>>) -> String {
+    let num = |n| param(path, n).and_then(|x| url_decode(&x).parse::<f64>().ok());
+    let query = param(path, "query")
+        .map(|q| url_decode(&q))
+        .unwrap_or_default();
+    let labels = if query.starts_with("count(") {
+        "{}"
+    } else {
+        r#"{"job":"app"}"#
+    };
+    if path.starts_with("/api/v1/query_range") {
+        asked.lock().unwrap().push(format!("range {query}"));
+        let (Some(start), Some(end), Some(step)) = (num("start"), num("end"), num("step")) else {
+            return r#"{"status":"error","errorType":"bad_data","error":"missing start, end or step"}"#.into();
+        };
+        let mut points = Vec::new();
+        let mut k = 0u64;
+        loop {
+            let t = ((start + k as f64 * step) * 1000.0).round() / 1000.0;
+            if t > end + 1e-4 {
+                break;
+            }
+            if let Some(v) = world(&query, end, t) {
+                points.push(format!(r#"[{t:.3},"{}"]"#, sample_text(v)));
+            }
+            k += 1;
+        }
+        let result = if points.is_empty() {
+            String::new()
+        } else {
+            format!(r#"{{"metric":{labels},"values":[{}]}}"#, points.join(","))
+        };
+        format!(r#"{{"status":"success","data":{{"resultType":"matrix","result":[{result}]}}}}"#)
+    } else {
+        asked.lock().unwrap().push(format!("instant {query}"));
+        let now = num("time").unwrap_or(clock);
+        let result = match world(&query, now, now) {
+            Some(v) => format!(
+                r#"{{"metric":{labels},"value":[{now:.3},"{}"]}}"#,
+                sample_text(v)
+            ),
+            None => String::new(),
+        };
+        format!(r#"{{"status":"success","data":{{"resultType":"vector","result":[{result}]}}}}"#)
     }
 }
