@@ -12,10 +12,13 @@
 //!   loopback) or a guest's (everything else);
 //! - guests share all but [`ConnLimits::reserved`] slots; the reserve is
 //!   for operators;
-//! - when a slot is needed, the listener closes, oldest first, an idle
-//!   connection, then a guest still sending its body, then a local
-//!   operator still sending its body; a request being handled and an
-//!   authenticated one are never closed.
+//! - when a slot is needed, the listener closes, oldest first, a
+//!   connection that has been idle for [`IDLE_GRACE`] (a slow head), then a
+//!   guest still sending its body, then a local operator still sending its
+//!   body, then a connection that has only just connected (a real client
+//!   sends its head at once: it gets that long before anything but
+//!   another young connection can push it out); a request being handled
+//!   and an authenticated one are never closed.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -92,6 +95,10 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// worker.
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
+/// How long a new connection is given to send its head before it is
+/// closed ahead of slow guest bodies to make room.
+pub const IDLE_GRACE: Duration = Duration::from_millis(500);
+
 /// Who sent a request, as far as its head tells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Standing {
@@ -115,6 +122,8 @@ const OPERATOR: u8 = 3;
 /// One served connection as the accept loop sees it.
 struct Conn {
     peer: IpAddr,
+    /// When it was accepted.
+    since: std::time::Instant,
     /// [`IDLE`] until the head arrives, then the request's standing.
     standing: AtomicU8,
     /// The whole body has been read (or there is none): the request is
@@ -130,9 +139,10 @@ impl Conn {
     fn eviction_rank(&self) -> Option<u8> {
         let reading = !self.body_done.load(Ordering::SeqCst);
         match self.standing.load(Ordering::SeqCst) {
-            IDLE => Some(0),
+            IDLE if self.since.elapsed() >= IDLE_GRACE => Some(0),
             GUEST if reading => Some(1),
             LOCAL if reading => Some(2),
+            IDLE => Some(3),
             _ => None,
         }
     }
@@ -226,6 +236,7 @@ fn admit(
     }
     let conn = Arc::new(Conn {
         peer,
+        since: std::time::Instant::now(),
         standing: AtomicU8::new(IDLE),
         body_done: AtomicBool::new(false),
         body_late: AtomicBool::new(false),
@@ -482,6 +493,11 @@ pub async fn serve_router(
             let now = open.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
             crate::metrics::global().api_connections(now);
         });
+        // Let the new connection read its head before the next accept: in a
+        // flood, accept() is always ready, and a client that sent its head
+        // at once must be told apart from an idle one before more
+        // connections from its address push it out.
+        tokio::task::yield_now().await;
     }
     conns.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), conns.wait()).await;
@@ -644,10 +660,10 @@ mod tests {
         let third = answer(addr, slow_head).await;
         assert!(third.starts_with("HTTP/1.1 503"), "{third}");
         assert!(third.contains("kept for operators"), "{third}");
-        // Fill the last slot with an idle connection: an operator's request
-        // evicts the idle one first.
+        // Fill the last slot with a connection idle for longer than
+        // IDLE_GRACE (a slow head): an operator's request evicts it first.
         let mut idle = TcpStream::connect(addr).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(IDLE_GRACE + Duration::from_millis(100)).await;
         let op = answer(
             addr,
             "GET /healthz HTTP/1.1\r\nHost: x\r\nx-operator: 1\r\n\r\n",
@@ -670,6 +686,34 @@ mod tests {
         assert!(op.starts_with("HTTP/1.1 200"), "{op}");
         assert!(closed_within(&mut first, Duration::from_millis(500)).await);
         assert!(!closed_within(&mut second, Duration::from_millis(100)).await);
+        cancel.cancel();
+    }
+
+    /// A connection that has only just connected is not pushed out while
+    /// slow guest bodies could make room instead.
+    #[tokio::test]
+    async fn a_new_connection_outranks_slow_guest_bodies() {
+        let limits = ConnLimits {
+            per_peer: 2,
+            ..limits(10)
+        };
+        let (addr, cancel) = start(limits, everyone_a_guest()).await;
+        let slow_head = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nx";
+        let mut slow = TcpStream::connect(addr).await.unwrap();
+        slow.write_all(slow_head.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut young = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The third from this address: the slow body goes, the young stays.
+        let _third = TcpStream::connect(addr).await.unwrap();
+        assert!(closed_within(&mut slow, Duration::from_millis(500)).await);
+        young
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), young.read_to_end(&mut out)).await;
+        assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
         cancel.cancel();
     }
 

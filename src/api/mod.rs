@@ -423,11 +423,9 @@ async fn approve(
 ) -> ApiResult<Json<EventResponse>> {
     auth::require(&api, &headers)?;
     let req = body(&bytes)?;
+    let by = who(&req)?;
     let inc = find_incident(&api, &id)?;
-    let event = Event::Approve {
-        incident: id,
-        by: who(&req)?,
-    };
+    let event = Event::Approve { incident: id, by };
     send(&api, &inc.target, event).await.map(Json)
 }
 
@@ -439,11 +437,12 @@ async fn reject(
 ) -> ApiResult<Json<EventResponse>> {
     auth::require(&api, &headers)?;
     let req = body(&bytes)?;
+    let (by, reason) = (who(&req)?, reason(&req)?);
     let inc = find_incident(&api, &id)?;
     let event = Event::Reject {
         incident: id,
-        by: who(&req)?,
-        reason: reason(&req)?.unwrap_or_else(|| "no reason given".into()),
+        by,
+        reason: reason.unwrap_or_else(|| "no reason given".into()),
     };
     send(&api, &inc.target, event).await.map(Json)
 }
@@ -638,4 +637,43 @@ pub async fn serve(
     )
     .await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pause_for_zero_only_as_0_and_no_spaces() {
+        assert_eq!(parse_pause_for("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_pause_for("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_pause_for("1ms"), Ok(Duration::from_millis(1)));
+        for zero in ["0s", "0ms", "0m0s", "0h", "00s"] {
+            let e = parse_pause_for(zero).unwrap_err();
+            assert!(e.contains("is zero") && e.contains("\"0\""), "{zero}: {e}");
+        }
+        for spaced in [" 0", "0 ", " 2h", "2h\n", "\t2h"] {
+            let e = parse_pause_for(spaced).unwrap_err();
+            assert!(e.contains("remove the spaces"), "{spaced:?}: {e}");
+        }
+        for bad in ["", "00", "soon", "2 h", "-1h"] {
+            let e = parse_pause_for(bad).unwrap_err();
+            assert!(e.starts_with("invalid \"for\""), "{bad:?}: {e}");
+        }
+        assert!(parse_pause_for("4000d").unwrap_err().contains("10 years"));
+    }
+
+    #[test]
+    fn free_text_is_trimmed_and_capped_with_a_clear_error() {
+        assert_eq!(free_text("reason", None, 5), Ok(None));
+        assert_eq!(free_text("reason", Some("  "), 5), Ok(None));
+        assert_eq!(free_text("reason", Some(" abc "), 5), Ok(Some("abc")));
+        // Characters, not bytes.
+        assert_eq!(free_text("reason", Some("ééééé"), 5), Ok(Some("ééééé")));
+        assert_eq!(
+            free_text("reason", Some("abcdef"), 5).unwrap_err(),
+            "\"reason\" is 6 characters long; at most 5 are accepted \
+             (shorten it; details belong in the incident record)"
+        );
+    }
 }
