@@ -237,7 +237,11 @@ fn setup(token: bool) -> Setup {
     let text = [
         conf::daemon(&dir, api_port, "200ms", &token_line),
         conf::email(&dir.join("state/outbox"), &["admin@example.com"]),
-        conf::target("web", "1m", "confirm = \"required\"\nconfirm_timeout = \"10m\""),
+        conf::target(
+            "web",
+            "1m",
+            "confirm = \"required\"\nconfirm_timeout = \"10m\"",
+        ),
         conf::demo_health_rule(port),
         conf::paged_rule("HighErrorRate", "0s"),
         conf::command_rollback("30s", r#"[["true"]]"#),
@@ -334,7 +338,11 @@ impl Setup {
                 let v: serde_json::Value = serde_json::from_str(&text).ok()?;
                 let t = &v["targets"][0];
                 (code == 200 && t["phase"] == "AwaitingConfirmation")
-                    .then(|| t["state"]["phase"]["incident"]["id"].as_str().map(String::from))
+                    .then(|| {
+                        t["state"]["phase"]["incident"]["id"]
+                            .as_str()
+                            .map(String::from)
+                    })
                     .flatten()
             },
         );
@@ -445,9 +453,15 @@ fn without_a_token_a_flood_from_one_address_keeps_to_its_share() {
     // Two addresses, each within its share of 32 (and this /metrics).
     assert!(held <= 2.0 * 32.0 + 8.0, "{held} connections held");
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    assert!(answer.contains("request body not received within"), "{answer}");
+    assert!(
+        answer.contains("request body not received within"),
+        "{answer}"
+    );
     let t = target(s.api_port);
-    assert!(t["paused"].is_null(), "the stalled pause changed nothing: {t}");
+    assert!(
+        t["paused"].is_null(),
+        "the stalled pause changed nothing: {t}"
+    );
     let mut daemon = s.daemon;
     daemon.assert_alive();
 }

@@ -108,7 +108,10 @@ mod tests {
         let far: std::net::IpAddr = [10, 0, 0, 1].into();
         let s = |t, p: &str, a, peer| standing(t, &parts(p, a), peer);
         let pause = "/v1/targets/web/pause";
-        assert_eq!(s(Some("t"), pause, Some("Bearer t"), far), Standing::Operator);
+        assert_eq!(
+            s(Some("t"), pause, Some("Bearer t"), far),
+            Standing::Operator
+        );
         assert_eq!(s(Some("t"), pause, Some("Bearer x"), lo), Standing::Guest);
         assert_eq!(s(Some("t"), pause, None, lo), Standing::Guest);
         assert_eq!(

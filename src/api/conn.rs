@@ -331,9 +331,8 @@ pub async fn serve_router(
     let mut saturated = false;
     // One warning a minute about addresses over their share.
     let mut peer_warned: Option<std::time::Instant> = None;
-    let peer_warn_due = |at: &Option<std::time::Instant>| {
-        at.is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
-    };
+    let peer_warn_due =
+        |at: &Option<std::time::Instant>| at.is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
     loop {
         let accepted = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -443,11 +442,10 @@ pub async fn serve_router(
                     conn: conn.clone(),
                     limit: limits.body_read,
                 });
-                let response: Response =
-                    match hyper::service::Service::call(&inner, req).await {
-                        Ok(r) => r,
-                        Err(never) => match never {},
-                    };
+                let response: Response = match hyper::service::Service::call(&inner, req).await {
+                    Ok(r) => r,
+                    Err(never) => match never {},
+                };
                 if conn.body_late.load(Ordering::SeqCst) {
                     return Ok(ApiError(
                         StatusCode::REQUEST_TIMEOUT,
@@ -538,7 +536,13 @@ mod tests {
                 }),
             );
         let cancel = CancellationToken::new();
-        tokio::spawn(serve_router(listener, app, cancel.clone(), limits, classify));
+        tokio::spawn(serve_router(
+            listener,
+            app,
+            cancel.clone(),
+            limits,
+            classify,
+        ));
         (addr, cancel)
     }
 
@@ -622,14 +626,20 @@ mod tests {
         )
         .await;
         assert!(got.starts_with("HTTP/1.1 408"), "{got}");
-        assert!(got.contains("request body not received within 0.4s"), "{got}");
+        assert!(
+            got.contains("request body not received within 0.4s"),
+            "{got}"
+        );
         // A whole body is served as before.
         let got = answer(
             addr,
             "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi",
         )
         .await;
-        assert!(got.starts_with("HTTP/1.1 200") && got.ends_with("hi"), "{got}");
+        assert!(
+            got.starts_with("HTTP/1.1 200") && got.ends_with("hi"),
+            "{got}"
+        );
         cancel.cancel();
     }
 

@@ -345,7 +345,11 @@ pub const MAX_BY_CHARS: usize = 100;
 /// A free-text field of a request, trimmed; `None` when absent or blank.
 /// Longer than `max` characters is an error naming the field, its length
 /// and the cap (never cut silently: what was written is what is recorded).
-pub fn free_text<'a>(field: &str, value: Option<&'a str>, max: usize) -> Result<Option<&'a str>, String> {
+pub fn free_text<'a>(
+    field: &str,
+    value: Option<&'a str>,
+    max: usize,
+) -> Result<Option<&'a str>, String> {
     let Some(text) = value.map(str::trim).filter(|t| !t.is_empty()) else {
         return Ok(None);
     };
@@ -523,9 +527,9 @@ async fn pause(
     let req = body(&bytes)?;
     let duration = match req.for_.as_deref() {
         None => None,
-        Some(text) => Some(
-            parse_pause_for(text).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?,
-        ),
+        Some(text) => {
+            Some(parse_pause_for(text).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?)
+        }
     };
     let event = Event::Pause {
         by: who(&req)?,

@@ -80,7 +80,9 @@ pub async fn show(State(api): State<Arc<ApiState>>, Path(token): Path<String>) -
         .map(|r| format!("<li>{}</li>", escape(r)))
         .collect();
     let reason_field = match claim.action {
-        LinkAction::Reject => "<p><label>Reason: <input name=\"reason\" size=\"40\" maxlength=\"1000\"></label></p>",
+        LinkAction::Reject => {
+            "<p><label>Reason: <input name=\"reason\" size=\"40\" maxlength=\"1000\"></label></p>"
+        }
         LinkAction::Approve => "",
     };
     let button = match claim.action {
