@@ -25,6 +25,10 @@ pub enum ClientError {
     /// The config file is invalid (exit 64).
     #[error("{0}")]
     Config(crate::config::ConfigErrors),
+    /// `reload`: the daemon re-read its config file and found it invalid;
+    /// it keeps the running one (exit 64, like any invalid config).
+    #[error("{0}")]
+    ConfigRejected(String),
     /// The daemon answered with an error (exit 1).
     #[error("{status}: {message}")]
     Api {
@@ -365,7 +369,17 @@ pub async fn run(ep: &Endpoint, verb: Verb, json: bool) -> Result<String, Client
             ))
         }
         Verb::Reload => {
-            let v = ep.post("v1/reload", body(None)).await?;
+            let v = ep
+                .post("v1/reload", body(None))
+                .await
+                .map_err(|e| match e {
+                    // 422: the file the daemon re-read is invalid.
+                    ClientError::Api {
+                        status: 422,
+                        message,
+                    } => ClientError::ConfigRejected(message),
+                    e => e,
+                })?;
             if json {
                 return Ok(pretty(&v));
             }

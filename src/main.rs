@@ -95,8 +95,8 @@ enum Command {
     Reject {
         /// Incident ID.
         id: String,
-        /// Why (recorded and mailed).
-        #[arg(long)]
+        /// Why (recorded and mailed; at most 1000 characters).
+        #[arg(long, value_parser = reason_text)]
         reason: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
@@ -105,8 +105,8 @@ enum Command {
     Trigger {
         /// Target name.
         target: String,
-        /// Why (recorded and mailed).
-        #[arg(long)]
+        /// Why (recorded and mailed; at most 1000 characters).
+        #[arg(long, value_parser = reason_text)]
         reason: String,
         /// Go back to this version (tag, release directory, image tag or
         /// kubernetes revision) instead of the previous one; it is checked
@@ -121,11 +121,11 @@ enum Command {
     Pause {
         /// Target name.
         target: String,
-        /// How long, e.g. 2h; 0 means until `resume` (default: `[daemon] max_pause`, 24h).
-        #[arg(long = "for", value_name = "DURATION")]
+        /// How long, e.g. 2h; exactly 0 means until `resume` (default: `[daemon] max_pause`, 24h).
+        #[arg(long = "for", value_name = "DURATION", value_parser = pause_for)]
         for_: Option<String>,
-        /// Why (shown in status and in escalations).
-        #[arg(long)]
+        /// Why (shown in status and in escalations; at most 1000 characters).
+        #[arg(long, value_parser = reason_text)]
         reason: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
@@ -150,6 +150,17 @@ enum Command {
     /// Print the man page (roff) to stdout; used by scripts/package.sh.
     #[command(hide = true)]
     Man,
+}
+
+/// `pause --for`: checked as the API checks it, before the daemon is asked.
+fn pause_for(text: &str) -> Result<String, String> {
+    rollbackd::api::parse_pause_for(text).map(|_| text.to_string())
+}
+
+/// `--reason`: at most [`rollbackd::api::MAX_REASON_CHARS`], as the API takes.
+fn reason_text(text: &str) -> Result<String, String> {
+    rollbackd::api::free_text("reason", Some(text), rollbackd::api::MAX_REASON_CHARS)
+        .map(|_| text.to_string())
 }
 
 /// How client commands find the daemon.
@@ -296,6 +307,7 @@ fn main() -> ExitCode {
 /// A client command against the daemon's API, with its exit code.
 fn client_command(args: ClientArgs, verb: Verb) -> ExitCode {
     use rollbackd::client::{ClientError, Endpoint};
+    let reload = matches!(verb, Verb::Reload);
     let result = Endpoint::resolve(
         args.api.as_deref(),
         args.config.as_deref(),
@@ -312,9 +324,14 @@ fn client_command(args: ClientArgs, verb: Verb) -> ExitCode {
         }
         Err(e) => {
             eprintln!("rollbackd: {e}");
+            if reload && matches!(e, ClientError::Config(_)) {
+                eprintln!(
+                    "rollbackd: not reloaded: the file is invalid, so the daemon was not asked and keeps its running config"
+                );
+            }
             ExitCode::from(match e {
                 ClientError::Unreachable { .. } => EXIT_UNREACHABLE,
-                ClientError::Config(_) => EXIT_CONFIG,
+                ClientError::Config(_) | ClientError::ConfigRejected(_) => EXIT_CONFIG,
                 ClientError::Api { .. } | ClientError::Other(_) => EXIT_FAILURE,
             })
         }

@@ -431,7 +431,7 @@ impl Metrics {
         );
         r.register(
             "rollbackd_api_connections",
-            "API connections open now (capped; idle ones are evicted when full)",
+            "API connections open now (capped; idle ones and slow guest bodies make room)",
             m.api_connections.clone(),
         );
         r.register(
@@ -441,12 +441,12 @@ impl Metrics {
         );
         r.register(
             "rollbackd_api_connections_evicted",
-            "Idle API connections closed to make room for a new one",
+            "API connections closed to make room for a new one (idle, then slow guest bodies)",
             m.api_connections_evicted.clone(),
         );
         r.register(
             "rollbackd_api_connections_refused",
-            "API connections closed at once because every slot was serving a request",
+            "API connections closed at once because nothing could make room",
             m.api_connections_refused.clone(),
         );
         r.register(

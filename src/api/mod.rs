@@ -11,6 +11,7 @@
 //! event does not fit the target's state.
 
 pub mod auth;
+pub mod conn;
 mod page;
 
 use crate::confirm::links;
@@ -200,12 +201,9 @@ type ApiResult<T> = Result<T, ApiError>;
 
 /// The router with every route.
 pub fn router(state: Arc<ApiState>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics))
-        .route("/v1/status", get(status))
-        .route("/v1/incidents", get(incidents))
-        .route("/v1/incidents/{id}", get(incident))
+    // The token is checked before a body is read: a client without it
+    // gets its 401 at once instead of holding a connection for its body.
+    let mutating = Router::new()
         .route("/v1/incidents/{id}/approve", post(approve))
         .route("/v1/incidents/{id}/reject", post(reject))
         .route("/v1/targets/{name}/rollback", post(trigger))
@@ -213,6 +211,17 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/targets/{name}/resume", post(resume))
         .route("/v1/alertmanager", post(alertmanager))
         .route("/v1/reload", post(reload))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::guard,
+        ));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/v1/status", get(status))
+        .route("/v1/incidents", get(incidents))
+        .route("/v1/incidents/{id}", get(incident))
+        .merge(mutating)
         .route("/v1/confirm/{token}", get(page::show).post(page::act))
         .fallback(|| async {
             ApiError(
@@ -327,13 +336,45 @@ fn body(bytes: &Bytes) -> ApiResult<EventRequest> {
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
 }
 
-fn who(req: &EventRequest) -> String {
-    req.by
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.chars().take(100).collect())
-        .unwrap_or_else(|| "api".to_string())
+/// Longest `reason` of a trigger, reject or pause, in characters: a reason
+/// goes into the journal, the record, mails and status.
+pub const MAX_REASON_CHARS: usize = 1000;
+/// Longest `by`, in characters.
+pub const MAX_BY_CHARS: usize = 100;
+
+/// A free-text field of a request, trimmed; `None` when absent or blank.
+/// Longer than `max` characters is an error naming the field, its length
+/// and the cap (never cut silently: what was written is what is recorded).
+pub fn free_text<'a>(
+    field: &str,
+    value: Option<&'a str>,
+    max: usize,
+) -> Result<Option<&'a str>, String> {
+    let Some(text) = value.map(str::trim).filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    let chars = text.chars().count();
+    if chars > max {
+        return Err(format!(
+            "\"{field}\" is {chars} characters long; at most {max} are accepted \
+             (shorten it; details belong in the incident record)"
+        ));
+    }
+    Ok(Some(text))
+}
+
+fn text_field<'a>(field: &str, value: Option<&'a str>, max: usize) -> ApiResult<Option<&'a str>> {
+    free_text(field, value, max).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))
+}
+
+fn who(req: &EventRequest) -> ApiResult<String> {
+    Ok(text_field("by", req.by.as_deref(), MAX_BY_CHARS)?
+        .unwrap_or("api")
+        .to_string())
+}
+
+fn reason(req: &EventRequest) -> ApiResult<Option<String>> {
+    Ok(text_field("reason", req.reason.as_deref(), MAX_REASON_CHARS)?.map(str::to_string))
 }
 
 /// Send an event to a target's worker and wait for what the machine made of it.
@@ -386,11 +427,9 @@ async fn approve(
 ) -> ApiResult<Json<EventResponse>> {
     auth::require(&api, &headers)?;
     let req = body(&bytes)?;
+    let by = who(&req)?;
     let inc = find_incident(&api, &id)?;
-    let event = Event::Approve {
-        incident: id,
-        by: who(&req),
-    };
+    let event = Event::Approve { incident: id, by };
     send(&api, &inc.target, event).await.map(Json)
 }
 
@@ -402,15 +441,12 @@ async fn reject(
 ) -> ApiResult<Json<EventResponse>> {
     auth::require(&api, &headers)?;
     let req = body(&bytes)?;
+    let (by, reason) = (who(&req)?, reason(&req)?);
     let inc = find_incident(&api, &id)?;
     let event = Event::Reject {
         incident: id,
-        by: who(&req),
-        reason: req
-            .reason
-            .clone()
-            .filter(|r| !r.trim().is_empty())
-            .unwrap_or_else(|| "no reason given".into()),
+        by,
+        reason: reason.unwrap_or_else(|| "no reason given".into()),
     };
     send(&api, &inc.target, event).await.map(Json)
 }
@@ -423,7 +459,7 @@ async fn trigger(
 ) -> ApiResult<Json<EventResponse>> {
     auth::require(&api, &headers)?;
     let req = body(&bytes)?;
-    let Some(reason) = req.reason.clone().filter(|r| !r.trim().is_empty()) else {
+    let Some(reason) = reason(&req)? else {
         return Err(ApiError(
             StatusCode::BAD_REQUEST,
             "a manual rollback needs a reason: {\"reason\": \"...\"}".into(),
@@ -440,7 +476,7 @@ async fn trigger(
         Some(v) => Some(v.to_string()),
     };
     let event = Event::ManualTrigger {
-        by: who(&req),
+        by: who(&req)?,
         reason,
         to_version,
     };
@@ -450,6 +486,37 @@ async fn trigger(
 /// Longest `for` a pause may ask for; `"0"` is the way to say "until resumed".
 const MAX_PAUSE_FOR: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
+/// A pause's `for` (API body and `rollbackd pause --for`): exactly `"0"` is
+/// until resumed (`Duration::ZERO`); anything else is a positive duration
+/// in the config grammar (`"2h"`, `"90m"`) of at most 10 years. A zero
+/// duration written any other way (`"0s"`, `"0m0s"`) and spaces around the
+/// value are errors: "until resumed" must be asked for explicitly.
+pub fn parse_pause_for(text: &str) -> Result<Duration, String> {
+    if text.trim() != text {
+        return Err(format!(
+            "invalid \"for\" {text:?}: remove the spaces around the duration \
+             (e.g. \"2h\", or \"0\" for until resumed)"
+        ));
+    }
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let d = crate::config::duration::parse(text)
+        .map_err(|e| format!("invalid \"for\": {e} (e.g. \"2h\", or \"0\" for until resumed)"))?;
+    if d.is_zero() {
+        return Err(format!(
+            "\"for\" = {text:?} is zero: write \"0\" to pause until resumed, \
+             or a positive duration such as \"2h\""
+        ));
+    }
+    if d > MAX_PAUSE_FOR {
+        return Err(format!(
+            "\"for\" = {text:?} is longer than 10 years; use \"0\" to pause until resumed"
+        ));
+    }
+    Ok(d)
+}
+
 async fn pause(
     State(api): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -458,28 +525,15 @@ async fn pause(
 ) -> ApiResult<Json<EventResponse>> {
     auth::require(&api, &headers)?;
     let req = body(&bytes)?;
-    let duration = match req.for_.as_deref().map(str::trim) {
+    let duration = match req.for_.as_deref() {
         None => None,
-        Some("0") => Some(Duration::ZERO),
-        Some(text) => Some(crate::config::duration::parse(text).map_err(|e| {
-            ApiError(
-                StatusCode::BAD_REQUEST,
-                format!("invalid \"for\": {e} (e.g. \"2h\", or \"0\" for until resumed)"),
-            )
-        })?),
+        Some(text) => {
+            Some(parse_pause_for(text).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?)
+        }
     };
-    if duration.is_some_and(|d| d > MAX_PAUSE_FOR) {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "\"for\" = {:?} is longer than 10 years; use \"0\" to pause until resumed",
-                req.for_.as_deref().unwrap_or_default()
-            ),
-        ));
-    }
     let event = Event::Pause {
-        by: who(&req),
-        reason: req.reason.clone().filter(|r| !r.trim().is_empty()),
+        by: who(&req)?,
+        reason: reason(&req)?,
         duration,
     };
     send(&api, &name, event).await.map(Json)
@@ -528,7 +582,7 @@ async fn resume(
 ) -> ApiResult<Json<EventResponse>> {
     auth::require(&api, &headers)?;
     let req = body(&bytes)?;
-    send(&api, &name, Event::Resume { by: who(&req) })
+    send(&api, &name, Event::Resume { by: who(&req)? })
         .await
         .map(Json)
 }
@@ -562,291 +616,68 @@ async fn alertmanager(
     }
 }
 
-/// Bounds on the API's connections, so that a client (authenticated or
-/// not: connections are accepted before auth) cannot hold the daemon's
-/// file descriptors or tasks.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnLimits {
-    /// Connections served at once. One more closes the oldest connection
-    /// that has sent no request yet, or, when all are busy, is closed as
-    /// soon as it is accepted (its descriptor is freed at once).
-    pub max_connections: usize,
-    /// A client must send its request head within this time of connecting.
-    pub header_read: Duration,
-    /// A connection is closed after this long, whatever it is doing (one
-    /// request per connection: keep-alive is off).
-    pub lifetime: Duration,
-}
-
-impl Default for ConnLimits {
-    fn default() -> ConnLimits {
-        ConnLimits {
-            max_connections: MAX_CONNECTIONS,
-            header_read: HEADER_READ_TIMEOUT,
-            lifetime: CONNECTION_LIFETIME,
-        }
-    }
-}
-
-/// Default [`ConnLimits::max_connections`].
-pub const MAX_CONNECTIONS: usize = 256;
-/// Default [`ConnLimits::header_read`].
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default [`ConnLimits::lifetime`]: longer than any handler waits for a
-/// worker.
-pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+pub use conn::{
+    serve_router, Classify, ConnLimits, Standing, BODY_READ_TIMEOUT, CONNECTION_LIFETIME,
+    HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_PEER, RESERVED_FOR_OPERATORS,
+};
 
 /// Serve the API on `listener` until `cancel` fires, within the default
-/// [`ConnLimits`].
+/// [`ConnLimits`]; requests presenting the token (or, without a token,
+/// operator requests from loopback) may use the operators' reserve.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<ApiState>,
     cancel: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
-    serve_router(listener, router(state), cancel, ConnLimits::default()).await;
+    let token = state.token.clone();
+    let classify: Classify =
+        Arc::new(move |parts, peer| auth::standing(token.as_deref(), parts, peer));
+    serve_router(
+        listener,
+        router(state),
+        cancel,
+        ConnLimits::default(),
+        classify,
+    )
+    .await;
     Ok(())
 }
 
-/// One served connection as the accept loop sees it: whether a request
-/// head has arrived (then it is a real client and is never evicted), and
-/// how to close it.
-struct Slot {
-    busy: Arc<std::sync::atomic::AtomicBool>,
-    close: tokio_util::sync::CancellationToken,
-}
-
-/// Close the oldest connection that has not sent a request head yet, to
-/// make room for a new one. `false` when every connection is busy with a
-/// request.
-fn evict_idle(slots: &std::sync::Mutex<std::collections::VecDeque<Slot>>) -> bool {
-    use std::sync::atomic::Ordering;
-    let mut slots = slots.lock().unwrap_or_else(|p| p.into_inner());
-    // Ended connections cancel their own token: forget them.
-    slots.retain(|s| !s.close.is_cancelled());
-    let Some(i) = slots.iter().position(|s| !s.busy.load(Ordering::SeqCst)) else {
-        return false;
-    };
-    if let Some(slot) = slots.remove(i) {
-        slot.close.cancel();
-    }
-    true
-}
-
-/// The accept loop: at most `limits.max_connections` connections at once
-/// (a semaphore), each served by hyper's HTTP/1 with a header-read
-/// timeout, no keep-alive and a lifetime cap. When all slots are taken,
-/// the oldest connection that has not sent a request head yet is closed to
-/// make room (an idle flood cannot lock out `/healthz` or an operator);
-/// when every slot serves a request, the new connection is closed at once.
-/// Accept errors (EMFILE) are counted and retried after a pause, never
-/// fatal. On `cancel`, connections in flight finish their request (5 s).
-pub async fn serve_router(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    cancel: tokio_util::sync::CancellationToken,
-    limits: ConnLimits,
-) {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::service::TowerToHyperService;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
-    let slots = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
-    let conns = tokio_util::task::TaskTracker::new();
-    let m = crate::metrics::global();
-    let mut saturated = false;
-    loop {
-        let accepted = tokio::select! {
-            _ = cancel.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
-            Err(e) => {
-                m.api_accept_error();
-                tracing::warn!(error = %e, "cannot accept an API connection");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let permit = match permits.clone().try_acquire_owned() {
-            Ok(p) => Some(p),
-            Err(_) => {
-                if !saturated {
-                    saturated = true;
-                    tracing::warn!(
-                        max = limits.max_connections,
-                        "API connection limit reached; closing idle connections to make room"
-                    );
-                }
-                if evict_idle(&slots) {
-                    m.api_connection_evicted();
-                    // The evicted connection's task gives its permit back
-                    // as soon as it runs.
-                    tokio::time::timeout(
-                        Duration::from_millis(200),
-                        permits.clone().acquire_owned(),
-                    )
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                } else {
-                    None
-                }
-            }
-        };
-        let Some(permit) = permit else {
-            m.api_connection_refused();
-            drop(stream);
-            continue;
-        };
-        if saturated && permits.available_permits() > limits.max_connections / 2 {
-            saturated = false;
-            tracing::info!("API connections below the limit again");
-        }
-        m.api_connections(limits.max_connections - permits.available_permits());
-        let busy = Arc::new(AtomicBool::new(false));
-        let close = tokio_util::sync::CancellationToken::new();
-        {
-            let mut slots = slots.lock().unwrap_or_else(|p| p.into_inner());
-            // Ended connections mark themselves; the queue stays bounded.
-            if slots.len() >= 2 * limits.max_connections {
-                slots.retain(|s: &Slot| !s.close.is_cancelled());
-            }
-            slots.push_back(Slot {
-                busy: busy.clone(),
-                close: close.clone(),
-            });
-        }
-        let inner = TowerToHyperService::new(app.clone());
-        let service = hyper::service::service_fn(move |req| {
-            busy.store(true, Ordering::SeqCst);
-            hyper::service::Service::call(&inner, req)
-        });
-        let cancel = cancel.clone();
-        let all = permits.clone();
-        conns.spawn(async move {
-            let _ = stream.set_nodelay(true);
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read)
-                .keep_alive(false);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                biased;
-                served = conn.as_mut() => {
-                    if let Err(e) = served {
-                        tracing::debug!(error = %e, "API connection ended with an error");
-                    }
-                }
-                _ = tokio::time::sleep(limits.lifetime) => {
-                    tracing::debug!("API connection closed: lifetime cap reached");
-                }
-                _ = cancel.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
-                }
-                // Evicted (never the case once a request head arrived).
-                _ = close.cancelled() => {}
-            }
-            close.cancel();
-            drop(permit);
-            crate::metrics::global()
-                .api_connections(limits.max_connections - all.available_permits());
-        });
-    }
-    conns.close();
-    let _ = tokio::time::timeout(Duration::from_secs(5), conns.wait()).await;
-}
-
 #[cfg(test)]
-mod conn_tests {
+mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpStream;
 
-    async fn start(
-        limits: ConnLimits,
-    ) -> (std::net::SocketAddr, tokio_util::sync::CancellationToken) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let app = Router::new()
-            .route("/healthz", get(|| async { "ok\n" }))
-            .route(
-                "/slow",
-                get(|| async {
-                    tokio::time::sleep(Duration::from_secs(3)).await;
-                    "slow\n"
-                }),
-            );
-        let cancel = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(serve_router(listener, app, cancel.clone(), limits));
-        (addr, cancel)
-    }
-
-    /// Whether the server closed the connection within `within`.
-    async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
-        let mut buf = [0u8; 64];
-        matches!(
-            tokio::time::timeout(within, stream.read(&mut buf)).await,
-            Ok(Ok(0)) | Ok(Err(_))
-        )
-    }
-
-    async fn get_ok(addr: std::net::SocketAddr, path: &str) -> bool {
-        let Ok(mut s) = TcpStream::connect(addr).await else {
-            return false;
-        };
-        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
-        if s.write_all(req.as_bytes()).await.is_err() {
-            return false;
+    #[test]
+    fn pause_for_zero_only_as_0_and_no_spaces() {
+        assert_eq!(parse_pause_for("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_pause_for("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_pause_for("1ms"), Ok(Duration::from_millis(1)));
+        for zero in ["0s", "0ms", "0m0s", "0h", "00s"] {
+            let e = parse_pause_for(zero).unwrap_err();
+            assert!(e.contains("is zero") && e.contains("\"0\""), "{zero}: {e}");
         }
-        let mut out = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
-        String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200")
+        for spaced in [" 0", "0 ", " 2h", "2h\n", "\t2h"] {
+            let e = parse_pause_for(spaced).unwrap_err();
+            assert!(e.contains("remove the spaces"), "{spaced:?}: {e}");
+        }
+        for bad in ["", "00", "soon", "2 h", "-1h"] {
+            let e = parse_pause_for(bad).unwrap_err();
+            assert!(e.starts_with("invalid \"for\""), "{bad:?}: {e}");
+        }
+        assert!(parse_pause_for("4000d").unwrap_err().contains("10 years"));
     }
 
-    #[tokio::test]
-    async fn idle_connections_time_out_and_are_evicted_for_new_ones() {
-        let limits = ConnLimits {
-            max_connections: 2,
-            header_read: Duration::from_millis(500),
-            lifetime: Duration::from_secs(10),
-        };
-        let (addr, cancel) = start(limits).await;
-        // Silent: closed after the header-read timeout.
-        let mut silent = TcpStream::connect(addr).await.unwrap();
-        assert!(closed_within(&mut silent, Duration::from_secs(3)).await);
-        // Two idle connections fill the slots; a real request evicts the
-        // oldest and is served.
-        let mut a = TcpStream::connect(addr).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let _b = TcpStream::connect(addr).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(get_ok(addr, "/healthz").await);
-        assert!(
-            closed_within(&mut a, Duration::from_millis(300)).await,
-            "oldest idle evicted"
+    #[test]
+    fn free_text_is_trimmed_and_capped_with_a_clear_error() {
+        assert_eq!(free_text("reason", None, 5), Ok(None));
+        assert_eq!(free_text("reason", Some("  "), 5), Ok(None));
+        assert_eq!(free_text("reason", Some(" abc "), 5), Ok(Some("abc")));
+        // Characters, not bytes.
+        assert_eq!(free_text("reason", Some("ééééé"), 5), Ok(Some("ééééé")));
+        assert_eq!(
+            free_text("reason", Some("abcdef"), 5).unwrap_err(),
+            "\"reason\" is 6 characters long; at most 5 are accepted \
+             (shorten it; details belong in the incident record)"
         );
-        cancel.cancel();
-    }
-
-    #[tokio::test]
-    async fn when_every_slot_serves_a_request_new_connections_are_closed_at_once() {
-        let limits = ConnLimits {
-            max_connections: 1,
-            header_read: Duration::from_secs(5),
-            lifetime: Duration::from_secs(10),
-        };
-        let (addr, cancel) = start(limits).await;
-        let slow = tokio::spawn(get_ok(addr, "/slow"));
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let mut extra = TcpStream::connect(addr).await.unwrap();
-        assert!(closed_within(&mut extra, Duration::from_millis(800)).await);
-        assert!(slow.await.unwrap(), "the busy connection is served");
-        assert!(get_ok(addr, "/healthz").await, "free again");
-        cancel.cancel();
     }
 }

@@ -80,7 +80,9 @@ pub async fn show(State(api): State<Arc<ApiState>>, Path(token): Path<String>) -
         .map(|r| format!("<li>{}</li>", escape(r)))
         .collect();
     let reason_field = match claim.action {
-        LinkAction::Reject => "<p><label>Reason: <input name=\"reason\" size=\"40\"></label></p>",
+        LinkAction::Reject => {
+            "<p><label>Reason: <input name=\"reason\" size=\"40\" maxlength=\"1000\"></label></p>"
+        }
         LinkAction::Approve => "",
     };
     let button = match claim.action {
@@ -123,11 +125,21 @@ pub async fn act(
             by,
         },
         LinkAction::Reject => {
-            let reason = url::form_urlencoded::parse(&body)
+            let given = url::form_urlencoded::parse(&body)
                 .find(|(k, _)| k == "reason")
-                .map(|(_, v)| v.trim().chars().take(500).collect::<String>())
-                .filter(|r| !r.is_empty())
-                .unwrap_or_else(|| "no reason given".into());
+                .map(|(_, v)| v.into_owned());
+            // Refused before the link is used: the human can shorten it.
+            let reason = match super::free_text("reason", given.as_deref(), super::MAX_REASON_CHARS)
+            {
+                Ok(r) => r.unwrap_or("no reason given").to_string(),
+                Err(e) => {
+                    return page(
+                        StatusCode::BAD_REQUEST,
+                        "Not done",
+                        &format!("<p>{}. Go back and shorten it.</p>", escape(&e)),
+                    )
+                }
+            };
             Event::Reject {
                 incident: inc.id.clone(),
                 by,
