@@ -160,9 +160,11 @@ pub(super) struct Shared {
     pub(super) incidents: Arc<RwLock<BTreeMap<String, Incident>>>,
     /// Signs the approve/reject links of confirmation emails.
     pub(super) links: Arc<crate::confirm::links::LinkKeys>,
-    /// Each target's breach under way (its earliest Pending/Breached rule's
-    /// start), shared so every step sees the others (blast-radius guard).
-    pub(super) fleet: Mutex<BTreeMap<String, Time>>,
+    /// Each target's recent breach starts (its earliest Pending/Breached
+    /// rule's start), kept after the breach ends ([`FLEET_MEMORY`]):
+    /// shared so every step sees the others (blast-radius guard), which
+    /// counts a peer that already acted as well as one still breaching.
+    pub(super) fleet: Mutex<BTreeMap<String, FleetStarts>>,
     /// How many targets are watched.
     pub(super) targets: std::sync::atomic::AtomicUsize,
     /// When each worker last finished a poll, and how long a poll may take
@@ -237,26 +239,43 @@ impl Shared {
         written
     }
 
-    /// Record this target's breach start (or its end) and return what the
-    /// other targets show, for the blast-radius guard.
+    /// Record this target's breach start, if a breach is under way, and
+    /// return the recent breach starts of the other targets, for the
+    /// blast-radius guard (which decides which of them count). A start is
+    /// kept for [`FLEET_MEMORY`] after it began, whether or not the breach
+    /// has ended since (a target that rolled back recovers; its breach
+    /// still began then).
     pub(super) fn fleet(&self, target: &str, rules: &[RuleReport]) -> decide::Fleet {
+        let now = self.now();
+        let forget = now - chrono::Duration::from_std(FLEET_MEMORY).unwrap_or_default();
         let mut all = self.fleet.lock().unwrap_or_else(|p| p.into_inner());
-        match decide::breach_start(rules) {
-            Some(since) => {
-                all.insert(target.to_string(), since);
-            }
-            None => {
-                all.remove(target);
+        let current = decide::breach_start(rules);
+        let entry = all.entry(target.to_string()).or_default();
+        entry.open = current;
+        if let Some(since) = current {
+            if !entry.starts.contains(&since) {
+                entry.starts.push(since);
+                entry.starts.sort_unstable();
             }
         }
+        all.retain(|_, e| {
+            // The breach under way is kept however old it is.
+            let open = e.open;
+            e.starts.retain(|s| *s >= forget || Some(*s) == open);
+            let excess = e.starts.len().saturating_sub(FLEET_STARTS);
+            e.starts.drain(..excess);
+            !e.starts.is_empty()
+        });
         decide::Fleet {
             targets: self.targets.load(std::sync::atomic::Ordering::Relaxed),
             breaching: all
                 .iter()
                 .filter(|(t, _)| t.as_str() != target)
-                .map(|(t, since)| decide::FleetBreach {
-                    target: t.clone(),
-                    since: *since,
+                .flat_map(|(t, e)| {
+                    e.starts.iter().map(move |since| decide::FleetBreach {
+                        target: t.clone(),
+                        since: *since,
+                    })
                 })
                 .collect(),
         }
@@ -266,6 +285,21 @@ impl Shared {
         // No receivers is fine.
         let _ = self.observers.send(o);
     }
+}
+
+/// How long a target's breach start is remembered for the blast-radius
+/// guard after it began (a breach still under way is kept longer).
+pub(super) const FLEET_MEMORY: Duration = Duration::from_secs(3600);
+
+/// At most this many recent breach starts are kept per target (a flapping
+/// rule starts again and again; the guard counts targets, not starts).
+const FLEET_STARTS: usize = 4;
+
+/// One target's recent breach starts, oldest first, and the one under way.
+#[derive(Debug, Default)]
+pub(super) struct FleetStarts {
+    starts: Vec<Time>,
+    open: Option<Time>,
 }
 
 /// The global cap on executed rollbacks (`[daemon] max_rollbacks_per_hour`):
