@@ -870,7 +870,12 @@ async fn the_blast_radius_guard_counts_breach_starts_of_targets_that_already_act
             .unwrap_or_else(|| panic!("{}: not escalated after acting: {inc:#?}", t.name));
         assert!(why.contains("already rolled back"), "{why}");
         assert!(why.contains("cannot be undone"), "{why}");
-        assert_eq!(s.phase.name(), "RolledBack", "{}: the outcome stands", t.name);
+        assert_eq!(
+            s.phase.name(),
+            "RolledBack",
+            "{}: the outcome stands",
+            t.name
+        );
     }
     let mails = h.mails_of("blast_radius");
     for name in ["t0", "t1"] {

@@ -209,12 +209,7 @@ fn after_sigkill_an_unknown_probe_and_another_rules_ok_do_not_resolve_a_waiting_
             "30m",
             "confirm = \"required\"\nconfirm_timeout = \"10m\"",
         ),
-        conf::health_rule(
-            &format!("http://127.0.0.1:{port}/health"),
-            "1s",
-            "2s",
-            "1s",
-        ),
+        conf::health_rule(&format!("http://127.0.0.1:{port}/health"), "1s", "2s", "1s"),
         conf::paged_rule("WebDown", ""),
         conf::command_rollback("10s", &format!("[[\"touch\", \"{}\"]]", marker.display())),
     ]
@@ -278,7 +273,10 @@ fn after_sigkill_an_unknown_probe_and_another_rules_ok_do_not_resolve_a_waiting_
                 })
             })
     });
-    assert!(unknown_seen, "the probe was Unknown (min_samples) after the restart");
+    assert!(
+        unknown_seen,
+        "the probe was Unknown (min_samples) after the restart"
+    );
     assert!(!marker.exists(), "nothing ran before the approval");
 
     // The approval the human was about to give still works.
@@ -292,9 +290,11 @@ fn after_sigkill_an_unknown_probe_and_another_rules_ok_do_not_resolve_a_waiting_
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    wait_for(Duration::from_secs(20), "the approved rollback to run", || {
-        marker.exists().then_some(())
-    });
+    wait_for(
+        Duration::from_secs(20),
+        "the approved rollback to run",
+        || marker.exists().then_some(()),
+    );
     let t = wait_target(api_port, "the rollback under way or done", |t| {
         t["phase"] != "AwaitingConfirmation"
     });

@@ -3070,7 +3070,12 @@ mod tests {
         };
         let guard = "max_simultaneous_breaches = { targets = 3, fraction = 0.5, within = \"4s\" }";
         let warned = |daemon: &str, targets: usize| -> Vec<String> {
-            let text = config(&[("top", mail), ("daemon", daemon), ("rule", rule), ("after", &more(targets))]);
+            let text = config(&[
+                ("top", mail),
+                ("daemon", daemon),
+                ("rule", rule),
+                ("after", &more(targets)),
+            ]);
             let c = load_str("rollbackd.toml", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
             c.warnings
                 .iter()
@@ -3080,28 +3085,46 @@ mod tests {
         };
         let w = warned(guard, 4);
         assert_eq!(w.len(), 1, "{w:?}");
-        assert!(w[0].contains("web/p (for = \"1s\"), web1/p (for = \"1s\")"), "{}", w[0]);
+        assert!(
+            w[0].contains("web/p (for = \"1s\"), web1/p (for = \"1s\")"),
+            "{}",
+            w[0]
+        );
         assert!(w[0].contains("set [daemon] settle = \"3s\""), "{}", w[0]);
         assert_eq!(warned(&format!("{guard}\nsettle = \"2s\""), 4).len(), 1);
-        assert_eq!(warned(&format!("{guard}\nsettle = \"3s\""), 4), Vec::<String>::new());
+        assert_eq!(
+            warned(&format!("{guard}\nsettle = \"3s\""), 4),
+            Vec::<String>::new()
+        );
         // Two targets never trip a guard of three; the guard off never trips.
         assert_eq!(warned(guard, 2), Vec::<String>::new());
-        assert_eq!(warned("max_simultaneous_breaches = 0", 4), Vec::<String>::new());
+        assert_eq!(
+            warned("max_simultaneous_breaches = 0", 4),
+            Vec::<String>::new()
+        );
         // The default guard is on (within 1m).
         let w = warned("", 3);
         assert!(w.len() == 1 && w[0].contains("settle = \"59s\""), "{w:?}");
 
-        let c = load_str("rollbackd.toml", &config(&[("daemon", "settle = \"1500ms\"")])).unwrap();
+        let c = load_str(
+            "rollbackd.toml",
+            &config(&[("daemon", "settle = \"1500ms\"")]),
+        )
+        .unwrap();
         assert_eq!(c.daemon.settle, Duration::from_millis(1500));
         let c = load_str("rollbackd.toml", &config(&[])).unwrap();
         assert_eq!(c.daemon.settle, Duration::ZERO, "default");
         for (value, message) in [
-            ("\"11m\"", "settle = \"11m\" is too long: it delays every automatic rollback; at most \"10m\""),
+            (
+                "\"11m\"",
+                "settle = \"11m\" is too long: it delays every automatic rollback; at most \"10m\"",
+            ),
             ("\"soon\"", "invalid duration \"soon\""),
         ] {
             let errs = errors(&config(&[("daemon", &format!("settle = {value}"))]));
             assert!(
-                errs.iter().any(|e| e.path == "daemon.settle" && e.message.contains(message)),
+                errs.iter()
+                    .any(|e| e.path == "daemon.settle" && e.message.contains(message)),
                 "{errs:?}"
             );
         }

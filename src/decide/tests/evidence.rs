@@ -314,8 +314,13 @@ fn ok_with(f: Fleet, at: Time) -> Event {
 fn the_guard_escalates_a_target_that_acted_before_its_peers_began() {
     let c = guard_4s();
     // web's breach began at 0 and held its 1s; nobody else yet: it acts.
-    let (s, actions) = step(&c, watching_on("v2", "v1"), breach_with(fleet(4, &[]), t(1)), t(1))
-        .unwrap();
+    let (s, actions) = step(
+        &c,
+        watching_on("v2", "v1"),
+        breach_with(fleet(4, &[]), t(1)),
+        t(1),
+    )
+    .unwrap();
     assert_eq!(s.phase.name(), "RollingBack");
     assert!(kinds(&actions).contains(&"execute".to_string()));
     let (s, _) = run(&c, s.clone(), vec![(exec_ok(&s), t(2))]);
@@ -331,10 +336,18 @@ fn the_guard_escalates_a_target_that_acted_before_its_peers_began() {
     assert_eq!(s.phase.name(), "RolledBack", "the outcome stands");
     let inc = s.incident().unwrap();
     let why = inc.blast_radius_after_acting.clone().unwrap();
-    assert!(why.contains("breaches began on 3 of 4 targets within 4s"), "{why}");
+    assert!(
+        why.contains("breaches began on 3 of 4 targets within 4s"),
+        "{why}"
+    );
     assert!(why.contains("already rolled back"), "{why}");
     assert!(why.contains("cannot be undone"), "{why}");
-    assert!(inc.timeline.last().unwrap().message.starts_with("escalated: "));
+    assert!(inc
+        .timeline
+        .last()
+        .unwrap()
+        .message
+        .starts_with("escalated: "));
     // Once.
     let (_, actions) = step(&c, s, ok_with(peers, t(4)), t(4)).unwrap();
     assert!(actions.is_empty(), "{actions:?}");
@@ -346,17 +359,39 @@ fn the_guard_escalates_a_target_that_acted_before_its_peers_began() {
         vec![(breach_with(fleet(4, &[("b", -1), ("c", 1)]), t(1)), t(1))],
     );
     assert_eq!(esc.phase.name(), "Escalated");
-    let (_, actions) = step(&c, esc, ok_with(fleet(4, &[("b", -1), ("c", 1), ("d", 2)]), t(3)), t(3))
-        .unwrap();
+    let (_, actions) = step(
+        &c,
+        esc,
+        ok_with(fleet(4, &[("b", -1), ("c", 1), ("d", 2)]), t(3)),
+        t(3),
+    )
+    .unwrap();
     assert!(actions.is_empty(), "{actions:?}");
-    let (s, _) = run(&c, watching_on("v2", "v1"), vec![(breach_with(fleet(4, &[]), t(1)), t(1))]);
+    let (s, _) = run(
+        &c,
+        watching_on("v2", "v1"),
+        vec![(breach_with(fleet(4, &[]), t(1)), t(1))],
+    );
     let (_, actions) = step(&c, s, ok_with(fleet(4, &[("b", 5), ("c", 6)]), t(7)), t(7)).unwrap();
-    assert!(actions.is_empty(), "peers 5s later are another event: {actions:?}");
+    assert!(
+        actions.is_empty(),
+        "peers 5s later are another event: {actions:?}"
+    );
     // Guard off: nothing.
     let mut off = c.clone();
     off.blast_radius = None;
-    let (s, _) = run(&off, watching_on("v2", "v1"), vec![(breach_with(fleet(4, &[]), t(1)), t(1))]);
-    let (_, actions) = step(&off, s, ok_with(fleet(4, &[("b", 1), ("c", 2)]), t(3)), t(3)).unwrap();
+    let (s, _) = run(
+        &off,
+        watching_on("v2", "v1"),
+        vec![(breach_with(fleet(4, &[]), t(1)), t(1))],
+    );
+    let (_, actions) = step(
+        &off,
+        s,
+        ok_with(fleet(4, &[("b", 1), ("c", 2)]), t(3)),
+        t(3),
+    )
+    .unwrap();
     assert!(actions.is_empty());
 }
 
@@ -365,8 +400,13 @@ fn settle_holds_a_trigger_until_the_guard_sees_its_peers() {
     let mut c = guard_4s();
     c.settle = Duration::from_secs(3);
     // The breach held its `for` at 1s: held, no incident yet.
-    let (s, actions) = step(&c, watching_on("v2", "v1"), breach_with(fleet(4, &[]), t(1)), t(1))
-        .unwrap();
+    let (s, actions) = step(
+        &c,
+        watching_on("v2", "v1"),
+        breach_with(fleet(4, &[]), t(1)),
+        t(1),
+    )
+    .unwrap();
     assert_eq!(s.phase.name(), "Watching");
     assert!(actions.is_empty());
     assert_eq!(s.settling, Some(t(1)));
@@ -374,8 +414,13 @@ fn settle_holds_a_trigger_until_the_guard_sees_its_peers() {
     assert_eq!(s.phase.name(), "Watching");
     assert!(actions.is_empty());
     // The hold is over; two peers began meanwhile: escalated, none acts.
-    let (s, actions) = step(&c, s, breach_with(fleet(4, &[("b", 1), ("c", 2)]), t(4)), t(4))
-        .unwrap();
+    let (s, actions) = step(
+        &c,
+        s,
+        breach_with(fleet(4, &[("b", 1), ("c", 2)]), t(4)),
+        t(4),
+    )
+    .unwrap();
     assert_eq!(s.phase.name(), "Escalated");
     assert_eq!(kinds(&actions), vec!["record", "notify:BlastRadius"]);
     assert_eq!(s.settling, None);
@@ -412,7 +457,11 @@ fn settle_holds_a_trigger_until_the_guard_sees_its_peers() {
 
 #[test]
 fn older_journals_read_without_the_new_fields() {
-    let (s, _) = run(&cfg(), watching_on("v2", "v1"), vec![(breached(t(40)), t(40))]);
+    let (s, _) = run(
+        &cfg(),
+        watching_on("v2", "v1"),
+        vec![(breached(t(40)), t(40))],
+    );
     let json = serde_json::to_value(&s).unwrap();
     assert!(json.get("settling").is_none());
     let inc = &json["phase"]["incident"];
