@@ -36,6 +36,9 @@ pub(super) struct Live {
     pub(super) global_limit: Option<Arc<GlobalLimit>>,
     /// The longest Prometheus `timeout`, for the watchdog's poll budget.
     pub(super) prometheus_timeout: Duration,
+    /// How long a breach start that has ended is kept for the
+    /// blast-radius guard ([`fleet_memory`]).
+    pub(super) fleet_memory: Duration,
 }
 
 impl Live {
@@ -77,6 +80,7 @@ impl Live {
             prometheus,
             servers,
             public_url: config.daemon.public_url.clone(),
+            fleet_memory: fleet_memory(config),
             prometheus_timeout: configs
                 .iter()
                 .map(|(_, p)| p.timeout)
@@ -161,7 +165,7 @@ pub(super) struct Shared {
     /// Signs the approve/reject links of confirmation emails.
     pub(super) links: Arc<crate::confirm::links::LinkKeys>,
     /// Each target's recent breach starts (its earliest Pending/Breached
-    /// rule's start), kept after the breach ends ([`FLEET_MEMORY`]):
+    /// rule's start), kept after the breach ends ([`fleet_memory`]):
     /// shared so every step sees the others (blast-radius guard), which
     /// counts a peer that already acted as well as one still breaching.
     pub(super) fleet: Mutex<BTreeMap<String, FleetStarts>>,
@@ -242,12 +246,13 @@ impl Shared {
     /// Record this target's breach start, if a breach is under way, and
     /// return the recent breach starts of the other targets, for the
     /// blast-radius guard (which decides which of them count). A start is
-    /// kept for [`FLEET_MEMORY`] after it began, whether or not the breach
+    /// kept for [`fleet_memory`] after it began, whether or not the breach
     /// has ended since (a target that rolled back recovers; its breach
     /// still began then).
     pub(super) fn fleet(&self, target: &str, rules: &[RuleReport]) -> decide::Fleet {
         let now = self.now();
-        let forget = now - chrono::Duration::from_std(FLEET_MEMORY).unwrap_or_default();
+        let memory = self.live().fleet_memory;
+        let forget = now - chrono::Duration::from_std(memory).unwrap_or_default();
         let mut all = self.fleet.lock().unwrap_or_else(|p| p.into_inner());
         let current = decide::breach_start(rules);
         let entry = all.entry(target.to_string()).or_default();
@@ -288,8 +293,27 @@ impl Shared {
 }
 
 /// How long a target's breach start is remembered for the blast-radius
-/// guard after it began (a breach still under way is kept longer).
-pub(super) const FLEET_MEMORY: Duration = Duration::from_secs(3600);
+/// guard after it began (a breach still under way is kept as long as it
+/// lasts): as long as a peer's start can matter to a decision, i.e. the
+/// guard's `within` plus the longest `for`, `settle` and two polls (a
+/// target acts at the latest that long after a peer's start that counts),
+/// at most an hour; nothing with the guard off. The starts travel in each
+/// journaled evaluation, so they are kept no longer than needed.
+pub(super) fn fleet_memory(config: &Config) -> Duration {
+    let Some(b) = config.daemon.max_simultaneous_breaches else {
+        return Duration::ZERO;
+    };
+    let longest_for = config
+        .targets
+        .iter()
+        .flat_map(|t| t.rules.iter())
+        .filter(|r| !r.shadow)
+        .map(|r| r.for_)
+        .max()
+        .unwrap_or_default();
+    (b.within + longest_for + config.daemon.settle + config.daemon.poll_interval * 2)
+        .min(Duration::from_secs(3600))
+}
 
 /// At most this many recent breach starts are kept per target (a flapping
 /// rule starts again and again; the guard counts targets, not starts).
