@@ -56,9 +56,10 @@ struct Harness {
     targets: Vec<Target>,
 }
 
-/// `[[target]]` for `t`: one rule breached while its alert fires, the
-/// symlink executor, verification by the rules for 2 minutes.
-fn target_block(t: &Target, extra: &str) -> String {
+/// `[[target]]` for `t`: one rule breached while its alert fires for
+/// `rule_for`, the symlink executor, verification by the rules for 2
+/// minutes.
+fn target_block(t: &Target, extra: &str, rule_for: &str) -> String {
     format!(
         r#"
 [[target]]
@@ -69,7 +70,7 @@ name = "{name}"
   name = "paged"
   source = "alertmanager"
   match = {{ alertname = "{alert}" }}
-  for = "0s"
+  for = "{rule_for}"
 
   [target.rollback]
   kind = "symlink"
@@ -94,6 +95,17 @@ impl Harness {
     /// Targets `names`, each on its own release tree, every one with
     /// `target_extra`.
     async fn start_many(names: &[&str], daemon_extra: &str, target_extra: &str) -> Harness {
+        Harness::start_many_for(names, daemon_extra, target_extra, "0s").await
+    }
+
+    /// [`Harness::start_many`] with the rule's `for` = `rule_for`. The
+    /// blast-radius guard is off unless `daemon_extra` sets it.
+    async fn start_many_for(
+        names: &[&str],
+        daemon_extra: &str,
+        target_extra: &str,
+        rule_for: &str,
+    ) -> Harness {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
         let clock = TokioClock::new();
@@ -120,18 +132,22 @@ impl Harness {
 state_dir = "{root}/state"
 listen = "127.0.0.1:0"
 poll_interval = "5s"
-max_simultaneous_breaches = 0
-{daemon_extra}
+{guard}{daemon_extra}
 
 [notify.email]
 from = "rollbackd <rollbackd@test.invalid>"
 to = ["oncall@example.com"]
 outbox_dir = "{root}/state/outbox"
 "#,
-            root = root.display()
+            root = root.display(),
+            guard = if daemon_extra.contains("max_simultaneous_breaches") {
+                ""
+            } else {
+                "max_simultaneous_breaches = 0\n"
+            },
         );
         for t in &targets {
-            config.push_str(&target_block(t, target_extra));
+            config.push_str(&target_block(t, target_extra, rule_for));
         }
         let mut h = Harness::boot(Some(tmp), root, clock, config, targets).await;
         for i in 0..h.targets.len() {
@@ -798,5 +814,91 @@ async fn global_cap_escalates_the_second_target_survives_a_restart_and_frees_aft
     assert!(h.now() - first >= chrono::Duration::hours(1));
     assert_eq!(h.target("b").live(), "v1");
     assert_eq!(h.executions("b"), 1);
+    h.stop().await;
+}
+
+/// Issue 18 item 10: four targets, the guard `{ targets = 3, fraction =
+/// 0.5, within = "4s" }`, `for = "1s"`, failures beginning 1.2 s apart
+/// (a shared cause). Each target that rolled back recovers at once (its
+/// alert resolves), so its breach is over when the next peers trigger.
+/// `settle` is `[daemon] settle`, or nothing.
+async fn four_failures_1200ms_apart(settle: &str) -> Harness {
+    let daemon = format!(
+        "max_simultaneous_breaches = {{ targets = 3, fraction = 0.5, within = \"4s\" }}\n{settle}"
+    );
+    let mut h = Harness::start_many_for(&["t0", "t1", "t2", "t3"], &daemon, "", "1s").await;
+    for t in &mut h.targets {
+        t.deploy("v2").await;
+    }
+    for i in 0..4 {
+        h.targets[i].fire();
+        h.pass(Duration::from_millis(1200)).await;
+        // A target that acted recovers: its breach ends.
+        for t in &mut h.targets {
+            if t.repeater.is_some() && t.live() == "v1" {
+                t.resolve();
+            }
+        }
+    }
+    // Long enough for every hold, rollback and verification to end.
+    h.pass(Duration::from_secs(30)).await;
+    h
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_blast_radius_guard_counts_breach_starts_of_targets_that_already_acted() {
+    let h = four_failures_1200ms_apart("").await;
+    let executions: Vec<usize> = h.targets.iter().map(|t| h.executions(&t.name)).collect();
+    // t0 and t1 acted before a third breach began: nothing could stop
+    // them. t2 and t3 count t0's and t1's starts although both have
+    // rolled back and recovered since: they escalate.
+    assert_eq!(executions, vec![1, 1, 0, 0]);
+    for t in &h.targets[2..] {
+        let s = t.state();
+        assert_eq!(s.phase.name(), "Escalated", "{}", t.name);
+        let err = s.incident().unwrap().error.clone().unwrap();
+        assert!(err.starts_with("blast radius: breaches began on"), "{err}");
+    }
+    // t0 and t1 are escalated after the fact, saying they were already
+    // rolled back: a rollback cannot be undone.
+    for t in &h.targets[..2] {
+        let s = t.state();
+        let inc = s.incident().unwrap();
+        let why = inc
+            .blast_radius_after_acting
+            .clone()
+            .unwrap_or_else(|| panic!("{}: not escalated after acting: {inc:#?}", t.name));
+        assert!(why.contains("already rolled back"), "{why}");
+        assert!(why.contains("cannot be undone"), "{why}");
+        assert_eq!(
+            s.phase.name(),
+            "RolledBack",
+            "{}: the outcome stands",
+            t.name
+        );
+    }
+    let mails = h.mails_of("blast_radius");
+    for name in ["t0", "t1"] {
+        let needle = format!("had already rolled {name} back");
+        assert!(
+            mails.iter().any(|m| m.contains(&needle)),
+            "no mail says {needle:?}: {mails:#?}"
+        );
+    }
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_settle_the_guard_sees_its_peers_and_none_rolls_back() {
+    let h = four_failures_1200ms_apart("settle = \"3s\"").await;
+    let executions: Vec<usize> = h.targets.iter().map(|t| h.executions(&t.name)).collect();
+    assert_eq!(executions, vec![0, 0, 0, 0]);
+    for t in &h.targets {
+        let s = t.state();
+        assert_eq!(s.phase.name(), "Escalated", "{}", t.name);
+        let err = s.incident().unwrap().error.clone().unwrap();
+        assert!(err.starts_with("blast radius: breaches began on"), "{err}");
+        assert_eq!(t.live(), "v2", "{}", t.name);
+    }
     h.stop().await;
 }

@@ -849,6 +849,7 @@ mod machine {
             blast_radius: None,
             rto: Duration::from_secs(300),
             max_pause: Duration::from_secs(24 * 3600),
+            settle: Duration::ZERO,
         }
     }
 

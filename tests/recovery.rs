@@ -160,3 +160,147 @@ fn sigkill_during_a_running_step_verifies_instead_of_rerunning() {
     assert_eq!(t["state"]["rollbacks"].as_array().unwrap().len(), 1);
     drop(d);
 }
+
+/// A broken release: every request is answered `500 Internal Server
+/// Error`, on threads of this test process.
+fn answering_500() -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream.write_all(
+                    b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 7\r\n\
+                      connection: close\r\n\r\nbroken\n",
+                );
+            });
+        }
+    });
+    port
+}
+
+/// Issue 18 item 0: the probe that caused the incident has too few samples
+/// after a restart (Unknown) while an Alertmanager rule with no alert is
+/// Ok. That is no evidence of recovery: the incident keeps waiting for
+/// approval (same ID), and the approval still runs the rollback.
+#[test]
+fn after_sigkill_an_unknown_probe_and_another_rules_ok_do_not_resolve_a_waiting_incident() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let port = answering_500();
+    let api_port = free_port();
+    let marker = dir.join("rolled-back");
+    let text = [
+        conf::daemon(&dir, api_port, "200ms", ""),
+        conf::email(&dir.join("state/outbox"), &["admin@example.com"]),
+        conf::target(
+            "web",
+            "30m",
+            "confirm = \"required\"\nconfirm_timeout = \"10m\"",
+        ),
+        conf::health_rule(&format!("http://127.0.0.1:{port}/health"), "1s", "2s", "1s"),
+        conf::paged_rule("WebDown", ""),
+        conf::command_rollback("10s", &format!("[[\"touch\", \"{}\"]]", marker.display())),
+    ]
+    .concat();
+    let config = conf::write(&dir, &text);
+    let d = Running::start(&config, &dir.join("daemon1.log"));
+    let before = wait_target(api_port, "AwaitingConfirmation", |t| {
+        t["phase"] == "AwaitingConfirmation"
+    });
+    let id = before["state"]["phase"]["incident"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    d.kill9();
+
+    let restarted = chrono::Utc::now();
+    let d = Running::start(&config, &dir.join("daemon2.log"));
+    // Wait until the probe has had enough samples again (it is breaching:
+    // the release still answers 500), or until the incident stopped
+    // waiting (what happened before the fix: resolved at the first poll).
+    let rule = |t: &Value, name: &str| {
+        t["state"]["rules"]
+            .as_array()
+            .and_then(|rules| rules.iter().find(|r| r["rule"] == name).cloned())
+            .unwrap_or_default()
+    };
+    let after = wait_target(api_port, "the probe judged again, or the wait ended", |t| {
+        let health = rule(t, "health");
+        let fresh = health["at"]
+            .as_str()
+            .and_then(|a| chrono::DateTime::parse_from_rfc3339(a).ok())
+            .is_some_and(|a| a > restarted);
+        let judged = matches!(
+            health["status"]["status"].as_str(),
+            Some("pending" | "breached")
+        );
+        t["phase"] != "AwaitingConfirmation" || (fresh && judged)
+    });
+    let transitions = transitions(&dir.join("state"));
+    assert_eq!(
+        after["phase"], "AwaitingConfirmation",
+        "the waiting incident ended without evidence of recovery: {transitions:?}\n{after:#}"
+    );
+    assert_eq!(after["state"]["phase"]["incident"]["id"], id.as_str());
+    assert_eq!(rule(&after, "paged")["status"]["status"], "ok");
+    assert!(
+        !transitions.iter().any(|t| t.ends_with("->Resolved")),
+        "{transitions:?}"
+    );
+    // The journal shows the probe Unknown (too few samples) after the
+    // restart while the other rule was Ok: the case the fix is about.
+    let unknown_seen = journal(&dir.join("state")).iter().any(|e| {
+        e["event"]["event"] == "evaluated"
+            && e["event"]["rules"].as_array().is_some_and(|rules| {
+                rules.iter().any(|r| {
+                    r["rule"] == "health"
+                        && r["status"]["status"] == "unknown"
+                        && r["status"]["why"]
+                            .as_str()
+                            .is_some_and(|w| w.contains("min_samples"))
+                })
+            })
+    });
+    assert!(
+        unknown_seen,
+        "the probe was Unknown (min_samples) after the restart"
+    );
+    assert!(!marker.exists(), "nothing ran before the approval");
+
+    // The approval the human was about to give still works.
+    let out = std::process::Command::new(bin())
+        .args(["approve", &id, "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(
+        Duration::from_secs(20),
+        "the approved rollback to run",
+        || marker.exists().then_some(()),
+    );
+    let t = wait_target(api_port, "the rollback under way or done", |t| {
+        t["phase"] != "AwaitingConfirmation"
+    });
+    assert!(
+        t["state"]["phase"]["incident"]["confirmed_by"].is_string(),
+        "{t:#}"
+    );
+    drop(d);
+}

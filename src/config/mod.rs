@@ -143,6 +143,10 @@ pub struct DaemonConfig {
     /// A pause without `--for` ends after this (default 24h), so a
     /// forgotten pause does not disable protection for good.
     pub max_pause: Duration,
+    /// A breach that held its `for` triggers only once it has held this
+    /// much longer (default 0), so that the blast-radius guard sees the
+    /// breaches that begin on other targets meanwhile.
+    pub settle: Duration,
 }
 
 /// `[cluster]`: several rollbackd nodes watch the same targets and one of

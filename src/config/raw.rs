@@ -93,6 +93,9 @@ pub struct RawDaemon {
     pub log_format: Option<String>,
     /// Duration string: how long a pause without `--for` lasts.
     pub max_pause: Option<String>,
+    /// Duration string: how much longer than its `for` a breach holds
+    /// before the target acts (the blast-radius guard sees its peers).
+    pub settle: Option<String>,
 }
 
 /// `[prometheus]` (the default server) and each `[prometheus.servers.NAME]`.

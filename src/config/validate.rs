@@ -9,6 +9,8 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::util::fmt_duration;
+
 use super::raw::{
     join, RawCheck, RawCluster, RawConfig, RawDaemon, RawEmail, RawNotify, RawPrometheus,
     RawRollback, RawRule, RawStep, RawTarget, RawTargetNotify, RawVerify, RawWebhook, RawWindow,
@@ -515,6 +517,7 @@ fn config(cx: &mut Cx, raw: RawConfig) -> Option<Config> {
                 reachable_min_samples(cx, &format!("target[{i}].rule[{j}]"), r, d.poll_interval);
             }
         }
+        blast_radius_blind_spot(cx, d, &targets);
     }
 
     Some(Config {
@@ -726,8 +729,25 @@ fn daemon(cx: &mut Cx, raw: RawDaemon) -> Option<DaemonConfig> {
         },
     };
     let max_pause = cx.duration(p, "max_pause", raw.max_pause.as_deref(), "24h", true);
+    let settle = cx
+        .duration(p, "settle", raw.settle.as_deref(), "0s", false)
+        .and_then(|d| {
+            if d > MAX_SETTLE {
+                cx.err(
+                    join(p, "settle"),
+                    format!(
+                        "settle = {:?} is too long: it delays every automatic rollback; at most \"10m\"",
+                        raw.settle.as_deref().unwrap_or_default()
+                    ),
+                );
+                None
+            } else {
+                Some(d)
+            }
+        });
     Some(DaemonConfig {
         max_pause: max_pause?,
+        settle: settle?,
         state_dir: state_dir?,
         listen: listen?,
         poll_interval: poll_interval?,
@@ -739,6 +759,55 @@ fn daemon(cx: &mut Cx, raw: RawDaemon) -> Option<DaemonConfig> {
         journal_max_size: journal_max_size?,
         log_format: log_format?,
     })
+}
+
+/// The longest `[daemon] settle`: a hold before every automatic rollback.
+const MAX_SETTLE: Duration = Duration::from_secs(600);
+
+/// With the blast-radius guard on and enough targets for it to trip, a rule
+/// whose `for` (plus `[daemon] settle`) is shorter than the guard's
+/// `within` can roll back before the guard sees the peers whose breaches
+/// begin within `within`: one warning naming those rules.
+fn blast_radius_blind_spot(cx: &mut Cx, d: &DaemonConfig, targets: &[Option<TargetConfig>]) {
+    let Some(b) = d.max_simultaneous_breaches else {
+        return;
+    };
+    if (targets.len() as u64) < u64::from(b.targets) {
+        return;
+    }
+    let short: Vec<(String, Duration)> = targets
+        .iter()
+        .flatten()
+        .flat_map(|t| t.rules.iter().map(move |r| (t, r)))
+        .filter(|(_, r)| !r.shadow && r.for_ + d.settle < b.within)
+        .map(|(t, r)| {
+            let name = format!("{}/{} (for = {:?})", t.name, r.name, fmt_duration(r.for_));
+            (name, r.for_)
+        })
+        .collect();
+    let Some(shortest) = short.iter().map(|(_, f)| *f).min() else {
+        return;
+    };
+    let names: Vec<&str> = short.iter().map(|(n, _)| n.as_str()).collect();
+    let named = if names.len() > 5 {
+        format!("{} and {} more", names[..5].join(", "), names.len() - 5)
+    } else {
+        names.join(", ")
+    };
+    cx.warn(
+        "daemon.max_simultaneous_breaches.within",
+        format!(
+            "within = {:?} is longer than for + settle ({:?}) of {named}: such a target can roll \
+             back before the blast-radius guard sees the breaches that begin on other targets \
+             within {:?} (it is escalated after the fact, but its rollback stands); set [daemon] \
+             settle = {:?} (within minus the shortest for) to hold triggers until the guard can \
+             see them",
+            fmt_duration(b.within),
+            fmt_duration(d.settle),
+            fmt_duration(b.within),
+            fmt_duration(b.within.saturating_sub(shortest)),
+        ),
+    );
 }
 
 /// `[daemon] max_simultaneous_breaches`: `3`, `{ targets = 3, fraction =
@@ -2985,6 +3054,79 @@ mod tests {
         match load_str("rollbackd.toml", text) {
             Ok(_) => Vec::new(),
             Err(e) => e.0,
+        }
+    }
+
+    #[test]
+    fn a_for_shorter_than_the_blast_radius_window_warns_unless_settle_covers_it() {
+        let mail = "[notify.email]\nfrom = \"r@h\"\nto = [\"a@example.com\"]";
+        let rule = "name = \"p\"\nsource = \"probe\"\nurl = \"http://127.0.0.1/\"\nabove = 0.5\nfor = \"1s\"";
+        let more = |n: usize| -> String {
+            (1..n)
+                .map(|i| {
+                    format!("[[target]]\nname = \"web{i}\"\n[[target.rule]]\n{rule}\n[target.rollback]\n{ROLLBACK}\n")
+                })
+                .collect()
+        };
+        let guard = "max_simultaneous_breaches = { targets = 3, fraction = 0.5, within = \"4s\" }";
+        let warned = |daemon: &str, targets: usize| -> Vec<String> {
+            let text = config(&[
+                ("top", mail),
+                ("daemon", daemon),
+                ("rule", rule),
+                ("after", &more(targets)),
+            ]);
+            let c = load_str("rollbackd.toml", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            c.warnings
+                .iter()
+                .filter(|w| w.path == "daemon.max_simultaneous_breaches.within")
+                .map(|w| w.message.clone())
+                .collect()
+        };
+        let w = warned(guard, 4);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("web/p (for = \"1s\"), web1/p (for = \"1s\")"),
+            "{}",
+            w[0]
+        );
+        assert!(w[0].contains("set [daemon] settle = \"3s\""), "{}", w[0]);
+        assert_eq!(warned(&format!("{guard}\nsettle = \"2s\""), 4).len(), 1);
+        assert_eq!(
+            warned(&format!("{guard}\nsettle = \"3s\""), 4),
+            Vec::<String>::new()
+        );
+        // Two targets never trip a guard of three; the guard off never trips.
+        assert_eq!(warned(guard, 2), Vec::<String>::new());
+        assert_eq!(
+            warned("max_simultaneous_breaches = 0", 4),
+            Vec::<String>::new()
+        );
+        // The default guard is on (within 1m).
+        let w = warned("", 3);
+        assert!(w.len() == 1 && w[0].contains("settle = \"59s\""), "{w:?}");
+
+        let c = load_str(
+            "rollbackd.toml",
+            &config(&[("daemon", "settle = \"1500ms\"")]),
+        )
+        .unwrap();
+        assert_eq!(c.daemon.settle, Duration::from_millis(1500));
+        let c = load_str("rollbackd.toml", &config(&[])).unwrap();
+        assert_eq!(c.daemon.settle, Duration::ZERO, "default");
+        for (value, message) in [
+            (
+                "\"11m\"",
+                "settle = \"11m\" is too long: it delays every automatic rollback; at most \"10m\"",
+            ),
+            ("\"soon\"", "invalid duration \"soon\""),
+        ] {
+            let errs = errors(&config(&[("daemon", &format!("settle = {value}"))]));
+            assert!(
+                errs.iter()
+                    .any(|e| e.path == "daemon.settle" && e.message.contains(message)),
+                "{errs:?}"
+            );
         }
     }
 

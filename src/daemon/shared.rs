@@ -36,6 +36,9 @@ pub(super) struct Live {
     pub(super) global_limit: Option<Arc<GlobalLimit>>,
     /// The longest Prometheus `timeout`, for the watchdog's poll budget.
     pub(super) prometheus_timeout: Duration,
+    /// How long a breach start that has ended is kept for the
+    /// blast-radius guard ([`fleet_memory`]).
+    pub(super) fleet_memory: Duration,
 }
 
 impl Live {
@@ -77,6 +80,7 @@ impl Live {
             prometheus,
             servers,
             public_url: config.daemon.public_url.clone(),
+            fleet_memory: fleet_memory(config),
             prometheus_timeout: configs
                 .iter()
                 .map(|(_, p)| p.timeout)
@@ -160,9 +164,11 @@ pub(super) struct Shared {
     pub(super) incidents: Arc<RwLock<BTreeMap<String, Incident>>>,
     /// Signs the approve/reject links of confirmation emails.
     pub(super) links: Arc<crate::confirm::links::LinkKeys>,
-    /// Each target's breach under way (its earliest Pending/Breached rule's
-    /// start), shared so every step sees the others (blast-radius guard).
-    pub(super) fleet: Mutex<BTreeMap<String, Time>>,
+    /// Each target's recent breach starts (its earliest Pending/Breached
+    /// rule's start), kept after the breach ends ([`fleet_memory`]):
+    /// shared so every step sees the others (blast-radius guard), which
+    /// counts a peer that already acted as well as one still breaching.
+    pub(super) fleet: Mutex<BTreeMap<String, FleetStarts>>,
     /// How many targets are watched.
     pub(super) targets: std::sync::atomic::AtomicUsize,
     /// When each worker last finished a poll, and how long a poll may take
@@ -237,26 +243,44 @@ impl Shared {
         written
     }
 
-    /// Record this target's breach start (or its end) and return what the
-    /// other targets show, for the blast-radius guard.
+    /// Record this target's breach start, if a breach is under way, and
+    /// return the recent breach starts of the other targets, for the
+    /// blast-radius guard (which decides which of them count). A start is
+    /// kept for [`fleet_memory`] after it began, whether or not the breach
+    /// has ended since (a target that rolled back recovers; its breach
+    /// still began then).
     pub(super) fn fleet(&self, target: &str, rules: &[RuleReport]) -> decide::Fleet {
+        let now = self.now();
+        let memory = self.live().fleet_memory;
+        let forget = now - chrono::Duration::from_std(memory).unwrap_or_default();
         let mut all = self.fleet.lock().unwrap_or_else(|p| p.into_inner());
-        match decide::breach_start(rules) {
-            Some(since) => {
-                all.insert(target.to_string(), since);
-            }
-            None => {
-                all.remove(target);
+        let current = decide::breach_start(rules);
+        let entry = all.entry(target.to_string()).or_default();
+        entry.open = current;
+        if let Some(since) = current {
+            if !entry.starts.contains(&since) {
+                entry.starts.push(since);
+                entry.starts.sort_unstable();
             }
         }
+        all.retain(|_, e| {
+            // The breach under way is kept however old it is.
+            let open = e.open;
+            e.starts.retain(|s| *s >= forget || Some(*s) == open);
+            let excess = e.starts.len().saturating_sub(FLEET_STARTS);
+            e.starts.drain(..excess);
+            !e.starts.is_empty()
+        });
         decide::Fleet {
             targets: self.targets.load(std::sync::atomic::Ordering::Relaxed),
             breaching: all
                 .iter()
                 .filter(|(t, _)| t.as_str() != target)
-                .map(|(t, since)| decide::FleetBreach {
-                    target: t.clone(),
-                    since: *since,
+                .flat_map(|(t, e)| {
+                    e.starts.iter().map(move |since| decide::FleetBreach {
+                        target: t.clone(),
+                        since: *since,
+                    })
                 })
                 .collect(),
         }
@@ -266,6 +290,40 @@ impl Shared {
         // No receivers is fine.
         let _ = self.observers.send(o);
     }
+}
+
+/// How long a target's breach start is remembered for the blast-radius
+/// guard after it began (a breach still under way is kept as long as it
+/// lasts): as long as a peer's start can matter to a decision, i.e. the
+/// guard's `within` plus the longest `for`, `settle` and two polls (a
+/// target acts at the latest that long after a peer's start that counts),
+/// at most an hour; nothing with the guard off. The starts travel in each
+/// journaled evaluation, so they are kept no longer than needed.
+pub(super) fn fleet_memory(config: &Config) -> Duration {
+    let Some(b) = config.daemon.max_simultaneous_breaches else {
+        return Duration::ZERO;
+    };
+    let longest_for = config
+        .targets
+        .iter()
+        .flat_map(|t| t.rules.iter())
+        .filter(|r| !r.shadow)
+        .map(|r| r.for_)
+        .max()
+        .unwrap_or_default();
+    (b.within + longest_for + config.daemon.settle + config.daemon.poll_interval * 2)
+        .min(Duration::from_secs(3600))
+}
+
+/// At most this many recent breach starts are kept per target (a flapping
+/// rule starts again and again; the guard counts targets, not starts).
+const FLEET_STARTS: usize = 4;
+
+/// One target's recent breach starts, oldest first, and the one under way.
+#[derive(Debug, Default)]
+pub(super) struct FleetStarts {
+    starts: Vec<Time>,
+    open: Option<Time>,
 }
 
 /// The global cap on executed rollbacks (`[daemon] max_rollbacks_per_hour`):

@@ -627,6 +627,17 @@ impl Worker {
         self.wake_at = due_before(&rules, self.shared.now(), self.schedule.next);
         let fleet = self.shared.fleet(&self.target.name, &rules);
         self.apply(Event::Evaluated { rules, fleet }).await;
+        // A trigger held by `[daemon] settle` is looked at again when the
+        // hold ends, not a whole poll later.
+        if let Some(since) = self.state.settling {
+            let end = since + chrono::TimeDelta::from_std(self.decide.settle).unwrap_or_default();
+            let wait =
+                (end - self.shared.now()).to_std().unwrap_or_default() + Duration::from_millis(20);
+            let at = tokio::time::Instant::now() + wait;
+            if at < self.schedule.next && self.wake_at.is_none_or(|w| at < w) {
+                self.wake_at = Some(at);
+            }
+        }
     }
 
     pub(super) fn version_read(

@@ -219,19 +219,21 @@ pub(super) fn awaiting(
         return;
     };
     let (mut inc, deadline) = ((**incident).clone(), *deadline);
-    // Unknown rules abstain here too: the signals have recovered when every
-    // rule with data is Ok and at least one has data.
-    let clear = state
-        .rules
-        .iter()
-        .any(|r| !r.shadow && r.status == RuleStatus::Ok)
-        && !state.rules.iter().any(|r| {
-            !r.shadow
-                && matches!(
-                    r.status,
-                    RuleStatus::Pending { .. } | RuleStatus::Breached { .. }
-                )
-        });
+    // Recovery is evidence: the rules that caused the incident are Ok on
+    // real data (an Unknown one, e.g. a probe short of `min_samples` after
+    // a restart, is not; nor is another rule's Ok), and none breaches.
+    let breaching = state.rules.iter().any(|r| {
+        !r.shadow
+            && matches!(
+                r.status,
+                RuleStatus::Pending { .. } | RuleStatus::Breached { .. }
+            )
+    });
+    let clear = !breaching
+        && matches!(
+            super::recovery::evidence(&inc, &state.rules),
+            super::recovery::Evidence::Recovered(_)
+        );
     if clear {
         let values: Vec<String> = state.rules.iter().map(|r| r.explain()).collect();
         let msg = format!(

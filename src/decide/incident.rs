@@ -64,6 +64,9 @@ pub struct DecideConfig {
     pub rto: Duration,
     /// `[daemon] max_pause`: how long a pause without `--for` lasts.
     pub max_pause: Duration,
+    /// `[daemon] settle`: how much longer than its `for` a breach holds
+    /// before the target acts, so the blast-radius guard sees its peers.
+    pub settle: Duration,
 }
 
 impl DecideConfig {
@@ -93,6 +96,7 @@ impl DecideConfig {
             blast_radius: config.daemon.max_simultaneous_breaches,
             rto: target.rto,
             max_pause: config.daemon.max_pause,
+            settle: config.daemon.settle,
         }
     }
 }
@@ -271,6 +275,7 @@ pub(super) fn new_incident(
     now: Time,
 ) -> Incident {
     state.incident_seq += 1;
+    state.settling = None;
     Incident {
         id: format!(
             "{}-{}-{}",
@@ -300,5 +305,6 @@ pub(super) fn new_incident(
         confirmed_by: None,
         first_evidence: None,
         rto: Some(cfg.rto),
+        blast_radius_after_acting: None,
     }
 }

@@ -7,6 +7,7 @@ use chrono::Duration as ChronoDuration;
 use super::incident::{
     after, finish, missing_var, new_incident, note, start_rollback, DecideConfig,
 };
+use super::recovery::Evidence;
 use super::Guards;
 use super::{Action, Cause, Event, Fleet, Incident, NotifyKind, Outcome, Phase, TargetState, Time};
 use crate::rules::{RuleReport, RuleStatus};
@@ -84,6 +85,9 @@ pub fn step(
             blindness(cfg, &mut state, now, &mut actions);
             super::shadow::shadow_rules(cfg, &mut state, now, &mut actions);
             advance(cfg, guards, &mut state, now, &fleet, &mut actions);
+            // A rollback that started before the blast-radius guard could
+            // see its peers is escalated after the fact, once.
+            super::blast::after_acting(cfg, &mut state, &fleet, now, &mut actions);
             // The gates are checked once per evaluation (poll), one run at a time.
             run_gates(cfg, &mut state, false, &mut actions);
         }
@@ -377,8 +381,9 @@ fn verify(
     // Shadow rules never decide, verification included.
     let rules: Vec<&RuleReport> = state.rules.iter().filter(|r| !r.shadow).collect();
     // Rules without data abstain here too (a crashed release's metrics may
-    // take a while to come back), but something must show health: a rule
-    // with data, or the verify URL.
+    // take a while to come back), but something must show health: the
+    // rules that triggered the rollback, Ok on real data (another rule's
+    // Ok does not stand in for them), or the verification gates.
     let not_ok: Vec<String> = rules
         .iter()
         .filter(|r| {
@@ -389,9 +394,14 @@ fn verify(
         })
         .map(|r| r.explain())
         .collect();
-    let seen_ok = rules.iter().any(|r| r.status == RuleStatus::Ok);
-    let blind = !rules.is_empty() && !seen_ok && not_ok.is_empty();
-    let rules_healthy = !cfg.verify_rules || (not_ok.is_empty() && (seen_ok || cfg.verify_url));
+    let evidence = super::recovery::evidence(inc, &state.rules);
+    let shown = match &evidence {
+        Evidence::Recovered(_) => true,
+        Evidence::NotYet(_) => false,
+        // A manual rollback names no rule: any rule Ok on real data.
+        Evidence::NoCause => rules.iter().any(|r| super::recovery::shows_health(r)),
+    };
+    let rules_healthy = !cfg.verify_rules || (not_ok.is_empty() && (shown || cfg.verify_url));
     let started = inc.rollback_finished.unwrap_or(now);
     let waited = Incident::span(Some(started), Some(now)).unwrap_or_default();
     if url_healthy && rules_healthy {
@@ -401,6 +411,14 @@ fn verify(
         } else if cfg.verify_url {
             let n = inc.verify_checks.len();
             what.push(format!("all {n} verification gates passed"));
+        }
+        if let (true, Evidence::Recovered(ok)) = (cfg.verify_rules, &evidence) {
+            what.push(format!(
+                "the rule{} that triggered it {} ok on fresh data: {}",
+                if ok.len() == 1 { "" } else { "s" },
+                if ok.len() == 1 { "is" } else { "are" },
+                ok.join("; ")
+            ));
         }
         if cfg.verify_rules {
             let ok = rules.iter().filter(|r| r.status == RuleStatus::Ok).count();
@@ -461,9 +479,12 @@ fn verify(
             });
         }
         if !rules_healthy {
+            let blind = not_ok.is_empty();
             why.extend(not_ok);
-            if blind {
-                why.push("no rule has data to show recovery".to_string());
+            match evidence {
+                Evidence::NotYet(reasons) if blind => why.extend(reasons),
+                _ if blind => why.push("no rule has data to show recovery".to_string()),
+                _ => {}
             }
         }
         let msg = format!(
@@ -515,7 +536,10 @@ fn watch(
         .cloned()
         .collect();
     // A rollback is not over while its `after` steps run.
-    if breached.is_empty() || state.after_running.is_some() {
+    let triggered = !breached.is_empty() && state.after_running.is_none();
+    // `[daemon] settle` holds the trigger so the blast-radius guard sees
+    // the peers whose breaches begin meanwhile.
+    if super::blast::settling(cfg, state, triggered, now) || !triggered {
         return;
     }
     let abstained: Vec<RuleReport> = state
@@ -544,7 +568,7 @@ fn watch(
     }
     note(&mut inc, now, "Triggered", msg);
 
-    if let Some(guard) = blast_radius_guard(cfg, state, fleet, first_evidence.unwrap_or(now)) {
+    if let Some(guard) = super::blast::guard(cfg, state, fleet, first_evidence.unwrap_or(now)) {
         inc.error = Some(guard.clone());
         finish(
             cfg,
@@ -744,51 +768,6 @@ fn blindness(cfg: &DecideConfig, state: &mut TargetState, now: Time, actions: &m
         }
         _ => {}
     }
-}
-
-/// The blast-radius guard: breaches that began on many targets within one
-/// window point at a shared cause (the network, the observer, a common
-/// dependency), not at this release. Counts this target and every other
-/// whose breach began within `within` of this one's start.
-fn blast_radius_guard(
-    cfg: &DecideConfig,
-    state: &TargetState,
-    fleet: &Fleet,
-    start: Time,
-) -> Option<String> {
-    let b = cfg.blast_radius?;
-    let within = ChronoDuration::from_std(b.within).unwrap_or(ChronoDuration::MAX);
-    let mut group: Vec<&str> = fleet
-        .breaching
-        .iter()
-        .filter(|o| o.target != state.target && (o.since - start).abs() <= within)
-        .map(|o| o.target.as_str())
-        .collect();
-    group.sort_unstable();
-    group.dedup();
-    let n = group.len() + 1;
-    let total = fleet.targets.max(n);
-    let share = n as f64 / total as f64;
-    if (n as u32) < b.targets || share < b.fraction {
-        return None;
-    }
-    let named = if group.len() > 10 {
-        format!("{} and {} more", group[..10].join(", "), group.len() - 10)
-    } else {
-        group.join(", ")
-    };
-    Some(format!(
-        "blast radius: breaches began on {n} of {total} targets within {} ({} and {}); \
-         a shared cause (network, observer, a common dependency) is likelier than this \
-         release, so none is rolled back (max_simultaneous_breaches: {} targets and {}% of \
-         all within {})",
-        fmt_duration(b.within),
-        state.target,
-        named,
-        b.targets,
-        (b.fraction * 100.0).round(),
-        fmt_duration(b.within),
-    ))
 }
 
 /// `only_within`: a release deployed longer ago than this (or at an

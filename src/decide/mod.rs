@@ -6,9 +6,11 @@
 //! sleeping. The incident model ([`Incident`]) travels inside the state and
 //! is what the journal, the record and the email are made from.
 
+mod blast;
 mod human;
 mod incident;
 mod machine;
+mod recovery;
 pub mod server_watch;
 
 use std::time::Duration;
@@ -71,6 +73,12 @@ pub struct TargetState {
         deserialize_with = "null_as_empty"
     )]
     pub shadow_breached: Vec<String>,
+    /// `[daemon] settle`: a rule breached for its `for` at this time and
+    /// the trigger is held until it has breached `settle` longer, so that
+    /// the blast-radius guard sees the peers that begin to breach
+    /// meanwhile. (Absent in older journals: no hold under way.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settling: Option<Time>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -116,6 +124,7 @@ impl TargetState {
             paused: None,
             blind_notified: None,
             shadow_breached: Vec::new(),
+            settling: None,
         }
     }
 
@@ -140,6 +149,7 @@ impl TargetState {
             blind_notified,
             paused,
             shadow_breached,
+            settling,
         } = self;
         let statuses = |rules: &[RuleReport]| -> Vec<(String, &'static str)> {
             rules
@@ -160,6 +170,7 @@ impl TargetState {
             || *blind_notified != next.blind_notified
             || *paused != next.paused
             || *shadow_breached != next.shadow_breached
+            || *settling != next.settling
     }
 
     /// Why the target is where it is: the incident's latest timeline
@@ -394,6 +405,13 @@ pub struct Incident {
         with = "crate::util::serde_duration_opt"
     )]
     pub rto: Option<Duration>,
+    /// The blast-radius guard tripped for a group that includes this
+    /// incident's breach only after its rollback had started (its peers
+    /// began to breach later, or before it could see them): why, and that
+    /// it cannot be undone. The incident was escalated once with it.
+    /// (Absent in older journals: never.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blast_radius_after_acting: Option<String>,
 }
 
 impl Incident {
@@ -622,13 +640,16 @@ pub struct GlobalCap {
 }
 
 /// The other targets as one target's step sees them: how many are watched
-/// and which of them have a breach under way (a rule Pending or Breached),
-/// since when. The runner gathers it; [`step`] decides with it.
+/// and when their recent breaches began (a rule Pending or Breached), the
+/// breach under way or one that has since ended, e.g. because the target
+/// rolled back: the blast-radius guard counts breach starts, not open
+/// breaches. The runner gathers it; [`step`] decides with it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Fleet {
     /// Targets watched by this daemon, this one included.
     pub targets: usize,
-    /// Other targets whose breach is under way, with its start.
+    /// Other targets whose breach began recently (under way or not), with
+    /// its start; a target may appear once per start.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub breaching: Vec<FleetBreach>,
 }
@@ -640,7 +661,7 @@ impl Fleet {
     }
 }
 
-/// One other target with a breach under way.
+/// One other target's recent breach start.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FleetBreach {
     /// Target name.

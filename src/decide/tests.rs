@@ -33,6 +33,7 @@ fn cfg() -> DecideConfig {
         blast_radius: None,
         rto: Duration::from_secs(300),
         max_pause: Duration::from_secs(24 * 3600),
+        settle: Duration::ZERO,
         verify_gates: 0,
         has_on_failure: false,
         needs_vars: vec![],
@@ -2013,6 +2014,7 @@ fn journal_worthy_changes_are_every_field_but_live_rule_values() {
         until: None,
     });
     s.shadow_breached = vec!["shadow".into()];
+    s.settling = Some(t(4));
     let json = serde_json::to_value(&s).unwrap();
     let mut keys: Vec<&str> = json
         .as_object()
@@ -2038,6 +2040,7 @@ fn journal_worthy_changes_are_every_field_but_live_rule_values() {
         ("previous_version", Box::new(|n| n.previous_version = None)),
         ("rollbacks", Box::new(|n| n.rollbacks.clear())),
         ("rules", Box::new(|n| n.rules[0].status = RuleStatus::Ok)),
+        ("settling", Box::new(|n| n.settling = None)),
         ("shadow_breached", Box::new(|n| n.shadow_breached.clear())),
         ("target", Box::new(|n| n.target = "other".into())),
         ("version", Box::new(|n| n.version = Some("v9".into()))),
@@ -2059,3 +2062,5 @@ fn journal_worthy_changes_are_every_field_but_live_rule_values() {
     }));
     assert!(!changed(&|_| {}));
 }
+
+mod evidence;

@@ -309,11 +309,18 @@ pub(crate) fn summary(kind: NotifyKind, incident: &Incident) -> String {
         NotifyKind::Seeing => format!("monitoring of {target} has data again."),
         NotifyKind::ServerUnreachable => format!("{target} is unreachable."),
         NotifyKind::ServerReachable => format!("{target} is reachable again."),
-        NotifyKind::BlastRadius => format!(
-            "breaches began on many targets at once ({target} among them); rollbackd rolled \
-             none back and needs a human: {}",
-            error("blast-radius guard")
-        ),
+        NotifyKind::BlastRadius => match &incident.blast_radius_after_acting {
+            Some(why) => format!(
+                "breaches began on many targets at once ({target} among them), but rollbackd had \
+                 already rolled {target} back {from} {to} before the blast-radius guard could see \
+                 them; a rollback cannot be undone and needs a human: {why}"
+            ),
+            None => format!(
+                "breaches began on many targets at once ({target} among them); rollbackd rolled \
+                 none back and needs a human: {}",
+                error("blast-radius guard")
+            ),
+        },
         NotifyKind::PauseEnded => {
             format!("the pause of {target} ended; automatic rollback is armed again.")
         }

@@ -311,7 +311,9 @@ impl Notifier {
             return Ok(None);
         }
         let key = outbox::local_part(Some(&email::message_id(kind, incident)));
-        if kind == NotifyKind::BlastRadius {
+        // One message for a group escalated together; a target that had
+        // already rolled back is told about on its own.
+        if kind == NotifyKind::BlastRadius && incident.blast_radius_after_acting.is_none() {
             let now = chrono::Utc::now();
             let mut m = self.inner.merge.lock().unwrap_or_else(|p| p.into_inner());
             if m.last_blast.is_some_and(|at| now - at < BLAST_MERGE) {

@@ -481,6 +481,7 @@ pub(crate) mod tests {
             verification: Some("GET http://127.0.0.1:8080/health answered 200".into()),
             first_evidence: Some(t(-30)),
             rto: Some(Duration::from_secs(300)),
+            blast_radius_after_acting: None,
             outcome: Some(Outcome::RolledBack),
             error: None,
             timeline: vec![

@@ -356,6 +356,7 @@ pub fn rolled_back_incident() -> rollbackd::decide::Incident {
         confirmed_by: None,
         first_evidence: Some(at),
         rto: Some(Duration::from_secs(300)),
+        blast_radius_after_acting: None,
     }
 }
 
