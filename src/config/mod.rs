@@ -143,6 +143,10 @@ pub struct DaemonConfig {
     /// A pause without `--for` ends after this (default 24h), so a
     /// forgotten pause does not disable protection for good.
     pub max_pause: Duration,
+    /// How long the state of a target removed from the config (pause,
+    /// cooldown, loop guard, rate history, incident counter) is kept, so
+    /// that it is restored if the name returns (default 7d).
+    pub removed_target_memory: Duration,
 }
 
 /// `[cluster]`: several rollbackd nodes watch the same targets and one of

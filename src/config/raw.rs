@@ -93,6 +93,8 @@ pub struct RawDaemon {
     pub log_format: Option<String>,
     /// Duration string: how long a pause without `--for` lasts.
     pub max_pause: Option<String>,
+    /// Duration string: how long a removed target's state is kept.
+    pub removed_target_memory: Option<String>,
 }
 
 /// `[prometheus]` (the default server) and each `[prometheus.servers.NAME]`.

@@ -726,8 +726,16 @@ fn daemon(cx: &mut Cx, raw: RawDaemon) -> Option<DaemonConfig> {
         },
     };
     let max_pause = cx.duration(p, "max_pause", raw.max_pause.as_deref(), "24h", true);
+    let removed_target_memory = cx.duration(
+        p,
+        "removed_target_memory",
+        raw.removed_target_memory.as_deref(),
+        "7d",
+        false,
+    );
     Some(DaemonConfig {
         max_pause: max_pause?,
+        removed_target_memory: removed_target_memory?,
         state_dir: state_dir?,
         listen: listen?,
         poll_interval: poll_interval?,

@@ -47,6 +47,21 @@ pub enum StepError {
         /// The phase the target is in.
         phase: &'static str,
     },
+    /// Another target with the same executor has an open incident: one
+    /// plan per service at a time.
+    #[error("target {target} is not rolled back now: {why}; nothing done")]
+    ExecutorBusy {
+        /// Target name.
+        target: String,
+        /// The other target, its incident and the shared executor.
+        why: String,
+    },
+    /// The daemon could not read its state at start: it acts on no target.
+    #[error("rollbackd is in state-lost mode and acts on no target: {why}")]
+    StateLost {
+        /// Why the state could not be read, and how to get out of it.
+        why: String,
+    },
     /// An effect's result that does not fit (e.g. for an incident that is
     /// no longer running), or an event only older versions journaled.
     #[error("event {event} is not expected in phase {phase}")]
@@ -67,6 +82,7 @@ pub fn step(
     event: Event,
     now: Time,
 ) -> Result<(TargetState, Vec<Action>), StepError> {
+    super::peers::refuse_when_lost(guards)?;
     let mut actions = Vec::new();
     let unexpected = |event: &Event, phase: &Phase| StepError::Unexpected {
         event: event.name(),
@@ -81,6 +97,7 @@ pub fn step(
         }
         Event::Evaluated { rules, fleet } => {
             state.rules = rules;
+            state.waiting = None;
             blindness(cfg, &mut state, now, &mut actions);
             super::shadow::shadow_rules(cfg, &mut state, now, &mut actions);
             advance(cfg, guards, &mut state, now, &fleet, &mut actions);
@@ -516,6 +533,10 @@ fn watch(
         .collect();
     // A rollback is not over while its `after` steps run.
     if breached.is_empty() || state.after_running.is_some() {
+        return;
+    }
+    if let Some(why) = super::peers::wait_for_peer(guards, state) {
+        state.waiting = Some(why);
         return;
     }
     let abstained: Vec<RuleReport> = state

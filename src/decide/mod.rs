@@ -9,6 +9,7 @@
 mod human;
 mod incident;
 mod machine;
+pub mod peers;
 pub mod server_watch;
 
 use std::time::Duration;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use incident::DecideConfig;
 pub use machine::{step, StepError};
+pub use peers::{open_incident, BusyPeer};
 
 mod shadow;
 
@@ -71,6 +73,10 @@ pub struct TargetState {
         deserialize_with = "null_as_empty"
     )]
     pub shadow_breached: Vec<String>,
+    /// Another target with the same executor has an open incident: this
+    /// one opens none while it lasts (why, naming it; see [`peers`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -116,6 +122,7 @@ impl TargetState {
             paused: None,
             blind_notified: None,
             shadow_breached: Vec::new(),
+            waiting: None,
         }
     }
 
@@ -140,6 +147,7 @@ impl TargetState {
             blind_notified,
             paused,
             shadow_breached,
+            waiting,
         } = self;
         let statuses = |rules: &[RuleReport]| -> Vec<(String, &'static str)> {
             rules
@@ -160,6 +168,7 @@ impl TargetState {
             || *blind_notified != next.blind_notified
             || *paused != next.paused
             || *shadow_breached != next.shadow_breached
+            || *waiting != next.waiting
     }
 
     /// Why the target is where it is: the incident's latest timeline
@@ -609,6 +618,12 @@ pub struct Guards {
     /// `[daemon] max_rollbacks_per_hour` with the rollbacks it counts;
     /// `None`: no global cap.
     pub global: Option<GlobalCap>,
+    /// Other targets with this target's executor identity that have an
+    /// open incident: this one waits for them ([`peers`]).
+    pub busy_executor: Vec<BusyPeer>,
+    /// The daemon could not read its state at start (why): no step is
+    /// taken on any target ([`peers`]).
+    pub state_lost: Option<String>,
 }
 
 /// The global cap on executed rollbacks across all targets.
@@ -704,6 +719,10 @@ pub enum NotifyKind {
     ServerUnreachable,
     /// That server answers again.
     ServerReachable,
+    /// The daemon could not read its state (snapshot and journal) at
+    /// start and acts on no target until an operator resolves it (sent
+    /// once per start; no incident).
+    StateLost,
 }
 
 impl NotifyKind {
@@ -728,7 +747,8 @@ impl NotifyKind {
             | NotifyKind::RolledBack
             | NotifyKind::RollbackFailed
             | NotifyKind::DidNotHelp
-            | NotifyKind::Interrupted => Severity::Critical,
+            | NotifyKind::Interrupted
+            | NotifyKind::StateLost => Severity::Critical,
         }
     }
 }

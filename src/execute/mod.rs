@@ -24,6 +24,75 @@ use crate::run::plan::{self as runner, Act, Budget, Runner, StepError};
 pub use crate::report::{ExecResult, StepReport};
 pub use crate::run::template::Vars;
 
+/// What a target's rollback acts on: two targets with equal keys roll back
+/// the same service, so only one may have an open incident at a time (the
+/// other waits: `decide::peers`). One function per executor kind, in its
+/// own file; fleets use the same key for their members.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Identity {
+    /// Equal for the same executor kind and keys.
+    pub key: String,
+    /// As a person reads it (`symlink /srv/app/current`), without secrets.
+    pub shown: String,
+}
+
+impl Identity {
+    /// An identity shown as its key.
+    fn same(key: String) -> Identity {
+        Identity {
+            shown: key.clone(),
+            key,
+        }
+    }
+}
+
+/// The executor identity of `target`'s rollback plan.
+pub fn identity(target: &str, plan: &RollbackPlan) -> Identity {
+    match &plan.kind {
+        ExecutorKind::Command { steps } => command::identity(target, steps, plan.cwd.as_deref()),
+        ExecutorKind::Symlink { current, .. } => symlink::identity(current),
+        ExecutorKind::Kubernetes {
+            deployment,
+            namespace,
+            context,
+            ..
+        } => kubernetes::identity(deployment, namespace, context.as_deref()),
+        ExecutorKind::BlueGreen {
+            service,
+            namespace,
+            context,
+            ..
+        } => blue_green::identity(service, namespace, context.as_deref()),
+        ExecutorKind::Docker { container, .. } => docker::identity(container),
+        ExecutorKind::Git { repo, .. } => git::identity(repo),
+        ExecutorKind::Webhook { url, .. } => webhook::identity(url),
+    }
+}
+
+/// `check`'s warnings about targets that roll back the same executor (as
+/// `target[i].rollback: warning: ...`, one per later target). Allowed, and
+/// safe: only one of them acts at a time; but an operator usually meant
+/// one target with several rules.
+pub fn shared_executor_warnings(config: &crate::config::Config) -> Vec<String> {
+    let mut seen: Vec<(Identity, &str)> = Vec::new();
+    let mut out = Vec::new();
+    for (i, t) in config.targets.iter().enumerate() {
+        let id = identity(&t.name, &t.rollback);
+        if let Some((_, first)) = seen.iter().find(|(s, _)| s.key == id.key) {
+            out.push(format!(
+                "target[{i}].rollback: warning: targets {first:?} and {:?} roll back the same \
+                 executor ({}); only one of them acts at a time (the other waits while the first \
+                 has an open incident); to watch one service with several signals, give one \
+                 target several rules",
+                t.name, id.shown
+            ));
+        } else {
+            seen.push((id, &t.name));
+        }
+    }
+    out
+}
+
 /// Run a target's rollback plan for an incident: the `pre` steps, then the
 /// executor's. Never panics; every failure is in the returned [`ExecResult`].
 ///
