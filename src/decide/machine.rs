@@ -97,7 +97,7 @@ pub fn step(
         }
         Event::Evaluated { rules, fleet } => {
             state.rules = rules;
-            state.waiting = None;
+            super::peers::end_wait(guards, &mut state, now);
             blindness(cfg, &mut state, now, &mut actions);
             super::shadow::shadow_rules(cfg, &mut state, now, &mut actions);
             advance(cfg, guards, &mut state, now, &fleet, &mut actions);
@@ -529,6 +529,7 @@ fn watch(
         .rules
         .iter()
         .filter(|r| !r.shadow && matches!(r.status, RuleStatus::Breached { .. }))
+        .filter(|r| super::peers::began_after_wait(state, r))
         .cloned()
         .collect();
     // A rollback is not over while its `after` steps run.

@@ -77,6 +77,10 @@ pub struct TargetState {
     /// one opens none while it lasts (why, naming it; see [`peers`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
+    /// When the latest such wait ended: a breach that began before it was
+    /// the other target's to handle, and is not acted on again here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waited_until: Option<Time>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -123,6 +127,7 @@ impl TargetState {
             blind_notified: None,
             shadow_breached: Vec::new(),
             waiting: None,
+            waited_until: None,
         }
     }
 
@@ -148,6 +153,7 @@ impl TargetState {
             paused,
             shadow_breached,
             waiting,
+            waited_until,
         } = self;
         let statuses = |rules: &[RuleReport]| -> Vec<(String, &'static str)> {
             rules
@@ -169,6 +175,7 @@ impl TargetState {
             || *paused != next.paused
             || *shadow_breached != next.shadow_breached
             || *waiting != next.waiting
+            || *waited_until != next.waited_until
     }
 
     /// Why the target is where it is: the incident's latest timeline

@@ -61,6 +61,25 @@ pub(super) fn busy_guard(guards: &super::Guards, state: &TargetState) -> Option<
     ))
 }
 
+/// Before each evaluation: a wait ends once no peer with this target's
+/// executor has an open incident, and its end is remembered, so that the
+/// breach the peer handled is not acted on a second time here.
+pub(super) fn end_wait(guards: &super::Guards, state: &mut TargetState, now: super::Time) {
+    if state.waiting.is_some() && busy_guard(guards, state).is_none() {
+        state.waiting = None;
+        state.waited_until = Some(now);
+    }
+}
+
+/// Whether a breached rule's run began after this target last waited for
+/// a peer (always, when it never waited).
+pub(super) fn began_after_wait(state: &TargetState, rule: &crate::rules::RuleReport) -> bool {
+    match (state.waited_until, &rule.status) {
+        (Some(until), crate::rules::RuleStatus::Breached { since }) => *since > until,
+        _ => true,
+    }
+}
+
 /// Why this target waits instead of opening an incident.
 pub(super) fn wait_for_peer(guards: &super::Guards, state: &TargetState) -> Option<String> {
     busy_guard(guards, state)
@@ -115,6 +134,9 @@ mod tests {
         assert_eq!(s.phase.name(), "Watching");
         assert!(actions.is_empty(), "{actions:?}");
         assert_eq!(s.incident_seq, 0, "no incident opened");
+        // Still waiting at the next poll: nothing changes (no journal line).
+        let (again, _) = step(&cfg(), &busy(), s.clone(), breached(t(61)), t(61)).expect("step");
+        assert!(!s.journal_worthy_change(&again));
         assert_eq!(
             s.waiting.as_deref(),
             Some(
@@ -123,10 +145,26 @@ mod tests {
             )
         );
         assert!(TargetState::new("web2").journal_worthy_change(&s));
-        // Once the peer's incident ended, the same breach acts.
-        let (s, _) = step(&cfg(), &Guards::default(), s, breached(t(61)), t(61)).expect("step");
+        // Once the peer's incident ended, the breach it handled (begun
+        // before) is not acted on again here ...
+        let (s, actions) =
+            step(&cfg(), &Guards::default(), s, breached(t(61)), t(61)).expect("step");
+        assert_eq!(s.phase.name(), "Watching");
+        assert!(actions.is_empty(), "{actions:?}");
+        assert_eq!((s.waiting.clone(), s.waited_until), (None, Some(t(61))));
+        // ... a breach that begins after it is.
+        let fresh = Event::Evaluated {
+            rules: match breached(t(90)) {
+                Event::Evaluated { mut rules, .. } => {
+                    rules[0].status = crate::rules::RuleStatus::Breached { since: t(62) };
+                    rules
+                }
+                _ => unreachable!(),
+            },
+            fleet: Default::default(),
+        };
+        let (s, _) = step(&cfg(), &Guards::default(), s, fresh, t(90)).expect("step");
         assert_eq!(s.phase.name(), "RollingBack");
-        assert_eq!(s.waiting, None);
         // A target never waits for itself.
         let mut own = busy();
         own.busy_executor[0].target = "web2".into();
