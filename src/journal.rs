@@ -513,7 +513,10 @@ impl Journal {
         let incidents = replay.typed_incidents();
         parsed.problems.append(&mut replay.problems);
         let removed = replay.removed.clone();
-        let size = file.metadata().map(|m| m.len()).unwrap_or(bytes.len() as u64);
+        let size = file
+            .metadata()
+            .map(|m| m.len())
+            .unwrap_or(bytes.len() as u64);
         crate::metrics::global().journal_bytes(size);
         let mut journal = Journal {
             path,
@@ -565,7 +568,10 @@ impl Journal {
             }
         };
         // Only complete lines (a torn last line was never journaled).
-        let keep = segment.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let keep = segment
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
         segment.truncate(keep);
         let current = std::fs::read(&self.path)
             .map_err(|e| with_path(e, &format!("cannot read {}", self.path.display())))?;
@@ -813,9 +819,8 @@ impl Journal {
         };
         rotate().map_err(|e| with_path(e, &format!("cannot keep {}", prev.display())))?;
         let prev_journal = dir.join(PREV_JOURNAL_FILE);
-        std::fs::rename(&self.path, &prev_journal).map_err(|e| {
-            with_path(e, &format!("cannot keep {}", self.path.display()))
-        })?;
+        std::fs::rename(&self.path, &prev_journal)
+            .map_err(|e| with_path(e, &format!("cannot keep {}", self.path.display())))?;
         let fresh = OpenOptions::new()
             .read(true)
             .append(true)
@@ -1086,9 +1091,8 @@ fn replay_chain(
             Err(e) => why.push(e),
         },
         Ok(None) if !previous_exists => {
-            return Ok(replay_onto(Snapshot::default(), &segments[1..]).map_err(|e| {
-                format!("there is no {SNAPSHOT_FILE} (nor a previous one) and {e}")
-            }));
+            return Ok(replay_onto(Snapshot::default(), &segments[1..])
+                .map_err(|e| format!("there is no {SNAPSHOT_FILE} (nor a previous one) and {e}")));
         }
         // A compaction was interrupted between its renames.
         Ok(None) => why.push(format!("{} is missing", snapshot_path.display())),
@@ -1522,7 +1526,12 @@ mod tests {
     #[test]
     fn compaction_keeps_the_previous_generation() {
         let (dir, want) = compacted(2);
-        for f in [SNAPSHOT_FILE, PREV_SNAPSHOT_FILE, PREV_JOURNAL_FILE, JOURNAL_FILE] {
+        for f in [
+            SNAPSHOT_FILE,
+            PREV_SNAPSHOT_FILE,
+            PREV_JOURNAL_FILE,
+            JOURNAL_FILE,
+        ] {
             assert!(dir.path().join(f).exists(), "{f}");
         }
         assert!(!dir.path().join(format!("{SNAPSHOT_FILE}.tmp")).exists());
@@ -1540,7 +1549,11 @@ mod tests {
         let said = rec.fell_back.clone().expect("fell back");
         assert!(said.contains("snapshot.json is unreadable"), "{said}");
         assert!(said.contains("snapshot.prev.json"), "{said}");
-        assert!(rec.problems.iter().any(|p| p == &said), "{:?}", rec.problems);
+        assert!(
+            rec.problems.iter().any(|p| p == &said),
+            "{:?}",
+            rec.problems
+        );
         assert_eq!(rec.states, want);
         // Repaired at once: the unreadable file is kept aside, the new
         // snapshot reads, and the journal goes on.

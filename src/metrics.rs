@@ -483,7 +483,7 @@ impl Metrics {
         );
         r.register(
             "rollbackd_state_lost",
-            "1 while rollbackd runs in state-lost mode: its snapshot and journal could not be read consistently at start, so it acts on no target (docs/recovery.md)",
+            "1 while rollbackd runs in state-lost mode: its snapshot and journal could not be read consistently at start, so it acts on no target (docs/systemd.md)",
             m.state_lost.clone(),
         );
         r.register(

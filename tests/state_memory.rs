@@ -36,10 +36,7 @@ fn target(name: &str, svc: &Service, cooldown: &str, extra: &str, rollback_extra
         conf::target(name, cooldown, extra),
         conf::demo_health_rule(svc.port),
         conf::symlink_rollback(&svc.dir, "60s", rollback_extra),
-        conf::verify(
-            "15s",
-            &format!("http://127.0.0.1:{}/api/health", svc.port),
-        ),
+        conf::verify("15s", &format!("http://127.0.0.1:{}/api/health", svc.port)),
     ]
     .concat()
 }
@@ -168,7 +165,9 @@ fn a_corrupt_snapshot_never_resets_state_and_nothing_consistent_is_state_lost() 
     let state = base.join("state");
     let d = Running::start(&config, &base.join("daemon1.log"));
     for name in ["wait", "paused", "cool"] {
-        wait_named(api_port, name, "version v1", |t| t["state"]["version"] == "v1");
+        wait_named(api_port, name, "version v1", |t| {
+            t["state"]["version"] == "v1"
+        });
     }
     let (code, body) = post(
         api_port,
@@ -185,7 +184,9 @@ fn a_corrupt_snapshot_never_resets_state_and_nothing_consistent_is_state_lost() 
     wait_named(api_port, "paused", "Escalated (paused)", |t| {
         t["phase"] == "Escalated"
     });
-    let cooled = wait_named(api_port, "cool", "RolledBack", |t| t["phase"] == "RolledBack");
+    let cooled = wait_named(api_port, "cool", "RolledBack", |t| {
+        t["phase"] == "RolledBack"
+    });
     assert_eq!(live(&cool.dir), "v1");
     // Redeployed during the cooldown: not acted on until it ends.
     rollbackd::demo::switch_release(&cool.dir, "v2").unwrap();
@@ -222,7 +223,11 @@ fn a_corrupt_snapshot_never_resets_state_and_nothing_consistent_is_state_lost() 
     assert_eq!(c["phase"], "RolledBack");
     assert_eq!(c["until"], cooled["until"], "same cooldown");
     assert_nothing_rolled_back(
-        &[("wait", &wait, "v2"), ("paused", &paused, "v2"), ("cool", &cool, "v2")],
+        &[
+            ("wait", &wait, "v2"),
+            ("paused", &paused, "v2"),
+            ("cool", &cool, "v2"),
+        ],
         Duration::from_secs(6),
     );
     assert!(
@@ -278,7 +283,11 @@ fn a_corrupt_snapshot_never_resets_state_and_nothing_consistent_is_state_lost() 
     );
     assert_ne!(code, 200, "{body}");
     assert_nothing_rolled_back(
-        &[("wait", &wait, "v2"), ("paused", &paused, "v2"), ("cool", &cool, "v2")],
+        &[
+            ("wait", &wait, "v2"),
+            ("paused", &paused, "v2"),
+            ("cool", &cool, "v2"),
+        ],
         Duration::from_secs(6),
     );
     wait_mail(
@@ -312,9 +321,13 @@ fn a_target_reloaded_out_and_back_in_keeps_its_cooldown_and_incident_counter() {
     let spare_target = target("spare", &spare, "1h", "", "");
     let both = write_config(base, api_port, &[web_target.clone(), spare_target.clone()]);
     let d = Running::start(&both, &base.join("daemon1.log"));
-    wait_named(api_port, "web", "version v1", |t| t["state"]["version"] == "v1");
+    wait_named(api_port, "web", "version v1", |t| {
+        t["state"]["version"] == "v1"
+    });
     rollbackd::demo::switch_release(&web.dir, "v2").unwrap();
-    let first = wait_named(api_port, "web", "RolledBack", |t| t["phase"] == "RolledBack");
+    let first = wait_named(api_port, "web", "RolledBack", |t| {
+        t["phase"] == "RolledBack"
+    });
     assert!(incident_id(&first).ends_with("-web-1"), "{first}");
     assert_eq!(live(&web.dir), "v1");
     rollbackd::demo::switch_release(&web.dir, "v2").unwrap();
@@ -325,7 +338,11 @@ fn a_target_reloaded_out_and_back_in_keeps_its_cooldown_and_incident_counter() {
     // Out of the config, and a restart while it is out.
     write_config(base, api_port, std::slice::from_ref(&spare_target));
     let out = cli(&["reload"], &both);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     wait_for(Duration::from_secs(10), "web to leave", || {
         status(api_port).filter(|s| named(s, "web").is_none())
     });
@@ -336,13 +353,21 @@ fn a_target_reloaded_out_and_back_in_keeps_its_cooldown_and_incident_counter() {
     // Back in: the same state, the cooldown holds.
     write_config(base, api_port, &[web_target, spare_target]);
     let out = cli(&["reload"], &both);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let back = wait_named(api_port, "web", "web back", |_| true);
     assert_eq!(back["phase"], "RolledBack", "{back}");
     assert_eq!(back["until"], first["until"], "same cooldown");
     assert_eq!(back["state"]["incident_seq"], 1, "{back}");
     assert_nothing_rolled_back(&[("web", &web, "v2")], Duration::from_secs(4));
-    assert!(d.log_text().contains("state is restored"), "{}", d.log_text());
+    assert!(
+        d.log_text().contains("state is restored"),
+        "{}",
+        d.log_text()
+    );
 
     // The counter goes on: the next incident is the second.
     let (code, body) = post(
@@ -374,16 +399,24 @@ fn a_target_renamed_during_its_rollback_waits_instead_of_running_a_second_plan()
     );
     let config = write_config(base, api_port, &[target("web", &web, "1h", "", &pre)]);
     let d = Running::start(&config, &base.join("daemon.log"));
-    wait_named(api_port, "web", "version v1", |t| t["state"]["version"] == "v1");
+    wait_named(api_port, "web", "version v1", |t| {
+        t["state"]["version"] == "v1"
+    });
     rollbackd::demo::switch_release(&web.dir, "v2").unwrap();
-    wait_named(api_port, "web", "RollingBack", |t| t["phase"] == "RollingBack");
+    wait_named(api_port, "web", "RollingBack", |t| {
+        t["phase"] == "RollingBack"
+    });
     wait_for(Duration::from_secs(10), "the sleeping step", || {
         runs.exists().then_some(())
     });
 
     write_config(base, api_port, &[target("web2", &web, "1h", "", &pre)]);
     let out = cli(&["reload"], &config);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let waiting = wait_named(api_port, "web2", "web2 to wait", |t| {
         t["state"]["waiting"].is_string()
     });

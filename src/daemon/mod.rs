@@ -366,10 +366,16 @@ impl Daemon {
             senders.spawn(&self.shared.tracker, senders_cancel.clone());
         }
         if let Some(message) = self.shared.state_lost.clone() {
-            // Once per start: the admin must decide (docs/recovery.md).
+            // Once per start: the admin must decide (docs/systemd.md).
             let shared = self.shared.clone();
             self.shared.tracker.spawn(async move {
-                notify_about(&shared, decide::NotifyKind::StateLost, "rollbackd", &message).await;
+                notify_about(
+                    &shared,
+                    decide::NotifyKind::StateLost,
+                    "rollbackd",
+                    &message,
+                )
+                .await;
             });
         }
         let mut workers: BTreeMap<String, WorkerSlot> = BTreeMap::new();
@@ -921,7 +927,7 @@ fn summary_of(view: &Arc<crate::api::View>) -> String {
 }
 
 /// What status, the log and the notification say in state-lost mode: why,
-/// and how an operator gets out of it (docs/recovery.md).
+/// and how an operator gets out of it (docs/systemd.md).
 fn state_lost_message(state_dir: &Path, why: &str) -> String {
     let dir = state_dir.display();
     format!(

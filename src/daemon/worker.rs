@@ -491,8 +491,12 @@ impl Worker {
         self.decide = r.decide;
         self.target = r.target;
         self.identity = execute::identity(&self.target.name, &self.target.rollback);
-        self.shared
-            .seat_executor(&self.target.name, self.worker_id, &self.identity, &self.state);
+        self.shared.seat_executor(
+            &self.target.name,
+            self.worker_id,
+            &self.identity,
+            &self.state,
+        );
         self.heartbeat();
         tracing::info!(target = %self.target.name, rules = self.target.rules.len(), "configuration reloaded");
     }
@@ -736,8 +740,12 @@ impl Worker {
         if let Some(limit) = &self.shared.live().global_limit {
             limit.reset(&self.state);
         }
-        self.shared
-            .seat_executor(&self.target.name, self.worker_id, &self.identity, &self.state);
+        self.shared.seat_executor(
+            &self.target.name,
+            self.worker_id,
+            &self.identity,
+            &self.state,
+        );
     }
 
     /// Adopt a step: journal it when it changed something, then take the

@@ -82,8 +82,12 @@ pub(super) fn began_after_wait(state: &TargetState, rule: &crate::rules::RuleRep
 
 /// Why this target waits instead of opening an incident.
 pub(super) fn wait_for_peer(guards: &super::Guards, state: &TargetState) -> Option<String> {
-    busy_guard(guards, state)
-        .map(|busy| format!("waiting: {busy}; {} acts only once it has ended", state.target))
+    busy_guard(guards, state).map(|busy| {
+        format!(
+            "waiting: {busy}; {} acts only once it has ended",
+            state.target
+        )
+    })
 }
 
 #[cfg(test)]
@@ -114,8 +118,14 @@ mod tests {
     fn open_incidents_are_the_unfinished_phases_and_running_after_steps() {
         let mut s = web2();
         assert_eq!(open_incident(&s), None);
-        let (rolling, _) = step(&cfg(), &Guards::default(), s.clone(), breached(t(60)), t(60))
-            .expect("step");
+        let (rolling, _) = step(
+            &cfg(),
+            &Guards::default(),
+            s.clone(),
+            breached(t(60)),
+            t(60),
+        )
+        .expect("step");
         let id = rolling.incident().unwrap().id.clone();
         assert_eq!(rolling.phase.name(), "RollingBack");
         assert_eq!(open_incident(&rolling), Some(id.as_str()));

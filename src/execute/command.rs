@@ -117,7 +117,6 @@ pub async fn run_with(
     result
 }
 
-
 /// The executor's identity ([`super::identity`]): the steps as they would
 /// run for `target` (argv with `{target}` filled in, and each step's
 /// working directory), so that two targets running the same commands on
@@ -126,7 +125,11 @@ pub fn identity(target: &str, steps: &[Step], cwd: Option<&std::path::Path>) -> 
     let rendered: Vec<String> = steps
         .iter()
         .map(|s| {
-            let argv: Vec<String> = s.argv.iter().map(|a| a.replace("{target}", target)).collect();
+            let argv: Vec<String> = s
+                .argv
+                .iter()
+                .map(|a| a.replace("{target}", target))
+                .collect();
             match s.cwd.as_deref().or(cwd) {
                 Some(dir) => format!("(cd {}; {})", dir.display(), display_argv(&argv)),
                 None => display_argv(&argv),

@@ -297,7 +297,6 @@ pub fn split_tag(image: &str) -> (&str, Option<&str>) {
     }
 }
 
-
 /// The executor's identity ([`super::identity`]): the container (its name
 /// is unique on the host).
 pub fn identity(container: &str) -> super::Identity {

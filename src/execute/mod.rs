@@ -612,3 +612,146 @@ impl Executor<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+
+    const RULE: &str =
+        "[[target.rule]]\nname = \"cpu\"\nsource = \"host\"\nmetric = \"cpu\"\nabove = 0.9\nfor = \"1m\"\n";
+
+    /// A config with one target per `(name, rollback table body)`.
+    fn config(targets: &[(&str, &str)]) -> crate::config::Config {
+        let mut text = "[daemon]\nstate_dir = \"/tmp/x\"\n[notify.email]\nfrom = \"a@b.c\"\nto = [\"a@b.c\"]\n"
+            .to_string();
+        for (name, rollback) in targets {
+            text.push_str(&format!(
+                "[[target]]\nname = \"{name}\"\n{RULE}[target.rollback]\n{rollback}\n"
+            ));
+        }
+        crate::config::load_str("t.toml", &text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn ids(targets: &[(&str, &str)]) -> Vec<Identity> {
+        let c = config(targets);
+        c.targets
+            .iter()
+            .map(|t| identity(&t.name, &t.rollback))
+            .collect()
+    }
+
+    #[test]
+    fn one_key_per_executor_kind() {
+        let cases: Vec<(&str, &str, &str, bool)> = vec![
+            // (kind, a, b, same)
+            (
+                "symlink: same current, other releases",
+                "kind = \"symlink\"\ncurrent = \"/srv/app/current\"\nreleases = \"/srv/app/releases\"",
+                "kind = \"symlink\"\ncurrent = \"/srv/app/./current\"\nreleases = \"/srv/other\"",
+                true,
+            ),
+            (
+                "symlink: another current",
+                "kind = \"symlink\"\ncurrent = \"/srv/app/current\"\nreleases = \"/srv/app/releases\"",
+                "kind = \"symlink\"\ncurrent = \"/srv/api/current\"\nreleases = \"/srv/app/releases\"",
+                false,
+            ),
+            (
+                "kubernetes: same deployment, other namespace",
+                "kind = \"kubernetes\"\ndeployment = \"web\"\nnamespace = \"prod\"",
+                "kind = \"kubernetes\"\ndeployment = \"web\"\nnamespace = \"staging\"",
+                false,
+            ),
+            (
+                "kubernetes: same deployment and namespace",
+                "kind = \"kubernetes\"\ndeployment = \"web\"\nnamespace = \"prod\"",
+                "kind = \"kubernetes\"\ndeployment = \"web\"\nnamespace = \"prod\"\nto_revision = 3",
+                true,
+            ),
+            (
+                "docker: same container",
+                "kind = \"docker\"\ncontainer = \"web\"\nimage = \"r/web\"",
+                "kind = \"docker\"\ncontainer = \"web\"\nimage = \"r/other\"",
+                true,
+            ),
+            (
+                "git: same repo",
+                "kind = \"git\"\nrepo = \"/srv/app\"",
+                "kind = \"git\"\nrepo = \"/srv/app/\"",
+                true,
+            ),
+            (
+                "blue_green: other context",
+                "kind = \"blue_green\"\nservice = \"web\"\nnamespace = \"prod\"",
+                "kind = \"blue_green\"\nservice = \"web\"\nnamespace = \"prod\"\ncontext = \"eu\"",
+                false,
+            ),
+            (
+                "command: same steps",
+                "kind = \"command\"\nsteps = [[\"systemctl\", \"restart\", \"app\"]]",
+                "kind = \"command\"\nsteps = [[\"systemctl\", \"restart\", \"app\"]]",
+                true,
+            ),
+            (
+                "command: {target} makes them differ",
+                "kind = \"command\"\nsteps = [[\"deploy\", \"{target}\"]]",
+                "kind = \"command\"\nsteps = [[\"deploy\", \"{target}\"]]",
+                false,
+            ),
+            (
+                "webhook: another query",
+                "kind = \"webhook\"\nurl = \"https://ci.example.com/rollback?job=web\"",
+                "kind = \"webhook\"\nurl = \"https://ci.example.com/rollback?job=api\"",
+                false,
+            ),
+            (
+                "a symlink and a git repo",
+                "kind = \"symlink\"\ncurrent = \"/srv/app\"\nreleases = \"/srv/r\"",
+                "kind = \"git\"\nrepo = \"/srv/app\"",
+                false,
+            ),
+        ];
+        for (name, a, b, same) in cases {
+            let ids = ids(&[("a", a), ("b", b)]);
+            assert_eq!(ids[0].key == ids[1].key, same, "{name}: {ids:?}");
+        }
+    }
+
+    #[test]
+    fn shown_without_secrets() {
+        let ids = ids(&[(
+            "a",
+            "kind = \"webhook\"\nurl = \"https://u:pw@ci.example.com/hook?access_token=SECRET\"",
+        )]);
+        assert_eq!(ids[0].shown, "webhook https://ci.example.com/hook");
+        assert!(ids[0].key.contains("SECRET"), "the key tells them apart");
+        let ids = ids_symlink();
+        assert_eq!(ids.shown, "symlink /srv/app/current");
+    }
+
+    fn ids_symlink() -> Identity {
+        ids(&[(
+            "a",
+            "kind = \"symlink\"\ncurrent = \"/srv/app/current/\"\nreleases = \"/srv/r\"",
+        )])
+        .remove(0)
+    }
+
+    #[test]
+    fn check_warns_about_targets_sharing_an_executor() {
+        let symlink = "kind = \"symlink\"\ncurrent = \"/srv/app/current\"\nreleases = \"/srv/r\"";
+        let other = "kind = \"symlink\"\ncurrent = \"/srv/api/current\"\nreleases = \"/srv/r\"";
+        let c = config(&[("web", symlink), ("api", other), ("web-latency", symlink)]);
+        let w = shared_executor_warnings(&c);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with(
+                "target[2].rollback: warning: targets \"web\" and \"web-latency\" roll back the \
+                 same executor (symlink /srv/app/current); only one of them acts at a time"
+            ),
+            "{}",
+            w[0]
+        );
+        assert!(shared_executor_warnings(&config(&[("web", symlink), ("api", other)])).is_empty());
+    }
+}

@@ -381,7 +381,6 @@ pub async fn run_with(
     result
 }
 
-
 /// The executor's identity ([`super::identity`]): the `current` link,
 /// written without `.` components or a trailing slash, is the service.
 pub fn identity(current: &Path) -> super::Identity {
