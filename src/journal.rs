@@ -753,12 +753,7 @@ impl Journal {
             self.replay.remember(&target, value);
         }
         match &entry.record {
-            Record::Step {
-                target, actions, ..
-            } => {
-                self.replay.remember_shadow(actions);
-                self.replay.removed.remove(target);
-            }
+            Record::Step { actions, .. } => self.replay.remember_shadow(actions),
             Record::Forgotten { target } => {
                 self.replay.forget(target);
                 self.deltas.remove(target);

@@ -137,6 +137,9 @@ pub struct Daemon {
     /// Removed targets the journal does not know as removed yet (they left
     /// the config while the daemon was stopped): journaled at start.
     unmarked: Vec<String>,
+    /// Removed targets that came back while the daemon was stopped:
+    /// journaled as restored at start.
+    returned: Vec<String>,
 }
 
 impl Daemon {
@@ -226,8 +229,13 @@ impl Daemon {
         let mut removed = BTreeMap::new();
         let mut unmarked = Vec::new();
         let names: Vec<String> = recovery.states.keys().cloned().collect();
+        let mut returned = Vec::new();
         for name in names {
             if config.targets.iter().any(|t| t.name == name) {
+                // Back in the config while the daemon was stopped.
+                if recovery.removed.contains_key(&name) {
+                    returned.push(name);
+                }
                 continue;
             }
             let Some(state) = recovery.states.remove(&name) else {
@@ -255,6 +263,7 @@ impl Daemon {
             cluster: None,
             removed,
             unmarked,
+            returned,
         })
     }
 
@@ -331,6 +340,9 @@ impl Daemon {
             for target in std::mem::take(&mut self.unmarked) {
                 tracing::info!(%target, "target no longer in the config: its state is kept for removed_target_memory");
                 self.shared.journal(Record::Removed { target }).await?;
+            }
+            for target in std::mem::take(&mut self.returned) {
+                self.shared.journal(Record::Restored { target }).await?;
             }
             self.forget_removed().await;
         }
