@@ -87,6 +87,25 @@ pub enum Record {
         /// Outbox file, when email is configured.
         path: Option<PathBuf>,
     },
+    /// A reload (or a start) found the target gone from the config: its
+    /// state is kept for `[daemon] removed_target_memory` from now, and
+    /// handed back if the name returns.
+    Removed {
+        /// Target name.
+        target: String,
+    },
+    /// A removed target's name returned to the config and got its kept
+    /// state back.
+    Restored {
+        /// Target name.
+        target: String,
+    },
+    /// A removed target's kept state was forgotten (`removed_target_memory`
+    /// ran out): a later target of that name starts afresh.
+    Forgotten {
+        /// Target name.
+        target: String,
+    },
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -122,6 +141,20 @@ const MAX_DELTAS: u32 = 100;
 /// File name of the snapshot inside `state_dir`.
 const SNAPSHOT_FILE: &str = "snapshot.json";
 
+/// The snapshot before the current one: kept, with the journal lines
+/// between the two ([`PREV_JOURNAL_FILE`]), until the next compaction has
+/// written and read back a new one. If `snapshot.json` cannot be read at
+/// start, recovery falls back to these.
+const PREV_SNAPSHOT_FILE: &str = "snapshot.prev.json";
+
+/// The journal lines between [`PREV_SNAPSHOT_FILE`] (or the empty start,
+/// when there is none) and [`SNAPSHOT_FILE`].
+const PREV_JOURNAL_FILE: &str = "journal.prev.jsonl";
+
+/// Where an unreadable `snapshot.json` is moved once recovery fell back
+/// and wrote a sound one (kept for a post-mortem; replaced by the next).
+const UNREADABLE_SNAPSHOT_FILE: &str = "snapshot.json.unreadable";
+
 /// `state_dir/snapshot.json`: every target's state and the recent
 /// incidents as of journal line `seq`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -130,6 +163,9 @@ struct Snapshot {
     at: Option<Time>,
     states: BTreeMap<String, serde_json::Value>,
     incidents: BTreeMap<String, serde_json::Value>,
+    /// Targets removed from the config whose state is kept, with when.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    removed: BTreeMap<String, Time>,
 }
 
 /// A target's state as journaled, one compact JSON text per top-level
@@ -168,6 +204,8 @@ fn value_of(fields: &Fields) -> serde_json::Value {
 struct Replay {
     states: BTreeMap<String, Fields>,
     incidents: BTreeMap<String, String>,
+    /// Targets removed from the config (their state is kept), with when.
+    removed: BTreeMap<String, Time>,
     problems: Vec<String>,
 }
 
@@ -185,8 +223,38 @@ impl Replay {
                 .iter()
                 .map(|(id, v)| (id.clone(), v.to_string()))
                 .collect(),
+            removed: snapshot.removed,
             problems,
         }
+    }
+
+    /// Replay one journal line.
+    fn entry(&mut self, e: &Entry) {
+        match &e.record {
+            Record::Step {
+                target,
+                state,
+                actions,
+                ..
+            } => {
+                self.apply(target, state);
+                self.remember_shadow(actions);
+            }
+            Record::Removed { target } => {
+                self.removed.insert(target.clone(), e.at);
+            }
+            Record::Restored { target } => {
+                self.removed.remove(target);
+            }
+            Record::Forgotten { target } => self.forget(target),
+            Record::Started { .. } | Record::Stopped | Record::Notified { .. } => {}
+        }
+    }
+
+    /// A removed target's kept state is dropped.
+    fn forget(&mut self, target: &str) {
+        self.removed.remove(target);
+        self.states.remove(target);
     }
 
     /// Into a snapshot's JSON (only while one is written).
@@ -204,6 +272,7 @@ impl Replay {
                 .iter()
                 .filter_map(|(id, v)| Some((id.clone(), serde_json::from_str(v).ok()?)))
                 .collect(),
+            removed: self.removed.clone(),
         }
     }
 
@@ -311,6 +380,16 @@ pub struct Recovery {
     pub entries: usize,
     /// A torn or unreadable line that was skipped, with its line number.
     pub problems: Vec<String>,
+    /// Targets removed from the config whose state is kept (in `states`),
+    /// with when they were removed.
+    pub removed: BTreeMap<String, Time>,
+    /// `snapshot.json` could not be used and recovery fell back to the
+    /// previous snapshot and the journal lines since (what it said).
+    pub fell_back: Option<String>,
+    /// Nothing consistent could be read: `states` is empty and must not be
+    /// acted from. The journal refuses every write; the daemon runs in
+    /// state-lost mode (why, and how to get out of it).
+    pub lost: Option<String>,
 }
 
 /// Why an append failed.
@@ -329,6 +408,10 @@ pub enum JournalError {
     /// Writing or syncing failed (the message names the file).
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// The state could not be read at start ([`Recovery::lost`]): nothing
+    /// is written on top of what is left, so that it stays as found.
+    #[error("state lost: {0}")]
+    StateLost(String),
 }
 
 /// Append-only handle on `journal.jsonl`.
@@ -352,18 +435,27 @@ pub struct Journal {
     replay: Replay,
     /// Delta lines written in a row per target.
     deltas: HashMap<String, u32>,
+    /// Set when recovery found no consistent state: every write is refused.
+    lost: Option<String>,
 }
 
 /// Default `[daemon] journal_max_size`.
 pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 impl Journal {
-    /// Open (creating) `state_dir/journal.jsonl` and replay it.
+    /// Open (creating) `state_dir/journal.jsonl` and replay it onto the
+    /// snapshot.
     ///
     /// A last line without its newline that does not parse is a torn write
     /// (power loss mid-append): it is cut off so the next append starts on a
     /// clean line, and reported in [`Recovery::problems`]. An unreadable
     /// complete line is reported and skipped; the file is left as it is.
+    ///
+    /// An unreadable (or missing) `snapshot.json` falls back to the
+    /// previous snapshot and the journal lines since, and a sound snapshot
+    /// is written at once ([`Recovery::fell_back`]). When nothing
+    /// consistent can be read, [`Recovery::lost`] says why, the states are
+    /// empty, no file is changed, and every write is refused.
     pub fn open(state_dir: &Path) -> std::io::Result<(Journal, Recovery)> {
         std::fs::create_dir_all(state_dir).map_err(|e| {
             with_path(
@@ -385,25 +477,31 @@ impl Journal {
         file.read_to_end(&mut bytes)
             .map_err(|e| with_path(e, &format!("cannot read {}", path.display())))?;
         let mut parsed = parse(&bytes, &path);
-        let snapshot_path = state_dir.join(SNAPSHOT_FILE);
-        let snapshot = read_snapshot(&snapshot_path, &mut parsed.problems);
-        match parsed.tail {
-            Tail::Clean => {}
-            Tail::Torn { keep } => {
-                file.set_len(keep as u64)
-                    .and_then(|()| file.sync_all())
-                    .map_err(|e| {
-                        with_path(
-                            e,
-                            &format!("cannot truncate torn line of {}", path.display()),
-                        )
-                    })?;
-            }
-            Tail::MissingNewline => {
-                // A complete entry whose newline never reached the disk.
-                file.write_all(b"\n")
-                    .and_then(|()| file.sync_data())
-                    .map_err(|e| with_path(e, &format!("cannot write {}", path.display())))?;
+        let chain = replay_chain(state_dir, &parsed.entries, &mut parsed.problems)?;
+        let (mut replay, seq, replayed, fell_back, lost) = match chain {
+            Ok(c) => (c.replay, c.seq, c.replayed, c.fell_back, None),
+            Err(why) => (Replay::default(), 0, 0, None, Some(why)),
+        };
+        // A state that cannot be read is left exactly as found.
+        if lost.is_none() {
+            match parsed.tail {
+                Tail::Clean => {}
+                Tail::Torn { keep } => {
+                    file.set_len(keep as u64)
+                        .and_then(|()| file.sync_all())
+                        .map_err(|e| {
+                            with_path(
+                                e,
+                                &format!("cannot truncate torn line of {}", path.display()),
+                            )
+                        })?;
+                }
+                Tail::MissingNewline => {
+                    // A complete entry whose newline never reached the disk.
+                    file.write_all(b"\n")
+                        .and_then(|()| file.sync_data())
+                        .map_err(|e| with_path(e, &format!("cannot write {}", path.display())))?;
+                }
             }
         }
         let identity = file_identity(
@@ -411,54 +509,154 @@ impl Journal {
                 .metadata()
                 .map_err(|e| with_path(e, &format!("cannot stat {}", path.display())))?,
         );
-        let snapshot_seq = snapshot.seq;
-        let mut replay = Replay::from_snapshot(snapshot, Vec::new());
-        let mut seq = snapshot_seq;
-        let mut replayed = 0;
-        for e in &parsed.entries {
-            // Lines the snapshot already holds (a crash between writing it
-            // and emptying the journal) are skipped.
-            if e.seq != 0 && e.seq <= snapshot_seq {
-                continue;
-            }
-            seq = seq.max(e.seq);
-            replayed += 1;
-            if let Record::Step {
-                target,
-                state,
-                actions,
-                ..
-            } = &e.record
-            {
-                replay.apply(target, state);
-                replay.remember_shadow(actions);
-            }
-        }
         let states = replay.typed_states();
         let incidents = replay.typed_incidents();
         parsed.problems.append(&mut replay.problems);
+        let removed = replay.removed.clone();
+        let size = file
+            .metadata()
+            .map(|m| m.len())
+            .unwrap_or(bytes.len() as u64);
+        crate::metrics::global().journal_bytes(size);
+        let mut journal = Journal {
+            path,
+            file,
+            identity,
+            seq,
+            bytes: size,
+            max_bytes: DEFAULT_MAX_BYTES,
+            lines_since_snapshot: replayed as u64,
+            snapshot_at: std::time::Instant::now(),
+            replay,
+            deltas: HashMap::new(),
+            lost: lost.clone(),
+        };
+        if fell_back.is_some() {
+            // Make the files consistent again before anything is appended:
+            // the previous snapshot stays the base of a journal segment that
+            // now runs up to a new, verified snapshot.
+            journal.repair().map_err(|e| match e {
+                JournalError::Io(e) => e,
+                other => std::io::Error::other(other.to_string()),
+            })?;
+        }
         let recovery = Recovery {
             states,
             incidents,
             entries: replayed,
             problems: parsed.problems,
+            removed,
+            fell_back,
+            lost,
         };
-        crate::metrics::global().journal_bytes(bytes.len() as u64);
-        Ok((
-            Journal {
-                path,
-                file,
-                identity,
-                seq,
-                bytes: bytes.len() as u64,
-                max_bytes: DEFAULT_MAX_BYTES,
-                lines_since_snapshot: replayed as u64,
-                snapshot_at: std::time::Instant::now(),
-                replay,
-                deltas: HashMap::new(),
-            },
-            recovery,
-        ))
+        Ok((journal, recovery))
+    }
+
+    /// After a fallback: `journal.prev.jsonl` gets every line since the
+    /// previous snapshot (its own and `journal.jsonl`'s), the unreadable
+    /// `snapshot.json` is moved aside, a new snapshot is written and read
+    /// back, and `journal.jsonl` starts afresh. A crash at any point leaves
+    /// files the next start reads the same way.
+    fn repair(&mut self) -> Result<(), JournalError> {
+        let dir = self.dir();
+        let prev_journal = dir.join(PREV_JOURNAL_FILE);
+        let mut segment = match std::fs::read(&prev_journal) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                return Err(with_path(e, &format!("cannot read {}", prev_journal.display())).into())
+            }
+        };
+        // Only complete lines (a torn last line was never journaled).
+        let keep = segment
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        segment.truncate(keep);
+        let current = std::fs::read(&self.path)
+            .map_err(|e| with_path(e, &format!("cannot read {}", self.path.display())))?;
+        segment.extend_from_slice(&current);
+        if !segment.is_empty() && !segment.ends_with(b"\n") {
+            segment.push(b'\n');
+        }
+        write_atomic(&dir, PREV_JOURNAL_FILE, &segment)?;
+        let tmp = self.write_snapshot_tmp()?;
+        let unreadable = dir.join(SNAPSHOT_FILE);
+        if unreadable.exists() {
+            std::fs::rename(&unreadable, dir.join(UNREADABLE_SNAPSHOT_FILE)).map_err(|e| {
+                with_path(e, &format!("cannot move {} aside", unreadable.display()))
+            })?;
+        }
+        std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE))
+            .and_then(|()| sync_dir(&dir))
+            .map_err(|e| with_path(e, &format!("cannot install {}", tmp.display())))?;
+        self.file
+            .set_len(0)
+            .and_then(|()| self.file.sync_all())
+            .map_err(|e| with_path(e, &format!("cannot empty {}", self.path.display())))?;
+        self.bytes = 0;
+        self.lines_since_snapshot = 0;
+        self.deltas.clear();
+        crate::metrics::global().journal_bytes(0);
+        tracing::warn!(
+            moved_to = %dir.join(UNREADABLE_SNAPSHOT_FILE).display(),
+            "snapshot rebuilt from the previous snapshot and the journal"
+        );
+        Ok(())
+    }
+
+    /// The directory the journal lives in (`state_dir`).
+    fn dir(&self) -> PathBuf {
+        self.path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
+    /// Write the snapshot of everything journaled so far to
+    /// `snapshot.json.tmp` (fsync'd) and read it back: a snapshot that does
+    /// not read back as written never replaces anything.
+    fn write_snapshot_tmp(&self) -> Result<PathBuf, JournalError> {
+        let dir = self.dir();
+        let snapshot = self.replay.to_snapshot(self.seq);
+        let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
+        let text = serde_json::to_vec(&snapshot).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("cannot serialize the snapshot: {e}"),
+            )
+        })?;
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&text)?;
+            f.sync_all()
+        };
+        write().map_err(|e| with_path(e, &format!("cannot write {}", tmp.display())))?;
+        let back = std::fs::read(&tmp)
+            .map_err(|e| with_path(e, &format!("cannot read back {}", tmp.display())))?;
+        match serde_json::from_slice::<Snapshot>(&back) {
+            Ok(read) if read.seq == snapshot.seq && read.states.len() == snapshot.states.len() => {
+                Ok(tmp)
+            }
+            Ok(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} does not read back as written", tmp.display()),
+            )
+            .into()),
+            Err(e) => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} does not read back: {e}", tmp.display()),
+            )
+            .into()),
+        }
+    }
+
+    /// Refuse every write in state-lost mode.
+    fn refuse_if_lost(&self) -> Result<(), JournalError> {
+        match &self.lost {
+            Some(why) => Err(JournalError::StateLost(why.clone())),
+            None => Ok(()),
+        }
     }
 
     /// Snapshot and start afresh once the file passes `max` bytes.
@@ -479,6 +677,7 @@ impl Journal {
     /// If the write fails half-way, the file is cut back to where it was so
     /// a partial line never glues itself to the next entry.
     pub fn append(&mut self, entry: &Entry) -> Result<(), JournalError> {
+        self.refuse_if_lost()?;
         self.check()?;
         let mut entry = entry.clone();
         entry.seq = self.seq + 1;
@@ -553,8 +752,17 @@ impl Journal {
         if let Some((target, value)) = full {
             self.replay.remember(&target, value);
         }
-        if let Record::Step { actions, .. } = &entry.record {
-            self.replay.remember_shadow(actions);
+        match &entry.record {
+            Record::Step { actions, .. } => self.replay.remember_shadow(actions),
+            Record::Forgotten { target } => {
+                self.replay.forget(target);
+                self.deltas.remove(target);
+            }
+            other => self.replay.entry(&Entry {
+                at: entry.at,
+                seq: entry.seq,
+                record: other.clone(),
+            }),
         }
         crate::metrics::global().journal_bytes(self.bytes);
         if self.bytes > self.max_bytes {
@@ -580,41 +788,58 @@ impl Journal {
     }
 
     /// Write every target's state and the recent incidents to
-    /// `snapshot.json` (atomically: temp file, fsync, rename, fsync the
-    /// directory), then empty the journal.
+    /// `snapshot.json` and start the journal afresh, keeping the previous
+    /// generation: the new snapshot is written to a temp file, fsync'd and
+    /// read back; only then does the current snapshot become
+    /// `snapshot.prev.json` and the journal `journal.prev.jsonl` (the lines
+    /// between the two snapshots), and the new one is renamed into place.
+    /// If `snapshot.json` is ever unreadable, recovery falls back to them.
     pub fn compact(&mut self) -> Result<(), JournalError> {
+        self.refuse_if_lost()?;
         self.check()?;
-        let dir = self
-            .path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        let snapshot = self.replay.to_snapshot(self.seq);
-        let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
-        let text = serde_json::to_vec(&snapshot).map_err(|e| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("cannot serialize the snapshot: {e}"),
-            )
-        })?;
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&text)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE))?;
-            sync_dir(&dir)
+        let dir = self.dir();
+        let tmp = self.write_snapshot_tmp()?;
+        let current = dir.join(SNAPSHOT_FILE);
+        let prev = dir.join(PREV_SNAPSHOT_FILE);
+        let rotate = || -> std::io::Result<()> {
+            if current.exists() {
+                std::fs::rename(&current, &prev)
+            } else {
+                // The first snapshot: the previous base is the empty start.
+                match std::fs::remove_file(&prev) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                }
+            }
         };
-        write().map_err(|e| with_path(e, &format!("cannot write {}", tmp.display())))?;
-        // The snapshot holds everything up to `seq`: the lines can go.
-        self.file
-            .set_len(0)
-            .and_then(|()| self.file.sync_all())
-            .map_err(|e| with_path(e, &format!("cannot empty {}", self.path.display())))?;
+        rotate().map_err(|e| with_path(e, &format!("cannot keep {}", prev.display())))?;
+        let prev_journal = dir.join(PREV_JOURNAL_FILE);
+        std::fs::rename(&self.path, &prev_journal)
+            .map_err(|e| with_path(e, &format!("cannot keep {}", self.path.display())))?;
+        let fresh = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&self.path)
+            .and_then(|f| Ok((file_identity(&f.metadata()?), f)));
+        let (identity, file) = match fresh {
+            Ok(f) => f,
+            Err(e) => {
+                // Put the journal back: appends go on in the old file.
+                let _ = std::fs::rename(&prev_journal, &self.path);
+                return Err(with_path(e, &format!("cannot create {}", self.path.display())).into());
+            }
+        };
+        self.file = file;
+        self.identity = identity;
+        std::fs::rename(&tmp, &current)
+            .and_then(|()| sync_dir(&dir))
+            .map_err(|e| with_path(e, &format!("cannot install {}", tmp.display())))?;
         tracing::info!(
             bytes = self.bytes,
             lines = self.lines_since_snapshot,
-            targets = snapshot.states.len(),
-            "journal compacted into snapshot.json"
+            targets = self.replay.states.len(),
+            "journal compacted into snapshot.json (the previous one kept as snapshot.prev.json)"
         );
         self.bytes = 0;
         self.lines_since_snapshot = 0;
@@ -743,6 +968,20 @@ fn parse(bytes: &[u8], path: &Path) -> Parsed {
     }
 }
 
+/// Replace `dir/name` with `bytes` atomically: a temp file, fsync, rename,
+/// fsync the directory.
+fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join(name))?;
+        sync_dir(dir)
+    };
+    write().map_err(|e| with_path(e, &format!("cannot write {}", dir.join(name).display())))
+}
+
 /// fsync a directory so that entries created or renamed in it survive power loss.
 pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)
@@ -755,21 +994,144 @@ pub(crate) fn with_path(e: std::io::Error, what: &str) -> std::io::Error {
     std::io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
-/// `snapshot.json`, or an empty one (missing, or unreadable: reported).
-fn read_snapshot(path: &Path, problems: &mut Vec<String>) -> Snapshot {
+/// A snapshot file: `Ok(None)` when it does not exist, `Err` (why, naming
+/// the file) when it cannot be read or parsed.
+fn read_snapshot(path: &Path) -> Result<Option<Snapshot>, String> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            problems.push(format!(
-                "{}: unreadable snapshot ignored: {e}",
-                path.display()
-            ));
-            Snapshot::default()
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Snapshot::default(),
-        Err(e) => {
-            problems.push(format!("{}: cannot read the snapshot: {e}", path.display()));
-            Snapshot::default()
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("{} is unreadable: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// What [`replay_chain`] rebuilt.
+struct Chain {
+    replay: Replay,
+    /// The last sequence number it holds.
+    seq: u64,
+    /// Journal lines applied on top of the snapshot.
+    replayed: usize,
+    /// `Some(why)` when `snapshot.json` could not be used and the previous
+    /// generation was.
+    fell_back: Option<String>,
+}
+
+/// Replay `segments` (journal lines, oldest file first) onto `base`.
+/// Lines the base already holds are skipped by their sequence numbers; the
+/// first line each file adds must follow the last one held, or lines are
+/// missing and the result is not consistent (`Err` says which).
+fn replay_onto(base: Snapshot, segments: &[(&Path, &[Entry])]) -> Result<Chain, String> {
+    let mut seq = base.seq;
+    let mut replay = Replay::from_snapshot(base, Vec::new());
+    let mut replayed = 0;
+    for (file, entries) in segments {
+        let mut first = true;
+        for e in entries.iter() {
+            if e.seq != 0 && e.seq <= seq {
+                continue;
+            }
+            if e.seq != 0 {
+                if first && e.seq != seq + 1 {
+                    return Err(format!(
+                        "{} continues at line {} but the state before it ends at line {seq}: \
+                         lines {}..{} are missing",
+                        file.display(),
+                        e.seq,
+                        seq + 1,
+                        e.seq - 1
+                    ));
+                }
+                first = false;
+                seq = e.seq;
+            }
+            replayed += 1;
+            replay.entry(e);
         }
+    }
+    Ok(Chain {
+        replay,
+        seq,
+        replayed,
+        fell_back: None,
+    })
+}
+
+/// Rebuild the state from `state_dir`: `snapshot.json` and the journal
+/// lines after it; if that snapshot is unreadable or missing while a
+/// previous generation exists, `snapshot.prev.json` (or the empty start
+/// when the first snapshot was the only one) and every line since. The
+/// inner `Err` says why nothing consistent could be read; a fresh
+/// `state_dir` (no snapshot, no journal) is consistent and empty.
+fn replay_chain(
+    state_dir: &Path,
+    journal: &[Entry],
+    problems: &mut Vec<String>,
+) -> std::io::Result<Result<Chain, String>> {
+    let journal_path = state_dir.join(JOURNAL_FILE);
+    let prev_journal_path = state_dir.join(PREV_JOURNAL_FILE);
+    let prev_path = state_dir.join(PREV_SNAPSHOT_FILE);
+    let snapshot_path = state_dir.join(SNAPSHOT_FILE);
+    let (prev_lines, prev_problems) = read_all(&prev_journal_path)?;
+    let segments = [
+        (prev_journal_path.as_path(), prev_lines.as_slice()),
+        (journal_path.as_path(), journal),
+    ];
+    let previous_exists = prev_path.exists() || prev_journal_path.exists();
+    let mut why = Vec::new();
+    match read_snapshot(&snapshot_path) {
+        Ok(Some(s)) => match replay_onto(s, &segments) {
+            Ok(c) => return Ok(Ok(c)),
+            Err(e) => why.push(e),
+        },
+        Ok(None) if !previous_exists => {
+            return Ok(replay_onto(Snapshot::default(), &segments[1..])
+                .map_err(|e| format!("there is no {SNAPSHOT_FILE} (nor a previous one) and {e}")));
+        }
+        // A compaction was interrupted between its renames.
+        Ok(None) => why.push(format!("{} is missing", snapshot_path.display())),
+        Err(e) => why.push(e),
+    }
+    // The previous generation: its snapshot (absent: the empty start, when
+    // its journal segment exists) and every line since.
+    let base = match read_snapshot(&prev_path) {
+        Ok(Some(s)) => Some(s),
+        Ok(None) if prev_journal_path.exists() => Some(Snapshot::default()),
+        Ok(None) => {
+            why.push(format!(
+                "there is no previous snapshot ({}) to fall back to",
+                prev_path.display()
+            ));
+            None
+        }
+        Err(e) => {
+            why.push(e);
+            None
+        }
+    };
+    let fallback = base.map(|b| replay_onto(b, &segments));
+    match fallback {
+        Some(Ok(mut c)) => {
+            problems.extend(prev_problems);
+            let said = format!(
+                "{}; recovered from {} and the journal lines since",
+                why.join("; "),
+                if prev_path.exists() {
+                    prev_path.display().to_string()
+                } else {
+                    format!("the start of {}", prev_journal_path.display())
+                }
+            );
+            problems.push(said.clone());
+            c.fell_back = Some(said);
+            Ok(Ok(c))
+        }
+        Some(Err(e)) => {
+            why.push(e);
+            Ok(Err(why.join("; ")))
+        }
+        None => Ok(Err(why.join("; "))),
     }
 }
 
@@ -785,22 +1147,17 @@ pub fn last_states(entries: &[Entry]) -> HashMap<String, TargetState> {
 }
 
 /// Latest state per target from `state_dir`: its snapshot, then the
-/// journal lines after it (read-only: for `drill` and tools).
+/// journal lines after it, falling back like [`Journal::open`]
+/// (read-only: for `drill` and tools). Nothing consistent is an error.
 pub fn recover_states(state_dir: &Path) -> std::io::Result<HashMap<String, TargetState>> {
-    let mut problems = Vec::new();
-    let snapshot = read_snapshot(&state_dir.join(SNAPSHOT_FILE), &mut problems);
-    let (entries, _) = read_all(&state_dir.join(JOURNAL_FILE))?;
-    let snapshot_seq = snapshot.seq;
-    let mut replay = Replay::from_snapshot(snapshot, problems);
-    for e in entries
-        .iter()
-        .filter(|e| e.seq == 0 || e.seq > snapshot_seq)
-    {
-        if let Record::Step { target, state, .. } = &e.record {
-            replay.apply(target, state);
-        }
+    let (entries, mut problems) = read_all(&state_dir.join(JOURNAL_FILE))?;
+    match replay_chain(state_dir, &entries, &mut problems)? {
+        Ok(mut c) => Ok(c.replay.typed_states()),
+        Err(why) => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("the state in {} cannot be read: {why}", state_dir.display()),
+        )),
     }
-    Ok(replay.typed_states())
 }
 
 #[cfg(test)]
@@ -1113,6 +1470,223 @@ mod tests {
         std::fs::write(state.join(JOURNAL_FILE), b"").unwrap();
         let err = j.check().unwrap_err();
         assert!(err.to_string().contains("different file"), "{err}");
+    }
+
+    /// A journal of 300 steps over 7 targets compacted several times (at
+    /// least `min` snapshots): the dir, and every target's last state.
+    fn compacted(min: u64) -> (tempfile::TempDir, HashMap<String, TargetState>) {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path()).unwrap();
+        j.set_max_bytes(4096);
+        let mut want = HashMap::new();
+        let mut compactions = 0;
+        let mut i = 0u64;
+        while compactions < min || i < 300 {
+            let target = format!("t{}", i % 7);
+            let e = step(&target, &format!("v{i}"), i as i64);
+            if let Record::Step {
+                state: StepState::Full(s),
+                ..
+            } = &e.record
+            {
+                want.insert(target.clone(), (**s).clone());
+            }
+            let bytes = j.bytes();
+            j.append(&e).unwrap();
+            if j.bytes() < bytes {
+                compactions += 1;
+            }
+            i += 1;
+        }
+        // A few lines after the last snapshot.
+        for k in 0..3 {
+            let e = step("t0", &format!("tail{k}"), 10_000 + k);
+            if let Record::Step {
+                state: StepState::Full(s),
+                ..
+            } = &e.record
+            {
+                want.insert("t0".into(), (**s).clone());
+            }
+            j.append(&e).unwrap();
+        }
+        (dir, want)
+    }
+
+    fn half_truncate(path: &Path) {
+        let bytes = std::fs::read(path).unwrap();
+        std::fs::write(path, &bytes[..bytes.len() / 2]).unwrap();
+    }
+
+    #[test]
+    fn compaction_keeps_the_previous_generation() {
+        let (dir, want) = compacted(2);
+        for f in [
+            SNAPSHOT_FILE,
+            PREV_SNAPSHOT_FILE,
+            PREV_JOURNAL_FILE,
+            JOURNAL_FILE,
+        ] {
+            assert!(dir.path().join(f).exists(), "{f}");
+        }
+        assert!(!dir.path().join(format!("{SNAPSHOT_FILE}.tmp")).exists());
+        let (_, rec) = Journal::open(dir.path()).unwrap();
+        assert!(rec.fell_back.is_none() && rec.lost.is_none(), "{rec:?}");
+        assert_eq!(rec.states, want);
+    }
+
+    #[test]
+    fn an_unreadable_snapshot_falls_back_to_the_previous_one_and_the_journal() {
+        let (dir, want) = compacted(2);
+        half_truncate(&dir.path().join(SNAPSHOT_FILE));
+        let (mut j, rec) = Journal::open(dir.path()).unwrap();
+        assert!(rec.lost.is_none(), "{:?}", rec.lost);
+        let said = rec.fell_back.clone().expect("fell back");
+        assert!(said.contains("snapshot.json is unreadable"), "{said}");
+        assert!(said.contains("snapshot.prev.json"), "{said}");
+        assert!(
+            rec.problems.iter().any(|p| p == &said),
+            "{:?}",
+            rec.problems
+        );
+        assert_eq!(rec.states, want);
+        // Repaired at once: the unreadable file is kept aside, the new
+        // snapshot reads, and the journal goes on.
+        assert!(dir.path().join(UNREADABLE_SNAPSHOT_FILE).exists());
+        j.append(&step("t1", "after", 20_000)).unwrap();
+        drop(j);
+        let (_, rec) = Journal::open(dir.path()).unwrap();
+        assert!(rec.fell_back.is_none() && rec.lost.is_none(), "{rec:?}");
+        assert_eq!(rec.states["t1"].version.as_deref(), Some("after"));
+        assert_eq!(rec.states["t0"], want["t0"]);
+        assert_eq!(recover_states(dir.path()).unwrap().len(), 7);
+    }
+
+    #[test]
+    fn the_first_snapshot_unreadable_falls_back_to_the_start_of_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path()).unwrap();
+        for i in 0..5 {
+            j.append(&step("a", &format!("v{i}"), i)).unwrap();
+        }
+        j.compact().unwrap();
+        j.append(&step("a", "v9", 9)).unwrap();
+        drop(j);
+        assert!(!dir.path().join(PREV_SNAPSHOT_FILE).exists());
+        assert!(dir.path().join(PREV_JOURNAL_FILE).exists());
+        std::fs::write(dir.path().join(SNAPSHOT_FILE), b"{\"seq\": 5, \"sta").unwrap();
+        let (_, rec) = Journal::open(dir.path()).unwrap();
+        assert!(rec.lost.is_none(), "{:?}", rec.lost);
+        assert!(rec.fell_back.is_some());
+        assert_eq!(rec.states["a"].version.as_deref(), Some("v9"));
+    }
+
+    #[test]
+    fn an_interrupted_compaction_is_recovered() {
+        // Killed between keeping the previous snapshot and installing the
+        // new one: no snapshot.json at all.
+        let (dir, want) = compacted(2);
+        std::fs::remove_file(dir.path().join(SNAPSHOT_FILE)).unwrap();
+        let (_, rec) = Journal::open(dir.path()).unwrap();
+        assert!(rec.lost.is_none(), "{:?}", rec.lost);
+        assert!(rec.fell_back.as_deref().unwrap().contains("is missing"));
+        assert_eq!(rec.states, want);
+    }
+
+    #[test]
+    fn nothing_consistent_is_state_lost_and_nothing_is_written() {
+        // As a state_dir written before the previous generation was kept:
+        // a snapshot and the lines after it, nothing else.
+        let (dir, _) = compacted(2);
+        std::fs::remove_file(dir.path().join(PREV_SNAPSHOT_FILE)).unwrap();
+        std::fs::remove_file(dir.path().join(PREV_JOURNAL_FILE)).unwrap();
+        half_truncate(&dir.path().join(SNAPSHOT_FILE));
+        let files = |d: &Path| -> Vec<(String, Vec<u8>)> {
+            let mut v: Vec<_> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        std::fs::read(e.path()).unwrap(),
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let before = files(dir.path());
+        let (mut j, rec) = Journal::open(dir.path()).unwrap();
+        let lost = rec.lost.clone().expect("state lost");
+        assert!(lost.contains("snapshot.json is unreadable"), "{lost}");
+        assert!(lost.contains("no previous snapshot"), "{lost}");
+        assert!(rec.states.is_empty() && rec.incidents.is_empty());
+        let err = j.append(&step("a", "v1", 1)).unwrap_err();
+        assert!(matches!(err, JournalError::StateLost(_)), "{err}");
+        assert!(matches!(j.compact(), Err(JournalError::StateLost(_))));
+        drop(j);
+        assert_eq!(files(dir.path()), before, "left exactly as found");
+        assert!(recover_states(dir.path()).is_err());
+    }
+
+    #[test]
+    fn a_journal_without_its_beginning_is_state_lost() {
+        // snapshot.json deleted: the journal starts at a line far past 1.
+        let (dir, _) = compacted(2);
+        for f in [SNAPSHOT_FILE, PREV_SNAPSHOT_FILE, PREV_JOURNAL_FILE] {
+            std::fs::remove_file(dir.path().join(f)).unwrap();
+        }
+        let (_, rec) = Journal::open(dir.path()).unwrap();
+        let lost = rec.lost.expect("state lost");
+        assert!(lost.contains("are missing"), "{lost}");
+        // A fresh state_dir is a normal first start.
+        let fresh = tempfile::tempdir().unwrap();
+        let (_, rec) = Journal::open(fresh.path()).unwrap();
+        assert!(rec.lost.is_none() && rec.fell_back.is_none());
+    }
+
+    #[test]
+    fn removed_targets_are_kept_until_forgotten_across_compactions() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path()).unwrap();
+        j.append(&step("a", "v1", 1)).unwrap();
+        j.append(&step("b", "v1", 2)).unwrap();
+        let removed = |target: &str, secs| Entry {
+            seq: 0,
+            at: t(secs),
+            record: Record::Removed {
+                target: target.into(),
+            },
+        };
+        j.append(&removed("a", 3)).unwrap();
+        j.append(&removed("b", 4)).unwrap();
+        j.compact().unwrap();
+        drop(j);
+        let (mut j, rec) = Journal::open(dir.path()).unwrap();
+        assert_eq!(rec.removed.get("a"), Some(&t(3)));
+        assert_eq!(rec.states["a"].version.as_deref(), Some("v1"));
+        // b returns; a is forgotten.
+        j.append(&Entry {
+            seq: 0,
+            at: t(5),
+            record: Record::Restored { target: "b".into() },
+        })
+        .unwrap();
+        j.append(&Entry {
+            seq: 0,
+            at: t(6),
+            record: Record::Forgotten { target: "a".into() },
+        })
+        .unwrap();
+        drop(j);
+        let (mut j, rec) = Journal::open(dir.path()).unwrap();
+        assert!(rec.removed.is_empty(), "{:?}", rec.removed);
+        assert!(!rec.states.contains_key("a"));
+        assert!(rec.states.contains_key("b"));
+        j.compact().unwrap();
+        drop(j);
+        let (_, rec) = Journal::open(dir.path()).unwrap();
+        assert!(!rec.states.contains_key("a") && rec.removed.is_empty());
     }
 
     #[test]

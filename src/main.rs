@@ -209,6 +209,9 @@ fn main() -> ExitCode {
                 for w in config::versions::warnings(&c) {
                     eprintln!("{}: {w}", config.display());
                 }
+                for w in rollbackd::execute::shared_executor_warnings(&c) {
+                    eprintln!("{}: {w}", config.display());
+                }
                 println!(
                     "{}: ok ({} target(s), {} rule(s))",
                     config.display(),
@@ -483,6 +486,9 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
         tracing::warn!("{w}");
     }
     for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    for w in rollbackd::execute::shared_executor_warnings(&config) {
         tracing::warn!("{w}");
     }
     let daemon = Daemon::build(config)?.with_config_path(path);

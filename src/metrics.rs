@@ -220,6 +220,7 @@ pub struct Metrics {
     orphaned_steps: Gauge,
     prometheus_reachable: Family<ServerLabels, Gauge>,
     journal_replaced: Gauge,
+    state_lost: Gauge,
     journal_compactions: Counter,
     config_reload_failures: Counter,
     rto: Family<RtoLabels, Counter>,
@@ -293,6 +294,7 @@ impl Metrics {
             orphaned_steps: Gauge::default(),
             prometheus_reachable: Family::default(),
             journal_replaced: Gauge::default(),
+            state_lost: Gauge::default(),
             journal_compactions: Counter::default(),
             config_reload_failures: Counter::default(),
             rto: Family::default(),
@@ -478,6 +480,11 @@ impl Metrics {
             "rollbackd_journal_replaced",
             "1 while the journal file is no longer the one in state_dir (deleted or replaced): nothing is acted on",
             m.journal_replaced.clone(),
+        );
+        r.register(
+            "rollbackd_state_lost",
+            "1 while rollbackd runs in state-lost mode: its snapshot and journal could not be read consistently at start, so it acts on no target (docs/systemd.md)",
+            m.state_lost.clone(),
         );
         r.register(
             "rollbackd_journal_compactions",
@@ -869,6 +876,11 @@ impl Metrics {
     /// Whether the journal file was deleted or replaced under the daemon.
     pub fn journal_replaced(&self, gone: bool) {
         self.journal_replaced.set(i64::from(gone));
+    }
+
+    /// Whether the daemon runs in state-lost mode (acts on no target).
+    pub fn state_lost(&self, lost: bool) {
+        self.state_lost.set(i64::from(lost));
     }
 
     /// The journal was compacted into a snapshot.

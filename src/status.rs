@@ -9,6 +9,9 @@ use crate::util::fmt_value;
 /// The `status` table from `GET /v1/status`.
 pub fn render_targets(status: &crate::api::StatusResponse) -> anyhow::Result<String> {
     let mut out = String::new();
+    if let Some(why) = &status.state_lost {
+        writeln!(out, "STATE LOST: {why}")?;
+    }
     if let Some(e) = &status.journal_error {
         writeln!(
             out,
@@ -83,6 +86,9 @@ fn render_target(
                     None => "until resumed".to_string(),
                 }
             )?;
+        }
+        if let Some(w) = &s.waiting {
+            writeln!(out, "  {w}")?;
         }
         if let Some(g) = &s.loop_guard {
             writeln!(

@@ -43,6 +43,10 @@ pub struct StatusResponse {
     /// journal entry is acted on until it can (the error, with the file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub journal_error: Option<String>,
+    /// Set in state-lost mode: the state could not be read at start, so no
+    /// target is acted on (why, and how an operator gets out of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_lost: Option<String>,
     /// Every target, in config order.
     pub targets: Vec<TargetStatus>,
 }
@@ -177,6 +181,8 @@ pub struct ApiState {
     pub journal_error: Arc<RwLock<Option<String>>>,
     /// Where `POST /v1/reload` goes (`None`: reload not available).
     pub requests: Option<tokio::sync::mpsc::Sender<DaemonRequest>>,
+    /// State-lost mode (why), for `status`.
+    pub state_lost: Option<String>,
 }
 
 impl ApiState {
@@ -285,6 +291,7 @@ async fn status(State(api): State<Arc<ApiState>>) -> Json<StatusResponse> {
     Json(StatusResponse {
         dry_run: view.dry_run,
         journal_error,
+        state_lost: api.state_lost.clone(),
         targets,
     })
 }

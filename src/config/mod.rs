@@ -147,6 +147,10 @@ pub struct DaemonConfig {
     /// much longer (default 0), so that the blast-radius guard sees the
     /// breaches that begin on other targets meanwhile.
     pub settle: Duration,
+    /// How long the state of a target removed from the config (pause,
+    /// cooldown, loop guard, rate history, incident counter) is kept, so
+    /// that it is restored if the name returns (default 7d).
+    pub removed_target_memory: Duration,
 }
 
 /// `[cluster]`: several rollbackd nodes watch the same targets and one of

@@ -96,6 +96,8 @@ pub struct RawDaemon {
     /// Duration string: how much longer than its `for` a breach holds
     /// before the target acts (the blast-radius guard sees its peers).
     pub settle: Option<String>,
+    /// Duration string: how long a removed target's state is kept.
+    pub removed_target_memory: Option<String>,
 }
 
 /// `[prometheus]` (the default server) and each `[prometheus.servers.NAME]`.

@@ -745,9 +745,17 @@ fn daemon(cx: &mut Cx, raw: RawDaemon) -> Option<DaemonConfig> {
                 Some(d)
             }
         });
+    let removed_target_memory = cx.duration(
+        p,
+        "removed_target_memory",
+        raw.removed_target_memory.as_deref(),
+        "7d",
+        false,
+    );
     Some(DaemonConfig {
         max_pause: max_pause?,
         settle: settle?,
+        removed_target_memory: removed_target_memory?,
         state_dir: state_dir?,
         listen: listen?,
         poll_interval: poll_interval?,

@@ -123,7 +123,12 @@ pub(super) async fn watch_servers(shared: Arc<Shared>, cancel: CancellationToken
 
 /// A notification about the daemon's own surroundings (a Prometheus
 /// server, etcd): written to the outbox and shown to observers.
-async fn notify_about(shared: &Shared, kind: decide::NotifyKind, target: &str, message: &str) {
+pub(super) async fn notify_about(
+    shared: &Shared,
+    kind: decide::NotifyKind,
+    target: &str,
+    message: &str,
+) {
     match shared
         .live()
         .notifier

@@ -130,6 +130,16 @@ pub struct Daemon {
     _lock: crate::lock::StateLock,
     /// With `[cluster]`: the etcd session (started when the daemon runs).
     cluster: Option<crate::cluster::Cluster>,
+    /// Targets no longer in the config, with their last state and when
+    /// they left: handed back if the name returns within
+    /// `removed_target_memory`, then forgotten (journaled both ways).
+    removed: BTreeMap<String, (TargetState, Time)>,
+    /// Removed targets the journal does not know as removed yet (they left
+    /// the config while the daemon was stopped): journaled at start.
+    unmarked: Vec<String>,
+    /// Removed targets that came back while the daemon was stopped:
+    /// journaled as restored at start.
+    returned: Vec<String>,
 }
 
 impl Daemon {
@@ -153,6 +163,14 @@ impl Daemon {
         journal.set_max_bytes(config.daemon.journal_max_size);
         for p in &recovery.problems {
             tracing::warn!(problem = %p, "journal recovery");
+        }
+        let state_lost = recovery
+            .lost
+            .as_deref()
+            .map(|why| state_lost_message(&state_dir, why));
+        crate::metrics::global().state_lost(state_lost.is_some());
+        if let Some(message) = &state_lost {
+            tracing::error!(%message, "state lost: acting on no target");
         }
         if recovery.entries > 0 {
             tracing::info!(
@@ -202,7 +220,36 @@ impl Daemon {
             hard_stop: CancellationToken::new(),
             clock: clock.clone(),
             alerts,
+            executors: Mutex::new(BTreeMap::new()),
+            state_lost,
         });
+        // Targets the journal knows that the config no longer names: kept
+        // for `removed_target_memory` from when they left.
+        let now = clock.now();
+        let mut removed = BTreeMap::new();
+        let mut unmarked = Vec::new();
+        let names: Vec<String> = recovery.states.keys().cloned().collect();
+        let mut returned = Vec::new();
+        for name in names {
+            if config.targets.iter().any(|t| t.name == name) {
+                // Back in the config while the daemon was stopped.
+                if recovery.removed.contains_key(&name) {
+                    returned.push(name);
+                }
+                continue;
+            }
+            let Some(state) = recovery.states.remove(&name) else {
+                continue;
+            };
+            let at = match recovery.removed.get(&name) {
+                Some(at) => *at,
+                None => {
+                    unmarked.push(name.clone());
+                    now
+                }
+            };
+            removed.insert(name, (state, at));
+        }
         let (tx, rx) = mpsc::channel(4);
         Ok(Daemon {
             config,
@@ -214,6 +261,9 @@ impl Daemon {
             requests_rx: Some(rx),
             _lock: lock,
             cluster: None,
+            removed,
+            unmarked,
+            returned,
         })
     }
 
@@ -280,11 +330,22 @@ impl Daemon {
         addr: std::net::SocketAddr,
         cancel: CancellationToken,
     ) -> anyhow::Result<()> {
-        self.shared
-            .journal(Record::Started {
-                version: env!("CARGO_PKG_VERSION").to_string(),
-            })
-            .await?;
+        // In state-lost mode nothing is written on top of what is left.
+        if self.shared.state_lost.is_none() {
+            self.shared
+                .journal(Record::Started {
+                    version: env!("CARGO_PKG_VERSION").to_string(),
+                })
+                .await?;
+            for target in std::mem::take(&mut self.unmarked) {
+                tracing::info!(%target, "target no longer in the config: its state is kept for removed_target_memory");
+                self.shared.journal(Record::Removed { target }).await?;
+            }
+            for target in std::mem::take(&mut self.returned) {
+                self.shared.journal(Record::Restored { target }).await?;
+            }
+            self.forget_removed().await;
+        }
         // Steps a previous life left running (it died mid-rollback): killed
         // and logged at warn, each naming its incident.
         let orphans = crate::run::process::orphans_from_previous_run(&self.shared.state_dir).await;
@@ -316,6 +377,19 @@ impl Daemon {
             // earlier run left in the outbox.
             senders.spawn(&self.shared.tracker, senders_cancel.clone());
         }
+        if let Some(message) = self.shared.state_lost.clone() {
+            // Once per start: the admin must decide (docs/systemd.md).
+            let shared = self.shared.clone();
+            self.shared.tracker.spawn(async move {
+                notify_about(
+                    &shared,
+                    decide::NotifyKind::StateLost,
+                    "rollbackd",
+                    &message,
+                )
+                .await;
+            });
+        }
         let mut workers: BTreeMap<String, WorkerSlot> = BTreeMap::new();
         for target in self.config.targets.clone() {
             let state = self.recovered.remove(&target.name);
@@ -333,6 +407,7 @@ impl Daemon {
             links: self.shared.links.clone(),
             journal_error: self.shared.journal_error.clone(),
             requests: Some(reload_tx),
+            state_lost: self.shared.state_lost.clone(),
         };
         tracing::info!(%addr, "api listening");
         let server = tokio::spawn(crate::api::serve(listener, Arc::new(api), cancel.clone()));
@@ -381,6 +456,7 @@ impl Daemon {
                     // Targets removed by a reload while an incident was open
                     // stop once it has ended.
                     let before = retiring.len();
+                    let mut retired = Vec::new();
                     retiring.retain(|name| {
                         let open = workers.get(name).is_some_and(|w| {
                             !matches!(w.handle.state.borrow().phase, Phase::Watching | Phase::Done { .. })
@@ -388,12 +464,17 @@ impl Daemon {
                         if !open {
                             if let Some(w) = workers.remove(name) {
                                 tracing::info!(target = %name, "removed target stopped: its incident has ended");
+                                retired.push((name.clone(), w.handle.state.borrow().clone()));
                                 forget_metrics(name, &w.handle);
                                 w.cancel.cancel();
                             }
                         }
                         open
                     });
+                    for (name, state) in retired.drain(..) {
+                        self.remember_removed(name, state).await;
+                    }
+                    self.forget_removed().await;
                     if retiring.len() != before {
                         *view.write().unwrap_or_else(|p| p.into_inner()) =
                             Arc::new(self.view(&workers, &retiring));
@@ -446,8 +527,62 @@ impl Daemon {
             cluster.shutdown().await;
         }
         self.shared.alerts.flush();
-        self.shared.journal(Record::Stopped).await?;
+        if self.shared.state_lost.is_none() {
+            self.shared.journal(Record::Stopped).await?;
+        }
         Ok(())
+    }
+
+    /// A target left the config (its incident, if any, has ended): keep
+    /// its state for `removed_target_memory`, journaled so that a restart
+    /// keeps it too.
+    async fn remember_removed(&mut self, name: String, state: TargetState) {
+        let at = self.shared.now();
+        let record = Record::Removed {
+            target: name.clone(),
+        };
+        if let Err(e) = self.shared.journal(record).await {
+            tracing::warn!(target = %name, error = %format!("{e:#}"), "cannot journal the removal; its state is kept until the next restart");
+        }
+        self.removed.insert(name, (state, at));
+    }
+
+    /// Forget the removed targets kept longer than `removed_target_memory`.
+    async fn forget_removed(&mut self) {
+        let now = self.shared.now();
+        let memory = chrono::Duration::from_std(self.config.daemon.removed_target_memory)
+            .unwrap_or(chrono::Duration::MAX);
+        let due: Vec<String> = self
+            .removed
+            .iter()
+            .filter(|(_, (_, at))| now - *at >= memory)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for target in due {
+            let record = Record::Forgotten {
+                target: target.clone(),
+            };
+            // Kept (and tried again) until the journal says so.
+            if self.shared.journal(record).await.is_ok() {
+                tracing::info!(%target, memory = %crate::util::fmt_duration(self.config.daemon.removed_target_memory), "removed target forgotten");
+                self.removed.remove(&target);
+            }
+        }
+    }
+
+    /// The kept state of `name`, if it left the config less than
+    /// `removed_target_memory` ago (journaled as restored).
+    async fn restore_removed(&mut self, name: &str) -> Option<TargetState> {
+        self.forget_removed().await;
+        let (state, at) = self.removed.remove(name)?;
+        let record = Record::Restored {
+            target: name.to_string(),
+        };
+        if let Err(e) = self.shared.journal(record).await {
+            tracing::warn!(target = %name, error = %format!("{e:#}"), "cannot journal the restore");
+        }
+        tracing::info!(target = %name, removed_at = %at, phase = state.phase.name(), "target back in the config: its state is restored (pause, cooldown, loop guard, incident counter)");
+        Some(state)
     }
 
     /// Start one target's worker under its own token (a reload may stop it).
@@ -593,7 +728,8 @@ impl Daemon {
                     }
                 }
                 None => {
-                    let slot = self.spawn_worker(&target, None, cancel);
+                    let kept = self.restore_removed(&target.name).await;
+                    let slot = self.spawn_worker(&target, kept, cancel);
                     workers.insert(target.name.clone(), slot);
                     added += 1;
                 }
@@ -621,6 +757,8 @@ impl Daemon {
                     if let Some(w) = workers.remove(&name) {
                         forget_metrics(&name, &w.handle);
                         w.cancel.cancel();
+                        let state = w.handle.state.borrow().clone();
+                        self.remember_removed(name.clone(), state).await;
                     }
                     removed += 1;
                 }
@@ -798,6 +936,19 @@ fn dump_status(view: &RwLock<Arc<crate::api::View>>) {
 
 fn summary_of(view: &Arc<crate::api::View>) -> String {
     summary(&RwLock::new(view.clone()))
+}
+
+/// What status, the log and the notification say in state-lost mode: why,
+/// and how an operator gets out of it (docs/systemd.md).
+fn state_lost_message(state_dir: &Path, why: &str) -> String {
+    let dir = state_dir.display();
+    format!(
+        "rollbackd could not read its state in {dir} and acts on no target (no rollback, no \
+         incident, no pause is acted on) rather than act from an empty memory: {why}. To start \
+         afresh, stop rollbackd, move the state files aside (mkdir {dir}/lost && mv \
+         {dir}/snapshot*.json* {dir}/journal*.jsonl {dir}/lost/) and start it again; open \
+         incidents are in {dir}/incidents/, and pauses must be set again"
+    )
 }
 
 /// Reload the alerts Alertmanager reported before a restart

@@ -186,9 +186,75 @@ pub(super) struct Shared {
     /// What Alertmanager posted (`POST /v1/alertmanager`), read by the
     /// alertmanager rules.
     pub(super) alerts: Arc<crate::sources::alertmanager::AlertStore>,
+    /// Each worker's executor identity and open incident: a target whose
+    /// executor is another's with an open incident waits for it (one plan
+    /// per service; [`decide::Guards::busy_executor`]).
+    pub(super) executors: Mutex<BTreeMap<String, ExecutorSeat>>,
+    /// Set when the state could not be read at start (why, and how to get
+    /// out): state-lost mode, no target is acted on.
+    pub(super) state_lost: Option<String>,
+}
+
+/// One worker's entry in [`Shared::executors`].
+#[derive(Debug, Clone)]
+pub(super) struct ExecutorSeat {
+    /// Which worker wrote it (a worker that ends removes only its own).
+    pub(super) worker: u64,
+    pub(super) identity: crate::execute::Identity,
+    /// Its open incident ([`decide::open_incident`]).
+    pub(super) open: Option<String>,
 }
 
 impl Shared {
+    /// The other targets with `identity` that have an open incident, as
+    /// the machine's guard input (under the registry's lock: `seats`).
+    pub(super) fn busy_peers(
+        seats: &BTreeMap<String, ExecutorSeat>,
+        target: &str,
+        identity: &crate::execute::Identity,
+    ) -> Vec<decide::BusyPeer> {
+        seats
+            .iter()
+            .filter(|(name, s)| name.as_str() != target && s.identity.key == identity.key)
+            .filter_map(|(name, s)| {
+                Some(decide::BusyPeer {
+                    target: name.clone(),
+                    incident: s.open.clone()?,
+                    executor: s.identity.shown.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Put `target`'s seat in the registry (its open incident as in `state`).
+    pub(super) fn seat_executor(
+        &self,
+        target: &str,
+        worker: u64,
+        identity: &crate::execute::Identity,
+        state: &TargetState,
+    ) {
+        self.executors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                target.to_string(),
+                ExecutorSeat {
+                    worker,
+                    identity: identity.clone(),
+                    open: decide::open_incident(state).map(str::to_string),
+                },
+            );
+    }
+
+    /// A worker ended: its seat goes (unless a newer worker took the name).
+    pub(super) fn unseat_executor(&self, target: &str, worker: u64) {
+        let mut seats = self.executors.lock().unwrap_or_else(|p| p.into_inner());
+        if seats.get(target).is_some_and(|s| s.worker == worker) {
+            seats.remove(target);
+        }
+    }
+
     /// Now, by the daemon's clock.
     pub(super) fn now(&self) -> Time {
         self.clock.now()
@@ -365,6 +431,7 @@ impl GlobalLimit {
         &self,
         target: &str,
         now: Time,
+        base: &decide::Guards,
         step: impl FnOnce(&decide::Guards) -> Result<(TargetState, Vec<decide::Action>), E>,
     ) -> Result<(TargetState, Vec<decide::Action>), E> {
         self.prune(now);
@@ -374,6 +441,7 @@ impl GlobalLimit {
                 max_per_hour: self.cap.get(),
                 started: all.values().flatten().copied().collect(),
             }),
+            ..base.clone()
         };
         let stepped = step(&guards);
         if let Ok((next, _)) = &stepped {

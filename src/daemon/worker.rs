@@ -225,7 +225,14 @@ pub(super) struct Worker {
     pub(super) seat: Option<super::seat::Seat>,
     /// Its own command channel (forwarded commands enter here).
     pub(super) commands_tx: mpsc::Sender<Command>,
+    /// What its rollback acts on (one plan per service), and this worker's
+    /// number in [`Shared::executors`].
+    pub(super) identity: crate::execute::Identity,
+    pub(super) worker_id: u64,
 }
+
+/// Numbers workers (their seats in [`Shared::executors`]).
+static WORKERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Where inside `interval` a target polls: a stable offset derived from
 /// its name (as Prometheus offsets scrapes by a hash of the target), so a
@@ -283,7 +290,12 @@ impl Worker {
             .clone()
             .unwrap_or_else(|| TargetState::new(&target.name));
         let (state_tx, state_rx) = watch::channel(state.clone());
+        let identity = execute::identity(&target.name, &target.rollback);
+        let worker_id = WORKERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        shared.seat_executor(&target.name, worker_id, &identity, &state);
         let worker = Worker {
+            identity,
+            worker_id,
             target: target.clone(),
             decide: DecideConfig::from_config(config, target),
             recovered: recovered.is_some(),
@@ -386,6 +398,8 @@ impl Worker {
         }
         drop(poll);
         self.shared
+            .unseat_executor(&self.target.name, self.worker_id);
+        self.shared
             .heartbeats
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -476,6 +490,13 @@ impl Worker {
         self.budget = poll_budget(&r.target, &live);
         self.decide = r.decide;
         self.target = r.target;
+        self.identity = execute::identity(&self.target.name, &self.target.rollback);
+        self.shared.seat_executor(
+            &self.target.name,
+            self.worker_id,
+            &self.identity,
+            &self.state,
+        );
         self.heartbeat();
         tracing::info!(target = %self.target.name, rules = self.target.rules.len(), "configuration reloaded");
     }
@@ -671,6 +692,11 @@ impl Worker {
     pub(super) async fn apply_at(&mut self, event: Event, now: Time) -> Applied {
         let (next, actions) = match self.step(&event, now) {
             Ok(r) => r,
+            // State-lost mode refuses every step; said once at start.
+            Err(e @ decide::StepError::StateLost { .. }) => {
+                tracing::debug!(target = %self.target.name, error = %e, "event ignored");
+                return Applied::NotExpected;
+            }
             Err(e) => {
                 tracing::warn!(target = %self.target.name, error = %e, "event ignored");
                 return Applied::NotExpected;
@@ -690,17 +716,47 @@ impl Worker {
         let step = |guards: &decide::Guards| {
             decide::step(&self.decide, guards, self.state.clone(), event.clone(), now)
         };
-        match &self.shared.live().global_limit {
-            Some(limit) => limit.step(&self.target.name, now, step),
-            None => step(&decide::Guards::default()),
+        // The registry stays locked through the (pure, quick) step, so that
+        // two targets of one executor never both open an incident.
+        let mut seats = self
+            .shared
+            .executors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let base = decide::Guards {
+            busy_executor: Shared::busy_peers(&seats, &self.target.name, &self.identity),
+            state_lost: self.shared.state_lost.clone(),
+            global: None,
+        };
+        let stepped = match &self.shared.live().global_limit {
+            Some(limit) => limit.step(&self.target.name, now, &base, step),
+            None => step(&base),
+        };
+        if let Ok((next, _)) = &stepped {
+            seats.insert(
+                self.target.name.clone(),
+                ExecutorSeat {
+                    worker: self.worker_id,
+                    identity: self.identity.clone(),
+                    open: decide::open_incident(next).map(str::to_string),
+                },
+            );
         }
+        stepped
     }
 
-    /// A step was not adopted: the rollbacks it started do not count.
+    /// A step was not adopted: the rollbacks it started do not count, and
+    /// the incident it opened is not open.
     pub(super) fn unstep(&self) {
         if let Some(limit) = &self.shared.live().global_limit {
             limit.reset(&self.state);
         }
+        self.shared.seat_executor(
+            &self.target.name,
+            self.worker_id,
+            &self.identity,
+            &self.state,
+        );
     }
 
     /// Adopt a step: journal it when it changed something, then take the
@@ -737,6 +793,14 @@ impl Worker {
             }
         }
         log_step(&self.target.name, &event, &from, &to, &next);
+        if next.waiting != self.state.waiting {
+            match &next.waiting {
+                Some(why) => tracing::info!(target = %self.target.name, %why, "waiting"),
+                None => {
+                    tracing::info!(target = %self.target.name, "no longer waiting for another target")
+                }
+            }
+        }
         let record = Record::Step {
             target: self.target.name.clone(),
             event: event.clone(),

@@ -395,6 +395,10 @@ pub(super) fn on_event(
             // The previous rollback's `after` steps still run: refuse.
             Phase::Done { .. } if state.after_running.is_some() => return Err(in_flight(state)),
             Phase::Watching | Phase::Done { .. } => {
+                if let Some(why) = super::peers::busy_guard(guards, state) {
+                    let target = state.target.clone();
+                    return Err(StepError::ExecutorBusy { target, why });
+                }
                 let cause = Cause::Manual {
                     by: by.clone(),
                     reason: reason.clone(),

@@ -48,6 +48,21 @@ pub enum StepError {
         /// The phase the target is in.
         phase: &'static str,
     },
+    /// Another target with the same executor has an open incident: one
+    /// plan per service at a time.
+    #[error("target {target} is not rolled back now: {why}; nothing done")]
+    ExecutorBusy {
+        /// Target name.
+        target: String,
+        /// The other target, its incident and the shared executor.
+        why: String,
+    },
+    /// The daemon could not read its state at start: it acts on no target.
+    #[error("rollbackd is in state-lost mode and acts on no target: {why}")]
+    StateLost {
+        /// Why the state could not be read, and how to get out of it.
+        why: String,
+    },
     /// An effect's result that does not fit (e.g. for an incident that is
     /// no longer running), or an event only older versions journaled.
     #[error("event {event} is not expected in phase {phase}")]
@@ -68,6 +83,7 @@ pub fn step(
     event: Event,
     now: Time,
 ) -> Result<(TargetState, Vec<Action>), StepError> {
+    super::peers::refuse_when_lost(guards)?;
     let mut actions = Vec::new();
     let unexpected = |event: &Event, phase: &Phase| StepError::Unexpected {
         event: event.name(),
@@ -82,6 +98,7 @@ pub fn step(
         }
         Event::Evaluated { rules, fleet } => {
             state.rules = rules;
+            super::peers::end_wait(guards, &mut state, now);
             blindness(cfg, &mut state, now, &mut actions);
             super::shadow::shadow_rules(cfg, &mut state, now, &mut actions);
             advance(cfg, guards, &mut state, now, &fleet, &mut actions);
@@ -533,6 +550,7 @@ fn watch(
         .rules
         .iter()
         .filter(|r| !r.shadow && matches!(r.status, RuleStatus::Breached { .. }))
+        .filter(|r| super::peers::began_after_wait(state, r))
         .cloned()
         .collect();
     // A rollback is not over while its `after` steps run.
@@ -540,6 +558,10 @@ fn watch(
     // `[daemon] settle` holds the trigger so the blast-radius guard sees
     // the peers whose breaches begin meanwhile.
     if super::blast::settling(cfg, state, triggered, now) || !triggered {
+        return;
+    }
+    if let Some(why) = super::peers::wait_for_peer(guards, state) {
+        state.waiting = Some(why);
         return;
     }
     let abstained: Vec<RuleReport> = state

@@ -11,6 +11,7 @@ mod human;
 mod incident;
 mod machine;
 mod recovery;
+pub mod peers;
 pub mod server_watch;
 
 use std::time::Duration;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use incident::DecideConfig;
 pub use machine::{step, StepError};
+pub use peers::{open_incident, BusyPeer};
 
 mod shadow;
 
@@ -79,6 +81,14 @@ pub struct TargetState {
     /// meanwhile. (Absent in older journals: no hold under way.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settling: Option<Time>,
+    /// Another target with the same executor has an open incident: this
+    /// one opens none while it lasts (why, naming it; see [`peers`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+    /// When the latest such wait ended: a breach that began before it was
+    /// the other target's to handle, and is not acted on again here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waited_until: Option<Time>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -125,6 +135,8 @@ impl TargetState {
             blind_notified: None,
             shadow_breached: Vec::new(),
             settling: None,
+            waiting: None,
+            waited_until: None,
         }
     }
 
@@ -150,6 +162,8 @@ impl TargetState {
             paused,
             shadow_breached,
             settling,
+            waiting,
+            waited_until,
         } = self;
         let statuses = |rules: &[RuleReport]| -> Vec<(String, &'static str)> {
             rules
@@ -171,6 +185,8 @@ impl TargetState {
             || *paused != next.paused
             || *shadow_breached != next.shadow_breached
             || *settling != next.settling
+            || *waiting != next.waiting
+            || *waited_until != next.waited_until
     }
 
     /// Why the target is where it is: the incident's latest timeline
@@ -627,6 +643,12 @@ pub struct Guards {
     /// `[daemon] max_rollbacks_per_hour` with the rollbacks it counts;
     /// `None`: no global cap.
     pub global: Option<GlobalCap>,
+    /// Other targets with this target's executor identity that have an
+    /// open incident: this one waits for them ([`peers`]).
+    pub busy_executor: Vec<BusyPeer>,
+    /// The daemon could not read its state at start (why): no step is
+    /// taken on any target ([`peers`]).
+    pub state_lost: Option<String>,
 }
 
 /// The global cap on executed rollbacks across all targets.
@@ -725,6 +747,10 @@ pub enum NotifyKind {
     ServerUnreachable,
     /// That server answers again.
     ServerReachable,
+    /// The daemon could not read its state (snapshot and journal) at
+    /// start and acts on no target until an operator resolves it (sent
+    /// once per start; no incident).
+    StateLost,
 }
 
 impl NotifyKind {
@@ -749,7 +775,8 @@ impl NotifyKind {
             | NotifyKind::RolledBack
             | NotifyKind::RollbackFailed
             | NotifyKind::DidNotHelp
-            | NotifyKind::Interrupted => Severity::Critical,
+            | NotifyKind::Interrupted
+            | NotifyKind::StateLost => Severity::Critical,
         }
     }
 }

@@ -10,11 +10,11 @@ use crate::config::Window;
 use crate::report::ExecResult;
 use crate::rules::{RuleReport, RuleStatus};
 
-fn t(secs: i64) -> Time {
+pub(super) fn t(secs: i64) -> Time {
     Utc.with_ymd_and_hms(2026, 11, 18, 12, 0, 0).unwrap() + chrono::Duration::seconds(secs)
 }
 
-fn cfg() -> DecideConfig {
+pub(super) fn cfg() -> DecideConfig {
     DecideConfig {
         dry_run: false,
         windows: vec![],
@@ -58,6 +58,7 @@ fn global_cap(max: u32, started: &[Time]) -> Guards {
             max_per_hour: max,
             started: started.to_vec(),
         }),
+        ..Guards::default()
     }
 }
 
@@ -93,7 +94,7 @@ fn pending(at: Time) -> Event {
         rules: vec![report(RuleStatus::Pending { since: at }, Some(0.9), at)],
     }
 }
-fn breached(at: Time) -> Event {
+pub(super) fn breached(at: Time) -> Event {
     Event::Evaluated {
         fleet: Fleet::default(),
         rules: vec![report(RuleStatus::Breached { since: t(0) }, Some(0.9), at)],

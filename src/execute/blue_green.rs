@@ -211,6 +211,17 @@ pub fn count_ready(text: &str) -> (usize, usize) {
     (ready, pods.len())
 }
 
+/// The executor's identity ([`super::identity`]): the service in its
+/// namespace and kubectl context.
+pub fn identity(service: &str, namespace: &str, context: Option<&str>) -> super::Identity {
+    super::Identity::same(format!(
+        "blue_green service/{service} -n {namespace}{}",
+        context
+            .map(|c| format!(" --context {c}"))
+            .unwrap_or_default()
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

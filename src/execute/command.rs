@@ -117,6 +117,28 @@ pub async fn run_with(
     result
 }
 
+/// The executor's identity ([`super::identity`]): the steps as they would
+/// run for `target` (argv with `{target}` filled in, and each step's
+/// working directory), so that two targets running the same commands on
+/// the same place are one service.
+pub fn identity(target: &str, steps: &[Step], cwd: Option<&std::path::Path>) -> super::Identity {
+    let rendered: Vec<String> = steps
+        .iter()
+        .map(|s| {
+            let argv: Vec<String> = s
+                .argv
+                .iter()
+                .map(|a| a.replace("{target}", target))
+                .collect();
+            match s.cwd.as_deref().or(cwd) {
+                Some(dir) => format!("(cd {}; {})", dir.display(), display_argv(&argv)),
+                None => display_argv(&argv),
+            }
+        })
+        .collect();
+    super::Identity::same(format!("command steps {}", rendered.join(" && ")))
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -297,6 +297,12 @@ pub fn split_tag(image: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// The executor's identity ([`super::identity`]): the container (its name
+/// is unique on the host).
+pub fn identity(container: &str) -> super::Identity {
+    super::Identity::same(format!("docker container {container}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

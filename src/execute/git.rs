@@ -143,3 +143,9 @@ impl Git<'_> {
         r.finish(acts).await
     }
 }
+
+/// The executor's identity ([`super::identity`]): the working tree.
+pub fn identity(repo: &Path) -> super::Identity {
+    let path: std::path::PathBuf = repo.components().collect();
+    super::Identity::same(format!("git {}", path.display()))
+}

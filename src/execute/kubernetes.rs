@@ -143,6 +143,17 @@ pub fn parse_history(text: &str) -> Vec<u64> {
     revisions
 }
 
+/// The executor's identity ([`super::identity`]): the deployment in its
+/// namespace and kubectl context.
+pub fn identity(deployment: &str, namespace: &str, context: Option<&str>) -> super::Identity {
+    super::Identity::same(format!(
+        "kubernetes deployment/{deployment} -n {namespace}{}",
+        context
+            .map(|c| format!(" --context {c}"))
+            .unwrap_or_default()
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

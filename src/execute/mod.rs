@@ -24,6 +24,75 @@ use crate::run::plan::{self as runner, Act, Budget, Runner, StepError};
 pub use crate::report::{ExecResult, StepReport};
 pub use crate::run::template::Vars;
 
+/// What a target's rollback acts on: two targets with equal keys roll back
+/// the same service, so only one may have an open incident at a time (the
+/// other waits: `decide::peers`). One function per executor kind, in its
+/// own file; fleets use the same key for their members.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Identity {
+    /// Equal for the same executor kind and keys.
+    pub key: String,
+    /// As a person reads it (`symlink /srv/app/current`), without secrets.
+    pub shown: String,
+}
+
+impl Identity {
+    /// An identity shown as its key.
+    fn same(key: String) -> Identity {
+        Identity {
+            shown: key.clone(),
+            key,
+        }
+    }
+}
+
+/// The executor identity of `target`'s rollback plan.
+pub fn identity(target: &str, plan: &RollbackPlan) -> Identity {
+    match &plan.kind {
+        ExecutorKind::Command { steps } => command::identity(target, steps, plan.cwd.as_deref()),
+        ExecutorKind::Symlink { current, .. } => symlink::identity(current),
+        ExecutorKind::Kubernetes {
+            deployment,
+            namespace,
+            context,
+            ..
+        } => kubernetes::identity(deployment, namespace, context.as_deref()),
+        ExecutorKind::BlueGreen {
+            service,
+            namespace,
+            context,
+            ..
+        } => blue_green::identity(service, namespace, context.as_deref()),
+        ExecutorKind::Docker { container, .. } => docker::identity(container),
+        ExecutorKind::Git { repo, .. } => git::identity(repo),
+        ExecutorKind::Webhook { url, .. } => webhook::identity(url),
+    }
+}
+
+/// `check`'s warnings about targets that roll back the same executor (as
+/// `target[i].rollback: warning: ...`, one per later target). Allowed, and
+/// safe: only one of them acts at a time; but an operator usually meant
+/// one target with several rules.
+pub fn shared_executor_warnings(config: &crate::config::Config) -> Vec<String> {
+    let mut seen: Vec<(Identity, &str)> = Vec::new();
+    let mut out = Vec::new();
+    for (i, t) in config.targets.iter().enumerate() {
+        let id = identity(&t.name, &t.rollback);
+        if let Some((_, first)) = seen.iter().find(|(s, _)| s.key == id.key) {
+            out.push(format!(
+                "target[{i}].rollback: warning: targets {first:?} and {:?} roll back the same \
+                 executor ({}); only one of them acts at a time (the other waits while the first \
+                 has an open incident); to watch one service with several signals, give one \
+                 target several rules",
+                t.name, id.shown
+            ));
+        } else {
+            seen.push((id, &t.name));
+        }
+    }
+    out
+}
+
 /// Run a target's rollback plan for an incident: the `pre` steps, then the
 /// executor's. Never panics; every failure is in the returned [`ExecResult`].
 ///
@@ -541,5 +610,148 @@ impl Executor<'_> {
                 body: body.as_deref(),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+
+    const RULE: &str =
+        "[[target.rule]]\nname = \"cpu\"\nsource = \"host\"\nmetric = \"cpu\"\nabove = 0.9\nfor = \"1m\"\n";
+
+    /// A config with one target per `(name, rollback table body)`.
+    fn config(targets: &[(&str, &str)]) -> crate::config::Config {
+        let mut text = "[daemon]\nstate_dir = \"/tmp/x\"\n[notify.email]\nfrom = \"a@b.c\"\nto = [\"a@b.c\"]\n"
+            .to_string();
+        for (name, rollback) in targets {
+            text.push_str(&format!(
+                "[[target]]\nname = \"{name}\"\n{RULE}[target.rollback]\n{rollback}\n"
+            ));
+        }
+        crate::config::load_str("t.toml", &text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn ids(targets: &[(&str, &str)]) -> Vec<Identity> {
+        let c = config(targets);
+        c.targets
+            .iter()
+            .map(|t| identity(&t.name, &t.rollback))
+            .collect()
+    }
+
+    #[test]
+    fn one_key_per_executor_kind() {
+        let cases: Vec<(&str, &str, &str, bool)> = vec![
+            // (kind, a, b, same)
+            (
+                "symlink: same current, other releases",
+                "kind = \"symlink\"\ncurrent = \"/srv/app/current\"\nreleases = \"/srv/app/releases\"",
+                "kind = \"symlink\"\ncurrent = \"/srv/app/./current\"\nreleases = \"/srv/other\"",
+                true,
+            ),
+            (
+                "symlink: another current",
+                "kind = \"symlink\"\ncurrent = \"/srv/app/current\"\nreleases = \"/srv/app/releases\"",
+                "kind = \"symlink\"\ncurrent = \"/srv/api/current\"\nreleases = \"/srv/app/releases\"",
+                false,
+            ),
+            (
+                "kubernetes: same deployment, other namespace",
+                "kind = \"kubernetes\"\ndeployment = \"web\"\nnamespace = \"prod\"",
+                "kind = \"kubernetes\"\ndeployment = \"web\"\nnamespace = \"staging\"",
+                false,
+            ),
+            (
+                "kubernetes: same deployment and namespace",
+                "kind = \"kubernetes\"\ndeployment = \"web\"\nnamespace = \"prod\"",
+                "kind = \"kubernetes\"\ndeployment = \"web\"\nnamespace = \"prod\"\nto_revision = 3",
+                true,
+            ),
+            (
+                "docker: same container",
+                "kind = \"docker\"\ncontainer = \"web\"\nimage = \"r/web\"",
+                "kind = \"docker\"\ncontainer = \"web\"\nimage = \"r/other\"",
+                true,
+            ),
+            (
+                "git: same repo",
+                "kind = \"git\"\nrepo = \"/srv/app\"",
+                "kind = \"git\"\nrepo = \"/srv/app/\"",
+                true,
+            ),
+            (
+                "blue_green: other context",
+                "kind = \"blue_green\"\nservice = \"web\"\nnamespace = \"prod\"",
+                "kind = \"blue_green\"\nservice = \"web\"\nnamespace = \"prod\"\ncontext = \"eu\"",
+                false,
+            ),
+            (
+                "command: same steps",
+                "kind = \"command\"\nsteps = [[\"systemctl\", \"restart\", \"app\"]]",
+                "kind = \"command\"\nsteps = [[\"systemctl\", \"restart\", \"app\"]]",
+                true,
+            ),
+            (
+                "command: {target} makes them differ",
+                "kind = \"command\"\nsteps = [[\"deploy\", \"{target}\"]]",
+                "kind = \"command\"\nsteps = [[\"deploy\", \"{target}\"]]",
+                false,
+            ),
+            (
+                "webhook: another query",
+                "kind = \"webhook\"\nurl = \"https://ci.example.com/rollback?job=web\"",
+                "kind = \"webhook\"\nurl = \"https://ci.example.com/rollback?job=api\"",
+                false,
+            ),
+            (
+                "a symlink and a git repo",
+                "kind = \"symlink\"\ncurrent = \"/srv/app\"\nreleases = \"/srv/r\"",
+                "kind = \"git\"\nrepo = \"/srv/app\"",
+                false,
+            ),
+        ];
+        for (name, a, b, same) in cases {
+            let ids = ids(&[("a", a), ("b", b)]);
+            assert_eq!(ids[0].key == ids[1].key, same, "{name}: {ids:?}");
+        }
+    }
+
+    #[test]
+    fn shown_without_secrets() {
+        let ids = ids(&[(
+            "a",
+            "kind = \"webhook\"\nurl = \"https://u:pw@ci.example.com/hook?access_token=SECRET\"",
+        )]);
+        assert_eq!(ids[0].shown, "webhook https://ci.example.com/hook");
+        assert!(ids[0].key.contains("SECRET"), "the key tells them apart");
+        let ids = ids_symlink();
+        assert_eq!(ids.shown, "symlink /srv/app/current");
+    }
+
+    fn ids_symlink() -> Identity {
+        ids(&[(
+            "a",
+            "kind = \"symlink\"\ncurrent = \"/srv/app/current/\"\nreleases = \"/srv/r\"",
+        )])
+        .remove(0)
+    }
+
+    #[test]
+    fn check_warns_about_targets_sharing_an_executor() {
+        let symlink = "kind = \"symlink\"\ncurrent = \"/srv/app/current\"\nreleases = \"/srv/r\"";
+        let other = "kind = \"symlink\"\ncurrent = \"/srv/api/current\"\nreleases = \"/srv/r\"";
+        let c = config(&[("web", symlink), ("api", other), ("web-latency", symlink)]);
+        let w = shared_executor_warnings(&c);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with(
+                "target[2].rollback: warning: targets \"web\" and \"web-latency\" roll back the \
+                 same executor (symlink /srv/app/current); only one of them acts at a time"
+            ),
+            "{}",
+            w[0]
+        );
+        assert!(shared_executor_warnings(&config(&[("web", symlink), ("api", other)])).is_empty());
     }
 }

@@ -381,6 +381,13 @@ pub async fn run_with(
     result
 }
 
+/// The executor's identity ([`super::identity`]): the `current` link,
+/// written without `.` components or a trailing slash, is the service.
+pub fn identity(current: &Path) -> super::Identity {
+    let path: PathBuf = current.components().collect();
+    super::Identity::same(format!("symlink {}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

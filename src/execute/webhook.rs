@@ -56,3 +56,17 @@ impl Webhook<'_> {
         r.finish(acts).await
     }
 }
+
+/// The executor's identity ([`super::identity`]): the endpoint. Shown
+/// without credentials and query values (they may hold a token).
+pub fn identity(url: &url::Url) -> super::Identity {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
+    super::Identity {
+        key: format!("webhook {url}"),
+        shown: format!("webhook {shown}"),
+    }
+}

@@ -206,6 +206,7 @@ pub(crate) fn label(kind: NotifyKind) -> &'static str {
         NotifyKind::Shadow => "SHADOW: WOULD ROLL BACK",
         NotifyKind::ServerUnreachable => "UNREACHABLE",
         NotifyKind::ServerReachable => "REACHABLE AGAIN",
+        NotifyKind::StateLost => "STATE LOST, ACTING ON NOTHING",
     }
 }
 
@@ -229,6 +230,7 @@ pub(crate) fn kind_name(kind: NotifyKind) -> &'static str {
         NotifyKind::Shadow => "shadow",
         NotifyKind::ServerUnreachable => "server_unreachable",
         NotifyKind::ServerReachable => "server_reachable",
+        NotifyKind::StateLost => "state_lost",
     }
 }
 
@@ -309,6 +311,9 @@ pub(crate) fn summary(kind: NotifyKind, incident: &Incident) -> String {
         NotifyKind::Seeing => format!("monitoring of {target} has data again."),
         NotifyKind::ServerUnreachable => format!("{target} is unreachable."),
         NotifyKind::ServerReachable => format!("{target} is reachable again."),
+        NotifyKind::StateLost => {
+            format!("{target} could not read its state and acts on no target.")
+        }
         NotifyKind::BlastRadius => match &incident.blast_radius_after_acting {
             Some(why) => format!(
                 "breaches began on many targets at once ({target} among them), but rollbackd had \

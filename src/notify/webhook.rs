@@ -47,6 +47,7 @@ pub fn state(kind: NotifyKind, incident: Option<&Incident>) -> &'static str {
         NotifyKind::Blind | NotifyKind::ServerUnreachable => "Blind",
         NotifyKind::ServerReachable => "Watching",
         NotifyKind::PauseEnded => "Watching",
+        NotifyKind::StateLost => "StateLost",
         NotifyKind::Shadow => "Shadow",
         NotifyKind::Seeing => match incident.and_then(|i| i.outcome) {
             Some(Outcome::Failed) => "Failed",
