@@ -118,12 +118,66 @@ async fn every_smtp_phase_honours_the_timeout() {
     let ehlo_auth = "250-test\r\n250 AUTH PLAIN LOGIN\r\n";
     // (case, script, security, with AUTH, the phase named)
     let table: Vec<(&str, Script, SmtpSecurity, bool, &str)> = vec![
-        ("never greets", Script { greeting: None, answers: vec![] }, SmtpSecurity::Plain, false, "greeting"),
-        ("greets, then silent after EHLO", Script { greeting: Some("220 hi\r\n"), answers: vec![] }, SmtpSecurity::Plain, false, "EHLO"),
-        ("silent after STARTTLS", Script { greeting: Some("220 hi\r\n"), answers: vec![ehlo_tls] }, SmtpSecurity::StartTls, false, "STARTTLS"),
-        ("silent after AUTH", Script { greeting: Some("220 hi\r\n"), answers: vec![ehlo_auth] }, SmtpSecurity::Plain, true, "AUTH"),
-        ("silent after MAIL FROM", Script { greeting: Some("220 hi\r\n"), answers: vec![ehlo] }, SmtpSecurity::Plain, false, "MAIL, RCPT or DATA"),
-        ("silent after the message", Script { greeting: Some("220 hi\r\n"), answers: vec![ehlo, "250 ok\r\n", "250 ok\r\n", "354 go\r\n"] }, SmtpSecurity::Plain, false, "MAIL, RCPT or DATA"),
+        (
+            "never greets",
+            Script {
+                greeting: None,
+                answers: vec![],
+            },
+            SmtpSecurity::Plain,
+            false,
+            "greeting",
+        ),
+        (
+            "greets, then silent after EHLO",
+            Script {
+                greeting: Some("220 hi\r\n"),
+                answers: vec![],
+            },
+            SmtpSecurity::Plain,
+            false,
+            "EHLO",
+        ),
+        (
+            "silent after STARTTLS",
+            Script {
+                greeting: Some("220 hi\r\n"),
+                answers: vec![ehlo_tls],
+            },
+            SmtpSecurity::StartTls,
+            false,
+            "STARTTLS",
+        ),
+        (
+            "silent after AUTH",
+            Script {
+                greeting: Some("220 hi\r\n"),
+                answers: vec![ehlo_auth],
+            },
+            SmtpSecurity::Plain,
+            true,
+            "AUTH",
+        ),
+        (
+            "silent after MAIL FROM",
+            Script {
+                greeting: Some("220 hi\r\n"),
+                answers: vec![ehlo],
+            },
+            SmtpSecurity::Plain,
+            false,
+            "MAIL, RCPT or DATA",
+        ),
+        (
+            "silent after the message",
+            Script {
+                greeting: Some("220 hi\r\n"),
+                answers: vec![ehlo, "250 ok\r\n", "250 ok\r\n", "354 go\r\n"],
+            },
+            SmtpSecurity::Plain,
+            false,
+            "MAIL, RCPT or DATA",
+        ),
     ];
     for (case, script, security, auth, phase) in table {
         let (port, _) = raw_server(script);
@@ -134,7 +188,14 @@ async fn every_smtp_phase_honours_the_timeout() {
         let e = result.expect_err(case).to_string();
         assert_eq!(
             e,
-            format!("smtp{}://127.0.0.1:{port}: no answer to {phase} within 1s (notify.email.timeout)", if security == SmtpSecurity::StartTls { "+starttls" } else { "" }),
+            format!(
+                "smtp{}://127.0.0.1:{port}: no answer to {phase} within 1s (notify.email.timeout)",
+                if security == SmtpSecurity::StartTls {
+                    "+starttls"
+                } else {
+                    ""
+                }
+            ),
             "{case}"
         );
     }
@@ -165,12 +226,21 @@ async fn a_trickled_greeting_does_not_stretch_the_phase_and_a_silent_quit_does_n
         .expect("a trickled greeting held the send")
         .unwrap_err()
         .to_string();
-    assert!(e.ends_with("no answer to greeting within 1s (notify.email.timeout)"), "{e}");
+    assert!(
+        e.ends_with("no answer to greeting within 1s (notify.email.timeout)"),
+        "{e}"
+    );
 
     // Everything answered but QUIT: the mail was accepted, so it is sent.
     let (port, _) = raw_server(Script {
         greeting: Some("220 hi\r\n"),
-        answers: vec!["250 test\r\n", "250 ok\r\n", "250 ok\r\n", "354 go\r\n", "250 queued\r\n"],
+        answers: vec![
+            "250 test\r\n",
+            "250 ok\r\n",
+            "250 ok\r\n",
+            "354 go\r\n",
+            "250 queued\r\n",
+        ],
     });
     let ch = channel(port, SmtpSecurity::Plain, None);
     tokio::time::timeout(Duration::from_secs(30), ch.send(EML))
@@ -295,15 +365,19 @@ fn a_backlog_does_not_delay_a_new_incidents_mail_and_is_logged_once() {
         "the new incident's mail waited behind the whole backlog ({backlog_before} before it)"
     );
     // The rest of the backlog still goes out, each once.
-    wait_for(Duration::from_secs(180), "every backlog mail delivered", || {
-        (server
-            .received()
-            .iter()
-            .filter(|r| subject(r).contains("backlog"))
-            .count()
-            >= BACKLOG)
-            .then_some(())
-    });
+    wait_for(
+        Duration::from_secs(180),
+        "every backlog mail delivered",
+        || {
+            (server
+                .received()
+                .iter()
+                .filter(|r| subject(r).contains("backlog"))
+                .count()
+                >= BACKLOG)
+                .then_some(())
+        },
+    );
     let log = daemon.log_text();
     let warns = log
         .lines()
@@ -314,7 +388,8 @@ fn a_backlog_does_not_delay_a_new_incidents_mail_and_is_logged_once() {
         "{warns} per-item retry warnings for a backlog of {BACKLOG} (want one backlog line and summaries)"
     );
     assert_eq!(
-        log.matches("notification backlog: 300 notifications wait").count(),
+        log.matches("notification backlog: 300 notifications wait")
+            .count(),
         1,
         "the backlog is announced once"
     );

@@ -38,7 +38,7 @@ pub fn most_probes(window: Duration, timeout: Duration, poll_interval: Duration)
 /// have no decimals).
 fn as_config(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         fmt_duration(d)
     } else {
         format!("{ms}ms")
@@ -161,8 +161,16 @@ mod tests {
                 let v = rest.split('"').nth(1).unwrap();
                 crate::config::duration::parse(v).unwrap()
             };
-            assert_eq!(unreachable(n, quoted("widen window to "), timeout, poll), None, "{msg}");
-            assert_eq!(unreachable(n, window, quoted("lower timeout to "), poll), None, "{msg}");
+            assert_eq!(
+                unreachable(n, quoted("widen window to "), timeout, poll),
+                None,
+                "{msg}"
+            );
+            assert_eq!(
+                unreachable(n, window, quoted("lower timeout to "), poll),
+                None,
+                "{msg}"
+            );
             let most = most_probes(window, timeout, poll) as usize;
             assert_eq!(unreachable(most, window, timeout, poll), None, "{msg}");
             // And what it refuses, just past the suggestion, is refused.

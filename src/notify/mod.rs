@@ -13,13 +13,13 @@
 //! adds `cc`, picks webhooks by name and drops notifications below its
 //! `min_severity`; targets without one use every channel.
 
+mod backlog;
 pub mod chat;
 pub mod email;
 pub mod limit;
 pub mod outbox;
 pub mod record;
 pub mod sender;
-mod backlog;
 pub mod smtp;
 mod smtp_phases;
 pub mod webhook;

@@ -77,12 +77,15 @@ pub(crate) async fn deliver(s: &Settings, envelope: &Envelope, eml: &[u8]) -> Re
     let mut conn = match &s.tls {
         Some((params, Implicit::Yes)) => {
             #[allow(deprecated)]
-            let mut stream = lettre::transport::smtp::client::AsyncNetworkStream::use_existing_tokio1(
-                Box::new(timed),
-            );
+            let mut stream =
+                lettre::transport::smtp::client::AsyncNetworkStream::use_existing_tokio1(Box::new(
+                    timed,
+                ));
             phase.set("TLS handshake");
             guard(&phase, outer(4), stream.upgrade_tls(params.clone())).await?;
-            let tls = TlsOver(tokio_util::compat::FuturesAsyncReadCompatExt::compat(stream));
+            let tls = TlsOver(tokio_util::compat::FuturesAsyncReadCompatExt::compat(
+                stream,
+            ));
             phase.set_greeting();
             guard(
                 &phase,
@@ -107,7 +110,12 @@ pub(crate) async fn deliver(s: &Settings, envelope: &Envelope, eml: &[u8]) -> Re
     }
     if let Some(credentials) = &s.credentials {
         phase.set("AUTH");
-        guard(&phase, outer(12), conn.auth(DEFAULT_MECHANISMS, credentials)).await?;
+        guard(
+            &phase,
+            outer(12),
+            conn.auth(DEFAULT_MECHANISMS, credentials),
+        )
+        .await?;
     }
     phase.set("MAIL, RCPT or DATA");
     let rcpts = envelope.to().len() as u32;
@@ -282,10 +290,7 @@ impl AsyncWrite for Timed {
         }
     }
 
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_shutdown(cx) {
             Poll::Pending => this.expired(cx),
@@ -304,9 +309,7 @@ impl AsyncTokioStream for Timed {
 /// stream, for implicit TLS: the handshake happens before the greeting.
 #[allow(deprecated)]
 #[derive(Debug)]
-struct TlsOver(
-    tokio_util::compat::Compat<lettre::transport::smtp::client::AsyncNetworkStream>,
-);
+struct TlsOver(tokio_util::compat::Compat<lettre::transport::smtp::client::AsyncNetworkStream>);
 
 impl AsyncRead for TlsOver {
     fn poll_read(
@@ -331,10 +334,7 @@ impl AsyncWrite for TlsOver {
         Pin::new(&mut self.0).poll_flush(cx)
     }
 
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }

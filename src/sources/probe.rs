@@ -842,7 +842,9 @@ mod tests {
         let mut src = ProbeSource::build(s, client());
         let hung = || Verdict::Failed(Failure::TimedOut(Duration::from_secs(5)));
         let five = Duration::from_secs(5);
-        assert!(src.absorb(t0(), Verdict::Ok, Duration::from_millis(3)).is_err());
+        assert!(src
+            .absorb(t0(), Verdict::Ok, Duration::from_millis(3))
+            .is_err());
         assert!(src.absorb(t0() + secs(1), hung(), five).is_err());
         assert_eq!(src.probes[1].at, t0() + secs(6), "counted at its deadline");
         // Probes 6 s apart (each takes the 5 s and waits for the next
