@@ -55,7 +55,7 @@ max_rollbacks_per_hour = 5
   source = "probe"
   url = "http://127.0.0.1:{port}/api/health"
   timeout = "1s"
-  window = "1s"
+  window = "3s"
   above = 0.5
   for = "{rule_for}"
 

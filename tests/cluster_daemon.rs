@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::*;
-use etcd::{Etcd, Proxy};
+use etcd::{Etcd, Proxy, TlsFiles};
 
 /// `lease_ttl` of every node: the shortest the config allows.
 const TTL: Duration = Duration::from_secs(2);
@@ -42,17 +42,44 @@ struct Setup {
     /// The demo service's port.
     port: u16,
     etcd: Etcd,
+    /// More `[cluster]` lines for the nodes made next (TLS files, user).
+    cluster_extra: String,
+    /// With a TLS etcd: its CA and certificates.
+    tls: Option<TlsFiles>,
 }
 
 impl Setup {
     fn new() -> Setup {
+        Setup::secure(false, None)
+    }
+
+    /// An etcd that requires TLS with client certificates (`tls`) and/or
+    /// authentication with user `root` and `password`; nodes made next
+    /// present the client certificate and log in as root.
+    fn secure(tls: bool, password: Option<&str>) -> Setup {
         let (tmp, dir, port, _) = demo_releases();
-        let etcd = Etcd::start(&dir);
+        let files = tls.then(|| TlsFiles::generate(&dir));
+        let etcd = Etcd::start_with(&dir, files.clone());
+        let mut cluster_extra = String::new();
+        if let Some(t) = &files {
+            cluster_extra.push_str(&t.cluster_keys(&t.client_cert, &t.client_key));
+        }
+        if let Some(pw) = password {
+            etcd.enable_auth(pw);
+            let file = dir.join("etcd-password");
+            std::fs::write(&file, format!("{pw}\n")).unwrap();
+            cluster_extra.push_str(&format!(
+                "username = \"root\"\npassword_file = \"{}\"\n",
+                file.display()
+            ));
+        }
         Setup {
             tmp: Some(tmp),
             dir,
             port,
             etcd,
+            cluster_extra,
+            tls: files,
         }
     }
 
@@ -82,7 +109,8 @@ impl Setup {
             conf::daemon(&dir, api, "300ms", ""),
             conf::email(&dir.join("state/outbox"), &["admin@example.com"]),
             format!(
-                "\n[cluster]\netcd = [\"{etcd_url}\"]\nnode = \"{name}\"\nlease_ttl = \"2s\"\n"
+                "\n[cluster]\netcd = [\"{etcd_url}\"]\nnode = \"{name}\"\nlease_ttl = \"2s\"\n{}",
+                self.cluster_extra
             ),
             conf::target(
                 "web",
@@ -752,4 +780,119 @@ fn owner_stopped_mid_plan_finishes_it_under_its_lease_then_hands_over() {
     assert_eq!(nodes[other].executions(), 0);
     assert_eq!(s.lines().len(), 2);
     nodes[other].stop();
+}
+
+/// Two nodes on `s`'s etcd: they agree on one owner, and one rollback runs.
+fn two_nodes_agree_on_one_owner_and_one_rollback(s: &Setup) {
+    let url = s.etcd.url();
+    let mut nodes = vec![s.node("n1", &url, PLAN, ""), s.node("n2", &url, PLAN, "")];
+    start_all(&mut nodes);
+    rollbackd::demo::switch_release(&s.dir, "v2").unwrap();
+    let refs: Vec<&Node> = nodes.iter().collect();
+    let owner = wait_agreement(&refs, "RolledBack", ROLLBACK_WITHIN);
+    assert_eq!(live(&s.dir), "v1");
+    std::thread::sleep(TTL);
+    let lines = s.lines();
+    assert_eq!(lines.len(), 1, "exactly one rollback ran: {lines:?}");
+    assert_fenced_line(&lines[0]);
+    assert_eq!(nodes[owner].executions(), 1, "the owner ran the plan");
+    assert_eq!(nodes[1 - owner].executions(), 0, "the standby ran nothing");
+    for n in nodes.iter_mut() {
+        n.stop();
+    }
+}
+
+#[test]
+fn two_nodes_on_an_etcd_that_requires_tls_client_certificates() {
+    let s = Setup::secure(true, None);
+    assert!(s.etcd.url().starts_with("https://"));
+    two_nodes_agree_on_one_owner_and_one_rollback(&s);
+}
+
+#[test]
+fn two_nodes_on_an_etcd_with_authentication() {
+    let s = Setup::secure(false, Some("pw-for-root"));
+    two_nodes_agree_on_one_owner_and_one_rollback(&s);
+}
+
+#[test]
+fn two_nodes_on_an_etcd_with_tls_client_certificates_and_authentication() {
+    let s = Setup::secure(true, Some("pw-for-root"));
+    two_nodes_agree_on_one_owner_and_one_rollback(&s);
+}
+
+/// `hold` (the default) and `act_alone` nodes that etcd refuses: the
+/// refusal is logged naming the endpoint and what to check; only the
+/// `act_alone` node rolls back.
+fn refused_node_holds_unless_act_alone(s: &mut Setup, refused: &str, wrong: &str, hint: &str) {
+    let url = s.etcd.url();
+    let base = std::mem::replace(&mut s.cluster_extra, wrong.to_string());
+    let mut hold = s.node("hold", &url, PLAN, "");
+    s.cluster_extra = format!("{wrong}on_etcd_down = \"act_alone\"\n");
+    let mut alone = s.node("alone", &url, PLAN, "");
+    s.cluster_extra = base;
+    hold.start();
+    let said = wait_for(
+        Duration::from_secs(20),
+        "the refusal in the log, naming the endpoint",
+        || {
+            let log = hold.log();
+            log.lines()
+                .find(|l| l.contains("WARN") && l.contains(&url) && l.contains(refused))
+                .map(str::to_string)
+        },
+    );
+    assert!(said.contains(hint), "{said}");
+    wait_for(Duration::from_secs(20), "hold to see v1", || {
+        hold.steps_of("version_observed")
+            .iter()
+            .any(|e| e["event"]["version"] == "v1")
+            .then_some(())
+    });
+    rollbackd::demo::switch_release(&s.dir, "v2").unwrap();
+    // `for` is 1s at a 300ms poll: a node that acted would have by now.
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(
+        s.lines().is_empty(),
+        "a refused node acted: {:?}",
+        s.lines()
+    );
+    assert_eq!(hold.executions(), 0);
+    hold.stop();
+
+    rollbackd::demo::switch_release(&s.dir, "v1").unwrap();
+    alone.start();
+    wait_for(Duration::from_secs(20), "alone to see v1", || {
+        alone
+            .steps_of("version_observed")
+            .iter()
+            .any(|e| e["event"]["version"] == "v1")
+            .then_some(())
+    });
+    rollbackd::demo::switch_release(&s.dir, "v2").unwrap();
+    wait_for(ROLLBACK_WITHIN, "the act_alone node to roll back", || {
+        (s.lines().len() == 1 && live(&s.dir) == "v1").then_some(())
+    });
+    assert_eq!(alone.executions(), 1);
+    alone.stop();
+}
+
+#[test]
+fn a_client_certificate_etcd_does_not_trust_is_named_and_the_node_holds() {
+    let mut s = Setup::secure(true, None);
+    let t = s.tls.clone().unwrap();
+    let wrong = t.cluster_keys(&t.stranger_cert, &t.stranger_key);
+    refused_node_holds_unless_act_alone(&mut s, "TLS", wrong.as_str(), "cluster.cert_file");
+}
+
+#[test]
+fn a_wrong_etcd_password_is_named_and_the_node_holds() {
+    let mut s = Setup::secure(false, Some("pw-for-root"));
+    let file = s.dir.join("wrong-password");
+    std::fs::write(&file, "not-the-password\n").unwrap();
+    let wrong = format!(
+        "username = \"root\"\npassword_file = \"{}\"\n",
+        file.display()
+    );
+    refused_node_holds_unless_act_alone(&mut s, "authentication", &wrong, "cluster.password_file");
 }

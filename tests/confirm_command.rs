@@ -77,7 +77,7 @@ confirm_command = ["{script}", "{{incident}}"]
   source = "probe"
   url = "http://127.0.0.1:{port}/api/health"
   timeout = "1s"
-  window = "1s"
+  window = "3s"
   above = 0.5
   for = "1s"
 

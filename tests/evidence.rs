@@ -189,13 +189,14 @@ fn record_text(state: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// The `health` rule on the service at `port`: more than half of 1 s of
-/// probes failing for `for_`.
+/// The `health` rule on the service at `port`: more than half of 2 s of
+/// probes failing for `for_` (a window that holds `min_samples` probes
+/// even when each one times out).
 fn health(port: u16, for_: &str) -> String {
     conf::health_rule(
         &format!("http://127.0.0.1:{port}/api/health"),
         "500ms",
-        "1s",
+        "2s",
         for_,
     )
 }

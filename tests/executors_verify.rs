@@ -38,7 +38,7 @@ version_command = ["readlink", "{d}/current"]
   source = "probe"
   url = "http://127.0.0.1:{port}/api/health"
   timeout = "1s"
-  window = "1s"
+  window = "3s"
   above = 0.5
   for = "1s"
 

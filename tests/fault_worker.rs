@@ -66,7 +66,7 @@ cooldown = "10m"
   source = "probe"
   url = "http://127.0.0.1:{hung}/health"
   timeout = "30s"
-  window = "1m"
+  window = "2m"
   above = 0.5
   for = "5m"
   [target.rollback]

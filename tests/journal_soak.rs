@@ -75,7 +75,7 @@ cooldown = "1s"
   source = "probe"
   url = "http://127.0.0.1:{port}/health"
   timeout = "500ms"
-  window = "500ms"
+  window = "2s"
   above = 0.5
   for = "200ms"
   [target.rollback]

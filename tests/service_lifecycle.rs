@@ -32,7 +32,7 @@ cooldown = "10m"
   source = "probe"
   url = "{url}"
   timeout = "500ms"
-  window = "1s"
+  window = "2s"
   above = 0.5
   for = "0s"
   [target.rollback]

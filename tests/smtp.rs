@@ -198,7 +198,7 @@ fn full_incident_delivers_the_expected_mails_to_every_recipient() {
     for want in [
         "rollbackd rolled web back from v2 to v1 and verified that it recovered.",
         "health = ",
-        "> 0.5 (for 1s, window 1s)",
+        "> 0.5 (for 1s, window 3s)",
         "Versions:     v2 -> v1",
         "Method:       symlink",
         "Verification:",
@@ -317,7 +317,7 @@ cooldown = "1m"
   source = "probe"
   url = "http://127.0.0.1:{port}/api/health"
   timeout = "1s"
-  window = "1s"
+  window = "3s"
   above = 0.5
   for = "1s"
   [target.rollback]

@@ -63,6 +63,7 @@
 //! cooldown) are wall-clock times in the shared state, so after a
 //! takeover they are read with the new owner's clock.
 
+mod explain;
 pub mod keys;
 mod session;
 
@@ -259,6 +260,8 @@ struct Inner {
     options: ConnectOptions,
     client: tokio::sync::Mutex<Option<Client>>,
     failures: AtomicU64,
+    /// The kinds of failure said at WARN since etcd was last reachable.
+    said: Mutex<Vec<explain::Kind>>,
     lease: Mutex<Option<LeaseState>>,
     up: watch::Sender<bool>,
     /// Targets this node took under which lease (for `owns` and the
@@ -324,6 +327,7 @@ impl Cluster {
             options,
             client: tokio::sync::Mutex::new(None),
             failures: AtomicU64::new(0),
+            said: Mutex::new(Vec::new()),
             lease: Mutex::new(None),
             up,
             owned: Mutex::new(BTreeMap::new()),
@@ -950,9 +954,20 @@ impl Inner {
     fn set_up(&self, up: bool, why: &str) {
         if !up {
             tracing::debug!(node = %self.node, "etcd session: {why}");
+            // Said once per kind until etcd is back, from the first
+            // failure on: a refused login or certificate never lets the
+            // session come up, so waiting for a change would say nothing.
+            let https = self.endpoints.iter().any(|e| e.starts_with("https://"));
+            let kind = explain::kind(why, https);
+            let mut said = self.said.lock().unwrap_or_else(|e| e.into_inner());
+            if !said.contains(&kind) {
+                said.push(kind);
+                tracing::warn!(node = %self.node, "{}", explain::say(kind, &self.endpoints, why));
+            }
         }
         if up {
             self.failures.store(0, Ordering::Relaxed);
+            self.said.lock().unwrap_or_else(|e| e.into_inner()).clear();
         }
         let changed = self.up.send_if_modified(|v| std::mem::replace(v, up) != up);
         if changed {

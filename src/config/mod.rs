@@ -4,6 +4,7 @@
 //! and does no I/O.
 
 pub mod duration;
+pub mod probe_window;
 pub mod raw;
 pub mod secrets;
 pub mod validate;

@@ -1866,24 +1866,20 @@ fn rule(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<RuleConfig> {
 }
 
 /// A probe rule's window must be able to hold `min_samples` probes at the
-/// daemon's poll interval (one probe per poll), or the rule is Unknown
-/// forever.
+/// daemon's poll interval (one probe per poll), also while the service
+/// hangs and every probe uses its whole `timeout`, or the rule is Unknown
+/// exactly when it matters ([`super::probe_window`]).
 fn reachable_min_samples(cx: &mut Cx, p: &str, rule: &RuleConfig, poll_interval: Duration) {
     let SourceSpec::Probe(probe) = &rule.source else {
         return;
     };
-    let poll = poll_interval.as_millis().max(1);
-    let most = probe.window.as_millis().div_ceil(poll).max(1);
-    if probe.min_samples as u128 > most {
-        cx.err(
-            join(p, "min_samples"),
-            format!(
-                "min_samples = {} can never be reached: window = {:?} holds at most {most} probes at daemon.poll_interval {:?}; lower min_samples or widen window",
-                probe.min_samples,
-                crate::util::fmt_duration(probe.window),
-                crate::util::fmt_duration(poll_interval),
-            ),
-        );
+    if let Some(why) = super::probe_window::unreachable(
+        probe.min_samples,
+        probe.window,
+        probe.timeout,
+        poll_interval,
+    ) {
+        cx.err(join(p, "min_samples"), why);
     }
 }
 
@@ -3334,7 +3330,9 @@ mod tests {
             (config(&[("top", PROM), ("rule", "name = \"a\"\nsource = \"prometheus\"\nquery = \"up\"\nabove = 1.0\nurl = \"http://h/\"")]), "target[0].rule[0].url", "key url does not apply to source \"prometheus\""),
             (config(&[("rule", &host("above = 0.5\nno_data = \"skip\""))]), "target[0].rule[0].no_data", r#"invalid no_data "skip""#),
             (config(&[("rule", &probe("above = 0.5\nmin_samples = 0"))]), "target[0].rule[0].min_samples", "min_samples = 0 must be at least 1"),
-            (config(&[("rule", &probe("above = 0.5\nwindow = \"10s\""))]), "target[0].rule[0].min_samples", "min_samples = 3 can never be reached: window = \"10s\" holds at most 2 probes at daemon.poll_interval \"5s\"; lower min_samples or widen window"),
+            (config(&[("rule", &probe("above = 0.5\nwindow = \"10s\""))]), "target[0].rule[0].min_samples", "min_samples = 3 can never be reached: window = \"10s\" holds at most 2 probes at daemon.poll_interval \"5s\"; lower min_samples to 2 or widen window to \"11s\""),
+            // Issue 18 item 7: a 5 s timeout at a 1 s poll, window 10 s, min_samples 3: a hung release stays Unknown.
+            (config(&[("daemon", "poll_interval = \"1s\""), ("rule", &probe("above = 0.5\ntimeout = \"5s\"\nwindow = \"10s\"\nmin_samples = 3"))]), "target[0].rule[0].min_samples", "min_samples = 3 can never be reached while the service hangs: a probe that times out takes timeout = \"5s\", so at daemon.poll_interval \"1s\" probes start 6s apart and window = \"10s\" holds at most 2 of them (the rule would stay Unknown); widen window to \"13s\", lower timeout to \"3900ms\", or lower min_samples to 2"),
             (config(&[("rule", &host("above = 0.5\nmin_samples = 2"))]), "target[0].rule[0].min_samples", "key min_samples does not apply to source \"host\""),
             (config(&[("top", PROM), ("rule", "name = \"a\"\nsource = \"prometheus\"\nquery = \"up\"\nabove = 1.0\ntraffic_query = \"sum(rate(x[1m]))\"")]), "target[0].rule[0].min_traffic", "traffic_query needs min_traffic"),
             (config(&[("top", PROM), ("rule", "name = \"a\"\nsource = \"prometheus\"\nquery = \"up\"\nabove = 1.0\nmin_traffic = 1.0")]), "target[0].rule[0].traffic_query", "min_traffic needs traffic_query"),

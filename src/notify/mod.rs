@@ -13,6 +13,7 @@
 //! adds `cc`, picks webhooks by name and drops notifications below its
 //! `min_severity`; targets without one use every channel.
 
+mod backlog;
 pub mod chat;
 pub mod email;
 pub mod limit;
@@ -20,6 +21,7 @@ pub mod outbox;
 pub mod record;
 pub mod sender;
 pub mod smtp;
+mod smtp_phases;
 pub mod webhook;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -71,6 +73,25 @@ pub enum SendError {
         host: String,
         /// lettre's error (printed with its causes, each once).
         detail: lettre::transport::smtp::Error,
+    },
+    /// A phase of the SMTP conversation got no answer within
+    /// `notify.email.timeout`.
+    #[error("{server}: no answer to {phase} within {} (notify.email.timeout)", crate::util::fmt_duration(*timeout))]
+    SmtpTimeout {
+        /// `smtps://host:port`.
+        server: String,
+        /// `connect`, `greeting`, `EHLO`, `STARTTLS`, `AUTH`, ...
+        phase: &'static str,
+        /// `notify.email.timeout`.
+        timeout: std::time::Duration,
+    },
+    /// The SMTP server could not be reached.
+    #[error("{server}: cannot connect: {error}")]
+    SmtpConnect {
+        /// `smtp://host:port`.
+        server: String,
+        /// Refused, unreachable, no such host.
+        error: std::io::Error,
     },
     /// The webhook POST got no answer (connect, TLS, timeout).
     #[error("POST {url} failed: {}", crate::util::error_chain(detail))]

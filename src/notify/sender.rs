@@ -1,5 +1,8 @@
 //! The delivery loop: one task per channel (SMTP, each webhook) that sends
-//! what waits in its outbox directory, oldest first.
+//! what waits in its outbox directory: new items first, oldest first, then
+//! the backlog (items found at start and retries), oldest first. A backlog
+//! is logged once, summed up once a minute and logged again when it clears
+//! ([`super::backlog`]), not item by item.
 //!
 //! An item is removed only after the server accepted it. A failed attempt
 //! is retried with exponential backoff and jitter (1 s doubling to 5 min);
@@ -9,7 +12,7 @@
 //! before a restart) are sent like new ones. A slow server only delays its
 //! own channel: the decision loop only ever writes to the outbox.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::backlog::Backlog;
 use super::limit::Limits;
 use super::outbox;
 use super::smtp::SmtpChannel;
@@ -124,6 +128,8 @@ impl Senders {
                 give_up_after: self.give_up_after,
                 wake: self.wake.clone(),
                 attempts: HashMap::new(),
+                backlog: None,
+                report: Backlog::default(),
             };
             tracker.spawn(sender.run(cancel.clone()));
         }
@@ -136,6 +142,11 @@ struct Sender {
     give_up_after: Duration,
     wake: watch::Receiver<u64>,
     attempts: HashMap<PathBuf, Attempts>,
+    /// Items that waited when the sender started (written before it):
+    /// sent after new ones. `None` until the first pass.
+    backlog: Option<HashSet<PathBuf>>,
+    /// Says a backlog once, then sums it up.
+    report: Backlog,
 }
 
 impl Sender {
@@ -158,7 +169,14 @@ impl Sender {
         tracing::info!(channel = %name, "notification sender stopped");
     }
 
-    /// Try every item that is due; return when the next one will be.
+    /// Try every item that is due, new ones first; return when the next
+    /// one will be.
+    ///
+    /// New items (written since the sender started and never failed) go
+    /// before the backlog (items found at start, and retries), oldest
+    /// first within each. When new mail is written while the backlog is
+    /// being sent, the pass ends after the item in flight and a new one
+    /// starts with it: a new incident's mail never waits behind a backlog.
     async fn pass(&mut self) -> Option<Instant> {
         let ch = self.channel.clone();
         let listed = {
@@ -176,11 +194,35 @@ impl Sender {
                 return Some(Instant::now() + Duration::from_secs(10));
             }
         };
-        self.attempts.retain(|p, _| items.contains(p));
+        let listed: HashSet<&PathBuf> = items.iter().collect();
+        self.attempts.retain(|p, _| listed.contains(p));
+        match &mut self.backlog {
+            // The first pass: whatever waits was written before we started.
+            None => self.backlog = Some(items.iter().cloned().collect()),
+            Some(b) => b.retain(|p| listed.contains(p)),
+        }
+        drop(listed);
         crate::metrics::global().notifications_pending(&ch.name, items.len());
+        self.report.observe(&ch.name, items.len(), Instant::now());
+        let old = |s: &Self, p: &PathBuf| {
+            s.backlog.as_ref().is_some_and(|b| b.contains(p))
+                || s.attempts.get(p).is_some_and(|a| a.count > 0)
+        };
+        let (fresh, old): (Vec<PathBuf>, Vec<PathBuf>) =
+            items.into_iter().partition(|p| !old(self, p));
         let mut next: Option<Instant> = None;
         let mut earliest = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
-        for path in items {
+        let mut again = false;
+        for (path, is_new) in fresh
+            .into_iter()
+            .map(|p| (p, true))
+            .chain(old.into_iter().map(|p| (p, false)))
+        {
+            if !is_new && self.wake.has_changed().unwrap_or(false) {
+                // New mail meanwhile: it goes before the rest of the backlog.
+                return Some(Instant::now());
+            }
+            let quiet = !is_new && self.report.on();
             let mut state = self.attempts.remove(&path).unwrap_or_default();
             if let Some(at) = state.next {
                 if at > Instant::now() {
@@ -206,7 +248,11 @@ impl Sender {
                 if let Err(wait) = ch.limits.admit(&target) {
                     if state.next.is_none() {
                         crate::metrics::global().notification_rate_limited(&ch.name, &target);
-                        tracing::warn!(channel = %ch.name, %target, path = %path.display(), wait = %crate::util::fmt_duration(wait), "notification rate limit reached; the notification waits in the outbox");
+                        if quiet {
+                            self.report.rate_limited();
+                        } else {
+                            tracing::warn!(channel = %ch.name, %target, path = %path.display(), wait = %crate::util::fmt_duration(wait), "notification rate limit reached; the notification waits in the outbox");
+                        }
                     }
                     let at = Instant::now() + wait.max(Duration::from_millis(100));
                     state.next = Some(at);
@@ -231,15 +277,20 @@ impl Sender {
                         tracing::error!(channel = %ch.name, error = %e, "notification delivered but not removed from the outbox");
                     }
                     crate::metrics::global().notification_sent(&ch.name);
-                    tracing::info!(channel = %ch.name, item = %file_name(&path), attempts = state.count, "notification delivered");
-                    // The server takes mail again: whatever waits for a
-                    // retry goes now, oldest first (a new pass).
-                    let mut waiting = false;
-                    for a in self.attempts.values_mut() {
-                        waiting |= a.next.take().is_some();
+                    if let Some(b) = &mut self.backlog {
+                        b.remove(&path);
                     }
-                    if waiting {
-                        return Some(Instant::now());
+                    if quiet {
+                        self.report.delivered();
+                        tracing::debug!(channel = %ch.name, item = %file_name(&path), attempts = state.count, "notification delivered");
+                    } else {
+                        tracing::info!(channel = %ch.name, item = %file_name(&path), attempts = state.count, "notification delivered");
+                    }
+                    // The server takes mail again: whatever waits for a
+                    // retry goes now, oldest first (the rest of this pass,
+                    // then a new one for those passed over).
+                    for a in self.attempts.values_mut() {
+                        again |= a.next.take().is_some();
                     }
                 }
                 Err(error) => {
@@ -261,10 +312,17 @@ impl Sender {
                     let at = Instant::now() + delay;
                     state.next = Some(at);
                     earliest(at);
-                    tracing::warn!(channel = %ch.name, item = %file_name(&path), attempt = state.count, retry_in = %crate::util::fmt_duration(delay), %error, "notification not delivered; will retry");
+                    if quiet {
+                        self.report.failed(&error.to_string());
+                    } else {
+                        tracing::warn!(channel = %ch.name, item = %file_name(&path), attempt = state.count, retry_in = %crate::util::fmt_duration(delay), %error, "notification not delivered; will retry");
+                    }
                     self.attempts.insert(path, state);
                 }
             }
+        }
+        if again {
+            return Some(Instant::now());
         }
         next
     }

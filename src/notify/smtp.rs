@@ -5,8 +5,7 @@
 //! as written, with the envelope taken from their `From` and `To` headers.
 
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use lettre::transport::smtp::client::{Certificate, TlsParameters};
 
 use crate::config::{SmtpConfig, SmtpSecurity};
 
@@ -45,13 +44,13 @@ pub const PASSWORD_ENV: &str = "ROLLBACKD_SMTP_PASSWORD";
 /// Delivers outbox mail to one SMTP server.
 #[derive(Clone)]
 pub struct SmtpChannel {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    settings: super::smtp_phases::Settings,
     server: String,
     host: String,
 }
 
 impl std::fmt::Debug for SmtpChannel {
-    // The transport holds the credentials: never print it.
+    // The settings hold the credentials: never print them.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SmtpChannel")
             .field("server", &self.server)
@@ -135,20 +134,24 @@ impl SmtpChannel {
             SmtpSecurity::Tls => "smtps",
         };
         let server = format!("{scheme}://{}:{}", cfg.host, cfg.port);
+        use super::smtp_phases::Implicit;
         let tls = match cfg.security {
-            SmtpSecurity::Plain => Tls::None,
-            SmtpSecurity::StartTls => Tls::Required(tls_parameters(cfg, &server)?),
-            SmtpSecurity::Tls => Tls::Wrapper(tls_parameters(cfg, &server)?),
+            SmtpSecurity::Plain => None,
+            SmtpSecurity::StartTls => Some((tls_parameters(cfg, &server)?, Implicit::No)),
+            SmtpSecurity::Tls => Some((tls_parameters(cfg, &server)?, Implicit::Yes)),
         };
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&cfg.host)
-            .port(cfg.port)
-            .tls(tls)
-            .timeout(Some(cfg.timeout));
-        if let Some(user) = &cfg.username {
-            builder = builder.credentials(Credentials::new(user.clone(), password(cfg)?));
-        }
+        let credentials = match &cfg.username {
+            Some(user) => Some(Credentials::new(user.clone(), password(cfg)?)),
+            None => None,
+        };
         Ok(SmtpChannel {
-            transport: builder.build(),
+            settings: super::smtp_phases::Settings {
+                host: cfg.host.clone(),
+                port: cfg.port,
+                tls,
+                credentials,
+                timeout: cfg.timeout,
+            },
             server,
             host: cfg.host.clone(),
         })
@@ -159,12 +162,23 @@ impl SmtpChannel {
         &self.server
     }
 
-    /// Send one `.eml` as written in the outbox.
+    /// Send one `.eml` as written in the outbox; every phase of the SMTP
+    /// conversation within `notify.email.timeout`.
     pub async fn send(&self, eml: &[u8]) -> Result<(), SendError> {
+        use super::smtp_phases::{deliver, Failed};
         let envelope = envelope(eml)?;
-        match self.transport.send_raw(&envelope, eml).await {
-            Ok(_) => Ok(()),
-            Err(detail) => Err(SendError::Smtp {
+        match deliver(&self.settings, &envelope, eml).await {
+            Ok(()) => Ok(()),
+            Err(Failed::Timeout { phase }) => Err(SendError::SmtpTimeout {
+                server: self.server.clone(),
+                phase,
+                timeout: self.settings.timeout,
+            }),
+            Err(Failed::Connect(error)) => Err(SendError::SmtpConnect {
+                server: self.server.clone(),
+                error,
+            }),
+            Err(Failed::Smtp(detail)) => Err(SendError::Smtp {
                 server: self.server.clone(),
                 host: self.host.clone(),
                 detail,

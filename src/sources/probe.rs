@@ -116,7 +116,8 @@ pub enum Verdict {
 /// The outcome of one GET.
 #[derive(Debug, Clone, PartialEq)]
 struct Probe {
-    /// When the probe was taken (the poll's `now`).
+    /// When the probe counts from: the poll's `now`, or for a probe that
+    /// timed out its deadline (`now + timeout`).
     at: DateTime<Utc>,
     /// `None` for a good probe, else why it failed.
     failure: Option<Failure>,
@@ -166,6 +167,16 @@ impl ProbeSource {
         elapsed: Duration,
     ) -> Result<f64, SourceError> {
         let url = &self.spec.url;
+        // A probe that timed out is a failed sample from its deadline on:
+        // that is when its answer was due, however long the rest of the
+        // poll took and whichever polls it made the worker skip.
+        let at = match &verdict {
+            Verdict::Failed(Failure::TimedOut(limit)) => TimeDelta::from_std(*limit)
+                .ok()
+                .and_then(|d| now.checked_add_signed(d))
+                .unwrap_or(now),
+            _ => now,
+        };
         let failure = match verdict {
             Verdict::Ok => {
                 tracing::debug!(%url, ?elapsed, "probe ok");
@@ -173,7 +184,7 @@ impl ProbeSource {
             }
             Verdict::Failed(f) => {
                 tracing::debug!(%url, ?elapsed, reason = %f, "probe failed");
-                self.last_failure = Some((now, f.clone()));
+                self.last_failure = Some((at, f.clone()));
                 Some(f)
             }
             Verdict::Observer(why) => {
@@ -189,7 +200,7 @@ impl ProbeSource {
             }
         };
         self.record(Probe {
-            at: now,
+            at,
             failure,
             elapsed,
         });
@@ -817,6 +828,38 @@ mod tests {
         assert!(
             e.to_string().starts_with("too few probes: 1 in window 30s"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_probe_that_times_out_counts_from_its_deadline() {
+        // Issue 18 item 7: the hung release. A 5 s timeout: the failure is
+        // known at the deadline, and the window is reckoned from there.
+        let mut s = spec("127.0.0.1:1".parse().unwrap(), ProbeMeasure::FailureRatio);
+        s.window = Duration::from_secs(13);
+        s.min_samples = 3;
+        s.timeout = Duration::from_secs(5);
+        let mut src = ProbeSource::build(s, client());
+        let hung = || Verdict::Failed(Failure::TimedOut(Duration::from_secs(5)));
+        let five = Duration::from_secs(5);
+        assert!(src
+            .absorb(t0(), Verdict::Ok, Duration::from_millis(3))
+            .is_err());
+        assert!(src.absorb(t0() + secs(1), hung(), five).is_err());
+        assert_eq!(src.probes[1].at, t0() + secs(6), "counted at its deadline");
+        // Probes 6 s apart (each takes the 5 s and waits for the next
+        // 1 s slot): the third is in the window with the first two.
+        assert_eq!(src.absorb(t0() + secs(7), hung(), five), Ok(2.0 / 3.0));
+        assert_eq!(src.absorb(t0() + secs(13), hung(), five), Ok(1.0));
+        assert_eq!(
+            src.detail().as_deref(),
+            Some("3 of 3 probes failed: 3 timed out after 5s; last: timed out after 5s")
+        );
+        // Once only good probes are left, the last failure is named at its deadline.
+        let _ = src.absorb(t0() + secs(60), Verdict::Ok, Duration::from_millis(3));
+        assert_eq!(
+            src.detail().as_deref(),
+            Some("0 of 1 probe failed; last: timed out after 5s at 12:00:18.000Z")
         );
     }
 

@@ -72,12 +72,13 @@ pub fn health_rule(url: &str, timeout: &str, window: &str, for_: &str) -> String
 }
 
 /// The `health` rule on the demo service at `port` as the daemon tests
-/// use it: 1 s timeout, 1 s window, `for = "1s"`.
+/// use it: 1 s timeout, 3 s window (it holds `min_samples` probes even
+/// when each one times out, as `check` requires), `for = "1s"`.
 pub fn demo_health_rule(port: u16) -> String {
     health_rule(
         &format!("http://127.0.0.1:{port}/api/health"),
         "1s",
-        "1s",
+        "3s",
         "1s",
     )
 }
