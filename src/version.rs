@@ -9,6 +9,7 @@
 //! A version that cannot be read is not a change: the worker keeps the last
 //! one and logs the reason once.
 
+pub mod name;
 pub mod order;
 
 use std::time::Duration;
