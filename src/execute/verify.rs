@@ -145,7 +145,8 @@ pub async fn run_command(step: &Step, vars: &Vars) -> CheckReport {
     let (cwd, env) = Context::default().for_step(step);
     let limit = step.timeout.unwrap_or(COMMAND_TIMEOUT);
     let deadline = tokio::time::Instant::now() + limit;
-    let ran = run_step_with(&argv, deadline, "step timeout", cwd.as_deref(), &env).await;
+    let run = run_step_with(&argv, deadline, "step timeout", cwd.as_deref(), &env);
+    let ran = crate::run::process::with_vars(vars, run).await;
     report.latency = Some(ran.duration);
     report.ok = ran.ok;
     report.detail = match &ran.error {
