@@ -38,13 +38,8 @@ pub use crate::run::template::Vars;
 pub async fn run_plan(plan: &RollbackPlan, vars: &Vars) -> ExecResult {
     let mut result =
         process::with_plan_context(command::Context::of(plan), run_plan_steps(plan, vars)).await;
-    for v in [&mut result.from_version, &mut result.to_version] {
-        if let Some(found) = v.as_mut() {
-            if !crate::version::name::is_valid(found) {
-                *found = crate::version::name::shown(found);
-            }
-        }
-    }
+    result.from_version = result.from_version.map(crate::version::name::as_found);
+    result.to_version = result.to_version.map(crate::version::name::as_found);
     result
 }
 

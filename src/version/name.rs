@@ -98,6 +98,16 @@ pub fn shown(value: &str) -> String {
     }
 }
 
+/// A version an executor found (a release directory, `git describe`, an
+/// image tag): itself when it is a version name, else [`shown`].
+pub fn as_found(value: String) -> String {
+    if is_valid(&value) {
+        value
+    } else {
+        shown(&value)
+    }
+}
+
 /// Why a value is not a version, for a value that may already be
 /// [`unknown`]'s text (then: it was refused when it was read).
 pub fn why_not(value: &str) -> String {
