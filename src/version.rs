@@ -108,13 +108,13 @@ impl VersionReader {
                 .timeout(VERSION_TIMEOUT)
                 .send()
                 .await
-                .map_err(|e| UrlProblem::Request(e.to_string()))?;
+                .map_err(|e| UrlProblem::Request(crate::util::error_chain(&e)))?;
             let status = response.status();
             let mut body = Vec::new();
             while let Some(chunk) = response
                 .chunk()
                 .await
-                .map_err(|e| UrlProblem::Body(e.to_string()))?
+                .map_err(|e| UrlProblem::Body(crate::util::error_chain(&e)))?
             {
                 body.extend_from_slice(&chunk);
                 if body.len() > MAX_VERSION_BODY {
@@ -172,7 +172,7 @@ pub enum VersionError {
         error: String,
     },
     /// `version_url` gave no version.
-    #[error("version_url {url}: {problem}")]
+    #[error("version_url {}: {problem}", crate::util::redact_url(url))]
     Url {
         /// The URL.
         url: url::Url,

@@ -1738,7 +1738,8 @@ fn rule(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<RuleConfig> {
                     cx.warn(
                         join(p, "url"),
                         format!(
-                            "probe of {u}, which is not on this host, has no timeout set (default {DEFAULT_PROBE_TIMEOUT}); set timeout to what a healthy answer over the network takes"
+                            "probe of {}, which is not on this host, has no timeout set (default {DEFAULT_PROBE_TIMEOUT}); set timeout to what a healthy answer over the network takes",
+                            crate::util::redact_url(u)
                         ),
                     );
                 }

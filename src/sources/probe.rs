@@ -165,7 +165,7 @@ impl ProbeSource {
         verdict: Verdict,
         elapsed: Duration,
     ) -> Result<f64, SourceError> {
-        let url = &self.spec.url;
+        let url = crate::util::redact_url(&self.spec.url);
         let failure = match verdict {
             Verdict::Ok => {
                 tracing::debug!(%url, ?elapsed, "probe ok");
@@ -427,7 +427,7 @@ fn error_chain(chain: &[&(dyn std::error::Error + 'static)]) -> String {
             parts.push(text);
         }
     }
-    parts.join(": ")
+    crate::util::redact_urls(&parts.join(": "))
 }
 
 /// Whether `status` is acceptable: equal to `expect`, or any 2xx without one.
