@@ -19,9 +19,9 @@ pub mod order;
 use std::time::Duration;
 
 use crate::config::VersionSource;
-pub use name::NotAVersion;
 use crate::execute;
 use crate::sources::prometheus::Prometheus;
+pub use name::NotAVersion;
 
 /// How long one version read may take.
 pub const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -387,7 +387,10 @@ mod tests {
     fn hostile_versions_are_unknown() {
         // (what the source said, shown as)
         let cases = [
-            ("v2$(touch /tmp/x)", r#"unknown version "v2$(touch /tmp/x)""#),
+            (
+                "v2$(touch /tmp/x)",
+                r#"unknown version "v2$(touch /tmp/x)""#,
+            ),
             ("-rf", r#"unknown version "-rf""#),
             ("~root", r#"unknown version "~root""#),
             ("v1\nv2", r#"unknown version "v1\nv2""#),
@@ -399,10 +402,17 @@ mod tests {
             let e = VersionError::Invalid(e);
             assert_eq!(e.unknown_version(), Some(shown));
             assert!(e.to_string().starts_with(shown), "{e}");
-            assert!(e.to_string().ends_with("it is never passed to a step"), "{e}");
+            assert!(
+                e.to_string().ends_with("it is never passed to a step"),
+                "{e}"
+            );
         }
         let long = "v".repeat(MAX_VERSION_LEN + 1);
-        assert!(check(&long).unwrap_err().shown().unwrap().ends_with("\"..."));
+        assert!(check(&long)
+            .unwrap_err()
+            .shown()
+            .unwrap()
+            .ends_with("\"..."));
         // Trimmed bodies: a trailing newline is not part of the version.
         assert_eq!(version_from_body(b"v1.2.3\n", None), Ok("v1.2.3".into()));
     }

@@ -249,7 +249,8 @@ fn trigger_to_version_lands_on_it_and_an_unknown_version_is_refused() {
     let port = serve_releases(&dir);
     let api_port = free_port();
     let d = dir.display();
-    let rollback = format!(r#"restart = ["sh", "-c", "echo \"$1\" >> {d}/restarts", "sh", "{{to_version}}"]"#);
+    let rollback =
+        format!(r#"restart = ["sh", "-c", "echo \"$1\" >> {d}/restarts", "sh", "{{to_version}}"]"#);
     let verify = format!(r#"url = "http://127.0.0.1:{port}/api/health""#);
     let file = dir.join("rollbackd.toml");
     std::fs::write(&file, config(&dir, port, api_port, &rollback, &verify)).unwrap();

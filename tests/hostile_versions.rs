@@ -65,9 +65,10 @@ fn trigger_with_version(dir: &Path, body: &str, steps: &str) -> (Running, String
     assert_eq!(code, 200, "{answer}");
     let incidents = dir.join("state/incidents");
     let record = wait_for(Duration::from_secs(30), "the incident record", || {
-        let entry = std::fs::read_dir(&incidents).ok()?.flatten().find(|e| {
-            e.path().extension().is_some_and(|x| x == "md")
-        })?;
+        let entry = std::fs::read_dir(&incidents)
+            .ok()?
+            .flatten()
+            .find(|e| e.path().extension().is_some_and(|x| x == "md"))?;
         std::fs::read_to_string(entry.path())
             .ok()
             .filter(|r| !r.contains("| Outcome | open |"))
@@ -89,7 +90,10 @@ fn a_command_substitution_reported_by_version_url_is_never_run() {
     let (daemon, version, record) = trigger_with_version(dir, &body, &steps);
     let shown = format!("unknown version {body:?}");
     assert_eq!(version, shown, "status shows it escaped");
-    assert!(record.contains(&shown), "record shows it escaped:\n{record}");
+    assert!(
+        record.contains(&shown),
+        "record shows it escaped:\n{record}"
+    );
     let env = std::fs::read_to_string(dir.join("env")).expect("the step ran");
     assert_eq!(env, "[]\n", "the step never receives the value");
     assert!(!pwned.exists(), "the version was executed");
@@ -134,7 +138,9 @@ fn check_refuses_a_variable_in_the_script_text_of_a_shell_step() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{stderr}");
     assert!(
-        stderr.contains("target[0].rollback.steps[0]: {from_version} is inside the script text of a sh step"),
+        stderr.contains(
+            "target[0].rollback.steps[0]: {from_version} is inside the script text of a sh step"
+        ),
         "{stderr}"
     );
     assert!(stderr.contains("$ROLLBACKD_FROM_VERSION"), "{stderr}");

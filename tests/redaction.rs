@@ -39,7 +39,9 @@ fn all_text(dir: &Path) -> String {
     let mut out = String::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -98,12 +100,33 @@ timeout = "1s"
             && retries.iter().any(|l| l.contains("webhook[1]")))
         .then_some(())
     });
-    let status = http("GET", &format!("http://127.0.0.1:{api_port}/v1/status"), None, None).1;
-    let metrics = http("GET", &format!("http://127.0.0.1:{api_port}/metrics"), None, None).1;
+    let status = http(
+        "GET",
+        &format!("http://127.0.0.1:{api_port}/v1/status"),
+        None,
+        None,
+    )
+    .1;
+    let metrics = http(
+        "GET",
+        &format!("http://127.0.0.1:{api_port}/metrics"),
+        None,
+        None,
+    )
+    .1;
     drop(daemon);
     let log_text = std::fs::read_to_string(&log).unwrap();
-    let everything = format!("{log_text}\n{status}\n{metrics}\n{}", all_text(&dir.join("state")));
-    for secret in ["DINGTALKTOKEN", "PASSWORD1", "QUERYSECRET", "hunter2", "bodysecret"] {
+    let everything = format!(
+        "{log_text}\n{status}\n{metrics}\n{}",
+        all_text(&dir.join("state"))
+    );
+    for secret in [
+        "DINGTALKTOKEN",
+        "PASSWORD1",
+        "QUERYSECRET",
+        "hunter2",
+        "bodysecret",
+    ] {
         let at: Vec<&str> = everything.lines().filter(|l| l.contains(secret)).collect();
         assert!(at.is_empty(), "{secret} written: {at:#?}");
     }

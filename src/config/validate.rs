@@ -375,7 +375,7 @@ impl Cx<'_> {
         // Never a value in a shell's script text or as the program: pass
         // it as ROLLBACKD_* or as a positional argument (run::script).
         if templates && ok {
-            if let Some(m) = crate::run::script::misplaced(argv, &TEMPLATE_VARIABLES) {
+            if let Some(m) = crate::run::template::misplaced(argv, &TEMPLATE_VARIABLES) {
                 self.err(path, m.to_string());
                 ok = false;
             }

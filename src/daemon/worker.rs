@@ -645,8 +645,12 @@ impl Worker {
                 let e = e.to_string();
                 if self.last_version_error.as_ref() != Some(&e) {
                     match unknown {
-                        Some(_) => tracing::warn!(target = %self.target.name, error = %e, "the live version is an unknown version"),
-                        None => tracing::warn!(target = %self.target.name, error = %e, "cannot read the live version"),
+                        Some(_) => {
+                            tracing::warn!(target = %self.target.name, error = %e, "the live version is an unknown version")
+                        }
+                        None => {
+                            tracing::warn!(target = %self.target.name, error = %e, "cannot read the live version")
+                        }
                     }
                     self.last_version_error = Some(e);
                 }

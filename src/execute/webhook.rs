@@ -34,11 +34,12 @@ impl Webhook<'_> {
     pub fn prepare(&self, vars: &Vars) -> Result<Vec<Act>, WebhookError> {
         let body = match self.body {
             Some(template) => substitute_json(template, vars).map_err(WebhookError::Body)?,
+            // An unknown version (outside the charset) is `null`, never sent.
             None => serde_json::json!({
                 "target": vars.target,
                 "incident": vars.incident,
-                "from_version": vars.from_version,
-                "to_version": vars.to_version,
+                "from_version": known(&vars.from_version),
+                "to_version": known(&vars.to_version),
             })
             .to_string(),
         };
@@ -55,4 +56,9 @@ impl Webhook<'_> {
         let acts = self.prepare(vars);
         r.finish(acts).await
     }
+}
+
+/// A version name, or `None` for none or an unknown version.
+fn known(v: &Option<String>) -> Option<&str> {
+    v.as_deref().filter(|v| crate::version::name::is_valid(v))
 }

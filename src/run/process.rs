@@ -23,8 +23,8 @@ use super::escaped::{self, Tracked};
 pub use super::escaped::{
     orphans_from_previous_run, reap_adopted, Fence, FenceClosed, Orphan, RunContext,
 };
-use crate::config::{RollbackPlan, Step};
 use super::template::Vars;
+use crate::config::{RollbackPlan, Step};
 use crate::report::StepReport;
 use crate::util::fmt_duration;
 

@@ -1,9 +1,10 @@
 //! Where a `{var}` may stand in a step: never inside text that a shell or
 //! another interpreter reads as code, and never as the program a step (or a
-//! wrapper such as `env` or `sudo`) runs. Pure; used by config validation
-//! (`check` refuses such templates) and again by substitution (a template
-//! that got past it is refused before anything runs), so both read a step
-//! the same way.
+//! wrapper such as `env` or `sudo`) runs. Pure, and a leaf: this module
+//! gives each argument its [`Role`]; [`super::template::misplaced`] applies
+//! it to a template, for config validation (`check` refuses such
+//! templates) and again for substitution (a template that got past it is
+//! refused before anything runs), so both read a step the same way.
 //!
 //! Each argument of a step has a [`Role`]:
 //!
@@ -234,7 +235,8 @@ fn spec(program: &str) -> Option<Spec> {
     })
 }
 
-fn is_shell_or_interpreter(program: &str) -> bool {
+/// Whether `program` is a shell or an interpreter (by its file name).
+pub fn is_shell_or_interpreter(program: &str) -> bool {
     spec(program).is_some_and(|s| s.family != Family::Wrapper)
 }
 
@@ -404,86 +406,10 @@ fn is_assignment(arg: &str) -> bool {
     }
 }
 
-/// Why a step template may not be run.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Misplaced {
-    /// A variable inside code a shell or interpreter reads.
-    #[error(
-        "{{{var}}} is inside the script text of a {program} step (argument {arg:?}): a value \
-         there would be read as code; pass it as an environment variable \
-         (\"$ROLLBACKD_{upper}\") or as a positional argument after the script \
-         ([\"sh\", \"-c\", \"echo \\\"$1\\\"\", \"sh\", \"{{{var}}}\"])",
-        upper = var.to_uppercase()
-    )]
-    InCode {
-        /// The variable.
-        var: String,
-        /// The shell or interpreter.
-        program: String,
-        /// The argument as written.
-        arg: String,
-    },
-    /// A variable choosing the program.
-    #[error(
-        "{{{var}}} starts the program of the step (argument {arg:?}): a value must never choose \
-         what is executed; name the program literally and pass the value as an argument"
-    )]
-    Program {
-        /// The variable.
-        var: String,
-        /// The argument as written.
-        arg: String,
-    },
-}
-
-/// The first placement of a `{var}` (among `known` variable names) that a
-/// step must not have.
-pub fn misplaced(argv: &[String], known: &[&str]) -> Option<Misplaced> {
-    let roles = roles(argv);
-    let program_of = |i: usize| {
-        (0..=i)
-            .rev()
-            .find(|&k| roles[k] == Role::Program && is_shell_or_interpreter(&argv[k]))
-            .or_else(|| (0..=i).rev().find(|&k| roles[k] == Role::Program))
-            .map(|k| argv[k].clone())
-            .unwrap_or_default()
-    };
-    for (i, (arg, role)) in argv.iter().zip(&roles).enumerate() {
-        let pieces = super::template::pieces(arg);
-        let is_known = |p: &super::template::Piece| match p {
-            super::template::Piece::Var(name) => known.contains(name),
-            super::template::Piece::Text(_) => false,
-        };
-        match role {
-            Role::Code => {
-                if let Some(super::template::Piece::Var(var)) = pieces.iter().find(|p| is_known(p))
-                {
-                    return Some(Misplaced::InCode {
-                        var: var.to_string(),
-                        program: program_of(i),
-                        arg: arg.clone(),
-                    });
-                }
-            }
-            Role::Program => {
-                if let Some(first @ super::template::Piece::Var(var)) = pieces.first() {
-                    if is_known(first) {
-                        return Some(Misplaced::Program {
-                            var: var.to_string(),
-                            arg: arg.clone(),
-                        });
-                    }
-                }
-            }
-            Role::Data => {}
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::template::misplaced;
 
     fn argv(s: &[&str]) -> Vec<String> {
         s.iter().map(|a| a.to_string()).collect()
@@ -514,8 +440,22 @@ mod tests {
             (&["sudo", "-u", "app", "bash", "-c", "x {to_version}"], true),
             (&["sudo", "-E", "sh", "-c", "x {to_version}"], true),
             (&["timeout", "10", "sh", "-c", "x {to_version}"], true),
-            (&["docker", "exec", "web", "sh", "-c", "x {to_version}"], true),
-            (&["kubectl", "exec", "p", "--", "bash", "-lc", "x {to_version}"], true),
+            (
+                &["docker", "exec", "web", "sh", "-c", "x {to_version}"],
+                true,
+            ),
+            (
+                &[
+                    "kubectl",
+                    "exec",
+                    "p",
+                    "--",
+                    "bash",
+                    "-lc",
+                    "x {to_version}",
+                ],
+                true,
+            ),
             (&["fish", "-c", "x {to_version}"], true),
             (&["tcsh", "-c", "x {to_version}"], true),
             (&["python3", "-c", "print('{to_version}')"], true),
@@ -542,22 +482,51 @@ mod tests {
             // Safe: positional arguments, env, plain programs.
             (&["sh", "-c", "echo \"$1\"", "sh", "{to_version}"], false),
             (&["sh", "-c", "echo \"$0\"", "{target}"], false),
-            (&["sh", "-c", "echo \"$0 -> $1\"", "{from_version}", "{to_version}"], false),
+            (
+                &[
+                    "sh",
+                    "-c",
+                    "echo \"$0 -> $1\"",
+                    "{from_version}",
+                    "{to_version}",
+                ],
+                false,
+            ),
             (&["sh", "-ec", "echo \"$1\"", "sh", "{to_version}"], false),
             (&["sh", "/srv/rollback.sh", "{to_version}"], false),
             (&["sh", "--", "/srv/rollback.sh", "{to_version}"], false),
             (&["env", "V={to_version}", "sh", "-c", "echo \"$V\""], false),
-            (&["sudo", "-u", "app", "/srv/bin/rollback", "{to_version}"], false),
+            (
+                &["sudo", "-u", "app", "/srv/bin/rollback", "{to_version}"],
+                false,
+            ),
             (&["timeout", "300", "deploy", "{to_version}"], false),
-            (&["python3", "-c", "import sys; print(sys.argv[1])", "{to_version}"], false),
+            (
+                &[
+                    "python3",
+                    "-c",
+                    "import sys; print(sys.argv[1])",
+                    "{to_version}",
+                ],
+                false,
+            ),
             (&["python3", "/srv/x.py", "{to_version}"], false),
             (&["perl", "-e", "print @ARGV", "{to_version}"], false),
             (&["awk", "-v", "v={to_version}", "BEGIN{print v}"], false),
-            (&["git", "-C", "/srv/app", "checkout", "{to_version}"], false),
+            (
+                &["git", "-C", "/srv/app", "checkout", "{to_version}"],
+                false,
+            ),
             (&["/srv/releases/v1/bin/x", "{to_version}"], false),
             (&["/srv/releases/{to_version}/bin/restart"], false),
-            (&["docker", "exec", "web", "/app/migrate", "{to_version}"], false),
-            (&["curl", "-d", "{\"v\": \"x\"}", "https://ci/{target}"], false),
+            (
+                &["docker", "exec", "web", "/app/migrate", "{to_version}"],
+                false,
+            ),
+            (
+                &["curl", "-d", "{\"v\": \"x\"}", "https://ci/{target}"],
+                false,
+            ),
             (&["sh", "-c", "echo {not_a_var}"], false),
         ];
         for (argv_, refused) in cases {
@@ -590,7 +559,9 @@ mod tests {
             [Program, Code, Code, Data, Data]
         );
         assert_eq!(
-            roles(&argv(&["env", "A=1", "bash", "-o", "pipefail", "-c", "s", "x"])),
+            roles(&argv(&[
+                "env", "A=1", "bash", "-o", "pipefail", "-c", "s", "x"
+            ])),
             [Program, Data, Program, Code, Code, Code, Code, Data]
         );
     }

@@ -17,6 +17,8 @@
 //! an option). Every step also gets the values in its environment
 //! ([`Vars::env`]), the safe way to hand them to a script.
 
+use super::script;
+
 /// The variables a template may use: `{target}`, `{from_version}`,
 /// `{to_version}`, `{incident}`, `{lease}` (the cluster's fencing token;
 /// config validation allows it only with `[cluster]`).
@@ -61,7 +63,10 @@ impl Vars {
                 "ROLLBACKD_FROM_VERSION".to_string(),
                 version(&self.from_version),
             ),
-            ("ROLLBACKD_TO_VERSION".to_string(), version(&self.to_version)),
+            (
+                "ROLLBACKD_TO_VERSION".to_string(),
+                version(&self.to_version),
+            ),
         ];
         if let Some(lease) = &self.lease {
             env.push(("ROLLBACKD_LEASE".to_string(), lease.clone()));
@@ -76,6 +81,26 @@ pub enum TemplateError {
     /// A known variable has no value (e.g. `{to_version}` with unknown history).
     #[error("template variable {{{0}}} has no value")]
     MissingVar(String),
+    /// A value or a placement that is never substituted.
+    #[error(transparent)]
+    Refused(Box<Refused>),
+}
+
+impl From<Refused> for TemplateError {
+    fn from(r: Refused) -> TemplateError {
+        TemplateError::Refused(Box::new(r))
+    }
+}
+
+impl From<Misplaced> for TemplateError {
+    fn from(m: Misplaced) -> TemplateError {
+        Refused::Misplaced(m).into()
+    }
+}
+
+/// What substitution refuses, whatever the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
     /// A version outside the charset: never substituted.
     #[error(
         "template variable {{{var}}} is {shown}, not substituted: {why} (a version reported \
@@ -104,7 +129,85 @@ pub enum TemplateError {
     },
     /// A variable where a value would be code or the program.
     #[error(transparent)]
-    Misplaced(#[from] super::script::Misplaced),
+    Misplaced(#[from] Misplaced),
+}
+
+/// Why a step template may not be run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Misplaced {
+    /// A variable inside code a shell or interpreter reads.
+    #[error(
+        "{{{var}}} is inside the script text of a {program} step (argument {arg:?}): a value \
+         there would be read as code; pass it as an environment variable \
+         (\"$ROLLBACKD_{upper}\") or as a positional argument after the script \
+         ([\"sh\", \"-c\", \"echo \\\"$1\\\"\", \"sh\", \"{{{var}}}\"])",
+        upper = var.to_uppercase()
+    )]
+    InCode {
+        /// The variable.
+        var: String,
+        /// The shell or interpreter.
+        program: String,
+        /// The argument as written.
+        arg: String,
+    },
+    /// A variable choosing the program.
+    #[error(
+        "{{{var}}} starts the program of the step (argument {arg:?}): a value must never choose \
+         what is executed; name the program literally and pass the value as an argument"
+    )]
+    Program {
+        /// The variable.
+        var: String,
+        /// The argument as written.
+        arg: String,
+    },
+}
+
+/// The first placement of a `{var}` (among `known` variable names) that a
+/// step must not have.
+pub fn misplaced(argv: &[String], known: &[&str]) -> Option<Misplaced> {
+    let roles = script::roles(argv);
+    let program_of = |i: usize| {
+        (0..=i)
+            .rev()
+            .find(|&k| {
+                roles[k] == script::Role::Program && script::is_shell_or_interpreter(&argv[k])
+            })
+            .or_else(|| (0..=i).rev().find(|&k| roles[k] == script::Role::Program))
+            .map(|k| argv[k].clone())
+            .unwrap_or_default()
+    };
+    for (i, (arg, role)) in argv.iter().zip(&roles).enumerate() {
+        let pieces = pieces(arg);
+        let is_known = |p: &Piece| match p {
+            Piece::Var(name) => known.contains(name),
+            Piece::Text(_) => false,
+        };
+        match role {
+            script::Role::Code => {
+                if let Some(Piece::Var(var)) = pieces.iter().find(|p| is_known(p)) {
+                    return Some(Misplaced::InCode {
+                        var: var.to_string(),
+                        program: program_of(i),
+                        arg: arg.clone(),
+                    });
+                }
+            }
+            script::Role::Program => {
+                if let Some(first @ Piece::Var(var)) = pieces.first() {
+                    if is_known(first) {
+                        return Some(Misplaced::Program {
+                            var: var.to_string(),
+                            arg: arg.clone(),
+                        });
+                    }
+                }
+            }
+            script::Role::Data => {}
+        }
+    }
+    None
 }
 
 /// One piece of a template: literal text or a `{name}` placeholder.
@@ -161,7 +264,7 @@ pub fn names(template: &str) -> Vec<&str> {
 /// value is an error naming it, and so is every refusal of the module
 /// documentation (script text, program, unknown version, option).
 pub fn substitute(argv: &[String], vars: &Vars) -> Result<Vec<String>, TemplateError> {
-    if let Some(m) = super::script::misplaced(argv, &VARIABLES) {
+    if let Some(m) = misplaced(argv, &VARIABLES) {
         return Err(m.into());
     }
     argv.iter()
@@ -172,11 +275,12 @@ pub fn substitute(argv: &[String], vars: &Vars) -> Result<Vec<String>, TemplateE
                     .into_iter()
                     .find(|n| VARIABLES.contains(n))
                     .unwrap_or_default();
-                return Err(TemplateError::BecomesOption {
+                return Err(Refused::BecomesOption {
                     var: var.to_string(),
                     template: arg.clone(),
                     value: crate::version::name::escaped(&out),
-                });
+                }
+                .into());
             }
             Ok(out)
         })
@@ -221,11 +325,12 @@ fn substitute_with(
 fn lookup<'a>(name: &str, vars: &'a Vars) -> Option<Result<&'a str, TemplateError>> {
     let version = |v: Option<&'a str>| match v {
         Some(v) if crate::version::name::is_valid(v) => Some(Ok(v)),
-        Some(v) => Some(Err(TemplateError::UnknownVersion {
+        Some(v) => Some(Err(Refused::UnknownVersion {
             var: name.to_string(),
             shown: crate::version::name::shown(v),
             why: crate::version::name::why_not(v),
-        })),
+        }
+        .into())),
         None => Some(Err(TemplateError::MissingVar(name.to_string()))),
     };
     let value = match name {
@@ -322,11 +427,23 @@ mod tests {
     fn unknown_versions_are_never_substituted() {
         // (from_version, argv template, error contains)
         let cases = [
-            ("v2$(touch x)", vec!["echo", "{from_version}"], r#"template variable {from_version} is unknown version "v2$(touch x)", not substituted: '$' is not allowed"#),
+            (
+                "v2$(touch x)",
+                vec!["echo", "{from_version}"],
+                r#"template variable {from_version} is unknown version "v2$(touch x)", not substituted: '$' is not allowed"#,
+            ),
             ("~root", vec!["ls", "{from_version}"], "'~' is not allowed"),
-            ("-rf", vec!["rm", "{from_version}"], "must not start with '-'"),
+            (
+                "-rf",
+                vec!["rm", "{from_version}"],
+                "must not start with '-'",
+            ),
             ("a b", vec!["x", "--v={from_version}"], "' ' is not allowed"),
-            (r#"unknown version "v2$(x)""#, vec!["echo", "{from_version}"], r#"is unknown version "v2$(x)", not substituted: it was refused when it was read"#),
+            (
+                r#"unknown version "v2$(x)""#,
+                vec!["echo", "{from_version}"],
+                r#"is unknown version "v2$(x)", not substituted: it was refused when it was read"#,
+            ),
         ];
         for (value, template, want) in cases {
             let v = Vars {
@@ -353,7 +470,11 @@ mod tests {
         );
         // A literal dash stays an option; a value after it is its value.
         assert_eq!(
-            substitute(&argv(&["deploy", "--name={target}", "-n", "{target}x"]), &vars()).unwrap(),
+            substitute(
+                &argv(&["deploy", "--name={target}", "-n", "{target}x"]),
+                &vars()
+            )
+            .unwrap(),
             argv(&["deploy", "--name=web", "-n", "webx"])
         );
         assert!(substitute(&argv(&["deploy", "--name={target}"]), &v).is_ok());

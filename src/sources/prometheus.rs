@@ -253,8 +253,8 @@ impl Prometheus {
             .default_headers(headers)
             .build()
             .context("failed to build the Prometheus HTTP client")?;
-        let client = prometheus_http_query::Client::from(http, cfg.url.as_str())
-            .with_context(|| {
+        let client =
+            prometheus_http_query::Client::from(http, cfg.url.as_str()).with_context(|| {
                 format!(
                     "invalid Prometheus url {}",
                     crate::util::redact_url(&cfg.url)

@@ -120,10 +120,7 @@ mod tests {
             ),
             ("http://127.0.0.1:9090", "http://127.0.0.1:9090"),
             ("http://127.0.0.1:9090/", "http://127.0.0.1:9090/"),
-            (
-                "https://u:p@h/p@th?x=@",
-                "https://***:***@h/p@th?x=***",
-            ),
+            ("https://u:p@h/p@th?x=@", "https://***:***@h/p@th?x=***"),
         ];
         for (url, want) in cases {
             assert_eq!(redact_one(url), want, "{url}");

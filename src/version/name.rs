@@ -114,7 +114,10 @@ pub fn why_not(value: &str) -> String {
     if value.starts_with(UNKNOWN) {
         format!("it was refused when it was read ({RULE})")
     } else {
-        check(value).err().map(|e| e.to_string()).unwrap_or_default()
+        check(value)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
     }
 }
 
@@ -173,12 +176,18 @@ mod tests {
             check("v2$(x)").unwrap_err().to_string(),
             "'$' is not allowed in a version (letters, digits and . _ + : @ / -, not starting with -, at most 200 characters)"
         );
-        assert!(check("-x").unwrap_err().to_string().contains("start with '-'"));
+        assert!(check("-x")
+            .unwrap_err()
+            .to_string()
+            .contains("start with '-'"));
     }
 
     #[test]
     fn unknown_is_escaped_and_never_valid() {
-        assert_eq!(unknown("v2$(touch /tmp/x)"), r#"unknown version "v2$(touch /tmp/x)""#);
+        assert_eq!(
+            unknown("v2$(touch /tmp/x)"),
+            r#"unknown version "v2$(touch /tmp/x)""#
+        );
         assert_eq!(unknown("a\nb\u{1b}"), r#"unknown version "a\nb\u{1b}""#);
         assert!(unknown(&"x".repeat(300)).ends_with("\"..."));
         assert!(!is_valid(&unknown("v1")));
