@@ -824,7 +824,8 @@ async fn verify_note(t: &TargetConfig, out: &mut String) {
         line(
             out,
             format!(
-                "verify url {url}: {} now ({detail})",
+                "verify url {}: {} now ({detail})",
+                crate::util::redact_url(url),
                 if ok { "healthy" } else { "unhealthy" }
             ),
         );

@@ -1,4 +1,8 @@
-//! Small shared helpers: duration and value formatting, serde adapters.
+//! Small shared helpers: duration and value formatting, serde adapters,
+//! and the one URL redaction ([`redact`]) for everything shown to people.
+
+pub mod redact;
+pub use redact::{redact_url, redact_urls};
 
 use std::time::Duration;
 
@@ -89,8 +93,14 @@ pub fn non_finite_name(v: f64) -> &'static str {
 }
 
 /// The error and its sources joined with `: `, skipping a source whose text
-/// the message already contains (hyper and reqwest often repeat it).
+/// the message already contains (hyper and reqwest often repeat it). URLs
+/// in it are redacted ([`redact_urls`]): HTTP clients quote the URL they
+/// failed on, credentials included.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    redact_urls(&error_chain_raw(e))
+}
+
+fn error_chain_raw(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

@@ -7,8 +7,13 @@
 //! result), or the release a `symlink` target's `current` points to.
 //!
 //! A version that cannot be read is not a change: the worker keeps the last
-//! one and logs the reason once.
+//! one and logs the reason once. A version that was read but is outside the
+//! version charset ([`name`]: what `trigger --to-version` accepts) is an
+//! *unknown version*: the target's version becomes `unknown version "RAW"`
+//! (escaped; status and the record show it), and it is never substituted
+//! into a step.
 
+pub mod name;
 pub mod order;
 
 use std::time::Duration;
@@ -16,6 +21,7 @@ use std::time::Duration;
 use crate::config::VersionSource;
 use crate::execute;
 use crate::sources::prometheus::Prometheus;
+pub use name::NotAVersion;
 
 /// How long one version read may take.
 pub const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -24,7 +30,7 @@ pub const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_VERSION_BODY: usize = 64 * 1024;
 
 /// Longest version string accepted (it lands in argv templates and subjects).
-pub const MAX_VERSION_LEN: usize = 200;
+pub const MAX_VERSION_LEN: usize = name::MAX_LEN;
 
 /// Reads one target's version.
 #[derive(Debug, Clone)]
@@ -102,13 +108,13 @@ impl VersionReader {
                 .timeout(VERSION_TIMEOUT)
                 .send()
                 .await
-                .map_err(|e| UrlProblem::Request(e.to_string()))?;
+                .map_err(|e| UrlProblem::Request(crate::util::error_chain(&e)))?;
             let status = response.status();
             let mut body = Vec::new();
             while let Some(chunk) = response
                 .chunk()
                 .await
-                .map_err(|e| UrlProblem::Body(e.to_string()))?
+                .map_err(|e| UrlProblem::Body(crate::util::error_chain(&e)))?
             {
                 body.extend_from_slice(&chunk);
                 if body.len() > MAX_VERSION_BODY {
@@ -166,7 +172,7 @@ pub enum VersionError {
         error: String,
     },
     /// `version_url` gave no version.
-    #[error("version_url {url}: {problem}")]
+    #[error("version_url {}: {problem}", crate::util::redact_url(url))]
     Url {
         /// The URL.
         url: url::Url,
@@ -241,7 +247,7 @@ pub enum SeriesError {
     #[error("no series has a label {0:?} (set version_label)")]
     NoLabel(String),
     /// Series name different versions.
-    #[error("series disagree on {label:?}: {} (a rollout in progress?)", versions.join(", "))]
+    #[error("series disagree on {label:?}: {} (a rollout in progress?)", versions.iter().map(|v| name::escaped(v)).collect::<Vec<_>>().join(", "))]
     Disagree {
         /// `version_label`.
         label: String,
@@ -250,18 +256,45 @@ pub enum SeriesError {
     },
 }
 
-/// A version must be one non-empty line of reasonable length.
+/// What the source gave is not a usable version.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidVersion {
-    /// Nothing.
+    /// Nothing: no version yet (the last one is kept).
     #[error("the version is empty")]
     Empty,
-    /// Several lines (its start).
-    #[error("the version is several lines: {0:?}")]
-    SeveralLines(String),
-    /// Longer than [`MAX_VERSION_LEN`] (its start).
-    #[error("the version is longer than {MAX_VERSION_LEN} characters: {0:?}...")]
-    TooLong(String),
+    /// Outside the version charset ([`name`]): an *unknown version*. The
+    /// target's version becomes [`InvalidVersion::shown`], which is never
+    /// substituted into a step.
+    #[error("{shown}: {why}; it is never passed to a step")]
+    NotAName {
+        /// `unknown version "RAW"`, escaped ([`name::unknown`]).
+        shown: String,
+        /// What is wrong with it.
+        why: name::NotAVersion,
+    },
+}
+
+impl InvalidVersion {
+    /// What the target's version becomes: `unknown version "RAW"` for a
+    /// value outside the charset (status and the record show it, escaped),
+    /// `None` for nothing at all.
+    pub fn shown(&self) -> Option<&str> {
+        match self {
+            InvalidVersion::Empty => None,
+            InvalidVersion::NotAName { shown, .. } => Some(shown),
+        }
+    }
+}
+
+impl VersionError {
+    /// The [`InvalidVersion::shown`] text when the source answered with
+    /// something outside the version charset.
+    pub fn unknown_version(&self) -> Option<&str> {
+        match self {
+            VersionError::Invalid(e) => e.shown(),
+            _ => None,
+        }
+    }
 }
 
 /// The version in a `version_url` body: the trimmed text, or with a JSON
@@ -307,18 +340,17 @@ pub fn version_from_series(
     }
 }
 
-/// A version must be one non-empty line of reasonable length.
-fn check(v: &str) -> Result<String, InvalidVersion> {
-    if v.is_empty() {
-        return Err(InvalidVersion::Empty);
+/// A version is a name of the version charset ([`name::check`]); anything
+/// else the source said is an unknown version.
+pub fn check(v: &str) -> Result<String, InvalidVersion> {
+    match name::check(v) {
+        Ok(()) => Ok(v.to_string()),
+        Err(name::NotAVersion::Empty) => Err(InvalidVersion::Empty),
+        Err(why) => Err(InvalidVersion::NotAName {
+            shown: name::unknown(v),
+            why,
+        }),
     }
-    if v.contains(['\n', '\r']) {
-        return Err(InvalidVersion::SeveralLines(v.chars().take(80).collect()));
-    }
-    if v.len() > MAX_VERSION_LEN {
-        return Err(InvalidVersion::TooLong(v.chars().take(40).collect()));
-    }
-    Ok(v.to_string())
 }
 
 #[cfg(test)]
@@ -347,11 +379,42 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not a string"));
-        assert!(check("a\nb")
+        assert_eq!(check(""), Err(InvalidVersion::Empty));
+        assert_eq!(check("v1.2"), Ok("v1.2".into()));
+    }
+
+    #[test]
+    fn hostile_versions_are_unknown() {
+        // (what the source said, shown as)
+        let cases = [
+            (
+                "v2$(touch /tmp/x)",
+                r#"unknown version "v2$(touch /tmp/x)""#,
+            ),
+            ("-rf", r#"unknown version "-rf""#),
+            ("~root", r#"unknown version "~root""#),
+            ("v1\nv2", r#"unknown version "v1\nv2""#),
+            ("a b", r#"unknown version "a b""#),
+        ];
+        for (raw, shown) in cases {
+            let e = check(raw).unwrap_err();
+            assert_eq!(e.shown(), Some(shown), "{raw:?}");
+            let e = VersionError::Invalid(e);
+            assert_eq!(e.unknown_version(), Some(shown));
+            assert!(e.to_string().starts_with(shown), "{e}");
+            assert!(
+                e.to_string().ends_with("it is never passed to a step"),
+                "{e}"
+            );
+        }
+        let long = "v".repeat(MAX_VERSION_LEN + 1);
+        assert!(check(&long)
             .unwrap_err()
-            .to_string()
-            .contains("several lines"));
-        assert!(check("").is_err());
+            .shown()
+            .unwrap()
+            .ends_with("\"..."));
+        // Trimmed bodies: a trailing newline is not part of the version.
+        assert_eq!(version_from_body(b"v1.2.3\n", None), Ok("v1.2.3".into()));
     }
 
     #[test]

@@ -24,14 +24,14 @@ const POLL: Duration = Duration::from_millis(300);
 /// and a poll or two, with room for a loaded machine.
 const ROLLBACK_WITHIN: Duration = Duration::from_secs(30);
 
-/// The plan: append `{lease} $ROLLBACKD_LEASE` to the shared file, then
+/// The plan: append `{lease}` (as `$1`) and `$ROLLBACKD_LEASE` to the shared file, then
 /// point `current` back at the previous release (so verification passes).
-const PLAN: &str = r#"echo "{lease} $ROLLBACKD_LEASE" >> SHARED && ln -sfn DIR/releases/{to_version} DIR/current.rollback && mv -T DIR/current.rollback DIR/current"#;
+const PLAN: &str = r#"echo "$1 $ROLLBACKD_LEASE" >> SHARED && ln -sfn DIR/releases/"$2" DIR/current.rollback && mv -T DIR/current.rollback DIR/current"#;
 
 /// The plan for a kill in the middle of it: the line and the switch
 /// first, then the step's process group ID (for the test to clean up what
 /// the killed daemon leaves behind), then a long sleep.
-const SLOW_PLAN: &str = r#"echo "{lease} $ROLLBACKD_LEASE" >> SHARED && ln -sfn DIR/releases/{to_version} DIR/current.rollback && mv -T DIR/current.rollback DIR/current && echo $$ > DIR/step.pid && sleep 30"#;
+const SLOW_PLAN: &str = r#"echo "$1 $ROLLBACKD_LEASE" >> SHARED && ln -sfn DIR/releases/"$2" DIR/current.rollback && mv -T DIR/current.rollback DIR/current && echo $$ > DIR/step.pid && sleep 30"#;
 
 /// The demo service, the shared file and etcd.
 struct Setup {
@@ -118,7 +118,12 @@ impl Setup {
                 &format!("version_command = {version}\n{target_extra}"),
             ),
             conf::demo_health_rule(self.port),
-            conf::command_rollback("60s", &format!("[['sh', '-c', '{plan}']]")),
+            // Values as positional arguments ($1 the lease, $2 the version):
+            // never in the script text.
+            conf::command_rollback(
+                "60s",
+                &format!("[['sh', '-c', '{plan}', 'sh', '{{lease}}', '{{to_version}}']]"),
+            ),
             conf::verify("15s", &format!("http://127.0.0.1:{}/api/health", self.port)),
         ]
         .concat();
@@ -611,7 +616,7 @@ fn three(s: &Setup, plan: &str) -> Three {
 
 /// The plan with a pause between the line and the switch, so that every
 /// node sees the breach for a while.
-const PAUSED_PLAN: &str = r#"echo "{lease} $ROLLBACKD_LEASE" >> SHARED && sleep 2 && ln -sfn DIR/releases/{to_version} DIR/current.rollback && mv -T DIR/current.rollback DIR/current"#;
+const PAUSED_PLAN: &str = r#"echo "$1 $ROLLBACKD_LEASE" >> SHARED && sleep 2 && ln -sfn DIR/releases/"$2" DIR/current.rollback && mv -T DIR/current.rollback DIR/current"#;
 
 #[test]
 fn partitioned_node_of_three_does_not_act() {
@@ -732,7 +737,7 @@ fn owner_cut_off_mid_plan_another_node_takes_over_and_the_old_owner_stands_by() 
 
 /// Two steps: the line and the switch, then a step that outlasts
 /// `lease_ttl`, then one more line.
-const TWO_STEP_PLAN: &str = r#"echo "{lease} $ROLLBACKD_LEASE" >> SHARED && ln -sfn DIR/releases/{to_version} DIR/current.rollback && mv -T DIR/current.rollback DIR/current && echo $$ > DIR/step.pid && sleep 3', 'true'], ['sh', '-c', 'echo "second {lease}" >> SHARED"#;
+const TWO_STEP_PLAN: &str = r#"echo "$1 $ROLLBACKD_LEASE" >> SHARED && ln -sfn DIR/releases/"$2" DIR/current.rollback && mv -T DIR/current.rollback DIR/current && echo $$ > DIR/step.pid && sleep 3', 'sh', '{lease}', '{to_version}'], ['sh', '-c', 'echo "second $1" >> SHARED"#;
 
 #[test]
 fn owner_stopped_mid_plan_finishes_it_under_its_lease_then_hands_over() {

@@ -110,7 +110,7 @@ fn a_failing_smoke_command_means_did_not_help_and_on_failure_runs() {
   env = {{ LOG_DIR = "{d}/logs" }}
   on_failure = [
     ["mkdir", "-p", "{d}/logs"],
-    {{ argv = ["sh", "-c", "echo collected {{incident}} {{from_version}}..{{to_version}} > \"$LOG_DIR/on-failure.txt\"; echo restored the dump"] }},
+    {{ argv = ["sh", "-c", "echo collected $ROLLBACKD_INCIDENT $ROLLBACKD_FROM_VERSION..$ROLLBACKD_TO_VERSION > \"$LOG_DIR/on-failure.txt\"; echo restored the dump"] }},
   ]"#
     );
     let verify = format!(
@@ -249,7 +249,8 @@ fn trigger_to_version_lands_on_it_and_an_unknown_version_is_refused() {
     let port = serve_releases(&dir);
     let api_port = free_port();
     let d = dir.display();
-    let rollback = format!(r#"restart = ["sh", "-c", "echo {{to_version}} >> {d}/restarts"]"#);
+    let rollback =
+        format!(r#"restart = ["sh", "-c", "echo \"$1\" >> {d}/restarts", "sh", "{{to_version}}"]"#);
     let verify = format!(r#"url = "http://127.0.0.1:{port}/api/health""#);
     let file = dir.join("rollbackd.toml");
     std::fs::write(&file, config(&dir, port, api_port, &rollback, &verify)).unwrap();

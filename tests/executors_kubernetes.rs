@@ -101,8 +101,8 @@ async fn kubernetes_undoes_to_the_previous_revision_and_waits_for_the_rollout() 
             argv(&["rollout", "status", "deployment/web", "-n", "prod"]),
         ]
     );
-    assert_eq!(r.from_version.as_deref(), Some("revision 3"));
-    assert_eq!(r.to_version.as_deref(), Some("revision 2"));
+    assert_eq!(r.from_version.as_deref(), Some("3"));
+    assert_eq!(r.to_version.as_deref(), Some("2"));
     let state = fake.state();
     assert_eq!(state["live_image"], "web:1.1");
     assert_eq!(
@@ -153,7 +153,7 @@ async fn kubernetes_to_revision_and_context_are_passed() {
         .collect::<Vec<_>>()
     );
     assert_eq!(fake.state()["live_image"], "web:1.0");
-    assert_eq!(r.to_version.as_deref(), Some("revision 1"));
+    assert_eq!(r.to_version.as_deref(), Some("1"));
 }
 
 #[tokio::test]

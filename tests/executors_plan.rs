@@ -39,7 +39,7 @@ fn plan(kind: ExecutorKind) -> RollbackPlan {
 fn vars() -> Vars {
     Vars {
         target: "web".into(),
-        from_version: Some("v2 \"beta\"".into()),
+        from_version: Some("v2".into()),
         to_version: Some("v1".into()),
         incident: "inc-4".into(),
         lease: None,
@@ -156,11 +156,11 @@ async fn webhook_2xx_succeeds_with_the_body_and_the_token() {
         "{}",
         seen[0].head
     );
-    // The quote in the version is escaped: the body is valid JSON.
+    // Values are JSON-escaped: the body is valid JSON.
     let body: serde_json::Value = serde_json::from_str(&seen[0].body).unwrap();
     assert_eq!(
         body,
-        serde_json::json!({"ref": "v1", "from": "v2 \"beta\"", "why": "rollbackd inc-4"})
+        serde_json::json!({"ref": "v1", "from": "v2", "why": "rollbackd inc-4"})
     );
     // The token never reaches the record.
     assert!(!format!("{r:?}").contains("s3cret"));
@@ -179,12 +179,34 @@ async fn webhook_default_body_names_target_incident_and_versions() {
     )
     .await;
     assert!(r.ok, "{:?}", r.error);
-    let seen = seen.lock().unwrap().clone();
-    assert!(!seen[0].head.to_ascii_lowercase().contains("authorization"));
-    let body: serde_json::Value = serde_json::from_str(&seen[0].body).unwrap();
+    let first = seen.lock().unwrap().clone();
+    assert!(!first[0].head.to_ascii_lowercase().contains("authorization"));
+    let body: serde_json::Value = serde_json::from_str(&first[0].body).unwrap();
     assert_eq!(
         body,
-        serde_json::json!({"target": "web", "incident": "inc-4", "from_version": "v2 \"beta\"", "to_version": "v1"})
+        serde_json::json!({"target": "web", "incident": "inc-4", "from_version": "v2", "to_version": "v1"})
+    );
+    // Issue 18 item 3: an unknown version is never sent.
+    let hostile = Vars {
+        from_version: Some("v2$(touch /tmp/x)".into()),
+        ..vars()
+    };
+    let r = within(
+        30,
+        "webhook",
+        run_plan(
+            &plan(webhook(format!("http://{addr}/ok"), None, None)),
+            &hostile,
+        ),
+    )
+    .await;
+    assert!(r.ok, "{:?}", r.error);
+    let seen = seen.lock().unwrap().clone();
+    let body: serde_json::Value = serde_json::from_str(&seen[1].body).unwrap();
+    assert_eq!(body["from_version"], serde_json::Value::Null, "{body}");
+    assert_eq!(
+        r.from_version.as_deref(),
+        Some(r#"unknown version "v2$(touch /tmp/x)""#)
     );
 }
 
@@ -276,7 +298,7 @@ async fn pre_steps_run_first_and_their_failure_stops_the_plan() {
     let mut p = plan(ExecutorKind::Command {
         steps: vec![append("main").into()],
     });
-    p.pre = vec![append("backup-{to_version}").into()];
+    p.pre = vec![append("backup-$ROLLBACKD_TO_VERSION").into()];
     let r = within(30, "plan with pre", run_plan(&p, &vars())).await;
     assert!(r.ok, "{:?}", r.error);
     assert_eq!(std::fs::read_to_string(log).unwrap(), "backup-v1\nmain\n");

@@ -48,7 +48,7 @@ version_command = ["readlink", "{d}/current"]
   step_timeout = "5s"
   pre = [["sh", "-c", "echo backup > {d}/pre-ran"]]
   # Succeeds, but changes nothing: the service stays broken.
-  steps = [["sh", "-c", "echo 'restarted {{target}}'"]]
+  steps = [["sh", "-c", "echo \"restarted $ROLLBACKD_TARGET\""]]
   after = [["touch", "{d}/after-ran"]]
 
   [target.verify]

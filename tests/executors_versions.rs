@@ -248,11 +248,16 @@ async fn symlink_checks_the_release_directory() {
         ),
         (
             "--help",
-            Err("unknown version \"--help\": not a version name (letters, digits and . _ + : @ / ~ -, not starting with -)".to_string()),
+            Err("unknown version \"--help\": not a version name: a version must not start with '-' (letters, digits and . _ + : @ / -, not starting with -, at most 200 characters)".to_string()),
         ),
         (
             "v1; rm -rf /",
-            Err("unknown version \"v1; rm -rf /\": not a version name (letters, digits and . _ + : @ / ~ -, not starting with -)".to_string()),
+            Err("unknown version \"v1; rm -rf /\": not a version name: ';' is not allowed in a version (letters, digits and . _ + : @ / -, not starting with -, at most 200 characters)".to_string()),
+        ),
+        (
+            // Issue 18 item 3: a shell expands a leading tilde.
+            "~root",
+            Err("unknown version \"~root\": not a version name: '~' is not allowed in a version (letters, digits and . _ + : @ / -, not starting with -, at most 200 characters)".to_string()),
         ),
     ] {
         let got = check_version(&p, v).await.map_err(|e| e.to_string());
@@ -355,7 +360,7 @@ async fn plan_cwd_and_env_reach_the_executors_own_steps() {
         restart: Some(argv(&[
             "sh",
             "-c",
-            "echo \"$PM2_HOME {to_version}\" > restarted",
+            "echo \"$PM2_HOME $ROLLBACKD_TO_VERSION\" > restarted",
         ])),
     });
     p.cwd = Some(app.clone());

@@ -902,8 +902,11 @@ impl Inner {
         .await
         .map_err(|_| timed_out("connect", step))?
         .map_err(|e| ClusterError::Unavailable {
-            what: format!("connect to {}", self.endpoints.join(", ")),
-            why: e.to_string(),
+            what: format!(
+                "connect to {}",
+                crate::util::redact_urls(&self.endpoints.join(", "))
+            ),
+            why: crate::util::redact_urls(&e.to_string()),
         })?;
         *slot = Some(c.clone());
         Ok(c)

@@ -374,6 +374,14 @@ impl Cx<'_> {
                 }
             }
         }
+        // Never a value in a shell's script text or as the program: pass
+        // it as ROLLBACKD_* or as a positional argument (run::script).
+        if templates && ok {
+            if let Some(m) = crate::run::template::misplaced(argv, &TEMPLATE_VARIABLES) {
+                self.err(path, m.to_string());
+                ok = false;
+            }
+        }
         ok.then(|| argv.to_vec())
     }
 
@@ -1342,7 +1350,9 @@ fn window(cx: &mut Cx, p: &str, raw: &RawWindow) -> Option<Window> {
 }
 
 fn target_name_ok(name: &str) -> bool {
+    // Not starting with '-': `{target}` must never become an option.
     !name.is_empty()
+        && !name.starts_with('-')
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
@@ -1355,7 +1365,7 @@ fn target(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<TargetConfig> {
         } else {
             cx.err(
                 join(p, "name"),
-                format!("invalid target name {n:?}: use letters, digits, '.', '_' and '-' only"),
+                format!("invalid target name {n:?}: use letters, digits, '.', '_' and '-' only, not starting with '-'"),
             );
             None
         }
@@ -1805,7 +1815,8 @@ fn rule(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<RuleConfig> {
                     cx.warn(
                         join(p, "url"),
                         format!(
-                            "probe of {u}, which is not on this host, has no timeout set (default {DEFAULT_PROBE_TIMEOUT}); set timeout to what a healthy answer over the network takes"
+                            "probe of {}, which is not on this host, has no timeout set (default {DEFAULT_PROBE_TIMEOUT}); set timeout to what a healthy answer over the network takes",
+                            crate::util::redact_url(u)
                         ),
                     );
                 }
@@ -3396,6 +3407,12 @@ mod tests {
             (config(&[("rollback", &symlink("steps = [[\"true\"]]"))]), "target[0].rollback.steps", r#"key steps does not apply to rollback kind "symlink""#),
             (config(&[("rollback", &format!("{ROLLBACK}\ndeployment = \"web\""))]), "target[0].rollback.deployment", r#"key deployment does not apply to rollback kind "command""#),
             (config(&[("rollback", &format!("{ROLLBACK}\ncurrent = \"/srv/current\""))]), "target[0].rollback.current", r#"key current does not apply to rollback kind "command""#),
+            // Issue 18 item 3: never a value in a shell's script text, never the program.
+            (config(&[("rollback", "kind = \"command\"\nsteps = [[\"sh\", \"-c\", \"echo rolled back from {from_version}\"]]")]), "target[0].rollback.steps[0]", "{from_version} is inside the script text of a sh step"),
+            (config(&[("rollback", "kind = \"command\"\nsteps = [[\"/usr/bin/env\", \"bash\", \"-ec\", \"deploy {to_version}\"]]")]), "target[0].rollback.steps[0]", "pass it as an environment variable (\"$ROLLBACKD_TO_VERSION\")"),
+            (config(&[("rollback", &format!("{ROLLBACK}\non_failure = [{{ argv = [\"python3\", \"-c\", \"print('{{incident}}')\"] }}]"))]), "target[0].rollback.on_failure[0].argv", "{incident} is inside the script text of a python3 step"),
+            (config(&[("rollback", &symlink("restart = [\"{to_version}\"]"))]), "target[0].rollback.restart", "{to_version} starts the program of the step"),
+            (config(&[("target", "confirm = \"required\"\nconfirm_command = [\"sh\", \"-c\", \"ask {target}\"]")]), "target[0].confirm_command", "{target} is inside the script text"),
             (config(&[("rollback", "kind = \"command\"")]), "target[0].rollback.steps", "required key is missing"),
             (config(&[("rollback", "kind = \"command\"\nsteps = []")]), "target[0].rollback.steps", "no steps"),
             (config(&[("rollback", "kind = \"command\"\nsteps = [[\"true\"], []]")]), "target[0].rollback.steps[1]", "empty command"),
@@ -3933,7 +3950,7 @@ mod tests {
             &config(&[
                 (
                     "rollback",
-                    "kind = \"command\"\ncwd = \"/srv/app\"\nenv = { NODE_ENV = \"production\" }\nsteps = [[\"pm2\", \"stop\", \"app\"], { argv = [\"sh\", \"-c\", \"cp .env.example .env.local\"], cwd = \"/srv/app/web\", env = { A = \"1\" }, timeout = \"10s\" }]\non_failure = [[\"sh\", \"-c\", \"journalctl -u app > /tmp/{incident}.log\"]]",
+                    "kind = \"command\"\ncwd = \"/srv/app\"\nenv = { NODE_ENV = \"production\" }\nsteps = [[\"pm2\", \"stop\", \"app\"], { argv = [\"sh\", \"-c\", \"cp .env.example .env.local\"], cwd = \"/srv/app/web\", env = { A = \"1\" }, timeout = \"10s\" }]\non_failure = [[\"sh\", \"-c\", \"journalctl -u app > \\\"/tmp/$1.log\\\"\", \"sh\", \"{incident}\"]]",
                 ),
                 (
                     "verify",

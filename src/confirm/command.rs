@@ -23,7 +23,7 @@ pub async fn ask(argv: &[String], vars: &Vars, within: Duration) -> Option<Event
         }
     };
     let deadline = tokio::time::Instant::now() + within;
-    let report = process::run_step(&argv, deadline).await;
+    let report = process::with_vars(vars, process::run_step(&argv, deadline)).await;
     answer(&report, vars)
 }
 

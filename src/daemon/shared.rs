@@ -69,7 +69,7 @@ impl Live {
             .iter()
             .map(|(name, p)| decide::server_watch::Server {
                 name: name.to_string(),
-                url: p.url.to_string(),
+                url: crate::util::redact_url(&p.url),
                 blind_after: p.blind_after,
                 rules: server_users(config, name),
             })

@@ -671,12 +671,22 @@ impl Worker {
                 v
             }
             Err(e) => {
+                // Outside the version charset: the live version is an
+                // unknown version, shown escaped and never substituted.
+                let unknown = e.unknown_version().map(str::to_string);
                 let e = e.to_string();
                 if self.last_version_error.as_ref() != Some(&e) {
-                    tracing::warn!(target = %self.target.name, error = %e, "cannot read the live version");
+                    match unknown {
+                        Some(_) => {
+                            tracing::warn!(target = %self.target.name, error = %e, "the live version is an unknown version")
+                        }
+                        None => {
+                            tracing::warn!(target = %self.target.name, error = %e, "cannot read the live version")
+                        }
+                    }
                     self.last_version_error = Some(e);
                 }
-                None
+                unknown
             }
         }
     }

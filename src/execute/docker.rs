@@ -146,6 +146,7 @@ impl Docker<'_> {
             to_version: Some(to.clone()),
             ..vars.clone()
         };
+        crate::run::process::found_vars(&found);
         let run_args = substitute(self.run_args, &found).map_err(DockerError::RunArgs)?;
         // Putting the old container back is a run towards the old tag.
         let back = Vars {

@@ -115,6 +115,7 @@ impl Git<'_> {
             to_version: Some(tag.clone()),
             ..vars.clone()
         };
+        crate::run::process::found_vars(&found);
         let cwd = Some(self.repo.to_path_buf());
         let mut acts = vec![Act::run(self.git(&[
             "checkout",

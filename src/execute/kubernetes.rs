@@ -65,11 +65,14 @@ impl Kubernetes<'_> {
             },
         };
         tracing::info!(deployment = %self.deployment, namespace = %self.namespace, from = live, to, "kubernetes rollback chosen");
+        // Revision numbers: names of the version charset, so that `after`
+        // and `on_failure` steps can use them as `{from_version}` and
+        // `{to_version}` (`trigger --to-version 2` names one the same way).
         if r.result.from_version.is_none() {
-            r.result.from_version = Some(format!("revision {live}"));
+            r.result.from_version = Some(live.to_string());
         }
         if r.result.to_version.is_none() {
-            r.result.to_version = Some(format!("revision {to}"));
+            r.result.to_version = Some(to.to_string());
         }
         Ok(vec![
             Act::run(self.kubectl(&["rollout", "undo"], &[format!("--to-revision={to}")])),

@@ -98,8 +98,18 @@ pub fn shared_executor_warnings(config: &crate::config::Config) -> Vec<String> {
 ///
 /// Every template of `pre` and of a `command` plan is resolved before the
 /// first step runs: a plan that cannot be completed is not started.
+///
+/// Versions the executor found (a release directory, `git describe`, an
+/// image tag) outside the version charset are returned as `unknown version
+/// "RAW"` ([`crate::version::name::unknown`]): the record shows them
+/// escaped, and no later step (`after`, `on_failure`, verification) gets
+/// them.
 pub async fn run_plan(plan: &RollbackPlan, vars: &Vars) -> ExecResult {
-    process::with_plan_context(command::Context::of(plan), run_plan_steps(plan, vars)).await
+    let mut result =
+        process::with_plan_context(command::Context::of(plan), run_plan_steps(plan, vars)).await;
+    result.from_version = result.from_version.map(crate::version::name::as_found);
+    result.to_version = result.to_version.map(crate::version::name::as_found);
+    result
 }
 
 /// [`run_plan`] inside the plan's context.
@@ -136,6 +146,18 @@ async fn run_plan_steps(plan: &RollbackPlan, vars: &Vars) -> ExecResult {
             return refused(e);
         }
     }
+    process::with_vars(&vars, run_resolved(plan, &context, &vars, budget)).await
+}
+
+/// The `pre` steps, then the executor's, with every template resolvable.
+async fn run_resolved(
+    plan: &RollbackPlan,
+    context: &command::Context,
+    vars: &Vars,
+    budget: Budget,
+) -> ExecResult {
+    let vars = vars.clone();
+    let context = context.clone();
     let mut pre_steps = Vec::new();
     if !plan.pre.is_empty() {
         let pre = command::run_with(&plan.pre, &context, &vars, budget, "pre step").await;
@@ -167,11 +189,16 @@ pub async fn run_plan_to(plan: &RollbackPlan, vars: &Vars, version: &str) -> Exe
         };
     }
     let mut plan = plan.clone();
+    let mut version = version.to_string();
     if let ExecutorKind::Kubernetes { to_revision, .. } = &mut plan.kind {
-        *to_revision = parse_revision(version);
+        *to_revision = parse_revision(&version);
+        // `revision 3` is written `3` from here on (a version name).
+        if let Some(n) = *to_revision {
+            version = n.to_string();
+        }
     }
     let vars = Vars {
-        to_version: Some(version.to_string()),
+        to_version: Some(version),
         ..vars.clone()
     };
     run_plan(&plan, &vars).await
@@ -201,18 +228,15 @@ pub async fn check_version(plan: &RollbackPlan, version: &str) -> Result<(), Ver
         version: version.clone(),
         why,
     };
-    // A name a person typed reaches argv and `sh -c` scripts of the plan:
-    // never an option, never shell syntax, never a path outside releases.
-    let safe = |c: char| c.is_ascii_alphanumeric() || "._+:@/~-".contains(c);
-    // (Kubernetes versions are revision numbers, also written `revision N`
-    // as records show them; they are parsed below.)
+    // A name a person typed reaches argv: the one version charset, the
+    // same rule as for versions read from the service. (Kubernetes
+    // versions are revision numbers, also written `revision N`; they are
+    // parsed below.)
     let kubernetes = matches!(plan.kind, ExecutorKind::Kubernetes { .. });
-    if version.is_empty()
-        || version.len() > 200
-        || version.starts_with('-')
-        || (!kubernetes && !version.chars().all(safe))
-    {
-        return Err(unknown(Unknown::NotAName));
+    if !kubernetes {
+        if let Err(why) = crate::version::name::check(&version) {
+            return Err(unknown(Unknown::NotAName(why)));
+        }
     }
     let deadline = tokio::time::Instant::now() + plan.timeout.min(Duration::from_secs(30));
     let probe = |argv: Vec<String>| async move {
@@ -356,7 +380,7 @@ pub async fn run_after(plan: &RollbackPlan, vars: &Vars) -> ExecResult {
     let context = command::Context::of(plan);
     let budget = Budget::start(plan);
     let run = command::run_with(&plan.after, &context, vars, budget, "after step");
-    process::with_plan_context(context.clone(), run).await
+    process::with_plan_context(context.clone(), process::with_vars(vars, run)).await
 }
 
 /// Run the plan's `on_failure` steps (the plan or its verification failed)
@@ -365,7 +389,7 @@ pub async fn run_on_failure(plan: &RollbackPlan, vars: &Vars) -> ExecResult {
     let context = command::Context::of(plan);
     let budget = Budget::start(plan);
     let run = command::run_with(&plan.on_failure, &context, vars, budget, "on_failure step");
-    process::with_plan_context(context.clone(), run).await
+    process::with_plan_context(context.clone(), process::with_vars(vars, run)).await
 }
 
 /// Read-only checks of a plan and the changes it would make, as a drill
@@ -450,7 +474,7 @@ pub enum ExecError {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum VersionCheckError {
     /// The executor does not know it.
-    #[error("unknown version {version:?}: {why}")]
+    #[error("unknown version {}: {why}", crate::version::name::escaped(version))]
     Unknown {
         /// As typed.
         version: String,
@@ -489,9 +513,9 @@ pub enum VersionCheckError {
 /// What is wrong with an unknown version.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Unknown {
-    /// Not a safe name (it reaches argv and scripts).
-    #[error("not a version name (letters, digits and . _ + : @ / ~ -, not starting with -)")]
-    NotAName,
+    /// Outside the version charset (it reaches argv).
+    #[error("not a version name: {0}")]
+    NotAName(crate::version::name::NotAVersion),
     /// A path, `.` or `..` (symlink).
     #[error("not a release directory name")]
     NotAReleaseName,

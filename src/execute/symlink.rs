@@ -306,6 +306,7 @@ pub async fn run_with(
         to_version: Some(chosen.clone()),
         ..vars.clone()
     };
+    crate::run::process::found_vars(&restart_vars);
     let restart = restart.filter(|argv| !argv.is_empty());
     let restart_argv = match restart.map(|argv| substitute(argv, &restart_vars)) {
         None => None,

@@ -34,7 +34,7 @@ pub async fn run_gates(
         let started = std::time::Instant::now();
         let (ok, detail) = check_url(client, url, verify.expect_status).await;
         out.push(CheckReport {
-            check: format!("GET {url}"),
+            check: format!("GET {}", crate::util::redact_url(url)),
             ok,
             detail,
             latency: Some(started.elapsed()),
@@ -54,7 +54,7 @@ pub async fn run_gates(
 pub async fn run_check(client: &reqwest::Client, check: &VerifyCheck) -> CheckReport {
     let started = std::time::Instant::now();
     let mut report = CheckReport {
-        check: format!("GET {}", check.url),
+        check: format!("GET {}", crate::util::redact_url(&check.url)),
         ok: false,
         detail: String::new(),
         latency: None,
@@ -145,7 +145,8 @@ pub async fn run_command(step: &Step, vars: &Vars) -> CheckReport {
     let (cwd, env) = Context::default().for_step(step);
     let limit = step.timeout.unwrap_or(COMMAND_TIMEOUT);
     let deadline = tokio::time::Instant::now() + limit;
-    let ran = run_step_with(&argv, deadline, "step timeout", cwd.as_deref(), &env).await;
+    let run = run_step_with(&argv, deadline, "step timeout", cwd.as_deref(), &env);
+    let ran = crate::run::process::with_vars(vars, run).await;
     report.latency = Some(ran.duration);
     report.ok = ran.ok;
     report.detail = match &ran.error {

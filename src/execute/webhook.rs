@@ -34,11 +34,12 @@ impl Webhook<'_> {
     pub fn prepare(&self, vars: &Vars) -> Result<Vec<Act>, WebhookError> {
         let body = match self.body {
             Some(template) => substitute_json(template, vars).map_err(WebhookError::Body)?,
+            // An unknown version (outside the charset) is `null`, never sent.
             None => serde_json::json!({
                 "target": vars.target,
                 "incident": vars.incident,
-                "from_version": vars.from_version,
-                "to_version": vars.to_version,
+                "from_version": known(&vars.from_version),
+                "to_version": known(&vars.to_version),
             })
             .to_string(),
         };
@@ -60,13 +61,13 @@ impl Webhook<'_> {
 /// The executor's identity ([`super::identity`]): the endpoint. Shown
 /// without credentials and query values (they may hold a token).
 pub fn identity(url: &url::Url) -> super::Identity {
-    let mut shown = url.clone();
-    let _ = shown.set_username("");
-    let _ = shown.set_password(None);
-    shown.set_query(None);
-    shown.set_fragment(None);
     super::Identity {
         key: format!("webhook {url}"),
-        shown: format!("webhook {shown}"),
+        shown: format!("webhook {}", crate::util::redact_url(url)),
     }
+}
+
+/// A version name, or `None` for none or an unknown version.
+fn known(v: &Option<String>) -> Option<&str> {
+    v.as_deref().filter(|v| crate::version::name::is_valid(v))
 }

@@ -94,7 +94,11 @@ pub enum SendError {
         error: std::io::Error,
     },
     /// The webhook POST got no answer (connect, TLS, timeout).
-    #[error("POST {url} failed: {}", crate::util::error_chain(detail))]
+    #[error(
+        "POST {} failed: {}",
+        crate::util::redact_url(url),
+        crate::util::error_chain(detail)
+    )]
     Post {
         /// The webhook URL as configured (not the signed one).
         url: url::Url,
@@ -102,7 +106,11 @@ pub enum SendError {
         detail: reqwest::Error,
     },
     /// The webhook answered with a status other than 2xx.
-    #[error("POST {url} answered {status}: {body}")]
+    #[error(
+        "POST {} answered {status}: {}",
+        crate::util::redact_url(url),
+        crate::util::redact_urls(body)
+    )]
     Status {
         /// The webhook URL as configured.
         url: url::Url,

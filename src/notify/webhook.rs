@@ -271,7 +271,13 @@ impl WebhookChannel {
             .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
             .timeout(cfg.timeout)
             .build()
-            .map_err(|e| NotifyError::Setup(format!("webhook {}: {e}", cfg.url)))?;
+            .map_err(|e| {
+                NotifyError::Setup(format!(
+                    "webhook {}: {}",
+                    crate::util::redact_url(&cfg.url),
+                    crate::util::error_chain(&e)
+                ))
+            })?;
         Ok(WebhookChannel {
             url: cfg.url.clone(),
             client,

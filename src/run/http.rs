@@ -31,7 +31,11 @@ impl Request {
             .as_ref()
             .map(|f| format!(" (bearer token from {})", f.display()))
             .unwrap_or_default();
-        format!("POST {}{token} {}", self.url, self.body)
+        format!(
+            "POST {}{token} {}",
+            crate::util::redact_url(&self.url),
+            self.body
+        )
     }
 }
 
@@ -39,7 +43,10 @@ impl Request {
 /// body (bounded tail) as stdout and no exit code.
 pub async fn post(request: &Request, deadline: Instant, limit: &str) -> StepReport {
     let started = Instant::now();
-    let mut report = StepReport::new(vec!["POST".to_string(), request.url.to_string()]);
+    let mut report = StepReport::new(vec![
+        "POST".to_string(),
+        crate::util::redact_url(&request.url),
+    ]);
     let budget = deadline.saturating_duration_since(started);
     if budget.is_zero() {
         report.error = Some("not started: the plan deadline had already passed".into());
@@ -115,7 +122,7 @@ async fn send(
         Ok(Err(e)) if e.is_timeout() => Err(SendError::Timeout),
         Ok(Err(e)) => Err(SendError::Other(format!(
             "POST {} failed: {}",
-            request.url,
+            crate::util::redact_url(&request.url),
             error_chain(&e)
         ))),
         Ok(Ok(answer)) => Ok(answer),

@@ -8,6 +8,8 @@
 //!   and reported;
 //! - [`template`]: the `{var}` grammar, shared by config validation and
 //!   substitution;
+//! - [`script`]: where a `{var}` may stand in a step (never in a shell's
+//!   script text, never as the program), shared the same way;
 //! - [`http`]: the small HTTP client under the `webhook` executor;
 //! - [`plan`]: a plan's time budget, the changes an executor decided on
 //!   ([`plan::Act`]) and the runner that carries them out and records them.
@@ -16,4 +18,5 @@ pub mod escaped;
 pub mod http;
 pub mod plan;
 pub mod process;
+pub mod script;
 pub mod template;

@@ -23,6 +23,7 @@ use super::escaped::{self, Tracked};
 pub use super::escaped::{
     orphans_from_previous_run, reap_adopted, Fence, FenceClosed, Orphan, RunContext,
 };
+use super::template::Vars;
 use crate::config::{RollbackPlan, Step};
 use crate::report::StepReport;
 use crate::util::fmt_duration;
@@ -116,6 +117,29 @@ pub async fn with_plan_context<F: std::future::Future>(context: Context, fut: F)
     PLAN_CONTEXT.scope(context, fut).await
 }
 
+tokio::task_local! {
+    /// The incident's values as environment variables while a plan, hook,
+    /// gate or confirmation runs ([`with_vars`]); an executor that finds a
+    /// version itself updates them ([`found_vars`]).
+    static STEP_VARS: std::cell::RefCell<Vec<(String, String)>>;
+}
+
+/// Run `fut` with `vars` in the environment of every process it starts:
+/// `ROLLBACKD_TARGET`, `ROLLBACKD_INCIDENT`, `ROLLBACKD_FROM_VERSION`,
+/// `ROLLBACKD_TO_VERSION`, `ROLLBACKD_LEASE` ([`Vars::env`]), after the
+/// plan's `env` (which cannot override them) and before a step's own.
+pub async fn with_vars<F: std::future::Future>(vars: &Vars, fut: F) -> F::Output {
+    STEP_VARS
+        .scope(std::cell::RefCell::new(vars.env()), fut)
+        .await
+}
+
+/// The executor found the versions itself (`git describe`, the live
+/// container's tag, the release directory): the steps after this get them.
+pub fn found_vars(vars: &Vars) {
+    let _ = STEP_VARS.try_with(|v| *v.borrow_mut() = vars.env());
+}
+
 /// [`run_step_in`] with variables added to the inherited environment (a
 /// step's `env` over its plan's).
 pub async fn run_step_with(
@@ -146,7 +170,11 @@ pub async fn run_step_with(
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
     }
+    let vars = STEP_VARS
+        .try_with(|v| v.borrow().clone())
+        .unwrap_or_default();
     cmd.envs(&plan.env)
+        .envs(vars)
         .envs(escaped::RunContext::extra_env())
         .envs(env);
     let marker = escaped::new_marker();

@@ -166,7 +166,7 @@ impl ProbeSource {
         verdict: Verdict,
         elapsed: Duration,
     ) -> Result<f64, SourceError> {
-        let url = &self.spec.url;
+        let url = crate::util::redact_url(&self.spec.url);
         // A probe that timed out is a failed sample from its deadline on:
         // that is when its answer was due, however long the rest of the
         // poll took and whichever polls it made the worker skip.
@@ -438,7 +438,7 @@ fn error_chain(chain: &[&(dyn std::error::Error + 'static)]) -> String {
             parts.push(text);
         }
     }
-    parts.join(": ")
+    crate::util::redact_urls(&parts.join(": "))
 }
 
 /// Whether `status` is acceptable: equal to `expect`, or any 2xx without one.

@@ -266,8 +266,13 @@ impl Prometheus {
             .default_headers(headers)
             .build()
             .context("failed to build the Prometheus HTTP client")?;
-        let client = prometheus_http_query::Client::from(http, cfg.url.as_str())
-            .with_context(|| format!("invalid Prometheus url {}", cfg.url))?;
+        let client =
+            prometheus_http_query::Client::from(http, cfg.url.as_str()).with_context(|| {
+                format!(
+                    "invalid Prometheus url {}",
+                    crate::util::redact_url(&cfg.url)
+                )
+            })?;
         Ok(Prometheus {
             inner: Arc::new(Inner {
                 range_url: format!(
@@ -279,9 +284,9 @@ impl Prometheus {
                 url: cfg.url.to_string(),
                 health: Mutex::new(Reachability::Unknown),
                 what: if name == DEFAULT_PROMETHEUS {
-                    format!("prometheus {}", cfg.url)
+                    format!("prometheus {}", crate::util::redact_url(&cfg.url))
                 } else {
-                    format!("prometheus {name} {}", cfg.url)
+                    format!("prometheus {name} {}", crate::util::redact_url(&cfg.url))
                 },
                 timeout: cfg.timeout,
                 permits: Semaphore::new(concurrency.max(1)),
