@@ -10,8 +10,8 @@ mod blast;
 mod human;
 mod incident;
 mod machine;
-mod recovery;
 pub mod peers;
+mod recovery;
 pub mod server_watch;
 
 use std::time::Duration;
