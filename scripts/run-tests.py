@@ -27,6 +27,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Longest first (measured), so the pool is never left waiting on one
 # late starter.
 ORDER = [
+    "smtp_timeouts",
+    "prometheus_absence",
     "evidence",
     "package",
     "cluster_daemon",
@@ -34,6 +36,8 @@ ORDER = [
     "journal_soak",
     "faults",
     "smtp",
+    "slow_clients",
+    "state_memory",
     "evidence_rules",
     "daemon",
     "api",
