@@ -11,7 +11,7 @@ use rollbackd::client::Verb;
 use rollbackd::config::{self, Config, LogFormat};
 use rollbackd::daemon::Daemon;
 
-/// Exit codes (DESIGN.md section 4).
+/// Exit codes (README: 0 ok, 1 runtime failure, 2 usage, 64 invalid config, 69 daemon unreachable).
 const EXIT_FAILURE: u8 = 1;
 const EXIT_CONFIG: u8 = 64;
 const EXIT_UNREACHABLE: u8 = 69;

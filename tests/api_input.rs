@@ -205,7 +205,7 @@ fn free_text_over_its_cap_is_refused_naming_the_cap() {
 }
 
 /// Item 13: `rollbackd reload` with an invalid config exits 64 (invalid
-/// config, DESIGN.md section 4), both when the client reads the file
+/// config, the exit codes of the README), both when the client reads the file
 /// itself (`--config`: the daemon is not asked) and when the daemon
 /// re-reads it and refuses (`--api`: 422). Before: 64 and 1. The daemon
 /// keeps its running config either way.

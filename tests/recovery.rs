@@ -1,5 +1,5 @@
 //! SIGKILL the daemon at the worst moments, restart it, and check what
-//! DESIGN.md section 2 and issue 4 promise: an incident awaiting
+//! The state machine (docs/architecture.md) and issue 4 promise: an incident awaiting
 //! confirmation keeps its ID and deadline, a rollback that was running is
 //! not run again but verified, and pause state survives.
 

@@ -1,4 +1,4 @@
-//! The HTTP API (DESIGN.md section 5): status and incidents, confirmation,
+//! The HTTP API (docs/api.md): status and incidents, confirmation,
 //! manual trigger, pause and resume, the Alertmanager webhook, `/metrics`,
 //! `/healthz` and the page behind an email link.
 //!

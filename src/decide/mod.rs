@@ -210,7 +210,7 @@ impl TargetState {
     }
 }
 
-/// The lifecycle of one target (DESIGN.md section 2). `Triggered` is not a
+/// The lifecycle of one target (docs/architecture.md, "The phases of a target"). `Triggered` is not a
 /// resting phase: a trigger moves on in the same step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "phase", rename_all = "snake_case")]
@@ -283,7 +283,7 @@ pub enum Outcome {
     /// The signals recovered while waiting for confirmation; nothing done.
     Resolved,
     /// A human rejected the rollback (`reject`): breaches are suppressed
-    /// until the cooldown ends (the phase `Suppressed` of DESIGN.md; older
+    /// until the cooldown ends (the phase `Suppressed` of docs/architecture.md; older
     /// journals spell it `rejected`).
     #[serde(alias = "rejected")]
     Suppressed,
