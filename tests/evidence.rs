@@ -412,7 +412,7 @@ fn an_alertmanager_post_acts_without_waiting_for_the_poll() {
     for i in 0..10 {
         targets.push_str(&conf::target(&format!("t{i}"), "10m", ""));
         targets.push_str(&conf::paged_rule(&format!("Down{i}"), ""));
-        targets.push_str(&conf::command_rollback("5s", r#"[["true"]]"#));
+        targets.push_str(&conf::command_rollback("5s", r#"[["true", "{target}"]]"#));
         targets.push_str(&conf::verify("1s", ""));
     }
     let daemon = conf::daemon(dir, api, "30s", "max_simultaneous_breaches = 0");

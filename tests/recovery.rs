@@ -209,7 +209,7 @@ fn after_sigkill_an_unknown_probe_and_another_rules_ok_do_not_resolve_a_waiting_
             "30m",
             "confirm = \"required\"\nconfirm_timeout = \"10m\"",
         ),
-        conf::health_rule(&format!("http://127.0.0.1:{port}/health"), "1s", "2s", "1s"),
+        conf::health_rule(&format!("http://127.0.0.1:{port}/health"), "1s", "3s", "1s"),
         conf::paged_rule("WebDown", ""),
         conf::command_rollback("10s", &format!("[[\"touch\", \"{}\"]]", marker.display())),
     ]

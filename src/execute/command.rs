@@ -118,25 +118,48 @@ pub async fn run_with(
 }
 
 /// The executor's identity ([`super::identity`]): the steps as they would
-/// run for `target` (argv with `{target}` filled in, and each step's
-/// working directory), so that two targets running the same commands on
-/// the same place are one service.
-pub fn identity(target: &str, steps: &[Step], cwd: Option<&std::path::Path>) -> super::Identity {
-    let rendered: Vec<String> = steps
-        .iter()
-        .map(|s| {
-            let argv: Vec<String> = s
-                .argv
-                .iter()
-                .map(|a| a.replace("{target}", target))
-                .collect();
-            match s.cwd.as_deref().or(cwd) {
-                Some(dir) => format!("(cd {}; {})", dir.display(), display_argv(&argv)),
-                None => display_argv(&argv),
-            }
-        })
-        .collect();
-    super::Identity::same(format!("command steps {}", rendered.join(" && ")))
+/// run for `target` (argv and environment with `{target}` filled in, and
+/// each step's working directory), so that two targets running the same
+/// commands in the same place with the same environment are one service.
+/// Steps that differ only through `$ROLLBACKD_TARGET` read by a script
+/// cannot be told apart: `check` warns about them (pass `{target}` as an
+/// argument instead).
+pub fn identity(
+    target: &str,
+    steps: &[Step],
+    cwd: Option<&std::path::Path>,
+    env: &std::collections::BTreeMap<String, String>,
+) -> super::Identity {
+    let fill = |s: &str| s.replace("{target}", target);
+    // The key holds the environment's values; what is shown names only
+    // the variables (a value may be a token).
+    let (mut key, mut shown) = (Vec::new(), Vec::new());
+    for s in steps {
+        let argv = display_argv(&s.argv.iter().map(|a| fill(a)).collect::<Vec<_>>());
+        let mut vars = env.clone();
+        vars.extend(s.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let values: Vec<String> = vars
+            .iter()
+            .map(|(k, v)| format!("{k}={}", fill(v)))
+            .collect();
+        let names: Vec<String> = vars.keys().map(|k| format!("{k}=...")).collect();
+        let dir = s.cwd.as_deref().or(cwd);
+        for (out, vars) in [(&mut key, values), (&mut shown, names)] {
+            let line = if vars.is_empty() {
+                argv.clone()
+            } else {
+                format!("{} {argv}", vars.join(" "))
+            };
+            out.push(match dir {
+                Some(dir) => format!("(cd {}; {line})", dir.display()),
+                None => line,
+            });
+        }
+    }
+    super::Identity {
+        key: format!("command steps {}", key.join(" && ")),
+        shown: format!("command steps {}", shown.join(" && ")),
+    }
 }
 
 #[cfg(test)]

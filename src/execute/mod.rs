@@ -49,7 +49,9 @@ impl Identity {
 /// The executor identity of `target`'s rollback plan.
 pub fn identity(target: &str, plan: &RollbackPlan) -> Identity {
     match &plan.kind {
-        ExecutorKind::Command { steps } => command::identity(target, steps, plan.cwd.as_deref()),
+        ExecutorKind::Command { steps } => {
+            command::identity(target, steps, plan.cwd.as_deref(), &plan.env)
+        }
         ExecutorKind::Symlink { current, .. } => symlink::identity(current),
         ExecutorKind::Kubernetes {
             deployment,
@@ -83,7 +85,8 @@ pub fn shared_executor_warnings(config: &crate::config::Config) -> Vec<String> {
                 "target[{i}].rollback: warning: targets {first:?} and {:?} roll back the same \
                  executor ({}); only one of them acts at a time (the other waits while the first \
                  has an open incident); to watch one service with several signals, give one \
-                 target several rules",
+                 target several rules; if they are different services, make the executor say \
+                 so (e.g. pass {{target}} as an argument)",
                 t.name, id.shown
             ));
         } else {
@@ -742,12 +745,35 @@ mod identity_tests {
     }
 
     #[test]
+    fn command_identity_holds_the_environment_but_shows_only_its_names() {
+        let ids = ids(&[
+            ("a", "kind = \"command\"\nsteps = [[\"/opt/rollback.sh\"]]\nenv = { APP = \"cart\", TOKEN = \"SECRET\" }"),
+            ("b", "kind = \"command\"\nsteps = [[\"/opt/rollback.sh\"]]\nenv = { APP = \"shop\", TOKEN = \"SECRET\" }"),
+            ("c", "kind = \"command\"\nsteps = [[\"/opt/rollback.sh\", \"{target}\"]]"),
+            ("d", "kind = \"command\"\nsteps = [[\"/opt/rollback.sh\", \"{target}\"]]"),
+        ]);
+        assert_ne!(
+            ids[0].key, ids[1].key,
+            "a different environment is another service"
+        );
+        assert_ne!(
+            ids[2].key, ids[3].key,
+            "{{target}} in the argv tells them apart"
+        );
+        assert!(!ids[0].shown.contains("SECRET"), "{}", ids[0].shown);
+        assert!(ids[0].shown.contains("TOKEN="), "{}", ids[0].shown);
+    }
+
+    #[test]
     fn shown_without_secrets() {
         let ids = ids(&[(
             "a",
             "kind = \"webhook\"\nurl = \"https://u:pw@ci.example.com/hook?access_token=SECRET\"",
         )]);
-        assert_eq!(ids[0].shown, "webhook https://ci.example.com/hook");
+        assert_eq!(
+            ids[0].shown,
+            "webhook https://***:***@ci.example.com/hook?access_token=***"
+        );
         assert!(ids[0].key.contains("SECRET"), "the key tells them apart");
         let ids = ids_symlink();
         assert_eq!(ids.shown, "symlink /srv/app/current");
