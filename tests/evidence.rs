@@ -301,7 +301,12 @@ fn prometheus_unreachable_while_the_probe_fails_rolls_back() {
         (outcome(&state).as_deref() == Some("rolled_back")).then_some(())
     });
     assert_eq!(live(dir), "v1");
-    let record = record_text(&state);
+    // The record is rewritten after the outcome is journaled: wait for the
+    // verified one.
+    let record = wait_for(Duration::from_secs(10), "the verified record", || {
+        let r = record_text(&state);
+        (!r.contains("## Verification\n\npending")).then_some(r)
+    });
     assert!(
         record.contains("abstained (no data, not counted): errors"),
         "the unreachable Prometheus rule is named as abstaining:\n{record}"
