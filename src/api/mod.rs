@@ -607,6 +607,7 @@ async fn alertmanager(
             m.alerts_received("duplicate", report.duplicates);
             m.alerts_dropped(report.dropped);
             m.alerts_expired(report.expired);
+            m.alerts_stored(report.stored);
             tracing::info!(
                 accepted = report.accepted,
                 duplicates = report.duplicates,
