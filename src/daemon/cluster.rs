@@ -27,7 +27,7 @@ use crate::cluster::{Authority, ClusterError, Owner, Ownership};
 use crate::decide::{Action, Event, Phase, TargetState, Time};
 use crate::run::process::{Fence, FenceClosed};
 
-use super::handle::{Command, Refusal};
+use crate::handle::{Command, Refusal};
 use super::seat::{open, Claim, ClusterView, Gate};
 use super::worker::{Applied, Worker};
 
