@@ -30,8 +30,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::config::Window;
-use crate::handle::{Command, DaemonRequest, Refusal, TargetHandle};
 use crate::decide::{Event, Incident, Pause, Phase, TargetState, Time};
+use crate::handle::{Command, DaemonRequest, Refusal, TargetHandle};
 use crate::sources::alertmanager::AlertStore;
 
 /// `GET /v1/status`.

@@ -38,8 +38,8 @@ mod worker;
 #[cfg(test)]
 mod tests;
 
-pub use clock::{Clock, SystemClock, TokioClock};
 pub use crate::handle::{Command, DaemonRequest, Refusal, ReloadError, TargetHandle};
+pub use clock::{Clock, SystemClock, TokioClock};
 pub use worker::poll_offset;
 
 #[allow(unused_imports)]

@@ -122,8 +122,7 @@ pub fn shared_executor_warnings(config: &crate::config::Config) -> Vec<String> {
 /// escaped, and no later step (`after`, `on_failure`, verification) gets
 /// them.
 pub async fn run_plan(plan: &RollbackPlan, vars: &Vars) -> ExecResult {
-    let mut result =
-        process::with_plan_context(context(plan), run_plan_steps(plan, vars)).await;
+    let mut result = process::with_plan_context(context(plan), run_plan_steps(plan, vars)).await;
     result.from_version = result.from_version.map(crate::version::name::as_found);
     result.to_version = result.to_version.map(crate::version::name::as_found);
     result
