@@ -44,7 +44,7 @@ use crate::decide::{
 };
 use crate::execute::{self, verify, ExecResult, StepReport, Vars};
 use crate::rules::{RuleReport, RuleStatus};
-use crate::run::plan::{subst, Budget, Runner};
+use crate::run::plan::{subst, Runner};
 use crate::util::{display_argv, fmt_duration};
 use crate::version::{VersionError, VersionReader};
 
@@ -227,7 +227,7 @@ async fn executor_version(t: &TargetConfig, vars: &mut Vars, out: &mut String) {
     if vars.to_version.is_some() || !by_kind {
         return;
     }
-    let mut r = Runner::new(Budget::start(&t.rollback), vars);
+    let mut r = Runner::new(crate::execute::budget(&t.rollback), vars);
     let found = execute::prepare(&t.rollback.kind, vars, &mut r).await;
     match (found, r.result.to_version) {
         (Ok(_), Some(to)) => {
@@ -674,7 +674,7 @@ async fn dry_run(
 ) -> Verdict {
     let plan = &t.rollback;
     let mut problems: Vec<String> = refused.into_iter().collect();
-    let mut r = Runner::new(Budget::start(plan), vars);
+    let mut r = Runner::new(crate::execute::budget(plan), vars);
 
     let prepared = execute::prepare(&plan.kind, vars, &mut r).await;
     let found = Vars {

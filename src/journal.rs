@@ -440,7 +440,7 @@ pub struct Journal {
 }
 
 /// Default `[daemon] journal_max_size`.
-pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+pub use crate::config::DEFAULT_JOURNAL_MAX_BYTES as DEFAULT_MAX_BYTES;
 
 impl Journal {
     /// Open (creating) `state_dir/journal.jsonl` and replay it onto the

@@ -20,7 +20,8 @@
 //! - [`lock`]: the exclusive lock on `state_dir`: one daemon per journal.
 //! - [`cluster`]: optional HA on etcd: the etcd session and lease, per-target ownership locks, owner-checked shared state, commands forwarded to the owner.
 //! - [`hostenv`]: process setup at start: open-file limit, child subreaper.
-//! - [`daemon`]: build and bind (the bound address is known before it runs), the per-target worker (poll -> step -> journal), the effects runner (plan, hooks, notifications, `confirm_command`), the handle types the API imports ([`daemon::handle`]; the API never imports the rest), the [`daemon::Clock`] seam for in-process tests under paused time, the worker's side of `[cluster]`, reload, readiness and watchdog, shutdown.
+//! - [`daemon`]: build and bind (the bound address is known before it runs), the per-target worker (poll -> step -> journal), the effects runner (plan, hooks, notifications, `confirm_command`), the [`daemon::Clock`] seam for in-process tests under paused time, the worker's side of `[cluster]`, reload, readiness and watchdog, shutdown.
+//! - [`handle`]: the command types the API and the daemon share (a target's handle, commands, refusals, reload errors); the API imports these and never `daemon`.
 //! - [`demo`]: the self-contained demonstration behind `rollbackd demo`.
 //! - [`drill`]: `rollbackd drill`: a synthetic breach through the decision machine, the executor in dry-run unless `--live`; the rehearsal record.
 //! - [`util`]: duration, value, argv and error-chain formatting, serde adapters.
@@ -37,6 +38,7 @@ pub mod decide;
 pub mod demo;
 pub mod drill;
 pub mod execute;
+pub mod handle;
 pub mod hostenv;
 pub mod journal;
 pub mod lock;

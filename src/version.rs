@@ -13,13 +13,13 @@
 //! (escaped; status and the record show it), and it is never substituted
 //! into a step.
 
+pub mod live;
 pub mod name;
 pub mod order;
 
 use std::time::Duration;
 
 use crate::config::VersionSource;
-use crate::execute;
 use crate::sources::prometheus::Prometheus;
 pub use name::NotAVersion;
 
@@ -67,11 +67,12 @@ impl VersionReader {
     pub async fn read(&self) -> Result<Option<String>, VersionError> {
         let v = match &self.source {
             None => return Ok(None),
-            Some(VersionSource::Symlink(current)) => execute::symlink::live_release(current)
-                .map_err(|error| VersionError::Symlink {
+            Some(VersionSource::Symlink(current)) => {
+                live::live_release(current).map_err(|error| VersionError::Symlink {
                     current: current.clone(),
                     error: error.to_string(),
-                })?,
+                })?
+            }
             Some(VersionSource::Command(argv)) => {
                 let deadline = tokio::time::Instant::now() + VERSION_TIMEOUT;
                 let report = crate::run::process::run_step(argv, deadline).await;

@@ -483,6 +483,12 @@ fn fifty_thousand_alerts_are_bounded_and_fast() {
         metrics.contains("rollbackd_alerts_dropped_total 49000"),
         "{metrics}"
     );
+    // Recorded by the API from the store's report (the source itself
+    // records no metrics): 1,000 per rule are kept.
+    assert!(
+        metrics.contains("rollbackd_alerts_stored 1000"),
+        "{metrics}"
+    );
     let t = target(api_port);
     assert_eq!(t["state"]["rules"][0]["value"], 1000.0, "{t}");
 }

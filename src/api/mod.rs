@@ -3,7 +3,7 @@
 //! `/healthz` and the page behind an email link.
 //!
 //! Handlers never change a target's state themselves: they send an event to
-//! the target's worker ([`crate::daemon::handle::TargetHandle`]) and answer with
+//! the target's worker ([`crate::handle::TargetHandle`]) and answer with
 //! what the state machine made of it, so the API goes through the same
 //! journal, guards and notifications as everything else. Errors are JSON
 //! `{"error": "..."}` with a status code that says who must act: 400 bad
@@ -30,8 +30,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::config::Window;
-use crate::daemon::handle::{Command, DaemonRequest, Refusal, TargetHandle};
 use crate::decide::{Event, Incident, Pause, Phase, TargetState, Time};
+use crate::handle::{Command, DaemonRequest, Refusal, TargetHandle};
 use crate::sources::alertmanager::AlertStore;
 
 /// `GET /v1/status`.
@@ -607,6 +607,7 @@ async fn alertmanager(
             m.alerts_received("duplicate", report.duplicates);
             m.alerts_dropped(report.dropped);
             m.alerts_expired(report.expired);
+            m.alerts_stored(report.stored);
             tracing::info!(
                 accepted = report.accepted,
                 duplicates = report.duplicates,

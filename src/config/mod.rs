@@ -116,6 +116,11 @@ pub struct TargetNotify {
     pub min_severity: Severity,
 }
 
+/// Default `[daemon] journal_max_size`: past it the journal is compacted
+/// into a snapshot. A default is config's to own, so the config layer
+/// never reaches up to the journal for it.
+pub const DEFAULT_JOURNAL_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
 /// `[daemon]`.
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {

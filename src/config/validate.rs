@@ -707,7 +707,7 @@ fn daemon(cx: &mut Cx, raw: RawDaemon) -> Option<DaemonConfig> {
     };
     let blast = blast_radius(cx, p, raw.max_simultaneous_breaches.as_ref());
     let journal_max_size = match raw.journal_max_size.as_deref() {
-        None => Some(crate::journal::DEFAULT_MAX_BYTES),
+        None => Some(super::DEFAULT_JOURNAL_MAX_BYTES),
         Some(text) => match duration::parse_size(text) {
             Ok(n) if n >= 64 * 1024 => Some(n),
             Ok(_) => {

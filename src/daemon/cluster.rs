@@ -27,9 +27,9 @@ use crate::cluster::{Authority, ClusterError, Owner, Ownership};
 use crate::decide::{Action, Event, Phase, TargetState, Time};
 use crate::run::process::{Fence, FenceClosed};
 
-use super::handle::{Command, Refusal};
 use super::seat::{open, Claim, ClusterView, Gate};
 use super::worker::{Applied, Worker};
+use crate::handle::{Command, Refusal};
 
 impl Worker {
     /// Before a changed step is journaled: may this node act on it? The

@@ -31,7 +31,6 @@ mod background;
 pub mod clock;
 mod cluster;
 mod effects;
-pub mod handle;
 mod seat;
 mod shared;
 mod worker;
@@ -39,8 +38,8 @@ mod worker;
 #[cfg(test)]
 mod tests;
 
+pub use crate::handle::{Command, DaemonRequest, Refusal, ReloadError, TargetHandle};
 pub use clock::{Clock, SystemClock, TokioClock};
-pub use handle::{Command, DaemonRequest, Refusal, ReloadError, TargetHandle};
 pub use worker::poll_offset;
 
 #[allow(unused_imports)]

@@ -96,7 +96,7 @@ pub async fn run_with(
                 (deadline, limit) = (own, "step timeout");
             }
         }
-        let (cwd, env) = context.for_step(step);
+        let (cwd, env) = context.for_step(step.cwd.as_deref(), &step.env);
         let report = run_step_with(argv, deadline, limit, cwd.as_deref(), &env).await;
         let failure = (!report.ok).then(|| {
             format!(
@@ -245,7 +245,7 @@ mod tests {
             ),
         ];
         for (name, context, step, cwd, want_env) in cases {
-            let (got_cwd, got_env) = context.for_step(&step);
+            let (got_cwd, got_env) = context.for_step(step.cwd.as_deref(), &step.env);
             assert_eq!(got_cwd, cwd.map(PathBuf::from), "{name}");
             assert_eq!(got_env, want_env, "{name}");
         }

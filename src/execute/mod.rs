@@ -24,6 +24,20 @@ use crate::run::plan::{self as runner, Act, Budget, Runner, StepError};
 pub use crate::report::{ExecResult, StepReport};
 pub use crate::run::template::Vars;
 
+/// The time budget of `plan` starting now (the runner takes plain
+/// durations, not config types).
+pub fn budget(plan: &RollbackPlan) -> Budget {
+    Budget::start(plan.timeout, plan.step_timeout)
+}
+
+/// Where `plan`'s steps run unless they say otherwise: its `cwd` and `env`.
+pub fn context(plan: &RollbackPlan) -> command::Context {
+    command::Context {
+        cwd: plan.cwd.clone(),
+        env: plan.env.clone(),
+    }
+}
+
 /// What a target's rollback acts on: two targets with equal keys roll back
 /// the same service, so only one may have an open incident at a time (the
 /// other waits: `decide::peers`). One function per executor kind, in its
@@ -108,8 +122,7 @@ pub fn shared_executor_warnings(config: &crate::config::Config) -> Vec<String> {
 /// escaped, and no later step (`after`, `on_failure`, verification) gets
 /// them.
 pub async fn run_plan(plan: &RollbackPlan, vars: &Vars) -> ExecResult {
-    let mut result =
-        process::with_plan_context(command::Context::of(plan), run_plan_steps(plan, vars)).await;
+    let mut result = process::with_plan_context(context(plan), run_plan_steps(plan, vars)).await;
     result.from_version = result.from_version.map(crate::version::name::as_found);
     result.to_version = result.to_version.map(crate::version::name::as_found);
     result
@@ -117,8 +130,8 @@ pub async fn run_plan(plan: &RollbackPlan, vars: &Vars) -> ExecResult {
 
 /// [`run_plan`] inside the plan's context.
 async fn run_plan_steps(plan: &RollbackPlan, vars: &Vars) -> ExecResult {
-    let budget = Budget::start(plan);
-    let context = command::Context::of(plan);
+    let budget = budget(plan);
+    let context = context(plan);
     let mut vars = vars.clone();
     // The symlink executor finds the release to go to itself; resolve it
     // now so that `pre` can use `{to_version}` too.
@@ -380,8 +393,8 @@ async fn run_kind(
 /// Run the plan's `after` steps (once verification passed) under the plan
 /// timeout and step timeout.
 pub async fn run_after(plan: &RollbackPlan, vars: &Vars) -> ExecResult {
-    let context = command::Context::of(plan);
-    let budget = Budget::start(plan);
+    let context = context(plan);
+    let budget = budget(plan);
     let run = command::run_with(&plan.after, &context, vars, budget, "after step");
     process::with_plan_context(context.clone(), process::with_vars(vars, run)).await
 }
@@ -389,8 +402,8 @@ pub async fn run_after(plan: &RollbackPlan, vars: &Vars) -> ExecResult {
 /// Run the plan's `on_failure` steps (the plan or its verification failed)
 /// under the plan timeout and step timeout.
 pub async fn run_on_failure(plan: &RollbackPlan, vars: &Vars) -> ExecResult {
-    let context = command::Context::of(plan);
-    let budget = Budget::start(plan);
+    let context = context(plan);
+    let budget = budget(plan);
     let run = command::run_with(&plan.on_failure, &context, vars, budget, "on_failure step");
     process::with_plan_context(context.clone(), process::with_vars(vars, run)).await
 }

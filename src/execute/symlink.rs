@@ -20,39 +20,7 @@ use crate::version::order::previous;
 /// one. A stale one (from a crash between the two) is removed first.
 pub const TMP_SUFFIX: &str = ".rollbackd-tmp";
 
-/// Name of the release directory `current` points to now.
-pub fn live_release(current: &Path) -> std::io::Result<String> {
-    let target = std::fs::read_link(current).map_err(|e| {
-        if e.kind() == io::ErrorKind::InvalidInput {
-            io::Error::new(e.kind(), format!("{} is not a symlink", current.display()))
-        } else {
-            io::Error::new(
-                e.kind(),
-                format!("cannot read symlink {}: {e}", current.display()),
-            )
-        }
-    })?;
-    let name = target.file_name().ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "symlink {} points to {}, which names no release",
-                current.display(),
-                target.display()
-            ),
-        )
-    })?;
-    name.to_str().map(str::to_string).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "symlink {} points to {}, whose name is not UTF-8",
-                current.display(),
-                target.display()
-            ),
-        )
-    })
-}
+pub use crate::version::live::live_release;
 
 /// The release to go to: `wanted` when it is a listed release other than the
 /// live one, else the greatest release older than `live`.

@@ -142,7 +142,7 @@ pub async fn run_command(step: &Step, vars: &Vars) -> CheckReport {
         }
     };
     report.check = display_argv(&argv);
-    let (cwd, env) = Context::default().for_step(step);
+    let (cwd, env) = Context::default().for_step(step.cwd.as_deref(), &step.env);
     let limit = step.timeout.unwrap_or(COMMAND_TIMEOUT);
     let deadline = tokio::time::Instant::now() + limit;
     let run = run_step_with(&argv, deadline, "step timeout", cwd.as_deref(), &env);

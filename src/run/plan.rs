@@ -16,7 +16,6 @@ use tokio::time::Instant;
 use super::http;
 use super::process::run_step_in;
 use super::template::{substitute, TemplateError, Vars};
-use crate::config::RollbackPlan;
 use crate::report::{ExecResult, StepReport};
 use crate::util::display_argv;
 
@@ -31,11 +30,12 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// The budget of a plan starting now.
-    pub fn start(plan: &RollbackPlan) -> Budget {
+    /// The budget of a plan starting now: `timeout` for the whole plan,
+    /// `step_timeout` for each step on its own.
+    pub fn start(timeout: Duration, step_timeout: Option<Duration>) -> Budget {
         Budget {
-            deadline: Instant::now() + plan.timeout,
-            step_timeout: plan.step_timeout,
+            deadline: Instant::now() + timeout,
+            step_timeout,
         }
     }
 

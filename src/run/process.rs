@@ -24,7 +24,6 @@ pub use super::escaped::{
     orphans_from_previous_run, reap_adopted, Fence, FenceClosed, Orphan, RunContext,
 };
 use super::template::Vars;
-use crate::config::{RollbackPlan, Step};
 use crate::report::StepReport;
 use crate::util::fmt_duration;
 
@@ -63,20 +62,17 @@ pub struct Context {
 }
 
 impl Context {
-    /// The plan's context.
-    pub fn of(plan: &RollbackPlan) -> Context {
-        Context {
-            cwd: plan.cwd.clone(),
-            env: plan.env.clone(),
-        }
-    }
-
-    /// A step's working directory and environment: its own over the plan's.
-    pub fn for_step(&self, step: &Step) -> (Option<PathBuf>, BTreeMap<String, String>) {
-        let cwd = step.cwd.clone().or_else(|| self.cwd.clone());
-        let mut env = self.env.clone();
-        env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        (cwd, env)
+    /// A step's working directory and environment: its own (`cwd`,
+    /// `env`) over the plan's.
+    pub fn for_step(
+        &self,
+        cwd: Option<&std::path::Path>,
+        env: &BTreeMap<String, String>,
+    ) -> (Option<PathBuf>, BTreeMap<String, String>) {
+        let cwd = cwd.map(PathBuf::from).or_else(|| self.cwd.clone());
+        let mut all = self.env.clone();
+        all.extend(env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        (cwd, all)
     }
 }
 

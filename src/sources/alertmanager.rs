@@ -143,6 +143,11 @@ pub struct IngestReport {
     /// re-sent within `resolve_timeout`, or resolved a day ago.
     #[serde(default)]
     pub expired: usize,
+    /// Alerts held after this payload (firing or not): the caller records
+    /// it (`rollbackd_alerts_stored`); a source never reaches for the
+    /// metrics registry. Not part of the webhook's answer.
+    #[serde(skip)]
+    pub stored: usize,
 }
 
 /// Bounds of the store.
@@ -408,9 +413,8 @@ impl AlertStore {
         if report.accepted + report.duplicates + report.expired > 0 {
             inner.dirty = true;
         }
-        let kept = inner.alerts.len();
+        report.stored = inner.alerts.len();
         drop(inner);
-        crate::metrics::global().alerts_stored(kept);
         if report.dropped > 0 {
             tracing::warn!(
                 dropped = report.dropped,
