@@ -3,7 +3,9 @@
 //! below. Validation collects every problem with its key path before failing
 //! and does no I/O.
 
+pub mod cx;
 pub mod duration;
+pub mod error;
 pub mod probe_window;
 pub mod raw;
 pub mod secrets;
@@ -16,7 +18,9 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use validate::{validate, ConfigError, ConfigErrors};
+pub use crate::run::step::Step;
+pub use cx::{ConfigError, ConfigErrors, ConfigWarning, TEMPLATE_VARIABLES};
+pub use validate::validate;
 
 /// Read and validate a config file. Errors carry the file name and key path.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -59,21 +63,6 @@ pub struct Config {
     /// Things that are valid but probably not meant (nobody is notified,
     /// `for = "0s"` on a probe): `check` prints them, the daemon logs them.
     pub warnings: Vec<ConfigWarning>,
-}
-
-/// A config problem that does not stop the daemon: `KEY: warning: MESSAGE`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigWarning {
-    /// Key path, e.g. `target[0].rule[1].for`.
-    pub path: String,
-    /// What is probably wrong and what to do.
-    pub message: String,
-}
-
-impl std::fmt::Display for ConfigWarning {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: warning: {}", self.path, self.message)
-    }
 }
 
 /// How much a notification matters (`[target.notify] min_severity`); each
@@ -668,29 +657,6 @@ pub struct RollbackPlan {
     /// Environment added to every process the plan runs; a step's own
     /// `env` wins over it.
     pub env: BTreeMap<String, String>,
-}
-
-/// One argv step with its own context: written as a plain argv list, or as
-/// a table `{ argv = [...], cwd = "...", env = {...}, timeout = "..." }`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Step {
-    /// argv template (program first).
-    pub argv: Vec<String>,
-    /// Working directory (`None`: the plan's `cwd`, else the daemon's).
-    pub cwd: Option<PathBuf>,
-    /// Added to the plan's `env` for this step.
-    pub env: BTreeMap<String, String>,
-    /// This step's own limit; the plan `timeout` still bounds it.
-    pub timeout: Option<Duration>,
-}
-
-impl From<Vec<String>> for Step {
-    fn from(argv: Vec<String>) -> Step {
-        Step {
-            argv,
-            ..Step::default()
-        }
-    }
 }
 
 impl RollbackPlan {

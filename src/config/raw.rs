@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::de::DeserializeOwned;
 
-use super::{ConfigError, ConfigErrors};
+use super::error::{ConfigError, ConfigErrors};
 
 /// The whole file as written.
 #[derive(Debug, Clone, Default, serde::Deserialize)]

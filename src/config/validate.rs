@@ -16,6 +16,9 @@ mod prometheus;
 mod rollback;
 mod rule;
 
+pub use super::cx::{
+    template_names, ConfigError, ConfigErrors, Cx, LEASE_WITHOUT_CLUSTER, TEMPLATE_VARIABLES,
+};
 use crate::util::fmt_duration;
 use cluster::*;
 use daemon::*;
@@ -26,52 +29,15 @@ use rule::*;
 
 use super::raw::{
     join, RawCheck, RawCluster, RawConfig, RawDaemon, RawEmail, RawNotify, RawPrometheus,
-    RawRollback, RawRule, RawStep, RawTarget, RawTargetNotify, RawVerify, RawWebhook, RawWindow,
+    RawRollback, RawRule, RawTarget, RawTargetNotify, RawVerify, RawWebhook, RawWindow,
 };
 use super::{
     duration, BaselineSpec, BlastRadius, ClusterAuth, ClusterClientCert, ClusterConfig, Config,
     DaemonConfig, EmailConfig, ExecutorKind, HostMetric, LogFormat, NoData, NotifyConfig,
     ProbeMeasure, ProbeSpec, PromSpec, PrometheusAuth, PrometheusConfig, RollbackPlan, RuleConfig,
-    SmtpConfig, SmtpSecurity, SourceSpec, Step, TargetConfig, TrafficGuard, VerifyCheck,
-    VerifyConfig, WebhookConfig, WebhookFormat, Window,
+    SmtpConfig, SmtpSecurity, SourceSpec, TargetConfig, TrafficGuard, VerifyCheck, VerifyConfig,
+    WebhookConfig, WebhookFormat, Window,
 };
-
-/// One problem: `FILE: key.path: message`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The config file.
-    pub file: String,
-    /// Dotted key path such as `target[0].rule[1].for`; empty for file-level errors.
-    pub path: String,
-    /// What is wrong, naming the value.
-    pub message: String,
-}
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.path.is_empty() {
-            write!(f, "{}: {}", self.file, self.message)
-        } else {
-            write!(f, "{}: {}: {}", self.file, self.path, self.message)
-        }
-    }
-}
-
-/// Every problem found in a config file.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}", self.0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl ConfigErrors {
-    /// A single error.
-    pub fn single(file: &str, path: &str, message: String) -> ConfigErrors {
-        ConfigErrors(vec![ConfigError {
-            file: file.to_string(),
-            path: path.to_string(),
-            message,
-        }])
-    }
-}
 
 /// Default `daemon.state_dir`.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/rollbackd";
@@ -126,14 +92,6 @@ pub const DEFAULT_MAX_PER_TARGET_PER_HOUR: u32 = 20;
 pub const DEFAULT_MAX_PER_HOUR: u32 = 60;
 /// Default SMTP and webhook `timeout`.
 pub const DEFAULT_NOTIFY_TIMEOUT: &str = "30s";
-
-/// The variables an argv template may use.
-pub const TEMPLATE_VARIABLES: [&str; 5] = crate::run::template::VARIABLES;
-
-/// `{lease}` is the etcd lease of the node owning the target: without
-/// `[cluster]` there is none, and a step that fences with it would get an
-/// empty token, so the config is refused instead.
-const LEASE_WITHOUT_CLUSTER: &str = "{lease} is the cluster's fencing token and needs a [cluster] section; without one there is no lease to pass";
 
 /// Validate the raw config; `file` names it in errors.
 pub fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigErrors> {
@@ -192,286 +150,6 @@ pub fn validate_collecting(
         )),
         None => Err(ConfigErrors(errors)),
     }
-}
-
-/// Validation context: the file name and the problems found so far.
-struct Cx<'a> {
-    file: &'a str,
-    errors: Vec<ConfigError>,
-    /// Valid but probably not meant; reported by `check`, never fatal.
-    warnings: Vec<super::ConfigWarning>,
-    /// A `[prometheus]` section exists (Prometheus rules and `version_query` need it).
-    has_prometheus: bool,
-    /// The default server (`[prometheus]` itself) can be asked.
-    prom_default: bool,
-    /// The names of `[prometheus.servers.NAME]`.
-    prom_servers: Vec<String>,
-    /// A `[cluster]` section exists (`{lease}` needs it).
-    has_cluster: bool,
-}
-
-impl Cx<'_> {
-    fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.warnings.push(super::ConfigWarning {
-            path: path.into(),
-            message: message.into(),
-        });
-    }
-
-    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(ConfigError {
-            file: self.file.to_string(),
-            path: path.into(),
-            message: message.into(),
-        });
-    }
-
-    /// One of a fixed set of words: `options[i].0` maps to `options[i].1`;
-    /// `None` (key absent) is the first option. Anything else is an error
-    /// listing the valid words.
-    fn choice<T: Copy>(
-        &mut self,
-        p: &str,
-        key: &str,
-        value: Option<&str>,
-        options: &[(&str, T)],
-    ) -> Option<T> {
-        let word = value.unwrap_or(options[0].0);
-        if let Some((_, v)) = options.iter().find(|(w, _)| *w == word) {
-            return Some(*v);
-        }
-        let words: Vec<String> = options.iter().map(|(w, _)| format!("{w:?}")).collect();
-        let list = match words.split_last() {
-            Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
-            _ => words.join(""),
-        };
-        self.err(join(p, key), format!("invalid {key} {word:?} (use {list})"));
-        None
-    }
-
-    /// A required key; reports it missing.
-    fn required<'v, T: ?Sized>(
-        &mut self,
-        parent: &str,
-        key: &str,
-        value: Option<&'v T>,
-    ) -> Option<&'v T> {
-        if value.is_none() {
-            self.err(join(parent, key), "required key is missing");
-        }
-        value
-    }
-
-    /// A duration with a default; `nonzero` where zero makes no sense.
-    fn duration(
-        &mut self,
-        parent: &str,
-        key: &str,
-        value: Option<&str>,
-        default: &str,
-        nonzero: bool,
-    ) -> Option<Duration> {
-        let text = value.unwrap_or(default);
-        match duration::parse(text) {
-            Ok(d) if nonzero && d.is_zero() => {
-                self.err(
-                    join(parent, key),
-                    format!("{key} = {text:?} must be greater than zero"),
-                );
-                None
-            }
-            Ok(d) => Some(d),
-            Err(message) => {
-                self.err(join(parent, key), message);
-                None
-            }
-        }
-    }
-
-    /// A non-empty string.
-    fn non_empty(&mut self, path: &str, value: &str) -> Option<String> {
-        if value.trim().is_empty() {
-            self.err(path, "must not be empty");
-            None
-        } else {
-            Some(value.to_string())
-        }
-    }
-
-    /// An http(s) URL with a host.
-    fn http_url(&mut self, path: &str, value: &str) -> Option<url::Url> {
-        match url::Url::parse(value) {
-            Ok(u) if !matches!(u.scheme(), "http" | "https") => {
-                self.err(
-                    path,
-                    format!("URL {value:?} must start with http:// or https://"),
-                );
-                None
-            }
-            Ok(u) if u.host_str().is_none_or(str::is_empty) => {
-                self.err(path, format!("URL {value:?} has no host"));
-                None
-            }
-            Ok(u) => Some(u),
-            Err(e) => {
-                self.err(path, format!("invalid URL {value:?}: {e}"));
-                None
-            }
-        }
-    }
-
-    /// An HTTP status code to expect.
-    fn status(&mut self, path: &str, value: Option<i64>) -> Option<Option<u16>> {
-        match value {
-            None => Some(None),
-            Some(s @ 100..=599) => Some(Some(s as u16)),
-            Some(s) => {
-                self.err(
-                    path,
-                    format!("expect_status = {s} is not an HTTP status code (100..599)"),
-                );
-                None
-            }
-        }
-    }
-
-    /// An absolute path.
-    fn absolute(&mut self, path: &str, value: &str) -> Option<PathBuf> {
-        let p = PathBuf::from(value);
-        if p.is_absolute() {
-            Some(p)
-        } else {
-            self.err(path, format!("{value:?} must be an absolute path"));
-            None
-        }
-    }
-
-    /// An argv run directly (no shell): at least a program. With
-    /// `templates`, `{name}` placeholders must be known variables.
-    fn argv(&mut self, path: &str, argv: &[String], templates: bool) -> Option<Vec<String>> {
-        let mut ok = true;
-        match argv.first() {
-            None => {
-                self.err(
-                    path,
-                    "empty command: give at least the program, e.g. [\"systemctl\", \"restart\", \"app\"]",
-                );
-                return None;
-            }
-            Some(program) if program.trim().is_empty() => {
-                self.err(path, "program name (first element) is empty");
-                ok = false;
-            }
-            Some(_) => {}
-        }
-        if templates {
-            for arg in argv {
-                for name in template_names(arg) {
-                    if name == "lease" && !self.has_cluster {
-                        self.err(path, LEASE_WITHOUT_CLUSTER);
-                        ok = false;
-                    } else if !TEMPLATE_VARIABLES.contains(&name) {
-                        let allowed: Vec<String> = TEMPLATE_VARIABLES
-                            .iter()
-                            .map(|v| format!("{{{v}}}"))
-                            .collect();
-                        self.err(
-                            path,
-                            format!(
-                                "unknown template variable {{{name}}} in argument {arg:?}; allowed: {}",
-                                allowed.join(", ")
-                            ),
-                        );
-                        ok = false;
-                    }
-                }
-            }
-        }
-        // Never a value in a shell's script text or as the program: pass
-        // it as ROLLBACKD_* or as a positional argument (run::script).
-        if templates && ok {
-            if let Some(m) = crate::run::template::misplaced(argv, &TEMPLATE_VARIABLES) {
-                self.err(path, m.to_string());
-                ok = false;
-            }
-        }
-        ok.then(|| argv.to_vec())
-    }
-
-    /// A list of steps (plain argv or `{ argv, cwd, env, timeout }`), each
-    /// checked at `path[i]`.
-    fn step_list(&mut self, path: &str, list: &[RawStep]) -> Option<Vec<Step>> {
-        let checked: Vec<Option<Step>> = list
-            .iter()
-            .enumerate()
-            .map(|(i, raw)| self.step(&format!("{path}[{i}]"), raw))
-            .collect();
-        checked.into_iter().collect()
-    }
-
-    /// One step.
-    fn step(&mut self, path: &str, raw: &RawStep) -> Option<Step> {
-        let t = match raw {
-            RawStep::Argv(argv) => return self.argv(path, argv, true).map(Step::from),
-            RawStep::Table(t) => t,
-        };
-        let argv = self
-            .required(path, "argv", t.argv.as_deref())
-            .and_then(|a| self.argv(&join(path, "argv"), a, true));
-        let cwd = match t.cwd.as_deref() {
-            None => Some(None),
-            Some(c) => self.absolute(&join(path, "cwd"), c).map(Some),
-        };
-        let env = self.env(&join(path, "env"), t.env.as_ref());
-        let timeout = match t.timeout.as_deref() {
-            None => Some(None),
-            Some(text) => self
-                .duration(path, "timeout", Some(text), "0s", true)
-                .map(Some),
-        };
-        Some(Step {
-            argv: argv?,
-            cwd: cwd?,
-            env: env?,
-            timeout: timeout?,
-        })
-    }
-
-    /// An `env` table: names a shell would accept (no `=`, not empty).
-    fn env(
-        &mut self,
-        path: &str,
-        env: Option<&std::collections::BTreeMap<String, String>>,
-    ) -> Option<std::collections::BTreeMap<String, String>> {
-        let env = env.cloned().unwrap_or_default();
-        let mut ok = true;
-        for (name, value) in &env {
-            if name.is_empty() || name.contains(['=', '\0']) || value.contains('\0') {
-                self.err(
-                    join(path, name),
-                    format!("invalid environment variable name {name:?}"),
-                );
-                ok = false;
-            }
-        }
-        ok.then_some(env)
-    }
-
-    /// A list of argv, each checked with [`Cx::argv`] at `path[i]`.
-    fn argv_list(&mut self, path: &str, list: &[Vec<String>]) -> Option<Vec<Vec<String>>> {
-        let checked: Vec<Option<Vec<String>>> = list
-            .iter()
-            .enumerate()
-            .map(|(i, argv)| self.argv(&format!("{path}[{i}]"), argv, true))
-            .collect();
-        checked.into_iter().collect()
-    }
-}
-
-/// `{name}` placeholders in an argument, read by the one template grammar
-/// execution uses ([`crate::run::template`]).
-fn template_names(arg: &str) -> Vec<&str> {
-    crate::run::template::names(arg)
 }
 
 /// `0.7` rather than `0.7000000000000001`.

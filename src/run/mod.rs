@@ -19,4 +19,5 @@ pub mod http;
 pub mod plan;
 pub mod process;
 pub mod script;
+pub mod step;
 pub mod template;
