@@ -96,7 +96,7 @@ fn version_guard(state: &TargetState, inc: &Incident) -> Option<String> {
 }
 
 /// Why this decision is a dry-run, if it is.
-fn dry_run_reason(cfg: &DecideConfig, now: Time) -> Option<String> {
+pub(super) fn dry_run_reason(cfg: &DecideConfig, now: Time) -> Option<String> {
     if cfg.dry_run {
         return Some("dry_run = true".to_string());
     }
@@ -106,7 +106,8 @@ fn dry_run_reason(cfg: &DecideConfig, now: Time) -> Option<String> {
         .map(|w| format!("inside release window \"{}\"", w.name))
 }
 
-fn escalate(
+/// Close `inc` as escalated by `guard`: nothing is run.
+pub(super) fn escalate(
     cfg: &DecideConfig,
     state: &mut TargetState,
     mut inc: Incident,

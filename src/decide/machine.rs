@@ -10,6 +10,7 @@ use super::incident::{
 use super::recovery::Evidence;
 use super::Guards;
 use super::{Action, Cause, Event, Fleet, Incident, NotifyKind, Outcome, Phase, TargetState, Time};
+use crate::report::{CheckReport, ExecResult};
 use crate::rules::{RuleReport, RuleStatus};
 use crate::util::fmt_duration;
 
@@ -76,6 +77,9 @@ pub enum StepError {
 
 /// Advance the target's state by one event at time `now`, with the inputs
 /// of the guards that span targets (`guards`) as the runner saw them.
+///
+/// Each kind of event has its own function below; an effect's result that
+/// does not fit the target's phase (or its incident) is refused here.
 pub fn step(
     cfg: &DecideConfig,
     guards: &Guards,
@@ -97,74 +101,17 @@ pub fn step(
             observe_version(&mut state, version, now);
         }
         Event::Evaluated { rules, fleet } => {
-            state.rules = rules;
-            super::peers::end_wait(guards, &mut state, now);
-            blindness(cfg, &mut state, now, &mut actions);
-            super::shadow::shadow_rules(cfg, &mut state, now, &mut actions);
-            advance(cfg, guards, &mut state, now, &fleet, &mut actions);
-            // A rollback that started before the blast-radius guard could
-            // see its peers is escalated after the fact, once.
-            super::blast::after_acting(cfg, &mut state, &fleet, now, &mut actions);
-            // The gates are checked once per evaluation (poll), one run at a time.
-            run_gates(cfg, &mut state, false, &mut actions);
+            evaluated(cfg, guards, &mut state, rules, &fleet, now, &mut actions);
         }
         Event::ExecFinished {
             ref incident,
             ref result,
         } => {
-            let Phase::RollingBack { incident: open } = &mut state.phase else {
-                return Err(unexpected(&event, &state.phase));
+            let inc = match &state.phase {
+                Phase::RollingBack { incident: open } if open.id == *incident => open.clone(),
+                _ => return Err(unexpected(&event, &state.phase)),
             };
-            if open.id != *incident {
-                return Err(unexpected(&event, &state.phase));
-            }
-            let mut inc = open.clone();
-            inc.steps = result.steps.clone();
-            inc.rollback_finished = Some(now);
-            if result.from_version.is_some() {
-                inc.from_version = result.from_version.clone();
-            }
-            if result.to_version.is_some() {
-                inc.to_version = result.to_version.clone();
-            }
-            let took = Incident::span(inc.rollback_started, Some(now)).unwrap_or_default();
-            if result.ok {
-                let deadline = after(now, cfg.verify_within);
-                let n = inc.steps.len();
-                let msg = format!(
-                    "rollback plan ({}, {n} step{}) succeeded in {}; verifying recovery within {}",
-                    inc.method,
-                    if n == 1 { "" } else { "s" },
-                    fmt_duration(took),
-                    fmt_duration(cfg.verify_within)
-                );
-                note(&mut inc, now, "Verifying", msg);
-                state.phase = Phase::Verifying {
-                    incident: inc.clone(),
-                    deadline,
-                    url_ok: None,
-                    gates_running: false,
-                };
-                run_gates(cfg, &mut state, true, &mut actions);
-                actions.push(Action::WriteRecord { incident: inc });
-            } else {
-                let why = result
-                    .error
-                    .clone()
-                    .unwrap_or_else(|| "rollback plan failed".to_string());
-                inc.error = Some(why.clone());
-                on_failure(cfg, &mut state, &inc, &mut actions);
-                finish(
-                    cfg,
-                    &mut state,
-                    inc,
-                    Outcome::Failed,
-                    NotifyKind::RollbackFailed,
-                    format!("rollback failed after {}: {why}", fmt_duration(took)),
-                    now,
-                    &mut actions,
-                );
-            }
+            plan_finished(cfg, &mut state, inc, result, now, &mut actions);
         }
         Event::VerifyChecked {
             ref incident,
@@ -172,31 +119,9 @@ pub fn step(
             ref detail,
             ref checks,
         } => {
-            let Phase::Verifying {
-                incident: open,
-                url_ok,
-                gates_running,
-                ..
-            } = &mut state.phase
-            else {
-                return Err(unexpected(&event, &state.phase));
-            };
-            if open.id != *incident {
+            if !gates_checked(cfg, &mut state, incident, ok, detail, checks, now) {
                 return Err(unexpected(&event, &state.phase));
             }
-            *gates_running = false;
-            let label = if cfg.verify_gates == 0 {
-                "verify URL"
-            } else {
-                "verification gates"
-            };
-            if *url_ok != Some(ok) {
-                let phase = "Verifying";
-                note(open, now, phase, format!("{label}: {detail}"));
-            }
-            *url_ok = Some(ok);
-            open.verification = Some(format!("{label}: {detail}"));
-            open.verify_checks = checks.clone();
             advance(
                 cfg,
                 guards,
@@ -215,90 +140,13 @@ pub fn step(
             ref result,
         } => {
             let on_failure = matches!(event, Event::OnFailureFinished { .. });
-            let phase = state.phase.name();
-            let Phase::Done { incident: done, .. } = &mut state.phase else {
+            if !hooks_finished(&mut state, on_failure, incident, result, now, &mut actions) {
                 return Err(unexpected(&event, &state.phase));
-            };
-            if done.id != *incident {
-                return Err(StepError::Unexpected {
-                    event: event.name(),
-                    phase,
-                });
             }
-            let what = if on_failure {
-                done.on_failure_steps = result.steps.clone();
-                "on_failure"
-            } else {
-                done.after_steps = result.steps.clone();
-                "after"
-            };
-            state.after_running = None;
-            let msg = match &result.error {
-                None => format!("{what} steps done ({} steps)", result.steps.len()),
-                Some(e) => format!("{what} steps failed: {e}"),
-            };
-            note(done, now, phase, msg);
-            actions.push(Action::WriteRecord {
-                incident: done.clone(),
-            });
         }
         // Only older versions journaled it (the global cap is an input now).
         Event::ExecRefused { .. } => return Err(unexpected(&event, &state.phase)),
-        Event::Recovered => match &mut state.phase {
-            Phase::RollingBack { incident } => {
-                let mut inc = incident.clone();
-                note(
-                    &mut inc,
-                    now,
-                    "Verifying",
-                    "rollbackd restarted (or, with [cluster], the node running it was lost) \
-                     while the rollback plan was running; it is not run again blindly: \
-                     verifying whether the service recovered instead"
-                        .to_string(),
-                );
-                if inc.rollback_finished.is_none() {
-                    inc.rollback_finished = Some(now);
-                }
-                actions.push(Action::Notify {
-                    kind: NotifyKind::Interrupted,
-                    incident: inc.clone(),
-                });
-                state.phase = Phase::Verifying {
-                    incident: inc.clone(),
-                    deadline: after(now, cfg.verify_within),
-                    url_ok: None,
-                    gates_running: false,
-                };
-                run_gates(cfg, &mut state, true, &mut actions);
-                actions.push(Action::WriteRecord { incident: inc });
-            }
-            // The run under way (if any) died with the previous process.
-            Phase::Verifying { .. } => run_gates(cfg, &mut state, true, &mut actions),
-            Phase::Done { incident, .. } if state.after_running.is_some() => {
-                // The process died while the `after` steps ran: they are not
-                // run again blindly (a cache purge may have half happened).
-                state.after_running = None;
-                note(
-                    incident,
-                    now,
-                    "Done",
-                    format!(
-                        "rollbackd restarted while the {} steps ran; they are not run again: \
-                         check them by hand",
-                        if incident.outcome == Some(Outcome::Failed) {
-                            "on_failure"
-                        } else {
-                            "after"
-                        }
-                    ),
-                );
-                actions.push(Action::WriteRecord {
-                    incident: incident.clone(),
-                });
-            }
-            // Same ID, same deadline: the wait goes on.
-            Phase::AwaitingConfirmation { .. } | Phase::Watching | Phase::Done { .. } => {}
-        },
+        Event::Recovered => recovered(cfg, &mut state, now, &mut actions),
         Event::Approve { .. }
         | Event::Reject { .. }
         | Event::ManualTrigger { .. }
@@ -308,6 +156,224 @@ pub fn step(
         }
     }
     Ok((state, actions))
+}
+
+/// All rules were evaluated: note blindness and shadow breaches, advance
+/// the phase, then escalate after the fact and run the gates when due.
+fn evaluated(
+    cfg: &DecideConfig,
+    guards: &Guards,
+    state: &mut TargetState,
+    rules: Vec<RuleReport>,
+    fleet: &Fleet,
+    now: Time,
+    actions: &mut Vec<Action>,
+) {
+    state.rules = rules;
+    super::peers::end_wait(guards, state, now);
+    blindness(cfg, state, now, actions);
+    super::shadow::shadow_rules(cfg, state, now, actions);
+    advance(cfg, guards, state, now, fleet, actions);
+    // A rollback that started before the blast-radius guard could
+    // see its peers is escalated after the fact, once.
+    super::blast::after_acting(cfg, state, fleet, now, actions);
+    // The gates are checked once per evaluation (poll), one run at a time.
+    run_gates(cfg, state, false, actions);
+}
+
+/// The rollback plan of `inc` (the target's running incident) ended: verify
+/// recovery when it succeeded, close the incident as failed when not.
+fn plan_finished(
+    cfg: &DecideConfig,
+    state: &mut TargetState,
+    mut inc: Box<Incident>,
+    result: &ExecResult,
+    now: Time,
+    actions: &mut Vec<Action>,
+) {
+    inc.steps = result.steps.clone();
+    inc.rollback_finished = Some(now);
+    if result.from_version.is_some() {
+        inc.from_version = result.from_version.clone();
+    }
+    if result.to_version.is_some() {
+        inc.to_version = result.to_version.clone();
+    }
+    let took = Incident::span(inc.rollback_started, Some(now)).unwrap_or_default();
+    if result.ok {
+        let deadline = after(now, cfg.verify_within);
+        let n = inc.steps.len();
+        let msg = format!(
+            "rollback plan ({}, {n} step{}) succeeded in {}; verifying recovery within {}",
+            inc.method,
+            if n == 1 { "" } else { "s" },
+            fmt_duration(took),
+            fmt_duration(cfg.verify_within)
+        );
+        note(&mut inc, now, "Verifying", msg);
+        state.phase = Phase::Verifying {
+            incident: inc.clone(),
+            deadline,
+            url_ok: None,
+            gates_running: false,
+        };
+        run_gates(cfg, state, true, actions);
+        actions.push(Action::WriteRecord { incident: inc });
+    } else {
+        let why = result
+            .error
+            .clone()
+            .unwrap_or_else(|| "rollback plan failed".to_string());
+        inc.error = Some(why.clone());
+        on_failure(cfg, state, &inc, actions);
+        finish(
+            cfg,
+            state,
+            inc,
+            Outcome::Failed,
+            NotifyKind::RollbackFailed,
+            format!("rollback failed after {}: {why}", fmt_duration(took)),
+            now,
+            actions,
+        );
+    }
+}
+
+/// The verification gates ran for `incident`: note their result when it
+/// changed and keep it for [`advance`]. `false` when the target is not
+/// verifying that incident (nothing is changed).
+fn gates_checked(
+    cfg: &DecideConfig,
+    state: &mut TargetState,
+    incident: &str,
+    ok: bool,
+    detail: &str,
+    checks: &[CheckReport],
+    now: Time,
+) -> bool {
+    let Phase::Verifying {
+        incident: open,
+        url_ok,
+        gates_running,
+        ..
+    } = &mut state.phase
+    else {
+        return false;
+    };
+    if open.id != *incident {
+        return false;
+    }
+    *gates_running = false;
+    let label = if cfg.verify_gates == 0 {
+        "verify URL"
+    } else {
+        "verification gates"
+    };
+    if *url_ok != Some(ok) {
+        let phase = "Verifying";
+        note(open, now, phase, format!("{label}: {detail}"));
+    }
+    *url_ok = Some(ok);
+    open.verification = Some(format!("{label}: {detail}"));
+    open.verify_checks = checks.to_vec();
+    true
+}
+
+/// The `on_failure` (`on_failure`: true) or `after` steps of `incident`
+/// ended: record them on the closed incident. `false` when the target's
+/// closed incident is not that one (nothing is changed).
+fn hooks_finished(
+    state: &mut TargetState,
+    on_failure: bool,
+    incident: &str,
+    result: &ExecResult,
+    now: Time,
+    actions: &mut Vec<Action>,
+) -> bool {
+    let phase = state.phase.name();
+    let Phase::Done { incident: done, .. } = &mut state.phase else {
+        return false;
+    };
+    if done.id != *incident {
+        return false;
+    }
+    let what = if on_failure {
+        done.on_failure_steps = result.steps.clone();
+        "on_failure"
+    } else {
+        done.after_steps = result.steps.clone();
+        "after"
+    };
+    state.after_running = None;
+    let msg = match &result.error {
+        None => format!("{what} steps done ({} steps)", result.steps.len()),
+        Some(e) => format!("{what} steps failed: {e}"),
+    };
+    note(done, now, phase, msg);
+    actions.push(Action::WriteRecord {
+        incident: done.clone(),
+    });
+    true
+}
+
+/// The daemon restarted and read this state back: what was running when
+/// it stopped is not run again blindly.
+fn recovered(cfg: &DecideConfig, state: &mut TargetState, now: Time, actions: &mut Vec<Action>) {
+    match &mut state.phase {
+        Phase::RollingBack { incident } => {
+            let mut inc = incident.clone();
+            note(
+                &mut inc,
+                now,
+                "Verifying",
+                "rollbackd restarted (or, with [cluster], the node running it was lost) \
+                 while the rollback plan was running; it is not run again blindly: \
+                 verifying whether the service recovered instead"
+                    .to_string(),
+            );
+            if inc.rollback_finished.is_none() {
+                inc.rollback_finished = Some(now);
+            }
+            actions.push(Action::Notify {
+                kind: NotifyKind::Interrupted,
+                incident: inc.clone(),
+            });
+            state.phase = Phase::Verifying {
+                incident: inc.clone(),
+                deadline: after(now, cfg.verify_within),
+                url_ok: None,
+                gates_running: false,
+            };
+            run_gates(cfg, state, true, actions);
+            actions.push(Action::WriteRecord { incident: inc });
+        }
+        // The run under way (if any) died with the previous process.
+        Phase::Verifying { .. } => run_gates(cfg, state, true, actions),
+        Phase::Done { incident, .. } if state.after_running.is_some() => {
+            // The process died while the `after` steps ran: they are not
+            // run again blindly (a cache purge may have half happened).
+            state.after_running = None;
+            note(
+                incident,
+                now,
+                "Done",
+                format!(
+                    "rollbackd restarted while the {} steps ran; they are not run again: \
+                     check them by hand",
+                    if incident.outcome == Some(Outcome::Failed) {
+                        "on_failure"
+                    } else {
+                        "after"
+                    }
+                ),
+            );
+            actions.push(Action::WriteRecord {
+                incident: incident.clone(),
+            });
+        }
+        // Same ID, same deadline: the wait goes on.
+        Phase::AwaitingConfirmation { .. } | Phase::Watching | Phase::Done { .. } => {}
+    }
 }
 
 fn observe_version(state: &mut TargetState, version: String, now: Time) {
@@ -422,38 +488,7 @@ fn verify(
     let started = inc.rollback_finished.unwrap_or(now);
     let waited = Incident::span(Some(started), Some(now)).unwrap_or_default();
     if url_healthy && rules_healthy {
-        let mut what = Vec::new();
-        if cfg.verify_url && cfg.verify_gates == 0 {
-            what.push("the verify URL answered".to_string());
-        } else if cfg.verify_url {
-            let n = inc.verify_checks.len();
-            what.push(format!("all {n} verification gates passed"));
-        }
-        if let (true, Evidence::Recovered(ok)) = (cfg.verify_rules, &evidence) {
-            what.push(format!(
-                "the rule{} that triggered it {} ok on fresh data: {}",
-                if ok.len() == 1 { "" } else { "s" },
-                if ok.len() == 1 { "is" } else { "are" },
-                ok.join("; ")
-            ));
-        }
-        if cfg.verify_rules {
-            let ok = rules.iter().filter(|r| r.status == RuleStatus::Ok).count();
-            let n = rules.len();
-            what.push(if ok == n {
-                format!("all {n} rules are ok")
-            } else {
-                let silent: Vec<&str> = rules
-                    .iter()
-                    .filter(|r| r.status != RuleStatus::Ok)
-                    .map(|r| r.rule.as_str())
-                    .collect();
-                format!(
-                    "{ok} of {n} rules are ok and none breaches ({} had no data and abstained)",
-                    silent.join(", ")
-                )
-            });
-        }
+        let what = healthy_because(cfg, inc, &rules, &evidence);
         let msg = format!(
             "healthy {} after the rollback: {}",
             fmt_duration(waited),
@@ -482,27 +517,10 @@ fn verify(
     } else if now >= deadline {
         let mut why = Vec::new();
         if !url_healthy {
-            let failing: Vec<String> = inc
-                .verify_checks
-                .iter()
-                .filter(|c| !c.ok)
-                .map(|c| format!("{}: {}", c.check, c.detail))
-                .collect();
-            why.push(match url_ok {
-                Some(_) if cfg.verify_gates == 0 => "the verify URL still fails".to_string(),
-                Some(_) => format!("verification gates still fail: {}", failing.join("; ")),
-                None if cfg.verify_gates == 0 => "the verify URL was never checked".to_string(),
-                None => "the verification gates never ran".to_string(),
-            });
+            why.push(gates_still_fail(cfg, inc, url_ok));
         }
         if !rules_healthy {
-            let blind = not_ok.is_empty();
-            why.extend(not_ok);
-            match evidence {
-                Evidence::NotYet(reasons) if blind => why.extend(reasons),
-                _ if blind => why.push("no rule has data to show recovery".to_string()),
-                _ => {}
-            }
+            why.extend(rules_still_fail(not_ok, evidence));
         }
         let msg = format!(
             "rollback did not help: still unhealthy {} after the rollback: {}",
@@ -528,6 +546,80 @@ fn verify(
             actions,
         );
     }
+}
+
+/// What shows the service healthy after the rollback, for the incident's
+/// verification note: the gates that passed and the rules that are ok
+/// (`rules`: the acting ones).
+fn healthy_because(
+    cfg: &DecideConfig,
+    inc: &Incident,
+    rules: &[&RuleReport],
+    evidence: &Evidence,
+) -> Vec<String> {
+    let mut what = Vec::new();
+    if cfg.verify_url && cfg.verify_gates == 0 {
+        what.push("the verify URL answered".to_string());
+    } else if cfg.verify_url {
+        let n = inc.verify_checks.len();
+        what.push(format!("all {n} verification gates passed"));
+    }
+    if let (true, Evidence::Recovered(ok)) = (cfg.verify_rules, evidence) {
+        what.push(format!(
+            "the rule{} that triggered it {} ok on fresh data: {}",
+            if ok.len() == 1 { "" } else { "s" },
+            if ok.len() == 1 { "is" } else { "are" },
+            ok.join("; ")
+        ));
+    }
+    if cfg.verify_rules {
+        let ok = rules.iter().filter(|r| r.status == RuleStatus::Ok).count();
+        let n = rules.len();
+        what.push(if ok == n {
+            format!("all {n} rules are ok")
+        } else {
+            let silent: Vec<&str> = rules
+                .iter()
+                .filter(|r| r.status != RuleStatus::Ok)
+                .map(|r| r.rule.as_str())
+                .collect();
+            format!(
+                "{ok} of {n} rules are ok and none breaches ({} had no data and abstained)",
+                silent.join(", ")
+            )
+        });
+    }
+    what
+}
+
+/// Why the verify URL or gates (`url_ok`: their last result, `None`
+/// before they ran) do not show health at the deadline.
+fn gates_still_fail(cfg: &DecideConfig, inc: &Incident, url_ok: Option<bool>) -> String {
+    let failing: Vec<String> = inc
+        .verify_checks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| format!("{}: {}", c.check, c.detail))
+        .collect();
+    match url_ok {
+        Some(_) if cfg.verify_gates == 0 => "the verify URL still fails".to_string(),
+        Some(_) => format!("verification gates still fail: {}", failing.join("; ")),
+        None if cfg.verify_gates == 0 => "the verify URL was never checked".to_string(),
+        None => "the verification gates never ran".to_string(),
+    }
+}
+
+/// Why the rules do not show health at the deadline: those still Pending
+/// or Breached (`not_ok`) or, when none is, why none shows recovery.
+fn rules_still_fail(not_ok: Vec<String>, evidence: Evidence) -> Vec<String> {
+    let blind = not_ok.is_empty();
+    let mut why = not_ok;
+    match evidence {
+        Evidence::NotYet(reasons) if blind => why.extend(reasons),
+        _ if blind => why.push("no rule has data to show recovery".to_string()),
+        _ => {}
+    }
+    why
 }
 
 /// Watching: open an incident when a rule has breached for its `for`.
@@ -571,23 +663,13 @@ fn watch(
         .cloned()
         .collect();
     let first_evidence = super::breach_start(&breached);
+    let msg = breach_note(&breached, &abstained);
     let cause = Cause::Rules {
-        breached: breached.clone(),
-        abstained: abstained.clone(),
+        breached,
+        abstained,
     };
     let mut inc = new_incident(cfg, state, cause, now);
     inc.first_evidence = first_evidence;
-    let reasons: Vec<String> = breached.iter().map(|r| r.explain()).collect();
-    let mut msg = format!("breach: {}", reasons.join("; "));
-    if !abstained.is_empty() {
-        let why: Vec<String> = abstained.iter().map(|r| r.explain()).collect();
-        msg.push_str(&format!(
-            "; acting without {} rule{} that had no data (they abstain): {}",
-            abstained.len(),
-            if abstained.len() == 1 { "" } else { "s" },
-            why.join("; ")
-        ));
-    }
     note(&mut inc, now, "Triggered", msg);
 
     if let Some(guard) = super::blast::guard(cfg, state, fleet, first_evidence.unwrap_or(now)) {
@@ -604,53 +686,11 @@ fn watch(
         );
         return;
     }
-
-    let hour_ago = now - ChronoDuration::hours(1);
-    state.rollbacks.retain(|t| *t > hour_ago);
-    let guard = if let (Some(g), Some(v)) = (&state.loop_guard, &state.version) {
-        (g == v).then(|| {
-            format!(
-                "loop guard: rollbackd already rolled back to {v}; a breach on it means the \
-                 problem is not the release, so it does not roll back again (a new deploy re-arms it)"
-            )
-        })
-    } else {
-        None
-    };
-    let guard = guard.or_else(|| only_within_guard(cfg, state, now));
-    let guard = guard.or_else(|| super::human::pause_guard(state)).or_else(|| {
-        (state.rollbacks.len() as u32 >= cfg.max_rollbacks_per_hour).then(|| {
-            format!(
-                "rate limit: {} rollbacks of this target in the last hour (max_rollbacks_per_hour = {})",
-                state.rollbacks.len(),
-                cfg.max_rollbacks_per_hour
-            )
-        })
-    });
-    if let Some(guard) = guard {
-        inc.error = Some(guard.clone());
-        let msg = format!("escalated, no action: {guard}");
-        finish(
-            cfg,
-            state,
-            Box::new(inc),
-            Outcome::Escalated,
-            NotifyKind::Escalated,
-            msg,
-            now,
-            actions,
-        );
+    if let Some(guard) = target_guard(cfg, state, now) {
+        super::human::escalate(cfg, state, inc, guard, now, actions);
         return;
     }
-    let dry = if cfg.dry_run {
-        Some("dry_run = true".to_string())
-    } else {
-        cfg.windows
-            .iter()
-            .find(|w| w.contains(now))
-            .map(|w| format!("inside release window \"{}\"", w.name))
-    };
-    if let Some(why) = dry {
+    if let Some(why) = super::human::dry_run_reason(cfg, now) {
         inc.dry_run = true;
         let msg = format!(
             "dry-run ({why}): would roll back with {}, nothing executed",
@@ -674,6 +714,51 @@ fn watch(
         return;
     }
     start_rollback(cfg, guards, state, inc, now, actions);
+}
+
+/// The incident's first note: the breached rules, and those that had no
+/// data and abstained.
+fn breach_note(breached: &[RuleReport], abstained: &[RuleReport]) -> String {
+    let reasons: Vec<String> = breached.iter().map(|r| r.explain()).collect();
+    let mut msg = format!("breach: {}", reasons.join("; "));
+    if !abstained.is_empty() {
+        let why: Vec<String> = abstained.iter().map(|r| r.explain()).collect();
+        msg.push_str(&format!(
+            "; acting without {} rule{} that had no data (they abstain): {}",
+            abstained.len(),
+            if abstained.len() == 1 { "" } else { "s" },
+            why.join("; ")
+        ));
+    }
+    msg
+}
+
+/// The target's own guards against an automatic rollback, first one that
+/// holds: the loop guard, `only_within`, a pause, the per-target rate limit
+/// (which forgets rollbacks older than an hour whatever holds).
+fn target_guard(cfg: &DecideConfig, state: &mut TargetState, now: Time) -> Option<String> {
+    let hour_ago = now - ChronoDuration::hours(1);
+    state.rollbacks.retain(|t| *t > hour_ago);
+    let guard = if let (Some(g), Some(v)) = (&state.loop_guard, &state.version) {
+        (g == v).then(|| {
+            format!(
+                "loop guard: rollbackd already rolled back to {v}; a breach on it means the \
+                 problem is not the release, so it does not roll back again (a new deploy re-arms it)"
+            )
+        })
+    } else {
+        None
+    };
+    let guard = guard.or_else(|| only_within_guard(cfg, state, now));
+    guard.or_else(|| super::human::pause_guard(state)).or_else(|| {
+        (state.rollbacks.len() as u32 >= cfg.max_rollbacks_per_hour).then(|| {
+            format!(
+                "rate limit: {} rollbacks of this target in the last hour (max_rollbacks_per_hour = {})",
+                state.rollbacks.len(),
+                cfg.max_rollbacks_per_hour
+            )
+        })
+    })
 }
 
 /// The plan or its verification failed: run `on_failure` when there is
