@@ -162,38 +162,9 @@ pub async fn run_step_with(
 
     let plan = PLAN_CONTEXT.try_with(Clone::clone).unwrap_or_default();
     let cwd = cwd.or(plan.cwd.as_deref());
-    let mut cmd = Command::new(program);
-    if let Some(dir) = cwd {
-        cmd.current_dir(dir);
-    }
-    let vars = STEP_VARS
-        .try_with(|v| v.borrow().clone())
-        .unwrap_or_default();
-    cmd.envs(&plan.env)
-        .envs(vars)
-        .envs(escaped::RunContext::extra_env())
-        .envs(env);
     let marker = escaped::new_marker();
-    cmd.args(args)
-        .env(escaped::MARKER_VAR, &marker)
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let spawned = {
-        // Registered while spawning: the adopted-zombie reaper must never
-        // reap a leader tokio waits for.
-        let mut leaders = escaped::leaders();
-        let spawned = cmd.spawn();
-        if let Some(id) = spawned.as_ref().ok().and_then(Child::id) {
-            leaders
-                .get_or_insert_with(Default::default)
-                .insert(id as i32);
-        }
-        spawned
-    };
-    let mut child = match spawned {
+    let mut cmd = command(program, args, cwd, &plan.env, env, &marker);
+    let mut child = match spawn(&mut cmd) {
         Ok(child) => child,
         Err(e) => {
             let place = cwd.map_or_else(String::new, |d| format!(" in {}", d.display()));
@@ -234,27 +205,103 @@ pub async fn run_step_with(
     // a service that must keep running.
     let tracked = guard.disarm();
     let succeeded = matches!(&outcome, Outcome::Exited(Ok(status)) if status.success());
-    if let Some(mut tracked) = tracked.filter(|t| !succeeded || t.in_plan()) {
-        let procs = tracked.leftovers();
-        if !procs.is_empty() {
-            report.leftovers = if succeeded {
-                procs
-                    .iter()
-                    .map(|p| format!("left running {}", p.describe()))
-                    .collect()
-            } else {
-                tracing::warn!(argv = %display_argv(argv), count = procs.len(), "step left processes behind; killing them");
-                escaped::kill_all(&procs).await
-            };
-        }
-        tracked.finish();
-        reap_adopted();
+    if let Some(tracked) = tracked.filter(|t| !succeeded || t.in_plan()) {
+        report.leftovers = leftovers(tracked, succeeded, argv).await;
     }
 
-    // Output still in flight is read for a short while; a pipe held open by
-    // a background process is abandoned, not waited on.
+    let [out_note, err_note] = drain(&mut readers, &outcome).await;
+    report.stdout = lock(&stdout).render(out_note.as_deref());
+    report.stderr = lock(&stderr).render(err_note.as_deref());
+    report.duration = started.elapsed();
+
+    let stderr_hint = last_line(&lock(&stderr).text())
+        .map(|line| format!(": {line}"))
+        .unwrap_or_default();
+    let budget = round_for_display(deadline.saturating_duration_since(started));
+    judge(&mut report, outcome, &stderr_hint, budget, limit);
+    tracing::debug!(
+        argv = %display_argv(argv),
+        ok = report.ok,
+        duration = ?report.duration,
+        error = ?report.error,
+        "step finished"
+    );
+    report
+}
+
+/// The command for a step: `program` with `args`, in `cwd`, with the
+/// plan's `env`, the incident's variables, the run's own and the step's
+/// `env` (each over the ones before), `marker` to find what escapes, in
+/// its own process group, stdin closed and its output piped.
+fn command(
+    program: &str,
+    args: &[String],
+    cwd: Option<&std::path::Path>,
+    plan_env: &BTreeMap<String, String>,
+    env: &BTreeMap<String, String>,
+    marker: &str,
+) -> Command {
+    let mut cmd = Command::new(program);
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
+    let vars = STEP_VARS
+        .try_with(|v| v.borrow().clone())
+        .unwrap_or_default();
+    cmd.envs(plan_env)
+        .envs(vars)
+        .envs(escaped::RunContext::extra_env())
+        .envs(env);
+    cmd.args(args)
+        .env(escaped::MARKER_VAR, marker)
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Spawn `cmd`, its pid registered as a leader while spawning: the
+/// adopted-zombie reaper must never reap a leader tokio waits for.
+fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
+    let mut leaders = escaped::leaders();
+    let spawned = cmd.spawn();
+    if let Some(id) = spawned.as_ref().ok().and_then(Child::id) {
+        leaders
+            .get_or_insert_with(Default::default)
+            .insert(id as i32);
+    }
+    spawned
+}
+
+/// What the step left running (`tracked`): listed when it `succeeded`,
+/// killed when not; the step's record says which.
+async fn leftovers(mut tracked: Tracked, succeeded: bool, argv: &[String]) -> Vec<String> {
+    let procs = tracked.leftovers();
+    let mut listed = Vec::new();
+    if !procs.is_empty() {
+        listed = if succeeded {
+            procs
+                .iter()
+                .map(|p| format!("left running {}", p.describe()))
+                .collect()
+        } else {
+            tracing::warn!(argv = %display_argv(argv), count = procs.len(), "step left processes behind; killing them");
+            escaped::kill_all(&procs).await
+        };
+    }
+    tracked.finish();
+    reap_adopted();
+    listed
+}
+
+/// Output still in flight is read for a short while; a pipe held open by
+/// a background process is abandoned, not waited on. The note for each of
+/// stdout and stderr that was abandoned.
+async fn drain(readers: &mut [JoinHandle<()>; 2], outcome: &Outcome) -> [Option<String>; 2] {
     let all_read = tokio::time::timeout(PIPE_GRACE, async {
-        for reader in &mut readers {
+        for reader in readers.iter_mut() {
             let _ = reader.await;
         }
     })
@@ -277,14 +324,19 @@ pub async fn run_step_with(
             }
         }
     }
-    let [out_note, err_note] = notes;
-    report.stdout = lock(&stdout).render(out_note.as_deref());
-    report.stderr = lock(&stderr).render(err_note.as_deref());
-    report.duration = started.elapsed();
+    notes
+}
 
-    let stderr_hint = last_line(&lock(&stderr).text())
-        .map(|line| format!(": {line}"))
-        .unwrap_or_default();
+/// The step's result from how its leader's wait ended: exit code, `ok` and
+/// the error, with the last stderr line (`stderr_hint`), what it left
+/// behind, and for a timeout the time it had (`budget`) and the `limit`.
+fn judge(
+    report: &mut StepReport,
+    outcome: Outcome,
+    stderr_hint: &str,
+    budget: Duration,
+    limit: &str,
+) {
     match outcome {
         Outcome::Exited(Ok(status)) => {
             report.exit_code = status.code();
@@ -301,7 +353,6 @@ pub async fn run_step_with(
             report.error = Some(format!("cannot wait for the process: {e}"));
         }
         Outcome::TimedOut(killed) => {
-            let budget = round_for_display(deadline.saturating_duration_since(started));
             let what = match (&killed.problem, killed.escalated) {
                 (Some(problem), _) => problem.clone(),
                 (None, false) => "process group killed".to_string(),
@@ -322,14 +373,6 @@ pub async fn run_step_with(
             ));
         }
     }
-    tracing::debug!(
-        argv = %display_argv(argv),
-        ok = report.ok,
-        duration = ?report.duration,
-        error = ?report.error,
-        "step finished"
-    );
-    report
 }
 
 /// `; also killed 1 process that escaped the group: pid 7 (sleep 30)`.
