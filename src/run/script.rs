@@ -273,11 +273,6 @@ fn scan(argv: &[String], start: usize, roles: &mut [Role]) {
     };
     let n = argv.len();
     let code_args = spec.family != Family::Wrapper;
-    let mark = |roles: &mut [Role], i: usize, code: bool| {
-        if i < n {
-            roles[i] = if code { Role::Code } else { Role::Data };
-        }
-    };
     if spec.family == Family::AllCode {
         for r in roles.iter_mut().skip(start + 1) {
             *r = Role::Code;
@@ -311,63 +306,13 @@ fn scan(argv: &[String], start: usize, roles: &mut [Role]) {
             break;
         }
         mark(roles, i, code_args);
-        let next_is_value = i + 1 < n && !option_like(&argv[i + 1], spec.plus);
-        if let Some(long) = a.strip_prefix("--") {
-            let (name, attached) = match long.split_once('=') {
-                Some((name, _)) => (name, true),
-                None => (long, false),
-            };
-            let name = format!("--{name}");
-            if spec.code_long.contains(&name.as_str()) {
-                code_seen = true;
-                mark(roles, i, true);
-                if spec.family == Family::Wrapper {
-                    return all_code(roles, i);
-                }
-                if !attached {
-                    mark(roles, i + 1, true);
-                    i += 1;
-                }
-            } else if !attached
-                && next_is_value
-                && (spec.valued_long.contains(&name.as_str())
-                    || (code_args && !spec.flag_long.contains(&name.as_str())))
-            {
-                mark(roles, i + 1, code_args);
-                i += 1;
-            }
-            i += 1;
-            continue;
-        }
-        // A short cluster: `-ec`, `+o`, `-cprint(1)`, `-Wignore`.
-        let letters: Vec<char> = a[1..].chars().collect();
-        let mut consumed_next = false;
-        for (k, c) in letters.iter().enumerate() {
-            let last = k + 1 == letters.len();
-            if spec.code_short.contains(*c) {
-                code_seen = true;
-                mark(roles, i, true);
-                if spec.family == Family::Wrapper {
-                    return all_code(roles, i);
-                }
-                if last {
-                    // The code is the next argument, whatever it looks like.
-                    mark(roles, i + 1, true);
-                    consumed_next = true;
-                }
-                break;
-            }
-            if spec.valued_short.contains(*c) {
-                if last && next_is_value {
-                    let data = spec.data_short.contains(*c);
-                    mark(roles, i + 1, code_args && !data);
-                    consumed_next = true;
-                }
-                // The rest of the cluster is the value.
-                break;
+        match option(&spec, argv, i, roles) {
+            Taken::RestIsCode => return,
+            Taken::Args { n, code } => {
+                code_seen |= code;
+                i += n;
             }
         }
-        i += if consumed_next { 2 } else { 1 };
     }
     let Some(first) = operand.filter(|&o| o < n) else {
         return;
@@ -388,6 +333,111 @@ fn scan(argv: &[String], start: usize, roles: &mut [Role]) {
         }
         Family::AllCode => {}
     }
+}
+
+/// Mark `roles[i]` (if there is such an argument) as code or data.
+fn mark(roles: &mut [Role], i: usize, code: bool) {
+    if i < roles.len() {
+        roles[i] = if code { Role::Code } else { Role::Data };
+    }
+}
+
+/// What an option took up, as [`option`] read it.
+enum Taken {
+    /// `n` arguments, the option and its value if it has one; `code`: the
+    /// value is inline code (`-c`, `--eval`).
+    Args { n: usize, code: bool },
+    /// A wrapper's code option (`sudo -s`, `env -S`): the rest of the argv
+    /// is code, and was marked so.
+    RestIsCode,
+}
+
+/// Read the option `argv[i]` of a program with `spec` and mark its value:
+/// code when the option takes code, or when a shell or interpreter's
+/// option takes a value.
+fn option(spec: &Spec, argv: &[String], i: usize, roles: &mut [Role]) -> Taken {
+    let a = argv[i].as_str();
+    let next_is_value = i + 1 < argv.len() && !option_like(&argv[i + 1], spec.plus);
+    match a.strip_prefix("--") {
+        Some(long) => long_option(spec, long, i, next_is_value, roles),
+        None => short_cluster(spec, &a[1..], i, next_is_value, roles),
+    }
+}
+
+/// `--name` or `--name=value` at `i` (`long`: without its dashes).
+fn long_option(
+    spec: &Spec,
+    long: &str,
+    i: usize,
+    next_is_value: bool,
+    roles: &mut [Role],
+) -> Taken {
+    let code_args = spec.family != Family::Wrapper;
+    let (name, attached) = match long.split_once('=') {
+        Some((name, _)) => (name, true),
+        None => (long, false),
+    };
+    let name = format!("--{name}");
+    if spec.code_long.contains(&name.as_str()) {
+        mark(roles, i, true);
+        if spec.family == Family::Wrapper {
+            all_code(roles, i);
+            return Taken::RestIsCode;
+        }
+        if !attached {
+            mark(roles, i + 1, true);
+            return Taken::Args { n: 2, code: true };
+        }
+        return Taken::Args { n: 1, code: true };
+    }
+    if !attached
+        && next_is_value
+        && (spec.valued_long.contains(&name.as_str())
+            || (code_args && !spec.flag_long.contains(&name.as_str())))
+    {
+        mark(roles, i + 1, code_args);
+        return Taken::Args { n: 2, code: false };
+    }
+    Taken::Args { n: 1, code: false }
+}
+
+/// A short cluster at `i` (`letters`: after its `-` or `+`): `-ec`, `+o`,
+/// `-cprint(1)`, `-Wignore`.
+fn short_cluster(
+    spec: &Spec,
+    letters: &str,
+    i: usize,
+    next_is_value: bool,
+    roles: &mut [Role],
+) -> Taken {
+    let code_args = spec.family != Family::Wrapper;
+    let letters: Vec<char> = letters.chars().collect();
+    for (k, c) in letters.iter().enumerate() {
+        let last = k + 1 == letters.len();
+        if spec.code_short.contains(*c) {
+            mark(roles, i, true);
+            if spec.family == Family::Wrapper {
+                all_code(roles, i);
+                return Taken::RestIsCode;
+            }
+            if last {
+                // The code is the next argument, whatever it looks like.
+                mark(roles, i + 1, true);
+                return Taken::Args { n: 2, code: true };
+            }
+            return Taken::Args { n: 1, code: true };
+        }
+        if spec.valued_short.contains(*c) {
+            if last && next_is_value {
+                let data = spec.data_short.contains(*c);
+                mark(roles, i + 1, code_args && !data);
+                return Taken::Args { n: 2, code: false };
+            }
+            // The rest of the cluster is the value.
+            return Taken::Args { n: 1, code: false };
+        }
+    }
+    Taken::Args { n: 1, code: false }
 }
 
 fn all_code(roles: &mut [Role], from: usize) {
