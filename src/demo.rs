@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::daemon::{Daemon, Observation};
-use crate::decide::{Event, NotifyKind, Outcome, Phase};
+use crate::decide::{Event, NotifyKind, Outcome, Phase, TargetState};
 use crate::rules::RuleStatus;
 
 /// The demo config, embedded in the binary.
@@ -133,10 +133,113 @@ pub struct DemoResult {
     pub record: Option<PathBuf>,
 }
 
-/// Run the demo in `dir` (a fresh temp dir when `None`), printing the
-/// timeline to stdout.
-pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<DemoResult> {
-    let dir = match dir {
+/// What the demo follows while the daemon runs, from its observations.
+struct Progress {
+    /// Where the timeline is printed.
+    tl: Timeline,
+    /// `v2` is deployed.
+    deployed: bool,
+    /// Every rule was seen ok on `v1`: time to deploy `v2`.
+    healthy_seen: bool,
+    /// How the incident ended, once it did.
+    outcome: Option<Outcome>,
+    /// The mails and the record seen so far.
+    result: DemoResult,
+}
+
+impl Progress {
+    /// Print one observation; `true` once the mail that ends the incident
+    /// is written (the demo is over).
+    fn observe(&mut self, observed: Observation) -> bool {
+        match observed {
+            Observation::Step {
+                at,
+                event,
+                from,
+                to,
+                state,
+                ..
+            } => self.step(at, &event, &from, &to, &state),
+            Observation::Mail { at, path, kind, .. } => {
+                self.tl.line(
+                    at,
+                    &format!("mail ({kind:?}) written to {}", path.display()),
+                );
+                self.result.mails.push(path);
+                if matches!(
+                    kind,
+                    NotifyKind::RolledBack
+                        | NotifyKind::RollbackFailed
+                        | NotifyKind::DidNotHelp
+                        | NotifyKind::Escalated
+                        | NotifyKind::WouldRollBack
+                ) {
+                    return true;
+                }
+            }
+            Observation::Record { path, .. } => self.result.record = Some(path),
+        }
+        false
+    }
+
+    /// A decision step: the version seen, the rules that are not ok (all of
+    /// them on a phase change), the phase change and, once the rollback
+    /// ran, its steps.
+    fn step(
+        &mut self,
+        at: DateTime<Utc>,
+        event: &Event,
+        from: &str,
+        to: &str,
+        state: &TargetState,
+    ) {
+        let tl = &mut self.tl;
+        match event {
+            Event::VersionObserved { version } => match &state.previous_version {
+                Some(prev) => tl.line(at, &format!("version change seen: {prev} -> {version}")),
+                None => tl.line(at, &format!("live version: {version}")),
+            },
+            Event::Evaluated { rules, .. } => {
+                for r in rules {
+                    if !matches!(r.status, RuleStatus::Ok) || from != to {
+                        tl.line(at, &format!("rule {}", r.explain()));
+                    }
+                }
+                if !self.deployed && rules.iter().all(|r| r.status == RuleStatus::Ok) {
+                    self.healthy_seen = true;
+                }
+            }
+            _ => {}
+        }
+        if from == to {
+            return;
+        }
+        let why = state.last_note();
+        tl.line(at, &format!("{from} -> {to}: {why}"));
+        if let Phase::Done { incident, .. } = &state.phase {
+            self.outcome = incident.outcome;
+        }
+        if to == "Verifying" {
+            if let Some(inc) = state.incident() {
+                for s in &inc.steps {
+                    tl.line(
+                        at,
+                        &format!(
+                            "  step {} -> {} in {}",
+                            s.argv.join(" "),
+                            if s.ok { "ok" } else { "failed" },
+                            crate::util::fmt_duration(s.duration)
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// `dir`, created, or a fresh temp dir (kept) when `None`.
+fn demo_dir(dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    Ok(match dir {
         Some(d) => {
             std::fs::create_dir_all(&d)?;
             d
@@ -146,7 +249,13 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<DemoResult> {
             .tempdir()
             .context("failed to create a temp dir")?
             .keep(),
-    };
+    })
+}
+
+/// Run the demo in `dir` (a fresh temp dir when `None`), printing the
+/// timeline to stdout.
+pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<DemoResult> {
+    let dir = demo_dir(dir)?;
     let cancel = CancellationToken::new();
     create_releases(&dir)?;
     let addr = serve(dir.clone(), cancel.clone()).await?;
@@ -157,7 +266,7 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<DemoResult> {
     let mut events = daemon.subscribe();
     let state_dir = daemon.state_dir().to_path_buf();
 
-    let mut tl = Timeline {
+    let tl = Timeline {
         start: Utc::now(),
         out: std::io::stdout(),
     };
@@ -168,27 +277,30 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<DemoResult> {
     );
     let daemon_task = tokio::spawn(daemon.run(cancel.clone()));
 
-    let mut deployed = false;
-    let mut healthy_seen = false;
-    let mut result = DemoResult {
-        verified: false,
-        dir: dir.clone(),
-        mails: Vec::new(),
-        record: None,
+    let mut p = Progress {
+        tl,
+        deployed: false,
+        healthy_seen: false,
+        outcome: None,
+        result: DemoResult {
+            verified: false,
+            dir: dir.clone(),
+            mails: Vec::new(),
+            record: None,
+        },
     };
-    let mut outcome: Option<Outcome> = None;
     let deadline = tokio::time::Instant::now() + DEMO_DEADLINE;
     let mut deploy_at = tokio::time::Instant::now() + Duration::from_secs(3600);
     loop {
         let observed = tokio::select! {
             _ = tokio::time::sleep_until(deadline) => {
-                tl.line(Utc::now(), "demo deadline reached without a verified rollback");
+                p.tl.line(Utc::now(), "demo deadline reached without a verified rollback");
                 break;
             }
-            _ = tokio::time::sleep_until(deploy_at), if !deployed => {
-                deployed = true;
+            _ = tokio::time::sleep_until(deploy_at), if !p.deployed => {
+                p.deployed = true;
                 switch_release(&dir, "v2")?;
-                tl.line(Utc::now(), "deploy: current -> releases/v2 (this release answers 503, slowly)");
+                p.tl.line(Utc::now(), "deploy: current -> releases/v2 (this release answers 503, slowly)");
                 continue;
             }
             o = events.recv() => o,
@@ -198,82 +310,15 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<DemoResult> {
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
             Err(_) => break,
         };
-        match observed {
-            Observation::Step {
-                at,
-                event,
-                from,
-                to,
-                state,
-                ..
-            } => {
-                match &event {
-                    Event::VersionObserved { version } => match &state.previous_version {
-                        Some(prev) => {
-                            tl.line(at, &format!("version change seen: {prev} -> {version}"))
-                        }
-                        None => tl.line(at, &format!("live version: {version}")),
-                    },
-                    Event::Evaluated { rules, .. } => {
-                        for r in rules {
-                            if !matches!(r.status, RuleStatus::Ok) || from != to {
-                                tl.line(at, &format!("rule {}", r.explain()));
-                            }
-                        }
-                        if !deployed && rules.iter().all(|r| r.status == RuleStatus::Ok) {
-                            healthy_seen = true;
-                        }
-                    }
-                    _ => {}
-                }
-                if from != to {
-                    let why = state.last_note();
-                    tl.line(at, &format!("{from} -> {to}: {why}"));
-                    if let Phase::Done { incident, .. } = &state.phase {
-                        outcome = incident.outcome;
-                    }
-                    if to == "Verifying" {
-                        if let Some(inc) = state.incident() {
-                            for s in &inc.steps {
-                                tl.line(
-                                    at,
-                                    &format!(
-                                        "  step {} -> {} in {}",
-                                        s.argv.join(" "),
-                                        if s.ok { "ok" } else { "failed" },
-                                        crate::util::fmt_duration(s.duration)
-                                    ),
-                                );
-                            }
-                        }
-                    }
-                }
-            }
-            Observation::Mail { at, path, kind, .. } => {
-                tl.line(
-                    at,
-                    &format!("mail ({kind:?}) written to {}", path.display()),
-                );
-                result.mails.push(path);
-                if matches!(
-                    kind,
-                    NotifyKind::RolledBack
-                        | NotifyKind::RollbackFailed
-                        | NotifyKind::DidNotHelp
-                        | NotifyKind::Escalated
-                        | NotifyKind::WouldRollBack
-                ) {
-                    break;
-                }
-            }
-            Observation::Record { path, .. } => result.record = Some(path),
+        if p.observe(observed) {
+            break;
         }
         // Deploy the bad release once v1 has been seen healthy for a moment.
-        if !deployed
-            && healthy_seen
+        if !p.deployed
+            && p.healthy_seen
             && deploy_at > tokio::time::Instant::now() + Duration::from_secs(2)
         {
-            tl.line(Utc::now(), "v1 is healthy; deploying v2 in 1.5 s");
+            p.tl.line(Utc::now(), "v1 is healthy; deploying v2 in 1.5 s");
             deploy_at = tokio::time::Instant::now() + Duration::from_millis(1500);
         }
     }
@@ -285,7 +330,15 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<DemoResult> {
 
     let live = crate::execute::symlink::live_release(&dir.join("current"))
         .unwrap_or_else(|e| format!("unreadable ({e})"));
+    let (outcome, mut result) = (p.outcome, p.result);
     result.verified = outcome == Some(Outcome::RolledBack) && live == "v1";
+    print_result(&result, outcome, &live, &state_dir);
+    Ok(result)
+}
+
+/// The demo's summary: the outcome, the live release, the record, the
+/// mails and the journal.
+fn print_result(result: &DemoResult, outcome: Option<Outcome>, live: &str, state_dir: &Path) {
     println!();
     println!(
         "result:   {}",
@@ -296,7 +349,7 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<DemoResult> {
     );
     println!(
         "current:  {} -> releases/{live}",
-        dir.join("current").display()
+        result.dir.join("current").display()
     );
     if let Some(r) = &result.record {
         println!("record:   {}", r.display());
@@ -305,5 +358,4 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<DemoResult> {
         println!("mail:     {}", m.display());
     }
     println!("journal:  {}", state_dir.join("journal.jsonl").display());
-    Ok(result)
 }
