@@ -433,18 +433,10 @@ fn target_name_ok(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
+/// One `[[target]]` at key path `p`, with its rules, rollback plan,
+/// verification, confirmation and notification routes.
 fn target(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<TargetConfig> {
-    let name = cx.required(p, "name", raw.name.as_deref()).and_then(|n| {
-        if target_name_ok(n) {
-            Some(n.to_string())
-        } else {
-            cx.err(
-                join(p, "name"),
-                format!("invalid target name {n:?}: use letters, digits, '.', '_' and '-' only, not starting with '-'"),
-            );
-            None
-        }
-    });
+    let name = target_name(cx, p, raw);
     let version_command = match raw.version_command.as_deref() {
         None => Some(None),
         Some(argv) => cx.argv(&join(p, "version_command"), argv, false).map(Some),
@@ -470,19 +462,7 @@ fn target(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<TargetConfig> {
         DEFAULT_COOLDOWN,
         false,
     );
-    let max_rollbacks_per_hour = match raw.max_rollbacks_per_hour {
-        None => NonZeroU32::new(1),
-        Some(n) => {
-            let v = u32::try_from(n).ok().and_then(NonZeroU32::new);
-            if v.is_none() {
-                cx.err(
-                    join(p, "max_rollbacks_per_hour"),
-                    format!("max_rollbacks_per_hour = {n} must be at least 1 (to stop automatic rollbacks use daemon.dry_run)"),
-                );
-            }
-            v
-        }
-    };
+    let max_rollbacks_per_hour = max_rollbacks_per_hour(cx, p, raw);
     let no_data = cx.choice(
         p,
         "no_data",
@@ -493,32 +473,7 @@ fn target(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<TargetConfig> {
             ("breach", NoData::Breach),
         ],
     );
-
-    if raw.rule.is_empty() {
-        cx.err(
-            join(p, "rule"),
-            "target has no rules: add at least one [[target.rule]]",
-        );
-    }
-    let mut rule_names: Vec<(usize, &str)> = Vec::new();
-    for (i, r) in raw.rule.iter().enumerate() {
-        if let Some(n) = r.name.as_deref() {
-            if let Some((first, _)) = rule_names.iter().find(|(_, m)| *m == n) {
-                cx.err(
-                    format!("{p}.rule[{i}].name"),
-                    format!("duplicate rule name {n:?} (also used by {p}.rule[{first}])"),
-                );
-            } else {
-                rule_names.push((i, n));
-            }
-        }
-    }
-    let rules: Vec<Option<RuleConfig>> = raw
-        .rule
-        .iter()
-        .enumerate()
-        .map(|(i, r)| rule(cx, &format!("{p}.rule[{i}]"), r))
-        .collect();
+    let rules = target_rules(cx, p, raw);
 
     let rollback = match raw.rollback.as_ref() {
         None => {
@@ -540,21 +495,7 @@ fn target(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<TargetConfig> {
     let version = match (version_command?, version_other?) {
         (Some(argv), _) => Some(super::VersionSource::Command(argv)),
         (None, Some(other)) => Some(other),
-        (None, None) => match &rollback.kind {
-            ExecutorKind::Symlink { current, .. } => {
-                Some(super::VersionSource::Symlink(current.clone()))
-            }
-            // The tag (or tag-distance-commit) the working tree is at.
-            ExecutorKind::Git { repo, .. } => Some(super::VersionSource::Command(vec![
-                "git".into(),
-                "-C".into(),
-                repo.display().to_string(),
-                "describe".into(),
-                "--tags".into(),
-                "--always".into(),
-            ])),
-            _ => None,
-        },
+        (None, None) => executor_version(&rollback.kind),
     };
     let notify = target_notify(cx, &join(p, "notify"), raw.notify.as_ref());
     if raw.rule.is_empty() {
@@ -575,6 +516,87 @@ fn target(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<TargetConfig> {
         confirm: confirm?,
         notify: notify?,
     })
+}
+
+/// `name`: required, and safe as a `{target}` argument ([`target_name_ok`]).
+fn target_name(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<String> {
+    cx.required(p, "name", raw.name.as_deref()).and_then(|n| {
+        if target_name_ok(n) {
+            Some(n.to_string())
+        } else {
+            cx.err(
+                join(p, "name"),
+                format!("invalid target name {n:?}: use letters, digits, '.', '_' and '-' only, not starting with '-'"),
+            );
+            None
+        }
+    })
+}
+
+/// `max_rollbacks_per_hour`: at least 1 (default 1).
+fn max_rollbacks_per_hour(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<NonZeroU32> {
+    match raw.max_rollbacks_per_hour {
+        None => NonZeroU32::new(1),
+        Some(n) => {
+            let v = u32::try_from(n).ok().and_then(NonZeroU32::new);
+            if v.is_none() {
+                cx.err(
+                    join(p, "max_rollbacks_per_hour"),
+                    format!("max_rollbacks_per_hour = {n} must be at least 1 (to stop automatic rollbacks use daemon.dry_run)"),
+                );
+            }
+            v
+        }
+    }
+}
+
+/// The target's `[[target.rule]]`s: at least one, their names unique;
+/// `None` for each rule that is invalid.
+fn target_rules(cx: &mut Cx, p: &str, raw: &RawTarget) -> Vec<Option<RuleConfig>> {
+    if raw.rule.is_empty() {
+        cx.err(
+            join(p, "rule"),
+            "target has no rules: add at least one [[target.rule]]",
+        );
+    }
+    let mut rule_names: Vec<(usize, &str)> = Vec::new();
+    for (i, r) in raw.rule.iter().enumerate() {
+        if let Some(n) = r.name.as_deref() {
+            if let Some((first, _)) = rule_names.iter().find(|(_, m)| *m == n) {
+                cx.err(
+                    format!("{p}.rule[{i}].name"),
+                    format!("duplicate rule name {n:?} (also used by {p}.rule[{first}])"),
+                );
+            } else {
+                rule_names.push((i, n));
+            }
+        }
+    }
+    raw.rule
+        .iter()
+        .enumerate()
+        .map(|(i, r)| rule(cx, &format!("{p}.rule[{i}]"), r))
+        .collect()
+}
+
+/// Where the live version is read when the target names no source: what
+/// the executor itself knows, if anything.
+fn executor_version(kind: &ExecutorKind) -> Option<super::VersionSource> {
+    match kind {
+        ExecutorKind::Symlink { current, .. } => {
+            Some(super::VersionSource::Symlink(current.clone()))
+        }
+        // The tag (or tag-distance-commit) the working tree is at.
+        ExecutorKind::Git { repo, .. } => Some(super::VersionSource::Command(vec![
+            "git".into(),
+            "-C".into(),
+            repo.display().to_string(),
+            "describe".into(),
+            "--tags".into(),
+            "--always".into(),
+        ])),
+        _ => None,
+    }
 }
 
 /// Default `target.confirm_timeout`.
