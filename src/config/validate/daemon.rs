@@ -2,6 +2,7 @@
 
 use super::*;
 
+/// `[daemon]`, every key with its default.
 pub(super) fn daemon(cx: &mut Cx, raw: RawDaemon) -> Option<DaemonConfig> {
     let p = "daemon";
     let state_dir = cx
@@ -23,28 +24,7 @@ pub(super) fn daemon(cx: &mut Cx, raw: RawDaemon) -> Option<DaemonConfig> {
             None
         }
     };
-    let poll_interval = cx
-        .duration(
-            p,
-            "poll_interval",
-            raw.poll_interval.as_deref(),
-            DEFAULT_POLL_INTERVAL,
-            true,
-        )
-        .and_then(|d| {
-            if d < MIN_POLL_INTERVAL {
-                cx.err(
-                    join(p, "poll_interval"),
-                    format!(
-                        "poll_interval = {:?} is below the minimum of 100ms",
-                        raw.poll_interval.as_deref().unwrap_or_default()
-                    ),
-                );
-                None
-            } else {
-                Some(d)
-            }
-        });
+    let poll_interval = poll_interval(cx, p, &raw);
     let api_token_file = match raw.api_token_file.as_deref() {
         None => Some(None),
         Some(f) => cx
@@ -65,67 +45,12 @@ pub(super) fn daemon(cx: &mut Cx, raw: RawDaemon) -> Option<DaemonConfig> {
         None => Some(None),
         Some(u) => cx.http_url(&join(p, "public_url"), u).map(Some),
     };
-    let global_cap = match raw.max_rollbacks_per_hour {
-        None => Some(None),
-        Some(n) => match u32::try_from(n).ok().and_then(NonZeroU32::new) {
-            Some(v) => Some(Some(v)),
-            None => {
-                cx.err(
-                    join(p, "max_rollbacks_per_hour"),
-                    format!("max_rollbacks_per_hour = {n} must be at least 1 (to stop automatic rollbacks use dry_run)"),
-                );
-                None
-            }
-        },
-    };
+    let global_cap = global_cap(cx, p, &raw);
     let blast = blast_radius(cx, p, raw.max_simultaneous_breaches.as_ref());
-    let journal_max_size = match raw.journal_max_size.as_deref() {
-        None => Some(crate::config::DEFAULT_JOURNAL_MAX_BYTES),
-        Some(text) => match duration::parse_size(text) {
-            Ok(n) if n >= 64 * 1024 => Some(n),
-            Ok(_) => {
-                cx.err(
-                    join(p, "journal_max_size"),
-                    format!("journal_max_size = {text:?} is below the minimum of 64KiB"),
-                );
-                None
-            }
-            Err(message) => {
-                cx.err(join(p, "journal_max_size"), message);
-                None
-            }
-        },
-    };
-    let log_format = match raw.log_format.as_deref() {
-        None => Some(None),
-        Some(f) => match LogFormat::parse(f) {
-            Some(f) => Some(Some(f)),
-            None => {
-                cx.err(
-                    join(p, "log_format"),
-                    format!("invalid log_format {f:?} (use \"text\", \"json\" or \"journald\")"),
-                );
-                None
-            }
-        },
-    };
+    let journal_max_size = journal_max_size(cx, p, &raw);
+    let log_format = log_format(cx, p, &raw);
     let max_pause = cx.duration(p, "max_pause", raw.max_pause.as_deref(), "24h", true);
-    let settle = cx
-        .duration(p, "settle", raw.settle.as_deref(), "0s", false)
-        .and_then(|d| {
-            if d > MAX_SETTLE {
-                cx.err(
-                    join(p, "settle"),
-                    format!(
-                        "settle = {:?} is too long: it delays every automatic rollback; at most \"10m\"",
-                        raw.settle.as_deref().unwrap_or_default()
-                    ),
-                );
-                None
-            } else {
-                Some(d)
-            }
-        });
+    let settle = settle(cx, p, &raw);
     let removed_target_memory = cx.duration(
         p,
         "removed_target_memory",
@@ -148,6 +73,105 @@ pub(super) fn daemon(cx: &mut Cx, raw: RawDaemon) -> Option<DaemonConfig> {
         journal_max_size: journal_max_size?,
         log_format: log_format?,
     })
+}
+
+/// `poll_interval`: a duration of at least [`MIN_POLL_INTERVAL`].
+fn poll_interval(cx: &mut Cx, p: &str, raw: &RawDaemon) -> Option<Duration> {
+    cx.duration(
+        p,
+        "poll_interval",
+        raw.poll_interval.as_deref(),
+        DEFAULT_POLL_INTERVAL,
+        true,
+    )
+    .and_then(|d| {
+        if d < MIN_POLL_INTERVAL {
+            cx.err(
+                join(p, "poll_interval"),
+                format!(
+                    "poll_interval = {:?} is below the minimum of 100ms",
+                    raw.poll_interval.as_deref().unwrap_or_default()
+                ),
+            );
+            None
+        } else {
+            Some(d)
+        }
+    })
+}
+
+/// `max_rollbacks_per_hour`, the global cap: at least 1 when set.
+fn global_cap(cx: &mut Cx, p: &str, raw: &RawDaemon) -> Option<Option<NonZeroU32>> {
+    match raw.max_rollbacks_per_hour {
+        None => Some(None),
+        Some(n) => match u32::try_from(n).ok().and_then(NonZeroU32::new) {
+            Some(v) => Some(Some(v)),
+            None => {
+                cx.err(
+                    join(p, "max_rollbacks_per_hour"),
+                    format!("max_rollbacks_per_hour = {n} must be at least 1 (to stop automatic rollbacks use dry_run)"),
+                );
+                None
+            }
+        },
+    }
+}
+
+/// `journal_max_size`: a size of at least 64KiB.
+fn journal_max_size(cx: &mut Cx, p: &str, raw: &RawDaemon) -> Option<u64> {
+    match raw.journal_max_size.as_deref() {
+        None => Some(crate::config::DEFAULT_JOURNAL_MAX_BYTES),
+        Some(text) => match duration::parse_size(text) {
+            Ok(n) if n >= 64 * 1024 => Some(n),
+            Ok(_) => {
+                cx.err(
+                    join(p, "journal_max_size"),
+                    format!("journal_max_size = {text:?} is below the minimum of 64KiB"),
+                );
+                None
+            }
+            Err(message) => {
+                cx.err(join(p, "journal_max_size"), message);
+                None
+            }
+        },
+    }
+}
+
+/// `log_format`: `text`, `json` or `journald` (unset: decided at start).
+fn log_format(cx: &mut Cx, p: &str, raw: &RawDaemon) -> Option<Option<LogFormat>> {
+    match raw.log_format.as_deref() {
+        None => Some(None),
+        Some(f) => match LogFormat::parse(f) {
+            Some(f) => Some(Some(f)),
+            None => {
+                cx.err(
+                    join(p, "log_format"),
+                    format!("invalid log_format {f:?} (use \"text\", \"json\" or \"journald\")"),
+                );
+                None
+            }
+        },
+    }
+}
+
+/// `settle`: a duration of at most [`MAX_SETTLE`].
+fn settle(cx: &mut Cx, p: &str, raw: &RawDaemon) -> Option<Duration> {
+    cx.duration(p, "settle", raw.settle.as_deref(), "0s", false)
+        .and_then(|d| {
+            if d > MAX_SETTLE {
+                cx.err(
+                    join(p, "settle"),
+                    format!(
+                        "settle = {:?} is too long: it delays every automatic rollback; at most \"10m\"",
+                        raw.settle.as_deref().unwrap_or_default()
+                    ),
+                );
+                None
+            } else {
+                Some(d)
+            }
+        })
 }
 
 /// The longest `[daemon] settle`: a hold before every automatic rollback.
