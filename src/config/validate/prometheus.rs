@@ -2,6 +2,10 @@
 
 use super::*;
 
+/// `[prometheus]` (the default server) and `[prometheus.servers.NAME]`.
+/// `[prometheus]` may go without a `url` only when named servers exist;
+/// it then sets nothing else (no key is inherited by the named servers).
+#[allow(clippy::type_complexity)]
 pub(super) fn prometheus_servers(
     cx: &mut Cx,
     raw: Option<&RawPrometheus>,
