@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-pub use crate::api::commands::{ClientError, Verb};
 use crate::api::commands::Invoke;
+pub use crate::api::commands::{ClientError, Verb};
 
 /// Where the API is and the token for mutating routes.
 #[derive(Debug, Clone)]

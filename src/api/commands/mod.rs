@@ -126,10 +126,12 @@ impl Request {
         let path = C::ROUTE
             .trim_start_matches('/')
             .split('/')
-            .map(|piece| match piece.starts_with('{').then(|| args.next()).flatten() {
-                Some(arg) => segment(arg),
-                None => piece.to_string(),
-            })
+            .map(
+                |piece| match piece.starts_with('{').then(|| args.next()).flatten() {
+                    Some(arg) => segment(arg),
+                    None => piece.to_string(),
+                },
+            )
             .collect::<Vec<_>>()
             .join("/");
         Request {
