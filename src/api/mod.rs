@@ -1,6 +1,9 @@
 //! The HTTP API (docs/api.md): status and incidents, confirmation,
 //! manual trigger, pause and resume, the Alertmanager webhook, `/metrics`,
-//! `/healthz` and the page behind an email link.
+//! `/healthz` and the page behind an email link. Each API command (its
+//! route, handler, CLI arguments and rendering) is one file in
+//! [`commands`]; this module holds what they share: the router, the
+//! event request and answer, [`send`], the free-text caps and errors.
 //!
 //! Handlers never change a target's state themselves: they send an event to
 //! the target's worker ([`crate::handle::TargetHandle`]) and answer with
