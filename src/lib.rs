@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //!
-//! - [`api`]: the HTTP API (axum): status, incidents, confirmation, trigger, pause, webhook, the email-link page.
+//! - [`api`]: the HTTP API (axum): status, incidents, confirmation, trigger, pause, webhook, the email-link page; [`api::commands`] defines each API command once, for the route, the client and the CLI (with how `status` and `incidents` render the answers).
 //! - [`client`]: the client commands (`status`, `approve`, ...) talking to the API.
 //! - [`config`]: raw (serde) TOML -> validated, typed config; every error with its key path.
 //! - [`sources`]: produce samples (Prometheus, HTTP probe, host /proc, Alertmanager); they never decide anything.
@@ -14,7 +14,6 @@
 //! - [`report`]: what effects report back to the decision core (step, plan and gate results).
 //! - [`metrics`]: the daemon's own metrics, typed `prometheus-client` families.
 //! - [`journal`]: append-only, fsync'd event log and recovery at start.
-//! - [`status`]: how `status` and `incidents` render the API's answers.
 //! - [`confirm`]: confirmation answers: signed approve/reject email links, `confirm_command` (a team's own approval flow).
 //! - [`version`]: reads a target's live version (command, URL, PromQL label, symlink); [`version::order`] orders version names (the executors' "previous version").
 //! - [`lock`]: the exclusive lock on `state_dir`: one daemon per journal.
@@ -48,6 +47,5 @@ pub mod report;
 pub mod rules;
 pub mod run;
 pub mod sources;
-pub mod status;
 pub mod util;
 pub mod version;

@@ -35,6 +35,8 @@ use axum::http::request::Parts;
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio_util::sync::CancellationToken;
 
 use super::ApiError;
@@ -321,18 +323,11 @@ pub async fn serve_router(
     limits: ConnLimits,
     classify: Classify,
 ) {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::service::TowerToHyperService;
-
     let table = Arc::new(Mutex::new(Table::default()));
     let open = Arc::new(AtomicUsize::new(0));
     let conns = tokio_util::task::TaskTracker::new();
     let m = crate::metrics::global();
-    let mut saturated = false;
-    // One warning a minute about addresses over their share.
-    let mut peer_warned: Option<std::time::Instant> = None;
-    let peer_warn_due =
-        |at: &Option<std::time::Instant>| at.is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
+    let mut warned = Warned::default();
     loop {
         let accepted = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -348,51 +343,10 @@ pub async fn serve_router(
             }
         };
         let peer = peer.ip();
-        let conn = match admit(&table, peer, &limits) {
-            Ok((conn, evicted)) => {
-                for _ in 0..evicted {
-                    m.api_connection_evicted();
-                }
-                conn
-            }
-            Err(why) => {
-                m.api_connection_refused();
-                match why {
-                    Refused::Full if !saturated => {
-                        saturated = true;
-                        tracing::warn!(
-                            max = limits.max_connections,
-                            "API connection limit reached and every connection is serving a request; refusing new ones"
-                        );
-                    }
-                    Refused::PeerFull if peer_warn_due(&peer_warned) => {
-                        peer_warned = Some(std::time::Instant::now());
-                        tracing::warn!(%peer, per_peer = limits.per_peer, "API connection limit reached for one address, every one of its connections serving a request; refusing its new ones");
-                    }
-                    _ => {}
-                }
-                drop(stream);
-                continue;
-            }
+        let Some(conn) = warned.admit(&table, peer, &limits) else {
+            drop(stream);
+            continue;
         };
-        let (held, from_peer) = {
-            let t = lock(&table);
-            (t.conns.len(), t.unproven_from(peer))
-        };
-        if held >= limits.max_connections && !saturated {
-            saturated = true;
-            tracing::warn!(
-                max = limits.max_connections,
-                "API connection limit reached; closing idle connections and slow guest bodies to make room"
-            );
-        } else if saturated && held <= limits.max_connections / 2 {
-            saturated = false;
-            tracing::info!("API connections below the limit again");
-        }
-        if from_peer >= limits.per_peer && peer_warn_due(&peer_warned) {
-            peer_warned = Some(std::time::Instant::now());
-            tracing::warn!(%peer, per_peer = limits.per_peer, "API connection limit reached for one address; closing its oldest idle connections and slow bodies to make room");
-        }
         open.fetch_add(1, Ordering::SeqCst);
         m.api_connections(open.load(Ordering::SeqCst));
 
@@ -401,93 +355,16 @@ pub async fn serve_router(
         let head_table = table.clone();
         let classify = classify.clone();
         let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-            let conn = head_conn.clone();
-            let table = head_table.clone();
-            let standing = {
-                let (parts, body) = req.into_parts();
-                let standing = classify(&parts, peer);
-                (standing, Request::from_parts(parts, body))
-            };
-            let inner = inner.clone();
-            async move {
-                let (standing, req) = standing;
-                if req.body().is_end_stream() {
-                    conn.body_done.store(true, Ordering::SeqCst);
-                }
-                conn.standing.store(
-                    match standing {
-                        Standing::Guest => GUEST,
-                        Standing::Local => LOCAL,
-                        Standing::Operator => OPERATOR,
-                    },
-                    Ordering::SeqCst,
-                );
-                if standing == Standing::Guest {
-                    let guests = lock(&table).guests();
-                    if guests > limits.max_connections.saturating_sub(limits.reserved) {
-                        return Ok::<_, Infallible>(
-                            ApiError(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "the API is serving as many requests without a token as it takes; \
-                                 the rest is kept for operators (try again, or send the API token)"
-                                    .into(),
-                            )
-                            .into_response(),
-                        );
-                    }
-                }
-                let req = req.map(|body| Bounded {
-                    inner: body,
-                    deadline: Box::pin(tokio::time::sleep(limits.body_read)),
-                    conn: conn.clone(),
-                    limit: limits.body_read,
-                });
-                let response: Response = match hyper::service::Service::call(&inner, req).await {
-                    Ok(r) => r,
-                    Err(never) => match never {},
-                };
-                if conn.body_late.load(Ordering::SeqCst) {
-                    return Ok(ApiError(
-                        StatusCode::REQUEST_TIMEOUT,
-                        format!(
-                            "request body not received within {}s of the request head",
-                            limits.body_read.as_secs_f64()
-                        ),
-                    )
-                    .into_response());
-                }
-                Ok(response)
-            }
+            let (parts, body) = req.into_parts();
+            let standing = classify(&parts, peer);
+            let req = Request::from_parts(parts, body);
+            let (conn, table) = (head_conn.clone(), head_table.clone());
+            handle(req, standing, conn, table, limits, inner.clone())
         });
         let cancel = cancel.clone();
         let open = open.clone();
         conns.spawn(async move {
-            let _ = stream.set_nodelay(true);
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read)
-                .keep_alive(false);
-            let served = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(served);
-            tokio::select! {
-                biased;
-                done = served.as_mut() => {
-                    if let Err(e) = done {
-                        tracing::debug!(error = %e, "API connection ended with an error");
-                    }
-                }
-                _ = tokio::time::sleep(limits.lifetime) => {
-                    tracing::debug!("API connection closed: lifetime cap reached");
-                }
-                _ = cancel.cancelled() => {
-                    served.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), served).await;
-                }
-                // Evicted to make room (never once its request is handled).
-                _ = conn.close.cancelled() => {}
-            }
-            conn.close.cancel();
+            serve_conn(stream, service, limits, cancel, &conn).await;
             let now = open.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
             crate::metrics::global().api_connections(now);
         });
@@ -499,6 +376,179 @@ pub async fn serve_router(
     }
     conns.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), conns.wait()).await;
+}
+
+/// The accept loop's warnings, each said once (a minute, for addresses
+/// over their share) rather than for every connection.
+#[derive(Default)]
+struct Warned {
+    /// Every slot is held: warned once, until the load halves.
+    saturated: bool,
+    /// When an address over its share was last warned about.
+    peer: Option<std::time::Instant>,
+}
+
+impl Warned {
+    fn peer_due(&self) -> bool {
+        self.peer
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+    }
+
+    /// [`admit`] a connection from `peer`, counting what it closed or
+    /// refused and warning when the listener or an address is full;
+    /// `None`: refused.
+    fn admit(
+        &mut self,
+        table: &Mutex<Table>,
+        peer: IpAddr,
+        limits: &ConnLimits,
+    ) -> Option<Arc<Conn>> {
+        let m = crate::metrics::global();
+        let conn = match admit(table, peer, limits) {
+            Ok((conn, evicted)) => {
+                for _ in 0..evicted {
+                    m.api_connection_evicted();
+                }
+                conn
+            }
+            Err(why) => {
+                m.api_connection_refused();
+                match why {
+                    Refused::Full if !self.saturated => {
+                        self.saturated = true;
+                        tracing::warn!(
+                            max = limits.max_connections,
+                            "API connection limit reached and every connection is serving a request; refusing new ones"
+                        );
+                    }
+                    Refused::PeerFull if self.peer_due() => {
+                        self.peer = Some(std::time::Instant::now());
+                        tracing::warn!(%peer, per_peer = limits.per_peer, "API connection limit reached for one address, every one of its connections serving a request; refusing its new ones");
+                    }
+                    _ => {}
+                }
+                return None;
+            }
+        };
+        let (held, from_peer) = {
+            let t = lock(table);
+            (t.conns.len(), t.unproven_from(peer))
+        };
+        if held >= limits.max_connections && !self.saturated {
+            self.saturated = true;
+            tracing::warn!(
+                max = limits.max_connections,
+                "API connection limit reached; closing idle connections and slow guest bodies to make room"
+            );
+        } else if self.saturated && held <= limits.max_connections / 2 {
+            self.saturated = false;
+            tracing::info!("API connections below the limit again");
+        }
+        if from_peer >= limits.per_peer && self.peer_due() {
+            self.peer = Some(std::time::Instant::now());
+            tracing::warn!(%peer, per_peer = limits.per_peer, "API connection limit reached for one address; closing its oldest idle connections and slow bodies to make room");
+        }
+        Some(conn)
+    }
+}
+
+/// One request, once its head has said who sent it: a guest beyond its
+/// share gets 503 without its body being read; otherwise the body is
+/// bounded by [`ConnLimits::body_read`] and the router answers (408 when
+/// the body came too late).
+async fn handle(
+    req: Request<hyper::body::Incoming>,
+    standing: Standing,
+    conn: Arc<Conn>,
+    table: Arc<Mutex<Table>>,
+    limits: ConnLimits,
+    inner: TowerToHyperService<Router>,
+) -> Result<Response, Infallible> {
+    if req.body().is_end_stream() {
+        conn.body_done.store(true, Ordering::SeqCst);
+    }
+    conn.standing.store(
+        match standing {
+            Standing::Guest => GUEST,
+            Standing::Local => LOCAL,
+            Standing::Operator => OPERATOR,
+        },
+        Ordering::SeqCst,
+    );
+    if standing == Standing::Guest {
+        let guests = lock(&table).guests();
+        if guests > limits.max_connections.saturating_sub(limits.reserved) {
+            return Ok(ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the API is serving as many requests without a token as it takes; \
+                 the rest is kept for operators (try again, or send the API token)"
+                    .into(),
+            )
+            .into_response());
+        }
+    }
+    let req = req.map(|body| Bounded {
+        inner: body,
+        deadline: Box::pin(tokio::time::sleep(limits.body_read)),
+        conn: conn.clone(),
+        limit: limits.body_read,
+    });
+    let response: Response = match hyper::service::Service::call(&inner, req).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    };
+    if conn.body_late.load(Ordering::SeqCst) {
+        return Ok(ApiError(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "request body not received within {}s of the request head",
+                limits.body_read.as_secs_f64()
+            ),
+        )
+        .into_response());
+    }
+    Ok(response)
+}
+
+/// Serve one connection with hyper's HTTP/1: a header-read timeout, no
+/// keep-alive, a lifetime cap; on `cancel` its request finishes (5 s); it
+/// ends at once when closed to make room.
+async fn serve_conn<S>(
+    stream: tokio::net::TcpStream,
+    service: S,
+    limits: ConnLimits,
+    cancel: CancellationToken,
+    conn: &Conn,
+) where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = axum::body::Body>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let _ = stream.set_nodelay(true);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read)
+        .keep_alive(false);
+    let served = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(served);
+    tokio::select! {
+        biased;
+        done = served.as_mut() => {
+            if let Err(e) = done {
+                tracing::debug!(error = %e, "API connection ended with an error");
+            }
+        }
+        _ = tokio::time::sleep(limits.lifetime) => {
+            tracing::debug!("API connection closed: lifetime cap reached");
+        }
+        _ = cancel.cancelled() => {
+            served.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), served).await;
+        }
+        // Evicted to make room (never once its request is handled).
+        _ = conn.close.cancelled() => {}
+    }
+    conn.close.cancel();
 }
 
 #[cfg(test)]

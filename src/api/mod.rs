@@ -1,6 +1,9 @@
 //! The HTTP API (docs/api.md): status and incidents, confirmation,
 //! manual trigger, pause and resume, the Alertmanager webhook, `/metrics`,
-//! `/healthz` and the page behind an email link.
+//! `/healthz` and the page behind an email link. Each API command (its
+//! route, handler, CLI arguments and rendering) is one file in
+//! [`commands`]; this module holds what they share: the router, the
+//! event request and answer, [`send`], the free-text caps and errors.
 //!
 //! Handlers never change a target's state themselves: they send an event to
 //! the target's worker ([`crate::handle::TargetHandle`]) and answer with
@@ -11,16 +14,21 @@
 //! event does not fit the target's state.
 
 pub mod auth;
+pub mod commands;
 pub mod conn;
 mod page;
+
+pub use commands::incidents::{IncidentView, IncidentsQuery};
+pub use commands::pause::parse_pause_for;
+pub use commands::reload::ReloadResponse;
+pub use commands::status::{ClusterStatus, StatusResponse, TargetStatus};
 
 use crate::confirm::links;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -30,55 +38,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::config::Window;
-use crate::decide::{Event, Incident, Pause, Phase, TargetState, Time};
+use crate::decide::{Event, Incident, Pause};
 use crate::handle::{Command, DaemonRequest, Refusal, TargetHandle};
 use crate::sources::alertmanager::AlertStore;
-
-/// `GET /v1/status`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StatusResponse {
-    /// Global dry-run.
-    pub dry_run: bool,
-    /// Set while the journal cannot be written: nothing that needs a
-    /// journal entry is acted on until it can (the error, with the file).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub journal_error: Option<String>,
-    /// Set in state-lost mode: the state could not be read at start, so no
-    /// target is acted on (why, and how an operator gets out of it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state_lost: Option<String>,
-    /// Every target, in config order.
-    pub targets: Vec<TargetStatus>,
-}
-
-/// One target in `GET /v1/status`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TargetStatus {
-    /// Target name.
-    pub name: String,
-    /// State name (`Watching`, `AwaitingConfirmation`, ...).
-    pub phase: String,
-    /// The release window active now, if any (decisions are dry-run).
-    pub window: Option<String>,
-    /// Paused by whom, since when.
-    pub paused: Option<Pause>,
-    /// Confirmation, verification or cooldown deadline of the phase.
-    pub until: Option<Time>,
-    /// The full decision state: versions, rules with values, incident.
-    pub state: TargetState,
-    /// With `[cluster]`: which node acts on the target.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cluster: Option<ClusterStatus>,
-}
-
-/// With `[cluster]`: who holds a target's lock, as this node sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClusterStatus {
-    /// The node that owns the target and acts on it (`None`: no node yet).
-    pub owner: Option<String>,
-    /// Another node owns it: this node only watches.
-    pub standby: bool,
-}
 
 /// Answer of the routes that send an event (approve, reject, trigger, pause, resume).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,39 +53,6 @@ pub struct EventResponse {
     pub incident: Option<Incident>,
     /// Paused by whom, since when.
     pub paused: Option<Pause>,
-}
-
-/// One incident in `GET /v1/incidents` and `GET /v1/incidents/{id}`: the
-/// incident with its current phase and whether it is still open, so that
-/// scripts need not read the last timeline entry.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct IncidentView {
-    /// The incident (its `outcome` is set once it is done).
-    #[serde(flatten)]
-    pub incident: Incident,
-    /// `AwaitingConfirmation`, `RollingBack`, `Verifying` while open; the
-    /// outcome's state name (`RolledBack`, `Failed`, ...) once done.
-    pub phase: String,
-    /// Still under way: no outcome yet.
-    pub open: bool,
-}
-
-impl From<Incident> for IncidentView {
-    fn from(incident: Incident) -> IncidentView {
-        IncidentView {
-            phase: incident.phase_name().to_string(),
-            open: incident.is_open(),
-            incident,
-        }
-    }
-}
-
-/// Query of `GET /v1/incidents`.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct IncidentsQuery {
-    /// `true`: only open incidents; `false`: only closed ones.
-    #[serde(default)]
-    pub open: Option<bool>,
 }
 
 /// Body of approve, reject, trigger, pause and resume (all optional but `reason` for trigger).
@@ -156,13 +85,6 @@ pub struct View {
     pub windows: Vec<Window>,
     /// Global dry-run.
     pub dry_run: bool,
-}
-
-/// Answer of `POST /v1/reload`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ReloadResponse {
-    /// What changed, e.g. `3 targets: 1 added, 0 removed, 2 updated`.
-    pub reloaded: String,
 }
 
 /// Everything the handlers share.
@@ -205,28 +127,20 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// The router with every route.
+/// The router with every route: each command's ([`commands::routes`]),
+/// the Alertmanager intake, `/healthz`, `/metrics` and the email-link page.
 pub fn router(state: Arc<ApiState>) -> Router {
+    let (open, guarded) = commands::routes(Router::new(), Router::new());
     // The token is checked before a body is read: a client without it
     // gets its 401 at once instead of holding a connection for its body.
-    let mutating = Router::new()
-        .route("/v1/incidents/{id}/approve", post(approve))
-        .route("/v1/incidents/{id}/reject", post(reject))
-        .route("/v1/targets/{name}/rollback", post(trigger))
-        .route("/v1/targets/{name}/pause", post(pause))
-        .route("/v1/targets/{name}/resume", post(resume))
+    let mutating = guarded
         .route("/v1/alertmanager", post(alertmanager))
-        .route("/v1/reload", post(reload))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::guard,
         ));
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+    open.route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
-        .route("/v1/status", get(status))
-        .route("/v1/incidents", get(incidents))
-        .route("/v1/incidents/{id}", get(incident))
         .merge(mutating)
         .route("/v1/confirm/{token}", get(page::show).post(page::act))
         .fallback(|| async {
@@ -245,93 +159,11 @@ async fn metrics() -> impl IntoResponse {
     )
 }
 
-fn until(phase: &Phase) -> Option<Time> {
-    match phase {
-        Phase::AwaitingConfirmation { deadline, .. } | Phase::Verifying { deadline, .. } => {
-            Some(*deadline)
-        }
-        Phase::Done { until, .. } => Some(*until),
-        Phase::Watching | Phase::RollingBack { .. } => None,
-    }
-}
-
-async fn status(State(api): State<Arc<ApiState>>) -> Json<StatusResponse> {
-    let now = Utc::now();
-    let view = api.view();
-    let window = view
-        .windows
-        .iter()
-        .find(|w| w.contains(now))
-        .map(|w| w.name.clone());
-    let targets = view
-        .order
-        .iter()
-        .filter_map(|n| view.targets.get(n))
-        .map(|h| {
-            let state = h.state.borrow().clone();
-            TargetStatus {
-                name: h.name.clone(),
-                phase: state.phase.name().to_string(),
-                window: window.clone(),
-                paused: state.paused.clone(),
-                until: until(&state.phase),
-                state,
-                cluster: h.cluster.borrow().as_ref().map(|o| ClusterStatus {
-                    owner: o.owner.as_ref().map(|w| w.node.clone()),
-                    standby: o.standby,
-                }),
-            }
-        })
-        .collect();
-    let journal_error = api
-        .journal_error
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    Json(StatusResponse {
-        dry_run: view.dry_run,
-        journal_error,
-        state_lost: api.state_lost.clone(),
-        targets,
-    })
-}
-
-async fn incidents(
-    State(api): State<Arc<ApiState>>,
-    query: Result<Query<IncidentsQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<Vec<IncidentView>>> {
-    let Query(q) = query.map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "invalid query: {} (use ?open=true or ?open=false)",
-                e.body_text()
-            ),
-        )
-    })?;
-    let all = api.incidents.read().unwrap_or_else(|p| p.into_inner());
-    Ok(Json(
-        all.values()
-            .rev()
-            .filter(|i| q.open.is_none_or(|open| i.is_open() == open))
-            .cloned()
-            .map(IncidentView::from)
-            .collect(),
-    ))
-}
-
 fn find_incident(api: &ApiState, id: &str) -> ApiResult<Incident> {
     let all = api.incidents.read().unwrap_or_else(|p| p.into_inner());
     all.get(id)
         .cloned()
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no incident {id:?}")))
-}
-
-async fn incident(
-    State(api): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<IncidentView>> {
-    find_incident(&api, &id).map(|i| Json(i.into()))
 }
 
 /// Parse an optional JSON body; empty means defaults.
@@ -426,174 +258,6 @@ fn refused(why: Refusal) -> ApiError {
     ApiError(status, why.to_string())
 }
 
-async fn approve(
-    State(api): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    bytes: Bytes,
-) -> ApiResult<Json<EventResponse>> {
-    auth::require(&api, &headers)?;
-    let req = body(&bytes)?;
-    let by = who(&req)?;
-    let inc = find_incident(&api, &id)?;
-    let event = Event::Approve { incident: id, by };
-    send(&api, &inc.target, event).await.map(Json)
-}
-
-async fn reject(
-    State(api): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    bytes: Bytes,
-) -> ApiResult<Json<EventResponse>> {
-    auth::require(&api, &headers)?;
-    let req = body(&bytes)?;
-    let (by, reason) = (who(&req)?, reason(&req)?);
-    let inc = find_incident(&api, &id)?;
-    let event = Event::Reject {
-        incident: id,
-        by,
-        reason: reason.unwrap_or_else(|| "no reason given".into()),
-    };
-    send(&api, &inc.target, event).await.map(Json)
-}
-
-async fn trigger(
-    State(api): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    bytes: Bytes,
-) -> ApiResult<Json<EventResponse>> {
-    auth::require(&api, &headers)?;
-    let req = body(&bytes)?;
-    let Some(reason) = reason(&req)? else {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            "a manual rollback needs a reason: {\"reason\": \"...\"}".into(),
-        ));
-    };
-    let to_version = match req.to_version.as_deref().map(str::trim) {
-        None => None,
-        Some("") => {
-            return Err(ApiError(
-                StatusCode::BAD_REQUEST,
-                "to_version is empty: name the version to go back to, or leave it out".into(),
-            ))
-        }
-        Some(v) => Some(v.to_string()),
-    };
-    let event = Event::ManualTrigger {
-        by: who(&req)?,
-        reason,
-        to_version,
-    };
-    send(&api, &name, event).await.map(Json)
-}
-
-/// Longest `for` a pause may ask for; `"0"` is the way to say "until resumed".
-const MAX_PAUSE_FOR: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
-
-/// A pause's `for` (API body and `rollbackd pause --for`): exactly `"0"` is
-/// until resumed (`Duration::ZERO`); anything else is a positive duration
-/// in the config grammar (`"2h"`, `"90m"`) of at most 10 years. A zero
-/// duration written any other way (`"0s"`, `"0m0s"`) and spaces around the
-/// value are errors: "until resumed" must be asked for explicitly.
-pub fn parse_pause_for(text: &str) -> Result<Duration, String> {
-    if text.trim() != text {
-        return Err(format!(
-            "invalid \"for\" {text:?}: remove the spaces around the duration \
-             (e.g. \"2h\", or \"0\" for until resumed)"
-        ));
-    }
-    if text == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let d = crate::config::duration::parse(text)
-        .map_err(|e| format!("invalid \"for\": {e} (e.g. \"2h\", or \"0\" for until resumed)"))?;
-    if d.is_zero() {
-        return Err(format!(
-            "\"for\" = {text:?} is zero: write \"0\" to pause until resumed, \
-             or a positive duration such as \"2h\""
-        ));
-    }
-    if d > MAX_PAUSE_FOR {
-        return Err(format!(
-            "\"for\" = {text:?} is longer than 10 years; use \"0\" to pause until resumed"
-        ));
-    }
-    Ok(d)
-}
-
-async fn pause(
-    State(api): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    bytes: Bytes,
-) -> ApiResult<Json<EventResponse>> {
-    auth::require(&api, &headers)?;
-    let req = body(&bytes)?;
-    let duration = match req.for_.as_deref() {
-        None => None,
-        Some(text) => {
-            Some(parse_pause_for(text).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?)
-        }
-    };
-    let event = Event::Pause {
-        by: who(&req)?,
-        reason: reason(&req)?,
-        duration,
-    };
-    send(&api, &name, event).await.map(Json)
-}
-
-async fn reload(
-    State(api): State<Arc<ApiState>>,
-    headers: HeaderMap,
-) -> ApiResult<Json<ReloadResponse>> {
-    auth::require(&api, &headers)?;
-    let Some(requests) = &api.requests else {
-        return Err(ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "reload is not available in this process".into(),
-        ));
-    };
-    let (reply, answer) = oneshot::channel();
-    requests
-        .send(DaemonRequest::Reload { reply })
-        .await
-        .map_err(|_| {
-            ApiError(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the daemon is stopping".into(),
-            )
-        })?;
-    match answer.await {
-        Ok(Ok(reloaded)) => Ok(Json(ReloadResponse { reloaded })),
-        // The file is the operator's to fix: 422 with every problem.
-        Ok(Err(problems)) => Err(ApiError(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("config not reloaded, the running one is kept:\n{problems}"),
-        )),
-        Err(_) => Err(ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the daemon stopped during the reload".into(),
-        )),
-    }
-}
-
-async fn resume(
-    State(api): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    bytes: Bytes,
-) -> ApiResult<Json<EventResponse>> {
-    auth::require(&api, &headers)?;
-    let req = body(&bytes)?;
-    send(&api, &name, Event::Resume { by: who(&req)? })
-        .await
-        .map(Json)
-}
-
 async fn alertmanager(
     State(api): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -654,26 +318,6 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pause_for_zero_only_as_0_and_no_spaces() {
-        assert_eq!(parse_pause_for("0"), Ok(Duration::ZERO));
-        assert_eq!(parse_pause_for("2h"), Ok(Duration::from_secs(7200)));
-        assert_eq!(parse_pause_for("1ms"), Ok(Duration::from_millis(1)));
-        for zero in ["0s", "0ms", "0m0s", "0h", "00s"] {
-            let e = parse_pause_for(zero).unwrap_err();
-            assert!(e.contains("is zero") && e.contains("\"0\""), "{zero}: {e}");
-        }
-        for spaced in [" 0", "0 ", " 2h", "2h\n", "\t2h"] {
-            let e = parse_pause_for(spaced).unwrap_err();
-            assert!(e.contains("remove the spaces"), "{spaced:?}: {e}");
-        }
-        for bad in ["", "00", "soon", "2 h", "-1h"] {
-            let e = parse_pause_for(bad).unwrap_err();
-            assert!(e.starts_with("invalid \"for\""), "{bad:?}: {e}");
-        }
-        assert!(parse_pause_for("4000d").unwrap_err().contains("10 years"));
-    }
 
     #[test]
     fn free_text_is_trimmed_and_capped_with_a_clear_error() {

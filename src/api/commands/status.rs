@@ -1,13 +1,147 @@
-//! What the client commands `status` and `incidents` print, from
-//! the API's JSON ([`render_targets`], [`render_incident_list`]).
+//! `rollbackd status`, `GET /v1/status`: every target, its state, the
+//! release window and the latest rule values; the answer's types and the
+//! table the client prints.
 
 use std::fmt::Write;
+use std::sync::Arc;
 
-use crate::decide::{Incident, Phase};
+use axum::extract::State;
+use axum::routing::MethodRouter;
+use axum::Json;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{answer, on, ApiCommand, ClientArgs, Invoke, Method, Request};
+use crate::api::ApiState;
+use crate::decide::{Pause, Phase, TargetState, Time};
 use crate::util::fmt_value;
 
+/// Targets, their state, release window and the latest rule values.
+#[derive(clap::Args, Debug)]
+pub struct Status {
+    #[command(flatten)]
+    pub(super) client: ClientArgs,
+}
+
+impl ApiCommand for Status {
+    const ROUTE: &'static str = "/v1/status";
+    const METHOD: Method = Method::Get;
+    const MUTATES: bool = false;
+    fn handler() -> MethodRouter<Arc<ApiState>> {
+        on::<Self, _, _>(status)
+    }
+}
+
+impl Invoke for Status {
+    fn request(&self) -> Request {
+        Request::to::<Self>(&[])
+    }
+
+    fn print(&self, v: Value) -> anyhow::Result<String> {
+        render_targets(&answer(v)?)
+    }
+}
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusResponse {
+    /// Global dry-run.
+    pub dry_run: bool,
+    /// Set while the journal cannot be written: nothing that needs a
+    /// journal entry is acted on until it can (the error, with the file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal_error: Option<String>,
+    /// Set in state-lost mode: the state could not be read at start, so no
+    /// target is acted on (why, and how an operator gets out of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_lost: Option<String>,
+    /// Every target, in config order.
+    pub targets: Vec<TargetStatus>,
+}
+
+/// One target in `GET /v1/status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetStatus {
+    /// Target name.
+    pub name: String,
+    /// State name (`Watching`, `AwaitingConfirmation`, ...).
+    pub phase: String,
+    /// The release window active now, if any (decisions are dry-run).
+    pub window: Option<String>,
+    /// Paused by whom, since when.
+    pub paused: Option<Pause>,
+    /// Confirmation, verification or cooldown deadline of the phase.
+    pub until: Option<Time>,
+    /// The full decision state: versions, rules with values, incident.
+    pub state: TargetState,
+    /// With `[cluster]`: which node acts on the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatus>,
+}
+
+/// With `[cluster]`: who holds a target's lock, as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The node that owns the target and acts on it (`None`: no node yet).
+    pub owner: Option<String>,
+    /// Another node owns it: this node only watches.
+    pub standby: bool,
+}
+
+async fn status(State(api): State<Arc<ApiState>>) -> Json<StatusResponse> {
+    let now = Utc::now();
+    let view = api.view();
+    let window = view
+        .windows
+        .iter()
+        .find(|w| w.contains(now))
+        .map(|w| w.name.clone());
+    let targets = view
+        .order
+        .iter()
+        .filter_map(|n| view.targets.get(n))
+        .map(|h| {
+            let state = h.state.borrow().clone();
+            TargetStatus {
+                name: h.name.clone(),
+                phase: state.phase.name().to_string(),
+                window: window.clone(),
+                paused: state.paused.clone(),
+                until: until(&state.phase),
+                state,
+                cluster: h.cluster.borrow().as_ref().map(|o| ClusterStatus {
+                    owner: o.owner.as_ref().map(|w| w.node.clone()),
+                    standby: o.standby,
+                }),
+            }
+        })
+        .collect();
+    let journal_error = api
+        .journal_error
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    Json(StatusResponse {
+        dry_run: view.dry_run,
+        journal_error,
+        state_lost: api.state_lost.clone(),
+        targets,
+    })
+}
+
+fn until(phase: &Phase) -> Option<Time> {
+    match phase {
+        Phase::AwaitingConfirmation { deadline, .. } | Phase::Verifying { deadline, .. } => {
+            Some(*deadline)
+        }
+        Phase::Done { until, .. } => Some(*until),
+        Phase::Watching | Phase::RollingBack { .. } => None,
+    }
+}
+
 /// The `status` table from `GET /v1/status`.
-pub fn render_targets(status: &crate::api::StatusResponse) -> anyhow::Result<String> {
+pub fn render_targets(status: &StatusResponse) -> anyhow::Result<String> {
     let mut out = String::new();
     if let Some(why) = &status.state_lost {
         writeln!(out, "STATE LOST: {why}")?;
@@ -152,27 +286,3 @@ fn rule_line(r: &crate::rules::RuleReport) -> String {
     line
 }
 
-/// Incidents (newest first, as given) with their timelines.
-pub fn render_incident_list(incidents: &[Incident]) -> anyhow::Result<String> {
-    let mut out = String::new();
-    if incidents.is_empty() {
-        writeln!(out, "no incidents")?;
-    }
-    for inc in incidents {
-        let state = match inc.outcome {
-            Some(o) => o.label().to_string(),
-            None => format!("OPEN ({})", inc.phase_name()),
-        };
-        writeln!(out, "{}  {}  {}", inc.id, state, inc.summary())?;
-        for t in &inc.timeline {
-            writeln!(
-                out,
-                "  {}  {:<12} {}",
-                t.at.format("%Y-%m-%d %H:%M:%S%.3fZ"),
-                t.phase,
-                t.message
-            )?;
-        }
-    }
-    Ok(out)
-}
