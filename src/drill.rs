@@ -38,7 +38,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::config::{Config, ExecutorKind, TargetConfig};
+use crate::config::{Config, TargetConfig};
 use crate::decide::{
     self, Action, DecideConfig, Event, Fleet, Incident, NotifyKind, Outcome, Phase, TargetState,
 };
@@ -758,13 +758,11 @@ async fn dry_run(
     }
     // The programs the executor itself calls, even when a check failed
     // before they were reached.
-    programs.extend(executor_programs(&plan.kind));
+    programs.extend(plan.kind.programs());
     // Programs inside `sh -c '...'`: the script's first word. A miss is a
     // warning, not a failure: the script may define it (a function, PATH).
     let mut scripts: Vec<&[String]> = plan.pre.iter().map(|s| s.argv.as_slice()).collect();
-    if let ExecutorKind::Command { steps } = &plan.kind {
-        scripts.extend(steps.iter().map(|s| s.argv.as_slice()));
-    }
+    scripts.extend(plan.kind.scripts());
     scripts.extend(plan.after.iter().map(|s| s.argv.as_slice()));
     scripts.extend(plan.on_failure.iter().map(|s| s.argv.as_slice()));
     scripts.extend(t.verify.commands.iter().map(|s| s.argv.as_slice()));
@@ -910,28 +908,6 @@ pub fn shell_program(argv: &[String]) -> Option<String> {
         return None;
     }
     Some(word.to_string())
-}
-
-/// The programs an executor calls itself.
-fn executor_programs(kind: &ExecutorKind) -> Vec<String> {
-    match kind {
-        ExecutorKind::Kubernetes { kubectl, .. } | ExecutorKind::BlueGreen { kubectl, .. } => {
-            vec![kubectl.clone()]
-        }
-        ExecutorKind::Docker { docker, .. } => vec![docker.clone()],
-        ExecutorKind::Git { build, restart, .. } => std::iter::once("git".to_string())
-            .chain(build.iter().filter_map(|a| a.first().cloned()))
-            .chain(restart.iter().filter_map(|a| a.first().cloned()))
-            .collect(),
-        ExecutorKind::Command { steps } => steps
-            .iter()
-            .filter_map(|s| s.argv.first().cloned())
-            .collect(),
-        ExecutorKind::Symlink { restart, .. } => {
-            restart.iter().filter_map(|a| a.first().cloned()).collect()
-        }
-        ExecutorKind::Webhook { .. } => Vec::new(),
-    }
 }
 
 /// `ok  argv  (12ms)` or `FAILED argv  (exit 1): why`.

@@ -19,7 +19,7 @@ fn host() -> serde_json::Value {
 }
 
 fn kind(fake: &Fake) -> ExecutorKind {
-    ExecutorKind::Docker {
+    ExecutorKind::Docker(rollbackd::execute::docker::Config {
         container: "web".into(),
         image: "registry:5000/app".into(),
         run_args: argv(&[
@@ -31,7 +31,7 @@ fn kind(fake: &Fake) -> ExecutorKind {
             "incident={incident}",
         ]),
         docker: fake.path(),
-    }
+    })
 }
 
 async fn run(kind: ExecutorKind, to_version: Option<&str>) -> ExecResult {

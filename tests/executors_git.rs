@@ -81,7 +81,7 @@ fn fixture() -> Fixture {
 }
 
 fn kind(f: &Fixture) -> ExecutorKind {
-    ExecutorKind::Git {
+    ExecutorKind::Git(rollbackd::execute::git::Config {
         repo: f.repo.clone(),
         build: vec![vec![f.bin.join("build").display().to_string()]],
         restart: Some(vec![
@@ -89,7 +89,7 @@ fn kind(f: &Fixture) -> ExecutorKind {
             "{to_version}".into(),
             "{incident}".into(),
         ]),
-    }
+    })
 }
 
 async fn run(kind: ExecutorKind, from: Option<&str>, to: Option<&str>) -> ExecResult {
@@ -202,7 +202,7 @@ async fn git_missing_tag_fails_cleanly_without_building_or_restarting() {
 async fn git_failing_build_stops_before_the_restart() {
     let f = fixture();
     let mut k = kind(&f);
-    if let ExecutorKind::Git { build, .. } = &mut k {
+    if let ExecutorKind::Git(rollbackd::execute::git::Config { build, .. }) = &mut k {
         build.push(vec![
             "sh".into(),
             "-c".into(),
@@ -224,11 +224,11 @@ async fn git_failing_build_stops_before_the_restart() {
 async fn git_not_a_repository_fails_cleanly() {
     let tmp = tempfile::tempdir().unwrap();
     let r = run(
-        ExecutorKind::Git {
+        ExecutorKind::Git(rollbackd::execute::git::Config {
             repo: tmp.path().to_path_buf(),
             build: vec![],
             restart: None,
-        },
+        }),
         None,
         None,
     )

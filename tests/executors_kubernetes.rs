@@ -54,13 +54,13 @@ fn cluster() -> serde_json::Value {
 }
 
 fn k8s(fake: &Fake, to_revision: Option<u64>, context: Option<&str>) -> ExecutorKind {
-    ExecutorKind::Kubernetes {
+    ExecutorKind::Kubernetes(rollbackd::execute::kubernetes::Config {
         deployment: "web".into(),
         namespace: "prod".into(),
         context: context.map(str::to_string),
         to_revision,
         kubectl: fake.path(),
-    }
+    })
 }
 
 /// The status step's last argument is `--timeout=Ns` with the time left:
@@ -231,13 +231,15 @@ async fn kubernetes_unreachable_cluster_and_failed_rollout_are_reported_with_std
 
 #[tokio::test]
 async fn missing_kubectl_is_a_clean_failure() {
-    let r = run(ExecutorKind::Kubernetes {
-        deployment: "web".into(),
-        namespace: "prod".into(),
-        context: None,
-        to_revision: None,
-        kubectl: "/nonexistent/kubectl".into(),
-    })
+    let r = run(ExecutorKind::Kubernetes(
+        rollbackd::execute::kubernetes::Config {
+            deployment: "web".into(),
+            namespace: "prod".into(),
+            context: None,
+            to_revision: None,
+            kubectl: "/nonexistent/kubectl".into(),
+        },
+    ))
     .await;
     let e = r.error.unwrap();
     assert!(e.contains("cannot run \"/nonexistent/kubectl\""), "{e}");
@@ -246,14 +248,14 @@ async fn missing_kubectl_is_a_clean_failure() {
 // ------------------------------------------------------------- blue_green
 
 fn blue_green(fake: &Fake) -> ExecutorKind {
-    ExecutorKind::BlueGreen {
+    ExecutorKind::BlueGreen(rollbackd::execute::blue_green::Config {
         service: "web".into(),
         namespace: "prod".into(),
         context: None,
         selector_key: "version".into(),
         colors: ["blue".into(), "green".into()],
         kubectl: fake.path(),
-    }
+    })
 }
 
 #[tokio::test]

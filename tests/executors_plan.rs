@@ -120,11 +120,11 @@ fn webhook(
     token_file: Option<std::path::PathBuf>,
     body: Option<&str>,
 ) -> ExecutorKind {
-    ExecutorKind::Webhook {
+    ExecutorKind::Webhook(rollbackd::execute::webhook::Config {
         url: url.parse().unwrap(),
         token_file,
         body: body.map(str::to_string),
-    }
+    })
 }
 
 #[tokio::test]
@@ -276,9 +276,9 @@ async fn webhook_unreadable_token_sends_nothing() {
 // ---------------------------------------------------------------- pre steps
 
 fn command(steps: &[&[&str]]) -> ExecutorKind {
-    ExecutorKind::Command {
+    ExecutorKind::Command(rollbackd::execute::command::Config {
         steps: steps.iter().map(|a| s(a).into()).collect(),
-    }
+    })
 }
 
 #[tokio::test]
@@ -295,9 +295,9 @@ async fn pre_steps_run_first_and_their_failure_stops_the_plan() {
         ]
     };
 
-    let mut p = plan(ExecutorKind::Command {
+    let mut p = plan(ExecutorKind::Command(rollbackd::execute::command::Config {
         steps: vec![append("main").into()],
-    });
+    }));
     p.pre = vec![append("backup-$ROLLBACKD_TO_VERSION").into()];
     let r = within(30, "plan with pre", run_plan(&p, &vars())).await;
     assert!(r.ok, "{:?}", r.error);
@@ -328,11 +328,11 @@ async fn pre_steps_come_before_an_executor_refusal() {
     // A refused git rollback (not a repository) still ran its pre step
     // first, and both are in the record.
     let dir = tempfile::tempdir().unwrap();
-    let mut p = plan(ExecutorKind::Git {
+    let mut p = plan(ExecutorKind::Git(rollbackd::execute::git::Config {
         repo: dir.path().to_path_buf(),
         build: vec![],
         restart: None,
-    });
+    }));
     p.pre = vec![s(&["true"]).into()];
     let r: ExecResult = within(30, "git plan", run_plan(&p, &vars())).await;
     assert!(!r.ok);

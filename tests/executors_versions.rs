@@ -96,11 +96,11 @@ async fn git_goes_to_a_named_tag_and_refuses_an_unknown_one() {
         git(&repo, &["commit", "-qm", v]);
         git(&repo, &["tag", v]);
     }
-    let kind = ExecutorKind::Git {
+    let kind = ExecutorKind::Git(rollbackd::execute::git::Config {
         repo: repo.clone(),
         build: vec![],
         restart: None,
-    };
+    });
     let p = plan(kind);
     assert_eq!(check_version(&p, "v1").await, Ok(()));
     let r = within("git to v9", run_plan_to(&p, &vars(None), "v9")).await;
@@ -132,12 +132,12 @@ async fn docker_checks_the_image_tag_locally_then_in_the_registry() {
             "registry": ["registry:5000/app:1.7"]
         }),
     );
-    let kind = ExecutorKind::Docker {
+    let kind = ExecutorKind::Docker(rollbackd::execute::docker::Config {
         container: "web".into(),
         image: "registry:5000/app".into(),
         run_args: argv(&["-e", "RELEASE={to_version}"]),
         docker: fake.path(),
-    };
+    });
     let p = plan(kind);
     // Local, pullable, unknown.
     assert_eq!(check_version(&p, "1.8").await, Ok(()));
@@ -184,13 +184,13 @@ async fn kubernetes_goes_to_a_listed_revision() {
             "pods": []
         }),
     );
-    let kind = ExecutorKind::Kubernetes {
+    let kind = ExecutorKind::Kubernetes(rollbackd::execute::kubernetes::Config {
         deployment: "web".into(),
         namespace: "prod".into(),
         context: None,
         to_revision: None,
         kubectl: fake.path(),
-    };
+    });
     let p = plan(kind);
     for bad in ["7", "v1"] {
         let e = check_version(&p, bad).await.unwrap_err().to_string();
@@ -220,11 +220,11 @@ async fn symlink_checks_the_release_directory() {
     }
     let current = tmp.path().join("current");
     std::os::unix::fs::symlink(releases.join("v3"), &current).unwrap();
-    let p = plan(ExecutorKind::Symlink {
+    let p = plan(ExecutorKind::Symlink(rollbackd::execute::symlink::Config {
         current: current.clone(),
         releases: releases.clone(),
         restart: None,
-    });
+    }));
     for (v, want) in [
         ("v1", Ok(())),
         (
@@ -276,9 +276,9 @@ async fn a_template_without_a_value_stops_the_plan_before_pre() {
     let _one = ONE_AT_A_TIME.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let marker = tmp.path().join("pre-ran");
-    let mut p = plan(ExecutorKind::Command {
+    let mut p = plan(ExecutorKind::Command(rollbackd::execute::command::Config {
         steps: vec![argv(&["git", "checkout", "{to_version}"]).into()],
-    });
+    }));
     p.pre = vec![argv(&["touch", marker.to_str().unwrap()]).into()];
     let r = within("plan", run_plan(&p, &vars(None))).await;
     assert!(!r.ok);
@@ -297,11 +297,11 @@ async fn a_template_without_a_value_stops_the_plan_before_pre() {
     let current = tmp.path().join("current");
     std::os::unix::fs::symlink(releases.join("v2"), &current).unwrap();
     let log = tmp.path().join("backup");
-    let mut p = plan(ExecutorKind::Symlink {
+    let mut p = plan(ExecutorKind::Symlink(rollbackd::execute::symlink::Config {
         current,
         releases,
         restart: None,
-    });
+    }));
     p.pre = vec![argv(&[
         "sh",
         "-c",
@@ -318,14 +318,16 @@ async fn a_template_without_a_value_stops_the_plan_before_pre() {
 #[tokio::test]
 async fn blue_green_cannot_choose_a_version() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let p = plan(ExecutorKind::BlueGreen {
-        service: "web".into(),
-        namespace: "prod".into(),
-        context: None,
-        selector_key: "version".into(),
-        colors: ["blue".into(), "green".into()],
-        kubectl: "/nonexistent/kubectl".into(),
-    });
+    let p = plan(ExecutorKind::BlueGreen(
+        rollbackd::execute::blue_green::Config {
+            service: "web".into(),
+            namespace: "prod".into(),
+            context: None,
+            selector_key: "version".into(),
+            colors: ["blue".into(), "green".into()],
+            kubectl: "/nonexistent/kubectl".into(),
+        },
+    ));
     let r = within("blue_green to v1", run_plan_to(&p, &vars(None), "v1")).await;
     assert!(!r.ok);
     assert!(r.steps.is_empty());
@@ -335,9 +337,9 @@ async fn blue_green_cannot_choose_a_version() {
         "{e}"
     );
     // command and webhook plans pass it on as {to_version}.
-    let p = plan(ExecutorKind::Command {
+    let p = plan(ExecutorKind::Command(rollbackd::execute::command::Config {
         steps: vec![argv(&["test", "{to_version}", "=", "v1"]).into()],
-    });
+    }));
     let r = within("command to v1", run_plan_to(&p, &vars(Some("v0")), "v1")).await;
     assert!(r.ok, "{:?}", r.error);
 }
@@ -354,7 +356,7 @@ async fn plan_cwd_and_env_reach_the_executors_own_steps() {
     std::fs::create_dir(&app).unwrap();
     let current = tmp.path().join("current");
     std::os::unix::fs::symlink(releases.join("v2"), &current).unwrap();
-    let mut p = plan(ExecutorKind::Symlink {
+    let mut p = plan(ExecutorKind::Symlink(rollbackd::execute::symlink::Config {
         current,
         releases,
         restart: Some(argv(&[
@@ -362,7 +364,7 @@ async fn plan_cwd_and_env_reach_the_executors_own_steps() {
             "-c",
             "echo \"$PM2_HOME $ROLLBACKD_TO_VERSION\" > restarted",
         ])),
-    });
+    }));
     p.cwd = Some(app.clone());
     p.env = [("PM2_HOME".to_string(), "/srv/pm2".to_string())].into();
     let r = within("symlink plan with context", run_plan(&p, &vars(None))).await;

@@ -540,21 +540,8 @@ fn target(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<TargetConfig> {
     let version = match (version_command?, version_other?) {
         (Some(argv), _) => Some(super::VersionSource::Command(argv)),
         (None, Some(other)) => Some(other),
-        (None, None) => match &rollback.kind {
-            ExecutorKind::Symlink { current, .. } => {
-                Some(super::VersionSource::Symlink(current.clone()))
-            }
-            // The tag (or tag-distance-commit) the working tree is at.
-            ExecutorKind::Git { repo, .. } => Some(super::VersionSource::Command(vec![
-                "git".into(),
-                "-C".into(),
-                repo.display().to_string(),
-                "describe".into(),
-                "--tags".into(),
-                "--always".into(),
-            ])),
-            _ => None,
-        },
+        // The executor's own reading, if it has one (symlink, git).
+        (None, None) => rollback.kind.version_source(),
     };
     let notify = target_notify(cx, &join(p, "notify"), raw.notify.as_ref());
     if raw.rule.is_empty() {
@@ -1486,9 +1473,9 @@ mod tests {
         assert_eq!(
             t.rollback,
             RollbackPlan {
-                kind: ExecutorKind::Command {
+                kind: ExecutorKind::Command(crate::execute::command::Config {
                     steps: vec![vec!["systemctl".into(), "restart".into(), "web".into()].into()]
-                },
+                }),
                 timeout: Duration::from_secs(300),
                 after: vec![],
                 pre: vec![],
@@ -1598,13 +1585,13 @@ mod tests {
         let t = kind("kind = \"kubernetes\"\ndeployment = \"web\"\nnamespace = \"prod\"\nto_revision = 3\nstep_timeout = \"20s\"\npre = [[\"true\"]]");
         assert_eq!(
             t.rollback.kind,
-            ExecutorKind::Kubernetes {
+            ExecutorKind::Kubernetes(crate::execute::kubernetes::Config {
                 deployment: "web".into(),
                 namespace: "prod".into(),
                 context: None,
                 to_revision: Some(3),
                 kubectl: "kubectl".into(),
-            }
+            })
         );
         assert_eq!(t.rollback.step_timeout, Some(Duration::from_secs(20)));
         assert_eq!(t.rollback.pre, vec![vec!["true".to_string()].into()]);
@@ -1631,7 +1618,8 @@ mod tests {
             t.rollback.env.get("NODE_ENV").map(String::as_str),
             Some("production")
         );
-        let ExecutorKind::Command { steps } = &t.rollback.kind else {
+        let ExecutorKind::Command(crate::execute::command::Config { steps }) = &t.rollback.kind
+        else {
             panic!("command");
         };
         assert_eq!(
@@ -1652,24 +1640,24 @@ mod tests {
         let t = kind("kind = \"blue_green\"\nservice = \"web\"\nnamespace = \"prod\"");
         assert_eq!(
             t.rollback.kind,
-            ExecutorKind::BlueGreen {
+            ExecutorKind::BlueGreen(crate::execute::blue_green::Config {
                 service: "web".into(),
                 namespace: "prod".into(),
                 context: None,
                 selector_key: "version".into(),
                 colors: ["blue".into(), "green".into()],
                 kubectl: "kubectl".into(),
-            }
+            })
         );
         let t = kind("kind = \"docker\"\ncontainer = \"web\"\nimage = \"registry:5000/app\"\nrun_args = [\"-p\", \"80:80\"]");
         assert_eq!(
             t.rollback.kind,
-            ExecutorKind::Docker {
+            ExecutorKind::Docker(crate::execute::docker::Config {
                 container: "web".into(),
                 image: "registry:5000/app".into(),
                 run_args: vec!["-p".into(), "80:80".into()],
                 docker: "docker".into(),
-            }
+            })
         );
         let t = kind("kind = \"git\"\nrepo = \"/srv/app\"\nbuild = [[\"npm\", \"ci\"]]\nrestart = [\"pm2\", \"restart\", \"{target}\"]");
         assert_eq!(
@@ -1681,7 +1669,8 @@ mod tests {
             ))
         );
         let t = kind("kind = \"webhook\"\nurl = \"https://ci.example.com/rollback\"\ntoken_file = \"/etc/rollbackd/ci-token\"\nbody = { ref = \"{to_version}\", why = \"{incident}\" }");
-        let ExecutorKind::Webhook { body, .. } = t.rollback.kind else {
+        let ExecutorKind::Webhook(crate::execute::webhook::Config { body, .. }) = t.rollback.kind
+        else {
             panic!("webhook expected");
         };
         let body: serde_json::Value = serde_json::from_str(&body.unwrap()).unwrap();
