@@ -2,35 +2,13 @@
 //! and restart programs.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::path::PathBuf;
 
-use rollbackd::config::{ExecutorKind, RollbackPlan};
+mod common;
+
+use common::exec::{self, git};
+use rollbackd::config::ExecutorKind;
 use rollbackd::execute::{run_plan, ExecResult, Vars};
-
-fn git(repo: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@example.com",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .output()
-        .expect("git is installed");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// A repository whose VERSION file says 1.0.0 at tag v1.0.0 and 1.0.1 at
 /// v1.0.1 (checked out), plus build and restart programs next to it.
@@ -93,26 +71,12 @@ fn kind(f: &Fixture) -> ExecutorKind {
 }
 
 async fn run(kind: ExecutorKind, from: Option<&str>, to: Option<&str>) -> ExecResult {
-    let plan = RollbackPlan {
-        kind,
-        timeout: Duration::from_secs(30),
-        after: vec![],
-        pre: vec![],
-        step_timeout: None,
-        on_failure: vec![],
-        cwd: None,
-        env: Default::default(),
-    };
+    let plan = exec::plan(kind);
     let vars = Vars {
         target: "app".into(),
-        from_version: from.map(str::to_string),
-        to_version: to.map(str::to_string),
-        incident: "inc-3".into(),
-        lease: None,
+        ..exec::vars(from, to, "inc-3")
     };
-    tokio::time::timeout(Duration::from_secs(60), run_plan(&plan, &vars))
-        .await
-        .expect("git plan did not finish within 60s: likely stuck on a child's pipe")
+    exec::within(60, "git plan", run_plan(&plan, &vars)).await
 }
 
 fn out(f: &Fixture, name: &str) -> String {

@@ -1,49 +1,26 @@
 //! Plan-level behaviour: the webhook executor against a local HTTP server,
 //! `pre` steps, and the per-step timeout killing a process group.
 
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod common;
+
+use common::exec::{self, plan, within};
 use nix::errno::Errno;
 use nix::sys::signal::killpg;
 use nix::unistd::Pid;
-use rollbackd::config::{ExecutorKind, RollbackPlan};
+use rollbackd::config::ExecutorKind;
 use rollbackd::execute::{run_plan, ExecResult, Vars};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
-
-async fn within<T>(secs: u64, what: &str, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(secs), f)
-        .await
-        .unwrap_or_else(|_| panic!("{what} did not finish within {secs}s: likely stuck on a child, a pipe or the HTTP server"))
-}
 
 fn s(args: &[&str]) -> Vec<String> {
     args.iter().map(|a| a.to_string()).collect()
 }
 
-fn plan(kind: ExecutorKind) -> RollbackPlan {
-    RollbackPlan {
-        kind,
-        timeout: Duration::from_secs(30),
-        after: vec![],
-        pre: vec![],
-        step_timeout: None,
-        on_failure: vec![],
-        cwd: None,
-        env: Default::default(),
-    }
-}
-
 fn vars() -> Vars {
-    Vars {
-        target: "web".into(),
-        from_version: Some("v2".into()),
-        to_version: Some("v1".into()),
-        incident: "inc-4".into(),
-        lease: None,
-    }
+    exec::vars(Some("v2"), Some("v1"), "inc-4")
 }
 
 // ---------------------------------------------------------------- webhook
