@@ -38,7 +38,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::config::{Config, ExecutorKind, TargetConfig};
+use crate::config::{Config, TargetConfig};
 use crate::decide::{
     self, Action, DecideConfig, Event, Fleet, Incident, NotifyKind, Outcome, Phase, TargetState,
 };
@@ -758,13 +758,40 @@ async fn dry_run(
     }
     // The programs the executor itself calls, even when a check failed
     // before they were reached.
-    programs.extend(executor_programs(&plan.kind));
-    // Programs inside `sh -c '...'`: the script's first word. A miss is a
-    // warning, not a failure: the script may define it (a function, PATH).
-    let mut scripts: Vec<&[String]> = plan.pre.iter().map(|s| s.argv.as_slice()).collect();
-    if let ExecutorKind::Command { steps } = &plan.kind {
-        scripts.extend(steps.iter().map(|s| s.argv.as_slice()));
+    programs.extend(plan.kind.programs());
+    check_programs(t, programs, out, &mut problems);
+    verify_note(t, out).await;
+    let (from, to) = (found.from_version, found.to_version);
+    if problems.is_empty() {
+        (
+            true,
+            "ready: every program is there and every check passed".to_string(),
+            from,
+            to,
+        )
+    } else {
+        (
+            false,
+            format!("not ready: {}", problems.join("; ")),
+            from,
+            to,
+        )
     }
+}
+
+/// Whether each program the plan runs is installed (a miss is a
+/// problem), and the programs inside its `sh -c '...'` scripts: the
+/// script's first word (a miss is a warning, not a failure: the script may
+/// define it, a function or PATH).
+fn check_programs(
+    t: &TargetConfig,
+    mut programs: Vec<String>,
+    out: &mut String,
+    problems: &mut Vec<String>,
+) {
+    let plan = &t.rollback;
+    let mut scripts: Vec<&[String]> = plan.pre.iter().map(|s| s.argv.as_slice()).collect();
+    scripts.extend(plan.kind.scripts());
     scripts.extend(plan.after.iter().map(|s| s.argv.as_slice()));
     scripts.extend(plan.on_failure.iter().map(|s| s.argv.as_slice()));
     scripts.extend(t.verify.commands.iter().map(|s| s.argv.as_slice()));
@@ -795,23 +822,6 @@ async fn dry_run(
                 format!("  warning: {program} (first word of an sh -c script) not found: {e}"),
             ),
         }
-    }
-    verify_note(t, out).await;
-    let (from, to) = (found.from_version, found.to_version);
-    if problems.is_empty() {
-        (
-            true,
-            "ready: every program is there and every check passed".to_string(),
-            from,
-            to,
-        )
-    } else {
-        (
-            false,
-            format!("not ready: {}", problems.join("; ")),
-            from,
-            to,
-        )
     }
 }
 
@@ -887,6 +897,13 @@ fn show_templates(
     }
 }
 
+/// Shell builtins and keywords: the first word of a script that is no
+/// program to look for.
+const SHELL_BUILTINS: &[&str] = &[
+    "cd", "echo", "exit", "export", "set", "test", "[", "true", "false", "printf", "read", "if",
+    "for", "while", "case", "{", "(", ":", ".", "source", "eval", "trap", "umask",
+];
+
 /// The program an `sh -c 'SCRIPT'` step runs first: the script's first
 /// word after variable assignments (`X=1 prog ...`) and `exec`. `None` for
 /// other steps, shell builtins and words with expansions.
@@ -902,36 +919,10 @@ pub fn shell_program(argv: &[String]) -> Option<String> {
         .split(|c: char| c.is_whitespace() || c == ';' || c == '|' || c == '&')
         .filter(|w| !w.is_empty())
         .find(|w| (w.starts_with('=') || !w.contains('=')) && *w != "exec")?;
-    const BUILTINS: &[&str] = &[
-        "cd", "echo", "exit", "export", "set", "test", "[", "true", "false", "printf", "read",
-        "if", "for", "while", "case", "{", "(", ":", ".", "source", "eval", "trap", "umask",
-    ];
-    if BUILTINS.contains(&word) || word.contains(['$', '`', '(', '"', '\'', '<', '>']) {
+    if SHELL_BUILTINS.contains(&word) || word.contains(['$', '`', '(', '"', '\'', '<', '>']) {
         return None;
     }
     Some(word.to_string())
-}
-
-/// The programs an executor calls itself.
-fn executor_programs(kind: &ExecutorKind) -> Vec<String> {
-    match kind {
-        ExecutorKind::Kubernetes { kubectl, .. } | ExecutorKind::BlueGreen { kubectl, .. } => {
-            vec![kubectl.clone()]
-        }
-        ExecutorKind::Docker { docker, .. } => vec![docker.clone()],
-        ExecutorKind::Git { build, restart, .. } => std::iter::once("git".to_string())
-            .chain(build.iter().filter_map(|a| a.first().cloned()))
-            .chain(restart.iter().filter_map(|a| a.first().cloned()))
-            .collect(),
-        ExecutorKind::Command { steps } => steps
-            .iter()
-            .filter_map(|s| s.argv.first().cloned())
-            .collect(),
-        ExecutorKind::Symlink { restart, .. } => {
-            restart.iter().filter_map(|a| a.first().cloned()).collect()
-        }
-        ExecutorKind::Webhook { .. } => Vec::new(),
-    }
 }
 
 /// `ok  argv  (12ms)` or `FAILED argv  (exit 1): why`.

@@ -21,7 +21,7 @@ fn example_config_loads() {
     assert_eq!(config.targets.len(), 1);
     let t = &config.targets[0];
     assert_eq!(t.no_data, NoData::Hold);
-    assert!(matches!(t.rollback.kind, ExecutorKind::Symlink { .. }));
+    assert!(matches!(t.rollback.kind, ExecutorKind::Symlink(_)));
     assert_eq!(
         t.version,
         Some(config::VersionSource::Symlink(

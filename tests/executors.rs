@@ -1,11 +1,13 @@
 //! Executors against real processes, real files and a real HTTP server.
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
+use common::exec::{self, within};
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -13,17 +15,6 @@ use rollbackd::execute::{command, symlink, verify, Vars};
 use rollbackd::run::process;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
-
-/// Fail with a message naming the likely hang instead of blocking CI forever.
-async fn within<T>(secs: u64, what: &str, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(secs), f)
-        .await
-        .unwrap_or_else(|_| {
-            panic!(
-                "{what} did not finish within {secs}s: likely stuck waiting on a child or a pipe"
-            )
-        })
-}
 
 fn s(args: &[&str]) -> Vec<String> {
     args.iter().map(|a| a.to_string()).collect()
@@ -34,13 +25,7 @@ fn deadline(secs: u64) -> Instant {
 }
 
 fn vars() -> Vars {
-    Vars {
-        target: "web".into(),
-        from_version: Some("v2".into()),
-        to_version: Some("v1".into()),
-        incident: "inc-1".into(),
-        lease: None,
-    }
+    exec::vars(Some("v2"), Some("v1"), "inc-1")
 }
 
 /// The pid the step printed first (`echo $$`): with its own process group,

@@ -1,13 +1,15 @@
 //! `docker` executor against a fake docker that keeps containers, local
 //! images and a registry in a state file and logs every argv.
 
+mod common;
 mod fakes;
 
 use std::time::Duration;
 
+use common::exec;
 use fakes::{argv, Fake};
 use rollbackd::config::{ExecutorKind, RollbackPlan};
-use rollbackd::execute::{run_plan, ExecResult, Vars};
+use rollbackd::execute::{run_plan, ExecResult};
 use serde_json::json;
 
 fn host() -> serde_json::Value {
@@ -19,10 +21,9 @@ fn host() -> serde_json::Value {
 }
 
 fn kind(fake: &Fake) -> ExecutorKind {
-    ExecutorKind::Docker {
-        container: "web".into(),
-        image: "registry:5000/app".into(),
-        run_args: argv(&[
+    exec::docker(
+        fake.path(),
+        argv(&[
             "-p",
             "127.0.0.1:8080:80",
             "-e",
@@ -30,8 +31,7 @@ fn kind(fake: &Fake) -> ExecutorKind {
             "--label",
             "incident={incident}",
         ]),
-        docker: fake.path(),
-    }
+    )
 }
 
 async fn run(kind: ExecutorKind, to_version: Option<&str>) -> ExecResult {
@@ -40,25 +40,11 @@ async fn run(kind: ExecutorKind, to_version: Option<&str>) -> ExecResult {
 
 async fn run_within(kind: ExecutorKind, to_version: Option<&str>, timeout: Duration) -> ExecResult {
     let plan = RollbackPlan {
-        kind,
         timeout,
-        after: vec![],
-        pre: vec![],
-        step_timeout: None,
-        on_failure: vec![],
-        cwd: None,
-        env: Default::default(),
+        ..exec::plan(kind)
     };
-    let vars = Vars {
-        target: "web".into(),
-        from_version: None,
-        to_version: to_version.map(str::to_string),
-        incident: "inc-9".into(),
-        lease: None,
-    };
-    tokio::time::timeout(Duration::from_secs(60), run_plan(&plan, &vars))
-        .await
-        .expect("plan did not finish within 60s: likely stuck on the fake docker's pipes")
+    let vars = exec::vars(None, to_version, "inc-9");
+    exec::within(60, "plan", run_plan(&plan, &vars)).await
 }
 
 fn run_argv(tag: &str) -> Vec<String> {

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use common::bin;
+use common::exec::git;
 use fakes::Fake;
 use serde_json::json;
 
@@ -49,25 +50,6 @@ fn drill(config: &Path, path_first: &Path, args: &[&str]) -> (Output, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out, text)
-}
-
-fn git(repo: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@example.com",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 #[test]

@@ -2,35 +2,13 @@
 //! and restart programs.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::path::PathBuf;
 
-use rollbackd::config::{ExecutorKind, RollbackPlan};
+mod common;
+
+use common::exec::{self, git};
+use rollbackd::config::ExecutorKind;
 use rollbackd::execute::{run_plan, ExecResult, Vars};
-
-fn git(repo: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@example.com",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .output()
-        .expect("git is installed");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// A repository whose VERSION file says 1.0.0 at tag v1.0.0 and 1.0.1 at
 /// v1.0.1 (checked out), plus build and restart programs next to it.
@@ -81,7 +59,7 @@ fn fixture() -> Fixture {
 }
 
 fn kind(f: &Fixture) -> ExecutorKind {
-    ExecutorKind::Git {
+    ExecutorKind::Git(rollbackd::execute::git::Config {
         repo: f.repo.clone(),
         build: vec![vec![f.bin.join("build").display().to_string()]],
         restart: Some(vec![
@@ -89,30 +67,16 @@ fn kind(f: &Fixture) -> ExecutorKind {
             "{to_version}".into(),
             "{incident}".into(),
         ]),
-    }
+    })
 }
 
 async fn run(kind: ExecutorKind, from: Option<&str>, to: Option<&str>) -> ExecResult {
-    let plan = RollbackPlan {
-        kind,
-        timeout: Duration::from_secs(30),
-        after: vec![],
-        pre: vec![],
-        step_timeout: None,
-        on_failure: vec![],
-        cwd: None,
-        env: Default::default(),
-    };
+    let plan = exec::plan(kind);
     let vars = Vars {
         target: "app".into(),
-        from_version: from.map(str::to_string),
-        to_version: to.map(str::to_string),
-        incident: "inc-3".into(),
-        lease: None,
+        ..exec::vars(from, to, "inc-3")
     };
-    tokio::time::timeout(Duration::from_secs(60), run_plan(&plan, &vars))
-        .await
-        .expect("git plan did not finish within 60s: likely stuck on a child's pipe")
+    exec::within(60, "git plan", run_plan(&plan, &vars)).await
 }
 
 fn out(f: &Fixture, name: &str) -> String {
@@ -202,7 +166,7 @@ async fn git_missing_tag_fails_cleanly_without_building_or_restarting() {
 async fn git_failing_build_stops_before_the_restart() {
     let f = fixture();
     let mut k = kind(&f);
-    if let ExecutorKind::Git { build, .. } = &mut k {
+    if let ExecutorKind::Git(rollbackd::execute::git::Config { build, .. }) = &mut k {
         build.push(vec![
             "sh".into(),
             "-c".into(),
@@ -224,11 +188,11 @@ async fn git_failing_build_stops_before_the_restart() {
 async fn git_not_a_repository_fails_cleanly() {
     let tmp = tempfile::tempdir().unwrap();
     let r = run(
-        ExecutorKind::Git {
+        ExecutorKind::Git(rollbackd::execute::git::Config {
             repo: tmp.path().to_path_buf(),
             build: vec![],
             restart: None,
-        },
+        }),
         None,
         None,
     )

@@ -1,36 +1,19 @@
 //! `kubernetes` and `blue_green` executors against a fake kubectl that keeps
 //! revisions, services and pods in a state file and logs every argv.
 
+mod common;
 mod fakes;
 
 use std::time::Duration;
 
+use common::exec::{self, plan};
 use fakes::{argv, Fake};
-use rollbackd::config::{ExecutorKind, RollbackPlan};
+use rollbackd::config::ExecutorKind;
 use rollbackd::execute::{blue_green::PODS_JSONPATH, run_plan, ExecResult, Vars};
 use serde_json::json;
 
-fn plan(kind: ExecutorKind) -> RollbackPlan {
-    RollbackPlan {
-        kind,
-        timeout: Duration::from_secs(30),
-        after: vec![],
-        pre: vec![],
-        step_timeout: None,
-        on_failure: vec![],
-        cwd: None,
-        env: Default::default(),
-    }
-}
-
 fn vars() -> Vars {
-    Vars {
-        target: "web".into(),
-        from_version: None,
-        to_version: None,
-        incident: "inc-1".into(),
-        lease: None,
-    }
+    exec::vars(None, None, "inc-1")
 }
 
 async fn run(kind: ExecutorKind) -> ExecResult {
@@ -54,13 +37,7 @@ fn cluster() -> serde_json::Value {
 }
 
 fn k8s(fake: &Fake, to_revision: Option<u64>, context: Option<&str>) -> ExecutorKind {
-    ExecutorKind::Kubernetes {
-        deployment: "web".into(),
-        namespace: "prod".into(),
-        context: context.map(str::to_string),
-        to_revision,
-        kubectl: fake.path(),
-    }
+    exec::kubernetes(fake.path(), to_revision, context)
 }
 
 /// The status step's last argument is `--timeout=Ns` with the time left:
@@ -231,13 +208,15 @@ async fn kubernetes_unreachable_cluster_and_failed_rollout_are_reported_with_std
 
 #[tokio::test]
 async fn missing_kubectl_is_a_clean_failure() {
-    let r = run(ExecutorKind::Kubernetes {
-        deployment: "web".into(),
-        namespace: "prod".into(),
-        context: None,
-        to_revision: None,
-        kubectl: "/nonexistent/kubectl".into(),
-    })
+    let r = run(ExecutorKind::Kubernetes(
+        rollbackd::execute::kubernetes::Config {
+            deployment: "web".into(),
+            namespace: "prod".into(),
+            context: None,
+            to_revision: None,
+            kubectl: "/nonexistent/kubectl".into(),
+        },
+    ))
     .await;
     let e = r.error.unwrap();
     assert!(e.contains("cannot run \"/nonexistent/kubectl\""), "{e}");
@@ -246,14 +225,14 @@ async fn missing_kubectl_is_a_clean_failure() {
 // ------------------------------------------------------------- blue_green
 
 fn blue_green(fake: &Fake) -> ExecutorKind {
-    ExecutorKind::BlueGreen {
+    ExecutorKind::BlueGreen(rollbackd::execute::blue_green::Config {
         service: "web".into(),
         namespace: "prod".into(),
         context: None,
         selector_key: "version".into(),
         colors: ["blue".into(), "green".into()],
         kubectl: fake.path(),
-    }
+    })
 }
 
 #[tokio::test]

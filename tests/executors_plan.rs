@@ -1,49 +1,26 @@
 //! Plan-level behaviour: the webhook executor against a local HTTP server,
 //! `pre` steps, and the per-step timeout killing a process group.
 
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod common;
+
+use common::exec::{self, plan, within};
 use nix::errno::Errno;
 use nix::sys::signal::killpg;
 use nix::unistd::Pid;
-use rollbackd::config::{ExecutorKind, RollbackPlan};
+use rollbackd::config::ExecutorKind;
 use rollbackd::execute::{run_plan, ExecResult, Vars};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
-
-async fn within<T>(secs: u64, what: &str, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(secs), f)
-        .await
-        .unwrap_or_else(|_| panic!("{what} did not finish within {secs}s: likely stuck on a child, a pipe or the HTTP server"))
-}
 
 fn s(args: &[&str]) -> Vec<String> {
     args.iter().map(|a| a.to_string()).collect()
 }
 
-fn plan(kind: ExecutorKind) -> RollbackPlan {
-    RollbackPlan {
-        kind,
-        timeout: Duration::from_secs(30),
-        after: vec![],
-        pre: vec![],
-        step_timeout: None,
-        on_failure: vec![],
-        cwd: None,
-        env: Default::default(),
-    }
-}
-
 fn vars() -> Vars {
-    Vars {
-        target: "web".into(),
-        from_version: Some("v2".into()),
-        to_version: Some("v1".into()),
-        incident: "inc-4".into(),
-        lease: None,
-    }
+    exec::vars(Some("v2"), Some("v1"), "inc-4")
 }
 
 // ---------------------------------------------------------------- webhook
@@ -120,11 +97,11 @@ fn webhook(
     token_file: Option<std::path::PathBuf>,
     body: Option<&str>,
 ) -> ExecutorKind {
-    ExecutorKind::Webhook {
+    ExecutorKind::Webhook(rollbackd::execute::webhook::Config {
         url: url.parse().unwrap(),
         token_file,
         body: body.map(str::to_string),
-    }
+    })
 }
 
 #[tokio::test]
@@ -276,9 +253,9 @@ async fn webhook_unreadable_token_sends_nothing() {
 // ---------------------------------------------------------------- pre steps
 
 fn command(steps: &[&[&str]]) -> ExecutorKind {
-    ExecutorKind::Command {
+    ExecutorKind::Command(rollbackd::execute::command::Config {
         steps: steps.iter().map(|a| s(a).into()).collect(),
-    }
+    })
 }
 
 #[tokio::test]
@@ -295,9 +272,9 @@ async fn pre_steps_run_first_and_their_failure_stops_the_plan() {
         ]
     };
 
-    let mut p = plan(ExecutorKind::Command {
+    let mut p = plan(ExecutorKind::Command(rollbackd::execute::command::Config {
         steps: vec![append("main").into()],
-    });
+    }));
     p.pre = vec![append("backup-$ROLLBACKD_TO_VERSION").into()];
     let r = within(30, "plan with pre", run_plan(&p, &vars())).await;
     assert!(r.ok, "{:?}", r.error);
@@ -328,11 +305,11 @@ async fn pre_steps_come_before_an_executor_refusal() {
     // A refused git rollback (not a repository) still ran its pre step
     // first, and both are in the record.
     let dir = tempfile::tempdir().unwrap();
-    let mut p = plan(ExecutorKind::Git {
+    let mut p = plan(ExecutorKind::Git(rollbackd::execute::git::Config {
         repo: dir.path().to_path_buf(),
         build: vec![],
         restart: None,
-    });
+    }));
     p.pre = vec![s(&["true"]).into()];
     let r: ExecResult = within(30, "git plan", run_plan(&p, &vars())).await;
     assert!(!r.ok);

@@ -2,15 +2,12 @@
 //! can check one: git (a real repository), docker and kubernetes (the fakes
 //! in tests/fakes/), symlink; and templates resolved before the first step.
 
+mod common;
 mod fakes;
 
-use std::future::Future;
-use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
-
+use common::exec::{self, git, plan, within};
 use fakes::{argv, Fake};
-use rollbackd::config::{ExecutorKind, RollbackPlan};
+use rollbackd::config::ExecutorKind;
 use rollbackd::execute::{check_version, run_plan, run_plan_to, ExecResult, Vars};
 use serde_json::json;
 
@@ -19,35 +16,8 @@ use serde_json::json;
 /// run by another test at the same moment.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(60), f)
-        .await
-        .unwrap_or_else(|_| {
-            panic!("{what} did not finish within 60s: likely stuck on a fake's pipes")
-        })
-}
-
-fn plan(kind: ExecutorKind) -> RollbackPlan {
-    RollbackPlan {
-        kind,
-        timeout: Duration::from_secs(30),
-        after: vec![],
-        pre: vec![],
-        step_timeout: None,
-        on_failure: vec![],
-        cwd: None,
-        env: Default::default(),
-    }
-}
-
 fn vars(to: Option<&str>) -> Vars {
-    Vars {
-        target: "web".into(),
-        from_version: None,
-        to_version: to.map(str::to_string),
-        incident: "inc-7".into(),
-        lease: None,
-    }
+    exec::vars(None, to, "inc-7")
 }
 
 fn refused_with_nothing_run(r: &ExecResult, version: &str, why: &str) {
@@ -58,28 +28,6 @@ fn refused_with_nothing_run(r: &ExecResult, version: &str, why: &str) {
         e.starts_with(&format!("unknown version {version:?}: {why}"))
             && e.ends_with("; nothing was run"),
         "{e}"
-    );
-}
-
-fn git(repo: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@example.com",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .output()
-        .expect("git is installed");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
     );
 }
 
@@ -96,21 +44,21 @@ async fn git_goes_to_a_named_tag_and_refuses_an_unknown_one() {
         git(&repo, &["commit", "-qm", v]);
         git(&repo, &["tag", v]);
     }
-    let kind = ExecutorKind::Git {
+    let kind = ExecutorKind::Git(rollbackd::execute::git::Config {
         repo: repo.clone(),
         build: vec![],
         restart: None,
-    };
+    });
     let p = plan(kind);
     assert_eq!(check_version(&p, "v1").await, Ok(()));
-    let r = within("git to v9", run_plan_to(&p, &vars(None), "v9")).await;
+    let r = within(60, "git to v9", run_plan_to(&p, &vars(None), "v9")).await;
     refused_with_nothing_run(&r, "v9", "no tag or commit of that name in");
     assert_eq!(
         std::fs::read_to_string(repo.join("VERSION")).unwrap(),
         "v3\n"
     );
 
-    let r = within("git to v1", run_plan_to(&p, &vars(Some("v2")), "v1")).await;
+    let r = within(60, "git to v1", run_plan_to(&p, &vars(Some("v2")), "v1")).await;
     assert!(r.ok, "{:?}", r.error);
     assert_eq!(r.to_version.as_deref(), Some("v1"));
     assert_eq!(
@@ -132,17 +80,12 @@ async fn docker_checks_the_image_tag_locally_then_in_the_registry() {
             "registry": ["registry:5000/app:1.7"]
         }),
     );
-    let kind = ExecutorKind::Docker {
-        container: "web".into(),
-        image: "registry:5000/app".into(),
-        run_args: argv(&["-e", "RELEASE={to_version}"]),
-        docker: fake.path(),
-    };
+    let kind = exec::docker(fake.path(), argv(&["-e", "RELEASE={to_version}"]));
     let p = plan(kind);
     // Local, pullable, unknown.
     assert_eq!(check_version(&p, "1.8").await, Ok(()));
     assert_eq!(check_version(&p, "1.7").await, Ok(()));
-    let r = within("docker to 0.1", run_plan_to(&p, &vars(None), "0.1")).await;
+    let r = within(60, "docker to 0.1", run_plan_to(&p, &vars(None), "0.1")).await;
     refused_with_nothing_run(
         &r,
         "0.1",
@@ -156,7 +99,12 @@ async fn docker_checks_the_image_tag_locally_then_in_the_registry() {
         "the container was not touched: {:?}",
         fake.calls()
     );
-    let r = within("docker to 1.8", run_plan_to(&p, &vars(Some("1.9")), "1.8")).await;
+    let r = within(
+        60,
+        "docker to 1.8",
+        run_plan_to(&p, &vars(Some("1.9")), "1.8"),
+    )
+    .await;
     assert!(r.ok, "{:?}", r.error);
     let run = fake
         .calls()
@@ -184,19 +132,14 @@ async fn kubernetes_goes_to_a_listed_revision() {
             "pods": []
         }),
     );
-    let kind = ExecutorKind::Kubernetes {
-        deployment: "web".into(),
-        namespace: "prod".into(),
-        context: None,
-        to_revision: None,
-        kubectl: fake.path(),
-    };
+    let kind = exec::kubernetes(fake.path(), None, None);
     let p = plan(kind);
     for bad in ["7", "v1"] {
         let e = check_version(&p, bad).await.unwrap_err().to_string();
         assert!(e.starts_with(&format!("unknown version {bad:?}")), "{e}");
     }
     let r = within(
+        60,
         "kubernetes to 1",
         run_plan_to(&p, &vars(None), "revision 1"),
     )
@@ -220,11 +163,11 @@ async fn symlink_checks_the_release_directory() {
     }
     let current = tmp.path().join("current");
     std::os::unix::fs::symlink(releases.join("v3"), &current).unwrap();
-    let p = plan(ExecutorKind::Symlink {
+    let p = plan(ExecutorKind::Symlink(rollbackd::execute::symlink::Config {
         current: current.clone(),
         releases: releases.clone(),
         restart: None,
-    });
+    }));
     for (v, want) in [
         ("v1", Ok(())),
         (
@@ -263,7 +206,7 @@ async fn symlink_checks_the_release_directory() {
         let got = check_version(&p, v).await.map_err(|e| e.to_string());
         assert_eq!(got, want, "{v}");
     }
-    let r = within("symlink to v1", run_plan_to(&p, &vars(None), "v1")).await;
+    let r = within(60, "symlink to v1", run_plan_to(&p, &vars(None), "v1")).await;
     assert!(r.ok, "{:?}", r.error);
     assert_eq!(
         std::fs::read_link(&current).unwrap().file_name().unwrap(),
@@ -276,11 +219,11 @@ async fn a_template_without_a_value_stops_the_plan_before_pre() {
     let _one = ONE_AT_A_TIME.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let marker = tmp.path().join("pre-ran");
-    let mut p = plan(ExecutorKind::Command {
+    let mut p = plan(ExecutorKind::Command(rollbackd::execute::command::Config {
         steps: vec![argv(&["git", "checkout", "{to_version}"]).into()],
-    });
+    }));
     p.pre = vec![argv(&["touch", marker.to_str().unwrap()]).into()];
-    let r = within("plan", run_plan(&p, &vars(None))).await;
+    let r = within(60, "plan", run_plan(&p, &vars(None))).await;
     assert!(!r.ok);
     assert!(r.steps.is_empty());
     assert_eq!(
@@ -297,11 +240,11 @@ async fn a_template_without_a_value_stops_the_plan_before_pre() {
     let current = tmp.path().join("current");
     std::os::unix::fs::symlink(releases.join("v2"), &current).unwrap();
     let log = tmp.path().join("backup");
-    let mut p = plan(ExecutorKind::Symlink {
+    let mut p = plan(ExecutorKind::Symlink(rollbackd::execute::symlink::Config {
         current,
         releases,
         restart: None,
-    });
+    }));
     p.pre = vec![argv(&[
         "sh",
         "-c",
@@ -310,7 +253,7 @@ async fn a_template_without_a_value_stops_the_plan_before_pre() {
         "{to_version}",
     ])
     .into()];
-    let r = within("symlink plan", run_plan(&p, &vars(None))).await;
+    let r = within(60, "symlink plan", run_plan(&p, &vars(None))).await;
     assert!(r.ok, "{:?}", r.error);
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "v1\n");
 }
@@ -318,15 +261,17 @@ async fn a_template_without_a_value_stops_the_plan_before_pre() {
 #[tokio::test]
 async fn blue_green_cannot_choose_a_version() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let p = plan(ExecutorKind::BlueGreen {
-        service: "web".into(),
-        namespace: "prod".into(),
-        context: None,
-        selector_key: "version".into(),
-        colors: ["blue".into(), "green".into()],
-        kubectl: "/nonexistent/kubectl".into(),
-    });
-    let r = within("blue_green to v1", run_plan_to(&p, &vars(None), "v1")).await;
+    let p = plan(ExecutorKind::BlueGreen(
+        rollbackd::execute::blue_green::Config {
+            service: "web".into(),
+            namespace: "prod".into(),
+            context: None,
+            selector_key: "version".into(),
+            colors: ["blue".into(), "green".into()],
+            kubectl: "/nonexistent/kubectl".into(),
+        },
+    ));
+    let r = within(60, "blue_green to v1", run_plan_to(&p, &vars(None), "v1")).await;
     assert!(!r.ok);
     assert!(r.steps.is_empty());
     let e = r.error.unwrap();
@@ -335,10 +280,15 @@ async fn blue_green_cannot_choose_a_version() {
         "{e}"
     );
     // command and webhook plans pass it on as {to_version}.
-    let p = plan(ExecutorKind::Command {
+    let p = plan(ExecutorKind::Command(rollbackd::execute::command::Config {
         steps: vec![argv(&["test", "{to_version}", "=", "v1"]).into()],
-    });
-    let r = within("command to v1", run_plan_to(&p, &vars(Some("v0")), "v1")).await;
+    }));
+    let r = within(
+        60,
+        "command to v1",
+        run_plan_to(&p, &vars(Some("v0")), "v1"),
+    )
+    .await;
     assert!(r.ok, "{:?}", r.error);
 }
 
@@ -354,7 +304,7 @@ async fn plan_cwd_and_env_reach_the_executors_own_steps() {
     std::fs::create_dir(&app).unwrap();
     let current = tmp.path().join("current");
     std::os::unix::fs::symlink(releases.join("v2"), &current).unwrap();
-    let mut p = plan(ExecutorKind::Symlink {
+    let mut p = plan(ExecutorKind::Symlink(rollbackd::execute::symlink::Config {
         current,
         releases,
         restart: Some(argv(&[
@@ -362,10 +312,10 @@ async fn plan_cwd_and_env_reach_the_executors_own_steps() {
             "-c",
             "echo \"$PM2_HOME $ROLLBACKD_TO_VERSION\" > restarted",
         ])),
-    });
+    }));
     p.cwd = Some(app.clone());
     p.env = [("PM2_HOME".to_string(), "/srv/pm2".to_string())].into();
-    let r = within("symlink plan with context", run_plan(&p, &vars(None))).await;
+    let r = within(60, "symlink plan with context", run_plan(&p, &vars(None))).await;
     assert!(r.ok, "{:?}", r.error);
     assert_eq!(
         std::fs::read_to_string(app.join("restarted")).unwrap(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::duration;
 pub use super::error::{ConfigError, ConfigErrors, ConfigWarning};
-use super::raw::{join, RawStep};
+use super::raw::step::{join, RawStep};
 use crate::run::step::Step;
 
 /// The variables an argv template may use.

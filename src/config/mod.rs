@@ -10,6 +10,7 @@ pub mod probe_window;
 pub mod raw;
 pub mod secrets;
 pub mod validate;
+pub mod version_source;
 pub mod versions;
 
 use std::collections::BTreeMap;
@@ -18,9 +19,12 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::execute::kind::steps_using as kind_steps_using;
+pub use crate::execute::kinds::ExecutorKind;
 pub use crate::run::step::Step;
 pub use cx::{ConfigError, ConfigErrors, ConfigWarning, TEMPLATE_VARIABLES};
 pub use validate::validate;
+pub use version_source::VersionSource;
 
 /// Read and validate a config file. Errors carry the file name and key path.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -428,33 +432,6 @@ pub enum NoData {
     Breach,
 }
 
-/// Where a target's live version is read from.
-#[derive(Debug, Clone, PartialEq)]
-pub enum VersionSource {
-    /// argv run directly; trimmed stdout is the version.
-    Command(Vec<String>),
-    /// For `symlink` targets without an explicit source: the name of the
-    /// release directory `current` points to.
-    Symlink(PathBuf),
-    /// `version_url`: HTTP GET; the body (plain text), or the string at
-    /// `json_pointer` in a JSON body.
-    Url {
-        /// The URL fetched.
-        url: url::Url,
-        /// RFC 6901 pointer such as `/build/version`.
-        json_pointer: Option<String>,
-    },
-    /// `version_query`: the value of `label` on the query's result series.
-    Query {
-        /// PromQL, e.g. `app_build_info{job="app"}`.
-        query: String,
-        /// The label naming the version (default `version`).
-        label: String,
-        /// `version_prometheus`: the named server asked; `None` is `[prometheus]`.
-        server: Option<String>,
-    },
-}
-
 /// `[[target]]`.
 #[derive(Debug, Clone)]
 pub struct TargetConfig {
@@ -666,26 +643,8 @@ impl RollbackPlan {
     /// docker runs `image:{to_version}`). `on_failure` and `after` are not
     /// counted: they run after the plan.
     pub fn uses_var(&self, var: &str) -> Vec<String> {
-        let uses = |template: &str| crate::run::template::names(template).contains(&var);
-        let mut at = Vec::new();
-        let steps = |key: &str, list: &[Step], at: &mut Vec<String>| {
-            for (i, s) in list.iter().enumerate() {
-                if s.argv.iter().any(|a| uses(a)) {
-                    at.push(format!("{key}[{i}]"));
-                }
-            }
-        };
-        steps("pre", &self.pre, &mut at);
-        match &self.kind {
-            ExecutorKind::Command { steps: list } => steps("steps", list, &mut at),
-            ExecutorKind::Git { .. } | ExecutorKind::Docker { .. } if var == "to_version" => {
-                at.push("kind".to_string())
-            }
-            // The default body carries the versions when known; only an
-            // explicit template needs them.
-            ExecutorKind::Webhook { body: Some(b), .. } if uses(b) => at.push("body".to_string()),
-            _ => {}
-        }
+        let mut at = kind_steps_using("pre", &self.pre, var);
+        at.extend(self.kind.uses_var(var));
         at
     }
 
@@ -712,104 +671,7 @@ impl RollbackPlan {
     /// it (symlink: the release before the live one; kubernetes: `rollout
     /// undo` to the previous revision; blue_green: the other color).
     pub fn finds_own_version(&self) -> bool {
-        matches!(
-            self.kind,
-            ExecutorKind::Symlink { .. }
-                | ExecutorKind::Kubernetes { .. }
-                | ExecutorKind::BlueGreen { .. }
-        )
-    }
-}
-
-/// One executor kind with its keys.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ExecutorKind {
-    /// Ordered argv steps; the first failure stops the plan.
-    Command {
-        /// argv templates.
-        steps: Vec<Step>,
-    },
-    /// Re-point `current` at a previous release directory.
-    Symlink {
-        /// The symlink the service runs from.
-        current: PathBuf,
-        /// Directory holding one directory per release.
-        releases: PathBuf,
-        /// Run after re-pointing (argv template).
-        restart: Option<Vec<String>>,
-    },
-    /// `kubectl rollout undo` of a deployment, then `rollout status`.
-    Kubernetes {
-        /// Deployment name (without `deployment/`).
-        deployment: String,
-        /// Namespace of the deployment.
-        namespace: String,
-        /// kubectl context; `None` uses the current one.
-        context: Option<String>,
-        /// Revision to go back to; `None` is the one before the live one.
-        to_revision: Option<u64>,
-        /// kubectl program (default `kubectl`, looked up on PATH).
-        kubectl: String,
-    },
-    /// Flip a service's selector to the color that is not live.
-    BlueGreen {
-        /// Service whose selector flips.
-        service: String,
-        /// Namespace of the service and its pods.
-        namespace: String,
-        /// kubectl context; `None` uses the current one.
-        context: Option<String>,
-        /// Selector key that carries the color (default `version`).
-        selector_key: String,
-        /// The two colors (default `["blue", "green"]`).
-        colors: [String; 2],
-        /// kubectl program (default `kubectl`).
-        kubectl: String,
-    },
-    /// Replace a container with one running `image:{to_version}`.
-    Docker {
-        /// Container name, kept across the replacement.
-        container: String,
-        /// Image without tag.
-        image: String,
-        /// Extra `docker run` arguments (argv templates) before the image.
-        run_args: Vec<String>,
-        /// docker program (default `docker`).
-        docker: String,
-    },
-    /// Check out the previous tag in a repository, build, restart.
-    Git {
-        /// The working tree the service runs from.
-        repo: PathBuf,
-        /// Build steps run in `repo` after the checkout.
-        build: Vec<Vec<String>>,
-        /// Run last (argv template).
-        restart: Option<Vec<String>>,
-    },
-    /// POST to a CI/CD endpoint that performs the rollback.
-    Webhook {
-        /// Endpoint.
-        url: url::Url,
-        /// File holding the bearer token, read at each call.
-        token_file: Option<PathBuf>,
-        /// JSON body template; variables are substituted JSON-escaped.
-        /// `None`: target, incident and versions as a JSON object.
-        body: Option<String>,
-    },
-}
-
-impl ExecutorKind {
-    /// The `kind` key's value, for records and logs.
-    pub fn name(&self) -> &'static str {
-        match self {
-            ExecutorKind::Command { .. } => "command",
-            ExecutorKind::Symlink { .. } => "symlink",
-            ExecutorKind::Kubernetes { .. } => "kubernetes",
-            ExecutorKind::BlueGreen { .. } => "blue_green",
-            ExecutorKind::Docker { .. } => "docker",
-            ExecutorKind::Git { .. } => "git",
-            ExecutorKind::Webhook { .. } => "webhook",
-        }
+        self.kind.finds_own_version()
     }
 }
 
@@ -935,26 +797,26 @@ mod plan_tests {
     }
 
     fn command(steps: &[&[&str]]) -> ExecutorKind {
-        ExecutorKind::Command {
+        ExecutorKind::Command(crate::execute::command::Config {
             steps: steps
                 .iter()
                 .map(|a| Step::from(a.iter().map(|s| s.to_string()).collect::<Vec<_>>()))
                 .collect(),
-        }
+        })
     }
 
     #[test]
     fn where_a_plan_uses_a_variable() {
-        let git = ExecutorKind::Git {
+        let git = ExecutorKind::Git(crate::execute::git::Config {
             repo: "/srv/app".into(),
             build: vec![],
             restart: None,
-        };
-        let symlink = ExecutorKind::Symlink {
+        });
+        let symlink = ExecutorKind::Symlink(crate::execute::symlink::Config {
             current: "/srv/current".into(),
             releases: "/srv/releases".into(),
             restart: None,
-        };
+        });
         // (name, plan, var, where, finds its own version)
         let cases = [
             (

@@ -16,6 +16,10 @@ use serde::de::DeserializeOwned;
 
 use super::error::{ConfigError, ConfigErrors};
 
+pub mod step;
+pub(crate) use step::join;
+pub use step::{RawStep, RawStepTable};
+
 /// The whole file as written.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -342,9 +346,10 @@ impl RawRule {
     }
 }
 
-/// `[target.rollback]`. Holds the keys of every executor kind (also the ones
-/// not built yet) so that validation can say which key does not apply to
-/// which kind instead of a bare "unknown key".
+/// `[target.rollback]`: the keys every executor kind has. The kind's own
+/// keys (each kind's `Raw` in its `execute/KIND.rs`) are kept apart, as
+/// written, in `kind_keys`, so that validation can say which key does not
+/// apply to which kind instead of a bare "unknown key".
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRollback {
@@ -364,82 +369,10 @@ pub struct RawRollback {
     pub env: Option<BTreeMap<String, String>>,
     /// Duration string bounding each step.
     pub step_timeout: Option<String>,
-    /// command: ordered argv templates.
-    pub steps: Option<Vec<RawStep>>,
-    /// symlink: the link the service runs from.
-    pub current: Option<String>,
-    /// symlink: directory of release directories.
-    pub releases: Option<String>,
-    /// symlink, git: argv template run after switching.
-    pub restart: Option<Vec<String>>,
-    /// kubernetes: deployment name.
-    pub deployment: Option<String>,
-    /// kubernetes, blue_green: namespace.
-    pub namespace: Option<String>,
-    /// kubernetes, blue_green: kubectl context.
-    pub context: Option<String>,
-    /// kubernetes: revision to roll back to.
-    pub to_revision: Option<i64>,
-    /// kubernetes, blue_green: path of kubectl.
-    pub kubectl: Option<String>,
-    /// blue_green: the service whose selector flips.
-    pub service: Option<String>,
-    /// blue_green: selector key.
-    pub selector_key: Option<String>,
-    /// blue_green: the two colors.
-    pub colors: Option<Vec<String>>,
-    /// docker: container name.
-    pub container: Option<String>,
-    /// docker: image without tag.
-    pub image: Option<String>,
-    /// docker: extra `docker run` arguments.
-    pub run_args: Option<Vec<String>>,
-    /// docker: path of docker.
-    pub docker: Option<String>,
-    /// git: repository directory.
-    pub repo: Option<String>,
-    /// git: build steps.
-    pub build: Option<Vec<Vec<String>>>,
-    /// webhook: CI/CD endpoint.
-    pub url: Option<String>,
-    /// webhook: file holding the token.
-    pub token_file: Option<String>,
-    /// webhook: JSON body template (a string, or a table written as JSON).
-    pub body: Option<toml::Value>,
-}
-
-impl RawRollback {
-    /// Kind-specific keys that are set.
-    pub fn kind_keys_set(&self) -> Vec<&'static str> {
-        let mut keys = Vec::new();
-        let mut add = |set: bool, key| {
-            if set {
-                keys.push(key)
-            }
-        };
-        add(self.steps.is_some(), "steps");
-        add(self.current.is_some(), "current");
-        add(self.releases.is_some(), "releases");
-        add(self.restart.is_some(), "restart");
-        add(self.deployment.is_some(), "deployment");
-        add(self.namespace.is_some(), "namespace");
-        add(self.context.is_some(), "context");
-        add(self.to_revision.is_some(), "to_revision");
-        add(self.kubectl.is_some(), "kubectl");
-        add(self.service.is_some(), "service");
-        add(self.selector_key.is_some(), "selector_key");
-        add(self.colors.is_some(), "colors");
-        add(self.container.is_some(), "container");
-        add(self.image.is_some(), "image");
-        add(self.run_args.is_some(), "run_args");
-        add(self.docker.is_some(), "docker");
-        add(self.repo.is_some(), "repo");
-        add(self.build.is_some(), "build");
-        add(self.url.is_some(), "url");
-        add(self.token_file.is_some(), "token_file");
-        add(self.body.is_some(), "body");
-        keys
-    }
+    /// The keys of some executor kind, each of the type that kind reads
+    /// (checked by the walker), whichever kind `kind` names.
+    #[serde(skip)]
+    pub kind_keys: toml::Table,
 }
 
 /// `[target.verify]`.
@@ -458,60 +391,6 @@ pub struct RawVerify {
     pub checks: Option<Vec<RawCheck>>,
     /// Smoke-test argv steps that must exit 0.
     pub commands: Option<Vec<RawStep>>,
-}
-
-/// One step: a plain argv list, or a table with its own context.
-#[derive(Debug, Clone)]
-pub enum RawStep {
-    /// `["systemctl", "restart", "app"]`.
-    Argv(Vec<String>),
-    /// `{ argv = [...], cwd = "...", env = {...}, timeout = "..." }`.
-    Table(RawStepTable),
-}
-
-impl<'de> serde::Deserialize<'de> for RawStep {
-    /// Either form, with a message that says which forms exist and what was
-    /// wrong with this one (serde's untagged enums only say "did not
-    /// match").
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RawStep, D::Error> {
-        use serde::de::Error;
-        let value = toml::Value::deserialize(d)?;
-        match &value {
-            toml::Value::Array(items) => items
-                .iter()
-                .map(|v| v.as_str().map(str::to_string))
-                .collect::<Option<Vec<String>>>()
-                .map(RawStep::Argv)
-                .ok_or_else(|| {
-                    D::Error::custom(format!(
-                        "step {value} is not a list of strings (argv, program first)"
-                    ))
-                }),
-            toml::Value::Table(_) => value
-                .clone()
-                .try_into::<RawStepTable>()
-                .map(RawStep::Table)
-                .map_err(|e| D::Error::custom(format!("step {value}: {}", e.message()))),
-            other => Err(D::Error::custom(format!(
-                "step {other} must be an argv list [\"prog\", \"arg\"] or a table \
-                 {{ argv = [...], cwd = \"...\", env = {{...}}, timeout = \"...\" }}"
-            ))),
-        }
-    }
-}
-
-/// A step written as a table.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawStepTable {
-    /// argv template.
-    pub argv: Option<Vec<String>>,
-    /// Working directory (absolute).
-    pub cwd: Option<String>,
-    /// Environment added for this step.
-    pub env: Option<BTreeMap<String, String>>,
-    /// Duration string bounding this step.
-    pub timeout: Option<String>,
 }
 
 /// `[[target.verify.checks]]`.
@@ -579,15 +458,6 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     (line, before[line_start..].chars().count() + 1)
-}
-
-/// `parent.key`, or `key` at the top level.
-pub(crate) fn join(parent: &str, key: &str) -> String {
-    if parent.is_empty() {
-        key.to_string()
-    } else {
-        format!("{parent}.{key}")
-    }
 }
 
 /// Walks the parsed table, collecting every problem with its key path.
@@ -664,12 +534,41 @@ impl Walker<'_> {
         let rollback_path = join(path, "rollback");
         target.rollback = rollback
             .and_then(|v| self.table(&rollback_path, v))
-            .map(|t| self.flat(&rollback_path, t));
+            .map(|t| self.rollback(&rollback_path, t));
         let verify_path = join(path, "verify");
         target.verify = verify
             .and_then(|v| self.table(&verify_path, v))
             .map(|t| self.flat(&verify_path, t));
         target
+    }
+
+    /// `[target.rollback]`: its common keys, and the keys of executor
+    /// kinds ([`crate::execute::kinds`]) type-checked against the kind that
+    /// has them; any other key is unknown.
+    fn rollback(&mut self, path: &str, t: toml::Table) -> RawRollback {
+        let mut kind_keys = toml::Table::new();
+        let mut rest = toml::Table::new();
+        // Key by key, in the file's order, as `flat` reports them.
+        for (key, value) in t {
+            let error = match crate::execute::kinds::check_key(&key, &value) {
+                None => match key_error::<RawRollback>(&key, &value) {
+                    None => {
+                        rest.insert(key, value);
+                        continue;
+                    }
+                    Some(error) => error,
+                },
+                Some(Ok(())) => {
+                    kind_keys.insert(key, value);
+                    continue;
+                }
+                Some(Err(message)) => type_error(&message, &value),
+            };
+            self.err(join(path, &key), error);
+        }
+        let mut raw: RawRollback = self.flat(path, rest);
+        raw.kind_keys = kind_keys;
+        raw
     }
 
     /// A value that must be a table (`[section]`).
@@ -738,15 +637,7 @@ impl Walker<'_> {
     fn flat<T: DeserializeOwned + Default>(&mut self, path: &str, mut t: toml::Table) -> T {
         let keys: Vec<String> = t.keys().cloned().collect();
         for key in keys {
-            let mut one = toml::Table::new();
-            let value = t[&key].clone();
-            one.insert(key.clone(), value.clone());
-            if let Err(e) = toml::Value::Table(one).try_into::<T>() {
-                let message = if e.message().starts_with("unknown field") {
-                    "unknown key".to_string()
-                } else {
-                    type_error(e.message(), &value)
-                };
+            if let Some(message) = key_error::<T>(&key, &t[&key]) {
                 self.err(join(path, &key), message);
                 t.remove(&key);
             }
@@ -761,6 +652,19 @@ impl Walker<'_> {
             }
         }
     }
+}
+
+/// What is wrong with `key = value` in a table read as `T`: an unknown
+/// key, or a value of the wrong type; `None` when `T` reads it.
+fn key_error<T: DeserializeOwned>(key: &str, value: &toml::Value) -> Option<String> {
+    let mut one = toml::Table::new();
+    one.insert(key.to_string(), value.clone());
+    let e = toml::Value::Table(one).try_into::<T>().err()?;
+    Some(if e.message().starts_with("unknown field") {
+        "unknown key".to_string()
+    } else {
+        type_error(e.message(), value)
+    })
 }
 
 /// `target.rule` -> `target.rule`, used in "expected [[target.rule]]".

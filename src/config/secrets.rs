@@ -8,7 +8,7 @@ use std::fmt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::{Config, ExecutorKind, PrometheusAuth};
+use super::{Config, PrometheusAuth};
 
 /// A secret file that group or others may read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,12 +84,8 @@ pub fn secret_files(config: &Config) -> Vec<(String, PathBuf)> {
         }
     }
     for (i, t) in config.targets.iter().enumerate() {
-        if let ExecutorKind::Webhook {
-            token_file: Some(p),
-            ..
-        } = &t.rollback.kind
-        {
-            files.push((format!("target[{i}].rollback.token_file"), p.clone()));
+        for (key, p) in t.rollback.kind.secret_files() {
+            files.push((format!("target[{i}].rollback.{key}"), p));
         }
     }
     files

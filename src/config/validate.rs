@@ -495,7 +495,8 @@ fn target(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<TargetConfig> {
     let version = match (version_command?, version_other?) {
         (Some(argv), _) => Some(super::VersionSource::Command(argv)),
         (None, Some(other)) => Some(other),
-        (None, None) => executor_version(&rollback.kind),
+        // The executor's own reading, if it has one (symlink, git).
+        (None, None) => rollback.kind.version_source(),
     };
     let notify = target_notify(cx, &join(p, "notify"), raw.notify.as_ref());
     if raw.rule.is_empty() {
@@ -577,26 +578,6 @@ fn target_rules(cx: &mut Cx, p: &str, raw: &RawTarget) -> Vec<Option<RuleConfig>
         .enumerate()
         .map(|(i, r)| rule(cx, &format!("{p}.rule[{i}]"), r))
         .collect()
-}
-
-/// Where the live version is read when the target names no source: what
-/// the executor itself knows, if anything.
-fn executor_version(kind: &ExecutorKind) -> Option<super::VersionSource> {
-    match kind {
-        ExecutorKind::Symlink { current, .. } => {
-            Some(super::VersionSource::Symlink(current.clone()))
-        }
-        // The tag (or tag-distance-commit) the working tree is at.
-        ExecutorKind::Git { repo, .. } => Some(super::VersionSource::Command(vec![
-            "git".into(),
-            "-C".into(),
-            repo.display().to_string(),
-            "describe".into(),
-            "--tags".into(),
-            "--always".into(),
-        ])),
-        _ => None,
-    }
 }
 
 /// Default `target.confirm_timeout`.

@@ -5,50 +5,186 @@
 
 use std::collections::BTreeMap;
 
-use super::ExecResult;
+use std::path::{Path, PathBuf};
+
+use tokio::time::Instant;
+
+use super::kind::{optional_text, program, required_text, ExecError, Identity, Kind, VersionCheckError};
+use crate::config::cx::Cx;
+use crate::config::raw::step::join;
+use crate::config::version_source::VersionSource;
+use crate::report::ExecResult;
 use crate::run::plan::{first_line, Act, Budget, Runner, StepError};
+use crate::run::process::Context;
 use crate::run::template::Vars;
 
 /// jsonpath printing one line per pod: name, a tab, its Ready condition.
 pub const PODS_JSONPATH: &str = r#"jsonpath={range .items[*]}{.metadata.name}{"\t"}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}"#;
 
-/// The keys of a `blue_green` rollback.
-#[derive(Debug, Clone, Copy)]
-pub struct BlueGreen<'a> {
+/// The keys of a `blue_green` rollback, as written.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Raw {
     /// The service whose selector flips.
-    pub service: &'a str,
-    /// Its namespace (and its pods').
-    pub namespace: &'a str,
-    /// kubectl context, if not the current one.
-    pub context: Option<&'a str>,
-    /// Selector key carrying the color.
-    pub selector_key: &'a str,
+    pub service: Option<String>,
+    /// Namespace.
+    pub namespace: Option<String>,
+    /// kubectl context.
+    pub context: Option<String>,
+    /// Selector key.
+    pub selector_key: Option<String>,
     /// The two colors.
-    pub colors: &'a [String; 2],
-    /// kubectl program.
-    pub kubectl: &'a str,
+    pub colors: Option<Vec<String>>,
+    /// Path of kubectl.
+    pub kubectl: Option<String>,
 }
 
-impl BlueGreen<'_> {
+/// A `blue_green` rollback: flip a service's selector to the color that is
+/// not live.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Service whose selector flips.
+    pub service: String,
+    /// Namespace of the service and its pods.
+    pub namespace: String,
+    /// kubectl context; `None` uses the current one.
+    pub context: Option<String>,
+    /// Selector key that carries the color (default `version`).
+    pub selector_key: String,
+    /// The two colors (default `["blue", "green"]`).
+    pub colors: [String; 2],
+    /// kubectl program (default `kubectl`).
+    pub kubectl: String,
+}
+
+impl Kind for Config {
+    const NAME: &'static str = "blue_green";
+    const KEYS: &'static [&'static str] = &[
+        "service",
+        "namespace",
+        "context",
+        "selector_key",
+        "colors",
+        "kubectl",
+    ];
+    const VERSIONS_ARE_NAMES: bool = true;
+    type Raw = Raw;
+
+    fn build(cx: &mut Cx, p: &str, raw: Raw) -> Option<Config> {
+        let service = required_text(cx, p, "service", raw.service.as_deref());
+        let namespace = required_text(cx, p, "namespace", raw.namespace.as_deref());
+        let context = optional_text(cx, p, "context", raw.context.as_deref());
+        let selector_key = match raw.selector_key.as_deref() {
+            None => Some("version".to_string()),
+            Some(k) if !k.trim().is_empty() && !k.contains(['=', ',', ' ']) => Some(k.to_string()),
+            Some(k) => {
+                cx.err(
+                    join(p, "selector_key"),
+                    format!("selector_key {k:?} is not a label key"),
+                );
+                None
+            }
+        };
+        let colors = match raw.colors.as_deref() {
+            None => Some(["blue".to_string(), "green".to_string()]),
+            Some([a, b]) if !a.trim().is_empty() && !b.trim().is_empty() && a != b => {
+                Some([a.clone(), b.clone()])
+            }
+            Some(other) => {
+                cx.err(
+                    join(p, "colors"),
+                    format!("colors = {other:?} must be two different non-empty names, e.g. [\"blue\", \"green\"]"),
+                );
+                None
+            }
+        };
+        let kubectl = program(cx, p, "kubectl", raw.kubectl.as_deref());
+        Some(Config {
+            service: service?,
+            namespace: namespace?,
+            context: context?,
+            selector_key: selector_key?,
+            colors: colors?,
+            kubectl: kubectl?,
+        })
+    }
+
+    fn uses_var(&self, _var: &str) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The other color.
+    fn finds_own_version(&self) -> bool {
+        true
+    }
+
+    fn version_source(&self) -> Option<VersionSource> {
+        None
+    }
+
+    fn identity(&self, _target: &str, _cwd: Option<&Path>, _env: &BTreeMap<String, String>) -> Identity {
+        identity(&self.service, &self.namespace, self.context.as_deref())
+    }
+
+    fn secret_files(&self) -> Vec<(&'static str, PathBuf)> {
+        Vec::new()
+    }
+
+    fn programs(&self) -> Vec<String> {
+        vec![self.kubectl.clone()]
+    }
+
+    fn scripts(&self) -> Vec<&[String]> {
+        Vec::new()
+    }
+
+    fn resolve(&self, _vars: &mut Vars) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn prepare(&self, _vars: &Vars, r: &mut Runner) -> Result<Vec<Act>, ExecError> {
+        self.acts(r).await.map_err(ExecError::refused)
+    }
+
+    async fn run(&self, _context: &Context, vars: &Vars, budget: Budget) -> ExecResult {
+        let mut r = Runner::new(budget, vars);
+        let acts = self.acts(&mut r).await;
+        r.finish(acts).await
+    }
+
+    /// Cannot choose: it flips to the other color.
+    async fn check_version(&self, version: &str, _deadline: Instant) -> Result<(), VersionCheckError> {
+        Err(VersionCheckError::Refused(format!(
+            "version {version:?} cannot be chosen: a blue_green rollback flips the service to the \
+             color that is not live; leave out --to-version"
+        )))
+    }
+
+    fn go_to(&mut self, version: &str) -> String {
+        version.to_string()
+    }
+}
+
+impl Config {
     /// `kubectl ARGS... -n NS [--context C]`.
     fn kubectl(&self, args: &[&str]) -> Vec<String> {
         let mut argv = vec![self.kubectl.to_string()];
         argv.extend(args.iter().map(|s| s.to_string()));
         argv.extend(["-n".to_string(), self.namespace.to_string()]);
-        if let Some(context) = self.context {
+        if let Some(context) = &self.context {
             argv.extend(["--context".to_string(), context.to_string()]);
         }
         argv
     }
 
     /// Read the live color and the standby's readiness; returns the patch.
-    pub async fn prepare(&self, r: &mut Runner) -> Result<Vec<Act>, BlueGreenError> {
+    async fn acts(&self, r: &mut Runner) -> Result<Vec<Act>, BlueGreenError> {
         let out = r
             .run(
                 self.kubectl(&[
                     "get",
                     "service",
-                    self.service,
+                    &self.service,
                     "-o",
                     "jsonpath={.spec.selector}",
                 ]),
@@ -62,7 +198,7 @@ impl BlueGreen<'_> {
                 text: text.clone(),
                 error: e.to_string(),
             })?;
-        let key = self.selector_key;
+        let key = self.selector_key.as_str();
         let Some(live) = selector.get(key).cloned() else {
             return Err(BlueGreenError::NoKey {
                 service: self.service.to_string(),
@@ -70,7 +206,7 @@ impl BlueGreen<'_> {
                 selector: render(&selector),
             });
         };
-        let [a, b] = self.colors;
+        let [a, b] = &self.colors;
         let standby = if &live == a {
             b.clone()
         } else if &live == b {
@@ -114,19 +250,13 @@ impl BlueGreen<'_> {
         Ok(vec![Act::run(self.kubectl(&[
             "patch",
             "service",
-            self.service,
+            &self.service,
             "--type=merge",
             "-p",
             &patch,
         ]))])
     }
 
-    /// Switch.
-    pub async fn run(&self, vars: &Vars, budget: Budget) -> ExecResult {
-        let mut r = Runner::new(budget, vars);
-        let acts = self.prepare(&mut r).await;
-        r.finish(acts).await
-    }
 }
 
 /// `k=v,k=v` in key order, as `kubectl -l` takes it.
@@ -211,10 +341,10 @@ pub fn count_ready(text: &str) -> (usize, usize) {
     (ready, pods.len())
 }
 
-/// The executor's identity ([`super::identity`]): the service in its
+/// The executor's identity ([`Kind::identity`]): the service in its
 /// namespace and kubectl context.
-pub fn identity(service: &str, namespace: &str, context: Option<&str>) -> super::Identity {
-    super::Identity::same(format!(
+pub fn identity(service: &str, namespace: &str, context: Option<&str>) -> Identity {
+    Identity::same(format!(
         "blue_green service/{service} -n {namespace}{}",
         context
             .map(|c| format!(" --context {c}"))

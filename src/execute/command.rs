@@ -1,14 +1,124 @@
 //! `kind = "command"`: ordered argv steps; the first failure stops the plan.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
 use tokio::time::Instant;
 
-use super::ExecResult;
-use crate::config::Step;
-use crate::run::plan::Budget;
+use super::kind::{steps_using, ExecError, Identity, Kind, VersionCheckError};
+use crate::config::cx::Cx;
+use crate::config::raw::step::{join, RawStep};
+use crate::config::version_source::VersionSource;
+use crate::report::ExecResult;
+use crate::run::plan::{self as runner, Act, Budget, Runner};
 use crate::run::process::run_step_with;
 pub use crate::run::process::Context;
+use crate::run::step::Step;
 use crate::run::template::{substitute, TemplateError, Vars};
 use crate::util::display_argv;
+
+/// The keys of a `command` rollback, as written.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Raw {
+    /// Ordered argv templates.
+    pub steps: Option<Vec<RawStep>>,
+}
+
+/// A `command` rollback: ordered argv steps; the first failure stops the
+/// plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// argv templates.
+    pub steps: Vec<Step>,
+}
+
+impl Kind for Config {
+    const NAME: &'static str = "command";
+    const KEYS: &'static [&'static str] = &["steps"];
+    const VERSIONS_ARE_NAMES: bool = true;
+    type Raw = Raw;
+
+    fn build(cx: &mut Cx, p: &str, raw: Raw) -> Option<Config> {
+        let steps = match cx.required(p, "steps", raw.steps.as_deref()) {
+            None => None,
+            Some([]) => {
+                cx.err(
+                    join(p, "steps"),
+                    "no steps: give at least one command, e.g. steps = [[\"systemctl\", \"restart\", \"app\"]]",
+                );
+                None
+            }
+            Some(list) => cx.step_list(&join(p, "steps"), list),
+        };
+        Some(Config { steps: steps? })
+    }
+
+    fn uses_var(&self, var: &str) -> Vec<String> {
+        steps_using("steps", &self.steps, var)
+    }
+
+    fn finds_own_version(&self) -> bool {
+        false
+    }
+
+    fn version_source(&self) -> Option<VersionSource> {
+        None
+    }
+
+    fn identity(&self, target: &str, cwd: Option<&Path>, env: &BTreeMap<String, String>) -> Identity {
+        identity(target, &self.steps, cwd, env)
+    }
+
+    fn secret_files(&self) -> Vec<(&'static str, PathBuf)> {
+        Vec::new()
+    }
+
+    fn programs(&self) -> Vec<String> {
+        self.steps
+            .iter()
+            .filter_map(|s| s.argv.first().cloned())
+            .collect()
+    }
+
+    /// Every template of the steps is resolved before the first step of
+    /// the plan (`pre` included) runs.
+    fn scripts(&self) -> Vec<&[String]> {
+        self.steps.iter().map(|s| s.argv.as_slice()).collect()
+    }
+
+    fn resolve(&self, vars: &mut Vars) -> Result<(), String> {
+        substitute_all(&self.steps, vars, "step")
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    async fn prepare(&self, vars: &Vars, _r: &mut Runner) -> Result<Vec<Act>, ExecError> {
+        Ok(self
+            .steps
+            .iter()
+            .map(|step| {
+                runner::subst(&step.argv, vars, "step").map(|argv| Act::Run {
+                    argv,
+                    cwd: step.cwd.clone(),
+                })
+            })
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn run(&self, context: &Context, vars: &Vars, budget: Budget) -> ExecResult {
+        run_with(&self.steps, context, vars, budget, "step").await
+    }
+
+    /// Cannot check: `{to_version}` is passed on as given.
+    async fn check_version(&self, _version: &str, _deadline: Instant) -> Result<(), VersionCheckError> {
+        Ok(())
+    }
+
+    fn go_to(&mut self, version: &str) -> String {
+        version.to_string()
+    }
+}
 
 /// Run the steps in order under one deadline.
 pub async fn run(steps: &[Vec<String>], vars: &Vars, deadline: Instant) -> ExecResult {
@@ -117,7 +227,7 @@ pub async fn run_with(
     result
 }
 
-/// The executor's identity ([`super::identity`]): the steps as they would
+/// The executor's identity ([`Kind::identity`]): the steps as they would
 /// run for `target` (argv and environment with `{target}` filled in, and
 /// each step's working directory), so that two targets running the same
 /// commands in the same place with the same environment are one service.
@@ -129,7 +239,7 @@ pub fn identity(
     steps: &[Step],
     cwd: Option<&std::path::Path>,
     env: &std::collections::BTreeMap<String, String>,
-) -> super::Identity {
+) -> Identity {
     let fill = |s: &str| s.replace("{target}", target);
     // The key holds the environment's values; what is shown names only
     // the variables (a value may be a token).
@@ -156,7 +266,7 @@ pub fn identity(
             });
         }
     }
-    super::Identity {
+    Identity {
         key: format!("command steps {}", key.join(" && ")),
         shown: format!("command steps {}", shown.join(" && ")),
     }

@@ -12,27 +12,176 @@
 //! inspected, with the same `run_args`. These restore steps get at least
 //! [`RESTORE_TIMEOUT`] even when the plan deadline is (nearly) over.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::ExecResult;
+use super::kind::{probe, program, required_text, ExecError, Identity, Kind, VersionCheckError};
+use crate::config::cx::Cx;
+use crate::config::raw::step::join;
+use crate::config::version_source::VersionSource;
+use crate::report::ExecResult;
 use crate::run::plan::{first_line, Act, Budget, Runner, StepError};
-use crate::run::process::run_step_in;
+use crate::run::process::{run_step_in, Context};
 use crate::run::template::{substitute, TemplateError, Vars};
 use crate::version::order::previous;
 
-/// The keys of a `docker` rollback.
-#[derive(Debug, Clone, Copy)]
-pub struct Docker<'a> {
+/// The keys of a `docker` rollback, as written.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Raw {
     /// Container name.
-    pub container: &'a str,
+    pub container: Option<String>,
     /// Image without tag.
-    pub image: &'a str,
-    /// Extra `docker run` arguments (templates).
-    pub run_args: &'a [String],
-    /// docker program.
-    pub docker: &'a str,
+    pub image: Option<String>,
+    /// Extra `docker run` arguments.
+    pub run_args: Option<Vec<String>>,
+    /// Path of docker.
+    pub docker: Option<String>,
+}
+
+/// A `docker` rollback: replace a container with one running
+/// `image:{to_version}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Container name, kept across the replacement.
+    pub container: String,
+    /// Image without tag.
+    pub image: String,
+    /// Extra `docker run` arguments (argv templates) before the image.
+    pub run_args: Vec<String>,
+    /// docker program (default `docker`).
+    pub docker: String,
+}
+
+impl Kind for Config {
+    const NAME: &'static str = "docker";
+    const KEYS: &'static [&'static str] = &["container", "image", "run_args", "docker"];
+    const VERSIONS_ARE_NAMES: bool = true;
+    type Raw = Raw;
+
+    fn build(cx: &mut Cx, p: &str, raw: Raw) -> Option<Config> {
+        let container = required_text(cx, p, "container", raw.container.as_deref());
+        let image = required_text(cx, p, "image", raw.image.as_deref()).and_then(|image| {
+            let name = image.rsplit('/').next().unwrap_or(&image);
+            if name.contains([':', '@']) {
+                cx.err(
+                    join(p, "image"),
+                    format!("image {image:?} must not carry a tag or digest: the executor adds :{{to_version}}"),
+                );
+                None
+            } else {
+                Some(image)
+            }
+        });
+        let run_args = match raw.run_args.as_deref() {
+            None => Some(Vec::new()),
+            Some([]) => Some(Vec::new()),
+            // Checked like an argv, with a placeholder program.
+            Some(args) => {
+                let mut argv = vec!["docker".to_string()];
+                argv.extend_from_slice(args);
+                cx.argv(&join(p, "run_args"), &argv, true)
+                    .map(|_| args.to_vec())
+            }
+        };
+        let docker = program(cx, p, "docker", raw.docker.as_deref());
+        Some(Config {
+            container: container?,
+            image: image?,
+            run_args: run_args?,
+            docker: docker?,
+        })
+    }
+
+    /// It runs `image:{to_version}`.
+    fn uses_var(&self, var: &str) -> Vec<String> {
+        if var == "to_version" {
+            vec!["kind".to_string()]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn finds_own_version(&self) -> bool {
+        false
+    }
+
+    fn version_source(&self) -> Option<VersionSource> {
+        None
+    }
+
+    fn identity(&self, _target: &str, _cwd: Option<&Path>, _env: &BTreeMap<String, String>) -> Identity {
+        identity(&self.container)
+    }
+
+    fn secret_files(&self) -> Vec<(&'static str, PathBuf)> {
+        Vec::new()
+    }
+
+    fn programs(&self) -> Vec<String> {
+        vec![self.docker.clone()]
+    }
+
+    fn scripts(&self) -> Vec<&[String]> {
+        Vec::new()
+    }
+
+    fn resolve(&self, _vars: &mut Vars) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn prepare(&self, vars: &Vars, r: &mut Runner) -> Result<Vec<Act>, ExecError> {
+        self.acts(vars, r).await.map_err(ExecError::refused)
+    }
+
+    async fn run(&self, _context: &Context, vars: &Vars, budget: Budget) -> ExecResult {
+        self.replace(vars, budget).await
+    }
+
+    /// `docker image inspect image:V` (a local image), else `docker
+    /// manifest inspect image:V` (in the registry).
+    async fn check_version(&self, version: &str, deadline: Instant) -> Result<(), VersionCheckError> {
+        let tagged = format!("{}:{version}", self.image);
+        let argv = vec![
+            self.docker.clone(),
+            "image".to_string(),
+            "inspect".to_string(),
+            "--format".to_string(),
+            "{{.Id}}".to_string(),
+            tagged.clone(),
+        ];
+        if probe(argv, deadline).await.ok {
+            return Ok(());
+        }
+        // Not local: the registry must have it. `manifest inspect`
+        // asks without downloading (the rollback pulls it).
+        let argv = vec![
+            self.docker.clone(),
+            "manifest".to_string(),
+            "inspect".to_string(),
+            tagged.clone(),
+        ];
+        let remote = probe(argv, deadline).await;
+        if remote.ok {
+            Ok(())
+        } else {
+            Err(VersionCheckError::unknown(
+                version,
+                format!(
+                    "no local image {tagged}, and docker manifest inspect found none in the \
+                     registry: {}",
+                    remote.error.unwrap_or_default()
+                ),
+            ))
+        }
+    }
+
+    fn go_to(&mut self, version: &str) -> String {
+        version.to_string()
+    }
 }
 
 /// The time the restore steps (`docker rm -f`, then `docker run` of the old
@@ -56,7 +205,7 @@ struct Replacement {
     restore: Vec<String>,
 }
 
-impl Docker<'_> {
+impl Config {
     fn docker(&self, args: &[&str]) -> Vec<String> {
         let mut argv = vec![self.docker.to_string()];
         argv.extend(args.iter().map(|s| s.to_string()));
@@ -64,7 +213,7 @@ impl Docker<'_> {
     }
 
     /// Inspect, choose the tag, check it is there; returns the replacement.
-    pub async fn prepare(&self, vars: &Vars, r: &mut Runner) -> Result<Vec<Act>, DockerError> {
+    async fn acts(&self, vars: &Vars, r: &mut Runner) -> Result<Vec<Act>, DockerError> {
         let replacement = self.plan(vars, r).await?;
         let mut acts = replacement.before;
         acts.push(Act::run(replacement.run));
@@ -73,7 +222,7 @@ impl Docker<'_> {
 
     /// `docker run -d --name C ARGS... IMAGE`.
     fn run_argv(&self, args: Vec<String>, image: &str) -> Vec<String> {
-        let mut run = self.docker(&["run", "-d", "--name", self.container]);
+        let mut run = self.docker(&["run", "-d", "--name", &self.container]);
         run.extend(args);
         run.push(image.to_string());
         run
@@ -82,7 +231,7 @@ impl Docker<'_> {
     async fn plan(&self, vars: &Vars, r: &mut Runner) -> Result<Replacement, DockerError> {
         let report = r
             .probe(
-                self.docker(&["inspect", "--format", "{{.Config.Image}}", self.container]),
+                self.docker(&["inspect", "--format", "{{.Config.Image}}", &self.container]),
                 None,
             )
             .await;
@@ -118,7 +267,7 @@ impl Docker<'_> {
             None => {
                 let out = r
                     .run(
-                        self.docker(&["image", "ls", "--format", "{{.Tag}}", self.image]),
+                        self.docker(&["image", "ls", "--format", "{{.Tag}}", &self.image]),
                         None,
                     )
                     .await?;
@@ -147,16 +296,16 @@ impl Docker<'_> {
             ..vars.clone()
         };
         crate::run::process::found_vars(&found);
-        let run_args = substitute(self.run_args, &found).map_err(DockerError::RunArgs)?;
+        let run_args = substitute(&self.run_args, &found).map_err(DockerError::RunArgs)?;
         // Putting the old container back is a run towards the old tag.
         let back = Vars {
             from_version: Some(to.clone()),
             to_version: Some(live),
             ..vars.clone()
         };
-        let restore_args = substitute(self.run_args, &back).map_err(DockerError::RunArgs)?;
-        acts.push(Act::run(self.docker(&["stop", self.container])));
-        acts.push(Act::run(self.docker(&["rm", self.container])));
+        let restore_args = substitute(&self.run_args, &back).map_err(DockerError::RunArgs)?;
+        acts.push(Act::run(self.docker(&["stop", &self.container])));
+        acts.push(Act::run(self.docker(&["rm", &self.container])));
         let new_image = format!("{}:{to}", self.image);
         Ok(Replacement {
             before: acts,
@@ -169,7 +318,7 @@ impl Docker<'_> {
 
     /// Replace the container; when the new one cannot be run, start the old
     /// image again and fail the plan saying whether that worked.
-    pub async fn run(&self, vars: &Vars, budget: Budget) -> ExecResult {
+    async fn replace(&self, vars: &Vars, budget: Budget) -> ExecResult {
         let mut r = Runner::new(budget, vars);
         let replacement = match self.plan(vars, &mut r).await {
             Ok(replacement) => replacement,
@@ -213,7 +362,7 @@ impl Docker<'_> {
     /// old image; both recorded, each ending by [`restore_deadline`].
     async fn restore(&self, run: Vec<String>, r: &mut Runner) -> Result<(), RestoreFailed> {
         let own = Instant::now() + RESTORE_TIMEOUT;
-        let remove = self.docker(&["rm", "-f", self.container]);
+        let remove = self.docker(&["rm", "-f", &self.container]);
         let (until, limit) = restore_deadline(&r.budget, own);
         let report = run_step_in(&remove, until, limit, None).await;
         r.result.steps.push(report);
@@ -298,10 +447,10 @@ pub fn split_tag(image: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// The executor's identity ([`super::identity`]): the container (its name
+/// The executor's identity ([`Kind::identity`]): the container (its name
 /// is unique on the host).
-pub fn identity(container: &str) -> super::Identity {
-    super::Identity::same(format!("docker container {container}"))
+pub fn identity(container: &str) -> Identity {
+    Identity::same(format!("docker container {container}"))
 }
 
 #[cfg(test)]

@@ -6,12 +6,146 @@
 //! that sorts before the live version (`git describe --tags`), so a tree at
 //! `v1.0.1` or at `v1.0.1-3-gabc` goes back to `v1.0.0` or `v1.0.1`.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
-use super::ExecResult;
+use tokio::time::Instant;
+
+use super::kind::{optional_argv, probe, required_path, ExecError, Identity, Kind, VersionCheckError};
+use crate::config::cx::Cx;
+use crate::config::raw::step::join;
+use crate::config::version_source::VersionSource;
+use crate::report::ExecResult;
 use crate::run::plan::{first_line, subst, Act, Budget, Runner, StepError};
+use crate::run::process::Context;
 use crate::run::template::Vars;
 use crate::version::order::previous;
+
+/// The keys of a `git` rollback, as written.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Raw {
+    /// Repository directory.
+    pub repo: Option<String>,
+    /// Build steps.
+    pub build: Option<Vec<Vec<String>>>,
+    /// argv template run last.
+    pub restart: Option<Vec<String>>,
+}
+
+/// A `git` rollback: check out the previous tag in a repository, build,
+/// restart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The working tree the service runs from.
+    pub repo: PathBuf,
+    /// Build steps run in `repo` after the checkout.
+    pub build: Vec<Vec<String>>,
+    /// Run last (argv template).
+    pub restart: Option<Vec<String>>,
+}
+
+impl Kind for Config {
+    const NAME: &'static str = "git";
+    const KEYS: &'static [&'static str] = &["repo", "build", "restart"];
+    const VERSIONS_ARE_NAMES: bool = true;
+    type Raw = Raw;
+
+    fn build(cx: &mut Cx, p: &str, raw: Raw) -> Option<Config> {
+        let repo = required_path(cx, p, "repo", raw.repo.as_deref());
+        let build = cx.argv_list(&join(p, "build"), raw.build.as_deref().unwrap_or_default());
+        let restart = optional_argv(cx, p, "restart", raw.restart.as_deref());
+        Some(Config {
+            repo: repo?,
+            build: build?,
+            restart: restart?,
+        })
+    }
+
+    /// It checks out `{to_version}`.
+    fn uses_var(&self, var: &str) -> Vec<String> {
+        if var == "to_version" {
+            vec!["kind".to_string()]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn finds_own_version(&self) -> bool {
+        false
+    }
+
+    /// The tag (or tag-distance-commit) the working tree is at.
+    fn version_source(&self) -> Option<VersionSource> {
+        Some(VersionSource::Command(vec![
+            "git".into(),
+            "-C".into(),
+            self.repo.display().to_string(),
+            "describe".into(),
+            "--tags".into(),
+            "--always".into(),
+        ]))
+    }
+
+    fn identity(&self, _target: &str, _cwd: Option<&Path>, _env: &BTreeMap<String, String>) -> Identity {
+        identity(&self.repo)
+    }
+
+    fn secret_files(&self) -> Vec<(&'static str, PathBuf)> {
+        Vec::new()
+    }
+
+    fn programs(&self) -> Vec<String> {
+        std::iter::once("git".to_string())
+            .chain(self.build.iter().filter_map(|a| a.first().cloned()))
+            .chain(self.restart.iter().filter_map(|a| a.first().cloned()))
+            .collect()
+    }
+
+    fn scripts(&self) -> Vec<&[String]> {
+        Vec::new()
+    }
+
+    fn resolve(&self, _vars: &mut Vars) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn prepare(&self, vars: &Vars, r: &mut Runner) -> Result<Vec<Act>, ExecError> {
+        self.acts(vars, r).await.map_err(ExecError::refused)
+    }
+
+    /// Check out, build, restart.
+    async fn run(&self, _context: &Context, vars: &Vars, budget: Budget) -> ExecResult {
+        let mut r = Runner::new(budget, vars);
+        let acts = self.acts(vars, &mut r).await;
+        r.finish(acts).await
+    }
+
+    /// `git rev-parse --verify V^{commit}` in `repo`.
+    async fn check_version(&self, version: &str, deadline: Instant) -> Result<(), VersionCheckError> {
+        let argv = vec![
+            "git".to_string(),
+            "-C".to_string(),
+            self.repo.display().to_string(),
+            "rev-parse".to_string(),
+            "--verify".to_string(),
+            "--quiet".to_string(),
+            format!("{version}^{{commit}}"),
+        ];
+        if probe(argv, deadline).await.ok {
+            Ok(())
+        } else {
+            Err(VersionCheckError::unknown(
+                version,
+                format!("no tag or commit of that name in {}", self.repo.display()),
+            ))
+        }
+    }
+
+    fn go_to(&mut self, version: &str) -> String {
+        version.to_string()
+    }
+}
 
 /// Why a git rollback is refused (nothing was changed) or stopped.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -42,18 +176,7 @@ pub enum GitError {
     Step(#[from] StepError),
 }
 
-/// The keys of a `git` rollback.
-#[derive(Debug, Clone, Copy)]
-pub struct Git<'a> {
-    /// The working tree the service runs from.
-    pub repo: &'a Path,
-    /// Build steps (templates), run in `repo`.
-    pub build: &'a [Vec<String>],
-    /// Restart (template), run in `repo`.
-    pub restart: Option<&'a [String]>,
-}
-
-impl Git<'_> {
+impl Config {
     fn git(&self, args: &[&str]) -> Vec<String> {
         let mut argv = vec![
             "git".to_string(),
@@ -65,7 +188,7 @@ impl Git<'_> {
     }
 
     /// Read HEAD, choose and check the tag; returns checkout, build, restart.
-    pub async fn prepare(&self, vars: &Vars, r: &mut Runner) -> Result<Vec<Act>, GitError> {
+    async fn acts(&self, vars: &Vars, r: &mut Runner) -> Result<Vec<Act>, GitError> {
         let left = first_line(&r.run(self.git(&["rev-parse", "HEAD"]), None).await?);
         let live = match &vars.from_version {
             Some(v) => v.clone(),
@@ -122,13 +245,13 @@ impl Git<'_> {
             "--quiet",
             &format!("refs/tags/{tag}"),
         ]))];
-        for step in self.build {
+        for step in &self.build {
             acts.push(Act::Run {
                 argv: subst(step, &found, "build step")?,
                 cwd: cwd.clone(),
             });
         }
-        if let Some(restart) = self.restart {
+        if let Some(restart) = &self.restart {
             acts.push(Act::Run {
                 argv: subst(restart, &found, "restart")?,
                 cwd,
@@ -137,16 +260,10 @@ impl Git<'_> {
         Ok(acts)
     }
 
-    /// Check out, build, restart.
-    pub async fn run(&self, vars: &Vars, budget: Budget) -> ExecResult {
-        let mut r = Runner::new(budget, vars);
-        let acts = self.prepare(vars, &mut r).await;
-        r.finish(acts).await
-    }
 }
 
-/// The executor's identity ([`super::identity`]): the working tree.
-pub fn identity(repo: &Path) -> super::Identity {
-    let path: std::path::PathBuf = repo.components().collect();
-    super::Identity::same(format!("git {}", path.display()))
+/// The executor's identity ([`Kind::identity`]): the working tree.
+pub fn identity(repo: &Path) -> Identity {
+    let path: PathBuf = repo.components().collect();
+    Identity::same(format!("git {}", path.display()))
 }

@@ -2,26 +2,192 @@
 //! and the one to go to), `kubectl rollout undo deployment/D -n NS
 //! --to-revision=N`, then wait with `kubectl rollout status ... --timeout=`.
 
-use super::ExecResult;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use tokio::time::Instant;
+
+use super::kind::{
+    optional_text, probe, program, required_text, ExecError, Identity, Kind, VersionCheckError,
+};
+use crate::config::cx::Cx;
+use crate::config::raw::step::join;
+use crate::config::version_source::VersionSource;
+use crate::report::ExecResult;
 use crate::run::plan::{Act, Budget, Runner, StepError};
+use crate::run::process::Context;
 use crate::run::template::Vars;
 
-/// The keys of a `kubernetes` rollback.
-#[derive(Debug, Clone, Copy)]
-pub struct Kubernetes<'a> {
+/// The keys of a `kubernetes` rollback, as written.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Raw {
     /// Deployment name.
-    pub deployment: &'a str,
-    /// Its namespace.
-    pub namespace: &'a str,
-    /// kubectl context, if not the current one.
-    pub context: Option<&'a str>,
-    /// Revision to go to; `None`: the one before the live one.
-    pub to_revision: Option<u64>,
-    /// kubectl program.
-    pub kubectl: &'a str,
+    pub deployment: Option<String>,
+    /// Namespace.
+    pub namespace: Option<String>,
+    /// kubectl context.
+    pub context: Option<String>,
+    /// Revision to roll back to.
+    pub to_revision: Option<i64>,
+    /// Path of kubectl.
+    pub kubectl: Option<String>,
 }
 
-impl Kubernetes<'_> {
+/// A `kubernetes` rollback: `kubectl rollout undo` of a deployment, then
+/// `rollout status`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Deployment name (without `deployment/`).
+    pub deployment: String,
+    /// Namespace of the deployment.
+    pub namespace: String,
+    /// kubectl context; `None` uses the current one.
+    pub context: Option<String>,
+    /// Revision to go back to; `None` is the one before the live one.
+    pub to_revision: Option<u64>,
+    /// kubectl program (default `kubectl`, looked up on PATH).
+    pub kubectl: String,
+}
+
+impl Kind for Config {
+    const NAME: &'static str = "kubernetes";
+    const KEYS: &'static [&'static str] =
+        &["deployment", "namespace", "context", "to_revision", "kubectl"];
+    /// Its versions are revision numbers, also written `revision N`; they
+    /// are parsed in [`Kind::check_version`].
+    const VERSIONS_ARE_NAMES: bool = false;
+    type Raw = Raw;
+
+    fn build(cx: &mut Cx, p: &str, raw: Raw) -> Option<Config> {
+        let deployment = required_text(cx, p, "deployment", raw.deployment.as_deref());
+        let namespace = required_text(cx, p, "namespace", raw.namespace.as_deref());
+        let context = optional_text(cx, p, "context", raw.context.as_deref());
+        let to_revision = match raw.to_revision {
+            None => Some(None),
+            Some(n) if n >= 1 => Some(Some(n as u64)),
+            Some(n) => {
+                cx.err(
+                    join(p, "to_revision"),
+                    format!("to_revision = {n} is not a revision (revisions start at 1)"),
+                );
+                None
+            }
+        };
+        let kubectl = program(cx, p, "kubectl", raw.kubectl.as_deref());
+        Some(Config {
+            deployment: deployment?,
+            namespace: namespace?,
+            context: context?,
+            to_revision: to_revision?,
+            kubectl: kubectl?,
+        })
+    }
+
+    fn uses_var(&self, _var: &str) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// `rollout undo` to the previous revision.
+    fn finds_own_version(&self) -> bool {
+        true
+    }
+
+    fn version_source(&self) -> Option<VersionSource> {
+        None
+    }
+
+    fn identity(&self, _target: &str, _cwd: Option<&Path>, _env: &BTreeMap<String, String>) -> Identity {
+        identity(&self.deployment, &self.namespace, self.context.as_deref())
+    }
+
+    fn secret_files(&self) -> Vec<(&'static str, PathBuf)> {
+        Vec::new()
+    }
+
+    fn programs(&self) -> Vec<String> {
+        vec![self.kubectl.clone()]
+    }
+
+    fn scripts(&self) -> Vec<&[String]> {
+        Vec::new()
+    }
+
+    fn resolve(&self, _vars: &mut Vars) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn prepare(&self, _vars: &Vars, r: &mut Runner) -> Result<Vec<Act>, ExecError> {
+        self.acts(r).await.map_err(ExecError::refused)
+    }
+
+    async fn run(&self, _context: &Context, vars: &Vars, budget: Budget) -> ExecResult {
+        let mut r = Runner::new(budget, vars);
+        let acts = self.acts(&mut r).await;
+        r.finish(acts).await
+    }
+
+    /// A revision listed by `kubectl rollout history`.
+    async fn check_version(&self, version: &str, deadline: Instant) -> Result<(), VersionCheckError> {
+        let Some(n) = parse_revision(version) else {
+            return Err(VersionCheckError::unknown(
+                version,
+                "kubernetes versions are revision numbers (see kubectl rollout history)",
+            ));
+        };
+        let mut argv = vec![
+            self.kubectl.clone(),
+            "rollout".to_string(),
+            "history".to_string(),
+            format!("deployment/{}", self.deployment),
+            "-n".to_string(),
+            self.namespace.clone(),
+        ];
+        if let Some(c) = &self.context {
+            argv.extend(["--context".to_string(), c.clone()]);
+        }
+        let report = probe(argv, deadline).await;
+        if !report.ok {
+            return Err(VersionCheckError::Refused(format!(
+                "cannot check version {version:?}: kubectl rollout history failed: {}",
+                report.error.unwrap_or_default()
+            )));
+        }
+        if parse_history(&report.stdout).contains(&n) {
+            Ok(())
+        } else {
+            Err(VersionCheckError::unknown(
+                version,
+                format!(
+                    "revision {n} is not in the rollout history of deployment/{}",
+                    self.deployment
+                ),
+            ))
+        }
+    }
+
+    /// `--to-revision=V`; `revision 3` is written `3` from here on (a
+    /// version name).
+    fn go_to(&mut self, version: &str) -> String {
+        self.to_revision = parse_revision(version);
+        match self.to_revision {
+            Some(n) => n.to_string(),
+            None => version.to_string(),
+        }
+    }
+}
+
+/// `3`, `revision 3` -> 3.
+fn parse_revision(version: &str) -> Option<u64> {
+    version
+        .trim()
+        .trim_start_matches("revision")
+        .trim()
+        .parse()
+        .ok()
+}
+
+impl Config {
     /// `kubectl ARGS... deployment/D -n NS [--context C]`.
     fn kubectl(&self, verb: &[&str], extra: &[String]) -> Vec<String> {
         let mut argv = vec![self.kubectl.to_string()];
@@ -29,14 +195,14 @@ impl Kubernetes<'_> {
         argv.push(format!("deployment/{}", self.deployment));
         argv.extend(["-n".to_string(), self.namespace.to_string()]);
         argv.extend(extra.iter().cloned());
-        if let Some(context) = self.context {
+        if let Some(context) = &self.context {
             argv.extend(["--context".to_string(), context.to_string()]);
         }
         argv
     }
 
     /// Read the history and decide; returns the acts that roll back.
-    pub async fn prepare(&self, r: &mut Runner) -> Result<Vec<Act>, KubernetesError> {
+    async fn acts(&self, r: &mut Runner) -> Result<Vec<Act>, KubernetesError> {
         let history = r
             .run(self.kubectl(&["rollout", "history"], &[]), None)
             .await?;
@@ -82,12 +248,6 @@ impl Kubernetes<'_> {
         ])
     }
 
-    /// Roll back.
-    pub async fn run(&self, vars: &Vars, budget: Budget) -> ExecResult {
-        let mut r = Runner::new(budget, vars);
-        let acts = self.prepare(&mut r).await;
-        r.finish(acts).await
-    }
 }
 
 /// Why a kubernetes rollback is refused (nothing was changed) or stopped.
@@ -146,10 +306,10 @@ pub fn parse_history(text: &str) -> Vec<u64> {
     revisions
 }
 
-/// The executor's identity ([`super::identity`]): the deployment in its
+/// The executor's identity ([`Kind::identity`]): the deployment in its
 /// namespace and kubectl context.
-pub fn identity(deployment: &str, namespace: &str, context: Option<&str>) -> super::Identity {
-    super::Identity::same(format!(
+pub fn identity(deployment: &str, namespace: &str, context: Option<&str>) -> Identity {
+    Identity::same(format!(
         "kubernetes deployment/{deployment} -n {namespace}{}",
         context
             .map(|c| format!(" --context {c}"))

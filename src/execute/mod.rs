@@ -5,24 +5,55 @@
 //!
 //! Every plan runs under one deadline (`rollback.timeout`); a step still
 //! running then is killed together with its process group.
+//!
+//! # Executor kinds
+//!
+//! Each kind is one file, `execute/KIND.rs`, whose `Config` holds its keys
+//! and implements [`kind::Kind`]: validation, run, prepare (what a drill
+//! shows), version check, identity and the rest. A kind is registered by
+//! one line in `executor_kinds!` below, which declares its module and makes
+//! it a variant of [`ExecutorKind`] (`kinds.rs`, the one place kinds are
+//! dispatched). The kind's docs go in `docs/executors.md`.
 
-pub mod blue_green;
-pub mod command;
-pub mod docker;
-pub mod git;
-pub mod kubernetes;
-pub mod symlink;
+/// The executor kinds, one line each: `Variant(module)`, where
+/// `execute/module.rs` implements [`kind::Kind`] for its `Config`. The
+/// order is the order of "use one of ..." in `check`'s messages.
+macro_rules! executor_kinds {
+    ($then:ident) => {
+        $then! {
+            Command(command),
+            Symlink(symlink),
+            Kubernetes(kubernetes),
+            BlueGreen(blue_green),
+            Docker(docker),
+            Git(git),
+            Webhook(webhook),
+        }
+    };
+}
+
+/// Declares each registered kind's module.
+macro_rules! declare_executor_modules {
+    ($($variant:ident($module:ident),)*) => {
+        $(pub mod $module;)*
+    };
+}
+
+executor_kinds!(declare_executor_modules);
+pub mod kind;
+pub mod kinds;
 pub mod verify;
-pub mod webhook;
 
 use crate::run::process;
 use std::time::Duration;
 
-use crate::config::{ExecutorKind, RollbackPlan};
-use crate::run::plan::{self as runner, Act, Budget, Runner, StepError};
+use crate::config::RollbackPlan;
+use crate::run::plan::{Act, Budget, Runner};
 
 pub use crate::report::{ExecResult, StepReport};
 pub use crate::run::template::Vars;
+pub use kind::{ExecError, Identity, VersionCheckError};
+pub use kinds::ExecutorKind;
 
 /// The time budget of `plan` starting now (the runner takes plain
 /// durations, not config types).
@@ -38,51 +69,9 @@ pub fn context(plan: &RollbackPlan) -> command::Context {
     }
 }
 
-/// What a target's rollback acts on: two targets with equal keys roll back
-/// the same service, so only one may have an open incident at a time (the
-/// other waits: `decide::peers`). One function per executor kind, in its
-/// own file; fleets use the same key for their members.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Identity {
-    /// Equal for the same executor kind and keys.
-    pub key: String,
-    /// As a person reads it (`symlink /srv/app/current`), without secrets.
-    pub shown: String,
-}
-
-impl Identity {
-    /// An identity shown as its key.
-    fn same(key: String) -> Identity {
-        Identity {
-            shown: key.clone(),
-            key,
-        }
-    }
-}
-
 /// The executor identity of `target`'s rollback plan.
 pub fn identity(target: &str, plan: &RollbackPlan) -> Identity {
-    match &plan.kind {
-        ExecutorKind::Command { steps } => {
-            command::identity(target, steps, plan.cwd.as_deref(), &plan.env)
-        }
-        ExecutorKind::Symlink { current, .. } => symlink::identity(current),
-        ExecutorKind::Kubernetes {
-            deployment,
-            namespace,
-            context,
-            ..
-        } => kubernetes::identity(deployment, namespace, context.as_deref()),
-        ExecutorKind::BlueGreen {
-            service,
-            namespace,
-            context,
-            ..
-        } => blue_green::identity(service, namespace, context.as_deref()),
-        ExecutorKind::Docker { container, .. } => docker::identity(container),
-        ExecutorKind::Git { repo, .. } => git::identity(repo),
-        ExecutorKind::Webhook { url, .. } => webhook::identity(url),
-    }
+    plan.kind.identity(target, plan.cwd.as_deref(), &plan.env)
 }
 
 /// `check`'s warnings about targets that roll back the same executor (as
@@ -133,34 +122,21 @@ async fn run_plan_steps(plan: &RollbackPlan, vars: &Vars) -> ExecResult {
     let budget = budget(plan);
     let context = context(plan);
     let mut vars = vars.clone();
-    // The symlink executor finds the release to go to itself; resolve it
-    // now so that `pre` can use `{to_version}` too.
-    if let (
-        ExecutorKind::Symlink {
-            current, releases, ..
-        },
-        None,
-    ) = (&plan.kind, &vars.to_version)
-    {
-        if let Ok((live, chosen, _)) = symlink::preview(current, releases, None) {
-            vars.from_version.get_or_insert(live);
-            vars.to_version = Some(chosen);
-        }
-    }
-    let refused = |error: command::Unresolved| ExecResult {
-        ok: false,
-        steps: Vec::new(),
-        from_version: vars.from_version.clone(),
-        to_version: vars.to_version.clone(),
-        error: Some(error.to_string()),
-    };
-    if let Err(e) = command::substitute_all(&plan.pre, &vars, "pre step") {
-        return refused(e);
-    }
-    if let ExecutorKind::Command { steps } = &plan.kind {
-        if let Err(e) = command::substitute_all(steps, &vars, "step") {
-            return refused(e);
-        }
+    // The executor fills in what it finds itself (so that `pre` can use
+    // it) and checks its own templates; a `pre` step that cannot be
+    // completed is named first.
+    let own = plan.kind.resolve(&mut vars);
+    let pre = command::substitute_all(&plan.pre, &vars, "pre step")
+        .map(drop)
+        .map_err(|e| e.to_string());
+    if let Err(error) = pre.and(own) {
+        return ExecResult {
+            ok: false,
+            steps: Vec::new(),
+            from_version: vars.from_version.clone(),
+            to_version: vars.to_version.clone(),
+            error: Some(error),
+        };
     }
     process::with_vars(&vars, run_resolved(plan, &context, &vars, budget)).await
 }
@@ -182,7 +158,7 @@ async fn run_resolved(
         }
         pre_steps = pre.steps;
     }
-    let mut result = run_kind(&plan.kind, &context, &vars, budget).await;
+    let mut result = plan.kind.run(&context, &vars, budget).await;
     if !pre_steps.is_empty() {
         pre_steps.append(&mut result.steps);
         result.steps = pre_steps;
@@ -205,29 +181,12 @@ pub async fn run_plan_to(plan: &RollbackPlan, vars: &Vars, version: &str) -> Exe
         };
     }
     let mut plan = plan.clone();
-    let mut version = version.to_string();
-    if let ExecutorKind::Kubernetes { to_revision, .. } = &mut plan.kind {
-        *to_revision = parse_revision(&version);
-        // `revision 3` is written `3` from here on (a version name).
-        if let Some(n) = *to_revision {
-            version = n.to_string();
-        }
-    }
+    let version = plan.kind.go_to(version);
     let vars = Vars {
         to_version: Some(version),
         ..vars.clone()
     };
     run_plan(&plan, &vars).await
-}
-
-/// `3`, `revision 3` -> 3.
-fn parse_revision(version: &str) -> Option<u64> {
-    version
-        .trim()
-        .trim_start_matches("revision")
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// Whether `version` exists for the executor, read-only: symlink, a
@@ -239,155 +198,19 @@ fn parse_revision(version: &str) -> Option<u64> {
 /// given; `blue_green` cannot choose (it flips to the other color). `Err`
 /// says what is wrong, naming the version.
 pub async fn check_version(plan: &RollbackPlan, version: &str) -> Result<(), VersionCheckError> {
-    let version = version.to_string();
-    let unknown = |why: Unknown| VersionCheckError::Unknown {
-        version: version.clone(),
-        why,
-    };
     // A name a person typed reaches argv: the one version charset, the
-    // same rule as for versions read from the service. (Kubernetes
-    // versions are revision numbers, also written `revision N`; they are
-    // parsed below.)
-    let kubernetes = matches!(plan.kind, ExecutorKind::Kubernetes { .. });
-    if !kubernetes {
-        if let Err(why) = crate::version::name::check(&version) {
-            return Err(unknown(Unknown::NotAName(why)));
+    // same rule as for versions read from the service (unless the kind
+    // parses its versions itself: kubernetes revision numbers).
+    if plan.kind.versions_are_names() {
+        if let Err(why) = crate::version::name::check(version) {
+            return Err(VersionCheckError::unknown(
+                version,
+                format!("not a version name: {why}"),
+            ));
         }
     }
     let deadline = tokio::time::Instant::now() + plan.timeout.min(Duration::from_secs(30));
-    let probe = |argv: Vec<String>| async move {
-        process::run_step_in(&argv, deadline, "version check", None).await
-    };
-    match &plan.kind {
-        ExecutorKind::Symlink {
-            current, releases, ..
-        } => {
-            if version.contains('/') || version == "." || version == ".." {
-                return Err(unknown(Unknown::NotAReleaseName));
-            }
-            let dir = releases.join(&version);
-            if !dir.is_dir() {
-                return Err(unknown(Unknown::NoReleaseDir(dir)));
-            }
-            if symlink::live_release(current).is_ok_and(|live| live == version) {
-                return Err(VersionCheckError::AlreadyLive {
-                    version,
-                    current: current.clone(),
-                    dir,
-                });
-            }
-            Ok(())
-        }
-        ExecutorKind::Git { repo, .. } => {
-            let argv = vec![
-                "git".to_string(),
-                "-C".to_string(),
-                repo.display().to_string(),
-                "rev-parse".to_string(),
-                "--verify".to_string(),
-                "--quiet".to_string(),
-                format!("{version}^{{commit}}"),
-            ];
-            let report = probe(argv).await;
-            if report.ok {
-                Ok(())
-            } else {
-                Err(unknown(Unknown::NoGitRef(repo.clone())))
-            }
-        }
-        ExecutorKind::Docker { image, docker, .. } => {
-            let tagged = format!("{image}:{version}");
-            let argv = vec![
-                docker.clone(),
-                "image".to_string(),
-                "inspect".to_string(),
-                "--format".to_string(),
-                "{{.Id}}".to_string(),
-                tagged.clone(),
-            ];
-            if probe(argv).await.ok {
-                return Ok(());
-            }
-            // Not local: the registry must have it. `manifest inspect`
-            // asks without downloading (the rollback pulls it).
-            let argv = vec![
-                docker.clone(),
-                "manifest".to_string(),
-                "inspect".to_string(),
-                tagged.clone(),
-            ];
-            let remote = probe(argv).await;
-            if remote.ok {
-                Ok(())
-            } else {
-                Err(unknown(Unknown::NoImage {
-                    tagged,
-                    error: remote.error.unwrap_or_default(),
-                }))
-            }
-        }
-        ExecutorKind::Kubernetes {
-            deployment,
-            namespace,
-            context,
-            kubectl,
-            ..
-        } => {
-            let Some(n) = parse_revision(&version) else {
-                return Err(unknown(Unknown::NotARevision));
-            };
-            let mut argv = vec![
-                kubectl.clone(),
-                "rollout".to_string(),
-                "history".to_string(),
-                format!("deployment/{deployment}"),
-                "-n".to_string(),
-                namespace.clone(),
-            ];
-            if let Some(c) = context {
-                argv.extend(["--context".to_string(), c.clone()]);
-            }
-            let report = probe(argv).await;
-            if !report.ok {
-                return Err(VersionCheckError::HistoryFailed {
-                    version,
-                    error: report.error.unwrap_or_default(),
-                });
-            }
-            if kubernetes::parse_history(&report.stdout).contains(&n) {
-                Ok(())
-            } else {
-                Err(unknown(Unknown::NotInHistory {
-                    n,
-                    deployment: deployment.clone(),
-                }))
-            }
-        }
-        ExecutorKind::BlueGreen { .. } => Err(VersionCheckError::BlueGreen { version }),
-        ExecutorKind::Command { .. } | ExecutorKind::Webhook { .. } => Ok(()),
-    }
-}
-
-/// The executor's own steps.
-async fn run_kind(
-    kind: &ExecutorKind,
-    context: &command::Context,
-    vars: &Vars,
-    budget: Budget,
-) -> ExecResult {
-    match Executor::of(kind) {
-        Executor::Command(steps) => command::run_with(steps, context, vars, budget, "step").await,
-        Executor::Symlink {
-            current,
-            releases,
-            restart,
-        } => symlink::run_with(current, releases, restart, vars, budget).await,
-        Executor::Kubernetes(k) => k.run(vars, budget).await,
-        Executor::BlueGreen(b) => b.run(vars, budget).await,
-        Executor::Docker(d) => d.run(vars, budget).await,
-        Executor::Git(g) => g.run(vars, budget).await,
-        Executor::Webhook(w) => w.run(vars, budget).await,
-    }
+    plan.kind.check_version(version, deadline).await
 }
 
 /// Run the plan's `after` steps (once verification passed) under the plan
@@ -416,241 +239,7 @@ pub async fn prepare(
     vars: &Vars,
     r: &mut Runner,
 ) -> Result<Vec<Act>, ExecError> {
-    Ok(match Executor::of(kind) {
-        Executor::Command(steps) => steps
-            .iter()
-            .map(|step| {
-                runner::subst(&step.argv, vars, "step").map(|argv| Act::Run {
-                    argv,
-                    cwd: step.cwd.clone(),
-                })
-            })
-            .collect::<Result<_, _>>()?,
-        Executor::Symlink {
-            current,
-            releases,
-            restart,
-        } => {
-            let (live, chosen, target) =
-                symlink::preview(current, releases, vars.to_version.as_deref())?;
-            r.result.from_version = Some(live.clone());
-            r.result.to_version = Some(chosen.clone());
-            let found = Vars {
-                from_version: Some(live),
-                to_version: Some(chosen),
-                ..vars.clone()
-            };
-            let mut acts = vec![Act::run(vec![
-                "symlink".to_string(),
-                current.display().to_string(),
-                "->".to_string(),
-                target.display().to_string(),
-            ])];
-            if let Some(argv) = restart.filter(|a| !a.is_empty()) {
-                acts.push(Act::run(runner::subst(argv, &found, "restart")?));
-            }
-            acts
-        }
-        Executor::Kubernetes(k) => k.prepare(r).await?,
-        Executor::BlueGreen(b) => b.prepare(r).await?,
-        Executor::Docker(d) => d.prepare(vars, r).await?,
-        Executor::Git(g) => g.prepare(vars, r).await?,
-        Executor::Webhook(w) => w.prepare(vars)?,
-    })
-}
-
-/// Why an executor's read-only checks refused a plan (nothing was
-/// changed), or a step of it failed; each kind's error names its values.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ExecError {
-    /// A step failed, or its template could not be completed.
-    #[error(transparent)]
-    Step(#[from] StepError),
-    /// `symlink`.
-    #[error(transparent)]
-    Symlink(#[from] symlink::SymlinkError),
-    /// `kubernetes`.
-    #[error(transparent)]
-    Kubernetes(#[from] kubernetes::KubernetesError),
-    /// `blue_green`.
-    #[error(transparent)]
-    BlueGreen(#[from] blue_green::BlueGreenError),
-    /// `docker`.
-    #[error(transparent)]
-    Docker(#[from] docker::DockerError),
-    /// `git`.
-    #[error(transparent)]
-    Git(#[from] git::GitError),
-    /// `webhook`.
-    #[error(transparent)]
-    Webhook(#[from] webhook::WebhookError),
-}
-
-/// Why a version a person named (`trigger --to-version V`) is refused.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum VersionCheckError {
-    /// The executor does not know it.
-    #[error("unknown version {}: {why}", crate::version::name::escaped(version))]
-    Unknown {
-        /// As typed.
-        version: String,
-        /// What is wrong with it.
-        why: Unknown,
-    },
-    /// It is the live release already (symlink).
-    #[error("version {version:?} is already live ({} -> {})", current.display(), dir.display())]
-    AlreadyLive {
-        /// As typed.
-        version: String,
-        /// The `current` link.
-        current: std::path::PathBuf,
-        /// The release directory.
-        dir: std::path::PathBuf,
-    },
-    /// `kubectl rollout history` failed, so nothing can be said.
-    #[error("cannot check version {version:?}: kubectl rollout history failed: {error}")]
-    HistoryFailed {
-        /// As typed.
-        version: String,
-        /// kubectl's failure.
-        error: String,
-    },
-    /// A blue_green rollback cannot go to a chosen version.
-    #[error(
-        "version {version:?} cannot be chosen: a blue_green rollback flips the service to the \
-         color that is not live; leave out --to-version"
-    )]
-    BlueGreen {
-        /// As typed.
-        version: String,
-    },
-}
-
-/// What is wrong with an unknown version.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum Unknown {
-    /// Outside the version charset (it reaches argv).
-    #[error("not a version name: {0}")]
-    NotAName(crate::version::name::NotAVersion),
-    /// A path, `.` or `..` (symlink).
-    #[error("not a release directory name")]
-    NotAReleaseName,
-    /// No such release directory (symlink).
-    #[error("no release directory {}", .0.display())]
-    NoReleaseDir(std::path::PathBuf),
-    /// No tag or commit of that name (git).
-    #[error("no tag or commit of that name in {}", .0.display())]
-    NoGitRef(std::path::PathBuf),
-    /// No local or registry image (docker).
-    #[error(
-        "no local image {tagged}, and docker manifest inspect found none in the registry: {error}"
-    )]
-    NoImage {
-        /// `image:V`.
-        tagged: String,
-        /// Why the registry had none.
-        error: String,
-    },
-    /// Not a revision number (kubernetes).
-    #[error("kubernetes versions are revision numbers (see kubectl rollout history)")]
-    NotARevision,
-    /// Not in the rollout history (kubernetes).
-    #[error("revision {n} is not in the rollout history of deployment/{deployment}")]
-    NotInHistory {
-        /// The revision.
-        n: u64,
-        /// The deployment.
-        deployment: String,
-    },
-}
-
-/// A borrowed view of an [`ExecutorKind`] as the executor that runs it.
-enum Executor<'a> {
-    Command(&'a [crate::config::Step]),
-    Symlink {
-        current: &'a std::path::Path,
-        releases: &'a std::path::Path,
-        restart: Option<&'a [String]>,
-    },
-    Kubernetes(kubernetes::Kubernetes<'a>),
-    BlueGreen(blue_green::BlueGreen<'a>),
-    Docker(docker::Docker<'a>),
-    Git(git::Git<'a>),
-    Webhook(webhook::Webhook<'a>),
-}
-
-impl Executor<'_> {
-    fn of(kind: &ExecutorKind) -> Executor<'_> {
-        match kind {
-            ExecutorKind::Command { steps } => Executor::Command(steps),
-            ExecutorKind::Symlink {
-                current,
-                releases,
-                restart,
-            } => Executor::Symlink {
-                current,
-                releases,
-                restart: restart.as_deref(),
-            },
-            ExecutorKind::Kubernetes {
-                deployment,
-                namespace,
-                context,
-                to_revision,
-                kubectl,
-            } => Executor::Kubernetes(kubernetes::Kubernetes {
-                deployment,
-                namespace,
-                context: context.as_deref(),
-                to_revision: *to_revision,
-                kubectl,
-            }),
-            ExecutorKind::BlueGreen {
-                service,
-                namespace,
-                context,
-                selector_key,
-                colors,
-                kubectl,
-            } => Executor::BlueGreen(blue_green::BlueGreen {
-                service,
-                namespace,
-                context: context.as_deref(),
-                selector_key,
-                colors,
-                kubectl,
-            }),
-            ExecutorKind::Docker {
-                container,
-                image,
-                run_args,
-                docker,
-            } => Executor::Docker(docker::Docker {
-                container,
-                image,
-                run_args,
-                docker,
-            }),
-            ExecutorKind::Git {
-                repo,
-                build,
-                restart,
-            } => Executor::Git(git::Git {
-                repo,
-                build,
-                restart: restart.as_deref(),
-            }),
-            ExecutorKind::Webhook {
-                url,
-                token_file,
-                body,
-            } => Executor::Webhook(webhook::Webhook {
-                url,
-                token_file: token_file.as_deref(),
-                body: body.as_deref(),
-            }),
-        }
-    }
+    kind.prepare(vars, r).await
 }
 
 #[cfg(test)]

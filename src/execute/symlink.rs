@@ -9,12 +9,154 @@ use std::path::{Path, PathBuf};
 
 use tokio::time::Instant;
 
-use super::{ExecResult, StepReport};
-use crate::run::plan::Budget;
-use crate::run::process::run_step_in;
+use std::collections::BTreeMap;
+
+use super::kind::{optional_argv, required_path, ExecError, Identity, Kind, VersionCheckError};
+use crate::config::cx::Cx;
+use crate::config::version_source::VersionSource;
+use crate::report::{ExecResult, StepReport};
+use crate::run::plan::{self as runner, Act, Budget, Runner};
+use crate::run::process::{run_step_in, Context};
 use crate::run::template::{substitute, Vars};
 use crate::util::display_argv;
 use crate::version::order::previous;
+
+/// The keys of a `symlink` rollback, as written.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Raw {
+    /// The link the service runs from.
+    pub current: Option<String>,
+    /// Directory of release directories.
+    pub releases: Option<String>,
+    /// argv template run after switching.
+    pub restart: Option<Vec<String>>,
+}
+
+/// A `symlink` rollback: re-point `current` at a previous release
+/// directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The symlink the service runs from.
+    pub current: PathBuf,
+    /// Directory holding one directory per release.
+    pub releases: PathBuf,
+    /// Run after re-pointing (argv template).
+    pub restart: Option<Vec<String>>,
+}
+
+impl Kind for Config {
+    const NAME: &'static str = "symlink";
+    const KEYS: &'static [&'static str] = &["current", "releases", "restart"];
+    const VERSIONS_ARE_NAMES: bool = true;
+    type Raw = Raw;
+
+    fn build(cx: &mut Cx, p: &str, raw: Raw) -> Option<Config> {
+        let current = required_path(cx, p, "current", raw.current.as_deref());
+        let releases = required_path(cx, p, "releases", raw.releases.as_deref());
+        let restart = optional_argv(cx, p, "restart", raw.restart.as_deref());
+        Some(Config {
+            current: current?,
+            releases: releases?,
+            restart: restart?,
+        })
+    }
+
+    fn uses_var(&self, _var: &str) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The release before the live one.
+    fn finds_own_version(&self) -> bool {
+        true
+    }
+
+    /// The name of the release directory `current` points to.
+    fn version_source(&self) -> Option<VersionSource> {
+        Some(VersionSource::Symlink(self.current.clone()))
+    }
+
+    fn identity(&self, _target: &str, _cwd: Option<&Path>, _env: &BTreeMap<String, String>) -> Identity {
+        identity(&self.current)
+    }
+
+    fn secret_files(&self) -> Vec<(&'static str, PathBuf)> {
+        Vec::new()
+    }
+
+    fn programs(&self) -> Vec<String> {
+        self.restart.iter().filter_map(|a| a.first().cloned()).collect()
+    }
+
+    /// The executor finds the release to go to itself; resolve it now so
+    /// that `pre` can use `{to_version}` too.
+    fn scripts(&self) -> Vec<&[String]> {
+        Vec::new()
+    }
+
+    fn resolve(&self, vars: &mut Vars) -> Result<(), String> {
+        if vars.to_version.is_none() {
+            if let Ok((live, chosen, _)) = preview(&self.current, &self.releases, None) {
+                vars.from_version.get_or_insert(live);
+                vars.to_version = Some(chosen);
+            }
+        }
+        Ok(())
+    }
+
+    async fn prepare(&self, vars: &Vars, r: &mut Runner) -> Result<Vec<Act>, ExecError> {
+        let (live, chosen, target) =
+            preview(&self.current, &self.releases, vars.to_version.as_deref())
+                .map_err(ExecError::refused)?;
+        r.result.from_version = Some(live.clone());
+        r.result.to_version = Some(chosen.clone());
+        let found = Vars {
+            from_version: Some(live),
+            to_version: Some(chosen),
+            ..vars.clone()
+        };
+        let mut acts = vec![Act::run(vec![
+            "symlink".to_string(),
+            self.current.display().to_string(),
+            "->".to_string(),
+            target.display().to_string(),
+        ])];
+        if let Some(argv) = self.restart.as_deref().filter(|a| !a.is_empty()) {
+            acts.push(Act::run(runner::subst(argv, &found, "restart")?));
+        }
+        Ok(acts)
+    }
+
+    async fn run(&self, _context: &Context, vars: &Vars, budget: Budget) -> ExecResult {
+        run_with(&self.current, &self.releases, self.restart.as_deref(), vars, budget).await
+    }
+
+    /// A release directory other than the live one.
+    async fn check_version(&self, version: &str, _deadline: Instant) -> Result<(), VersionCheckError> {
+        if version.contains('/') || version == "." || version == ".." {
+            return Err(VersionCheckError::unknown(version, "not a release directory name"));
+        }
+        let dir = self.releases.join(version);
+        if !dir.is_dir() {
+            return Err(VersionCheckError::unknown(
+                version,
+                format!("no release directory {}", dir.display()),
+            ));
+        }
+        if live_release(&self.current).is_ok_and(|live| live == version) {
+            return Err(VersionCheckError::Refused(format!(
+                "version {version:?} is already live ({} -> {})",
+                self.current.display(),
+                dir.display()
+            )));
+        }
+        Ok(())
+    }
+
+    fn go_to(&mut self, version: &str) -> String {
+        version.to_string()
+    }
+}
 
 /// Appended to `current` for the new link before it is renamed over the old
 /// one. A stale one (from a crash between the two) is removed first.
@@ -224,7 +366,6 @@ pub async fn run_with(
     vars: &Vars,
     budget: Budget,
 ) -> ExecResult {
-    let deadline = budget.deadline;
     let mut result = ExecResult {
         ok: false,
         steps: Vec::new(),
@@ -238,24 +379,9 @@ pub async fn run_with(
         result
     };
 
-    let found = {
-        let (current, releases) = (current.to_path_buf(), releases.to_path_buf());
-        tokio::task::spawn_blocking(move || {
-            let live = live_release(&current)?;
-            let names = list_releases(&releases, &current).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot list releases in {}: {e}", releases.display()),
-                )
-            })?;
-            Ok::<_, io::Error>((live, names))
-        })
-        .await
-    };
-    let (live, names) = match found {
-        Ok(Ok(found)) => found,
-        Ok(Err(e)) => return fail(result, e.to_string()),
-        Err(e) => return fail(result, format!("cannot inspect releases: {e}")),
+    let (live, names) = match inspect(current, releases).await {
+        Ok(found) => found,
+        Err(e) => return fail(result, e),
     };
     result.from_version = Some(live.clone());
     let Some(chosen) = choose(&names, &live, vars.to_version.as_deref()) else {
@@ -289,36 +415,7 @@ pub async fn run_with(
     };
     let total = 1 + usize::from(restart_argv.is_some());
 
-    let target = link_target(releases, &chosen);
-    let argv = vec![
-        "symlink".to_string(),
-        current.display().to_string(),
-        "->".to_string(),
-        target.display().to_string(),
-    ];
-    let started = Instant::now();
-    let switched = if started >= deadline {
-        Err(SymlinkError::NotStarted)
-    } else {
-        let (current, target) = (current.to_path_buf(), target.clone());
-        tokio::task::spawn_blocking(move || switch(&current, &target))
-            .await
-            .unwrap_or_else(|e| Err(SymlinkError::Task(e.to_string())))
-    };
-    let mut step = StepReport {
-        argv,
-        exit_code: None,
-        ok: switched.is_ok(),
-        duration: started.elapsed(),
-        stdout: String::new(),
-        stderr: String::new(),
-        error: None,
-        leftovers: Vec::new(),
-    };
-    match switched {
-        Ok(warning) => step.stderr = warning.unwrap_or_default(),
-        Err(e) => step.error = Some(e.to_string()),
-    }
+    let step = switch_step(current, &link_target(releases, &chosen), budget.deadline).await;
     let failure = step.error.as_ref().map(|e| {
         format!(
             "step 1 of {total} ({}) failed: {e}",
@@ -350,11 +447,67 @@ pub async fn run_with(
     result
 }
 
-/// The executor's identity ([`super::identity`]): the `current` link,
+/// The live release and the listed ones, read off the blocking pool.
+async fn inspect(current: &Path, releases: &Path) -> Result<(String, Vec<String>), String> {
+    let (current, releases) = (current.to_path_buf(), releases.to_path_buf());
+    let found = tokio::task::spawn_blocking(move || {
+        let live = live_release(&current)?;
+        let names = list_releases(&releases, &current).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot list releases in {}: {e}", releases.display()),
+            )
+        })?;
+        Ok::<_, io::Error>((live, names))
+    })
+    .await;
+    match found {
+        Ok(Ok(found)) => Ok(found),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(format!("cannot inspect releases: {e}")),
+    }
+}
+
+/// Switch `current` to `target` (unless `deadline` passed), as a step of
+/// the record.
+async fn switch_step(current: &Path, target: &Path, deadline: Instant) -> StepReport {
+    let argv = vec![
+        "symlink".to_string(),
+        current.display().to_string(),
+        "->".to_string(),
+        target.display().to_string(),
+    ];
+    let started = Instant::now();
+    let switched = if started >= deadline {
+        Err(SymlinkError::NotStarted)
+    } else {
+        let (current, target) = (current.to_path_buf(), target.to_path_buf());
+        tokio::task::spawn_blocking(move || switch(&current, &target))
+            .await
+            .unwrap_or_else(|e| Err(SymlinkError::Task(e.to_string())))
+    };
+    let mut step = StepReport {
+        argv,
+        exit_code: None,
+        ok: switched.is_ok(),
+        duration: started.elapsed(),
+        stdout: String::new(),
+        stderr: String::new(),
+        error: None,
+        leftovers: Vec::new(),
+    };
+    match switched {
+        Ok(warning) => step.stderr = warning.unwrap_or_default(),
+        Err(e) => step.error = Some(e.to_string()),
+    }
+    step
+}
+
+/// The executor's identity ([`Kind::identity`]): the `current` link,
 /// written without `.` components or a trailing slash, is the service.
-pub fn identity(current: &Path) -> super::Identity {
+pub fn identity(current: &Path) -> Identity {
     let path: PathBuf = current.components().collect();
-    super::Identity::same(format!("symlink {}", path.display()))
+    Identity::same(format!("symlink {}", path.display()))
 }
 
 #[cfg(test)]

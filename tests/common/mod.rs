@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod conf;
+pub mod exec;
 pub mod smtp;
 
 /// The binary under test.

@@ -13,13 +13,13 @@ fn every_executor_kind_with_its_defaults() {
     let t = kind("kind = \"kubernetes\"\ndeployment = \"web\"\nnamespace = \"prod\"\nto_revision = 3\nstep_timeout = \"20s\"\npre = [[\"true\"]]");
     assert_eq!(
         t.rollback.kind,
-        ExecutorKind::Kubernetes {
+        ExecutorKind::Kubernetes(crate::execute::kubernetes::Config {
             deployment: "web".into(),
             namespace: "prod".into(),
             context: None,
             to_revision: Some(3),
             kubectl: "kubectl".into(),
-        }
+        })
     );
     assert_eq!(t.rollback.step_timeout, Some(Duration::from_secs(20)));
     assert_eq!(t.rollback.pre, vec![vec!["true".to_string()].into()]);
@@ -46,7 +46,7 @@ fn every_executor_kind_with_its_defaults() {
         t.rollback.env.get("NODE_ENV").map(String::as_str),
         Some("production")
     );
-    let ExecutorKind::Command { steps } = &t.rollback.kind else {
+    let ExecutorKind::Command(crate::execute::command::Config { steps }) = &t.rollback.kind else {
         panic!("command");
     };
     assert_eq!(
@@ -67,24 +67,24 @@ fn every_executor_kind_with_its_defaults() {
     let t = kind("kind = \"blue_green\"\nservice = \"web\"\nnamespace = \"prod\"");
     assert_eq!(
         t.rollback.kind,
-        ExecutorKind::BlueGreen {
+        ExecutorKind::BlueGreen(crate::execute::blue_green::Config {
             service: "web".into(),
             namespace: "prod".into(),
             context: None,
             selector_key: "version".into(),
             colors: ["blue".into(), "green".into()],
             kubectl: "kubectl".into(),
-        }
+        })
     );
     let t = kind("kind = \"docker\"\ncontainer = \"web\"\nimage = \"registry:5000/app\"\nrun_args = [\"-p\", \"80:80\"]");
     assert_eq!(
         t.rollback.kind,
-        ExecutorKind::Docker {
+        ExecutorKind::Docker(crate::execute::docker::Config {
             container: "web".into(),
             image: "registry:5000/app".into(),
             run_args: vec!["-p".into(), "80:80".into()],
             docker: "docker".into(),
-        }
+        })
     );
     let t = kind("kind = \"git\"\nrepo = \"/srv/app\"\nbuild = [[\"npm\", \"ci\"]]\nrestart = [\"pm2\", \"restart\", \"{target}\"]");
     assert_eq!(
@@ -96,7 +96,8 @@ fn every_executor_kind_with_its_defaults() {
         ))
     );
     let t = kind("kind = \"webhook\"\nurl = \"https://ci.example.com/rollback\"\ntoken_file = \"/etc/rollbackd/ci-token\"\nbody = { ref = \"{to_version}\", why = \"{incident}\" }");
-    let ExecutorKind::Webhook { body, .. } = t.rollback.kind else {
+    let ExecutorKind::Webhook(crate::execute::webhook::Config { body, .. }) = t.rollback.kind
+    else {
         panic!("webhook expected");
     };
     let body: serde_json::Value = serde_json::from_str(&body.unwrap()).unwrap();

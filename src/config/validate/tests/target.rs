@@ -42,9 +42,9 @@ fn minimal_config_gets_the_defaults() {
     assert_eq!(
         t.rollback,
         RollbackPlan {
-            kind: ExecutorKind::Command {
+            kind: ExecutorKind::Command(crate::execute::command::Config {
                 steps: vec![vec!["systemctl".into(), "restart".into(), "web".into()].into()]
-            },
+            }),
             timeout: Duration::from_secs(300),
             after: vec![],
             pre: vec![],
