@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use super::duration;
 pub use super::error::{ConfigError, ConfigErrors, ConfigWarning};
-use super::raw::{join, RawStep};
+pub use super::error::join;
+use super::raw::step::RawStep;
 use crate::run::step::Step;
 
 /// The variables an argv template may use.
