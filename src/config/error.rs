@@ -62,4 +62,3 @@ pub fn join(parent: &str, key: &str) -> String {
         format!("{parent}.{key}")
     }
 }
-

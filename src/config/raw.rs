@@ -475,7 +475,6 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, before[line_start..].chars().count() + 1)
 }
 
-
 /// Walks the parsed table, collecting every problem with its key path.
 struct Walker<'a> {
     file: &'a str,

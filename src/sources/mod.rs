@@ -303,8 +303,10 @@ pub trait Kind: Sized + Clone + PartialEq + std::fmt::Debug {
 /// A live source: one sample per poll, and what it saw besides.
 pub trait Observe: std::fmt::Debug + Send {
     /// Take this poll's sample. `now` timestamps it.
-    fn sample(&mut self, now: DateTime<Utc>)
-        -> impl Future<Output = Result<f64, SourceError>> + Send;
+    fn sample(
+        &mut self,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<f64, SourceError>> + Send;
     /// What the source saw besides the value, for the rule's report.
     fn detail(&self) -> Option<String>;
     /// The window a value is computed over, for explanations.
@@ -394,7 +396,10 @@ fn validate<K: Kind>(
 pub fn above(cx: &mut Cx, p: &str, above: Option<f64>, missing: &str) -> Option<f64> {
     match above {
         None => {
-            cx.err(join(p, "above"), format!("rule has no condition: {missing}"));
+            cx.err(
+                join(p, "above"),
+                format!("rule has no condition: {missing}"),
+            );
             None
         }
         Some(v) if !v.is_finite() => {
@@ -437,7 +442,11 @@ pub fn warn_zero_for(cx: &mut Cx, p: &str, rule: &RuleInput, one: &str) {
             join(p, "for"),
             format!(
                 "for = \"0s\"{}: a single bad {one} triggers a rollback; set for to e.g. \"30s\"",
-                if rule.for_written { "" } else { " (the default)" },
+                if rule.for_written {
+                    ""
+                } else {
+                    " (the default)"
+                },
             ),
         );
     }

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{Prometheus, PromSource};
+use super::{PromSource, Prometheus};
 use crate::config::cx::{join, Cx};
 use crate::sources::{Kind, RuleInput};
 
@@ -154,12 +154,7 @@ impl Kind for PromSpec {
         let above = match rule.above {
             // A baseline rule needs no absolute floor.
             None if keys.above_baseline.is_some() => Some(f64::NEG_INFINITY),
-            above => crate::sources::above(
-                cx,
-                p,
-                above,
-                "set above, above_baseline or both",
-            ),
+            above => crate::sources::above(cx, p, above, "set above, above_baseline or both"),
         };
         Some((prom_spec(cx, p, &keys)?, above?))
     }
