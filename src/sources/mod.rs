@@ -12,7 +12,7 @@
 //! source from the shared things the daemon passes in ([`Context`]), its
 //! poll budget and its description. The live source implements
 //! [`Observe`] (sample, detail, window). The one registration line per
-//! kind is in [`kinds!`] below: it generates [`SourceSpec`] (held by the
+//! kind is in `kinds!` below: it generates [`SourceSpec`] (held by the
 //! config), [`Source`] (held by the daemon) and the only dispatch over
 //! kinds. Kind files import no `config/mod.rs`: only the leaves
 //! `config::{cx, error, duration, probe_window}`, `util` and this module.
