@@ -9,8 +9,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::duration;
+pub use super::error::join;
 pub use super::error::{ConfigError, ConfigErrors, ConfigWarning};
-use super::raw::step::{join, RawStep};
+use super::raw::step::RawStep;
 use crate::run::step::Step;
 
 /// The variables an argv template may use.

@@ -53,3 +53,12 @@ impl std::fmt::Display for ConfigWarning {
         write!(f, "{}: warning: {}", self.path, self.message)
     }
 }
+
+/// `parent.key`, or `key` at the top level.
+pub fn join(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
+}

@@ -22,6 +22,15 @@ use std::time::Duration;
 use crate::execute::kind::steps_using as kind_steps_using;
 pub use crate::execute::kinds::ExecutorKind;
 pub use crate::run::step::Step;
+// Each source kind's spec is defined in its own file (`sources/KIND.rs`);
+// these names are kept here for the code and the tests that read them.
+pub use crate::sources::alertmanager::AlertMatch;
+pub use crate::sources::host::HostMetric;
+pub use crate::sources::probe::{ProbeMeasure, ProbeSpec};
+pub use crate::sources::prometheus::{
+    BaselineSpec, PromSpec, PrometheusAuth, PrometheusConfig, TrafficGuard, DEFAULT_PROMETHEUS,
+};
+pub use crate::sources::SourceSpec;
 pub use cx::{ConfigError, ConfigErrors, ConfigWarning, TEMPLATE_VARIABLES};
 pub use validate::validate;
 pub use version_source::VersionSource;
@@ -255,27 +264,6 @@ impl Default for BlastRadius {
     }
 }
 
-/// `[prometheus]`. Secrets are named by file and read when the daemon starts
-/// (validation does no I/O).
-#[derive(Debug, Clone, PartialEq)]
-pub struct PrometheusConfig {
-    /// Base URL, e.g. `http://127.0.0.1:9090`.
-    pub url: url::Url,
-    /// HTTP timeout of one query, connect to end of body.
-    pub timeout: Duration,
-    /// Basic auth or bearer token, if Prometheus sits behind a proxy that wants one.
-    pub auth: Option<PrometheusAuth>,
-    /// Extra request headers (e.g. `X-Scope-OrgID` for Mimir/Cortex).
-    pub headers: Vec<(String, String)>,
-    /// Unreachable (refused, timed out) this long: one notification for the
-    /// server, instead of one "blind" notice per target.
-    pub blind_after: Duration,
-}
-
-/// The name of the server `[prometheus]` defines, in messages and
-/// `prometheus = "NAME"` (which may name it explicitly).
-pub const DEFAULT_PROMETHEUS: &str = "default";
-
 impl Config {
     /// The Prometheus server called `name` (`None` or `"default"`:
     /// `[prometheus]`), if configured.
@@ -285,23 +273,6 @@ impl Config {
             Some(n) => self.prometheus_servers.get(n),
         }
     }
-}
-
-/// How rollbackd authenticates to Prometheus.
-#[derive(Debug, Clone, PartialEq)]
-pub enum PrometheusAuth {
-    /// `username` + `password_file`.
-    Basic {
-        /// User name.
-        username: String,
-        /// File holding the password (trailing newline ignored).
-        password_file: PathBuf,
-    },
-    /// `bearer_token_file`.
-    Bearer {
-        /// File holding the token (trailing newline ignored).
-        token_file: PathBuf,
-    },
 }
 
 /// `[notify]`.
@@ -517,95 +488,6 @@ pub struct RuleConfig {
     /// `mode = "shadow"`: evaluated, shown and recorded as "would roll
     /// back", never triggers (`mode = "act"`, the default, acts).
     pub shadow: bool,
-}
-
-/// The source of one rule's value.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SourceSpec {
-    /// One HTTP GET per poll.
-    Probe(ProbeSpec),
-    /// Host CPU or memory from /proc.
-    Host(HostMetric),
-    /// Alerts pushed by Alertmanager: breached while a matching alert fires.
-    Alertmanager(AlertMatch),
-    /// A PromQL instant query.
-    Prometheus(PromSpec),
-}
-
-/// `source = "prometheus"`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PromSpec {
-    /// PromQL; several result series breach when any does.
-    pub query: String,
-    /// `above_baseline`: the value must also exceed K x its baseline.
-    pub baseline: Option<BaselineSpec>,
-    /// `traffic_query` + `min_traffic`: below the minimum the rule is Unknown.
-    pub traffic: Option<TrafficGuard>,
-    /// `step`: the resolution of the range query `for` is judged on;
-    /// `None` is the daemon's `poll_interval`.
-    pub step: Option<Duration>,
-    /// `prometheus = "NAME"`: the server asked; `None` is `[prometheus]`.
-    pub server: Option<String>,
-}
-
-/// `traffic_query` + `min_traffic`: the rule's value means something only
-/// while there is at least this much traffic.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TrafficGuard {
-    /// PromQL giving the traffic (e.g. requests per second); the sum of its
-    /// series is compared.
-    pub query: String,
-    /// Below this (or empty, or NaN) the rule is Unknown.
-    pub min: f64,
-}
-
-/// `above_baseline = K`, `baseline_window`, `baseline_query`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BaselineSpec {
-    /// K: breach when value > K x baseline.
-    pub factor: f64,
-    /// The median is taken over this window before the release (default 1h).
-    pub window: Duration,
-    /// Query the baseline is taken from; default the rule's own query.
-    pub query: Option<String>,
-}
-
-/// `match = { label = "value", ... }`: every label must equal its value.
-pub type AlertMatch = std::collections::BTreeMap<String, String>;
-
-/// `source = "probe"`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProbeSpec {
-    /// URL fetched with GET.
-    pub url: url::Url,
-    /// No answer in time = failed probe.
-    pub timeout: Duration,
-    /// Required status; `None` accepts any 2xx.
-    pub expect_status: Option<u16>,
-    /// Which value the rule compares.
-    pub measure: ProbeMeasure,
-    /// The probes the value is computed over.
-    pub window: Duration,
-    /// Fewer probes than this in the window: the value is Unknown (default 3).
-    pub min_samples: usize,
-}
-
-/// `measure = failure_ratio | latency`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProbeMeasure {
-    /// Failed probes / all probes in the window (0..1).
-    FailureRatio,
-    /// Median latency of the probes in the window, seconds.
-    Latency,
-}
-
-/// `metric = cpu | memory`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HostMetric {
-    /// Busy fraction of all CPUs since the previous poll (0..1).
-    Cpu,
-    /// 1 - MemAvailable / MemTotal (0..1).
-    Memory,
 }
 
 /// `[target.rollback]`.

@@ -14,11 +14,11 @@ use std::collections::BTreeMap;
 
 use serde::de::DeserializeOwned;
 
+pub(crate) use super::error::join;
 use super::error::{ConfigError, ConfigErrors};
+pub use step::{RawStep, RawStepTable};
 
 pub mod step;
-pub(crate) use step::join;
-pub use step::{RawStep, RawStepTable};
 
 /// The whole file as written.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
@@ -265,85 +265,29 @@ pub struct RawTarget {
     pub notify: Option<RawTargetNotify>,
 }
 
-/// `[[target.rule]]`. Holds the keys of every source kind; validation
-/// rejects the keys that do not apply to the rule's `source`.
+/// `[[target.rule]]`: the keys every rule has. The keys of its source
+/// kind are read by the kind's own file (`sources/KIND.rs`, its `Keys`);
+/// here they are only checked to be some kind's key, of its type.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
     /// Unique within the target.
     pub name: Option<String>,
-    /// `prometheus`, `probe`, `host` or `alertmanager`.
+    /// The source kind (`crate::sources::NAMES`).
     pub source: Option<String>,
     /// Threshold: breach when the value is strictly above it.
     pub above: Option<f64>,
     /// Duration string: how long the condition must hold.
     #[serde(rename = "for")]
     pub for_: Option<String>,
-    /// Prometheus: breach when the value is above K x its baseline.
-    pub above_baseline: Option<f64>,
-    /// Prometheus: duration string, the baseline's window.
-    pub baseline_window: Option<String>,
-    /// Prometheus: the query the baseline is taken from.
-    pub baseline_query: Option<String>,
-    /// Prometheus: PromQL query.
-    pub query: Option<String>,
-    /// Alertmanager label match: a table of label = "value".
-    #[serde(rename = "match")]
-    pub match_: Option<toml::Value>,
-    /// Probe: URL fetched with GET.
-    pub url: Option<String>,
-    /// Probe: duration string, no answer in time = failed probe.
-    pub timeout: Option<String>,
-    /// Probe: required HTTP status.
-    pub expect_status: Option<i64>,
-    /// Probe: `failure_ratio` or `latency`.
-    pub measure: Option<String>,
-    /// Probe: duration string, the probes the value is computed over.
-    pub window: Option<String>,
-    /// Host: `cpu` or `memory`.
-    pub metric: Option<String>,
     /// `hold`, `ok` or `breach`: overrides the target's `no_data`.
     pub no_data: Option<String>,
-    /// Probe: fewer probes in the window than this is Unknown.
-    pub min_samples: Option<i64>,
-    /// Prometheus: PromQL giving the traffic the rule's value needs.
-    pub traffic_query: Option<String>,
-    /// Prometheus: below this traffic the rule is Unknown.
-    pub min_traffic: Option<f64>,
-    /// Prometheus: duration string, the range query's step for `for`.
-    pub step: Option<String>,
     /// `act` (default) or `shadow`: evaluated and recorded, never acts.
     pub mode: Option<String>,
-    /// Prometheus: the named server asked (`[prometheus.servers.NAME]`).
-    pub prometheus: Option<String>,
-}
-
-impl RawRule {
-    /// Source-specific keys that are set, in file order of this struct.
-    pub fn source_keys_set(&self) -> Vec<&'static str> {
-        let mut keys = Vec::new();
-        let mut add = |set: bool, key| {
-            if set {
-                keys.push(key)
-            }
-        };
-        add(self.url.is_some(), "url");
-        add(self.timeout.is_some(), "timeout");
-        add(self.expect_status.is_some(), "expect_status");
-        add(self.measure.is_some(), "measure");
-        add(self.window.is_some(), "window");
-        add(self.metric.is_some(), "metric");
-        add(self.query.is_some(), "query");
-        add(self.above_baseline.is_some(), "above_baseline");
-        add(self.baseline_window.is_some(), "baseline_window");
-        add(self.baseline_query.is_some(), "baseline_query");
-        add(self.min_samples.is_some(), "min_samples");
-        add(self.traffic_query.is_some(), "traffic_query");
-        add(self.min_traffic.is_some(), "min_traffic");
-        add(self.step.is_some(), "step");
-        add(self.prometheus.is_some(), "prometheus");
-        keys
-    }
+    /// The source kinds' keys as written (each a key of some kind, of its
+    /// type); validation says which do not apply to the rule's `source`.
+    #[serde(skip)]
+    pub keys: toml::Table,
 }
 
 /// `[target.rollback]`: the keys every executor kind has. The kind's own
@@ -530,7 +474,7 @@ impl Walker<'_> {
         target.notify = notify
             .and_then(|v| self.table(&notify_path, v))
             .map(|t| self.flat(&notify_path, t));
-        target.rule = self.array(&join(path, "rule"), rule, |w, path, t| w.flat(path, t));
+        target.rule = self.array(&join(path, "rule"), rule, |w, path, t| w.rule(path, t));
         let rollback_path = join(path, "rollback");
         target.rollback = rollback
             .and_then(|v| self.table(&rollback_path, v))
@@ -569,6 +513,30 @@ impl Walker<'_> {
         let mut raw: RawRollback = self.flat(path, rest);
         raw.kind_keys = kind_keys;
         raw
+    }
+
+    /// `[[target.rule]]`: the source kinds' keys are set apart (a key of
+    /// no kind, and a shared key, are left to [`Walker::flat`]).
+    fn rule(&mut self, path: &str, mut t: toml::Table) -> RawRule {
+        let mut keys = toml::Table::new();
+        let names: Vec<String> = t.keys().cloned().collect();
+        for key in names {
+            let Some(check) = crate::sources::SourceSpec::check_key(&key, &t[&key]) else {
+                continue;
+            };
+            let Some(value) = t.remove(&key) else {
+                continue;
+            };
+            match check {
+                Ok(()) => {
+                    keys.insert(key, value);
+                }
+                Err(message) => self.err(join(path, &key), type_error(&message, &value)),
+            }
+        }
+        let mut rule: RawRule = self.flat(path, t);
+        rule.keys = keys;
+        rule
     }
 
     /// A value that must be a table (`[section]`).

@@ -32,19 +32,23 @@ use super::raw::{
     RawRollback, RawRule, RawTarget, RawTargetNotify, RawVerify, RawWebhook, RawWindow,
 };
 use super::{
-    duration, BaselineSpec, BlastRadius, ClusterAuth, ClusterClientCert, ClusterConfig, Config,
-    DaemonConfig, EmailConfig, ExecutorKind, HostMetric, LogFormat, NoData, NotifyConfig,
-    ProbeMeasure, ProbeSpec, PromSpec, PrometheusAuth, PrometheusConfig, RollbackPlan, RuleConfig,
-    SmtpConfig, SmtpSecurity, SourceSpec, TargetConfig, TrafficGuard, VerifyCheck, VerifyConfig,
-    WebhookConfig, WebhookFormat, Window,
+    duration, BlastRadius, ClusterAuth, ClusterClientCert, ClusterConfig, Config, DaemonConfig,
+    EmailConfig, ExecutorKind, LogFormat, NoData, NotifyConfig, PrometheusAuth, PrometheusConfig,
+    RollbackPlan, RuleConfig, SmtpConfig, SmtpSecurity, SourceSpec, TargetConfig, VerifyCheck,
+    VerifyConfig, WebhookConfig, WebhookFormat, Window,
 };
+// The source kinds' specs, which the tests below build.
+#[cfg(test)]
+use super::{BaselineSpec, ProbeMeasure, ProbeSpec, PromSpec, TrafficGuard};
+
+// The defaults of a source kind's keys are in its file.
+pub use crate::sources::probe::{DEFAULT_MIN_SAMPLES, DEFAULT_PROBE_TIMEOUT, DEFAULT_PROBE_WINDOW};
+pub use crate::sources::prometheus::{DEFAULT_BASELINE_WINDOW, MIN_STEP};
 
 /// Default `daemon.state_dir`.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/rollbackd";
 /// Default `daemon.listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9797";
-/// Default `min_samples` of a probe rule.
-pub const DEFAULT_MIN_SAMPLES: usize = 3;
 /// Smallest `daemon.poll_interval`: below it, polls cost more than they tell.
 const MIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -54,18 +58,12 @@ pub const DEFAULT_POLL_INTERVAL: &str = "5s";
 pub const DEFAULT_COOLDOWN: &str = "30m";
 /// Default `rule.for`.
 pub const DEFAULT_FOR: &str = "0s";
-/// Default probe `timeout`.
-pub const DEFAULT_PROBE_TIMEOUT: &str = "2s";
-/// Default probe `window`.
-pub const DEFAULT_PROBE_WINDOW: &str = "30s";
 /// Default `rollback.timeout`.
 pub const DEFAULT_ROLLBACK_TIMEOUT: &str = "5m";
 /// Default `verify.within`.
 pub const DEFAULT_VERIFY_WITHIN: &str = "5m";
 /// Default `prometheus.timeout`.
 pub const DEFAULT_PROMETHEUS_TIMEOUT: &str = "3s";
-/// Default `rule.baseline_window`.
-pub const DEFAULT_BASELINE_WINDOW: &str = "1h";
 /// Default `target.version_label`.
 pub const DEFAULT_VERSION_LABEL: &str = "version";
 /// Default `target.rto` (the runbook's recovery-time objective).
@@ -150,12 +148,6 @@ pub fn validate_collecting(
         )),
         None => Err(ConfigErrors(errors)),
     }
-}
-
-/// `0.7` rather than `0.7000000000000001`.
-fn suggest_fraction(v: f64) -> String {
-    let s = format!("{:.4}", v / 100.0);
-    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 fn config(cx: &mut Cx, raw: RawConfig) -> Option<Config> {
@@ -632,64 +624,6 @@ fn confirm(cx: &mut Cx, p: &str, raw: &RawTarget) -> Option<super::ConfirmConfig
         command: command?,
     })
 }
-
-/// `match = { label = "value", ... }` of an Alertmanager rule.
-fn alert_match(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<super::AlertMatch> {
-    let path = join(p, "match");
-    let table = match raw.match_.as_ref() {
-        None => {
-            cx.err(
-                path,
-                "alertmanager rule needs match = { label = \"value\", ... }",
-            );
-            return None;
-        }
-        Some(toml::Value::Table(t)) => t,
-        Some(other) => {
-            cx.err(
-                path,
-                format!("match must be a table of label = \"value\", not {other}"),
-            );
-            return None;
-        }
-    };
-    if table.is_empty() {
-        cx.err(
-            path,
-            "match is empty: it would match every alert; name at least one label",
-        );
-        return None;
-    }
-    let mut out = super::AlertMatch::new();
-    let mut ok = true;
-    for (k, v) in table {
-        match v {
-            toml::Value::String(s) => {
-                out.insert(k.clone(), s.clone());
-            }
-            other => {
-                cx.err(
-                    format!("{path}.{k}"),
-                    format!("label value must be a string, not {other}"),
-                );
-                ok = false;
-            }
-        }
-    }
-    ok.then_some(out)
-}
-
-/// The source kinds a rule may name.
-#[derive(Clone, Copy)]
-enum Source {
-    Probe,
-    Host,
-    Alertmanager,
-    Prometheus,
-}
-
-/// The smallest `step` of a Prometheus rule (and useful `poll_interval`).
-pub const MIN_STEP: Duration = Duration::from_millis(100);
 
 #[cfg(test)]
 mod tests;

@@ -46,20 +46,11 @@ pub(super) fn rule_slots(
     live: &Live,
 ) -> (Vec<RuleSlot>, Vec<RuleSlot>) {
     let (mut polled, mut alerting) = (Vec::new(), Vec::new());
+    let cx = sources_context(shared, live);
     for (index, r) in target.rules.iter().enumerate() {
-        let client = match &r.source {
-            crate::config::SourceSpec::Prometheus(p) => live.client(p.server.as_deref()),
-            _ => None,
-        };
-        // Kept only while it still asks the same client (a server whose
-        // url or auth changed gets a new one).
-        let same_client = |s: &RuleSlot| match (&s.source, client) {
-            (Source::Prometheus(p), Some(c)) => p.prometheus().is_some_and(|o| o.same(c)),
-            _ => true,
-        };
         let slot = match old
             .iter()
-            .position(|s| s.eval.rule() == r && same_client(s))
+            .position(|s| s.eval.rule() == r && s.source.keeps(&r.source, &cx))
         {
             Some(i) => {
                 let mut s = old.swap_remove(i);
@@ -78,19 +69,13 @@ pub(super) fn rule_slots(
                 }
                 RuleSlot {
                     index,
-                    source: Source::build(
-                        &r.source,
-                        &shared.client,
-                        client,
-                        live.poll_interval,
-                        &shared.alerts,
-                    ),
+                    source: Source::of(&r.source, &cx),
                     eval,
                     kept: false,
                 }
             }
         };
-        if matches!(slot.source, Source::Alertmanager(_)) {
+        if r.source.pushed() {
             alerting.push(slot);
         } else {
             polled.push(slot);
@@ -103,15 +88,12 @@ pub(super) fn rule_slots(
 /// twice the interval plus the longest a poll can last when every source
 /// uses its whole timeout (the version is read first, then the rules
 /// together; the verification gates run as an effect of their own).
-pub(super) fn poll_budget(target: &TargetConfig, live: &Live) -> Duration {
+pub(super) fn poll_budget(target: &TargetConfig, shared: &Shared, live: &Live) -> Duration {
+    let cx = sources_context(shared, live);
     let rules = target
         .rules
         .iter()
-        .map(|r| match &r.source {
-            crate::config::SourceSpec::Probe(p) => p.timeout,
-            crate::config::SourceSpec::Prometheus(_) => live.prometheus_timeout,
-            _ => Duration::ZERO,
-        })
+        .map(|r| r.source.budget(&cx))
         .max()
         .unwrap_or_default();
     let version = match &target.version {
@@ -119,6 +101,18 @@ pub(super) fn poll_budget(target: &TargetConfig, live: &Live) -> Duration {
         Some(_) => crate::version::VERSION_TIMEOUT,
     };
     live.poll_interval * 2 + version + rules
+}
+
+/// The shared things a rule's source is built from (its clients, the
+/// alert store) and budgeted with.
+fn sources_context<'a>(shared: &'a Shared, live: &'a Live) -> crate::sources::Context<'a> {
+    crate::sources::Context {
+        http: &shared.client,
+        prometheus: crate::sources::prometheus::Clients::Named(&live.prometheus),
+        prometheus_timeout: live.prometheus_timeout,
+        poll_interval: live.poll_interval,
+        alerts: &shared.alerts,
+    }
 }
 
 /// The timeout of one verify URL check.
@@ -309,7 +303,7 @@ impl Worker {
                 live.client(version_server(target)).cloned(),
             )),
             schedule: Schedule::new(&target.name, live.poll_interval),
-            budget: poll_budget(target, &live),
+            budget: poll_budget(target, &shared, &live),
             shared,
             events_tx,
             events_rx,
@@ -487,7 +481,7 @@ impl Worker {
         if self.schedule.interval != live.poll_interval {
             self.schedule = Schedule::new(&r.target.name, live.poll_interval);
         }
-        self.budget = poll_budget(&r.target, &live);
+        self.budget = poll_budget(&r.target, &self.shared, &live);
         self.decide = r.decide;
         self.target = r.target;
         self.identity = execute::identity(&self.target.name, &self.target.rollback);

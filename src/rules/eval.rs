@@ -6,36 +6,16 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::timeline::Outcome;
 use super::{RuleReport, RuleStatus};
-use crate::config::{HostMetric, NoData, ProbeMeasure, RuleConfig, SourceSpec};
+use crate::config::{NoData, RuleConfig, SourceSpec};
+// The source kinds' specs, which the tests below build.
+#[cfg(test)]
+use crate::config::{HostMetric, ProbeMeasure};
 use crate::sources::SourceError;
 
 /// A human description of a rule's source for reports, logs and email, e.g.
 /// `probe GET http://127.0.0.1:3000/health failure_ratio` or `host memory`.
 pub fn describe(spec: &SourceSpec) -> String {
-    match spec {
-        SourceSpec::Probe(p) => {
-            let measure = match p.measure {
-                ProbeMeasure::FailureRatio => "failure_ratio",
-                ProbeMeasure::Latency => "latency",
-            };
-            format!("probe GET {} {measure}", p.url)
-        }
-        SourceSpec::Host(HostMetric::Cpu) => "host cpu".into(),
-        SourceSpec::Host(HostMetric::Memory) => "host memory".into(),
-        SourceSpec::Alertmanager(m) => crate::sources::alertmanager::describe(m),
-        SourceSpec::Prometheus(p) => match &p.baseline {
-            None => format!("prometheus {}", p.query),
-            Some(b) => format!(
-                "prometheus {} (baseline: median over {}{})",
-                p.query,
-                crate::util::fmt_duration(b.window),
-                b.query
-                    .as_ref()
-                    .map(|q| format!(" of {q}"))
-                    .unwrap_or_default()
-            ),
-        },
-    }
+    spec.describe()
 }
 
 /// Why an evaluation has no value.
@@ -125,7 +105,7 @@ impl RuleEval {
         if last.rule != self.rule.name {
             return;
         }
-        let ranged = matches!(self.rule.source, SourceSpec::Prometheus(_));
+        let ranged = self.rule.source.ranged();
         match &last.status {
             RuleStatus::Pending { since } | RuleStatus::Breached { since } => {
                 self.cond_since = Some(*since);
@@ -167,10 +147,7 @@ impl RuleEval {
     }
 
     fn above_baseline(&self) -> Option<f64> {
-        match &self.rule.source {
-            SourceSpec::Prometheus(p) => p.baseline.as_ref().map(|b| b.factor),
-            _ => None,
-        }
+        self.rule.source.above_baseline()
     }
 
     /// Feed this poll's sample (or the source error) and return the report.

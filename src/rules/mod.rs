@@ -32,9 +32,10 @@ use crate::util::{fmt_duration, fmt_value};
 pub use eval::{NoValue, RuleEval};
 
 /// Evaluate one rule for this poll: sample its source and feed the rule.
-/// Prometheus rules run their traffic guard, then one range query over the
-/// data's timeline ([`timeline`]); other sources are sampled once and
-/// judged poll by poll ([`RuleEval::observe`]). `deployed_at` is when the
+/// A range-judged source (Prometheus, [`Source::range`]) runs its traffic
+/// guard, then one range query over the data's timeline ([`timeline`]);
+/// other sources are sampled once and judged poll by poll
+/// ([`RuleEval::observe`]). `deployed_at` is when the
 /// live version was first seen (ends a baseline's window). The report's
 /// `detail` carries what the source saw besides the value (probe failures
 /// by reason, the range judged, the traffic).
@@ -44,8 +45,8 @@ pub async fn evaluate(
     deployed_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> RuleReport {
-    let mut report = match source {
-        Source::Prometheus(p) => {
+    let mut report = match source.range() {
+        Some(p) => {
             let mut report = evaluate_prometheus(p, eval, deployed_at, now).await;
             let unknown = matches!(report.status, RuleStatus::Unknown { .. });
             report.unreachable = p
@@ -53,11 +54,11 @@ pub async fn evaluate(
                 .map(|(server, at)| Unreachable { server, at });
             report
         }
-        other => {
-            let window = other.window();
-            let sample = other.sample(now).await;
+        None => {
+            let window = source.window();
+            let sample = source.sample(now).await;
             let mut report = eval.observe(sample, window, now);
-            report.detail = other.detail();
+            report.detail = source.detail();
             report
         }
     };

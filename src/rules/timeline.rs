@@ -180,32 +180,7 @@ pub fn judge(series: &[Judged<'_>], grid: &Grid, absence: Option<&[bool]>) -> Ou
     let n = grid.n;
     let expected = |k: usize| absence.is_some_and(|a| a.get(k).copied().unwrap_or(false));
     if series.is_empty() {
-        if expected(n as usize) {
-            let mut k = n as usize;
-            while k > 0 && expected(k - 1) {
-                k -= 1;
-            }
-            return Outcome::Holds {
-                since: grid.at(k as u64),
-                from_start: k == 0,
-                value: None,
-                threshold: f64::NAN,
-                baseline: None,
-                labels: Labels::new(),
-                by_absence: true,
-            };
-        }
-        let why = format!(
-            "empty result: no series in the last {}",
-            crate::util::fmt_duration(grid.lookback())
-        );
-        return match absence {
-            None => Outcome::NoValue { why, absent: true },
-            Some(_) => Outcome::NoValue {
-                why: format!("{why}, though an earlier answer had data at the latest point"),
-                absent: false,
-            },
-        };
+        return judge_empty(grid, absence);
     }
     // (run start index, margin, value, judged, by absence) of the best
     // holding series.
@@ -289,6 +264,45 @@ pub fn judge(series: &[Judged<'_>], grid: &Grid, absence: Option<&[bool]>) -> Ou
             absent: false,
         };
     }
+    no_latest_point(last_seen, absence)
+}
+
+/// An answer without any series: holding by absence when the latest
+/// point (and those before it) were expected under `breach`, else no value.
+fn judge_empty(grid: &Grid, absence: Option<&[bool]>) -> Outcome {
+    let n = grid.n;
+    let expected = |k: usize| absence.is_some_and(|a| a.get(k).copied().unwrap_or(false));
+    if expected(n as usize) {
+        let mut k = n as usize;
+        while k > 0 && expected(k - 1) {
+            k -= 1;
+        }
+        return Outcome::Holds {
+            since: grid.at(k as u64),
+            from_start: k == 0,
+            value: None,
+            threshold: f64::NAN,
+            baseline: None,
+            labels: Labels::new(),
+            by_absence: true,
+        };
+    }
+    let why = format!(
+        "empty result: no series in the last {}",
+        crate::util::fmt_duration(grid.lookback())
+    );
+    match absence {
+        None => Outcome::NoValue { why, absent: true },
+        Some(_) => Outcome::NoValue {
+            why: format!("{why}, though an earlier answer had data at the latest point"),
+            absent: false,
+        },
+    }
+}
+
+/// No series has a value at the latest point: why, with when the data
+/// ended (`last_seen`); absent, unless an earlier answer had data there.
+fn no_latest_point(last_seen: Option<DateTime<Utc>>, absence: Option<&[bool]>) -> Outcome {
     let why = match last_seen {
         Some(t) => format!(
             "no data at the latest point: the series ended at {}",

@@ -27,8 +27,136 @@ use std::time::Duration;
 use chrono::{DateTime, Datelike, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::SourceError;
-use crate::config::AlertMatch;
+use super::{Context, Cx, Kind, Observe, RuleInput, SourceError};
+use crate::config::cx::join;
+
+/// `match = { label = "value", ... }`: every label must equal its value.
+pub type AlertMatch = BTreeMap<String, String>;
+
+/// The keys of a `source = "alertmanager"` rule.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertKeys {
+    /// The label match: a table of label = "value".
+    #[serde(rename = "match")]
+    pub match_: Option<toml::Value>,
+}
+
+/// Pushed: Alertmanager posts to `POST /v1/alertmanager` (`api/`), the
+/// [`AlertStore`] keeps the alerts and wakes the targets that have alert
+/// rules; a rule reads the store. The value is the number of matching
+/// firing alerts, breached when above 0; `above` does not apply.
+impl Kind for AlertMatch {
+    const NAME: &'static str = "alertmanager";
+    const PUSHED: bool = true;
+    const RANGED: bool = false;
+    type Keys = AlertKeys;
+    type Live = AlertmanagerSource;
+
+    fn usable(_: &mut Cx, _: &str) -> bool {
+        true
+    }
+
+    fn validate(cx: &mut Cx, p: &str, rule: &RuleInput, keys: AlertKeys) -> Option<(Self, f64)> {
+        if rule.above.is_some() {
+            cx.err(
+                join(p, "above"),
+                "key above does not apply to source \"alertmanager\" (breached while a matching alert fires)",
+            );
+        }
+        alert_match(cx, p, keys.match_.as_ref()).map(|m| (m, 0.0))
+    }
+
+    fn check_poll(&self, _: &mut Cx, _: &str, _: Duration) {}
+
+    fn describe(&self) -> String {
+        describe(self)
+    }
+
+    fn above_baseline(&self) -> Option<f64> {
+        None
+    }
+
+    fn build(&self, cx: &Context) -> AlertmanagerSource {
+        AlertmanagerSource::build(self.clone(), cx.alerts.clone())
+    }
+
+    fn keeps(&self, _: &AlertmanagerSource, _: &Context) -> bool {
+        true
+    }
+
+    /// The store is local: nothing to wait for.
+    fn budget(&self, _: &Context) -> Duration {
+        Duration::ZERO
+    }
+}
+
+/// `match = { label = "value", ... }` of an Alertmanager rule.
+fn alert_match(cx: &mut Cx, p: &str, value: Option<&toml::Value>) -> Option<AlertMatch> {
+    let path = join(p, "match");
+    let table = match value {
+        None => {
+            cx.err(
+                path,
+                "alertmanager rule needs match = { label = \"value\", ... }",
+            );
+            return None;
+        }
+        Some(toml::Value::Table(t)) => t,
+        Some(other) => {
+            cx.err(
+                path,
+                format!("match must be a table of label = \"value\", not {other}"),
+            );
+            return None;
+        }
+    };
+    if table.is_empty() {
+        cx.err(
+            path,
+            "match is empty: it would match every alert; name at least one label",
+        );
+        return None;
+    }
+    let mut out = AlertMatch::new();
+    let mut ok = true;
+    for (k, v) in table {
+        match v {
+            toml::Value::String(s) => {
+                out.insert(k.clone(), s.clone());
+            }
+            other => {
+                cx.err(
+                    format!("{path}.{k}"),
+                    format!("label value must be a string, not {other}"),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+impl Observe for AlertmanagerSource {
+    fn sample(
+        &mut self,
+        now: DateTime<Utc>,
+    ) -> impl std::future::Future<Output = Result<f64, SourceError>> + Send {
+        std::future::ready(AlertmanagerSource::sample(self, now))
+    }
+
+    fn detail(&self) -> Option<String> {
+        None
+    }
+
+    fn window(&self) -> Option<Duration> {
+        None
+    }
+
+    fn range(&mut self) -> Option<&mut super::prometheus::PromSource> {
+        None
+    }
+}
 
 /// Why a webhook payload was refused as a whole (the API answers 400 with
 /// this text). Names the field at fault and the value it had.

@@ -11,8 +11,100 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
-use super::SourceError;
-use crate::config::HostMetric;
+use super::{Context, Cx, Kind, Observe, RuleInput, SourceError};
+
+/// `metric = cpu | memory`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostMetric {
+    /// Busy fraction of all CPUs since the previous poll (0..1).
+    Cpu,
+    /// 1 - MemAvailable / MemTotal (0..1).
+    Memory,
+}
+
+/// The keys of a `source = "host"` rule.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostKeys {
+    /// `cpu` or `memory`.
+    pub metric: Option<String>,
+}
+
+impl Kind for HostMetric {
+    const NAME: &'static str = "host";
+    const PUSHED: bool = false;
+    const RANGED: bool = false;
+    type Keys = HostKeys;
+    type Live = HostSource;
+
+    fn usable(_: &mut Cx, _: &str) -> bool {
+        true
+    }
+
+    fn validate(cx: &mut Cx, p: &str, rule: &RuleInput, keys: HostKeys) -> Option<(Self, f64)> {
+        let above = super::above(cx, p, rule.above, "set above");
+        let metric = cx
+            .required(p, "metric", keys.metric.as_deref())
+            .and_then(|m| {
+                cx.choice(
+                    p,
+                    "metric",
+                    Some(m),
+                    &[("cpu", HostMetric::Cpu), ("memory", HostMetric::Memory)],
+                )
+            });
+        let in_range = above.is_none_or(|v| super::fraction(cx, p, v));
+        super::warn_zero_for(cx, p, rule, "host sample");
+        in_range.then_some((metric?, above?))
+    }
+
+    fn check_poll(&self, _: &mut Cx, _: &str, _: std::time::Duration) {}
+
+    fn describe(&self) -> String {
+        match self {
+            HostMetric::Cpu => "host cpu".into(),
+            HostMetric::Memory => "host memory".into(),
+        }
+    }
+
+    fn above_baseline(&self) -> Option<f64> {
+        None
+    }
+
+    fn build(&self, _: &Context) -> HostSource {
+        HostSource::build(*self)
+    }
+
+    fn keeps(&self, _: &HostSource, _: &Context) -> bool {
+        true
+    }
+
+    /// /proc is read at once: nothing to wait for.
+    fn budget(&self, _: &Context) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+}
+
+impl Observe for HostSource {
+    fn sample(
+        &mut self,
+        now: DateTime<Utc>,
+    ) -> impl std::future::Future<Output = Result<f64, SourceError>> + Send {
+        std::future::ready(HostSource::sample(self, now))
+    }
+
+    fn detail(&self) -> Option<String> {
+        None
+    }
+
+    fn window(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    fn range(&mut self) -> Option<&mut super::prometheus::PromSource> {
+        None
+    }
+}
 
 /// The aggregate CPU counters of the `cpu ` line of /proc/stat, in ticks
 /// since boot. Only differences between two readings mean anything.

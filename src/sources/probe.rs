@@ -26,9 +26,225 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::SourceError;
-use crate::config::{ProbeMeasure, ProbeSpec};
+use super::{Context, Cx, Kind, Observe, RuleInput, SourceError};
+use crate::config::cx::join;
 use crate::util::fmt_duration;
+
+/// Default `min_samples` of a probe rule.
+pub const DEFAULT_MIN_SAMPLES: usize = 3;
+/// Default probe `timeout`.
+pub const DEFAULT_PROBE_TIMEOUT: &str = "2s";
+/// Default probe `window`.
+pub const DEFAULT_PROBE_WINDOW: &str = "30s";
+
+/// `source = "probe"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeSpec {
+    /// URL fetched with GET.
+    pub url: url::Url,
+    /// No answer in time = failed probe.
+    pub timeout: Duration,
+    /// Required status; `None` accepts any 2xx.
+    pub expect_status: Option<u16>,
+    /// Which value the rule compares.
+    pub measure: ProbeMeasure,
+    /// The probes the value is computed over.
+    pub window: Duration,
+    /// Fewer probes than this in the window: the value is Unknown (default 3).
+    pub min_samples: usize,
+}
+
+/// `measure = failure_ratio | latency`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeMeasure {
+    /// Failed probes / all probes in the window (0..1).
+    FailureRatio,
+    /// Median latency of the probes in the window, seconds.
+    Latency,
+}
+
+/// The keys of a `source = "probe"` rule.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeKeys {
+    /// URL fetched with GET.
+    pub url: Option<String>,
+    /// Duration string, no answer in time = failed probe.
+    pub timeout: Option<String>,
+    /// Required HTTP status.
+    pub expect_status: Option<i64>,
+    /// `failure_ratio` or `latency`.
+    pub measure: Option<String>,
+    /// Duration string, the probes the value is computed over.
+    pub window: Option<String>,
+    /// Fewer probes in the window than this is Unknown.
+    pub min_samples: Option<i64>,
+}
+
+impl Kind for ProbeSpec {
+    const NAME: &'static str = "probe";
+    const PUSHED: bool = false;
+    const RANGED: bool = false;
+    type Keys = ProbeKeys;
+    type Live = ProbeSource;
+
+    fn usable(_: &mut Cx, _: &str) -> bool {
+        true
+    }
+
+    fn validate(cx: &mut Cx, p: &str, rule: &RuleInput, keys: ProbeKeys) -> Option<(Self, f64)> {
+        let above = super::above(cx, p, rule.above, "set above");
+        let url = cx
+            .required(p, "url", keys.url.as_deref())
+            .and_then(|u| cx.http_url(&join(p, "url"), u));
+        let timeout = cx.duration(
+            p,
+            "timeout",
+            keys.timeout.as_deref(),
+            DEFAULT_PROBE_TIMEOUT,
+            true,
+        );
+        let expect_status = cx.status(&join(p, "expect_status"), keys.expect_status);
+        let measure = cx.choice(
+            p,
+            "measure",
+            keys.measure.as_deref(),
+            &[
+                ("failure_ratio", ProbeMeasure::FailureRatio),
+                ("latency", ProbeMeasure::Latency),
+            ],
+        );
+        let window = cx.duration(
+            p,
+            "window",
+            keys.window.as_deref(),
+            DEFAULT_PROBE_WINDOW,
+            true,
+        );
+        let in_range = match (measure, above) {
+            (Some(ProbeMeasure::FailureRatio), Some(v)) => super::fraction(cx, p, v),
+            (Some(ProbeMeasure::Latency), Some(v)) if v <= 0.0 => {
+                cx.err(
+                    join(p, "above"),
+                    format!("above = {v} must be greater than 0 (latency in seconds)"),
+                );
+                false
+            }
+            _ => true,
+        };
+        let min_samples = min_samples(cx, p, keys.min_samples);
+        if let Some(u) = &url {
+            remote_without_timeout(cx, p, u, keys.timeout.is_none());
+        }
+        super::warn_zero_for(cx, p, rule, "probe");
+        let spec = ProbeSpec {
+            url: url?,
+            timeout: timeout?,
+            expect_status: expect_status?,
+            measure: measure?,
+            window: window?,
+            min_samples: min_samples?,
+        };
+        in_range.then_some((spec, above?))
+    }
+
+    /// The window must be able to hold `min_samples` probes at the
+    /// daemon's poll interval (one probe per poll), also while the service
+    /// hangs and every probe uses its whole `timeout`, or the rule is
+    /// Unknown exactly when it matters ([`crate::config::probe_window`]).
+    fn check_poll(&self, cx: &mut Cx, p: &str, poll_interval: Duration) {
+        if let Some(why) = crate::config::probe_window::unreachable(
+            self.min_samples,
+            self.window,
+            self.timeout,
+            poll_interval,
+        ) {
+            cx.err(join(p, "min_samples"), why);
+        }
+    }
+
+    fn describe(&self) -> String {
+        let measure = match self.measure {
+            ProbeMeasure::FailureRatio => "failure_ratio",
+            ProbeMeasure::Latency => "latency",
+        };
+        format!("probe GET {} {measure}", self.url)
+    }
+
+    fn above_baseline(&self) -> Option<f64> {
+        None
+    }
+
+    fn build(&self, cx: &Context) -> ProbeSource {
+        ProbeSource::build(self.clone(), cx.http.clone())
+    }
+
+    fn keeps(&self, _: &ProbeSource, _: &Context) -> bool {
+        true
+    }
+
+    fn budget(&self, _: &Context) -> Duration {
+        self.timeout
+    }
+}
+
+/// `min_samples`, at least 1 (default [`DEFAULT_MIN_SAMPLES`]).
+fn min_samples(cx: &mut Cx, p: &str, n: Option<i64>) -> Option<usize> {
+    let Some(n) = n else {
+        return Some(DEFAULT_MIN_SAMPLES);
+    };
+    match usize::try_from(n) {
+        Ok(n) if n >= 1 => Some(n),
+        _ => {
+            cx.err(
+                join(p, "min_samples"),
+                format!("min_samples = {n} must be at least 1"),
+            );
+            None
+        }
+    }
+}
+
+/// A probe of another host with the default timeout: warn that a healthy
+/// answer over the network may take longer.
+fn remote_without_timeout(cx: &mut Cx, p: &str, u: &url::Url, default_timeout: bool) {
+    let loopback = match u.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        None => false,
+    };
+    if !loopback && default_timeout {
+        cx.warn(
+            join(p, "url"),
+            format!(
+                "probe of {}, which is not on this host, has no timeout set (default {DEFAULT_PROBE_TIMEOUT}); set timeout to what a healthy answer over the network takes",
+                crate::util::redact_url(u)
+            ),
+        );
+    }
+}
+
+impl Observe for ProbeSource {
+    fn sample(
+        &mut self,
+        now: DateTime<Utc>,
+    ) -> impl std::future::Future<Output = Result<f64, SourceError>> + Send {
+        ProbeSource::sample(self, now)
+    }
+
+    fn detail(&self) -> Option<String> {
+        ProbeSource::detail(self)
+    }
+
+    fn window(&self) -> Option<Duration> {
+        Some(ProbeSource::window(self))
+    }
+
+    fn range(&mut self) -> Option<&mut super::prometheus::PromSource> {
+        None
+    }
+}
 
 /// Most probes kept, whatever the window: bounds memory when `window` is long
 /// and the poll interval short.

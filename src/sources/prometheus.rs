@@ -34,8 +34,10 @@ use chrono::{DateTime, Utc};
 use prometheus_http_query::response::{Data, PromqlResult};
 use tokio::sync::Semaphore;
 
-use super::SourceError;
-use crate::config::{PromSpec, PrometheusAuth, PrometheusConfig, DEFAULT_PROMETHEUS};
+use super::{Observe, SourceError};
+pub use config::*;
+
+pub mod config;
 
 /// Queries in flight at once across all targets.
 pub const MAX_CONCURRENT_QUERIES: usize = 32;
@@ -808,6 +810,27 @@ impl PromSource {
     /// How many baseline range queries were sent.
     pub fn baseline_fetches(&self) -> u64 {
         self.baseline_fetches
+    }
+}
+
+impl Observe for PromSource {
+    fn sample(
+        &mut self,
+        _now: DateTime<Utc>,
+    ) -> impl std::future::Future<Output = Result<f64, SourceError>> + Send {
+        PromSource::sample(self)
+    }
+
+    fn detail(&self) -> Option<String> {
+        None
+    }
+
+    fn window(&self) -> Option<Duration> {
+        None
+    }
+
+    fn range(&mut self) -> Option<&mut PromSource> {
+        Some(self)
     }
 }
 

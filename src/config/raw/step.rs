@@ -1,18 +1,12 @@
 //! The raw pieces a plug-in kind's own keys are written with, in a leaf
-//! below [`raw`](super) so that a kind's file (`execute/KIND.rs`) can name
-//! them without reaching the walker, which names every kind: a step (`[..]`
-//! or `{ argv = [..], .. }`) and key paths (`parent.key`).
+//! below [`raw`](super) so that a kind's file (`execute/KIND.rs`) and the
+//! validation context can name them without reaching the walker, which
+//! names every kind: a step (`[..]` or `{ argv = [..], .. }`) and key
+//! paths (`parent.key`, defined in `config/error.rs`).
 
 use std::collections::BTreeMap;
 
-/// `parent.key`, or `key` at the top level.
-pub fn join(parent: &str, key: &str) -> String {
-    if parent.is_empty() {
-        key.to_string()
-    } else {
-        format!("{parent}.{key}")
-    }
-}
+pub use crate::config::error::join;
 
 /// One step: a plain argv list, or a table with its own context.
 #[derive(Debug, Clone)]

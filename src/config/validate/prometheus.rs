@@ -1,6 +1,7 @@
 //! Validation of `[prometheus]` servers, Prometheus rules (`query`, baselines, traffic guard, `step`) and version sources.
 
 use super::*;
+use crate::sources::prometheus::{promql, server_ref};
 
 /// `[prometheus]` (the default server) and `[prometheus.servers.NAME]`.
 /// `[prometheus]` may go without a `url` only when named servers exist;
@@ -66,48 +67,6 @@ pub(super) fn prometheus_servers(
         }
     }
     (default, ok.then_some(servers))
-}
-
-/// The servers a rule may name, for error messages: `"default", "eu"`.
-pub(super) fn known_servers(cx: &Cx) -> String {
-    let mut names: Vec<String> = Vec::new();
-    if cx.prom_default {
-        names.push(format!("{:?}", crate::config::DEFAULT_PROMETHEUS));
-    }
-    names.extend(cx.prom_servers.iter().map(|n| format!("{n:?}")));
-    names.join(", ")
-}
-
-/// `key = "NAME"` at `p` (a rule's `prometheus`, a target's
-/// `version_prometheus`): `Some(None)` for the default server (absent or
-/// `"default"`), `Some(Some(name))` for a named one. An unknown name, or
-/// no name while `[prometheus]` has no url, is an error listing the servers.
-pub(super) fn server_ref(
-    cx: &mut Cx,
-    p: &str,
-    key: &str,
-    name: Option<&str>,
-) -> Option<Option<String>> {
-    match name {
-        None | Some(crate::config::DEFAULT_PROMETHEUS) if cx.prom_default => Some(None),
-        None | Some(crate::config::DEFAULT_PROMETHEUS) => {
-            let known = known_servers(cx);
-            cx.err(
-                join(p, key),
-                format!("[prometheus] has no url (no default server), so name one: {key} = one of {known}"),
-            );
-            None
-        }
-        Some(n) if cx.prom_servers.iter().any(|s| s == n) => Some(Some(n.to_string())),
-        Some(n) => {
-            let known = known_servers(cx);
-            cx.err(
-                join(p, key),
-                format!("unknown Prometheus server {n:?} (known: {known})"),
-            );
-            None
-        }
-    }
 }
 
 /// `[prometheus]` or `[prometheus.servers.NAME]` at `p`.
@@ -193,115 +152,6 @@ pub(super) fn prometheus(cx: &mut Cx, p: &str, raw: &RawPrometheus) -> Option<Pr
         auth: auth?,
         headers: headers_ok.then_some(headers)?,
         blind_after: blind_after?,
-    })
-}
-
-/// A non-empty PromQL string at `path`.
-pub(super) fn promql(cx: &mut Cx, path: &str, value: &str) -> Option<String> {
-    cx.non_empty(path, value).map(|q| q.trim().to_string())
-}
-
-/// The keys of a `source = "prometheus"` rule.
-pub(super) fn prom_spec(cx: &mut Cx, p: &str, raw: &RawRule) -> Option<PromSpec> {
-    let query = cx
-        .required(p, "query", raw.query.as_deref())
-        .and_then(|q| promql(cx, &join(p, "query"), q));
-    let baseline = match raw.above_baseline {
-        None => {
-            for (key, set) in [
-                ("baseline_window", raw.baseline_window.is_some()),
-                ("baseline_query", raw.baseline_query.is_some()),
-            ] {
-                if set {
-                    cx.err(join(p, key), format!("{key} needs above_baseline"));
-                }
-            }
-            (raw.baseline_window.is_none() && raw.baseline_query.is_none()).then_some(None)
-        }
-        Some(k) => {
-            let factor = if k.is_finite() && k > 0.0 {
-                Some(k)
-            } else {
-                cx.err(
-                    join(p, "above_baseline"),
-                    format!("above_baseline = {k} must be a number greater than 0 (e.g. 3.0 for 3 x baseline)"),
-                );
-                None
-            };
-            let window = cx.duration(
-                p,
-                "baseline_window",
-                raw.baseline_window.as_deref(),
-                DEFAULT_BASELINE_WINDOW,
-                true,
-            );
-            let bq = match raw.baseline_query.as_deref() {
-                None => Some(None),
-                Some(q) => promql(cx, &join(p, "baseline_query"), q).map(Some),
-            };
-            Some(Some(BaselineSpec {
-                factor: factor?,
-                window: window?,
-                query: bq?,
-            }))
-        }
-    };
-    let traffic = match (raw.traffic_query.as_deref(), raw.min_traffic) {
-        (None, None) => Some(None),
-        (Some(_), None) => {
-            cx.err(
-                join(p, "min_traffic"),
-                "traffic_query needs min_traffic (the least traffic the rule's value means something at)",
-            );
-            None
-        }
-        (None, Some(_)) => {
-            cx.err(
-                join(p, "traffic_query"),
-                "min_traffic needs traffic_query (PromQL giving the traffic, e.g. requests per second)",
-            );
-            None
-        }
-        (Some(q), Some(min)) => {
-            let q = promql(cx, &join(p, "traffic_query"), q);
-            let min = if min.is_finite() && min >= 0.0 {
-                Some(min)
-            } else {
-                cx.err(
-                    join(p, "min_traffic"),
-                    format!("min_traffic = {min} must be a finite number, 0 or more"),
-                );
-                None
-            };
-            Some(Some(TrafficGuard {
-                query: q?,
-                min: min?,
-            }))
-        }
-    };
-    let step = match raw.step.as_deref() {
-        None => Some(None),
-        Some(text) => match cx.duration(p, "step", Some(text), "0s", true) {
-            Some(d) if d < MIN_STEP => {
-                cx.err(
-                    join(p, "step"),
-                    format!(
-                        "step = {text:?} is below the smallest step of {}ms",
-                        MIN_STEP.as_millis()
-                    ),
-                );
-                None
-            }
-            d => d.map(Some),
-        },
-    };
-    let server = server_ref(cx, p, "prometheus", raw.prometheus.as_deref());
-    Some(PromSpec {
-        query: query?,
-        baseline: baseline?,
-        traffic: traffic?,
-        step: step?,
-        server: server?,
     })
 }
 
