@@ -856,23 +856,11 @@ mod machine {
     fn report(status: RuleStatus, at: DateTime<Utc>) -> Event {
         Event::Evaluated {
             fleet: Default::default(),
-            rules: vec![RuleReport {
-                rule: "errors".into(),
-                source: "prometheus up".into(),
-                status,
-                value: Some(1.0),
-                threshold: 0.5,
-                for_: Duration::ZERO,
-                window: None,
-                at,
-                no_data: None,
-                baseline: None,
-                above_baseline: None,
-                labels: Default::default(),
-                detail: None,
-                shadow: false,
-                unreachable: None,
-            }],
+            rules: vec![RuleReport::ok("errors", at)
+                .source("prometheus up")
+                .status(status)
+                .value(1.0)
+                .for_(Duration::ZERO)],
         }
     }
 

@@ -318,23 +318,12 @@ pub fn rolled_back_incident() -> rollbackd::decide::Incident {
         target: "frontend".into(),
         cause: Cause::Rules {
             abstained: Vec::new(),
-            breached: vec![RuleReport {
-                rule: "errors".into(),
-                source: "probe GET http://127.0.0.1:1/health failure_ratio".into(),
-                status: RuleStatus::Breached { since: at },
-                value: Some(0.75),
-                threshold: 0.2,
-                for_: Duration::from_secs(60),
-                window: None,
-                at,
-                no_data: None,
-                baseline: None,
-                above_baseline: None,
-                labels: Default::default(),
-                detail: None,
-                shadow: false,
-                unreachable: None,
-            }],
+            breached: vec![RuleReport::ok("errors", at)
+                .source("probe GET http://127.0.0.1:1/health failure_ratio")
+                .breached(at)
+                .value(0.75)
+                .threshold(0.2)
+                .for_(Duration::from_secs(60))],
         },
         from_version: Some("v2".into()),
         to_version: Some("v1".into()),
