@@ -311,7 +311,7 @@ pub fn http(method: &str, url: &str, token: Option<&str>, body: Option<&str>) ->
 pub fn rolled_back_incident() -> rollbackd::decide::Incident {
     use chrono::TimeZone;
     use rollbackd::decide::{Cause, Incident, Outcome};
-    use rollbackd::rules::{RuleReport, RuleStatus};
+    use rollbackd::rules::RuleReport;
     let at = chrono::Utc.with_ymd_and_hms(2025, 6, 1, 12, 0, 0).unwrap();
     Incident {
         id: "20250601-120000-frontend-1".into(),
