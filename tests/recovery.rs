@@ -32,20 +32,9 @@ fn write_config(
     conf::write(dir, &text)
 }
 
-fn status(api_port: u16) -> Option<Value> {
-    std::net::TcpStream::connect(("127.0.0.1", api_port)).ok()?;
-    let (code, body) = http(
-        "GET",
-        &format!("http://127.0.0.1:{api_port}/v1/status"),
-        None,
-        None,
-    );
-    (code == 200).then(|| serde_json::from_str(&body).unwrap())
-}
-
 fn wait_target(api_port: u16, what: &str, f: impl Fn(&Value) -> bool) -> Value {
     wait_for(Duration::from_secs(30), what, || {
-        status(api_port)
+        try_status(api_port)
             .map(|s| s["targets"][0].clone())
             .filter(|t| f(t))
     })

@@ -127,6 +127,43 @@ pub fn target(api_port: u16) -> serde_json::Value {
     get_json(&format!("http://127.0.0.1:{api_port}/v1/status"))["targets"][0].clone()
 }
 
+/// `GET url` as JSON when something listens there and it answers 200,
+/// else `None` (for polling a server that may not be up yet).
+pub fn try_get_json(url: &str) -> Option<serde_json::Value> {
+    std::net::TcpStream::connect(("127.0.0.1", port_of(url))).ok()?;
+    let (code, body) = http("GET", url, None, None);
+    (code == 200).then(|| serde_json::from_str(&body).unwrap())
+}
+
+/// Whether something listens at `url`'s port and answers `GET url` with 200.
+pub fn answers_200(url: &str) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port_of(url))).is_ok()
+        && http("GET", url, None, None).0 == 200
+}
+
+/// The port of `http://127.0.0.1:PORT/...`.
+fn port_of(url: &str) -> u16 {
+    url.split(':')
+        .nth(2)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {url}"))
+}
+
+/// `GET /v1/status` once the API answers, else `None`.
+pub fn try_status(api_port: u16) -> Option<serde_json::Value> {
+    try_get_json(&format!("http://127.0.0.1:{api_port}/v1/status"))
+}
+
+/// Wait up to `timeout` until the first target's phase is `phase`;
+/// returns that target. `what` names it in the panic.
+pub fn wait_phase(api_port: u16, timeout: Duration, what: &str, phase: &str) -> serde_json::Value {
+    wait_for(timeout, what, || {
+        let t = target(api_port);
+        (t["phase"] == phase).then_some(t)
+    })
+}
+
 /// Poll `f` every 100 ms until it returns `Some`, or panic after `timeout`
 /// with `what` (which names what we were waiting for).
 pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
@@ -167,6 +204,33 @@ pub fn wait_mail(outbox: &Path, timeout: Duration, what: &str, needle: &str) -> 
     wait_for(timeout, what, || {
         mails(outbox).into_iter().find(|(_, m)| m.contains(needle))
     })
+}
+
+/// Wait up to `secs` seconds for a mail in `dir/state/outbox` (the
+/// outbox of the shared test configs) containing `needle`; its text.
+pub fn outbox_mail(dir: &Path, secs: u64, what: &str, needle: &str) -> String {
+    wait_mail(
+        &dir.join("state/outbox"),
+        Duration::from_secs(secs),
+        what,
+        needle,
+    )
+    .1
+}
+
+/// `rollbackd ARGS --config CONFIG`: (exit code, stdout, stderr).
+pub fn cli(config: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(bin())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run rollbackd");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Rewrite the file at `path` through `edit` (a test's variation on a
