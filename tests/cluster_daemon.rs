@@ -223,12 +223,7 @@ impl Node {
 
     /// Whether `/metrics` says this node's etcd session is `up`.
     fn etcd_up(&self) -> bool {
-        let (code, text) = http(
-            "GET",
-            &format!("http://127.0.0.1:{}/metrics", self.api),
-            None,
-            None,
-        );
+        let (code, text) = get(&format!("http://127.0.0.1:{}/metrics", self.api));
         code == 200
             && text.contains(&format!(
                 "rollbackd_cluster_etcd_up{{node=\"{}\"}} 1",

@@ -117,7 +117,7 @@ impl Setup {
     }
 
     fn target(&self) -> Value {
-        let (code, body) = http("GET", &format!("{}/v1/status", self.api), None, None);
+        let (code, body) = get(&format!("{}/v1/status", self.api));
         assert_eq!(code, 200, "{body}");
         serde_json::from_str::<Value>(&body).unwrap()["targets"][0].clone()
     }

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use chrono::Utc;
 use rollbackd::metrics::Metrics;
-use rollbackd::rules::{RuleReport, RuleStatus};
+use rollbackd::rules::RuleReport;
 
 const PROMTOOL: &str = "/usr/bin/promtool";
 const RULES: &str = concat!(

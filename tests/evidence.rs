@@ -516,12 +516,7 @@ impl SmallServer {
 
     /// (most connections served at once, requests served)
     fn stats(&self) -> (u64, u64) {
-        let (_, body) = http(
-            "GET",
-            &format!("http://127.0.0.1:{}/stats", self.port),
-            None,
-            None,
-        );
+        let (_, body) = get(&format!("http://127.0.0.1:{}/stats", self.port));
         let mut it = body.split_whitespace().map(|x| x.parse().unwrap_or(0));
         (it.next().unwrap_or(0), it.next().unwrap_or(0))
     }

@@ -125,12 +125,7 @@ fn connection_flood_under_ulimit_1024_rolls_nothing_back() {
     );
     let mut healthz = 0;
     while started.elapsed() < Duration::from_millis(5_500) {
-        let (code, body) = http(
-            "GET",
-            &format!("http://127.0.0.1:{api_port}/healthz"),
-            None,
-            None,
-        );
+        let (code, body) = get(&format!("http://127.0.0.1:{api_port}/healthz"));
         assert_eq!(code, 200, "/healthz during the flood: {body}");
         healthz += 1;
         std::thread::sleep(Duration::from_millis(300));
@@ -372,13 +367,7 @@ fn state_dir_deleted_while_running_refuses_to_act_and_notifies_once() {
     let (code, body) = trigger(api_port);
     assert_eq!(code, 409, "{body}");
     assert!(body.contains("could not journal"), "{body}");
-    let metrics = http(
-        "GET",
-        &format!("http://127.0.0.1:{api_port}/metrics"),
-        None,
-        None,
-    )
-    .1;
+    let metrics = metrics(api_port);
     assert!(
         metrics.contains("rollbackd_journal_replaced 1"),
         "{metrics}"
@@ -472,13 +461,7 @@ fn fifty_thousand_alerts_are_bounded_and_fast() {
         "RSS grew from {before} kB to {after} kB"
     );
     assert!(file < 1_000_000, "alerts.json is {file} bytes");
-    let metrics = http(
-        "GET",
-        &format!("http://127.0.0.1:{api_port}/metrics"),
-        None,
-        None,
-    )
-    .1;
+    let metrics = metrics(api_port);
     assert!(
         metrics.contains("rollbackd_alerts_dropped_total 49000"),
         "{metrics}"

@@ -75,12 +75,7 @@ fn request(method: &str, url: &str, auth: Option<&str>, body: Option<Vec<u8>>) -
 }
 
 fn healthz(api_port: u16) {
-    let (code, _) = http(
-        "GET",
-        &format!("http://127.0.0.1:{api_port}/healthz"),
-        None,
-        None,
-    );
+    let (code, _) = get(&format!("http://127.0.0.1:{api_port}/healthz"));
     assert_eq!(code, 200);
 }
 
@@ -344,13 +339,7 @@ fn shell_metacharacters_in_alert_labels_never_reach_a_shell_or_an_argv() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(std::fs::read_to_string(&ran).unwrap(), "web\n");
     assert!(!canary.exists(), "a label reached a shell");
-    let incidents = http(
-        "GET",
-        &format!("http://127.0.0.1:{}/v1/incidents", s.api_port),
-        None,
-        None,
-    )
-    .1;
+    let incidents = get(&format!("http://127.0.0.1:{}/v1/incidents", s.api_port)).1;
     assert!(
         !incidents.contains("touch"),
         "labels copied into the incident: {incidents}"

@@ -92,12 +92,7 @@ cooldown = "1s"
 
 /// What must survive a restart, per target, from `/v1/status`.
 fn durable(api: u16) -> BTreeMap<String, String> {
-    let (code, body) = http(
-        "GET",
-        &format!("http://127.0.0.1:{api}/v1/status"),
-        None,
-        None,
-    );
+    let (code, body) = get(&format!("http://127.0.0.1:{api}/v1/status"));
     assert_eq!(code, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     v["targets"]
@@ -149,12 +144,7 @@ fn flapping_targets_keep_the_journal_bounded_and_recover_exactly() {
         std::thread::sleep(Duration::from_millis(50));
     }
     d.assert_alive();
-    let (_, metrics) = http(
-        "GET",
-        &format!("http://127.0.0.1:{api}/metrics"),
-        None,
-        None,
-    );
+    let (_, metrics) = get(&format!("http://127.0.0.1:{api}/metrics"));
     let compactions: f64 = metrics
         .lines()
         .find(|l| l.starts_with("rollbackd_journal_compactions_total"))

@@ -8,7 +8,6 @@ mod common;
 #[path = "common/prometheus.rs"]
 mod prom;
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::*;
@@ -44,21 +43,6 @@ fn metrics(api: u16) -> String {
     let (code, body) = prom::http_get(api, "/metrics").expect("GET /metrics");
     assert_eq!(code, 200, "{body}");
     body
-}
-
-fn wait_version_seen(state: &Path, version: &str) {
-    wait_for(
-        Duration::from_secs(15),
-        &format!("version {version} in the journal"),
-        || {
-            journal(state)
-                .iter()
-                .any(|e| {
-                    e["event"]["event"] == "version_observed" && e["event"]["version"] == version
-                })
-                .then_some(())
-        },
-    );
 }
 
 #[test]

@@ -418,12 +418,7 @@ outbox_dir = "{dir}/state/outbox"
 
 /// The `rollbackd_prometheus_reachable` line of `server` on `/metrics`.
 fn reachable_metric(api_port: u16, server: &str) -> Option<String> {
-    let (_, text) = http(
-        "GET",
-        &format!("http://127.0.0.1:{api_port}/metrics"),
-        None,
-        None,
-    );
+    let (_, text) = get(&format!("http://127.0.0.1:{api_port}/metrics"));
     let prefix = format!("rollbackd_prometheus_reachable{{server=\"{server}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use common::{conf, free_port, http, wait_for, Running};
+use common::{conf, free_port, get, http, metrics, wait_for, Running};
 
 /// A webhook endpoint that answers 500 (with the URL it was called on in
 /// its body, as some proxies do) to everything.
@@ -100,20 +100,8 @@ timeout = "1s"
             && retries.iter().any(|l| l.contains("webhook[1]")))
         .then_some(())
     });
-    let status = http(
-        "GET",
-        &format!("http://127.0.0.1:{api_port}/v1/status"),
-        None,
-        None,
-    )
-    .1;
-    let metrics = http(
-        "GET",
-        &format!("http://127.0.0.1:{api_port}/metrics"),
-        None,
-        None,
-    )
-    .1;
+    let status = get(&format!("http://127.0.0.1:{api_port}/v1/status")).1;
+    let metrics = metrics(api_port);
     drop(daemon);
     let log_text = std::fs::read_to_string(&log).unwrap();
     let everything = format!(

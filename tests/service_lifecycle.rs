@@ -56,12 +56,7 @@ poll_interval = "200ms"
 }
 
 fn status_json(api: u16) -> serde_json::Value {
-    let (code, body) = http(
-        "GET",
-        &format!("http://127.0.0.1:{api}/v1/status"),
-        None,
-        None,
-    );
+    let (code, body) = get(&format!("http://127.0.0.1:{api}/v1/status"));
     assert_eq!(code, 200, "{body}");
     serde_json::from_str(&body).unwrap()
 }
@@ -210,12 +205,7 @@ fn sighup_applies_a_valid_config_and_keeps_an_open_incident() {
         target_names(&status_json(api)),
         vec!["new".to_string(), "third".to_string()]
     );
-    let (code, metrics) = http(
-        "GET",
-        &format!("http://127.0.0.1:{api}/metrics"),
-        None,
-        None,
-    );
+    let (code, metrics) = get(&format!("http://127.0.0.1:{api}/metrics"));
     assert_eq!(code, 200);
     assert!(
         metrics.contains("rollbackd_config_last_reload_success 1"),
@@ -323,12 +313,7 @@ fn ready_only_once_the_api_answers_and_status_says_what_is_watched() {
         }
     };
     // The API must already answer when READY=1 arrives.
-    let (code, _) = http(
-        "GET",
-        &format!("http://127.0.0.1:{api}/healthz"),
-        None,
-        None,
-    );
+    let (code, _) = get(&format!("http://127.0.0.1:{api}/healthz"));
     assert_eq!(code, 200);
     assert!(
         ready.contains("STATUS=watching 2 targets"),

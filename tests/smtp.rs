@@ -38,20 +38,12 @@ fn setup(
 }
 
 fn wait_version_seen(state: &Path, target: &str, version: &str) {
-    wait_for(
-        Duration::from_secs(15),
-        &format!("{target} at version {version} in the journal"),
-        || {
-            journal(state)
-                .iter()
-                .any(|e| {
-                    e["target"] == target
-                        && e["event"]["event"] == "version_observed"
-                        && e["event"]["version"] == version
-                })
-                .then_some(())
-        },
-    );
+    let what = format!("{target} at version {version} in the journal");
+    wait_journal(state, &what, |e| {
+        e["target"] == target
+            && e["event"]["event"] == "version_observed"
+            && e["event"]["version"] == version
+    });
 }
 
 /// Message-ID -> how many times it was received.

@@ -250,13 +250,7 @@ fn a_corrupt_snapshot_never_resets_state_and_nothing_consistent_is_state_lost() 
     assert!(why.contains("acts on no target"), "{why}");
     assert!(why.contains("snapshot.json is unreadable"), "{why}");
     assert!(why.contains("mv "), "says how to get out: {why}");
-    let metrics = http(
-        "GET",
-        &format!("http://127.0.0.1:{api_port}/metrics"),
-        None,
-        None,
-    )
-    .1;
+    let metrics = metrics(api_port);
     assert!(
         metrics.lines().any(|l| l == "rollbackd_state_lost 1"),
         "{metrics}"

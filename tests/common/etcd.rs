@@ -4,6 +4,9 @@
 //! `#[path]` by the tests that need them.
 #![allow(dead_code)]
 
+#[path = "raw_http.rs"]
+mod raw_http;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -179,25 +182,7 @@ impl Drop for Etcd {
 
 /// One blocking HTTP GET on loopback: `(status, body)`.
 fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
+    raw_http::get(port, path, Duration::from_secs(2))
 }
 
 /// A TCP forwarder from a loopback port to `upstream`. While partitioned

@@ -249,6 +249,21 @@ pub fn journal(state_dir: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Wait up to 15 s for a journal entry in `state` for which `found`
+/// holds; `what` names it in the panic.
+pub fn wait_journal(state: &Path, what: &str, found: impl Fn(&serde_json::Value) -> bool) {
+    wait_for(Duration::from_secs(15), what, || {
+        journal(state).iter().any(&found).then_some(())
+    });
+}
+
+/// Wait up to 15 s until the journal in `state` has seen `version` live.
+pub fn wait_version_seen(state: &Path, version: &str) {
+    wait_journal(state, &format!("version {version} in the journal"), |e| {
+        e["event"]["event"] == "version_observed" && e["event"]["version"] == version
+    });
+}
+
 /// Target of the `current` symlink, as a release name.
 pub fn live(dir: &Path) -> String {
     std::fs::read_link(dir.join("current"))
@@ -338,6 +353,16 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("bind 127.0.0.1:0")
         .port()
+}
+
+/// `GET url` with no token: (status, body).
+pub fn get(url: &str) -> (u16, String) {
+    http("GET", url, None, None)
+}
+
+/// `GET /metrics` of the API on `api_port`: the exposition text.
+pub fn metrics(api_port: u16) -> String {
+    get(&format!("http://127.0.0.1:{api_port}/metrics")).1
 }
 
 /// One HTTP request with a small runtime: (status, body).
