@@ -30,49 +30,14 @@ fn start(target_extra: &str, rule_for: &str) -> Setup {
     let port = serve_releases(&dir);
     let api_port = free_port();
     std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
-    let config = format!(
-        r#"
-[daemon]
-state_dir = "{dir}/state"
-listen = "127.0.0.1:{api_port}"
-poll_interval = "200ms"
-api_token_file = "{dir}/token"
-public_url = "http://127.0.0.1:{api_port}/"
-
-[notify.email]
-from = "rollbackd <rollbackd@test.invalid>"
-to = ["admin@example.com"]
-outbox_dir = "{dir}/state/outbox"
-
-[[target]]
-name = "web"
-cooldown = "1m"
-max_rollbacks_per_hour = 5
-{target_extra}
-
-  [[target.rule]]
-  name = "health"
-  source = "probe"
-  url = "http://127.0.0.1:{port}/api/health"
-  timeout = "1s"
-  window = "3s"
-  above = 0.5
-  for = "{rule_for}"
-
-  [target.rollback]
-  kind = "symlink"
-  current = "{dir}/current"
-  releases = "{dir}/releases"
-  timeout = "20s"
-
-  [target.verify]
-  within = "10s"
-  url = "http://127.0.0.1:{port}/api/health"
-"#,
+    let daemon_extra = format!(
+        "api_token_file = \"{dir}/token\"\npublic_url = \"http://127.0.0.1:{api_port}/\"",
         dir = dir.display()
     );
-    let path = dir.join("rollbackd.toml");
-    std::fs::write(&path, config).unwrap();
+    let target_extra = format!("max_rollbacks_per_hour = 5\n{target_extra}");
+    let config = conf::base(&dir, api_port, &daemon_extra)
+        + &conf::demo_target("web", &dir, port, &target_extra, rule_for);
+    let path = conf::write(&dir, &config);
     let daemon = Running::start(&path, &dir.join("daemon.log"));
     let api = format!("http://127.0.0.1:{api_port}");
     let s = Setup {

@@ -53,49 +53,13 @@ fn setup(answer: Option<&str>, confirm_extra: &str) -> Setup {
         std::fs::write(dir.join("answer"), a).unwrap();
     }
     let script = script(&dir);
-    let config = format!(
-        r#"
-[daemon]
-state_dir = "{dir}/state"
-listen = "127.0.0.1:{api_port}"
-poll_interval = "200ms"
-
-[notify.email]
-from = "rollbackd <rollbackd@test.invalid>"
-to = ["admin@example.com"]
-outbox_dir = "{dir}/state/outbox"
-
-[[target]]
-name = "web"
-cooldown = "1m"
-confirm = "required"
-confirm_command = ["{script}", "{{incident}}"]
-{confirm_extra}
-
-  [[target.rule]]
-  name = "health"
-  source = "probe"
-  url = "http://127.0.0.1:{port}/api/health"
-  timeout = "1s"
-  window = "3s"
-  above = 0.5
-  for = "1s"
-
-  [target.rollback]
-  kind = "symlink"
-  current = "{dir}/current"
-  releases = "{dir}/releases"
-  timeout = "20s"
-
-  [target.verify]
-  within = "10s"
-  url = "http://127.0.0.1:{port}/api/health"
-"#,
-        dir = dir.display(),
+    let target_extra = format!(
+        "confirm = \"required\"\nconfirm_command = [\"{script}\", \"{{incident}}\"]\n{confirm_extra}",
         script = script.display()
     );
-    let path = dir.join("rollbackd.toml");
-    std::fs::write(&path, config).unwrap();
+    let config =
+        conf::base(&dir, api_port, "") + &conf::demo_target("web", &dir, port, &target_extra, "1s");
+    let path = conf::write(&dir, &config);
     Setup {
         _tmp: tmp,
         dir,

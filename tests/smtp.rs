@@ -299,30 +299,7 @@ fn a_slow_smtp_server_does_not_delay_another_targets_rollback() {
         std::fs::create_dir_all(d).unwrap();
         rollbackd::demo::create_releases(d).unwrap();
         let port = serve_releases(d);
-        targets.push_str(&format!(
-            r#"
-[[target]]
-name = "{name}"
-cooldown = "1m"
-  [[target.rule]]
-  name = "health"
-  source = "probe"
-  url = "http://127.0.0.1:{port}/api/health"
-  timeout = "1s"
-  window = "3s"
-  above = 0.5
-  for = "1s"
-  [target.rollback]
-  kind = "symlink"
-  current = "{d}/current"
-  releases = "{d}/releases"
-  timeout = "20s"
-  [target.verify]
-  within = "10s"
-  url = "http://127.0.0.1:{port}/api/health"
-"#,
-            d = d.display()
-        ));
+        targets.push_str(&conf::demo_target(name, d, port, "", "1s"));
     }
     let config = format!(
         r#"

@@ -130,6 +130,28 @@ pub fn verify(within: &str, url: &str) -> String {
     )
 }
 
+/// `[daemon]` on `api_port` polling every 200 ms (`extra` lines follow)
+/// and `[notify.email]` to admin@example.com in `dir/state/outbox`: the
+/// head of most daemon tests' configs.
+pub fn base(dir: &Path, api_port: u16, daemon_extra: &str) -> String {
+    daemon(dir, api_port, "200ms", daemon_extra)
+        + &email(&dir.join("state/outbox"), &["admin@example.com"])
+}
+
+/// Target `name` (cooldown 1m, `extra` target lines) on the demo service
+/// at `port` with its releases in `dir`: the `health` probe rule
+/// (`for_`), a symlink rollback within 20 s, verified within 10 s.
+pub fn demo_target(name: &str, dir: &Path, port: u16, extra: &str, for_: &str) -> String {
+    let url = format!("http://127.0.0.1:{port}/api/health");
+    [
+        target(name, "1m", extra),
+        health_rule(&url, "1s", "3s", for_),
+        symlink_rollback(dir, "20s", ""),
+        verify("10s", &url),
+    ]
+    .concat()
+}
+
 /// Write `text` to `dir/rollbackd.toml` and return that path.
 pub fn write(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("rollbackd.toml");
