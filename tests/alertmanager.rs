@@ -89,8 +89,7 @@ fn config(
     target_extra: &str,
 ) -> std::path::PathBuf {
     let text = [
-        conf::daemon(dir, api_port, "200ms", daemon_extra),
-        conf::email(&dir.join("state/outbox"), &["admin@example.com"]),
+        conf::base(dir, api_port, daemon_extra),
         conf::target("frontend", "", target_extra),
         r#"
   [[target.rule]]

@@ -8,7 +8,6 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::Output;
-use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -30,13 +29,11 @@ fn setup() -> Setup {
     let token = dir.join("api-token");
     std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
     let text = [
-        conf::daemon(
+        conf::base(
             &dir,
             api_port,
-            "200ms",
             &format!("api_token_file = \"{}\"", token.display()),
         ),
-        conf::email(&dir.join("state/outbox"), &["admin@example.com"]),
         conf::target("web", "1m", ""),
         conf::demo_health_rule(port),
         conf::command_rollback("30s", r#"[["true"]]"#),
@@ -44,9 +41,7 @@ fn setup() -> Setup {
     .concat();
     let config = conf::write(&dir, &text);
     let daemon = Running::start_serving(&config, &dir.join("daemon.log"), api_port);
-    wait_for(Duration::from_secs(20), "a first evaluation", || {
-        (target(api_port)["state"]["rules"][0]["status"]["status"] == "ok").then_some(())
-    });
+    wait_first_ok(api_port);
     Setup {
         _tmp: tmp,
         dir,

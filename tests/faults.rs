@@ -27,8 +27,7 @@ fn command_config(
     steps: &str,
 ) -> PathBuf {
     let text = [
-        conf::daemon(dir, api_port, "200ms", daemon_extra),
-        conf::email(&dir.join("state/outbox"), &["admin@example.com"]),
+        conf::base(dir, api_port, daemon_extra),
         conf::target("web", "1m", target_extra),
         conf::demo_health_rule(port),
         conf::command_rollback("60s", steps),

@@ -25,16 +25,9 @@ fn config(
     target_extra: &str,
     steps: &str,
 ) -> PathBuf {
-    let token_line = if token {
-        let file = dir.join("api-token");
-        std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
-        format!("api_token_file = \"{}\"", file.display())
-    } else {
-        String::new()
-    };
+    let token_line = conf::api_token(&dir, token.then_some(TOKEN));
     let text = [
-        conf::daemon(dir, api_port, "200ms", &token_line),
-        conf::email(&dir.join("state/outbox"), &["admin@example.com"]),
+        conf::base(dir, api_port, &token_line),
         conf::target("web", "1m", target_extra),
         conf::demo_health_rule(port),
         conf::paged_rule("HighErrorRate", "0s"),
@@ -91,9 +84,7 @@ fn setup(token: bool, target_extra: &str, steps: &str) -> Setup {
     let steps = steps.replace("{DIR}", &dir.display().to_string());
     let path = config(&dir, port, api_port, token, target_extra, &steps);
     let daemon = Running::start_serving(&path, &dir.join("daemon.log"), api_port);
-    wait_for(Duration::from_secs(20), "a first evaluation", || {
-        (target(api_port)["state"]["rules"][0]["status"]["status"] == "ok").then_some(())
-    });
+    wait_first_ok(api_port);
     Setup {
         _tmp: tmp,
         dir,

@@ -34,8 +34,7 @@ fn version_server(body: String) -> u16 {
 
 fn config(dir: &Path, api_port: u16, version_port: u16, steps: &str) -> PathBuf {
     let text = [
-        conf::daemon(dir, api_port, "200ms", ""),
-        conf::email(&dir.join("state/outbox"), &["admin@example.com"]),
+        conf::base(dir, api_port, ""),
         conf::target(
             "web",
             "1m",

@@ -21,8 +21,7 @@ fn write_config(
     restart: &str,
 ) -> PathBuf {
     let text = [
-        conf::daemon(dir, api_port, "200ms", ""),
-        conf::email(&dir.join("state/outbox"), &["admin@example.com"]),
+        conf::base(dir, api_port, ""),
         conf::target("web", "1m", target_extra),
         conf::demo_health_rule(port),
         conf::symlink_rollback(dir, "60s", restart),
@@ -69,16 +68,8 @@ fn sigkill_while_awaiting_confirmation_keeps_id_deadline_and_pause() {
     assert_eq!(live(&dir), "v2", "nothing ran");
 
     // Pause survives a SIGKILL too.
-    let out = std::process::Command::new(bin())
-        .args(["pause", "web", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, _, err) = cli(&config, &["pause", "web"]);
+    assert!(code == Some(0), "{err}");
     d.kill9();
     let d = Running::start(&config, &dir.join("daemon3.log"));
     let t = wait_target(api_port, "the recovered state", |_| true);
@@ -89,12 +80,8 @@ fn sigkill_while_awaiting_confirmation_keeps_id_deadline_and_pause() {
         .as_str()
         .unwrap()
         .to_string();
-    let out = std::process::Command::new(bin())
-        .args(["approve", &id, "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let (code, _, _) = cli(&config, &["approve", &id]);
+    assert!(code == Some(0));
     let t = wait_target(api_port, "Escalated", |t| t["phase"] == "Escalated");
     assert!(t["state"]["phase"]["incident"]["error"]
         .to_string()
@@ -191,8 +178,7 @@ fn after_sigkill_an_unknown_probe_and_another_rules_ok_do_not_resolve_a_waiting_
     let api_port = free_port();
     let marker = dir.join("rolled-back");
     let text = [
-        conf::daemon(&dir, api_port, "200ms", ""),
-        conf::email(&dir.join("state/outbox"), &["admin@example.com"]),
+        conf::base(&dir, api_port, ""),
         conf::target(
             "web",
             "30m",
@@ -269,16 +255,8 @@ fn after_sigkill_an_unknown_probe_and_another_rules_ok_do_not_resolve_a_waiting_
     assert!(!marker.exists(), "nothing ran before the approval");
 
     // The approval the human was about to give still works.
-    let out = std::process::Command::new(bin())
-        .args(["approve", &id, "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, _, err) = cli(&config, &["approve", &id]);
+    assert!(code == Some(0), "{err}");
     wait_for(
         Duration::from_secs(20),
         "the approved rollback to run",

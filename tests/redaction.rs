@@ -75,8 +75,7 @@ timeout = "1s"
 "#
     );
     let text = [
-        conf::daemon(dir, api_port, "200ms", ""),
-        conf::email(&dir.join("state/outbox"), &["admin@example.com"]),
+        conf::base(dir, api_port, ""),
         webhooks,
         conf::target("web", "1m", ""),
         conf::paged_rule("HighErrorRate", "0s"),

@@ -45,15 +45,11 @@ fn target(name: &str, svc: &Service, cooldown: &str, extra: &str, rollback_extra
 /// allowed; the targets break together on purpose, so no blast-radius
 /// guard), email to an outbox, then `targets`.
 fn write_config(base: &Path, api_port: u16, targets: &[String]) -> PathBuf {
-    let mut text = [
-        conf::daemon(
-            base,
-            api_port,
-            "200ms",
-            "journal_max_size = \"64KiB\"\nmax_simultaneous_breaches = 0",
-        ),
-        conf::email(&base.join("state/outbox"), &["admin@example.com"]),
-    ]
+    let mut text = [conf::base(
+        base,
+        api_port,
+        "journal_max_size = \"64KiB\"\nmax_simultaneous_breaches = 0",
+    )]
     .concat();
     for t in targets {
         text.push_str(t);

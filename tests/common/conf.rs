@@ -138,6 +138,17 @@ pub fn base(dir: &Path, api_port: u16, daemon_extra: &str) -> String {
         + &email(&dir.join("state/outbox"), &["admin@example.com"])
 }
 
+/// `api_token_file = ...` for `[daemon]`, with `token` written to
+/// `dir/api-token`; nothing (an open API) without one.
+pub fn api_token(dir: &Path, token: Option<&str>) -> String {
+    let Some(token) = token else {
+        return String::new();
+    };
+    let file = dir.join("api-token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    format!("api_token_file = \"{}\"", file.display())
+}
+
 /// Target `name` (cooldown 1m, `extra` target lines) on the demo service
 /// at `port` with its releases in `dir`: the `health` probe rule
 /// (`for_`), a symlink rollback within 20 s, verified within 10 s.

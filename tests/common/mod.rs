@@ -155,6 +155,14 @@ pub fn try_status(api_port: u16) -> Option<serde_json::Value> {
     try_get_json(&format!("http://127.0.0.1:{api_port}/v1/status"))
 }
 
+/// Wait up to 20 s until the first target's first rule has been
+/// evaluated Ok.
+pub fn wait_first_ok(api_port: u16) {
+    wait_for(Duration::from_secs(20), "a first evaluation", || {
+        (target(api_port)["state"]["rules"][0]["status"]["status"] == "ok").then_some(())
+    });
+}
+
 /// Wait up to `timeout` until the first target's phase is `phase`;
 /// returns that target. `what` names it in the panic.
 pub fn wait_phase(api_port: u16, timeout: Duration, what: &str, phase: &str) -> serde_json::Value {
