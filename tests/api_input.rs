@@ -213,11 +213,7 @@ fn reload_with_an_invalid_config_exits_64() {
     let out = s.cli(&["reload"]);
     assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
     assert!(stderr(&out).contains("bogus_key"), "{}", stderr(&out));
-    let out = std::process::Command::new(bin())
-        .args(["reload", "--config"])
-        .arg(&s.config)
-        .output()
-        .unwrap();
+    let out = run_rollbackd(&s.config, &["reload"]);
     assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("bogus_key"), "{err}");

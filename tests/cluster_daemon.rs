@@ -181,11 +181,7 @@ struct Node {
 
 impl Node {
     fn start(&mut self) {
-        let check = std::process::Command::new(bin())
-            .args(["check", "--config"])
-            .arg(&self.config)
-            .output()
-            .unwrap();
+        let check = run_rollbackd(&self.config, &["check"]);
         assert!(
             check.status.success(),
             "rollbackd check refuses the test config: {}{}",
@@ -497,11 +493,7 @@ fn approval_sent_to_the_standby_acts_once_on_the_owner() {
     assert!(s.lines().is_empty(), "nothing ran before the approval");
 
     // The CLI against the standby, then the same approval again over HTTP.
-    let out = std::process::Command::new(bin())
-        .args(["approve", &id, "--config"])
-        .arg(&nodes[standby].config)
-        .output()
-        .unwrap();
+    let out = run_rollbackd(&nodes[standby].config, &["approve", &id]);
     assert!(
         out.status.success(),
         "approve via the standby: {}{}",

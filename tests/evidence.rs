@@ -339,11 +339,7 @@ fn zero_traffic_is_unknown_not_a_breach() {
     std::thread::sleep(Duration::from_secs(8));
     assert_eq!(live(dir), "v1");
     assert!(entered(&state, "RollingBack").is_none(), "nothing happens");
-    let out = std::process::Command::new(bin())
-        .args(["status", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = run_rollbackd(&cfg, &["status"]);
     let status = String::from_utf8_lossy(&out.stdout);
     let errors = status
         .lines()

@@ -10,7 +10,6 @@ mod common;
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -167,11 +166,7 @@ fn second_daemon_on_one_state_dir_exits_naming_the_holder() {
             &format!("{}/state", dir.display()),
         )
     });
-    let out = Command::new(bin())
-        .args(["run", "--config"])
-        .arg(&second_config)
-        .output()
-        .unwrap();
+    let out = run_rollbackd(&second_config, &["run"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -182,11 +177,7 @@ fn second_daemon_on_one_state_dir_exits_naming_the_holder() {
         "{stderr}"
     );
     first.assert_alive();
-    let status = Command::new(bin())
-        .args(["status", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let status = run_rollbackd(&config, &["status"]);
     assert_eq!(status.status.code(), Some(0), "{status:?}");
     assert_eq!(
         std::fs::read_to_string(dir.join("state/lock"))
@@ -495,11 +486,7 @@ fn secret_files_readable_by_others_are_warned_about() {
         "",
         r#"[["true"]]"#,
     );
-    let out = Command::new(bin())
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = run_rollbackd(&config, &["check"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let want = format!(
@@ -518,11 +505,7 @@ fn secret_files_readable_by_others_are_warned_about() {
     drop(daemon);
 
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let out = Command::new(bin())
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = run_rollbackd(&config, &["check"]);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
 }
 

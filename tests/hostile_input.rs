@@ -178,11 +178,10 @@ fn traversal_ids_are_not_found_and_touch_nothing() {
         );
         assert!(code == 404 || code == 400, "{name}: {code}");
     }
-    let out = std::process::Command::new(bin())
-        .args(["report", "../../../etc/passwd", "--config"])
-        .arg(s.dir.join("rollbackd.toml"))
-        .output()
-        .unwrap();
+    let out = run_rollbackd(
+        &s.dir.join("rollbackd.toml"),
+        &["report", "../../../etc/passwd"],
+    );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("root:"));
     assert_ne!(out.status.code(), Some(0));
     healthz(s.api_port);

@@ -8,10 +8,9 @@ mod common;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use common::{bin, conf, free_port, http, target, wait_for, Running};
+use common::{conf, free_port, http, run_rollbackd, target, wait_for, Running};
 
 /// A `version_url` service answering `body` to every request.
 fn version_server(body: String) -> u16 {
@@ -129,11 +128,7 @@ fn check_refuses_a_variable_in_the_script_text_of_a_shell_step() {
     let dir = tmp.path();
     let steps = r#"[["sh", "-c", "echo rolled back from {from_version} >> /tmp/x"]]"#;
     let path = config(dir, free_port(), free_port(), steps);
-    let out = Command::new(bin())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = run_rollbackd(&path, &["check"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{stderr}");
     assert!(

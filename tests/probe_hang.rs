@@ -72,11 +72,7 @@ fn config(dir: &Path, port: u16, window: &str) -> PathBuf {
 }
 
 fn check(config: &Path) -> (bool, String) {
-    let out = std::process::Command::new(bin())
-        .args(["check", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
+    let out = run_rollbackd(config, &["check"]);
     (
         out.status.success(),
         format!(

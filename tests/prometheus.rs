@@ -123,11 +123,7 @@ fn statuses(state: &Path, rule: &str) -> Vec<String> {
 }
 
 fn status_cli(config: &Path) -> String {
-    let out = std::process::Command::new(bin())
-        .args(["status", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
+    let out = run_rollbackd(config, &["status"]);
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -446,11 +442,7 @@ fn two_servers_one_stopped_is_one_notice_for_that_server() {
     default.wait_for_series("app_latency_seconds", Duration::from_secs(30));
     eu.wait_for_series("app_latency_seconds", Duration::from_secs(30));
     let (cfg, api_port) = two_server_config(dir, &default.url(), &eu.url());
-    let check = std::process::Command::new(bin())
-        .args(["check", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let check = run_rollbackd(&cfg, &["check"]);
     assert!(check.status.success(), "{check:?}");
     let mut daemon = Running::start(&cfg, &dir.join("daemon.log"));
     let state = dir.join("state");
@@ -504,11 +496,7 @@ fn two_servers_one_stopped_is_one_notice_for_that_server() {
     assert_eq!(reachable_metric(api_port, "default").as_deref(), Some("1"));
     // A reload keeps what was told about each server: no second notice,
     // and "reachable again" still comes.
-    let reload = std::process::Command::new(bin())
-        .args(["reload", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let reload = run_rollbackd(&cfg, &["reload"]);
     assert!(reload.status.success(), "{reload:?}");
     // Down past the targets' blind_after (5s): still one notice, none per
     // target.

@@ -143,11 +143,7 @@ fn sighup_applies_a_valid_config_and_keeps_an_open_incident() {
 
     // Rejecting the incident ends it: the removed target then stops.
     let id = incident.as_str().unwrap();
-    let out = Command::new(bin())
-        .args(["reject", id, "--reason", "not now", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = run_rollbackd(&cfg, &["reject", id, "--reason", "not now"]);
     assert!(out.status.success(), "{out:?}");
     wait_for(Duration::from_secs(5), "old to leave status", || {
         (target_names(&status_json(api)) == vec!["new".to_string()]).then_some(())
@@ -175,11 +171,7 @@ fn sighup_applies_a_valid_config_and_keeps_an_open_incident() {
 
     // `rollbackd reload` does the same and answers with what changed, or
     // with every problem (exit 64, invalid config; nothing changed).
-    let out = Command::new(bin())
-        .args(["reload", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = run_rollbackd(&cfg, &["reload"]);
     assert_eq!(out.status.code(), Some(64), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bogus_key"), "{err}");
@@ -193,11 +185,7 @@ fn sighup_applies_a_valid_config_and_keeps_an_open_incident() {
         ),
     )
     .unwrap();
-    let out = Command::new(bin())
-        .args(["reload", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = run_rollbackd(&cfg, &["reload"]);
     assert!(out.status.success(), "{out:?}");
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("1 added"), "{said}");

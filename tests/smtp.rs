@@ -507,11 +507,7 @@ fn a_missing_ca_file_stops_the_daemon_at_start() {
         &format!("ca_file = \"{}\"", ca.display()),
         "",
     );
-    let out = std::process::Command::new(bin())
-        .args(["run", "--config"])
-        .arg(dir.join("rollbackd.toml"))
-        .output()
-        .unwrap();
+    let out = run_rollbackd(&dir.join("rollbackd.toml"), &["run"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

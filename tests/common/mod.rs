@@ -226,14 +226,19 @@ pub fn outbox_mail(dir: &Path, secs: u64, what: &str, needle: &str) -> String {
     .1
 }
 
-/// `rollbackd ARGS --config CONFIG`: (exit code, stdout, stderr).
-pub fn cli(config: &Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(bin())
+/// `rollbackd ARGS --config CONFIG`, run to its end.
+pub fn run_rollbackd(config: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(bin())
         .args(args)
         .arg("--config")
         .arg(config)
         .output()
-        .expect("run rollbackd");
+        .expect("run rollbackd")
+}
+
+/// `rollbackd ARGS --config CONFIG`: (exit code, stdout, stderr).
+pub fn cli(config: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = run_rollbackd(config, args);
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
