@@ -16,7 +16,6 @@ mod common;
 #[path = "common/prometheus.rs"]
 mod prom;
 
-use std::io::Write;
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use common::wait_for;
+use common::{answer_metrics, hung_server, serve_each, wait_for};
 use prom::{Exporter, Knobs, Prometheus};
 use rollbackd::config::{
     NoData, ProbeMeasure, ProbeSpec, PromSpec, PrometheusConfig, RuleConfig, SourceSpec,
@@ -44,23 +43,13 @@ struct Gauge {
 
 impl Gauge {
     fn start(value: f64) -> Gauge {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind gauge exporter");
-        let port = listener.local_addr().unwrap().port();
         let down = Arc::new(AtomicBool::new(false));
         let d = down.clone();
-        std::thread::spawn(move || {
-            for mut stream in listener.incoming().flatten() {
-                if d.load(Ordering::SeqCst) {
-                    continue; // dropped: connection closed without an answer
-                }
-                let mut buf = [0u8; 2048];
-                let _ = std::io::Read::read(&mut stream, &mut buf);
-                let body = format!("# TYPE app_errors_ratio gauge\napp_errors_ratio {value}\n");
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
+        let body = format!("# TYPE app_errors_ratio gauge\napp_errors_ratio {value}\n");
+        // Taken down: a connection is closed without an answer.
+        let port = serve_each(move |s| {
+            if !d.load(Ordering::SeqCst) {
+                answer_metrics(s, &body);
             }
         });
         Gauge { port, down }
@@ -427,14 +416,7 @@ fn failed_probes_record_why_refused_and_timed_out() {
     );
 
     // A server that accepts and never answers: timed out after the timeout.
-    let hang = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = hang.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in hang.incoming().flatten() {
-            held.push(s);
-        }
-    });
+    let port = hung_server();
     let mut hanging = Watched::build(
         probe_rule(
             format!("http://127.0.0.1:{port}/health"),

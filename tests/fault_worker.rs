@@ -6,25 +6,11 @@
 mod common;
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// A server that accepts connections and never answers (a hung backend).
-fn hung_server() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in listener.incoming().flatten() {
-            held.push(s);
-        }
-    });
-    port
-}
 
 fn write_config(dir: &Path, body: &str) -> PathBuf {
     let path = dir.join("rollbackd.toml");

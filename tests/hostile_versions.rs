@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -14,21 +13,9 @@ use common::{conf, free_port, http, run_rollbackd, target, wait_for, Running};
 
 /// A `version_url` service answering `body` to every request.
 fn version_server(body: String) -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
-            let answer = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = s.write_all(answer.as_bytes());
-        }
-    });
-    port
+    common::serve_each(move |s| {
+        common::answer(s, "HTTP/1.1 200 OK\r\ncontent-type: text/plain", &body)
+    })
 }
 
 fn config(dir: &Path, api_port: u16, version_port: u16, steps: &str) -> PathBuf {

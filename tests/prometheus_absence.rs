@@ -19,8 +19,6 @@ mod common;
 #[path = "common/prometheus.rs"]
 mod prom;
 
-use std::io::Write;
-use std::net::TcpListener;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -583,23 +581,11 @@ struct Exporter {
 
 impl Exporter {
     fn start() -> Exporter {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind exporter");
-        let port = listener.local_addr().unwrap().port();
         let down = Arc::new(AtomicBool::new(false));
         let d = down.clone();
-        std::thread::spawn(move || {
-            for mut stream in listener.incoming().flatten() {
-                if d.load(Ordering::SeqCst) {
-                    continue;
-                }
-                let mut buf = [0u8; 2048];
-                let _ = std::io::Read::read(&mut stream, &mut buf);
-                let body = "# TYPE app_errors_ratio gauge\napp_errors_ratio 0.1\n";
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
+        let port = serve_each(move |s| {
+            if !d.load(Ordering::SeqCst) {
+                answer_metrics(s, "# TYPE app_errors_ratio gauge\napp_errors_ratio 0.1\n");
             }
         });
         Exporter { port, down }

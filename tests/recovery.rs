@@ -141,29 +141,23 @@ fn sigkill_during_a_running_step_verifies_instead_of_rerunning() {
 /// Error`, on threads of this test process.
 fn answering_500() -> u16 {
     use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            std::thread::spawn(move || {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+    serve_each(|mut stream| {
+        std::thread::spawn(move || {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
                 }
-                let _ = stream.write_all(
-                    b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 7\r\n\
-                      connection: close\r\n\r\nbroken\n",
-                );
-            });
-        }
-    });
-    port
+            }
+            let _ = stream.write_all(
+                b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 7\r\n\
+                  connection: close\r\n\r\nbroken\n",
+            );
+        });
+    })
 }
 
 /// Issue 18 item 0: the probe that caused the incident has too few samples

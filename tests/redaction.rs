@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
@@ -14,24 +13,17 @@ use common::{conf, free_port, get, http, metrics, wait_for, Running};
 /// A webhook endpoint that answers 500 (with the URL it was called on in
 /// its body, as some proxies do) to everything.
 fn failing_hook() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let mut buf = [0u8; 65536];
-            let _ = s.read(&mut buf);
-            let body = format!(
-                "upstream failed for http://relay:hunter2@127.0.0.1:{port}/x?token=bodysecret"
-            );
-            let answer = format!(
-                "HTTP/1.1 500 Internal Server Error\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = s.write_all(answer.as_bytes());
-        }
+    let port = std::sync::Arc::new(std::sync::OnceLock::new());
+    let p = port.clone();
+    let bound = common::serve_each(move |s| {
+        let body = format!(
+            "upstream failed for http://relay:hunter2@127.0.0.1:{}/x?token=bodysecret",
+            p.get().copied().unwrap_or(0u16)
+        );
+        common::answer(s, "HTTP/1.1 500 Internal Server Error", &body)
     });
-    port
+    port.set(bound).unwrap();
+    bound
 }
 
 /// Every file under `dir`, as text where it is text.

@@ -360,6 +360,48 @@ pub fn decode_quoted_printable(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A server on a free loopback port that hands each connection, in turn,
+/// to `each` on one thread of its own; returns the port. It lives until
+/// the test process ends.
+pub fn serve_each(mut each: impl FnMut(std::net::TcpStream) + Send + 'static) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            each(stream);
+        }
+    });
+    port
+}
+
+/// A server that accepts connections and never answers (a hung backend).
+pub fn hung_server() -> u16 {
+    let mut held = Vec::new();
+    serve_each(move |s| held.push(s))
+}
+
+/// Read (one read of) the request on `stream`, then answer `head` (the
+/// status line and headers but the length) with `body` and close.
+pub fn answer(mut stream: std::net::TcpStream, head: &str, body: &str) {
+    use std::io::{Read, Write};
+    let mut buf = [0u8; 65536];
+    let _ = stream.read(&mut buf);
+    let _ = write!(
+        stream,
+        "{head}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+/// [`answer`] a Prometheus scrape with the exposition text `body`.
+pub fn answer_metrics(stream: std::net::TcpStream, body: &str) {
+    answer(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4",
+        body,
+    );
+}
+
 /// A port that was free a moment ago (bind 127.0.0.1:0, read it, close).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
