@@ -374,6 +374,15 @@ pub fn serve_each(mut each: impl FnMut(std::net::TcpStream) + Send + 'static) ->
     port
 }
 
+/// Serve `app` on a free loopback port from the current tokio runtime;
+/// returns the port.
+pub async fn serve_axum(app: axum::Router) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
 /// A server that accepts connections and never answers (a hung backend).
 pub fn hung_server() -> u16 {
     let mut held = Vec::new();
