@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::smtp::{Behaviour, Received, SmtpServer, TestCert, TlsMode};
@@ -60,6 +60,21 @@ async fn until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// An SMTP server in `dir` that wants AUTH as `user_pass` (`user:pass`),
+/// and `dir/smtp-password` holding `password_file`.
+fn auth_server(dir: &Path, user_pass: &str, password_file: &str) -> (SmtpServer, PathBuf) {
+    let server = SmtpServer::start(
+        dir,
+        Behaviour {
+            auth: Some(user_pass.into()),
+            ..Behaviour::default()
+        },
+    );
+    let pw = dir.join("smtp-password");
+    std::fs::write(&pw, password_file).unwrap();
+    (server, pw)
+}
+
 fn eml_count(dir: &Path) -> usize {
     std::fs::read_dir(dir)
         .map(|rd| {
@@ -73,15 +88,7 @@ fn eml_count(dir: &Path) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_with_a_password_from_a_file() {
     let dir = tempfile::tempdir().unwrap();
-    let server = SmtpServer::start(
-        dir.path(),
-        Behaviour {
-            auth: Some("rollbackd:s3cret pass".into()),
-            ..Behaviour::default()
-        },
-    );
-    let pw = dir.path().join("smtp-password");
-    std::fs::write(&pw, "s3cret pass\n").unwrap();
+    let (server, pw) = auth_server(dir.path(), "rollbackd:s3cret pass", "s3cret pass\n");
     let got = deliver_one(
         &server,
         &dir.path().join("outbox"),
@@ -129,15 +136,7 @@ async fn deliver_one(server: &SmtpServer, outbox: &Path, smtp: SmtpConfig) -> Re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_keeps_the_mail_pending() {
     let dir = tempfile::tempdir().unwrap();
-    let server = SmtpServer::start(
-        dir.path(),
-        Behaviour {
-            auth: Some("rollbackd:right".into()),
-            ..Behaviour::default()
-        },
-    );
-    let pw = dir.path().join("smtp-password");
-    std::fs::write(&pw, "wrong").unwrap();
+    let (server, pw) = auth_server(dir.path(), "rollbackd:right", "wrong");
     let outbox = dir.path().join("outbox");
     let notifier = Notifier::build(
         &config(

@@ -259,6 +259,11 @@ fn timeline(reports: &[(f64, RuleReport)]) -> String {
         .join("\n")
 }
 
+/// `what` went wrong, then the [`timeline`] that shows it.
+fn with_timeline(what: &str, reports: &[(f64, RuleReport)]) -> String {
+    format!("{what}\n{}", timeline(reports))
+}
+
 /// A hostile timeline over a release that never breached for a whole `for`.
 struct Hostile {
     name: &'static str,
@@ -407,12 +412,8 @@ fn no_rule_kind_acts_on_a_hostile_timeline_without_a_whole_for_of_evidence() {
         for h in hostile() {
             let reports = play(&rt, &kind, h.world.clone(), 58, 98);
             if reports.iter().any(|(_, r)| acts(r)) {
-                failures.push(format!(
-                    "{} / {}: acted\n{}",
-                    kind.name,
-                    h.name,
-                    timeline(&reports)
-                ));
+                let what = format!("{} / {}: acted", kind.name, h.name);
+                failures.push(with_timeline(&what, &reports));
             }
         }
     }
@@ -450,11 +451,8 @@ fn every_rule_kind_still_acts_on_a_whole_for_of_evidence() {
                 None => false,
             };
             if !ok {
-                failures.push(format!(
-                    "{} / {name}: want Breached at 80-81 since ~70\n{}",
-                    kind.name,
-                    timeline(&reports)
-                ));
+                let what = format!("{} / {name}: want Breached at 80-81 since ~70", kind.name);
+                failures.push(with_timeline(&what, &reports));
             }
         }
     }

@@ -46,6 +46,26 @@ fn wait_version_seen(state: &Path, target: &str, version: &str) {
     });
 }
 
+/// Start the daemon on `dir`, deploy the bad v2 once it has seen v1, and
+/// wait until `server` has the ROLLED BACK mail and the outbox is empty.
+fn rolled_back_over_smtp(dir: &Path, server: &SmtpServer) -> Running {
+    let daemon = Running::start(&dir.join("rollbackd.toml"), &dir.join("daemon.log"));
+    wait_version_seen(&dir.join("state"), "web", "v1");
+    rollbackd::demo::switch_release(dir, "v2").unwrap();
+    wait_for(
+        Duration::from_secs(40),
+        "the ROLLED BACK mail over SMTP",
+        || {
+            subjects(&server.received())
+                .iter()
+                .any(|s| s.contains("ROLLED BACK"))
+                .then_some(())
+        },
+    );
+    wait_outbox_empty(dir);
+    daemon
+}
+
 /// Message-ID -> how many times it was received.
 fn by_message_id(received: &[Received]) -> HashMap<String, usize> {
     let mut out = HashMap::new();
@@ -125,21 +145,7 @@ fn full_incident_delivers_the_expected_mails_to_every_recipient() {
     let tmp_smtp = tempfile::tempdir().unwrap();
     let server = SmtpServer::start(tmp_smtp.path(), Behaviour::default());
     let (_tmp, dir, _) = setup(&server.url(), "", "", "");
-    let daemon = Running::start(&dir.join("rollbackd.toml"), &dir.join("daemon.log"));
-    wait_version_seen(&dir.join("state"), "web", "v1");
-    rollbackd::demo::switch_release(&dir, "v2").unwrap();
-
-    wait_for(
-        Duration::from_secs(40),
-        "the ROLLED BACK mail over SMTP",
-        || {
-            subjects(&server.received())
-                .iter()
-                .any(|s| s.contains("ROLLED BACK"))
-                .then_some(())
-        },
-    );
-    wait_outbox_empty(&dir);
+    let daemon = rolled_back_over_smtp(&dir, &server);
     let received = server.received();
     assert_eq!(
         subjects(&received),
@@ -531,20 +537,7 @@ fn a_target_with_its_own_to_and_cc_mails_only_them() {
         1,
     );
     std::fs::write(dir.join("rollbackd.toml"), config).unwrap();
-    let daemon = Running::start(&dir.join("rollbackd.toml"), &dir.join("daemon.log"));
-    wait_version_seen(&dir.join("state"), "web", "v1");
-    rollbackd::demo::switch_release(&dir, "v2").unwrap();
-    wait_for(
-        Duration::from_secs(40),
-        "the ROLLED BACK mail over SMTP",
-        || {
-            subjects(&server.received())
-                .iter()
-                .any(|s| s.contains("ROLLED BACK"))
-                .then_some(())
-        },
-    );
-    wait_outbox_empty(&dir);
+    let daemon = rolled_back_over_smtp(&dir, &server);
     let received = server.received();
     assert!(!received.is_empty());
     for mail in &received {
