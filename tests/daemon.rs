@@ -7,6 +7,14 @@ use std::time::Duration;
 
 use common::*;
 
+/// Target `web` with the host rule `cpu` above `above`.
+fn cpu_target(above: &str) -> String {
+    format!(
+        "\n[[target]]\nname = \"web\"\n  [[target.rule]]\n  name = \"cpu\"\n  source = \"host\"\n  \
+         metric = \"cpu\"\n  above = {above}\n"
+    )
+}
+
 /// `dir/rollbackd.toml`.
 fn config(dir: &std::path::Path) -> std::path::PathBuf {
     dir.join("rollbackd.toml")
@@ -167,25 +175,10 @@ fn missing_releases_directory_fails_cleanly() {
 fn invalid_config_exits_64_listing_every_problem() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("bad.toml");
-    std::fs::write(
-        &path,
-        r#"
-[daemon]
-poll_interval = "5 minutes"
-
-[[target]]
-name = "web"
-  [[target.rule]]
-  name = "cpu"
-  source = "host"
-  metric = "cpu"
-  above = 70
-  [target.rollback]
-  kind = "symlink"
-  current = "/srv/app/current"
-"#,
-    )
-    .unwrap();
+    let text = "\n[daemon]\npoll_interval = \"5 minutes\"\n".to_string()
+        + &cpu_target("70")
+        + "  [target.rollback]\n  kind = \"symlink\"\n  current = \"/srv/app/current\"\n";
+    std::fs::write(&path, text).unwrap();
     for verb in ["check", "run"] {
         let (code, _, err) = cli(&path, &[verb]);
         assert_eq!(code, Some(64), "{verb}");
@@ -336,14 +329,7 @@ fn check_prints_warnings_and_exits_0() {
             r#"
 [daemon]
 state_dir = "{dir}/state"
-
-[[target]]
-name = "web"
-  [[target.rule]]
-  name = "cpu"
-  source = "host"
-  metric = "cpu"
-  above = 0.9
+{cpu}
   [[target.rule]]
   name = "health"
   source = "probe"
@@ -354,7 +340,8 @@ name = "web"
   kind = "command"
   steps = [["true"]]
 "#,
-            dir = tmp.path().display()
+            dir = tmp.path().display(),
+            cpu = cpu_target("0.9"),
         ),
     )
     .unwrap();
