@@ -4,15 +4,15 @@
 //! `#[path]` by the tests that need them.
 #![allow(dead_code)]
 
-#[path = "raw_http.rs"]
-mod raw_http;
+#[path = "serving.rs"]
+mod serving;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The etcd binary the tests run (Debian's `etcd-server`).
 pub const ETCD: &str = "/usr/bin/etcd";
@@ -143,26 +143,17 @@ impl Etcd {
     }
 
     fn wait_healthy(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok((200, body)) = http_get(self.metrics_port, "/health") {
-                if body.contains("\"health\":\"true\"") {
-                    return;
-                }
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "etcd exited with {status} before it was healthy; log:\n{}",
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "etcd not healthy within 20s; log:\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let port = self.metrics_port;
+        serving::wait_ready(
+            self.child.as_mut().unwrap(),
+            &self.log,
+            ("etcd", "healthy"),
+            Duration::from_secs(20),
+            || {
+                matches!(http_get(port, "/health"),
+                    Ok((200, body)) if body.contains("\"health\":\"true\""))
+            },
+        );
     }
 
     /// Kill the server (SIGKILL) and wait for it: etcd is down.
@@ -182,7 +173,7 @@ impl Drop for Etcd {
 
 /// One blocking HTTP GET on loopback: `(status, body)`.
 fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    raw_http::get(port, path, Duration::from_secs(2))
+    serving::get(port, path, Duration::from_secs(2))
 }
 
 /// A TCP forwarder from a loopback port to `upstream`. While partitioned

@@ -4,8 +4,8 @@
 //! badly. Included with `#[path]` by the tests that need them.
 #![allow(dead_code)]
 
-#[path = "raw_http.rs"]
-mod raw_http;
+#[path = "serving.rs"]
+mod serving;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -28,7 +28,7 @@ pub fn free_port() -> u16 {
 
 /// One blocking HTTP GET on loopback: `(status, body)`.
 pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    raw_http::get(port, path, Duration::from_secs(5))
+    serving::get(port, path, Duration::from_secs(5))
 }
 
 /// What the exporter reports; change it while the test runs.
@@ -216,25 +216,14 @@ impl Prometheus {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {PROMETHEUS}: {e}"));
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok((200, _)) = http_get(self.port, "/-/ready") {
-                return;
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "prometheus exited with {status} before it was ready; log:\n{}",
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "prometheus not ready on port {} after 30s; log:\n{}",
-                self.port,
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let port = self.port;
+        serving::wait_ready(
+            self.child.as_mut().unwrap(),
+            &self.log,
+            ("prometheus", "ready"),
+            Duration::from_secs(30),
+            || matches!(http_get(port, "/-/ready"), Ok((200, _))),
+        );
     }
 
     pub fn url(&self) -> String {
