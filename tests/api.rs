@@ -113,11 +113,7 @@ impl Setup {
     }
 
     fn executions(&self) -> usize {
-        journal(&self.dir.join("state"))
-            .iter()
-            .flat_map(|e| e["actions"].as_array().cloned().unwrap_or_default())
-            .filter(|a| a["action"] == "execute")
-            .count()
+        executions(&self.dir.join("state"))
     }
 }
 

@@ -85,11 +85,7 @@ impl Setup {
 
     /// The lines the plan wrote, on every node together.
     fn lines(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.join("shared.txt"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
+        lines_of(&self.dir.join("shared.txt"))
     }
 
     /// A node named `name` talking to etcd at `etcd_url`, its plan

@@ -114,11 +114,7 @@ impl Setup {
     }
 
     fn runs(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.join("runs"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
+        lines_of(&self.dir.join("runs"))
     }
 
     fn wait_runs(&self, n: usize) -> i32 {
@@ -137,11 +133,7 @@ impl Setup {
     }
 
     fn executions(&self) -> usize {
-        journal(&self.dir.join("state"))
-            .iter()
-            .flat_map(|e| e["actions"].as_array().cloned().unwrap_or_default())
-            .filter(|a| a["action"] == "execute")
-            .count()
+        executions(&self.dir.join("state"))
     }
 }
 

@@ -458,35 +458,19 @@ fn status_shows_why_probes_failed() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let cfg = dir.join("rollbackd.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
-[daemon]
-state_dir = "{dir}/state"
-listen = "127.0.0.1:{api}"
-poll_interval = "200ms"
-
-[[target]]
-name = "web"
-  [[target.rule]]
-  name = "health"
-  source = "probe"
-  url = "http://127.0.0.1:{closed}/health"
-  timeout = "500ms"
-  window = "2s"
-  above = 0.5
-  for = "1h"
-  [target.rollback]
-  kind = "command"
-  steps = [["true"]]
-"#,
-            dir = dir.display(),
-            api = common::free_port(),
+    let text = [
+        common::conf::daemon(dir, common::free_port(), "200ms", ""),
+        common::conf::target("web", "", ""),
+        common::conf::health_rule(
+            &format!("http://127.0.0.1:{closed}/health"),
+            "500ms",
+            "2s",
+            "1h",
         ),
-    )
-    .unwrap();
+        common::conf::command_rollback("", r#"[["true"]]"#),
+    ]
+    .concat();
+    let cfg = common::conf::write(dir, &text);
     let mut daemon = common::Running::start(&cfg, &dir.join("rollbackd.log"));
     let status = wait_for(
         Duration::from_secs(20),

@@ -7,7 +7,6 @@
 #[path = "serving.rs"]
 mod serving;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,14 +16,7 @@ use std::time::Duration;
 /// The etcd binary the tests run (Debian's `etcd-server`).
 pub const ETCD: &str = "/usr/bin/etcd";
 
-/// A free loopback port (bound, read back, released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use serving::free_port;
 
 /// A single-member etcd on loopback, killed on drop. Its data directory
 /// survives [`Etcd::stop`] so that [`Etcd::start_again`] brings back the

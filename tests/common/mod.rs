@@ -277,6 +277,24 @@ pub fn wait_version_seen(state: &Path, version: &str) {
     });
 }
 
+/// How many `execute` actions the journal in `state` holds.
+pub fn executions(state: &Path) -> usize {
+    journal(state)
+        .iter()
+        .flat_map(|e| e["actions"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["action"] == "execute")
+        .count()
+}
+
+/// The lines of the file at `path` (none when it is missing).
+pub fn lines_of(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 /// Target of the `current` symlink, as a release name.
 pub fn live(dir: &Path) -> String {
     std::fs::read_link(dir.join("current"))

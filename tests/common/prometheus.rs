@@ -17,14 +17,7 @@ use std::time::{Duration, Instant};
 /// The Prometheus binary the tests run.
 pub const PROMETHEUS: &str = "/usr/bin/prometheus";
 
-/// A free loopback port (bound, read back, released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use serving::free_port;
 
 /// One blocking HTTP GET on loopback: `(status, body)`.
 pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {

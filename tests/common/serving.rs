@@ -8,6 +8,15 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+/// A free loopback port (bound, read back, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Poll `ready` every 100 ms until it holds. Panics, with the server's
 /// log at `log`, when `child` exits first or `within` passes; `what`
 /// names the server and `state` what it waits for (`ready`, `healthy`).
