@@ -26,22 +26,15 @@ struct Setup {
 /// API behind [`TOKEN`].
 fn setup() -> Setup {
     let (tmp, dir, port, api_port) = demo_releases();
-    let token = dir.join("api-token");
-    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let token_line = conf::api_token(&dir, Some(TOKEN));
     let text = [
-        conf::base(
-            &dir,
-            api_port,
-            &format!("api_token_file = \"{}\"", token.display()),
-        ),
+        conf::base(&dir, api_port, &token_line),
         conf::target("web", "1m", ""),
         conf::demo_health_rule(port),
         conf::command_rollback("30s", r#"[["true"]]"#),
     ]
     .concat();
-    let config = conf::write(&dir, &text);
-    let daemon = Running::start_serving(&config, &dir.join("daemon.log"), api_port);
-    wait_first_ok(api_port);
+    let (config, daemon) = start_watching(&dir, &text, api_port);
     Setup {
         _tmp: tmp,
         dir,

@@ -25,7 +25,7 @@ fn config(
     target_extra: &str,
     steps: &str,
 ) -> PathBuf {
-    let token_line = conf::api_token(&dir, token.then_some(TOKEN));
+    let token_line = conf::api_token(dir, token.then_some(TOKEN));
     let text = [
         conf::base(dir, api_port, &token_line),
         conf::target("web", "1m", target_extra),

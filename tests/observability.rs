@@ -25,10 +25,7 @@ fn api_port(config: &str) -> u16 {
 
 /// A symlink target on the demo service with `daemon_extra` added to `[daemon]`.
 fn setup(daemon_extra: &str) -> (tempfile::TempDir, std::path::PathBuf, u16) {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    rollbackd::demo::create_releases(&dir).unwrap();
-    let port = serve_releases(&dir);
+    let (tmp, dir, port, _) = demo_releases();
     let config = symlink_config(&dir, port, "").replacen(
         "poll_interval = \"200ms\"",
         &format!("poll_interval = \"200ms\"\n{daemon_extra}"),

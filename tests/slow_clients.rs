@@ -240,9 +240,7 @@ fn setup(token: bool) -> Setup {
         conf::command_rollback("30s", r#"[["true"]]"#),
     ]
     .concat();
-    let path = conf::write(&dir, &text);
-    let daemon = Running::start_serving(&path, &dir.join("daemon.log"), api_port);
-    wait_first_ok(api_port);
+    let (_, daemon) = start_watching(&dir, &text, api_port);
     Setup {
         _tmp: tmp,
         api_port,

@@ -320,6 +320,16 @@ pub fn symlink_config(dir: &Path, port: u16, extra_rollback: &str) -> String {
     .concat()
 }
 
+/// Write `text` as `dir/rollbackd.toml`, start the daemon on it (its log
+/// in `dir/daemon.log`) and wait until its first rule has been evaluated
+/// Ok: the config's path and the daemon.
+pub fn start_watching(dir: &Path, text: &str, api_port: u16) -> (PathBuf, Running) {
+    let config = conf::write(dir, text);
+    let daemon = Running::start_serving(&config, &dir.join("daemon.log"), api_port);
+    wait_first_ok(api_port);
+    (config, daemon)
+}
+
 /// A temp dir with the demo releases (`current -> v1` healthy, `v2`
 /// broken) served on a port, and a free port for the daemon's API:
 /// `(temp dir, kept for the test's length; its path; port; api port)`.
