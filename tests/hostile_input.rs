@@ -337,6 +337,16 @@ fn shell_metacharacters_in_alert_labels_never_reach_a_shell_or_an_argv() {
 }
 
 /// Lines written by the plan (one per execution).
+/// [`setup`] of a target that asks for confirmation, whose plan appends
+/// a line to `ran`.
+fn confirming_setup() -> Setup {
+    setup(
+        false,
+        "confirm = \"required\"\nconfirm_timeout = \"10m\"",
+        r#"[["sh", "-c", "echo run >> {DIR}/ran"]]"#,
+    )
+}
+
 fn runs(dir: &Path) -> usize {
     std::fs::read_to_string(dir.join("ran"))
         .map(|t| t.lines().count())
@@ -345,11 +355,7 @@ fn runs(dir: &Path) -> usize {
 
 #[test]
 fn fifty_concurrent_approvals_act_once() {
-    let s = setup(
-        false,
-        "confirm = \"required\"\nconfirm_timeout = \"10m\"",
-        r#"[["sh", "-c", "echo run >> {DIR}/ran"]]"#,
-    );
+    let s = confirming_setup();
     let id = awaiting(&s);
     let url = format!("http://127.0.0.1:{}/v1/incidents/{id}/approve", s.api_port);
     let handles: Vec<_> = (0..50)
@@ -378,11 +384,7 @@ fn fifty_concurrent_approvals_act_once() {
 
 #[test]
 fn approve_reject_race_acts_at_most_once_and_consistently() {
-    let s = setup(
-        false,
-        "confirm = \"required\"\nconfirm_timeout = \"10m\"",
-        r#"[["sh", "-c", "echo run >> {DIR}/ran"]]"#,
-    );
+    let s = confirming_setup();
     let id = awaiting(&s);
     let handles: Vec<_> = (0..40)
         .map(|i| {

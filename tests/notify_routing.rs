@@ -225,36 +225,24 @@ async fn each_target_mails_its_own_list_and_its_own_webhooks() {
 async fn teams_dingtalk_and_feishu_payloads_and_signatures() {
     let (port, log) = serve().await;
     let tmp = tempfile::tempdir().unwrap();
-    let text = format!(
-        r#"
-[daemon]
-state_dir = "{dir}/state"
-
-[[notify.webhook]]
-url = "http://127.0.0.1:{port}/hooks/teams"
-format = "teams"
-
-[[notify.webhook]]
-url = "http://127.0.0.1:{port}/hooks/dingtalk?access_token=abc"
-format = "dingtalk"
-secret = "SECdingtalk"
-
-[[notify.webhook]]
-url = "http://127.0.0.1:{port}/hooks/dingtalk-unsigned?access_token=abc"
-format = "dingtalk"
-
-[[notify.webhook]]
-url = "http://127.0.0.1:{port}/hooks/feishu"
-format = "feishu"
-secret = "feishu-secret"
-
-[[notify.webhook]]
-url = "http://127.0.0.1:{port}/hooks/feishu-unsigned"
-format = "feishu"
-{frontend}"#,
-        dir = tmp.path().display(),
-        frontend = idle_target("frontend", ""),
-    );
+    let hook = |path: &str| format!("http://127.0.0.1:{port}/hooks/{path}");
+    let text = [
+        format!(
+            "\n[daemon]\nstate_dir = \"{}/state\"\n",
+            tmp.path().display()
+        ),
+        common::conf::webhook(&hook("teams"), "teams", ""),
+        common::conf::webhook(
+            &hook("dingtalk?access_token=abc"),
+            "dingtalk",
+            "secret = \"SECdingtalk\"\n",
+        ),
+        common::conf::webhook(&hook("dingtalk-unsigned?access_token=abc"), "dingtalk", ""),
+        common::conf::webhook(&hook("feishu"), "feishu", "secret = \"feishu-secret\"\n"),
+        common::conf::webhook(&hook("feishu-unsigned"), "feishu", ""),
+        idle_target("frontend", ""),
+    ]
+    .concat();
     let config = rollbackd::config::load_str("chat.toml", &text).unwrap_or_else(|e| panic!("{e}"));
     let notifier = Notifier::build(
         &config.notify,

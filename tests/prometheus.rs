@@ -789,6 +789,16 @@ mod machine {
         "2026-01-01T12:00:00Z".parse::<DateTime<Utc>>().unwrap() + TimeDelta::seconds(s)
     }
 
+    /// [`step`] with no guards at `t(secs)`.
+    fn step_at(
+        c: &DecideConfig,
+        s: TargetState,
+        event: Event,
+        secs: i64,
+    ) -> (TargetState, Vec<Action>) {
+        step(c, &Guards::default(), s, event, t(secs)).unwrap()
+    }
+
     fn cfg(only_within: Option<Duration>) -> DecideConfig {
         DecideConfig {
             dry_run: false,
@@ -872,24 +882,10 @@ mod machine {
             told,
             vec![vec![], vec![], vec![NotifyKind::Blind], vec![], vec![]]
         );
-        let (s, actions) = step(
-            &c,
-            &Guards::default(),
-            s,
-            report(RuleStatus::Ok, t(1001)),
-            t(1001),
-        )
-        .unwrap();
+        let (s, actions) = step_at(&c, s, report(RuleStatus::Ok, t(1001)), 1001);
         assert_eq!(notify_kinds(&actions), vec![NotifyKind::Seeing]);
         assert_eq!(s.blind_notified, None);
-        let (_, actions) = step(
-            &c,
-            &Guards::default(),
-            s,
-            report(RuleStatus::Ok, t(1002)),
-            t(1002),
-        )
-        .unwrap();
+        let (_, actions) = step_at(&c, s, report(RuleStatus::Ok, t(1002)), 1002);
         assert!(actions.is_empty());
     }
 
@@ -919,14 +915,7 @@ mod machine {
             }
         }
         // Without only_within, the undated release is rolled back.
-        let (s, _) = step(
-            &cfg(None),
-            &Guards::default(),
-            deployed(None),
-            breach(60),
-            t(60),
-        )
-        .unwrap();
+        let (s, _) = step_at(&cfg(None), deployed(None), breach(60), 60);
         assert_eq!(s.phase.name(), "RollingBack");
     }
 }

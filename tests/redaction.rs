@@ -53,18 +53,14 @@ fn webhook_credentials_never_reach_logs_records_or_status() {
     let refused = free_port(); // nothing listens: connection refused
     let failing = failing_hook();
     let api_port = free_port();
-    let webhooks = format!(
-        r#"
-[[notify.webhook]]
-url = "http://127.0.0.1:{refused}/robot/send?access_token=DINGTALKTOKEN"
-format = "dingtalk"
-timeout = "1s"
-
-[[notify.webhook]]
-url = "http://user:PASSWORD1@127.0.0.1:{failing}/hooks/ops?sig=QUERYSECRET"
-format = "json"
-timeout = "1s"
-"#
+    let webhooks = conf::webhook(
+        &format!("http://127.0.0.1:{refused}/robot/send?access_token=DINGTALKTOKEN"),
+        "dingtalk",
+        "timeout = \"1s\"\n",
+    ) + &conf::webhook(
+        &format!("http://user:PASSWORD1@127.0.0.1:{failing}/hooks/ops?sig=QUERYSECRET"),
+        "json",
+        "timeout = \"1s\"\n",
     );
     let text = [
         conf::base(dir, api_port, ""),

@@ -97,6 +97,11 @@ pub fn paged_rule(alertname: &str, for_: &str) -> String {
     )
 }
 
+/// A `[[notify.webhook]]` to `url` in `format`; `extra` lines follow.
+pub fn webhook(url: &str, format: &str, extra: &str) -> String {
+    format!("\n[[notify.webhook]]\nurl = \"{url}\"\nformat = \"{format}\"\n{extra}")
+}
+
 /// `[target.rollback]` of kind `command` running `steps` (a TOML array of
 /// argv) within `timeout` (optional).
 pub fn command_rollback(timeout: &str, steps: &str) -> String {
