@@ -39,7 +39,7 @@ fn wait_record(dir: &std::path::Path, what: &str, needle: &str) -> String {
 /// Start the daemon on `dir/rollbackd.toml` (log `dir/daemon.log`) and
 /// wait until it has seen the live v1.
 fn start_on_v1(dir: &std::path::Path) -> Running {
-    let daemon = Running::start(&config(&dir), &dir.join("daemon.log"));
+    let daemon = Running::start(&config(dir), &dir.join("daemon.log"));
     wait_version_seen(&dir.join("state"), "v1");
     daemon
 }
