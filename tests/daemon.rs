@@ -200,7 +200,7 @@ fn pause_for_shows_who_why_and_until_then_resumes_by_itself_and_a_breach_acts() 
     let (_tmp, dir, _port) = setup("");
     let daemon = start_on_v1(&dir);
     let (code, out, err) = cli(
-        &dir,
+        &config(&dir),
         &["pause", "web", "--for", "3s", "--reason", "db maintenance"],
     );
     assert_eq!(code, Some(0), "{out}{err}");
