@@ -961,23 +961,10 @@ mod tests {
     use crate::rules::RuleStatus;
 
     fn report(rule: &str, value: Option<f64>, status: RuleStatus) -> RuleReport {
-        RuleReport {
-            rule: rule.into(),
-            source: "test".into(),
-            status,
-            value,
-            threshold: 0.5,
-            for_: Duration::from_secs(60),
-            window: None,
-            at: Utc::now(),
-            no_data: None,
-            baseline: None,
-            above_baseline: None,
-            labels: Default::default(),
-            detail: None,
-            shadow: false,
-            unreachable: None,
-        }
+        RuleReport::ok(rule, Utc::now())
+            .status(status)
+            .value(value)
+            .for_(Duration::from_secs(60))
     }
 
     #[test]

@@ -56,15 +56,9 @@ receivers:
         .spawn()
         .expect("start alertmanager");
     let am = Alertmanager(child);
+    let ready = format!("http://127.0.0.1:{port}/-/ready");
     wait_for(Duration::from_secs(20), "alertmanager to be ready", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        let (code, _) = http(
-            "GET",
-            &format!("http://127.0.0.1:{port}/-/ready"),
-            None,
-            None,
-        );
-        (code == 200).then_some(())
+        answers_200(&ready).then_some(())
     });
     (am, port)
 }
@@ -86,15 +80,32 @@ fn post_alert(am_port: u16, ends_at: Option<&str>, starts_at: &str) {
     assert_eq!(code, 200, "alertmanager refused the alert: {text}");
 }
 
-fn target(api_port: u16) -> Value {
-    let (code, body) = http(
-        "GET",
-        &format!("http://127.0.0.1:{api_port}/v1/status"),
-        None,
-        None,
-    );
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str::<Value>(&body).unwrap()["targets"][0].clone()
+/// The daemon's config: the `paged` rule on Alertmanager's
+/// `HighErrorRate` for `frontend`, a rollback that writes `dir/ran`.
+fn config(
+    dir: &std::path::Path,
+    api_port: u16,
+    daemon_extra: &str,
+    target_extra: &str,
+) -> std::path::PathBuf {
+    let text = [
+        conf::base(dir, api_port, daemon_extra),
+        conf::target("frontend", "", target_extra),
+        r#"
+  [[target.rule]]
+  name = "paged"
+  source = "alertmanager"
+  match = { alertname = "HighErrorRate", service = "frontend" }
+  for = "0s"
+"#
+        .to_string(),
+        conf::command_rollback(
+            "",
+            &format!(r#"[["sh", "-c", "echo ran >> {}/ran"]]"#, dir.display()),
+        ),
+    ]
+    .concat();
+    conf::write(dir, &text)
 }
 
 #[test]
@@ -103,41 +114,13 @@ fn alerts_through_a_real_alertmanager_open_and_resolve_the_incident() {
     let dir = tmp.path().to_path_buf();
     rollbackd::demo::create_releases(&dir).unwrap();
     let api_port = free_port();
-    let config = format!(
-        r#"
-[daemon]
-state_dir = "{dir}/state"
-listen = "127.0.0.1:{api_port}"
-poll_interval = "200ms"
-
-[notify.email]
-from = "rollbackd <rollbackd@test.invalid>"
-to = ["admin@example.com"]
-outbox_dir = "{dir}/state/outbox"
-
-[[target]]
-name = "frontend"
-confirm = "required"
-confirm_timeout = "10m"
-
-  [[target.rule]]
-  name = "paged"
-  source = "alertmanager"
-  match = {{ alertname = "HighErrorRate", service = "frontend" }}
-  for = "0s"
-
-  [target.rollback]
-  kind = "command"
-  steps = [["sh", "-c", "echo ran >> {dir}/ran"]]
-"#,
-        dir = dir.display()
+    let path = config(
+        &dir,
+        api_port,
+        "",
+        "confirm = \"required\"\nconfirm_timeout = \"10m\"",
     );
-    let path = dir.join("rollbackd.toml");
-    std::fs::write(&path, config).unwrap();
-    let _daemon = Running::start(&path, &dir.join("daemon.log"));
-    wait_for(Duration::from_secs(15), "the API", || {
-        std::net::TcpStream::connect(("127.0.0.1", api_port)).ok()
-    });
+    let _daemon = Running::start_serving(&path, &dir.join("daemon.log"), api_port);
 
     // Direct deliveries: malformed is 400 with the reason and changes nothing.
     let hook = format!("http://127.0.0.1:{api_port}/v1/alertmanager");
@@ -163,13 +146,11 @@ confirm_timeout = "10m"
     let (_am, am_port) = start_alertmanager(&dir, api_port);
     let starts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     post_alert(am_port, None, &starts);
-    let t = wait_for(
+    let t = wait_phase(
+        api_port,
         Duration::from_secs(30),
         "the alert to open an incident",
-        || {
-            let t = target(api_port);
-            (t["phase"] == "AwaitingConfirmation").then_some(t)
-        },
+        "AwaitingConfirmation",
     );
     let inc = t["state"]["phase"]["incident"].to_string();
     assert!(inc.contains("alertmanager match"), "{inc}");
@@ -181,13 +162,11 @@ confirm_timeout = "10m"
     // Resolve it in Alertmanager: rollbackd resolves the incident, no action.
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     post_alert(am_port, Some(&now), &starts);
-    let t = wait_for(
+    let t = wait_phase(
+        api_port,
         Duration::from_secs(30),
         "the resolved alert to resolve the incident",
-        || {
-            let t = target(api_port);
-            (t["phase"] == "Resolved").then_some(t)
-        },
+        "Resolved",
     );
     assert!(t["state"]["phase"]["incident"]["verification"]
         .to_string()
@@ -214,45 +193,11 @@ fn firing_alerts_survive_a_restart_without_a_new_delivery() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let api_port = free_port();
-    let config = format!(
-        r#"
-[daemon]
-state_dir = "{dir}/state"
-listen = "127.0.0.1:{api_port}"
-poll_interval = "200ms"
-dry_run = true
-
-[notify.email]
-from = "rollbackd <rollbackd@test.invalid>"
-to = ["admin@example.com"]
-outbox_dir = "{dir}/state/outbox"
-
-[[target]]
-name = "frontend"
-
-  [[target.rule]]
-  name = "paged"
-  source = "alertmanager"
-  match = {{ alertname = "HighErrorRate", service = "frontend" }}
-  for = "0s"
-
-  [target.rollback]
-  kind = "command"
-  steps = [["sh", "-c", "echo ran >> {dir}/ran"]]
-"#,
-        dir = dir.display()
-    );
-    let path = dir.join("rollbackd.toml");
-    std::fs::write(&path, config).unwrap();
+    let path = config(&dir, api_port, "dry_run = true", "");
     let rule_status = |t: &Value| t["state"]["rules"][0]["status"]["status"].clone();
-    let api_up = || {
-        wait_for(Duration::from_secs(15), "the API", || {
-            std::net::TcpStream::connect(("127.0.0.1", api_port)).ok()
-        })
-    };
 
     let daemon = Running::start(&path, &dir.join("daemon1.log"));
-    api_up();
+    api_up(api_port);
     let starts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     // One firing alert that matches, one that already ended before the
     // restart (its endsAt passes) and must not come back.
@@ -281,7 +226,7 @@ name = "frontend"
 
     let restarted = chrono::Utc::now();
     let daemon = Running::start(&path, &dir.join("daemon2.log"));
-    api_up();
+    api_up(api_port);
     // Nothing is delivered again, yet the first evaluation after the
     // restart (not the journaled one) finds the rule breached.
     let t = wait_for(

@@ -30,49 +30,14 @@ fn start(target_extra: &str, rule_for: &str) -> Setup {
     let port = serve_releases(&dir);
     let api_port = free_port();
     std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
-    let config = format!(
-        r#"
-[daemon]
-state_dir = "{dir}/state"
-listen = "127.0.0.1:{api_port}"
-poll_interval = "200ms"
-api_token_file = "{dir}/token"
-public_url = "http://127.0.0.1:{api_port}/"
-
-[notify.email]
-from = "rollbackd <rollbackd@test.invalid>"
-to = ["admin@example.com"]
-outbox_dir = "{dir}/state/outbox"
-
-[[target]]
-name = "web"
-cooldown = "1m"
-max_rollbacks_per_hour = 5
-{target_extra}
-
-  [[target.rule]]
-  name = "health"
-  source = "probe"
-  url = "http://127.0.0.1:{port}/api/health"
-  timeout = "1s"
-  window = "3s"
-  above = 0.5
-  for = "{rule_for}"
-
-  [target.rollback]
-  kind = "symlink"
-  current = "{dir}/current"
-  releases = "{dir}/releases"
-  timeout = "20s"
-
-  [target.verify]
-  within = "10s"
-  url = "http://127.0.0.1:{port}/api/health"
-"#,
+    let daemon_extra = format!(
+        "api_token_file = \"{dir}/token\"\npublic_url = \"http://127.0.0.1:{api_port}/\"",
         dir = dir.display()
     );
-    let path = dir.join("rollbackd.toml");
-    std::fs::write(&path, config).unwrap();
+    let target_extra = format!("max_rollbacks_per_hour = 5\n{target_extra}");
+    let config = conf::base(&dir, api_port, &daemon_extra)
+        + &conf::demo_target("web", &dir, port, &target_extra, rule_for);
+    let path = conf::write(&dir, &config);
     let daemon = Running::start(&path, &dir.join("daemon.log"));
     let api = format!("http://127.0.0.1:{api_port}");
     let s = Setup {
@@ -95,7 +60,7 @@ max_rollbacks_per_hour = 5
 
 impl Setup {
     fn status(&self) -> Value {
-        let (code, body) = http("GET", &format!("{}/v1/status", self.api), None, None);
+        let (code, body) = get(&format!("{}/v1/status", self.api));
         assert_eq!(code, 200, "{body}");
         serde_json::from_str(&body).unwrap()
     }
@@ -148,11 +113,7 @@ impl Setup {
     }
 
     fn executions(&self) -> usize {
-        journal(&self.dir.join("state"))
-            .iter()
-            .flat_map(|e| e["actions"].as_array().cloned().unwrap_or_default())
-            .filter(|a| a["action"] == "execute")
-            .count()
+        executions(&self.dir.join("state"))
     }
 }
 
@@ -228,7 +189,7 @@ fn approve_over_the_cli_after_auth_failures_acts_once() {
     assert_eq!(s.executions(), 1);
 
     // The timeline over HTTP and the CLI names the approver.
-    let (code, body) = http("GET", &format!("{}/v1/incidents/{id}", s.api), None, None);
+    let (code, body) = get(&format!("{}/v1/incidents/{id}", s.api));
     assert_eq!(code, 200);
     let inc: Value = serde_json::from_str(&body).unwrap();
     assert!(
@@ -246,14 +207,11 @@ fn approve_over_the_cli_after_auth_failures_acts_once() {
     let out = s.cli(&["report", &id]);
     assert!(stdout(&out).contains("ROLLED BACK") || stdout(&out).contains("rolled back"));
     // /metrics and /healthz.
-    let (code, m) = http("GET", &format!("{}/metrics", s.api), None, None);
+    let (code, m) = get(&format!("{}/metrics", s.api));
     assert_eq!(code, 200);
     assert!(m.contains("rollbackd_transitions_total"), "{m}");
-    assert_eq!(
-        http("GET", &format!("{}/healthz", s.api), None, None).0,
-        200
-    );
-    let (code, body) = http("GET", &format!("{}/v1/nothing", s.api), None, None);
+    assert_eq!(get(&format!("{}/healthz", s.api)).0, 200);
+    let (code, body) = get(&format!("{}/v1/nothing", s.api));
     assert_eq!(code, 404);
     assert!(body.contains("\"error\""));
 }
@@ -295,7 +253,7 @@ fn confirm_timeout_escalates_and_expired_links_are_refused() {
     assert_eq!(live(&s.dir), "v2");
     assert_eq!(s.executions(), 0);
     let link = approve_link(&mail);
-    let (code, page) = http("GET", &link, None, None);
+    let (code, page) = get(&link);
     assert_eq!(code, 410, "{page}");
     assert!(page.contains("expired"), "{page}");
     let (code, _) = http("POST", &link, None, None);
@@ -412,30 +370,15 @@ fn pause_escalates_breaches_and_resume_rearms() {
     assert_eq!(live(&s.dir), "v2");
     assert_eq!(s.executions(), 0);
     // Incidents: the escalation is closed; ?open filters; a bad filter is a JSON 400.
-    let (code, text) = http(
-        "GET",
-        &format!("{}/v1/incidents?open=false", s.api),
-        None,
-        None,
-    );
+    let (code, text) = get(&format!("{}/v1/incidents?open=false", s.api));
     assert_eq!(code, 200, "{text}");
     let list: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(list[0]["phase"], "Escalated", "{list}");
     assert_eq!(list[0]["outcome"], "escalated");
     assert_eq!(list[0]["open"], false);
-    let (code, text) = http(
-        "GET",
-        &format!("{}/v1/incidents?open=true", s.api),
-        None,
-        None,
-    );
+    let (code, text) = get(&format!("{}/v1/incidents?open=true", s.api));
     assert_eq!((code, text.trim()), (200, "[]"));
-    let (code, text) = http(
-        "GET",
-        &format!("{}/v1/incidents?open=maybe", s.api),
-        None,
-        None,
-    );
+    let (code, text) = get(&format!("{}/v1/incidents?open=maybe", s.api));
     assert_eq!(code, 400, "{text}");
     assert!(text.contains("\"error\""), "{text}");
     let out = s.cli(&["resume", "web", "--json"]);
@@ -460,7 +403,7 @@ fn email_link_get_shows_a_page_and_only_post_acts_once() {
     let link = approve_link(&mail);
     // A scanner following the link changes nothing.
     for _ in 0..3 {
-        let (code, page) = http("GET", &link, None, None);
+        let (code, page) = get(&link);
         assert_eq!(code, 200, "{page}");
         assert!(page.contains("<form method=\"post\">"), "{page}");
         assert!(page.contains(&id), "{page}");

@@ -8,7 +8,6 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::Output;
-use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -27,26 +26,15 @@ struct Setup {
 /// API behind [`TOKEN`].
 fn setup() -> Setup {
     let (tmp, dir, port, api_port) = demo_releases();
-    let token = dir.join("api-token");
-    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let token_line = conf::api_token(&dir, Some(TOKEN));
     let text = [
-        conf::daemon(
-            &dir,
-            api_port,
-            "200ms",
-            &format!("api_token_file = \"{}\"", token.display()),
-        ),
-        conf::email(&dir.join("state/outbox"), &["admin@example.com"]),
+        conf::base(&dir, api_port, &token_line),
         conf::target("web", "1m", ""),
         conf::demo_health_rule(port),
         conf::command_rollback("30s", r#"[["true"]]"#),
     ]
     .concat();
-    let config = conf::write(&dir, &text);
-    let daemon = Running::start_serving(&config, &dir.join("daemon.log"), api_port);
-    wait_for(Duration::from_secs(20), "a first evaluation", || {
-        (target(api_port)["state"]["rules"][0]["status"]["status"] == "ok").then_some(())
-    });
+    let (config, daemon) = start_watching(&dir, &text, api_port);
     Setup {
         _tmp: tmp,
         dir,
@@ -218,11 +206,7 @@ fn reload_with_an_invalid_config_exits_64() {
     let out = s.cli(&["reload"]);
     assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
     assert!(stderr(&out).contains("bogus_key"), "{}", stderr(&out));
-    let out = std::process::Command::new(bin())
-        .args(["reload", "--config"])
-        .arg(&s.config)
-        .output()
-        .unwrap();
+    let out = run_rollbackd(&s.config, &["reload"]);
     assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("bogus_key"), "{err}");

@@ -85,15 +85,32 @@ impl Setup {
 
     /// The lines the plan wrote, on every node together.
     fn lines(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.join("shared.txt"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
+        lines_of(&self.dir.join("shared.txt"))
     }
 
     /// A node named `name` talking to etcd at `etcd_url`, its plan
     /// `plan`, `target_extra` added to `[[target]]`; not started.
+    /// Deploy v2 and wait until the rollback plan is in its step (it wrote
+    /// `step.pid`); `what` names that moment.
+    fn deploy_v2_until_the_step(&self, what: &str) {
+        rollbackd::demo::switch_release(&self.dir, "v2").unwrap();
+        wait_for(ROLLBACK_WITHIN, what, || {
+            self.dir.join("step.pid").exists().then_some(())
+        });
+    }
+
+    /// Nodes `n1` and `n2` on this etcd with `plan` and `target_extra`,
+    /// started and seeing v1.
+    fn two_started(&self, plan: &str, target_extra: &str) -> Vec<Node> {
+        let url = self.etcd.url();
+        let mut nodes = vec![
+            self.node("n1", &url, plan, target_extra),
+            self.node("n2", &url, plan, target_extra),
+        ];
+        start_all(&mut nodes);
+        nodes
+    }
+
     fn node(&self, name: &str, etcd_url: &str, plan: &str, target_extra: &str) -> Node {
         let dir = self.dir.join(name);
         std::fs::create_dir_all(&dir).unwrap();
@@ -160,11 +177,7 @@ struct Node {
 
 impl Node {
     fn start(&mut self) {
-        let check = std::process::Command::new(bin())
-            .args(["check", "--config"])
-            .arg(&self.config)
-            .output()
-            .unwrap();
+        let check = run_rollbackd(&self.config, &["check"]);
         assert!(
             check.status.success(),
             "rollbackd check refuses the test config: {}{}",
@@ -223,12 +236,7 @@ impl Node {
 
     /// Whether `/metrics` says this node's etcd session is `up`.
     fn etcd_up(&self) -> bool {
-        let (code, text) = http(
-            "GET",
-            &format!("http://127.0.0.1:{}/metrics", self.api),
-            None,
-            None,
-        );
+        let (code, text) = get(&format!("http://127.0.0.1:{}/metrics", self.api));
         code == 200
             && text.contains(&format!(
                 "rollbackd_cluster_etcd_up{{node=\"{}\"}} 1",
@@ -289,6 +297,22 @@ fn start_all(nodes: &mut [Node]) {
 /// Wait until the nodes agree on `phase` and on one owner; returns the
 /// index of the owner (the node whose status says it is not standby and
 /// names itself).
+/// Two nodes running `plan`, v2 deployed, the owner in the plan's step
+/// (`what` names that moment): the setup, the nodes, the owner's index.
+fn mid_plan(plan: &str, what: &str) -> (Setup, Vec<Node>, usize) {
+    let s = Setup::new();
+    let nodes = s.two_started(plan, "");
+    s.deploy_v2_until_the_step(what);
+    let owner = agree(&nodes, "RollingBack", Duration::from_secs(10));
+    (s, nodes, owner)
+}
+
+/// [`wait_agreement`] of all `nodes`.
+fn agree(nodes: &[Node], phase: &str, within: Duration) -> usize {
+    let refs: Vec<&Node> = nodes.iter().collect();
+    wait_agreement(&refs, phase, within)
+}
+
 fn wait_agreement(nodes: &[&Node], phase: &str, within: Duration) -> usize {
     wait_for(
         within,
@@ -361,13 +385,10 @@ fn kill_orphan_step(dir: &Path) {
 #[test]
 fn two_nodes_one_rollback_and_the_same_status() {
     let s = Setup::new();
-    let url = s.etcd.url();
-    let mut nodes = vec![s.node("n1", &url, PLAN, ""), s.node("n2", &url, PLAN, "")];
-    start_all(&mut nodes);
+    let mut nodes = s.two_started(PLAN, "");
     rollbackd::demo::switch_release(&s.dir, "v2").unwrap();
 
-    let refs: Vec<&Node> = nodes.iter().collect();
-    let owner = wait_agreement(&refs, "RolledBack", ROLLBACK_WITHIN);
+    let owner = agree(&nodes, "RolledBack", ROLLBACK_WITHIN);
     let standby = 1 - owner;
     assert_eq!(live(&s.dir), "v1");
     // A few more polls: nobody runs it again.
@@ -401,21 +422,8 @@ fn two_nodes_one_rollback_and_the_same_status() {
 
 #[test]
 fn owner_killed_mid_plan_the_standby_verifies_without_running_it_again() {
-    let s = Setup::new();
-    let url = s.etcd.url();
-    let mut nodes = vec![
-        s.node("n1", &url, SLOW_PLAN, ""),
-        s.node("n2", &url, SLOW_PLAN, ""),
-    ];
-    start_all(&mut nodes);
-    rollbackd::demo::switch_release(&s.dir, "v2").unwrap();
-
     // The plan is in its sleep: the line is written, the release switched.
-    wait_for(ROLLBACK_WITHIN, "the plan to reach its sleep", || {
-        s.dir.join("step.pid").exists().then_some(())
-    });
-    let refs: Vec<&Node> = nodes.iter().collect();
-    let owner = wait_agreement(&refs, "RollingBack", Duration::from_secs(10));
+    let (s, mut nodes, owner) = mid_plan(SLOW_PLAN, "the plan to reach its sleep");
     let survivor = 1 - owner;
     let killed_at = Utc::now();
     nodes[owner].kill9();
@@ -463,17 +471,11 @@ fn owner_killed_mid_plan_the_standby_verifies_without_running_it_again() {
 #[test]
 fn approval_sent_to_the_standby_acts_once_on_the_owner() {
     let s = Setup::new();
-    let url = s.etcd.url();
     let confirm = "confirm = \"required\"\nconfirm_timeout = \"5m\"\n";
-    let mut nodes = vec![
-        s.node("n1", &url, PLAN, confirm),
-        s.node("n2", &url, PLAN, confirm),
-    ];
-    start_all(&mut nodes);
+    let mut nodes = s.two_started(PLAN, confirm);
     rollbackd::demo::switch_release(&s.dir, "v2").unwrap();
 
-    let refs: Vec<&Node> = nodes.iter().collect();
-    let owner = wait_agreement(&refs, "AwaitingConfirmation", ROLLBACK_WITHIN);
+    let owner = agree(&nodes, "AwaitingConfirmation", ROLLBACK_WITHIN);
     let standby = 1 - owner;
     let id = nodes[owner].status()["state"]["phase"]["incident"]["id"]
         .as_str()
@@ -487,11 +489,7 @@ fn approval_sent_to_the_standby_acts_once_on_the_owner() {
     assert!(s.lines().is_empty(), "nothing ran before the approval");
 
     // The CLI against the standby, then the same approval again over HTTP.
-    let out = std::process::Command::new(bin())
-        .args(["approve", &id, "--config"])
-        .arg(&nodes[standby].config)
-        .output()
-        .unwrap();
+    let out = run_rollbackd(&nodes[standby].config, &["approve", &id]);
     assert!(
         out.status.success(),
         "approve via the standby: {}{}",
@@ -509,7 +507,7 @@ fn approval_sent_to_the_standby_acts_once_on_the_owner() {
     );
     assert!(code == 200 || code == 409, "{code} {body}");
 
-    wait_agreement(&refs, "RolledBack", ROLLBACK_WITHIN);
+    agree(&nodes, "RolledBack", ROLLBACK_WITHIN);
     std::thread::sleep(TTL);
     let lines = s.lines();
     assert_eq!(lines.len(), 1, "the approval acted once: {lines:?}");
@@ -535,9 +533,7 @@ fn approval_sent_to_the_standby_acts_once_on_the_owner() {
 #[test]
 fn etcd_down_nobody_acts_then_one_rollback_when_it_is_back() {
     let mut s = Setup::new();
-    let url = s.etcd.url();
-    let mut nodes = vec![s.node("n1", &url, PLAN, ""), s.node("n2", &url, PLAN, "")];
-    start_all(&mut nodes);
+    let mut nodes = s.two_started(PLAN, "");
 
     s.etcd.stop();
     for n in &nodes {
@@ -566,8 +562,7 @@ fn etcd_down_nobody_acts_then_one_rollback_when_it_is_back() {
     }
 
     s.etcd.start_again();
-    let refs: Vec<&Node> = nodes.iter().collect();
-    wait_agreement(&refs, "RolledBack", ROLLBACK_WITHIN);
+    agree(&nodes, "RolledBack", ROLLBACK_WITHIN);
     std::thread::sleep(TTL);
     let lines = s.lines();
     assert_eq!(lines.len(), 1, "the breach is acted on once: {lines:?}");
@@ -673,10 +668,7 @@ fn partitioned_node_of_three_does_not_act() {
 fn owner_cut_off_mid_plan_another_node_takes_over_and_the_old_owner_stands_by() {
     let s = Setup::new();
     let mut t = three(&s, SLOW_PLAN.replace("sleep 30", "sleep 5").as_str());
-    rollbackd::demo::switch_release(&s.dir, "v2").unwrap();
-    wait_for(ROLLBACK_WITHIN, "the plan to reach its sleep", || {
-        s.dir.join("step.pid").exists().then_some(())
-    });
+    s.deploy_v2_until_the_step("the plan to reach its sleep");
     let all: Vec<&Node> = t.nodes.iter().collect();
     let owner = wait_agreement(&all, "RollingBack", Duration::from_secs(10));
     let cut_at = Utc::now();
@@ -741,19 +733,7 @@ const TWO_STEP_PLAN: &str = r#"echo "$1 $ROLLBACKD_LEASE" >> SHARED && ln -sfn D
 
 #[test]
 fn owner_stopped_mid_plan_finishes_it_under_its_lease_then_hands_over() {
-    let s = Setup::new();
-    let url = s.etcd.url();
-    let mut nodes = vec![
-        s.node("n1", &url, TWO_STEP_PLAN, ""),
-        s.node("n2", &url, TWO_STEP_PLAN, ""),
-    ];
-    start_all(&mut nodes);
-    rollbackd::demo::switch_release(&s.dir, "v2").unwrap();
-    wait_for(ROLLBACK_WITHIN, "the plan's first step", || {
-        s.dir.join("step.pid").exists().then_some(())
-    });
-    let refs: Vec<&Node> = nodes.iter().collect();
-    let owner = wait_agreement(&refs, "RollingBack", Duration::from_secs(10));
+    let (s, mut nodes, owner) = mid_plan(TWO_STEP_PLAN, "the plan's first step");
     let other = 1 - owner;
     // SIGTERM: the running step ends (3 s, longer than lease_ttl), the
     // second step still runs under the same lease, the outcome is
@@ -789,12 +769,9 @@ fn owner_stopped_mid_plan_finishes_it_under_its_lease_then_hands_over() {
 
 /// Two nodes on `s`'s etcd: they agree on one owner, and one rollback runs.
 fn two_nodes_agree_on_one_owner_and_one_rollback(s: &Setup) {
-    let url = s.etcd.url();
-    let mut nodes = vec![s.node("n1", &url, PLAN, ""), s.node("n2", &url, PLAN, "")];
-    start_all(&mut nodes);
+    let mut nodes = s.two_started(PLAN, "");
     rollbackd::demo::switch_release(&s.dir, "v2").unwrap();
-    let refs: Vec<&Node> = nodes.iter().collect();
-    let owner = wait_agreement(&refs, "RolledBack", ROLLBACK_WITHIN);
+    let owner = agree(&nodes, "RolledBack", ROLLBACK_WITHIN);
     assert_eq!(live(&s.dir), "v1");
     std::thread::sleep(TTL);
     let lines = s.lines();

@@ -53,49 +53,13 @@ fn setup(answer: Option<&str>, confirm_extra: &str) -> Setup {
         std::fs::write(dir.join("answer"), a).unwrap();
     }
     let script = script(&dir);
-    let config = format!(
-        r#"
-[daemon]
-state_dir = "{dir}/state"
-listen = "127.0.0.1:{api_port}"
-poll_interval = "200ms"
-
-[notify.email]
-from = "rollbackd <rollbackd@test.invalid>"
-to = ["admin@example.com"]
-outbox_dir = "{dir}/state/outbox"
-
-[[target]]
-name = "web"
-cooldown = "1m"
-confirm = "required"
-confirm_command = ["{script}", "{{incident}}"]
-{confirm_extra}
-
-  [[target.rule]]
-  name = "health"
-  source = "probe"
-  url = "http://127.0.0.1:{port}/api/health"
-  timeout = "1s"
-  window = "3s"
-  above = 0.5
-  for = "1s"
-
-  [target.rollback]
-  kind = "symlink"
-  current = "{dir}/current"
-  releases = "{dir}/releases"
-  timeout = "20s"
-
-  [target.verify]
-  within = "10s"
-  url = "http://127.0.0.1:{port}/api/health"
-"#,
-        dir = dir.display(),
+    let target_extra = format!(
+        "confirm = \"required\"\nconfirm_command = [\"{script}\", \"{{incident}}\"]\n{confirm_extra}",
         script = script.display()
     );
-    let path = dir.join("rollbackd.toml");
-    std::fs::write(&path, config).unwrap();
+    let config =
+        conf::base(&dir, api_port, "") + &conf::demo_target("web", &dir, port, &target_extra, "1s");
+    let path = conf::write(&dir, &config);
     Setup {
         _tmp: tmp,
         dir,
@@ -117,7 +81,7 @@ impl Setup {
     }
 
     fn target(&self) -> Value {
-        let (code, body) = http("GET", &format!("{}/v1/status", self.api), None, None);
+        let (code, body) = get(&format!("{}/v1/status", self.api));
         assert_eq!(code, 200, "{body}");
         serde_json::from_str::<Value>(&body).unwrap()["targets"][0].clone()
     }
@@ -150,11 +114,7 @@ impl Setup {
     }
 
     fn runs(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.join("runs"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
+        lines_of(&self.dir.join("runs"))
     }
 
     fn wait_runs(&self, n: usize) -> i32 {
@@ -173,11 +133,7 @@ impl Setup {
     }
 
     fn executions(&self) -> usize {
-        journal(&self.dir.join("state"))
-            .iter()
-            .flat_map(|e| e["actions"].as_array().cloned().unwrap_or_default())
-            .filter(|a| a["action"] == "execute")
-            .count()
+        executions(&self.dir.join("state"))
     }
 }
 

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use chrono::Utc;
 use rollbackd::metrics::Metrics;
-use rollbackd::rules::{RuleReport, RuleStatus};
+use rollbackd::rules::RuleReport;
 
 const PROMTOOL: &str = "/usr/bin/promtool";
 const RULES: &str = concat!(
@@ -81,23 +81,11 @@ fn names(text: &str) -> BTreeSet<String> {
 /// Every sample name the daemon exports, with every family populated.
 fn exported() -> BTreeSet<String> {
     let m = Metrics::new();
-    let report = RuleReport {
-        rule: "health".into(),
-        source: "probe".into(),
-        status: RuleStatus::Ok,
-        value: Some(0.1),
-        threshold: 0.5,
-        for_: std::time::Duration::from_secs(60),
-        window: None,
-        at: Utc::now(),
-        no_data: None,
-        baseline: Some(0.1),
-        above_baseline: Some(3.0),
-        labels: Default::default(),
-        detail: None,
-        shadow: false,
-        unreachable: None,
-    };
+    let report = RuleReport::ok("health", Utc::now())
+        .source("probe")
+        .value(0.1)
+        .for_(std::time::Duration::from_secs(60))
+        .baseline(0.1, 3.0);
     m.rule("web", &report);
     m.rollback_finished("web", "failed");
     m.incident_closed("web", "failed");

@@ -7,6 +7,19 @@ use std::time::Duration;
 
 use common::*;
 
+/// Target `web` with the host rule `cpu` above `above`.
+fn cpu_target(above: &str) -> String {
+    format!(
+        "\n[[target]]\nname = \"web\"\n  [[target.rule]]\n  name = \"cpu\"\n  source = \"host\"\n  \
+         metric = \"cpu\"\n  above = {above}\n"
+    )
+}
+
+/// `dir/rollbackd.toml`.
+fn config(dir: &std::path::Path) -> std::path::PathBuf {
+    dir.join("rollbackd.toml")
+}
+
 fn setup(extra_rollback: &str) -> (tempfile::TempDir, std::path::PathBuf, u16) {
     let (tmp, dir, port, _) = demo_releases();
     conf::write(&dir, &symlink_config(&dir, port, extra_rollback));
@@ -26,25 +39,9 @@ fn wait_record(dir: &std::path::Path, what: &str, needle: &str) -> String {
 /// Start the daemon on `dir/rollbackd.toml` (log `dir/daemon.log`) and
 /// wait until it has seen the live v1.
 fn start_on_v1(dir: &std::path::Path) -> Running {
-    let daemon = Running::start(&dir.join("rollbackd.toml"), &dir.join("daemon.log"));
-    wait_version_seen(dir, "v1");
+    let daemon = Running::start(&config(dir), &dir.join("daemon.log"));
+    wait_version_seen(&dir.join("state"), "v1");
     daemon
-}
-
-fn wait_version_seen(dir: &std::path::Path, version: &str) {
-    let state = dir.join("state");
-    wait_for(
-        Duration::from_secs(15),
-        &format!("version {version} in the journal"),
-        || {
-            journal(&state)
-                .iter()
-                .any(|e| {
-                    e["event"]["event"] == "version_observed" && e["event"]["version"] == version
-                })
-                .then_some(())
-        },
-    );
 }
 
 #[test]
@@ -53,13 +50,7 @@ fn degraded_release_is_rolled_back_verified_recorded_and_mailed() {
     let daemon = start_on_v1(&dir);
     rollbackd::demo::switch_release(&dir, "v2").unwrap();
 
-    let outbox = dir.join("state/outbox");
-    let (_, mail) = wait_mail(
-        &outbox,
-        Duration::from_secs(40),
-        "the ROLLED BACK mail",
-        "ROLLED BACK",
-    );
+    let mail = outbox_mail(&dir, 40, "the ROLLED BACK mail", "ROLLED BACK");
     assert_eq!(live(&dir), "v1", "current must point at v1 again");
     assert!(
         mail.contains("Subject: [rollbackd] web: ROLLED BACK v2 -> v1"),
@@ -105,19 +96,10 @@ fn degraded_release_is_rolled_back_verified_recorded_and_mailed() {
         .unwrap()
         .to_string_lossy()
         .into_owned();
-    let report = std::process::Command::new(bin())
-        .args(["report", &id, "--config"])
-        .arg(dir.join("rollbackd.toml"))
-        .output()
-        .unwrap();
-    assert!(report.status.success());
-    assert_eq!(String::from_utf8_lossy(&report.stdout), record);
-    let status = std::process::Command::new(bin())
-        .args(["status", "--config"])
-        .arg(dir.join("rollbackd.toml"))
-        .output()
-        .unwrap();
-    let status = String::from_utf8_lossy(&status.stdout);
+    let (code, report, _) = cli(&config(&dir), &["report", &id]);
+    assert!(code == Some(0));
+    assert_eq!(report, record);
+    let (_, status, _) = cli(&config(&dir), &["status"]);
     assert!(status.contains("web: RolledBack  version v1"), "{status}");
 
     assert_eq!(daemon.stop(), Some(0), "clean exit on SIGTERM");
@@ -126,7 +108,7 @@ fn degraded_release_is_rolled_back_verified_recorded_and_mailed() {
 #[test]
 fn flapping_service_is_never_rolled_back() {
     let (_tmp, dir, _port) = setup("");
-    edit_file(&dir.join("rollbackd.toml"), |c| {
+    edit_file(&config(&dir), |c| {
         c.replace(r#"for = "1s""#, r#"for = "3s""#)
     });
     let mut daemon = start_on_v1(&dir);
@@ -168,13 +150,7 @@ fn failing_step_fails_the_incident_with_its_stderr_and_the_daemon_keeps_running(
         setup(r#"restart = ["sh", "-c", "echo 'pm2: process app not found' >&2; exit 3"]"#);
     let mut daemon = start_on_v1(&dir);
     rollbackd::demo::switch_release(&dir, "v2").unwrap();
-    let outbox = dir.join("state/outbox");
-    let (_, mail) = wait_mail(
-        &outbox,
-        Duration::from_secs(40),
-        "the ROLLBACK FAILED mail",
-        "ROLLBACK FAILED",
-    );
+    let mail = outbox_mail(&dir, 40, "the ROLLBACK FAILED mail", "ROLLBACK FAILED");
     assert!(mail.contains("pm2: process app not found"), "{mail}");
     let record = wait_record(&dir, "the Failed record", "pm2: process app not found");
     assert!(record.contains("exit"), "{record}");
@@ -189,13 +165,7 @@ fn missing_releases_directory_fails_cleanly() {
     // The release tree is damaged: only the live (bad) release remains.
     rollbackd::demo::switch_release(&dir, "v2").unwrap();
     std::fs::remove_dir_all(dir.join("releases/v1")).unwrap();
-    let outbox = dir.join("state/outbox");
-    let (_, mail) = wait_mail(
-        &outbox,
-        Duration::from_secs(40),
-        "the ROLLBACK FAILED mail",
-        "ROLLBACK FAILED",
-    );
+    let mail = outbox_mail(&dir, 40, "the ROLLBACK FAILED mail", "ROLLBACK FAILED");
     assert!(mail.contains("no release older than"), "{mail}");
     assert_eq!(live(&dir), "v2", "nothing was switched");
     assert_eq!(daemon.stop(), Some(0));
@@ -205,33 +175,13 @@ fn missing_releases_directory_fails_cleanly() {
 fn invalid_config_exits_64_listing_every_problem() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("bad.toml");
-    std::fs::write(
-        &path,
-        r#"
-[daemon]
-poll_interval = "5 minutes"
-
-[[target]]
-name = "web"
-  [[target.rule]]
-  name = "cpu"
-  source = "host"
-  metric = "cpu"
-  above = 70
-  [target.rollback]
-  kind = "symlink"
-  current = "/srv/app/current"
-"#,
-    )
-    .unwrap();
+    let text = "\n[daemon]\npoll_interval = \"5 minutes\"\n".to_string()
+        + &cpu_target("70")
+        + "  [target.rollback]\n  kind = \"symlink\"\n  current = \"/srv/app/current\"\n";
+    std::fs::write(&path, text).unwrap();
     for verb in ["check", "run"] {
-        let out = std::process::Command::new(bin())
-            .args([verb, "--config"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(64), "{verb}");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let (code, _, err) = cli(&path, &[verb]);
+        assert_eq!(code, Some(64), "{verb}");
         for needle in [
             "bad.toml: daemon.poll_interval: invalid duration \"5 minutes\"",
             "target[0].rule[0].above",
@@ -245,45 +195,24 @@ name = "web"
     }
 }
 
-/// A client command against the test daemon; (exit code, stdout, stderr).
-fn cli(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = std::process::Command::new(bin())
-        .args(args)
-        .arg("--config")
-        .arg(dir.join("rollbackd.toml"))
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn pause_for_shows_who_why_and_until_then_resumes_by_itself_and_a_breach_acts() {
     let (_tmp, dir, _port) = setup("");
     let daemon = start_on_v1(&dir);
     let (code, out, err) = cli(
-        &dir,
+        &config(&dir),
         &["pause", "web", "--for", "3s", "--reason", "db maintenance"],
     );
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("web paused until 20"), "{out}");
-    let (_, status, _) = cli(&dir, &["status"]);
+    let (_, status, _) = cli(&config(&dir), &["status"]);
     assert!(status.contains("paused by "), "{status}");
     assert!(status.contains("(db maintenance) until 20"), "{status}");
 
     // The pause ends by itself, journaled, with a notification.
-    let outbox = dir.join("state/outbox");
-    let (_, mail) = wait_mail(
-        &outbox,
-        Duration::from_secs(15),
-        "the PAUSE ENDED mail",
-        "PAUSE ENDED",
-    );
+    let mail = outbox_mail(&dir, 15, "the PAUSE ENDED mail", "PAUSE ENDED");
     assert!(mail.contains("(db maintenance) ended at"), "{mail}");
-    let (_, status, _) = cli(&dir, &["status"]);
+    let (_, status, _) = cli(&config(&dir), &["status"]);
     assert!(!status.contains("paused by"), "{status}");
     let journaled = journal(&dir.join("state")).iter().any(|e| {
         e["actions"]
@@ -294,22 +223,17 @@ fn pause_for_shows_who_why_and_until_then_resumes_by_itself_and_a_breach_acts() 
 
     // A breach after that acts.
     rollbackd::demo::switch_release(&dir, "v2").unwrap();
-    wait_mail(
-        &outbox,
-        Duration::from_secs(40),
-        "the ROLLED BACK mail",
-        "ROLLED BACK",
-    );
+    outbox_mail(&dir, 40, "the ROLLED BACK mail", "ROLLED BACK");
     assert_eq!(live(&dir), "v1");
 
     // `incidents --json` says the phase, the outcome and whether it is open.
-    let (_, json, _) = cli(&dir, &["incidents", "--json"]);
+    let (_, json, _) = cli(&config(&dir), &["incidents", "--json"]);
     let list: serde_json::Value = serde_json::from_str(&json).unwrap();
     let inc = &list[0];
     assert_eq!(inc["phase"], "RolledBack", "{json}");
     assert_eq!(inc["outcome"], "rolled_back");
     assert_eq!(inc["open"], false);
-    let (_, open, _) = cli(&dir, &["incidents", "--json", "--open"]);
+    let (_, open, _) = cli(&config(&dir), &["incidents", "--json", "--open"]);
     assert_eq!(open.trim(), "[]", "no open incident");
     assert_eq!(daemon.stop(), Some(0));
 }
@@ -317,21 +241,15 @@ fn pause_for_shows_who_why_and_until_then_resumes_by_itself_and_a_breach_acts() 
 #[test]
 fn shadow_rule_breaching_records_and_notifies_shadow_and_executes_nothing() {
     let (_tmp, dir, _port) = setup("");
-    edit_file(&dir.join("rollbackd.toml"), |c| {
+    edit_file(&config(&dir), |c| {
         c.replace(r#"for = "1s""#, "for = \"1s\"\n  mode = \"shadow\"")
     });
     let daemon = start_on_v1(&dir);
-    let (_, status, _) = cli(&dir, &["status"]);
+    let (_, status, _) = cli(&config(&dir), &["status"]);
     assert!(status.contains("(shadow) health"), "{status}");
     rollbackd::demo::switch_release(&dir, "v2").unwrap();
 
-    let outbox = dir.join("state/outbox");
-    let (_, mail) = wait_mail(
-        &outbox,
-        Duration::from_secs(40),
-        "the SHADOW mail",
-        "SHADOW: WOULD ROLL BACK",
-    );
+    let mail = outbox_mail(&dir, 40, "the SHADOW mail", "SHADOW: WOULD ROLL BACK");
     assert!(mail.contains("shadow rule health"), "{mail}");
     let record = wait_record(
         &dir,
@@ -360,23 +278,23 @@ fn shadow_rule_breaching_records_and_notifies_shadow_and_executes_nothing() {
         entries.iter().all(|e| e["from"] == e["to"]),
         "no transition"
     );
-    let (_, json, _) = cli(&dir, &["incidents", "--json"]);
+    let (_, json, _) = cli(&config(&dir), &["incidents", "--json"]);
     let list: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(list[0]["phase"], "Shadow", "{json}");
     assert_eq!(list[0]["open"], false);
-    let (_, status, _) = cli(&dir, &["status"]);
+    let (_, status, _) = cli(&config(&dir), &["status"]);
     assert!(status.contains("web: Watching"), "{status}");
     assert!(
         status.contains("shadow: would roll back on health (recorded"),
         "{status}"
     );
-    let config = std::fs::read_to_string(dir.join("rollbackd.toml")).unwrap();
-    let listen = config
+    let text = std::fs::read_to_string(config(&dir)).unwrap();
+    let listen = text
         .lines()
         .find_map(|l| l.strip_prefix("listen = \""))
         .and_then(|l| l.strip_suffix('"'))
         .unwrap();
-    let (_, metrics) = http("GET", &format!("http://{listen}/metrics"), None, None);
+    let (_, metrics) = get(&format!("http://{listen}/metrics"));
     assert!(
         metrics.contains(r#"rollbackd_incidents_total{target="web",outcome="shadow"} 1"#),
         "{metrics}"
@@ -385,9 +303,9 @@ fn shadow_rule_breaching_records_and_notifies_shadow_and_executes_nothing() {
 
     // After a restart the shadow incident is still listed, and the episode
     // still under way is not notified again.
-    let daemon = Running::start(&dir.join("rollbackd.toml"), &dir.join("daemon2.log"));
+    let daemon = Running::start(&config(&dir), &dir.join("daemon2.log"));
     let list = wait_for(Duration::from_secs(15), "the API after the restart", || {
-        let (code, json, _) = cli(&dir, &["incidents", "--json"]);
+        let (code, json, _) = cli(&config(&dir), &["incidents", "--json"]);
         (code == Some(0)).then(|| serde_json::from_str::<serde_json::Value>(&json).unwrap())
     });
     assert_eq!(list[0]["phase"], "Shadow", "{list}");
@@ -411,14 +329,7 @@ fn check_prints_warnings_and_exits_0() {
             r#"
 [daemon]
 state_dir = "{dir}/state"
-
-[[target]]
-name = "web"
-  [[target.rule]]
-  name = "cpu"
-  source = "host"
-  metric = "cpu"
-  above = 0.9
+{cpu}
   [[target.rule]]
   name = "health"
   source = "probe"
@@ -429,17 +340,13 @@ name = "web"
   kind = "command"
   steps = [["true"]]
 "#,
-            dir = tmp.path().display()
+            dir = tmp.path().display(),
+            cpu = cpu_target("0.9"),
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(bin())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
+    let (code, _, err) = cli(&path, &["check"]);
+    assert_eq!(code, Some(0), "{err}");
     let file = path.display();
     for needle in [
         format!("{file}: notify: warning: no notification channel configured"),

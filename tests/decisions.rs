@@ -11,7 +11,9 @@
 //! real-server tests (Prometheus, Alertmanager, SMTP, git, processes,
 //! SIGKILL) stay in their own files.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -247,7 +249,7 @@ outbox_dir = "{root}/state/outbox"
                     .lines()
                     .find_map(|l| l.strip_prefix("X-Rollbackd-Kind: "))?
                     .to_string();
-                Some((kind, unquote(&text)))
+                Some((kind, common::decode_quoted_printable(&text)))
             })
             .collect()
     }
@@ -263,7 +265,7 @@ outbox_dir = "{root}/state/outbox"
 
     /// Execute actions journaled for `target`.
     fn executions(&self, target: &str) -> usize {
-        journal_lines(&self.root.join("state"))
+        common::journal(&self.root.join("state"))
             .iter()
             .filter(|e| e["target"] == target)
             .flat_map(|e| e["actions"].as_array().cloned().unwrap_or_default())
@@ -416,34 +418,6 @@ fn post_alert(alerts: &AlertStore, clock: &TokioClock, alert: &str, status: &str
     alerts
         .ingest(body.as_bytes(), now)
         .expect("the alert is accepted");
-}
-
-/// Undo quoted-printable soft line breaks and `=XX` escapes.
-fn unquote(text: &str) -> String {
-    let joined = text.replace("=\r\n", "").replace("=\n", "");
-    let mut out = Vec::new();
-    let bytes = joined.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'=' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&joined[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn journal_lines(state: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(state.join("journal.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
 }
 
 #[tokio::test(start_paused = true)]
@@ -649,7 +623,7 @@ async fn a_two_hour_pause_escalates_breaches_ends_by_itself_and_a_breach_then_ac
     assert!(h.now() >= paused.until.unwrap());
     let mail = h.mails_of("pause_ended").pop().expect("a PAUSE ENDED mail");
     assert!(mail.contains("(db maintenance) ended at"), "{mail}");
-    let journaled = journal_lines(&h.root.join("state")).iter().any(|e| {
+    let journaled = common::journal(&h.root.join("state")).iter().any(|e| {
         e["actions"]
             .as_array()
             .is_some_and(|a| a.iter().any(|a| a["kind"] == "pause_ended"))
@@ -779,7 +753,7 @@ async fn global_cap_escalates_the_second_target_survives_a_restart_and_frees_aft
     assert!(mail.contains("global rate limit"), "{mail}");
     assert_eq!((h.executions("a"), h.executions("b")), (1, 0));
     // The journal holds the refusal on the step that escalated.
-    let journaled = journal_lines(&h.root.join("state")).iter().any(|e| {
+    let journaled = common::journal(&h.root.join("state")).iter().any(|e| {
         e["target"] == "b"
             && e["actions"].as_array().is_some_and(|a| {
                 a.iter().any(|a| {

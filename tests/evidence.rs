@@ -339,11 +339,7 @@ fn zero_traffic_is_unknown_not_a_breach() {
     std::thread::sleep(Duration::from_secs(8));
     assert_eq!(live(dir), "v1");
     assert!(entered(&state, "RollingBack").is_none(), "nothing happens");
-    let out = std::process::Command::new(bin())
-        .args(["status", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = run_rollbackd(&cfg, &["status"]);
     let status = String::from_utf8_lossy(&out.stdout);
     let errors = status
         .lines()
@@ -516,12 +512,7 @@ impl SmallServer {
 
     /// (most connections served at once, requests served)
     fn stats(&self) -> (u64, u64) {
-        let (_, body) = http(
-            "GET",
-            &format!("http://127.0.0.1:{}/stats", self.port),
-            None,
-            None,
-        );
+        let (_, body) = get(&format!("http://127.0.0.1:{}/stats", self.port));
         let mut it = body.split_whitespace().map(|x| x.parse().unwrap_or(0));
         (it.next().unwrap_or(0), it.next().unwrap_or(0))
     }

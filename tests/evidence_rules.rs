@@ -16,7 +16,6 @@ mod common;
 #[path = "common/prometheus.rs"]
 mod prom;
 
-use std::io::Write;
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use common::wait_for;
+use common::{answer_metrics, hung_server, serve_each, wait_for};
 use prom::{Exporter, Knobs, Prometheus};
 use rollbackd::config::{
     NoData, ProbeMeasure, ProbeSpec, PromSpec, PrometheusConfig, RuleConfig, SourceSpec,
@@ -44,23 +43,13 @@ struct Gauge {
 
 impl Gauge {
     fn start(value: f64) -> Gauge {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind gauge exporter");
-        let port = listener.local_addr().unwrap().port();
         let down = Arc::new(AtomicBool::new(false));
         let d = down.clone();
-        std::thread::spawn(move || {
-            for mut stream in listener.incoming().flatten() {
-                if d.load(Ordering::SeqCst) {
-                    continue; // dropped: connection closed without an answer
-                }
-                let mut buf = [0u8; 2048];
-                let _ = std::io::Read::read(&mut stream, &mut buf);
-                let body = format!("# TYPE app_errors_ratio gauge\napp_errors_ratio {value}\n");
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
+        let body = format!("# TYPE app_errors_ratio gauge\napp_errors_ratio {value}\n");
+        // Taken down: a connection is closed without an answer.
+        let port = serve_each(move |s| {
+            if !d.load(Ordering::SeqCst) {
+                answer_metrics(s, &body);
             }
         });
         Gauge { port, down }
@@ -427,14 +416,7 @@ fn failed_probes_record_why_refused_and_timed_out() {
     );
 
     // A server that accepts and never answers: timed out after the timeout.
-    let hang = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = hang.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in hang.incoming().flatten() {
-            held.push(s);
-        }
-    });
+    let port = hung_server();
     let mut hanging = Watched::build(
         probe_rule(
             format!("http://127.0.0.1:{port}/health"),
@@ -476,35 +458,19 @@ fn status_shows_why_probes_failed() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let cfg = dir.join("rollbackd.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
-[daemon]
-state_dir = "{dir}/state"
-listen = "127.0.0.1:{api}"
-poll_interval = "200ms"
-
-[[target]]
-name = "web"
-  [[target.rule]]
-  name = "health"
-  source = "probe"
-  url = "http://127.0.0.1:{closed}/health"
-  timeout = "500ms"
-  window = "2s"
-  above = 0.5
-  for = "1h"
-  [target.rollback]
-  kind = "command"
-  steps = [["true"]]
-"#,
-            dir = dir.display(),
-            api = common::free_port(),
+    let text = [
+        common::conf::daemon(dir, common::free_port(), "200ms", ""),
+        common::conf::target("web", "", ""),
+        common::conf::health_rule(
+            &format!("http://127.0.0.1:{closed}/health"),
+            "500ms",
+            "2s",
+            "1h",
         ),
-    )
-    .unwrap();
+        common::conf::command_rollback("", r#"[["true"]]"#),
+    ]
+    .concat();
+    let cfg = common::conf::write(dir, &text);
     let mut daemon = common::Running::start(&cfg, &dir.join("rollbackd.log"));
     let status = wait_for(
         Duration::from_secs(20),

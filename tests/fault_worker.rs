@@ -6,25 +6,11 @@
 mod common;
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// A server that accepts connections and never answers (a hung backend).
-fn hung_server() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in listener.incoming().flatten() {
-            held.push(s);
-        }
-    });
-    port
-}
 
 fn write_config(dir: &Path, body: &str) -> PathBuf {
     let path = dir.join("rollbackd.toml");
@@ -49,40 +35,21 @@ fn commands_and_sigterm_do_not_wait_behind_a_hung_probe() {
     let dir = tmp.path();
     let hung = hung_server();
     let api = free_port();
-    let cfg = write_config(
-        dir,
-        &format!(
-            r#"
-[daemon]
-state_dir = "{dir}/state"
-listen = "127.0.0.1:{api}"
-poll_interval = "1s"
-
-[[target]]
-name = "web"
-cooldown = "10m"
-  [[target.rule]]
-  name = "health"
-  source = "probe"
-  url = "http://127.0.0.1:{hung}/health"
-  timeout = "30s"
-  window = "2m"
-  above = 0.5
-  for = "5m"
-  [target.rollback]
-  kind = "command"
-  timeout = "10s"
-  steps = [["touch", "{dir}/ran"]]
-  [target.verify]
-  within = "2s"
-"#,
-            dir = dir.display()
+    let text = [
+        conf::daemon(dir, api, "1s", ""),
+        conf::target("web", "10m", ""),
+        conf::health_rule(
+            &format!("http://127.0.0.1:{hung}/health"),
+            "30s",
+            "2m",
+            "5m",
         ),
-    );
-    let mut d = Running::start(&cfg, &dir.join("rollbackd.log"));
-    wait_for(Duration::from_secs(10), "the API", || {
-        std::net::TcpStream::connect(("127.0.0.1", api)).ok()
-    });
+        conf::command_rollback("10s", &format!(r#"[["touch", "{}/ran"]]"#, dir.display())),
+        conf::verify("2s", ""),
+    ]
+    .concat();
+    let cfg = write_config(dir, &text);
+    let mut d = Running::start_serving(&cfg, &dir.join("rollbackd.log"), api);
     // Let the first poll start and hang.
     std::thread::sleep(Duration::from_secs(2));
 

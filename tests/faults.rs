@@ -10,7 +10,6 @@ mod common;
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -27,8 +26,7 @@ fn command_config(
     steps: &str,
 ) -> PathBuf {
     let text = [
-        conf::daemon(dir, api_port, "200ms", daemon_extra),
-        conf::email(&dir.join("state/outbox"), &["admin@example.com"]),
+        conf::base(dir, api_port, daemon_extra),
         conf::target("web", "1m", target_extra),
         conf::demo_health_rule(port),
         conf::command_rollback("60s", steps),
@@ -71,6 +69,38 @@ fn procs_with(needle: &str) -> Vec<i32> {
 
 /// A sleep duration unique to this test run, so parallel runs never see
 /// each other's processes: `3015.000123`.
+/// The demo service and a config whose plan is `sleep LONG`, LONG a
+/// [`unique_sleep`] of `base` seconds: (temp dir, its path, API port,
+/// config, LONG).
+fn sleep_plan(base: u32) -> (tempfile::TempDir, PathBuf, u16, PathBuf, String) {
+    let (tmp, dir, port, api_port) = demo_releases();
+    let long = unique_sleep(base);
+    let steps = format!(r#"[["sleep", "{long}"]]"#);
+    let config = command_config(&dir, port, api_port, "", "", &steps);
+    (tmp, dir, api_port, config, long)
+}
+
+/// Start the daemon on `config` (its log in `log`) and trigger a rollback,
+/// which must be accepted: the daemon and the answer.
+fn start_and_trigger(config: &Path, log: &Path, api_port: u16) -> (Running, String) {
+    let daemon = Running::start_serving(config, log, api_port);
+    let (code, body) = trigger(api_port);
+    assert_eq!(code, 200, "{body}");
+    (daemon, body)
+}
+
+/// A release tree, an API token `s3cret` in `dir/api-token` and a config
+/// that reads it: (temp dir, its path, the token file, API port, config).
+fn token_config() -> (tempfile::TempDir, PathBuf, PathBuf, u16, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    rollbackd::demo::create_releases(&dir).unwrap();
+    let token_line = conf::api_token(&dir, Some("s3cret"));
+    let api_port = free_port();
+    let config = command_config(&dir, 1, api_port, &token_line, "", r#"[["true"]]"#);
+    (tmp, dir.clone(), dir.join("api-token"), api_port, config)
+}
+
 fn unique_sleep(base: u32) -> String {
     format!("{base}.{:06}", std::process::id() % 1_000_000)
 }
@@ -125,12 +155,7 @@ fn connection_flood_under_ulimit_1024_rolls_nothing_back() {
     );
     let mut healthz = 0;
     while started.elapsed() < Duration::from_millis(5_500) {
-        let (code, body) = http(
-            "GET",
-            &format!("http://127.0.0.1:{api_port}/healthz"),
-            None,
-            None,
-        );
+        let (code, body) = get(&format!("http://127.0.0.1:{api_port}/healthz"));
         assert_eq!(code, 200, "/healthz during the flood: {body}");
         healthz += 1;
         std::thread::sleep(Duration::from_millis(300));
@@ -173,11 +198,7 @@ fn second_daemon_on_one_state_dir_exits_naming_the_holder() {
             &format!("{}/state", dir.display()),
         )
     });
-    let out = Command::new(bin())
-        .args(["run", "--config"])
-        .arg(&second_config)
-        .output()
-        .unwrap();
+    let out = run_rollbackd(&second_config, &["run"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -188,11 +209,7 @@ fn second_daemon_on_one_state_dir_exits_naming_the_holder() {
         "{stderr}"
     );
     first.assert_alive();
-    let status = Command::new(bin())
-        .args(["status", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let status = run_rollbackd(&config, &["status"]);
     assert_eq!(status.status.code(), Some(0), "{status:?}");
     assert_eq!(
         std::fs::read_to_string(dir.join("state/lock"))
@@ -264,13 +281,8 @@ fn setsid_child_escaping_a_killed_step_is_killed_and_recorded() {
 /// with its incident.
 #[test]
 fn step_orphaned_by_a_sigkilled_daemon_is_found_and_killed_at_restart() {
-    let (_tmp, dir, port, api_port) = demo_releases();
-    let long = unique_sleep(3016);
-    let steps = format!(r#"[["sleep", "{long}"]]"#);
-    let config = command_config(&dir, port, api_port, "", "", &steps);
-    let daemon = Running::start_serving(&config, &dir.join("daemon1.log"), api_port);
-    let (code, body) = trigger(api_port);
-    assert_eq!(code, 200, "{body}");
+    let (_tmp, dir, api_port, config, long) = sleep_plan(3016);
+    let (daemon, body) = start_and_trigger(&config, &dir.join("daemon1.log"), api_port);
     let incident = serde_json::from_str::<Value>(&body).unwrap()["incident"]["id"]
         .as_str()
         .unwrap()
@@ -312,13 +324,8 @@ fn step_orphaned_by_a_sigkilled_daemon_is_found_and_killed_at_restart() {
 /// and exits well inside `TimeoutStopSec=30s`.
 #[test]
 fn sigterm_during_a_long_step_kills_it_at_the_end_of_the_grace() {
-    let (_tmp, dir, port, api_port) = demo_releases();
-    let long = unique_sleep(40);
-    let steps = format!(r#"[["sleep", "{long}"]]"#);
-    let config = command_config(&dir, port, api_port, "", "", &steps);
-    let daemon = Running::start_serving(&config, &dir.join("daemon.log"), api_port);
-    let (code, body) = trigger(api_port);
-    assert_eq!(code, 200, "{body}");
+    let (_tmp, dir, api_port, config, long) = sleep_plan(40);
+    let (daemon, _) = start_and_trigger(&config, &dir.join("daemon.log"), api_port);
     wait_for(Duration::from_secs(5), "the step to run", || {
         (!procs_with(&format!("sleep {long}")).is_empty()).then_some(())
     });
@@ -372,13 +379,7 @@ fn state_dir_deleted_while_running_refuses_to_act_and_notifies_once() {
     let (code, body) = trigger(api_port);
     assert_eq!(code, 409, "{body}");
     assert!(body.contains("could not journal"), "{body}");
-    let metrics = http(
-        "GET",
-        &format!("http://127.0.0.1:{api_port}/metrics"),
-        None,
-        None,
-    )
-    .1;
+    let metrics = metrics(api_port);
     assert!(
         metrics.contains("rollbackd_journal_replaced 1"),
         "{metrics}"
@@ -472,13 +473,7 @@ fn fifty_thousand_alerts_are_bounded_and_fast() {
         "RSS grew from {before} kB to {after} kB"
     );
     assert!(file < 1_000_000, "alerts.json is {file} bytes");
-    let metrics = http(
-        "GET",
-        &format!("http://127.0.0.1:{api_port}/metrics"),
-        None,
-        None,
-    )
-    .1;
+    let metrics = metrics(api_port);
     assert!(
         metrics.contains("rollbackd_alerts_dropped_total 49000"),
         "{metrics}"
@@ -498,26 +493,9 @@ fn fifty_thousand_alerts_are_bounded_and_fast() {
 #[test]
 fn secret_files_readable_by_others_are_warned_about() {
     use std::os::unix::fs::PermissionsExt;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    rollbackd::demo::create_releases(&dir).unwrap();
-    let token = dir.join("api-token");
-    std::fs::write(&token, "s3cret\n").unwrap();
+    let (_tmp, dir, token, api_port, config) = token_config();
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let api_port = free_port();
-    let config = command_config(
-        &dir,
-        1,
-        api_port,
-        &format!("api_token_file = \"{}\"", token.display()),
-        "",
-        r#"[["true"]]"#,
-    );
-    let out = Command::new(bin())
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = run_rollbackd(&config, &["check"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let want = format!(
@@ -536,31 +514,14 @@ fn secret_files_readable_by_others_are_warned_about() {
     drop(daemon);
 
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let out = Command::new(bin())
-        .args(["check", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = run_rollbackd(&config, &["check"]);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
 }
 
 /// Smaller defect: the `Authorization` scheme is case-insensitive.
 #[test]
 fn bearer_scheme_is_matched_case_insensitively() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    rollbackd::demo::create_releases(&dir).unwrap();
-    let token = dir.join("api-token");
-    std::fs::write(&token, "s3cret\n").unwrap();
-    let api_port = free_port();
-    let config = command_config(
-        &dir,
-        1,
-        api_port,
-        &format!("api_token_file = \"{}\"", token.display()),
-        "",
-        r#"[["true"]]"#,
-    );
+    let (_tmp, dir, _, api_port, config) = token_config();
     let _daemon = Running::start_serving(&config, &dir.join("daemon.log"), api_port);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

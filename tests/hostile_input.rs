@@ -25,16 +25,9 @@ fn config(
     target_extra: &str,
     steps: &str,
 ) -> PathBuf {
-    let token_line = if token {
-        let file = dir.join("api-token");
-        std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
-        format!("api_token_file = \"{}\"", file.display())
-    } else {
-        String::new()
-    };
+    let token_line = conf::api_token(dir, token.then_some(TOKEN));
     let text = [
-        conf::daemon(dir, api_port, "200ms", &token_line),
-        conf::email(&dir.join("state/outbox"), &["admin@example.com"]),
+        conf::base(dir, api_port, &token_line),
         conf::target("web", "1m", target_extra),
         conf::demo_health_rule(port),
         conf::paged_rule("HighErrorRate", "0s"),
@@ -75,12 +68,7 @@ fn request(method: &str, url: &str, auth: Option<&str>, body: Option<Vec<u8>>) -
 }
 
 fn healthz(api_port: u16) {
-    let (code, _) = http(
-        "GET",
-        &format!("http://127.0.0.1:{api_port}/healthz"),
-        None,
-        None,
-    );
+    let (code, _) = get(&format!("http://127.0.0.1:{api_port}/healthz"));
     assert_eq!(code, 200);
 }
 
@@ -96,9 +84,7 @@ fn setup(token: bool, target_extra: &str, steps: &str) -> Setup {
     let steps = steps.replace("{DIR}", &dir.display().to_string());
     let path = config(&dir, port, api_port, token, target_extra, &steps);
     let daemon = Running::start_serving(&path, &dir.join("daemon.log"), api_port);
-    wait_for(Duration::from_secs(20), "a first evaluation", || {
-        (target(api_port)["state"]["rules"][0]["status"]["status"] == "ok").then_some(())
-    });
+    wait_first_ok(api_port);
     Setup {
         _tmp: tmp,
         dir,
@@ -192,11 +178,10 @@ fn traversal_ids_are_not_found_and_touch_nothing() {
         );
         assert!(code == 404 || code == 400, "{name}: {code}");
     }
-    let out = std::process::Command::new(bin())
-        .args(["report", "../../../etc/passwd", "--config"])
-        .arg(s.dir.join("rollbackd.toml"))
-        .output()
-        .unwrap();
+    let out = run_rollbackd(
+        &s.dir.join("rollbackd.toml"),
+        &["report", "../../../etc/passwd"],
+    );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("root:"));
     assert_ne!(out.status.code(), Some(0));
     healthz(s.api_port);
@@ -344,13 +329,7 @@ fn shell_metacharacters_in_alert_labels_never_reach_a_shell_or_an_argv() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(std::fs::read_to_string(&ran).unwrap(), "web\n");
     assert!(!canary.exists(), "a label reached a shell");
-    let incidents = http(
-        "GET",
-        &format!("http://127.0.0.1:{}/v1/incidents", s.api_port),
-        None,
-        None,
-    )
-    .1;
+    let incidents = get(&format!("http://127.0.0.1:{}/v1/incidents", s.api_port)).1;
     assert!(
         !incidents.contains("touch"),
         "labels copied into the incident: {incidents}"
@@ -358,6 +337,16 @@ fn shell_metacharacters_in_alert_labels_never_reach_a_shell_or_an_argv() {
 }
 
 /// Lines written by the plan (one per execution).
+/// [`setup`] of a target that asks for confirmation, whose plan appends
+/// a line to `ran`.
+fn confirming_setup() -> Setup {
+    setup(
+        false,
+        "confirm = \"required\"\nconfirm_timeout = \"10m\"",
+        r#"[["sh", "-c", "echo run >> {DIR}/ran"]]"#,
+    )
+}
+
 fn runs(dir: &Path) -> usize {
     std::fs::read_to_string(dir.join("ran"))
         .map(|t| t.lines().count())
@@ -366,11 +355,7 @@ fn runs(dir: &Path) -> usize {
 
 #[test]
 fn fifty_concurrent_approvals_act_once() {
-    let s = setup(
-        false,
-        "confirm = \"required\"\nconfirm_timeout = \"10m\"",
-        r#"[["sh", "-c", "echo run >> {DIR}/ran"]]"#,
-    );
+    let s = confirming_setup();
     let id = awaiting(&s);
     let url = format!("http://127.0.0.1:{}/v1/incidents/{id}/approve", s.api_port);
     let handles: Vec<_> = (0..50)
@@ -399,11 +384,7 @@ fn fifty_concurrent_approvals_act_once() {
 
 #[test]
 fn approve_reject_race_acts_at_most_once_and_consistently() {
-    let s = setup(
-        false,
-        "confirm = \"required\"\nconfirm_timeout = \"10m\"",
-        r#"[["sh", "-c", "echo run >> {DIR}/ran"]]"#,
-    );
+    let s = confirming_setup();
     let id = awaiting(&s);
     let handles: Vec<_> = (0..40)
         .map(|i| {

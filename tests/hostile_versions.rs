@@ -6,36 +6,21 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use common::{bin, conf, free_port, http, target, wait_for, Running};
+use common::{conf, free_port, http, run_rollbackd, target, wait_for, Running};
 
 /// A `version_url` service answering `body` to every request.
 fn version_server(body: String) -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
-            let answer = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = s.write_all(answer.as_bytes());
-        }
-    });
-    port
+    common::serve_each(move |s| {
+        common::answer(s, "HTTP/1.1 200 OK\r\ncontent-type: text/plain", &body)
+    })
 }
 
 fn config(dir: &Path, api_port: u16, version_port: u16, steps: &str) -> PathBuf {
     let text = [
-        conf::daemon(dir, api_port, "200ms", ""),
-        conf::email(&dir.join("state/outbox"), &["admin@example.com"]),
+        conf::base(dir, api_port, ""),
         conf::target(
             "web",
             "1m",
@@ -130,11 +115,7 @@ fn check_refuses_a_variable_in_the_script_text_of_a_shell_step() {
     let dir = tmp.path();
     let steps = r#"[["sh", "-c", "echo rolled back from {from_version} >> /tmp/x"]]"#;
     let path = config(dir, free_port(), free_port(), steps);
-    let out = Command::new(bin())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = run_rollbackd(&path, &["check"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{stderr}");
     assert!(

@@ -52,38 +52,17 @@ fn serve(mut stream: TcpStream, flap: &AtomicBool, started: Instant) {
 const MAX: u64 = 64 * 1024;
 
 fn config(dir: &std::path::Path, api: u16, port: u16) -> std::path::PathBuf {
-    let mut text = format!(
-        r#"
-[daemon]
-state_dir = "{dir}/state"
-listen = "127.0.0.1:{api}"
-poll_interval = "100ms"
-dry_run = true
-max_simultaneous_breaches = 0
-journal_max_size = "64KiB"
-"#,
-        dir = dir.display()
+    let mut text = conf::daemon(
+        dir,
+        api,
+        "100ms",
+        "dry_run = true\nmax_simultaneous_breaches = 0\njournal_max_size = \"64KiB\"",
     );
+    let url = format!("http://127.0.0.1:{port}/health");
     for i in 0..50 {
-        text.push_str(&format!(
-            r#"
-[[target]]
-name = "flap-{i:02}"
-cooldown = "1s"
-  [[target.rule]]
-  name = "health"
-  source = "probe"
-  url = "http://127.0.0.1:{port}/health"
-  timeout = "500ms"
-  window = "2s"
-  above = 0.5
-  for = "200ms"
-  [target.rollback]
-  kind = "command"
-  timeout = "5s"
-  steps = [["true"]]
-"#
-        ));
+        text.push_str(&conf::target(&format!("flap-{i:02}"), "1s", ""));
+        text.push_str(&conf::health_rule(&url, "500ms", "2s", "200ms"));
+        text.push_str(&conf::command_rollback("5s", r#"[["true"]]"#));
     }
     let path = dir.join("rollbackd.toml");
     std::fs::write(&path, text).unwrap();
@@ -92,12 +71,7 @@ cooldown = "1s"
 
 /// What must survive a restart, per target, from `/v1/status`.
 fn durable(api: u16) -> BTreeMap<String, String> {
-    let (code, body) = http(
-        "GET",
-        &format!("http://127.0.0.1:{api}/v1/status"),
-        None,
-        None,
-    );
+    let (code, body) = get(&format!("http://127.0.0.1:{api}/v1/status"));
     assert_eq!(code, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     v["targets"]
@@ -149,12 +123,7 @@ fn flapping_targets_keep_the_journal_bounded_and_recover_exactly() {
         std::thread::sleep(Duration::from_millis(50));
     }
     d.assert_alive();
-    let (_, metrics) = http(
-        "GET",
-        &format!("http://127.0.0.1:{api}/metrics"),
-        None,
-        None,
-    );
+    let (_, metrics) = get(&format!("http://127.0.0.1:{api}/metrics"));
     let compactions: f64 = metrics
         .lines()
         .find(|l| l.starts_with("rollbackd_journal_compactions_total"))

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::smtp::{Behaviour, Received, SmtpServer, TestCert, TlsMode};
@@ -60,6 +60,29 @@ async fn until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// [`until`] `f` holds, within 15 s; panics with `stuck` if even that
+/// wait does not end within 20 s (the sender hung).
+async fn stuck_unless(what: &str, f: impl FnMut() -> bool, stuck: &str) {
+    tokio::time::timeout(Duration::from_secs(20), until(15, what, f))
+        .await
+        .expect(stuck);
+}
+
+/// An SMTP server in `dir` that wants AUTH as `user_pass` (`user:pass`),
+/// and `dir/smtp-password` holding `password_file`.
+fn auth_server(dir: &Path, user_pass: &str, password_file: &str) -> (SmtpServer, PathBuf) {
+    let server = SmtpServer::start(
+        dir,
+        Behaviour {
+            auth: Some(user_pass.into()),
+            ..Behaviour::default()
+        },
+    );
+    let pw = dir.join("smtp-password");
+    std::fs::write(&pw, password_file).unwrap();
+    (server, pw)
+}
+
 fn eml_count(dir: &Path) -> usize {
     std::fs::read_dir(dir)
         .map(|rd| {
@@ -73,15 +96,7 @@ fn eml_count(dir: &Path) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_with_a_password_from_a_file() {
     let dir = tempfile::tempdir().unwrap();
-    let server = SmtpServer::start(
-        dir.path(),
-        Behaviour {
-            auth: Some("rollbackd:s3cret pass".into()),
-            ..Behaviour::default()
-        },
-    );
-    let pw = dir.path().join("smtp-password");
-    std::fs::write(&pw, "s3cret pass\n").unwrap();
+    let (server, pw) = auth_server(dir.path(), "rollbackd:s3cret pass", "s3cret pass\n");
     let got = deliver_one(
         &server,
         &dir.path().join("outbox"),
@@ -129,15 +144,7 @@ async fn deliver_one(server: &SmtpServer, outbox: &Path, smtp: SmtpConfig) -> Re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_keeps_the_mail_pending() {
     let dir = tempfile::tempdir().unwrap();
-    let server = SmtpServer::start(
-        dir.path(),
-        Behaviour {
-            auth: Some("rollbackd:right".into()),
-            ..Behaviour::default()
-        },
-    );
-    let pw = dir.path().join("smtp-password");
-    std::fs::write(&pw, "wrong").unwrap();
+    let (server, pw) = auth_server(dir.path(), "rollbackd:right", "wrong");
     let outbox = dir.path().join("outbox");
     let notifier = Notifier::build(
         &config(
@@ -154,14 +161,12 @@ async fn a_wrong_password_keeps_the_mail_pending() {
         .notify(NotifyKind::RolledBack, &incident(), None)
         .await
         .unwrap();
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        until(15, "two refused AUTH attempts (a retry)", || {
-            server.auth_failures() >= 2
-        }),
+    stuck_unless(
+        "two refused AUTH attempts (a retry)",
+        || server.auth_failures() >= 2,
+        "sender stuck",
     )
-    .await
-    .expect("sender stuck");
+    .await;
     assert!(server.received().is_empty());
     assert_eq!(eml_count(&outbox), 1, "the mail stays in the outbox");
     cancel.cancel();
@@ -208,12 +213,12 @@ async fn a_rejecting_server_sends_the_mail_to_failed_after_give_up_after() {
         .unwrap()
         .unwrap();
     let failed = outbox.join("failed").join(written.file_name().unwrap());
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        until(15, "the mail in failed/", || failed.exists()),
+    stuck_unless(
+        "the mail in failed/",
+        || failed.exists(),
+        "sender stuck: give_up_after not honoured",
     )
-    .await
-    .expect("sender stuck: give_up_after not honoured");
+    .await;
     assert_eq!(eml_count(&outbox), 0, "nothing left pending");
     assert!(
         std::fs::read_to_string(&failed)
@@ -388,24 +393,20 @@ async fn give_up_after_counts_from_when_the_mail_was_written_not_from_the_restar
     let cancel = CancellationToken::new();
     after.senders().unwrap().spawn(&tracker, cancel.clone());
     let failed = outbox.join("failed").join(old.file_name().unwrap());
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        until(15, "the 2 h old mail in failed/ after one attempt", || {
-            failed.exists()
-        }),
+    stuck_unless(
+        "the 2 h old mail in failed/ after one attempt",
+        || failed.exists(),
+        "sender stuck: the old mail's give_up_after counted from the restart?",
     )
-    .await
-    .expect("sender stuck: the old mail's give_up_after counted from the restart?");
+    .await;
     assert!(!old.exists());
     // The others are tried too (oldest first) and stay pending for their hour.
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        until(15, "all three mails refused once", || {
-            server.rejections() >= 3
-        }),
+    stuck_unless(
+        "all three mails refused once",
+        || server.rejections() >= 3,
+        "sender stuck after giving up on the old mail",
     )
-    .await
-    .expect("sender stuck after giving up on the old mail");
+    .await;
     assert!(
         touched.exists(),
         "a touched mail gets a fresh give_up_after"

@@ -38,13 +38,8 @@ async fn hook(
 
 async fn serve() -> (u16, Log) {
     let log: Log = Arc::default();
-    let app = axum::Router::new()
-        .route("/hooks/{endpoint}", axum::routing::post(hook))
-        .with_state(log.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (port, log)
+    let app = axum::Router::new().route("/hooks/{endpoint}", axum::routing::post(hook));
+    (common::serve_axum(app.with_state(log.clone())).await, log)
 }
 
 fn incident(target: &str) -> Incident {
@@ -230,36 +225,24 @@ async fn each_target_mails_its_own_list_and_its_own_webhooks() {
 async fn teams_dingtalk_and_feishu_payloads_and_signatures() {
     let (port, log) = serve().await;
     let tmp = tempfile::tempdir().unwrap();
-    let text = format!(
-        r#"
-[daemon]
-state_dir = "{dir}/state"
-
-[[notify.webhook]]
-url = "http://127.0.0.1:{port}/hooks/teams"
-format = "teams"
-
-[[notify.webhook]]
-url = "http://127.0.0.1:{port}/hooks/dingtalk?access_token=abc"
-format = "dingtalk"
-secret = "SECdingtalk"
-
-[[notify.webhook]]
-url = "http://127.0.0.1:{port}/hooks/dingtalk-unsigned?access_token=abc"
-format = "dingtalk"
-
-[[notify.webhook]]
-url = "http://127.0.0.1:{port}/hooks/feishu"
-format = "feishu"
-secret = "feishu-secret"
-
-[[notify.webhook]]
-url = "http://127.0.0.1:{port}/hooks/feishu-unsigned"
-format = "feishu"
-{frontend}"#,
-        dir = tmp.path().display(),
-        frontend = idle_target("frontend", ""),
-    );
+    let hook = |path: &str| format!("http://127.0.0.1:{port}/hooks/{path}");
+    let text = [
+        format!(
+            "\n[daemon]\nstate_dir = \"{}/state\"\n",
+            tmp.path().display()
+        ),
+        common::conf::webhook(&hook("teams"), "teams", ""),
+        common::conf::webhook(
+            &hook("dingtalk?access_token=abc"),
+            "dingtalk",
+            "secret = \"SECdingtalk\"\n",
+        ),
+        common::conf::webhook(&hook("dingtalk-unsigned?access_token=abc"), "dingtalk", ""),
+        common::conf::webhook(&hook("feishu"), "feishu", "secret = \"feishu-secret\"\n"),
+        common::conf::webhook(&hook("feishu-unsigned"), "feishu", ""),
+        idle_target("frontend", ""),
+    ]
+    .concat();
     let config = rollbackd::config::load_str("chat.toml", &text).unwrap_or_else(|e| panic!("{e}"));
     let notifier = Notifier::build(
         &config.notify,

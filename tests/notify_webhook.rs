@@ -44,13 +44,8 @@ async fn hook(
 
 async fn serve() -> (u16, Log) {
     let log: Log = Arc::default();
-    let app = axum::Router::new()
-        .route("/hooks/{endpoint}", axum::routing::post(hook))
-        .with_state(log.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (port, log)
+    let app = axum::Router::new().route("/hooks/{endpoint}", axum::routing::post(hook));
+    (common::serve_axum(app.with_state(log.clone())).await, log)
 }
 
 fn incident() -> Incident {

@@ -8,7 +8,6 @@ mod common;
 #[path = "common/prometheus.rs"]
 mod prom;
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::*;
@@ -26,10 +25,7 @@ fn api_port(config: &str) -> u16 {
 
 /// A symlink target on the demo service with `daemon_extra` added to `[daemon]`.
 fn setup(daemon_extra: &str) -> (tempfile::TempDir, std::path::PathBuf, u16) {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    rollbackd::demo::create_releases(&dir).unwrap();
-    let port = serve_releases(&dir);
+    let (tmp, dir, port, _) = demo_releases();
     let config = symlink_config(&dir, port, "").replacen(
         "poll_interval = \"200ms\"",
         &format!("poll_interval = \"200ms\"\n{daemon_extra}"),
@@ -44,21 +40,6 @@ fn metrics(api: u16) -> String {
     let (code, body) = prom::http_get(api, "/metrics").expect("GET /metrics");
     assert_eq!(code, 200, "{body}");
     body
-}
-
-fn wait_version_seen(state: &Path, version: &str) {
-    wait_for(
-        Duration::from_secs(15),
-        &format!("version {version} in the journal"),
-        || {
-            journal(state)
-                .iter()
-                .any(|e| {
-                    e["event"]["event"] == "version_observed" && e["event"]["version"] == version
-                })
-                .then_some(())
-        },
-    );
 }
 
 #[test]

@@ -51,19 +51,8 @@ fn config(dir: &Path, port: u16, window: &str) -> PathBuf {
         conf::daemon(dir, free_port(), "1s", ""),
         conf::email(&dir.join("state/outbox"), &["admin@example.com"]),
         conf::target("web", "1m", ""),
-        format!(
-            r#"
-  [[target.rule]]
-  name = "health"
-  source = "probe"
-  url = "{url}"
-  timeout = "5s"
-  window = "{window}"
-  min_samples = 3
-  above = 0.5
-  for = "1s"
-"#
-        ),
+        conf::health_rule(&url, "5s", window, "1s")
+            .replace("  above = 0.5", "  min_samples = 3\n  above = 0.5"),
         conf::symlink_rollback(dir, "20s", ""),
         conf::verify("30s", &url),
     ]
@@ -72,11 +61,7 @@ fn config(dir: &Path, port: u16, window: &str) -> PathBuf {
 }
 
 fn check(config: &Path) -> (bool, String) {
-    let out = std::process::Command::new(bin())
-        .args(["check", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
+    let out = run_rollbackd(config, &["check"]);
     (
         out.status.success(),
         format!(

@@ -34,23 +34,12 @@ fn config(dir: &Path, prom_url: &str, target: &str, with_versions: bool) -> Path
     } else {
         r#", "?", "?""#
     };
-    let text = format!(
+    let text = head(
+        dir,
+        common::free_port(),
+        &format!("url = \"{prom_url}\"\ntimeout = \"1s\"\nblind_after = \"2s\""),
+    ) + &format!(
         r#"
-[daemon]
-state_dir = "{dir}/state"
-listen = "127.0.0.1:{api_port}"
-poll_interval = "300ms"
-
-[prometheus]
-url = "{prom_url}"
-timeout = "1s"
-blind_after = "2s"
-
-[notify.email]
-from = "rollbackd <rollbackd@test.invalid>"
-to = ["admin@example.com"]
-outbox_dir = "{dir}/state/outbox"
-
 [[target]]
 name = "app"
 cooldown = "10m"
@@ -64,12 +53,51 @@ cooldown = "10m"
   [target.verify]
   within = "2s"
 "#,
-        dir = dir.display(),
-        api_port = common::free_port()
+        dir = dir.display()
     );
     let path = dir.join("rollbackd.toml");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// `[daemon]` on `api_port` polling every 300 ms, `[prometheus]` with
+/// the `prometheus` keys, `[notify.email]` to admin@example.com.
+fn head(dir: &Path, api_port: u16, prometheus: &str) -> String {
+    conf::daemon(dir, api_port, "300ms", "")
+        + &format!("\n[prometheus]\n{prometheus}\n")
+        + &conf::email(&dir.join("state/outbox"), &["admin@example.com"])
+}
+
+/// The test exporter and a Prometheus scraping it in `dir/prom`, once
+/// `query` has a series (within `secs` seconds).
+fn scraped(dir: &Path, query: &str, secs: u64) -> (Exporter, Prometheus) {
+    let exporter = Exporter::start(knobs());
+    let prometheus = Prometheus::start(&dir.join("prom"), &[exporter.port]);
+    prometheus.wait_for_series(query, Duration::from_secs(secs));
+    (exporter, prometheus)
+}
+
+/// The `http-5xx-rate` rule: the 5xx ratio above 5% for `for_` (on a
+/// line of its own, after the target keys).
+fn ratio_rule(for_: &str) -> String {
+    format!(
+        r#"
+  [[target.rule]]
+  name = "http-5xx-rate"
+  source = "prometheus"
+  query = '{RATIO}'
+  above = 0.05
+  for = "{for_}""#
+    )
+}
+
+/// Wait up to 20 s until `http-5xx-rate` has been Ok.
+fn wait_ratio_ok(state: &Path, what: &str) {
+    wait_for(Duration::from_secs(20), what, || {
+        statuses(state, "http-5xx-rate")
+            .contains(&"ok".to_string())
+            .then_some(())
+    });
 }
 
 /// The rule reports of the last journaled evaluation of `rule`, newest last.
@@ -95,11 +123,7 @@ fn statuses(state: &Path, rule: &str) -> Vec<String> {
 }
 
 fn status_cli(config: &Path) -> String {
-    let out = std::process::Command::new(bin())
-        .args(["status", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
+    let out = run_rollbackd(config, &["status"]);
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -107,20 +131,13 @@ fn status_cli(config: &Path) -> String {
 fn error_ratio_at_1_percent_is_quiet_and_at_20_percent_rolls_back() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let exporter = Exporter::start(knobs());
-    let prometheus = Prometheus::start(&dir.join("prom"), &[exporter.port]);
-    prometheus.wait_for_series(RATIO, Duration::from_secs(30));
+    let (exporter, prometheus) = scraped(dir, RATIO, 30);
     let cfg = config(
         dir,
         &prometheus.url(),
         &format!(
-            r#"version_query = 'app_build_info{{job="app"}}'
-  [[target.rule]]
-  name = "http-5xx-rate"
-  source = "prometheus"
-  query = '{RATIO}'
-  above = 0.05
-  for = "2s""#
+            "version_query = 'app_build_info{{job=\"app\"}}'{}",
+            ratio_rule("2s")
         ),
         false,
     );
@@ -128,11 +145,7 @@ fn error_ratio_at_1_percent_is_quiet_and_at_20_percent_rolls_back() {
     let state = dir.join("state");
 
     // 1% for a while: the rule is evaluated, Ok, and nothing happens.
-    wait_for(Duration::from_secs(20), "the 5xx rule to be ok", || {
-        statuses(&state, "http-5xx-rate")
-            .contains(&"ok".to_string())
-            .then_some(())
-    });
+    wait_ratio_ok(&state, "the 5xx rule to be ok");
     std::thread::sleep(Duration::from_secs(4));
     daemon.assert_alive();
     assert!(!dir.join("marker").exists(), "no rollback at 1%");
@@ -177,13 +190,8 @@ fn error_ratio_at_1_percent_is_quiet_and_at_20_percent_rolls_back() {
 fn latency_5x_its_baseline_breaches_and_2x_does_not() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let exporter = Exporter::start(knobs());
-    let prometheus = Prometheus::start(&dir.join("prom"), &[exporter.port]);
     // Enough steady history for a baseline.
-    prometheus.wait_for_series(
-        "count_over_time(app_latency_seconds[1m]) >= 6",
-        Duration::from_secs(40),
-    );
+    let (exporter, prometheus) = scraped(dir, "count_over_time(app_latency_seconds[1m]) >= 6", 40);
     let cfg = config(
         dir,
         &prometheus.url(),
@@ -261,31 +269,17 @@ fn latency_5x_its_baseline_breaches_and_2x_does_not() {
 fn prometheus_killed_mid_run_is_blind_not_a_rollback_and_recovers() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let exporter = Exporter::start(knobs());
-    let mut prometheus = Prometheus::start(&dir.join("prom"), &[exporter.port]);
-    prometheus.wait_for_series(RATIO, Duration::from_secs(30));
+    let (exporter, mut prometheus) = scraped(dir, RATIO, 30);
     let cfg = config(
         dir,
         &prometheus.url(),
-        &format!(
-            r#"blind_after = "2s"
-  [[target.rule]]
-  name = "http-5xx-rate"
-  source = "prometheus"
-  query = '{RATIO}'
-  above = 0.05
-  for = "1s""#
-        ),
+        &format!("blind_after = \"2s\"{}", ratio_rule("1s")),
         false,
     );
     let mut daemon = Running::start(&cfg, &dir.join("daemon.log"));
     let state = dir.join("state");
     let outbox = state.join("outbox");
-    wait_for(Duration::from_secs(20), "the rule to be ok", || {
-        statuses(&state, "http-5xx-rate")
-            .contains(&"ok".to_string())
-            .then_some(())
-    });
+    wait_ratio_ok(&state, "the rule to be ok");
 
     prometheus.kill();
     // Errors rise while nobody can see them: still no rollback. The server
@@ -368,32 +362,21 @@ fn two_server_config(dir: &Path, default_url: &str, eu_url: &str) -> (PathBuf, u
             dir = dir.display()
         )
     };
-    let text = format!(
+    let text = head(
+        dir,
+        api_port,
+        &format!("url = \"{default_url}\"\ntimeout = \"1s\"\nblind_after = \"10m\""),
+    ) + &format!(
         r#"
-[daemon]
-state_dir = "{dir}/state"
-listen = "127.0.0.1:{api_port}"
-poll_interval = "300ms"
-
-[prometheus]
-url = "{default_url}"
-timeout = "1s"
-blind_after = "10m"
 
 [prometheus.servers.eu]
 url = "{eu_url}"
 timeout = "1s"
 blind_after = "2s"
 
-[notify.email]
-from = "rollbackd <rollbackd@test.invalid>"
-to = ["admin@example.com"]
-outbox_dir = "{dir}/state/outbox"
-
 {web}
 {api}
 "#,
-        dir = dir.display(),
         web = target(
             "web",
             &format!(
@@ -418,12 +401,7 @@ outbox_dir = "{dir}/state/outbox"
 
 /// The `rollbackd_prometheus_reachable` line of `server` on `/metrics`.
 fn reachable_metric(api_port: u16, server: &str) -> Option<String> {
-    let (_, text) = http(
-        "GET",
-        &format!("http://127.0.0.1:{api_port}/metrics"),
-        None,
-        None,
-    );
+    let (_, text) = get(&format!("http://127.0.0.1:{api_port}/metrics"));
     let prefix = format!("rollbackd_prometheus_reachable{{server=\"{server}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
@@ -464,11 +442,7 @@ fn two_servers_one_stopped_is_one_notice_for_that_server() {
     default.wait_for_series("app_latency_seconds", Duration::from_secs(30));
     eu.wait_for_series("app_latency_seconds", Duration::from_secs(30));
     let (cfg, api_port) = two_server_config(dir, &default.url(), &eu.url());
-    let check = std::process::Command::new(bin())
-        .args(["check", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let check = run_rollbackd(&cfg, &["check"]);
     assert!(check.status.success(), "{check:?}");
     let mut daemon = Running::start(&cfg, &dir.join("daemon.log"));
     let state = dir.join("state");
@@ -522,11 +496,7 @@ fn two_servers_one_stopped_is_one_notice_for_that_server() {
     assert_eq!(reachable_metric(api_port, "default").as_deref(), Some("1"));
     // A reload keeps what was told about each server: no second notice,
     // and "reachable again" still comes.
-    let reload = std::process::Command::new(bin())
-        .args(["reload", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let reload = run_rollbackd(&cfg, &["reload"]);
     assert!(reload.status.success(), "{reload:?}");
     // Down past the targets' blind_after (5s): still one notice, none per
     // target.
@@ -734,9 +704,7 @@ fn the_daemon_survives_a_badly_answering_prometheus() {
 fn version_changes_are_seen_through_command_url_and_query() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let exporter = Exporter::start(knobs());
-    let prometheus = Prometheus::start(&dir.join("prom"), &[exporter.port]);
-    prometheus.wait_for_series("app_build_info", Duration::from_secs(30));
+    let (exporter, prometheus) = scraped(dir, "app_build_info", 30);
     std::fs::write(dir.join("version"), "v1\n").unwrap();
     let rule = r#"
   [[target.rule]]
@@ -748,13 +716,9 @@ fn version_changes_are_seen_through_command_url_and_query() {
   kind = "command"
   steps = [["true"]]
 "#;
-    let text = format!(
-        r#"
-[daemon]
-state_dir = "{dir}/state"
-listen = "127.0.0.1:{api_port}"
-poll_interval = "300ms"
-
+    let text = conf::daemon(dir, common::free_port(), "300ms", "")
+        + &format!(
+            r#"
 [prometheus]
 url = "{url}"
 
@@ -777,11 +741,10 @@ version_query = 'app_build_info{{job="app"}}'
 version_label = "version"
 {rule}
 "#,
-        api_port = common::free_port(),
-        dir = dir.display(),
-        url = prometheus.url(),
-        port = exporter.port
-    );
+            dir = dir.display(),
+            url = prometheus.url(),
+            port = exporter.port
+        );
     let cfg = dir.join("rollbackd.toml");
     std::fs::write(&cfg, text).unwrap();
     let daemon = Running::start(&cfg, &dir.join("daemon.log"));
@@ -826,6 +789,16 @@ mod machine {
         "2026-01-01T12:00:00Z".parse::<DateTime<Utc>>().unwrap() + TimeDelta::seconds(s)
     }
 
+    /// [`step`] with no guards at `t(secs)`.
+    fn step_at(
+        c: &DecideConfig,
+        s: TargetState,
+        event: Event,
+        secs: i64,
+    ) -> (TargetState, Vec<Action>) {
+        step(c, &Guards::default(), s, event, t(secs)).unwrap()
+    }
+
     fn cfg(only_within: Option<Duration>) -> DecideConfig {
         DecideConfig {
             dry_run: false,
@@ -856,23 +829,11 @@ mod machine {
     fn report(status: RuleStatus, at: DateTime<Utc>) -> Event {
         Event::Evaluated {
             fleet: Default::default(),
-            rules: vec![RuleReport {
-                rule: "errors".into(),
-                source: "prometheus up".into(),
-                status,
-                value: Some(1.0),
-                threshold: 0.5,
-                for_: Duration::ZERO,
-                window: None,
-                at,
-                no_data: None,
-                baseline: None,
-                above_baseline: None,
-                labels: Default::default(),
-                detail: None,
-                shadow: false,
-                unreachable: None,
-            }],
+            rules: vec![RuleReport::ok("errors", at)
+                .source("prometheus up")
+                .status(status)
+                .value(1.0)
+                .for_(Duration::ZERO)],
         }
     }
 
@@ -921,24 +882,10 @@ mod machine {
             told,
             vec![vec![], vec![], vec![NotifyKind::Blind], vec![], vec![]]
         );
-        let (s, actions) = step(
-            &c,
-            &Guards::default(),
-            s,
-            report(RuleStatus::Ok, t(1001)),
-            t(1001),
-        )
-        .unwrap();
+        let (s, actions) = step_at(&c, s, report(RuleStatus::Ok, t(1001)), 1001);
         assert_eq!(notify_kinds(&actions), vec![NotifyKind::Seeing]);
         assert_eq!(s.blind_notified, None);
-        let (_, actions) = step(
-            &c,
-            &Guards::default(),
-            s,
-            report(RuleStatus::Ok, t(1002)),
-            t(1002),
-        )
-        .unwrap();
+        let (_, actions) = step_at(&c, s, report(RuleStatus::Ok, t(1002)), 1002);
         assert!(actions.is_empty());
     }
 
@@ -968,14 +915,7 @@ mod machine {
             }
         }
         // Without only_within, the undated release is rolled back.
-        let (s, _) = step(
-            &cfg(None),
-            &Guards::default(),
-            deployed(None),
-            breach(60),
-            t(60),
-        )
-        .unwrap();
+        let (s, _) = step_at(&cfg(None), deployed(None), breach(60), 60);
         assert_eq!(s.phase.name(), "RollingBack");
     }
 }

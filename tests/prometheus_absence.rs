@@ -19,8 +19,6 @@ mod common;
 #[path = "common/prometheus.rs"]
 mod prom;
 
-use std::io::Write;
-use std::net::TcpListener;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -261,6 +259,11 @@ fn timeline(reports: &[(f64, RuleReport)]) -> String {
         .join("\n")
 }
 
+/// `what` went wrong, then the [`timeline`] that shows it.
+fn with_timeline(what: &str, reports: &[(f64, RuleReport)]) -> String {
+    format!("{what}\n{}", timeline(reports))
+}
+
 /// A hostile timeline over a release that never breached for a whole `for`.
 struct Hostile {
     name: &'static str,
@@ -409,12 +412,8 @@ fn no_rule_kind_acts_on_a_hostile_timeline_without_a_whole_for_of_evidence() {
         for h in hostile() {
             let reports = play(&rt, &kind, h.world.clone(), 58, 98);
             if reports.iter().any(|(_, r)| acts(r)) {
-                failures.push(format!(
-                    "{} / {}: acted\n{}",
-                    kind.name,
-                    h.name,
-                    timeline(&reports)
-                ));
+                let what = format!("{} / {}: acted", kind.name, h.name);
+                failures.push(with_timeline(&what, &reports));
             }
         }
     }
@@ -452,11 +451,8 @@ fn every_rule_kind_still_acts_on_a_whole_for_of_evidence() {
                 None => false,
             };
             if !ok {
-                failures.push(format!(
-                    "{} / {name}: want Breached at 80-81 since ~70\n{}",
-                    kind.name,
-                    timeline(&reports)
-                ));
+                let what = format!("{} / {name}: want Breached at 80-81 since ~70", kind.name);
+                failures.push(with_timeline(&what, &reports));
             }
         }
     }
@@ -583,23 +579,11 @@ struct Exporter {
 
 impl Exporter {
     fn start() -> Exporter {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind exporter");
-        let port = listener.local_addr().unwrap().port();
         let down = Arc::new(AtomicBool::new(false));
         let d = down.clone();
-        std::thread::spawn(move || {
-            for mut stream in listener.incoming().flatten() {
-                if d.load(Ordering::SeqCst) {
-                    continue;
-                }
-                let mut buf = [0u8; 2048];
-                let _ = std::io::Read::read(&mut stream, &mut buf);
-                let body = "# TYPE app_errors_ratio gauge\napp_errors_ratio 0.1\n";
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
+        let port = serve_each(move |s| {
+            if !d.load(Ordering::SeqCst) {
+                answer_metrics(s, "# TYPE app_errors_ratio gauge\napp_errors_ratio 0.1\n");
             }
         });
         Exporter { port, down }

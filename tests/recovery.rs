@@ -21,8 +21,7 @@ fn write_config(
     restart: &str,
 ) -> PathBuf {
     let text = [
-        conf::daemon(dir, api_port, "200ms", ""),
-        conf::email(&dir.join("state/outbox"), &["admin@example.com"]),
+        conf::base(dir, api_port, ""),
         conf::target("web", "1m", target_extra),
         conf::demo_health_rule(port),
         conf::symlink_rollback(dir, "60s", restart),
@@ -32,20 +31,9 @@ fn write_config(
     conf::write(dir, &text)
 }
 
-fn status(api_port: u16) -> Option<Value> {
-    std::net::TcpStream::connect(("127.0.0.1", api_port)).ok()?;
-    let (code, body) = http(
-        "GET",
-        &format!("http://127.0.0.1:{api_port}/v1/status"),
-        None,
-        None,
-    );
-    (code == 200).then(|| serde_json::from_str(&body).unwrap())
-}
-
 fn wait_target(api_port: u16, what: &str, f: impl Fn(&Value) -> bool) -> Value {
     wait_for(Duration::from_secs(30), what, || {
-        status(api_port)
+        try_status(api_port)
             .map(|s| s["targets"][0].clone())
             .filter(|t| f(t))
     })
@@ -80,16 +68,8 @@ fn sigkill_while_awaiting_confirmation_keeps_id_deadline_and_pause() {
     assert_eq!(live(&dir), "v2", "nothing ran");
 
     // Pause survives a SIGKILL too.
-    let out = std::process::Command::new(bin())
-        .args(["pause", "web", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, _, err) = cli(&config, &["pause", "web"]);
+    assert!(code == Some(0), "{err}");
     d.kill9();
     let d = Running::start(&config, &dir.join("daemon3.log"));
     let t = wait_target(api_port, "the recovered state", |_| true);
@@ -100,12 +80,8 @@ fn sigkill_while_awaiting_confirmation_keeps_id_deadline_and_pause() {
         .as_str()
         .unwrap()
         .to_string();
-    let out = std::process::Command::new(bin())
-        .args(["approve", &id, "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let (code, _, _) = cli(&config, &["approve", &id]);
+    assert!(code == Some(0));
     let t = wait_target(api_port, "Escalated", |t| t["phase"] == "Escalated");
     assert!(t["state"]["phase"]["incident"]["error"]
         .to_string()
@@ -165,29 +141,23 @@ fn sigkill_during_a_running_step_verifies_instead_of_rerunning() {
 /// Error`, on threads of this test process.
 fn answering_500() -> u16 {
     use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            std::thread::spawn(move || {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+    serve_each(|mut stream| {
+        std::thread::spawn(move || {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
                 }
-                let _ = stream.write_all(
-                    b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 7\r\n\
-                      connection: close\r\n\r\nbroken\n",
-                );
-            });
-        }
-    });
-    port
+            }
+            let _ = stream.write_all(
+                b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 7\r\n\
+                  connection: close\r\n\r\nbroken\n",
+            );
+        });
+    })
 }
 
 /// Issue 18 item 0: the probe that caused the incident has too few samples
@@ -202,8 +172,7 @@ fn after_sigkill_an_unknown_probe_and_another_rules_ok_do_not_resolve_a_waiting_
     let api_port = free_port();
     let marker = dir.join("rolled-back");
     let text = [
-        conf::daemon(&dir, api_port, "200ms", ""),
-        conf::email(&dir.join("state/outbox"), &["admin@example.com"]),
+        conf::base(&dir, api_port, ""),
         conf::target(
             "web",
             "30m",
@@ -280,16 +249,8 @@ fn after_sigkill_an_unknown_probe_and_another_rules_ok_do_not_resolve_a_waiting_
     assert!(!marker.exists(), "nothing ran before the approval");
 
     // The approval the human was about to give still works.
-    let out = std::process::Command::new(bin())
-        .args(["approve", &id, "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, _, err) = cli(&config, &["approve", &id]);
+    assert!(code == Some(0), "{err}");
     wait_for(
         Duration::from_secs(20),
         "the approved rollback to run",

@@ -5,33 +5,25 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use common::{conf, free_port, http, wait_for, Running};
+use common::{conf, free_port, get, http, metrics, wait_for, Running};
 
 /// A webhook endpoint that answers 500 (with the URL it was called on in
 /// its body, as some proxies do) to everything.
 fn failing_hook() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let mut buf = [0u8; 65536];
-            let _ = s.read(&mut buf);
-            let body = format!(
-                "upstream failed for http://relay:hunter2@127.0.0.1:{port}/x?token=bodysecret"
-            );
-            let answer = format!(
-                "HTTP/1.1 500 Internal Server Error\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = s.write_all(answer.as_bytes());
-        }
+    let port = std::sync::Arc::new(std::sync::OnceLock::new());
+    let p = port.clone();
+    let bound = common::serve_each(move |s| {
+        let body = format!(
+            "upstream failed for http://relay:hunter2@127.0.0.1:{}/x?token=bodysecret",
+            p.get().copied().unwrap_or(0u16)
+        );
+        common::answer(s, "HTTP/1.1 500 Internal Server Error", &body)
     });
-    port
+    port.set(bound).unwrap();
+    bound
 }
 
 /// Every file under `dir`, as text where it is text.
@@ -61,22 +53,17 @@ fn webhook_credentials_never_reach_logs_records_or_status() {
     let refused = free_port(); // nothing listens: connection refused
     let failing = failing_hook();
     let api_port = free_port();
-    let webhooks = format!(
-        r#"
-[[notify.webhook]]
-url = "http://127.0.0.1:{refused}/robot/send?access_token=DINGTALKTOKEN"
-format = "dingtalk"
-timeout = "1s"
-
-[[notify.webhook]]
-url = "http://user:PASSWORD1@127.0.0.1:{failing}/hooks/ops?sig=QUERYSECRET"
-format = "json"
-timeout = "1s"
-"#
+    let webhooks = conf::webhook(
+        &format!("http://127.0.0.1:{refused}/robot/send?access_token=DINGTALKTOKEN"),
+        "dingtalk",
+        "timeout = \"1s\"\n",
+    ) + &conf::webhook(
+        &format!("http://user:PASSWORD1@127.0.0.1:{failing}/hooks/ops?sig=QUERYSECRET"),
+        "json",
+        "timeout = \"1s\"\n",
     );
     let text = [
-        conf::daemon(dir, api_port, "200ms", ""),
-        conf::email(&dir.join("state/outbox"), &["admin@example.com"]),
+        conf::base(dir, api_port, ""),
         webhooks,
         conf::target("web", "1m", ""),
         conf::paged_rule("HighErrorRate", "0s"),
@@ -100,20 +87,8 @@ timeout = "1s"
             && retries.iter().any(|l| l.contains("webhook[1]")))
         .then_some(())
     });
-    let status = http(
-        "GET",
-        &format!("http://127.0.0.1:{api_port}/v1/status"),
-        None,
-        None,
-    )
-    .1;
-    let metrics = http(
-        "GET",
-        &format!("http://127.0.0.1:{api_port}/metrics"),
-        None,
-        None,
-    )
-    .1;
+    let status = get(&format!("http://127.0.0.1:{api_port}/v1/status")).1;
+    let metrics = metrics(api_port);
     drop(daemon);
     let log_text = std::fs::read_to_string(&log).unwrap();
     let everything = format!(

@@ -20,50 +20,36 @@ fn signal(child: &Child, sig: nix::sys::signal::Signal) {
 /// A target block: a probe on `url`, `confirm = "required"` so a breach
 /// waits (an open incident), a harmless command rollback.
 fn target(name: &str, url: &str) -> String {
-    format!(
-        r#"
-[[target]]
-name = "{name}"
-confirm = "required"
-confirm_timeout = "10m"
-cooldown = "10m"
-  [[target.rule]]
-  name = "health"
-  source = "probe"
-  url = "{url}"
-  timeout = "500ms"
-  window = "2s"
-  above = 0.5
-  for = "0s"
-  [target.rollback]
-  kind = "command"
-  timeout = "5s"
-  steps = [["true"]]
-"#
-    )
+    [
+        conf::target(
+            name,
+            "10m",
+            "confirm = \"required\"\nconfirm_timeout = \"10m\"",
+        ),
+        conf::health_rule(url, "500ms", "2s", "0s"),
+        conf::command_rollback("5s", r#"[["true"]]"#),
+    ]
+    .concat()
 }
 
 fn daemon_section(dir: &Path, api: u16) -> String {
-    format!(
-        r#"
-[daemon]
-state_dir = "{dir}/state"
-listen = "127.0.0.1:{api}"
-poll_interval = "200ms"
-"#,
-        dir = dir.display()
-    )
+    conf::daemon(dir, api, "200ms", "")
+}
+
+/// [`two_targets`] on the demo service, in a temp dir: (the dir, the
+/// API port, the config).
+fn two_demo_targets() -> (tempfile::TempDir, u16, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    rollbackd::demo::create_releases(dir).unwrap();
+    let port = serve_releases(dir);
+    let api = free_port();
+    let cfg = two_targets(dir, api, &format!("http://127.0.0.1:{port}/api/health"));
+    (tmp, api, cfg)
 }
 
 fn status_json(api: u16) -> serde_json::Value {
-    let (code, body) = http(
-        "GET",
-        &format!("http://127.0.0.1:{api}/v1/status"),
-        None,
-        None,
-    );
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
+    get_json(&format!("http://127.0.0.1:{api}/v1/status"))
 }
 
 fn target_names(status: &serde_json::Value) -> Vec<String> {
@@ -148,11 +134,7 @@ fn sighup_applies_a_valid_config_and_keeps_an_open_incident() {
 
     // Rejecting the incident ends it: the removed target then stops.
     let id = incident.as_str().unwrap();
-    let out = Command::new(bin())
-        .args(["reject", id, "--reason", "not now", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = run_rollbackd(&cfg, &["reject", id, "--reason", "not now"]);
     assert!(out.status.success(), "{out:?}");
     wait_for(Duration::from_secs(5), "old to leave status", || {
         (target_names(&status_json(api)) == vec!["new".to_string()]).then_some(())
@@ -180,11 +162,7 @@ fn sighup_applies_a_valid_config_and_keeps_an_open_incident() {
 
     // `rollbackd reload` does the same and answers with what changed, or
     // with every problem (exit 64, invalid config; nothing changed).
-    let out = Command::new(bin())
-        .args(["reload", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = run_rollbackd(&cfg, &["reload"]);
     assert_eq!(out.status.code(), Some(64), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bogus_key"), "{err}");
@@ -198,11 +176,7 @@ fn sighup_applies_a_valid_config_and_keeps_an_open_incident() {
         ),
     )
     .unwrap();
-    let out = Command::new(bin())
-        .args(["reload", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = run_rollbackd(&cfg, &["reload"]);
     assert!(out.status.success(), "{out:?}");
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("1 added"), "{said}");
@@ -210,12 +184,7 @@ fn sighup_applies_a_valid_config_and_keeps_an_open_incident() {
         target_names(&status_json(api)),
         vec!["new".to_string(), "third".to_string()]
     );
-    let (code, metrics) = http(
-        "GET",
-        &format!("http://127.0.0.1:{api}/metrics"),
-        None,
-        None,
-    );
+    let (code, metrics) = get(&format!("http://127.0.0.1:{api}/metrics"));
     assert_eq!(code, 200);
     assert!(
         metrics.contains("rollbackd_config_last_reload_success 1"),
@@ -302,12 +271,8 @@ fn two_targets(dir: &Path, api: u16, url: &str) -> PathBuf {
 
 #[test]
 fn ready_only_once_the_api_answers_and_status_says_what_is_watched() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, api, cfg) = two_demo_targets();
     let dir = tmp.path();
-    rollbackd::demo::create_releases(dir).unwrap();
-    let port = serve_releases(dir);
-    let api = free_port();
-    let cfg = two_targets(dir, api, &format!("http://127.0.0.1:{port}/api/health"));
     let d = Notified::start(dir, &cfg, None, None);
     let deadline = Instant::now() + Duration::from_secs(15);
     let ready = loop {
@@ -323,12 +288,7 @@ fn ready_only_once_the_api_answers_and_status_says_what_is_watched() {
         }
     };
     // The API must already answer when READY=1 arrives.
-    let (code, _) = http(
-        "GET",
-        &format!("http://127.0.0.1:{api}/healthz"),
-        None,
-        None,
-    );
+    let (code, _) = get(&format!("http://127.0.0.1:{api}/healthz"));
     assert_eq!(code, 200);
     assert!(
         ready.contains("STATUS=watching 2 targets"),
@@ -339,12 +299,8 @@ fn ready_only_once_the_api_answers_and_status_says_what_is_watched() {
 #[test]
 fn the_watchdog_is_fed_only_while_every_worker_polls() {
     let count_pings = |stall: Option<&str>| -> (usize, usize) {
-        let tmp = tempfile::tempdir().unwrap();
+        let (tmp, _, cfg) = two_demo_targets();
         let dir = tmp.path();
-        rollbackd::demo::create_releases(dir).unwrap();
-        let port = serve_releases(dir);
-        let api = free_port();
-        let cfg = two_targets(dir, api, &format!("http://127.0.0.1:{port}/api/health"));
         // 400 ms watchdog: pings every 200 ms while healthy.
         let d = Notified::start(dir, &cfg, Some(400_000), stall);
         // Times count from READY=1 (a loaded machine may take a while to

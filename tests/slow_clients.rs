@@ -227,16 +227,9 @@ struct Setup {
 /// plan of `true`; the API needs [`TOKEN`] when `token`.
 fn setup(token: bool) -> Setup {
     let (tmp, dir, port, api_port) = demo_releases();
-    let token_line = if token {
-        let file = dir.join("api-token");
-        std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
-        format!("api_token_file = \"{}\"", file.display())
-    } else {
-        String::new()
-    };
+    let token_line = conf::api_token(&dir, token.then_some(TOKEN));
     let text = [
-        conf::daemon(&dir, api_port, "200ms", &token_line),
-        conf::email(&dir.join("state/outbox"), &["admin@example.com"]),
+        conf::base(&dir, api_port, &token_line),
         conf::target(
             "web",
             "1m",
@@ -247,11 +240,7 @@ fn setup(token: bool) -> Setup {
         conf::command_rollback("30s", r#"[["true"]]"#),
     ]
     .concat();
-    let path = conf::write(&dir, &text);
-    let daemon = Running::start_serving(&path, &dir.join("daemon.log"), api_port);
-    wait_for(Duration::from_secs(20), "a first evaluation", || {
-        (target(api_port)["state"]["rules"][0]["status"]["status"] == "ok").then_some(())
-    });
+    let (_, daemon) = start_watching(&dir, &text, api_port);
     Setup {
         _tmp: tmp,
         api_port,

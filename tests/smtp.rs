@@ -38,20 +38,32 @@ fn setup(
 }
 
 fn wait_version_seen(state: &Path, target: &str, version: &str) {
+    let what = format!("{target} at version {version} in the journal");
+    wait_journal(state, &what, |e| {
+        e["target"] == target
+            && e["event"]["event"] == "version_observed"
+            && e["event"]["version"] == version
+    });
+}
+
+/// Start the daemon on `dir`, deploy the bad v2 once it has seen v1, and
+/// wait until `server` has the ROLLED BACK mail and the outbox is empty.
+fn rolled_back_over_smtp(dir: &Path, server: &SmtpServer) -> Running {
+    let daemon = Running::start(&dir.join("rollbackd.toml"), &dir.join("daemon.log"));
+    wait_version_seen(&dir.join("state"), "web", "v1");
+    rollbackd::demo::switch_release(dir, "v2").unwrap();
     wait_for(
-        Duration::from_secs(15),
-        &format!("{target} at version {version} in the journal"),
+        Duration::from_secs(40),
+        "the ROLLED BACK mail over SMTP",
         || {
-            journal(state)
+            subjects(&server.received())
                 .iter()
-                .any(|e| {
-                    e["target"] == target
-                        && e["event"]["event"] == "version_observed"
-                        && e["event"]["version"] == version
-                })
+                .any(|s| s.contains("ROLLED BACK"))
                 .then_some(())
         },
     );
+    wait_outbox_empty(dir);
+    daemon
 }
 
 /// Message-ID -> how many times it was received.
@@ -133,21 +145,7 @@ fn full_incident_delivers_the_expected_mails_to_every_recipient() {
     let tmp_smtp = tempfile::tempdir().unwrap();
     let server = SmtpServer::start(tmp_smtp.path(), Behaviour::default());
     let (_tmp, dir, _) = setup(&server.url(), "", "", "");
-    let daemon = Running::start(&dir.join("rollbackd.toml"), &dir.join("daemon.log"));
-    wait_version_seen(&dir.join("state"), "web", "v1");
-    rollbackd::demo::switch_release(&dir, "v2").unwrap();
-
-    wait_for(
-        Duration::from_secs(40),
-        "the ROLLED BACK mail over SMTP",
-        || {
-            subjects(&server.received())
-                .iter()
-                .any(|s| s.contains("ROLLED BACK"))
-                .then_some(())
-        },
-    );
-    wait_outbox_empty(&dir);
+    let daemon = rolled_back_over_smtp(&dir, &server);
     let received = server.received();
     assert_eq!(
         subjects(&received),
@@ -307,30 +305,7 @@ fn a_slow_smtp_server_does_not_delay_another_targets_rollback() {
         std::fs::create_dir_all(d).unwrap();
         rollbackd::demo::create_releases(d).unwrap();
         let port = serve_releases(d);
-        targets.push_str(&format!(
-            r#"
-[[target]]
-name = "{name}"
-cooldown = "1m"
-  [[target.rule]]
-  name = "health"
-  source = "probe"
-  url = "http://127.0.0.1:{port}/api/health"
-  timeout = "1s"
-  window = "3s"
-  above = 0.5
-  for = "1s"
-  [target.rollback]
-  kind = "symlink"
-  current = "{d}/current"
-  releases = "{d}/releases"
-  timeout = "20s"
-  [target.verify]
-  within = "10s"
-  url = "http://127.0.0.1:{port}/api/health"
-"#,
-            d = d.display()
-        ));
+        targets.push_str(&conf::demo_target(name, d, port, "", "1s"));
     }
     let config = format!(
         r#"
@@ -538,11 +513,7 @@ fn a_missing_ca_file_stops_the_daemon_at_start() {
         &format!("ca_file = \"{}\"", ca.display()),
         "",
     );
-    let out = std::process::Command::new(bin())
-        .args(["run", "--config"])
-        .arg(dir.join("rollbackd.toml"))
-        .output()
-        .unwrap();
+    let out = run_rollbackd(&dir.join("rollbackd.toml"), &["run"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -566,20 +537,7 @@ fn a_target_with_its_own_to_and_cc_mails_only_them() {
         1,
     );
     std::fs::write(dir.join("rollbackd.toml"), config).unwrap();
-    let daemon = Running::start(&dir.join("rollbackd.toml"), &dir.join("daemon.log"));
-    wait_version_seen(&dir.join("state"), "web", "v1");
-    rollbackd::demo::switch_release(&dir, "v2").unwrap();
-    wait_for(
-        Duration::from_secs(40),
-        "the ROLLED BACK mail over SMTP",
-        || {
-            subjects(&server.received())
-                .iter()
-                .any(|s| s.contains("ROLLED BACK"))
-                .then_some(())
-        },
-    );
-    wait_outbox_empty(&dir);
+    let daemon = rolled_back_over_smtp(&dir, &server);
     let received = server.received();
     assert!(!received.is_empty());
     for mail in &received {

@@ -252,10 +252,7 @@ async fn a_trickled_greeting_does_not_stretch_the_phase_and_a_silent_quit_does_n
 /// A release tree with its demo service and a config whose mail goes to
 /// `smtp_url` with `email` added to `[notify.email]`.
 fn setup(smtp_url: &str, email: &str) -> (tempfile::TempDir, PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    rollbackd::demo::create_releases(&dir).unwrap();
-    let port = serve_releases(&dir);
+    let (tmp, dir, port, _) = demo_releases();
     let config = symlink_config(&dir, port, "").replacen(
         "[notify.email]\n",
         &format!(

@@ -45,31 +45,16 @@ fn target(name: &str, svc: &Service, cooldown: &str, extra: &str, rollback_extra
 /// allowed; the targets break together on purpose, so no blast-radius
 /// guard), email to an outbox, then `targets`.
 fn write_config(base: &Path, api_port: u16, targets: &[String]) -> PathBuf {
-    let mut text = [
-        conf::daemon(
-            base,
-            api_port,
-            "200ms",
-            "journal_max_size = \"64KiB\"\nmax_simultaneous_breaches = 0",
-        ),
-        conf::email(&base.join("state/outbox"), &["admin@example.com"]),
-    ]
+    let mut text = [conf::base(
+        base,
+        api_port,
+        "journal_max_size = \"64KiB\"\nmax_simultaneous_breaches = 0",
+    )]
     .concat();
     for t in targets {
         text.push_str(t);
     }
     conf::write(base, &text)
-}
-
-fn status(api_port: u16) -> Option<Value> {
-    std::net::TcpStream::connect(("127.0.0.1", api_port)).ok()?;
-    let (code, body) = http(
-        "GET",
-        &format!("http://127.0.0.1:{api_port}/v1/status"),
-        None,
-        None,
-    );
-    (code == 200).then(|| serde_json::from_str(&body).unwrap())
 }
 
 fn named(status: &Value, name: &str) -> Option<Value> {
@@ -83,7 +68,7 @@ fn named(status: &Value, name: &str) -> Option<Value> {
 /// Wait (30 s) until target `name` satisfies `f`; returns it.
 fn wait_named(api_port: u16, name: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
     wait_for(Duration::from_secs(30), what, || {
-        status(api_port)
+        try_status(api_port)
             .and_then(|s| named(&s, name))
             .filter(|t| f(t))
     })
@@ -216,10 +201,10 @@ fn a_corrupt_snapshot_never_resets_state_and_nothing_consistent_is_state_lost() 
     assert_eq!(after["phase"], "AwaitingConfirmation", "{after}");
     assert_eq!(incident_id(&after), incident_id(&waiting), "same incident");
     assert_eq!(after["until"], waiting["until"], "same deadline");
-    let p = named(&status(api_port).unwrap(), "paused").unwrap();
+    let p = named(&try_status(api_port).unwrap(), "paused").unwrap();
     assert!(p["paused"]["by"].is_string(), "{p}");
     assert!(p["paused"]["until"].is_null(), "still until resumed: {p}");
-    let c = named(&status(api_port).unwrap(), "cool").unwrap();
+    let c = named(&try_status(api_port).unwrap(), "cool").unwrap();
     assert_eq!(c["phase"], "RolledBack");
     assert_eq!(c["until"], cooled["until"], "same cooldown");
     assert_nothing_rolled_back(
@@ -255,19 +240,13 @@ fn a_corrupt_snapshot_never_resets_state_and_nothing_consistent_is_state_lost() 
     let journal_before = std::fs::read(state.join("journal.jsonl")).unwrap();
     let mut d = Running::start(&config, &base.join("daemon3.log"));
     let s = wait_for(Duration::from_secs(30), "status in state-lost mode", || {
-        status(api_port).filter(|s| s["state_lost"].is_string())
+        try_status(api_port).filter(|s| s["state_lost"].is_string())
     });
     let why = s["state_lost"].as_str().unwrap();
     assert!(why.contains("acts on no target"), "{why}");
     assert!(why.contains("snapshot.json is unreadable"), "{why}");
     assert!(why.contains("mv "), "says how to get out: {why}");
-    let metrics = http(
-        "GET",
-        &format!("http://127.0.0.1:{api_port}/metrics"),
-        None,
-        None,
-    )
-    .1;
+    let metrics = metrics(api_port);
     assert!(
         metrics.lines().any(|l| l == "rollbackd_state_lost 1"),
         "{metrics}"
@@ -344,7 +323,7 @@ fn a_target_reloaded_out_and_back_in_keeps_its_cooldown_and_incident_counter() {
         String::from_utf8_lossy(&out.stderr)
     );
     wait_for(Duration::from_secs(10), "web to leave", || {
-        status(api_port).filter(|s| named(s, "web").is_none())
+        try_status(api_port).filter(|s| named(s, "web").is_none())
     });
     assert_eq!(d.stop(), Some(0));
     let d = Running::start(&both, &base.join("daemon2.log"));
@@ -434,7 +413,7 @@ fn a_target_renamed_during_its_rollback_waits_instead_of_running_a_second_plan()
 
     // web's plan ends and is verified; web2 never started one.
     wait_for(Duration::from_secs(30), "web to finish", || {
-        status(api_port).filter(|s| named(s, "web").is_none_or(|t| t["phase"] == "RolledBack"))
+        try_status(api_port).filter(|s| named(s, "web").is_none_or(|t| t["phase"] == "RolledBack"))
     });
     assert_eq!(live(&web.dir), "v1");
     let t = wait_named(api_port, "web2", "web2 no longer waiting", |t| {

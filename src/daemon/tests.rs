@@ -10,23 +10,11 @@ use super::worker::{due_before, poll_offset, verify_timeout, Schedule};
 use crate::rules::{RuleReport, RuleStatus};
 
 fn report(status: RuleStatus, for_: Duration, at: crate::decide::Time) -> RuleReport {
-    RuleReport {
-        rule: "health".into(),
-        source: "probe".into(),
-        status,
-        value: Some(1.0),
-        threshold: 0.5,
-        for_,
-        window: None,
-        at,
-        no_data: None,
-        baseline: None,
-        above_baseline: None,
-        labels: Default::default(),
-        detail: None,
-        shadow: false,
-        unreachable: None,
-    }
+    RuleReport::ok("health", at)
+        .source("probe")
+        .status(status)
+        .value(1.0)
+        .for_(for_)
 }
 
 #[test]

@@ -63,23 +63,11 @@ fn global_cap(max: u32, started: &[Time]) -> Guards {
 }
 
 fn report(status: RuleStatus, value: Option<f64>, at: Time) -> RuleReport {
-    RuleReport {
-        rule: "health".into(),
-        source: "probe GET http://127.0.0.1/health failure_ratio".into(),
-        status,
-        value,
-        threshold: 0.5,
-        for_: Duration::from_secs(30),
-        window: Some(Duration::from_secs(30)),
-        at,
-        no_data: None,
-        baseline: None,
-        above_baseline: None,
-        labels: Default::default(),
-        detail: None,
-        shadow: false,
-        unreachable: None,
-    }
+    RuleReport::ok("health", at)
+        .source("probe GET http://127.0.0.1/health failure_ratio")
+        .status(status)
+        .value(value)
+        .window(Duration::from_secs(30))
 }
 
 fn ok(at: Time) -> Event {
@@ -184,17 +172,9 @@ fn table_of_single_evaluations_from_watching() {
         fleet: Fleet::default(),
         rules: vec![
             report(RuleStatus::Breached { since: t(0) }, Some(0.9), t(40)),
-            RuleReport {
-                rule: "cpu".into(),
-                ..report(
-                    RuleStatus::Unknown {
-                        since: t(0),
-                        why: "no data".into(),
-                    },
-                    None,
-                    t(40),
-                )
-            },
+            report(RuleStatus::Ok, None, t(40))
+                .rule("cpu")
+                .unknown(t(0), "no data"),
         ],
     };
     let cases: Vec<(&str, DecideConfig, Event, &str, Vec<&str>)> = vec![
@@ -1013,7 +993,7 @@ proptest! {
                         2 => RuleStatus::Breached { since: now },
                         _ => RuleStatus::Unknown { since: now, why: "down".into() },
                     };
-                    RuleReport { rule: format!("r{i}"), ..report(status, Some(1.0), now) }
+                    report(status, Some(1.0), now).rule(&format!("r{i}"))
                 }).collect() },
                 Gen::Version(v) => Event::VersionObserved { version: format!("v{v}") },
                 Gen::ExecDone(ok) => Event::ExecFinished {
@@ -1107,10 +1087,7 @@ fn every_combination_of_two_rules_unknown_abstains() {
         for (b_name, b) in statuses(t(40)) {
             let rules = vec![
                 report(a.clone(), Some(1.0), t(40)),
-                RuleReport {
-                    rule: "errors".into(),
-                    ..report(b.clone(), Some(1.0), t(40))
-                },
+                report(b.clone(), Some(1.0), t(40)).rule("errors"),
             ];
             let event = Event::Evaluated {
                 rules,
@@ -1194,17 +1171,9 @@ fn blind_targets_never_act_and_are_told_once() {
     let mixed = |at: Time| Event::Evaluated {
         rules: vec![
             report(RuleStatus::Ok, Some(0.0), at),
-            RuleReport {
-                rule: "errors".into(),
-                ..report(
-                    RuleStatus::Unknown {
-                        since: t(0),
-                        why: "prometheus unreachable".into(),
-                    },
-                    None,
-                    at,
-                )
-            },
+            report(RuleStatus::Ok, None, at)
+                .rule("errors")
+                .unknown(t(0), "prometheus unreachable"),
         ],
         fleet: Fleet::default(),
     };
@@ -1222,20 +1191,14 @@ fn blind_targets_never_act_and_are_told_once() {
 fn rules_behind_an_unreachable_server_are_left_to_its_own_notice() {
     let mut c = cfg();
     c.blind_after = Duration::from_secs(60);
-    let unknown = |rule: &str, why: &str, server: Option<&str>, at: Time| RuleReport {
-        rule: rule.into(),
-        unreachable: server.map(|s| crate::rules::Unreachable {
-            server: s.into(),
-            at,
-        }),
-        ..report(
-            RuleStatus::Unknown {
-                since: t(0),
-                why: why.into(),
-            },
-            None,
-            at,
-        )
+    let unknown = |rule: &str, why: &str, server: Option<&str>, at: Time| {
+        let r = report(RuleStatus::Ok, None, at)
+            .rule(rule)
+            .unknown(t(0), why);
+        match server {
+            Some(s) => r.unreachable(s, at),
+            None => r,
+        }
     };
     let refused = "prometheus eu http://127.0.0.1:1/: cannot connect: connection refused";
     // (rules at time at, expected notices so far)
@@ -1307,13 +1270,8 @@ fn rules_behind_an_unreachable_server_are_left_to_its_own_notice() {
     let answered_at = |last_down: i64, at: Time| Event::Evaluated {
         rules: vec![
             report(RuleStatus::Ok, Some(0.0), at),
-            RuleReport {
-                unreachable: Some(crate::rules::Unreachable {
-                    server: "eu".into(),
-                    at: t(last_down),
-                }),
-                ..unknown("errors", "prometheus eu: empty result", None, at)
-            },
+            unknown("errors", "prometheus eu: empty result", None, at)
+                .unreachable("eu", t(last_down)),
         ],
         fleet: Fleet::default(),
     };
@@ -1560,11 +1518,7 @@ fn pauses_end_by_themselves() {
 }
 
 fn shadow_report(status: RuleStatus, at: Time) -> RuleReport {
-    RuleReport {
-        rule: "p99".into(),
-        shadow: true,
-        ..report(status, Some(2.0), at)
-    }
+    report(status, Some(2.0), at).rule("p99").shadow()
 }
 
 /// A shadow rule never acts: breaching, it writes one "would roll back

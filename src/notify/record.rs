@@ -414,7 +414,7 @@ fn longest_backtick_run(s: &str) -> usize {
 pub(crate) mod tests {
     use super::*;
     use crate::decide::TimelineEntry;
-    use crate::rules::{RuleReport, RuleStatus};
+    use crate::rules::RuleReport;
     use chrono::TimeZone;
 
     /// 2025-06-01 12:00:00 UTC plus `secs`.
@@ -430,23 +430,11 @@ pub(crate) mod tests {
             target: "frontend".into(),
             cause: Cause::Rules {
                 abstained: vec![],
-                breached: vec![RuleReport {
-                    rule: "health".into(),
-                    source: "probe GET http://127.0.0.1:8080/health failure_ratio".into(),
-                    status: RuleStatus::Breached { since: t(-30) },
-                    value: Some(0.83),
-                    threshold: 0.5,
-                    for_: Duration::from_secs(30),
-                    window: Some(Duration::from_secs(60)),
-                    at: t(0),
-                    no_data: None,
-                    baseline: None,
-                    above_baseline: None,
-                    labels: Default::default(),
-                    detail: None,
-                    shadow: false,
-                    unreachable: None,
-                }],
+                breached: vec![RuleReport::ok("health", t(0))
+                    .source("probe GET http://127.0.0.1:8080/health failure_ratio")
+                    .breached(t(-30))
+                    .value(0.83)
+                    .window(Duration::from_secs(60))],
             },
             from_version: Some("v2".into()),
             to_version: Some("v1".into()),

@@ -610,23 +610,11 @@ mod tests {
         let r = eval.observe(Ok(0.8), window, t(0));
         assert_eq!(
             r,
-            RuleReport {
-                rule: "health".into(),
-                source: "probe GET http://127.0.0.1:3000/health failure_ratio".into(),
-                status: RuleStatus::Pending { since: t(0) },
-                value: Some(0.8),
-                threshold: 0.5,
-                for_: Duration::from_secs(30),
-                window,
-                at: t(0),
-                no_data: None,
-                baseline: None,
-                above_baseline: None,
-                labels: BTreeMap::new(),
-                detail: None,
-                shadow: false,
-                unreachable: None,
-            }
+            RuleReport::ok("health", t(0))
+                .source("probe GET http://127.0.0.1:3000/health failure_ratio")
+                .pending(t(0))
+                .value(0.8)
+                .window(window)
         );
 
         let r = eval.observe(gone(), window, t(5));

@@ -17,6 +17,7 @@
 pub mod absence;
 pub mod baseline;
 pub mod eval;
+mod fixture;
 pub mod timeline;
 
 use std::collections::BTreeMap;

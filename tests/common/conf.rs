@@ -97,6 +97,11 @@ pub fn paged_rule(alertname: &str, for_: &str) -> String {
     )
 }
 
+/// A `[[notify.webhook]]` to `url` in `format`; `extra` lines follow.
+pub fn webhook(url: &str, format: &str, extra: &str) -> String {
+    format!("\n[[notify.webhook]]\nurl = \"{url}\"\nformat = \"{format}\"\n{extra}")
+}
+
 /// `[target.rollback]` of kind `command` running `steps` (a TOML array of
 /// argv) within `timeout` (optional).
 pub fn command_rollback(timeout: &str, steps: &str) -> String {
@@ -128,6 +133,39 @@ pub fn verify(within: &str, url: &str) -> String {
         "\n  [target.verify]\n  within = \"{within}\"\n{}",
         key("  ", "url", url)
     )
+}
+
+/// `[daemon]` on `api_port` polling every 200 ms (`extra` lines follow)
+/// and `[notify.email]` to admin@example.com in `dir/state/outbox`: the
+/// head of most daemon tests' configs.
+pub fn base(dir: &Path, api_port: u16, daemon_extra: &str) -> String {
+    daemon(dir, api_port, "200ms", daemon_extra)
+        + &email(&dir.join("state/outbox"), &["admin@example.com"])
+}
+
+/// `api_token_file = ...` for `[daemon]`, with `token` written to
+/// `dir/api-token`; nothing (an open API) without one.
+pub fn api_token(dir: &Path, token: Option<&str>) -> String {
+    let Some(token) = token else {
+        return String::new();
+    };
+    let file = dir.join("api-token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    format!("api_token_file = \"{}\"", file.display())
+}
+
+/// Target `name` (cooldown 1m, `extra` target lines) on the demo service
+/// at `port` with its releases in `dir`: the `health` probe rule
+/// (`for_`), a symlink rollback within 20 s, verified within 10 s.
+pub fn demo_target(name: &str, dir: &Path, port: u16, extra: &str, for_: &str) -> String {
+    let url = format!("http://127.0.0.1:{port}/api/health");
+    [
+        target(name, "1m", extra),
+        health_rule(&url, "1s", "3s", for_),
+        symlink_rollback(dir, "20s", ""),
+        verify("10s", &url),
+    ]
+    .concat()
 }
 
 /// Write `text` to `dir/rollbackd.toml` and return that path.

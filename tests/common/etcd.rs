@@ -4,24 +4,19 @@
 //! `#[path]` by the tests that need them.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
+#[path = "serving.rs"]
+mod serving;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The etcd binary the tests run (Debian's `etcd-server`).
 pub const ETCD: &str = "/usr/bin/etcd";
 
-/// A free loopback port (bound, read back, released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use serving::free_port;
 
 /// A single-member etcd on loopback, killed on drop. Its data directory
 /// survives [`Etcd::stop`] so that [`Etcd::start_again`] brings back the
@@ -140,26 +135,17 @@ impl Etcd {
     }
 
     fn wait_healthy(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok((200, body)) = http_get(self.metrics_port, "/health") {
-                if body.contains("\"health\":\"true\"") {
-                    return;
-                }
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "etcd exited with {status} before it was healthy; log:\n{}",
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "etcd not healthy within 20s; log:\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let port = self.metrics_port;
+        serving::wait_ready(
+            self.child.as_mut().unwrap(),
+            &self.log,
+            ("etcd", "healthy"),
+            Duration::from_secs(20),
+            || {
+                matches!(http_get(port, "/health"),
+                    Ok((200, body)) if body.contains("\"health\":\"true\""))
+            },
+        );
     }
 
     /// Kill the server (SIGKILL) and wait for it: etcd is down.
@@ -179,25 +165,7 @@ impl Drop for Etcd {
 
 /// One blocking HTTP GET on loopback: `(status, body)`.
 fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
+    serving::get(port, path, Duration::from_secs(2))
 }
 
 /// A TCP forwarder from a loopback port to `upstream`. While partitioned

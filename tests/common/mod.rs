@@ -128,6 +128,51 @@ pub fn target(api_port: u16) -> serde_json::Value {
     get_json(&format!("http://127.0.0.1:{api_port}/v1/status"))["targets"][0].clone()
 }
 
+/// `GET url` as JSON when something listens there and it answers 200,
+/// else `None` (for polling a server that may not be up yet).
+pub fn try_get_json(url: &str) -> Option<serde_json::Value> {
+    std::net::TcpStream::connect(("127.0.0.1", port_of(url))).ok()?;
+    let (code, body) = http("GET", url, None, None);
+    (code == 200).then(|| serde_json::from_str(&body).unwrap())
+}
+
+/// Whether something listens at `url`'s port and answers `GET url` with 200.
+pub fn answers_200(url: &str) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port_of(url))).is_ok()
+        && http("GET", url, None, None).0 == 200
+}
+
+/// The port of `http://127.0.0.1:PORT/...`.
+fn port_of(url: &str) -> u16 {
+    url.split(':')
+        .nth(2)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {url}"))
+}
+
+/// `GET /v1/status` once the API answers, else `None`.
+pub fn try_status(api_port: u16) -> Option<serde_json::Value> {
+    try_get_json(&format!("http://127.0.0.1:{api_port}/v1/status"))
+}
+
+/// Wait up to 20 s until the first target's first rule has been
+/// evaluated Ok.
+pub fn wait_first_ok(api_port: u16) {
+    wait_for(Duration::from_secs(20), "a first evaluation", || {
+        (target(api_port)["state"]["rules"][0]["status"]["status"] == "ok").then_some(())
+    });
+}
+
+/// Wait up to `timeout` until the first target's phase is `phase`;
+/// returns that target. `what` names it in the panic.
+pub fn wait_phase(api_port: u16, timeout: Duration, what: &str, phase: &str) -> serde_json::Value {
+    wait_for(timeout, what, || {
+        let t = target(api_port);
+        (t["phase"] == phase).then_some(t)
+    })
+}
+
 /// Poll `f` every 100 ms until it returns `Some`, or panic after `timeout`
 /// with `what` (which names what we were waiting for).
 pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
@@ -170,6 +215,38 @@ pub fn wait_mail(outbox: &Path, timeout: Duration, what: &str, needle: &str) -> 
     })
 }
 
+/// Wait up to `secs` seconds for a mail in `dir/state/outbox` (the
+/// outbox of the shared test configs) containing `needle`; its text.
+pub fn outbox_mail(dir: &Path, secs: u64, what: &str, needle: &str) -> String {
+    wait_mail(
+        &dir.join("state/outbox"),
+        Duration::from_secs(secs),
+        what,
+        needle,
+    )
+    .1
+}
+
+/// `rollbackd ARGS --config CONFIG`, run to its end.
+pub fn run_rollbackd(config: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(bin())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run rollbackd")
+}
+
+/// `rollbackd ARGS --config CONFIG`: (exit code, stdout, stderr).
+pub fn cli(config: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = run_rollbackd(config, args);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Rewrite the file at `path` through `edit` (a test's variation on a
 /// shared config).
 pub fn edit_file(path: &Path, edit: impl FnOnce(String) -> String) {
@@ -183,6 +260,39 @@ pub fn journal(state_dir: &Path) -> Vec<serde_json::Value> {
         .unwrap_or_default()
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Wait up to 15 s for a journal entry in `state` for which `found`
+/// holds; `what` names it in the panic.
+pub fn wait_journal(state: &Path, what: &str, found: impl Fn(&serde_json::Value) -> bool) {
+    wait_for(Duration::from_secs(15), what, || {
+        journal(state).iter().any(&found).then_some(())
+    });
+}
+
+/// Wait up to 15 s until the journal in `state` has seen `version` live.
+pub fn wait_version_seen(state: &Path, version: &str) {
+    wait_journal(state, &format!("version {version} in the journal"), |e| {
+        e["event"]["event"] == "version_observed" && e["event"]["version"] == version
+    });
+}
+
+/// How many `execute` actions the journal in `state` holds.
+pub fn executions(state: &Path) -> usize {
+    journal(state)
+        .iter()
+        .flat_map(|e| e["actions"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["action"] == "execute")
+        .count()
+}
+
+/// The lines of the file at `path` (none when it is missing).
+pub fn lines_of(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
         .collect()
 }
 
@@ -209,6 +319,16 @@ pub fn symlink_config(dir: &Path, port: u16, extra_rollback: &str) -> String {
         conf::verify("10s", &format!("http://127.0.0.1:{port}/api/health")),
     ]
     .concat()
+}
+
+/// Write `text` as `dir/rollbackd.toml`, start the daemon on it (its log
+/// in `dir/daemon.log`) and wait until its first rule has been evaluated
+/// Ok: the config's path and the daemon.
+pub fn start_watching(dir: &Path, text: &str, api_port: u16) -> (PathBuf, Running) {
+    let config = conf::write(dir, text);
+    let daemon = Running::start_serving(&config, &dir.join("daemon.log"), api_port);
+    wait_first_ok(api_port);
+    (config, daemon)
 }
 
 /// A temp dir with the demo releases (`current -> v1` healthy, `v2`
@@ -269,12 +389,73 @@ pub fn decode_quoted_printable(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A server on a free loopback port that hands each connection, in turn,
+/// to `each` on one thread of its own; returns the port. It lives until
+/// the test process ends.
+pub fn serve_each(mut each: impl FnMut(std::net::TcpStream) + Send + 'static) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            each(stream);
+        }
+    });
+    port
+}
+
+/// Serve `app` on a free loopback port from the current tokio runtime;
+/// returns the port.
+pub async fn serve_axum(app: axum::Router) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+/// A server that accepts connections and never answers (a hung backend).
+pub fn hung_server() -> u16 {
+    let mut held = Vec::new();
+    serve_each(move |s| held.push(s))
+}
+
+/// Read (one read of) the request on `stream`, then answer `head` (the
+/// status line and headers but the length) with `body` and close.
+pub fn answer(mut stream: std::net::TcpStream, head: &str, body: &str) {
+    use std::io::{Read, Write};
+    let mut buf = [0u8; 65536];
+    let _ = stream.read(&mut buf);
+    let _ = write!(
+        stream,
+        "{head}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+/// [`answer`] a Prometheus scrape with the exposition text `body`.
+pub fn answer_metrics(stream: std::net::TcpStream, body: &str) {
+    answer(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4",
+        body,
+    );
+}
+
 /// A port that was free a moment ago (bind 127.0.0.1:0, read it, close).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind 127.0.0.1:0")
         .port()
+}
+
+/// `GET url` with no token: (status, body).
+pub fn get(url: &str) -> (u16, String) {
+    http("GET", url, None, None)
+}
+
+/// `GET /metrics` of the API on `api_port`: the exposition text.
+pub fn metrics(api_port: u16) -> String {
+    get(&format!("http://127.0.0.1:{api_port}/metrics")).1
 }
 
 /// One HTTP request with a small runtime: (status, body).
@@ -312,30 +493,19 @@ pub fn http(method: &str, url: &str, token: Option<&str>, body: Option<&str>) ->
 pub fn rolled_back_incident() -> rollbackd::decide::Incident {
     use chrono::TimeZone;
     use rollbackd::decide::{Cause, Incident, Outcome};
-    use rollbackd::rules::{RuleReport, RuleStatus};
+    use rollbackd::rules::RuleReport;
     let at = chrono::Utc.with_ymd_and_hms(2025, 6, 1, 12, 0, 0).unwrap();
     Incident {
         id: "20250601-120000-frontend-1".into(),
         target: "frontend".into(),
         cause: Cause::Rules {
             abstained: Vec::new(),
-            breached: vec![RuleReport {
-                rule: "errors".into(),
-                source: "probe GET http://127.0.0.1:1/health failure_ratio".into(),
-                status: RuleStatus::Breached { since: at },
-                value: Some(0.75),
-                threshold: 0.2,
-                for_: Duration::from_secs(60),
-                window: None,
-                at,
-                no_data: None,
-                baseline: None,
-                above_baseline: None,
-                labels: Default::default(),
-                detail: None,
-                shadow: false,
-                unreachable: None,
-            }],
+            breached: vec![RuleReport::ok("errors", at)
+                .source("probe GET http://127.0.0.1:1/health failure_ratio")
+                .breached(at)
+                .value(0.75)
+                .threshold(0.2)
+                .for_(Duration::from_secs(60))],
         },
         from_version: Some("v2".into()),
         to_version: Some("v1".into()),

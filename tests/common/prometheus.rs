@@ -4,7 +4,10 @@
 //! badly. Included with `#[path]` by the tests that need them.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+#[path = "serving.rs"]
+mod serving;
+
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,35 +17,11 @@ use std::time::{Duration, Instant};
 /// The Prometheus binary the tests run.
 pub const PROMETHEUS: &str = "/usr/bin/prometheus";
 
-/// A free loopback port (bound, read back, released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use serving::free_port;
 
 /// One blocking HTTP GET on loopback: `(status, body)`.
 pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
+    serving::get(port, path, Duration::from_secs(5))
 }
 
 /// What the exporter reports; change it while the test runs.
@@ -230,25 +209,14 @@ impl Prometheus {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {PROMETHEUS}: {e}"));
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok((200, _)) = http_get(self.port, "/-/ready") {
-                return;
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "prometheus exited with {status} before it was ready; log:\n{}",
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "prometheus not ready on port {} after 30s; log:\n{}",
-                self.port,
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let port = self.port;
+        serving::wait_ready(
+            self.child.as_mut().unwrap(),
+            &self.log,
+            ("prometheus", "ready"),
+            Duration::from_secs(30),
+            || matches!(http_get(port, "/-/ready"), Ok((200, _))),
+        );
     }
 
     pub fn url(&self) -> String {

@@ -215,14 +215,7 @@ pub struct SmtpServer {
     pub dir: PathBuf,
 }
 
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use super::free_port;
 
 impl SmtpServer {
     /// Start on a free port; messages go to `dir/received`.

@@ -6,13 +6,11 @@ use super::*;
 
 /// The `paged` rule (an Alertmanager rule) with `status`.
 fn paged(status: RuleStatus, at: Time) -> RuleReport {
-    RuleReport {
-        rule: "paged".into(),
-        source: "alertmanager alertname=Down".into(),
-        value: Some(0.0),
-        threshold: 0.0,
-        ..report(status, None, at)
-    }
+    report(status, None, at)
+        .rule("paged")
+        .source("alertmanager alertname=Down")
+        .value(0.0)
+        .threshold(0.0)
 }
 
 fn unknown_status(at: Time, why: &str) -> RuleStatus {
