@@ -18,6 +18,7 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::notify::chat::WebhookFormat;
 pub use crate::run::step::Step;
 pub use cx::{ConfigError, ConfigErrors, ConfigWarning, TEMPLATE_VARIABLES};
 pub use validate::validate;
@@ -398,22 +399,6 @@ pub struct WebhookConfig {
     /// DingTalk / Feishu signing secret: each request is signed with it at
     /// send time (the signature holds a timestamp the receiver checks).
     pub secret: Option<String>,
-}
-
-/// `format = json | slack | teams | dingtalk | feishu`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WebhookFormat {
-    /// The versioned rollbackd event schema (docs/notifications.md).
-    Json,
-    /// Slack-compatible `text` plus `blocks`.
-    Slack,
-    /// Microsoft Teams: a message with an Adaptive Card attachment (Teams
-    /// workflows and Office 365 connector URLs accept it).
-    Teams,
-    /// DingTalk custom robot: `msgtype: markdown`, signed with `secret`.
-    Dingtalk,
-    /// Feishu (Lark) custom bot: an interactive card, signed with `secret`.
-    Feishu,
 }
 
 /// `no_data = hold | ok | breach`: what an evaluation without data means.
