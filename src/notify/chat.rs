@@ -447,10 +447,10 @@ fn truncate(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decide::NotifyKind;
     use crate::notify::event::incident_event;
     use crate::notify::record::tests::{incident, t};
     use crate::notify::ConfirmLinks;
-    use crate::decide::NotifyKind;
 
     fn at() -> chrono::DateTime<chrono::Utc> {
         t(60)

@@ -15,7 +15,7 @@
 
 mod backlog;
 pub mod chat;
-pub mod email;
+pub mod compose;
 pub mod event;
 pub mod limit;
 pub mod notice;
@@ -26,7 +26,28 @@ pub mod sender;
 pub mod smtp;
 mod smtp_phases;
 pub mod text;
-pub mod webhook;
+
+/// The outlets, one entry each: the file `notify/NAME.rs` (a module with
+/// `pub fn outlets(&NotifyConfig) -> Vec<Box<dyn Outlet>>`), registered in
+/// the order their items are written. The one place outlets are named.
+macro_rules! outlets {
+    ($($name:ident),* $(,)?) => {
+        $(pub mod $name;)*
+
+        /// Every outlet `[notify]` configures, in registration order (the
+        /// first written item's path is what `notify` returns).
+        fn registered(cfg: &NotifyConfig) -> Vec<Box<dyn Outlet>> {
+            let mut all: Vec<Box<dyn Outlet>> = Vec::new();
+            $(all.extend($name::outlets(cfg));)*
+            all
+        }
+    };
+}
+
+outlets! {
+    email,
+    webhook,
+}
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -150,14 +171,18 @@ impl Notifier {
     /// The same notifier counting in `metrics` (the daemon passes its
     /// registry): merged notifications here, deliveries in its senders.
     pub fn with_metrics(self, metrics: &'static crate::metrics::Metrics) -> Notifier {
-        Notifier::with(&self.inner.cfg, self.inner.public_url.clone(), Some(metrics))
+        Notifier::with(
+            &self.inner.cfg,
+            self.inner.public_url.clone(),
+            Some(metrics),
+        )
     }
 
     fn with(cfg: &NotifyConfig, public_url: Option<url::Url>, metrics: Metrics) -> Notifier {
         let (wake, _) = watch::channel(0);
         Notifier {
             inner: Arc::new(Inner {
-                outlets: outlet::outlets(cfg),
+                outlets: registered(cfg),
                 cfg: cfg.clone(),
                 public_url,
                 wake,
@@ -294,7 +319,8 @@ impl Notifier {
             return Ok(None);
         }
         let public_url = self.inner.public_url.as_ref();
-        let notice = text::incident_notice(kind, incident, public_url, links, chrono::Utc::now());
+        let notice =
+            compose::incident_notice(kind, incident, public_url, links, chrono::Utc::now());
         self.write_all(&notice).await
     }
 
@@ -322,7 +348,7 @@ impl Notifier {
             self.merged(kind, target, &kind_key);
             return Ok(None);
         }
-        let notice = text::target_notice(kind, target, message, chrono::Utc::now());
+        let notice = compose::target_notice(kind, target, message, chrono::Utc::now());
         let written = self.write_all(&notice).await;
         if written.is_ok() {
             let mut m = self.inner.merge.lock().unwrap_or_else(|p| p.into_inner());

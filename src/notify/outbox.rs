@@ -214,7 +214,7 @@ mod tests {
     use super::*;
     use crate::config::EmailConfig;
     use crate::decide::NotifyKind;
-    use crate::notify::text;
+    use crate::notify::compose;
     use crate::notify::record::tests::incident;
 
     fn message() -> lettre::Message {
@@ -225,7 +225,7 @@ mod tests {
             outbox_dir: "/nonexistent".into(),
             smtp: None,
         };
-        text::build(&cfg, NotifyKind::RolledBack, &incident(), None, None).unwrap()
+        compose::build(&cfg, NotifyKind::RolledBack, &incident(), None, None).unwrap()
     }
 
     #[tokio::test]

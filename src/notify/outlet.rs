@@ -6,18 +6,20 @@
 //! metrics are the same for every outlet.
 //!
 //! **Adding an outlet** (PagerDuty, Opsgenie, ...): a file
-//! `src/notify/OUTLET.rs` implementing [`Outlet`] and [`Transport`], and
-//! its line in [`outlets`], the one place outlets are registered.
+//! `src/notify/OUTLET.rs` implementing [`Outlet`] and [`Transport`] with a
+//! `pub fn outlets(&NotifyConfig) -> Vec<Box<dyn Outlet>>`, and its entry
+//! in the `outlets!` list of `notify/mod.rs`, the one place outlets are
+//! registered.
 
 use std::fmt::Debug;
 use std::path::Path;
 
 use futures_util::future::BoxFuture;
 
-use crate::config::{NotifyConfig, TargetNotify};
+use crate::config::TargetNotify;
 
 use super::notice::Notice;
-use super::{email, webhook, NotifyError, SendError};
+use super::{NotifyError, SendError};
 
 /// One configured outlet instance (the email, one webhook, ...).
 pub trait Outlet: Debug + Send + Sync {
@@ -35,8 +37,7 @@ pub trait Outlet: Debug + Send + Sync {
 
     /// The outbox item for this notice (the bytes written, fsync'd, then
     /// sent as they are).
-    fn item(&self, notice: &Notice, route: Option<&TargetNotify>)
-        -> Result<Vec<u8>, NotifyError>;
+    fn item(&self, notice: &Notice, route: Option<&TargetNotify>) -> Result<Vec<u8>, NotifyError>;
 
     /// What delivers this outlet's items; `None` when items only stay in
     /// the outbox (email without `smtp_url`). Reads secrets (a password
@@ -53,14 +54,4 @@ pub trait Transport: Debug + Send + Sync {
     /// Deliver one item as written in the outbox; `Ok` only once the
     /// receiver accepted it. An error is logged and retried with backoff.
     fn send<'a>(&'a self, item: &'a [u8]) -> BoxFuture<'a, Result<(), SendError>>;
-}
-
-/// Every outlet `[notify]` configures, in the order they are written
-/// (the first written item's path is what `notify` returns). The one place
-/// outlets are registered: one line per outlet.
-pub fn outlets(cfg: &NotifyConfig) -> Vec<Box<dyn Outlet>> {
-    let mut all: Vec<Box<dyn Outlet>> = Vec::new();
-    all.extend(email::outlets(cfg));
-    all.extend(webhook::outlets(cfg));
-    all
 }

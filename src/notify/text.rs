@@ -1,19 +1,16 @@
 //! The words of a notification, the same on every outlet: the subject
 //! (`[rollbackd] frontend: ROLLED BACK v2 -> v1`), the first sentence, the
 //! plain-text body made from the record and its HTML alternative, the
-//! Message-ID, and the [`Notice`] that carries them with the JSON event
-//! ([`super::event`]) to each outlet.
+//! Message-ID. [`super::compose`] puts them in the
+//! [`Notice`](super::notice::Notice) every outlet builds its item from.
 
 use std::fmt::Write as _;
 
-use crate::config::EmailConfig;
 use crate::decide::{Incident, NotifyKind};
 use crate::util::display_argv;
 use crate::util::fmt_duration;
 
-use super::notice::Notice;
-use super::{event, outbox, record};
-use super::{ConfirmLinks, NotifyError};
+use super::{record, ConfirmLinks};
 
 /// Subject line for this event.
 pub fn subject(kind: NotifyKind, incident: &Incident) -> String {
@@ -25,90 +22,6 @@ pub fn subject(kind: NotifyKind, incident: &Incident) -> String {
     )
 }
 
-/// The notice for an incident event; `at` is the event's time.
-pub fn incident_notice(
-    kind: NotifyKind,
-    incident: &Incident,
-    public_url: Option<&url::Url>,
-    links: Option<&ConfirmLinks>,
-    at: chrono::DateTime<chrono::Utc>,
-) -> Notice {
-    let message_id = message_id(kind, incident);
-    let text = body(kind, incident, public_url, links);
-    let html = html(
-        &text,
-        links,
-        incident_url(public_url, &incident.id).as_deref(),
-    );
-    Notice {
-        target: incident.target.clone(),
-        kind: kind_name(kind),
-        key: outbox::local_part(Some(&message_id)),
-        message_id,
-        incident: Some(incident.id.clone()),
-        subject: subject(kind, incident),
-        text,
-        html,
-        event: event::incident_event(kind, incident, public_url, links, at),
-    }
-}
-
-/// The notice about a target that is not about an incident (monitoring
-/// blind, seeing again): subject `[rollbackd] TARGET: LABEL`, the message
-/// as the body, a Message-ID unique per target, kind and time.
-pub fn target_notice(
-    kind: NotifyKind,
-    target: &str,
-    message: &str,
-    at: chrono::DateTime<chrono::Utc>,
-) -> Notice {
-    let message_id = format!(
-        "<{}.{}.{}@rollbackd>",
-        id_atom(target),
-        kind_name(kind),
-        at.format("%Y%m%dT%H%M%S%.3fZ")
-    );
-    let key = outbox::local_part(Some(&message_id));
-    let text = format!(
-        "{message}\n\nTarget: {target}\nAt:     {}\n",
-        at.to_rfc3339()
-    );
-    Notice {
-        target: target.to_string(),
-        kind: kind_name(kind),
-        event: event::target_event(kind, target, message, &key, at),
-        key,
-        message_id,
-        incident: None,
-        subject: format!("[rollbackd] {target}: {}", label(kind)),
-        html: html(&text, None, None),
-        text,
-    }
-}
-
-/// The mail for an incident event, as the email outlet writes it.
-pub fn build(
-    cfg: &EmailConfig,
-    kind: NotifyKind,
-    incident: &Incident,
-    public_url: Option<&url::Url>,
-    links: Option<&ConfirmLinks>,
-) -> Result<lettre::Message, NotifyError> {
-    let notice = incident_notice(kind, incident, public_url, links, chrono::Utc::now());
-    super::email::message(cfg, &notice)
-}
-
-/// The mail for a target notification, as the email outlet writes it.
-pub fn build_target(
-    cfg: &EmailConfig,
-    kind: NotifyKind,
-    target: &str,
-    message: &str,
-    at: chrono::DateTime<chrono::Utc>,
-) -> Result<lettre::Message, NotifyError> {
-    super::email::message(cfg, &target_notice(kind, target, message, at))
-}
-
 /// `PUBLIC_URL/v1/incidents/ID`.
 pub(crate) fn incident_url(public_url: Option<&url::Url>, id: &str) -> Option<String> {
     public_url.map(|u| format!("{}/v1/incidents/{id}", u.as_str().trim_end_matches('/')))
@@ -117,7 +30,11 @@ pub(crate) fn incident_url(public_url: Option<&url::Url>, id: &str) -> Option<St
 /// The HTML alternative: the summary in bold, the confirmation links as
 /// links, and the plain body (escaped) as preformatted text, so both parts
 /// always say the same.
-fn html(plain: &str, links: Option<&ConfirmLinks>, incident_url: Option<&str>) -> String {
+pub(crate) fn html(
+    plain: &str,
+    links: Option<&ConfirmLinks>,
+    incident_url: Option<&str>,
+) -> String {
     let (summary, rest) = plain.split_once("\n\n").unwrap_or((plain, ""));
     let mut h = String::from(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"></head>\n<body style=\"font-family: sans-serif\">\n",
@@ -214,7 +131,7 @@ pub(crate) fn message_id(kind: NotifyKind, incident: &Incident) -> String {
 
 /// `text` with the characters a Message-ID's local part may not hold
 /// replaced by `-`.
-fn id_atom(text: &str) -> String {
+pub(crate) fn id_atom(text: &str) -> String {
     text.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c) {
@@ -320,7 +237,7 @@ pub(crate) fn summary(kind: NotifyKind, incident: &Incident) -> String {
 
 /// The plain-text body: summary, reason, facts, steps, verification,
 /// timeline and where to find the full record.
-fn body(
+pub(crate) fn body(
     kind: NotifyKind,
     incident: &Incident,
     public_url: Option<&url::Url>,
@@ -433,7 +350,10 @@ fn body(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::config::EmailConfig;
+    use crate::notify::compose::build;
     use crate::notify::record::tests::incident;
+    use crate::notify::NotifyError;
     use lettre::message::header;
 
     /// The formatted message with quoted-printable soft line breaks and

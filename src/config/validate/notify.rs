@@ -93,7 +93,12 @@ pub(super) fn webhook(cx: &mut Cx, p: &str, raw: &RawWebhook) -> Option<WebhookC
     let url = cx
         .required(p, "url", raw.url.as_deref())
         .and_then(|u| cx.http_url(&join(p, "url"), u));
-    let format = cx.choice(p, "format", raw.format.as_deref(), &WebhookFormat::choices());
+    let format = cx.choice(
+        p,
+        "format",
+        raw.format.as_deref(),
+        &WebhookFormat::choices(),
+    );
     let name = match raw.name.as_deref() {
         None => Some(None),
         Some(n) => cx
