@@ -6,7 +6,7 @@
 //! signing DingTalk and Feishu document for robots with a signing secret.
 //!
 //! **Adding a format**: its body (and signer) here, and one entry in
-//! [`formats!`]; validation, the webhook outlet and the outbox directory
+//! `formats!`; validation, the webhook outlet and the outbox directory
 //! name follow from the entry.
 //!
 //! Signatures carry a timestamp the receiver checks (DingTalk and Feishu

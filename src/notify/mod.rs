@@ -1,7 +1,10 @@
-//! Telling the admin: the rollback record ([`record`]), the email built from
-//! it ([`email`]), webhook events ([`webhook`]), the durable outbox every
-//! notification is written to first ([`outbox`]), and the delivery loop that
-//! sends from it ([`sender`], over [`smtp`] or HTTP, within [`limit`]s).
+//! Telling the admin: the rollback record ([`record`]), the words of a
+//! notification ([`text`]) and its JSON event ([`event`]), put together
+//! once into a [`Notice`] ([`compose`]); the outlets that build their items
+//! from it ([`email`], [`webhook`] with its [`chat`] formats), each behind
+//! the [`outlet`] seam; the durable outbox every item is written to first
+//! ([`outbox`]), and the delivery loop that sends from it ([`sender`],
+//! within [`limit`]s).
 //!
 //! The daemon calls [`Notifier::notify`] / [`Notifier::notify_target`]:
 //! they only write to the outbox (fsync) and wake the senders, so the
@@ -9,9 +12,9 @@
 //! the same incident in the same state, and a repeated blind (or seeing)
 //! message about a target, are merged into the one already written.
 //!
-//! Routing: a target's `[target.notify]` replaces the recipients (`to`),
-//! adds `cc`, picks webhooks by name and drops notifications below its
-//! `min_severity`; targets without one use every channel.
+//! Routing: a target's `[target.notify]` drops notifications below its
+//! `min_severity`; each outlet reads the rest (email: `to`, `cc`; webhooks:
+//! `webhooks` by name). Targets without one use every outlet.
 
 mod backlog;
 pub mod chat;
