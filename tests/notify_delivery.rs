@@ -202,7 +202,8 @@ async fn a_rejecting_server_sends_the_mail_to_failed_after_give_up_after() {
             Duration::from_secs(3),
         ),
         None,
-    );
+    )
+    .with_metrics(rollbackd::metrics::global());
     let failed_before = rollbackd::metrics::global().notifications_failed_count("email");
     let tracker = TaskTracker::new();
     let cancel = CancellationToken::new();

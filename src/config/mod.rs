@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use crate::execute::kind::steps_using as kind_steps_using;
 pub use crate::execute::kinds::ExecutorKind;
+pub use crate::notify::chat::WebhookFormat;
 pub use crate::run::step::Step;
 // Each source kind's spec is defined in its own file (`sources/KIND.rs`);
 // these names are kept here for the code and the tests that read them.
@@ -373,22 +374,6 @@ pub struct WebhookConfig {
     /// DingTalk / Feishu signing secret: each request is signed with it at
     /// send time (the signature holds a timestamp the receiver checks).
     pub secret: Option<String>,
-}
-
-/// `format = json | slack | teams | dingtalk | feishu`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WebhookFormat {
-    /// The versioned rollbackd event schema (docs/notifications.md).
-    Json,
-    /// Slack-compatible `text` plus `blocks`.
-    Slack,
-    /// Microsoft Teams: a message with an Adaptive Card attachment (Teams
-    /// workflows and Office 365 connector URLs accept it).
-    Teams,
-    /// DingTalk custom robot: `msgtype: markdown`, signed with `secret`.
-    Dingtalk,
-    /// Feishu (Lark) custom bot: an interactive card, signed with `secret`.
-    Feishu,
 }
 
 /// `no_data = hold | ok | breach`: what an evaluation without data means.

@@ -76,7 +76,8 @@ impl Live {
             .collect();
         Ok(Live {
             poll_interval: config.daemon.poll_interval,
-            notifier: Notifier::build(&config.notify, config.daemon.public_url.clone()),
+            notifier: Notifier::build(&config.notify, config.daemon.public_url.clone())
+                .with_metrics(crate::metrics::global()),
             prometheus,
             servers,
             public_url: config.daemon.public_url.clone(),

@@ -1,8 +1,13 @@
-//! Chat formats of webhook notifications, made from the JSON event
-//! ([`super::webhook::incident_event`]): Microsoft Teams (a message with an
-//! Adaptive Card attachment), DingTalk custom robots (`msgtype: markdown`)
-//! and Feishu custom bots (an interactive card), and the request signing
-//! DingTalk and Feishu document for robots with a signing secret.
+//! The chat formats of webhook notifications (`[[notify.webhook]] format`),
+//! each made from the JSON event ([`super::event`]): the event itself
+//! (`json`), Slack (`text` plus `blocks`), Microsoft Teams (a message with
+//! an Adaptive Card attachment), DingTalk custom robots (`msgtype:
+//! markdown`) and Feishu custom bots (an interactive card), and the request
+//! signing DingTalk and Feishu document for robots with a signing secret.
+//!
+//! **Adding a format**: its body (and signer) here, and one entry in
+//! `formats!`; validation, the webhook outlet and the outbox directory
+//! name follow from the entry.
 //!
 //! Signatures carry a timestamp the receiver checks (DingTalk and Feishu
 //! refuse one more than an hour off), so they are made when a request is
@@ -15,6 +20,103 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
+
+/// How one chat format builds (and signs) its requests.
+#[derive(Debug)]
+pub struct Format {
+    /// The `format` word in the config.
+    pub name: &'static str,
+    /// The body to POST, made from the JSON event (at write time).
+    pub body: fn(&Value) -> Value,
+    /// Request signing with the webhook's `secret`, at send time: the URL
+    /// and body to POST. `None`: the format does not sign (`secret` is
+    /// refused for it).
+    pub sign: Option<Signer>,
+}
+
+/// Signs a request: (url, body, secret, now) to the URL and body to POST.
+pub type Signer = fn(&url::Url, &Value, &str, chrono::DateTime<chrono::Utc>) -> (url::Url, Value);
+
+/// The registry of chat formats: one entry per format, `Variant => FORMAT`.
+/// The variant's name is part of each webhook's outbox directory name
+/// (`webhook::dir`), so it never changes once released.
+macro_rules! formats {
+    ($($(#[$doc:meta])* $variant:ident => $format:expr,)*) => {
+        /// `format = json | slack | teams | dingtalk | feishu`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum WebhookFormat {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl WebhookFormat {
+            /// Every format, in the order messages list them (the first is the default).
+            pub const ALL: &'static [WebhookFormat] = &[$(WebhookFormat::$variant,)*];
+
+            /// How this format builds and signs its requests.
+            pub fn format(self) -> &'static Format {
+                match self {
+                    $(WebhookFormat::$variant => &$format,)*
+                }
+            }
+        }
+    };
+}
+
+formats! {
+    /// The versioned rollbackd event schema (docs/notifications.md).
+    Json => JSON,
+    /// Slack-compatible `text` plus `blocks`.
+    Slack => SLACK,
+    /// Microsoft Teams: a message with an Adaptive Card attachment (Teams
+    /// workflows and Office 365 connector URLs accept it).
+    Teams => TEAMS,
+    /// DingTalk custom robot: `msgtype: markdown`, signed with `secret`.
+    Dingtalk => DINGTALK,
+    /// Feishu (Lark) custom bot: an interactive card, signed with `secret`.
+    Feishu => FEISHU,
+}
+
+impl WebhookFormat {
+    /// The body to POST for this format.
+    pub fn body(self, event: &Value) -> Value {
+        (self.format().body)(event)
+    }
+
+    /// The `format` words, for validation.
+    pub fn choices() -> Vec<(&'static str, WebhookFormat)> {
+        Self::ALL.iter().map(|f| (f.format().name, *f)).collect()
+    }
+}
+
+const JSON: Format = Format {
+    name: "json",
+    body: Value::clone,
+    sign: None,
+};
+
+const SLACK: Format = Format {
+    name: "slack",
+    body: slack,
+    sign: None,
+};
+
+const TEAMS: Format = Format {
+    name: "teams",
+    body: teams,
+    sign: None,
+};
+
+const DINGTALK: Format = Format {
+    name: "dingtalk",
+    body: dingtalk,
+    sign: Some(|url, body, secret, now| (dingtalk_url(url, secret, now), body.clone())),
+};
+
+const FEISHU: Format = Format {
+    name: "feishu",
+    body: feishu,
+    sign: Some(|url, body, secret, now| (url.clone(), feishu_signed(body, secret, now))),
+};
 
 /// A string field of the event, `""` when absent.
 fn text(v: &Value) -> String {
@@ -268,9 +370,91 @@ pub fn feishu_signed(body: &Value, secret: &str, now: chrono::DateTime<chrono::U
     signed
 }
 
+/// A Slack message made from a JSON event: `text` (the fallback shown in
+/// notifications) and `blocks` (header, summary, reason, facts, actions).
+pub fn slack(event: &Value) -> Value {
+    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let subject = s(&event["subject"]);
+    let summary = s(&event["summary"]);
+    let mut blocks = vec![
+        json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&subject, 150)}}),
+        json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(&summary, 3000)}}),
+    ];
+    let reasons: Vec<String> = event["reason"]
+        .as_array()
+        .map(|a| a.iter().map(|r| format!("• {}", s(r))).collect())
+        .unwrap_or_default();
+    if !reasons.is_empty() {
+        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn",
+            "text": truncate(&format!("*Reason*\n{}", reasons.join("\n")), 3000)}}));
+    }
+    let mut fields = vec![
+        json!({"type": "mrkdwn", "text": format!("*Target*\n{}", s(&event["target"]))}),
+        json!({"type": "mrkdwn", "text": format!("*State*\n{}", s(&event["state"]))}),
+    ];
+    if event["versions"].is_object() {
+        let v = |k: &str| event["versions"][k].as_str().unwrap_or("?").to_string();
+        fields.push(
+            json!({"type": "mrkdwn", "text": format!("*Versions*\n{} -> {}", v("from"), v("to"))}),
+        );
+    }
+    if let Some(id) = event["incident"]["id"].as_str() {
+        fields.push(json!({"type": "mrkdwn", "text": format!("*Incident*\n{id}")}));
+    }
+    blocks.push(json!({"type": "section", "fields": fields}));
+    let mut context = String::new();
+    for key in ["approve_command", "report_command"] {
+        if let Some(c) = event["links"][key].as_str() {
+            let _ = write!(context, "`{c}`  ");
+        }
+    }
+    if !context.is_empty() {
+        blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": context.trim_end()}]}));
+    }
+    let mut buttons = Vec::new();
+    for (key, label, style) in [
+        ("approve", "Approve", Some("primary")),
+        ("reject", "Reject", Some("danger")),
+        ("incident", "Open incident", None),
+    ] {
+        if let Some(url) = event["links"][key].as_str() {
+            let mut b = json!({"type": "button", "text": {"type": "plain_text", "text": label}, "url": url});
+            if let Some(style) = style {
+                b["style"] = json!(style);
+            }
+            buttons.push(b);
+        }
+    }
+    if !buttons.is_empty() {
+        blocks.push(json!({"type": "actions", "elements": buttons}));
+    }
+    json!({
+        "text": format!("{subject}\n{summary}"),
+        "blocks": blocks,
+    })
+}
+
+/// At most `max` characters, with an ellipsis when cut (Slack's block limits).
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max - 1).collect();
+    out.push('…');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decide::NotifyKind;
+    use crate::notify::event::incident_event;
+    use crate::notify::record::tests::{incident, t};
+    use crate::notify::ConfirmLinks;
+
+    fn at() -> chrono::DateTime<chrono::Utc> {
+        t(60)
+    }
 
     #[test]
     fn base64_matches_rfc4648() {
@@ -331,5 +515,32 @@ mod tests {
         let f = feishu(&event);
         assert_eq!(f["msg_type"], "interactive");
         assert_eq!(f["card"]["header"]["template"], "green");
+    }
+
+    #[test]
+    fn slack_message_has_text_and_blocks() {
+        let links = ConfirmLinks {
+            approve: "https://ops.example.org/v1/confirm/a".parse().unwrap(),
+            reject: "https://ops.example.org/v1/confirm/r".parse().unwrap(),
+        };
+        let e = incident_event(
+            NotifyKind::AwaitingConfirmation,
+            &incident(),
+            None,
+            Some(&links),
+            at(),
+        );
+        let s = slack(&e);
+        assert!(s["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("[rollbackd] frontend: CONFIRM ROLLBACK v2 -> v1\n"));
+        let blocks = s["blocks"].as_array().unwrap();
+        assert_eq!(blocks[0]["type"], "header");
+        let all = s.to_string();
+        assert!(all.contains("*Versions*\\nv2 -> v1"), "{all}");
+        assert!(all.contains("health = 0.83 > 0.5"), "{all}");
+        assert!(all.contains("\"style\":\"danger\""), "{all}");
+        assert_eq!(truncate("abcdef", 4), "abc…");
     }
 }

@@ -1,7 +1,10 @@
-//! Telling the admin: the rollback record ([`record`]), the email built from
-//! it ([`email`]), webhook events ([`webhook`]), the durable outbox every
-//! notification is written to first ([`outbox`]), and the delivery loop that
-//! sends from it ([`sender`], over [`smtp`] or HTTP, within [`limit`]s).
+//! Telling the admin: the rollback record ([`record`]), the words of a
+//! notification ([`text`]) and its JSON event ([`event`]), put together
+//! once into a [`Notice`] ([`compose`]); the outlets that build their items
+//! from it ([`email`], [`webhook`] with its [`chat`] formats), each behind
+//! the [`outlet`] seam; the durable outbox every item is written to first
+//! ([`outbox`]), and the delivery loop that sends from it ([`sender`],
+//! within [`limit`]s).
 //!
 //! The daemon calls [`Notifier::notify`] / [`Notifier::notify_target`]:
 //! they only write to the outbox (fsync) and wake the senders, so the
@@ -9,31 +12,63 @@
 //! the same incident in the same state, and a repeated blind (or seeing)
 //! message about a target, are merged into the one already written.
 //!
-//! Routing: a target's `[target.notify]` replaces the recipients (`to`),
-//! adds `cc`, picks webhooks by name and drops notifications below its
-//! `min_severity`; targets without one use every channel.
+//! Routing: a target's `[target.notify]` drops notifications below its
+//! `min_severity`; each outlet reads the rest (email: `to`, `cc`; webhooks:
+//! `webhooks` by name). Targets without one use every outlet.
 
 mod backlog;
 pub mod chat;
-pub mod email;
+pub mod compose;
+pub mod event;
 pub mod limit;
+pub mod notice;
 pub mod outbox;
+pub mod outlet;
 pub mod record;
 pub mod sender;
 pub mod smtp;
 mod smtp_phases;
-pub mod webhook;
+pub mod text;
+
+/// The outlets, one entry each: the file `notify/NAME.rs` (a module with
+/// `pub fn outlets(&NotifyConfig) -> Vec<Box<dyn Outlet>>`), registered in
+/// the order their items are written. The one place outlets are named.
+macro_rules! outlets {
+    ($($name:ident),* $(,)?) => {
+        $(pub mod $name;)*
+
+        /// Every outlet `[notify]` configures, in registration order (the
+        /// first written item's path is what `notify` returns).
+        fn registered(cfg: &NotifyConfig) -> Vec<Box<dyn Outlet>> {
+            let mut all: Vec<Box<dyn Outlet>> = Vec::new();
+            $(all.extend($name::outlets(cfg));)*
+            all
+        }
+    };
+}
+
+outlets! {
+    email,
+    webhook,
+}
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use crate::config::{EmailConfig, NotifyConfig, TargetNotify, WebhookConfig};
+use crate::config::{NotifyConfig, TargetNotify};
 use crate::decide::{Incident, NotifyKind};
 
+pub use notice::Notice;
+pub use outlet::{Outlet, Transport};
 pub use sender::Senders;
+
+/// The registry the notifier counts in (the daemon's, which `/metrics`
+/// renders): passed in with [`Notifier::with_metrics`]; `None` counts
+/// nothing (tools, tests).
+pub type Metrics = Option<&'static crate::metrics::Metrics>;
 
 /// Why a notification could not be written or sent.
 #[derive(Debug, thiserror::Error)]
@@ -58,67 +93,9 @@ pub enum NotifyError {
 /// and retries with backoff).
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    /// The outbox item is not a webhook item (a torn or foreign file).
-    #[error("unreadable outbox item: {0}")]
-    UnreadableItem(serde_json::Error),
-    /// The `.eml` has no usable envelope.
+    /// The outlet's own error ([`smtp::SmtpError`], [`webhook::WebhookError`]).
     #[error(transparent)]
-    Envelope(#[from] smtp::EnvelopeError),
-    /// The SMTP server refused, or could not be reached or trusted.
-    #[error("{server}: {}", smtp::describe(detail, host))]
-    Smtp {
-        /// `smtps://host:port`.
-        server: String,
-        /// The host the certificate must name (for the TLS hint).
-        host: String,
-        /// lettre's error (printed with its causes, each once).
-        detail: lettre::transport::smtp::Error,
-    },
-    /// A phase of the SMTP conversation got no answer within
-    /// `notify.email.timeout`.
-    #[error("{server}: no answer to {phase} within {} (notify.email.timeout)", crate::util::fmt_duration(*timeout))]
-    SmtpTimeout {
-        /// `smtps://host:port`.
-        server: String,
-        /// `connect`, `greeting`, `EHLO`, `STARTTLS`, `AUTH`, ...
-        phase: &'static str,
-        /// `notify.email.timeout`.
-        timeout: std::time::Duration,
-    },
-    /// The SMTP server could not be reached.
-    #[error("{server}: cannot connect: {error}")]
-    SmtpConnect {
-        /// `smtp://host:port`.
-        server: String,
-        /// Refused, unreachable, no such host.
-        error: std::io::Error,
-    },
-    /// The webhook POST got no answer (connect, TLS, timeout).
-    #[error(
-        "POST {} failed: {}",
-        crate::util::redact_url(url),
-        crate::util::error_chain(detail)
-    )]
-    Post {
-        /// The webhook URL as configured (not the signed one).
-        url: url::Url,
-        /// The HTTP client's error (printed with its causes).
-        detail: reqwest::Error,
-    },
-    /// The webhook answered with a status other than 2xx.
-    #[error(
-        "POST {} answered {status}: {}",
-        crate::util::redact_url(url),
-        crate::util::redact_urls(body)
-    )]
-    Status {
-        /// The webhook URL as configured.
-        url: url::Url,
-        /// The answer's status.
-        status: reqwest::StatusCode,
-        /// The start of the answer's body (200 characters at most).
-        body: String,
-    },
+    Outlet(Box<dyn std::error::Error + Send + Sync>),
     /// The channel gave no answer within the sender's own limit.
     #[error("no answer within {}", crate::util::fmt_duration(*.0))]
     Timeout(std::time::Duration),
@@ -167,85 +144,81 @@ impl Merge {
 
 #[derive(Debug)]
 struct Inner {
-    email: Option<EmailConfig>,
-    webhooks: Vec<(WebhookConfig, PathBuf)>,
+    /// Every configured outlet, in the order items are written.
+    outlets: Vec<Box<dyn Outlet>>,
     cfg: NotifyConfig,
     public_url: Option<url::Url>,
     wake: watch::Sender<u64>,
     merge: Mutex<Merge>,
+    metrics: Metrics,
 }
 
 /// Sends notifications for incidents: writes them to the outbox of every
-/// channel and wakes the senders.
+/// outlet and wakes the senders.
 #[derive(Debug, Clone)]
 pub struct Notifier {
     inner: Arc<Inner>,
 }
 
-/// The outbox directory of one webhook: `outbox_dir/webhook-HASH`, HASH from
-/// its URL and format, so a queued item never goes to another endpoint
-/// after the config changed.
-pub fn webhook_dir(outbox_dir: &std::path::Path, cfg: &WebhookConfig) -> PathBuf {
-    // FNV-1a: stable across builds and platforms.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in format!("{:?}|{}", cfg.format, cfg.url).bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    outbox_dir.join(format!("webhook-{h:016x}"))
+/// The outbox directory of one webhook (see [`webhook::dir`]).
+pub fn webhook_dir(outbox_dir: &Path, cfg: &crate::config::WebhookConfig) -> PathBuf {
+    webhook::dir(outbox_dir, cfg)
 }
 
 impl Notifier {
     /// Build from config; `public_url` is used for links. Does no I/O.
     pub fn build(cfg: &NotifyConfig, public_url: Option<url::Url>) -> Notifier {
+        Notifier::with(cfg, public_url, None)
+    }
+
+    /// The same notifier counting in `metrics` (the daemon passes its
+    /// registry): merged notifications here, deliveries in its senders.
+    pub fn with_metrics(self, metrics: &'static crate::metrics::Metrics) -> Notifier {
+        Notifier::with(
+            &self.inner.cfg,
+            self.inner.public_url.clone(),
+            Some(metrics),
+        )
+    }
+
+    fn with(cfg: &NotifyConfig, public_url: Option<url::Url>, metrics: Metrics) -> Notifier {
         let (wake, _) = watch::channel(0);
         Notifier {
             inner: Arc::new(Inner {
-                email: cfg.email.clone(),
-                webhooks: cfg
-                    .webhooks
-                    .iter()
-                    .map(|w| (w.clone(), webhook_dir(&cfg.outbox_dir, w)))
-                    .collect(),
+                outlets: registered(cfg),
                 cfg: cfg.clone(),
                 public_url,
                 wake,
                 merge: Mutex::new(Merge::default()),
+                metrics,
             }),
         }
     }
 
-    /// The delivery tasks for the configured channels: SMTP when `smtp_url`
-    /// is set, one per webhook. Reads the SMTP password; start them with
-    /// [`Senders::spawn`].
+    /// The delivery tasks for the configured outlets that deliver (email
+    /// when `smtp_url` is set, every webhook). Reads the SMTP password;
+    /// start them with [`Senders::spawn`].
     pub fn senders(&self) -> Result<Senders, NotifyError> {
         let cfg = &self.inner.cfg;
-        let limits = || limit::Limits::new(cfg.max_per_target_per_hour, cfg.max_per_hour);
         let mut channels = Vec::new();
-        if let Some(email) = &self.inner.email {
-            if let Some(smtp) = &email.smtp {
-                channels.push(sender::Channel {
-                    name: "email".into(),
-                    dir: email.outbox_dir.clone(),
-                    ext: "eml",
-                    transport: sender::Transport::Smtp(smtp::SmtpChannel::build(smtp)?),
-                    limits: limits(),
-                });
-            }
-        }
-        for (i, (w, dir)) in self.inner.webhooks.iter().enumerate() {
+        for o in &self.inner.outlets {
+            let Some(transport) = o.transport()? else {
+                continue;
+            };
+            let (dir, ext) = o.outbox();
             channels.push(sender::Channel {
-                name: format!("webhook[{i}]"),
-                dir: dir.clone(),
-                ext: "json",
-                transport: sender::Transport::Webhook(webhook::WebhookChannel::build(w)?),
-                limits: limits(),
+                name: o.channel(),
+                dir: dir.to_path_buf(),
+                ext,
+                transport,
+                limits: limit::Limits::new(cfg.max_per_target_per_hour, cfg.max_per_hour),
             });
         }
         Ok(Senders {
             channels,
             give_up_after: cfg.give_up_after,
             wake: self.inner.wake.subscribe(),
+            metrics: self.inner.metrics,
         })
     }
 
@@ -253,27 +226,14 @@ impl Notifier {
         self.inner.cfg.routes.get(target)
     }
 
-    /// The email settings for this target: its `to` and `cc` when routed.
-    fn email_for(&self, target: &str) -> Option<EmailConfig> {
-        let mut email = self.inner.email.clone()?;
-        if let Some(r) = self.route(target) {
-            if let Some(to) = &r.to {
-                email.to = to.clone();
-            }
-            email.cc = r.cc.clone();
-        }
-        Some(email)
-    }
-
-    /// The webhooks this target notifies: the named ones when routed.
-    fn webhooks_for(&self, target: &str) -> Vec<&(WebhookConfig, PathBuf)> {
-        let names = self.route(target).and_then(|r| r.webhooks.as_ref());
+    /// The outlets this target notifies (its `[target.notify]` picks).
+    fn outlets_for(&self, target: &str) -> Vec<&dyn Outlet> {
+        let route = self.route(target);
         self.inner
-            .webhooks
+            .outlets
             .iter()
-            .filter(|(w, _)| {
-                names.is_none_or(|n| w.name.as_ref().is_some_and(|name| n.contains(name)))
-            })
+            .filter(|o| o.tells(route))
+            .map(|o| o.as_ref())
             .collect()
     }
 
@@ -303,13 +263,15 @@ impl Notifier {
         if remembered {
             return true;
         }
-        let mut dirs: Vec<(PathBuf, &'static str)> = Vec::new();
-        if let Some(e) = &self.inner.email {
-            dirs.push((e.outbox_dir.clone(), "eml"));
-        }
-        for (_, d) in &self.inner.webhooks {
-            dirs.push((d.clone(), "json"));
-        }
+        let dirs: Vec<(PathBuf, &'static str)> = self
+            .inner
+            .outlets
+            .iter()
+            .map(|o| {
+                let (dir, ext) = o.outbox();
+                (dir.to_path_buf(), ext)
+            })
+            .collect();
         let key = key.to_string();
         tokio::task::spawn_blocking(move || {
             dirs.iter()
@@ -320,26 +282,29 @@ impl Notifier {
     }
 
     fn merged(&self, kind: NotifyKind, target: &str, key: &str) {
-        crate::metrics::global().notification_merged(target, email::kind_name(kind));
+        if let Some(m) = self.inner.metrics {
+            m.notification_merged(target, text::kind_name(kind));
+        }
         tracing::info!(%target, ?kind, %key, "notification merged into the one already written");
     }
 
-    /// Write the notification for this event to every channel's outbox and
-    /// wake the senders. Returns the path of the mail written (or, without
-    /// email, of the first webhook item), or `None` when nothing is
-    /// configured or the notification was merged into an earlier one.
+    /// Write the notification for this event to every outlet's outbox and
+    /// wake the senders. Returns the path of the first item written (the
+    /// mail, or without email the first webhook item), or `None` when
+    /// nothing is configured or the notification was merged into an
+    /// earlier one.
     pub async fn notify(
         &self,
         kind: NotifyKind,
         incident: &Incident,
         links: Option<&ConfirmLinks>,
     ) -> Result<Option<PathBuf>, NotifyError> {
-        let email_cfg = self.email_for(&incident.target);
-        let hooks = self.webhooks_for(&incident.target);
-        if email_cfg.is_none() && hooks.is_empty() || self.below_minimum(kind, &incident.target) {
+        if self.outlets_for(&incident.target).is_empty()
+            || self.below_minimum(kind, &incident.target)
+        {
             return Ok(None);
         }
-        let key = outbox::local_part(Some(&email::message_id(kind, incident)));
+        let key = outbox::local_part(Some(&text::message_id(kind, incident)));
         // One message for a group escalated together; a target that had
         // already rolled back is told about on its own.
         if kind == NotifyKind::BlastRadius && incident.blast_radius_after_acting.is_none() {
@@ -357,14 +322,9 @@ impl Notifier {
             return Ok(None);
         }
         let public_url = self.inner.public_url.as_ref();
-        let mail = match &email_cfg {
-            Some(cfg) => Some(email::build(cfg, kind, incident, public_url, links)?),
-            None => None,
-        };
-        let event = (!hooks.is_empty()).then(|| {
-            webhook::incident_event(kind, incident, public_url, links, chrono::Utc::now())
-        });
-        self.write_all(&incident.target, &key, mail, event).await
+        let notice =
+            compose::incident_notice(kind, incident, public_url, links, chrono::Utc::now());
+        self.write_all(&notice).await
     }
 
     /// Write a notification about a target that is not about an incident
@@ -377,10 +337,7 @@ impl Notifier {
         target: &str,
         message: &str,
     ) -> Result<Option<PathBuf>, NotifyError> {
-        let email_cfg = self.email_for(target);
-        if email_cfg.is_none() && self.webhooks_for(target).is_empty()
-            || self.below_minimum(kind, target)
-        {
+        if self.outlets_for(target).is_empty() || self.below_minimum(kind, target) {
             return Ok(None);
         }
         // Blind and seeing alternate, once per episode; other target
@@ -389,26 +346,13 @@ impl Notifier {
             let m = self.inner.merge.lock().unwrap_or_else(|p| p.into_inner());
             m.last_target.get(target) == Some(&kind)
         };
-        let kind_key = format!("{target}.{}", email::kind_name(kind));
         if repeated {
+            let kind_key = format!("{target}.{}", text::kind_name(kind));
             self.merged(kind, target, &kind_key);
             return Ok(None);
         }
-        let at = chrono::Utc::now();
-        let mail = match &email_cfg {
-            Some(cfg) => Some(email::build_target(cfg, kind, target, message, at)?),
-            None => None,
-        };
-        let key = match &mail {
-            Some(m) => outbox::local_part(m.headers().get_raw("Message-ID")),
-            None => outbox::local_part(Some(&format!(
-                "<{kind_key}.{}@rollbackd>",
-                at.format("%Y%m%dT%H%M%S%.3fZ")
-            ))),
-        };
-        let event = (!self.webhooks_for(target).is_empty())
-            .then(|| webhook::target_event(kind, target, message, &key, at));
-        let written = self.write_all(target, &key, mail, event).await;
+        let notice = compose::target_notice(kind, target, message, chrono::Utc::now());
+        let written = self.write_all(&notice).await;
         if written.is_ok() {
             let mut m = self.inner.merge.lock().unwrap_or_else(|p| p.into_inner());
             m.last_target.insert(target.to_string(), kind);
@@ -416,46 +360,32 @@ impl Notifier {
         written
     }
 
-    /// Write the mail and one item per webhook, remember the key, wake the
-    /// senders. Every channel is tried; the first error is returned.
-    async fn write_all(
-        &self,
-        target: &str,
-        key: &str,
-        mail: Option<lettre::Message>,
-        event: Option<serde_json::Value>,
-    ) -> Result<Option<PathBuf>, NotifyError> {
+    /// Build every outlet's item for this target, write each to its outbox,
+    /// remember the key, wake the senders. Every outlet is tried; the first
+    /// error is returned.
+    async fn write_all(&self, notice: &Notice) -> Result<Option<PathBuf>, NotifyError> {
+        let route = self.route(&notice.target);
+        let outlets = self.outlets_for(&notice.target);
+        let mut items = Vec::with_capacity(outlets.len());
+        for o in &outlets {
+            let (dir, ext) = o.outbox();
+            items.push((dir, ext, o.item(notice, route)?));
+        }
         let mut first_path = None;
         let mut first_error = None;
-        if let (Some(cfg), Some(mail)) = (&self.inner.email, mail) {
-            // One outbox for all mail; the recipients are in the message.
-            match outbox::write(&cfg.outbox_dir, &mail).await {
-                Ok(p) => first_path = Some(p),
-                Err(e) => first_error = Some(e),
-            }
-        }
-        if let Some(event) = event {
-            for (w, dir) in self.webhooks_for(target) {
-                let item = webhook::Item {
-                    target: target.to_string(),
-                    id: key.to_string(),
-                    body: webhook::body(w.format, event.clone()),
-                };
-                let bytes = serde_json::to_vec_pretty(&item)
-                    .map_err(|e| NotifyError::Build(format!("webhook item {key}: {e}")))?;
-                match outbox::write_item(dir, key, "json", bytes).await {
-                    Ok(p) => {
-                        first_path.get_or_insert(p);
-                    }
-                    Err(e) => {
-                        first_error.get_or_insert(e);
-                    }
+        for (dir, ext, bytes) in items {
+            match outbox::write_item(dir, &notice.key, ext, bytes).await {
+                Ok(p) => {
+                    first_path.get_or_insert(p);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
                 }
             }
         }
         if first_path.is_some() {
             let mut m = self.inner.merge.lock().unwrap_or_else(|p| p.into_inner());
-            m.remember(key.to_string());
+            m.remember(notice.key.clone());
         }
         self.wake();
         match first_error {
@@ -468,7 +398,7 @@ impl Notifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::WebhookFormat;
+    use crate::config::{EmailConfig, WebhookConfig, WebhookFormat};
     use crate::notify::record::tests::incident;
 
     fn notifier(dir: &std::path::Path) -> Notifier {
@@ -578,7 +508,7 @@ mod tests {
         n.notify(NotifyKind::RolledBack, &incident(), None)
             .await
             .unwrap();
-        let wdir = webhook_dir(dir.path(), &n.inner.webhooks[0].0);
+        let wdir = webhook_dir(dir.path(), &n.inner.cfg.webhooks[0]);
         let items = outbox::pending(&wdir, "json").unwrap();
         assert_eq!(items.len(), 1);
         let item: webhook::Item =

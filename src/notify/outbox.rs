@@ -214,7 +214,7 @@ mod tests {
     use super::*;
     use crate::config::EmailConfig;
     use crate::decide::NotifyKind;
-    use crate::notify::email;
+    use crate::notify::compose;
     use crate::notify::record::tests::incident;
 
     fn message() -> lettre::Message {
@@ -225,7 +225,7 @@ mod tests {
             outbox_dir: "/nonexistent".into(),
             smtp: None,
         };
-        email::build(&cfg, NotifyKind::RolledBack, &incident(), None, None).unwrap()
+        compose::build(&cfg, NotifyKind::RolledBack, &incident(), None, None).unwrap()
     }
 
     #[tokio::test]
@@ -260,7 +260,7 @@ mod tests {
             Some("<20250601-120000-frontend-1.rolled_back@rollbackd>")
         );
         assert!(get("Date").is_some());
-        let text = crate::notify::email::tests::unwrapped(eml.as_bytes());
+        let text = crate::notify::text::tests::unwrapped(eml.as_bytes());
         assert!(text.contains("health: 0.83 > 0.5"), "{text}");
     }
 

@@ -25,9 +25,8 @@ use tokio_util::task::TaskTracker;
 use super::backlog::Backlog;
 use super::limit::Limits;
 use super::outbox;
-use super::smtp::SmtpChannel;
-use super::webhook::{Item, WebhookChannel};
-use super::SendError;
+use super::outlet::Transport;
+use super::{Metrics, SendError};
 
 /// First retry delay.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
@@ -35,15 +34,8 @@ pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// How often the outbox is rescanned when nothing wakes the sender.
 const RESCAN: Duration = Duration::from_secs(60);
-
-/// Where a channel delivers to.
-#[derive(Debug)]
-pub(crate) enum Transport {
-    /// `.eml` files to an SMTP server.
-    Smtp(SmtpChannel),
-    /// `.json` items POSTed to a webhook.
-    Webhook(WebhookChannel),
-}
+/// How long one delivery attempt may take in all.
+const ATTEMPT_LIMIT: Duration = Duration::from_secs(600);
 
 /// One channel: a directory of items and where they go.
 #[derive(Debug)]
@@ -54,8 +46,8 @@ pub(crate) struct Channel {
     pub dir: PathBuf,
     /// Item file extension.
     pub ext: &'static str,
-    /// Where items go.
-    pub transport: Transport,
+    /// Where items go: the outlet's transport.
+    pub transport: Box<dyn Transport>,
     /// Rate limits of this channel.
     pub limits: Limits,
 }
@@ -63,31 +55,10 @@ pub(crate) struct Channel {
 impl Channel {
     /// The target an item is about (rate-limit key); `?` when unreadable.
     fn target_of(&self, bytes: &[u8]) -> String {
-        match &self.transport {
-            Transport::Smtp(_) => header(bytes, "X-Rollbackd-Target"),
-            Transport::Webhook(_) => serde_json::from_slice::<Item>(bytes).ok().map(|i| i.target),
-        }
-        .unwrap_or_else(|| "?".to_string())
+        self.transport
+            .target_of(bytes)
+            .unwrap_or_else(|| "?".to_string())
     }
-
-    async fn send(&self, bytes: &[u8]) -> Result<(), SendError> {
-        match &self.transport {
-            Transport::Smtp(s) => s.send(bytes).await,
-            Transport::Webhook(w) => {
-                let item: Item =
-                    serde_json::from_slice(bytes).map_err(SendError::UnreadableItem)?;
-                w.send(&item).await
-            }
-        }
-    }
-}
-
-/// A header's value in an RFC 5322 message (first occurrence, unfolded).
-fn header(bytes: &[u8], name: &str) -> Option<String> {
-    super::smtp::headers(bytes)
-        .into_iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v)
 }
 
 /// Retry state of one item (in memory: after a restart an item starts over).
@@ -105,6 +76,7 @@ pub struct Senders {
     pub(crate) channels: Vec<Channel>,
     pub(crate) give_up_after: Duration,
     pub(crate) wake: watch::Receiver<u64>,
+    pub(crate) metrics: Metrics,
 }
 
 impl Senders {
@@ -127,6 +99,7 @@ impl Senders {
                 channel: Arc::new(channel),
                 give_up_after: self.give_up_after,
                 wake: self.wake.clone(),
+                metrics: self.metrics,
                 attempts: HashMap::new(),
                 backlog: None,
                 report: Backlog::default(),
@@ -141,12 +114,24 @@ struct Sender {
     channel: Arc<Channel>,
     give_up_after: Duration,
     wake: watch::Receiver<u64>,
+    /// Where deliveries, failures and the backlog are counted.
+    metrics: Metrics,
     attempts: HashMap<PathBuf, Attempts>,
     /// Items that waited when the sender started (written before it):
     /// sent after new ones. `None` until the first pass.
     backlog: Option<HashSet<PathBuf>>,
     /// Says a backlog once, then sums it up.
     report: Backlog,
+}
+
+/// What one attempt at one item left to do.
+enum Next {
+    /// Nothing more for this item (delivered, gone, or given up).
+    Done,
+    /// Try it again at this instant.
+    At(Instant),
+    /// Delivered: the server takes items again, retry the others now.
+    Delivered,
 }
 
 impl Sender {
@@ -178,40 +163,11 @@ impl Sender {
     /// being sent, the pass ends after the item in flight and a new one
     /// starts with it: a new incident's mail never waits behind a backlog.
     async fn pass(&mut self) -> Option<Instant> {
-        let ch = self.channel.clone();
-        let listed = {
-            let (dir, ext) = (ch.dir.clone(), ch.ext);
-            tokio::task::spawn_blocking(move || outbox::pending(&dir, ext)).await
+        let (fresh, old) = match self.list().await {
+            Ok(items) => items,
+            Err(retry) => return Some(retry),
         };
-        let items = match listed {
-            Ok(Ok(items)) => items,
-            Ok(Err(e)) => {
-                tracing::error!(channel = %ch.name, dir = %ch.dir.display(), error = %e, "cannot read the outbox");
-                return Some(Instant::now() + Duration::from_secs(10));
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "outbox listing task failed");
-                return Some(Instant::now() + Duration::from_secs(10));
-            }
-        };
-        let listed: HashSet<&PathBuf> = items.iter().collect();
-        self.attempts.retain(|p, _| listed.contains(p));
-        match &mut self.backlog {
-            // The first pass: whatever waits was written before we started.
-            None => self.backlog = Some(items.iter().cloned().collect()),
-            Some(b) => b.retain(|p| listed.contains(p)),
-        }
-        drop(listed);
-        crate::metrics::global().notifications_pending(&ch.name, items.len());
-        self.report.observe(&ch.name, items.len(), Instant::now());
-        let old = |s: &Self, p: &PathBuf| {
-            s.backlog.as_ref().is_some_and(|b| b.contains(p))
-                || s.attempts.get(p).is_some_and(|a| a.count > 0)
-        };
-        let (fresh, old): (Vec<PathBuf>, Vec<PathBuf>) =
-            items.into_iter().partition(|p| !old(self, p));
         let mut next: Option<Instant> = None;
-        let mut earliest = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
         let mut again = false;
         for (path, is_new) in fresh
             .into_iter()
@@ -222,70 +178,10 @@ impl Sender {
                 // New mail meanwhile: it goes before the rest of the backlog.
                 return Some(Instant::now());
             }
-            let quiet = !is_new && self.report.on();
-            let mut state = self.attempts.remove(&path).unwrap_or_default();
-            if let Some(at) = state.next {
-                if at > Instant::now() {
-                    earliest(at);
-                    self.attempts.insert(path, state);
-                    continue;
-                }
-            }
-            let bytes = match tokio::fs::read(&path).await {
-                Ok(b) => b,
-                // Gone meanwhile (another process, a human): nothing to do.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    tracing::error!(channel = %ch.name, path = %path.display(), error = %e, "cannot read outbox item");
-                    state.next = Some(Instant::now() + BACKOFF_MAX);
-                    earliest(Instant::now() + BACKOFF_MAX);
-                    self.attempts.insert(path, state);
-                    continue;
-                }
-            };
-            if !state.admitted {
-                let target = ch.target_of(&bytes);
-                if let Err(wait) = ch.limits.admit(&target) {
-                    if state.next.is_none() {
-                        crate::metrics::global().notification_rate_limited(&ch.name, &target);
-                        if quiet {
-                            self.report.rate_limited();
-                        } else {
-                            tracing::warn!(channel = %ch.name, %target, path = %path.display(), wait = %crate::util::fmt_duration(wait), "notification rate limit reached; the notification waits in the outbox");
-                        }
-                    }
-                    let at = Instant::now() + wait.max(Duration::from_millis(100));
-                    state.next = Some(at);
-                    earliest(at);
-                    self.attempts.insert(path, state);
-                    continue;
-                }
-                state.admitted = true;
-            }
-            let created = outbox::created_at(&path);
-            let timeout = Duration::from_secs(600);
-            let result = match tokio::time::timeout(timeout, ch.send(&bytes)).await {
-                Ok(r) => r,
-                Err(_) => Err(SendError::Timeout(timeout)),
-            };
-            state.count += 1;
-            match result {
-                Ok(()) => {
-                    if let Err(e) = blocking(path.clone(), |p| outbox::remove(&p)).await {
-                        // Sent but not removed: the next pass sends it again,
-                        // with the same Message-ID / Idempotency-Key.
-                        tracing::error!(channel = %ch.name, error = %e, "notification delivered but not removed from the outbox");
-                    }
-                    crate::metrics::global().notification_sent(&ch.name);
-                    if let Some(b) = &mut self.backlog {
-                        b.remove(&path);
-                    }
-                    if quiet {
-                        self.report.delivered();
-                        tracing::debug!(channel = %ch.name, item = %file_name(&path), attempts = state.count, "notification delivered");
-                    } else {
-                        tracing::info!(channel = %ch.name, item = %file_name(&path), attempts = state.count, "notification delivered");
-                    }
+            match self.attempt(path, is_new).await {
+                Next::Done => {}
+                Next::At(t) => next = Some(next.map_or(t, |n| n.min(t))),
+                Next::Delivered => {
                     // The server takes mail again: whatever waits for a
                     // retry goes now, oldest first (the rest of this pass,
                     // then a new one for those passed over).
@@ -293,38 +189,173 @@ impl Sender {
                         again |= a.next.take().is_some();
                     }
                 }
-                Err(error) => {
-                    crate::metrics::global().notification_send_error(&ch.name);
-                    let age = (chrono::Utc::now() - created).to_std().unwrap_or_default();
-                    if age >= self.give_up_after {
-                        match blocking(path.clone(), |p| outbox::move_to_failed(&p)).await {
-                            Ok(to) => {
-                                tracing::error!(channel = %ch.name, attempts = state.count, %error, moved_to = %to.display(), "giving up on a notification after give_up_after")
-                            }
-                            Err(e) => {
-                                tracing::error!(channel = %ch.name, error = %e, "cannot move an undeliverable notification to failed/")
-                            }
-                        }
-                        crate::metrics::global().notification_failed(&ch.name);
-                        continue;
-                    }
-                    let delay = backoff(state.count).min(self.give_up_after - age);
-                    let at = Instant::now() + delay;
-                    state.next = Some(at);
-                    earliest(at);
-                    if quiet {
-                        self.report.failed(&error.to_string());
-                    } else {
-                        tracing::warn!(channel = %ch.name, item = %file_name(&path), attempt = state.count, retry_in = %crate::util::fmt_duration(delay), %error, "notification not delivered; will retry");
-                    }
-                    self.attempts.insert(path, state);
-                }
             }
         }
         if again {
             return Some(Instant::now());
         }
         next
+    }
+
+    /// The items waiting in the outbox, new ones and then the backlog,
+    /// oldest first in each; the retry state of items gone is dropped.
+    /// `Err`: the outbox could not be read, try again then.
+    async fn list(&mut self) -> Result<(Vec<PathBuf>, Vec<PathBuf>), Instant> {
+        let ch = self.channel.clone();
+        let listed = {
+            let (dir, ext) = (ch.dir.clone(), ch.ext);
+            tokio::task::spawn_blocking(move || outbox::pending(&dir, ext)).await
+        };
+        let items = match listed {
+            Ok(Ok(items)) => items,
+            Ok(Err(e)) => {
+                tracing::error!(channel = %ch.name, dir = %ch.dir.display(), error = %e, "cannot read the outbox");
+                return Err(Instant::now() + Duration::from_secs(10));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "outbox listing task failed");
+                return Err(Instant::now() + Duration::from_secs(10));
+            }
+        };
+        let listed: HashSet<&PathBuf> = items.iter().collect();
+        self.attempts.retain(|p, _| listed.contains(p));
+        match &mut self.backlog {
+            // The first pass: whatever waits was written before we started.
+            None => self.backlog = Some(items.iter().cloned().collect()),
+            Some(b) => b.retain(|p| listed.contains(p)),
+        }
+        drop(listed);
+        if let Some(m) = self.metrics {
+            m.notifications_pending(&ch.name, items.len());
+        }
+        self.report.observe(&ch.name, items.len(), Instant::now());
+        let old = |s: &Self, p: &PathBuf| {
+            s.backlog.as_ref().is_some_and(|b| b.contains(p))
+                || s.attempts.get(p).is_some_and(|a| a.count > 0)
+        };
+        Ok(items.into_iter().partition(|p| !old(self, p)))
+    }
+
+    /// One item: wait for its retry time and its rate limit, send it, and
+    /// remove it, schedule its retry, or give up on it.
+    async fn attempt(&mut self, path: PathBuf, is_new: bool) -> Next {
+        let ch = self.channel.clone();
+        let quiet = !is_new && self.report.on();
+        let mut state = self.attempts.remove(&path).unwrap_or_default();
+        if let Some(at) = state.next {
+            if at > Instant::now() {
+                self.attempts.insert(path, state);
+                return Next::At(at);
+            }
+        }
+        let bytes = match tokio::fs::read(&path).await {
+            Ok(b) => b,
+            // Gone meanwhile (another process, a human): nothing to do.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Next::Done,
+            Err(e) => {
+                tracing::error!(channel = %ch.name, path = %path.display(), error = %e, "cannot read outbox item");
+                let at = Instant::now() + BACKOFF_MAX;
+                state.next = Some(at);
+                self.attempts.insert(path, state);
+                return Next::At(at);
+            }
+        };
+        if !state.admitted {
+            let target = ch.target_of(&bytes);
+            if let Err(wait) = ch.limits.admit(&target) {
+                if state.next.is_none() {
+                    if let Some(m) = self.metrics {
+                        m.notification_rate_limited(&ch.name, &target);
+                    }
+                    if quiet {
+                        self.report.rate_limited();
+                    } else {
+                        tracing::warn!(channel = %ch.name, %target, path = %path.display(), wait = %crate::util::fmt_duration(wait), "notification rate limit reached; the notification waits in the outbox");
+                    }
+                }
+                let at = Instant::now() + wait.max(Duration::from_millis(100));
+                state.next = Some(at);
+                self.attempts.insert(path, state);
+                return Next::At(at);
+            }
+            state.admitted = true;
+        }
+        let created = outbox::created_at(&path);
+        let result = match tokio::time::timeout(ATTEMPT_LIMIT, ch.transport.send(&bytes)).await {
+            Ok(r) => r,
+            Err(_) => Err(SendError::Timeout(ATTEMPT_LIMIT)),
+        };
+        state.count += 1;
+        match result {
+            Ok(()) => {
+                self.delivered(&path, &state, quiet).await;
+                Next::Delivered
+            }
+            Err(error) => self.failed(path, state, created, &error, quiet).await,
+        }
+    }
+
+    /// An item was delivered: remove it, count it, say so.
+    async fn delivered(&mut self, path: &Path, state: &Attempts, quiet: bool) {
+        let ch = &self.channel;
+        if let Err(e) = blocking(path.to_path_buf(), |p| outbox::remove(&p)).await {
+            // Sent but not removed: the next pass sends it again,
+            // with the same Message-ID / Idempotency-Key.
+            tracing::error!(channel = %ch.name, error = %e, "notification delivered but not removed from the outbox");
+        }
+        if let Some(m) = self.metrics {
+            m.notification_sent(&ch.name);
+        }
+        if let Some(b) = &mut self.backlog {
+            b.remove(path);
+        }
+        if quiet {
+            self.report.delivered();
+            tracing::debug!(channel = %ch.name, item = %file_name(path), attempts = state.count, "notification delivered");
+        } else {
+            tracing::info!(channel = %ch.name, item = %file_name(path), attempts = state.count, "notification delivered");
+        }
+    }
+
+    /// An attempt failed: retry with backoff, or give up after
+    /// `give_up_after` (moved to `failed/`, counted).
+    async fn failed(
+        &mut self,
+        path: PathBuf,
+        mut state: Attempts,
+        created: chrono::DateTime<chrono::Utc>,
+        error: &SendError,
+        quiet: bool,
+    ) -> Next {
+        let ch = self.channel.clone();
+        if let Some(m) = self.metrics {
+            m.notification_send_error(&ch.name);
+        }
+        let age = (chrono::Utc::now() - created).to_std().unwrap_or_default();
+        if age >= self.give_up_after {
+            match blocking(path.clone(), |p| outbox::move_to_failed(&p)).await {
+                Ok(to) => {
+                    tracing::error!(channel = %ch.name, attempts = state.count, %error, moved_to = %to.display(), "giving up on a notification after give_up_after")
+                }
+                Err(e) => {
+                    tracing::error!(channel = %ch.name, error = %e, "cannot move an undeliverable notification to failed/")
+                }
+            }
+            if let Some(m) = self.metrics {
+                m.notification_failed(&ch.name);
+            }
+            return Next::Done;
+        }
+        let delay = backoff(state.count).min(self.give_up_after - age);
+        let at = Instant::now() + delay;
+        state.next = Some(at);
+        if quiet {
+            self.report.failed(&error.to_string());
+        } else {
+            tracing::warn!(channel = %ch.name, item = %file_name(&path), attempt = state.count, retry_in = %crate::util::fmt_duration(delay), %error, "notification not delivered; will retry");
+        }
+        self.attempts.insert(path, state);
+        Next::At(at)
     }
 }
 
@@ -371,13 +402,5 @@ mod tests {
         }
         let all: std::collections::HashSet<u128> = (0..20).map(|_| backoff(5).as_nanos()).collect();
         assert!(all.len() > 1, "jitter varies");
-    }
-
-    #[test]
-    fn header_lookup_unfolds() {
-        let eml = b"From: a@b\r\nX-Rollbackd-Target: web\r\nSubject: a\r\n b\r\n\r\nX-Rollbackd-Target: body";
-        assert_eq!(header(eml, "x-rollbackd-target").as_deref(), Some("web"));
-        assert_eq!(header(eml, "subject").as_deref(), Some("a b"));
-        assert_eq!(header(eml, "to"), None);
     }
 }

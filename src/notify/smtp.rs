@@ -9,7 +9,7 @@ use lettre::transport::smtp::client::{Certificate, TlsParameters};
 
 use crate::config::{SmtpConfig, SmtpSecurity};
 
-use super::{NotifyError, SendError};
+use super::NotifyError;
 
 /// Why an outbox `.eml` has no SMTP envelope; names the header at fault.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +36,44 @@ pub enum EnvelopeError {
     /// lettre refused the envelope (no recipient).
     #[error("no envelope: {0}")]
     Envelope(lettre::error::Error),
+}
+
+/// Why one mail was not delivered this attempt (the sender logs it and
+/// retries with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum SmtpError {
+    /// The `.eml` has no usable envelope.
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    /// The SMTP server refused, or could not be reached or trusted.
+    #[error("{server}: {}", describe(detail, host))]
+    Smtp {
+        /// `smtps://host:port`.
+        server: String,
+        /// The host the certificate must name (for the TLS hint).
+        host: String,
+        /// lettre's error (printed with its causes, each once).
+        detail: lettre::transport::smtp::Error,
+    },
+    /// A phase of the SMTP conversation got no answer within
+    /// `notify.email.timeout`.
+    #[error("{server}: no answer to {phase} within {} (notify.email.timeout)", crate::util::fmt_duration(*timeout))]
+    SmtpTimeout {
+        /// `smtps://host:port`.
+        server: String,
+        /// `connect`, `greeting`, `EHLO`, `STARTTLS`, `AUTH`, ...
+        phase: &'static str,
+        /// `notify.email.timeout`.
+        timeout: std::time::Duration,
+    },
+    /// The SMTP server could not be reached.
+    #[error("{server}: cannot connect: {error}")]
+    SmtpConnect {
+        /// `smtp://host:port`.
+        server: String,
+        /// Refused, unreachable, no such host.
+        error: std::io::Error,
+    },
 }
 
 /// The environment variable read for the password when `password_file` is not set.
@@ -164,21 +202,21 @@ impl SmtpChannel {
 
     /// Send one `.eml` as written in the outbox; every phase of the SMTP
     /// conversation within `notify.email.timeout`.
-    pub async fn send(&self, eml: &[u8]) -> Result<(), SendError> {
+    pub async fn send(&self, eml: &[u8]) -> Result<(), SmtpError> {
         use super::smtp_phases::{deliver, Failed};
         let envelope = envelope(eml)?;
         match deliver(&self.settings, &envelope, eml).await {
             Ok(()) => Ok(()),
-            Err(Failed::Timeout { phase }) => Err(SendError::SmtpTimeout {
+            Err(Failed::Timeout { phase }) => Err(SmtpError::SmtpTimeout {
                 server: self.server.clone(),
                 phase,
                 timeout: self.settings.timeout,
             }),
-            Err(Failed::Connect(error)) => Err(SendError::SmtpConnect {
+            Err(Failed::Connect(error)) => Err(SmtpError::SmtpConnect {
                 server: self.server.clone(),
                 error,
             }),
-            Err(Failed::Smtp(detail)) => Err(SendError::Smtp {
+            Err(Failed::Smtp(detail)) => Err(SmtpError::Smtp {
                 server: self.server.clone(),
                 host: self.host.clone(),
                 detail,

@@ -1,26 +1,29 @@
-//! Webhook notifications: the versioned JSON event (`format = "json"`, the
-//! schema documented in `docs/notifications.md`), a Slack-compatible
-//! message (`format = "slack"`: `text` plus `blocks`), the chat formats of
-//! [`super::chat`] (`teams`, `dingtalk`, `feishu`), and the HTTP channel
-//! that POSTs them from the outbox (signing DingTalk and Feishu requests).
+//! The webhook outlet (`[[notify.webhook]]`): each webhook POSTs the body
+//! of its chat format ([`super::chat`]: the versioned JSON event, Slack,
+//! Teams, DingTalk, Feishu) from its own outbox directory, signing
+//! DingTalk and Feishu requests at send time.
 //!
 //! An outbox item is a small JSON envelope (`{"target", "id", "body"}`); the
 //! channel POSTs `body` with an `Idempotency-Key` header carrying `id`, the
 //! same stable key as the mail's Message-ID, so a receiver can drop a
 //! duplicate sent after a crash between "accepted" and "removed".
+//!
+//! Routing: a target's `[target.notify] webhooks` picks webhooks by name;
+//! without it a target notifies every webhook.
 
-use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use futures_util::future::BoxFuture;
+use serde_json::Value;
 
-use crate::config::{WebhookConfig, WebhookFormat};
-use crate::decide::{Incident, NotifyKind, Outcome};
+use crate::config::{NotifyConfig, TargetNotify, WebhookConfig, WebhookFormat};
 
-use super::{email, record, ConfirmLinks, NotifyError, SendError};
+use super::notice::Notice;
+use super::outlet::{Outlet, Transport};
+use super::{NotifyError, SendError};
 
-/// The `schema` field of every JSON event; bumped only on incompatible changes.
-pub const SCHEMA: &str = "rollbackd.notification/v1";
+pub use super::event::SCHEMA;
 
 /// What is stored in the outbox for one webhook call.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -33,221 +36,123 @@ pub struct Item {
     pub body: Value,
 }
 
-/// The state a notification kind reports (the incident's phase name).
-pub fn state(kind: NotifyKind, incident: Option<&Incident>) -> &'static str {
-    match kind {
-        NotifyKind::WouldRollBack => "DryRun",
-        NotifyKind::RollbackStarted | NotifyKind::Interrupted => "RollingBack",
-        NotifyKind::RolledBack => "RolledBack",
-        NotifyKind::RollbackFailed | NotifyKind::DidNotHelp => "Failed",
-        NotifyKind::Escalated | NotifyKind::BlastRadius => "Escalated",
-        NotifyKind::AwaitingConfirmation => "AwaitingConfirmation",
-        NotifyKind::Resolved => "Resolved",
-        NotifyKind::Rejected => "Suppressed",
-        NotifyKind::Blind | NotifyKind::ServerUnreachable => "Blind",
-        NotifyKind::ServerReachable => "Watching",
-        NotifyKind::PauseEnded => "Watching",
-        NotifyKind::StateLost => "StateLost",
-        NotifyKind::Shadow => "Shadow",
-        NotifyKind::Seeing => match incident.and_then(|i| i.outcome) {
-            Some(Outcome::Failed) => "Failed",
-            _ => "Watching",
-        },
-    }
-}
-
-/// The JSON event for an incident notification.
-pub fn incident_event(
-    kind: NotifyKind,
-    incident: &Incident,
-    public_url: Option<&url::Url>,
-    links: Option<&ConfirmLinks>,
-    at: chrono::DateTime<chrono::Utc>,
-) -> Value {
-    let values: Vec<Value> = match &incident.cause {
-        crate::decide::Cause::Rules { breached, .. } => breached
-            .iter()
-            .map(|r| {
-                json!({
-                    "rule": r.rule,
-                    "source": r.source,
-                    "status": r.status.name(),
-                    "value": r.value,
-                    "threshold": r.threshold,
-                    "for_seconds": r.for_.as_secs_f64(),
-                    "window_seconds": r.window.map(|w| w.as_secs_f64()),
-                    "explain": r.explain(),
-                })
-            })
-            .collect(),
-        crate::decide::Cause::Manual { .. } => Vec::new(),
-    };
-    let steps: Vec<Value> = incident
-        .steps
-        .iter()
-        .map(|s| {
-            json!({
-                "argv": s.argv,
-                "ok": s.ok,
-                "exit_code": s.exit_code,
-                "duration_seconds": s.duration.as_secs_f64(),
-                "error": s.error,
-            })
-        })
-        .collect();
-    json!({
-        "schema": SCHEMA,
-        "id": format!("{}.{}", incident.id, email::kind_name(kind)),
-        "kind": email::kind_name(kind),
-        "at": record::rfc3339(at),
-        "target": incident.target,
-        "state": state(kind, Some(incident)),
-        "subject": email::subject(kind, incident),
-        "summary": email::summary(kind, incident),
-        "reason": record::reason_lines(incident),
-        "values": values,
-        "versions": {
-            "from": incident.from_version,
-            "to": incident.to_version,
-        },
-        "incident": {
-            "id": incident.id,
-            "method": incident.method,
-            "dry_run": incident.dry_run,
-            "outcome": incident.outcome,
-            "error": incident.error,
-            "opened_at": record::rfc3339(incident.opened_at),
-            "confirmed_by": incident.confirmed_by,
-            "verification": incident.verification,
-            "steps": steps,
-        },
-        "links": {
-            "incident": email::incident_url(public_url, &incident.id),
-            "approve": links.map(|l| l.approve.to_string()),
-            "reject": links.map(|l| l.reject.to_string()),
-            "approve_command": (kind == NotifyKind::AwaitingConfirmation)
-                .then(|| format!("rollbackd approve {}", incident.id)),
-            "reject_command": (kind == NotifyKind::AwaitingConfirmation)
-                .then(|| format!("rollbackd reject {} --reason \"...\"", incident.id)),
-            "report_command": format!("rollbackd report {}", incident.id),
-        },
-    })
-}
-
-/// The JSON event for a target notification (blind, seeing again).
-pub fn target_event(
-    kind: NotifyKind,
-    target: &str,
-    message: &str,
-    id: &str,
-    at: chrono::DateTime<chrono::Utc>,
-) -> Value {
-    json!({
-        "schema": SCHEMA,
-        "id": id,
-        "kind": email::kind_name(kind),
-        "at": record::rfc3339(at),
-        "target": target,
-        "state": state(kind, None),
-        "subject": format!("[rollbackd] {target}: {}", email::label(kind)),
-        "summary": message,
-        "reason": [message],
-        "values": [],
-        "versions": Value::Null,
-        "incident": Value::Null,
-        "links": {
-            "incident": Value::Null,
-            "approve": Value::Null,
-            "reject": Value::Null,
-            "approve_command": Value::Null,
-            "reject_command": Value::Null,
-            "report_command": Value::Null,
-        },
-    })
-}
-
-/// A Slack message made from a JSON event: `text` (the fallback shown in
-/// notifications) and `blocks` (header, summary, reason, facts, actions).
-pub fn slack(event: &Value) -> Value {
-    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
-    let subject = s(&event["subject"]);
-    let summary = s(&event["summary"]);
-    let mut blocks = vec![
-        json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&subject, 150)}}),
-        json!({"type": "section", "text": {"type": "mrkdwn", "text": truncate(&summary, 3000)}}),
-    ];
-    let reasons: Vec<String> = event["reason"]
-        .as_array()
-        .map(|a| a.iter().map(|r| format!("• {}", s(r))).collect())
-        .unwrap_or_default();
-    if !reasons.is_empty() {
-        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn",
-            "text": truncate(&format!("*Reason*\n{}", reasons.join("\n")), 3000)}}));
-    }
-    let mut fields = vec![
-        json!({"type": "mrkdwn", "text": format!("*Target*\n{}", s(&event["target"]))}),
-        json!({"type": "mrkdwn", "text": format!("*State*\n{}", s(&event["state"]))}),
-    ];
-    if event["versions"].is_object() {
-        let v = |k: &str| event["versions"][k].as_str().unwrap_or("?").to_string();
-        fields.push(
-            json!({"type": "mrkdwn", "text": format!("*Versions*\n{} -> {}", v("from"), v("to"))}),
-        );
-    }
-    if let Some(id) = event["incident"]["id"].as_str() {
-        fields.push(json!({"type": "mrkdwn", "text": format!("*Incident*\n{id}")}));
-    }
-    blocks.push(json!({"type": "section", "fields": fields}));
-    let mut context = String::new();
-    for key in ["approve_command", "report_command"] {
-        if let Some(c) = event["links"][key].as_str() {
-            let _ = write!(context, "`{c}`  ");
-        }
-    }
-    if !context.is_empty() {
-        blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": context.trim_end()}]}));
-    }
-    let mut buttons = Vec::new();
-    for (key, label, style) in [
-        ("approve", "Approve", Some("primary")),
-        ("reject", "Reject", Some("danger")),
-        ("incident", "Open incident", None),
-    ] {
-        if let Some(url) = event["links"][key].as_str() {
-            let mut b = json!({"type": "button", "text": {"type": "plain_text", "text": label}, "url": url});
-            if let Some(style) = style {
-                b["style"] = json!(style);
-            }
-            buttons.push(b);
-        }
-    }
-    if !buttons.is_empty() {
-        blocks.push(json!({"type": "actions", "elements": buttons}));
-    }
-    json!({
-        "text": format!("{subject}\n{summary}"),
-        "blocks": blocks,
-    })
-}
-
-/// At most `max` characters, with an ellipsis when cut (Slack's block limits).
-fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_string();
-    }
-    let mut out: String = text.chars().take(max - 1).collect();
-    out.push('…');
-    out
-}
-
 /// The body to POST for this webhook's format.
 pub fn body(format: WebhookFormat, event: Value) -> Value {
-    match format {
-        WebhookFormat::Json => event,
-        WebhookFormat::Slack => slack(&event),
-        WebhookFormat::Teams => super::chat::teams(&event),
-        WebhookFormat::Dingtalk => super::chat::dingtalk(&event),
-        WebhookFormat::Feishu => super::chat::feishu(&event),
+    format.body(&event)
+}
+
+/// One outlet per `[[notify.webhook]]`, in config order.
+pub fn outlets(cfg: &NotifyConfig) -> Vec<Box<dyn Outlet>> {
+    cfg.webhooks
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            Box::new(Webhook {
+                index: i,
+                dir: dir(&cfg.outbox_dir, w),
+                cfg: w.clone(),
+            }) as Box<dyn Outlet>
+        })
+        .collect()
+}
+
+/// The outbox directory of one webhook: `outbox_dir/webhook-HASH`, HASH from
+/// its URL and format, so a queued item never goes to another endpoint
+/// after the config changed.
+pub fn dir(outbox_dir: &Path, cfg: &WebhookConfig) -> PathBuf {
+    // FNV-1a: stable across builds and platforms.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in format!("{:?}|{}", cfg.format, cfg.url).bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    outbox_dir.join(format!("webhook-{h:016x}"))
+}
+
+/// One `[[notify.webhook]]`.
+#[derive(Debug)]
+struct Webhook {
+    index: usize,
+    dir: PathBuf,
+    cfg: WebhookConfig,
+}
+
+impl Outlet for Webhook {
+    fn channel(&self) -> String {
+        format!("webhook[{}]", self.index)
+    }
+
+    fn outbox(&self) -> (&Path, &'static str) {
+        (&self.dir, "json")
+    }
+
+    fn tells(&self, route: Option<&TargetNotify>) -> bool {
+        let names = route.and_then(|r| r.webhooks.as_ref());
+        names.is_none_or(|n| self.cfg.name.as_ref().is_some_and(|name| n.contains(name)))
+    }
+
+    fn item(&self, notice: &Notice, _: Option<&TargetNotify>) -> Result<Vec<u8>, NotifyError> {
+        let item = Item {
+            target: notice.target.clone(),
+            id: notice.key.clone(),
+            body: self.cfg.format.body(&notice.event),
+        };
+        serde_json::to_vec_pretty(&item)
+            .map_err(|e| NotifyError::Build(format!("webhook item {}: {e}", notice.key)))
+    }
+
+    fn transport(&self) -> Result<Option<Box<dyn Transport>>, NotifyError> {
+        Ok(Some(Box::new(WebhookChannel::build(&self.cfg)?)))
+    }
+}
+
+/// Why one webhook call was not delivered this attempt.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    /// The outbox item is not a webhook item (a torn or foreign file).
+    #[error("unreadable outbox item: {0}")]
+    UnreadableItem(serde_json::Error),
+    /// The webhook POST got no answer (connect, TLS, timeout).
+    #[error(
+        "POST {} failed: {}",
+        crate::util::redact_url(url),
+        crate::util::error_chain(detail)
+    )]
+    Post {
+        /// The webhook URL as configured (not the signed one).
+        url: url::Url,
+        /// The HTTP client's error (printed with its causes).
+        detail: reqwest::Error,
+    },
+    /// The webhook answered with a status other than 2xx.
+    #[error(
+        "POST {} answered {status}: {}",
+        crate::util::redact_url(url),
+        crate::util::redact_urls(body)
+    )]
+    Status {
+        /// The webhook URL as configured.
+        url: url::Url,
+        /// The answer's status.
+        status: reqwest::StatusCode,
+        /// The start of the answer's body (200 characters at most).
+        body: String,
+    },
+}
+
+impl Transport for WebhookChannel {
+    fn target_of(&self, item: &[u8]) -> Option<String> {
+        serde_json::from_slice::<Item>(item).ok().map(|i| i.target)
+    }
+
+    fn send<'a>(&'a self, item: &'a [u8]) -> BoxFuture<'a, Result<(), SendError>> {
+        Box::pin(async move {
+            let item: Item = serde_json::from_slice(item)
+                .map_err(|e| SendError::Outlet(Box::new(WebhookError::UnreadableItem(e))))?;
+            WebhookChannel::send(self, &item)
+                .await
+                .map_err(|e| SendError::Outlet(Box::new(e)))
+        })
     }
 }
 
@@ -287,17 +192,10 @@ impl WebhookChannel {
     }
 
     /// POST the item; Ok only for a 2xx answer.
-    pub async fn send(&self, item: &Item) -> Result<(), SendError> {
+    pub async fn send(&self, item: &Item) -> Result<(), WebhookError> {
         let now = chrono::Utc::now();
-        let (url, body) = match (self.format, &self.secret) {
-            (WebhookFormat::Dingtalk, Some(secret)) => (
-                super::chat::dingtalk_url(&self.url, secret, now),
-                item.body.clone(),
-            ),
-            (WebhookFormat::Feishu, Some(secret)) => (
-                self.url.clone(),
-                super::chat::feishu_signed(&item.body, secret, now),
-            ),
+        let (url, body) = match (self.format.format().sign, &self.secret) {
+            (Some(sign), Some(secret)) => sign(&self.url, &item.body, secret, now),
             _ => (self.url.clone(), item.body.clone()),
         };
         let response = self
@@ -307,7 +205,7 @@ impl WebhookChannel {
             .json(&body)
             .send()
             .await
-            .map_err(|detail| SendError::Post {
+            .map_err(|detail| WebhookError::Post {
                 url: self.url.clone(),
                 detail,
             })?;
@@ -316,7 +214,7 @@ impl WebhookChannel {
             return Ok(());
         }
         let text = response.text().await.unwrap_or_default();
-        Err(SendError::Status {
+        Err(WebhookError::Status {
             url: self.url.clone(),
             status,
             body: text.trim().chars().take(200).collect(),
@@ -324,94 +222,3 @@ impl WebhookChannel {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::notify::record::tests::incident;
-
-    fn at() -> chrono::DateTime<chrono::Utc> {
-        record::tests::t(60)
-    }
-
-    #[test]
-    fn json_event_has_the_documented_fields() {
-        let links = ConfirmLinks {
-            approve: "https://ops.example.org/v1/confirm/a".parse().unwrap(),
-            reject: "https://ops.example.org/v1/confirm/r".parse().unwrap(),
-        };
-        let url: url::Url = "https://ops.example.org/rb/".parse().unwrap();
-        let e = incident_event(
-            NotifyKind::AwaitingConfirmation,
-            &incident(),
-            Some(&url),
-            Some(&links),
-            at(),
-        );
-        assert_eq!(e["schema"], SCHEMA);
-        assert_eq!(e["id"], "20250601-120000-frontend-1.awaiting_confirmation");
-        assert_eq!(e["kind"], "awaiting_confirmation");
-        assert_eq!(e["target"], "frontend");
-        assert_eq!(e["state"], "AwaitingConfirmation");
-        assert_eq!(e["versions"], json!({"from": "v2", "to": "v1"}));
-        assert_eq!(e["values"][0]["rule"], "health");
-        assert_eq!(e["values"][0]["value"], 0.83);
-        assert_eq!(e["values"][0]["threshold"], 0.5);
-        assert_eq!(e["values"][0]["status"], "breached");
-        assert!(e["reason"][0]
-            .as_str()
-            .unwrap()
-            .contains("health = 0.83 > 0.5"));
-        assert_eq!(e["incident"]["id"], "20250601-120000-frontend-1");
-        assert_eq!(e["incident"]["method"], "symlink");
-        assert_eq!(e["incident"]["steps"][1]["argv"][0], "systemctl");
-        assert_eq!(
-            e["links"]["incident"],
-            "https://ops.example.org/rb/v1/incidents/20250601-120000-frontend-1"
-        );
-        assert_eq!(
-            e["links"]["approve"],
-            "https://ops.example.org/v1/confirm/a"
-        );
-        assert_eq!(
-            e["links"]["approve_command"],
-            "rollbackd approve 20250601-120000-frontend-1"
-        );
-        let t = target_event(NotifyKind::Blind, "web", "no data", "web.blind.x", at());
-        assert_eq!(t["state"], "Blind");
-        assert_eq!(t["incident"], Value::Null);
-        // Both shapes carry the same top-level keys.
-        let keys = |v: &Value| {
-            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
-            k.sort();
-            k
-        };
-        assert_eq!(keys(&e), keys(&t));
-    }
-
-    #[test]
-    fn slack_message_has_text_and_blocks() {
-        let links = ConfirmLinks {
-            approve: "https://ops.example.org/v1/confirm/a".parse().unwrap(),
-            reject: "https://ops.example.org/v1/confirm/r".parse().unwrap(),
-        };
-        let e = incident_event(
-            NotifyKind::AwaitingConfirmation,
-            &incident(),
-            None,
-            Some(&links),
-            at(),
-        );
-        let s = slack(&e);
-        assert!(s["text"]
-            .as_str()
-            .unwrap()
-            .starts_with("[rollbackd] frontend: CONFIRM ROLLBACK v2 -> v1\n"));
-        let blocks = s["blocks"].as_array().unwrap();
-        assert_eq!(blocks[0]["type"], "header");
-        let all = s.to_string();
-        assert!(all.contains("*Versions*\\nv2 -> v1"), "{all}");
-        assert!(all.contains("health = 0.83 > 0.5"), "{all}");
-        assert!(all.contains("\"style\":\"danger\""), "{all}");
-        assert_eq!(truncate("abcdef", 4), "abc…");
-    }
-}

@@ -97,13 +97,7 @@ pub(super) fn webhook(cx: &mut Cx, p: &str, raw: &RawWebhook) -> Option<WebhookC
         p,
         "format",
         raw.format.as_deref(),
-        &[
-            ("json", WebhookFormat::Json),
-            ("slack", WebhookFormat::Slack),
-            ("teams", WebhookFormat::Teams),
-            ("dingtalk", WebhookFormat::Dingtalk),
-            ("feishu", WebhookFormat::Feishu),
-        ],
+        &WebhookFormat::choices(),
     );
     let name = match raw.name.as_deref() {
         None => Some(None),
@@ -117,15 +111,19 @@ pub(super) fn webhook(cx: &mut Cx, p: &str, raw: &RawWebhook) -> Option<WebhookC
             .non_empty(&join(p, "secret"), s)
             .map(|s| Some(s.to_string())),
     };
-    if raw.secret.is_some()
-        && !matches!(
-            format,
-            Some(WebhookFormat::Dingtalk | WebhookFormat::Feishu) | None
-        )
-    {
+    if raw.secret.is_some() && format.is_some_and(|f| f.format().sign.is_none()) {
+        let signing: Vec<String> = WebhookFormat::ALL
+            .iter()
+            .map(|f| f.format())
+            .filter(|f| f.sign.is_some())
+            .map(|f| format!("{:?}", f.name))
+            .collect();
         cx.err(
             join(p, "secret"),
-            "secret applies to format \"dingtalk\" and \"feishu\" (request signing) only",
+            format!(
+                "secret applies to format {} (request signing) only",
+                signing.join(" and ")
+            ),
         );
     }
     let timeout = cx.duration(
