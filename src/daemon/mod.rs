@@ -29,7 +29,6 @@ use crate::sources::alertmanager::AlertStore;
 
 mod background;
 pub mod clock;
-mod cluster;
 mod effects;
 mod seat;
 mod shared;
