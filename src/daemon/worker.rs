@@ -954,11 +954,8 @@ impl Worker {
         };
         match seat.seen(view, &self.state).await {
             Seen::Nothing => {}
-            Seen::Mirror(state) => {
-                // Not journaled: the owner's journal and etcd hold it.
-                self.state = *state;
-                self.remember_incident();
-            }
+            // Not journaled: the owner's journal and etcd hold it.
+            Seen::Mirror(state) => self.adopt_shared(*state),
             Seen::TakeOver(shared) => {
                 self.adopt_shared(*shared);
                 self.took_over(self.shared.now()).await;
@@ -966,8 +963,9 @@ impl Worker {
         }
     }
 
-    /// Take the state the previous owner published in place of this
-    /// node's: it counts for the global cap and the executor from now on.
+    /// Take the state the owner published (mirrored by a standby, or
+    /// adopted by a new owner) in place of this node's: it counts for the
+    /// global cap and the executor from now on.
     pub(super) fn adopt_shared(&mut self, state: TargetState) {
         self.state = state;
         self.remember_incident();
