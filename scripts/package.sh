@@ -13,7 +13,8 @@ if ! cargo deb --version >/dev/null 2>&1; then
   cargo install cargo-deb --locked
 fi
 
-cargo build --release --locked
+# With cluster support (`[cluster]`, needs protoc): the .deb has it.
+cargo build --release --locked --features cluster
 target_dir="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
 bin="$target_dir/release/rollbackd"
 assets=target/assets   # Cargo.toml's [package.metadata.deb] assets read them here

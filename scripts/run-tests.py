@@ -4,7 +4,9 @@
 `cargo test` runs its test binaries one after the other; most of ours spend
 their time waiting on real servers, child processes and timers, so the
 suite is bound by the slowest chain, not by the CPU. This builds every
-target once (`cargo test --all-targets --no-run`), then runs the binaries
+target once (`cargo test --all-targets --features cluster --no-run`: CI
+always tests cluster support, so tests/cluster*.rs, which require the
+feature, are never skipped), then runs the binaries
 `ROLLBACKD_TEST_JOBS` at a time (default 3), longest first, each with its
 own log. A failing binary's log is printed whole; the exit status is 1 if
 any binary failed. Extra arguments are passed to every test binary (e.g. a
@@ -60,6 +62,8 @@ def build():
         os.environ.get("CARGO", "cargo"),
         "test",
         "--all-targets",
+        "--features",
+        "cluster",
         "--no-run",
         "--message-format=json-render-diagnostics",
     ]

@@ -17,8 +17,9 @@ command -v openssl >/dev/null || need+=(openssl)   # TLS test certificates
 command -v systemd-analyze >/dev/null || need+=(systemd)   # tests/systemd_unit.rs
 command -v dpkg-deb >/dev/null || need+=(dpkg)             # tests/package.rs
 [ -x /usr/bin/etcd ] || need+=(etcd-server)                 # tests/cluster.rs
-# etcd-client compiles etcd's .proto files at build time: protoc, and the
-# well-known types (google/protobuf/*.proto) it imports.
+# The `cluster` feature's etcd-client compiles etcd's .proto files at build
+# time: protoc, and the well-known types (google/protobuf/*.proto) it
+# imports. (The default build needs neither; see below.)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 [ -e /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 if [ ${#need[@]} -gt 0 ]; then
@@ -36,11 +37,16 @@ rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup compon
 cargo deb --version >/dev/null 2>&1 || cargo install cargo-deb --locked
 
 cargo fmt --all -- --check
-cargo clippy --all-targets -- -D warnings
-# One release build for the package test and the demo, then every test
-# binary, several at once (scripts/run-tests.py says why).
-cargo build --release --locked
+# Both builds lint clean. The default one (no `cluster` feature) must need
+# no protoc, as on a fresh machine: PROTOC points nowhere.
+PROTOC=/nonexistent cargo clippy --all-targets -- -D warnings
+cargo clippy --all-targets --features cluster -- -D warnings
+# One release build (with cluster support, as the .deb has it) for the
+# package test and the demo, then every test binary, several at once
+# (scripts/run-tests.py says why; it builds them with `--features cluster`).
+cargo build --release --locked --features cluster
 python3 scripts/run-tests.py
-# The demo is also run as a test (tests/demo.rs); this runs it the way the
-# README does, in release mode (the release binary tests/package.rs built).
-cargo run --release -- demo
+# The demo is also run as a test (tests/demo.rs); this runs it as the
+# README does, in release mode (on the release binary built above: the
+# feature only adds [cluster]).
+cargo run --release --locked --features cluster -- demo

@@ -25,10 +25,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::decide::{Action, Event, TargetState, Time};
+use crate::metrics::Metrics;
 
 /// One journal line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -437,6 +439,10 @@ pub struct Journal {
     deltas: HashMap<String, u32>,
     /// Set when recovery found no consistent state: every write is refused.
     lost: Option<String>,
+    /// Where its size, compactions and replacement are recorded (the
+    /// daemon's registry, given with [`Journal::record_metrics`]; none in
+    /// tools and tests that open a journal by themselves).
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// Default `[daemon] journal_max_size`.
@@ -517,7 +523,6 @@ impl Journal {
             .metadata()
             .map(|m| m.len())
             .unwrap_or(bytes.len() as u64);
-        crate::metrics::global().journal_bytes(size);
         let mut journal = Journal {
             path,
             file,
@@ -530,6 +535,7 @@ impl Journal {
             replay,
             deltas: HashMap::new(),
             lost: lost.clone(),
+            metrics: None,
         };
         if fell_back.is_some() {
             // Make the files consistent again before anything is appended:
@@ -597,7 +603,7 @@ impl Journal {
         self.bytes = 0;
         self.lines_since_snapshot = 0;
         self.deltas.clear();
-        crate::metrics::global().journal_bytes(0);
+        self.record(|m| m.journal_bytes(0));
         tracing::warn!(
             moved_to = %dir.join(UNREADABLE_SNAPSHOT_FILE).display(),
             "snapshot rebuilt from the previous snapshot and the journal"
@@ -662,6 +668,19 @@ impl Journal {
     /// Snapshot and start afresh once the file passes `max` bytes.
     pub fn set_max_bytes(&mut self, max: u64) {
         self.max_bytes = max;
+    }
+
+    /// Record the journal's size (`rollbackd_journal_bytes`, from now),
+    /// compactions and replacement in `metrics` from now on.
+    pub fn record_metrics(&mut self, metrics: Arc<Metrics>) {
+        metrics.journal_bytes(self.bytes);
+        self.metrics = Some(metrics);
+    }
+
+    fn record(&self, what: impl FnOnce(&Metrics)) {
+        if let Some(m) = &self.metrics {
+            what(m);
+        }
     }
 
     /// Size of the journal file now.
@@ -764,7 +783,8 @@ impl Journal {
                 record: other.clone(),
             }),
         }
-        crate::metrics::global().journal_bytes(self.bytes);
+        let bytes = self.bytes;
+        self.record(|m| m.journal_bytes(bytes));
         if self.bytes > self.max_bytes {
             // The line is journaled; a failed compaction is retried at the
             // next append and does not fail this one.
@@ -845,8 +865,10 @@ impl Journal {
         self.lines_since_snapshot = 0;
         self.snapshot_at = std::time::Instant::now();
         self.deltas.clear();
-        crate::metrics::global().journal_bytes(0);
-        crate::metrics::global().journal_compacted();
+        self.record(|m| {
+            m.journal_bytes(0);
+            m.journal_compacted();
+        });
         Ok(())
     }
 
@@ -865,7 +887,7 @@ impl Journal {
                 _ => Some(format!("the file was deleted ({e})")),
             },
         };
-        crate::metrics::global().journal_replaced(found.is_some());
+        self.record(|m| m.journal_replaced(found.is_some()));
         match found {
             None => Ok(()),
             Some(why) => Err(JournalError::Replaced {

@@ -1,15 +1,16 @@
 //! The daemon's own metrics: typed `prometheus-client` families with HELP
 //! text, rendered in the OpenMetrics text format for `GET /metrics`.
 //!
-//! One process-wide instance ([`global`]) so that every stage (workers,
-//! senders, the journal, the API) records what it does through a typed
-//! method without threading a handle through the daemon. Each method names
+//! One process-wide instance: the daemon and the API record through
+//! [`global`]; what the daemon builds below itself (the journal, the
+//! cluster session) gets the same instance as a [`handle`] and calls no
+//! global. Each method names
 //! what happened (`rollback_finished`, `poll_duration`, ...); the label
 //! sets are structs, so a family can never be written with the wrong
 //! labels. docs/metrics.md lists every family.
 
 use std::sync::atomic::AtomicU64;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -231,8 +232,19 @@ pub struct Metrics {
 
 /// The process-wide instance.
 pub fn global() -> &'static Metrics {
-    static GLOBAL: OnceLock<Metrics> = OnceLock::new();
-    GLOBAL.get_or_init(Metrics::new)
+    shared_global()
+}
+
+/// The process-wide instance as a handle, for what is built below the
+/// daemon (the journal, the cluster session): the daemon gives it to them,
+/// they call no global.
+pub fn handle() -> Arc<Metrics> {
+    shared_global().clone()
+}
+
+fn shared_global() -> &'static Arc<Metrics> {
+    static GLOBAL: OnceLock<Arc<Metrics>> = OnceLock::new();
+    GLOBAL.get_or_init(|| Arc::new(Metrics::new()))
 }
 
 impl Default for Metrics {
@@ -252,7 +264,21 @@ impl Metrics {
     /// set to this build's version.
     pub fn new() -> Metrics {
         let mut r = Registry::default();
-        let m = Metrics {
+        let m = Metrics::families();
+        // Counters are registered without `_total` and HELP without its
+        // final period: the encoder adds both. A family shows once it has
+        // a series.
+        register_decisions(&mut r, &m);
+        register_notifications(&mut r, &m);
+        register_api_and_alerts(&mut r, &m);
+        register_state_and_cluster(&mut r, &m);
+        Metrics { registry: r, ..m }
+    }
+
+    /// Every family, empty, with an empty registry ([`Metrics::new`]
+    /// registers them).
+    fn families() -> Metrics {
+        Metrics {
             rollbacks: Family::default(),
             incidents: Family::default(),
             incidents_open: Family::default(),
@@ -307,223 +333,7 @@ impl Metrics {
             ),
 
             registry: Registry::default(),
-        };
-        // Counters are registered without `_total` and HELP without its
-        // final period: the encoder adds both. A family shows once it has
-        // a series.
-        r.register(
-            "rollbackd_rollbacks",
-            "Rollback plans that ran to an end, by outcome (rolled_back: verified; failed: the plan failed or did not heal the service)",
-            m.rollbacks.clone(),
-        );
-        r.register(
-            "rollbackd_incidents",
-            "Incidents closed, by outcome (rolled_back, failed, dry_run, escalated, resolved, suppressed, shadow)",
-            m.incidents.clone(),
-        );
-        r.register(
-            "rollbackd_incidents_open",
-            "1 while the target has an incident in this phase (awaiting_confirmation, rolling_back, verifying)",
-            m.incidents_open.clone(),
-        );
-        r.register(
-            "rollbackd_transitions",
-            "Phase transitions of the per-target state machine, by phase entered",
-            m.transitions.clone(),
-        );
-        r.register(
-            "rollbackd_rule_value",
-            "Latest value of each rule (absent while the rule has no data)",
-            m.rule_value.clone(),
-        );
-        r.register(
-            "rollbackd_rule_threshold",
-            "Threshold each rule's value is compared with (above, or K x baseline)",
-            m.rule_threshold.clone(),
-        );
-        r.register(
-            "rollbackd_rule_baseline",
-            "Baseline of each baseline rule (absent until known)",
-            m.rule_baseline.clone(),
-        );
-        r.register(
-            "rollbackd_rule_status",
-            "1 for the rule's current status (ok, pending, breached, unknown), 0 for the others",
-            m.rule_status.clone(),
-        );
-        r.register(
-            "rollbackd_poll_duration_seconds",
-            "Duration of one target poll: its version and every rule's source, read concurrently",
-            m.poll_duration.clone(),
-        );
-        r.register(
-            "rollbackd_detection_seconds",
-            "Time from the first bad evaluation of the rules that opened an incident to the start of its rollback plan",
-            m.detection.clone(),
-        );
-        r.register(
-            "rollbackd_journal_errors",
-            "Failed journal appends (the transition was not taken)",
-            m.journal_errors.clone(),
-        );
-        r.register(
-            "rollbackd_journal_bytes",
-            "Size of state_dir/journal.jsonl after the last append",
-            m.journal_bytes.clone(),
-        );
-        r.register(
-            "rollbackd_global_limit_refusals",
-            "Rollbacks refused by the global [daemon] max_rollbacks_per_hour",
-            m.global_limit_refusals.clone(),
-        );
-        r.register(
-            "rollbackd_notifications_pending",
-            "Notifications waiting in the outbox at the last scan",
-            m.notifications_pending.clone(),
-        );
-        r.register(
-            "rollbackd_notifications_sent",
-            "Notifications accepted by their server",
-            m.notifications_sent.clone(),
-        );
-        r.register(
-            "rollbackd_notification_send_errors",
-            "Failed delivery attempts",
-            m.notification_send_errors.clone(),
-        );
-        r.register(
-            "rollbackd_notifications_failed",
-            "Notifications given up after give_up_after and moved to failed/",
-            m.notifications_failed.clone(),
-        );
-        r.register(
-            "rollbackd_notifications_rate_limited",
-            "Notifications held back by a rate limit",
-            m.notifications_rate_limited.clone(),
-        );
-        r.register(
-            "rollbackd_notifications_merged",
-            "Notifications merged into one already written",
-            m.notifications_merged.clone(),
-        );
-        r.register(
-            "rollbackd_config_last_reload_success",
-            "1 when the last load of the config file (start or reload) succeeded, 0 when it was invalid and the old config was kept",
-            m.config_last_reload_success.clone(),
-        );
-        r.register(
-            "rollbackd_config_last_reload_success_timestamp_seconds",
-            "Unix time of the last successful load of the config file",
-            m.config_last_reload_timestamp.clone(),
-        );
-        r.register(
-            "rollbackd_confirm_links_refused",
-            "Approve/reject links refused (invalid, expired or used)",
-            m.confirm_links_refused.clone(),
-        );
-        r.register(
-            "rollbackd_api_errors",
-            "API error answers, by HTTP status",
-            m.api_errors.clone(),
-        );
-        r.register(
-            "rollbackd_alerts_received",
-            "Alerts received on the Alertmanager webhook (accepted or duplicate)",
-            m.alerts_received.clone(),
-        );
-        r.register(
-            "rollbackd_api_connections",
-            "API connections open now (capped; idle ones and slow guest bodies make room)",
-            m.api_connections.clone(),
-        );
-        r.register(
-            "rollbackd_api_accept_errors",
-            "Failed accepts on the API socket (EMFILE and the like; never fatal)",
-            m.api_accept_errors.clone(),
-        );
-        r.register(
-            "rollbackd_api_connections_evicted",
-            "API connections closed to make room for a new one (idle, then slow guest bodies)",
-            m.api_connections_evicted.clone(),
-        );
-        r.register(
-            "rollbackd_api_connections_refused",
-            "API connections closed at once because nothing could make room",
-            m.api_connections_refused.clone(),
-        );
-        r.register(
-            "rollbackd_alerts_stored",
-            "Alerts kept from Alertmanager (firing, or resolved and remembered)",
-            m.alerts_stored.clone(),
-        );
-        r.register(
-            "rollbackd_alerts_dropped",
-            "Alerts not kept because a per-rule or total cap was reached",
-            m.alerts_dropped.clone(),
-        );
-        r.register(
-            "rollbackd_alerts_expired",
-            "Alerts forgotten at endsAt or after resolve_timeout without a resend",
-            m.alerts_expired.clone(),
-        );
-        r.register(
-            "rollbackd_orphaned_steps_found",
-            "Steps of a previous run found still running at start (killed and reported)",
-            m.orphaned_steps.clone(),
-        );
-        r.register(
-            "rollbackd_prometheus_reachable",
-            "1 while the Prometheus server answers (an error answer too), 0 while it does not (refused, timed out)",
-            m.prometheus_reachable.clone(),
-        );
-        r.register(
-            "rollbackd_journal_replaced",
-            "1 while the journal file is no longer the one in state_dir (deleted or replaced): nothing is acted on",
-            m.journal_replaced.clone(),
-        );
-        r.register(
-            "rollbackd_state_lost",
-            "1 while rollbackd runs in state-lost mode: its snapshot and journal could not be read consistently at start, so it acts on no target (docs/systemd.md)",
-            m.state_lost.clone(),
-        );
-        r.register(
-            "rollbackd_journal_compactions",
-            "Journal compactions into snapshot.json",
-            m.journal_compactions.clone(),
-        );
-        r.register(
-            "rollbackd_config_reload_failures",
-            "Reloads refused because the config file was invalid (the running config is kept)",
-            m.config_reload_failures.clone(),
-        );
-        r.register(
-            "rollbackd_rto",
-            "Incidents with a rollback measured against the target's rto (first bad evidence to verified recovery), by result (met, missed)",
-            m.rto.clone(),
-        );
-        r.register(
-            "rollbackd_cluster_owner",
-            "1 while this node holds the target's etcd lock and may act on it, 0 while another node or none does ([cluster] only)",
-            m.cluster_owner.clone(),
-        );
-        r.register(
-            "rollbackd_cluster_etcd_up",
-            "1 while this node's etcd lease is being renewed, 0 while etcd is unreachable; labelled with this node's name, absent without [cluster]",
-            m.cluster_etcd_up.clone(),
-        );
-        r.register(
-            "rollbackd_cluster_lease_renew_seconds",
-            "Round trip of one etcd lease keepalive ([cluster] only)",
-            m.cluster_lease_renew.clone(),
-        );
-        r.register(
-            "rollbackd_build",
-            "The running build",
-            Info::new(VersionLabels {
-                version: env!("CARGO_PKG_VERSION").to_string(),
-            }),
-        );
-        Metrics { registry: r, ..m }
+        }
     }
 
     /// Everything in the OpenMetrics text format ([`CONTENT_TYPE`]).
@@ -928,6 +738,234 @@ fn channel_labels(channel: &str) -> ChannelLabels {
     ChannelLabels {
         channel: channel.into(),
     }
+}
+
+/// Register the decisions and rules: rollbacks, incidents, transitions, rule values, polls, the journal's errors and size, the global cap, with their HELP text (in the order they render).
+fn register_decisions(r: &mut Registry, m: &Metrics) {
+    r.register(
+        "rollbackd_rollbacks",
+        "Rollback plans that ran to an end, by outcome (rolled_back: verified; failed: the plan failed or did not heal the service)",
+        m.rollbacks.clone(),
+    );
+    r.register(
+        "rollbackd_incidents",
+        "Incidents closed, by outcome (rolled_back, failed, dry_run, escalated, resolved, suppressed, shadow)",
+        m.incidents.clone(),
+    );
+    r.register(
+        "rollbackd_incidents_open",
+        "1 while the target has an incident in this phase (awaiting_confirmation, rolling_back, verifying)",
+        m.incidents_open.clone(),
+    );
+    r.register(
+        "rollbackd_transitions",
+        "Phase transitions of the per-target state machine, by phase entered",
+        m.transitions.clone(),
+    );
+    r.register(
+        "rollbackd_rule_value",
+        "Latest value of each rule (absent while the rule has no data)",
+        m.rule_value.clone(),
+    );
+    r.register(
+        "rollbackd_rule_threshold",
+        "Threshold each rule's value is compared with (above, or K x baseline)",
+        m.rule_threshold.clone(),
+    );
+    r.register(
+        "rollbackd_rule_baseline",
+        "Baseline of each baseline rule (absent until known)",
+        m.rule_baseline.clone(),
+    );
+    r.register(
+        "rollbackd_rule_status",
+        "1 for the rule's current status (ok, pending, breached, unknown), 0 for the others",
+        m.rule_status.clone(),
+    );
+    r.register(
+        "rollbackd_poll_duration_seconds",
+        "Duration of one target poll: its version and every rule's source, read concurrently",
+        m.poll_duration.clone(),
+    );
+    r.register(
+        "rollbackd_detection_seconds",
+        "Time from the first bad evaluation of the rules that opened an incident to the start of its rollback plan",
+        m.detection.clone(),
+    );
+    r.register(
+        "rollbackd_journal_errors",
+        "Failed journal appends (the transition was not taken)",
+        m.journal_errors.clone(),
+    );
+    r.register(
+        "rollbackd_journal_bytes",
+        "Size of state_dir/journal.jsonl after the last append",
+        m.journal_bytes.clone(),
+    );
+    r.register(
+        "rollbackd_global_limit_refusals",
+        "Rollbacks refused by the global [daemon] max_rollbacks_per_hour",
+        m.global_limit_refusals.clone(),
+    );
+}
+
+/// Register notifications, config loads and confirmation links, with their HELP text (in the order they render).
+fn register_notifications(r: &mut Registry, m: &Metrics) {
+    r.register(
+        "rollbackd_notifications_pending",
+        "Notifications waiting in the outbox at the last scan",
+        m.notifications_pending.clone(),
+    );
+    r.register(
+        "rollbackd_notifications_sent",
+        "Notifications accepted by their server",
+        m.notifications_sent.clone(),
+    );
+    r.register(
+        "rollbackd_notification_send_errors",
+        "Failed delivery attempts",
+        m.notification_send_errors.clone(),
+    );
+    r.register(
+        "rollbackd_notifications_failed",
+        "Notifications given up after give_up_after and moved to failed/",
+        m.notifications_failed.clone(),
+    );
+    r.register(
+        "rollbackd_notifications_rate_limited",
+        "Notifications held back by a rate limit",
+        m.notifications_rate_limited.clone(),
+    );
+    r.register(
+        "rollbackd_notifications_merged",
+        "Notifications merged into one already written",
+        m.notifications_merged.clone(),
+    );
+    r.register(
+        "rollbackd_config_last_reload_success",
+        "1 when the last load of the config file (start or reload) succeeded, 0 when it was invalid and the old config was kept",
+        m.config_last_reload_success.clone(),
+    );
+    r.register(
+        "rollbackd_config_last_reload_success_timestamp_seconds",
+        "Unix time of the last successful load of the config file",
+        m.config_last_reload_timestamp.clone(),
+    );
+    r.register(
+        "rollbackd_confirm_links_refused",
+        "Approve/reject links refused (invalid, expired or used)",
+        m.confirm_links_refused.clone(),
+    );
+}
+
+/// Register the API, Alertmanager's alerts and orphaned steps, with their HELP text (in the order they render).
+fn register_api_and_alerts(r: &mut Registry, m: &Metrics) {
+    r.register(
+        "rollbackd_api_errors",
+        "API error answers, by HTTP status",
+        m.api_errors.clone(),
+    );
+    r.register(
+        "rollbackd_alerts_received",
+        "Alerts received on the Alertmanager webhook (accepted or duplicate)",
+        m.alerts_received.clone(),
+    );
+    r.register(
+        "rollbackd_api_connections",
+        "API connections open now (capped; idle ones and slow guest bodies make room)",
+        m.api_connections.clone(),
+    );
+    r.register(
+        "rollbackd_api_accept_errors",
+        "Failed accepts on the API socket (EMFILE and the like; never fatal)",
+        m.api_accept_errors.clone(),
+    );
+    r.register(
+        "rollbackd_api_connections_evicted",
+        "API connections closed to make room for a new one (idle, then slow guest bodies)",
+        m.api_connections_evicted.clone(),
+    );
+    r.register(
+        "rollbackd_api_connections_refused",
+        "API connections closed at once because nothing could make room",
+        m.api_connections_refused.clone(),
+    );
+    r.register(
+        "rollbackd_alerts_stored",
+        "Alerts kept from Alertmanager (firing, or resolved and remembered)",
+        m.alerts_stored.clone(),
+    );
+    r.register(
+        "rollbackd_alerts_dropped",
+        "Alerts not kept because a per-rule or total cap was reached",
+        m.alerts_dropped.clone(),
+    );
+    r.register(
+        "rollbackd_alerts_expired",
+        "Alerts forgotten at endsAt or after resolve_timeout without a resend",
+        m.alerts_expired.clone(),
+    );
+    r.register(
+        "rollbackd_orphaned_steps_found",
+        "Steps of a previous run found still running at start (killed and reported)",
+        m.orphaned_steps.clone(),
+    );
+}
+
+/// Register Prometheus reachability, the journal's health, reloads, rto, `[cluster]` and the build, with their HELP text (in the order they render).
+fn register_state_and_cluster(r: &mut Registry, m: &Metrics) {
+    r.register(
+        "rollbackd_prometheus_reachable",
+        "1 while the Prometheus server answers (an error answer too), 0 while it does not (refused, timed out)",
+        m.prometheus_reachable.clone(),
+    );
+    r.register(
+        "rollbackd_journal_replaced",
+        "1 while the journal file is no longer the one in state_dir (deleted or replaced): nothing is acted on",
+        m.journal_replaced.clone(),
+    );
+    r.register(
+        "rollbackd_state_lost",
+        "1 while rollbackd runs in state-lost mode: its snapshot and journal could not be read consistently at start, so it acts on no target (docs/systemd.md)",
+        m.state_lost.clone(),
+    );
+    r.register(
+        "rollbackd_journal_compactions",
+        "Journal compactions into snapshot.json",
+        m.journal_compactions.clone(),
+    );
+    r.register(
+        "rollbackd_config_reload_failures",
+        "Reloads refused because the config file was invalid (the running config is kept)",
+        m.config_reload_failures.clone(),
+    );
+    r.register(
+        "rollbackd_rto",
+        "Incidents with a rollback measured against the target's rto (first bad evidence to verified recovery), by result (met, missed)",
+        m.rto.clone(),
+    );
+    r.register(
+        "rollbackd_cluster_owner",
+        "1 while this node holds the target's etcd lock and may act on it, 0 while another node or none does ([cluster] only)",
+        m.cluster_owner.clone(),
+    );
+    r.register(
+        "rollbackd_cluster_etcd_up",
+        "1 while this node's etcd lease is being renewed, 0 while etcd is unreachable; labelled with this node's name, absent without [cluster]",
+        m.cluster_etcd_up.clone(),
+    );
+    r.register(
+        "rollbackd_cluster_lease_renew_seconds",
+        "Round trip of one etcd lease keepalive ([cluster] only)",
+        m.cluster_lease_renew.clone(),
+    );
+    r.register(
+        "rollbackd_build",
+        "The running build",
+        Info::new(VersionLabels {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }),
+    );
 }
 
 /// The `incidents_open` phase of a state; `watching` or `done` when no

@@ -61,7 +61,13 @@ impl Node {
         };
         let tracker = TaskTracker::new();
         let token = CancellationToken::new();
-        let cluster = Cluster::spawn(&config, &tracker, token.clone()).expect("spawn cluster");
+        let cluster = Cluster::spawn(
+            &config,
+            &tracker,
+            token.clone(),
+            rollbackd::metrics::handle(),
+        )
+        .expect("spawn cluster");
         Node {
             cluster,
             token,

@@ -37,12 +37,26 @@ pub use validate::validate;
 pub use version_source::VersionSource;
 
 /// Read and validate a config file. Errors carry the file name and key path.
+/// A build without the cargo feature `cluster` refuses `[cluster]` here
+/// (`check`, the daemon's start and reloads all load through this).
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigErrors::single(&file, "", format!("cannot read config file: {e}")))?;
-    load_str(&file, &text)
+    let config = load_str(&file, &text)?;
+    if config.cluster.is_some() && !cfg!(feature = "cluster") {
+        return Err(ConfigErrors::single(
+            &file,
+            "cluster",
+            CLUSTER_NOT_BUILT.to_string(),
+        ));
+    }
+    Ok(config)
 }
+
+/// Why a build without the cargo feature `cluster` (the default build,
+/// which needs no protoc) refuses `[cluster]`.
+pub const CLUSTER_NOT_BUILT: &str = "this build of rollbackd lacks cluster support (built without the `cluster` feature); the Debian package has it, or build with `cargo build --release --features cluster` (needs protoc: Debian's protobuf-compiler and libprotobuf-dev)";
 
 /// Parse and validate config text; `file` names it in errors. Problems of
 /// both phases (unknown keys, wrong types, invalid values) are reported

@@ -1,18 +1,79 @@
-//! The effects runner: carries out the machine's actions (run the plan,
-//! the verification gates, the `after`/`on_failure` hooks, notifications,
-//! records, `confirm_command`); every result comes back to the worker as an
-//! event.
+//! The effects runner ([`Effects`]): carries out the machine's actions
+//! (run the plan, the verification gates, the `after`/`on_failure` hooks,
+//! notifications, records, `confirm_command`) once the worker has journaled
+//! the step that asked for them; every result comes back to the worker as
+//! an event.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::seat::Seat;
 use super::*;
-use crate::decide::{self, Action, Event, Incident, Phase};
+use crate::config::TargetConfig;
+use crate::decide::{self, Action, Event, Incident, Phase, TargetState};
 use crate::execute::{self, Vars};
 use crate::journal::Record;
 use crate::notify::record;
 
-impl Worker {
-    pub(super) async fn act(&mut self, action: Action) {
+/// One target's effects: what carrying out its actions needs beyond the
+/// action itself. [`Shared`] gives the executors' inputs (`state_dir`, the
+/// verify client, the shutdown's hard stop), the notifier (in [`Live`]),
+/// the tracker its tasks run on, the journal (notification results), the
+/// signing keys of confirmation links and the observers.
+pub(super) struct Effects {
+    /// The target's name, in logs.
+    name: String,
+    shared: Arc<Shared>,
+    /// Where results go back to the worker as events.
+    events: mpsc::Sender<Event>,
+    /// The daemon's shutdown token (set when the worker runs).
+    pub(super) stop: CancellationToken,
+    /// The running `confirm_command`: the incident it answers for and
+    /// the token that stops it (killing its process group).
+    confirm_running: Option<(String, CancellationToken)>,
+}
+
+/// What the worker holds when an action is carried out: its target's
+/// config (the plan, the gates, the confirm command), its state after the
+/// step, and its cluster seat (the lease and the fence of each step).
+pub(super) struct Scene<'a> {
+    pub(super) target: &'a TargetConfig,
+    pub(super) state: &'a TargetState,
+    pub(super) seat: Option<&'a Seat>,
+}
+
+impl Scene<'_> {
+    /// This node's lease while it owns the target (`{lease}`).
+    fn lease(&self) -> Option<String> {
+        self.seat.and_then(Seat::lease)
+    }
+
+    /// With `[cluster]`: the fence a plan's steps check and the lease they
+    /// get in `ROLLBACKD_LEASE`.
+    fn fence_env(&self) -> (Option<crate::run::process::Fence>, Vec<(String, String)>) {
+        match self.seat.and_then(Seat::fence) {
+            Some((fence, lease)) => (Some(fence), vec![("ROLLBACKD_LEASE".to_string(), lease)]),
+            None => (None, Vec::new()),
+        }
+    }
+}
+
+impl Effects {
+    pub(super) fn new(name: &str, shared: Arc<Shared>, events: mpsc::Sender<Event>) -> Effects {
+        Effects {
+            name: name.to_string(),
+            shared,
+            events,
+            stop: CancellationToken::new(),
+            confirm_running: None,
+        }
+    }
+
+    /// Carry out one action of a journaled step.
+    pub(super) async fn act(&mut self, action: Action, at: &Scene<'_>) {
         match action {
             Action::Execute { incident } => {
                 if let (Some(first), Some(started)) =
@@ -21,11 +82,11 @@ impl Worker {
                     let detection = (started - first).to_std().unwrap_or_default();
                     crate::metrics::global().detection(detection.as_secs_f64());
                 }
-                let plan = self.target.rollback.clone();
-                let vars = vars_for(&incident, self.lease());
-                let tx = self.events_tx.clone();
-                tracing::info!(target = %self.target.name, incident = %incident.id, method = %plan.kind.name(), "running rollback plan");
-                let (fence, env) = self.fence_env();
+                let plan = at.target.rollback.clone();
+                let vars = vars_for(&incident, at.lease());
+                let tx = self.events.clone();
+                tracing::info!(target = %self.name, incident = %incident.id, method = %plan.kind.name(), "running rollback plan");
+                let (fence, env) = at.fence_env();
                 let context = crate::run::process::RunContext {
                     state_dir: self.shared.state_dir.clone(),
                     incident: incident.id.clone(),
@@ -60,17 +121,17 @@ impl Worker {
                         .await;
                 });
             }
-            Action::Verify { incident } => self.run_gates(&incident),
+            Action::Verify { incident } => self.run_gates(&incident, at),
             Action::GlobalLimitRefused { incident, reason } => {
-                crate::metrics::global().global_limit_refused(&self.target.name);
-                tracing::warn!(target = %self.target.name, %incident, %reason, "rollback refused");
+                crate::metrics::global().global_limit_refused(&self.name);
+                tracing::warn!(target = %self.name, %incident, %reason, "rollback refused");
             }
-            Action::RunAfter { incident } => self.run_hook(Hook::After, &incident),
-            Action::RunOnFailure { incident } => self.run_hook(Hook::OnFailure, &incident),
+            Action::RunAfter { incident } => self.run_hook(Hook::After, &incident, at),
+            Action::RunOnFailure { incident } => self.run_hook(Hook::OnFailure, &incident, at),
             Action::Notify { kind, incident } => {
-                let links = self.confirm_links(kind, &incident);
+                let links = self.confirm_links(kind, &incident, at.state);
                 if kind == decide::NotifyKind::AwaitingConfirmation {
-                    self.ask_confirm_command(&incident);
+                    self.ask_confirm_command(&incident, at);
                 }
                 let sent = self
                     .shared
@@ -96,7 +157,7 @@ impl Worker {
             Action::WriteRecord { incident } => {
                 // A shadow incident never becomes the target's phase: list it here.
                 if incident.outcome == Some(decide::Outcome::Shadow) {
-                    crate::metrics::global().incident_closed(&self.target.name, "shadow");
+                    crate::metrics::global().incident_closed(&self.name, "shadow");
                     let mut all = self
                         .shared
                         .incidents
@@ -110,20 +171,18 @@ impl Worker {
                 match written {
                     Ok(Ok(path)) => self.shared.observe(Observation::Record {
                         at: self.shared.now(),
-                        target: self.target.name.clone(),
+                        target: self.name.clone(),
                         path,
                     }),
                     Ok(Err(e)) => {
-                        tracing::error!(target = %self.target.name, error = %e, "cannot write the incident record")
+                        tracing::error!(target = %self.name, error = %e, "cannot write the incident record")
                     }
                     Err(e) => tracing::error!(error = %e, "record task panicked"),
                 }
             }
         }
     }
-}
 
-impl Worker {
     /// Journal and log a notification's result.
     pub(super) async fn notified(
         &self,
@@ -131,7 +190,7 @@ impl Worker {
         incident: Option<String>,
         sent: Result<Option<PathBuf>, crate::notify::NotifyError>,
     ) {
-        let target = self.target.name.clone();
+        let target = self.name.clone();
         match sent {
             Ok(path) => {
                 let record = Record::Notified {
@@ -156,17 +215,6 @@ impl Worker {
             Err(e) => {
                 tracing::error!(%target, ?incident, ?kind, error = %e, "notification failed")
             }
-        }
-    }
-}
-
-impl Worker {
-    /// With `[cluster]`: the fence a plan's steps check and the lease they
-    /// get in `ROLLBACKD_LEASE`.
-    pub(super) fn fence_env(&self) -> (Option<crate::run::process::Fence>, Vec<(String, String)>) {
-        match self.fence() {
-            Some((fence, lease)) => (Some(fence), vec![("ROLLBACKD_LEASE".to_string(), lease)]),
-            None => (None, Vec::new()),
         }
     }
 }
@@ -211,20 +259,20 @@ pub(super) fn vars_for(incident: &Incident, lease: Option<String>) -> Vars {
     }
 }
 
-impl Worker {
+impl Effects {
     /// Run the verification gates once in a tracked task (a slow gate never
     /// holds up the worker); the result comes back as `VerifyChecked`. The
     /// machine asks for one run at a time. Shutdown drops a run.
-    pub(super) fn run_gates(&self, id: &str) {
-        let Some(incident) = self.state.incident().filter(|i| i.id == id) else {
+    fn run_gates(&self, id: &str, at: &Scene<'_>) {
+        let Some(incident) = at.state.incident().filter(|i| i.id == id) else {
             return;
         };
-        let config = self.target.verify.clone();
-        let vars = vars_for(incident, self.lease());
+        let config = at.target.verify.clone();
+        let vars = vars_for(incident, at.lease());
         let client = self.shared.verify_client.clone();
-        let tx = self.events_tx.clone();
+        let tx = self.events.clone();
         let stop = self.stop.clone();
-        tracing::info!(target = %self.target.name, incident = %id, "verifying recovery");
+        tracing::info!(target = %self.name, incident = %id, "verifying recovery");
         self.shared.tracker.spawn(async move {
             let checks = tokio::select! {
                 checks = execute::verify::run_gates(&client, &config, &vars) => checks,
@@ -250,22 +298,22 @@ pub(super) enum Hook {
     OnFailure,
 }
 
-impl Worker {
+impl Effects {
     /// Run a hook's steps in a tracked task; the result comes back as an
     /// event (`AfterFinished`, `OnFailureFinished`).
-    pub(super) fn run_hook(&self, hook: Hook, incident: &Incident) {
+    fn run_hook(&self, hook: Hook, incident: &Incident, at: &Scene<'_>) {
         let (steps, name) = match hook {
-            Hook::After => (&self.target.rollback.after, "after"),
-            Hook::OnFailure => (&self.target.rollback.on_failure, "on_failure"),
+            Hook::After => (&at.target.rollback.after, "after"),
+            Hook::OnFailure => (&at.target.rollback.on_failure, "on_failure"),
         };
         if steps.is_empty() {
             return;
         }
-        let plan = self.target.rollback.clone();
-        let vars = vars_for(incident, self.lease());
-        let target = self.target.name.clone();
-        let tx = self.events_tx.clone();
-        let (fence, env) = self.fence_env();
+        let plan = at.target.rollback.clone();
+        let vars = vars_for(incident, at.lease());
+        let target = self.name.clone();
+        let tx = self.events.clone();
+        let (fence, env) = at.fence_env();
         let context = crate::run::process::RunContext {
             state_dir: self.shared.state_dir.clone(),
             incident: incident.id.clone(),
@@ -296,19 +344,20 @@ impl Worker {
     }
 }
 
-impl Worker {
+impl Effects {
     /// Approve and reject links for a confirmation email, when `public_url` is set.
-    pub(super) fn confirm_links(
+    fn confirm_links(
         &self,
         kind: decide::NotifyKind,
         incident: &Incident,
+        state: &TargetState,
     ) -> Option<crate::notify::ConfirmLinks> {
         if kind != decide::NotifyKind::AwaitingConfirmation {
             return None;
         }
         let live = self.shared.live();
         let url = live.public_url.as_ref()?;
-        let Phase::AwaitingConfirmation { deadline, .. } = &self.state.phase else {
+        let Phase::AwaitingConfirmation { deadline, .. } = &state.phase else {
             return None;
         };
         Some(self.shared.links.links(url, &incident.id, *deadline))
@@ -319,11 +368,11 @@ impl Worker {
     /// It is stopped, its process group killed, when the incident stops
     /// waiting (answered, resolved, timed out) or the daemon shuts down
     /// (the worker takes no answer any more; the next start asks again).
-    pub(super) fn ask_confirm_command(&mut self, incident: &Incident) {
-        let Some(argv) = self.target.confirm.command.clone() else {
+    pub(super) fn ask_confirm_command(&mut self, incident: &Incident, at: &Scene<'_>) {
+        let Some(argv) = at.target.confirm.command.clone() else {
             return;
         };
-        let Phase::AwaitingConfirmation { deadline, .. } = &self.state.phase else {
+        let Phase::AwaitingConfirmation { deadline, .. } = &at.state.phase else {
             return;
         };
         let left = (*deadline - self.shared.now()).to_std().unwrap_or_default();
@@ -335,9 +384,9 @@ impl Worker {
         }
         let stop = self.stop.child_token();
         self.confirm_running = Some((incident.id.clone(), stop.clone()));
-        let vars = vars_for(incident, self.lease());
-        let tx = self.events_tx.clone();
-        let target = self.target.name.clone();
+        let vars = vars_for(incident, at.lease());
+        let tx = self.events.clone();
+        let target = self.name.clone();
         tracing::info!(%target, incident = %vars.incident, "confirm_command started");
         self.shared.tracker.spawn(async move {
             tokio::select! {
@@ -355,9 +404,10 @@ impl Worker {
         });
     }
 
-    /// Stop a `confirm_command` whose incident no longer waits (or at shutdown).
-    pub(super) fn settle_confirm_command(&mut self) {
-        let waiting = match (&self.confirm_running, &self.state.phase) {
+    /// Stop a `confirm_command` whose incident no longer waits (or at
+    /// shutdown); `state` is the worker's.
+    pub(super) fn settle_confirm_command(&mut self, state: &TargetState) {
+        let waiting = match (&self.confirm_running, &state.phase) {
             (None, _) => return,
             (Some((id, _)), Phase::AwaitingConfirmation { incident, .. }) => {
                 incident.id == *id && !self.stop.is_cancelled()

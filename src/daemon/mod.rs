@@ -29,7 +29,6 @@ use crate::sources::alertmanager::AlertStore;
 
 mod background;
 pub mod clock;
-mod cluster;
 mod effects;
 mod seat;
 mod shared;
@@ -160,6 +159,7 @@ impl Daemon {
         let (mut journal, mut recovery) = Journal::open(&state_dir)
             .with_context(|| format!("failed to open the journal in {}", state_dir.display()))?;
         journal.set_max_bytes(config.daemon.journal_max_size);
+        journal.record_metrics(crate::metrics::handle());
         for p in &recovery.problems {
             tracing::warn!(problem = %p, "journal recovery");
         }
@@ -360,8 +360,13 @@ impl Daemon {
             // shutdown grace keeps its lease (its next step is fenced by
             // it) until `shutdown()` revokes it at exit.
             let session = CancellationToken::new();
-            let cluster = crate::cluster::Cluster::spawn(c, &TaskTracker::new(), session)
-                .context("failed to set up the etcd client ([cluster])")?;
+            let cluster = crate::cluster::Cluster::spawn(
+                c,
+                &TaskTracker::new(),
+                session,
+                crate::metrics::handle(),
+            )
+            .context("failed to set up the etcd client ([cluster])")?;
             tracing::info!(node = %cluster.node(), "cluster member: acting only on the targets this node owns");
             self.shared.tracker.spawn(watch_etcd(
                 self.shared.clone(),

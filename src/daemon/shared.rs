@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use super::*;
 use crate::config::{Config, TargetConfig};
-use crate::decide::{self, Incident, TargetState, Time};
+use crate::decide::{self, Action, Incident, TargetState, Time};
 use crate::journal::{Entry, Journal, Record};
 use crate::notify::Notifier;
 use crate::rules::RuleReport;
@@ -202,8 +202,24 @@ pub(super) struct ExecutorSeat {
     /// Which worker wrote it (a worker that ends removes only its own).
     pub(super) worker: u64,
     pub(super) identity: crate::execute::Identity,
-    /// Its open incident ([`decide::open_incident`]).
+    /// Its open incident ([`decide::open_incident`]) in the state its
+    /// worker adopted.
     pub(super) open: Option<String>,
+    /// The open incident of a step computed but not adopted yet
+    /// ([`Stepped`]): it counts from the step on, so that two targets of
+    /// one executor never both open an incident.
+    pub(super) held: Option<Option<String>>,
+}
+
+impl ExecutorSeat {
+    /// The incident that holds the executor now: the held step's, else
+    /// the adopted state's.
+    fn open_now(&self) -> Option<&String> {
+        match &self.held {
+            Some(held) => held.as_ref(),
+            None => self.open.as_ref(),
+        }
+    }
 }
 
 impl Shared {
@@ -220,7 +236,7 @@ impl Shared {
             .filter_map(|(name, s)| {
                 Some(decide::BusyPeer {
                     target: name.clone(),
-                    incident: s.open.clone()?,
+                    incident: s.open_now()?.clone(),
                     executor: s.identity.shown.clone(),
                 })
             })
@@ -244,6 +260,7 @@ impl Shared {
                     worker,
                     identity: identity.clone(),
                     open: decide::open_incident(state).map(str::to_string),
+                    held: None,
                 },
             );
     }
@@ -399,11 +416,18 @@ pub(super) struct FleetStarts {
 /// escalates naming it.
 pub(super) struct GlobalLimit {
     pub(super) cap: std::num::NonZeroU32,
-    /// Each target's rollback starts, as in the state its worker acts on.
-    /// A step that started a rollback counts at once (before it is
-    /// journaled, so two targets never both take the last one); a step that
-    /// is not adopted puts its target's entry back ([`GlobalLimit::reset`]).
-    started: Mutex<BTreeMap<String, Vec<Time>>>,
+    counts: Mutex<Counts>,
+}
+
+/// Each target's rollback starts: as in the state its worker adopted, and
+/// as in a step computed but not adopted yet.
+#[derive(Default)]
+struct Counts {
+    adopted: BTreeMap<String, Vec<Time>>,
+    /// A step's rollbacks count from the step on (before it is journaled,
+    /// so two targets never both take the last one) until it is adopted
+    /// ([`GlobalLimit::adopt`]) or dropped ([`GlobalLimit::release`]).
+    held: BTreeMap<String, Vec<Time>>,
 }
 
 impl GlobalLimit {
@@ -416,18 +440,20 @@ impl GlobalLimit {
     ) -> GlobalLimit {
         let limit = GlobalLimit {
             cap,
-            started: Mutex::new(BTreeMap::new()),
+            counts: Mutex::new(Counts::default()),
         };
         for s in states {
-            limit.reset(s);
+            limit.count(s);
         }
         limit.prune(now);
         limit
     }
 
     /// Step `target` with the cap as an input: `step` sees the rollbacks of
-    /// every target, and the rollbacks of the state it returns count from
-    /// then on. Other targets wait for the (pure, quick) step.
+    /// every target (a step held by another target included), and the
+    /// rollbacks of the state it returns are held for `target` until the
+    /// step is adopted or dropped. Other targets wait for the (pure, quick)
+    /// step.
     pub(super) fn step<E>(
         &self,
         target: &str,
@@ -436,36 +462,170 @@ impl GlobalLimit {
         step: impl FnOnce(&decide::Guards) -> Result<(TargetState, Vec<decide::Action>), E>,
     ) -> Result<(TargetState, Vec<decide::Action>), E> {
         self.prune(now);
-        let mut all = self.started.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let started = counts
+            .adopted
+            .iter()
+            .filter(|(t, _)| !counts.held.contains_key(*t))
+            .chain(counts.held.iter())
+            .flat_map(|(_, times)| times.iter().copied())
+            .collect();
         let guards = decide::Guards {
             global: Some(decide::GlobalCap {
                 max_per_hour: self.cap.get(),
-                started: all.values().flatten().copied().collect(),
+                started,
             }),
             ..base.clone()
         };
         let stepped = step(&guards);
         if let Ok((next, _)) = &stepped {
-            all.insert(target.to_string(), next.rollbacks.clone());
+            counts
+                .held
+                .insert(target.to_string(), next.rollbacks.clone());
         }
         stepped
     }
 
-    /// The target's rollbacks are those of `state` (a step was not adopted).
-    pub(super) fn reset(&self, state: &TargetState) {
-        self.started
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(state.target.clone(), state.rollbacks.clone());
+    /// `target` adopted a step: its rollbacks are `rollbacks` from now on.
+    pub(super) fn adopt(&self, target: &str, rollbacks: &[Time]) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts.held.remove(target);
+        counts
+            .adopted
+            .insert(target.to_string(), rollbacks.to_vec());
+    }
+
+    /// `target`'s step was dropped: its adopted rollbacks count as before.
+    pub(super) fn release(&self, target: &str) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts.held.remove(target);
+    }
+
+    /// The target's rollbacks are those of `state` (recovered, or a state
+    /// the previous owner published that this node adopted).
+    pub(super) fn count(&self, state: &TargetState) {
+        self.adopt(&state.target, &state.rollbacks);
     }
 
     /// Forget rollbacks older than an hour (the machine counts only those
     /// of the last hour): the map stays small.
     fn prune(&self, now: Time) {
         let hour_ago = now - chrono::Duration::hours(1);
-        let mut all = self.started.lock().unwrap_or_else(|p| p.into_inner());
-        for times in all.values_mut() {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let Counts { adopted, held } = &mut *counts;
+        for times in adopted.values_mut().chain(held.values_mut()) {
             times.retain(|t| *t > hour_ago);
+        }
+    }
+}
+
+/// A step computed from a worker's state but not adopted yet. What it
+/// counts (the rollbacks it starts against the global cap, the incident
+/// it opens on the executor) is held for its target from the step on, so
+/// that no other target steps as if it were not there. Adopting it
+/// ([`Stepped::adopt`], after the journal write) makes that its target's
+/// count; dropping it lets the hold go and the adopted count stands.
+/// Nothing is undone either way.
+pub(super) struct Stepped {
+    pub(super) next: TargetState,
+    pub(super) actions: Vec<Action>,
+    hold: Hold,
+}
+
+/// What a [`Stepped`] holds in the shared registries.
+struct Hold {
+    shared: Arc<Shared>,
+    target: String,
+    worker: u64,
+    identity: crate::execute::Identity,
+    /// Set once adopted: the drop then lets nothing go.
+    adopted: bool,
+}
+
+impl Shared {
+    /// Step `target` (worker `worker`, acting on `identity`) with the
+    /// executor registry and the global cap as the guards' input: `step`
+    /// gets them under the registry's lock, so that two targets of one
+    /// executor never both open an incident. Nothing is adopted yet.
+    pub(super) fn step<E>(
+        self: &Arc<Self>,
+        target: &str,
+        worker: u64,
+        identity: &crate::execute::Identity,
+        now: Time,
+        step: impl FnOnce(&decide::Guards) -> Result<(TargetState, Vec<Action>), E>,
+    ) -> Result<Stepped, E> {
+        let mut seats = self.executors.lock().unwrap_or_else(|p| p.into_inner());
+        let base = decide::Guards {
+            busy_executor: Shared::busy_peers(&seats, target, identity),
+            state_lost: self.state_lost.clone(),
+            global: None,
+        };
+        let (next, actions) = match &self.live().global_limit {
+            Some(limit) => limit.step(target, now, &base, step)?,
+            None => step(&base)?,
+        };
+        let open = decide::open_incident(&next).map(str::to_string);
+        seats
+            .entry(target.to_string())
+            .or_insert_with(|| ExecutorSeat {
+                worker,
+                identity: identity.clone(),
+                open: None,
+                held: None,
+            })
+            .held = Some(open);
+        let hold = Hold {
+            shared: self.clone(),
+            target: target.to_string(),
+            worker,
+            identity: identity.clone(),
+            adopted: false,
+        };
+        Ok(Stepped {
+            next,
+            actions,
+            hold,
+        })
+    }
+}
+
+impl Stepped {
+    /// The step is adopted (journaled, or it changed nothing worth a
+    /// journal line): what it holds is its target's count from now on.
+    /// Returns the new state and the actions to carry out.
+    pub(super) fn adopt(self) -> (TargetState, Vec<Action>) {
+        let Stepped {
+            next,
+            actions,
+            mut hold,
+        } = self;
+        if let Some(limit) = &hold.shared.live().global_limit {
+            limit.adopt(&hold.target, &next.rollbacks);
+        }
+        hold.shared
+            .seat_executor(&hold.target, hold.worker, &hold.identity, &next);
+        hold.adopted = true;
+        (next, actions)
+    }
+}
+
+impl Drop for Hold {
+    /// Not adopted: the hold goes, the target's adopted count stands.
+    fn drop(&mut self) {
+        if self.adopted {
+            return;
+        }
+        if let Some(limit) = &self.shared.live().global_limit {
+            limit.release(&self.target);
+        }
+        let mut seats = self
+            .shared
+            .executors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(seat) = seats.get_mut(&self.target) {
+            seat.held = None;
         }
     }
 }

@@ -8,9 +8,11 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::effects::{Effects, Scene};
+use super::seat::{ClusterView, Gate, Route, Seat, Seen};
 use super::*;
 use crate::config::{Config, TargetConfig};
-use crate::decide::{self, Action, DecideConfig, Event, Phase, TargetState, Time};
+use crate::decide::{self, DecideConfig, Event, Phase, TargetState, Time};
 use crate::execute;
 use crate::journal::Record;
 use crate::rules::{RuleEval, RuleReport};
@@ -189,7 +191,6 @@ pub(super) struct Worker {
     /// The latest report of every rule, in config order (live view).
     pub(super) latest: Vec<Option<RuleReport>>,
     pub(super) shared: Arc<Shared>,
-    pub(super) events_tx: mpsc::Sender<Event>,
     pub(super) events_rx: mpsc::Receiver<Event>,
     /// Effect results whose journal write failed: retried in order until
     /// journaled, so an outcome is never lost.
@@ -210,15 +211,10 @@ pub(super) struct Worker {
     pub(super) last_version_error: Option<String>,
     pub(super) commands_rx: mpsc::Receiver<Command>,
     pub(super) state_tx: watch::Sender<TargetState>,
-    /// The daemon's shutdown token (set when the worker runs).
-    pub(super) stop: CancellationToken,
-    /// The running `confirm_command`: the incident it answers for and
-    /// the token that stops it (killing its process group).
-    pub(super) confirm_running: Option<(String, CancellationToken)>,
+    /// Carries out the actions of the steps this worker adopts.
+    pub(super) effects: Effects,
     /// With `[cluster]`: this worker's ownership of the target.
-    pub(super) seat: Option<super::seat::Seat>,
-    /// Its own command channel (forwarded commands enter here).
-    pub(super) commands_tx: mpsc::Sender<Command>,
+    pub(super) seat: Option<Seat>,
     /// What its rollback acts on (one plan per service), and this worker's
     /// number in [`Shared::executors`].
     pub(super) identity: crate::execute::Identity,
@@ -264,9 +260,12 @@ impl Worker {
         shared: Arc<Shared>,
         cluster: Option<crate::cluster::Cluster>,
     ) -> (Worker, TargetHandle, mpsc::Sender<Reconfig>) {
+        let (events_tx, events_rx) = mpsc::channel(16);
+        let (commands_tx, commands_rx) = mpsc::channel(16);
         let (seat, ownership) = match cluster {
             Some(c) => {
-                let (seat, rx) = super::seat::Seat::new(c);
+                let (seat, rx) =
+                    Seat::new(c, &target.name, commands_tx.clone(), shared.tracker.clone());
                 (Some(seat), rx)
             }
             None => (None, watch::channel(None).1),
@@ -277,8 +276,6 @@ impl Worker {
             .map(|s| s.rules.clone())
             .unwrap_or_default();
         let (polled, alerting) = rule_slots(target, &last, Vec::new(), &shared, &live);
-        let (events_tx, events_rx) = mpsc::channel(16);
-        let (commands_tx, commands_rx) = mpsc::channel(16);
         let (control_tx, control_rx) = mpsc::channel(4);
         let state = recovered
             .clone()
@@ -304,8 +301,8 @@ impl Worker {
             )),
             schedule: Schedule::new(&target.name, live.poll_interval),
             budget: poll_budget(target, &shared, &live),
+            effects: Effects::new(&target.name, shared.clone(), events_tx),
             shared,
-            events_tx,
             events_rx,
             unjournaled: std::collections::VecDeque::new(),
             last_version_error: None,
@@ -314,10 +311,7 @@ impl Worker {
             pending: None,
             wake_at: None,
             state_tx,
-            stop: CancellationToken::new(),
-            confirm_running: None,
             seat,
-            commands_tx: commands_tx.clone(),
         };
         let handle = TargetHandle {
             name: target.name.clone(),
@@ -332,7 +326,10 @@ impl Worker {
     /// never queued behind a poll: the poll is a task of its own (`biased`
     /// select, commands first), and shutdown drops it.
     pub(super) async fn run(mut self, cancel: CancellationToken) {
-        self.stop = cancel.clone();
+        self.effects.stop = cancel.clone();
+        if let Some(seat) = &mut self.seat {
+            seat.stop = cancel.clone();
+        }
         self.heartbeat();
         if self.recovered {
             tracing::info!(target = %self.target.name, phase = self.state.phase.name(), "state recovered from the journal");
@@ -387,7 +384,7 @@ impl Worker {
                 }
                 _ = retry.tick(), if !self.unjournaled.is_empty() => self.retry_unjournaled().await,
             }
-            self.settle_confirm_command();
+            self.effects.settle_confirm_command(&self.state);
             self.publish();
         }
         drop(poll);
@@ -398,7 +395,7 @@ impl Worker {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.target.name);
-        self.settle_confirm_command();
+        self.effects.settle_confirm_command(&self.state);
         // A running plan finishes within the grace, or is killed at its
         // end and reports itself interrupted (`hard_stop`): either way its
         // outcome arrives as an event and is journaled.
@@ -694,7 +691,7 @@ impl Worker {
 
     /// [`Worker::apply`] at a given time, saying why a step was not adopted.
     pub(super) async fn apply_at(&mut self, event: Event, now: Time) -> Applied {
-        let (next, actions) = match self.step(&event, now) {
+        let stepped = match self.step(&event, now) {
             Ok(r) => r,
             // State-lost mode refuses every step; said once at start.
             Err(e @ decide::StepError::StateLost { .. }) => {
@@ -706,97 +703,58 @@ impl Worker {
                 return Applied::NotExpected;
             }
         };
-        self.adopt(event, next, actions, now).await
+        self.adopt(event, stepped, now).await
     }
 
-    /// Step the machine from the current state, with the global cap as
-    /// the guards' input; nothing is adopted yet (a step that is not must
-    /// be [`Worker::unstep`]ped).
-    pub(super) fn step(
-        &self,
-        event: &Event,
-        now: Time,
-    ) -> Result<(TargetState, Vec<Action>), decide::StepError> {
-        let step = |guards: &decide::Guards| {
-            decide::step(&self.decide, guards, self.state.clone(), event.clone(), now)
-        };
-        // The registry stays locked through the (pure, quick) step, so that
-        // two targets of one executor never both open an incident.
-        let mut seats = self
-            .shared
-            .executors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let base = decide::Guards {
-            busy_executor: Shared::busy_peers(&seats, &self.target.name, &self.identity),
-            state_lost: self.shared.state_lost.clone(),
-            global: None,
-        };
-        let stepped = match &self.shared.live().global_limit {
-            Some(limit) => limit.step(&self.target.name, now, &base, step),
-            None => step(&base),
-        };
-        if let Ok((next, _)) = &stepped {
-            seats.insert(
-                self.target.name.clone(),
-                ExecutorSeat {
-                    worker: self.worker_id,
-                    identity: self.identity.clone(),
-                    open: decide::open_incident(next).map(str::to_string),
-                },
-            );
-        }
-        stepped
-    }
-
-    /// A step was not adopted: the rollbacks it started do not count, and
-    /// the incident it opened is not open.
-    pub(super) fn unstep(&self) {
-        if let Some(limit) = &self.shared.live().global_limit {
-            limit.reset(&self.state);
-        }
-        self.shared.seat_executor(
+    /// Step the machine from the current state, with the executor
+    /// registry and the global cap as the guards' input. Nothing is
+    /// adopted yet: the result is adopted ([`Worker::adopt`]) or dropped.
+    pub(super) fn step(&self, event: &Event, now: Time) -> Result<Stepped, decide::StepError> {
+        self.shared.step(
             &self.target.name,
             self.worker_id,
             &self.identity,
-            &self.state,
-        );
+            now,
+            |guards: &decide::Guards| {
+                decide::step(&self.decide, guards, self.state.clone(), event.clone(), now)
+            },
+        )
     }
 
     /// Adopt a step: journal it when it changed something, then take the
-    /// state and carry out its actions.
-    pub(super) async fn adopt(
-        &mut self,
-        event: Event,
-        next: TargetState,
-        actions: Vec<Action>,
-        now: Time,
-    ) -> Applied {
+    /// state and carry out its actions. A step that is not adopted is
+    /// dropped (what it held for the global cap and the executor goes).
+    pub(super) async fn adopt(&mut self, event: Event, stepped: Stepped, now: Time) -> Applied {
+        let next = &stepped.next;
         let from = self.state.phase.name().to_string();
         let to = next.phase.name().to_string();
         if let Event::Evaluated { rules, .. } = &event {
             record_rule_metrics(&self.target.name, rules);
         }
-        let changed = !actions.is_empty() || self.state.journal_worthy_change(&next);
+        let changed = !stepped.actions.is_empty() || self.state.journal_worthy_change(next);
         if !changed {
-            self.state = next;
+            self.state = stepped.adopt().0;
             return Applied::Yes;
         }
-        match self.cluster_gate(&next, &actions).await {
+        let gate = match self.seat.as_mut() {
+            Some(seat) => seat.gate(&self.state, next, &stepped.actions).await,
+            None => Gate::Act,
+        };
+        match gate {
             Gate::Act => {}
             Gate::Refuse(why) => {
                 tracing::debug!(target = %self.target.name, %why, "step not adopted");
-                self.unstep();
                 return Applied::Refused;
             }
-            Gate::Adopted => {
+            Gate::Adopted(shared) => {
                 // The step was computed from the state this node had; the
-                // shared one replaced it.
-                self.unstep();
+                // shared one replaces it.
+                drop(stepped);
+                self.adopt_shared(*shared);
                 return Box::pin(self.took_over(now)).await;
             }
         }
-        log_step(&self.target.name, &event, &from, &to, &next);
+        log_step(&self.target.name, &event, &from, &to, next);
         if next.waiting != self.state.waiting {
             match &next.waiting {
                 Some(why) => tracing::info!(target = %self.target.name, %why, "waiting"),
@@ -810,7 +768,7 @@ impl Worker {
             event: event.clone(),
             from: from.clone(),
             to: to.clone(),
-            actions: actions.clone(),
+            actions: stepped.actions.clone(),
             state: next.clone().into(),
         };
         if let Err(e) = self.shared.journal(record).await {
@@ -818,9 +776,9 @@ impl Worker {
             // next poll tries again.
             crate::metrics::global().journal_error();
             tracing::error!(target = %self.target.name, error = %format!("{e:#}"), "journal write failed; not acting");
-            self.unstep();
             return Applied::NotJournaled;
         }
+        let (next, actions) = stepped.adopt();
         self.state = next;
         self.remember_incident();
         if from != to {
@@ -835,7 +793,12 @@ impl Worker {
             state: Box::new(self.state.clone()),
         });
         for action in actions {
-            self.act(action).await;
+            let scene = Scene {
+                target: &self.target,
+                state: &self.state,
+                seat: self.seat.as_ref(),
+            };
+            self.effects.act(action, &scene).await;
         }
         Applied::Yes
     }
@@ -913,8 +876,17 @@ impl Worker {
     /// An event from the API: step it once and answer with the state
     /// after, or with why it was refused (nothing done).
     pub(super) async fn command(&mut self, cmd: Command) {
-        let Some(cmd) = self.cluster_command(cmd).await else {
-            return;
+        let cmd = match self.seat.as_mut() {
+            None => cmd,
+            Some(seat) => match seat.route(cmd, &self.state).await {
+                Route::Step(cmd) => cmd,
+                Route::TakeOver(shared, cmd) => {
+                    self.adopt_shared(*shared);
+                    self.took_over(self.shared.now()).await;
+                    cmd
+                }
+                Route::Answered => return,
+            },
         };
         let Command { event, reply } = cmd;
         let now = self.shared.now();
@@ -922,7 +894,7 @@ impl Worker {
             tracing::info!(%target, %why, "api event refused");
             let _ = reply.send(Err(why));
         };
-        let (next, actions) = match self.step(&event, now) {
+        let stepped = match self.step(&event, now) {
             Ok(r) => r,
             Err(e) => return refuse(&self.target.name, reply, e.into()),
         };
@@ -934,7 +906,7 @@ impl Worker {
         } = &event
         {
             if let Err(why) = execute::check_version(&self.target.rollback, v).await {
-                self.unstep();
+                // The step is dropped.
                 return refuse(
                     &self.target.name,
                     reply,
@@ -942,7 +914,7 @@ impl Worker {
                 );
             }
         }
-        if self.adopt(event, next, actions, now).await != Applied::Yes {
+        if self.adopt(event, stepped, now).await != Applied::Yes {
             return refuse(&self.target.name, reply, Refusal::NotJournaled);
         }
         self.publish();
@@ -966,6 +938,64 @@ impl Worker {
                 false
             }
         });
+    }
+
+    /// What a standby's poll read of the cluster: mirror the owner's
+    /// state, or take the target over.
+    pub(super) async fn cluster_seen(&mut self, view: ClusterView) {
+        let Some(seat) = self.seat.as_mut() else {
+            return;
+        };
+        match seat.seen(view, &self.state).await {
+            Seen::Nothing => {}
+            // Not journaled: the owner's journal and etcd hold it.
+            Seen::Mirror(state) => self.adopt_shared(*state),
+            Seen::TakeOver(shared) => {
+                self.adopt_shared(*shared);
+                self.took_over(self.shared.now()).await;
+            }
+        }
+    }
+
+    /// Take the state the owner published (mirrored by a standby, or
+    /// adopted by a new owner) in place of this node's: it counts for the
+    /// global cap and the executor from now on.
+    pub(super) fn adopt_shared(&mut self, state: TargetState) {
+        self.state = state;
+        self.remember_incident();
+        if let Some(limit) = &self.shared.live().global_limit {
+            limit.count(&self.state);
+        }
+        self.shared.seat_executor(
+            &self.target.name,
+            self.worker_id,
+            &self.identity,
+            &self.state,
+        );
+    }
+
+    /// This node just adopted the state the previous owner published:
+    /// step `Recovered` as after a restart (a rollback that was running is
+    /// verified, not run again), and ask the team's `confirm_command` again
+    /// for an incident that waits for approval (it ran on the old owner).
+    pub(super) async fn took_over(&mut self, now: Time) -> Applied {
+        let applied = self.apply_at(Event::Recovered, now).await;
+        if let Phase::AwaitingConfirmation { incident, .. } = &self.state.phase {
+            let incident = incident.clone();
+            self.ask_confirm_command(&incident);
+        }
+        applied
+    }
+
+    /// Run `confirm_command` for `incident` (see
+    /// [`Effects::ask_confirm_command`]).
+    pub(super) fn ask_confirm_command(&mut self, incident: &decide::Incident) {
+        let scene = Scene {
+            target: &self.target,
+            state: &self.state,
+            seat: self.seat.as_ref(),
+        };
+        self.effects.ask_confirm_command(incident, &scene);
     }
 
     pub(super) fn remember_incident(&self) {

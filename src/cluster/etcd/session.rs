@@ -166,7 +166,7 @@ async fn keep(inner: &Inner, mut client: Client, id: i64, token: &CancellationTo
         };
         match answer {
             Ok(Ok(Some(resp))) if resp.ttl() > 0 => {
-                crate::metrics::global().cluster_lease_renewed(sent.elapsed());
+                inner.metrics.cluster_lease_renewed(sent.elapsed());
                 inner.set_lease(Some(LeaseState {
                     id,
                     valid_until: sent + Duration::from_secs(resp.ttl() as u64),
