@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use tokio::time::Instant;
 
-use super::kind::{optional_text, program, required_text, ExecError, Identity, Kind, VersionCheckError};
+use super::kind::{
+    optional_text, program, required_text, ExecError, Identity, Kind, VersionCheckError,
+};
 use crate::config::cx::Cx;
 use crate::config::raw::step::join;
 use crate::config::version_source::VersionSource;
@@ -122,7 +124,12 @@ impl Kind for Config {
         None
     }
 
-    fn identity(&self, _target: &str, _cwd: Option<&Path>, _env: &BTreeMap<String, String>) -> Identity {
+    fn identity(
+        &self,
+        _target: &str,
+        _cwd: Option<&Path>,
+        _env: &BTreeMap<String, String>,
+    ) -> Identity {
         identity(&self.service, &self.namespace, self.context.as_deref())
     }
 
@@ -153,7 +160,11 @@ impl Kind for Config {
     }
 
     /// Cannot choose: it flips to the other color.
-    async fn check_version(&self, version: &str, _deadline: Instant) -> Result<(), VersionCheckError> {
+    async fn check_version(
+        &self,
+        version: &str,
+        _deadline: Instant,
+    ) -> Result<(), VersionCheckError> {
         Err(VersionCheckError::Refused(format!(
             "version {version:?} cannot be chosen: a blue_green rollback flips the service to the \
              color that is not live; leave out --to-version"
@@ -256,7 +267,6 @@ impl Config {
             &patch,
         ]))])
     }
-
 }
 
 /// `k=v,k=v` in key order, as `kubectl -l` takes it.

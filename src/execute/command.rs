@@ -66,7 +66,12 @@ impl Kind for Config {
         None
     }
 
-    fn identity(&self, target: &str, cwd: Option<&Path>, env: &BTreeMap<String, String>) -> Identity {
+    fn identity(
+        &self,
+        target: &str,
+        cwd: Option<&Path>,
+        env: &BTreeMap<String, String>,
+    ) -> Identity {
         identity(target, &self.steps, cwd, env)
     }
 
@@ -111,7 +116,11 @@ impl Kind for Config {
     }
 
     /// Cannot check: `{to_version}` is passed on as given.
-    async fn check_version(&self, _version: &str, _deadline: Instant) -> Result<(), VersionCheckError> {
+    async fn check_version(
+        &self,
+        _version: &str,
+        _deadline: Instant,
+    ) -> Result<(), VersionCheckError> {
         Ok(())
     }
 

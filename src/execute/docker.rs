@@ -113,7 +113,12 @@ impl Kind for Config {
         None
     }
 
-    fn identity(&self, _target: &str, _cwd: Option<&Path>, _env: &BTreeMap<String, String>) -> Identity {
+    fn identity(
+        &self,
+        _target: &str,
+        _cwd: Option<&Path>,
+        _env: &BTreeMap<String, String>,
+    ) -> Identity {
         identity(&self.container)
     }
 
@@ -143,7 +148,11 @@ impl Kind for Config {
 
     /// `docker image inspect image:V` (a local image), else `docker
     /// manifest inspect image:V` (in the registry).
-    async fn check_version(&self, version: &str, deadline: Instant) -> Result<(), VersionCheckError> {
+    async fn check_version(
+        &self,
+        version: &str,
+        deadline: Instant,
+    ) -> Result<(), VersionCheckError> {
         let tagged = format!("{}:{version}", self.image);
         let argv = vec![
             self.docker.clone(),

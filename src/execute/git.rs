@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 use tokio::time::Instant;
 
-use super::kind::{optional_argv, probe, required_path, ExecError, Identity, Kind, VersionCheckError};
+use super::kind::{
+    optional_argv, probe, required_path, ExecError, Identity, Kind, VersionCheckError,
+};
 use crate::config::cx::Cx;
 use crate::config::raw::step::join;
 use crate::config::version_source::VersionSource;
@@ -87,7 +89,12 @@ impl Kind for Config {
         ]))
     }
 
-    fn identity(&self, _target: &str, _cwd: Option<&Path>, _env: &BTreeMap<String, String>) -> Identity {
+    fn identity(
+        &self,
+        _target: &str,
+        _cwd: Option<&Path>,
+        _env: &BTreeMap<String, String>,
+    ) -> Identity {
         identity(&self.repo)
     }
 
@@ -122,7 +129,11 @@ impl Kind for Config {
     }
 
     /// `git rev-parse --verify V^{commit}` in `repo`.
-    async fn check_version(&self, version: &str, deadline: Instant) -> Result<(), VersionCheckError> {
+    async fn check_version(
+        &self,
+        version: &str,
+        deadline: Instant,
+    ) -> Result<(), VersionCheckError> {
         let argv = vec![
             "git".to_string(),
             "-C".to_string(),
@@ -259,7 +270,6 @@ impl Config {
         }
         Ok(acts)
     }
-
 }
 
 /// The executor's identity ([`Kind::identity`]): the working tree.

@@ -52,8 +52,13 @@ pub struct Config {
 
 impl Kind for Config {
     const NAME: &'static str = "kubernetes";
-    const KEYS: &'static [&'static str] =
-        &["deployment", "namespace", "context", "to_revision", "kubectl"];
+    const KEYS: &'static [&'static str] = &[
+        "deployment",
+        "namespace",
+        "context",
+        "to_revision",
+        "kubectl",
+    ];
     /// Its versions are revision numbers, also written `revision N`; they
     /// are parsed in [`Kind::check_version`].
     const VERSIONS_ARE_NAMES: bool = false;
@@ -97,7 +102,12 @@ impl Kind for Config {
         None
     }
 
-    fn identity(&self, _target: &str, _cwd: Option<&Path>, _env: &BTreeMap<String, String>) -> Identity {
+    fn identity(
+        &self,
+        _target: &str,
+        _cwd: Option<&Path>,
+        _env: &BTreeMap<String, String>,
+    ) -> Identity {
         identity(&self.deployment, &self.namespace, self.context.as_deref())
     }
 
@@ -128,7 +138,11 @@ impl Kind for Config {
     }
 
     /// A revision listed by `kubectl rollout history`.
-    async fn check_version(&self, version: &str, deadline: Instant) -> Result<(), VersionCheckError> {
+    async fn check_version(
+        &self,
+        version: &str,
+        deadline: Instant,
+    ) -> Result<(), VersionCheckError> {
         let Some(n) = parse_revision(version) else {
             return Err(VersionCheckError::unknown(
                 version,
@@ -247,7 +261,6 @@ impl Config {
             },
         ])
     }
-
 }
 
 /// Why a kubernetes rollback is refused (nothing was changed) or stopped.

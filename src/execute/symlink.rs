@@ -76,7 +76,12 @@ impl Kind for Config {
         Some(VersionSource::Symlink(self.current.clone()))
     }
 
-    fn identity(&self, _target: &str, _cwd: Option<&Path>, _env: &BTreeMap<String, String>) -> Identity {
+    fn identity(
+        &self,
+        _target: &str,
+        _cwd: Option<&Path>,
+        _env: &BTreeMap<String, String>,
+    ) -> Identity {
         identity(&self.current)
     }
 
@@ -85,7 +90,10 @@ impl Kind for Config {
     }
 
     fn programs(&self) -> Vec<String> {
-        self.restart.iter().filter_map(|a| a.first().cloned()).collect()
+        self.restart
+            .iter()
+            .filter_map(|a| a.first().cloned())
+            .collect()
     }
 
     /// The executor finds the release to go to itself; resolve it now so
@@ -128,13 +136,27 @@ impl Kind for Config {
     }
 
     async fn run(&self, _context: &Context, vars: &Vars, budget: Budget) -> ExecResult {
-        run_with(&self.current, &self.releases, self.restart.as_deref(), vars, budget).await
+        run_with(
+            &self.current,
+            &self.releases,
+            self.restart.as_deref(),
+            vars,
+            budget,
+        )
+        .await
     }
 
     /// A release directory other than the live one.
-    async fn check_version(&self, version: &str, _deadline: Instant) -> Result<(), VersionCheckError> {
+    async fn check_version(
+        &self,
+        version: &str,
+        _deadline: Instant,
+    ) -> Result<(), VersionCheckError> {
         if version.contains('/') || version == "." || version == ".." {
-            return Err(VersionCheckError::unknown(version, "not a release directory name"));
+            return Err(VersionCheckError::unknown(
+                version,
+                "not a release directory name",
+            ));
         }
         let dir = self.releases.join(version);
         if !dir.is_dir() {

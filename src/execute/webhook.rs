@@ -85,7 +85,12 @@ impl Kind for Config {
         None
     }
 
-    fn identity(&self, _target: &str, _cwd: Option<&Path>, _env: &BTreeMap<String, String>) -> Identity {
+    fn identity(
+        &self,
+        _target: &str,
+        _cwd: Option<&Path>,
+        _env: &BTreeMap<String, String>,
+    ) -> Identity {
         identity(&self.url)
     }
 
@@ -120,7 +125,11 @@ impl Kind for Config {
     }
 
     /// Cannot check: `{to_version}` is passed on as given.
-    async fn check_version(&self, _version: &str, _deadline: Instant) -> Result<(), VersionCheckError> {
+    async fn check_version(
+        &self,
+        _version: &str,
+        _deadline: Instant,
+    ) -> Result<(), VersionCheckError> {
         Ok(())
     }
 
@@ -209,7 +218,6 @@ impl Config {
             body,
         })])
     }
-
 }
 
 /// The executor's identity ([`Kind::identity`]): the endpoint. Shown

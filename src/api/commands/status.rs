@@ -285,4 +285,3 @@ fn rule_line(r: &crate::rules::RuleReport) -> String {
     }
     line
 }
-
