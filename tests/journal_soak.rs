@@ -150,9 +150,17 @@ fn flapping_targets_keep_the_journal_bounded_and_recover_exactly() {
     assert!(state.join("snapshot.json").exists());
 
     // Calm down, let every cooldown end, then kill it hard.
+    // Every target is Watching again within a few seconds (cooldown 1s); a
+    // loaded machine polls late, so wait for it rather than for a fixed time.
     flap.store(false, Ordering::SeqCst);
-    std::thread::sleep(Duration::from_secs(4));
-    let before = durable(api);
+    let calm = Instant::now();
+    let mut before = durable(api);
+    while !before.values().all(|v| v.starts_with("phase=\"Watching\""))
+        && calm.elapsed() < Duration::from_secs(30)
+    {
+        std::thread::sleep(Duration::from_millis(250));
+        before = durable(api);
+    }
     assert!(
         before.values().all(|v| v.starts_with("phase=\"Watching\"")),
         "{before:#?}"
