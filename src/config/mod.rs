@@ -8,6 +8,7 @@ pub mod duration;
 pub mod error;
 pub mod probe_window;
 pub mod raw;
+pub mod route;
 pub mod secrets;
 pub mod validate;
 pub mod version_source;
@@ -21,7 +22,14 @@ use std::time::Duration;
 
 use crate::execute::kind::steps_using as kind_steps_using;
 pub use crate::execute::kinds::ExecutorKind;
+// Each notification outlet's config is defined in its own file
+// (`notify/OUTLET.rs`), `[notify]` as a whole in `notify/sections.rs`;
+// these names are kept here for the code and the tests that read them.
 pub use crate::notify::chat::WebhookFormat;
+pub use crate::notify::email::EmailConfig;
+pub use crate::notify::sections::NotifyConfig;
+pub use crate::notify::smtp::{SmtpConfig, SmtpSecurity};
+pub use crate::notify::webhook::WebhookConfig;
 pub use crate::run::step::Step;
 // Each source kind's spec is defined in its own file (`sources/KIND.rs`);
 // these names are kept here for the code and the tests that read them.
@@ -33,6 +41,7 @@ pub use crate::sources::prometheus::{
 };
 pub use crate::sources::SourceSpec;
 pub use cx::{ConfigError, ConfigErrors, ConfigWarning, TEMPLATE_VARIABLES};
+pub use route::{Severity, TargetNotify};
 pub use validate::validate;
 pub use version_source::VersionSource;
 
@@ -91,46 +100,6 @@ pub struct Config {
     /// Things that are valid but probably not meant (nobody is notified,
     /// `for = "0s"` on a probe): `check` prints them, the daemon logs them.
     pub warnings: Vec<ConfigWarning>,
-}
-
-/// How much a notification matters (`[target.notify] min_severity`); each
-/// `NotifyKind` has one.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    /// Nothing to do: monitoring blind or seeing again, a pause ended, a
-    /// shadow rule would have acted, signals recovered.
-    #[default]
-    Info,
-    /// Someone should look: a human must confirm, a guard escalated, a
-    /// dry-run would have rolled back, a rollback was rejected.
-    Warning,
-    /// An action on the service: a rollback started, ended or failed.
-    Critical,
-}
-
-/// `[target.notify]`: where this target's notifications go.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct TargetNotify {
-    /// Replaces `notify.email.to` for this target; `None`: the global list.
-    pub to: Option<Vec<String>>,
-    /// Copied on this target's mail.
-    pub cc: Vec<String>,
-    /// Names of the webhooks this target notifies; `None`: every webhook.
-    pub webhooks: Option<Vec<String>>,
-    /// Notifications below this severity are not sent for this target.
-    pub min_severity: Severity,
 }
 
 /// Default `[daemon] journal_max_size`: past it the journal is compacted
@@ -288,106 +257,6 @@ impl Config {
             Some(n) => self.prometheus_servers.get(n),
         }
     }
-}
-
-/// `[notify]`.
-#[derive(Debug, Clone)]
-pub struct NotifyConfig {
-    /// `[notify.email]`; without it notifications are only logged and journaled.
-    pub email: Option<EmailConfig>,
-    /// `[[notify.webhook]]`: each one a channel with its own outbox queue.
-    pub webhooks: Vec<WebhookConfig>,
-    /// A notification still undelivered this long after it was written is
-    /// moved to `failed/` (kept, counted), so a dead channel does not retry forever.
-    pub give_up_after: Duration,
-    /// Per channel, at most this many notifications about one target per
-    /// hour are delivered; more wait in the outbox (no storms).
-    pub max_per_target_per_hour: NonZeroU32,
-    /// Per channel, at most this many notifications per hour in all.
-    pub max_per_hour: NonZeroU32,
-    /// Where webhook notifications are queued (`outbox_dir/webhook-*`):
-    /// `notify.email.outbox_dir`, else `state_dir/outbox`.
-    pub outbox_dir: PathBuf,
-    /// `[target.notify]` of each target that has one, by target name.
-    pub routes: std::collections::BTreeMap<String, TargetNotify>,
-}
-
-impl Default for NotifyConfig {
-    fn default() -> NotifyConfig {
-        NotifyConfig {
-            email: None,
-            webhooks: Vec::new(),
-            give_up_after: Duration::from_secs(24 * 3600),
-            max_per_target_per_hour: NonZeroU32::new(20).expect("nonzero"),
-            max_per_hour: NonZeroU32::new(60).expect("nonzero"),
-            outbox_dir: PathBuf::from("/var/lib/rollbackd/outbox"),
-            routes: std::collections::BTreeMap::new(),
-        }
-    }
-}
-
-/// `[notify.email]`.
-#[derive(Debug, Clone, Default)]
-pub struct EmailConfig {
-    /// RFC 5322 mailbox, e.g. `rollbackd <rollbackd@host>`; checked by validation.
-    pub from: String,
-    /// At least one recipient mailbox.
-    pub to: Vec<String>,
-    /// Copied mailboxes (a target's `[target.notify] cc`).
-    pub cc: Vec<String>,
-    /// Every mail is written here first (default `state_dir/outbox`).
-    pub outbox_dir: PathBuf,
-    /// Where mail is delivered; `None`: it stays in the outbox.
-    pub smtp: Option<SmtpConfig>,
-}
-
-/// `smtp_url`, `username`, `password_file`, `timeout` of `[notify.email]`.
-/// The password itself is read at daemon start (file or environment), never
-/// from the config file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SmtpConfig {
-    /// Server host name (also the name the TLS certificate must carry).
-    pub host: String,
-    /// Server port (default 25, 587 with STARTTLS, 465 for `smtps://`).
-    pub port: u16,
-    /// How the connection is protected.
-    pub security: SmtpSecurity,
-    /// AUTH user; `None`: no authentication.
-    pub username: Option<String>,
-    /// File whose trimmed content is the password; else `ROLLBACKD_SMTP_PASSWORD`.
-    pub password_file: Option<PathBuf>,
-    /// Bounds connecting and each SMTP command, so a slow server cannot hold a mail forever.
-    pub timeout: Duration,
-    /// PEM file of root certificates trusted besides the Mozilla roots
-    /// (an internal relay with a private CA); read at daemon start.
-    pub ca_file: Option<PathBuf>,
-}
-
-/// The scheme and `tls` parameter of `smtp_url`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SmtpSecurity {
-    /// `smtp://`: plaintext, for a local relay.
-    Plain,
-    /// `smtp://...?tls=starttls`: upgrade with STARTTLS, required.
-    StartTls,
-    /// `smtps://`: implicit TLS from the first byte.
-    Tls,
-}
-
-/// `[[notify.webhook]]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WebhookConfig {
-    /// Endpoint the notification is POSTed to.
-    pub url: url::Url,
-    /// Body format.
-    pub format: WebhookFormat,
-    /// Request timeout.
-    pub timeout: Duration,
-    /// Name `[target.notify] webhooks` refers to; unique.
-    pub name: Option<String>,
-    /// DingTalk / Feishu signing secret: each request is signed with it at
-    /// send time (the signature holds a timestamp the receiver checks).
-    pub secret: Option<String>,
 }
 
 /// `no_data = hold | ok | breach`: what an evaluation without data means.

@@ -132,57 +132,19 @@ pub struct RawPrometheus {
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawNotify {
-    /// `[notify.email]`.
-    pub email: Option<RawEmail>,
-    /// `[[notify.webhook]]`.
-    #[serde(default)]
-    pub webhook: Vec<RawWebhook>,
+    /// Each outlet's tables by its key (`email`: `[notify.email]`,
+    /// `webhook`: `[[notify.webhook]]`, see
+    /// [`crate::notify::sections::KEYS`]), each key checked against the
+    /// outlet's raw type (bad keys reported and left out); an absent
+    /// section has no entry. Validation reads them into the outlet's types.
+    #[serde(skip)]
+    pub outlets: BTreeMap<String, Vec<toml::Table>>,
     /// Duration string: an undeliverable notification moves to `failed/` after this.
     pub give_up_after: Option<String>,
     /// Rate limit per target and channel.
     pub max_per_target_per_hour: Option<i64>,
     /// Rate limit over all targets, per channel.
     pub max_per_hour: Option<i64>,
-}
-
-/// `[notify.email]`.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawEmail {
-    /// Sender mailbox, e.g. `rollbackd <rollbackd@deploy-host>`.
-    pub from: Option<String>,
-    /// Recipient mailboxes.
-    pub to: Option<Vec<String>>,
-    /// SMTP server URL; absent: mail stays in the outbox.
-    pub smtp_url: Option<String>,
-    /// SMTP user name.
-    pub username: Option<String>,
-    /// File holding the SMTP password.
-    pub password_file: Option<String>,
-    /// Password in the config file: never accepted, parsed only to say so.
-    pub password: Option<toml::Value>,
-    /// Duration string: connection and send timeout.
-    pub timeout: Option<String>,
-    /// Directory every mail is written to.
-    pub outbox_dir: Option<String>,
-    /// PEM file of extra trusted root certificates (a private CA).
-    pub ca_file: Option<String>,
-}
-
-/// `[[notify.webhook]]`.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawWebhook {
-    /// Endpoint the notification is POSTed to.
-    pub url: Option<String>,
-    /// Body format: `json`, `slack`, `teams`, `dingtalk` or `feishu`.
-    pub format: Option<String>,
-    /// Duration string: request timeout.
-    pub timeout: Option<String>,
-    /// Name that `[target.notify] webhooks` refers to.
-    pub name: Option<String>,
-    /// DingTalk or Feishu signing secret.
-    pub secret: Option<String>,
 }
 
 /// `[target.notify]`.
@@ -432,16 +394,9 @@ impl Walker<'_> {
         raw.prometheus = prometheus
             .and_then(|v| self.table("prometheus", v))
             .map(|t| self.prometheus(t));
-        raw.notify = notify.and_then(|v| self.table("notify", v)).map(|mut t| {
-            let email = t.remove("email");
-            let webhook = t.remove("webhook");
-            let mut notify: RawNotify = self.flat("notify", t);
-            notify.email = email
-                .and_then(|v| self.table("notify.email", v))
-                .map(|t| self.flat("notify.email", t));
-            notify.webhook = self.array("notify.webhook", webhook, |w, path, t| w.flat(path, t));
-            notify
-        });
+        raw.notify = notify
+            .and_then(|v| self.table("notify", v))
+            .map(|t| self.notify(t));
         raw.window = self.array("window", window, |w, path, t| w.flat(path, t));
         raw.target = self.array("target", target, |w, path, t| w.target(path, t));
         raw.cluster =
@@ -462,6 +417,42 @@ impl Walker<'_> {
             }
         }
         raw
+    }
+
+    /// `[notify]`: its shared keys, and each outlet's table (or array of
+    /// tables) with its keys checked against that outlet's raw type.
+    fn notify(&mut self, mut t: toml::Table) -> RawNotify {
+        let sections: Vec<(&str, bool, toml::Value)> = crate::notify::sections::KEYS
+            .iter()
+            .filter_map(|&(key, array)| t.remove(key).map(|v| (key, array, v)))
+            .collect();
+        let mut notify: RawNotify = self.flat("notify", t);
+        for (key, array, value) in sections {
+            let path = join("notify", key);
+            let tables = if array {
+                self.array(&path, Some(value), |w, path, t| w.outlet(key, path, t))
+            } else {
+                self.table(&path, value)
+                    .map(|t| self.outlet(key, &path, t))
+                    .into_iter()
+                    .collect()
+            };
+            notify.outlets.insert(key.to_string(), tables);
+        }
+        notify
+    }
+
+    /// One table of outlet `outlet`: each key checked against the outlet's
+    /// raw type, as [`Walker::flat`] does; bad keys are left out.
+    fn outlet(&mut self, outlet: &str, path: &str, mut t: toml::Table) -> toml::Table {
+        let keys: Vec<String> = t.keys().cloned().collect();
+        for key in keys {
+            if let Err(message) = crate::notify::sections::check_key(outlet, &key, &t[&key]) {
+                self.err(join(path, &key), key_message(&message, &t[&key]));
+                t.remove(&key);
+            }
+        }
+        t
     }
 
     fn target(&mut self, path: &str, mut t: toml::Table) -> RawTarget {
@@ -628,11 +619,17 @@ fn key_error<T: DeserializeOwned>(key: &str, value: &toml::Value) -> Option<Stri
     let mut one = toml::Table::new();
     one.insert(key.to_string(), value.clone());
     let e = toml::Value::Table(one).try_into::<T>().err()?;
-    Some(if e.message().starts_with("unknown field") {
+    Some(key_message(e.message(), value))
+}
+
+/// serde's message about one key, as the raw layer reports it: "unknown
+/// key", or what was expected and what was found.
+fn key_message(message: &str, value: &toml::Value) -> String {
+    if message.starts_with("unknown field") {
         "unknown key".to_string()
     } else {
-        type_error(e.message(), value)
-    })
+        type_error(message, value)
+    }
 }
 
 /// `target.rule` -> `target.rule`, used in "expected [[target.rule]]".

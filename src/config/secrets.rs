@@ -45,15 +45,7 @@ pub fn secret_files(config: &Config) -> Vec<(String, PathBuf)> {
     if let Some(p) = &config.daemon.api_token_file {
         files.push(("daemon.api_token_file".to_string(), p.clone()));
     }
-    if let Some(p) = config
-        .notify
-        .email
-        .as_ref()
-        .and_then(|e| e.smtp.as_ref())
-        .and_then(|s| s.password_file.as_ref())
-    {
-        files.push(("notify.email.password_file".to_string(), p.clone()));
-    }
+    files.extend(config.notify.secret_files());
     let servers = config
         .prometheus
         .iter()

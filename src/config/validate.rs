@@ -28,18 +28,20 @@ use rollback::*;
 use rule::*;
 
 use super::raw::{
-    join, RawCheck, RawCluster, RawConfig, RawDaemon, RawEmail, RawNotify, RawPrometheus,
-    RawRollback, RawRule, RawTarget, RawTargetNotify, RawVerify, RawWebhook, RawWindow,
+    join, RawCheck, RawCluster, RawConfig, RawDaemon, RawNotify, RawPrometheus, RawRollback,
+    RawRule, RawTarget, RawTargetNotify, RawVerify, RawWindow,
 };
 use super::{
     duration, BlastRadius, ClusterAuth, ClusterClientCert, ClusterConfig, Config, DaemonConfig,
-    EmailConfig, ExecutorKind, LogFormat, NoData, NotifyConfig, PrometheusAuth, PrometheusConfig,
-    RollbackPlan, RuleConfig, SmtpConfig, SmtpSecurity, SourceSpec, TargetConfig, VerifyCheck,
-    VerifyConfig, WebhookConfig, WebhookFormat, Window,
+    ExecutorKind, LogFormat, NoData, NotifyConfig, PrometheusAuth, PrometheusConfig, RollbackPlan,
+    RuleConfig, SourceSpec, TargetConfig, VerifyCheck, VerifyConfig, Window,
 };
 // The source kinds' specs, which the tests below build.
 #[cfg(test)]
 use super::{BaselineSpec, ProbeMeasure, ProbeSpec, PromSpec, TrafficGuard};
+// The outlets' config types, which the notify tests build.
+#[cfg(test)]
+use super::{SmtpConfig, SmtpSecurity, WebhookFormat};
 
 // The defaults of a source kind's keys are in its file.
 pub use crate::sources::probe::{DEFAULT_MIN_SAMPLES, DEFAULT_PROBE_TIMEOUT, DEFAULT_PROBE_WINDOW};
@@ -88,8 +90,9 @@ pub const DEFAULT_GIVE_UP_AFTER: &str = "24h";
 pub const DEFAULT_MAX_PER_TARGET_PER_HOUR: u32 = 20;
 /// Default `notify.max_per_hour`.
 pub const DEFAULT_MAX_PER_HOUR: u32 = 60;
-/// Default SMTP and webhook `timeout`.
-pub const DEFAULT_NOTIFY_TIMEOUT: &str = "30s";
+use crate::notify::email::mailbox;
+/// Default SMTP and webhook `timeout` (the outlets' files use it).
+pub use crate::notify::outlet::DEFAULT_NOTIFY_TIMEOUT;
 
 /// Validate the raw config; `file` names it in errors.
 pub fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigErrors> {
@@ -154,15 +157,11 @@ fn config(cx: &mut Cx, raw: RawConfig) -> Option<Config> {
     let daemon = daemon(cx, raw.daemon.unwrap_or_default());
     let prometheus = prometheus_servers(cx, raw.prometheus.as_ref());
     let state_dir = daemon.as_ref().map(|d| d.state_dir.clone());
-    let raw_notify = raw.notify.unwrap_or_default();
-    if raw_notify.email.is_none() && raw_notify.webhook.is_empty() {
-        cx.warn(
-            "notify",
-            "no notification channel configured: nobody is told about rollbacks, escalations \
-             or confirmations; add [notify.email] or a [[notify.webhook]]",
-        );
+    let mut notify = notify(cx, raw.notify.unwrap_or_default(), state_dir);
+    // Asked of every outlet; before any other warning, as it always was.
+    if let Some(nobody) = notify.as_ref().and_then(NotifyConfig::nobody_notified) {
+        cx.warn("notify", nobody);
     }
-    let mut notify = notify(cx, raw_notify, state_dir);
     let cluster = match raw.cluster.as_ref() {
         None => Some(None),
         Some(c) => cluster(cx, c).map(Some),
@@ -223,43 +222,14 @@ fn config(cx: &mut Cx, raw: RawConfig) -> Option<Config> {
     })
 }
 
-/// `[target.notify]` checked against the global channels (webhook names
-/// must exist; `to` needs `[notify.email]`), then added to the routes.
+/// `[target.notify]` checked against every outlet (webhook names must
+/// exist; `to` needs `[notify.email]`), then added to the routes.
 fn target_routes(cx: &mut Cx, p: &str, target: &TargetConfig, notify: &mut NotifyConfig) {
     let route = &target.notify;
     if *route == super::TargetNotify::default() {
         return;
     }
-    if (route.to.is_some() || !route.cc.is_empty()) && notify.email.is_none() {
-        cx.err(
-            join(p, if route.to.is_some() { "to" } else { "cc" }),
-            "recipients need a [notify.email] section (from, smtp_url)",
-        );
-    }
-    for (i, name) in route.webhooks.iter().flatten().enumerate() {
-        if !notify
-            .webhooks
-            .iter()
-            .any(|w| w.name.as_deref() == Some(name.as_str()))
-        {
-            let names: Vec<&str> = notify
-                .webhooks
-                .iter()
-                .filter_map(|w| w.name.as_deref())
-                .collect();
-            cx.err(
-                format!("{p}.webhooks[{i}]"),
-                format!(
-                    "no [[notify.webhook]] named {name:?} (named webhooks: {})",
-                    if names.is_empty() {
-                        "none; give one a name".to_string()
-                    } else {
-                        names.join(", ")
-                    }
-                ),
-            );
-        }
-    }
+    notify.check_route(cx, p, route);
     notify.routes.insert(target.name.clone(), route.clone());
 }
 

@@ -2,7 +2,7 @@
 //! incident or a target message, with the words of [`super::text`] and the
 //! JSON event of [`super::event`], for every outlet to build its item from.
 
-use crate::config::EmailConfig;
+use super::email::EmailConfig;
 use crate::decide::{Incident, NotifyKind};
 
 use super::notice::Notice;

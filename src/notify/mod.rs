@@ -30,17 +30,18 @@ pub mod smtp;
 mod smtp_phases;
 pub mod text;
 
-/// The outlets, one entry each: the file `notify/NAME.rs` (a module with
-/// `pub fn outlets(&NotifyConfig) -> Vec<Box<dyn Outlet>>`), registered in
-/// the order their items are written. The one place outlets are named.
+/// The outlets, one entry each, `field: module`: the file
+/// `notify/module.rs` implements [`outlet::Section`] for its `Section` type,
+/// which [`NotifyConfig`]'s field `field` holds, and [`Outlet`] and
+/// [`Transport`] for what that section configures. The order is the order
+/// their items are written in (the first written item's path is what
+/// `notify` returns). The one place outlets are named: `sections.rs`
+/// generates `NotifyConfig` and every dispatch over outlets from it.
 macro_rules! outlets {
-    ($($name:ident),* $(,)?) => {
-        /// Every outlet `[notify]` configures, in registration order (the
-        /// first written item's path is what `notify` returns).
-        fn registered(cfg: &NotifyConfig) -> Vec<Box<dyn Outlet>> {
-            let mut all: Vec<Box<dyn Outlet>> = Vec::new();
-            $(all.extend($name::outlets(cfg));)*
-            all
+    ($then:ident) => {
+        $then! {
+            email: email,
+            webhooks: webhook,
         }
     };
 }
@@ -50,10 +51,7 @@ macro_rules! outlets {
 pub mod email;
 pub mod webhook;
 
-outlets! {
-    email,
-    webhook,
-}
+pub mod sections;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -61,48 +59,18 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use crate::config::{NotifyConfig, TargetNotify};
+use crate::config::TargetNotify;
 use crate::decide::{Incident, NotifyKind};
 
 pub use notice::Notice;
-pub use outlet::{Outlet, Transport};
+pub use outlet::{NotifyError, Outlet, SendError, Transport};
+pub use sections::NotifyConfig;
 pub use sender::Senders;
 
 /// The registry the notifier counts in (the daemon's, which `/metrics`
 /// renders): passed in with [`Notifier::with_metrics`]; `None` counts
 /// nothing (tools, tests).
 pub type Metrics = Option<&'static crate::metrics::Metrics>;
-
-/// Why a notification could not be written or sent.
-#[derive(Debug, thiserror::Error)]
-pub enum NotifyError {
-    /// The message could not be built (bad address, ...).
-    #[error("cannot build email: {0}")]
-    Build(String),
-    /// The outbox could not be written.
-    #[error("cannot write to outbox {path}: {detail}")]
-    Outbox {
-        /// The outbox directory.
-        path: PathBuf,
-        /// The I/O error.
-        detail: String,
-    },
-    /// A channel could not be set up at start (password file, TLS, client).
-    #[error("cannot set up notifications: {0}")]
-    Setup(String),
-}
-
-/// Why one outbox item was not delivered this attempt (the sender logs it
-/// and retries with backoff).
-#[derive(Debug, thiserror::Error)]
-pub enum SendError {
-    /// The outlet's own error ([`smtp::SmtpError`], [`webhook::WebhookError`]).
-    #[error(transparent)]
-    Outlet(Box<dyn std::error::Error + Send + Sync>),
-    /// The channel gave no answer within the sender's own limit.
-    #[error("no answer within {}", crate::util::fmt_duration(*.0))]
-    Timeout(std::time::Duration),
-}
 
 /// Approve and reject links for a confirmation email (signed, single-use
 /// tokens behind `public_url`).
@@ -188,7 +156,7 @@ impl Notifier {
         let (wake, _) = watch::channel(0);
         Notifier {
             inner: Arc::new(Inner {
-                outlets: registered(cfg),
+                outlets: cfg.outlets(),
                 cfg: cfg.clone(),
                 public_url,
                 wake,
@@ -518,7 +486,7 @@ mod tests {
             serde_json::from_slice(&std::fs::read(&items[0]).unwrap()).unwrap();
         assert_eq!(item.target, "frontend");
         assert_eq!(item.id, "20250601-120000-frontend-1.rolled_back");
-        assert_eq!(item.body["schema"], webhook::SCHEMA);
+        assert_eq!(item.body["schema"], event::SCHEMA);
         assert_eq!(item.body["state"], "RolledBack");
     }
 }

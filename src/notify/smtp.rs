@@ -7,9 +7,43 @@
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, TlsParameters};
 
-use crate::config::{SmtpConfig, SmtpSecurity};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use super::NotifyError;
+use super::outlet::NotifyError;
+
+/// `smtp_url`, `username`, `password_file`, `timeout` of `[notify.email]`.
+/// The password itself is read at daemon start (file or environment), never
+/// from the config file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SmtpConfig {
+    /// Server host name (also the name the TLS certificate must carry).
+    pub host: String,
+    /// Server port (default 25, 587 with STARTTLS, 465 for `smtps://`).
+    pub port: u16,
+    /// How the connection is protected.
+    pub security: SmtpSecurity,
+    /// AUTH user; `None`: no authentication.
+    pub username: Option<String>,
+    /// File whose trimmed content is the password; else `ROLLBACKD_SMTP_PASSWORD`.
+    pub password_file: Option<PathBuf>,
+    /// Bounds connecting and each SMTP command, so a slow server cannot hold a mail forever.
+    pub timeout: Duration,
+    /// PEM file of root certificates trusted besides the Mozilla roots
+    /// (an internal relay with a private CA); read at daemon start.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The scheme and `tls` parameter of `smtp_url`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// `smtp://`: plaintext, for a local relay.
+    Plain,
+    /// `smtp://...?tls=starttls`: upgrade with STARTTLS, required.
+    StartTls,
+    /// `smtps://`: implicit TLS from the first byte.
+    Tls,
+}
 
 /// Why an outbox `.eml` has no SMTP envelope; names the header at fault.
 #[derive(Debug, thiserror::Error)]

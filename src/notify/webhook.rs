@@ -10,6 +10,9 @@
 //!
 //! Routing: a target's `[target.notify] webhooks` picks webhooks by name;
 //! without it a target notifies every webhook.
+//!
+//! Its config: the keys as written ([`RawWebhook`]), their validation into
+//! [`WebhookConfig`] and its [`Section`] (`Vec<WebhookConfig>`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,13 +20,13 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 
-use crate::config::{NotifyConfig, TargetNotify, WebhookConfig, WebhookFormat};
+use crate::config::cx::Cx;
+use crate::config::error::join;
+use crate::config::route::TargetNotify;
 
+use super::chat::WebhookFormat;
 use super::notice::Notice;
-use super::outlet::{Outlet, Transport};
-use super::{NotifyError, SendError};
-
-pub use super::event::SCHEMA;
+use super::outlet::{NotifyError, Outlet, SendError, Transport, DEFAULT_NOTIFY_TIMEOUT};
 
 /// What is stored in the outbox for one webhook call.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -41,19 +44,171 @@ pub fn body(format: WebhookFormat, event: Value) -> Value {
     format.body(&event)
 }
 
-/// One outlet per `[[notify.webhook]]`, in config order.
-pub fn outlets(cfg: &NotifyConfig) -> Vec<Box<dyn Outlet>> {
-    cfg.webhooks
-        .iter()
-        .enumerate()
-        .map(|(i, w)| {
-            Box::new(Webhook {
-                index: i,
-                dir: dir(&cfg.outbox_dir, w),
-                cfg: w.clone(),
-            }) as Box<dyn Outlet>
-        })
-        .collect()
+/// `[[notify.webhook]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookConfig {
+    /// Endpoint the notification is POSTed to.
+    pub url: url::Url,
+    /// Body format.
+    pub format: WebhookFormat,
+    /// Request timeout.
+    pub timeout: Duration,
+    /// Name `[target.notify] webhooks` refers to; unique.
+    pub name: Option<String>,
+    /// DingTalk / Feishu signing secret: each request is signed with it at
+    /// send time (the signature holds a timestamp the receiver checks).
+    pub secret: Option<String>,
+}
+
+/// `[[notify.webhook]]`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    /// Endpoint the notification is POSTed to.
+    pub url: Option<String>,
+    /// Body format: `json`, `slack`, `teams`, `dingtalk` or `feishu`.
+    pub format: Option<String>,
+    /// Duration string: request timeout.
+    pub timeout: Option<String>,
+    /// Name that `[target.notify] webhooks` refers to.
+    pub name: Option<String>,
+    /// DingTalk or Feishu signing secret.
+    pub secret: Option<String>,
+}
+
+/// `[[notify.webhook]]` in `NotifyConfig`, in config order.
+pub type Section = Vec<WebhookConfig>;
+
+impl super::outlet::Section for Vec<WebhookConfig> {
+    const KEY: &'static str = "webhook";
+    const ARRAY: bool = true;
+    type Raw = RawWebhook;
+
+    fn build(cx: &mut Cx, raw: Vec<RawWebhook>, _state_dir: Option<&Path>) -> Option<Self> {
+        let webhooks: Vec<Option<WebhookConfig>> = raw
+            .iter()
+            .enumerate()
+            .map(|(i, w)| webhook(cx, &format!("notify.webhook[{i}]"), w))
+            .collect();
+        for (i, w) in raw.iter().enumerate() {
+            let Some(name) = w.name.as_deref() else {
+                continue;
+            };
+            if let Some(first) = raw[..i]
+                .iter()
+                .position(|o| o.name.as_deref() == Some(name))
+            {
+                cx.err(
+                    format!("notify.webhook[{i}].name"),
+                    format!(
+                        "duplicate webhook name {name:?} (also used by notify.webhook[{first}])"
+                    ),
+                );
+            }
+        }
+        webhooks.into_iter().collect()
+    }
+
+    fn notifies_anyone(&self) -> bool {
+        !self.is_empty()
+    }
+
+    fn outbox_dir(&self) -> Option<&Path> {
+        None
+    }
+
+    fn check_route(&self, cx: &mut Cx, p: &str, route: &TargetNotify) {
+        for (i, name) in route.webhooks.iter().flatten().enumerate() {
+            if !self
+                .iter()
+                .any(|w| w.name.as_deref() == Some(name.as_str()))
+            {
+                let names: Vec<&str> = self.iter().filter_map(|w| w.name.as_deref()).collect();
+                cx.err(
+                    format!("{p}.webhooks[{i}]"),
+                    format!(
+                        "no [[notify.webhook]] named {name:?} (named webhooks: {})",
+                        if names.is_empty() {
+                            "none; give one a name".to_string()
+                        } else {
+                            names.join(", ")
+                        }
+                    ),
+                );
+            }
+        }
+    }
+
+    fn secret_files(&self) -> Vec<(String, PathBuf)> {
+        Vec::new()
+    }
+
+    fn outlets(&self, outbox_dir: &Path) -> Vec<Box<dyn Outlet>> {
+        self.iter()
+            .enumerate()
+            .map(|(i, w)| {
+                Box::new(Webhook {
+                    index: i,
+                    dir: dir(outbox_dir, w),
+                    cfg: w.clone(),
+                }) as Box<dyn Outlet>
+            })
+            .collect()
+    }
+}
+
+/// One `[[notify.webhook]]` under `p`.
+pub fn webhook(cx: &mut Cx, p: &str, raw: &RawWebhook) -> Option<WebhookConfig> {
+    let url = cx
+        .required(p, "url", raw.url.as_deref())
+        .and_then(|u| cx.http_url(&join(p, "url"), u));
+    let format = cx.choice(
+        p,
+        "format",
+        raw.format.as_deref(),
+        &WebhookFormat::choices(),
+    );
+    let name = match raw.name.as_deref() {
+        None => Some(None),
+        Some(n) => cx
+            .non_empty(&join(p, "name"), n)
+            .map(|n| Some(n.to_string())),
+    };
+    let secret = match raw.secret.as_deref() {
+        None => Some(None),
+        Some(s) => cx
+            .non_empty(&join(p, "secret"), s)
+            .map(|s| Some(s.to_string())),
+    };
+    if raw.secret.is_some() && format.is_some_and(|f| f.format().sign.is_none()) {
+        let signing: Vec<String> = WebhookFormat::ALL
+            .iter()
+            .map(|f| f.format())
+            .filter(|f| f.sign.is_some())
+            .map(|f| format!("{:?}", f.name))
+            .collect();
+        cx.err(
+            join(p, "secret"),
+            format!(
+                "secret applies to format {} (request signing) only",
+                signing.join(" and ")
+            ),
+        );
+    }
+    let timeout = cx.duration(
+        p,
+        "timeout",
+        raw.timeout.as_deref(),
+        DEFAULT_NOTIFY_TIMEOUT,
+        true,
+    );
+    Some(WebhookConfig {
+        url: url?,
+        format: format?,
+        timeout: timeout?,
+        name: name?,
+        secret: secret?,
+    })
 }
 
 /// The outbox directory of one webhook: `outbox_dir/webhook-HASH`, HASH from
