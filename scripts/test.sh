@@ -39,6 +39,10 @@ cargo deb --version >/dev/null 2>&1 || cargo install cargo-deb --locked
 cargo fmt --all -- --check
 # Every tracked file too: rustfmt does not follow a module a macro declares.
 git ls-files -z '*.rs' | xargs -0 rustfmt --edition 2021 --check
+# The floors and limits of docs/architecture.md section 2: no import circle
+# among the files of src/, no file over 1,200 lines, no function over 120.
+python3 scripts/import-circles src
+python3 scripts/limits.py
 # Both builds lint clean. The default one (no `cluster` feature) must need
 # no protoc, as on a fresh machine: PROTOC points nowhere.
 PROTOC=/nonexistent cargo clippy --all-targets -- -D warnings
