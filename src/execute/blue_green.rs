@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tokio::time::Instant;
 
@@ -14,7 +14,6 @@ use super::kind::{
 };
 use crate::config::cx::Cx;
 use crate::config::raw::step::join;
-use crate::config::version_source::VersionSource;
 use crate::report::ExecResult;
 use crate::run::plan::{first_line, Act, Budget, Runner, StepError};
 use crate::run::process::Context;
@@ -120,10 +119,6 @@ impl Kind for Config {
         true
     }
 
-    fn version_source(&self) -> Option<VersionSource> {
-        None
-    }
-
     fn identity(
         &self,
         _target: &str,
@@ -133,20 +128,8 @@ impl Kind for Config {
         identity(&self.service, &self.namespace, self.context.as_deref())
     }
 
-    fn secret_files(&self) -> Vec<(&'static str, PathBuf)> {
-        Vec::new()
-    }
-
     fn programs(&self) -> Vec<String> {
         vec![self.kubectl.clone()]
-    }
-
-    fn scripts(&self) -> Vec<&[String]> {
-        Vec::new()
-    }
-
-    fn resolve(&self, _vars: &mut Vars) -> Result<(), String> {
-        Ok(())
     }
 
     async fn prepare(&self, _vars: &Vars, r: &mut Runner) -> Result<Vec<Act>, ExecError> {

@@ -1,14 +1,13 @@
 //! `kind = "command"`: ordered argv steps; the first failure stops the plan.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tokio::time::Instant;
 
 use super::kind::{steps_using, ExecError, Identity, Kind, VersionCheckError};
 use crate::config::cx::Cx;
 use crate::config::raw::step::{join, RawStep};
-use crate::config::version_source::VersionSource;
 use crate::report::ExecResult;
 use crate::run::plan::{self as runner, Act, Budget, Runner};
 use crate::run::process::run_step_with;
@@ -62,10 +61,6 @@ impl Kind for Config {
         false
     }
 
-    fn version_source(&self) -> Option<VersionSource> {
-        None
-    }
-
     fn identity(
         &self,
         target: &str,
@@ -73,10 +68,6 @@ impl Kind for Config {
         env: &BTreeMap<String, String>,
     ) -> Identity {
         identity(target, &self.steps, cwd, env)
-    }
-
-    fn secret_files(&self) -> Vec<(&'static str, PathBuf)> {
-        Vec::new()
     }
 
     fn programs(&self) -> Vec<String> {

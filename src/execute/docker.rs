@@ -13,7 +13,7 @@
 //! [`RESTORE_TIMEOUT`] even when the plan deadline is (nearly) over.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -21,7 +21,6 @@ use tokio::time::Instant;
 use super::kind::{probe, program, required_text, ExecError, Identity, Kind, VersionCheckError};
 use crate::config::cx::Cx;
 use crate::config::raw::step::join;
-use crate::config::version_source::VersionSource;
 use crate::report::ExecResult;
 use crate::run::plan::{first_line, Act, Budget, Runner, StepError};
 use crate::run::process::{run_step_in, Context};
@@ -109,10 +108,6 @@ impl Kind for Config {
         false
     }
 
-    fn version_source(&self) -> Option<VersionSource> {
-        None
-    }
-
     fn identity(
         &self,
         _target: &str,
@@ -122,20 +117,8 @@ impl Kind for Config {
         identity(&self.container)
     }
 
-    fn secret_files(&self) -> Vec<(&'static str, PathBuf)> {
-        Vec::new()
-    }
-
     fn programs(&self) -> Vec<String> {
         vec![self.docker.clone()]
-    }
-
-    fn scripts(&self) -> Vec<&[String]> {
-        Vec::new()
-    }
-
-    fn resolve(&self, _vars: &mut Vars) -> Result<(), String> {
-        Ok(())
     }
 
     async fn prepare(&self, vars: &Vars, r: &mut Runner) -> Result<Vec<Act>, ExecError> {

@@ -98,23 +98,11 @@ impl Kind for Config {
         identity(&self.repo)
     }
 
-    fn secret_files(&self) -> Vec<(&'static str, PathBuf)> {
-        Vec::new()
-    }
-
     fn programs(&self) -> Vec<String> {
         std::iter::once("git".to_string())
             .chain(self.build.iter().filter_map(|a| a.first().cloned()))
             .chain(self.restart.iter().filter_map(|a| a.first().cloned()))
             .collect()
-    }
-
-    fn scripts(&self) -> Vec<&[String]> {
-        Vec::new()
-    }
-
-    fn resolve(&self, _vars: &mut Vars) -> Result<(), String> {
-        Ok(())
     }
 
     async fn prepare(&self, vars: &Vars, r: &mut Runner) -> Result<Vec<Act>, ExecError> {

@@ -27,6 +27,10 @@ use crate::run::template::Vars;
 /// `execute/KIND.rs`; [`ExecutorKind`](super::kinds::ExecutorKind) holds
 /// one of them and dispatches to it. Every method is required: a new kind
 /// says what it does for each, nothing is given to it by default.
+/// Four items have a default that does nothing (no version source of its
+/// own, no secret file, no scripts for a drill to read, nothing to fill in
+/// before `pre`); every other item is required, so the compiler lists what
+/// a new kind must say.
 pub trait Kind: Sized {
     /// The `kind` key's value (`"docker"`), for records and logs.
     const NAME: &'static str;
@@ -57,7 +61,9 @@ pub trait Kind: Sized {
 
     /// The target's version source when the target names none (symlink:
     /// the release `current` points to; git: `git describe`).
-    fn version_source(&self) -> Option<VersionSource>;
+    fn version_source(&self) -> Option<VersionSource> {
+        None
+    }
 
     /// What it acts on, for `target` (see [`Identity`]); `cwd` and `env`
     /// are the plan's.
@@ -69,19 +75,25 @@ pub trait Kind: Sized {
     ) -> Identity;
 
     /// Secret files it reads, as (key, path), for `check`'s mode warning.
-    fn secret_files(&self) -> Vec<(&'static str, PathBuf)>;
+    fn secret_files(&self) -> Vec<(&'static str, PathBuf)> {
+        Vec::new()
+    }
 
     /// Programs it runs, which a drill checks are installed.
     fn programs(&self) -> Vec<String>;
 
     /// Its argv steps whose `sh -c` scripts a drill reads for the programs
     /// they call (a miss is a warning).
-    fn scripts(&self) -> Vec<&[String]>;
+    fn scripts(&self) -> Vec<&[String]> {
+        Vec::new()
+    }
 
     /// Before the `pre` steps run: fill in what the executor finds itself
     /// (symlink: `{to_version}`, so that `pre` can use it), and refuse a
     /// plan whose templates cannot be completed (nothing is run then).
-    fn resolve(&self, vars: &mut Vars) -> Result<(), String>;
+    fn resolve(&self, _vars: &mut Vars) -> Result<(), String> {
+        Ok(())
+    }
 
     /// Read-only checks and the changes it would make, as a drill shows
     /// them; the steps run (all read-only) are in the runner.

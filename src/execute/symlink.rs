@@ -85,21 +85,11 @@ impl Kind for Config {
         identity(&self.current)
     }
 
-    fn secret_files(&self) -> Vec<(&'static str, PathBuf)> {
-        Vec::new()
-    }
-
     fn programs(&self) -> Vec<String> {
         self.restart
             .iter()
             .filter_map(|a| a.first().cloned())
             .collect()
-    }
-
-    /// The executor finds the release to go to itself; resolve it now so
-    /// that `pre` can use `{to_version}` too.
-    fn scripts(&self) -> Vec<&[String]> {
-        Vec::new()
     }
 
     fn resolve(&self, vars: &mut Vars) -> Result<(), String> {

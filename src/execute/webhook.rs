@@ -11,7 +11,6 @@ use tokio::time::Instant;
 use super::kind::{ExecError, Identity, Kind, VersionCheckError};
 use crate::config::cx::{template_names, Cx, LEASE_WITHOUT_CLUSTER, TEMPLATE_VARIABLES};
 use crate::config::raw::step::join;
-use crate::config::version_source::VersionSource;
 use crate::report::ExecResult;
 pub use crate::run::http::{post, Request};
 use crate::run::plan::{Act, Budget, Runner};
@@ -81,10 +80,6 @@ impl Kind for Config {
         false
     }
 
-    fn version_source(&self) -> Option<VersionSource> {
-        None
-    }
-
     fn identity(
         &self,
         _target: &str,
@@ -103,14 +98,6 @@ impl Kind for Config {
 
     fn programs(&self) -> Vec<String> {
         Vec::new()
-    }
-
-    fn scripts(&self) -> Vec<&[String]> {
-        Vec::new()
-    }
-
-    fn resolve(&self, _vars: &mut Vars) -> Result<(), String> {
-        Ok(())
     }
 
     async fn prepare(&self, vars: &Vars, _r: &mut Runner) -> Result<Vec<Act>, ExecError> {
